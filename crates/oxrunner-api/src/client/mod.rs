@@ -1,0 +1,291 @@
+//! The HTTP client: construction (base URL, TLS, timeouts) lives here; the endpoints are in the
+//! sibling modules, the retry layer in `transport`.
+
+mod artifacts;
+mod jobs;
+mod runners;
+mod transport;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::ApiError;
+use crate::redact::redact_url;
+
+/// Where and how to reach GitLab. Mirrors the `url` and `tls-*` keys of a `[[runners]]` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// GitLab URL as in config.toml (`https://gitlab.example.com/`, a legacy `/ci` suffix is accepted).
+    pub url: String,
+    /// Extra CA bundle (PEM), appended to the system roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    pub tls_key_file: Option<PathBuf>,
+    /// `<config dir>/certs`: when the files above are unset, `<host>.crt`, `<host>.auth.crt` and
+    /// `<host>.auth.key` are picked up from here, as gitlab-runner does.
+    pub certs_dir: Option<PathBuf>,
+}
+
+/// Runner API client. Cloning is cheap and clones share the connection pool and the
+/// `X-GitLab-Last-Update` value.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// `<gitlab>/api/v4/`, always with a trailing slash so `join` appends.
+    base: url::Url,
+    base_str: String,
+    ca_chain_pem: Option<String>,
+    user_agent: String,
+    last_update: Mutex<String>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &redact_url(&self.inner.base_str))
+            .field("has_ca_chain", &self.inner.ca_chain_pem.is_some())
+            .finish()
+    }
+}
+
+/// gitlab-runner's transport timeouts (§1.1).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// reqwest has no response-header timeout; a per-read timeout of the same length is the closest
+/// match and still lets Workhorse hold a long poll for its 50 s.
+const READ_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+const TOTAL_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+impl Client {
+    /// Build a client for `cfg.url`. Fails on a non-http(s) URL or unreadable TLS files.
+    pub fn new(cfg: ClientConfig) -> Result<Client, ApiError> {
+        let base = api_base(&cfg.url)?;
+        let host = base
+            .host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let tls = TlsFiles::resolve(&cfg, &host);
+
+        let user_agent = format!(
+            "oxrunner {} ({}; rust; {}/{})",
+            env!("CARGO_PKG_VERSION"),
+            option_env!("OXRUNNER_GIT_REVISION").unwrap_or("none"),
+            crate::wire::go_os(),
+            crate::wire::go_arch()
+        );
+        let mut builder = reqwest::Client::builder()
+            .user_agent(user_agent.clone())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .timeout(TOTAL_TIMEOUT)
+            .tcp_keepalive(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(100)
+            .tls_version_min(reqwest::tls::Version::TLS_1_2)
+            // Redirects are handled per endpoint: artifact uploads re-base on 307, downloads must
+            // not forward JOB-TOKEN to object storage.
+            .redirect(reqwest::redirect::Policy::none());
+
+        let mut ca_chain_pem = None;
+        if let Some(ca) = &tls.ca_file {
+            let pem = read_file(ca)?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ApiError::TlsFile {
+                path: ca.clone(),
+                detail: crate::error::chain_text(&e),
+            })?;
+            if certs.is_empty() {
+                return Err(ApiError::TlsFile {
+                    path: ca.clone(),
+                    detail: "no certificate found".to_string(),
+                });
+            }
+            builder = builder.tls_certs_merge(certs);
+            ca_chain_pem = Some(String::from_utf8_lossy(&pem).into_owned());
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            let mut pem = read_file(cert)?;
+            pem.push(b'\n');
+            pem.extend_from_slice(&read_file(key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| ApiError::TlsFile {
+                path: cert.clone(),
+                detail: format!("with key {}: {}", key.display(), crate::error::chain_text(&e)),
+            })?;
+            builder = builder.identity(identity);
+        }
+        let http = builder.build().map_err(|e| ApiError::ClientSetup {
+            detail: crate::error::chain_text(&e),
+        })?;
+        let base_str = base.to_string();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                base_str,
+                ca_chain_pem,
+                user_agent,
+                last_update: Mutex::new(String::new()),
+            }),
+        })
+    }
+
+    /// `<gitlab>/api/v4/`.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_str
+    }
+
+    /// Content of the CA file in use (configured or auto-picked), for `CI_SERVER_TLS_CA_FILE`.
+    pub fn ca_chain_pem(&self) -> Option<String> {
+        self.inner.ca_chain_pem.clone()
+    }
+
+    /// The `User-Agent` sent with every request.
+    pub fn user_agent(&self) -> &str {
+        &self.inner.user_agent
+    }
+
+    /// Last `X-GitLab-Last-Update` seen on any response (empty before the first one).
+    pub fn last_update(&self) -> String {
+        match self.inner.last_update.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_last_update(&self, value: &str) {
+        let mut g = match self.inner.last_update.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        value.clone_into(&mut g);
+    }
+
+    fn endpoint(&self, path: &str) -> Result<url::Url, ApiError> {
+        self.inner.base.join(path).map_err(|e| ApiError::InvalidUrl {
+            url_redacted: redact_url(&format!("{}{path}", self.inner.base_str)),
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, ApiError> {
+    std::fs::read(path).map_err(|source| ApiError::Io {
+        action: "cannot read",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Strip a trailing `/` and a legacy `/ci`, append `/api/v4/` (gitlab-runner's `fixCIURL`).
+fn api_base(raw: &str) -> Result<url::Url, ApiError> {
+    let invalid = |reason: String| ApiError::InvalidUrl {
+        url_redacted: redact_url(raw),
+        reason,
+    };
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(invalid("the URL is empty".to_string()));
+    }
+    let mut url = url::Url::parse(trimmed).map_err(|e| invalid(e.to_string()))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(invalid("only http or https scheme supported".to_string()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("the URL has no host".to_string()));
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    let mut path = url.path().trim_end_matches('/').to_string();
+    if let Some(stripped) = path.strip_suffix("/ci") {
+        path = stripped.to_string();
+    }
+    url.set_path(&format!("{path}/api/v4/"));
+    Ok(url)
+}
+
+/// TLS files actually used, after the `certs_dir` auto-pick.
+struct TlsFiles {
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn resolve(cfg: &ClientConfig, host: &str) -> TlsFiles {
+        let pick = |suffix: &str| -> Option<PathBuf> {
+            let dir = cfg.certs_dir.as_ref()?;
+            let p = dir.join(format!("{host}{suffix}"));
+            p.is_file().then_some(p)
+        };
+        let ca_file = cfg.tls_ca_file.clone().or_else(|| pick(".crt"));
+        let (cert_file, key_file) = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
+            (Some(c), Some(k)) => (Some(c.clone()), Some(k.clone())),
+            (None, None) => match (pick(".auth.crt"), pick(".auth.key")) {
+                (Some(c), Some(k)) => (Some(c), Some(k)),
+                _ => (None, None),
+            },
+            // One without the other cannot form an identity; gitlab-runner ignores it too.
+            _ => (None, None),
+        };
+        TlsFiles {
+            ca_file,
+            cert_file,
+            key_file,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_normalisation() {
+        for (input, want) in [
+            ("https://gitlab.example.com", "https://gitlab.example.com/api/v4/"),
+            (
+                "https://gitlab.example.com/",
+                "https://gitlab.example.com/api/v4/",
+            ),
+            (
+                "https://gitlab.example.com/ci",
+                "https://gitlab.example.com/api/v4/",
+            ),
+            (
+                "https://gitlab.example.com/ci/",
+                "https://gitlab.example.com/api/v4/",
+            ),
+            ("http://h:8080/gitlab/", "http://h:8080/gitlab/api/v4/"),
+            ("http://h/gitlab/ci", "http://h/gitlab/api/v4/"),
+        ] {
+            assert_eq!(
+                api_base(input).map(|u| u.to_string()).ok().as_deref(),
+                Some(want),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_other_schemes_and_garbage() {
+        for bad in ["ftp://h/", "unix:///var/run/x", "", "not a url", "https://"] {
+            let err = api_base(bad).err();
+            assert!(matches!(err, Some(ApiError::InvalidUrl { .. })), "{bad}: {err:?}");
+        }
+        let err = api_base("ftp://u:secret@h/")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("only http or https"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+        assert!(err.contains("hint:"), "{err}");
+    }
+}

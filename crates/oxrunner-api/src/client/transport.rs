@@ -1,0 +1,314 @@
+//! Request plumbing shared by every endpoint: correlation id, the generic retry layer of
+//! gitlab-runner's `retry_requester.go`, `X-GitLab-Last-Update` bookkeeping and response helpers.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use reqwest::header::HeaderMap;
+use serde::de::DeserializeOwned;
+
+use super::Client;
+use crate::error::ApiError;
+use crate::redact::redact_url;
+
+/// Attempts in total, first one included.
+pub(crate) const MAX_ATTEMPTS: u32 = 5;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A server asking us to wait longer than this is more likely wrong than right; waking up to be
+/// refused again is cheaper than hanging a job for hours.
+const HEADER_WAIT_MAX: Duration = Duration::from_secs(15 * 60);
+/// Cap of the trace update interval the server may ask for.
+pub(crate) const UPDATE_INTERVAL_MAX: Duration = Duration::from_secs(15 * 60);
+/// Error bodies are only read for their message; bound them so a proxy page cannot eat memory.
+const ERROR_BODY_MAX: usize = 64 * 1024;
+
+pub(crate) const RUNNER_TOKEN: &str = "RUNNER-TOKEN";
+pub(crate) const JOB_TOKEN: &str = "JOB-TOKEN";
+
+/// Statuses the retry layer retries.
+pub(crate) fn is_retryable(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504) || status >= 512
+}
+
+impl Client {
+    /// Send a request built by `build`, retrying retryable statuses. `build` is called once per
+    /// attempt (with a cheap clone of the pooled client) so bodies, including streamed files, are
+    /// created fresh each time. After the last
+    /// attempt the retryable response is returned as is; transport errors are returned at once.
+    pub(crate) async fn send<F, Fut>(
+        &self,
+        url: &url::Url,
+        mut build: F,
+    ) -> Result<reqwest::Response, ApiError>
+    where
+        F: FnMut(reqwest::Client) -> Fut,
+        Fut: Future<Output = Result<reqwest::RequestBuilder, ApiError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let request_id = uuid::Uuid::new_v4().simple().to_string();
+            let req = build(self.inner.http.clone())
+                .await?
+                .header("X-Request-Id", &request_id);
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| ApiError::from_reqwest(&e, redact_url(url.as_str())))?;
+            if let Some(v) = header_str(resp.headers(), "X-GitLab-Last-Update")
+                && !v.is_empty()
+            {
+                self.set_last_update(&v);
+            }
+            let status = resp.status().as_u16();
+            tracing::debug!(
+                url = %redact_url(url.as_str()),
+                status,
+                request_id,
+                correlation_id = header_str(resp.headers(), "X-Request-Id").unwrap_or_default(),
+                attempt,
+                "api response"
+            );
+            if !is_retryable(status) || attempt >= MAX_ATTEMPTS {
+                return Ok(resp);
+            }
+            let wait = retry_wait(resp.headers(), attempt);
+            tracing::warn!(
+                url = %redact_url(url.as_str()),
+                status,
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "retrying API request"
+            );
+            drop(resp);
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// RateLimit-ResetTime (RFC 1123 date) → Retry-After (seconds) → exponential backoff with jitter.
+pub(crate) fn retry_wait(headers: &HeaderMap, attempt: u32) -> Duration {
+    if let Some(reset) = header_str(headers, "RateLimit-ResetTime")
+        && let Ok(at) = httpdate::parse_http_date(&reset)
+        && let Ok(d) = at.duration_since(SystemTime::now())
+    {
+        return d.min(HEADER_WAIT_MAX);
+    }
+    if let Some(secs) = header_str(headers, "Retry-After").and_then(|v| v.trim().parse::<u64>().ok()) {
+        return Duration::from_secs(secs).min(HEADER_WAIT_MAX);
+    }
+    backoff(attempt, BACKOFF_MIN, BACKOFF_MAX)
+}
+
+/// `min · 2^(attempt-1)` capped at `max`, jittered uniformly into `[min, that]`.
+pub(crate) fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
+    let exp = attempt.saturating_sub(1).min(32);
+    let ceiling = min.saturating_mul(2u32.saturating_pow(exp)).min(max);
+    let lo = min.as_millis() as u64;
+    let hi = ceiling.as_millis() as u64;
+    if hi <= lo {
+        return ceiling;
+    }
+    Duration::from_millis(rand::rng().random_range(lo..=hi))
+}
+
+pub(crate) fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+}
+
+/// `X-GitLab-Trace-Update-Interval` in seconds, ignoring nonsense and capping at 15 minutes.
+pub(crate) fn update_interval(headers: &HeaderMap) -> Option<Duration> {
+    let secs = header_str(headers, "X-GitLab-Trace-Update-Interval")?
+        .parse::<i64>()
+        .ok()?;
+    (secs > 0).then(|| Duration::from_secs(secs as u64).min(UPDATE_INTERVAL_MAX))
+}
+
+/// Value of `Job-Status`, lower-cased.
+pub(crate) fn job_status(headers: &HeaderMap) -> String {
+    header_str(headers, "Job-Status")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// gitlab-runner decodes only when the media type is exactly `application/json`.
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
+    header_str(headers, "Content-Type").is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    })
+}
+
+/// Decode a JSON body, naming the failing field path in the error.
+pub(crate) async fn decode_json<T: DeserializeOwned>(
+    resp: reqwest::Response,
+    url_redacted: &str,
+) -> Result<T, ApiError> {
+    if !is_json(resp.headers()) {
+        return Err(ApiError::Decode {
+            url_redacted: url_redacted.to_string(),
+            detail: format!(
+                "expected Content-Type application/json, got {:?}",
+                header_str(resp.headers(), "Content-Type").unwrap_or_default()
+            ),
+        });
+    }
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| ApiError::from_reqwest(&e, url_redacted.to_string()))?;
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(de).map_err(|e| ApiError::Decode {
+        url_redacted: url_redacted.to_string(),
+        detail: format!("at `{}`: {}", e.path(), e.inner()),
+    })
+}
+
+/// Read GitLab's `{"message": ...}` (string or field → messages map) or fall back to the body text
+/// or the status reason.
+pub(crate) async fn error_message(resp: reqwest::Response) -> String {
+    let status = resp.status();
+    let json = is_json(resp.headers());
+    let mut body = Vec::new();
+    let mut resp = resp;
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= ERROR_BODY_MAX {
+            body.truncate(ERROR_BODY_MAX);
+            break;
+        }
+    }
+    let from_json = if json {
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("message").or_else(|| v.get("error")).cloned())
+            .map(|m| flatten_message(&m))
+    } else {
+        None
+    };
+    let text = from_json.unwrap_or_else(|| {
+        let t = String::from_utf8_lossy(&body);
+        let t = t.trim();
+        t.chars().take(300).collect()
+    });
+    if text.is_empty() {
+        status.canonical_reason().unwrap_or("no message").to_string()
+    } else {
+        text
+    }
+}
+
+fn flatten_message(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => items.iter().map(flatten_message).collect::<Vec<_>>().join(", "),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", flatten_message(v)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}
+
+/// Turn a non-expected status into the matching error.
+pub(crate) async fn status_error(resp: reqwest::Response, url_redacted: &str) -> ApiError {
+    let status = resp.status().as_u16();
+    let message = error_message(resp).await;
+    let url_redacted = url_redacted.to_string();
+    match status {
+        401 | 403 => ApiError::Forbidden {
+            url_redacted,
+            message,
+        },
+        404 => ApiError::Status {
+            url_redacted,
+            status,
+            message,
+        },
+        410 => ApiError::Gone {
+            url_redacted,
+            message,
+        },
+        _ => ApiError::Status {
+            url_redacted,
+            status,
+            message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn retryable_statuses() {
+        for s in [408, 429, 500, 502, 503, 504, 512, 599] {
+            assert!(is_retryable(s), "{s}");
+        }
+        for s in [200, 201, 204, 400, 403, 404, 409, 412, 416, 501, 505, 511] {
+            assert!(!is_retryable(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..40 {
+            let d = backoff(attempt, BACKOFF_MIN, BACKOFF_MAX);
+            assert!(d >= BACKOFF_MIN && d <= BACKOFF_MAX, "{attempt}: {d:?}");
+            let ceiling = BACKOFF_MIN.saturating_mul(2u32.saturating_pow(attempt - 1));
+            assert!(d <= ceiling.min(BACKOFF_MAX), "{attempt}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn wait_prefers_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("Retry-After", HeaderValue::from_static("7"));
+        assert_eq!(retry_wait(&h, 1), Duration::from_secs(7));
+        let future = SystemTime::now() + Duration::from_secs(120);
+        h.insert(
+            "RateLimit-ResetTime",
+            HeaderValue::from_str(&httpdate::fmt_http_date(future)).unwrap_or(HeaderValue::from_static("")),
+        );
+        let w = retry_wait(&h, 1);
+        assert!(
+            w > Duration::from_secs(100) && w <= Duration::from_secs(120),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn json_media_type_is_exact() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "Content-Type",
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert!(is_json(&h));
+        h.insert(
+            "Content-Type",
+            HeaderValue::from_static("application/json-patch+json"),
+        );
+        assert!(!is_json(&h));
+        h.insert("Content-Type", HeaderValue::from_static("text/plain"));
+        assert!(!is_json(&h));
+    }
+
+    #[test]
+    fn flattens_field_messages() {
+        let v: serde_json::Value = serde_json::json!({"runner_projects.base": ["Maximum number of ci registered project runners (3) exceeded"]});
+        assert_eq!(
+            flatten_message(&v),
+            "runner_projects.base: Maximum number of ci registered project runners (3) exceeded"
+        );
+    }
+}
