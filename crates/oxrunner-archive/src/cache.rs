@@ -1,0 +1,329 @@
+//! The local cache store: `<cache_dir>/<project slug>/<key>/cache.zip`, one archive per (project, key)
+//! shared by every job of the runner. gitlab-runner keys Docker cache volumes by concurrent slot, which
+//! is why caches "go missing" with `concurrent > 1`; here all slots read and write the same file.
+//!
+//! Concurrency model: writers build `cache.zip.tmp-<random>` beside the archive and rename it into
+//! place, so readers see either the old or the new archive, never a partial one; with two writers the
+//! last rename wins and both results are complete archives. A save whose file list (paths, sizes, mtimes,
+//! modes, link targets) hashes to the digest stored in the current archive's zip comment is skipped.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+use crate::create::write_zip_atomically;
+use crate::{ArchiveError, FileSet, Level, ZipStats, extract_zip};
+
+const ARCHIVE_NAME: &str = "cache.zip";
+const DIGEST_PREFIX: &str = "oxrunner-cache-digest:sha256:";
+/// Temporary archives older than this were left by a crashed writer; younger ones may be in use.
+const STALE_TMP_AGE: Duration = Duration::from_secs(6 * 3600);
+
+/// `cache:policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CachePolicy {
+    Pull,
+    Push,
+    #[default]
+    PullPush,
+}
+
+impl CachePolicy {
+    /// GitLab's spelling (`pull`, `push`, `pull-push`); empty means the default `pull-push`.
+    pub fn parse(s: &str) -> Option<CachePolicy> {
+        match s.trim() {
+            "pull" => Some(CachePolicy::Pull),
+            "push" => Some(CachePolicy::Push),
+            "" | "pull-push" => Some(CachePolicy::PullPush),
+            _ => None,
+        }
+    }
+
+    pub fn restores(self) -> bool {
+        matches!(self, CachePolicy::Pull | CachePolicy::PullPush)
+    }
+
+    pub fn saves(self) -> bool {
+        matches!(self, CachePolicy::Push | CachePolicy::PullPush)
+    }
+}
+
+/// Result of [`CacheStore::save`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveOutcome {
+    Written(ZipStats),
+    /// The archive already holds exactly these files; it was left untouched.
+    Unchanged,
+}
+
+/// Result of [`CacheStore::restore_with_report`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// The (sanitised) key whose archive was extracted.
+    pub restored: Option<String>,
+    /// Lines for the job log, in order.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheStore {
+    root: PathBuf,
+}
+
+impl CacheStore {
+    pub fn new(cache_dir: &Path) -> Self {
+        CacheStore {
+            root: cache_dir.to_path_buf(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// gitlab-runner's key sanitisation (`cache/cachekey`): `%2F`/`%2E` decoded, `\` → `/`, `.`/`..`
+    /// resolved under a virtual root, trailing blanks stripped from the last segments. `None` when
+    /// nothing is left (the cache is then skipped with a warning).
+    pub fn sanitize_key(key: &str) -> Option<String> {
+        let decoded = key
+            .replace("%2f", "/")
+            .replace("%2F", "/")
+            .replace("%2e", ".")
+            .replace("%2E", ".")
+            .replace('\\', "/");
+        let mut parts = clean_segments(&decoded);
+        while let Some(last) = parts.last_mut() {
+            let trimmed = last.trim_end().to_owned();
+            if trimmed.is_empty() {
+                parts.pop();
+            } else {
+                *last = trimmed;
+                break;
+            }
+        }
+        // Upstream stops here, so "a/.. " would become "a/.."; cleaning again keeps trimmed segments
+        // from turning into traversals.
+        let parts = clean_segments(&parts.join("/"));
+        (!parts.is_empty()).then(|| parts.join("/"))
+    }
+
+    /// `CACHE_FALLBACK_KEY` is ignored (with a warning) when it ends in `-protected`, so unprotected
+    /// refs cannot read protected caches. Returns the keys to try, in order, and the warnings.
+    pub fn keys_in_order(
+        key: &str,
+        fallback_keys: &[String],
+        cache_fallback_key: Option<&str>,
+    ) -> (Vec<String>, Vec<String>) {
+        let mut keys = vec![key.to_owned()];
+        let mut warnings = Vec::new();
+        keys.extend(fallback_keys.iter().cloned());
+        if let Some(global) = cache_fallback_key.map(str::trim).filter(|k| !k.is_empty()) {
+            if global.ends_with("-protected") {
+                warnings.push(format!(
+                    "CACHE_FALLBACK_KEY {global:?} not allowed to end in \"-protected\"; it is ignored"
+                ));
+            } else {
+                keys.push(global.to_owned());
+            }
+        }
+        (keys, warnings)
+    }
+
+    /// Where the archive of `key` lives. Both parts are sanitised; anything that is not a normal path
+    /// component is dropped so the result always stays under the store root.
+    pub fn archive_path(&self, project_slug: &str, key: &str) -> PathBuf {
+        let slug = Self::sanitize_key(project_slug).unwrap_or_default();
+        let key = Self::sanitize_key(key).unwrap_or_default();
+        let mut p = self.root.clone();
+        for part in [slug.as_str(), key.as_str()] {
+            for comp in Path::new(part).components() {
+                if let Component::Normal(c) = comp {
+                    p.push(c);
+                }
+            }
+        }
+        p.push(ARCHIVE_NAME);
+        p
+    }
+
+    /// Extract the first key (in order) that has an archive; see [`CacheStore::restore_with_report`].
+    pub fn restore(
+        &self,
+        project_slug: &str,
+        keys_in_order: &[String],
+        project_dir: &Path,
+    ) -> Result<Option<String>, ArchiveError> {
+        let report = self.restore_with_report(project_slug, keys_in_order, project_dir)?;
+        for w in &report.warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(report.restored)
+    }
+
+    /// Try each key in order; a missing or unreadable archive moves on to the next key with a warning,
+    /// since cache failures never fail a job.
+    pub fn restore_with_report(
+        &self,
+        project_slug: &str,
+        keys_in_order: &[String],
+        project_dir: &Path,
+    ) -> Result<RestoreReport, ArchiveError> {
+        check_slug(project_slug)?;
+        let mut report = RestoreReport::default();
+        for raw in keys_in_order {
+            let Some(key) = Self::sanitize_key(raw) else {
+                report
+                    .warnings
+                    .push(format!("cache key {raw:?} could not be sanitized; skipping it"));
+                continue;
+            };
+            let path = self.archive_path(project_slug, &key);
+            if !path.is_file() {
+                report.warnings.push(format!(
+                    "No cache found for key {key:?} ({} does not exist)",
+                    path.display()
+                ));
+                continue;
+            }
+            match extract_zip(&path, project_dir) {
+                Ok(_) => {
+                    report.restored = Some(key);
+                    return Ok(report);
+                }
+                Err(e) => report
+                    .warnings
+                    .push(format!("Failed to extract cache for key {key:?}: {e}")),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Archive `files` as the cache of `key`, unless the current archive already has the same content.
+    pub fn save(
+        &self,
+        project_slug: &str,
+        key: &str,
+        project_dir: &Path,
+        files: &FileSet,
+        level: Level,
+    ) -> Result<SaveOutcome, ArchiveError> {
+        check_slug(project_slug)?;
+        let clean = Self::sanitize_key(key).ok_or_else(|| ArchiveError::InvalidCacheKey(key.to_owned()))?;
+        let dest = self.archive_path(project_slug, &clean);
+        let digest = content_digest(project_dir, files)?;
+        let comment = format!("{DIGEST_PREFIX}{digest}");
+        if read_zip_comment(&dest).is_some_and(|c| c == comment.as_bytes()) {
+            return Ok(SaveOutcome::Unchanged);
+        }
+        if let Some(dir) = dest.parent() {
+            remove_stale_temporaries(dir);
+        }
+        let stats = write_zip_atomically(project_dir, files, level, &dest, comment.as_bytes())?;
+        Ok(SaveOutcome::Written(stats))
+    }
+}
+
+fn check_slug(slug: &str) -> Result<(), ArchiveError> {
+    match CacheStore::sanitize_key(slug) {
+        Some(_) => Ok(()),
+        None => Err(ArchiveError::InvalidProjectSlug(slug.to_owned())),
+    }
+}
+
+/// Split on `/`, resolving `.` and `..` under a virtual root (`..` at the top is dropped).
+fn clean_segments(s: &str) -> Vec<String> {
+    let mut parts: Vec<String> = Vec::new();
+    for seg in s.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other.to_owned()),
+        }
+    }
+    parts
+}
+
+/// SHA-256 over what the archive would record for each listed path.
+fn content_digest(project_dir: &Path, files: &FileSet) -> Result<String, ArchiveError> {
+    let mut h = Sha256::new();
+    for rel in &files.files {
+        let full = project_dir.join(rel);
+        h.update(rel.as_os_str().as_bytes());
+        h.update([0]);
+        match fs::symlink_metadata(&full) {
+            Ok(m) => {
+                h.update(m.mode().to_le_bytes());
+                h.update(m.len().to_le_bytes());
+                h.update(m.mtime().to_le_bytes());
+                h.update(m.mtime_nsec().to_le_bytes());
+                if m.file_type().is_symlink() {
+                    let target =
+                        fs::read_link(&full).map_err(|e| ArchiveError::io("reading link", &full, e))?;
+                    h.update(target.as_os_str().as_bytes());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => h.update(b"missing"),
+            Err(e) => return Err(ArchiveError::io("reading metadata of", &full, e)),
+        }
+        h.update([0xff]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The archive comment from the end-of-central-directory record, read from the file's tail only.
+fn read_zip_comment(path: &Path) -> Option<Vec<u8>> {
+    let mut f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let tail_len = len.min(22 + 0xFFFF);
+    f.seek(SeekFrom::Start(len - tail_len)).ok()?;
+    let mut tail = Vec::with_capacity(usize::try_from(tail_len).ok()?);
+    f.take(tail_len).read_to_end(&mut tail).ok()?;
+    let pos = (0..tail.len().saturating_sub(21)).rev().find(|&i| {
+        tail[i..i + 4] == [0x50, 0x4b, 0x05, 0x06] && {
+            let clen = usize::from(u16::from_le_bytes([tail[i + 20], tail[i + 21]]));
+            i + 22 + clen == tail.len()
+        }
+    })?;
+    Some(tail[pos + 22..].to_vec())
+}
+
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let prefix = format!("{ARCHIVE_NAME}.tmp-");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.as_bytes().starts_with(prefix.as_bytes()) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age > STALE_TMP_AGE);
+        if old {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_names() {
+        assert_eq!(CachePolicy::parse("pull"), Some(CachePolicy::Pull));
+        assert_eq!(CachePolicy::parse(""), Some(CachePolicy::PullPush));
+        assert!(CachePolicy::Push.saves() && !CachePolicy::Push.restores());
+        assert!(CachePolicy::Pull.restores() && !CachePolicy::Pull.saves());
+        assert_eq!(CachePolicy::parse("always"), None);
+    }
+}

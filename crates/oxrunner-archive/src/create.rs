@@ -1,0 +1,516 @@
+//! Parallel, streaming zip creation.
+//!
+//! Files are cut into chunks; worker threads read a chunk, compute its CRC and deflate it on their own
+//! (non-final chunks end with a full flush, so the concatenated pieces form one valid deflate stream, as
+//! pigz does). The calling thread writes finished chunks strictly in order, so the output is a plain
+//! sequential zip any reader accepts, and memory stays bounded by a window of in-flight chunks.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, mpsc};
+
+use flate2::{Compress, Compression, FlushCompress, Status};
+
+use crate::zipfmt::{
+    self, CentralRecord, LocalHeader, METHOD_DEFLATED, METHOD_STORED, S_IFDIR, S_IFLNK, S_IFREG,
+};
+use crate::{ArchiveError, FileSet, Level};
+
+/// Input bytes per work item. Small enough that a handful per core keeps memory low, large enough that
+/// the per-chunk flush costs nothing measurable in ratio.
+const CHUNK: u64 = 1 << 20;
+/// Work items in flight per worker thread.
+const WINDOW_PER_WORKER: usize = 8;
+/// Entries whose size could exceed 4 GiB once deflate framing is added get 64-bit descriptors.
+const ZIP64_RAW_THRESHOLD: u64 = 0xF000_0000;
+
+/// What [`create_zip`] produced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ZipStats {
+    /// Entries written (files, directories, symlinks).
+    pub entries: u64,
+    /// Uncompressed bytes of file contents and link targets.
+    pub bytes_in: u64,
+    /// Bytes of the whole archive.
+    pub bytes_out: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+struct Entry {
+    rel: PathBuf,
+    name: Vec<u8>,
+    kind: Kind,
+    mode: u32,
+    mtime: i64,
+    size: u64,
+    chunks: u64,
+}
+
+struct Job {
+    entry: usize,
+    offset: u64,
+    len: u64,
+    first: bool,
+    last: bool,
+}
+
+struct Chunk {
+    data: Vec<u8>,
+    crc: u32,
+    raw_len: u64,
+    method: u16,
+}
+
+/// Write `files` (relative to `project_dir`) as a zip to `out`, compressing on all cores.
+pub fn create_zip<W: Write + Send>(
+    project_dir: &Path,
+    files: &FileSet,
+    level: Level,
+    out: W,
+) -> Result<ZipStats, ArchiveError> {
+    let mut out = out;
+    write_zip(project_dir, files, level, &mut out, b"")
+}
+
+/// Same as [`create_zip`], written atomically to `dest`: a temporary file beside it is filled, synced and
+/// renamed over `dest`, so a reader never observes a partial archive.
+pub fn create_zip_file(
+    project_dir: &Path,
+    files: &FileSet,
+    level: Level,
+    dest: &Path,
+) -> Result<ZipStats, ArchiveError> {
+    write_zip_atomically(project_dir, files, level, dest, b"")
+}
+
+pub(crate) fn write_zip_atomically(
+    project_dir: &Path,
+    files: &FileSet,
+    level: Level,
+    dest: &Path,
+    comment: &[u8],
+) -> Result<ZipStats, ArchiveError> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir).map_err(|e| ArchiveError::io("creating directory", &dir, e))?;
+    let file_name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!("{file_name}.tmp-"))
+        .tempfile_in(&dir)
+        .map_err(|e| ArchiveError::io("creating temporary file in", &dir, e))?;
+    let stats = write_zip(project_dir, files, level, tmp.as_file_mut(), comment)?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| ArchiveError::io("syncing", tmp.path(), e))?;
+    // Archives are shared between jobs and users of the runner, like gitlab-runner's 0644 cache files.
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
+        .map_err(|e| ArchiveError::io("setting permissions of", tmp.path(), e))?;
+    tmp.persist(dest)
+        .map_err(|e| ArchiveError::io("renaming temporary archive to", dest, e.error))?;
+    // The rename is durable only once the directory entry is.
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(stats)
+}
+
+pub(crate) fn write_zip<W: Write>(
+    project_dir: &Path,
+    files: &FileSet,
+    level: Level,
+    out: &mut W,
+    comment: &[u8],
+) -> Result<ZipStats, ArchiveError> {
+    let entries = scan(project_dir, files)?;
+    let jobs = plan(&entries);
+    let workers = worker_count();
+    let window = workers * WINDOW_PER_WORKER;
+
+    let mut sink = Counting {
+        inner: BufWriter::with_capacity(1 << 20, out),
+        written: 0,
+    };
+    let next = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
+    let gate = (Mutex::new(0usize), Condvar::new());
+    let (tx, rx) = mpsc::channel::<(usize, Result<Chunk, ArchiveError>)>();
+
+    let result = std::thread::scope(|s| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (jobs, entries, next, abort, gate) = (&jobs, &entries, &next, &abort, &gate);
+            s.spawn(move || {
+                let mut deflate = level
+                    .deflate_level()
+                    .map(|l| Compress::new(Compression::new(l), false));
+                loop {
+                    if abort.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let idx = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(idx) else { break };
+                    {
+                        let mut done = gate.0.lock().unwrap_or_else(|e| e.into_inner());
+                        while idx >= *done + window && !abort.load(Ordering::Relaxed) {
+                            done = gate.1.wait(done).unwrap_or_else(|e| e.into_inner());
+                        }
+                    }
+                    if abort.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let chunk = process(project_dir, &entries[job.entry], job, deflate.as_mut());
+                    if tx.send((idx, chunk)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let r = assemble(&entries, &jobs, &rx, &mut sink, &gate, comment);
+        if r.is_err() {
+            abort.store(true, Ordering::Relaxed);
+            let _guard = gate.0.lock().unwrap_or_else(|e| e.into_inner());
+            gate.1.notify_all();
+        }
+        drop(rx);
+        r
+    });
+    let (entries_written, bytes_in) = result?;
+    sink.inner.flush().map_err(ArchiveError::Write)?;
+    Ok(ZipStats {
+        entries: entries_written,
+        bytes_in,
+        bytes_out: sink.written,
+    })
+}
+
+fn worker_count() -> usize {
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Receive chunks, put them back in order and write them; returns (entries, bytes in).
+fn assemble<W: Write>(
+    entries: &[Entry],
+    jobs: &[Job],
+    rx: &mpsc::Receiver<(usize, Result<Chunk, ArchiveError>)>,
+    sink: &mut Counting<W>,
+    gate: &(Mutex<usize>, Condvar),
+    comment: &[u8],
+) -> Result<(u64, u64), ArchiveError> {
+    let mut pending: BTreeMap<usize, Result<Chunk, ArchiveError>> = BTreeMap::new();
+    let mut records: Vec<CentralRecord> = Vec::with_capacity(entries.len());
+    let mut next_write = 0usize;
+    let mut bytes_in = 0u64;
+    // State of the multi-chunk entry being written.
+    let mut open: Option<(crc32fast::Hasher, u64, u64)> = None;
+
+    while next_write < jobs.len() {
+        let (idx, chunk) = rx.recv().map_err(|_| ArchiveError::WorkerPanic)?;
+        pending.insert(idx, chunk);
+        while let Some(chunk) = pending.remove(&next_write) {
+            let chunk = chunk?;
+            let job = &jobs[next_write];
+            let entry = &entries[job.entry];
+            bytes_in += chunk.raw_len;
+            if job.first && job.last {
+                let offset = sink.written;
+                zipfmt::write_local_header(
+                    sink,
+                    &LocalHeader {
+                        name: &entry.name,
+                        method: chunk.method,
+                        mtime: entry.mtime,
+                        sizes: Some((chunk.crc, chunk.data.len() as u64, chunk.raw_len)),
+                        zip64: false,
+                    },
+                )
+                .map_err(ArchiveError::Write)?;
+                sink.write_all(&chunk.data).map_err(ArchiveError::Write)?;
+                records.push(CentralRecord {
+                    name: entry.name.clone(),
+                    method: chunk.method,
+                    descriptor: false,
+                    crc: chunk.crc,
+                    compressed: chunk.data.len() as u64,
+                    uncompressed: chunk.raw_len,
+                    offset,
+                    mode: entry.mode,
+                    mtime: entry.mtime,
+                });
+            } else {
+                let zip64 = entry.size >= ZIP64_RAW_THRESHOLD;
+                if job.first {
+                    records.push(CentralRecord {
+                        name: entry.name.clone(),
+                        method: chunk.method,
+                        descriptor: true,
+                        crc: 0,
+                        compressed: 0,
+                        uncompressed: 0,
+                        offset: sink.written,
+                        mode: entry.mode,
+                        mtime: entry.mtime,
+                    });
+                    zipfmt::write_local_header(
+                        sink,
+                        &LocalHeader {
+                            name: &entry.name,
+                            method: chunk.method,
+                            mtime: entry.mtime,
+                            sizes: None,
+                            zip64,
+                        },
+                    )
+                    .map_err(ArchiveError::Write)?;
+                    open = Some((crc32fast::Hasher::new(), 0, 0));
+                }
+                sink.write_all(&chunk.data).map_err(ArchiveError::Write)?;
+                if let Some((hasher, compressed, uncompressed)) = open.as_mut() {
+                    hasher.combine(&crc32fast::Hasher::new_with_initial_len(chunk.crc, chunk.raw_len));
+                    *compressed += chunk.data.len() as u64;
+                    *uncompressed += chunk.raw_len;
+                }
+                if job.last
+                    && let Some((hasher, compressed, uncompressed)) = open.take()
+                {
+                    let crc = hasher.finalize();
+                    zipfmt::write_data_descriptor(sink, crc, compressed, uncompressed, zip64)
+                        .map_err(ArchiveError::Write)?;
+                    if let Some(rec) = records.last_mut() {
+                        rec.crc = crc;
+                        rec.compressed = compressed;
+                        rec.uncompressed = uncompressed;
+                    }
+                }
+            }
+            next_write += 1;
+            let mut done = gate.0.lock().unwrap_or_else(|e| e.into_inner());
+            *done = next_write;
+            gate.1.notify_all();
+        }
+    }
+    let cd_offset = sink.written;
+    zipfmt::write_central_directory(sink, &records, cd_offset, comment).map_err(ArchiveError::Write)?;
+    Ok((records.len() as u64, bytes_in))
+}
+
+/// lstat every listed path; paths that vanished since collection are skipped, as gitlab-runner does.
+fn scan(project_dir: &Path, files: &FileSet) -> Result<Vec<Entry>, ArchiveError> {
+    let mut entries = Vec::with_capacity(files.files.len());
+    for rel in &files.files {
+        let full = project_dir.join(rel);
+        let meta = match fs::symlink_metadata(&full) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                tracing::warn!(path = %rel.display(), "file ignored: it no longer exists");
+                continue;
+            }
+            Err(e) => return Err(ArchiveError::io("reading metadata of", full, e)),
+        };
+        let ft = meta.file_type();
+        let (kind, type_bits) = if ft.is_symlink() {
+            (Kind::Symlink, S_IFLNK)
+        } else if ft.is_dir() {
+            (Kind::Dir, S_IFDIR)
+        } else if ft.is_file() {
+            (Kind::File, S_IFREG)
+        } else {
+            tracing::warn!(path = %rel.display(), "file ignored: not a regular file, directory or symlink");
+            continue;
+        };
+        let mut name = rel.as_os_str().as_bytes().to_vec();
+        if kind == Kind::Dir {
+            name.push(b'/');
+        }
+        let size = if kind == Kind::File { meta.len() } else { 0 };
+        let mode = if kind == Kind::Symlink {
+            S_IFLNK | 0o777
+        } else {
+            type_bits | (meta.mode() & 0o7777)
+        };
+        entries.push(Entry {
+            rel: rel.clone(),
+            name,
+            kind,
+            mode,
+            mtime: meta.mtime(),
+            size,
+            chunks: size.div_ceil(CHUNK).max(1),
+        });
+    }
+    Ok(entries)
+}
+
+fn plan(entries: &[Entry]) -> Vec<Job> {
+    let mut jobs = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        for c in 0..e.chunks {
+            let offset = c * CHUNK;
+            jobs.push(Job {
+                entry: i,
+                offset,
+                len: if e.kind == Kind::File {
+                    (e.size - offset).min(CHUNK)
+                } else {
+                    0
+                },
+                first: c == 0,
+                last: c + 1 == e.chunks,
+            });
+        }
+    }
+    jobs
+}
+
+fn process(
+    project_dir: &Path,
+    entry: &Entry,
+    job: &Job,
+    deflate: Option<&mut Compress>,
+) -> Result<Chunk, ArchiveError> {
+    let full = project_dir.join(&entry.rel);
+    match entry.kind {
+        Kind::Dir => Ok(Chunk {
+            data: Vec::new(),
+            crc: 0,
+            raw_len: 0,
+            method: METHOD_STORED,
+        }),
+        Kind::Symlink => {
+            let target = fs::read_link(&full).map_err(|e| ArchiveError::io("reading link", &full, e))?;
+            let data = target.into_os_string().into_vec();
+            Ok(Chunk {
+                crc: crc32fast::hash(&data),
+                raw_len: data.len() as u64,
+                data,
+                method: METHOD_STORED,
+            })
+        }
+        Kind::File => {
+            let input = read_chunk(&full, job.offset, job.len)?;
+            let crc = crc32fast::hash(&input);
+            let raw_len = input.len() as u64;
+            let single = job.first && job.last;
+            match deflate {
+                // Deflating an empty file only adds framing bytes.
+                Some(c) if !(single && input.is_empty()) => {
+                    let flush = if job.last {
+                        FlushCompress::Finish
+                    } else {
+                        FlushCompress::Full
+                    };
+                    let data = deflate_chunk(c, &input, flush)
+                        .map_err(|e| ArchiveError::io("compressing", &full, e))?;
+                    // A one-chunk entry that did not shrink is cheaper to store, for writer and reader.
+                    if single && data.len() >= input.len() {
+                        Ok(Chunk {
+                            data: input,
+                            crc,
+                            raw_len,
+                            method: METHOD_STORED,
+                        })
+                    } else {
+                        Ok(Chunk {
+                            data,
+                            crc,
+                            raw_len,
+                            method: METHOD_DEFLATED,
+                        })
+                    }
+                }
+                _ => Ok(Chunk {
+                    data: input,
+                    crc,
+                    raw_len,
+                    method: METHOD_STORED,
+                }),
+            }
+        }
+    }
+}
+
+/// Read up to `len` bytes at `offset`. A file that shrank since it was listed yields fewer bytes; the
+/// archive then records what was actually read. O_NOFOLLOW: a file swapped for a symlink after listing
+/// must not make us archive something outside the project.
+fn read_chunk(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, ArchiveError> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| ArchiveError::io("opening", path, e))?;
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; len];
+    let mut got = 0usize;
+    while got < len {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ArchiveError::io("reading", path, e)),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+fn deflate_chunk(c: &mut Compress, input: &[u8], flush: FlushCompress) -> io::Result<Vec<u8>> {
+    c.reset();
+    let mut out = Vec::with_capacity(input.len() / 2 + 1024);
+    loop {
+        let consumed = usize::try_from(c.total_in())
+            .unwrap_or(usize::MAX)
+            .min(input.len());
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity().max(64 * 1024));
+        }
+        let status = c
+            .compress_vec(&input[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
+        let all_in = c.total_in() as usize >= input.len();
+        match status {
+            Status::StreamEnd => return Ok(out),
+            // With a full flush, zlib is done once all input is consumed and output space was left over.
+            Status::Ok | Status::BufError
+                if !matches!(flush, FlushCompress::Finish) && all_in && out.len() < out.capacity() =>
+            {
+                return Ok(out);
+            }
+            Status::Ok | Status::BufError => {}
+        }
+    }
+}
+
+pub(crate) struct Counting<W: Write> {
+    pub(crate) inner: W,
+    pub(crate) written: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,447 @@
+//! Safe, parallel zip extraction.
+//!
+//! The whole central directory is checked before anything is written, so a hostile archive is refused
+//! as a unit. Writing then goes in phases that make "writing through a symlink" impossible: directories
+//! first (each path component is lstat'ed and must be a real directory), regular files in parallel
+//! (existing paths are unlinked, never opened, and new files are created with O_EXCL|O_NOFOLLOW), archive
+//! symlinks only after every file is in place, and directory modes/mtimes last so read-only directories
+//! do not block their own children.
+
+use std::collections::{BTreeSet, HashSet};
+use std::ffi::OsStr;
+use std::fs::{self, File, FileTimes};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use zip::ZipArchive;
+use zip::extra_fields::ExtraField;
+
+use crate::ArchiveError;
+use crate::zipfmt::unix_from_dos;
+
+/// Symlink targets longer than PATH_MAX are not real link targets.
+const MAX_LINK_TARGET: u64 = 4096;
+
+/// What [`extract_zip`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtractStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Uncompressed bytes of regular files.
+    pub bytes: u64,
+}
+
+struct Item {
+    index: usize,
+    rel: PathBuf,
+    mode: Option<u32>,
+}
+
+/// Extract `archive` into `target_dir` (created if missing). Existing files are replaced; nothing outside
+/// `target_dir` is ever created, modified or followed.
+pub fn extract_zip(archive: &Path, target_dir: &Path) -> Result<ExtractStats, ArchiveError> {
+    fs::create_dir_all(target_dir).map_err(|e| ArchiveError::io("creating directory", target_dir, e))?;
+    let root = fs::canonicalize(target_dir).map_err(|e| ArchiveError::io("resolving", target_dir, e))?;
+    let file = File::open(archive).map_err(|e| ArchiveError::io("opening", archive, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| ArchiveError::io("reading metadata of", archive, e))?
+        .len();
+    let reader = SharedFile {
+        file: Arc::new(file),
+        pos: 0,
+        len,
+    };
+    let zip_err = |source| ArchiveError::Zip {
+        path: archive.to_path_buf(),
+        source,
+    };
+    let mut zip = ZipArchive::new(reader).map_err(zip_err)?;
+
+    let unsafe_entry = |name: &[u8], reason: &'static str| ArchiveError::UnsafeEntry {
+        archive: archive.to_path_buf(),
+        entry: String::from_utf8_lossy(name).into_owned(),
+        reason,
+    };
+
+    let mut dirs = Vec::new();
+    let mut files = Vec::new();
+    let mut links: Vec<(Item, Vec<u8>)> = Vec::new();
+    for index in 0..zip.len() {
+        let entry = zip.by_index_data(index).map_err(zip_err)?;
+        let name = entry.name_raw().to_vec();
+        if entry.encrypted() {
+            return Err(unsafe_entry(&name, "is encrypted"));
+        }
+        let Some(rel) = safe_relative(&name).map_err(|r| unsafe_entry(&name, r))? else {
+            continue;
+        };
+        let item = Item {
+            index,
+            rel,
+            mode: entry.unix_mode(),
+        };
+        if entry.is_symlink() {
+            if entry.size() > MAX_LINK_TARGET {
+                return Err(unsafe_entry(&name, "is a symlink with an oversized target"));
+            }
+            let mut target = Vec::new();
+            zip.by_index(index)
+                .map_err(zip_err)?
+                .read_to_end(&mut target)
+                .map_err(|e| ArchiveError::io("reading symlink entry of", archive, e))?;
+            links.push((item, target));
+        } else if entry.is_dir() {
+            dirs.push(item);
+        } else {
+            files.push(item);
+        }
+    }
+
+    let link_set: HashSet<&Path> = links.iter().map(|(i, _)| i.rel.as_path()).collect();
+    for item in dirs
+        .iter()
+        .chain(files.iter())
+        .chain(links.iter().map(|(i, _)| i))
+    {
+        if item.rel.ancestors().skip(1).any(|a| link_set.contains(a)) {
+            return Err(unsafe_entry(
+                item.rel.as_os_str().as_bytes(),
+                "lies beneath a symlink of the same archive",
+            ));
+        }
+    }
+    for (item, target) in &links {
+        check_link_target(&root, &item.rel, target, &link_set)
+            .map_err(|r| unsafe_entry(item.rel.as_os_str().as_bytes(), r))?;
+    }
+
+    let unsafe_target = |path: &Path, reason: &'static str| ArchiveError::UnsafeTarget {
+        archive: archive.to_path_buf(),
+        path: path.to_path_buf(),
+        reason,
+    };
+
+    // Phase 1: every directory the archive needs, parents first.
+    let mut needed: BTreeSet<&Path> = dirs.iter().map(|i| i.rel.as_path()).collect();
+    for item in files.iter().chain(links.iter().map(|(i, _)| i)) {
+        for a in item.rel.ancestors().skip(1) {
+            if !a.as_os_str().is_empty() {
+                needed.insert(a);
+            }
+        }
+    }
+    for rel in &needed {
+        let path = root.join(rel);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(unsafe_target(
+                    &path,
+                    "a symlink where the archive needs a directory (refusing to write through it)",
+                ));
+            }
+            Ok(_) => return Err(unsafe_target(&path, "a file where the archive needs a directory")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&path).map_err(|e| ArchiveError::io("creating directory", &path, e))?;
+            }
+            Err(e) => return Err(ArchiveError::io("reading metadata of", &path, e)),
+        }
+    }
+
+    // Phase 2: regular files, in parallel.
+    let bytes = extract_files(&zip, archive, &root, &files, &unsafe_target)?;
+
+    // Phase 3: symlinks, once nothing else will be written.
+    for (item, target) in &links {
+        let path = root.join(&item.rel);
+        remove_non_dir(&path).map_err(|reason| unsafe_target(&path, reason))?;
+        std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
+            .map_err(|e| ArchiveError::io("creating symlink", &path, e))?;
+        let mut entry = zip.by_index(item.index).map_err(zip_err)?;
+        let mtime = entry_mtime(&mut entry);
+        let ts = nix::sys::time::TimeSpec::new(mtime, 0);
+        // Best effort, like tar: a link's own mtime matters to nobody's build.
+        let _ = nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            &nix::sys::time::TimeSpec::UTIME_OMIT,
+            &ts,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        );
+    }
+
+    // Phase 4: directory modes and times, deepest first.
+    for item in dirs.iter().rev() {
+        let path = root.join(&item.rel);
+        let mut entry = zip.by_index(item.index).map_err(zip_err)?;
+        let mtime = entry_mtime(&mut entry);
+        drop(entry);
+        let mode = item.mode.map_or(0o755, |m| m & 0o777);
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode | 0o700))
+            .map_err(|e| ArchiveError::io("setting permissions of", &path, e))?;
+        if let Ok(dir) = File::open(&path) {
+            let _ = dir.set_times(FileTimes::new().set_modified(system_time(mtime)));
+        }
+        if mode | 0o700 != mode {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .map_err(|e| ArchiveError::io("setting permissions of", &path, e))?;
+        }
+    }
+
+    Ok(ExtractStats {
+        files: files.len() as u64,
+        dirs: dirs.len() as u64,
+        symlinks: links.len() as u64,
+        bytes,
+    })
+}
+
+fn extract_files(
+    zip: &ZipArchive<SharedFile>,
+    archive: &Path,
+    root: &Path,
+    files: &[Item],
+    unsafe_target: &(dyn Fn(&Path, &'static str) -> ArchiveError + Sync),
+) -> Result<u64, ArchiveError> {
+    if files.is_empty() {
+        return Ok(0);
+    }
+    let workers = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .clamp(1, files.len());
+    let next = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let mut zip = zip.clone();
+                let (next, abort) = (&next, &abort);
+                s.spawn(move || -> Result<u64, ArchiveError> {
+                    let mut bytes = 0;
+                    while !abort.load(Ordering::Relaxed) {
+                        let Some(item) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            break;
+                        };
+                        match extract_one(&mut zip, archive, root, item, unsafe_target) {
+                            Ok(n) => bytes += n,
+                            Err(e) => {
+                                abort.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    }
+                    Ok(bytes)
+                })
+            })
+            .collect();
+        let mut total = 0;
+        let mut first_err = None;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(n)) => total += n,
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(ArchiveError::WorkerPanic);
+                }
+            }
+        }
+        first_err.map_or(Ok(total), Err)
+    })
+}
+
+fn extract_one(
+    zip: &mut ZipArchive<SharedFile>,
+    archive: &Path,
+    root: &Path,
+    item: &Item,
+    unsafe_target: &(dyn Fn(&Path, &'static str) -> ArchiveError + Sync),
+) -> Result<u64, ArchiveError> {
+    let path = root.join(&item.rel);
+    remove_non_dir(&path).map_err(|reason| unsafe_target(&path, reason))?;
+    let mut entry = zip.by_index(item.index).map_err(|source| ArchiveError::Zip {
+        path: archive.to_path_buf(),
+        source,
+    })?;
+    let mtime = entry_mtime(&mut entry);
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| ArchiveError::io("creating", &path, e))?;
+    // The zip reader verifies the CRC at the end of the entry, so a corrupt entry fails here.
+    let n = io::copy(&mut entry, &mut out).map_err(|e| ArchiveError::io("extracting", &path, e))?;
+    let mode = item.mode.map_or(0o644, |m| m & 0o777);
+    out.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(|e| ArchiveError::io("setting permissions of", &path, e))?;
+    out.set_times(FileTimes::new().set_modified(system_time(mtime)))
+        .map_err(|e| ArchiveError::io("setting mtime of", &path, e))?;
+    Ok(n)
+}
+
+/// Make room for a new file or link at `path` without following anything that is already there.
+fn remove_non_dir(path: &Path) -> Result<(), &'static str> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_dir() => Err("a directory where the archive has a file or symlink"),
+        // Unlinking (rather than truncating) also keeps hard links to outside files intact.
+        Ok(_) => fs::remove_file(path).map_err(|_| "a file that cannot be replaced"),
+        Err(_) => Ok(()),
+    }
+}
+
+/// A zip entry name as a relative path with only normal components; `None` for names that denote the
+/// root itself (`./`). Backslashes count as separators so `..\x` is caught too.
+fn safe_relative(raw: &[u8]) -> Result<Option<PathBuf>, &'static str> {
+    if raw.contains(&0) {
+        return Err("contains a NUL byte");
+    }
+    if raw.first().is_some_and(|&b| b == b'/' || b == b'\\')
+        || (raw.len() >= 2 && raw[1] == b':' && raw[0].is_ascii_alphabetic())
+    {
+        return Err("is an absolute path");
+    }
+    let mut out = PathBuf::new();
+    for comp in raw.split(|&b| b == b'/' || b == b'\\') {
+        match comp {
+            b"" | b"." => {}
+            b".." => return Err("contains a `..` component (it would escape the target directory)"),
+            c => out.push(OsStr::from_bytes(c)),
+        }
+    }
+    Ok((!out.as_os_str().is_empty()).then_some(out))
+}
+
+/// A link target must stay inside the root when resolved from the link's directory. Resolution is
+/// lexical, so a path that steps *through* another symlink (whose real location we would have to trust)
+/// is refused outright.
+fn check_link_target(
+    root: &Path,
+    link: &Path,
+    target: &[u8],
+    links: &HashSet<&Path>,
+) -> Result<(), &'static str> {
+    const OUTSIDE: &str = "is a symlink pointing outside the target directory";
+    if target.is_empty() || target.contains(&0) {
+        return Err("is a symlink with an empty or invalid target");
+    }
+    if target.starts_with(b"/") {
+        return Err(OUTSIDE);
+    }
+    let mut cur: PathBuf = link.parent().map(Path::to_path_buf).unwrap_or_default();
+    let comps: Vec<&[u8]> = target
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
+    for (i, comp) in comps.iter().enumerate() {
+        if *comp == b".." {
+            if !cur.pop() {
+                return Err(OUTSIDE);
+            }
+            continue;
+        }
+        cur.push(OsStr::from_bytes(comp));
+        let intermediate = i + 1 < comps.len();
+        if intermediate
+            && (links.contains(cur.as_path())
+                || fs::symlink_metadata(root.join(&cur)).is_ok_and(|m| m.file_type().is_symlink()))
+        {
+            return Err("is a symlink whose target passes through another symlink");
+        }
+    }
+    Ok(())
+}
+
+/// Modification time from the extended-timestamp extra field, else the DOS time (taken as UTC).
+fn entry_mtime<R: Read>(entry: &mut zip::read::ZipFile<'_, R>) -> i64 {
+    for field in entry.extra_data_fields() {
+        if let ExtraField::ExtendedTimestamp(ts) = field
+            && let Some(t) = ts.mod_time()
+        {
+            return i64::from(t);
+        }
+    }
+    entry
+        .last_modified()
+        .map(|d| unix_from_dos(d.year(), d.month(), d.day(), d.hour(), d.minute(), d.second()))
+        .unwrap_or(0)
+}
+
+fn system_time(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+/// A file handle that can be cloned per thread: each clone keeps its own position and reads with
+/// pread, so parallel readers of one archive never disturb each other.
+#[derive(Clone)]
+struct SharedFile {
+    file: Arc<File>,
+    pos: u64,
+    len: u64,
+}
+
+impl Read for SharedFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for SharedFile {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos =
+            new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start of archive"))?;
+        Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names_are_confined() {
+        assert_eq!(safe_relative(b"a/b.txt"), Ok(Some(PathBuf::from("a/b.txt"))));
+        assert_eq!(safe_relative(b"./a//b/"), Ok(Some(PathBuf::from("a/b"))));
+        assert_eq!(safe_relative(b"./"), Ok(None));
+        assert!(safe_relative(b"../x").is_err());
+        assert!(safe_relative(b"a/../../x").is_err());
+        assert!(safe_relative(b"a\\..\\..\\x").is_err());
+        assert!(safe_relative(b"/etc/passwd").is_err());
+        assert!(safe_relative(b"C:/x").is_err());
+        assert!(safe_relative(b"a\0b").is_err());
+    }
+
+    #[test]
+    fn link_targets_must_stay_inside() {
+        let root = Path::new("/nonexistent-root-for-test");
+        let none = HashSet::new();
+        assert!(check_link_target(root, Path::new("a/l"), b"../b", &none).is_ok());
+        assert!(check_link_target(root, Path::new("a/l"), b"../../b", &none).is_err());
+        assert!(check_link_target(root, Path::new("l"), b"/etc", &none).is_err());
+        assert!(check_link_target(root, Path::new("l"), b"..", &none).is_err());
+        let up = Path::new("sub/up");
+        let links: HashSet<&Path> = [up].into_iter().collect();
+        assert!(check_link_target(root, Path::new("x"), b"sub/up/..", &links).is_err());
+    }
+}
