@@ -1,1 +1,37 @@
-//! placeholder
+//! gitlab-runner's `config.toml` for oxrunner: typed model, loading with positioned errors and
+//! unknown-key warnings, and comment-preserving edits for `register`/`unregister`/token
+//! rotation.
+//!
+//! # Layout
+//! - [`model`]: one file per section (`global`, `runner`, `docker`, `cache`, `kubernetes`,
+//!   `sections` for the small ones). Key names are gitlab-runner's, including the PascalCase
+//!   cache keys and the hyphenated `tls-*-file` keys.
+//! - [`load`] / [`parse_str`] / [`parse_fragment`]: text → [`Loaded`] (config + warnings).
+//! - [`ConfigDocument`]: toml_edit-backed editing and atomic 0600 saving.
+//! - [`system_id`]: `.runner_system_id`.
+//! - [`Secret`]: token wrapper whose `Debug`/`Display` print `[REDACTED]`.
+
+mod document;
+mod duration;
+mod error;
+mod expand;
+mod lint;
+mod load;
+pub mod model;
+mod secret;
+pub mod system_id;
+mod token;
+
+pub use document::ConfigDocument;
+pub use duration::{DurationError, parse_go_duration};
+pub use error::{ConfigError, ConfigWarning};
+pub use expand::{expand_env, expand_env_with};
+pub use load::{Loaded, certs_dir, default_config_path, load, parse_fragment, parse_str};
+pub use model::cache::{CacheAzureConfig, CacheConfig, CacheGcsConfig, CacheS3Config};
+pub use model::docker::{DockerConfig, DockerService, volume_target};
+pub use model::global::{Config, SessionServer};
+pub use model::kubernetes::KubernetesConfig;
+pub use model::runner::{RunnerConfig, is_docker_executor};
+pub use model::sections::{ArtifactConfig, CustomBuildDir, CustomConfig};
+pub use secret::Secret;
+pub use token::short_token;

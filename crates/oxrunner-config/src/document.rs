@@ -1,0 +1,366 @@
+//! Editing `config.toml` in place the way `register`, `unregister` and token rotation do:
+//! comments, layout and keys oxrunner does not know survive every edit.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use toml_edit::{ArrayOfTables, DocumentMut, Item, Table};
+
+use crate::error::ConfigError;
+use crate::load::parse_str;
+use crate::model::docker::DockerConfig;
+use crate::model::global::{Config, DEFAULT_SESSION_TIMEOUT};
+use crate::model::runner::RunnerConfig;
+use crate::model::serde_helpers::toml_datetime;
+
+/// Indentation gitlab-runner uses per nesting level below `[[runners]]`.
+const INDENT: &str = "  ";
+
+/// An editable `config.toml`.
+#[derive(Debug, Clone)]
+pub struct ConfigDocument {
+    path: PathBuf,
+    doc: DocumentMut,
+}
+
+impl ConfigDocument {
+    /// Opens `path`, or starts the file gitlab-runner's `NewConfig` would write when it does
+    /// not exist (`concurrent = 1`, `check_interval = 0`, `[session_server]
+    /// session_timeout = 1800`). An existing file must parse and type-check.
+    pub fn open_or_new(path: &Path) -> Result<ConfigDocument, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self {
+                    path: path.to_owned(),
+                    doc: new_document(),
+                });
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        // Validates syntax and types with positions before any edit is attempted.
+        parse_str(&text, path)?;
+        let doc = text.parse::<DocumentMut>().map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            line: 0,
+            column: 0,
+            message: e.message().to_owned(),
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            doc,
+        })
+    }
+
+    /// The file this document is saved to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The document as TOML text, exactly as [`ConfigDocument::save`] writes it.
+    pub fn to_toml_string(&self) -> String {
+        self.doc.to_string()
+    }
+
+    /// The typed view of the current content (with `$VAR` expansion, as on load).
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        parse_str(&self.doc.to_string(), &self.path).map(|l| l.config)
+    }
+
+    /// Appends a `[[runners]]` entry with the keys gitlab-runner's `register` writes: the
+    /// credentials, the executor, an (empty) `[runners.cache]`, and for docker executors a
+    /// `[runners.docker]` with its always-written zero values and the `/cache` volume.
+    pub fn append_runner(&mut self, runner: &RunnerConfig) -> Result<(), ConfigError> {
+        let prepared = register_shape(runner);
+        let mut table = encode_runner(&prepared)?;
+        indent(&mut table, 1);
+        let mut next_position = max_position(self.doc.as_table()) + 1;
+        assign_positions(&mut table, &mut next_position);
+
+        let root = self.doc.as_table_mut();
+        match root.get_mut("runners") {
+            Some(Item::ArrayOfTables(runners)) => runners.push(table),
+            _ => {
+                let mut runners = ArrayOfTables::new();
+                runners.push(table);
+                root.insert("runners", Item::ArrayOfTables(runners));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every runner for which `pred` is true and returns how many were removed.
+    /// Runners that fail to type-check are kept.
+    pub fn remove_runners(&mut self, pred: impl Fn(&RunnerConfig) -> bool) -> usize {
+        let Ok(config) = self.config() else {
+            return 0;
+        };
+        let Some(Item::ArrayOfTables(runners)) = self.doc.as_table_mut().get_mut("runners") else {
+            return 0;
+        };
+        let doomed: Vec<usize> = config
+            .runners
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| pred(r))
+            .map(|(i, _)| i)
+            .collect();
+        for i in doomed.iter().rev() {
+            runners.remove(*i);
+        }
+        if runners.is_empty() {
+            self.doc.as_table_mut().remove("runners");
+        }
+        doomed.len()
+    }
+
+    /// Replaces the token of runner `index` after a token reset, keeping the comments and
+    /// formatting around each value.
+    pub fn set_runner_token(
+        &mut self,
+        index: usize,
+        token: &str,
+        obtained_at: Option<OffsetDateTime>,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<(), ConfigError> {
+        let count = self.runner_count();
+        let runner = match self.doc.as_table_mut().get_mut("runners") {
+            Some(Item::ArrayOfTables(runners)) => runners.get_mut(index),
+            _ => None,
+        };
+        let Some(runner) = runner else {
+            return Err(ConfigError::NoSuchRunner {
+                path: self.path.clone(),
+                index,
+                count,
+            });
+        };
+        set_keeping_decor(runner, "token", toml_edit::Value::from(token));
+        for (key, at) in [
+            ("token_obtained_at", obtained_at),
+            ("token_expires_at", expires_at),
+        ] {
+            if let Some(dt) = toml_datetime(at) {
+                set_keeping_decor(runner, key, toml_edit::Value::from(dt));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of `[[runners]]` entries.
+    pub fn runner_count(&self) -> usize {
+        match self.doc.get("runners") {
+            Some(Item::ArrayOfTables(runners)) => runners.len(),
+            _ => 0,
+        }
+    }
+
+    /// Writes the file atomically: a temporary file in the same directory, fsync, rename.
+    /// The file gets mode 0600 and a missing directory is created with mode 0700, because the
+    /// file holds runner tokens.
+    pub fn save(&self) -> Result<(), ConfigError> {
+        let write_err = |source| ConfigError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(write_err)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".config.toml.")
+            .suffix(".tmp")
+            .permissions(std::fs::Permissions::from_mode(0o600))
+            .tempfile_in(&dir)
+            .map_err(write_err)?;
+        tmp.write_all(self.doc.to_string().as_bytes())
+            .map_err(write_err)?;
+        tmp.as_file().sync_all().map_err(write_err)?;
+        tmp.persist(&self.path).map_err(|e| write_err(e.error))?;
+        // The rename is only durable once the directory entry is on disk.
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+fn new_document() -> DocumentMut {
+    let mut doc = DocumentMut::new();
+    doc["concurrent"] = toml_edit::value(1);
+    doc["check_interval"] = toml_edit::value(0);
+    let mut session = Table::new();
+    session.insert("session_timeout", toml_edit::value(DEFAULT_SESSION_TIMEOUT));
+    indent(&mut session, 1);
+    session.decor_mut().set_prefix("\n");
+    doc.insert("session_server", Item::Table(session));
+    doc
+}
+
+/// Applies what register does to a runner before writing it (`commands/register.go`).
+fn register_shape(runner: &RunnerConfig) -> RunnerConfig {
+    let mut r = runner.clone();
+    if r.cache.is_none() {
+        r.cache = Some(Default::default());
+    }
+    if r.is_docker_executor() {
+        let windows = r.executor == "docker-windows";
+        if windows && r.shell.is_none() {
+            r.shell = Some("pwsh".to_owned());
+        }
+        let d = r.docker.get_or_insert_with(DockerConfig::default);
+        // gitlab-runner writes these even when zero (no `omitempty` on the Go fields).
+        d.tls_verify.get_or_insert(false);
+        d.image.get_or_insert_with(String::new);
+        d.privileged.get_or_insert(false);
+        d.disable_entrypoint_overwrite.get_or_insert(false);
+        d.oom_kill_disable.get_or_insert(false);
+        d.disable_cache.get_or_insert(false);
+        d.shm_size.get_or_insert(0);
+        d.network_mtu.get_or_insert(0);
+        if d.disable_cache != Some(true) && !d.has_cache_volume() {
+            let cache = if windows { "c:\\cache" } else { "/cache" };
+            if !d.volumes.iter().any(|v| v.eq_ignore_ascii_case(cache)) {
+                d.volumes.push(cache.to_owned());
+            }
+        }
+    } else {
+        r.docker = None;
+    }
+    if r.executor != "kubernetes" {
+        r.kubernetes = None;
+    }
+    if r.executor != "custom" {
+        r.custom = None;
+    }
+    r
+}
+
+/// Serializes one runner into a standard table with sub-tables as `[runners.x]` headers.
+fn encode_runner(runner: &RunnerConfig) -> Result<Table, ConfigError> {
+    #[derive(Serialize)]
+    struct Wrapper<'a> {
+        runners: [&'a RunnerConfig; 1],
+    }
+    let encode_err = |message: String| ConfigError::Encode {
+        name: runner.name.clone(),
+        message,
+    };
+    let text = toml::to_string(&Wrapper { runners: [runner] }).map_err(|e| encode_err(e.to_string()))?;
+    let mut doc = text
+        .parse::<DocumentMut>()
+        .map_err(|e| encode_err(e.to_string()))?;
+    match doc.as_table_mut().remove("runners") {
+        Some(Item::ArrayOfTables(mut a)) if !a.is_empty() => {
+            let mut table = Table::new();
+            std::mem::swap(
+                &mut table,
+                a.get_mut(0).ok_or_else(|| encode_err("empty".into()))?,
+            );
+            Ok(table)
+        }
+        _ => Err(encode_err(
+            "serializer did not produce a [[runners]] table".into(),
+        )),
+    }
+}
+
+/// Two spaces per level, as in files written by gitlab-runner.
+fn indent(table: &mut Table, depth: usize) {
+    let pad = INDENT.repeat(depth);
+    let keys: Vec<String> = table.iter().map(|(k, _)| k.to_owned()).collect();
+    for key in keys {
+        let is_table = matches!(
+            table.get(&key),
+            Some(Item::Table(_)) | Some(Item::ArrayOfTables(_))
+        );
+        if !is_table && let Some(mut k) = table.key_mut(&key) {
+            k.leaf_decor_mut().set_prefix(pad.clone());
+        }
+        match table.get_mut(&key) {
+            Some(Item::Table(sub)) => {
+                sub.decor_mut().set_prefix(pad.clone());
+                indent(sub, depth + 1);
+            }
+            Some(Item::ArrayOfTables(subs)) => {
+                for sub in subs.iter_mut() {
+                    sub.decor_mut().set_prefix(pad.clone());
+                    indent(sub, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn max_position(table: &Table) -> isize {
+    let mut max = table.position().unwrap_or(0);
+    for (_, item) in table.iter() {
+        match item {
+            Item::Table(t) => max = max.max(max_position(t)),
+            Item::ArrayOfTables(a) => {
+                for t in a.iter() {
+                    max = max.max(max_position(t));
+                }
+            }
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Gives the new tables explicit positions after everything already in the file, so the
+/// runner is written at the end and its sub-tables stay under it.
+fn assign_positions(table: &mut Table, next: &mut isize) {
+    table.set_position(Some(*next));
+    *next += 1;
+    for (_, item) in table.iter_mut() {
+        match item {
+            Item::Table(t) => assign_positions(t, next),
+            Item::ArrayOfTables(a) => {
+                for t in a.iter_mut() {
+                    assign_positions(t, next);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Sets `key` while keeping the whitespace and comments around the old value; assigning a
+/// fresh value would drop an inline trailing comment (toml_edit caveat).
+fn set_keeping_decor(table: &mut Table, key: &str, mut value: toml_edit::Value) {
+    match table.get_mut(key) {
+        Some(Item::Value(old)) => {
+            let decor = old.decor().clone();
+            *value.decor_mut() = decor;
+            *old = value;
+        }
+        _ => {
+            table.insert(key, Item::Value(value));
+            let depth_pad = table
+                .iter()
+                .next()
+                .and_then(|(k, _)| table.key(k))
+                .and_then(|k| k.leaf_decor().prefix())
+                .and_then(|p| p.as_str())
+                .map(str::to_owned);
+            if let (Some(pad), Some(mut k)) = (depth_pad, table.key_mut(key)) {
+                k.leaf_decor_mut().set_prefix(pad);
+            }
+        }
+    }
+}

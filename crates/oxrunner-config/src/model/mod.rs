@@ -1,0 +1,9 @@
+//! Typed `config.toml` sections, one file per section.
+
+pub mod cache;
+pub mod docker;
+pub mod global;
+pub mod kubernetes;
+pub mod runner;
+pub mod sections;
+pub(crate) mod serde_helpers;
