@@ -138,12 +138,15 @@ impl Collector<'_> {
             rel.clone()
         };
 
-        if !self.inside_project(&base) {
+        let literal = split == comps.len();
+        // A literal path's last component is archived as whatever it is (a link stays a link); a glob
+        // base is walked into, so it must not lead outside either.
+        if !self.inside_project(&base, !literal) {
             self.warnings
                 .push(format!("{display}: not supported: outside build directory"));
             return Ok(());
         }
-        let found = if split == comps.len() {
+        let found = if literal {
             self.add_literal(&base)
         } else {
             let matcher = build_glob(&rel, pattern)?;
@@ -159,12 +162,16 @@ impl Collector<'_> {
         Ok(())
     }
 
-    /// Every existing ancestor of `rel` (and `rel` itself) must resolve inside the project, so a
-    /// symlinked directory cannot smuggle outside files into an archive.
-    fn inside_project(&self, rel: &Path) -> bool {
+    /// Every existing ancestor of `rel` (and `rel` itself when `include_last`) must resolve inside the
+    /// project, so a symlinked directory cannot smuggle outside files into an archive.
+    fn inside_project(&self, rel: &Path, include_last: bool) -> bool {
         let mut cur = self.root.to_path_buf();
-        for comp in rel.components() {
+        let count = rel.components().count();
+        for (i, comp) in rel.components().enumerate() {
             cur.push(comp);
+            if i + 1 == count && !include_last {
+                break;
+            }
             match fs::symlink_metadata(&cur) {
                 Ok(m) if m.file_type().is_symlink() => match fs::canonicalize(&cur) {
                     Ok(real) if real.starts_with(&self.canonical_root) => {}
