@@ -82,6 +82,10 @@ impl ConfigDocument {
         let prepared = register_shape(runner);
         let mut table = encode_runner(&prepared)?;
         indent(&mut table, 1);
+        if !self.doc.as_table().is_empty() {
+            // gitlab-runner separates each `[[runners]]` from what precedes it by a blank line.
+            table.decor_mut().set_prefix("\n");
+        }
         let mut next_position = max_position(self.doc.as_table()) + 1;
         assign_positions(&mut table, &mut next_position);
 

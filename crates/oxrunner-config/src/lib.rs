@@ -3,13 +3,13 @@
 //! rotation.
 //!
 //! # Layout
-//! - [`model`]: one file per section (`global`, `runner`, `docker`, `cache`, `kubernetes`,
+//! - [`model`] has one file per section (`global`, `runner`, `docker`, `cache`, `kubernetes`,
 //!   `sections` for the small ones). Key names are gitlab-runner's, including the PascalCase
 //!   cache keys and the hyphenated `tls-*-file` keys.
-//! - [`load`] / [`parse_str`] / [`parse_fragment`]: text → [`Loaded`] (config + warnings).
-//! - [`ConfigDocument`]: toml_edit-backed editing and atomic 0600 saving.
-//! - [`system_id`]: `.runner_system_id`.
-//! - [`Secret`]: token wrapper whose `Debug`/`Display` print `[REDACTED]`.
+//! - [`load`], [`parse_str`] and [`parse_fragment`] turn text into [`Loaded`] (config + warnings).
+//! - [`ConfigDocument`] does toml_edit-backed editing and atomic 0600 saving.
+//! - [`system_id`] manages the `.runner_system_id` file.
+//! - [`Secret`] is the token wrapper whose `Debug`/`Display` print `[REDACTED]`.
 
 mod document;
 mod duration;
