@@ -1,0 +1,264 @@
+//! `spec:inputs` headers and `$[[ inputs.name ]]` interpolation.
+
+use indexmap::IndexMap;
+
+use crate::error::{Loc, PipelineError};
+use crate::yaml::{Map, Node, Val, plain_scalar};
+
+/// Input values given by an includer (typed YAML) or the CLI (strings, converted by the declared type).
+#[derive(Clone, Debug, Default)]
+pub struct InputArgs {
+    pub values: IndexMap<String, Node>,
+    pub loc: Loc,
+}
+
+impl InputArgs {
+    pub fn from_cli(pairs: &[(String, String)], loc: &Loc) -> InputArgs {
+        let values = pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), Node::new(Val::Str(v.clone()), loc.clone())))
+            .collect();
+        InputArgs {
+            values,
+            loc: loc.clone(),
+        }
+    }
+}
+
+/// Check the provided inputs against the spec and return the final value of every input.
+pub fn resolve_inputs(
+    spec: Option<&Node>,
+    args: &InputArgs,
+    cli: bool,
+) -> Result<IndexMap<String, Node>, PipelineError> {
+    let decls: Map = match spec.map(|s| &s.val) {
+        Some(Val::Map(m)) => match m.get("inputs").map(|i| &i.val) {
+            Some(Val::Map(i)) => i.clone(),
+            Some(Val::Null) | None => Map::new(),
+            Some(_) => {
+                return Err(PipelineError::at(
+                    &spec.map(|s| s.loc.clone()).unwrap_or_default(),
+                    "spec:inputs config must be a hash",
+                ));
+            }
+        },
+        _ => Map::new(),
+    };
+    let unknown: Vec<&str> = args
+        .values
+        .keys()
+        .filter(|k| !decls.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(PipelineError::at(
+            &args.loc,
+            format!("unknown input arguments: {}", unknown.join(", ")),
+        ));
+    }
+    let mut out = IndexMap::new();
+    for (name, decl) in &decls {
+        let empty = Map::new();
+        let d = decl.as_map().unwrap_or(&empty);
+        let ty = d.get("type").and_then(Node::as_str).unwrap_or("string");
+        if !matches!(ty, "string" | "number" | "boolean" | "array") {
+            return Err(PipelineError::at(
+                &decl.loc,
+                format!("header:spec:inputs:{name} input type unknown value: {ty}"),
+            ));
+        }
+        let provided = args.values.get(name);
+        let value = match (provided, d.get("default")) {
+            (Some(v), _) => {
+                let v = if cli { convert_cli(v, ty) } else { v.clone() };
+                check_type(name, &v, ty)?;
+                v
+            }
+            (None, Some(def)) => def.clone(),
+            (None, None) => {
+                return Err(PipelineError::at(
+                    &args.loc,
+                    format!("`{name}` input: required value has not been provided"),
+                ));
+            }
+        };
+        if let Some(opts) = d.get("options").and_then(Node::as_seq) {
+            if !opts.iter().any(|o| o.scalar_string() == value.scalar_string()) {
+                return Err(PipelineError::at(
+                    &value.loc,
+                    format!(
+                        "`{name}` input: `{}` cannot be used because it is not in the list of allowed options",
+                        value.scalar_string().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        if let Some(re) = d.get("regex").and_then(Node::as_str) {
+            let pat = re
+                .strip_prefix('/')
+                .and_then(|r| r.strip_suffix('/'))
+                .unwrap_or(re);
+            let ok = regex::Regex::new(pat)
+                .map(|r| r.is_match(&value.scalar_string().unwrap_or_default()))
+                .unwrap_or(false);
+            if !ok {
+                return Err(PipelineError::at(
+                    &value.loc,
+                    format!("`{name}` input: provided value does not match required RegEx pattern"),
+                ));
+            }
+        }
+        out.insert(name.clone(), value);
+    }
+    Ok(out)
+}
+
+fn convert_cli(v: &Node, ty: &str) -> Node {
+    let s = v.scalar_string().unwrap_or_default();
+    match ty {
+        "number" | "boolean" => Node::new(plain_scalar(&s), v.loc.clone()),
+        "array" => match serde_json::from_str::<serde_json::Value>(&s) {
+            Ok(serde_json::Value::Array(items)) => Node::new(
+                Val::Seq(
+                    items
+                        .into_iter()
+                        .map(|i| {
+                            let s = i.as_str().map_or_else(|| i.to_string(), str::to_string);
+                            Node::new(Val::Str(s), v.loc.clone())
+                        })
+                        .collect(),
+                ),
+                v.loc.clone(),
+            ),
+            _ => v.clone(),
+        },
+        _ => v.clone(),
+    }
+}
+
+fn check_type(name: &str, v: &Node, ty: &str) -> Result<(), PipelineError> {
+    let ok = match ty {
+        "number" => matches!(v.val, Val::Int(_) | Val::Float(_)),
+        "boolean" => matches!(v.val, Val::Bool(_)),
+        "array" => matches!(v.val, Val::Seq(_)),
+        _ => matches!(v.val, Val::Str(_)),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(PipelineError::at(
+            &v.loc,
+            format!("`{name}` input: provided value is not a {ty}"),
+        ))
+    }
+}
+
+/// Replace `$[[ inputs.x ]]` in every string (keys included). A string that is exactly one
+/// interpolation takes the input's type (so arrays and booleans survive).
+pub fn interpolate(node: &mut Node, inputs: &IndexMap<String, Node>) -> Result<(), PipelineError> {
+    match &mut node.val {
+        Val::Str(s) if s.contains("$[[") => {
+            let loc = node.loc.clone();
+            *node = interpolate_str(s, inputs, &loc)?;
+        }
+        Val::Seq(items) | Val::Ref(items) => {
+            for i in items {
+                interpolate(i, inputs)?;
+            }
+        }
+        Val::Map(m) => {
+            let old = std::mem::take(m);
+            for (k, mut v) in old {
+                interpolate(&mut v, inputs)?;
+                let key = if k.contains("$[[") {
+                    interpolate_str(&k, inputs, &v.loc)?.scalar_string().unwrap_or(k)
+                } else {
+                    k
+                };
+                m.insert(key, v);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn interpolate_str(s: &str, inputs: &IndexMap<String, Node>, loc: &Loc) -> Result<Node, PipelineError> {
+    let mut out = String::new();
+    let mut rest = s;
+    let mut whole: Option<Node> = None;
+    while let Some(start) = rest.find("$[[") {
+        let Some(end) = rest[start..].find("]]") else {
+            break;
+        };
+        let inner = rest[start + 3..start + end].trim();
+        let value = eval_block(inner, inputs, loc)?;
+        if start == 0 && start + end + 2 == rest.len() && out.is_empty() {
+            whole = Some(value);
+            rest = "";
+            break;
+        }
+        out.push_str(&rest[..start]);
+        out.push_str(&render(&value));
+        rest = &rest[start + end + 2..];
+    }
+    if let Some(w) = whole {
+        return Ok(w);
+    }
+    out.push_str(rest);
+    Ok(Node::new(Val::Str(out), loc.clone()))
+}
+
+fn render(n: &Node) -> String {
+    match &n.val {
+        Val::Seq(_) | Val::Map(_) => n.to_json().to_string(),
+        _ => n.scalar_string().unwrap_or_default(),
+    }
+}
+
+fn eval_block(inner: &str, inputs: &IndexMap<String, Node>, loc: &Loc) -> Result<Node, PipelineError> {
+    let mut parts = inner.split('|').map(str::trim);
+    let head = parts.next().unwrap_or_default();
+    let Some(name) = head.strip_prefix("inputs.") else {
+        return Err(PipelineError::at(
+            loc,
+            format!("unknown interpolation key: `{head}`"),
+        ));
+    };
+    let mut value = inputs.get(name).cloned().ok_or_else(|| {
+        PipelineError::at_hint(
+            loc,
+            format!("unknown interpolation key: `{name}`"),
+            "declare it under spec:inputs in the header of this file",
+        )
+    })?;
+    for func in parts {
+        let s = render(&value);
+        let new = if func == "posix_escape" {
+            s.chars()
+                .flat_map(|c| {
+                    let esc = !(c.is_ascii_alphanumeric() || "_-./,:@%+=".contains(c));
+                    esc.then_some('\\').into_iter().chain(std::iter::once(c))
+                })
+                .collect()
+        } else if func == "expand_vars" {
+            s
+        } else if let Some(args) = func.strip_prefix("truncate(").and_then(|a| a.strip_suffix(')')) {
+            let nums: Vec<usize> = args.split(',').filter_map(|n| n.trim().parse().ok()).collect();
+            let [off, len] = nums[..] else {
+                return Err(PipelineError::at(
+                    loc,
+                    format!("invalid interpolation function arguments: {func}"),
+                ));
+            };
+            s.chars().skip(off).take(len).collect()
+        } else {
+            return Err(PipelineError::at(
+                loc,
+                format!("unknown interpolation function: `{func}`"),
+            ));
+        };
+        value = Node::new(Val::Str(new), loc.clone());
+    }
+    Ok(value)
+}

@@ -1,0 +1,174 @@
+//! The resolved pipeline: what GitLab would create for a given context.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::Warning;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum When {
+    OnSuccess,
+    OnFailure,
+    Always,
+    Manual,
+    Delayed {
+        #[serde(serialize_with = "ser_secs")]
+        start_in: Duration,
+    },
+    Never,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+impl When {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            When::OnSuccess => "on_success",
+            When::OnFailure => "on_failure",
+            When::Always => "always",
+            When::Manual => "manual",
+            When::Delayed { .. } => "delayed",
+            When::Never => "never",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Need {
+    pub job: String,
+    pub artifacts: bool,
+    pub optional: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllowFailure {
+    No,
+    Yes,
+    ExitCodes(Vec<i32>),
+}
+
+impl AllowFailure {
+    pub fn allowed(&self) -> bool {
+        !matches!(self, AllowFailure::No)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Retry {
+    pub max: u32,
+    pub when: Vec<String>,
+    pub exit_codes: Vec<i32>,
+}
+
+/// A `trigger` job. For local `include`s the child pipeline is resolved too.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChildPipeline {
+    /// `trigger:strategy: depend`.
+    pub strategy_depend: bool,
+    /// `trigger:project` for multi-project pipelines (not runnable locally).
+    pub project: Option<String>,
+    pub pipeline: Option<Box<Pipeline>>,
+}
+
+/// A variable as GitLab sends it to a runner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct JobVariable {
+    pub key: String,
+    pub value: String,
+    pub public: bool,
+    pub masked: bool,
+    pub file: bool,
+    pub raw: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PipelineJob {
+    pub name: String,
+    pub stage: String,
+    pub stage_index: usize,
+    pub when: When,
+    pub needs: Option<Vec<Need>>,
+    pub dependencies: Option<Vec<String>>,
+    pub allow_failure: AllowFailure,
+    pub retry: Retry,
+    #[serde(serialize_with = "ser_opt_secs")]
+    pub timeout: Option<Duration>,
+    pub resource_group: Option<String>,
+    pub interruptible: bool,
+    pub environment: Option<serde_json::Value>,
+    pub trigger: Option<ChildPipeline>,
+    pub tags: Vec<String>,
+    pub coverage: Option<String>,
+    /// Exactly the job payload GitLab would send a runner (ids and tokens are filled by the caller).
+    pub payload: serde_json::Value,
+}
+
+fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs()),
+        None => s.serialize_none(),
+    }
+}
+
+impl PipelineJob {
+    /// The variables of the payload, in payload order (later entries win, as in the runner).
+    pub fn variables(&self) -> Vec<JobVariable> {
+        crate::payload::payload_variables(&self.payload)
+    }
+
+    /// Value of a variable as the runner would see it before expansion (last definition wins).
+    pub fn variable(&self, key: &str) -> Option<String> {
+        self.variables()
+            .into_iter()
+            .rev()
+            .find(|v| v.key == key)
+            .map(|v| v.value)
+    }
+
+    /// Variables expanded as the runner expands them (one pass, `raw` values untouched).
+    pub fn expanded_variables(&self) -> Vec<(String, String)> {
+        crate::vars::runner_expand(&self.variables())
+    }
+
+    /// `before_script` + `script`, as sent in the `script` step.
+    pub fn script(&self) -> Vec<String> {
+        self.step("script")
+    }
+
+    pub fn after_script(&self) -> Vec<String> {
+        self.step("after_script")
+    }
+
+    fn step(&self, name: &str) -> Vec<String> {
+        self.payload["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["name"] == name)
+            .flat_map(|s| s["script"].as_array().cloned().unwrap_or_default())
+            .filter_map(|l| l.as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Pipeline {
+    pub stages: Vec<String>,
+    pub jobs: Vec<PipelineJob>,
+    pub warnings: Vec<Warning>,
+    /// Pipeline-level variables (predefined, global YAML, workflow rules, CLI) in precedence order.
+    pub variables: Vec<JobVariable>,
+    /// `workflow:name`, expanded.
+    pub name: Option<String>,
+}
+
+impl Pipeline {
+    pub fn job(&self, name: &str) -> Option<&PipelineJob> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+}
