@@ -32,9 +32,7 @@ pub enum ConfigError {
         message: String,
     },
     /// The file is valid TOML but a value has the wrong type or an impossible value.
-    #[error(
-        "{}:{line}:{column}: invalid value for `{key}`: {message}\nhint: see the gitlab-runner `config.toml` reference for the expected type of `{key}`"
-    , path.display())]
+    #[error("{}:{line}:{column}: invalid value for `{key}`: {message}\nhint: {hint}", path.display())]
     Invalid {
         /// File that was parsed.
         path: PathBuf,
@@ -46,6 +44,8 @@ pub enum ConfigError {
         key: String,
         /// What is wrong.
         message: String,
+        /// How to fix it.
+        hint: String,
     },
     /// Writing the file (or its directory) failed.
     #[error("cannot write {}: {source}\nhint: check that the directory exists and is writable by this user (the file is written with mode 0600)", path.display())]

@@ -31,6 +31,7 @@ pub use model::cache::{CacheAzureConfig, CacheConfig, CacheGcsConfig, CacheS3Con
 pub use model::docker::{DockerConfig, DockerService, volume_target};
 pub use model::global::{Config, SessionServer};
 pub use model::kubernetes::KubernetesConfig;
+pub use model::raw::RawSection;
 pub use model::runner::{RunnerConfig, is_docker_executor};
 pub use model::sections::{ArtifactConfig, CustomBuildDir, CustomConfig};
 pub use secret::Secret;

@@ -91,12 +91,14 @@ impl Source<'_> {
                     (String::new(), line, column)
                 }
             };
+            let message = e.message().trim().to_owned();
             ConfigError::Invalid {
                 path: self.origin.to_owned(),
                 line,
                 column,
+                hint: invalid_hint(&key, &message),
                 key,
-                message: e.message().trim().to_owned(),
+                message,
             }
         })?;
         self.check_durations(&config, &entries)?;
@@ -235,11 +237,25 @@ impl Source<'_> {
                     column,
                     key: lint::full_key(&path),
                     message: e.to_string(),
+                    hint: "durations are Go duration strings such as \"30s\", \"15m0s\" or \"1h30m\""
+                        .to_owned(),
                 });
             }
         }
         Ok(())
     }
+}
+
+fn invalid_hint(key: &str, message: &str) -> String {
+    if key == "runners" && message.contains("expected a sequence") {
+        return "each runner is an entry of an array of tables: write `[[runners]]` (double brackets)"
+            .to_owned();
+    }
+    if key.ends_with("token_obtained_at") || key.ends_with("token_expires_at") {
+        return format!("`{key}` is an RFC 3339 datetime such as 2026-01-31T12:00:00Z (unquoted)");
+    }
+    let shown = if key.is_empty() { "this value" } else { key };
+    format!("see the gitlab-runner `config.toml` reference for the expected type of `{shown}`")
 }
 
 fn value_start(entry: &Entry) -> usize {

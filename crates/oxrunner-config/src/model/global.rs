@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::raw::RawSection;
 use super::runner::RunnerConfig;
 use crate::duration::parse_go_duration;
 
@@ -59,10 +60,10 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// `[machine]`: docker-machine settings, kept verbatim.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub machine: Option<toml::Table>,
+    pub machine: Option<RawSection>,
     /// `[experimental]`: kept verbatim.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub experimental: Option<toml::Table>,
+    pub experimental: Option<RawSection>,
 }
 
 fn is_zero(v: &i64) -> bool {

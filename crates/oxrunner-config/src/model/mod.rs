@@ -4,6 +4,7 @@ pub mod cache;
 pub mod docker;
 pub mod global;
 pub mod kubernetes;
+pub mod raw;
 pub mod runner;
 pub mod sections;
 pub(crate) mod serde_helpers;

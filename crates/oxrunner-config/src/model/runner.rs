@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use super::cache::CacheConfig;
 use super::docker::DockerConfig;
 use super::kubernetes::KubernetesConfig;
+use super::raw::RawSection;
 use super::sections::{ArtifactConfig, CustomBuildDir, CustomConfig};
 use super::serde_helpers::{deserialize_time, serialize_time};
 use crate::duration::parse_go_duration;
@@ -174,31 +175,31 @@ pub struct RunnerConfig {
     pub custom: Option<CustomConfig>,
     /// `[runners.ssh]`, kept verbatim (executor not implemented by oxrunner).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssh: Option<toml::Table>,
+    pub ssh: Option<RawSection>,
     /// `[runners.parallels]`, kept verbatim.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub parallels: Option<toml::Table>,
+    pub parallels: Option<RawSection>,
     /// `[runners.virtualbox]`, kept verbatim.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub virtualbox: Option<toml::Table>,
+    pub virtualbox: Option<RawSection>,
     /// `[runners.machine]`, kept verbatim.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub machine: Option<toml::Table>,
+    pub machine: Option<RawSection>,
     /// `[runners.autoscaler]`, kept verbatim.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub autoscaler: Option<toml::Table>,
+    pub autoscaler: Option<RawSection>,
     /// `[runners.instance]`, kept verbatim.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance: Option<toml::Table>,
+    pub instance: Option<RawSection>,
     /// `[runners.referees]`, kept verbatim.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub referees: Option<toml::Table>,
+    pub referees: Option<RawSection>,
     /// `[runners.monitoring]`, kept verbatim.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub monitoring: Option<toml::Table>,
+    pub monitoring: Option<RawSection>,
     /// `[runners.experimental]`, kept verbatim.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub experimental: Option<toml::Table>,
+    pub experimental: Option<RawSection>,
 }
 
 fn is_zero(v: &i64) -> bool {

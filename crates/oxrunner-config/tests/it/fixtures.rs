@@ -336,3 +336,60 @@ fn url_and_token_expand_environment_variables() {
     assert_eq!(c.runners[0].builds_dir.as_deref(), Some("$CARGO_MANIFEST_DIR"));
     assert_ne!(dir, "$CARGO_MANIFEST_DIR");
 }
+
+#[test]
+fn debug_output_never_contains_secrets() {
+    for name in ["config.toml.example", "commands-testdata-test-config.toml"] {
+        let loaded = load(&fixture_path(name)).unwrap();
+        let shown = format!("{:?}", loaded.config);
+        for secret in ["production-server-password", "test-token1", "test-token2"] {
+            assert!(!shown.contains(secret), "{name}: `{secret}` leaked in {shown}");
+        }
+    }
+    let ssh = load(&fixture_path("config.toml.example")).unwrap().config.runners[2]
+        .ssh
+        .clone()
+        .unwrap();
+    assert_eq!(
+        ssh.get("password").and_then(|v| v.as_str()),
+        Some("production-server-password")
+    );
+}
+
+#[test]
+fn default_path_follows_gitlab_runner() {
+    let path = oxrunner_config::default_config_path();
+    if nix_is_root() {
+        assert_eq!(path, Path::new("/etc/gitlab-runner/config.toml"));
+    } else {
+        assert!(path.ends_with(".gitlab-runner/config.toml"), "{}", path.display());
+        if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            assert!(path.starts_with(home));
+        }
+    }
+    assert_eq!(
+        oxrunner_config::certs_dir(&path),
+        path.parent().unwrap().join("certs")
+    );
+}
+
+fn nix_is_root() -> bool {
+    // /proc/self/status `Uid:` line: real, effective, saved, fs.
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        .unwrap()
+}
+
+#[test]
+fn single_bracket_runners_gets_a_specific_hint() {
+    let err = parse_str("concurrent = 1\n[runners]\nname = \"x\"\n", Path::new("c.toml")).unwrap_err();
+    let ConfigError::Invalid { key, line, hint, .. } = &err else {
+        panic!("expected Invalid, got {err:?}");
+    };
+    assert_eq!(key, "runners");
+    assert_eq!(*line, 2);
+    assert!(hint.contains("[[runners]]"), "{hint}");
+}
