@@ -1,1 +1,40 @@
-//! placeholder
+//! oxrunner-core: the executor-neutral job engine.
+//!
+//! # Layout
+//! - [`plan`]: `JobPlan` (what to run) and `RunnerContext` (runner settings).
+//! - [`variables`]: ordered variables and gitlab-runner's expansion rules.
+//! - [`trace`]: the job log pipeline (masking, output limit, spool file, CRC32).
+//! - [`script`]: bash stage scripts (wrapper, exports, git sources).
+//! - [`executor`]: the `Executor` and `JobHooks` traits and the stage vocabulary.
+//! - [`driver`]: `run_job`, which runs the stages with timeouts and cancellation.
+//! - [`shell`]: the shell executor (local bash processes in their own process group).
+//!
+//! The daemon turns a GitLab payload into a `JobPlan`, `oxrunner exec` turns `.gitlab-ci.yml` into one; both
+//! then call [`run_job`].
+
+pub mod builddir;
+pub mod driver;
+pub mod error;
+pub mod executor;
+pub mod outcome;
+pub mod plan;
+pub mod script;
+pub mod secret;
+pub mod shell;
+pub mod trace;
+pub mod variables;
+
+pub use builddir::{build_dir, cache_dir, project_slug, tmp_dir};
+pub use driver::{JobCancel, run_job};
+pub use error::{ExecError, HookError};
+pub use executor::{Executor, ExitStatus, JobHooks, JobStatus, NoopHooks, Stage, StageCommand, StageCtx};
+pub use outcome::{FailureReason, JobOutcome};
+pub use plan::{
+    ArtifactSpec, ArtifactsFile, CachePolicy, CacheSpec, Dependency, GitStrategy, ImageSpec, JobPlan,
+    RunnerContext, Sources, Step, SubmoduleStrategy, TraceFeatures, When,
+};
+pub use secret::Secret;
+pub use shell::ShellExecutor;
+pub use tokio_util::sync::CancellationToken;
+pub use trace::{MaskSet, TraceHandle, TraceWriter};
+pub use variables::{Variable, Variables};

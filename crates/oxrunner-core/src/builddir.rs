@@ -1,0 +1,104 @@
+//! Build directory layout (runner-api.md §2.5).
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::plan::{GitStrategy, JobPlan, RunnerContext};
+
+/// `<namespace>/<project>` of the job, or `project-<id>` when the plan has no usable path.
+pub fn project_slug(plan: &JobPlan) -> String {
+    let slug = plan.project_path.trim_matches('/');
+    let slug = slug.strip_suffix(".git").unwrap_or(slug);
+    let safe = !slug.is_empty()
+        && Path::new(slug)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+    if safe {
+        slug.to_owned()
+    } else {
+        format!("project-{}", plan.project_id)
+    }
+}
+
+/// The project directory: `<builds_dir>/<short-token>/<concurrent_project_id>/<slug>` for shared builds dirs,
+/// `<builds_dir>/<slug>` otherwise; `-empty` appended for `GIT_STRATEGY=empty`; `GIT_CLONE_PATH` used when
+/// `custom_build_dir` is enabled and the path lies inside the builds dir.
+pub fn build_dir(plan: &JobPlan, ctx: &RunnerContext) -> PathBuf {
+    if let Some(custom) = plan
+        .variables
+        .value("GIT_CLONE_PATH")
+        .filter(|_| ctx.custom_build_dir)
+    {
+        let custom = plan.variables.expand(custom);
+        let path = Path::new(&custom);
+        let inside = path.is_absolute()
+            && path.starts_with(&ctx.builds_dir)
+            && path.components().all(|c| !matches!(c, Component::ParentDir));
+        if inside && path != ctx.builds_dir {
+            return path.to_path_buf();
+        }
+    }
+    let mut dir = ctx.builds_dir.clone();
+    if ctx.shared_builds_dir {
+        dir.push(&ctx.short_token);
+        dir.push(ctx.concurrent_project_id.to_string());
+    }
+    dir.push(project_slug(plan));
+    let strategy = plan
+        .variables
+        .value("GIT_STRATEGY")
+        .and_then(GitStrategy::parse)
+        .unwrap_or(plan.sources.strategy);
+    if strategy == GitStrategy::Empty {
+        let mut s = dir.into_os_string();
+        s.push("-empty");
+        dir = PathBuf::from(s);
+    }
+    dir
+}
+
+/// `<project dir>.tmp`: file variables, env file, git template and credentials config.
+pub fn tmp_dir(project_dir: &Path) -> PathBuf {
+    let mut s = project_dir.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+/// `<cache_dir>/<slug>`.
+pub fn cache_dir(plan: &JobPlan, ctx: &RunnerContext) -> PathBuf {
+    ctx.cache_dir.join(project_slug(plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::variables::Variable;
+
+    #[test]
+    fn layouts() {
+        let mut plan = JobPlan {
+            project_path: "user/playground".into(),
+            project_id: 7,
+            ..JobPlan::default()
+        };
+        let mut ctx = RunnerContext {
+            builds_dir: "/builds".into(),
+            short_token: "2mn-ncv-".into(),
+            ..RunnerContext::default()
+        };
+        assert_eq!(build_dir(&plan, &ctx), Path::new("/builds/user/playground"));
+        ctx.shared_builds_dir = true;
+        assert_eq!(
+            build_dir(&plan, &ctx),
+            Path::new("/builds/2mn-ncv-/0/user/playground")
+        );
+        plan.variables.push(Variable::new("GIT_STRATEGY", "empty"));
+        assert_eq!(
+            build_dir(&plan, &ctx),
+            Path::new("/builds/2mn-ncv-/0/user/playground-empty")
+        );
+        plan.project_path = "../evil".into();
+        ctx.shared_builds_dir = false;
+        assert_eq!(build_dir(&plan, &ctx), Path::new("/builds/project-7-empty"));
+        assert_eq!(tmp_dir(Path::new("/builds/a/b")), Path::new("/builds/a/b.tmp"));
+    }
+}

@@ -1,0 +1,118 @@
+//! The job's full variable list (runner-api.md §2.4) and Go-duration settings.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::plan::{JobPlan, RunnerContext};
+use crate::script::bash::file_var_path;
+use crate::script::git::go_arch;
+use crate::variables::{Variable, Variables};
+
+/// Executors whose environment outlives the job (gitlab-runner sets `CI_SHARED_ENVIRONMENT` for them).
+const SHARED_ENV_EXECUTORS: &[&str] = &["shell", "ssh", "custom", "parallels", "virtualbox"];
+
+/// Runner variables and job variables in gitlab-runner's order (later entries win), unexpanded.
+pub fn job_variables(plan: &JobPlan, ctx: &RunnerContext, project_dir: &Path, tmp_dir: &Path) -> Variables {
+    let mut vars = Variables::new();
+    if let Some(image) = &plan.image {
+        vars.push(Variable::new("CI_JOB_IMAGE", image.name.clone()));
+    }
+    vars.push(Variable::new("CI_RUNNER_SHORT_TOKEN", ctx.short_token.clone()));
+    for entry in &ctx.environment {
+        // Entries without `=` are ignored, as gitlab-runner does.
+        if let Some((key, value)) = entry.split_once('=') {
+            vars.push(Variable::new(key, value));
+        }
+    }
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    vars.push(Variable::new("CI_BUILDS_DIR", path(&ctx.builds_dir)));
+    vars.push(Variable::new("CI_PROJECT_DIR", path(project_dir)));
+    vars.push(Variable::new("CI_CONCURRENT_ID", ctx.concurrent_id.to_string()));
+    vars.push(Variable::new(
+        "CI_CONCURRENT_PROJECT_ID",
+        ctx.concurrent_project_id.to_string(),
+    ));
+    vars.push(Variable::new("CI_SERVER", "yes"));
+    vars.push(Variable::new("CI_JOB_STATUS", "running"));
+    vars.push(Variable::new(
+        "CI_JOB_TIMEOUT",
+        plan.effective_timeout().as_secs().to_string(),
+    ));
+    if let Some(ca) = plan.sources.ca_file.as_ref().filter(|c| !c.is_empty()) {
+        let mut v = Variable::new("CI_SERVER_TLS_CA_FILE", ca.clone()).into_file();
+        v.raw = true;
+        vars.push(v);
+    }
+    vars.extend(plan.variables.iter().cloned());
+    if SHARED_ENV_EXECUTORS.contains(&ctx.executor.as_str()) {
+        vars.push(Variable::new("CI_SHARED_ENVIRONMENT", "true"));
+    } else {
+        vars.push(Variable::new("CI_DISPOSABLE_ENVIRONMENT", "true"));
+    }
+    vars.push(Variable::new("CI_RUNNER_VERSION", ctx.version.clone()));
+    vars.push(Variable::new("CI_RUNNER_REVISION", ctx.revision.clone()));
+    vars.push(Variable::new(
+        "CI_RUNNER_EXECUTABLE_ARCH",
+        format!("{}/{}", std::env::consts::OS, go_arch()),
+    ));
+    vars.push(Variable::new("RUNNER_TEMP_PROJECT_DIR", path(tmp_dir)));
+    vars
+}
+
+/// Expands the list once; file variables expand to the path of their file.
+pub fn expand(vars: &Variables, tmp_dir: &Path) -> Variables {
+    vars.expanded(&|v| file_var_path(tmp_dir, &v.key))
+}
+
+/// Parses a Go duration (`90s`, `1h30m`, `1.5h`, `300ms`). A bare number is not a Go duration.
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let number: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += number * factor;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("300ms"), Some(Duration::from_millis(300)));
+        assert_eq!(parse_go_duration("10"), None);
+        assert_eq!(parse_go_duration("abc"), None);
+    }
+}

@@ -1,0 +1,659 @@
+//! The driver: runs a `JobPlan`'s stages in gitlab-runner's order on an `Executor`, with timeouts,
+//! cancellation and the job log (runner-api.md §2.2, §2.8).
+
+pub mod env;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::builddir::{build_dir, tmp_dir};
+use crate::error::{ExecError, HookError};
+use crate::executor::{Executor, ExitStatus, JobHooks, JobStatus, Stage, StageCommand, StageCtx};
+use crate::outcome::{FailureReason, JobOutcome, go_duration};
+use crate::plan::{JobPlan, RunnerContext, Step};
+use crate::script::ScriptContext;
+use crate::script::git::GitSettings;
+use crate::trace::TraceWriter;
+use crate::variables::{Variable, Variables};
+
+/// Default `RUNNER_AFTER_SCRIPT_TIMEOUT`.
+pub const DEFAULT_AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// gitlab-runner retries `Prepare` this many times, this far apart, unless it returned a build error.
+const PREPARE_ATTEMPTS: u32 = 3;
+const PREPARE_RETRY_DELAY: Duration = Duration::from_secs(3);
+
+/// Cancellation requests for one job.
+#[derive(Clone, Debug, Default)]
+pub struct JobCancel {
+    /// GitLab `canceling`: kill the current stage, then run after_script (`CI_JOB_STATUS=canceled`), the
+    /// on-failure cache/artifact stages and cleanup; the job ends as `job_canceled`.
+    pub graceful: CancellationToken,
+    /// GitLab `canceled` / runner shutdown: stop now, run no further scripts.
+    pub abort: CancellationToken,
+}
+
+impl JobCancel {
+    /// Fresh tokens.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Why a stage was stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Interrupt {
+    JobTimeout,
+    ScriptTimeout(Duration),
+    Graceful,
+    Abort,
+}
+
+enum StageResult {
+    Exit(ExitStatus),
+    Interrupted(Interrupt),
+    Error(ExecError),
+}
+
+#[derive(Clone, Copy)]
+struct Limits {
+    deadline: Option<Instant>,
+    script_deadline: Option<(Instant, Duration)>,
+    graceful: bool,
+}
+
+struct Failure {
+    reason: FailureReason,
+    exit_code: Option<i32>,
+    message: String,
+}
+
+struct Driver<'a> {
+    plan: &'a JobPlan,
+    ctx: &'a RunnerContext,
+    executor: &'a mut dyn Executor,
+    hooks: &'a dyn JobHooks,
+    trace: &'a TraceWriter,
+    control: JobCancel,
+    project_dir: PathBuf,
+    tmp_dir: PathBuf,
+    vars: Variables,
+    xtrace: bool,
+    deadline: Instant,
+    failure: Option<Failure>,
+    interrupt: Option<Interrupt>,
+}
+
+/// Runs the job and returns its outcome; the trace ends with `Job succeeded` or `ERROR: Job failed: ...`.
+/// The executor's `cleanup` is always called.
+pub async fn run_job(
+    plan: &JobPlan,
+    ctx: &RunnerContext,
+    executor: &mut dyn Executor,
+    hooks: &dyn JobHooks,
+    trace: &TraceWriter,
+    control: JobCancel,
+) -> JobOutcome {
+    let project_dir = build_dir(plan, ctx);
+    let tmp_dir = tmp_dir(&project_dir);
+    let raw = env::job_variables(plan, ctx, &project_dir, &tmp_dir);
+    let vars = env::expand(&raw, &tmp_dir);
+    let xtrace = !ctx.debug_trace_disabled && vars.bool("CI_DEBUG_TRACE").unwrap_or(false);
+    let mut driver = Driver {
+        plan,
+        ctx,
+        executor,
+        hooks,
+        trace,
+        control,
+        project_dir,
+        tmp_dir,
+        vars,
+        xtrace,
+        deadline: Instant::now() + plan.effective_timeout(),
+        failure: None,
+        interrupt: None,
+    };
+    driver.run().await;
+    driver.executor.cleanup().await;
+    let outcome = match driver.failure {
+        None => {
+            trace.info("Job succeeded");
+            JobOutcome::Success
+        }
+        Some(f) => {
+            if f.reason == FailureReason::RunnerSystemFailure {
+                trace.error(&format!("Job failed (system failure): {}", f.message));
+            } else {
+                trace.error(&format!("Job failed: {}", f.message));
+            }
+            JobOutcome::Failed {
+                reason: f.reason,
+                exit_code: f.exit_code,
+                message: f.message,
+            }
+        }
+    };
+    trace.flush();
+    outcome
+}
+
+impl Driver<'_> {
+    async fn run(&mut self) {
+        let ctx = self.ctx;
+        self.trace.set_sections(self.plan.features.trace_sections);
+        self.trace.println(&format!(
+            "Running with oxrunner {} ({})",
+            ctx.version, ctx.revision
+        ));
+        self.trace.println(&format!(
+            "  on {} {}, system ID: {}",
+            ctx.runner_name, ctx.short_token, ctx.system_id
+        ));
+        if self.xtrace {
+            self.trace
+                .warning("CI_DEBUG_TRACE is enabled: the job log may contain secrets that are not masked");
+        }
+
+        if !self.prepare_executor().await {
+            return;
+        }
+        self.main_stages().await;
+        if self.interrupt == Some(Interrupt::Abort) {
+            return;
+        }
+        self.after_script().await;
+        if self.interrupt == Some(Interrupt::Abort) {
+            return;
+        }
+        self.archive_and_upload().await;
+        if self.interrupt == Some(Interrupt::Abort) {
+            return;
+        }
+        let script = self.scripts(&self.vars).cleanup_file_variables();
+        let stage = Stage::CleanupFileVariables;
+        self.section_start(&stage);
+        let limits = Limits {
+            deadline: None,
+            script_deadline: None,
+            graceful: false,
+        };
+        match self.run_script(stage.clone(), script, limits).await {
+            StageResult::Interrupted(i) => self.interrupt = Some(i),
+            StageResult::Error(err) => self
+                .trace
+                .warning(&format!("Cleaning up file based variables failed: {err}")),
+            StageResult::Exit(_) => {}
+        }
+        self.section_end(&stage);
+        if self.interrupt == Some(Interrupt::Abort) {
+            self.fail_interrupted(Interrupt::Abort);
+        }
+    }
+
+    fn scripts<'s>(&'s self, vars: &'s Variables) -> ScriptContext<'s> {
+        ScriptContext {
+            plan: self.plan,
+            ctx: self.ctx,
+            vars,
+            project_dir: &self.project_dir,
+            tmp_dir: &self.tmp_dir,
+            xtrace: self.xtrace,
+        }
+    }
+
+    fn section_start(&self, stage: &Stage) {
+        self.trace
+            .section_start(&stage.name(), &stage.description(&self.ctx.executor));
+    }
+
+    fn section_end(&self, stage: &Stage) {
+        self.trace.section_end(&stage.name());
+    }
+
+    fn job_limits(&self) -> Limits {
+        Limits {
+            deadline: Some(self.deadline),
+            script_deadline: None,
+            graceful: true,
+        }
+    }
+
+    fn set_failure(&mut self, reason: FailureReason, exit_code: Option<i32>, message: String) {
+        if self.failure.is_none() {
+            self.failure = Some(Failure {
+                reason,
+                exit_code,
+                message,
+            });
+        }
+    }
+
+    fn fail_interrupted(&mut self, interrupt: Interrupt) {
+        self.interrupt = Some(interrupt);
+        let (reason, message) = match interrupt {
+            Interrupt::JobTimeout => (
+                FailureReason::JobExecutionTimeout,
+                format!(
+                    "execution took longer than {} seconds",
+                    go_duration(self.plan.effective_timeout())
+                ),
+            ),
+            Interrupt::ScriptTimeout(d) => (
+                FailureReason::JobExecutionTimeout,
+                format!("script execution took longer than {} seconds", go_duration(d)),
+            ),
+            Interrupt::Graceful => (FailureReason::JobCanceled, "canceled".to_owned()),
+            Interrupt::Abort => (FailureReason::JobCanceled, "aborted".to_owned()),
+        };
+        // An interruption overrides an earlier step failure only if nothing failed yet.
+        self.set_failure(reason, None, message);
+    }
+
+    /// Handles a finished stage; returns true when the job may go on.
+    fn settle(&mut self, result: StageResult) -> bool {
+        match result {
+            StageResult::Exit(status) if status.success() => true,
+            StageResult::Exit(status) => {
+                self.set_failure(FailureReason::ScriptFailure, status.code(), status.to_string());
+                false
+            }
+            StageResult::Interrupted(i) => {
+                self.fail_interrupted(i);
+                false
+            }
+            StageResult::Error(err) => {
+                self.set_failure(err.reason(), None, err.to_string());
+                false
+            }
+        }
+    }
+
+    async fn prepare_executor(&mut self) -> bool {
+        let stage = Stage::PrepareExecutor;
+        self.section_start(&stage);
+        let mut attempt = 1;
+        let result = loop {
+            let plan = self.plan;
+            let limits = self.job_limits();
+            let control = self.control.clone();
+            let fut = self.executor.prepare(plan, self.trace);
+            let res = guard(fut, &control, limits).await;
+            match res {
+                Ok(Err(err)) if !err.is_build_error() && attempt < PREPARE_ATTEMPTS => {
+                    self.trace.warning(&format!(
+                        "Preparation failed: {err}\nWill be retried in {}s ...",
+                        PREPARE_RETRY_DELAY.as_secs()
+                    ));
+                    attempt += 1;
+                    let sleep = tokio::time::sleep(PREPARE_RETRY_DELAY);
+                    if let Err(i) = guard(sleep, &self.control, limits).await {
+                        break Err(i);
+                    }
+                }
+                other => break other,
+            }
+        };
+        self.section_end(&stage);
+        match result {
+            Ok(Ok(())) => true,
+            Ok(Err(err)) => {
+                self.set_failure(err.reason(), None, err.to_string());
+                false
+            }
+            Err(i) => {
+                self.fail_interrupted(i);
+                false
+            }
+        }
+    }
+
+    async fn main_stages(&mut self) {
+        let limits = self.job_limits();
+        let stage = Stage::PrepareScript;
+        let via = (self.ctx.executor != "shell")
+            .then(|| nix::unistd::gethostname().ok())
+            .flatten()
+            .map(|h| h.to_string_lossy().into_owned());
+        let script = self.scripts(&self.vars).prepare_script(via.as_deref());
+        if !self.stage(stage, script, limits).await {
+            return;
+        }
+        if !self.get_sources().await {
+            return;
+        }
+        if !self.plan.caches.is_empty() {
+            let stage = Stage::RestoreCache;
+            self.section_start(&stage);
+            match self.hook(stage.clone(), JobStatus::Success).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => self
+                    .trace
+                    .warning(&format!("Failed to restore the cache: {}", err.message)),
+                Err(i) => {
+                    self.section_end(&stage);
+                    self.fail_interrupted(i);
+                    return;
+                }
+            }
+            self.section_end(&stage);
+        }
+        if self.plan.dependencies.iter().any(|d| d.artifacts_file.is_some()) {
+            let stage = Stage::DownloadArtifacts;
+            self.section_start(&stage);
+            let res = self.hook(stage.clone(), JobStatus::Success).await;
+            self.section_end(&stage);
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    self.set_failure(
+                        err.reason.unwrap_or(FailureReason::ScriptFailure),
+                        None,
+                        err.message,
+                    );
+                    return;
+                }
+                Err(i) => {
+                    self.fail_interrupted(i);
+                    return;
+                }
+            }
+        }
+        self.user_steps().await;
+    }
+
+    async fn get_sources(&mut self) -> bool {
+        let settings = GitSettings::resolve(self.plan, &self.vars);
+        let limits = self.job_limits();
+        for attempt in 1..=settings.attempts {
+            if attempt > 1 {
+                let script = self.scripts(&self.vars).clear_worktree();
+                match self.stage_result(Stage::ClearWorktree, script, limits).await {
+                    StageResult::Interrupted(i) => {
+                        self.fail_interrupted(i);
+                        return false;
+                    }
+                    StageResult::Error(err) => {
+                        self.set_failure(err.reason(), None, err.to_string());
+                        return false;
+                    }
+                    StageResult::Exit(_) => {}
+                }
+            }
+            let script = self.scripts(&self.vars).get_sources(&settings);
+            let result = self.stage_result(Stage::GetSources, script, limits).await;
+            match result {
+                StageResult::Exit(status) if !status.success() && attempt < settings.attempts => {
+                    self.trace.warning(&format!(
+                        "Getting sources failed ({status}), retrying (attempt {} of {})",
+                        attempt + 1,
+                        settings.attempts
+                    ));
+                }
+                other => return self.settle(other),
+            }
+        }
+        false
+    }
+
+    async fn user_steps(&mut self) {
+        let script_timeout = self
+            .vars
+            .value("RUNNER_SCRIPT_TIMEOUT")
+            .and_then(env::parse_go_duration)
+            .filter(|d| !d.is_zero());
+        let script_deadline = script_timeout.map(|d| (Instant::now() + d, d));
+        let steps: &[Step] = &self.plan.steps;
+        for step in steps {
+            if !step.when.applies(self.failure.is_some()) {
+                continue;
+            }
+            let deadline = match step.timeout.filter(|t| !t.is_zero()) {
+                Some(t) => self.deadline.min(Instant::now() + t),
+                None => self.deadline,
+            };
+            let limits = Limits {
+                deadline: Some(deadline),
+                script_deadline,
+                graceful: true,
+            };
+            let script = self.scripts(&self.vars).user_step(step);
+            let stage = Stage::Step(step.name.clone());
+            let result = self.stage_result(stage, script, limits).await;
+            match result {
+                StageResult::Exit(status) if !status.success() && step.allow_failure => {
+                    self.trace.warning(&format!(
+                        "step {:?} failed ({status}), but it is allowed to fail",
+                        step.name
+                    ));
+                }
+                StageResult::Interrupted(Interrupt::JobTimeout) if deadline < self.deadline => {
+                    // The step's own timeout, not the job's.
+                    let t = step.timeout.unwrap_or_default();
+                    self.interrupt = Some(Interrupt::ScriptTimeout(t));
+                    self.fail_interrupted(Interrupt::ScriptTimeout(t));
+                    return;
+                }
+                StageResult::Interrupted(i) => {
+                    self.fail_interrupted(i);
+                    return;
+                }
+                other => {
+                    self.settle(other);
+                }
+            }
+        }
+    }
+
+    fn job_status_value(&self) -> &'static str {
+        match (&self.failure, self.interrupt) {
+            (None, _) => "success",
+            (_, Some(Interrupt::JobTimeout | Interrupt::ScriptTimeout(_))) => "timedout",
+            (_, Some(Interrupt::Graceful | Interrupt::Abort)) => "canceled",
+            (Some(_), None) => "failed",
+        }
+    }
+
+    async fn after_script(&mut self) {
+        let Some(step) = self.plan.after_script.as_ref() else {
+            return;
+        };
+        if step.script.iter().all(|l| l.trim().is_empty()) {
+            return;
+        }
+        let timeout = self
+            .vars
+            .value("RUNNER_AFTER_SCRIPT_TIMEOUT")
+            .and_then(env::parse_go_duration)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_AFTER_SCRIPT_TIMEOUT);
+        let mut vars = self.vars.clone();
+        vars.push(Variable::new("CI_JOB_STATUS", self.job_status_value()));
+        let script = self.scripts(&vars).after_script(step);
+        let limits = Limits {
+            deadline: None,
+            script_deadline: Some((Instant::now() + timeout, timeout)),
+            graceful: false,
+        };
+        let ignore_errors = self.vars.bool("AFTER_SCRIPT_IGNORE_ERRORS").unwrap_or(true);
+        match self.stage_result(Stage::AfterScript, script, limits).await {
+            StageResult::Exit(status) if status.success() => {}
+            StageResult::Exit(status) if ignore_errors => self.trace.warning(&format!(
+                "after_script failed, but job will continue unaffected: {status}"
+            )),
+            StageResult::Exit(status) => {
+                self.set_failure(FailureReason::ScriptFailure, status.code(), status.to_string());
+            }
+            StageResult::Interrupted(Interrupt::Abort) => {
+                self.fail_interrupted(Interrupt::Abort);
+            }
+            StageResult::Interrupted(_) => self
+                .trace
+                .warning(&format!("after_script timed out after {}", go_duration(timeout))),
+            StageResult::Error(err) => {
+                self.trace.warning(&format!("after_script failed: {err}"));
+            }
+        }
+    }
+
+    async fn archive_and_upload(&mut self) {
+        let failed = self.failure.is_some();
+        let status = if failed {
+            JobStatus::Failed
+        } else {
+            JobStatus::Success
+        };
+        if !self.plan.caches.is_empty() {
+            let stage = if failed {
+                Stage::ArchiveCacheOnFailure
+            } else {
+                Stage::ArchiveCache
+            };
+            self.section_start(&stage);
+            let res = self.hook(stage.clone(), status).await;
+            self.section_end(&stage);
+            self.settle_hook(res);
+        }
+        if !self.plan.artifacts.is_empty() && self.interrupt != Some(Interrupt::Abort) {
+            let stage = if failed {
+                Stage::UploadArtifactsOnFailure
+            } else {
+                Stage::UploadArtifactsOnSuccess
+            };
+            self.section_start(&stage);
+            let res = self.hook(stage.clone(), status).await;
+            self.section_end(&stage);
+            self.settle_hook(res);
+        }
+    }
+
+    fn settle_hook(&mut self, res: Result<Result<(), HookError>, Interrupt>) {
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                self.trace.error(&err.message);
+                self.set_failure(
+                    err.reason.unwrap_or(FailureReason::ScriptFailure),
+                    None,
+                    err.message,
+                );
+            }
+            Err(i) => self.fail_interrupted(i),
+        }
+    }
+
+    /// Runs a hook for `stage`, bounded by abort (and, before after_script, the job timeout and graceful cancel).
+    async fn hook(&mut self, stage: Stage, status: JobStatus) -> Result<Result<(), HookError>, Interrupt> {
+        let early = matches!(stage, Stage::RestoreCache | Stage::DownloadArtifacts);
+        let limits = if early {
+            self.job_limits()
+        } else {
+            Limits {
+                deadline: None,
+                script_deadline: None,
+                graceful: false,
+            }
+        };
+        let hook_cancel = self.control.abort.child_token();
+        let sctx = StageCtx {
+            plan: self.plan,
+            runner: self.ctx,
+            stage: stage.clone(),
+            project_dir: self.project_dir.clone(),
+            tmp_dir: self.tmp_dir.clone(),
+            variables: &self.vars,
+            status,
+            cancel: hook_cancel.clone(),
+        };
+        let hooks = self.hooks;
+        let trace = self.trace;
+        let fut = async {
+            match &stage {
+                Stage::RestoreCache => hooks.restore_cache(&sctx, trace).await,
+                Stage::DownloadArtifacts => hooks.download_artifacts(&sctx, trace).await,
+                Stage::ArchiveCache => hooks.archive_cache(&sctx, trace, false).await,
+                Stage::ArchiveCacheOnFailure => hooks.archive_cache(&sctx, trace, true).await,
+                Stage::UploadArtifactsOnSuccess => hooks.upload_artifacts(&sctx, trace, false).await,
+                _ => hooks.upload_artifacts(&sctx, trace, true).await,
+            }
+        };
+        let res = guard(fut, &self.control, limits).await;
+        hook_cancel.cancel();
+        res
+    }
+
+    /// Runs a script stage inside its section; returns true on exit code 0.
+    async fn stage(&mut self, stage: Stage, script: String, limits: Limits) -> bool {
+        let result = self.stage_result(stage, script, limits).await;
+        self.settle(result)
+    }
+
+    async fn stage_result(&mut self, stage: Stage, script: String, limits: Limits) -> StageResult {
+        self.section_start(&stage);
+        let result = self.run_script(stage.clone(), script, limits).await;
+        self.section_end(&stage);
+        result
+    }
+
+    /// Runs one script on the executor. On timeout or cancellation the executor's token is fired and the
+    /// driver still waits for `run` to return, so no process of the stage outlives it.
+    async fn run_script(&mut self, stage: Stage, script: String, limits: Limits) -> StageResult {
+        let cancel = CancellationToken::new();
+        let cmd = StageCommand {
+            predefined: stage.is_predefined(),
+            stage,
+            script,
+            shell_workdir: self.ctx.builds_dir.clone(),
+        };
+        let control = self.control.clone();
+        let trace = self.trace;
+        let fut = self.executor.run(cmd, trace, cancel.clone());
+        tokio::pin!(fut);
+        let mut why: Option<Interrupt> = None;
+        let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        let deadline = limits.deadline.unwrap_or(far);
+        let (script_deadline, script_timeout) = limits.script_deadline.unwrap_or((far, Duration::ZERO));
+        let result = loop {
+            tokio::select! {
+                res = &mut fut => break res,
+                _ = control.abort.cancelled(), if why != Some(Interrupt::Abort) => {
+                    why = Some(Interrupt::Abort);
+                    cancel.cancel();
+                }
+                _ = control.graceful.cancelled(), if why.is_none() && limits.graceful => {
+                    why = Some(Interrupt::Graceful);
+                    cancel.cancel();
+                }
+                _ = tokio::time::sleep_until(deadline), if why.is_none() => {
+                    why = Some(Interrupt::JobTimeout);
+                    cancel.cancel();
+                }
+                _ = tokio::time::sleep_until(script_deadline), if why.is_none() => {
+                    why = Some(Interrupt::ScriptTimeout(script_timeout));
+                    cancel.cancel();
+                }
+            }
+        };
+        trace.flush();
+        match (why, result) {
+            (Some(i), _) => StageResult::Interrupted(i),
+            (None, Ok(status)) => StageResult::Exit(status),
+            (None, Err(err)) => StageResult::Error(err),
+        }
+    }
+}
+
+/// Awaits `fut` unless the job is aborted, (optionally) gracefully canceled or past a deadline first.
+async fn guard<F: Future>(fut: F, control: &JobCancel, limits: Limits) -> Result<F::Output, Interrupt> {
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    let deadline = limits.deadline.unwrap_or(far);
+    tokio::select! {
+        out = fut => Ok(out),
+        _ = control.abort.cancelled() => Err(Interrupt::Abort),
+        _ = control.graceful.cancelled(), if limits.graceful => Err(Interrupt::Graceful),
+        _ = tokio::time::sleep_until(deadline) => Err(Interrupt::JobTimeout),
+    }
+}

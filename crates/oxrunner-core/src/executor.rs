@@ -1,0 +1,263 @@
+//! The executor contract, job hooks and the stage vocabulary shared by all executors.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ExecError, HookError};
+use crate::plan::{JobPlan, RunnerContext};
+use crate::trace::TraceWriter;
+use crate::variables::Variables;
+
+/// A build stage, in gitlab-runner's vocabulary (the names are also trace section names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Executor preparation (not a script).
+    PrepareExecutor,
+    /// `prepare_script`.
+    PrepareScript,
+    /// `get_sources`.
+    GetSources,
+    /// `clear_worktree` (before a get_sources retry).
+    ClearWorktree,
+    /// `restore_cache`.
+    RestoreCache,
+    /// `download_artifacts`.
+    DownloadArtifacts,
+    /// `step_<name>`: a user step.
+    Step(String),
+    /// `after_script`.
+    AfterScript,
+    /// `archive_cache`.
+    ArchiveCache,
+    /// `archive_cache_on_failure`.
+    ArchiveCacheOnFailure,
+    /// `upload_artifacts_on_success`.
+    UploadArtifactsOnSuccess,
+    /// `upload_artifacts_on_failure`.
+    UploadArtifactsOnFailure,
+    /// `cleanup_file_variables`.
+    CleanupFileVariables,
+}
+
+impl Stage {
+    /// Stage name (= section name).
+    pub fn name(&self) -> Cow<'static, str> {
+        match self {
+            Self::PrepareExecutor => "prepare_executor".into(),
+            Self::PrepareScript => "prepare_script".into(),
+            Self::GetSources => "get_sources".into(),
+            Self::ClearWorktree => "clear_worktree".into(),
+            Self::RestoreCache => "restore_cache".into(),
+            Self::DownloadArtifacts => "download_artifacts".into(),
+            Self::Step(name) => format!("step_{name}").into(),
+            Self::AfterScript => "after_script".into(),
+            Self::ArchiveCache => "archive_cache".into(),
+            Self::ArchiveCacheOnFailure => "archive_cache_on_failure".into(),
+            Self::UploadArtifactsOnSuccess => "upload_artifacts_on_success".into(),
+            Self::UploadArtifactsOnFailure => "upload_artifacts_on_failure".into(),
+            Self::CleanupFileVariables => "cleanup_file_variables".into(),
+        }
+    }
+
+    /// The bold header printed at the start of the stage.
+    pub fn description(&self, executor: &str) -> String {
+        match self {
+            Self::PrepareExecutor => format!("Preparing the \"{executor}\" executor"),
+            Self::PrepareScript => "Preparing environment".to_owned(),
+            Self::GetSources => "Getting source from Git repository".to_owned(),
+            Self::ClearWorktree => {
+                "Deleting all tracked and untracked files due to source fetch failure".to_owned()
+            }
+            Self::RestoreCache => "Restoring cache".to_owned(),
+            Self::DownloadArtifacts => "Downloading artifacts".to_owned(),
+            Self::Step(_) => format!("Executing \"{}\" stage of the job script", self.name()),
+            Self::AfterScript => "Running after_script".to_owned(),
+            Self::ArchiveCache => "Saving cache for successful job".to_owned(),
+            Self::ArchiveCacheOnFailure => "Saving cache for failed job".to_owned(),
+            Self::UploadArtifactsOnSuccess => "Uploading artifacts for successful job".to_owned(),
+            Self::UploadArtifactsOnFailure => "Uploading artifacts for failed job".to_owned(),
+            Self::CleanupFileVariables => "Cleaning up project directory and file based variables".to_owned(),
+        }
+    }
+
+    /// Runner-side stages run in the "predefined" (helper) environment; user steps and after_script do not.
+    pub fn is_predefined(&self) -> bool {
+        !matches!(self, Self::Step(_) | Self::AfterScript)
+    }
+}
+
+/// One stage script to run.
+#[derive(Clone, Debug)]
+pub struct StageCommand {
+    /// The stage.
+    pub stage: Stage,
+    /// Complete bash script, to be fed on the shell's stdin (never via argv: it contains secrets).
+    pub script: String,
+    /// Directory to start the shell in (created by the executor if missing).
+    pub shell_workdir: PathBuf,
+    /// True for runner-side stages (helper container in docker), false for user steps and after_script.
+    pub predefined: bool,
+}
+
+/// How a stage's shell ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Exited with a code.
+    Code(i32),
+    /// Killed by a signal.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        matches!(self, Self::Code(0))
+    }
+
+    /// The exit code, if it exited.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            Self::Code(c) => Some(*c),
+            Self::Signal(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Code(c) => write!(f, "exit status {c}"),
+            Self::Signal(s) => write!(f, "signal: {s}"),
+        }
+    }
+}
+
+/// Runs stage scripts in a job environment. It does not know what stages mean; the driver does.
+///
+/// Methods return boxed futures so the trait stays object safe (`&mut dyn Executor`).
+pub trait Executor: Send + Sync {
+    /// Prepares the environment (pull images, create containers, create directories).
+    fn prepare<'a>(
+        &'a mut self,
+        plan: &'a JobPlan,
+        trace: &'a TraceWriter,
+    ) -> BoxFuture<'a, Result<(), ExecError>>;
+
+    /// Runs one stage script, streaming its stdout+stderr into `trace`. When `cancel` fires the executor stops
+    /// the script (and everything it started) and returns once nothing of it runs any more.
+    fn run<'a>(
+        &'a mut self,
+        cmd: StageCommand,
+        trace: &'a TraceWriter,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<ExitStatus, ExecError>>;
+
+    /// Releases resources; always called, also after failures and aborts.
+    fn cleanup(&mut self) -> BoxFuture<'_, ()>;
+}
+
+/// Job state passed to hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobStatus {
+    /// Everything so far succeeded.
+    Success,
+    /// The job has failed (or was canceled / timed out).
+    Failed,
+}
+
+/// What a hook needs to know about the job and the stage it runs in.
+#[derive(Debug)]
+pub struct StageCtx<'a> {
+    /// The job.
+    pub plan: &'a JobPlan,
+    /// Runner settings.
+    pub runner: &'a RunnerContext,
+    /// The stage the hook runs in.
+    pub stage: Stage,
+    /// Project directory (`CI_PROJECT_DIR`).
+    pub project_dir: PathBuf,
+    /// Temporary directory `<project dir>.tmp`.
+    pub tmp_dir: PathBuf,
+    /// Fully expanded job variables (including the runner's).
+    pub variables: &'a Variables,
+    /// Job state so far.
+    pub status: JobStatus,
+    /// Fires when the job is aborted; long transfers should stop.
+    pub cancel: CancellationToken,
+}
+
+/// Runner-side work between scripts (caches, artifacts), implemented outside the core.
+pub trait JobHooks: Send + Sync {
+    /// Restore caches (stage `restore_cache`). Errors are printed as warnings.
+    fn restore_cache<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        trace: &'a TraceWriter,
+    ) -> BoxFuture<'a, Result<(), HookError>>;
+
+    /// Download dependency artifacts (stage `download_artifacts`). Errors fail the job.
+    fn download_artifacts<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        trace: &'a TraceWriter,
+    ) -> BoxFuture<'a, Result<(), HookError>>;
+
+    /// Save caches whose `when` matches (stage `archive_cache[_on_failure]`).
+    fn archive_cache<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        trace: &'a TraceWriter,
+        on_failure: bool,
+    ) -> BoxFuture<'a, Result<(), HookError>>;
+
+    /// Upload artifacts whose `when` matches (stage `upload_artifacts_on_*`).
+    fn upload_artifacts<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        trace: &'a TraceWriter,
+        on_failure: bool,
+    ) -> BoxFuture<'a, Result<(), HookError>>;
+}
+
+/// Hooks that do nothing (jobs without cache/artifact support, tests).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoopHooks;
+
+impl JobHooks for NoopHooks {
+    fn restore_cache<'a>(
+        &'a self,
+        _ctx: &'a StageCtx<'a>,
+        _trace: &'a TraceWriter,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn download_artifacts<'a>(
+        &'a self,
+        _ctx: &'a StageCtx<'a>,
+        _trace: &'a TraceWriter,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn archive_cache<'a>(
+        &'a self,
+        _ctx: &'a StageCtx<'a>,
+        _trace: &'a TraceWriter,
+        _on_failure: bool,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn upload_artifacts<'a>(
+        &'a self,
+        _ctx: &'a StageCtx<'a>,
+        _trace: &'a TraceWriter,
+        _on_failure: bool,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -1,0 +1,394 @@
+//! `JobPlan`: the validated, executor-neutral description of one job, and the runner-side `RunnerContext`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::secret::Secret;
+use crate::trace::MaskSet;
+use crate::variables::Variables;
+
+/// Default job timeout when GitLab sends none (`runner_info.timeout <= 0`).
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(7200);
+
+/// Everything needed to run one job.
+#[derive(Clone, Debug, Default)]
+pub struct JobPlan {
+    /// GitLab job id (`CI_JOB_ID`).
+    pub job_id: i64,
+    /// Job name.
+    pub job_name: String,
+    /// Pipeline stage of the job.
+    pub stage: String,
+    /// GitLab project id.
+    pub project_id: i64,
+    /// `group/sub/project` slug taken from the repository URL path (without `.git`).
+    pub project_path: String,
+    /// Job variables in payload order (runner variables are added by the driver).
+    pub variables: Variables,
+    /// Where and how to fetch the sources.
+    pub sources: Sources,
+    /// User steps (`script`, `release`, ...), in order.
+    pub steps: Vec<Step>,
+    /// The `after_script` step, if any.
+    pub after_script: Option<Step>,
+    /// Job timeout.
+    pub timeout: Duration,
+    /// Cache definitions (data for the `JobHooks` implementation).
+    pub caches: Vec<CacheSpec>,
+    /// Artifact definitions (data for the `JobHooks` implementation).
+    pub artifacts: Vec<ArtifactSpec>,
+    /// Jobs whose artifacts are downloaded before the steps.
+    pub dependencies: Vec<Dependency>,
+    /// Job image (Docker executor).
+    pub image: Option<ImageSpec>,
+    /// Service containers (Docker executor).
+    pub services: Vec<ImageSpec>,
+    /// Trace-related features announced by GitLab.
+    pub features: TraceFeatures,
+    /// The job token (`CI_JOB_TOKEN`).
+    pub job_token: Secret,
+}
+
+impl JobPlan {
+    /// The mask set for this job's trace: masked variables, the job token, the default token prefixes plus the
+    /// prefixes GitLab announced.
+    pub fn mask_set(&self) -> MaskSet {
+        let mut values: Vec<String> = self
+            .variables
+            .iter()
+            .filter(|v| v.masked)
+            .map(|v| v.value.clone())
+            .collect();
+        values.push(self.job_token.expose().to_owned());
+        MaskSet::new(values, &self.features.token_mask_prefixes)
+    }
+
+    /// The job timeout with GitLab's default applied.
+    pub fn effective_timeout(&self) -> Duration {
+        if self.timeout.is_zero() {
+            DEFAULT_JOB_TIMEOUT
+        } else {
+            self.timeout
+        }
+    }
+}
+
+/// Git strategy (`GIT_STRATEGY`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GitStrategy {
+    /// Fresh clone into an emptied directory.
+    Clone,
+    /// Reuse the existing checkout and fetch.
+    #[default]
+    Fetch,
+    /// Do not touch the sources at all.
+    None,
+    /// Empty project directory, no git.
+    Empty,
+}
+
+impl GitStrategy {
+    /// Parses the variable value (`clone`, `fetch`, `none`, `empty`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "clone" => Some(Self::Clone),
+            "fetch" => Some(Self::Fetch),
+            "none" => Some(Self::None),
+            "empty" => Some(Self::Empty),
+            _ => None,
+        }
+    }
+}
+
+/// Submodule strategy (`GIT_SUBMODULE_STRATEGY`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SubmoduleStrategy {
+    /// No submodules.
+    #[default]
+    None,
+    /// Top-level submodules only.
+    Normal,
+    /// Submodules recursively.
+    Recursive,
+}
+
+impl SubmoduleStrategy {
+    /// Parses the variable value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "none" | "" => Some(Self::None),
+            "normal" => Some(Self::Normal),
+            "recursive" => Some(Self::Recursive),
+            _ => None,
+        }
+    }
+}
+
+/// Source checkout settings. The driver lets the `GIT_*` job variables override these defaults.
+#[derive(Clone, Debug)]
+pub struct Sources {
+    /// Git strategy.
+    pub strategy: GitStrategy,
+    /// Repository URL; usually carries `gitlab-ci-token:<job token>@`.
+    pub repo_url: Secret,
+    /// Commit to check out.
+    pub sha: String,
+    /// Branch or tag name.
+    pub ref_name: String,
+    /// `branch` or `tag`.
+    pub ref_type: String,
+    /// Refspecs to fetch.
+    pub refspecs: Vec<String>,
+    /// Fetch depth (0 = full history).
+    pub depth: u32,
+    /// Check out `sha` after fetching.
+    pub checkout: bool,
+    /// Flags for `git clean` (empty or `none` disables cleaning).
+    pub clean_flags: String,
+    /// Extra flags for `git fetch`.
+    pub fetch_extra_flags: String,
+    /// Extra flags for clones (native clone only; kept for completeness).
+    pub clone_extra_flags: String,
+    /// Submodule strategy.
+    pub submodule_strategy: SubmoduleStrategy,
+    /// Submodule depth (`None` = same as `depth`).
+    pub submodule_depth: Option<u32>,
+    /// Limit submodule operations to these paths.
+    pub submodule_paths: Vec<String>,
+    /// Extra flags for `git submodule update`.
+    pub submodule_update_flags: String,
+    /// Attempts for get_sources (1..=10).
+    pub get_sources_attempts: u32,
+    /// Job hook `pre_get_sources_script`.
+    pub pre_get_sources_script: Vec<String>,
+    /// Job hook `post_get_sources_script`.
+    pub post_get_sources_script: Vec<String>,
+    /// PEM content for `CI_SERVER_TLS_CA_FILE` (written as a file variable, used by git as `http.sslCAInfo`).
+    pub ca_file: Option<String>,
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Self {
+            strategy: GitStrategy::Fetch,
+            repo_url: Secret::default(),
+            sha: String::new(),
+            ref_name: String::new(),
+            ref_type: "branch".to_owned(),
+            refspecs: Vec::new(),
+            depth: 0,
+            checkout: true,
+            clean_flags: "-ffdx".to_owned(),
+            fetch_extra_flags: "--prune --quiet".to_owned(),
+            clone_extra_flags: String::new(),
+            submodule_strategy: SubmoduleStrategy::None,
+            submodule_depth: None,
+            submodule_paths: Vec::new(),
+            submodule_update_flags: String::new(),
+            get_sources_attempts: 1,
+            pre_get_sources_script: Vec::new(),
+            post_get_sources_script: Vec::new(),
+            ca_file: None,
+        }
+    }
+}
+
+/// When a step, cache or artifact applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum When {
+    /// Only while the job succeeds (GitLab's default, also for `""`).
+    #[default]
+    OnSuccess,
+    /// Only after a failure.
+    OnFailure,
+    /// Always.
+    Always,
+}
+
+impl When {
+    /// Parses GitLab's value; empty or unknown means `on_success`.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "on_failure" => Self::OnFailure,
+            "always" => Self::Always,
+            _ => Self::OnSuccess,
+        }
+    }
+
+    /// Whether it applies for a job that has (not) failed so far.
+    pub fn applies(self, failed: bool) -> bool {
+        match self {
+            Self::OnSuccess => !failed,
+            Self::OnFailure => failed,
+            Self::Always => true,
+        }
+    }
+}
+
+/// One script step of the job.
+#[derive(Clone, Debug, Default)]
+pub struct Step {
+    /// Step name: `script`, `release`, `after_script`, ...; the stage is `step_<name>`.
+    pub name: String,
+    /// Script lines (each may be multi-line).
+    pub script: Vec<String>,
+    /// Step timeout, if GitLab set one.
+    pub timeout: Option<Duration>,
+    /// When the step runs.
+    pub when: When,
+    /// A failure of this step does not fail the job.
+    pub allow_failure: bool,
+}
+
+/// Cache policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// Restore and save (`pull-push`, also `""`).
+    #[default]
+    PullPush,
+    /// Restore only.
+    Pull,
+    /// Save only.
+    Push,
+}
+
+/// One `cache:` entry.
+#[derive(Clone, Debug, Default)]
+pub struct CacheSpec {
+    /// Cache key (unexpanded).
+    pub key: String,
+    /// Include untracked files.
+    pub untracked: bool,
+    /// Policy.
+    pub policy: CachePolicy,
+    /// Paths/globs.
+    pub paths: Vec<String>,
+    /// When to save.
+    pub when: When,
+    /// Keys to try when `key` has no cache.
+    pub fallback_keys: Vec<String>,
+}
+
+/// One `artifacts:` entry.
+#[derive(Clone, Debug, Default)]
+pub struct ArtifactSpec {
+    /// Archive name.
+    pub name: String,
+    /// Include untracked files.
+    pub untracked: bool,
+    /// Paths/globs.
+    pub paths: Vec<String>,
+    /// Excluded globs.
+    pub exclude: Vec<String>,
+    /// When to upload.
+    pub when: When,
+    /// `archive`, `junit`, ...
+    pub artifact_type: String,
+    /// `zip`, `gzip`, `raw`, ...
+    pub artifact_format: String,
+    /// Expiry, e.g. `7d`.
+    pub expire_in: Option<String>,
+}
+
+/// A job whose artifacts this job downloads.
+#[derive(Clone, Debug, Default)]
+pub struct Dependency {
+    /// Job id.
+    pub id: i64,
+    /// Job name.
+    pub name: String,
+    /// Token to download that job's artifacts.
+    pub token: Secret,
+    /// The artifact archive, when the job has one.
+    pub artifacts_file: Option<ArtifactsFile>,
+}
+
+/// The artifact archive of a dependency.
+#[derive(Clone, Debug, Default)]
+pub struct ArtifactsFile {
+    /// File name.
+    pub filename: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A container image (job image or service).
+#[derive(Clone, Debug, Default)]
+pub struct ImageSpec {
+    /// Image reference.
+    pub name: String,
+    /// Aliases (services).
+    pub aliases: Vec<String>,
+    /// Command override.
+    pub command: Vec<String>,
+    /// Entrypoint override.
+    pub entrypoint: Vec<String>,
+    /// Exposed ports.
+    pub ports: Vec<u16>,
+    /// Service variables.
+    pub variables: Variables,
+    /// Pull policies in order of preference.
+    pub pull_policy: Vec<String>,
+    /// `executor_opts.docker.platform`.
+    pub platform: Option<String>,
+    /// `executor_opts.docker.user`.
+    pub user: Option<String>,
+}
+
+/// Trace-related job features.
+#[derive(Clone, Debug, Default)]
+pub struct TraceFeatures {
+    /// Emit `section_start`/`section_end` markers.
+    pub trace_sections: bool,
+    /// Additional token prefixes to mask.
+    pub token_mask_prefixes: Vec<String>,
+    /// Failure reasons GitLab understands beyond the always-supported ones.
+    pub failure_reasons: Vec<String>,
+}
+
+/// Runner-side settings the driver needs (from `config.toml` and the daemon).
+#[derive(Clone, Debug, Default)]
+pub struct RunnerContext {
+    /// `[[runners]] name`.
+    pub runner_name: String,
+    /// First characters of the runner token (`CI_RUNNER_SHORT_TOKEN`).
+    pub short_token: String,
+    /// `.runner_system_id`.
+    pub system_id: String,
+    /// Executor name (`shell`, `docker`, ...).
+    pub executor: String,
+    /// Builds root as seen by the job (`/builds` for docker, `$PWD/builds` for shell).
+    pub builds_dir: PathBuf,
+    /// Cache root.
+    pub cache_dir: PathBuf,
+    /// `CI_CONCURRENT_ID`.
+    pub concurrent_id: usize,
+    /// `CI_CONCURRENT_PROJECT_ID`.
+    pub concurrent_project_id: usize,
+    /// The builds dir is shared between jobs (shell executor, host-mounted docker builds dir).
+    pub shared_builds_dir: bool,
+    /// `[[runners]] environment` entries (`KEY=value`).
+    pub environment: Vec<String>,
+    /// `pre_build_script` from config.
+    pub pre_build_script: Option<String>,
+    /// `post_build_script` from config.
+    pub post_build_script: Option<String>,
+    /// `pre_get_sources_script` from config.
+    pub pre_get_sources_script: Option<String>,
+    /// `post_get_sources_script` from config.
+    pub post_get_sources_script: Option<String>,
+    /// Trace output limit in bytes.
+    pub output_limit: u64,
+    /// Runner version (`CI_RUNNER_VERSION`).
+    pub version: String,
+    /// Runner revision (`CI_RUNNER_REVISION`).
+    pub revision: String,
+    /// Run job scripts as this user (shell executor).
+    pub user: Option<String>,
+    /// `debug_trace_disabled`: ignore `CI_DEBUG_TRACE`.
+    pub debug_trace_disabled: bool,
+    /// `clone_url` from config: replaces scheme/host of the repository URL.
+    pub clone_url: Option<String>,
+    /// `[runners.custom_build_dir] enabled`: allows `GIT_CLONE_PATH`.
+    pub custom_build_dir: bool,
+}

@@ -1,0 +1,162 @@
+//! Bash building blocks: quoting, the stage wrapper, variable exports and echoed commands.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::variables::Variables;
+
+/// Name of the env file that `GITLAB_ENV` points to (inside the temp dir).
+pub const ENV_FILE: &str = "gitlab_runner_env";
+
+/// Single-quotes `s` for bash and POSIX sh (any byte except NUL survives).
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Quotes a path.
+pub fn quote_path(p: &Path) -> String {
+    quote(&p.to_string_lossy())
+}
+
+/// ANSI-C quoting (`$'...'`), used to echo coloured text with escape sequences.
+pub fn ansi_c_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 3);
+    out.push_str("$'");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// A line that echoes `text` in green (gitlab-runner's `Noticef`).
+pub fn notice(text: &str) -> String {
+    format!("echo {}\n", ansi_c_quote(&format!("\x1b[32;1m{text}\x1b[0;m")))
+}
+
+/// A line that echoes `text` as a yellow warning.
+pub fn warning(text: &str) -> String {
+    format!(
+        "echo {}\n",
+        ansi_c_quote(&format!("\x1b[0;33mWARNING: {text}\x1b[0;m"))
+    )
+}
+
+fn is_valid_name(key: &str) -> bool {
+    let mut bytes = key.bytes();
+    matches!(bytes.next(), Some(b) if b == b'_' || b.is_ascii_alphabetic())
+        && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
+}
+
+/// Path a file variable's content is written to.
+pub fn file_var_path(tmp_dir: &Path, key: &str) -> String {
+    tmp_dir.join(key).to_string_lossy().into_owned()
+}
+
+/// Exports every variable in order (file variables are written to `<tmp>/<KEY>` first), then `GITLAB_ENV`.
+///
+/// The values end up only in the script text the shell reads on stdin, never on a command line.
+pub fn exports(vars: &Variables, tmp_dir: &Path) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "mkdir -p {}", quote_path(tmp_dir));
+    for v in vars {
+        if !is_valid_name(&v.key) {
+            continue;
+        }
+        if v.file {
+            let path = file_var_path(tmp_dir, &v.key);
+            let _ = writeln!(out, "printf '%s' {} > {}", quote(&v.value), quote(&path));
+            let _ = writeln!(out, "export {}={}", v.key, quote(&path));
+        } else {
+            let _ = writeln!(out, "export {}={}", v.key, quote(&v.value));
+        }
+    }
+    let env_file = tmp_dir.join(ENV_FILE);
+    let _ = writeln!(out, "export GITLAB_ENV={}", quote_path(&env_file));
+    out
+}
+
+/// Loads `KEY=value` lines an earlier step appended to `$GITLAB_ENV`.
+pub fn load_env_file() -> &'static str {
+    "if [ -f \"$GITLAB_ENV\" ]; then\n  while IFS= read -r __oxr_env_line || [ -n \"$__oxr_env_line\" ]; do\n    if [ -n \"$__oxr_env_line\" ]; then export \"$__oxr_env_line\"; fi\n  done < \"$GITLAB_ENV\"\nfi\n"
+}
+
+/// Echo text for a command: the command itself, or its first line plus a note for multi-line commands.
+pub fn command_echo(command: &str) -> String {
+    match command.split_once('\n') {
+        Some((first, _)) => format!("$ {first} # collapsed multi-line command"),
+        None => format!("$ {command}"),
+    }
+}
+
+/// Echoes each non-empty command in green and then runs it.
+pub fn commands(lines: &[String]) -> String {
+    let mut out = String::new();
+    for line in lines {
+        let command = line.trim();
+        if command.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "echo {}",
+            ansi_c_quote(&format!("\x1b[32;1m{}\x1b[0;m", command_echo(command)))
+        );
+        out.push_str(command);
+        out.push('\n');
+    }
+    out
+}
+
+/// Wraps a stage body the way gitlab-runner's bash writer does: strict mode, optional xtrace, the body run by
+/// `eval` in a subshell whose stdin is `/dev/null` (so commands cannot eat the rest of the script, which the
+/// shell itself reads from stdin), and `exit 0`.
+pub fn wrap(body: &str, xtrace: bool) -> String {
+    let mut out = String::new();
+    out.push_str("trap 'exit 1' TERM\n");
+    // dash has no pipefail; probing in a subshell keeps `sh` from exiting on the unknown option.
+    out.push_str("if (set -o pipefail) 2>/dev/null; then set -o pipefail; fi\n");
+    out.push_str("set -o errexit\n");
+    out.push_str("set +o noclobber\n");
+    if xtrace {
+        out.push_str("set -o xtrace\n");
+    }
+    let _ = writeln!(out, "(trap 'exit 1' TERM; eval {}) < /dev/null", quote(body));
+    out.push_str("exit 0\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote("it's"), "'it'\\''s'");
+        assert_eq!(ansi_c_quote("a\x1b'\\"), "$'a\\x1b\\'\\\\'");
+        assert_eq!(
+            command_echo("if true; then\n echo x\nfi"),
+            "$ if true; then # collapsed multi-line command"
+        );
+    }
+}

@@ -1,0 +1,540 @@
+//! The `get_sources` and `clear_worktree` scripts (runner-api.md §2.3), using the real git CLI.
+//!
+//! The job token never lands in `.git/config`: the remote URL is stored without credentials and an
+//! `insteadOf` rule carrying them lives in `<tmp>/.gitlab-runner.ext.conf`, which the repository includes and
+//! `cleanup_file_variables` deletes.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::bash::{notice, quote, quote_path, warning};
+use crate::plan::{GitStrategy, JobPlan, RunnerContext, SubmoduleStrategy};
+use crate::secret::Secret;
+use crate::variables::{Variables, parse_bool};
+
+/// Name of the git config file holding credentials (inside the temp dir).
+pub const EXT_CONFIG: &str = ".gitlab-runner.ext.conf";
+/// Name of the git template directory (inside the temp dir).
+pub const TEMPLATE_DIR: &str = "git-template";
+
+/// Effective source settings: the plan's values overridden by the `GIT_*` job variables.
+#[derive(Clone, Debug)]
+pub struct GitSettings {
+    /// Strategy.
+    pub strategy: GitStrategy,
+    /// Fetch depth (0 = full).
+    pub depth: u32,
+    /// Check out after fetching.
+    pub checkout: bool,
+    /// `git clean` flags (`None` = don't clean).
+    pub clean_flags: Option<String>,
+    /// Extra `git fetch` flags.
+    pub fetch_extra_flags: String,
+    /// Submodule strategy.
+    pub submodule_strategy: SubmoduleStrategy,
+    /// Submodule depth.
+    pub submodule_depth: u32,
+    /// Submodule paths.
+    pub submodule_paths: Vec<String>,
+    /// Extra `git submodule update` flags.
+    pub submodule_update_flags: String,
+    /// Attempts (1..=10).
+    pub attempts: u32,
+    /// Messages about invalid variable values, printed as warnings.
+    pub warnings: Vec<String>,
+}
+
+impl GitSettings {
+    /// Resolves settings from the plan and the expanded variables; invalid values fall back with a warning.
+    pub fn resolve(plan: &JobPlan, vars: &Variables) -> Self {
+        let src = &plan.sources;
+        let mut warnings = Vec::new();
+        let mut strategy = src.strategy;
+        if let Some(v) = vars.value("GIT_STRATEGY").filter(|v| !v.is_empty()) {
+            match GitStrategy::parse(v) {
+                Some(s) => strategy = s,
+                None => warnings.push(format!("Invalid GIT_STRATEGY value {v:?}, using the default")),
+            }
+        }
+        let mut depth = src.depth;
+        if let Some(v) = vars.value("GIT_DEPTH").filter(|v| !v.is_empty()) {
+            match v.trim().parse::<i64>() {
+                Ok(d) => depth = u32::try_from(d.max(0)).unwrap_or(u32::MAX),
+                Err(_) => warnings.push(format!("Invalid GIT_DEPTH value {v:?}, using the default")),
+            }
+        }
+        let checkout = match vars.value("GIT_CHECKOUT").filter(|v| !v.is_empty()) {
+            Some(v) => parse_bool(v).unwrap_or_else(|| {
+                warnings.push(format!("Invalid GIT_CHECKOUT value {v:?}, using the default"));
+                src.checkout
+            }),
+            None => src.checkout,
+        };
+        let clean = vars
+            .value("GIT_CLEAN_FLAGS")
+            .filter(|v| !v.is_empty())
+            .unwrap_or(&src.clean_flags)
+            .trim()
+            .to_owned();
+        let clean_flags = (!clean.is_empty() && clean != "none").then_some(clean);
+        let fetch_extra_flags = vars
+            .value("GIT_FETCH_EXTRA_FLAGS")
+            .filter(|v| !v.is_empty())
+            .unwrap_or(&src.fetch_extra_flags)
+            .to_owned();
+        let mut submodule_strategy = src.submodule_strategy;
+        if let Some(v) = vars.value("GIT_SUBMODULE_STRATEGY").filter(|v| !v.is_empty()) {
+            match SubmoduleStrategy::parse(v) {
+                Some(s) => submodule_strategy = s,
+                None => warnings.push(format!(
+                    "Invalid GIT_SUBMODULE_STRATEGY value {v:?}, using the default"
+                )),
+            }
+        }
+        let submodule_depth = vars
+            .value("GIT_SUBMODULE_DEPTH")
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .or(src.submodule_depth)
+            .unwrap_or(depth);
+        let submodule_paths = match vars.value("GIT_SUBMODULE_PATHS") {
+            Some(v) if !v.trim().is_empty() => v.split_whitespace().map(str::to_owned).collect(),
+            _ => src.submodule_paths.clone(),
+        };
+        let submodule_update_flags = vars
+            .value("GIT_SUBMODULE_UPDATE_FLAGS")
+            .filter(|v| !v.is_empty())
+            .unwrap_or(&src.submodule_update_flags)
+            .to_owned();
+        let mut attempts = src.get_sources_attempts.max(1);
+        if let Some(v) = vars.value("GET_SOURCES_ATTEMPTS").filter(|v| !v.is_empty()) {
+            match v.trim().parse::<u32>() {
+                Ok(n) if (1..=10).contains(&n) => attempts = n,
+                _ => warnings.push(format!(
+                    "Invalid GET_SOURCES_ATTEMPTS value {v:?} (expected 1..10), using {attempts}"
+                )),
+            }
+        }
+        Self {
+            strategy,
+            depth,
+            checkout,
+            clean_flags,
+            fetch_extra_flags,
+            submodule_strategy,
+            submodule_depth,
+            submodule_paths,
+            submodule_update_flags,
+            attempts: attempts.min(10),
+            warnings,
+        }
+    }
+}
+
+/// The remote URL to fetch from, with credentials (`clone_url` applied).
+fn authenticated_url(plan: &JobPlan, ctx: &RunnerContext) -> String {
+    let url = plan.sources.repo_url.expose();
+    let Some(clone_url) = ctx.clone_url.as_deref().filter(|c| !c.is_empty()) else {
+        return url.to_owned();
+    };
+    let (_, userinfo, _) = split_url(url);
+    let (scheme, _, host_and_path) = split_url(clone_url.trim_end_matches('/'));
+    let creds = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+    format!(
+        "{scheme}://{creds}{host_and_path}/{}.git",
+        plan.project_path.trim_matches('/')
+    )
+}
+
+/// Splits `scheme://[userinfo@]rest` into its parts (`scheme` empty for non-URL remotes).
+fn split_url(url: &str) -> (&str, Option<&str>, &str) {
+    let Some(idx) = url.find("://") else {
+        return ("", None, url);
+    };
+    let (scheme, rest) = (&url[..idx], &url[idx + 3..]);
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => (scheme, Some(&rest[..at]), &rest[at + 1..]),
+        None => (scheme, None, rest),
+    }
+}
+
+/// `(url without credentials, insteadOf base with credentials, base without credentials)`.
+fn credential_rewrite(url: &str) -> (String, Option<(Secret, String)>) {
+    let (scheme, userinfo, rest) = split_url(url);
+    match userinfo {
+        Some(userinfo) if scheme.starts_with("http") => {
+            let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+            let plain = format!("{scheme}://{rest}");
+            let base = format!("{scheme}://{host}");
+            let with_creds = Secret::new(format!("{scheme}://{userinfo}@{host}"));
+            (plain, Some((with_creds, base)))
+        }
+        _ => (url.to_owned(), None),
+    }
+}
+
+fn git_config_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Escapes a literal for use as a git config value-pattern (an extended regex).
+fn regex_literal(s: &str) -> String {
+    let mut out = String::from("^");
+    for c in s.chars() {
+        if "\\.^$|?*+()[]{}".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('$');
+    out
+}
+
+fn words(flags: &str) -> String {
+    flags.split_whitespace().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+/// Inputs of the get_sources script.
+pub struct SourcesScript<'a> {
+    /// The job.
+    pub plan: &'a JobPlan,
+    /// Runner settings.
+    pub ctx: &'a RunnerContext,
+    /// Effective settings.
+    pub settings: &'a GitSettings,
+    /// Project directory.
+    pub project_dir: &'a Path,
+    /// Temp directory.
+    pub tmp_dir: &'a Path,
+    /// Value of `CI_SERVER_TLS_CA_FILE` when a CA is configured.
+    pub ca_file_path: Option<PathBuf>,
+}
+
+impl SourcesScript<'_> {
+    /// Renders the body (exports are added by the caller).
+    pub fn render(&self) -> String {
+        let s = self.settings;
+        let dir = quote_path(self.project_dir);
+        let mut out = String::new();
+        for w in &s.warnings {
+            out.push_str(&warning(w));
+        }
+        out.push_str("export GIT_TERMINAL_PROMPT=0\nexport GCM_INTERACTIVE=Never\n");
+        let uses_git = matches!(s.strategy, GitStrategy::Clone | GitStrategy::Fetch);
+        if let Some(hook) = self.ctx.pre_get_sources_script.as_deref() {
+            out.push_str(hook);
+            out.push('\n');
+        }
+        if uses_git {
+            out.push_str(&super::bash::commands(&self.plan.sources.pre_get_sources_script));
+        }
+        match s.strategy {
+            GitStrategy::None => {
+                out.push_str(&notice("Skipping Git repository setup"));
+                let _ = writeln!(out, "mkdir -p {dir}");
+            }
+            GitStrategy::Empty => {
+                out.push_str(&notice(
+                    "Skipping Git repository setup and creating an empty build directory",
+                ));
+                let _ = writeln!(out, "rm -rf {dir}\nmkdir -p {dir}");
+            }
+            GitStrategy::Clone | GitStrategy::Fetch => {
+                self.fetch(&mut out);
+                self.checkout(&mut out);
+                self.submodules(&mut out);
+            }
+        }
+        if uses_git {
+            let _ = writeln!(out, "cd {dir}");
+            out.push_str(&super::bash::commands(&self.plan.sources.post_get_sources_script));
+        }
+        if let Some(hook) = self.ctx.post_get_sources_script.as_deref() {
+            let _ = writeln!(out, "cd {dir}");
+            out.push_str(hook);
+            out.push('\n');
+        }
+        out
+    }
+
+    fn fetch(&self, out: &mut String) {
+        let s = self.settings;
+        let dir = quote_path(self.project_dir);
+        let template = self.tmp_dir.join(TEMPLATE_DIR);
+        let ext = self.tmp_dir.join(EXT_CONFIG);
+        let url = authenticated_url(self.plan, self.ctx);
+        let (remote, rewrite) = credential_rewrite(&url);
+
+        if s.depth > 0 {
+            out.push_str(&notice(&format!(
+                "Fetching changes with git depth set to {}...",
+                s.depth
+            )));
+        } else {
+            out.push_str(&notice("Fetching changes..."));
+        }
+
+        let mut ext_conf = String::new();
+        if let Some((with_creds, base)) = &rewrite {
+            let _ = write!(
+                ext_conf,
+                "[url {}]\n\tinsteadOf = {}\n",
+                git_config_string(with_creds.expose()),
+                git_config_string(base)
+            );
+        }
+        if let Some(ca) = &self.ca_file_path {
+            let (scheme, _, rest) = split_url(&remote);
+            if scheme.starts_with("http") {
+                let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+                let _ = write!(
+                    ext_conf,
+                    "[http {}]\n\tsslCAInfo = {}\n",
+                    git_config_string(&format!("{scheme}://{host}")),
+                    git_config_string(&ca.to_string_lossy())
+                );
+            }
+        }
+        let template_conf = format!(
+            "[init]\n\tdefaultBranch = none\n[fetch]\n\trecurseSubmodules = false\n[credential]\n\tinteractive = never\n[gc]\n\tautoDetach = false\n[include]\n\tpath = {}\n",
+            git_config_string(&ext.to_string_lossy())
+        );
+        let _ = writeln!(out, "mkdir -p {}", quote_path(&template));
+        // printf is a shell builtin: the credentials never appear in a process argv.
+        let _ = writeln!(
+            out,
+            "(umask 077 && printf '%s' {} > {})",
+            quote(&ext_conf),
+            quote_path(&ext)
+        );
+        let _ = writeln!(
+            out,
+            "printf '%s' {} > {}",
+            quote(&template_conf),
+            quote_path(&template.join("config"))
+        );
+
+        for lock in [
+            "index.lock",
+            "shallow.lock",
+            "HEAD.lock",
+            "hooks/post-checkout",
+            "config.lock",
+        ] {
+            let _ = writeln!(
+                out,
+                "rm -f {}",
+                quote_path(&self.project_dir.join(".git").join(lock))
+            );
+        }
+        let refs = self.project_dir.join(".git").join("refs");
+        let _ = writeln!(
+            out,
+            "if [ -d {r} ]; then find {r} -type f -name '*.lock' -exec rm -f {{}} + 2>/dev/null || true; fi",
+            r = quote_path(&refs)
+        );
+        if s.strategy == GitStrategy::Clone {
+            let _ = writeln!(out, "rm -rf {dir}");
+        }
+        let _ = writeln!(
+            out,
+            "if [ -d {git} ]; then __oxr_fresh=0; else __oxr_fresh=1; fi",
+            git = quote_path(&self.project_dir.join(".git"))
+        );
+        let _ = writeln!(out, "git init {dir} --template {}", quote_path(&template));
+        let _ = writeln!(out, "cd {dir}");
+        let ext_str = ext.to_string_lossy();
+        let _ = writeln!(
+            out,
+            "git config --replace-all include.path {} {}",
+            quote(&ext_str),
+            quote(&regex_literal(&ext_str))
+        );
+        let _ = writeln!(
+            out,
+            "if [ \"$__oxr_fresh\" = 1 ]; then\n{}fi",
+            notice("Created fresh repository.")
+        );
+        let _ = writeln!(
+            out,
+            "if git remote get-url origin >/dev/null 2>&1; then git remote set-url origin {r}; else git remote add origin {r}; fi",
+            r = quote(&remote)
+        );
+        let mut fetch = format!(
+            "git -c http.userAgent={} fetch origin --no-recurse-submodules",
+            quote(&format!(
+                "gitlab-runner {} {}/{}",
+                self.ctx.version,
+                std::env::consts::OS,
+                go_arch()
+            ))
+        );
+        for refspec in &self.plan.sources.refspecs {
+            fetch.push(' ');
+            fetch.push_str(&quote(refspec));
+        }
+        if s.depth > 0 {
+            let _ = write!(fetch, " --depth {}", s.depth);
+        }
+        let extra = words(&s.fetch_extra_flags);
+        if !extra.is_empty() {
+            fetch.push(' ');
+            fetch.push_str(&extra);
+        }
+        if s.depth == 0 {
+            let _ = writeln!(
+                out,
+                "if [ -f .git/shallow ]; then {fetch} --unshallow; else {fetch}; fi"
+            );
+        } else {
+            let _ = writeln!(out, "{fetch}");
+        }
+    }
+
+    fn checkout(&self, out: &mut String) {
+        let s = self.settings;
+        let sources = &self.plan.sources;
+        if !s.checkout {
+            out.push_str(&notice("Skipping Git checkout"));
+            return;
+        }
+        let short: String = sources.sha.chars().take(8).collect();
+        out.push_str(&notice(&format!(
+            "Checking out {short} as detached HEAD (ref is {})...",
+            sources.ref_name
+        )));
+        let _ = writeln!(
+            out,
+            "git -c submodule.recurse=false checkout -f -q {}",
+            quote(&sources.sha)
+        );
+        if let Some(flags) = &s.clean_flags {
+            let _ = writeln!(out, "git clean {}", words(flags));
+        }
+        out.push_str("if git lfs version >/dev/null 2>&1; then git lfs pull; fi\n");
+    }
+
+    fn submodules(&self, out: &mut String) {
+        let s = self.settings;
+        let recursive = match s.submodule_strategy {
+            SubmoduleStrategy::None => {
+                out.push_str(&notice("Skipping Git submodules setup"));
+                return;
+            }
+            SubmoduleStrategy::Normal => "",
+            SubmoduleStrategy::Recursive => " --recursive",
+        };
+        let paths = if s.submodule_paths.is_empty() {
+            String::new()
+        } else {
+            format!(" -- {}", words(&s.submodule_paths.join(" ")))
+        };
+        let what = if recursive.is_empty() {
+            "Updating/initializing submodules"
+        } else {
+            "Updating/initializing submodules recursively"
+        };
+        if s.submodule_depth > 0 {
+            out.push_str(&notice(&format!(
+                "{what} with git depth set to {}...",
+                s.submodule_depth
+            )));
+        } else {
+            out.push_str(&notice(&format!("{what}...")));
+        }
+        let ext = quote(&self.tmp_dir.join(EXT_CONFIG).to_string_lossy());
+        let depth = if s.submodule_depth > 0 {
+            format!(" --depth {}", s.submodule_depth)
+        } else {
+            String::new()
+        };
+        let flags = words(&s.submodule_update_flags);
+        let flags = if flags.is_empty() {
+            flags
+        } else {
+            format!(" {flags}")
+        };
+        let clean = s.clean_flags.as_deref().map(words);
+        let update =
+            format!("git -c include.path={ext} submodule update --init{recursive}{depth}{flags}{paths}");
+        let sync = format!("git submodule sync{recursive}{paths}");
+        let _ = writeln!(out, "git submodule init{paths}");
+        let _ = writeln!(out, "{sync}");
+        if let Some(clean) = &clean {
+            let _ = writeln!(out, "git submodule foreach{recursive} git clean {clean}");
+        }
+        let _ = writeln!(out, "git submodule foreach{recursive} git reset --hard");
+        // A moved submodule URL makes the first update fail; gitlab-runner syncs and retries once.
+        let _ = writeln!(out, "if ! {update}; then {sync}; {update}; fi");
+        if let Some(clean) = &clean {
+            let _ = writeln!(out, "git submodule foreach{recursive} git clean {clean}");
+        }
+        let _ = writeln!(
+            out,
+            "git submodule foreach{recursive} git config include.path {ext}"
+        );
+        let _ = writeln!(
+            out,
+            "if git lfs version >/dev/null 2>&1; then git submodule foreach{recursive} git lfs pull; fi"
+        );
+    }
+}
+
+/// `clear_worktree` body: delete tracked and untracked files before another get_sources attempt.
+pub fn clear_worktree(project_dir: &Path) -> String {
+    format!(
+        "if [ -d {dir} ]; then\n  cd {dir}\n  git rm -rf --ignore-unmatch --quiet . || true\n  git clean -ffdx -q || true\nfi\n",
+        dir = quote_path(project_dir)
+    )
+}
+
+/// Go's name for the CPU architecture (`CI_RUNNER_EXECUTABLE_ARCH`, user agent).
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrite_moves_credentials_out() {
+        let (remote, rewrite) = credential_rewrite("https://gitlab-ci-token:tok@gitlab.example.com/g/p.git");
+        assert_eq!(remote, "https://gitlab.example.com/g/p.git");
+        let Some((with, base)) = rewrite else {
+            panic!("no rewrite")
+        };
+        assert_eq!(with.expose(), "https://gitlab-ci-token:tok@gitlab.example.com");
+        assert_eq!(base, "https://gitlab.example.com");
+        assert!(credential_rewrite("file:///tmp/repo").1.is_none());
+    }
+
+    #[test]
+    fn clone_url_override() {
+        let plan = JobPlan {
+            project_path: "g/p".into(),
+            sources: crate::plan::Sources {
+                repo_url: "https://gitlab-ci-token:tok@gitlab.example.com/g/p.git".into(),
+                ..Default::default()
+            },
+            ..JobPlan::default()
+        };
+        let ctx = RunnerContext {
+            clone_url: Some("http://10.0.0.1:8080/".into()),
+            ..RunnerContext::default()
+        };
+        assert_eq!(
+            authenticated_url(&plan, &ctx),
+            "http://gitlab-ci-token:tok@10.0.0.1:8080/g/p.git"
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Stage scripts (bash flavour, also valid for POSIX `sh` where bash is missing).
+
+pub mod bash;
+pub mod git;
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::plan::{JobPlan, RunnerContext, Step};
+use crate::variables::Variables;
+use bash::{ENV_FILE, exports, file_var_path, load_env_file, notice, quote, quote_path, wrap};
+use git::{EXT_CONFIG, GitSettings, SourcesScript, TEMPLATE_DIR};
+
+/// Everything the stage scripts of one job are rendered from.
+#[derive(Clone, Copy, Debug)]
+pub struct ScriptContext<'a> {
+    /// The job.
+    pub plan: &'a JobPlan,
+    /// Runner settings.
+    pub ctx: &'a RunnerContext,
+    /// Expanded variables, runner variables included.
+    pub vars: &'a Variables,
+    /// Project directory.
+    pub project_dir: &'a Path,
+    /// Temp directory.
+    pub tmp_dir: &'a Path,
+    /// `CI_DEBUG_TRACE` in effect.
+    pub xtrace: bool,
+}
+
+impl ScriptContext<'_> {
+    fn with_exports(&self, body: &str) -> String {
+        wrap(
+            &format!("{}{body}", exports(self.vars, self.tmp_dir)),
+            self.xtrace,
+        )
+    }
+
+    /// `prepare_script`: says where the job runs and forgets the env file of a previous job.
+    pub fn prepare_script(&self, via_host: Option<&str>) -> String {
+        let mut body = String::new();
+        let _ = writeln!(body, "rm -f {}", quote_path(&self.tmp_dir.join(ENV_FILE)));
+        let via = via_host.map(|h| format!(" via {h}")).unwrap_or_default();
+        let _ = writeln!(
+            body,
+            "echo \"Running on $(hostname 2>/dev/null || cat /etc/hostname 2>/dev/null || echo unknown){}...\"",
+            via.replace(['"', '\\', '$', '`'], "")
+        );
+        self.with_exports(&body)
+    }
+
+    /// `get_sources`.
+    pub fn get_sources(&self, settings: &GitSettings) -> String {
+        let ca_file_path = self
+            .vars
+            .find("CI_SERVER_TLS_CA_FILE")
+            .filter(|v| v.file && !v.value.is_empty())
+            .map(|v| file_var_path(self.tmp_dir, &v.key).into());
+        let script = SourcesScript {
+            plan: self.plan,
+            ctx: self.ctx,
+            settings,
+            project_dir: self.project_dir,
+            tmp_dir: self.tmp_dir,
+            ca_file_path,
+        };
+        self.with_exports(&script.render())
+    }
+
+    /// `clear_worktree`.
+    pub fn clear_worktree(&self) -> String {
+        self.with_exports(&git::clear_worktree(self.project_dir))
+    }
+
+    /// `step_<name>`: `pre_build_script`, the step's commands, `post_build_script`.
+    pub fn user_step(&self, step: &Step) -> String {
+        let mut body = String::new();
+        body.push_str(load_env_file());
+        let _ = writeln!(body, "cd {}", quote_path(self.project_dir));
+        let mut lines = Vec::new();
+        if let Some(pre) = self
+            .ctx
+            .pre_build_script
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            lines.push(pre.to_owned());
+        }
+        lines.extend(step.script.iter().cloned());
+        if let Some(post) = self
+            .ctx
+            .post_build_script
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            lines.push(post.to_owned());
+        }
+        body.push_str(&bash::commands(&lines));
+        self.with_exports(&body)
+    }
+
+    /// `after_script` (the driver sets `CI_JOB_STATUS` in `vars`).
+    pub fn after_script(&self, step: &Step) -> String {
+        let mut body = String::new();
+        body.push_str(load_env_file());
+        let _ = writeln!(body, "cd {}", quote_path(self.project_dir));
+        body.push_str(&bash::commands(&step.script));
+        self.with_exports(&body)
+    }
+
+    /// `cleanup_file_variables`: removes file variables, the env file and the git credential files.
+    pub fn cleanup_file_variables(&self) -> String {
+        // No exports here: re-creating the file variables only to delete them would be pointless.
+        let mut body = String::new();
+        for v in self.vars.iter().filter(|v| v.file) {
+            let _ = writeln!(body, "rm -f {}", quote(&file_var_path(self.tmp_dir, &v.key)));
+        }
+        for name in [ENV_FILE, EXT_CONFIG] {
+            let _ = writeln!(body, "rm -f {}", quote_path(&self.tmp_dir.join(name)));
+        }
+        let _ = writeln!(body, "rm -rf {}", quote_path(&self.tmp_dir.join(TEMPLATE_DIR)));
+        wrap(&body, false)
+    }
+
+    /// A notice line in a script (exposed for executors that add their own stages).
+    pub fn notice(text: &str) -> String {
+        notice(text)
+    }
+}

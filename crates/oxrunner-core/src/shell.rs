@@ -1,0 +1,322 @@
+//! The shell executor: each stage script runs in a local bash (or sh) reading the script on stdin, in its own
+//! process group so cancellation can stop everything the script started.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ExecError;
+use crate::executor::{Executor, ExitStatus, StageCommand};
+use crate::outcome::FailureReason;
+use crate::plan::JobPlan;
+use crate::trace::TraceWriter;
+
+/// Default time between SIGTERM and SIGKILL.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
+/// How long output is still collected after the shell exited while background processes hold the pipe open.
+const OUTPUT_DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+const BASH_CANDIDATES: &[&str] = &["/usr/local/bin/bash", "/usr/bin/bash", "/bin/bash"];
+
+/// Runs stage scripts as local processes.
+#[derive(Clone, Debug)]
+pub struct ShellExecutor {
+    shell: PathBuf,
+    is_bash: bool,
+    login: bool,
+    user: Option<String>,
+    kill_grace: Duration,
+}
+
+impl Default for ShellExecutor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ShellExecutor {
+    /// Uses bash (login shell, as gitlab-runner does) or `sh` when bash is missing.
+    pub fn new() -> Self {
+        let bash = find_bash();
+        Self {
+            is_bash: bash.is_some(),
+            shell: bash.unwrap_or_else(|| PathBuf::from("/bin/sh")),
+            login: true,
+            user: None,
+            kill_grace: DEFAULT_KILL_GRACE,
+        }
+    }
+
+    /// Uses a specific shell binary.
+    pub fn with_shell(mut self, shell: impl Into<PathBuf>) -> Self {
+        self.shell = shell.into();
+        self.is_bash = self
+            .shell
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains("bash"));
+        self
+    }
+
+    /// Starts bash as a login shell (`--login`, the default) or not.
+    pub fn with_login_shell(mut self, login: bool) -> Self {
+        self.login = login;
+        self
+    }
+
+    /// Runs scripts as this user (`su`; the runner must be root).
+    pub fn with_user(mut self, user: Option<String>) -> Self {
+        self.user = user.filter(|u| !u.is_empty());
+        self
+    }
+
+    /// Time between SIGTERM and SIGKILL on cancellation.
+    pub fn with_kill_grace(mut self, grace: Duration) -> Self {
+        self.kill_grace = grace;
+        self
+    }
+
+    fn shell_name(&self) -> &'static str {
+        if self.is_bash { "bash" } else { "sh" }
+    }
+
+    fn command(&self, workdir: &Path) -> Result<Command, ExecError> {
+        let shell = self.shell.to_string_lossy().into_owned();
+        let mut shell_cmd = vec![shell.clone()];
+        if self.is_bash && self.login {
+            shell_cmd.push("--login".to_owned());
+        }
+        let mut cmd = match &self.user {
+            None => {
+                let mut cmd = Command::new(&shell_cmd[0]);
+                cmd.args(&shell_cmd[1..]);
+                cmd
+            }
+            Some(user) => {
+                if !nix::unistd::geteuid().is_root() {
+                    return Err(ExecError::Build {
+                        reason: FailureReason::RunnerConfigurationError,
+                        message: format!(
+                            "cannot run the job as user {user:?}: the runner is not running as root\nhint: remove `--user` or start oxrunner as root"
+                        ),
+                    });
+                }
+                // Only the shell invocation is on su's command line; the script (and its secrets) goes to stdin.
+                let mut cmd = Command::new("su");
+                cmd.args(["-s", &shell, user, "-c", &shell_cmd.join(" ")]);
+                cmd
+            }
+        };
+        cmd.current_dir(workdir)
+            .stdin(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        Ok(cmd)
+    }
+
+    async fn run_stage(
+        &self,
+        cmd: StageCommand,
+        trace: &TraceWriter,
+        cancel: CancellationToken,
+    ) -> Result<ExitStatus, ExecError> {
+        tokio::fs::create_dir_all(&cmd.shell_workdir)
+            .await
+            .map_err(|source| ExecError::Io {
+                context: format!("creating {}", cmd.shell_workdir.display()),
+                source,
+            })?;
+        let io_err = |context: &str| {
+            let context = context.to_owned();
+            move |source| ExecError::Io { context, source }
+        };
+        let (tx, mut rx) = tokio::net::unix::pipe::pipe().map_err(io_err("creating the output pipe"))?;
+        let out_fd: OwnedFd = tx
+            .into_blocking_fd()
+            .map_err(io_err("preparing the output pipe"))?;
+        let err_fd = out_fd.try_clone().map_err(io_err("preparing the output pipe"))?;
+        let mut command = self.command(&cmd.shell_workdir)?;
+        // One pipe for stdout and stderr keeps their relative order in the trace.
+        command.stdout(Stdio::from(out_fd)).stderr(Stdio::from(err_fd));
+        let spawned = command.spawn();
+        // Our copies of the write end must be closed, or the pipe never reaches EOF.
+        drop(command);
+        let mut child = spawned.map_err(|source| ExecError::Spawn {
+            program: self.shell.display().to_string(),
+            dir: cmd.shell_workdir.clone(),
+            source,
+        })?;
+        let pgid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw);
+
+        let mut stdin = child.stdin.take();
+        let script = cmd.script.into_bytes();
+        let feed = async move {
+            if let Some(stdin) = stdin.as_mut() {
+                // The shell may exit before reading everything (e.g. `exit 1` early): EPIPE is expected then.
+                let _ = stdin.write_all(&script).await;
+                let _ = stdin.shutdown().await;
+            }
+            drop(stdin);
+        };
+        let feeder = tokio::spawn(feed);
+
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut eof = false;
+        let mut status = None;
+        let mut canceled = false;
+        while status.is_none() {
+            tokio::select! {
+                read = rx.read(&mut buf), if !eof => match read {
+                    Ok(0) | Err(_) => eof = true,
+                    Ok(n) => trace.write(&buf[..n]),
+                },
+                res = child.wait() => {
+                    status = Some(res.map_err(io_err("waiting for the shell"))?);
+                }
+                _ = cancel.cancelled(), if !canceled => {
+                    canceled = true;
+                    if let Some(pgid) = pgid {
+                        let st = terminate_group(&mut child, pgid, self.kill_grace).await;
+                        status = Some(st.map_err(io_err("stopping the shell"))?);
+                    }
+                }
+            }
+        }
+        feeder.abort();
+        if let Some(pgid) = pgid.filter(|_| canceled) {
+            wait_group_gone(pgid, self.kill_grace).await;
+        }
+        // Collect what is still buffered; background processes may hold the pipe open, so bound the wait.
+        let drain = async {
+            while !eof {
+                match rx.read(&mut buf).await {
+                    Ok(0) | Err(_) => eof = true,
+                    Ok(n) => trace.write(&buf[..n]),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(OUTPUT_DRAIN_GRACE, drain).await;
+        trace.flush();
+        let status = status.unwrap_or_else(|| std::process::ExitStatus::from_raw(0));
+        Ok(match (status.code(), status.signal()) {
+            (Some(code), _) => ExitStatus::Code(code),
+            (None, Some(sig)) => ExitStatus::Signal(sig),
+            (None, None) => ExitStatus::Code(-1),
+        })
+    }
+}
+
+/// SIGTERM to the group, SIGKILL after `grace`; returns the shell's status.
+async fn terminate_group(
+    child: &mut Child,
+    pgid: Pid,
+    grace: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
+    let _ = killpg(pgid, Signal::SIGTERM);
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(res) => res,
+        Err(_) => {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            child.wait().await
+        }
+    }
+}
+
+/// Waits until no live (non-zombie) process is left in the group, escalating to SIGKILL after `grace`.
+async fn wait_group_gone(pgid: Pid, grace: Duration) {
+    let start = tokio::time::Instant::now();
+    let mut killed = false;
+    while group_alive(pgid) {
+        if !killed && start.elapsed() >= grace {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            killed = true;
+        }
+        // A process stuck in uninterruptible sleep cannot be waited for forever.
+        if start.elapsed() >= grace * 2 + Duration::from_secs(5) {
+            tracing::warn!(pgid = pgid.as_raw(), "processes of a stopped job survive SIGKILL");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// True while a process of the group is alive. Zombies do not count: they are dead and only wait for a reaper
+/// that may never come (PID 1 in a container).
+fn group_alive(pgid: Pid) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return killpg(pgid, None).is_ok();
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may contain spaces and parentheses): state ppid pgrp ...
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("Z");
+        let pgrp = fields.nth(1).and_then(|p| p.parse::<i32>().ok());
+        if pgrp == Some(pgid.as_raw()) && state != "Z" && state != "X" {
+            return true;
+        }
+    }
+    false
+}
+
+fn find_bash() -> Option<PathBuf> {
+    let from_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("bash"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    BASH_CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .chain(from_path)
+        .find(|p| p.is_file())
+}
+
+impl Executor for ShellExecutor {
+    fn prepare<'a>(
+        &'a mut self,
+        _plan: &'a JobPlan,
+        trace: &'a TraceWriter,
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move {
+            trace.println(&format!("Using Shell ({}) executor...", self.shell_name()));
+            Ok(())
+        })
+    }
+
+    fn run<'a>(
+        &'a mut self,
+        cmd: StageCommand,
+        trace: &'a TraceWriter,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<ExitStatus, ExecError>> {
+        Box::pin(self.run_stage(cmd, trace, cancel))
+    }
+
+    fn cleanup(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}

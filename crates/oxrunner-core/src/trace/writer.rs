@@ -1,0 +1,282 @@
+//! `TraceWriter`: the job log pipeline (mask ▶ output limit ▶ spool file) with a running CRC32.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use super::mask::{MaskSet, Masker};
+
+/// Default `output_limit` (4096 KiB).
+pub const DEFAULT_OUTPUT_LIMIT: u64 = 4096 * 1024;
+
+/// gitlab-runner's line formats (`common/buildlogger`).
+const PRINTLN_PREFIX: &str = "\x1b[0K";
+const INFO_PREFIX: &str = "\x1b[32;1m";
+const WARNING_PREFIX: &str = "\x1b[0;33mWARNING: ";
+const ERROR_PREFIX: &str = "\x1b[31;1mERROR: ";
+const HEADER_PREFIX: &str = "\x1b[0K\x1b[36;1m";
+const RESET: &str = "\x1b[0;m";
+
+/// The message appended once when the output limit is reached (runner-api.md §1.10).
+pub fn limit_message(limit: u64) -> String {
+    format!(
+        "\n\x1b[33;1mJob's log exceeded limit of {limit} bytes.\nJob execution will continue but no more output will be collected.\x1b[0;m\n"
+    )
+}
+
+struct Inner {
+    masker: Masker,
+    file: File,
+    /// Keeps the spool file alive (and deletes it) with the last clone.
+    _spool: tempfile::TempPath,
+    written: u64,
+    limit: u64,
+    truncated: bool,
+    crc: crc32fast::Hasher,
+    committed: watch::Sender<u64>,
+    sections: bool,
+    io_failed: bool,
+    scratch: Vec<u8>,
+}
+
+impl Inner {
+    fn push(&mut self, bytes: &[u8]) {
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        self.masker.write(bytes, &mut out);
+        self.emit(&out);
+        self.scratch = out;
+    }
+
+    fn flush_masker(&mut self) {
+        let mut out = Vec::new();
+        self.masker.flush(&mut out);
+        self.emit(&out);
+    }
+
+    /// Applies the output limit and appends to the spool.
+    fn emit(&mut self, data: &[u8]) {
+        if self.truncated || data.is_empty() {
+            return;
+        }
+        let room = self.limit.saturating_sub(self.written);
+        if (data.len() as u64) <= room {
+            self.append(data);
+            return;
+        }
+        let mut cut = usize::try_from(room).unwrap_or(usize::MAX).min(data.len());
+        // Never cut a UTF-8 character in half: back up to its first byte.
+        while cut > 0 && cut < data.len() && (data[cut] & 0xC0) == 0x80 {
+            cut -= 1;
+        }
+        self.append(&data[..cut]);
+        self.append(limit_message(self.limit).as_bytes());
+        self.truncated = true;
+    }
+
+    fn append(&mut self, data: &[u8]) {
+        if self.io_failed {
+            return;
+        }
+        if let Err(err) = self.file.write_all(data) {
+            tracing::error!(error = %err, "writing the job trace spool failed");
+            self.io_failed = true;
+            return;
+        }
+        self.crc.update(data);
+        self.written += data.len() as u64;
+        self.committed.send_replace(self.written);
+    }
+}
+
+/// The job log. Cheap to clone; all clones write to the same spool.
+#[derive(Clone)]
+pub struct TraceWriter {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for TraceWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceWriter").finish_non_exhaustive()
+    }
+}
+
+/// Reader side of the spool: the daemon's sender reads `path` up to `committed` bytes.
+pub struct TraceHandle {
+    /// Spool file (deleted when the handle and all writers are dropped).
+    pub path: PathBuf,
+    /// Bytes written to the spool so far.
+    pub committed: watch::Receiver<u64>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for TraceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceHandle")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic while holding the lock leaves consistent bytes on disk; keep logging.
+    inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl TraceWriter {
+    /// Creates a spool file in `spool_dir`. `limit_bytes == 0` means the default limit (4 MiB).
+    pub fn new(spool_dir: &Path, masks: MaskSet, limit_bytes: u64) -> io::Result<(TraceWriter, TraceHandle)> {
+        let masker = Masker::new(&masks).map_err(io::Error::other)?;
+        let spool = tempfile::Builder::new()
+            .prefix("oxrunner-trace-")
+            .suffix(".log")
+            .tempfile_in(spool_dir)?;
+        let (file, spool) = spool.into_parts();
+        let path = spool.to_path_buf();
+        let (tx, rx) = watch::channel(0);
+        let inner = Arc::new(Mutex::new(Inner {
+            masker,
+            file,
+            _spool: spool,
+            written: 0,
+            limit: if limit_bytes == 0 {
+                DEFAULT_OUTPUT_LIMIT
+            } else {
+                limit_bytes
+            },
+            truncated: false,
+            crc: crc32fast::Hasher::new(),
+            committed: tx,
+            sections: true,
+            io_failed: false,
+            scratch: Vec::new(),
+        }));
+        Ok((
+            TraceWriter {
+                inner: Arc::clone(&inner),
+            },
+            TraceHandle {
+                path,
+                committed: rx,
+                inner,
+            },
+        ))
+    }
+
+    /// Appends raw output (masked; partial secrets are held until the next write or [`flush`](Self::flush)).
+    pub fn write(&self, bytes: &[u8]) {
+        lock(&self.inner).push(bytes);
+    }
+
+    /// Emits bytes held back by the masker (end of a stage's output).
+    pub fn flush(&self) {
+        lock(&self.inner).flush_masker();
+    }
+
+    /// Turns `section_start`/`section_end` markers on or off (GitLab's `features.trace_sections`).
+    pub fn set_sections(&self, enabled: bool) {
+        lock(&self.inner).sections = enabled;
+    }
+
+    /// True once the output limit was hit.
+    pub fn is_truncated(&self) -> bool {
+        lock(&self.inner).truncated
+    }
+
+    /// Bytes in the spool so far.
+    pub fn bytes_written(&self) -> u64 {
+        lock(&self.inner).written
+    }
+
+    /// A plain line: `\x1b[0K<text>\x1b[0;m`.
+    pub fn println(&self, msg: &str) {
+        self.line(PRINTLN_PREFIX, msg);
+    }
+
+    /// A green info line.
+    pub fn info(&self, msg: &str) {
+        self.line(INFO_PREFIX, msg);
+    }
+
+    /// A yellow `WARNING:` line.
+    pub fn warning(&self, msg: &str) {
+        self.line(WARNING_PREFIX, msg);
+    }
+
+    /// A red `ERROR:` line.
+    pub fn error(&self, msg: &str) {
+        self.line(ERROR_PREFIX, msg);
+    }
+
+    fn line(&self, prefix: &str, msg: &str) {
+        let mut inner = lock(&self.inner);
+        // Held-back stage output must precede the message.
+        inner.flush_masker();
+        inner.push(format!("{prefix}{msg}{RESET}\n").as_bytes());
+    }
+
+    /// Opens a collapsible section (marker only with sections enabled) and prints its bold cyan header.
+    pub fn section_start(&self, name: &str, header: &str) {
+        let mut inner = lock(&self.inner);
+        inner.flush_masker();
+        if inner.sections {
+            inner.push(format!("section_start:{}:{name}\r\x1b[0K", unix_now()).as_bytes());
+        }
+        inner.push(format!("{HEADER_PREFIX}{header}{RESET}\n").as_bytes());
+    }
+
+    /// Closes a section.
+    pub fn section_end(&self, name: &str) {
+        let mut inner = lock(&self.inner);
+        inner.flush_masker();
+        if inner.sections {
+            inner.push(format!("section_end:{}:{name}\r\x1b[0K", unix_now()).as_bytes());
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl TraceHandle {
+    /// Flushes held-back bytes and syncs the spool; returns the CRC32 and size of everything written.
+    pub async fn finish(&self) -> (u32, u64) {
+        let inner = Arc::clone(&self.inner);
+        let result = tokio::task::spawn_blocking(move || {
+            let mut inner = lock(&inner);
+            inner.flush_masker();
+            if let Err(err) = inner.file.sync_data() {
+                tracing::warn!(error = %err, "syncing the job trace spool failed");
+            }
+            (inner.crc.clone().finalize(), inner.written)
+        })
+        .await;
+        match result {
+            Ok(v) => v,
+            Err(_) => {
+                let inner = lock(&self.inner);
+                (inner.crc.clone().finalize(), inner.written)
+            }
+        }
+    }
+
+    /// A new writer for the same spool.
+    pub fn writer(&self) -> TraceWriter {
+        TraceWriter {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// Reads the whole spool (for tests and local mode).
+    pub fn read_all(&self) -> io::Result<Vec<u8>> {
+        std::fs::read(&self.path)
+    }
+}
