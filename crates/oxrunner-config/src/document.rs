@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table};
 
 use crate::error::ConfigError;
-use crate::load::parse_str;
+use crate::load::{Loaded, parse_str};
 use crate::model::docker::DockerConfig;
 use crate::model::global::{Config, DEFAULT_SESSION_TIMEOUT};
 use crate::model::runner::RunnerConfig;
@@ -72,7 +72,12 @@ impl ConfigDocument {
 
     /// The typed view of the current content (with `$VAR` expansion, as on load).
     pub fn config(&self) -> Result<Config, ConfigError> {
-        parse_str(&self.doc.to_string(), &self.path).map(|l| l.config)
+        self.loaded().map(|l| l.config)
+    }
+
+    /// Like [`ConfigDocument::config`], with the warnings a load would report.
+    pub fn loaded(&self) -> Result<Loaded, ConfigError> {
+        parse_str(&self.doc.to_string(), &self.path)
     }
 
     /// Appends a `[[runners]]` entry with the keys gitlab-runner's `register` writes: the
@@ -102,7 +107,8 @@ impl ConfigDocument {
     }
 
     /// Removes every runner for which `pred` is true and returns how many were removed.
-    /// Runners that fail to type-check are kept.
+    /// When the document no longer type-checks nothing is removed (0), because the
+    /// predicate could not be evaluated reliably.
     pub fn remove_runners(&mut self, pred: impl Fn(&RunnerConfig) -> bool) -> usize {
         let Ok(config) = self.config() else {
             return 0;

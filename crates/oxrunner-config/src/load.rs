@@ -175,6 +175,22 @@ impl Source<'_> {
                     ),
                 ));
             }
+            for (key, value) in [
+                ("limit", runner.limit),
+                ("request_concurrency", runner.request_concurrency),
+            ] {
+                if config.concurrent > 0 && value > config.concurrent {
+                    let path = at(key);
+                    out.push(self.value_warning(
+                        find(&path),
+                        &path,
+                        format!(
+                            "`{key}` ({value}) is greater than `concurrent` ({}); only {} job(s) can run at once",
+                            config.concurrent, config.concurrent
+                        ),
+                    ));
+                }
+            }
             if let Some(shell) = runner.shell.as_deref().filter(|s| !s.is_empty())
                 && !KNOWN_SHELLS.contains(&shell)
             {

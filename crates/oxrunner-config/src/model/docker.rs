@@ -221,6 +221,9 @@ pub struct DockerConfig {
     /// Parent cgroup of service containers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_cgroup_parent: Option<String>,
+    /// Template of per-slot service cgroup names (`${slot}` placeholder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_slot_cgroup_template: Option<String>,
     /// Memory limit of services.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_memory: Option<String>,
