@@ -113,7 +113,7 @@ fn extend_one(
     };
     let missing: Vec<&str> = parents
         .iter()
-        .filter(|p| !cfg.get(p.as_str()).is_some_and(|n| n.as_map().is_some()))
+        .filter(|p| cfg.get(p.as_str()).is_none_or(|n| n.as_map().is_none()))
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {

@@ -111,13 +111,14 @@ pub fn link(
                             ),
                         ));
                     }
-                    if let Some(needs) = &b.job.needs {
-                        if !needs.iter().any(|n| n.job == target) && existing.contains_key(&target) {
-                            return Err(PipelineError::at(
-                                loc,
-                                format!("jobs:{name} dependencies the {target} should be part of needs"),
-                            ));
-                        }
+                    if let Some(needs) = &b.job.needs
+                        && !needs.iter().any(|n| n.job == target)
+                        && existing.contains_key(&target)
+                    {
+                        return Err(PipelineError::at(
+                            loc,
+                            format!("jobs:{name} dependencies the {target} should be part of needs"),
+                        ));
                     }
                     if existing.contains_key(&target) {
                         names.push(target);

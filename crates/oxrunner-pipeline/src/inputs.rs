@@ -82,16 +82,16 @@ pub fn resolve_inputs(
                 ));
             }
         };
-        if let Some(opts) = d.get("options").and_then(Node::as_seq) {
-            if !opts.iter().any(|o| o.scalar_string() == value.scalar_string()) {
-                return Err(PipelineError::at(
-                    &value.loc,
-                    format!(
-                        "`{name}` input: `{}` cannot be used because it is not in the list of allowed options",
-                        value.scalar_string().unwrap_or_default()
-                    ),
-                ));
-            }
+        if let Some(opts) = d.get("options").and_then(Node::as_seq)
+            && !opts.iter().any(|o| o.scalar_string() == value.scalar_string())
+        {
+            return Err(PipelineError::at(
+                &value.loc,
+                format!(
+                    "`{name}` input: `{}` cannot be used because it is not in the list of allowed options",
+                    value.scalar_string().unwrap_or_default()
+                ),
+            ));
         }
         if let Some(re) = d.get("regex").and_then(Node::as_str) {
             let pat = re

@@ -163,10 +163,10 @@ impl<'a> Loader<'a> {
                 ));
             }
         };
-        if let Some(rules) = m.and_then(|m| m.get("rules")) {
-            if !eval_include_rules(rules, self.facts, self.lookup)? {
-                return Ok(Vec::new());
-            }
+        if let Some(rules) = m.and_then(|m| m.get("rules"))
+            && !eval_include_rules(rules, self.facts, self.lookup)?
+        {
+            return Ok(Vec::new());
         }
         let args = InputArgs {
             values: m

@@ -281,20 +281,20 @@ pub fn eval_rules(
                 format!("{path}:rule config contains unknown keys: {}", unknown.join(", ")),
             ));
         }
-        if let Some(c) = m.get("if") {
-            if !eval_if(c, lookup, &format!("{path}:rule"))? {
-                continue;
-            }
+        if let Some(c) = m.get("if")
+            && !eval_if(c, lookup, &format!("{path}:rule"))?
+        {
+            continue;
         }
-        if let Some(c) = m.get("changes") {
-            if !eval_changes(c, facts, lookup, &format!("{path}:rule"))? {
-                continue;
-            }
+        if let Some(c) = m.get("changes")
+            && !eval_changes(c, facts, lookup, &format!("{path}:rule"))?
+        {
+            continue;
         }
-        if let Some(c) = m.get("exists") {
-            if !eval_exists(c, facts, lookup, &format!("{path}:rule"))? {
-                continue;
-            }
+        if let Some(c) = m.get("exists")
+            && !eval_exists(c, facts, lookup, &format!("{path}:rule"))?
+        {
+            continue;
         }
         let variables = match m.get("variables") {
             Some(v) => parse_defs(v, &format!("{path}:rule:variables"))?,
@@ -357,10 +357,10 @@ pub fn eval_only_except(
         }
     }
     let _ = default_only;
-    if let Some(e) = except {
-        if policy_matches(e, facts, lookup, &format!("jobs:{job}:except"), false)? {
-            return Ok(false);
-        }
+    if let Some(e) = except
+        && policy_matches(e, facts, lookup, &format!("jobs:{job}:except"), false)?
+    {
+        return Ok(false);
     }
     Ok(true)
 }
@@ -444,11 +444,11 @@ fn refs_match(refs: &[String], ctx: &PipelineContext, lookup: Lookup<'_>) -> boo
             "pipelines" => ctx.source == PipelineSource::ParentPipeline,
             "triggers" | "external" | "chat" | "chats" | "external_pull_requests" => false,
             _ => {
-                if let Some(body) = r.strip_prefix('/') {
-                    if let Some((p, f)) = body.rsplit_once('/') {
-                        let node = format!("$CI_COMMIT_REF_NAME =~ /{p}/{f}");
-                        return Expr::parse(&node).and_then(|e| e.eval(lookup)).unwrap_or(false);
-                    }
+                if let Some(body) = r.strip_prefix('/')
+                    && let Some((p, f)) = body.rsplit_once('/')
+                {
+                    let node = format!("$CI_COMMIT_REF_NAME =~ /{p}/{f}");
+                    return Expr::parse(&node).and_then(|e| e.eval(lookup)).unwrap_or(false);
                 }
                 !is_mr && r == ref_name
             }

@@ -194,10 +194,10 @@ fn resolve_one(
     }
     let mut refs = Vec::new();
     for name in referenced_names(value) {
-        if name != key {
-            if let Some(v) = resolve_one(&name, defs, done, visiting, depth + 1) {
-                refs.push((name, v));
-            }
+        if name != key
+            && let Some(v) = resolve_one(&name, defs, done, visiting, depth + 1)
+        {
+            refs.push((name, v));
         }
     }
     let expanded = expand_with(

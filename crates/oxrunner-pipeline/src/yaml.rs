@@ -144,7 +144,7 @@ enum Frame {
 struct Builder {
     file: Arc<str>,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, (Node, usize)>,
     docs: Vec<Node>,
     nodes: usize,
     warnings: Vec<Warning>,
@@ -186,23 +186,25 @@ impl Builder {
                 let val = resolve_scalar(&value, style, tag.as_deref(), &loc)?;
                 let node = Node::new(val, loc);
                 if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
+                    self.anchors.insert(anchor, (node.clone(), 1));
                 }
                 let plain = style == ScalarStyle::Plain;
                 self.push(node, plain)
             }
             Event::Alias(id) => {
                 let loc = self.loc(span);
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| {
+                let (node, size) = self.anchors.get(&id).ok_or_else(|| {
                     PipelineError::at(&loc, "Invalid configuration format: unknown YAML alias")
                 })?;
-                self.nodes += node.count();
+                // Count before cloning so an alias bomb never gets materialised.
+                self.nodes += size;
                 if self.nodes > MAX_NODES {
                     return Err(PipelineError::at(
                         &loc,
                         "The parsed YAML is too big (alias expansion exceeds the node limit)",
                     ));
                 }
+                let node = node.clone();
                 self.push(node, false)
             }
             Event::SequenceStart(anchor, tag) => {
@@ -317,7 +319,8 @@ impl Builder {
 
     fn finish(&mut self, node: Node, anchor: usize) -> Result<(), PipelineError> {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let size = node.count();
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         self.push(node, false)
     }
@@ -436,10 +439,10 @@ pub fn plain_scalar(v: &str) -> Val {
     if let Some(i) = parse_int(v) {
         return Val::Int(i);
     }
-    if is_float(v) {
-        if let Ok(f) = v.replace('_', "").parse::<f64>() {
-            return Val::Float(f);
-        }
+    if is_float(v)
+        && let Ok(f) = v.replace('_', "").parse::<f64>()
+    {
+        return Val::Float(f);
     }
     Val::Str(v.to_string())
 }
