@@ -1,0 +1,362 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Full jobs with `run_job` + `ShellExecutor` against a real local git repository, real bash and git.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use oxrunner_core::{
+    FailureReason, JobCancel, JobOutcome, JobPlan, NoopHooks, RunnerContext, ShellExecutor, Sources,
+    Step, TraceFeatures, TraceWriter, Variable, When, build_dir, run_job,
+};
+
+struct Repo {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    sha: String,
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn repo() -> Repo {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("origin");
+    std::fs::create_dir(&path).unwrap();
+    git(&path, &["init", "-q", "-b", "main"]);
+    std::fs::write(path.join("hello.txt"), "committed content\n").unwrap();
+    git(&path, &["add", "hello.txt"]);
+    git(&path, &["commit", "-q", "-m", "first"]);
+    let sha = git(&path, &["rev-parse", "HEAD"]);
+    Repo { _dir: dir, path, sha }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    repo: Repo,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    Env { _dir: dir, root, repo: repo() }
+}
+
+impl Env {
+    fn ctx(&self) -> RunnerContext {
+        RunnerContext {
+            runner_name: "test-runner".into(),
+            short_token: "abcd1234".into(),
+            system_id: "s_0123456789ab".into(),
+            executor: "shell".into(),
+            builds_dir: self.root.join("builds"),
+            cache_dir: self.root.join("cache"),
+            shared_builds_dir: true,
+            environment: vec!["FROM_CONFIG=config-value".into()],
+            version: "0.1.0".into(),
+            revision: "deadbeef".into(),
+            ..RunnerContext::default()
+        }
+    }
+
+    fn plan(&self, script: &[&str]) -> JobPlan {
+        JobPlan {
+            job_id: 42,
+            job_name: "test".into(),
+            stage: "test".into(),
+            project_id: 7,
+            project_path: "group/project".into(),
+            variables: vec![
+                Variable::new("CI_JOB_ID", "42"),
+                Variable::masked("MY_SECRET", "hunter2-very-secret"),
+                Variable::new("GREETING", "hello $CI_JOB_ID"),
+                Variable::new("FILE_VAR", "file content here").into_file(),
+            ]
+            .into(),
+            sources: Sources {
+                repo_url: format!("file://{}", self.repo.path.display()).into(),
+                sha: self.repo.sha.clone(),
+                ref_name: "main".into(),
+                refspecs: vec!["+refs/heads/*:refs/origin/heads/*".into()],
+                depth: 20,
+                ..Sources::default()
+            },
+            steps: vec![Step {
+                name: "script".into(),
+                script: script.iter().map(|s| (*s).to_owned()).collect(),
+                when: When::OnSuccess,
+                ..Step::default()
+            }],
+            after_script: Some(Step {
+                name: "after_script".into(),
+                script: vec!["echo \"after status=$CI_JOB_STATUS\"".into()],
+                when: When::Always,
+                ..Step::default()
+            }),
+            timeout: Duration::from_secs(60),
+            features: TraceFeatures {
+                trace_sections: true,
+                ..TraceFeatures::default()
+            },
+            job_token: "job-token-xyz-123".into(),
+            ..JobPlan::default()
+        }
+    }
+
+    async fn run(&self, plan: &JobPlan, control: JobCancel) -> (JobOutcome, String) {
+        let ctx = self.ctx();
+        let (trace, handle) = TraceWriter::new(&self.root, plan.mask_set(), 0).unwrap();
+        let mut exec = ShellExecutor::new().with_kill_grace(Duration::from_secs(3));
+        let outcome = run_job(plan, &ctx, &mut exec, &NoopHooks, &trace, control).await;
+        let (crc, size) = handle.finish().await;
+        let bytes = handle.read_all().unwrap();
+        assert_eq!(size, bytes.len() as u64);
+        assert_eq!(crc, crc32fast::hash(&bytes));
+        (outcome, String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // Zombies count as gone: only a live process could still do harm.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().unwrap().split_whitespace().next().unwrap();
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn successful_job() {
+    let env = env();
+    let plan = env.plan(&[
+        "echo \"greeting=$GREETING\"",
+        "echo \"secret=$MY_SECRET\"",
+        "echo \"file=$(cat \"$FILE_VAR\")\"",
+        "echo \"config=$FROM_CONFIG shared=$CI_SHARED_ENVIRONMENT status=$CI_JOB_STATUS\"",
+        "cat hello.txt",
+        "echo \"head=$(git rev-parse HEAD)\"",
+        "echo \"pwd=$PWD dir=$CI_PROJECT_DIR\"",
+        "if true; then\n  echo multi-line-ran\nfi",
+        "echo 'EXPORTED=from-env-file' >> \"$GITLAB_ENV\"",
+    ]);
+    let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    let dir = build_dir(&plan, &env.ctx());
+    assert_eq!(dir, env.root.join("builds/abcd1234/0/group/project"));
+    assert!(log.contains("\x1b[0KRunning with oxrunner 0.1.0 (deadbeef)\x1b[0;m\n"), "{log}");
+    assert!(log.contains("  on test-runner abcd1234, system ID: s_0123456789ab"));
+    assert!(log.contains("greeting=hello 42\n"), "{log}");
+    assert!(log.contains("secret=[MASKED]\n"));
+    assert!(!log.contains("hunter2"));
+    assert!(log.contains("file=file content here\n"));
+    assert!(log.contains("config=config-value shared=true status=running\n"));
+    assert!(log.contains("committed content\n"));
+    assert!(log.contains(&format!("head={}\n", env.repo.sha)));
+    assert!(log.contains(&format!("pwd={0} dir={0}\n", dir.display())));
+    assert!(log.contains("\x1b[32;1m$ if true; then # collapsed multi-line command\x1b[0;m\nmulti-line-ran\n"));
+    assert!(log.contains("\x1b[32;1m$ cat hello.txt\x1b[0;m\n"));
+    assert!(log.contains("after status=success\n"));
+    for stage in ["prepare_executor", "prepare_script", "get_sources", "step_script", "after_script", "cleanup_file_variables"] {
+        assert!(log.contains(&format!(":{stage}\r\x1b[0K")), "section {stage} missing: {log}");
+    }
+    assert!(log.contains("Executing \"step_script\" stage of the job script"));
+    assert!(log.ends_with("\x1b[32;1mJob succeeded\x1b[0;m\n"), "{log}");
+    // The checkout is at the job's commit and the credentials file and file variables are gone.
+    assert_eq!(git(&dir, &["rev-parse", "HEAD"]), env.repo.sha);
+    let tmp = env.root.join("builds/abcd1234/0/group/project.tmp");
+    assert!(!tmp.join("FILE_VAR").exists());
+    assert!(!tmp.join(".gitlab-runner.ext.conf").exists());
+    assert!(!tmp.join("gitlab_runner_env").exists());
+}
+
+#[tokio::test]
+async fn second_run_fetches_into_existing_checkout_and_env_file_carries_between_steps() {
+    let env = env();
+    let mut plan = env.plan(&["echo 'A=1' >> \"$GITLAB_ENV\"", "touch untracked.txt"]);
+    plan.steps.push(Step {
+        name: "release".into(),
+        script: vec!["echo \"A=$A\"".into()],
+        ..Step::default()
+    });
+    let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert!(log.contains("A=1\n"), "{log}");
+    assert!(log.contains("Executing \"step_release\" stage of the job script"));
+    assert!(log.contains("Created fresh repository."));
+
+    std::fs::write(env.repo.path.join("hello.txt"), "second\n").unwrap();
+    git(&env.repo.path, &["commit", "-q", "-am", "second"]);
+    plan.sources.sha = git(&env.repo.path, &["rev-parse", "HEAD"]);
+    plan.steps.truncate(1);
+    plan.steps[0].script = vec!["cat hello.txt".into(), "test ! -e untracked.txt".into(), "echo \"A=${A:-unset}\"".into()];
+    let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert!(!log.contains("Created fresh repository."), "{log}");
+    assert!(log.contains("second\n"));
+    assert!(log.contains("A=unset\n"), "env file must not leak into the next job: {log}");
+}
+
+#[tokio::test]
+async fn failing_job_reports_exit_code_and_runs_after_script() {
+    let env = env();
+    let plan = env.plan(&["echo before", "exit 3", "echo never-printed"]);
+    let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    assert_eq!(
+        outcome,
+        JobOutcome::Failed {
+            reason: FailureReason::ScriptFailure,
+            exit_code: Some(3),
+            message: "exit status 3".into()
+        }
+    );
+    assert!(log.contains("before\n"));
+    assert!(!log.contains("never-printed\n"));
+    assert!(log.contains("after status=failed\n"), "{log}");
+    assert!(log.ends_with("\x1b[31;1mERROR: Job failed: exit status 3\x1b[0;m\n"), "{log}");
+}
+
+#[tokio::test]
+async fn failing_pipeline_command_fails_the_step() {
+    let env = env();
+    let plan = env.plan(&["false | cat", "echo unreachable"]);
+    let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    assert!(matches!(outcome, JobOutcome::Failed { exit_code: Some(1), .. }), "{log}");
+    assert!(!log.contains("unreachable\n"));
+}
+
+#[tokio::test]
+async fn bad_repository_fails_get_sources_after_retries() {
+    let env = env();
+    let mut plan = env.plan(&["echo should-not-run"]);
+    plan.sources.repo_url = format!("file://{}/missing", env.root.display()).into();
+    plan.variables.push(Variable::new("GET_SOURCES_ATTEMPTS", "2"));
+    let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    assert!(matches!(outcome, JobOutcome::Failed { reason: FailureReason::ScriptFailure, .. }));
+    assert!(log.contains("Deleting all tracked and untracked files due to source fetch failure"), "{log}");
+    assert!(!log.contains("should-not-run\n"));
+    assert!(log.contains("after status=failed\n"));
+}
+
+#[tokio::test]
+async fn job_timeout_kills_every_process() {
+    let env = env();
+    let pidfile = env.root.join("sleep.pid");
+    let script = format!("sleep 600 & echo $! > '{}'; wait", pidfile.display());
+    let mut plan = env.plan(&[&script]);
+    plan.timeout = Duration::from_secs(3);
+    let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    assert_eq!(
+        outcome,
+        JobOutcome::Failed {
+            reason: FailureReason::JobExecutionTimeout,
+            exit_code: None,
+            message: "execution took longer than 3s seconds".into()
+        },
+        "{log}"
+    );
+    assert!(log.contains("after status=timedout\n"), "{log}");
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(!alive(pid), "sleep {pid} survived the timeout");
+}
+
+#[tokio::test]
+async fn graceful_cancel_runs_after_script() {
+    let env = env();
+    let pidfile = env.root.join("sleep.pid");
+    let script = format!("sleep 600 & echo $! > '{}'; wait", pidfile.display());
+    let plan = env.plan(&[&script]);
+    let control = JobCancel::new();
+    let graceful = control.graceful.clone();
+    let watch = pidfile.clone();
+    tokio::spawn(async move {
+        while !watch.exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        graceful.cancel();
+    });
+    let started = std::time::Instant::now();
+    let (outcome, log) = env.run(&plan, control).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        matches!(outcome, JobOutcome::Failed { reason: FailureReason::JobCanceled, .. }),
+        "{outcome:?}"
+    );
+    assert!(log.contains("after status=canceled\n"), "{log}");
+    assert!(log.contains(":cleanup_file_variables\r"));
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(!alive(pid));
+}
+
+#[tokio::test]
+async fn abort_stops_without_after_script() {
+    let env = env();
+    let pidfile = env.root.join("sleep.pid");
+    let script = format!("sleep 600 & echo $! > '{}'; wait", pidfile.display());
+    let plan = env.plan(&[&script]);
+    let control = JobCancel::new();
+    let abort = control.abort.clone();
+    let watch = pidfile.clone();
+    tokio::spawn(async move {
+        while !watch.exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        abort.cancel();
+    });
+    let (outcome, log) = env.run(&plan, control).await;
+    assert!(matches!(outcome, JobOutcome::Failed { reason: FailureReason::JobCanceled, .. }));
+    assert!(!log.contains("after status="), "{log}");
+    assert!(!log.contains("Running after_script"));
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(!alive(pid));
+}
+
+#[tokio::test]
+async fn secrets_never_reach_argv() {
+    let env = env();
+    let pidfile = env.root.join("sleep.pid");
+    let script = format!("sleep 30 & echo $! > '{}'; wait", pidfile.display());
+    let plan = env.plan(&[&script]);
+    let control = JobCancel::new();
+    let graceful = control.graceful.clone();
+    let watch = pidfile.clone();
+    let scan = tokio::spawn(async move {
+        while !watch.exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut leaked = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+                if cmdline.contains("hunter2-very-secret") || cmdline.contains("job-token-xyz-123") {
+                    leaked.push(cmdline);
+                }
+            }
+        }
+        graceful.cancel();
+        leaked
+    });
+    let (_, _) = env.run(&plan, control).await;
+    assert_eq!(scan.await.unwrap(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn strategy_none_and_empty() {
+    let env = env();
+    let mut plan = env.plan(&["test ! -e hello.txt", "echo \"dir=$CI_PROJECT_DIR\""]);
+    plan.variables.push(Variable::new("GIT_STRATEGY", "empty"));
+    let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert!(log.contains("Skipping Git repository setup and creating an empty build directory"));
+    assert!(log.contains("/group/project-empty\n"), "{log}");
+}

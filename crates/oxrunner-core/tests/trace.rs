@@ -1,0 +1,160 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Trace pipeline: masking across arbitrary write boundaries, output limit, checksum.
+
+use oxrunner_core::trace::{MaskSet, Masker, TraceWriter, limit_message};
+
+const SECRETS: &[&str] = &["s3cr3t-value", "s3cr3t", "tok€n-ünïcode", "a b&c/d"];
+
+fn mask_set() -> MaskSet {
+    MaskSet::new(
+        SECRETS.iter().map(|s| (*s).to_owned()),
+        &["custom_".to_owned()],
+    )
+}
+
+fn sample() -> Vec<u8> {
+    let mut s = String::new();
+    for i in 0..40 {
+        s.push_str(&format!(
+            "line {i}: s3cr3t-value and s3cr3t, s3cr3 (partial), glpat-AbC_12-x9 end, custom_zzz9; tok€n-ünïcode q=a+b%26c%2Fd\n"
+        ));
+    }
+    s.into_bytes()
+}
+
+fn expected() -> String {
+    let mut s = String::new();
+    for i in 0..40 {
+        s.push_str(&format!(
+            "line {i}: [MASKED] and [MASKED], s3cr3 (partial), glpat-[MASKED] end, custom_[MASKED]; [MASKED] q=[MASKED]\n"
+        ));
+    }
+    s
+}
+
+fn run_chunks(chunks: &[&[u8]]) -> String {
+    let mut masker = Masker::new(&mask_set()).unwrap();
+    let mut out = Vec::new();
+    for c in chunks {
+        masker.write(c, &mut out);
+    }
+    masker.flush(&mut out);
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn masks_whole_input() {
+    let data = sample();
+    assert_eq!(run_chunks(&[&data]), expected());
+}
+
+#[test]
+fn masks_one_byte_at_a_time() {
+    let data = sample();
+    let chunks: Vec<&[u8]> = data.chunks(1).collect();
+    assert_eq!(run_chunks(&chunks), expected());
+}
+
+/// A tiny deterministic generator so failures are reproducible from the seed.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, bound: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % bound
+    }
+}
+
+#[test]
+fn masks_randomized_splits() {
+    let data = sample();
+    for seed in 0..300u64 {
+        let mut rng = Lcg(seed);
+        let mut chunks = Vec::new();
+        let mut rest: &[u8] = &data;
+        while !rest.is_empty() {
+            let n = 1 + rng.next(rest.len().min(24));
+            let (a, b) = rest.split_at(n);
+            chunks.push(a);
+            rest = b;
+        }
+        assert_eq!(run_chunks(&chunks), expected(), "seed {seed}");
+    }
+}
+
+#[test]
+fn partial_secret_at_end_is_emitted_unmasked_on_flush() {
+    assert_eq!(run_chunks(&[b"abc s3cr", b"3"]), "abc s3cr3");
+    assert_eq!(run_chunks(&[b"x glpat-"]), "x glpat-");
+    assert_eq!(run_chunks(&[b"x glpat-", b"abc", b"def", b" y"]), "x glpat-[MASKED] y");
+}
+
+#[tokio::test]
+async fn writer_masks_counts_and_checksums() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, handle) = TraceWriter::new(dir.path(), mask_set(), 0).unwrap();
+    let data = sample();
+    for c in data.chunks(7) {
+        w.clone().write(c);
+    }
+    w.info("done s3cr3t");
+    let (crc, size) = handle.finish().await;
+    let bytes = handle.read_all().unwrap();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert_eq!(
+        text,
+        format!("{}\x1b[32;1mdone [MASKED]\x1b[0;m\n", expected())
+    );
+    assert_eq!(size, bytes.len() as u64);
+    assert_eq!(crc, crc32fast::hash(&bytes));
+    assert_eq!(*handle.committed.borrow(), size);
+}
+
+#[tokio::test]
+async fn output_limit_appends_message_once_and_never_splits_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, handle) = TraceWriter::new(dir.path(), MaskSet::empty(), 10).unwrap();
+    // "abcdefghi" is 9 bytes; "€" is 3 bytes and would straddle the 10-byte limit.
+    w.write("abcdefghi€tail".as_bytes());
+    w.write(b"more output that is dropped");
+    w.error("also dropped");
+    assert!(w.is_truncated());
+    let (_, size) = handle.finish().await;
+    let text = String::from_utf8(handle.read_all().unwrap()).unwrap();
+    assert_eq!(text, format!("abcdefghi{}", limit_message(10)));
+    assert_eq!(
+        limit_message(10),
+        "\n\x1b[33;1mJob's log exceeded limit of 10 bytes.\nJob execution will continue but no more output will be collected.\x1b[0;m\n"
+    );
+    assert_eq!(size, text.len() as u64);
+}
+
+#[tokio::test]
+async fn line_formats_and_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, handle) = TraceWriter::new(dir.path(), MaskSet::empty(), 0).unwrap();
+    w.println("plain");
+    w.warning("careful");
+    w.error("broken");
+    w.section_start("step_script", "Executing \"step_script\" stage of the job script");
+    w.section_end("step_script");
+    w.set_sections(false);
+    w.section_start("after_script", "Running after_script");
+    w.section_end("after_script");
+    handle.finish().await;
+    let text = String::from_utf8(handle.read_all().unwrap()).unwrap();
+    let lines: Vec<&str> = text.split('\n').collect();
+    assert_eq!(lines[0], "\x1b[0Kplain\x1b[0;m");
+    assert_eq!(lines[1], "\x1b[0;33mWARNING: careful\x1b[0;m");
+    assert_eq!(lines[2], "\x1b[31;1mERROR: broken\x1b[0;m");
+    assert!(lines[3].starts_with("section_start:"));
+    assert!(lines[3].ends_with(
+        ":step_script\r\x1b[0K\x1b[0K\x1b[36;1mExecuting \"step_script\" stage of the job script\x1b[0;m"
+    ));
+    assert!(lines[4].starts_with("section_end:"));
+    assert!(lines[4].contains(":step_script\r\x1b[0K"));
+    assert!(lines[4].ends_with("\x1b[0K\x1b[36;1mRunning after_script\x1b[0;m"));
+    assert!(!text.contains("after_script\r"));
+}
