@@ -64,6 +64,14 @@ pub enum ApiError {
         /// Message extracted from the response body (GitLab's `{"message": ...}`), or the status text.
         message: String,
     },
+    /// The server answered, but not with a status meaning success (details are logged where seen).
+    #[error("GitLab did not accept the {what} at {url_redacted}")]
+    NotAccepted {
+        /// Request URL with credentials removed.
+        url_redacted: String,
+        /// Which request ("final job update", "trace patch").
+        what: &'static str,
+    },
     /// 401/403: the token was rejected.
     #[error(
         "{url_redacted} answered 403 Forbidden: {message}\nhint: the token is invalid or the runner was removed; check the token in config.toml"
@@ -180,18 +188,25 @@ pub(crate) fn chain_text(err: &(dyn StdError + 'static)) -> String {
 fn tls_detail(err: &(dyn StdError + 'static)) -> Option<String> {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(r) = e.downcast_ref::<rustls::Error>() {
-            return Some(describe_rustls(r));
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(r) = inner.downcast_ref::<rustls::Error>()
-        {
+        if let Some(r) = find_rustls(e) {
             return Some(describe_rustls(r));
         }
         cur = e.source();
     }
     None
+}
+
+/// `io::Error::source()` skips its payload, and hyper/tokio-rustls nest io errors two deep, so
+/// payloads are unwrapped by hand.
+fn find_rustls<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = e;
+    loop {
+        if let Some(r) = cur.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        let inner = cur.downcast_ref::<std::io::Error>()?.get_ref()?;
+        cur = inner;
+    }
 }
 
 fn describe_rustls(err: &rustls::Error) -> String {

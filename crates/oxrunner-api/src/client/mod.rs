@@ -6,6 +6,8 @@ mod jobs;
 mod runners;
 mod transport;
 
+pub(crate) use transport::backoff;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,9 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Integration tests of oxrunner-api against small axum servers on 127.0.0.1.
+
+mod artifacts;
+mod client;
+mod common;
+mod tls;
+mod trace_sender;
+mod wire;
