@@ -83,10 +83,30 @@ impl ConfigDocument {
     /// Appends a `[[runners]]` entry with the keys gitlab-runner's `register` writes: the
     /// credentials, the executor, an (empty) `[runners.cache]`, and for docker executors a
     /// `[runners.docker]` with its always-written zero values and the `/cache` volume.
-    pub fn append_runner(&mut self, runner: &RunnerConfig) -> Result<(), ConfigError> {
+    ///
+    /// Encoding the model cannot fail for the types it contains; should it ever, the entry is
+    /// still written with the credentials and executor (see [`ConfigDocument::try_append_runner`]
+    /// to get the error instead).
+    pub fn append_runner(&mut self, runner: &RunnerConfig) {
+        if let Err(e) = self.try_append_runner(runner) {
+            tracing::error!(error = %e, "writing the runner with its credentials and executor only");
+            let mut table = minimal_runner_table(runner);
+            indent(&mut table, 1);
+            self.push_runner(table);
+        }
+    }
+
+    /// [`ConfigDocument::append_runner`], reporting an encoding failure instead of falling
+    /// back to the minimal entry.
+    pub fn try_append_runner(&mut self, runner: &RunnerConfig) -> Result<(), ConfigError> {
         let prepared = register_shape(runner);
         let mut table = encode_runner(&prepared)?;
         indent(&mut table, 1);
+        self.push_runner(table);
+        Ok(())
+    }
+
+    fn push_runner(&mut self, mut table: Table) {
         if !self.doc.as_table().is_empty() {
             // gitlab-runner separates each `[[runners]]` from what precedes it by a blank line.
             table.decor_mut().set_prefix("\n");
@@ -103,7 +123,6 @@ impl ConfigDocument {
                 root.insert("runners", Item::ArrayOfTables(runners));
             }
         }
-        Ok(())
     }
 
     /// Removes every runner for which `pred` is true and returns how many were removed.
@@ -288,6 +307,25 @@ fn encode_runner(runner: &RunnerConfig) -> Result<Table, ConfigError> {
     }
 }
 
+/// The keys without which a runner cannot work, built without serde.
+fn minimal_runner_table(runner: &RunnerConfig) -> Table {
+    let mut t = Table::new();
+    t.insert("name", toml_edit::value(runner.name.as_str()));
+    t.insert("url", toml_edit::value(runner.url.as_str()));
+    t.insert("id", toml_edit::value(runner.id));
+    t.insert("token", toml_edit::value(runner.token.expose()));
+    for (key, at) in [
+        ("token_obtained_at", runner.token_obtained_at),
+        ("token_expires_at", runner.token_expires_at),
+    ] {
+        if let Some(dt) = toml_datetime(at) {
+            t.insert(key, toml_edit::value(dt));
+        }
+    }
+    t.insert("executor", toml_edit::value(runner.executor.as_str()));
+    t
+}
+
 /// Two spaces per level, as in files written by gitlab-runner.
 fn indent(table: &mut Table, depth: usize) {
     let pad = INDENT.repeat(depth);
@@ -372,5 +410,38 @@ fn set_keeping_decor(table: &mut Table, key: &str, mut value: toml_edit::Value) 
                 k.leaf_decor_mut().set_prefix(pad);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Secret;
+
+    #[test]
+    fn minimal_table_has_credentials_and_executor() {
+        let r = RunnerConfig {
+            name: "n".into(),
+            url: "https://gitlab.example.com/".into(),
+            id: 7,
+            token: Secret::new("glrt-abc"),
+            executor: "shell".into(),
+            ..RunnerConfig::default()
+        };
+        let mut doc = DocumentMut::new();
+        let mut runners = ArrayOfTables::new();
+        runners.push(minimal_runner_table(&r));
+        doc.insert("runners", Item::ArrayOfTables(runners));
+        let parsed = crate::parse_str(&doc.to_string(), Path::new("c.toml")).map(|l| l.config);
+        let Ok(config) = parsed else {
+            panic!("minimal table does not parse: {parsed:?}");
+        };
+        assert_eq!(config.runners[0].token.expose(), "glrt-abc");
+        assert_eq!(config.runners[0].id, 7);
+        assert_eq!(config.runners[0].executor, "shell");
+        assert!(
+            doc.to_string()
+                .contains("token_expires_at = 0001-01-01T00:00:00Z")
+        );
     }
 }

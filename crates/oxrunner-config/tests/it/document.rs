@@ -41,7 +41,7 @@ fn new_file_gets_register_layout() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("etc/gitlab-runner/config.toml");
     let mut doc = ConfigDocument::open_or_new(&path).unwrap();
-    doc.append_runner(&shell_runner()).unwrap();
+    doc.append_runner(&shell_runner());
     doc.save().unwrap();
 
     assert_eq!(mode(&path), 0o600);
@@ -81,7 +81,7 @@ fn docker_runner_matches_the_seed_config_structure() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     let mut doc = ConfigDocument::open_or_new(&path).unwrap();
-    doc.append_runner(&seed_docker_runner()).unwrap();
+    doc.append_runner(&seed_docker_runner());
     doc.save().unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(
@@ -124,13 +124,13 @@ fn cache_volume_rules() {
         "/var/run/docker.sock:/var/run/docker.sock".into(),
         "shared:/cache".into(),
     ];
-    doc.append_runner(&with_volume).unwrap();
+    doc.append_runner(&with_volume);
     let mut no_cache = seed_docker_runner();
     no_cache.docker.as_mut().unwrap().disable_cache = Some(true);
-    doc.append_runner(&no_cache).unwrap();
+    doc.try_append_runner(&no_cache).unwrap();
     let mut windows = seed_docker_runner();
     windows.executor = "docker-windows".into();
-    doc.append_runner(&windows).unwrap();
+    doc.append_runner(&windows);
 
     let c = doc.config().unwrap();
     assert_eq!(
@@ -150,7 +150,7 @@ fn shell_runner_drops_other_executor_sections() {
     r.docker = Some(DockerConfig::default());
     r.builds_dir = Some("/srv/builds".into());
     r.limit = 2;
-    doc.append_runner(&r).unwrap();
+    doc.append_runner(&r);
     let text = doc.to_toml_string();
     assert!(!text.contains("[runners.docker]"), "{text}");
     assert!(text.contains("  limit = 2\n"), "{text}");
@@ -169,7 +169,7 @@ fn round_trip_keeps_comments_and_unknown_keys() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let mut doc = ConfigDocument::open_or_new(&path).unwrap();
-    doc.append_runner(&shell_runner()).unwrap();
+    doc.append_runner(&shell_runner());
     doc.save().unwrap();
 
     let text = std::fs::read_to_string(&path).unwrap();
