@@ -46,6 +46,13 @@ impl ConfigDocument {
                 });
             }
         };
+        if text.trim().is_empty() {
+            // gitlab-runner loads an empty file as `NewConfig` and saves it in full.
+            return Ok(Self {
+                path: path.to_owned(),
+                doc: new_document(),
+            });
+        }
         // Validates syntax and types with positions before any edit is attempted.
         parse_str(&text, path)?;
         let doc = text.parse::<DocumentMut>().map_err(|e| ConfigError::Syntax {

@@ -162,7 +162,12 @@ static RUNNER: Section = Section {
         ("custom", Shape::Section(&CUSTOM)),
         ("custom_build_dir", Shape::Section(&CUSTOM_BUILD_DIR)),
         ("artifact", Shape::Section(&ARTIFACT)),
+        ("kubernetes", Shape::Section(&KUBERNETES)),
     ],
+};
+static KUBERNETES: Section = Section {
+    fields: kubernetes_keys,
+    children: &[],
 };
 static DOCKER: Section = Section {
     fields: fields_of::<DockerConfig>,
@@ -204,6 +209,10 @@ static ARTIFACT: Section = Section {
     fields: fields_of::<ArtifactConfig>,
     children: &[],
 };
+
+fn kubernetes_keys() -> &'static [&'static str] {
+    crate::model::kubernetes::KNOWN_KEYS
+}
 
 /// An unknown key and a close known spelling, if any.
 pub(crate) struct Unknown {
@@ -347,6 +356,18 @@ mod tests {
         assert!(check_path(&keys(&["runners", "0", "docker", "services", "1", "alias"])).is_none());
         assert!(check_path(&keys(&["runners", "0", "autoscaler", "policy", "0", "x"])).is_none());
         assert!(check_path(&keys(&["runners", "0", "labels", "anything"])).is_none());
+        assert!(check_path(&keys(&["runners", "0", "kubernetes", "volumes", "pvc", "0", "x"])).is_none());
+        assert!(
+            check_path(&keys(&[
+                "runners",
+                "0",
+                "kubernetes",
+                "build_container_security_context"
+            ]))
+            .is_none()
+        );
+        let u = check_path(&keys(&["runners", "0", "kubernetes", "namespce"]));
+        assert_eq!(u.and_then(|u| u.suggestion), Some("namespace"));
         let u = check_path(&keys(&["runners", "0", "docker", "colume"]));
         assert!(u.is_some());
         let u = check_path(&keys(&["runners", "0", "buids_dir"]));

@@ -292,3 +292,15 @@ fn save_reports_unwritable_directory() {
     assert!(matches!(err, ConfigError::Write { .. }));
     assert!(err.to_string().contains("hint:"));
 }
+
+#[test]
+fn empty_file_is_treated_as_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "\n").unwrap();
+    let mut doc = ConfigDocument::open_or_new(&path).unwrap();
+    doc.append_runner(&shell_runner());
+    let text = doc.to_toml_string();
+    assert!(text.starts_with("concurrent = 1\ncheck_interval = 0\n"), "{text}");
+    assert_eq!(doc.runner_count(), 1);
+}
