@@ -6,8 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use oxrunner_core::{
-    FailureReason, JobCancel, JobOutcome, JobPlan, NoopHooks, RunnerContext, ShellExecutor, Sources,
-    Step, TraceFeatures, TraceWriter, Variable, When, build_dir, run_job,
+    FailureReason, JobCancel, JobOutcome, JobPlan, NoopHooks, RunnerContext, ShellExecutor, Sources, Step,
+    TraceFeatures, TraceWriter, Variable, When, build_dir, run_job,
 };
 
 struct Repo {
@@ -23,7 +23,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -48,7 +52,11 @@ struct Env {
 fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    Env { _dir: dir, root, repo: repo() }
+    Env {
+        _dir: dir,
+        root,
+        repo: repo(),
+    }
 }
 
 impl Env {
@@ -129,7 +137,13 @@ fn alive(pid: i32) -> bool {
     // Zombies count as gone: only a live process could still do harm.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat.rsplit(')').next().unwrap().split_whitespace().next().unwrap();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap();
             state != "Z" && state != "X"
         }
         Err(_) => false,
@@ -151,10 +165,16 @@ async fn successful_job() {
         "echo 'EXPORTED=from-env-file' >> \"$GITLAB_ENV\"",
     ]);
     let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    if std::env::var_os("OXR_SHOW_LOG").is_some() {
+        println!("{log}");
+    }
     assert_eq!(outcome, JobOutcome::Success, "{log}");
     let dir = build_dir(&plan, &env.ctx());
     assert_eq!(dir, env.root.join("builds/abcd1234/0/group/project"));
-    assert!(log.contains("\x1b[0KRunning with oxrunner 0.1.0 (deadbeef)\x1b[0;m\n"), "{log}");
+    assert!(
+        log.contains("\x1b[0KRunning with oxrunner 0.1.0 (deadbeef)\x1b[0;m\n"),
+        "{log}"
+    );
     assert!(log.contains("  on test-runner abcd1234, system ID: s_0123456789ab"));
     assert!(log.contains("greeting=hello 42\n"), "{log}");
     assert!(log.contains("secret=[MASKED]\n"));
@@ -164,11 +184,23 @@ async fn successful_job() {
     assert!(log.contains("committed content\n"));
     assert!(log.contains(&format!("head={}\n", env.repo.sha)));
     assert!(log.contains(&format!("pwd={0} dir={0}\n", dir.display())));
-    assert!(log.contains("\x1b[32;1m$ if true; then # collapsed multi-line command\x1b[0;m\nmulti-line-ran\n"));
+    assert!(
+        log.contains("\x1b[32;1m$ if true; then # collapsed multi-line command\x1b[0;m\nmulti-line-ran\n")
+    );
     assert!(log.contains("\x1b[32;1m$ cat hello.txt\x1b[0;m\n"));
     assert!(log.contains("after status=success\n"));
-    for stage in ["prepare_executor", "prepare_script", "get_sources", "step_script", "after_script", "cleanup_file_variables"] {
-        assert!(log.contains(&format!(":{stage}\r\x1b[0K")), "section {stage} missing: {log}");
+    for stage in [
+        "prepare_executor",
+        "prepare_script",
+        "get_sources",
+        "step_script",
+        "after_script",
+        "cleanup_file_variables",
+    ] {
+        assert!(
+            log.contains(&format!(":{stage}\r\x1b[0K")),
+            "section {stage} missing: {log}"
+        );
     }
     assert!(log.contains("Executing \"step_script\" stage of the job script"));
     assert!(log.ends_with("\x1b[32;1mJob succeeded\x1b[0;m\n"), "{log}");
@@ -199,12 +231,19 @@ async fn second_run_fetches_into_existing_checkout_and_env_file_carries_between_
     git(&env.repo.path, &["commit", "-q", "-am", "second"]);
     plan.sources.sha = git(&env.repo.path, &["rev-parse", "HEAD"]);
     plan.steps.truncate(1);
-    plan.steps[0].script = vec!["cat hello.txt".into(), "test ! -e untracked.txt".into(), "echo \"A=${A:-unset}\"".into()];
+    plan.steps[0].script = vec![
+        "cat hello.txt".into(),
+        "test ! -e untracked.txt".into(),
+        "echo \"A=${A:-unset}\"".into(),
+    ];
     let (outcome, log) = env.run(&plan, JobCancel::new()).await;
     assert_eq!(outcome, JobOutcome::Success, "{log}");
     assert!(!log.contains("Created fresh repository."), "{log}");
     assert!(log.contains("second\n"));
-    assert!(log.contains("A=unset\n"), "env file must not leak into the next job: {log}");
+    assert!(
+        log.contains("A=unset\n"),
+        "env file must not leak into the next job: {log}"
+    );
 }
 
 #[tokio::test]
@@ -223,7 +262,10 @@ async fn failing_job_reports_exit_code_and_runs_after_script() {
     assert!(log.contains("before\n"));
     assert!(!log.contains("never-printed\n"));
     assert!(log.contains("after status=failed\n"), "{log}");
-    assert!(log.ends_with("\x1b[31;1mERROR: Job failed: exit status 3\x1b[0;m\n"), "{log}");
+    assert!(
+        log.ends_with("\x1b[31;1mERROR: Job failed: exit status 3\x1b[0;m\n"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -231,7 +273,16 @@ async fn failing_pipeline_command_fails_the_step() {
     let env = env();
     let plan = env.plan(&["false | cat", "echo unreachable"]);
     let (outcome, log) = env.run(&plan, JobCancel::new()).await;
-    assert!(matches!(outcome, JobOutcome::Failed { exit_code: Some(1), .. }), "{log}");
+    assert!(
+        matches!(
+            outcome,
+            JobOutcome::Failed {
+                exit_code: Some(1),
+                ..
+            }
+        ),
+        "{log}"
+    );
     assert!(!log.contains("unreachable\n"));
 }
 
@@ -242,8 +293,17 @@ async fn bad_repository_fails_get_sources_after_retries() {
     plan.sources.repo_url = format!("file://{}/missing", env.root.display()).into();
     plan.variables.push(Variable::new("GET_SOURCES_ATTEMPTS", "2"));
     let (outcome, log) = env.run(&plan, JobCancel::new()).await;
-    assert!(matches!(outcome, JobOutcome::Failed { reason: FailureReason::ScriptFailure, .. }));
-    assert!(log.contains("Deleting all tracked and untracked files due to source fetch failure"), "{log}");
+    assert!(matches!(
+        outcome,
+        JobOutcome::Failed {
+            reason: FailureReason::ScriptFailure,
+            ..
+        }
+    ));
+    assert!(
+        log.contains("Deleting all tracked and untracked files due to source fetch failure"),
+        "{log}"
+    );
     assert!(!log.contains("should-not-run\n"));
     assert!(log.contains("after status=failed\n"));
 }
@@ -254,14 +314,15 @@ async fn job_timeout_kills_every_process() {
     let pidfile = env.root.join("sleep.pid");
     let script = format!("sleep 600 & echo $! > '{}'; wait", pidfile.display());
     let mut plan = env.plan(&[&script]);
-    plan.timeout = Duration::from_secs(3);
+    // Generous: the timeout also covers preparation and the clone on a busy machine.
+    plan.timeout = Duration::from_secs(8);
     let (outcome, log) = env.run(&plan, JobCancel::new()).await;
     assert_eq!(
         outcome,
         JobOutcome::Failed {
             reason: FailureReason::JobExecutionTimeout,
             exit_code: None,
-            message: "execution took longer than 3s seconds".into()
+            message: "execution took longer than 8s seconds".into()
         },
         "{log}"
     );
@@ -289,7 +350,13 @@ async fn graceful_cancel_runs_after_script() {
     let (outcome, log) = env.run(&plan, control).await;
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(
-        matches!(outcome, JobOutcome::Failed { reason: FailureReason::JobCanceled, .. }),
+        matches!(
+            outcome,
+            JobOutcome::Failed {
+                reason: FailureReason::JobCanceled,
+                ..
+            }
+        ),
         "{outcome:?}"
     );
     assert!(log.contains("after status=canceled\n"), "{log}");
@@ -314,7 +381,13 @@ async fn abort_stops_without_after_script() {
         abort.cancel();
     });
     let (outcome, log) = env.run(&plan, control).await;
-    assert!(matches!(outcome, JobOutcome::Failed { reason: FailureReason::JobCanceled, .. }));
+    assert!(matches!(
+        outcome,
+        JobOutcome::Failed {
+            reason: FailureReason::JobCanceled,
+            ..
+        }
+    ));
     assert!(!log.contains("after status="), "{log}");
     assert!(!log.contains("Running after_script"));
     let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
@@ -359,4 +432,26 @@ async fn strategy_none_and_empty() {
     assert_eq!(outcome, JobOutcome::Success, "{log}");
     assert!(log.contains("Skipping Git repository setup and creating an empty build directory"));
     assert!(log.contains("/group/project-empty\n"), "{log}");
+}
+
+#[tokio::test]
+async fn script_timeout_stops_the_step() {
+    let env = env();
+    let pidfile = env.root.join("sleep.pid");
+    let script = format!("sleep 600 & echo $! > '{}'; wait", pidfile.display());
+    let mut plan = env.plan(&[&script]);
+    plan.variables.push(Variable::new("RUNNER_SCRIPT_TIMEOUT", "2s"));
+    let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    assert_eq!(
+        outcome,
+        JobOutcome::Failed {
+            reason: FailureReason::JobExecutionTimeout,
+            exit_code: None,
+            message: "script execution took longer than 2s seconds".into()
+        },
+        "{log}"
+    );
+    assert!(log.contains("after status=timedout\n"), "{log}");
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(!alive(pid), "sleep {pid} survived the timeout");
 }

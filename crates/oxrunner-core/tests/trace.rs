@@ -6,10 +6,7 @@ use oxrunner_core::trace::{MaskSet, Masker, TraceWriter, limit_message};
 const SECRETS: &[&str] = &["s3cr3t-value", "s3cr3t", "tok€n-ünïcode", "a b&c/d"];
 
 fn mask_set() -> MaskSet {
-    MaskSet::new(
-        SECRETS.iter().map(|s| (*s).to_owned()),
-        &["custom_".to_owned()],
-    )
+    MaskSet::new(SECRETS.iter().map(|s| (*s).to_owned()), &["custom_".to_owned()])
 }
 
 fn sample() -> Vec<u8> {
@@ -88,7 +85,10 @@ fn masks_randomized_splits() {
 fn partial_secret_at_end_is_emitted_unmasked_on_flush() {
     assert_eq!(run_chunks(&[b"abc s3cr", b"3"]), "abc s3cr3");
     assert_eq!(run_chunks(&[b"x glpat-"]), "x glpat-");
-    assert_eq!(run_chunks(&[b"x glpat-", b"abc", b"def", b" y"]), "x glpat-[MASKED] y");
+    assert_eq!(
+        run_chunks(&[b"x glpat-", b"abc", b"def", b" y"]),
+        "x glpat-[MASKED] y"
+    );
 }
 
 #[tokio::test]
@@ -103,10 +103,7 @@ async fn writer_masks_counts_and_checksums() {
     let (crc, size) = handle.finish().await;
     let bytes = handle.read_all().unwrap();
     let text = String::from_utf8(bytes.clone()).unwrap();
-    assert_eq!(
-        text,
-        format!("{}\x1b[32;1mdone [MASKED]\x1b[0;m\n", expected())
-    );
+    assert_eq!(text, format!("{}\x1b[32;1mdone [MASKED]\x1b[0;m\n", expected()));
     assert_eq!(size, bytes.len() as u64);
     assert_eq!(crc, crc32fast::hash(&bytes));
     assert_eq!(*handle.committed.borrow(), size);

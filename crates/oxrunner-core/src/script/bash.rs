@@ -28,38 +28,20 @@ pub fn quote_path(p: &Path) -> String {
     quote(&p.to_string_lossy())
 }
 
-/// ANSI-C quoting (`$'...'`), used to echo coloured text with escape sequences.
-pub fn ansi_c_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 3);
-    out.push_str("$'");
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
+/// A line printing `text` verbatim. `printf` rather than `echo`: dash's `echo` interprets backslashes and dash
+/// has no `$'...'`, while the escape bytes themselves are fine inside single quotes for every shell.
+pub fn print_line(text: &str) -> String {
+    format!("printf '%s\\n' {}\n", quote(text))
 }
 
-/// A line that echoes `text` in green (gitlab-runner's `Noticef`).
+/// A line that prints `text` in green (gitlab-runner's `Noticef`).
 pub fn notice(text: &str) -> String {
-    format!("echo {}\n", ansi_c_quote(&format!("\x1b[32;1m{text}\x1b[0;m")))
+    print_line(&format!("\x1b[32;1m{text}\x1b[0;m"))
 }
 
-/// A line that echoes `text` as a yellow warning.
+/// A line that prints `text` as a yellow warning.
 pub fn warning(text: &str) -> String {
-    format!(
-        "echo {}\n",
-        ansi_c_quote(&format!("\x1b[0;33mWARNING: {text}\x1b[0;m"))
-    )
+    print_line(&format!("\x1b[0;33mWARNING: {text}\x1b[0;m"))
 }
 
 fn is_valid_name(key: &str) -> bool {
@@ -117,11 +99,10 @@ pub fn commands(lines: &[String]) -> String {
         if command.is_empty() {
             continue;
         }
-        let _ = writeln!(
-            out,
-            "echo {}",
-            ansi_c_quote(&format!("\x1b[32;1m{}\x1b[0;m", command_echo(command)))
-        );
+        out.push_str(&print_line(&format!(
+            "\x1b[32;1m{}\x1b[0;m",
+            command_echo(command)
+        )));
         out.push_str(command);
         out.push('\n');
     }
@@ -153,7 +134,6 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(quote("it's"), "'it'\\''s'");
-        assert_eq!(ansi_c_quote("a\x1b'\\"), "$'a\\x1b\\'\\\\'");
         assert_eq!(
             command_echo("if true; then\n echo x\nfi"),
             "$ if true; then # collapsed multi-line command"
