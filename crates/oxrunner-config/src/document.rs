@@ -20,10 +20,20 @@ use crate::model::serde_helpers::toml_datetime;
 const INDENT: &str = "  ";
 
 /// An editable `config.toml`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConfigDocument {
     path: PathBuf,
     doc: DocumentMut,
+}
+
+// The document holds runner tokens in plain text, so only its shape is printable.
+impl std::fmt::Debug for ConfigDocument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigDocument")
+            .field("path", &self.path)
+            .field("runners", &self.runner_count())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConfigDocument {

@@ -91,7 +91,10 @@ impl Source<'_> {
                     (String::new(), line, column)
                 }
             };
-            let message = e.message().trim().to_owned();
+            let mut message = e.message().trim().to_owned();
+            if is_secret_key(&key) {
+                message = redact_quoted(&message);
+            }
             ConfigError::Invalid {
                 path: self.origin.to_owned(),
                 line,
@@ -260,6 +263,45 @@ impl Source<'_> {
         }
         Ok(())
     }
+}
+
+/// Keys whose values must not be echoed in error messages.
+fn is_secret_key(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    matches!(
+        last,
+        "token"
+            | "bearer_token"
+            | "AccessKey"
+            | "SecretKey"
+            | "SessionToken"
+            | "PrivateKey"
+            | "AccountKey"
+            | "password"
+    )
+}
+
+/// Replaces every `"..."` and `` `...` `` span with `[REDACTED]`.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut open: Option<char> = None;
+    for c in message.chars() {
+        match open {
+            Some(q) if c == q => {
+                out.push_str("[REDACTED]");
+                out.push(c);
+                open = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '"' || c == '`' {
+                    open = Some(c);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn invalid_hint(key: &str, message: &str) -> String {

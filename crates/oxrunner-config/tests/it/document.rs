@@ -304,3 +304,39 @@ fn empty_file_is_treated_as_new() {
     assert!(text.starts_with("concurrent = 1\ncheck_interval = 0\n"), "{text}");
     assert_eq!(doc.runner_count(), 1);
 }
+
+#[test]
+fn document_debug_hides_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut doc = ConfigDocument::open_or_new(&dir.path().join("config.toml")).unwrap();
+    doc.append_runner(&shell_runner());
+    let shown = format!("{doc:?}");
+    assert!(!shown.contains("shelltoken"), "{shown}");
+    assert!(shown.contains("runners: 1"), "{shown}");
+}
+
+#[test]
+fn set_runner_token_adds_missing_dates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "[[runners]]\n  name = \"a\"\n  token = \"old\"\n  executor = \"shell\"\n",
+    )
+    .unwrap();
+    let mut doc = ConfigDocument::open_or_new(&path).unwrap();
+    doc.set_runner_token(0, "glrt-rotated", Some(datetime!(2026-11-27 12:00:00 UTC)), None)
+        .unwrap();
+    let text = doc.to_toml_string();
+    assert!(
+        text.contains("  token_obtained_at = 2026-11-27T12:00:00Z\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  token_expires_at = 0001-01-01T00:00:00Z\n"),
+        "{text}"
+    );
+    let r = &doc.config().unwrap().runners[0];
+    assert_eq!(r.token.expose(), "glrt-rotated");
+    assert_eq!(r.token_expires_at, None);
+}

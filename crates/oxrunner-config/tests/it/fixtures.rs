@@ -412,3 +412,17 @@ fn limits_above_concurrent_warn() {
         w.message
     );
 }
+
+#[test]
+fn errors_do_not_echo_secret_values() {
+    let text = "[[runners]]\n  token = 987654321\n";
+    let err = parse_str(text, Path::new("c.toml")).unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(matches!(err, ConfigError::Invalid { .. }), "{shown}");
+    assert!(!shown.contains("987654321"), "{shown}");
+    assert!(shown.contains("[REDACTED]"), "{shown}");
+
+    // The same mistake on a non-secret key keeps the value, which helps the user.
+    let err = parse_str("[[runners]]\n  name = 987654321\n", Path::new("c.toml")).unwrap_err();
+    assert!(err.to_string().contains("987654321"), "{err}");
+}
