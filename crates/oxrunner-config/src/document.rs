@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table};
 
 use crate::error::ConfigError;
-use crate::load::{Loaded, parse_str};
+use crate::load::{Loaded, line_column, parse_str};
 use crate::model::docker::DockerConfig;
 use crate::model::global::{Config, DEFAULT_SESSION_TIMEOUT};
 use crate::model::runner::RunnerConfig;
@@ -65,11 +65,14 @@ impl ConfigDocument {
         }
         // Validates syntax and types with positions before any edit is attempted.
         parse_str(&text, path)?;
-        let doc = text.parse::<DocumentMut>().map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            line: 0,
-            column: 0,
-            message: e.message().to_owned(),
+        let doc = text.parse::<DocumentMut>().map_err(|e| {
+            let (line, column) = line_column(&text, e.span().map_or(0, |s| s.start));
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
         })?;
         Ok(Self {
             path: path.to_owned(),
@@ -217,7 +220,13 @@ impl ConfigDocument {
             path: self.path.clone(),
             source,
         };
-        let dir = match self.path.parent() {
+        // Replace the file a symlink points to, not the link itself (gitlab-runner writes
+        // through links, and packagers link /etc/gitlab-runner/config.toml elsewhere).
+        let target = match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(&self.path).map_err(write_err)?,
+            _ => self.path.clone(),
+        };
+        let dir = match target.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
             _ => PathBuf::from("."),
         };
@@ -235,7 +244,7 @@ impl ConfigDocument {
         tmp.write_all(self.doc.to_string().as_bytes())
             .map_err(write_err)?;
         tmp.as_file().sync_all().map_err(write_err)?;
-        tmp.persist(&self.path).map_err(|e| write_err(e.error))?;
+        tmp.persist(&target).map_err(|e| write_err(e.error))?;
         // The rename is only durable once the directory entry is on disk.
         if let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();

@@ -340,3 +340,18 @@ fn set_runner_token_adds_missing_dates() {
     assert_eq!(r.token.expose(), "glrt-rotated");
     assert_eq!(r.token_expires_at, None);
 }
+
+#[test]
+fn save_writes_through_a_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.toml");
+    let link = dir.path().join("config.toml");
+    std::fs::write(&real, "concurrent = 2\n").unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let mut doc = ConfigDocument::open_or_new(&link).unwrap();
+    doc.append_runner(&shell_runner());
+    doc.save().unwrap();
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(load(&real).unwrap().config.runners.len(), 1);
+    assert_eq!(mode(&real), 0o600);
+}
