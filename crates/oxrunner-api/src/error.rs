@@ -12,7 +12,8 @@ use std::path::PathBuf;
 pub enum ApiError {
     /// The server's certificate could not be verified (or the TLS handshake failed otherwise).
     #[error(
-        "TLS error talking to {url_redacted}: {detail}\nhint: pass --tls-ca-file <ca.pem> or put the CA at <config dir>/certs/<host>.crt"
+        "TLS error talking to {url_redacted}: {detail}\nhint: {}",
+        tls_hint(url_redacted, detail)
     )]
     Tls {
         /// Request URL with credentials removed.
@@ -140,6 +141,29 @@ pub enum ApiError {
     },
 }
 
+/// Host part of a URL the way gitlab-runner names files in `certs/` (no port, no brackets).
+fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        })
+        .unwrap_or_else(|| "<host>".to_string())
+}
+
+/// The usual fix is a CA; a server that demands a client certificate needs the auth pair instead.
+fn tls_hint(url: &str, detail: &str) -> String {
+    let host = host_of(url);
+    if detail.contains("client certificate") {
+        format!(
+            "pass --tls-cert-file <cert.pem> and --tls-key-file <key.pem> or put them at <config dir>/certs/{host}.auth.crt and {host}.auth.key"
+        )
+    } else {
+        format!("pass --tls-ca-file <ca.pem> or put the CA at <config dir>/certs/{host}.crt")
+    }
+}
+
 impl ApiError {
     /// Classify a reqwest error: TLS verification problems are singled out because they have a fix.
     pub(crate) fn from_reqwest(err: &reqwest::Error, url_redacted: String) -> ApiError {
@@ -227,6 +251,12 @@ fn describe_rustls(err: &rustls::Error) -> String {
         rustls::Error::InvalidCertificate(other) => {
             format!("certificate verification failed: {other:?}")
         }
+        rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired
+            | rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::CertificateUnknown,
+        ) => format!("the server did not accept our client certificate or requires one ({err})"),
         other => format!("TLS handshake failed: {other}"),
     }
 }

@@ -18,7 +18,7 @@ pub mod redact;
 pub mod trace;
 pub mod wire;
 
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, TlsClientPem};
 pub use error::ApiError;
 pub use outcome::{
     ArtifactUpload, JobRequestOutcome, PatchOutcome, PatchTraceResult, UpdateJobResult, UpdateOutcome,

@@ -91,7 +91,14 @@ impl Default for TraceOptions {
 pub struct TraceSender {
     ctx: Arc<Ctx>,
     stop: CancellationToken,
-    task: JoinHandle<State>,
+    task: Option<JoinHandle<State>>,
+}
+
+impl Drop for TraceSender {
+    /// A sender dropped without `finish` (a panicking job task) must not PATCH forever.
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl std::fmt::Debug for TraceSender {
@@ -238,17 +245,33 @@ impl TraceSender {
         });
         let stop = CancellationToken::new();
         let task = tokio::spawn(run_loop(ctx.clone(), src.committed, stop.clone()));
-        (TraceSender { ctx, stop, task }, rx)
+        (
+            TraceSender {
+                ctx,
+                stop,
+                task: Some(task),
+            },
+            rx,
+        )
     }
 
     /// Stop the periodic sending, send every remaining byte up to `bytesize`, then report the final
     /// state with the trace checksum. Repeats on 202 (server still busy) and 412 (checksum mismatch:
     /// the whole trace is sent again), and retries failures with backoff. A job the server aborted
     /// returns `Ok`: there is nobody left to tell.
-    pub async fn finish(self, state: FinalState, checksum_crc32: u32, bytesize: u64) -> Result<(), ApiError> {
+    pub async fn finish(
+        mut self,
+        state: FinalState,
+        checksum_crc32: u32,
+        bytesize: u64,
+    ) -> Result<(), ApiError> {
         self.stop.cancel();
-        let ctx = self.ctx;
-        let mut st = match self.task.await {
+        let ctx = self.ctx.clone();
+        let joined = match self.task.take() {
+            Some(task) => task.await.map_err(|e| e.to_string()),
+            None => Err("already finished".to_string()),
+        };
+        let mut st = match joined {
             Ok(st) => st,
             Err(e) => {
                 // The loop cannot panic by design; if it did, resending from 0 is still correct

@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::redact::redact_url;
 
 /// Where and how to reach GitLab. Mirrors the `url` and `tls-*` keys of a `[[runners]]` entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ClientConfig {
     /// GitLab URL as in config.toml (`https://gitlab.example.com/`, a legacy `/ci` suffix is accepted).
     pub url: String,
@@ -30,6 +30,36 @@ pub struct ClientConfig {
     /// `<config dir>/certs`: when the files above are unset, `<host>.crt`, `<host>.auth.crt` and
     /// `<host>.auth.key` are picked up from here, as gitlab-runner does.
     pub certs_dir: Option<PathBuf>,
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("url", &redact_url(&self.url))
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("certs_dir", &self.certs_dir)
+            .finish()
+    }
+}
+
+/// PEM client certificate and key in use, for `CI_SERVER_TLS_CERT_FILE`/`CI_SERVER_TLS_KEY_FILE`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsClientPem {
+    /// Certificate (chain) PEM.
+    pub cert: String,
+    /// Private key PEM (a secret: never log it).
+    pub key: String,
+}
+
+impl fmt::Debug for TlsClientPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsClientPem")
+            .field("cert", &self.cert)
+            .field("key", &crate::redact::MASK)
+            .finish()
+    }
 }
 
 /// Runner API client. Cloning is cheap and clones share the connection pool and the
@@ -45,6 +75,7 @@ struct Inner {
     base: url::Url,
     base_str: String,
     ca_chain_pem: Option<String>,
+    client_pem: Option<TlsClientPem>,
     user_agent: String,
     last_update: Mutex<String>,
 }
@@ -98,6 +129,7 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none());
 
         let mut ca_chain_pem = None;
+        let mut client_pem = None;
         if let Some(ca) = &tls.ca_file {
             let pem = read_file(ca)?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ApiError::TlsFile {
@@ -114,14 +146,20 @@ impl Client {
             ca_chain_pem = Some(String::from_utf8_lossy(&pem).into_owned());
         }
         if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-            let mut pem = read_file(cert)?;
+            let cert_pem = read_file(cert)?;
+            let key_pem = read_file(key)?;
+            let mut pem = cert_pem.clone();
             pem.push(b'\n');
-            pem.extend_from_slice(&read_file(key)?);
+            pem.extend_from_slice(&key_pem);
             let identity = reqwest::Identity::from_pem(&pem).map_err(|e| ApiError::TlsFile {
                 path: cert.clone(),
                 detail: format!("with key {}: {}", key.display(), crate::error::chain_text(&e)),
             })?;
             builder = builder.identity(identity);
+            client_pem = Some(TlsClientPem {
+                cert: String::from_utf8_lossy(&cert_pem).into_owned(),
+                key: String::from_utf8_lossy(&key_pem).into_owned(),
+            });
         }
         let http = builder.build().map_err(|e| ApiError::ClientSetup {
             detail: crate::error::chain_text(&e),
@@ -133,6 +171,7 @@ impl Client {
                 base,
                 base_str,
                 ca_chain_pem,
+                client_pem,
                 user_agent,
                 last_update: Mutex::new(String::new()),
             }),
@@ -147,6 +186,11 @@ impl Client {
     /// Content of the CA file in use (configured or auto-picked), for `CI_SERVER_TLS_CA_FILE`.
     pub fn ca_chain_pem(&self) -> Option<String> {
         self.inner.ca_chain_pem.clone()
+    }
+
+    /// Client certificate and key in use (configured or auto-picked), if any.
+    pub fn tls_client_pem(&self) -> Option<TlsClientPem> {
+        self.inner.client_pem.clone()
     }
 
     /// The `User-Agent` sent with every request.

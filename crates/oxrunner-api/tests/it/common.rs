@@ -93,14 +93,23 @@ pub async fn start_tls(
     key_pem: String,
     script: impl Fn(&Req, usize) -> Response + Send + Sync + 'static,
 ) -> Server {
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem.into_bytes(), key_pem.into_bytes())
+        .await
+        .unwrap();
+    start_tls_with(host, config, script).await
+}
+
+/// TLS server with a prepared rustls configuration (e.g. one that requires client certificates).
+pub async fn start_tls_with(
+    host: &str,
+    config: axum_server::tls_rustls::RustlsConfig,
+    script: impl Fn(&Req, usize) -> Response + Send + Sync + 'static,
+) -> Server {
     let reqs = Arc::new(Mutex::new(Vec::new()));
     let app = router(Arc::new(script), reqs.clone());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert_pem.into_bytes(), key_pem.into_bytes())
-        .await
-        .unwrap();
     let server = axum_server::from_tcp_rustls(listener, config).unwrap();
     tokio::spawn(async move {
         let _ = server.serve(app.into_make_service()).await;
