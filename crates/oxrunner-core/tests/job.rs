@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use oxrunner_core::{
-    FailureReason, JobCancel, JobOutcome, JobPlan, NoopHooks, RunnerContext, ShellExecutor, Sources, Step,
+    ArtifactSpec, ArtifactsFile, CacheSpec, Dependency, FailureReason, HookError, JobCancel, JobHooks,
+    JobOutcome, JobPlan, JobStatus, NoopHooks, RunnerContext, ShellExecutor, Sources, StageCtx, Step,
     TraceFeatures, TraceWriter, Variable, When, build_dir, run_job,
 };
 
@@ -121,10 +123,21 @@ impl Env {
     }
 
     async fn run(&self, plan: &JobPlan, control: JobCancel) -> (JobOutcome, String) {
+        self.run_with(plan, control, &NoopHooks, ShellExecutor::new())
+            .await
+    }
+
+    async fn run_with(
+        &self,
+        plan: &JobPlan,
+        control: JobCancel,
+        hooks: &dyn JobHooks,
+        exec: ShellExecutor,
+    ) -> (JobOutcome, String) {
         let ctx = self.ctx();
         let (trace, handle) = TraceWriter::new(&self.root, plan.mask_set(), 0).unwrap();
-        let mut exec = ShellExecutor::new().with_kill_grace(Duration::from_secs(3));
-        let outcome = run_job(plan, &ctx, &mut exec, &NoopHooks, &trace, control).await;
+        let mut exec = exec.with_kill_grace(Duration::from_secs(3));
+        let outcome = run_job(plan, &ctx, &mut exec, hooks, &trace, control).await;
         let (crc, size) = handle.finish().await;
         let bytes = handle.read_all().unwrap();
         assert_eq!(size, bytes.len() as u64);
@@ -454,4 +467,209 @@ async fn script_timeout_stops_the_step() {
     assert!(log.contains("after status=timedout\n"), "{log}");
     let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     assert!(!alive(pid), "sleep {pid} survived the timeout");
+}
+
+/// Records which hooks ran, with the job state and the checkout they saw; can fail one of them.
+#[derive(Default)]
+struct RecordingHooks {
+    calls: std::sync::Mutex<Vec<String>>,
+    fail_download: bool,
+}
+
+impl RecordingHooks {
+    fn record(&self, ctx: &StageCtx<'_>, what: &str) {
+        let status = if ctx.status == JobStatus::Success {
+            "ok"
+        } else {
+            "failed"
+        };
+        let checkout = ctx.project_dir.join("hello.txt").exists();
+        let key = ctx.variables.value("CI_JOB_ID").unwrap_or("?");
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("{}:{what}:{status}:{checkout}:{key}", ctx.stage.name()));
+    }
+}
+
+impl JobHooks for RecordingHooks {
+    fn restore_cache<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        trace: &'a TraceWriter,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(async move {
+            trace.println("restoring (hook)");
+            self.record(ctx, "restore");
+            Err(HookError::new("cache server unreachable"))
+        })
+    }
+    fn download_artifacts<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        _trace: &'a TraceWriter,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(async move {
+            self.record(ctx, "download");
+            if self.fail_download {
+                Err(HookError::with_reason(
+                    FailureReason::MissingDependencyFailure,
+                    "dependency artifacts are gone",
+                ))
+            } else {
+                Ok(())
+            }
+        })
+    }
+    fn archive_cache<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        _trace: &'a TraceWriter,
+        on_failure: bool,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(async move {
+            self.record(ctx, &format!("archive(on_failure={on_failure})"));
+            Ok(())
+        })
+    }
+    fn upload_artifacts<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        _trace: &'a TraceWriter,
+        on_failure: bool,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(async move {
+            self.record(ctx, &format!("upload(on_failure={on_failure})"));
+            if on_failure {
+                Ok(())
+            } else {
+                Err(HookError::new(
+                    "413 Request Entity Too Large\nhint: raise the maximum artifacts size",
+                ))
+            }
+        })
+    }
+}
+
+fn with_cache_and_artifacts(mut plan: JobPlan) -> JobPlan {
+    plan.caches = vec![CacheSpec {
+        key: "k".into(),
+        paths: vec!["vendor".into()],
+        ..CacheSpec::default()
+    }];
+    plan.artifacts = vec![ArtifactSpec {
+        name: "a".into(),
+        paths: vec!["out".into()],
+        ..ArtifactSpec::default()
+    }];
+    plan.dependencies = vec![Dependency {
+        id: 1,
+        name: "build".into(),
+        token: "dep-token".into(),
+        artifacts_file: Some(ArtifactsFile {
+            filename: "artifacts.zip".into(),
+            size: 10,
+        }),
+    }];
+    plan
+}
+
+#[tokio::test]
+async fn hooks_run_in_order_with_job_state() {
+    let env = env();
+    let plan = with_cache_and_artifacts(env.plan(&["echo step"]));
+    let hooks = RecordingHooks::default();
+    let (outcome, log) = env
+        .run_with(&plan, JobCancel::new(), &hooks, ShellExecutor::new())
+        .await;
+    assert_eq!(
+        hooks.calls.lock().unwrap().clone(),
+        vec![
+            "restore_cache:restore:ok:true:42",
+            "download_artifacts:download:ok:true:42",
+            "archive_cache:archive(on_failure=false):ok:true:42",
+            "upload_artifacts_on_success:upload(on_failure=false):ok:true:42",
+        ]
+    );
+    // A cache restore failure is only a warning; an upload failure fails the job with its message.
+    assert!(
+        log.contains("WARNING: Failed to restore the cache: cache server unreachable"),
+        "{log}"
+    );
+    assert!(log.contains("restoring (hook)"));
+    assert!(log.contains("Saving cache for successful job"));
+    assert!(log.contains("Uploading artifacts for successful job"));
+    assert!(
+        matches!(
+            outcome,
+            JobOutcome::Failed { reason: FailureReason::ScriptFailure, ref message, .. } if message.starts_with("413 Request Entity Too Large")
+        ),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn failed_download_skips_steps_and_uses_on_failure_hooks() {
+    let env = env();
+    let plan = with_cache_and_artifacts(env.plan(&["echo step-ran"]));
+    let hooks = RecordingHooks {
+        fail_download: true,
+        ..RecordingHooks::default()
+    };
+    let (outcome, log) = env
+        .run_with(&plan, JobCancel::new(), &hooks, ShellExecutor::new())
+        .await;
+    assert!(!log.contains("step-ran\n"));
+    assert!(log.contains("after status=failed\n"));
+    assert_eq!(
+        hooks.calls.lock().unwrap()[2..].to_vec(),
+        vec![
+            "archive_cache_on_failure:archive(on_failure=true):failed:true:42",
+            "upload_artifacts_on_failure:upload(on_failure=true):failed:true:42",
+        ]
+    );
+    assert_eq!(
+        outcome,
+        JobOutcome::Failed {
+            reason: FailureReason::MissingDependencyFailure,
+            exit_code: None,
+            message: "dependency artifacts are gone".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn runs_with_posix_sh_when_bash_is_not_used() {
+    let env = env();
+    let plan = env.plan(&["echo \"shell=$0 secret=$MY_SECRET\"", "cat hello.txt"]);
+    let (outcome, log) = env
+        .run_with(
+            &plan,
+            JobCancel::new(),
+            &NoopHooks,
+            ShellExecutor::new().with_shell("/bin/sh"),
+        )
+        .await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert!(log.contains("Using Shell (sh) executor..."));
+    assert!(log.contains("secret=[MASKED]\n"));
+    assert!(log.contains("committed content\n"));
+    assert!(log.contains("\x1b[32;1m$ cat hello.txt\x1b[0;m\n"), "{log}");
+}
+
+#[tokio::test]
+async fn ca_file_variable_exists_during_the_job_only() {
+    let env = env();
+    let mut plan = env.plan(&[
+        "cat \"$CI_SERVER_TLS_CA_FILE\"",
+        "echo \"ca=$CI_SERVER_TLS_CA_FILE\"",
+    ]);
+    plan.sources.ca_file = Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into());
+    let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    let tmp = env.root.join("builds/abcd1234/0/group/project.tmp");
+    let path = tmp.join("CI_SERVER_TLS_CA_FILE");
+    assert!(log.contains("-----BEGIN CERTIFICATE-----\nMIIB\n"), "{log}");
+    assert!(log.contains(&format!("ca={}\n", path.display())));
+    assert!(!path.exists());
 }
