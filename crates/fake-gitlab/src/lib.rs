@@ -1,1 +1,272 @@
-//! placeholder
+//! A GitLab stand-in that speaks the Runner API like GitLab (Rails + Workhorse) does: runner
+//! registration, long-polled job requests, job updates with two-phase commit, incremental
+//! traces, artifacts (with an object-storage redirect), and git over smart HTTP. It also offers
+//! deterministic fault injection. Used by oxrunner's integration tests and benchmarks, and as a
+//! standalone binary (`fake-gitlab`) driven through `/fake-admin/...`.
+
+mod admin;
+mod api;
+mod error;
+mod faults;
+mod git;
+mod http;
+mod ops;
+mod payload;
+mod records;
+mod spec;
+mod state;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, patch, post, put};
+use tokio::sync::Notify;
+
+pub use error::FakeError;
+pub use faults::{Endpoint, FailRule, FaultConfig, FaultHandle};
+pub use records::{JobRecord, Project, RequestLog, RunnerManager, RunnerRecord, StoredArtifact};
+pub use spec::{ArtifactSpec, CacheSpec, ImageSpec, JobSpec, VarFlags};
+pub use tls::{TestPki, TlsMaterial};
+
+use state::{Inner, Shared};
+
+/// How the fake behaves.
+#[derive(Clone, Debug)]
+pub struct FakeOptions {
+    /// Serve HTTPS with this certificate (the URL then uses `localhost`).
+    pub tls: Option<TlsMaterial>,
+    /// Workhorse long-poll duration for `jobs/request` (GitLab's default is 50 s). Zero turns
+    /// long polling off, like `-apiCiLongPollingDuration 0`.
+    pub long_poll: Duration,
+    /// Largest accepted artifact upload in bytes; larger uploads get 413.
+    pub max_artifact_size: Option<u64>,
+    /// Value of `X-GitLab-Trace-Update-Interval`, seconds.
+    pub trace_update_interval: u64,
+    /// Legacy registration token accepted by `POST /runners`.
+    pub registration_token: String,
+    /// Answer `POST /runners` with 410 Gone, as GitLab does when registration tokens are disabled.
+    pub registration_disabled: bool,
+    /// Address to listen on; port 0 picks a free port. Must be a loopback address.
+    pub listen: SocketAddr,
+}
+
+impl Default for FakeOptions {
+    fn default() -> Self {
+        FakeOptions {
+            tls: None,
+            long_poll: Duration::from_secs(50),
+            max_artifact_size: None,
+            trace_update_interval: 3,
+            registration_token: "GR1348941fake-registration".to_string(),
+            registration_disabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+/// A running fake GitLab. Dropping it stops the server.
+pub struct FakeGitlab {
+    shared: Arc<Shared>,
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for FakeGitlab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeGitlab")
+            .field("url", &self.shared.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route(
+            "/api/v4/runners",
+            post(api::runners::register).delete(api::runners::unregister),
+        )
+        .route("/api/v4/runners/verify", post(api::runners::verify))
+        .route(
+            "/api/v4/runners/managers",
+            delete(api::runners::unregister_manager),
+        )
+        .route(
+            "/api/v4/runners/reset_authentication_token",
+            post(api::runners::reset_token),
+        )
+        .route("/api/v4/jobs/request", post(api::jobs::request))
+        .route("/api/v4/jobs/{id}", put(api::jobs::update))
+        .route("/api/v4/jobs/{id}/trace", patch(api::jobs::trace))
+        .route(
+            "/api/v4/jobs/{id}/artifacts",
+            post(api::artifacts::upload).get(api::artifacts::download),
+        )
+        .route(
+            "/object-storage/artifacts/{id}/{filename}",
+            get(api::artifacts::object_storage),
+        )
+        .merge(admin::router())
+        .fallback(git::fallback);
+    api.layer(axum::middleware::from_fn_with_state(
+        shared.clone(),
+        faults::fault_layer,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        shared.clone(),
+        http::log_layer,
+    ))
+    // Artifacts, traces and git packs are unbounded; the artifact limit is checked explicitly.
+    .layer(DefaultBodyLimit::disable())
+    .with_state(shared)
+}
+
+impl FakeGitlab {
+    /// Binds (by default on 127.0.0.1 with a random port) and serves in a background task.
+    pub async fn start(opts: FakeOptions) -> Result<FakeGitlab, FakeError> {
+        let listener = std::net::TcpListener::bind(opts.listen).map_err(|source| FakeError::Bind {
+            addr: opts.listen.to_string(),
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| FakeError::Bind {
+            addr: opts.listen.to_string(),
+            source,
+        })?;
+        let base_url = match &opts.tls {
+            Some(_) if addr.ip().is_loopback() => format!("https://localhost:{}", addr.port()),
+            Some(_) => format!("https://{addr}"),
+            None => format!("http://{addr}"),
+        };
+        let repos = tempfile::Builder::new()
+            .prefix("fake-gitlab-repos-")
+            .tempdir()
+            .map_err(|e| FakeError::io(std::env::temp_dir(), e))?;
+        let shared = Arc::new(Shared {
+            opts: opts.clone(),
+            base_url,
+            inner: Mutex::new(Inner::new()),
+            queue_changed: Notify::new(),
+            job_changed: Notify::new(),
+            faults: Mutex::new(faults::FaultState::new()),
+            repos,
+        });
+        let app = router(shared.clone());
+        let handle = axum_server::Handle::new();
+        let bind_err = |source| FakeError::Bind {
+            addr: addr.to_string(),
+            source,
+        };
+        let task = match &opts.tls {
+            Some(tls) => {
+                let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+                    tls.cert_pem.clone().into_bytes(),
+                    tls.key_pem.clone().into_bytes(),
+                )
+                .await
+                .map_err(|source| FakeError::Tls { source })?;
+                let server = axum_server::from_tcp_rustls(listener, config)
+                    .map_err(bind_err)?
+                    .handle(handle.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = server.serve(app.into_make_service()).await {
+                        tracing::error!(error = %e, "fake GitLab server stopped");
+                    }
+                })
+            }
+            None => {
+                let server = axum_server::from_tcp(listener)
+                    .map_err(bind_err)?
+                    .handle(handle.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = server.serve(app.into_make_service()).await {
+                        tracing::error!(error = %e, "fake GitLab server stopped");
+                    }
+                })
+            }
+        };
+        Ok(FakeGitlab { shared, handle, task })
+    }
+
+    /// `http://127.0.0.1:PORT` or `https://localhost:PORT`.
+    pub fn url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// Like creating a runner in the UI: returns a `glrt-` token usable for verify and jobs.
+    pub fn create_runner_token(&self, description: &str) -> String {
+        ops::create_runner(&self.shared, description, Vec::new(), true).token
+    }
+
+    /// Same, with tags and the "run untagged jobs" setting.
+    pub fn create_runner_token_with_tags(
+        &self,
+        description: &str,
+        tags: &[&str],
+        run_untagged: bool,
+    ) -> String {
+        let tags = tags.iter().map(|t| t.to_string()).collect();
+        ops::create_runner(&self.shared, description, tags, run_untagged).token
+    }
+
+    pub fn runners(&self) -> Vec<RunnerRecord> {
+        ops::runners(&self.shared)
+    }
+
+    /// Makes a bare repository from the files of `from_dir` (committed on `main`), served at
+    /// `<url>/<path>.git` to clients authenticated as `gitlab-ci-token:<running job token>`.
+    pub fn create_project(&self, path: &str, from_dir: &Path) -> Result<Project, FakeError> {
+        ops::create_project(&self.shared, path, from_dir)
+    }
+
+    /// Commits the current content of `from_dir` on `main` (like a push); returns the new sha.
+    /// Jobs enqueued afterwards use it.
+    pub fn push_commit(&self, project_id: i64, from_dir: &Path, message: &str) -> Result<String, FakeError> {
+        ops::push_commit(&self.shared, project_id, from_dir, message)
+    }
+
+    pub fn enqueue_job(&self, spec: JobSpec) -> i64 {
+        ops::enqueue_job(&self.shared, spec)
+    }
+
+    pub fn job(&self, id: i64) -> Option<JobRecord> {
+        ops::job(&self.shared, id)
+    }
+
+    /// Waits until the job is `success`, `failed` or `canceled`; `None` on timeout or unknown id.
+    pub async fn wait_job_finished(&self, id: i64, timeout: Duration) -> Option<JobRecord> {
+        ops::wait_job_finished(&self.shared, id, timeout).await
+    }
+
+    /// Like pressing "Cancel": a pending job is canceled at once; a running job goes to
+    /// `canceling` if its runner advertised `cancel_gracefully`, else straight to `canceled`.
+    pub fn cancel_job(&self, id: i64) {
+        ops::cancel_job(&self.shared, id)
+    }
+
+    pub fn faults(&self) -> FaultHandle {
+        FaultHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The highest number of jobs that were running at the same time.
+    pub fn max_concurrent_running(&self) -> usize {
+        state::lock(&self.shared.inner).max_running
+    }
+
+    /// Every request seen so far (admin requests excluded).
+    pub fn requests(&self) -> Vec<RequestLog> {
+        ops::requests(&self.shared)
+    }
+}
+
+impl Drop for FakeGitlab {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        self.task.abort();
+    }
+}

@@ -1,0 +1,3 @@
+pub(crate) mod artifacts;
+pub(crate) mod jobs;
+pub(crate) mod runners;

@@ -1,0 +1,67 @@
+//! TLS material for the HTTPS variant of the fake, plus a throw-away test PKI.
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+
+use crate::FakeError;
+
+/// PEM certificate chain and private key served by the fake.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("cert_pem", &format_args!("<{} bytes>", self.cert_pem.len()))
+            .field("key_pem", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// A private CA and a server certificate for `localhost` / `127.0.0.1` / `::1` signed by it, so
+/// tests can exercise `tls-ca-file` the way a self-hosted GitLab with an internal CA is used.
+#[derive(Clone, Debug)]
+pub struct TestPki {
+    /// The CA certificate (what a runner's `tls-ca-file` would contain).
+    pub ca_pem: String,
+    /// Server certificate (leaf, followed by nothing else) and key for [`crate::FakeOptions::tls`].
+    pub server: TlsMaterial,
+}
+
+impl TestPki {
+    pub fn generate() -> Result<TestPki, FakeError> {
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "fake-gitlab test CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+        let leaf_key = KeyPair::generate()?;
+        let mut leaf_params = CertificateParams::new(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ])?;
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer)?;
+        Ok(TestPki {
+            ca_pem: ca_cert.pem(),
+            server: TlsMaterial {
+                cert_pem: leaf.pem(),
+                key_pem: leaf_key.serialize_pem(),
+            },
+        })
+    }
+}
