@@ -403,6 +403,13 @@ async fn abort_stops_without_after_script() {
     ));
     assert!(!log.contains("after status="), "{log}");
     assert!(!log.contains("Running after_script"));
+    // Secrets on disk are removed even after an abort.
+    assert!(log.contains(":cleanup_file_variables\r"), "{log}");
+    assert!(
+        !env.root
+            .join("builds/abcd1234/0/group/project.tmp/FILE_VAR")
+            .exists()
+    );
     let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     assert!(!alive(pid));
 }

@@ -25,6 +25,8 @@ pub const DEFAULT_AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// gitlab-runner retries `Prepare` this many times, this far apart, unless it returned a build error.
 const PREPARE_ATTEMPTS: u32 = 3;
 const PREPARE_RETRY_DELAY: Duration = Duration::from_secs(3);
+/// Upper bound for `cleanup_file_variables`, which also runs after an abort.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Cancellation requests for one job.
 #[derive(Clone, Debug, Default)]
@@ -63,6 +65,7 @@ struct Limits {
     deadline: Option<Instant>,
     script_deadline: Option<(Instant, Duration)>,
     graceful: bool,
+    abortable: bool,
 }
 
 struct Failure {
@@ -85,6 +88,8 @@ struct Driver<'a> {
     deadline: Instant,
     failure: Option<Failure>,
     interrupt: Option<Interrupt>,
+    /// A stage script was started, so file variables may exist on disk.
+    scripts_ran: bool,
 }
 
 /// Runs the job and returns its outcome; the trace ends with `Job succeeded` or `ERROR: Job failed: ...`.
@@ -97,6 +102,19 @@ pub async fn run_job(
     trace: &TraceWriter,
     control: JobCancel,
 ) -> JobOutcome {
+    // gitlab-runner's shell default `builds` means `$PWD/builds`; CI_PROJECT_DIR must be absolute.
+    let absolute;
+    let ctx = if ctx.builds_dir.is_relative() || ctx.cache_dir.is_relative() {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        absolute = RunnerContext {
+            builds_dir: cwd.join(&ctx.builds_dir),
+            cache_dir: cwd.join(&ctx.cache_dir),
+            ..ctx.clone()
+        };
+        &absolute
+    } else {
+        ctx
+    };
     let project_dir = build_dir(plan, ctx);
     let tmp_dir = tmp_dir(&project_dir);
     let raw = env::job_variables(plan, ctx, &project_dir, &tmp_dir);
@@ -116,8 +134,10 @@ pub async fn run_job(
         deadline: Instant::now() + plan.effective_timeout(),
         failure: None,
         interrupt: None,
+        scripts_ran: false,
     };
     driver.run().await;
+    driver.cleanup_file_variables().await;
     driver.executor.cleanup().await;
     let outcome = match driver.failure {
         None => {
@@ -170,28 +190,34 @@ impl Driver<'_> {
             return;
         }
         self.archive_and_upload().await;
-        if self.interrupt == Some(Interrupt::Abort) {
+    }
+
+    /// Removes file variables and git credentials. Runs even after an abort (with its own short deadline):
+    /// the shell executor would otherwise leave secrets on disk.
+    async fn cleanup_file_variables(&mut self) {
+        if !self.scripts_ran {
             return;
         }
         let script = self.scripts(&self.vars).cleanup_file_variables();
         let stage = Stage::CleanupFileVariables;
         self.section_start(&stage);
         let limits = Limits {
-            deadline: None,
+            deadline: Some(Instant::now() + CLEANUP_TIMEOUT),
             script_deadline: None,
             graceful: false,
+            abortable: false,
         };
         match self.run_script(stage.clone(), script, limits).await {
-            StageResult::Interrupted(i) => self.interrupt = Some(i),
+            StageResult::Exit(status) if status.success() => {}
+            StageResult::Exit(status) => self
+                .trace
+                .warning(&format!("Cleaning up file based variables failed: {status}")),
+            StageResult::Interrupted(_) => self.trace.warning("Cleaning up file based variables timed out"),
             StageResult::Error(err) => self
                 .trace
                 .warning(&format!("Cleaning up file based variables failed: {err}")),
-            StageResult::Exit(_) => {}
         }
         self.section_end(&stage);
-        if self.interrupt == Some(Interrupt::Abort) {
-            self.fail_interrupted(Interrupt::Abort);
-        }
     }
 
     fn scripts<'s>(&'s self, vars: &'s Variables) -> ScriptContext<'s> {
@@ -219,6 +245,7 @@ impl Driver<'_> {
             deadline: Some(self.deadline),
             script_deadline: None,
             graceful: true,
+            abortable: true,
         }
     }
 
@@ -419,6 +446,7 @@ impl Driver<'_> {
                 deadline: Some(deadline),
                 script_deadline,
                 graceful: true,
+                abortable: true,
             };
             let script = self.scripts(&self.vars).user_step(step);
             let stage = Stage::Step(step.name.clone());
@@ -477,6 +505,7 @@ impl Driver<'_> {
             deadline: None,
             script_deadline: Some((Instant::now() + timeout, timeout)),
             graceful: false,
+            abortable: true,
         };
         let ignore_errors = self.vars.bool("AFTER_SCRIPT_IGNORE_ERRORS").unwrap_or(true);
         match self.stage_result(Stage::AfterScript, script, limits).await {
@@ -555,6 +584,7 @@ impl Driver<'_> {
                 deadline: None,
                 script_deadline: None,
                 graceful: false,
+                abortable: true,
             }
         };
         let hook_cancel = self.control.abort.child_token();
@@ -601,6 +631,7 @@ impl Driver<'_> {
     /// Runs one script on the executor. On timeout or cancellation the executor's token is fired and the
     /// driver still waits for `run` to return, so no process of the stage outlives it.
     async fn run_script(&mut self, stage: Stage, script: String, limits: Limits) -> StageResult {
+        self.scripts_ran = true;
         let cancel = CancellationToken::new();
         let cmd = StageCommand {
             predefined: stage.is_predefined(),
@@ -619,7 +650,7 @@ impl Driver<'_> {
         let result = loop {
             tokio::select! {
                 res = &mut fut => break res,
-                _ = control.abort.cancelled(), if why != Some(Interrupt::Abort) => {
+                _ = control.abort.cancelled(), if limits.abortable && why != Some(Interrupt::Abort) => {
                     why = Some(Interrupt::Abort);
                     cancel.cancel();
                 }
@@ -652,7 +683,7 @@ async fn guard<F: Future>(fut: F, control: &JobCancel, limits: Limits) -> Result
     let deadline = limits.deadline.unwrap_or(far);
     tokio::select! {
         out = fut => Ok(out),
-        _ = control.abort.cancelled() => Err(Interrupt::Abort),
+        _ = control.abort.cancelled(), if limits.abortable => Err(Interrupt::Abort),
         _ = control.graceful.cancelled(), if limits.graceful => Err(Interrupt::Graceful),
         _ = tokio::time::sleep_until(deadline) => Err(Interrupt::JobTimeout),
     }
