@@ -49,7 +49,7 @@ impl Client {
             let url = upload_url(&base, job_id, opts)?;
             let shown = redact_url(url.as_str());
             let sent = self
-                .send(&url, |http| {
+                .send_transfer(&url, |http| {
                     let url = url.clone();
                     let path = file.to_path_buf();
                     let filename = opts.filename.clone();
@@ -164,7 +164,7 @@ impl Client {
             url.query_pairs_mut().append_pair("direct_download", "true");
         }
         let resp = self
-            .send(&url, |http| {
+            .send_transfer(&url, |http| {
                 let b = http.get(url.clone()).header(JOB_TOKEN, token);
                 async move { Ok(b) }
             })
@@ -179,7 +179,7 @@ impl Client {
                 })?;
                 // Object storage authenticates with the signed URL; the job token must not leak there.
                 let next = self
-                    .send(&target, |http| {
+                    .send_transfer(&target, |http| {
                         let b = http.get(target.clone());
                         async move { Ok(b) }
                     })

@@ -70,7 +70,10 @@ pub struct Client {
 }
 
 struct Inner {
+    /// API calls: long-poll friendly read timeout.
     http: reqwest::Client,
+    /// Artifact transfers: same TLS setup, no read timeout.
+    transfer: reqwest::Client,
     /// `<gitlab>/api/v4/`, always with a trailing slash so `join` appends.
     base: url::Url,
     base_str: String,
@@ -115,19 +118,8 @@ impl Client {
             crate::wire::go_os(),
             crate::wire::go_arch()
         );
-        let mut builder = reqwest::Client::builder()
-            .user_agent(user_agent.clone())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .timeout(TOTAL_TIMEOUT)
-            .tcp_keepalive(Duration::from_secs(30))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(100)
-            .tls_version_min(reqwest::tls::Version::TLS_1_2)
-            // Redirects are handled per endpoint: artifact uploads re-base on 307, downloads must
-            // not forward JOB-TOKEN to object storage.
-            .redirect(reqwest::redirect::Policy::none());
-
+        let mut ca_certs = None;
+        let mut identity = None;
         let mut ca_chain_pem = None;
         let mut client_pem = None;
         if let Some(ca) = &tls.ca_file {
@@ -142,7 +134,7 @@ impl Client {
                     detail: "no certificate found".to_string(),
                 });
             }
-            builder = builder.tls_certs_merge(certs);
+            ca_certs = Some(certs);
             ca_chain_pem = Some(String::from_utf8_lossy(&pem).into_owned());
         }
         if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
@@ -151,23 +143,49 @@ impl Client {
             let mut pem = cert_pem.clone();
             pem.push(b'\n');
             pem.extend_from_slice(&key_pem);
-            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| ApiError::TlsFile {
+            identity = Some(reqwest::Identity::from_pem(&pem).map_err(|e| ApiError::TlsFile {
                 path: cert.clone(),
                 detail: format!("with key {}: {}", key.display(), crate::error::chain_text(&e)),
-            })?;
-            builder = builder.identity(identity);
+            })?);
             client_pem = Some(TlsClientPem {
                 cert: String::from_utf8_lossy(&cert_pem).into_owned(),
                 key: String::from_utf8_lossy(&key_pem).into_owned(),
             });
         }
-        let http = builder.build().map_err(|e| ApiError::ClientSetup {
-            detail: crate::error::chain_text(&e),
-        })?;
+        let build = |read_timeout: Option<Duration>| -> Result<reqwest::Client, ApiError> {
+            let mut builder = reqwest::Client::builder()
+                .user_agent(user_agent.clone())
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(TOTAL_TIMEOUT)
+                .tcp_keepalive(Duration::from_secs(30))
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(100)
+                .tls_version_min(reqwest::tls::Version::TLS_1_2)
+                // Redirects are handled per endpoint: artifact uploads re-base on 307, downloads
+                // must not forward JOB-TOKEN to object storage.
+                .redirect(reqwest::redirect::Policy::none());
+            if let Some(t) = read_timeout {
+                builder = builder.read_timeout(t);
+            }
+            if let Some(certs) = &ca_certs {
+                builder = builder.tls_certs_merge(certs.iter().cloned());
+            }
+            if let Some(id) = &identity {
+                builder = builder.identity(id.clone());
+            }
+            builder.build().map_err(|e| ApiError::ClientSetup {
+                detail: crate::error::chain_text(&e),
+            })
+        };
+        let http = build(Some(READ_TIMEOUT))?;
+        // reqwest's read timeout also runs while the request body is being written, so a long
+        // artifact upload would hit it; transfers rely on the overall timeout instead.
+        let transfer = build(None)?;
         let base_str = base.to_string();
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
+                transfer,
                 base,
                 base_str,
                 ca_chain_pem,

@@ -37,8 +37,30 @@ impl Client {
     /// attempt (with a cheap clone of the pooled client) so bodies, including streamed files, are
     /// created fresh each time. After the last
     /// attempt the retryable response is returned as is; transport errors are returned at once.
-    pub(crate) async fn send<F, Fut>(
+    pub(crate) async fn send<F, Fut>(&self, url: &url::Url, build: F) -> Result<reqwest::Response, ApiError>
+    where
+        F: FnMut(reqwest::Client) -> Fut,
+        Fut: Future<Output = Result<reqwest::RequestBuilder, ApiError>>,
+    {
+        self.send_via(&self.inner.http, url, build).await
+    }
+
+    /// [`Client::send`] on the transfer client (no read timeout), for artifact bodies.
+    pub(crate) async fn send_transfer<F, Fut>(
         &self,
+        url: &url::Url,
+        build: F,
+    ) -> Result<reqwest::Response, ApiError>
+    where
+        F: FnMut(reqwest::Client) -> Fut,
+        Fut: Future<Output = Result<reqwest::RequestBuilder, ApiError>>,
+    {
+        self.send_via(&self.inner.transfer, url, build).await
+    }
+
+    async fn send_via<F, Fut>(
+        &self,
+        http: &reqwest::Client,
         url: &url::Url,
         mut build: F,
     ) -> Result<reqwest::Response, ApiError>
@@ -50,9 +72,7 @@ impl Client {
         loop {
             attempt += 1;
             let request_id = uuid::Uuid::new_v4().simple().to_string();
-            let req = build(self.inner.http.clone())
-                .await?
-                .header("X-Request-Id", &request_id);
+            let req = build(http.clone()).await?.header("X-Request-Id", &request_id);
             let resp = req
                 .send()
                 .await

@@ -341,3 +341,65 @@ async fn quiet_jobs_get_keep_alive_updates() {
     );
     assert_eq!(g.puts.last().unwrap()["state"], "success");
 }
+
+#[tokio::test]
+async fn a_full_mebibyte_is_sent_without_waiting_for_the_interval() {
+    let (srv, state) = gitlab(Gitlab::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, src) = Spool::new(&dir.path().join("trace.log")).await;
+    let opts = TraceOptions {
+        update_interval: Duration::from_secs(3600),
+        ..fast()
+    };
+    let (sender, _ctl) = TraceSender::start_with_options(
+        srv.client(),
+        11,
+        "jt".into(),
+        src,
+        false,
+        RunnerInfo::default(),
+        opts,
+    );
+    spool.write(&pattern(1_500_000, 1)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while state.lock().unwrap().trace.len() < 1024 * 1024 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no early send with 1 MiB pending"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let total = spool.all.len() as u64;
+    sender.finish(success(), spool.crc(), total).await.unwrap();
+    assert!(state.lock().unwrap().trace == spool.all);
+}
+
+#[tokio::test]
+async fn dropping_the_sender_stops_it() {
+    let (srv, state) = gitlab(Gitlab::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, src) = Spool::new(&dir.path().join("trace.log")).await;
+    let (sender, _ctl) = TraceSender::start_with_options(
+        srv.client(),
+        12,
+        "jt".into(),
+        src,
+        false,
+        RunnerInfo::default(),
+        fast(),
+    );
+    drop(sender);
+    spool.write(b"written after the job side gave up\n").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(state.lock().unwrap().patches.is_empty());
+}
+
+/// The daemon spawns these futures; they must stay `Send`.
+#[allow(dead_code)]
+fn futures_are_send(c: &oxrunner_api::Client, r: &oxrunner_api::JobRequest, s: TraceSender, p: &Path) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(c.request_job(r));
+    is_send(c.upload_artifacts(1, "t", p, &oxrunner_api::ArtifactUpload::default()));
+    is_send(c.download_artifacts(1, "t", p, true));
+    is_send(s.finish(success(), 0, 0));
+}
