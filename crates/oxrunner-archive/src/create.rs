@@ -156,9 +156,10 @@ pub(crate) fn write_zip<W: Write>(
             let tx = tx.clone();
             let (jobs, entries, next, abort, gate) = (&jobs, &entries, &next, &abort, &gate);
             s.spawn(move || {
-                let mut deflate = level
-                    .deflate_level()
-                    .map(|l| Compress::new(Compression::new(l), false));
+                let mut deflate = level.deflate_level().map(|l| Compressors {
+                    normal: Compress::new(Compression::new(l), false),
+                    stored: Compress::new(Compression::none(), false),
+                });
                 loop {
                     if abort.load(Ordering::Relaxed) {
                         break;
@@ -381,11 +382,18 @@ fn plan(entries: &[Entry]) -> Vec<Job> {
     jobs
 }
 
+/// One compressor per worker at the archive's level, plus a level-0 one that frames incompressible
+/// chunks of multi-chunk entries as deflate stored blocks (a chunk cannot switch the entry's method).
+struct Compressors {
+    normal: Compress,
+    stored: Compress,
+}
+
 fn process(
     project_dir: &Path,
     entry: &Entry,
     job: &Job,
-    deflate: Option<&mut Compress>,
+    deflate: Option<&mut Compressors>,
 ) -> Result<Chunk, ArchiveError> {
     let full = project_dir.join(&entry.rel);
     match entry.kind {
@@ -410,42 +418,71 @@ fn process(
             let crc = crc32fast::hash(&input);
             let raw_len = input.len() as u64;
             let single = job.first && job.last;
-            match deflate {
-                // Deflating an empty file only adds framing bytes.
-                Some(c) if !(single && input.is_empty()) => {
-                    let flush = if job.last {
-                        FlushCompress::Finish
-                    } else {
-                        FlushCompress::Full
-                    };
-                    let data = deflate_chunk(c, &input, flush)
-                        .map_err(|e| ArchiveError::io("compressing", &full, e))?;
-                    // A one-chunk entry that did not shrink is cheaper to store, for writer and reader.
-                    if single && data.len() >= input.len() {
-                        Ok(Chunk {
-                            data: input,
-                            crc,
-                            raw_len,
-                            method: METHOD_STORED,
-                        })
-                    } else {
-                        Ok(Chunk {
-                            data,
-                            crc,
-                            raw_len,
-                            method: METHOD_DEFLATED,
-                        })
-                    }
-                }
-                _ => Ok(Chunk {
-                    data: input,
-                    crc,
-                    raw_len,
-                    method: METHOD_STORED,
-                }),
+            let stored = |data| Chunk {
+                data,
+                crc,
+                raw_len,
+                method: METHOD_STORED,
+            };
+            let Some(c) = deflate else {
+                return Ok(stored(input));
+            };
+            // Deflating an empty file only adds framing bytes; random-looking data (already compressed
+            // files, binaries with packed sections) would burn CPU to grow slightly.
+            let incompressible = looks_incompressible(&input);
+            if single && (input.is_empty() || incompressible) {
+                return Ok(stored(input));
             }
+            let flush = if job.last {
+                FlushCompress::Finish
+            } else {
+                FlushCompress::Full
+            };
+            let compressor = if incompressible {
+                &mut c.stored
+            } else {
+                &mut c.normal
+            };
+            let data = deflate_chunk(compressor, &input, flush)
+                .map_err(|e| ArchiveError::io("compressing", &full, e))?;
+            // A one-chunk entry that did not shrink is cheaper to store, for writer and reader.
+            if single && data.len() >= input.len() {
+                return Ok(stored(input));
+            }
+            Ok(Chunk {
+                data,
+                crc,
+                raw_len,
+                method: METHOD_DEFLATED,
+            })
         }
     }
+}
+
+/// Order-0 entropy of three 16 KiB samples. Above ~7.97 bits/byte deflate cannot win anything worth
+/// its CPU time (its window is only 32 KiB, so longer-range repeats do not help it either).
+fn looks_incompressible(data: &[u8]) -> bool {
+    const SAMPLE: usize = 16 * 1024;
+    if data.len() < 2 * SAMPLE {
+        return false;
+    }
+    let mut hist = [0u32; 256];
+    let mid = data.len() / 2 - SAMPLE / 2;
+    for range in [0..SAMPLE, mid..mid + SAMPLE, data.len() - SAMPLE..data.len()] {
+        for &b in &data[range] {
+            hist[usize::from(b)] += 1;
+        }
+    }
+    let total = f64::from(hist.iter().sum::<u32>());
+    let entropy: f64 = hist
+        .iter()
+        .filter(|&&n| n > 0)
+        .map(|&n| {
+            let p = f64::from(n) / total;
+            -p * p.log2()
+        })
+        .sum();
+    entropy > 7.97
 }
 
 /// Read up to `len` bytes at `offset`. A file that shrank since it was listed yields fewer bytes; the
@@ -512,5 +549,42 @@ impl<W: Write> Write for Counting<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entropy_probe_separates_random_from_text() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let random: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        assert!(looks_incompressible(&random));
+        let text = b"the quick brown fox jumps over the lazy dog 0123456789\n".repeat(4000);
+        assert!(!looks_incompressible(&text));
+        assert!(
+            !looks_incompressible(&random[..1000]),
+            "small inputs are always tried"
+        );
+    }
+
+    #[test]
+    fn full_flushed_chunks_concatenate_into_one_deflate_stream() {
+        let data = b"abcabcabc some text that repeats, some text that repeats\n".repeat(50_000);
+        let (a, b) = data.split_at(data.len() / 3);
+        let mut c = Compress::new(Compression::new(5), false);
+        let mut stream = deflate_chunk(&mut c, a, FlushCompress::Full).unwrap();
+        stream.extend(deflate_chunk(&mut c, b, FlushCompress::Finish).unwrap());
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::DeflateDecoder::new(&stream[..]), &mut out).unwrap();
+        assert_eq!(out, data);
     }
 }
