@@ -155,3 +155,21 @@ async fn line_formats_and_sections() {
     assert!(lines[4].ends_with("\x1b[0K\x1b[36;1mRunning after_script\x1b[0;m"));
     assert!(!text.contains("after_script\r"));
 }
+
+#[tokio::test]
+async fn timestamps_prefix_lines_and_mark_continuations() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, handle) = TraceWriter::new(dir.path(), MaskSet::new(vec!["s3cr3t".into()], &[]), 0).unwrap();
+    w.set_timestamps(true);
+    w.write(b"abc ");
+    w.write(b"s3cr3t\nghi\n");
+    w.write(b"tail");
+    handle.finish().await;
+    let text = String::from_utf8(handle.read_all().unwrap()).unwrap();
+    let ts = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z";
+    let re = regex::Regex::new(&format!(
+        "^{ts} 00O abc {ts} 00O\\+\\[MASKED\\]\n{ts} 00O ghi\n{ts} 00O tail$"
+    ))
+    .unwrap();
+    assert!(re.is_match(&text), "{text:?}");
+}

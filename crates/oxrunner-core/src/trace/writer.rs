@@ -20,6 +20,8 @@ const WARNING_PREFIX: &str = "\x1b[0;33mWARNING: ";
 const ERROR_PREFIX: &str = "\x1b[31;1mERROR: ";
 const HEADER_PREFIX: &str = "\x1b[0K\x1b[36;1m";
 const RESET: &str = "\x1b[0;m";
+const TIMESTAMP_FORMAT: &[time::format_description::FormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
 /// The message appended once when the output limit is reached (runner-api.md §1.10).
 pub fn limit_message(limit: u64) -> String {
@@ -41,6 +43,10 @@ struct Inner {
     sections: bool,
     io_failed: bool,
     scratch: Vec<u8>,
+    /// `FF_TIMESTAMPS`: prefix every line with a timestamp and stream id.
+    timestamps: bool,
+    /// The last byte emitted ended a line (or nothing was emitted yet).
+    at_line_start: bool,
 }
 
 impl Inner {
@@ -58,11 +64,40 @@ impl Inner {
         self.emit(&out);
     }
 
-    /// Applies the output limit and appends to the spool.
+    /// Adds timestamps (if enabled), applies the output limit and appends to the spool.
     fn emit(&mut self, data: &[u8]) {
         if self.truncated || data.is_empty() {
             return;
         }
+        if self.timestamps {
+            let stamped = self.stamp(data);
+            self.limit_and_append(&stamped);
+        } else {
+            self.limit_and_append(data);
+        }
+    }
+
+    /// gitlab-runner's timestamper format: `<RFC 3339 UTC, microseconds> <stream 2 hex><O|E><' '|'+'>` before
+    /// each line; `+` marks the continuation of a line whose start was already written.
+    fn stamp(&mut self, data: &[u8]) -> Vec<u8> {
+        let now = time::OffsetDateTime::now_utc();
+        let ts = now
+            .format(TIMESTAMP_FORMAT)
+            .unwrap_or_else(|_| "1970-01-01T00:00:00.000000Z".to_owned());
+        let mut out = Vec::with_capacity(data.len() + 40);
+        let mut first = true;
+        for line in data.split_inclusive(|b| *b == b'\n') {
+            let continuation = first && !self.at_line_start;
+            out.extend_from_slice(ts.as_bytes());
+            out.extend_from_slice(if continuation { b" 00O+" } else { b" 00O " });
+            out.extend_from_slice(line);
+            first = false;
+        }
+        self.at_line_start = data.last() == Some(&b'\n');
+        out
+    }
+
+    fn limit_and_append(&mut self, data: &[u8]) {
         let room = self.limit.saturating_sub(self.written);
         if (data.len() as u64) <= room {
             self.append(data);
@@ -154,6 +189,8 @@ impl TraceWriter {
             sections: true,
             io_failed: false,
             scratch: Vec::new(),
+            timestamps: false,
+            at_line_start: true,
         }));
         Ok((
             TraceWriter {
@@ -180,6 +217,11 @@ impl TraceWriter {
     /// Turns `section_start`/`section_end` markers on or off (GitLab's `features.trace_sections`).
     pub fn set_sections(&self, enabled: bool) {
         lock(&self.inner).sections = enabled;
+    }
+
+    /// Turns per-line timestamps on or off (gitlab-runner's `FF_TIMESTAMPS`).
+    pub fn set_timestamps(&self, enabled: bool) {
+        lock(&self.inner).timestamps = enabled;
     }
 
     /// True once the output limit was hit.
