@@ -66,6 +66,8 @@ pub struct PipelineContext {
     pub pipeline_iid: u64,
     /// Files considered changed by `rules:changes`/`only:changes`. `None`: computed with git.
     pub changed_files: Option<Vec<String>>,
+    /// Refuse `include:remote` instead of fetching it.
+    pub offline: bool,
 }
 
 const NULL_SHA: &str = "0000000000000000000000000000000000000000";

@@ -180,6 +180,13 @@ impl<'a> Loader<'a> {
         match kind {
             "local" => self.include_local(&target, &args, &item.loc),
             "remote" => {
+                if self.facts.ctx.offline {
+                    return Err(PipelineError::at_hint(
+                        &item.loc,
+                        format!("Remote file `{target}` could not be fetched: offline mode"),
+                        "vendor the file and use include:local, or allow network access",
+                    ));
+                }
                 let text = fetch_remote(&target, &item.loc)?;
                 self.count_one(&item.loc)?;
                 Ok(vec![self.load(
