@@ -66,7 +66,7 @@ impl ShellExecutor {
         self
     }
 
-    /// Starts bash as a login shell (`--login`, the default) or not.
+    /// Starts bash as a login shell (`-l`, the default) or not.
     pub fn with_login_shell(mut self, login: bool) -> Self {
         self.login = login;
         self
@@ -92,7 +92,7 @@ impl ShellExecutor {
         let shell = self.shell.to_string_lossy().into_owned();
         let mut shell_cmd = vec![shell.clone()];
         if self.is_bash && self.login {
-            shell_cmd.push("--login".to_owned());
+            shell_cmd.push("-l".to_owned());
         }
         let mut cmd = match &self.user {
             None => {

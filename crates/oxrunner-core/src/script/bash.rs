@@ -41,7 +41,7 @@ pub fn notice(text: &str) -> String {
 
 /// A line that prints `text` as a yellow warning.
 pub fn warning(text: &str) -> String {
-    print_line(&format!("\x1b[0;33mWARNING: {text}\x1b[0;m"))
+    print_line(&format!("\x1b[0;33m{text}\x1b[0;m"))
 }
 
 fn is_valid_name(key: &str) -> bool {

@@ -104,6 +104,7 @@ impl ScriptContext<'_> {
         let mut body = String::new();
         body.push_str(load_env_file());
         let _ = writeln!(body, "cd {}", quote_path(self.project_dir));
+        body.push_str(&notice("Running after script..."));
         body.push_str(&bash::commands(&step.script));
         self.with_exports(&body)
     }
