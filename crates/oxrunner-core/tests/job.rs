@@ -680,3 +680,31 @@ async fn ca_file_variable_exists_during_the_job_only() {
     assert!(log.contains(&format!("ca={}\n", path.display())));
     assert!(!path.exists());
 }
+
+#[tokio::test]
+async fn allow_failure_and_when_conditions_of_steps() {
+    let env = env();
+    let mut plan = env.plan(&["echo first", "exit 4"]);
+    plan.steps[0].allow_failure = true;
+    plan.steps.push(Step {
+        name: "release".into(),
+        script: vec!["echo release-ran".into()],
+        when: When::OnSuccess,
+        ..Step::default()
+    });
+    plan.steps.push(Step {
+        name: "on_fail".into(),
+        script: vec!["echo on-failure-ran".into()],
+        when: When::OnFailure,
+        ..Step::default()
+    });
+    let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert!(
+        log.contains("WARNING: step \"script\" failed (exit status 4), but it is allowed to fail"),
+        "{log}"
+    );
+    assert!(log.contains("release-ran\n"));
+    assert!(!log.contains("on-failure-ran\n"));
+    assert!(log.contains("after status=success\n"));
+}
