@@ -89,6 +89,12 @@ impl Stage {
     }
 }
 
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
 /// One stage script to run.
 #[derive(Clone, Debug)]
 pub struct StageCommand {

@@ -85,6 +85,22 @@ impl JobOutcome {
     pub fn is_success(&self) -> bool {
         matches!(self, Self::Success)
     }
+
+    /// The failure reason, if the job failed.
+    pub fn failure_reason(&self) -> Option<FailureReason> {
+        match self {
+            Self::Success => None,
+            Self::Failed { reason, .. } => Some(*reason),
+        }
+    }
+
+    /// The exit code of the failing script, if any.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            Self::Success => None,
+            Self::Failed { exit_code, .. } => *exit_code,
+        }
+    }
 }
 
 /// Formats a duration as Go's `time.Duration.String()` does for whole seconds (`1h0m0s`, `2m30s`, `5s`), which

@@ -173,3 +173,17 @@ async fn timestamps_prefix_lines_and_mark_continuations() {
     .unwrap();
     assert!(re.is_match(&text), "{text:?}");
 }
+
+#[tokio::test]
+async fn invalid_utf8_is_replaced_and_split_characters_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, handle) = TraceWriter::new(dir.path(), MaskSet::empty(), 0).unwrap();
+    let euro = "€".as_bytes();
+    w.write(&[b'a', euro[0]]);
+    w.write(&euro[1..]);
+    w.write(&[b'b', 0xff, b'c', 0xe2, 0x82]);
+    w.println("end");
+    handle.finish().await;
+    let text = String::from_utf8(handle.read_all().unwrap()).unwrap();
+    assert_eq!(text, "a€b\u{FFFD}c\u{FFFD}\x1b[0Kend\x1b[0;m\n");
+}

@@ -20,6 +20,7 @@ const WARNING_PREFIX: &str = "\x1b[0;33mWARNING: ";
 const ERROR_PREFIX: &str = "\x1b[31;1mERROR: ";
 const HEADER_PREFIX: &str = "\x1b[0K\x1b[36;1m";
 const RESET: &str = "\x1b[0;m";
+const REPLACEMENT: &str = "\u{FFFD}";
 const TIMESTAMP_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
@@ -43,6 +44,8 @@ struct Inner {
     sections: bool,
     io_failed: bool,
     scratch: Vec<u8>,
+    /// Start of a UTF-8 character whose remaining bytes have not arrived yet.
+    utf8_pending: Vec<u8>,
     /// `FF_TIMESTAMPS`: prefix every line with a timestamp and stream id.
     timestamps: bool,
     /// The last byte emitted ended a line (or nothing was emitted yet).
@@ -62,10 +65,50 @@ impl Inner {
         let mut out = Vec::new();
         self.masker.flush(&mut out);
         self.emit(&out);
+        if !self.utf8_pending.is_empty() {
+            // A character cut off at the end of the stream can never be completed.
+            self.utf8_pending.clear();
+            self.emit_valid(REPLACEMENT.as_bytes());
+        }
+    }
+
+    /// Replaces invalid UTF-8 with U+FFFD (as gitlab-runner's trace buffer does), holding back an incomplete
+    /// character at the end until the next write.
+    fn emit(&mut self, data: &[u8]) {
+        if self.truncated || data.is_empty() {
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.utf8_pending);
+        buf.extend_from_slice(data);
+        let mut valid = Vec::with_capacity(buf.len());
+        let mut rest: &[u8] = &buf;
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(_) => {
+                    valid.extend_from_slice(rest);
+                    break;
+                }
+                Err(err) => {
+                    let (good, bad) = rest.split_at(err.valid_up_to());
+                    valid.extend_from_slice(good);
+                    match err.error_len() {
+                        Some(n) => {
+                            valid.extend_from_slice(REPLACEMENT.as_bytes());
+                            rest = &bad[n..];
+                        }
+                        None => {
+                            self.utf8_pending = bad.to_vec();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.emit_valid(&valid);
     }
 
     /// Adds timestamps (if enabled), applies the output limit and appends to the spool.
-    fn emit(&mut self, data: &[u8]) {
+    fn emit_valid(&mut self, data: &[u8]) {
         if self.truncated || data.is_empty() {
             return;
         }
@@ -189,6 +232,7 @@ impl TraceWriter {
             sections: true,
             io_failed: false,
             scratch: Vec::new(),
+            utf8_pending: Vec::new(),
             timestamps: false,
             at_line_start: true,
         }));
