@@ -152,10 +152,12 @@ pub(crate) fn write_zip<W: Write>(
     let (tx, rx) = mpsc::channel::<(usize, Result<Chunk, ArchiveError>)>();
 
     let result = std::thread::scope(|s| {
+        let mut handles = Vec::with_capacity(workers);
         for _ in 0..workers {
             let tx = tx.clone();
             let (jobs, entries, next, abort, gate) = (&jobs, &entries, &next, &abort, &gate);
-            s.spawn(move || {
+            handles.push(s.spawn(move || {
+                let _stop_all_on_panic = AbortOnPanic { abort, gate };
                 let mut deflate = level.deflate_level().map(|l| Compressors {
                     normal: Compress::new(Compression::new(l), false),
                     stored: Compress::new(Compression::none(), false),
@@ -180,16 +182,20 @@ pub(crate) fn write_zip<W: Write>(
                         break;
                     }
                 }
-            });
+            }));
         }
         drop(tx);
-        let r = assemble(&entries, &jobs, &rx, &mut sink, &gate, comment);
+        let mut r = assemble(&entries, &jobs, &rx, &mut sink, &gate, comment);
         if r.is_err() {
-            abort.store(true, Ordering::Relaxed);
-            let _guard = gate.0.lock().unwrap_or_else(|e| e.into_inner());
-            gate.1.notify_all();
+            stop_workers(&abort, &gate);
         }
         drop(rx);
+        // Joining here keeps a worker panic from unwinding into the caller; it becomes an error.
+        for h in handles {
+            if h.join().is_err() && r.is_ok() {
+                r = Err(ArchiveError::WorkerPanic);
+            }
+        }
         r
     });
     let (entries_written, bytes_in) = result?;
@@ -199,6 +205,27 @@ pub(crate) fn write_zip<W: Write>(
         bytes_in,
         bytes_out: sink.written,
     })
+}
+
+fn stop_workers(abort: &AtomicBool, gate: &(Mutex<usize>, Condvar)) {
+    abort.store(true, Ordering::Relaxed);
+    let _guard = gate.0.lock().unwrap_or_else(|e| e.into_inner());
+    gate.1.notify_all();
+}
+
+/// A panicking worker never delivers its chunk; without this the others would wait on the window
+/// forever and the writer on them.
+struct AbortOnPanic<'a> {
+    abort: &'a AtomicBool,
+    gate: &'a (Mutex<usize>, Condvar),
+}
+
+impl Drop for AbortOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            stop_workers(self.abort, self.gate);
+        }
+    }
 }
 
 fn worker_count() -> usize {

@@ -307,4 +307,114 @@ mod tests {
         }
         assert_eq!(dos_datetime(0), dos_datetime(315_532_800));
     }
+
+    /// More than 65,535 entries need the zip64 end records. Built in memory from the same header
+    /// writers the archiver uses (66k real files would dominate the test run), then checked by Info-ZIP
+    /// and by the zip crate.
+    #[test]
+    fn many_entries_get_zip64_end_records_that_readers_accept() {
+        let mut out = Vec::new();
+        let mut records = Vec::new();
+        for i in 0..66_000u32 {
+            let name = format!("d{:02}/f{:03}", i / 1000, i % 1000).into_bytes();
+            let offset = out.len() as u64;
+            let data: &[u8] = if i == 65_999 { b"last" } else { b"" };
+            let crc = crc32fast::hash(data);
+            let header = LocalHeader {
+                name: &name,
+                method: METHOD_STORED,
+                mtime: 1_700_000_000,
+                sizes: Some((crc, data.len() as u64, data.len() as u64)),
+                zip64: false,
+            };
+            write_local_header(&mut out, &header).unwrap();
+            out.extend_from_slice(data);
+            records.push(CentralRecord {
+                name,
+                method: METHOD_STORED,
+                descriptor: false,
+                crc,
+                compressed: data.len() as u64,
+                uncompressed: data.len() as u64,
+                offset,
+                mode: S_IFREG | 0o644,
+                mtime: 1_700_000_000,
+            });
+        }
+        let cd_offset = out.len() as u64;
+        write_central_directory(&mut out, &records, cd_offset, b"comment").unwrap();
+        assert!(
+            out.windows(4).any(|w| w == [0x50, 0x4b, 0x06, 0x06]),
+            "zip64 EOCD record missing"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("many.zip");
+        std::fs::write(&path, &out).unwrap();
+        let status = std::process::Command::new("unzip")
+            .arg("-tq")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "unzip -t rejected the zip64 archive");
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!(zip.len(), 66_000);
+        assert_eq!(zip.comment(), b"comment");
+        let mut last = String::new();
+        std::io::Read::read_to_string(&mut zip.by_name("d65/f999").unwrap(), &mut last).unwrap();
+        assert_eq!(last, "last");
+    }
+
+    /// Entries streamed with a data descriptor, in both the 32-bit and the 64-bit (huge file) form.
+    #[test]
+    fn data_descriptor_entries_in_both_widths_are_accepted() {
+        let mut out = Vec::new();
+        let mut records = Vec::new();
+        for (name, zip64) in [("small.txt", false), ("huge.bin", true)] {
+            let data = format!("contents of {name}\n").into_bytes();
+            let crc = crc32fast::hash(&data);
+            let offset = out.len() as u64;
+            let header = LocalHeader {
+                name: name.as_bytes(),
+                method: METHOD_STORED,
+                mtime: 1_700_000_000,
+                sizes: None,
+                zip64,
+            };
+            write_local_header(&mut out, &header).unwrap();
+            out.extend_from_slice(&data);
+            write_data_descriptor(&mut out, crc, data.len() as u64, data.len() as u64, zip64).unwrap();
+            records.push(CentralRecord {
+                name: name.as_bytes().to_vec(),
+                method: METHOD_STORED,
+                descriptor: true,
+                crc,
+                compressed: data.len() as u64,
+                uncompressed: data.len() as u64,
+                offset,
+                mode: S_IFREG | 0o600,
+                mtime: 1_700_000_000,
+            });
+        }
+        let cd_offset = out.len() as u64;
+        write_central_directory(&mut out, &records, cd_offset, b"").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dd.zip");
+        std::fs::write(&path, &out).unwrap();
+        let output = std::process::Command::new("unzip")
+            .arg("-t")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut zip.by_name("huge.bin").unwrap(), &mut text).unwrap();
+        assert_eq!(text, "contents of huge.bin\n");
+    }
 }

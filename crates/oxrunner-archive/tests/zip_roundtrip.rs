@@ -237,3 +237,32 @@ fn corrupted_data_is_detected_on_extract() {
     fs::write(&archive, &bytes).unwrap();
     assert!(extract_zip(&archive, &work.path().join("out")).is_err());
 }
+
+/// A sink that breaks after a few bytes, like an upload connection that drops.
+struct Broken(usize);
+impl Write for Broken {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0 < buf.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "connection reset",
+            ));
+        }
+        self.0 -= buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_sink_stops_the_workers_and_reports_the_error() {
+    let src = project();
+    let set = collect(src.path(), &["out".to_owned()], &[], false).unwrap();
+    let err = create_zip(src.path(), &set, Level::Default, Broken(100_000)).unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::Write(ref e) if e.kind() == std::io::ErrorKind::BrokenPipe),
+        "{err}"
+    );
+}
