@@ -112,6 +112,12 @@ impl CacheStore {
         (!parts.is_empty()).then(|| parts.join("/"))
     }
 
+    /// The key as stored with `FF_HASH_CACHE_KEYS`: SHA-256 of the unsanitised key, in hex. Safe as a
+    /// path component whatever the key contains.
+    pub fn hash_key(key: &str) -> String {
+        hex::encode(Sha256::digest(key.as_bytes()))
+    }
+
     /// `CACHE_FALLBACK_KEY` is ignored (with a warning) when it ends in `-protected`, so unprotected
     /// refs cannot read protected caches. Returns the keys to try, in order, and the warnings.
     pub fn keys_in_order(
@@ -325,5 +331,16 @@ mod tests {
         assert!(CachePolicy::Push.saves() && !CachePolicy::Push.restores());
         assert!(CachePolicy::Pull.restores() && !CachePolicy::Pull.saves());
         assert_eq!(CachePolicy::parse("always"), None);
+    }
+
+    #[test]
+    fn hashed_keys_are_sha256_hex() {
+        let h = CacheStore::hash_key("main");
+        assert_eq!(
+            h,
+            "0d6e4079e36703ebd37c00722f5891d28b0e2811dc114b129215123adcce3605"
+        );
+        assert_ne!(CacheStore::hash_key("main"), CacheStore::hash_key("main "));
+        assert!(CacheStore::sanitize_key(&h).is_some_and(|k| k == h));
     }
 }

@@ -10,7 +10,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, mpsc};
 
@@ -345,6 +345,11 @@ fn assemble<W: Write>(
 fn scan(project_dir: &Path, files: &FileSet) -> Result<Vec<Entry>, ArchiveError> {
     let mut entries = Vec::with_capacity(files.files.len());
     for rel in &files.files {
+        // Names become archive entries; a hand-built FileSet must not produce `../` or absolute names.
+        if rel.as_os_str().is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+            tracing::warn!(path = %rel.display(), "file ignored: not a plain relative path");
+            continue;
+        }
         let full = project_dir.join(rel);
         let meta = match fs::symlink_metadata(&full) {
             Ok(m) => m,
