@@ -104,6 +104,15 @@ pub fn extract_zip(archive: &Path, target_dir: &Path) -> Result<ExtractStats, Ar
         }
     }
 
+    // Names that differ only in spelling (`a//b`, `./a/b`) land on one path; the last one wins, as it
+    // would when extracting sequentially, and two workers never race for one file.
+    let mut seen = HashSet::new();
+    files.reverse();
+    files.retain(|item| seen.insert(item.rel.clone()));
+    files.reverse();
+    // Children before parents, so a read-only directory is locked only after its contents are done.
+    dirs.sort_by_key(|item| std::cmp::Reverse(item.rel.components().count()));
+
     let link_set: HashSet<&Path> = links.iter().map(|(i, _)| i.rel.as_path()).collect();
     for item in dirs
         .iter()
@@ -178,7 +187,7 @@ pub fn extract_zip(archive: &Path, target_dir: &Path) -> Result<ExtractStats, Ar
     }
 
     // Phase 4: directory modes and times, deepest first.
-    for item in dirs.iter().rev() {
+    for item in &dirs {
         let path = root.join(&item.rel);
         let mut entry = zip.by_index(item.index).map_err(zip_err)?;
         let mtime = entry_mtime(&mut entry);

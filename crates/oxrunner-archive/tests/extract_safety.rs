@@ -215,3 +215,16 @@ fn read_only_directories_are_restored_after_their_contents() {
     assert_eq!(fs::read(sb.target().join("ro/f")).unwrap(), b"x");
     fs::set_permissions(sb.target().join("ro"), fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+#[test]
+fn names_that_alias_one_path_extract_once_and_last_wins() {
+    let sb = Sandbox::new();
+    let a = sb.archive(&[
+        E::File("a/x", b"first"),
+        E::File("./a/x", b"second"),
+        E::File("a//x", b"third"),
+    ]);
+    assert_eq!(common::unzip_names(&a), ["a/x", "./a/x", "a//x"]);
+    extract_zip(&a, &sb.target()).unwrap();
+    assert_eq!(fs::read(sb.target().join("a/x")).unwrap(), b"third");
+}
