@@ -53,11 +53,7 @@ pub fn extract_zip(archive: &Path, target_dir: &Path) -> Result<ExtractStats, Ar
         .metadata()
         .map_err(|e| ArchiveError::io("reading metadata of", archive, e))?
         .len();
-    let reader = SharedFile {
-        file: Arc::new(file),
-        pos: 0,
-        len,
-    };
+    let reader = SharedFile::new(file, len);
     let zip_err = |source| ArchiveError::Zip {
         path: archive.to_path_buf(),
         source,
@@ -235,11 +231,12 @@ fn extract_files(
                 let (next, abort) = (&next, &abort);
                 s.spawn(move || -> Result<u64, ArchiveError> {
                     let mut bytes = 0;
+                    let mut buf = vec![0u8; 256 * 1024];
                     while !abort.load(Ordering::Relaxed) {
                         let Some(item) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
                             break;
                         };
-                        match extract_one(&mut zip, archive, root, item, unsafe_target) {
+                        match extract_one(&mut zip, archive, root, item, unsafe_target, &mut buf) {
                             Ok(n) => bytes += n,
                             Err(e) => {
                                 abort.store(true, Ordering::Relaxed);
@@ -274,6 +271,7 @@ fn extract_one(
     root: &Path,
     item: &Item,
     unsafe_target: &(dyn Fn(&Path, &'static str) -> ArchiveError + Sync),
+    buf: &mut [u8],
 ) -> Result<u64, ArchiveError> {
     let path = root.join(&item.rel);
     remove_non_dir(&path).map_err(|reason| unsafe_target(&path, reason))?;
@@ -290,13 +288,28 @@ fn extract_one(
         .open(&path)
         .map_err(|e| ArchiveError::io("creating", &path, e))?;
     // The zip reader verifies the CRC at the end of the entry, so a corrupt entry fails here.
-    let n = io::copy(&mut entry, &mut out).map_err(|e| ArchiveError::io("extracting", &path, e))?;
+    let n = copy_large(&mut entry, &mut out, buf).map_err(|e| ArchiveError::io("extracting", &path, e))?;
     let mode = item.mode.map_or(0o644, |m| m & 0o777);
     out.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(|e| ArchiveError::io("setting permissions of", &path, e))?;
     out.set_times(FileTimes::new().set_modified(system_time(mtime)))
         .map_err(|e| ArchiveError::io("setting mtime of", &path, e))?;
     Ok(n)
+}
+
+/// `io::copy` with a buffer large enough that big files do not cost a write syscall per 8 KiB.
+fn copy_large(from: &mut impl Read, to: &mut File, buf: &mut [u8]) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        io::Write::write_all(to, &buf[..n])?;
+        total += n as u64;
+    }
 }
 
 /// Make room for a new file or link at `path` without following anything that is already there.
@@ -394,18 +407,54 @@ fn system_time(secs: i64) -> SystemTime {
     }
 }
 
-/// A file handle that can be cloned per thread: each clone keeps its own position and reads with
-/// pread, so parallel readers of one archive never disturb each other.
+/// A file handle that can be cloned per thread: each clone keeps its own position and read-ahead
+/// buffer and reads with pread, so parallel readers of one archive never disturb each other. The buffer
+/// matters: the zip reader asks for small pieces, one syscall each without it.
 #[derive(Clone)]
 struct SharedFile {
     file: Arc<File>,
     pos: u64,
     len: u64,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`; `buf` holds valid bytes `[buf_start, buf_start + buf.len())`.
+    buf_start: u64,
+}
+
+const READ_AHEAD: usize = 256 * 1024;
+
+impl SharedFile {
+    fn new(file: File, len: u64) -> Self {
+        SharedFile {
+            file: Arc::new(file),
+            pos: 0,
+            len,
+            buf: Vec::new(),
+            buf_start: 0,
+        }
+    }
 }
 
 impl Read for SharedFile {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read_at(buf, self.pos)?;
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let in_buf = self.pos >= self.buf_start && self.pos < self.buf_start + self.buf.len() as u64;
+        if !in_buf {
+            if out.len() >= READ_AHEAD {
+                let n = self.file.read_at(out, self.pos)?;
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            self.buf.resize(READ_AHEAD, 0);
+            let n = self.file.read_at(&mut self.buf, self.pos)?;
+            self.buf.truncate(n);
+            self.buf_start = self.pos;
+            if n == 0 {
+                return Ok(0);
+            }
+        }
+        let at = usize::try_from(self.pos - self.buf_start).unwrap_or(usize::MAX);
+        let avail = &self.buf[at..];
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
         self.pos += n as u64;
         Ok(n)
     }
