@@ -108,7 +108,7 @@ fn wrapper_shape_and_exit_codes() {
     };
     let step = Step {
         name: "script".into(),
-        script: vec!["echo one".into(), "(exit 7)".into(), "echo never".into()],
+        script: vec!["echo one".into(), "false | cat".into(), "echo never".into()],
         ..Step::default()
     };
     let script = sc.user_step(&step);
@@ -119,6 +119,16 @@ fn wrapper_shape_and_exit_codes() {
     assert!(lines.contains(&"set -o xtrace"));
     assert!(script.contains("(trap 'exit 1' TERM; eval '"));
     assert!(script.ends_with(") < /dev/null\nexit 0\n"));
+    // pipefail makes a failing pipeline stop the step (bash only: dash has no pipefail).
+    let (code, out) = run_in("bash", &script, dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.lines().any(|l| l == "never"), "{out}");
+    let step = Step {
+        name: "script".into(),
+        script: vec!["echo one".into(), "(exit 7)".into(), "echo never".into()],
+        ..Step::default()
+    };
+    let script = sc.user_step(&step);
     for shell in ["bash", "sh"] {
         let (code, out) = run_in(shell, &script, dir.path());
         assert_eq!(code, 7, "{shell}: {out}");

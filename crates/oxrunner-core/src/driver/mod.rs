@@ -165,6 +165,9 @@ impl Driver<'_> {
     async fn run(&mut self) {
         let ctx = self.ctx;
         self.trace.set_sections(self.plan.features.trace_sections);
+        // The daemon resolves feature flags (config over job) into FF_* variables.
+        self.trace
+            .set_timestamps(self.vars.bool("FF_TIMESTAMPS").unwrap_or(false));
         self.trace.println(&format!(
             "Running with oxrunner {} ({})",
             ctx.version, ctx.revision

@@ -120,23 +120,23 @@ impl Inner {
         }
     }
 
-    /// gitlab-runner's timestamper format: `<RFC 3339 UTC, microseconds> <stream 2 hex><O|E><' '|'+'>` before
-    /// each line; `+` marks the continuation of a line whose start was already written.
+    /// gitlab-runner's timestamper format: `<RFC 3339 UTC, microseconds> <stream 2 hex><O|E> ` at the start of
+    /// each line. A line written in several pieces gets its prefix once, with the time of its first piece, so
+    /// GitLab never finds a prefix in the middle of a line.
     fn stamp(&mut self, data: &[u8]) -> Vec<u8> {
         let now = time::OffsetDateTime::now_utc();
         let ts = now
             .format(TIMESTAMP_FORMAT)
             .unwrap_or_else(|_| "1970-01-01T00:00:00.000000Z".to_owned());
         let mut out = Vec::with_capacity(data.len() + 40);
-        let mut first = true;
         for line in data.split_inclusive(|b| *b == b'\n') {
-            let continuation = first && !self.at_line_start;
-            out.extend_from_slice(ts.as_bytes());
-            out.extend_from_slice(if continuation { b" 00O+" } else { b" 00O " });
+            if self.at_line_start {
+                out.extend_from_slice(ts.as_bytes());
+                out.extend_from_slice(b" 00O ");
+            }
             out.extend_from_slice(line);
-            first = false;
+            self.at_line_start = line.last() == Some(&b'\n');
         }
-        self.at_line_start = data.last() == Some(&b'\n');
         out
     }
 
