@@ -713,3 +713,52 @@ async fn runs_as_another_user_via_su() {
     assert_eq!(outcome, JobOutcome::Success, "{log}");
     assert!(log.contains("user=nobody secret=[MASKED]\n"), "{log}");
 }
+
+#[tokio::test]
+async fn submodules_and_get_sources_hooks() {
+    let env = env();
+    let sub = env.root.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    git(&sub, &["init", "-q", "-b", "main"]);
+    std::fs::write(sub.join("inner.txt"), "from submodule\n").unwrap();
+    git(&sub, &["add", "inner.txt"]);
+    git(&sub, &["commit", "-q", "-m", "sub"]);
+    let origin = &env.repo.path;
+    git(
+        origin,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            &format!("file://{}", sub.display()),
+            "sub",
+        ],
+    );
+    git(origin, &["commit", "-q", "-m", "add submodule"]);
+    let mut plan = env.plan(&["cat sub/inner.txt"]);
+    plan.sources.sha = git(origin, &["rev-parse", "HEAD"]);
+    plan.sources.pre_get_sources_script = vec!["echo job-pre-hook".into()];
+    plan.sources.post_get_sources_script = vec!["echo \"job-post-hook in $(basename \"$PWD\")\"".into()];
+    plan.variables
+        .push(Variable::new("GIT_SUBMODULE_STRATEGY", "recursive"));
+    let mut ctx = env.ctx();
+    // git refuses file:// submodules by default; the runner's pre_get_sources_script can allow it.
+    ctx.pre_get_sources_script = Some(
+        "export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=protocol.file.allow GIT_CONFIG_VALUE_0=always".into(),
+    );
+    let (trace, handle) = TraceWriter::new(&env.root, plan.mask_set(), 0).unwrap();
+    let mut exec = ShellExecutor::new().with_login_shell(false);
+    let outcome = run_job(&plan, &ctx, &mut exec, &NoopHooks, &trace, JobCancel::new()).await;
+    handle.finish().await;
+    let log = String::from_utf8_lossy(&handle.read_all().unwrap()).into_owned();
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert!(
+        log.contains("Updating/initializing submodules recursively with git depth set to 20..."),
+        "{log}"
+    );
+    assert!(log.contains("from submodule\n"), "{log}");
+    assert!(log.contains("job-pre-hook\n"));
+    assert!(log.contains("job-post-hook in project\n"));
+}

@@ -299,6 +299,8 @@ impl SourcesScript<'_> {
             "[init]\n\tdefaultBranch = none\n[fetch]\n\trecurseSubmodules = false\n[credential]\n\tinteractive = never\n[gc]\n\tautoDetach = false\n[include]\n\tpath = {}\n",
             git_config_string(&ext.to_string_lossy())
         );
+        // LFS objects are fetched by `git lfs pull` after checkout, not by the smudge filter during it.
+        out.push_str("if [ -z \"${GIT_LFS_SKIP_SMUDGE+x}\" ]; then export GIT_LFS_SKIP_SMUDGE=1; fi\n");
         let _ = writeln!(out, "mkdir -p {}", quote_path(&template));
         // printf is a shell builtin: the credentials never appear in a process argv.
         let _ = writeln!(
