@@ -187,3 +187,22 @@ async fn invalid_utf8_is_replaced_and_split_characters_survive() {
     let text = String::from_utf8(handle.read_all().unwrap()).unwrap();
     assert_eq!(text, "a€b\u{FFFD}c\u{FFFD}\x1b[0Kend\x1b[0;m\n");
 }
+
+#[tokio::test]
+async fn follower_sees_bytes_as_they_are_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, handle) = TraceWriter::new(dir.path(), MaskSet::new(vec!["s3cr3t".into()], &[]), 0).unwrap();
+    let mut follower = handle.follow().unwrap();
+    w.write(b"first s3cr3t\n");
+    assert_eq!(follower.next_chunk().await.unwrap().unwrap(), b"first [MASKED]\n");
+    let reader = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(chunk) = follower.next_chunk().await.unwrap() {
+            all.extend_from_slice(&chunk);
+        }
+        all
+    });
+    w.write(b"second");
+    handle.finish().await;
+    assert_eq!(reader.await.unwrap(), b"second");
+}

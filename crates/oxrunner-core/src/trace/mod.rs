@@ -4,4 +4,4 @@ mod mask;
 mod writer;
 
 pub use mask::{DEFAULT_TOKEN_PREFIXES, MASKED, MaskSet, Masker};
-pub use writer::{DEFAULT_OUTPUT_LIMIT, TraceHandle, TraceWriter, limit_message};
+pub use writer::{DEFAULT_OUTPUT_LIMIT, TraceFollower, TraceHandle, TraceWriter, limit_message};

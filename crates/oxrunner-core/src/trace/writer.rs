@@ -41,6 +41,8 @@ struct Inner {
     truncated: bool,
     crc: crc32fast::Hasher,
     committed: watch::Sender<u64>,
+    /// Set by [`TraceHandle::finish`]: no more bytes will come.
+    finished: watch::Sender<bool>,
     sections: bool,
     io_failed: bool,
     scratch: Vec<u8>,
@@ -229,6 +231,7 @@ impl TraceWriter {
             truncated: false,
             crc: crc32fast::Hasher::new(),
             committed: tx,
+            finished: watch::channel(false).0,
             sections: true,
             io_failed: false,
             scratch: Vec::new(),
@@ -342,6 +345,7 @@ impl TraceHandle {
             if let Err(err) = inner.file.sync_data() {
                 tracing::warn!(error = %err, "syncing the job trace spool failed");
             }
+            inner.finished.send_replace(true);
             (inner.crc.clone().finalize(), inner.written)
         })
         .await;
@@ -361,8 +365,57 @@ impl TraceHandle {
         }
     }
 
+    /// A reader that yields new spool bytes as they are committed and ends after [`finish`](Self::finish)
+    /// (for local mode, which prints the trace live).
+    pub fn follow(&self) -> io::Result<TraceFollower> {
+        let file = File::open(&self.path)?;
+        Ok(TraceFollower {
+            file,
+            offset: 0,
+            committed: self.committed.clone(),
+            finished: lock(&self.inner).finished.subscribe(),
+        })
+    }
+
     /// Reads the whole spool (for tests and local mode).
     pub fn read_all(&self) -> io::Result<Vec<u8>> {
         std::fs::read(&self.path)
+    }
+}
+
+/// Follows a spool while it grows; see [`TraceHandle::follow`].
+pub struct TraceFollower {
+    file: File,
+    offset: u64,
+    committed: watch::Receiver<u64>,
+    finished: watch::Receiver<bool>,
+}
+
+/// Largest chunk [`TraceFollower::next_chunk`] returns at once.
+const FOLLOW_CHUNK: u64 = 1024 * 1024;
+
+impl TraceFollower {
+    /// The next committed bytes (at most 1 MiB), waiting for them if needed; `None` once the trace is finished
+    /// and everything was returned.
+    pub async fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        loop {
+            // Read `finished` first: bytes committed before it was set are then visible below.
+            let finished = *self.finished.borrow_and_update();
+            let committed = *self.committed.borrow_and_update();
+            if committed > self.offset {
+                let len = (committed - self.offset).min(FOLLOW_CHUNK);
+                let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+                std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut buf, self.offset)?;
+                self.offset += len;
+                return Ok(Some(buf));
+            }
+            if finished {
+                return Ok(None);
+            }
+            tokio::select! {
+                res = self.committed.changed() => if res.is_err() { return Ok(None) },
+                res = self.finished.changed() => if res.is_err() { return Ok(None) },
+            }
+        }
     }
 }
