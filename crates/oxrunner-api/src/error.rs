@@ -173,7 +173,15 @@ impl ApiError {
         if err.is_timeout() {
             return ApiError::Timeout { url_redacted };
         }
-        let detail = chain_text(err);
+        // reqwest's own message only repeats the URL (signed query strings included), which the
+        // variant already shows redacted; its sources say what actually went wrong.
+        let mut detail = match err.source() {
+            Some(src) => chain_text(src),
+            None => chain_text(err),
+        };
+        if let Some(u) = err.url() {
+            detail = detail.replace(u.as_str(), &crate::redact::redact_url(u.as_str()));
+        }
         if err.is_connect() {
             return ApiError::Connect { url_redacted, detail };
         }

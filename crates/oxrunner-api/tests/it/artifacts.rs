@@ -193,3 +193,22 @@ async fn download_retries_without_direct_download() {
         vec!["direct_download=true".to_string(), String::new()]
     );
 }
+
+#[tokio::test]
+async fn errors_never_show_signed_urls() {
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let location = format!("http://127.0.0.1:{closed_port}/blob?X-Amz-Signature=topsecret");
+    let srv = start(move |_r: &Req, _| resp(302, &[("Location", location.as_str())], "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let err = srv
+        .client()
+        .download_artifacts(1, "t", &dir.path().join("a.zip"), true)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApiError::Connect { .. }), "{err:?}");
+    assert!(!err.to_string().contains("topsecret"), "{err}");
+    assert!(!format!("{err:?}").contains("topsecret"), "{err:?}");
+}
