@@ -13,7 +13,7 @@ fn sample() -> Vec<u8> {
     let mut s = String::new();
     for i in 0..40 {
         s.push_str(&format!(
-            "line {i}: s3cr3t-value and s3cr3t, s3cr3 (partial), glpat-AbC_12-x9 end, custom_zzz9; tok€n-ünïcode q=a+b%26c%2Fd\n"
+            "line {i}: s3cr3t-value and s3cr3t, s3cr3 (partial), glpat-AbC_12-x9 end, custom_zzz9; tok€n-ünïcode q=a+b%26c%2Fd u?private_token=xyz/1%2F&a=1\n"
         ));
     }
     s.into_bytes()
@@ -23,7 +23,7 @@ fn expected() -> String {
     let mut s = String::new();
     for i in 0..40 {
         s.push_str(&format!(
-            "line {i}: [MASKED] and [MASKED], s3cr3 (partial), glpat-[MASKED] end, custom_[MASKED]; [MASKED] q=[MASKED]\n"
+            "line {i}: [MASKED] and [MASKED], s3cr3 (partial), glpat-[MASKED] end, custom_[MASKED]; [MASKED] q=[MASKED] u?private_token=[MASKED]&a=1\n"
         ));
     }
     s

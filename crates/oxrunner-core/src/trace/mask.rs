@@ -28,12 +28,37 @@ pub const DEFAULT_TOKEN_PREFIXES: &[&str] = &[
     "gltok-",
 ];
 
+/// URL query parameters whose values gitlab-runner's URL sanitizer masks (`private_token=...`).
+pub const SENSITIVE_URL_PARAMS: &[&str] = &[
+    "private_token",
+    "authenticity_token",
+    "rss_token",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     /// The whole match is replaced.
     Value,
     /// The match is kept and the token body after it is replaced.
     Prefix,
+    /// A `name=` URL parameter: the match is kept and the value up to the next separator is replaced.
+    Param,
+}
+
+impl Kind {
+    /// Whether `b` continues the masked body after a prefix or parameter name.
+    fn continues_body(self, b: u8) -> bool {
+        match self {
+            Self::Value => false,
+            Self::Prefix => b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'),
+            Self::Param => {
+                !(b.is_ascii_whitespace() || matches!(b, b'&' | b'"' | b'\'' | b'<' | b'>' | b'#'))
+            }
+        }
+    }
 }
 
 /// The set of things to mask in one job's trace.
@@ -71,6 +96,23 @@ impl MaskSet {
         for prefix in prefixes {
             if !prefix.is_empty() {
                 set.add(prefix.into_bytes(), Kind::Prefix);
+            }
+        }
+        for param in SENSITIVE_URL_PARAMS {
+            // Query parameter names are matched as commonly written: lower case and AWS's capitalisation.
+            let capitalised = param
+                .split('-')
+                .map(|part| {
+                    let mut chars = part.chars();
+                    chars
+                        .next()
+                        .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                        .unwrap_or_default()
+                })
+                .collect::<Vec<_>>()
+                .join("-");
+            for name in [param.to_string(), capitalised] {
+                set.add(format!("{name}=").into_bytes(), Kind::Param);
             }
         }
         set
@@ -115,18 +157,14 @@ fn query_escape(s: &str) -> String {
     out
 }
 
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
-}
-
 /// The streaming state for one [`MaskSet`].
 pub struct Masker {
     matcher: Option<AhoCorasick>,
     patterns: Vec<Vec<u8>>,
     kinds: Vec<Kind>,
     pending: Vec<u8>,
-    /// Inside a token body that continues into the next write.
-    skipping_body: bool,
+    /// Inside a token or parameter body that continues into the next write.
+    skipping_body: Option<Kind>,
 }
 
 impl Masker {
@@ -146,7 +184,7 @@ impl Masker {
             patterns: set.patterns.clone(),
             kinds: set.kinds.clone(),
             pending: Vec::new(),
-            skipping_body: false,
+            skipping_body: None,
         })
     }
 
@@ -164,7 +202,7 @@ impl Masker {
     pub fn flush(&mut self, out: &mut Vec<u8>) {
         self.process(out, true);
         out.append(&mut self.pending);
-        self.skipping_body = false;
+        self.skipping_body = None;
     }
 
     fn process(&mut self, out: &mut Vec<u8>, at_end: bool) {
@@ -174,12 +212,12 @@ impl Masker {
         };
         let n = self.pending.len();
         let mut pos = 0;
-        if self.skipping_body {
-            while pos < n && is_token_byte(self.pending[pos]) {
+        if let Some(kind) = self.skipping_body {
+            while pos < n && kind.continues_body(self.pending[pos]) {
                 pos += 1;
             }
             if pos < n || at_end {
-                self.skipping_body = false;
+                self.skipping_body = None;
             }
         }
         while pos < n {
@@ -197,7 +235,7 @@ impl Masker {
                     out.extend_from_slice(MASKED);
                     pos = end;
                 }
-                Kind::Prefix => {
+                kind @ (Kind::Prefix | Kind::Param) => {
                     if end == n && !at_end {
                         // Whether a token body follows is not known yet.
                         pos = start;
@@ -205,13 +243,13 @@ impl Masker {
                     }
                     out.extend_from_slice(&self.pending[start..end]);
                     pos = end;
-                    if pos < n && is_token_byte(self.pending[pos]) {
+                    if pos < n && kind.continues_body(self.pending[pos]) {
                         out.extend_from_slice(MASKED);
-                        while pos < n && is_token_byte(self.pending[pos]) {
+                        while pos < n && kind.continues_body(self.pending[pos]) {
                             pos += 1;
                         }
                         if pos == n && !at_end {
-                            self.skipping_body = true;
+                            self.skipping_body = Some(kind);
                         }
                     }
                 }
@@ -267,6 +305,22 @@ mod tests {
         );
         assert_eq!(mask_all(&set, &[b"glpat-"]), "glpat-");
         assert_eq!(mask_all(&set, &[b"s3cr3tlo"]), "[MASKED]lo");
+    }
+
+    #[test]
+    fn url_params() {
+        let set = MaskSet::new(Vec::new(), &[]);
+        assert_eq!(
+            mask_all(
+                &set,
+                &[b"GET /x?private_token=abc%2F1&X-Amz-Credential=AK/2024/s3 ok"]
+            ),
+            "GET /x?private_token=[MASKED]&X-Amz-Credential=[MASKED] ok"
+        );
+        assert_eq!(
+            mask_all(&set, &[b"?x-amz-signa", b"ture=dead", b"beef\n"]),
+            "?x-amz-signature=[MASKED]\n"
+        );
     }
 
     #[test]
