@@ -203,6 +203,8 @@ enum CycleError {
 impl TraceSender {
     /// Start streaming with gitlab-runner's default timing. The receiver yields at most one
     /// [`JobControl::CancelRequested`] and one [`JobControl::Abort`].
+    ///
+    /// Spawns a task, so it must be called from within a tokio runtime.
     pub fn start(
         client: Client,
         job_id: i64,

@@ -214,13 +214,30 @@ pub(crate) async fn error_message(resp: reqwest::Response) -> String {
     };
     let text = from_json.unwrap_or_else(|| {
         let t = String::from_utf8_lossy(&body);
-        let t = t.trim();
-        t.chars().take(300).collect()
+        xml_error(&t).unwrap_or_else(|| t.trim().chars().take(300).collect())
     });
     if text.is_empty() {
         status.canonical_reason().unwrap_or("no message").to_string()
     } else {
         text
+    }
+}
+
+/// Object storage (S3, GCS, Azure) answers `<Error><Code>..</Code><Message>..</Message></Error>`.
+fn xml_error(body: &str) -> Option<String> {
+    if !body.contains("<Error>") {
+        return None;
+    }
+    let tag = |name: &str| -> Option<String> {
+        let open = format!("<{name}>");
+        let start = body.find(&open)? + open.len();
+        let end = body[start..].find(&format!("</{name}>"))? + start;
+        Some(body[start..end].trim().to_string())
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(c), Some(m)) => Some(format!("{c}: {m}")),
+        (Some(x), None) | (None, Some(x)) => Some(x),
+        (None, None) => None,
     }
 }
 
@@ -321,6 +338,16 @@ mod tests {
         assert!(!is_json(&h));
         h.insert("Content-Type", HeaderValue::from_static("text/plain"));
         assert!(!is_json(&h));
+    }
+
+    #[test]
+    fn object_storage_xml_errors() {
+        let body = "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
+        assert_eq!(
+            xml_error(body).as_deref(),
+            Some("AccessDenied: Request has expired")
+        );
+        assert_eq!(xml_error("plain text"), None);
     }
 
     #[test]
