@@ -762,3 +762,20 @@ async fn submodules_and_get_sources_hooks() {
     assert!(log.contains("job-pre-hook\n"));
     assert!(log.contains("job-post-hook in project\n"));
 }
+
+#[tokio::test]
+async fn run_job_can_be_spawned() {
+    // The daemon runs each job in its own task, which needs a `Send + 'static` future.
+    let env = env();
+    let plan = env.plan(&["echo spawned"]);
+    let ctx = env.ctx();
+    let (trace, handle) = TraceWriter::new(&env.root, plan.mask_set(), 0).unwrap();
+    let task = tokio::spawn(async move {
+        let mut exec = ShellExecutor::new().with_login_shell(false);
+        let hooks: Box<dyn JobHooks> = Box::new(NoopHooks);
+        run_job(&plan, &ctx, &mut exec, hooks.as_ref(), &trace, JobCancel::new()).await
+    });
+    assert_eq!(task.await.unwrap(), JobOutcome::Success);
+    handle.finish().await;
+    assert!(String::from_utf8_lossy(&handle.read_all().unwrap()).contains("spawned\n"));
+}
