@@ -31,7 +31,7 @@ pub use executor::{Executor, ExitStatus, JobHooks, JobStatus, NoopHooks, Stage, 
 pub use outcome::{FailureReason, JobOutcome};
 pub use plan::{
     ArtifactSpec, ArtifactsFile, CachePolicy, CacheSpec, Dependency, GitStrategy, ImageSpec, JobPlan,
-    RunnerContext, Sources, Step, SubmoduleStrategy, TraceFeatures, When,
+    RegistryCredential, RunnerContext, Sources, Step, SubmoduleStrategy, TraceFeatures, When,
 };
 pub use secret::Secret;
 pub use shell::ShellExecutor;

@@ -43,6 +43,8 @@ pub struct JobPlan {
     pub image: Option<ImageSpec>,
     /// Service containers (Docker executor).
     pub services: Vec<ImageSpec>,
+    /// Registry credentials from the payload (`credentials[]`, Docker executor).
+    pub credentials: Vec<RegistryCredential>,
     /// Trace-related features announced by GitLab.
     pub features: TraceFeatures,
     /// The job token (`CI_JOB_TOKEN`).
@@ -333,6 +335,19 @@ pub struct ImageSpec {
     pub platform: Option<String>,
     /// `executor_opts.docker.user`.
     pub user: Option<String>,
+}
+
+/// One `credentials[]` entry of the job payload.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryCredential {
+    /// `registry`.
+    pub kind: String,
+    /// Registry URL or host.
+    pub url: String,
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: Secret,
 }
 
 /// Trace-related job features.
