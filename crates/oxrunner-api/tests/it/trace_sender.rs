@@ -403,3 +403,85 @@ fn futures_are_send(c: &oxrunner_api::Client, r: &oxrunner_api::JobRequest, s: T
     is_send(c.download_artifacts(1, "t", p, true));
     is_send(s.finish(success(), 0, 0));
 }
+
+#[tokio::test]
+async fn final_update_is_retried_after_a_refusal() {
+    let (srv, state) = gitlab(Gitlab {
+        final_answers: VecDeque::from([400, 400, 200]),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, src) = Spool::new(&dir.path().join("trace.log")).await;
+    let (sender, _ctl) = TraceSender::start_with_options(
+        srv.client(),
+        13,
+        "jt".into(),
+        src,
+        false,
+        RunnerInfo::default(),
+        fast(),
+    );
+    spool.write(b"done\n").await;
+    let total = spool.all.len() as u64;
+    sender.finish(success(), spool.crc(), total).await.unwrap();
+    let g = state.lock().unwrap();
+    assert_eq!(g.puts.iter().filter(|p| p["state"] == "success").count(), 3);
+    assert!(g.trace == spool.all);
+}
+
+#[tokio::test]
+async fn final_update_gives_up_after_the_configured_tries() {
+    let (srv, state) = gitlab(Gitlab {
+        final_answers: VecDeque::from([400; 10]),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, src) = Spool::new(&dir.path().join("trace.log")).await;
+    let (sender, _ctl) = TraceSender::start_with_options(
+        srv.client(),
+        14,
+        "jt".into(),
+        src,
+        false,
+        RunnerInfo::default(),
+        fast(),
+    );
+    spool.write(b"x").await;
+    let err = sender.finish(success(), spool.crc(), 1).await.unwrap_err();
+    assert!(err.to_string().contains("final job update"), "{err}");
+    assert_eq!(state.lock().unwrap().puts.len(), 4, "fast() allows 4 tries");
+}
+
+#[tokio::test]
+async fn trace_404_stops_patches_but_not_the_final_update() {
+    let (srv, state) = gitlab(Gitlab {
+        job_status: vec![(0, "running", 404)],
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, src) = Spool::new(&dir.path().join("trace.log")).await;
+    let (sender, _ctl) = TraceSender::start_with_options(
+        srv.client(),
+        15,
+        "jt".into(),
+        src,
+        false,
+        RunnerInfo::default(),
+        fast(),
+    );
+    spool.write(b"first\n").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while state.lock().unwrap().patches.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no patch sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    spool.write(b"second\n").await;
+    let total = spool.all.len() as u64;
+    sender.finish(success(), spool.crc(), total).await.unwrap();
+    let g = state.lock().unwrap();
+    assert_eq!(g.patches.len(), 1, "{:?}", g.patches);
+    assert_eq!(g.puts.last().unwrap()["state"], "success");
+}
