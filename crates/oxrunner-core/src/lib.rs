@@ -32,6 +32,7 @@ pub use outcome::{FailureReason, JobOutcome};
 pub use plan::{
     ArtifactSpec, ArtifactsFile, CachePolicy, CacheSpec, Dependency, GitStrategy, ImageSpec, JobPlan,
     RegistryCredential, RunnerContext, Sources, Step, SubmoduleStrategy, TraceFeatures, When,
+    job_timeout_from_seconds, project_path_from_repo_url,
 };
 pub use secret::Secret;
 pub use shell::ShellExecutor;

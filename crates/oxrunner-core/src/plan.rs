@@ -51,6 +51,29 @@ pub struct JobPlan {
     pub job_token: Secret,
 }
 
+/// The job timeout for `runner_info.timeout` seconds (`<= 0` means GitLab's default of 7200 s).
+pub fn job_timeout_from_seconds(secs: i64) -> Duration {
+    u64::try_from(secs)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_JOB_TIMEOUT)
+}
+
+/// `group/sub/project` from a repository URL (`https://host/group/sub/project.git`), without credentials.
+pub fn project_path_from_repo_url(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    // scp-like `git@host:group/project.git` has no slash before the path.
+    let path = match rest.find('/') {
+        Some(i) if !rest[..i].contains(':') || url.contains("://") => &rest[i + 1..],
+        _ => rest.split_once(':').map(|(_, p)| p)?,
+    };
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let path = path.trim_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    (!path.is_empty()).then(|| path.to_owned())
+}
+
 impl JobPlan {
     /// The mask set for this job's trace: masked variables, the job token, the default token prefixes plus the
     /// prefixes GitLab announced.
@@ -254,6 +277,18 @@ pub enum CachePolicy {
     Push,
 }
 
+impl CachePolicy {
+    /// Parses GitLab's value (`pull-push`, `pull`, `push`; empty means `pull-push`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "" | "pull-push" => Some(Self::PullPush),
+            "pull" => Some(Self::Pull),
+            "push" => Some(Self::Push),
+            _ => None,
+        }
+    }
+}
+
 /// One `cache:` entry.
 #[derive(Clone, Debug, Default)]
 pub struct CacheSpec {
@@ -406,4 +441,30 @@ pub struct RunnerContext {
     pub clone_url: Option<String>,
     /// `[runners.custom_build_dir] enabled`: allows `GIT_CLONE_PATH`.
     pub custom_build_dir: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        assert_eq!(
+            project_path_from_repo_url("https://gitlab-ci-token:x@gitlab.example.com/g/sub/p.git").as_deref(),
+            Some("g/sub/p")
+        );
+        assert_eq!(
+            project_path_from_repo_url("git@gitlab.example.com:g/p.git").as_deref(),
+            Some("g/p")
+        );
+        assert_eq!(
+            project_path_from_repo_url("http://127.0.0.1:8080/g/p").as_deref(),
+            Some("g/p")
+        );
+        assert_eq!(project_path_from_repo_url("https://host"), None);
+        assert_eq!(job_timeout_from_seconds(0), DEFAULT_JOB_TIMEOUT);
+        assert_eq!(job_timeout_from_seconds(60), Duration::from_secs(60));
+        assert_eq!(CachePolicy::parse(""), Some(CachePolicy::PullPush));
+        assert_eq!(CachePolicy::parse("bogus"), None);
+    }
 }
