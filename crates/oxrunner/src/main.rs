@@ -1,1 +1,79 @@
-fn main() {}
+//! oxrunner: a drop-in GitLab Runner. This file only parses arguments, sets up logging and the runtime, and maps
+//! the result to an exit code; each command lives in `commands/`.
+
+mod cli;
+mod commands;
+mod daemon;
+mod logging;
+mod prompt;
+mod version;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    if cli.version {
+        print!("{}", version::long_version());
+        return ExitCode::SUCCESS;
+    }
+    let Some(command) = cli.command else {
+        eprintln!("oxrunner: no command given\nhint: run `oxrunner --help` to see the commands");
+        return ExitCode::from(2);
+    };
+    logging::init(
+        cli.debug.unwrap_or(false),
+        cli.log_level.as_deref(),
+        cli.log_format.as_deref(),
+    );
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("FATAL: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::dispatch(command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("FATAL: {}", render_error(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, skipping a cause whose text the message above it already contains (library errors
+/// often embed their source), and keeping any `hint:` lines last so they stay visible.
+fn render_error(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut hints = Vec::new();
+    for cause in err.chain() {
+        let msg = cause.to_string();
+        if text.contains(msg.as_str()) {
+            continue;
+        }
+        let mut body = Vec::new();
+        for line in msg.lines() {
+            if line.trim_start().starts_with("hint:") {
+                hints.push(line.trim_start().to_string());
+            } else {
+                body.push(line);
+            }
+        }
+        let body = body.join("\n");
+        if body.is_empty() || text.contains(body.as_str()) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&body);
+    }
+    for h in hints {
+        text.push('\n');
+        text.push_str(&h);
+    }
+    text
+}

@@ -1,0 +1,29 @@
+//! `oxrunner list`: the runners of config.toml, tokens in their short form only.
+
+use std::process::ExitCode;
+
+use super::common::{config_path, redact_url};
+use crate::cli::ConfigArg;
+
+pub fn run(args: &ConfigArg) -> anyhow::Result<ExitCode> {
+    let path = config_path(args);
+    eprintln!(
+        "{:<52}ConfigFile={}",
+        "Listing configured runners",
+        path.display()
+    );
+    let loaded = oxrunner_config::load(&path)?;
+    for w in &loaded.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    for r in &loaded.config.runners {
+        eprintln!(
+            "{:<52}Executor={} Token={} URL={}",
+            r.name,
+            r.executor,
+            r.short_token(),
+            redact_url(&r.url)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,27 @@
+//! One module per command; `dispatch` routes the parsed command line to it.
+
+pub mod common;
+pub mod info;
+mod list;
+mod register;
+mod run;
+mod unregister;
+mod verify;
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+
+pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Register(args) => register::run(*args).await,
+        Command::Verify(args) => verify::run(args).await,
+        Command::List(args) => list::run(&args),
+        Command::Unregister(args) => unregister::run(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::RunSingle(args) => run::run_single(*args).await,
+        Command::Exec(_) => {
+            anyhow::bail!("this command is not built yet in this version of oxrunner")
+        }
+    }
+}

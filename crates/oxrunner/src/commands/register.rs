@@ -1,0 +1,391 @@
+//! `oxrunner register`: binds a runner to GitLab and appends it to config.toml, as `gitlab-runner register` does.
+//!
+//! Two token kinds exist (runner-api.md §1.2–1.4): a legacy registration token goes through `POST /runners`; a
+//! `glrt-` authentication token (a runner created in the GitLab UI) is only verified.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use oxrunner_api::{ApiError, RegisterRunnerRequest};
+use oxrunner_config::{CacheConfig, ConfigDocument, DockerConfig, RunnerConfig};
+
+use super::common::{client_for, config_dir, config_path, short};
+use crate::cli::RegisterArgs;
+use crate::prompt;
+
+const EXECUTORS: &[&str] = &["shell", "docker"];
+
+pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
+    let path = config_path(&args.config);
+    let interactive = !args.non_interactive.unwrap_or(false);
+    let mut doc = ConfigDocument::open_or_new(&path)?;
+    // Refuse an unsupported executor before anything is registered in GitLab.
+    if let Some(e) = args
+        .executor
+        .as_deref()
+        .filter(|e| !e.is_empty() && !EXECUTORS.contains(e))
+    {
+        bail!(
+            "executor `{e}` is not supported by oxrunner yet (supported: {})\nhint: use --executor shell or --executor docker",
+            EXECUTORS.join(", ")
+        );
+    }
+
+    let url = match args.url.take().filter(|u| !u.is_empty()) {
+        Some(u) => u,
+        None if interactive => prompt::ask_required(
+            "Enter the GitLab instance URL (for example, https://gitlab.com/):",
+            None,
+        )?,
+        None => bail!(
+            "the GitLab URL is missing\nhint: pass --url https://gitlab.example.com/ (or set CI_SERVER_URL)"
+        ),
+    };
+
+    // A glrt- token given as --registration-token is treated as an authentication token, as gitlab-runner does.
+    let (auth_token, legacy_token) = pick_token(&mut args, interactive)?;
+    let client = client_for(
+        &url,
+        args.tls_ca_file.as_deref(),
+        args.tls_cert_file.as_deref(),
+        args.tls_key_file.as_deref(),
+        &path,
+    )?;
+    let system_id = oxrunner_config::system_id::load_or_create(&config_dir(&path))?;
+    let executor_for_info = args.executor.clone().unwrap_or_else(|| "shell".into());
+    let info = super::info::runner_info(&executor_for_info, args.shell.as_deref());
+
+    let registered = if let Some(token) = auth_token {
+        check_server_side_args_absent(&args, args.registration_token.is_some())?;
+        let verified = client
+            .verify_runner(&token, &system_id, &info)
+            .await
+            .map_err(api_error)?;
+        eprintln!(
+            "Verifying runner... is valid                        runner={}",
+            short(&token)
+        );
+        Registered {
+            id: verified.id,
+            token: if verified.token.is_empty() {
+                token
+            } else {
+                verified.token
+            },
+            expires_at: verified.token_expires_at,
+            via_registration_token: false,
+        }
+    } else if let Some(reg_token) = legacy_token {
+        eprintln!(
+            "WARNING: Support for registration tokens and runner parameters in the 'register' command has been deprecated by GitLab and will be replaced with runner authentication tokens."
+        );
+        let description = match args.name.clone() {
+            Some(n) => n,
+            None if interactive => prompt::ask("Enter a description for the runner:", Some(&hostname()))?,
+            None => hostname(),
+        };
+        args.name = Some(description.clone());
+        if args.tag_list.is_none() && interactive {
+            args.tag_list = Some(prompt::ask("Enter tags for the runner (comma-separated):", None)?);
+        }
+        if args.maintenance_note.is_none() && interactive {
+            args.maintenance_note = Some(prompt::ask(
+                "Enter optional maintenance note for the runner:",
+                None,
+            )?);
+        }
+        let tag_list = args.tag_list.clone().unwrap_or_default();
+        let req = RegisterRunnerRequest {
+            description,
+            maintenance_note: args.maintenance_note.clone().unwrap_or_default(),
+            tag_list: tag_list.clone(),
+            run_untagged: args.run_untagged.unwrap_or(tag_list.trim().is_empty()),
+            locked: args.locked.unwrap_or(true),
+            access_level: args.access_level.clone().unwrap_or_default(),
+            maximum_timeout: args.maximum_timeout.unwrap_or(0).max(0),
+            paused: args.paused.unwrap_or(false),
+            info: info.clone(),
+            token: reg_token.clone(),
+        };
+        let resp = client.register_runner(&req).await.map_err(api_error)?;
+        eprintln!(
+            "Registering runner... succeeded                     runner={}",
+            short(&reg_token)
+        );
+        Registered {
+            id: resp.id,
+            token: resp.token,
+            expires_at: resp.token_expires_at,
+            via_registration_token: true,
+        }
+    } else {
+        bail!(
+            "no token given\nhint: pass --token glrt-... (a runner created in the GitLab UI) or --registration-token"
+        );
+    };
+
+    let name = match args.name.clone() {
+        Some(n) => n,
+        None if interactive => prompt::ask(
+            "Enter a name for the runner. This is stored only in the local config.toml file:",
+            Some(&hostname()),
+        )?,
+        None => hostname(),
+    };
+    let executor = match args.executor.clone().filter(|e| !e.is_empty()) {
+        Some(e) => e,
+        None if interactive => loop {
+            let e = prompt::ask_required(&format!("Enter an executor: {}:", EXECUTORS.join(", ")), None)?;
+            if EXECUTORS.contains(&e.as_str()) {
+                break e;
+            }
+            eprintln!(
+                "ERROR: executor `{e}` is not supported by oxrunner (choose one of {})",
+                EXECUTORS.join(", ")
+            );
+        },
+        None => bail!("the executor is missing\nhint: pass --executor shell or --executor docker"),
+    };
+    if executor == "docker" && args.docker.image.is_none() {
+        if interactive {
+            args.docker.image = Some(prompt::ask_required(
+                "Enter the default Docker image (for example, ruby:2.7):",
+                None,
+            )?);
+        } else {
+            bail!(
+                "the default Docker image is missing\nhint: pass --docker-image (for example docker:latest)"
+            );
+        }
+    }
+    if args.docker.helper_image.is_some() {
+        eprintln!(
+            "WARNING: --docker-helper-image is ignored: oxrunner moves sources, caches and artifacts itself and pulls no helper image"
+        );
+    }
+
+    let runner = build_runner(&args, &name, &url, &executor, &registered)?;
+    doc.append_runner(&runner);
+    if let Err(err) = doc.save() {
+        if !args.leave_runner.unwrap_or(false) {
+            rollback(&client, &registered, &system_id).await;
+        }
+        return Err(err).with_context(|| format!("cannot save {}", path.display()));
+    }
+    if let Ok(cfg) = doc.config() {
+        for r in &cfg.runners {
+            if r.limit > cfg.concurrent || r.request_concurrency > cfg.concurrent {
+                eprintln!(
+                    "WARNING: runner `{}` has limit/request_concurrency above the global concurrent = {}; it will never run more than {} jobs",
+                    r.name, cfg.concurrent, cfg.concurrent
+                );
+            }
+        }
+    }
+    println!(
+        "Runner registered successfully. Feel free to start it, but if it's running already the config should be automatically reloaded!"
+    );
+    println!();
+    println!(
+        "Configuration (with the authentication token) was saved in \"{}\"",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Registered {
+    id: i64,
+    token: String,
+    expires_at: Option<String>,
+    via_registration_token: bool,
+}
+
+fn pick_token(
+    args: &mut RegisterArgs,
+    interactive: bool,
+) -> anyhow::Result<(Option<String>, Option<String>)> {
+    if let Some(t) = args.token.clone().filter(|t| !t.is_empty()) {
+        return Ok((Some(t), None));
+    }
+    let reg = match args.registration_token.clone().filter(|t| !t.is_empty()) {
+        Some(t) => t,
+        None if interactive => prompt::ask_required("Enter the registration token:", None)?,
+        None => bail!(
+            "no runner token given\nhint: create a runner in GitLab (Settings > CI/CD > Runners > New runner) and pass its token with --token glrt-...; legacy registration tokens go in --registration-token"
+        ),
+    };
+    if reg.starts_with("glrt-") {
+        Ok((Some(reg), None))
+    } else {
+        Ok((None, Some(reg)))
+    }
+}
+
+/// With an authentication token these attributes live on the server; gitlab-runner refuses them (or ignores them
+/// with a warning when the token came in through --registration-token).
+fn check_server_side_args_absent(args: &RegisterArgs, via_registration_flag: bool) -> anyhow::Result<()> {
+    let mut given = Vec::new();
+    if args.locked.is_some() {
+        given.push("--locked");
+    }
+    if args.access_level.is_some() {
+        given.push("--access-level");
+    }
+    if args.run_untagged.is_some() {
+        given.push("--run-untagged");
+    }
+    if args.maximum_timeout.is_some() {
+        given.push("--maximum-timeout");
+    }
+    if args.paused.is_some() {
+        given.push("--paused");
+    }
+    if args.tag_list.is_some() {
+        given.push("--tag-list");
+    }
+    if args.maintenance_note.is_some() {
+        given.push("--maintenance-note");
+    }
+    if given.is_empty() {
+        return Ok(());
+    }
+    if via_registration_flag {
+        eprintln!(
+            "WARNING: {} ignored: with a runner authentication token these are set on the runner in GitLab",
+            given.join(", ")
+        );
+        Ok(())
+    } else {
+        bail!(
+            "{} cannot be used with a runner authentication token\nhint: set them on the runner in the GitLab UI (Settings > CI/CD > Runners) and drop them here",
+            given.join(", ")
+        )
+    }
+}
+
+fn build_runner(
+    args: &RegisterArgs,
+    name: &str,
+    url: &str,
+    executor: &str,
+    reg: &Registered,
+) -> anyhow::Result<RunnerConfig> {
+    let mut feature_flags = BTreeMap::new();
+    for ff in &args.feature_flags {
+        let (k, v) = ff
+            .split_once('=')
+            .with_context(|| format!("feature flag `{ff}` is not NAME=true|false"))?;
+        let v = crate::cli::parse_go_bool(v.trim()).map_err(anyhow::Error::msg)?;
+        feature_flags.insert(k.trim().to_string(), v);
+    }
+    let mut runner = RunnerConfig {
+        name: name.to_string(),
+        url: url.to_string(),
+        id: reg.id,
+        token: reg.token.clone().into(),
+        token_obtained_at: Some(now_utc_seconds()),
+        token_expires_at: reg.expires_at.as_deref().and_then(parse_expiry),
+        tls_ca_file: args.tls_ca_file.clone(),
+        tls_cert_file: args.tls_cert_file.clone(),
+        tls_key_file: args.tls_key_file.clone(),
+        executor: executor.to_string(),
+        shell: args.shell.clone(),
+        builds_dir: args.builds_dir.clone(),
+        cache_dir: args.cache_dir.clone(),
+        clone_url: args.clone_url.clone(),
+        environment: args.env.clone(),
+        limit: args.limit.unwrap_or(0),
+        output_limit: args.output_limit.unwrap_or(0),
+        request_concurrency: args.request_concurrency.unwrap_or(0),
+        pre_get_sources_script: args.pre_get_sources_script.clone(),
+        post_get_sources_script: args.post_get_sources_script.clone(),
+        pre_build_script: args.pre_build_script.clone(),
+        post_build_script: args.post_build_script.clone(),
+        feature_flags,
+        ..RunnerConfig::default()
+    };
+    let mut cache = CacheConfig::default();
+    if let Some(t) = &args.cache.cache_type {
+        cache.cache_type = Some(t.clone());
+    }
+    if let Some(p) = &args.cache.path {
+        cache.path = Some(p.clone());
+    }
+    if let Some(s) = args.cache.shared {
+        cache.shared = Some(s);
+    }
+    runner.cache = Some(cache);
+    if let Some(enabled) = args.custom_build_dir_enabled {
+        runner.custom_build_dir = Some(oxrunner_config::CustomBuildDir {
+            enabled: Some(enabled),
+        });
+    }
+    if executor == "docker" {
+        let d = &args.docker;
+        let docker = DockerConfig {
+            image: d.image.clone(),
+            host: d.host.clone(),
+            tls_verify: d.tls_verify,
+            tls_cert_path: d.tls_cert_path.clone(),
+            privileged: d.privileged,
+            disable_cache: d.disable_cache,
+            volumes: d.volumes.clone(),
+            cache_dir: d.cache_dir.clone(),
+            pull_policy: d.pull_policy.clone(),
+            allowed_images: d.allowed_images.clone(),
+            allowed_services: d.allowed_services.clone(),
+            network_mode: d.network_mode.clone(),
+            shm_size: d.shm_size,
+            memory: d.memory.clone(),
+            cpus: d.cpus.clone(),
+            user: d.user.clone(),
+            extra_hosts: d.extra_hosts.clone(),
+            dns: d.dns.clone(),
+            cap_add: d.cap_add.clone(),
+            cap_drop: d.cap_drop.clone(),
+            devices: d.devices.clone(),
+            security_opt: d.security_opt.clone(),
+            wait_for_services_timeout: d.wait_for_services_timeout,
+            ..DockerConfig::default()
+        };
+        runner.docker = Some(docker);
+    }
+    Ok(runner)
+}
+
+async fn rollback(client: &oxrunner_api::Client, reg: &Registered, system_id: &str) {
+    let result = if reg.via_registration_token {
+        client.unregister_runner(&reg.token).await
+    } else {
+        client.unregister_runner_manager(&reg.token, system_id).await
+    };
+    if let Err(err) = result {
+        eprintln!("WARNING: could not unregister the runner again after the failure: {err}");
+    }
+}
+
+fn api_error(err: ApiError) -> anyhow::Error {
+    anyhow::Error::new(err)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "oxrunner".to_string())
+}
+
+/// gitlab-runner stores `token_obtained_at` in UTC truncated to seconds.
+fn now_utc_seconds() -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
+}
+
+/// GitLab sends Go's zero time (or nothing) for tokens that never expire.
+fn parse_expiry(s: &str) -> Option<time::OffsetDateTime> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    (t.year() > 1).then_some(t)
+}

@@ -1,0 +1,80 @@
+//! `oxrunner run` and `oxrunner run-single`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use oxrunner_config::RunnerConfig;
+
+use super::common::config_path;
+use crate::cli::{RunArgs, RunSingleArgs};
+use crate::daemon::{self, DaemonOptions, SingleOptions};
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Resolve the config path before changing directory, so a relative -c keeps its meaning.
+    let path = std::path::absolute(config_path(&args.config)).context("cannot resolve the config path")?;
+    if let Some(dir) = &args.working_directory {
+        std::env::set_current_dir(dir)
+            .with_context(|| format!("cannot change to the working directory {}", dir.display()))?;
+    }
+    if let Some(addr) = &args.listen_address {
+        tracing::warn!(
+            listen_address = %addr,
+            "the metrics and health server (--listen-address / listen_address) is not served by this oxrunner build"
+        );
+    }
+    daemon::run(DaemonOptions {
+        config_path: path,
+        user: args.user,
+        single: None,
+    })
+    .await
+}
+
+pub async fn run_single(args: RunSingleArgs) -> anyhow::Result<ExitCode> {
+    let path = std::path::absolute(config_path(&args.config)).context("cannot resolve the config path")?;
+    let runner = match &args.runner {
+        Some(name) => {
+            let loaded = oxrunner_config::load(&path)?;
+            loaded
+                .config
+                .runners
+                .into_iter()
+                .find(|r| &r.name == name)
+                .with_context(|| format!("no runner named `{name}` in {}", path.display()))?
+        }
+        None => {
+            let url = args
+                .url
+                .clone()
+                .context("--url is required\nhint: pass --url and --token, or -c CONFIG -r NAME")?;
+            let token = args
+                .token
+                .clone()
+                .context("--token is required\nhint: pass --url and --token, or -c CONFIG -r NAME")?;
+            RunnerConfig {
+                name: args.name.clone().unwrap_or_else(|| "run-single".into()),
+                url,
+                token: token.into(),
+                executor: args.executor.clone().unwrap_or_else(|| "shell".into()),
+                builds_dir: args.builds_dir.clone(),
+                cache_dir: args.cache_dir.clone(),
+                tls_ca_file: args.tls_ca_file.clone(),
+                output_limit: args.output_limit.unwrap_or(0),
+                ..RunnerConfig::default()
+            }
+        }
+    };
+    let single = SingleOptions {
+        runner,
+        max_builds: args.max_builds,
+        wait_timeout: Duration::from_secs(args.wait_timeout),
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+    };
+    daemon::run(DaemonOptions {
+        config_path: path,
+        user: None,
+        single: Some(single),
+    })
+    .await
+}

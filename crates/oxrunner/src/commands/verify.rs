@@ -1,0 +1,83 @@
+//! `oxrunner verify`: asks GitLab whether each configured runner still exists; `--delete` drops the ones it
+//! no longer knows from config.toml.
+
+use std::process::ExitCode;
+
+use oxrunner_api::ApiError;
+
+use super::common::{client_for_runner, config_dir, config_path};
+use crate::cli::VerifyArgs;
+
+pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let path = config_path(&args.config);
+    let mut doc = super::common::open_existing(&path)?;
+    let config = doc.config()?;
+    let system_id = oxrunner_config::system_id::load_or_create(&config_dir(&path))?;
+    let mut removed_tokens = Vec::new();
+    let mut failed = false;
+    let mut matched = 0usize;
+    for runner in &config.runners {
+        if args.name.as_deref().is_some_and(|n| n != runner.name)
+            || args
+                .url
+                .as_deref()
+                .is_some_and(|u| u.trim_end_matches('/') != runner.url.trim_end_matches('/'))
+            || args.token.as_deref().is_some_and(|t| t != runner.token.expose())
+        {
+            continue;
+        }
+        matched += 1;
+        let client = client_for_runner(runner, &path)?;
+        let info = super::info::runner_info(&runner.executor, runner.shell.as_deref());
+        match client
+            .verify_runner(runner.token.expose(), &system_id, &info)
+            .await
+        {
+            Ok(_) => eprintln!(
+                "{:<52}runner={}",
+                "Verifying runner... is valid",
+                runner.short_token()
+            ),
+            Err(ApiError::Forbidden { .. }) => {
+                let word = if runner.token.expose().starts_with("glrt-") {
+                    "is not valid"
+                } else {
+                    "is removed"
+                };
+                eprintln!(
+                    "{:<52}runner={}",
+                    format!("Verifying runner... {word}"),
+                    runner.short_token()
+                );
+                removed_tokens.push(runner.token.expose().to_string());
+            }
+            Err(err) => {
+                failed = true;
+                eprintln!(
+                    "ERROR: Verifying runner... failed                  runner={}: {err}",
+                    runner.short_token()
+                );
+            }
+        }
+    }
+    if matched == 0 && (args.name.is_some() || args.url.is_some() || args.token.is_some()) {
+        anyhow::bail!(
+            "no runner in {} matches the given --name/--url/--token",
+            path.display()
+        );
+    }
+    if args.delete.unwrap_or(false) && !removed_tokens.is_empty() {
+        let n = doc.remove_runners(|r| removed_tokens.iter().any(|t| t == r.token.expose()));
+        doc.save()?;
+        eprintln!("Updated {} ({n} runner(s) removed)", path.display());
+    } else if !removed_tokens.is_empty() {
+        eprintln!(
+            "hint: run `oxrunner verify --delete` to remove the runners GitLab no longer knows from the config"
+        );
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

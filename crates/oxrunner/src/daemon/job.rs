@@ -1,0 +1,231 @@
+//! One job from pickup to final update: tell GitLab it runs, turn the payload into a plan, run it through the
+//! core driver with the trace streamed back, and report the outcome with the trace checksum.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use oxrunner_api::trace::{FinalState, JobControl, TraceSender, TraceSource};
+use oxrunner_api::{Client, JobResponse, RunnerInfo, UpdateJobRequest, UpdateOutcome};
+use oxrunner_config::RunnerConfig;
+use oxrunner_core::{
+    CancellationToken, FailureReason, JobCancel, JobOutcome, JobPlan, NoopHooks, RunnerContext,
+    ShellExecutor, TraceWriter,
+};
+use tracing::{info, warn};
+
+use super::plan::job_plan;
+use super::slots::Slots;
+use crate::version;
+
+/// What a job task needs from the daemon.
+#[derive(Clone)]
+pub struct JobEnv {
+    pub client: Client,
+    pub runner: Arc<RunnerConfig>,
+    pub system_id: String,
+    pub info: RunnerInfo,
+    pub slots: Slots,
+    /// `--user` / global `user`: run shell jobs as this user.
+    pub user: Option<String>,
+    /// Cancelled on SIGTERM/SIGINT: jobs stop at once and are reported failed.
+    pub abort_all: CancellationToken,
+    pub spool_dir: PathBuf,
+}
+
+/// Runs one job to its final update. Never panics on bad input: a payload that cannot be planned is reported as a
+/// failed job.
+pub async fn run(env: JobEnv, job: Box<JobResponse>) {
+    let job_id = job.id;
+    let token = job.token.clone();
+    let short = env.runner.short_token();
+    info!(job = job_id, runner = %short, project = job.job_info.project_id, "Checking for jobs... received");
+
+    let running = UpdateJobRequest {
+        info: env.info.clone(),
+        token: token.clone(),
+        state: "running".into(),
+        ..Default::default()
+    };
+    let mut cancel_at_start = false;
+    match env.client.update_job(job_id, &token, &running).await {
+        Ok(r) if r.outcome == UpdateOutcome::Abort => {
+            warn!(job = job_id, "GitLab aborted the job before it started");
+            return;
+        }
+        Ok(r) => cancel_at_start = r.cancel_requested,
+        Err(err) => warn!(job = job_id, error = %err, "could not mark the job as running; continuing"),
+    }
+
+    let plan = job_plan(&job, env.client.ca_chain_pem());
+    let masks = match &plan {
+        Ok(p) => p.mask_set(),
+        Err(_) => oxrunner_core::MaskSet::new(vec![token.clone()], &job.features.token_mask_prefixes),
+    };
+    let (trace, handle) = match TraceWriter::new(&env.spool_dir, masks, env.runner.output_limit_bytes()) {
+        Ok(t) => t,
+        Err(err) => {
+            // Without a spool there is no trace to send; still tell GitLab the job failed.
+            warn!(job = job_id, error = %err, dir = %env.spool_dir.display(), "cannot create the trace spool");
+            final_without_trace(&env, job_id, &token).await;
+            return;
+        }
+    };
+    let debug_trace = job
+        .variables
+        .iter()
+        .any(|v| v.key == "CI_DEBUG_TRACE" && v.value == "true");
+    let source = TraceSource {
+        path: handle.path.clone(),
+        committed: handle.committed.clone(),
+    };
+    let (sender, mut control_rx) = TraceSender::start(
+        env.client.clone(),
+        job_id,
+        token.clone(),
+        source,
+        debug_trace,
+        env.info.clone(),
+    );
+
+    let cancel = JobCancel::new();
+    if cancel_at_start {
+        cancel.graceful.cancel();
+    }
+    let control_task = {
+        let cancel = cancel.clone();
+        let abort_all = env.abort_all.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    msg = control_rx.recv() => match msg {
+                        Some(JobControl::CancelRequested) => cancel.graceful.cancel(),
+                        Some(JobControl::Abort) => { cancel.abort.cancel(); }
+                        None => break,
+                    },
+                    () = abort_all.cancelled() => { cancel.abort.cancel(); break; }
+                }
+            }
+        })
+    };
+
+    let outcome = match plan {
+        Ok(plan) => {
+            let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
+            let ctx = runner_context(&env, &plan, slot.concurrent_id, slot.project_slot);
+            let mut executor = ShellExecutor::new().with_user(env.user.clone());
+            if env.runner.shell.as_deref() == Some("sh") {
+                executor = executor.with_shell("/bin/sh");
+            }
+            let outcome =
+                oxrunner_core::run_job(&plan, &ctx, &mut executor, &NoopHooks, &trace, cancel.clone()).await;
+            drop(slot);
+            outcome
+        }
+        Err(err) => {
+            trace.error(&format!("Job failed (system failure): {err}"));
+            JobOutcome::Failed {
+                reason: FailureReason::RunnerSystemFailure,
+                exit_code: None,
+                message: err.to_string(),
+            }
+        }
+    };
+    control_task.abort();
+
+    let (crc, size) = handle.finish().await;
+    let state = final_state(
+        &outcome,
+        &job.features.failure_reasons,
+        env.abort_all.is_cancelled(),
+    );
+    let result = sender.finish(state, crc, size).await;
+    match (&outcome, result) {
+        (_, Err(err)) => warn!(job = job_id, error = %err, "final job update failed"),
+        (JobOutcome::Success, Ok(())) => info!(job = job_id, runner = %short, "Job succeeded"),
+        (JobOutcome::Failed { message, .. }, Ok(())) => {
+            info!(job = job_id, runner = %short, reason = %message, "Job failed");
+        }
+    }
+    drop(trace);
+    drop(handle);
+}
+
+fn final_state(outcome: &JobOutcome, supported: &[String], interrupted: bool) -> FinalState {
+    match outcome {
+        JobOutcome::Success => FinalState {
+            state: "success".into(),
+            failure_reason: None,
+            exit_code: None,
+        },
+        JobOutcome::Failed {
+            reason, exit_code, ..
+        } => {
+            // A runner shutdown that aborted the job is reported as such, whatever stage it hit.
+            let reason = if interrupted {
+                &FailureReason::RunnerInterrupted
+            } else {
+                reason
+            };
+            FinalState {
+                state: "failed".into(),
+                failure_reason: Some(reason.for_gitlab(supported).to_string()),
+                exit_code: *exit_code,
+            }
+        }
+    }
+}
+
+async fn final_without_trace(env: &JobEnv, job_id: i64, token: &str) {
+    let req = UpdateJobRequest {
+        info: env.info.clone(),
+        token: token.to_string(),
+        state: "failed".into(),
+        failure_reason: Some("runner_system_failure".into()),
+        ..Default::default()
+    };
+    if let Err(err) = env.client.update_job(job_id, token, &req).await {
+        warn!(job = job_id, error = %err, "final job update failed");
+    }
+}
+
+fn runner_context(env: &JobEnv, _plan: &JobPlan, concurrent_id: usize, project_slot: usize) -> RunnerContext {
+    let r = &env.runner;
+    RunnerContext {
+        runner_name: r.name.clone(),
+        short_token: r.short_token(),
+        system_id: env.system_id.clone(),
+        executor: r.executor.clone(),
+        // gitlab-runner's shell defaults: `builds` and `cache` relative to the working directory.
+        builds_dir: PathBuf::from(
+            r.builds_dir
+                .clone()
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| "builds".into()),
+        ),
+        cache_dir: PathBuf::from(
+            r.cache_dir
+                .clone()
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| "cache".into()),
+        ),
+        concurrent_id,
+        concurrent_project_id: project_slot,
+        shared_builds_dir: true,
+        environment: r.environment.clone(),
+        pre_build_script: r.pre_build_script.clone(),
+        post_build_script: r.post_build_script.clone(),
+        pre_get_sources_script: r.pre_get_sources_script.clone(),
+        post_get_sources_script: r.post_get_sources_script.clone(),
+        output_limit: r.output_limit_bytes(),
+        version: version::VERSION.to_string(),
+        revision: version::REVISION.to_string(),
+        user: env.user.clone(),
+        debug_trace_disabled: r.debug_trace_disabled.unwrap_or(false),
+        clone_url: r.clone_url.clone(),
+        custom_build_dir: r
+            .custom_build_dir
+            .as_ref()
+            .and_then(|c| c.enabled)
+            .unwrap_or(false),
+    }
+}

@@ -1,0 +1,390 @@
+//! `oxrunner run` and `run-single`: the job-processing service.
+//!
+//! One request loop per `[[runners]]` entry (times `request_concurrency`), one global semaphore for `concurrent`,
+//! one per runner for `limit`; permits move into the job task. Signals keep gitlab-runner's meaning: SIGQUIT stops
+//! asking for jobs and waits for the running ones; SIGTERM/SIGINT abort running jobs (reported failed) and exit
+//! within `shutdown_timeout`; SIGHUP or a changed config.toml reloads the runners without touching running jobs.
+
+pub mod job;
+pub mod plan;
+mod poller;
+mod slots;
+mod tokens;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use oxrunner_config::{Config, RunnerConfig};
+use oxrunner_core::CancellationToken;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use self::job::JobEnv;
+use self::poller::{Poller, RunnerState};
+use self::slots::Slots;
+
+/// How often config.toml is checked for changes (gitlab-runner: 3 s).
+const CONFIG_CHECK_INTERVAL: Duration = Duration::from_secs(3);
+
+pub struct DaemonOptions {
+    pub config_path: PathBuf,
+    pub user: Option<String>,
+    /// `run-single`: one runner from flags instead of the config's list.
+    pub single: Option<SingleOptions>,
+}
+
+pub struct SingleOptions {
+    pub runner: RunnerConfig,
+    pub max_builds: u64,
+    pub wait_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+/// A running request loop and what it was started from (to tell whether a reload changed it).
+struct Running {
+    runner: RunnerConfig,
+    stop: CancellationToken,
+}
+
+struct Daemon {
+    opts: DaemonOptions,
+    global: Arc<Semaphore>,
+    concurrent: usize,
+    tracker: TaskTracker,
+    slots: Slots,
+    abort_all: CancellationToken,
+    stop_polling: CancellationToken,
+    system_id: String,
+    spool_dir: PathBuf,
+    running: HashMap<String, Running>,
+    received: Arc<AtomicU64>,
+    activity: Arc<Notify>,
+}
+
+pub async fn run(opts: DaemonOptions) -> anyhow::Result<ExitCode> {
+    let config_dir = config_dir(&opts.config_path);
+    let system_id = oxrunner_config::system_id::load_or_create(&config_dir)
+        .with_context(|| format!("cannot read or create the system id in {}", config_dir.display()))?;
+    let spool_dir = std::env::temp_dir().join(format!("oxrunner-spool-{}", std::process::id()));
+    std::fs::create_dir_all(&spool_dir)
+        .with_context(|| format!("cannot create the trace spool directory {}", spool_dir.display()))?;
+
+    let mut daemon = Daemon {
+        opts,
+        global: Arc::new(Semaphore::new(0)),
+        concurrent: 0,
+        tracker: TaskTracker::new(),
+        slots: Slots::default(),
+        abort_all: CancellationToken::new(),
+        stop_polling: CancellationToken::new(),
+        system_id,
+        spool_dir,
+        running: HashMap::new(),
+        received: Arc::new(AtomicU64::new(0)),
+        activity: Arc::new(Notify::new()),
+    };
+    let result = daemon.serve().await;
+    let _ = std::fs::remove_dir_all(&daemon.spool_dir);
+    result
+}
+
+impl Daemon {
+    async fn serve(&mut self) -> anyhow::Result<ExitCode> {
+        let mut sigquit = signal(SignalKind::quit()).context("cannot handle SIGQUIT")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+
+        let (mut config, mut mtime) = self.load()?;
+        self.apply(&config);
+        info!(
+            concurrent = self.concurrent,
+            runners = self.running.len(),
+            version = crate::version::VERSION,
+            "oxrunner started; listening for jobs"
+        );
+        let mut check = tokio::time::interval(CONFIG_CHECK_INTERVAL);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let single = self.opts.single.as_ref().map(|s| (s.max_builds, s.wait_timeout));
+        let mut idle_deadline = single
+            .filter(|(_, w)| !w.is_zero())
+            .map(|(_, w)| tokio::time::Instant::now() + w);
+
+        let graceful = loop {
+            let idle = async {
+                match idle_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sigquit.recv() => {
+                    info!("SIGQUIT received: no new jobs will be requested; waiting for running jobs to finish");
+                    break true;
+                }
+                _ = sigterm.recv() => { warn!("SIGTERM received: aborting running jobs"); break false; }
+                _ = sigint.recv() => { warn!("SIGINT received: aborting running jobs"); break false; }
+                _ = sighup.recv() => {
+                    info!("SIGHUP received: reloading the configuration");
+                    self.reload(&mut config, &mut mtime, true);
+                }
+                _ = check.tick() => {
+                    if self.opts.single.is_none() {
+                        self.reload(&mut config, &mut mtime, false);
+                    }
+                    if let Some((max, _)) = single
+                        && max > 0
+                        && self.received.load(std::sync::atomic::Ordering::SeqCst) >= max
+                    {
+                        info!(max_builds = max, "reached --max-builds; finishing");
+                        break true;
+                    }
+                }
+                () = self.activity.notified() => {
+                    if let Some((_, w)) = single.filter(|(_, w)| !w.is_zero()) {
+                        idle_deadline = Some(tokio::time::Instant::now() + w);
+                    }
+                }
+                () = idle => {
+                    info!("no job within --wait-timeout; finishing");
+                    break true;
+                }
+            }
+        };
+
+        self.stop_polling.cancel();
+        self.tracker.close();
+        if graceful {
+            // A second SIGQUIT changes nothing; SIGTERM/SIGINT turn the wait into a forceful shutdown.
+            tokio::select! {
+                () = self.tracker.wait() => {}
+                _ = sigterm.recv() => return Ok(self.force(&config).await),
+                _ = sigint.recv() => return Ok(self.force(&config).await),
+            }
+            info!("all jobs finished; exiting");
+            Ok(ExitCode::SUCCESS)
+        } else {
+            tokio::select! {
+                code = self.force(&config) => Ok(code),
+                _ = sigterm.recv() => { error!("second signal: exiting now"); Ok(ExitCode::FAILURE) }
+                _ = sigint.recv() => { error!("second signal: exiting now"); Ok(ExitCode::FAILURE) }
+            }
+        }
+    }
+
+    /// Aborts running jobs (they report `failed`, reason runner_interrupted) and waits at most `shutdown_timeout`.
+    async fn force(&self, config: &Config) -> ExitCode {
+        self.abort_all.cancel();
+        let timeout = self
+            .opts
+            .single
+            .as_ref()
+            .map(|s| s.shutdown_timeout)
+            .filter(|t| !t.is_zero())
+            .unwrap_or_else(|| config.shutdown_timeout());
+        match tokio::time::timeout(timeout, self.tracker.wait()).await {
+            Ok(()) => {
+                info!("running jobs were aborted and reported; exiting");
+                ExitCode::SUCCESS
+            }
+            Err(_) => {
+                error!(
+                    timeout_s = timeout.as_secs(),
+                    "jobs did not finish within shutdown_timeout; exiting anyway"
+                );
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn load(&self) -> anyhow::Result<(Config, Option<SystemTime>)> {
+        if let Some(single) = &self.opts.single {
+            let config = Config {
+                concurrent: 1,
+                runners: vec![single.runner.clone()],
+                ..Config::default()
+            };
+            return Ok((config, None));
+        }
+        let path = &self.opts.config_path;
+        if !path.exists() {
+            // The seed starts the runner container before `register` writes the file: wait for it.
+            warn!(config = %path.display(), "config file does not exist yet; waiting for a runner to be registered");
+            return Ok((
+                Config {
+                    concurrent: 1,
+                    ..Config::default()
+                },
+                None,
+            ));
+        }
+        let loaded = oxrunner_config::load(path)?;
+        for w in &loaded.warnings {
+            warn!("{w}");
+        }
+        Ok((loaded.config, mtime(path)))
+    }
+
+    fn reload(&mut self, config: &mut Config, last: &mut Option<SystemTime>, forced: bool) {
+        if self.opts.single.is_some() {
+            return;
+        }
+        let now = mtime(&self.opts.config_path);
+        if !forced && now == *last {
+            return;
+        }
+        match self.load() {
+            Ok((c, m)) => {
+                *last = m;
+                self.apply(&c);
+                *config = c;
+                info!(
+                    concurrent = self.concurrent,
+                    runners = self.running.len(),
+                    "configuration loaded"
+                );
+            }
+            Err(err) => {
+                // A broken edit must not stop the service: keep the previous configuration.
+                *last = now;
+                error!("configuration not reloaded, keeping the previous one: {err:#}");
+            }
+        }
+    }
+
+    /// Brings the request loops and the global semaphore in line with `config`; running jobs are untouched.
+    fn apply(&mut self, config: &Config) {
+        let wanted = usize::try_from(config.concurrent.max(1)).unwrap_or(1);
+        if wanted > self.concurrent {
+            self.global.add_permits(wanted - self.concurrent);
+        } else if wanted < self.concurrent {
+            let excess = u32::try_from(self.concurrent - wanted).unwrap_or(u32::MAX);
+            let sem = Arc::clone(&self.global);
+            // Taking the excess permits as jobs finish shrinks capacity without touching running jobs.
+            tokio::spawn(async move {
+                if let Ok(p) = sem.acquire_many_owned(excess).await {
+                    p.forget();
+                }
+            });
+        }
+        self.concurrent = wanted;
+
+        let runners: Vec<&RunnerConfig> = config
+            .runners
+            .iter()
+            .filter(|r| !r.token.expose().is_empty())
+            .collect();
+        let keep: HashMap<String, &RunnerConfig> = runners
+            .iter()
+            .map(|r| (r.token.expose().to_string(), *r))
+            .collect();
+        self.running.retain(|token, running| {
+            let same = keep.get(token).is_some_and(|r| **r == running.runner);
+            if !same {
+                running.stop.cancel();
+            }
+            same
+        });
+        let count = u32::try_from(runners.len().max(1)).unwrap_or(1);
+        for (i, runner) in runners.iter().enumerate() {
+            let token = runner.token.expose().to_string();
+            if self.running.contains_key(&token) {
+                continue;
+            }
+            if !matches!(runner.executor.as_str(), "shell") {
+                error!(
+                    runner = %runner.short_token(),
+                    executor = %runner.executor,
+                    "executor is not supported by this oxrunner build; this runner will not request jobs (supported: shell)"
+                );
+                continue;
+            }
+            let stop = self.stop_polling.child_token();
+            match self.start_runner(runner, config, &stop, i, count) {
+                Ok(()) => {
+                    self.running.insert(
+                        token,
+                        Running {
+                            runner: (*runner).clone(),
+                            stop,
+                        },
+                    );
+                }
+                Err(err) => error!(runner = %runner.short_token(), "runner not started: {err:#}"),
+            }
+        }
+    }
+
+    fn start_runner(
+        &self,
+        runner: &RunnerConfig,
+        config: &Config,
+        stop: &CancellationToken,
+        index: usize,
+        count: u32,
+    ) -> anyhow::Result<()> {
+        let client = crate::commands::common::client_for_runner(runner, &self.opts.config_path)?;
+        let info = crate::commands::info::runner_info(&runner.executor, runner.shell.as_deref());
+        let runner_arc = Arc::new(runner.clone());
+        let env = JobEnv {
+            client: client.clone(),
+            runner: Arc::clone(&runner_arc),
+            system_id: self.system_id.clone(),
+            info,
+            slots: self.slots.clone(),
+            user: self.opts.user.clone().or_else(|| config.user.clone()),
+            abort_all: self.abort_all.clone(),
+            spool_dir: self.spool_dir.clone(),
+        };
+        let check_interval = config.check_interval();
+        let state = Arc::new(RunnerState {
+            env,
+            limit: runner.limit().map(|l| Arc::new(Semaphore::new(l as usize))),
+            check_interval,
+            strict_check_interval: runner.strict_check_interval.unwrap_or(false),
+            unhealthy: AtomicU32::new(0),
+            unhealthy_limit: runner.unhealthy_requests_limit().max(1),
+            unhealthy_interval: runner.unhealthy_interval(),
+            received: Arc::clone(&self.received),
+            max_builds: self.opts.single.as_ref().map_or(0, |s| s.max_builds),
+        });
+        // Spread the runners' first requests over the check interval, as gitlab-runner's feeder does.
+        let initial_delay =
+            check_interval.mul_f64(f64::from(u32::try_from(index).unwrap_or(0)) / f64::from(count));
+        for _ in 0..runner.request_concurrency().max(1) {
+            let poller = Poller {
+                state: Arc::clone(&state),
+                global: Arc::clone(&self.global),
+                tracker: self.tracker.clone(),
+                stop: stop.clone(),
+                initial_delay,
+                activity: Arc::clone(&self.activity),
+            };
+            tokio::spawn(poller.run());
+        }
+        if self.opts.single.is_none() {
+            tokio::spawn(tokens::rotate(
+                client,
+                self.opts.config_path.clone(),
+                runner_arc,
+                stop.clone(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn config_dir(path: &Path) -> PathBuf {
+    crate::commands::common::config_dir(path)
+}

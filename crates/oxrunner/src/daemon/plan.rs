@@ -1,0 +1,254 @@
+//! GitLab's job payload (`api::JobResponse`) → the executor-neutral `core::JobPlan`.
+//!
+//! Only shape changes happen here; meaning (GIT_STRATEGY, attempts, expansion) is read from the variables by the
+//! core, so a payload built by `oxrunner exec` and one sent by GitLab behave the same.
+
+use std::time::Duration;
+
+use oxrunner_api::JobResponse;
+use oxrunner_core::{
+    ArtifactSpec, ArtifactsFile, CachePolicy, CacheSpec, Dependency, GitStrategy, ImageSpec, JobPlan,
+    RegistryCredential, Secret, Sources, Step, TraceFeatures, Variable, Variables, When,
+};
+
+/// Why a payload cannot become a plan: it is answered as a failed job, never a crash.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("job {0} has no steps to run (the payload's `steps` is empty)")]
+    NoSteps(i64),
+    #[error("job {job}: unsupported executor options {keys:?} for image `{image}`")]
+    UnsupportedExecutorOptions {
+        job: i64,
+        image: String,
+        keys: Vec<String>,
+    },
+}
+
+pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> Result<JobPlan, PlanError> {
+    let mut variables: Variables = job.variables.iter().map(variable).collect();
+    if variables.value("CI_JOB_TOKEN").is_none() && !job.token.is_empty() {
+        variables.push(Variable::masked("CI_JOB_TOKEN", job.token.clone()));
+    }
+
+    let mut steps = Vec::new();
+    let mut after_script = None;
+    for s in &job.steps {
+        let step = Step {
+            name: s.name.clone(),
+            script: s.script.clone(),
+            timeout: (s.timeout > 0).then(|| Duration::from_secs(s.timeout.unsigned_abs())),
+            when: When::parse(&s.when),
+            allow_failure: s.allow_failure,
+        };
+        if s.name == "after_script" {
+            after_script = Some(step);
+        } else {
+            steps.push(step);
+        }
+    }
+    if steps.is_empty() && after_script.is_none() {
+        return Err(PlanError::NoSteps(job.id));
+    }
+
+    let image = (!job.image.name.is_empty()).then(|| image_spec(&job.image));
+    for img in std::iter::once(&job.image).chain(job.services.iter()) {
+        let mut keys: Vec<String> = img.executor_opts.other.keys().cloned().collect();
+        keys.extend(
+            img.executor_opts
+                .docker
+                .other
+                .keys()
+                .map(|k| format!("docker.{k}")),
+        );
+        if !keys.is_empty() {
+            return Err(PlanError::UnsupportedExecutorOptions {
+                job: job.id,
+                image: img.name.clone(),
+                keys,
+            });
+        }
+    }
+
+    let git = &job.git_info;
+    let hook = |name: &str| -> Vec<String> {
+        job.hooks
+            .iter()
+            .filter(|h| h.name == name)
+            .flat_map(|h| h.script.iter().cloned())
+            .collect()
+    };
+    let sources = Sources {
+        strategy: if job.allow_git_fetch {
+            GitStrategy::Fetch
+        } else {
+            GitStrategy::Clone
+        },
+        repo_url: Secret::new(git.repo_url.clone()),
+        sha: git.sha.clone(),
+        ref_name: git.r#ref.clone(),
+        ref_type: if git.ref_type.is_empty() {
+            "branch".into()
+        } else {
+            git.ref_type.clone()
+        },
+        refspecs: git.refspecs.clone(),
+        depth: u32::try_from(git.depth).unwrap_or(0),
+        pre_get_sources_script: hook("pre_get_sources_script"),
+        post_get_sources_script: hook("post_get_sources_script"),
+        ca_file: ca_chain,
+        ..Sources::default()
+    };
+
+    Ok(JobPlan {
+        job_id: job.id,
+        job_name: job.job_info.name.clone(),
+        stage: job.job_info.stage.clone(),
+        project_id: job.job_info.project_id,
+        project_path: project_slug(
+            &git.repo_url,
+            &job.job_info.project_full_path,
+            job.job_info.project_id,
+        ),
+        variables,
+        sources,
+        steps,
+        after_script,
+        timeout: if job.runner_info.timeout > 0 {
+            Duration::from_secs(job.runner_info.timeout.unsigned_abs())
+        } else {
+            Duration::ZERO
+        },
+        caches: job.cache.iter().map(cache_spec).collect(),
+        artifacts: job
+            .artifacts
+            .iter()
+            .map(|a| ArtifactSpec {
+                name: a.name.clone(),
+                untracked: a.untracked,
+                paths: a.paths.clone(),
+                exclude: a.exclude.clone(),
+                when: When::parse(&a.when),
+                artifact_type: if a.artifact_type.is_empty() {
+                    "archive".into()
+                } else {
+                    a.artifact_type.clone()
+                },
+                artifact_format: if a.artifact_format.is_empty() {
+                    "zip".into()
+                } else {
+                    a.artifact_format.clone()
+                },
+                expire_in: Some(a.expire_in.clone()).filter(|e| !e.is_empty()),
+            })
+            .collect(),
+        dependencies: job
+            .dependencies
+            .iter()
+            .map(|d| Dependency {
+                id: d.id,
+                name: d.name.clone(),
+                token: Secret::new(d.token.clone()),
+                artifacts_file: d.artifacts_file.as_ref().map(|f| ArtifactsFile {
+                    filename: f.filename.clone(),
+                    size: u64::try_from(f.size).unwrap_or(0),
+                }),
+            })
+            .collect(),
+        image,
+        services: job.services.iter().map(image_spec).collect(),
+        credentials: job
+            .credentials
+            .iter()
+            .map(|c| RegistryCredential {
+                kind: c.r#type.clone(),
+                url: c.url.clone(),
+                username: c.username.clone(),
+                password: Secret::new(c.password.clone()),
+            })
+            .collect(),
+        features: TraceFeatures {
+            trace_sections: job.features.trace_sections,
+            token_mask_prefixes: job.features.token_mask_prefixes.clone(),
+            failure_reasons: job.features.failure_reasons.clone(),
+        },
+        job_token: Secret::new(job.token.clone()),
+    })
+}
+
+fn variable(v: &oxrunner_api::Variable) -> Variable {
+    Variable {
+        key: v.key.clone(),
+        value: v.value.clone(),
+        public: v.public,
+        masked: v.masked,
+        file: v.file,
+        raw: v.raw,
+    }
+}
+
+fn cache_spec(c: &oxrunner_api::Cache) -> CacheSpec {
+    CacheSpec {
+        key: c.key.clone(),
+        untracked: c.untracked,
+        policy: match c.policy.as_str() {
+            "pull" => CachePolicy::Pull,
+            "push" => CachePolicy::Push,
+            _ => CachePolicy::PullPush,
+        },
+        paths: c.paths.clone(),
+        when: When::parse(&c.when),
+        fallback_keys: c.fallback_keys.clone(),
+    }
+}
+
+fn image_spec(i: &oxrunner_api::Image) -> ImageSpec {
+    ImageSpec {
+        name: i.name.clone(),
+        // GitLab sends several aliases in one string, separated by spaces or commas.
+        aliases: i
+            .alias
+            .split([' ', ','])
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect(),
+        command: i.command.clone(),
+        entrypoint: i.entrypoint.clone(),
+        ports: i
+            .ports
+            .iter()
+            .filter_map(|p| u16::try_from(p.number).ok())
+            .collect(),
+        variables: i.variables.iter().map(variable).collect(),
+        pull_policy: i.pull_policy.clone(),
+        platform: Some(i.executor_opts.docker.platform.clone()).filter(|p| !p.is_empty()),
+        user: Some(i.executor_opts.docker.user.clone()).filter(|u| !u.is_empty()),
+    }
+}
+
+/// `group/sub/project` from the repository URL path (gitlab-runner's rule), else the payload's full path, else
+/// `project-<id>`.
+pub fn project_slug(repo_url: &str, full_path: &str, project_id: i64) -> String {
+    let from_url = repo_url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(_, path)| path.trim_end_matches('/').trim_end_matches(".git").to_string())
+        .filter(|p| !p.is_empty() && !p.split('/').any(|seg| seg == ".." || seg.is_empty()));
+    from_url
+        .or_else(|| Some(full_path.to_string()).filter(|p| !p.is_empty()))
+        .unwrap_or_else(|| format!("project-{project_id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slug_from_url() {
+        assert_eq!(
+            project_slug("https://gitlab-ci-token:x@h:1/g/sub/p.git", "", 1),
+            "g/sub/p"
+        );
+        assert_eq!(project_slug("", "g/p", 1), "g/p");
+        assert_eq!(project_slug("https://h/../x.git", "", 7), "project-7");
+    }
+}

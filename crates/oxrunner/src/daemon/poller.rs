@@ -1,0 +1,167 @@
+//! The request loop of one `[[runners]]` entry: take capacity first (global `concurrent`, then the runner's
+//! `limit`), then ask GitLab for a job, so a job is never accepted that cannot start at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use oxrunner_api::{ApiError, JobRequest, JobRequestOutcome};
+use oxrunner_core::CancellationToken;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::job::{self, JobEnv};
+
+/// Shared by all request loops of one runner entry.
+pub struct RunnerState {
+    pub env: JobEnv,
+    /// `limit`; `None` = unlimited.
+    pub limit: Option<Arc<Semaphore>>,
+    pub check_interval: Duration,
+    pub strict_check_interval: bool,
+    /// Consecutive unhealthy answers; past `unhealthy_requests_limit` the runner pauses.
+    pub unhealthy: AtomicU32,
+    pub unhealthy_limit: u32,
+    pub unhealthy_interval: Duration,
+    /// Jobs received so far (for run-single's `--max-builds`).
+    pub received: Arc<AtomicU64>,
+    pub max_builds: u64,
+}
+
+pub struct Poller {
+    pub state: Arc<RunnerState>,
+    pub global: Arc<Semaphore>,
+    pub tracker: TaskTracker,
+    /// Stop asking for jobs (SIGQUIT, SIGTERM, reload that removed the runner).
+    pub stop: CancellationToken,
+    /// Delay before the first request, spreading runners over the check interval as gitlab-runner does.
+    pub initial_delay: Duration,
+    /// Set when a job arrives (run-single's `--wait-timeout`).
+    pub activity: Arc<tokio::sync::Notify>,
+}
+
+impl Poller {
+    pub async fn run(self) {
+        let st = &self.state;
+        if !self.initial_delay.is_zero() && self.sleep(self.initial_delay).await {
+            return;
+        }
+        loop {
+            if self.stop.is_cancelled()
+                || (st.max_builds > 0 && st.received.load(Ordering::SeqCst) >= st.max_builds)
+            {
+                return;
+            }
+            let global = tokio::select! {
+                () = self.stop.cancelled() => return,
+                p = Arc::clone(&self.global).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            };
+            let limit = match &st.limit {
+                None => None,
+                Some(sem) => tokio::select! {
+                    () = self.stop.cancelled() => return,
+                    p = Arc::clone(sem).acquire_owned() => match p { Ok(p) => Some(p), Err(_) => return },
+                },
+            };
+            if st.unhealthy.load(Ordering::SeqCst) >= st.unhealthy_limit {
+                warn!(
+                    runner = %st.env.runner.short_token(),
+                    "runner is unhealthy; pausing requests for {}",
+                    humanize(st.unhealthy_interval)
+                );
+                drop((global, limit));
+                if self.sleep(st.unhealthy_interval).await {
+                    return;
+                }
+                // After the pause it is tried once more, as gitlab-runner does.
+                st.unhealthy
+                    .store(st.unhealthy_limit.saturating_sub(1), Ordering::SeqCst);
+                continue;
+            }
+
+            let req = JobRequest {
+                info: st.env.info.clone(),
+                token: st.env.runner.token.expose().to_string(),
+                system_id: st.env.system_id.clone(),
+                ..Default::default()
+            };
+            // An in-flight request is allowed to finish on a graceful stop: GitLab may already have assigned a job
+            // to it, and dropping the answer would orphan that job.
+            let started = Instant::now();
+            let answer = st.env.client.request_job(&req).await;
+            let wait = match answer {
+                Ok(JobRequestOutcome::Job(job)) => {
+                    st.unhealthy.store(0, Ordering::SeqCst);
+                    st.received.fetch_add(1, Ordering::SeqCst);
+                    self.activity.notify_waiters();
+                    let env = st.env.clone();
+                    self.tracker.spawn(async move {
+                        let _permits = (global, limit);
+                        job::run(env, job).await;
+                    });
+                    if st.strict_check_interval {
+                        st.check_interval
+                    } else {
+                        Duration::ZERO
+                    }
+                }
+                Ok(outcome) => {
+                    st.unhealthy.store(0, Ordering::SeqCst);
+                    match outcome {
+                        JobRequestOutcome::Conflict => debug!("job was taken by another runner"),
+                        JobRequestOutcome::Unavailable => warn!("GitLab instance currently unavailable"),
+                        JobRequestOutcome::Rejected { status, message } => {
+                            warn!(status, message = %message, "job request rejected");
+                        }
+                        _ => debug!(elapsed_ms = started.elapsed().as_millis() as u64, "no job"),
+                    }
+                    drop((global, limit));
+                    st.check_interval
+                }
+                Err(err) => {
+                    let n = st.unhealthy.fetch_add(1, Ordering::SeqCst) + 1;
+                    log_request_error(&err, st, n);
+                    drop((global, limit));
+                    st.check_interval
+                }
+            };
+            if !wait.is_zero() && self.sleep(wait).await {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps; true when stopped meanwhile.
+    async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            () = self.stop.cancelled() => true,
+            () = tokio::time::sleep(d) => false,
+        }
+    }
+}
+
+fn log_request_error(err: &ApiError, st: &RunnerState, n: u32) {
+    let runner = st.env.runner.short_token();
+    match err {
+        ApiError::Forbidden { .. } => {
+            warn!(runner = %runner, "Checking for jobs... forbidden: the runner token is invalid or the runner was removed ({n}/{})", st.unhealthy_limit);
+        }
+        other => warn!(runner = %runner, "Checking for jobs... failed: {other} ({n}/{})", st.unhealthy_limit),
+    }
+    if n == st.unhealthy_limit {
+        info!(runner = %runner, "too many consecutive failures; the runner will pause");
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 && s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s >= 60 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
