@@ -55,10 +55,26 @@ pub fn resolve_extends(cfg: &mut Map) -> Result<(), PipelineError> {
         .map(|(k, _)| k.clone())
         .collect();
     let mut done: HashSet<String> = HashSet::new();
+    let mut budget = MAX_EXPANDED_NODES;
     for n in names {
         let mut chain = Vec::new();
-        extend_one(cfg, &n, &mut done, &mut chain)?;
+        extend_one(cfg, &n, &mut done, &mut chain, &mut budget)?;
     }
+    Ok(())
+}
+
+/// Bound on nodes copied by `extends`, `!reference` and `default` (each copies whole subtrees, so a
+/// small file with aliases could otherwise grow without limit).
+pub const MAX_EXPANDED_NODES: usize = 5_000_000;
+
+pub fn charge(budget: &mut usize, size: usize, loc: &Loc) -> Result<(), PipelineError> {
+    if size > *budget {
+        return Err(PipelineError::at(
+            loc,
+            "The parsed YAML is too big (the configuration expands beyond the size limit)",
+        ));
+    }
+    *budget -= size;
     Ok(())
 }
 
@@ -67,6 +83,7 @@ fn extend_one(
     name: &str,
     done: &mut HashSet<String>,
     chain: &mut Vec<String>,
+    budget: &mut usize,
 ) -> Result<(), PipelineError> {
     if done.contains(name) {
         return Ok(());
@@ -125,12 +142,13 @@ fn extend_one(
     }
     chain.push(name.to_string());
     for p in &parents {
-        extend_one(cfg, p, done, chain)?;
+        extend_one(cfg, p, done, chain, budget)?;
     }
     chain.pop();
     let mut base = Map::new();
     for p in &parents {
         if let Some(Val::Map(pm)) = cfg.get(p.as_str()).map(|n| &n.val) {
+            charge(budget, pm.values().map(Node::count).sum(), &loc)?;
             let mut pm = pm.clone();
             pm.shift_remove("extends");
             deep_merge(&mut base, pm);
@@ -154,13 +172,14 @@ fn extend_one(
 /// Replace every `!reference [a, b, ...]` with the value it points to.
 pub fn resolve_references(cfg: &mut Map) -> Result<(), PipelineError> {
     let snapshot = cfg.clone();
+    let mut budget = MAX_EXPANDED_NODES;
     for (_, v) in cfg.iter_mut() {
-        resolve_in(v, &snapshot, 0)?;
+        resolve_in(v, &snapshot, 0, &mut budget)?;
     }
     Ok(())
 }
 
-fn resolve_in(node: &mut Node, root: &Map, depth: usize) -> Result<(), PipelineError> {
+fn resolve_in(node: &mut Node, root: &Map, depth: usize, budget: &mut usize) -> Result<(), PipelineError> {
     match &mut node.val {
         Val::Ref(path) => {
             let path: Vec<String> = path
@@ -197,18 +216,19 @@ fn resolve_in(node: &mut Node, root: &Map, depth: usize) -> Result<(), PipelineE
                 ));
             };
             let loc = node.loc.clone();
+            charge(budget, found.count(), &node.loc)?;
             let mut value = found.clone();
-            resolve_in(&mut value, root, depth + 1)?;
+            resolve_in(&mut value, root, depth + 1, budget)?;
             *node = Node { val: value.val, loc };
         }
         Val::Seq(items) => {
             for i in items {
-                resolve_in(i, root, depth)?;
+                resolve_in(i, root, depth, budget)?;
             }
         }
         Val::Map(m) => {
             for (_, v) in m.iter_mut() {
-                resolve_in(v, root, depth)?;
+                resolve_in(v, root, depth, budget)?;
             }
         }
         _ => {}

@@ -114,6 +114,7 @@ fn merged_view(cfg: &Map) -> Result<Node, PipelineError> {
     let d = defaults(cfg);
     let mut out = Map::new();
     let top = Loc::default();
+    let mut budget = compose::MAX_EXPANDED_NODES;
     out.insert(
         "stages".into(),
         Node::new(
@@ -139,6 +140,7 @@ fn merged_view(cfg: &Map) -> Result<Node, PipelineError> {
         if let Val::Map(m) = &mut v.val {
             apply_defaults(m, &d, &v.loc, k)?;
         }
+        compose::charge(&mut budget, v.count(), &v.loc)?;
         out.insert(k.clone(), v);
     }
     Ok(Node::new(Val::Map(out), top))
@@ -216,6 +218,7 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
         instances: HashMap::new(),
     };
     let mut built: Vec<Built> = Vec::new();
+    let mut budget = compose::MAX_EXPANDED_NODES;
     for (k, v) in &cfg {
         if !is_job_key(k) || k.starts_with('.') {
             continue;
@@ -235,6 +238,8 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
             .and_then(|s| stages.iter().position(|x| x == s))
             .unwrap_or_else(|| stages.iter().position(|x| x == "test").unwrap_or(0));
         let instances = parallel::instances(k, &job)?;
+        let size: usize = job.values().map(Node::count).sum();
+        compose::charge(&mut budget, size.saturating_mul(instances.len()), &v.loc)?;
         defined.instances.insert(
             k.clone(),
             instances.iter().map(|i| (i.name.clone(), stage_index)).collect(),
