@@ -165,11 +165,21 @@ pub struct Masker {
     pending: Vec<u8>,
     /// Inside a token or parameter body that continues into the next write.
     skipping_body: Option<Kind>,
+    /// Bytes some pattern starts with: a quick filter for the held-suffix search.
+    first_bytes: [bool; 256],
+    /// Longest possible held suffix (longest pattern minus one).
+    max_hold: usize,
 }
 
 impl Masker {
     /// Builds the matcher. Fails only if the automaton would be too large.
     pub fn new(set: &MaskSet) -> Result<Self, aho_corasick::BuildError> {
+        let mut first_bytes = [false; 256];
+        for p in &set.patterns {
+            if let Some(b) = p.first() {
+                first_bytes[usize::from(*b)] = true;
+            }
+        }
         let matcher = if set.patterns.is_empty() {
             None
         } else {
@@ -185,6 +195,13 @@ impl Masker {
             kinds: set.kinds.clone(),
             pending: Vec::new(),
             skipping_body: None,
+            first_bytes,
+            max_hold: set
+                .patterns
+                .iter()
+                .map(|p| p.len().saturating_sub(1))
+                .max()
+                .unwrap_or(0),
         })
     }
 
@@ -220,8 +237,12 @@ impl Masker {
                 self.skipping_body = None;
             }
         }
+        // The held suffix only depends on the end of `pending`; it stays valid until `pos` passes its start.
+        let mut hold_start = if at_end { n } else { n - self.held_suffix_len(pos) };
         while pos < n {
-            let hold_start = if at_end { n } else { n - self.held_suffix_len(pos) };
+            if pos > hold_start {
+                hold_start = n - self.held_suffix_len(pos);
+            }
             let found = matcher.find(&self.pending[pos..]);
             let Some(m) = found.filter(|m| pos + m.start() < hold_start) else {
                 out.extend_from_slice(&self.pending[pos..hold_start]);
@@ -261,15 +282,12 @@ impl Masker {
     /// Length of the longest suffix of `pending[from..]` that is a proper prefix of some pattern.
     fn held_suffix_len(&self, from: usize) -> usize {
         let tail = &self.pending[from..];
-        let max = self
-            .patterns
-            .iter()
-            .map(|p| p.len().saturating_sub(1))
-            .max()
-            .unwrap_or(0)
-            .min(tail.len());
+        let max = self.max_hold.min(tail.len());
         for k in (1..=max).rev() {
             let suffix = &tail[tail.len() - k..];
+            if !self.first_bytes[usize::from(suffix[0])] {
+                continue;
+            }
             if self.patterns.iter().any(|p| p.len() > k && p.starts_with(suffix)) {
                 return k;
             }
