@@ -20,29 +20,36 @@ trap 'rm -rf "$work"' EXIT
 echo "generating $files files, $total_bytes bytes in $work ..." >&2
 python3 "$here/gen_tree.py" "$work/tree" "$total_bytes" "$files"
 
-now() { date +%s.%N; }
-# time_it <label> <cmd...>: run once, print elapsed seconds
-time_it() { local t0 t1; shift; t0=$(now); "$@" >/dev/null; t1=$(now); echo "$t1 - $t0" | bc -l; }
+# time_it <cmd...>: run once, print "<wall seconds> <cpu seconds (user+sys)>"
+time_it() {
+    local f="$work/time.out"
+    /usr/bin/time -f '%e %U %S' -o "$f" "$@" >/dev/null
+    awk '{ printf "%s %.2f\n", $1, $2 + $3 }' "$f"
+}
 median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 
-declare -A med size
+declare -A med size cpu
 row() { # row <name> <size-file or -> <cmd...>
     local name=$1 sizefile=$2; shift 2
-    local times=() i
+    local walls=() cpus=() i w c
     for ((i = 0; i < runs; i++)); do
         rm -rf "$work/out" "$work/ox.zip" "$work/info.zip"
         if [[ $name == *extract* ]]; then mkdir -p "$work/out"; fi
         sync
-        times+=("$(time_it "$name" "$@")")
+        read -r w c < <(time_it "$@")
+        walls+=("$w")
+        cpus+=("$c")
     done
-    med[$name]=$(median "${times[@]}")
+    med[$name]=$(median "${walls[@]}")
+    cpu[$name]=$(median "${cpus[@]}")
     size[$name]=-
     if [[ $sizefile != - ]]; then size[$name]=$(stat -c %s "$sizefile"); fi
-    printf '%s\t%.2f\t%.2f\t%.2f\t%.2f\t%s\n' "$name" "${times[@]}" "${med[$name]}" "${size[$name]}"
+    printf '%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\n' "$name" "${walls[@]}" "${med[$name]}" "${cpu[$name]}" "${size[$name]}"
 }
 
 echo "cores: $(nproc); tree: $(du -sb "$work/tree" | cut -f1) bytes in $(find "$work/tree" -type f | wc -l) files"
-printf 'tool\trun1_s\trun2_s\trun3_s\tmedian_s\tarchive_bytes\n'
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf 'tool\trun1_s\trun2_s\trun3_s\tmedian_wall_s\tmedian_cpu_s\tarchive_bytes\n'
 row "oxzip_create_default" "$work/ox.zip" "$oxzip" create "$work/tree" "$work/ox.zip" default
 cp "$work/ox.zip" "$work/ox.keep.zip"
 row "infozip_create_default" "$work/info.zip" sh -c "cd '$work/tree' && zip -r -q '$work/info.zip' ."
@@ -56,3 +63,6 @@ unzip -tq "$work/ox.keep.zip" >&2
 echo
 printf 'create speed-up (zip / oxzip):\t%.2fx\n' "$(echo "${med[infozip_create_default]} / ${med[oxzip_create_default]}" | bc -l)"
 printf 'extract speed-up (unzip / oxzip):\t%.2fx\n' "$(echo "${med[unzip_extract]} / ${med[oxzip_extract]}" | bc -l)"
+printf 'create CPU-time ratio (zip / oxzip):\t%.2fx\n' "$(echo "${cpu[infozip_create_default]} / ${cpu[oxzip_create_default]}" | bc -l)"
+printf 'extract CPU-time ratio (unzip / oxzip):\t%.2fx\n' "$(echo "${cpu[unzip_extract]} / ${cpu[oxzip_extract]}" | bc -l)"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
