@@ -779,3 +779,94 @@ async fn run_job_can_be_spawned() {
     handle.finish().await;
     assert!(String::from_utf8_lossy(&handle.read_all().unwrap()).contains("spawned\n"));
 }
+
+/// Wraps the shell executor to inject executor failures.
+struct FlakyExecutor {
+    inner: ShellExecutor,
+    prepare_error: Option<FailureReason>,
+    fail_user_steps: bool,
+    cleaned_up: bool,
+}
+
+impl oxrunner_core::Executor for FlakyExecutor {
+    fn prepare<'a>(
+        &'a mut self,
+        plan: &'a JobPlan,
+        trace: &'a TraceWriter,
+    ) -> BoxFuture<'a, Result<(), oxrunner_core::ExecError>> {
+        Box::pin(async move {
+            match self.prepare_error {
+                Some(reason) => Err(oxrunner_core::ExecError::Build {
+                    reason,
+                    message: "pulling image \"nope:latest\" failed".into(),
+                }),
+                None => self.inner.prepare(plan, trace).await,
+            }
+        })
+    }
+
+    fn run<'a>(
+        &'a mut self,
+        cmd: oxrunner_core::StageCommand,
+        trace: &'a TraceWriter,
+        cancel: oxrunner_core::CancellationToken,
+    ) -> BoxFuture<'a, Result<oxrunner_core::ExitStatus, oxrunner_core::ExecError>> {
+        Box::pin(async move {
+            if self.fail_user_steps && !cmd.predefined {
+                return Err(oxrunner_core::ExecError::Other("container vanished".into()));
+            }
+            self.inner.run(cmd, trace, cancel).await
+        })
+    }
+
+    fn cleanup(&mut self) -> BoxFuture<'_, ()> {
+        self.cleaned_up = true;
+        Box::pin(async {})
+    }
+}
+
+async fn run_flaky(env: &Env, plan: &JobPlan, exec: &mut FlakyExecutor) -> (JobOutcome, String) {
+    let ctx = env.ctx();
+    let (trace, handle) = TraceWriter::new(&env.root, plan.mask_set(), 0).unwrap();
+    let outcome = run_job(plan, &ctx, exec, &NoopHooks, &trace, JobCancel::new()).await;
+    handle.finish().await;
+    (
+        outcome,
+        String::from_utf8_lossy(&handle.read_all().unwrap()).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn executor_errors_map_to_failure_reasons() {
+    let env = env();
+    let plan = env.plan(&["echo never"]);
+    let mut exec = FlakyExecutor {
+        inner: ShellExecutor::new().with_login_shell(false),
+        prepare_error: Some(FailureReason::ImagePullFailure),
+        fail_user_steps: false,
+        cleaned_up: false,
+    };
+    let (outcome, log) = run_flaky(&env, &plan, &mut exec).await;
+    assert_eq!(outcome.failure_reason(), Some(FailureReason::ImagePullFailure));
+    assert!(exec.cleaned_up);
+    assert!(!log.contains("Preparing environment"), "no script may run: {log}");
+    assert!(
+        log.ends_with("ERROR: Job failed: pulling image \"nope:latest\" failed\x1b[0;m\n"),
+        "{log}"
+    );
+
+    let mut exec = FlakyExecutor {
+        inner: ShellExecutor::new().with_login_shell(false),
+        prepare_error: None,
+        fail_user_steps: true,
+        cleaned_up: false,
+    };
+    let (outcome, log) = run_flaky(&env, &plan, &mut exec).await;
+    assert_eq!(outcome.failure_reason(), Some(FailureReason::RunnerSystemFailure));
+    assert!(exec.cleaned_up);
+    assert!(log.contains(":cleanup_file_variables\r"), "{log}");
+    assert!(
+        log.ends_with("ERROR: Job failed (system failure): container vanished\x1b[0;m\n"),
+        "{log}"
+    );
+}
