@@ -870,3 +870,27 @@ async fn executor_errors_map_to_failure_reasons() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn debug_trace_enables_xtrace_unless_disabled() {
+    let env = env();
+    let mut plan = env.plan(&["echo \"traced $MY_SECRET\""]);
+    plan.variables.push(Variable::new("CI_DEBUG_TRACE", "true"));
+    let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert!(log.contains("+ echo 'traced [MASKED]'"), "{log}");
+    assert!(!log.contains("hunter2"));
+
+    let ctx = RunnerContext {
+        debug_trace_disabled: true,
+        ..env.ctx()
+    };
+    let (trace, handle) = TraceWriter::new(&env.root, plan.mask_set(), 0).unwrap();
+    let mut exec = ShellExecutor::new().with_login_shell(false);
+    let outcome = run_job(&plan, &ctx, &mut exec, &NoopHooks, &trace, JobCancel::new()).await;
+    handle.finish().await;
+    let log = String::from_utf8_lossy(&handle.read_all().unwrap()).into_owned();
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert!(log.contains("traced [MASKED]\n"));
+    assert!(!log.contains("+ echo"), "{log}");
+}
