@@ -3,7 +3,7 @@
 //! merge-request and schedule pipelines are simulated by changing `source` and the related fields.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use crate::error::PipelineError;
 
@@ -87,21 +87,37 @@ impl PipelineContext {
     /// Read HEAD, branch, remote and default branch from git for a push pipeline.
     pub fn from_git(project_dir: &Path) -> Result<PipelineContext, PipelineError> {
         let mut ctx = PipelineContext::new(project_dir);
-        ctx.sha = Some(git(project_dir, &["rev-parse", "HEAD"])?);
-        ctx.ref_name = git(project_dir, &["symbolic-ref", "-q", "--short", "HEAD"]).ok();
-        ctx.remote_url = git(project_dir, &["remote", "get-url", "origin"]).ok();
-        ctx.default_branch = git(
+        // The four queries are independent: run them concurrently, `--list` should feel instant.
+        let mut out = git_many(
             project_dir,
-            &["symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD"],
+            &[
+                &["log", "-1", "--format=%H%x00%an <%ae>%x00%cI%x00%B"],
+                &["symbolic-ref", "-q", "--short", "HEAD"],
+                &["remote", "get-url", "origin"],
+                &["symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD"],
+            ],
         )
-        .ok()
-        .map(|s| s.strip_prefix("origin/").map(str::to_string).unwrap_or(s));
-        if let Ok(log) = git(project_dir, &["log", "-1", "--format=%an <%ae>%x00%cI%x00%B"]) {
-            let mut parts = log.splitn(3, '\0');
-            ctx.commit_author = parts.next().map(str::to_string);
-            ctx.commit_timestamp = parts.next().map(str::to_string);
-            ctx.commit_message = parts.next().map(str::to_string);
-        }
+        .into_iter();
+        let log = out.next().unwrap_or_else(|| Err(PipelineError::pipeline("git")));
+        let log = log.map_err(|e| match e {
+            PipelineError::Git { message, hint, .. } => PipelineError::Git {
+                args: "rev-parse HEAD".into(),
+                message,
+                hint,
+            },
+            other => other,
+        })?;
+        let mut parts = log.splitn(4, '\0');
+        ctx.sha = parts.next().map(str::to_string).filter(|s| !s.is_empty());
+        ctx.commit_author = parts.next().map(str::to_string);
+        ctx.commit_timestamp = parts.next().map(str::to_string);
+        ctx.commit_message = parts.next().map(str::to_string);
+        ctx.ref_name = out.next().and_then(Result::ok);
+        ctx.remote_url = out.next().and_then(Result::ok);
+        ctx.default_branch = out
+            .next()
+            .and_then(Result::ok)
+            .map(|s| s.strip_prefix("origin/").map(str::to_string).unwrap_or(s));
         Ok(ctx)
     }
 
@@ -223,28 +239,56 @@ impl PipelineContext {
 }
 
 pub(crate) fn git(dir: &Path, args: &[&str]) -> Result<String, PipelineError> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .map_err(|e| PipelineError::Git {
-            args: args.join(" "),
-            message: e.to_string(),
-            hint: Some("install git and make sure it is on PATH".into()),
-        })?;
-    if !out.status.success() {
-        return Err(PipelineError::Git {
-            args: args.join(" "),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            hint: Some(format!(
-                "run oxrunner in a git working copy (is {} a repository with at least one commit?)",
-                dir.display()
-            )),
-        });
+    git_many(dir, &[args])
+        .pop()
+        .unwrap_or_else(|| Err(PipelineError::pipeline("git")))
+}
+
+fn git_error(args: &[&str], message: String, dir: &Path) -> PipelineError {
+    PipelineError::Git {
+        args: args.join(" "),
+        message,
+        hint: Some(format!(
+            "run oxrunner in a git working copy (is {} a repository with at least one commit?)",
+            dir.display()
+        )),
     }
-    let s = String::from_utf8_lossy(&out.stdout);
-    Ok(s.trim_end_matches('\n').to_string())
+}
+
+/// Run several git commands concurrently; results in the same order.
+pub(crate) fn git_many(dir: &Path, cmds: &[&[&str]]) -> Vec<Result<String, PipelineError>> {
+    let children: Vec<_> = cmds
+        .iter()
+        .map(|args| {
+            Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(*args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+        })
+        .collect();
+    children
+        .into_iter()
+        .zip(cmds)
+        .map(|(child, args)| {
+            let out = child
+                .and_then(std::process::Child::wait_with_output)
+                .map_err(|e| PipelineError::Git {
+                    args: args.join(" "),
+                    message: e.to_string(),
+                    hint: Some("install git and make sure it is on PATH".into()),
+                })?;
+            if !out.status.success() {
+                let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                return Err(git_error(args, msg, dir));
+            }
+            let s = String::from_utf8_lossy(&out.stdout);
+            Ok(s.trim_end_matches('\n').to_string())
+        })
+        .collect()
 }
 
 /// `CI_COMMIT_REF_SLUG` rules: lowercase, anything outside `[a-z0-9]` becomes `-`, trimmed to `max`,
