@@ -42,7 +42,7 @@ pub struct MergeRequest {
     pub title: String,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct PipelineContext {
     pub project_dir: PathBuf,
     /// Relative to `project_dir` unless absolute. Default `.gitlab-ci.yml`.
@@ -68,6 +68,27 @@ pub struct PipelineContext {
     pub changed_files: Option<Vec<String>>,
     /// Refuse `include:remote` instead of fetching it.
     pub offline: bool,
+}
+
+/// CLI variables and inputs may hold secrets: `Debug` lists their names only.
+impl std::fmt::Debug for PipelineContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = |v: &[(String, String)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        f.debug_struct("PipelineContext")
+            .field("project_dir", &self.project_dir)
+            .field("ci_file", &self.ci_file)
+            .field("source", &self.source)
+            .field("ref_name", &self.ref_name)
+            .field("sha", &self.sha)
+            .field("variables", &keys(&self.variables))
+            .field("inputs", &keys(&self.inputs))
+            .field("default_branch", &self.default_branch)
+            .field("merge_request", &self.merge_request)
+            .field("pipeline_id", &self.pipeline_id)
+            .field("pipeline_iid", &self.pipeline_iid)
+            .field("offline", &self.offline)
+            .finish_non_exhaustive()
+    }
 }
 
 const NULL_SHA: &str = "0000000000000000000000000000000000000000";

@@ -150,6 +150,9 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
     let facts = Facts::new(ctx);
     let (cfg, mut warnings) = prepare(ctx, text, &facts)?;
     let stages = stages(&cfg)?;
+    if let Some(t) = cfg.get("types") {
+        warnings.push(Warning::at(&t.loc, "`types` is deprecated: use `stages`"));
+    }
     let mut global_vars = match cfg.get("variables") {
         Some(v) => parse_defs(v, "variables")?,
         None => Vec::new(),

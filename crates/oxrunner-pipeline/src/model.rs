@@ -1,5 +1,6 @@
 //! The resolved pipeline: what GitLab would create for a given context.
 
+use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -76,7 +77,7 @@ pub struct ChildPipeline {
 }
 
 /// A variable as GitLab sends it to a runner.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct JobVariable {
     pub key: String,
     pub value: String,
@@ -86,7 +87,7 @@ pub struct JobVariable {
     pub raw: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct PipelineJob {
     pub name: String,
     pub stage: String,
@@ -170,5 +171,49 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn job(&self, name: &str) -> Option<&PipelineJob> {
         self.jobs.iter().find(|j| j.name == name)
+    }
+}
+
+/// Non-public and masked values (CLI variables may be secrets) never show in `Debug`.
+impl fmt::Debug for JobVariable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value: &str = if self.public && !self.masked {
+            &self.value
+        } else {
+            "[REDACTED]"
+        };
+        f.debug_struct("JobVariable")
+            .field("key", &self.key)
+            .field("value", &value)
+            .field("public", &self.public)
+            .field("masked", &self.masked)
+            .field("file", &self.file)
+            .field("raw", &self.raw)
+            .finish()
+    }
+}
+
+/// The payload carries every variable value, so `Debug` shows only its shape.
+impl fmt::Debug for PipelineJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let vars = self.payload["variables"].as_array().map_or(0, Vec::len);
+        f.debug_struct("PipelineJob")
+            .field("name", &self.name)
+            .field("stage", &self.stage)
+            .field("stage_index", &self.stage_index)
+            .field("when", &self.when)
+            .field("needs", &self.needs)
+            .field("dependencies", &self.dependencies)
+            .field("allow_failure", &self.allow_failure)
+            .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .field("resource_group", &self.resource_group)
+            .field("interruptible", &self.interruptible)
+            .field("environment", &self.environment)
+            .field("trigger", &self.trigger)
+            .field("tags", &self.tags)
+            .field("coverage", &self.coverage)
+            .field("payload", &format_args!("{{ {vars} variables, .. }}"))
+            .finish()
     }
 }

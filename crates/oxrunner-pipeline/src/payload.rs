@@ -337,10 +337,25 @@ pub struct PayloadInput<'a> {
 pub fn build_payload(b: &Built, p: &PayloadInput<'_>) -> Result<Value, PipelineError> {
     let cfg = &b.cfg;
     let path = format!("jobs:{}", b.base);
-    let vars: Vec<Value> = b
-        .payload_vars
+    let job_id = [
+        ("CI_JOB_ID".to_string(), p.id.to_string()),
+        (
+            "CI_JOB_URL".to_string(),
+            format!(
+                "{}/-/jobs/{}",
+                b.payload_vars
+                    .iter()
+                    .find(|v| v.0 == "CI_PROJECT_URL")
+                    .map(|v| v.1.as_str())
+                    .unwrap_or_default(),
+                p.id
+            ),
+        ),
+    ];
+    let vars: Vec<Value> = job_id
         .iter()
-        .map(|(k, v, public, raw, masked)| json!({"key": k, "value": v, "public": public, "file": false, "masked": masked, "raw": raw}))
+        .map(|(k, v)| json!({"key": k, "value": v, "public": true, "file": false, "masked": false, "raw": false}))
+        .chain(b.payload_vars.iter().map(|(k, v, public, raw, masked)| json!({"key": k, "value": v, "public": public, "file": false, "masked": masked, "raw": raw})))
         .collect();
     let get = |k: &str| {
         b.payload_vars

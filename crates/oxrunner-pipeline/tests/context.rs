@@ -138,3 +138,21 @@ fn not_a_repository() {
         "{e}"
     );
 }
+
+#[test]
+fn debug_output_hides_cli_values() {
+    let d = repo(&[(".gitlab-ci.yml", "job:\n  script: echo\n")]);
+    let mut c = ctx(d.path());
+    c.variables = vec![("DEPLOY_TOKEN".into(), "s3cr3t-value".into())];
+    assert!(!format!("{c:?}").contains("s3cr3t-value"));
+    let p = resolve(&c).unwrap();
+    let j = p.job("job").unwrap();
+    assert_eq!(j.variable("DEPLOY_TOKEN").unwrap(), "s3cr3t-value");
+    assert!(!format!("{j:?}").contains("s3cr3t-value"));
+    assert!(!format!("{:?}", j.variables()).contains("s3cr3t-value"));
+    assert_eq!(j.variable("CI_JOB_ID").unwrap(), "1");
+    assert_eq!(
+        j.variable("CI_JOB_URL").unwrap(),
+        "https://gitlab.example.com/group/sub/proj/-/jobs/1"
+    );
+}
