@@ -1,0 +1,95 @@
+//! `oxrunner exec`: a repository's `.gitlab-ci.yml`, read as GitLab reads it, run locally on the same engine as
+//! the daemon.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use oxrunner_pipeline::{PipelineContext, render_list, render_list_json};
+
+use crate::cli::ExecArgs;
+
+pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
+    let ctx = context(&args)?;
+    if args.print_config {
+        print!("{}", oxrunner_pipeline::merged_config(&ctx)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pipeline = oxrunner_pipeline::resolve(&ctx)?;
+    for w in &pipeline.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    if args.list {
+        if args.json {
+            println!("{}", render_list_json(&pipeline));
+        } else {
+            print!("{}", render_list(&pipeline));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opts = crate::exec::Options {
+        jobs: args.jobs.clone(),
+        needs: args.needs,
+        concurrency: args.concurrency,
+        executor: args.executor.clone(),
+        manual: args.manual.clone(),
+        ..crate::exec::Options::default()
+    }
+    .with_env_flags();
+    crate::exec::run(&opts, &ctx, pipeline).await
+}
+
+/// The pipeline context: git facts of the repository, the pipeline file, and the user's variables.
+pub fn context(args: &ExecArgs) -> anyhow::Result<PipelineContext> {
+    let dir = match &args.cwd {
+        Some(d) => d.clone(),
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let dir = std::path::absolute(&dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let mut ctx = if dir.join(".git").exists() {
+        PipelineContext::from_git(&dir)?
+    } else {
+        PipelineContext::new(&dir)
+    };
+    ctx.ci_file = if args.file.is_absolute() {
+        args.file.clone()
+    } else {
+        dir.join(&args.file)
+    };
+    if !ctx.ci_file.exists() {
+        bail!(
+            "{} does not exist\nhint: run oxrunner exec in a repository with a .gitlab-ci.yml, or pass --cwd DIR / --file FILE",
+            ctx.ci_file.display()
+        );
+    }
+    if let Some(file) = &args.variables_file {
+        ctx.variables.extend(read_variables_file(file)?);
+    }
+    for v in &args.variable {
+        let (k, val) = v
+            .split_once('=')
+            .with_context(|| format!("--variable `{v}` is not KEY=VALUE"))?;
+        ctx.variables.push((k.to_string(), val.to_string()));
+    }
+    Ok(ctx)
+}
+
+fn read_variables_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line.split_once('=').with_context(|| {
+            format!(
+                "{}:{}: expected KEY=VALUE\nhint: one variable per line, # starts a comment",
+                path.display(),
+                i + 1
+            )
+        })?;
+        out.push((k.trim().to_string(), v.to_string()));
+    }
+    Ok(out)
+}

@@ -1,0 +1,333 @@
+//! One attempt of one job: payload → `JobResponse` → the daemon's `JobPlan` → core's `run_job` with the shell
+//! executor and the local artifact/cache hooks, the trace streamed to the terminal and the job's log file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use oxrunner_api::{DependencyArtifactsFile, JobResponse, Variable};
+use oxrunner_core::{FailureReason, JobCancel, JobOutcome, RunnerContext, ShellExecutor, TraceWriter};
+use oxrunner_pipeline::PipelineJob;
+
+use super::output::{self, Console, LinePrinter};
+use super::{dotenv, workspace};
+use crate::daemon::plan::job_plan;
+use crate::hooks::{LocalTransport, RunnerHooks, cache_store};
+use crate::version;
+
+/// Paths and settings every job of one `oxrunner exec` shares.
+pub struct Env {
+    pub repo: PathBuf,
+    /// `<repo>/.oxrunner`.
+    pub state: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub snapshot: workspace::Snapshot,
+    pub write_back: bool,
+    pub console: Console,
+    /// `--variable` / `--variables-file`: re-applied after dotenv variables, which they outrank.
+    pub cli_variables: Vec<(String, String)>,
+    pub name_width: usize,
+    /// Cancelled on Ctrl-C: running jobs stop, pending ones are not started.
+    pub abort: oxrunner_core::CancellationToken,
+}
+
+impl Env {
+    pub fn builds(&self) -> PathBuf {
+        self.state.join("builds")
+    }
+    pub fn artifacts(&self) -> PathBuf {
+        self.state.join("artifacts")
+    }
+    pub fn log_path(&self, dir: &str) -> PathBuf {
+        self.state.join("logs").join(format!("{dir}.log"))
+    }
+    pub fn dotenv_path(&self, dir: &str) -> PathBuf {
+        self.state.join("dotenv").join(format!("{dir}.env"))
+    }
+}
+
+/// What the scheduler knows about a job it hands to [`run_attempt`].
+pub struct JobSpec {
+    pub index: usize,
+    pub id: i64,
+    pub dir: String,
+    pub job: PipelineJob,
+    /// Dependencies whose artifacts and dotenv this job receives: (id, name, dir).
+    pub deps: Vec<(i64, String, String)>,
+}
+
+/// The result of one attempt.
+pub struct Attempt {
+    pub outcome: JobOutcome,
+}
+
+fn failed(message: String) -> JobOutcome {
+    JobOutcome::Failed {
+        reason: FailureReason::RunnerSystemFailure,
+        exit_code: None,
+        message,
+    }
+}
+
+fn local_token() -> String {
+    use std::io::Read;
+    let mut buf = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok();
+    if !ok {
+        // Only the masker sees this token; uniqueness per run is all that matters.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        buf = nanos.to_le_bytes();
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Clears what a previous run left for this job, so a failed run never passes on stale artifacts.
+pub fn reset_outputs(env: &Env, spec: &JobSpec) {
+    let store = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
+    let _ = std::fs::remove_dir_all(store.job_dir(spec.id, &spec.job.name));
+    let _ = std::fs::remove_file(env.dotenv_path(&spec.dir));
+}
+
+/// Runs one attempt of `spec`; `append_log` keeps the log of earlier attempts.
+pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) -> Attempt {
+    let console = env.console.clone();
+    let build_dir = env.builds().join(&spec.dir);
+    {
+        let (repo, dest, files, snap) = (
+            env.repo.clone(),
+            build_dir.clone(),
+            env.files.clone(),
+            env.snapshot,
+        );
+        let prepared =
+            tokio::task::spawn_blocking(move || workspace::prepare(&repo, &dest, &files, snap)).await;
+        let err = match prepared {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(format!("preparing the build directory stopped: {e}")),
+        };
+        if let Some(err) = err {
+            console.note(&format!("{} | ERROR: {err}", spec.job.name));
+            return Attempt { outcome: failed(err) };
+        }
+    }
+
+    let mut job: JobResponse = match serde_json::from_value(spec.job.payload.clone()) {
+        Ok(j) => j,
+        Err(e) => {
+            return Attempt {
+                outcome: failed(format!("the job payload cannot be read: {e}")),
+            };
+        }
+    };
+    job.id = spec.id;
+    job.token = local_token();
+    if !job.image.name.is_empty() {
+        console.note(&format!(
+            "{} | WARNING: image {:?} is ignored: the shell executor runs the job on this machine",
+            spec.job.name, job.image.name
+        ));
+    }
+    fill_dependencies(&env, &spec, &mut job);
+    push_var(&mut job, "GIT_STRATEGY", "none");
+    push_var(&mut job, "GIT_CLONE_PATH", &build_dir.to_string_lossy());
+    for (_, _, dir) in &spec.deps {
+        for (k, v) in dotenv::load(&env.dotenv_path(dir)) {
+            push_var(&mut job, &k, &v);
+        }
+    }
+    for (k, v) in &env.cli_variables {
+        push_var(&mut job, k, v);
+    }
+
+    let plan = match job_plan(&job, None) {
+        Ok(p) => p,
+        Err(e) => {
+            return Attempt {
+                outcome: failed(e.to_string()),
+            };
+        }
+    };
+    let ctx = runner_context(&env, spec.index);
+    let spool = env.state.join("tmp");
+    let (trace, handle) = match TraceWriter::new(&spool, plan.mask_set(), u64::MAX) {
+        Ok(t) => t,
+        Err(e) => {
+            return Attempt {
+                outcome: failed(format!("cannot create a trace spool in {}: {e}", spool.display())),
+            };
+        }
+    };
+    let printer = LinePrinter::new(
+        console.prefix(&spec.job.name, spec.index, env.name_width),
+        console.colour,
+    );
+    let log_path = env.log_path(&spec.dir);
+    let follower = {
+        let follow = handle.follow();
+        let console = console.clone();
+        let log_path = log_path.clone();
+        tokio::spawn(async move {
+            match follow {
+                Ok(f) => output::follow(f, &log_path, console, printer, append_log).await,
+                Err(e) => Err(e),
+            }
+        })
+    };
+
+    let transport = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
+    let hooks = RunnerHooks::new(Arc::new(transport), cache_store(&ctx));
+    let mut executor = ShellExecutor::new();
+    let cancel = JobCancel::new();
+    let outcome = {
+        let abort = env.abort.clone();
+        let cancel2 = cancel.clone();
+        let watcher = tokio::spawn(async move {
+            abort.cancelled().await;
+            cancel2.abort.cancel();
+        });
+        let outcome = oxrunner_core::run_job(&plan, &ctx, &mut executor, &hooks, &trace, cancel).await;
+        watcher.abort();
+        outcome
+    };
+    handle.finish().await;
+    match follower.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => console.note(&format!(
+            "{} | WARNING: the job log {} is incomplete: {e}",
+            spec.job.name,
+            log_path.display()
+        )),
+        Err(e) => console.note(&format!(
+            "{} | WARNING: log streaming stopped: {e}",
+            spec.job.name
+        )),
+    }
+    drop(trace);
+    drop(handle);
+
+    collect_dotenv(&env, &spec, &build_dir, &job);
+    if env.write_back && matches!(outcome, JobOutcome::Success) {
+        write_back(&env, &spec).await;
+    }
+    Attempt { outcome }
+}
+
+fn push_var(job: &mut JobResponse, key: &str, value: &str) {
+    job.variables.push(Variable {
+        key: key.into(),
+        value: value.into(),
+        public: true,
+        file: false,
+        masked: false,
+        raw: true,
+    });
+}
+
+/// Ids and archive names of the dependencies, from what the local store holds now.
+fn fill_dependencies(env: &Env, spec: &JobSpec, job: &mut JobResponse) {
+    let store = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
+    job.dependencies
+        .retain(|d| spec.deps.iter().any(|(_, n, _)| *n == d.name));
+    for dep in &mut job.dependencies {
+        let Some((id, _, _)) = spec.deps.iter().find(|(_, n, _)| *n == dep.name) else {
+            continue;
+        };
+        dep.id = *id;
+        dep.artifacts_file = archive_in(&store.job_dir(*id, &dep.name).join("archive"));
+    }
+}
+
+fn archive_in(dir: &Path) -> Option<DependencyArtifactsFile> {
+    let entry = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .find(|e| e.path().is_file())?;
+    let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+    Some(DependencyArtifactsFile {
+        filename: entry.file_name().to_string_lossy().into_owned(),
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+    })
+}
+
+fn collect_dotenv(env: &Env, spec: &JobSpec, build_dir: &Path, job: &JobResponse) {
+    let mut vars = Vec::new();
+    for art in job.artifacts.iter().filter(|a| a.artifact_type == "dotenv") {
+        for p in &art.paths {
+            let path = build_dir.join(p);
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let (parsed, warnings) = dotenv::parse(&text);
+            for w in warnings {
+                env.console
+                    .note(&format!("{} | WARNING: {}: {w}", spec.job.name, path.display()));
+            }
+            vars.extend(parsed);
+        }
+    }
+    if !vars.is_empty() {
+        let path = env.dotenv_path(&spec.dir);
+        if let Err(e) = dotenv::store(&path, &vars) {
+            env.console.note(&format!(
+                "{} | WARNING: cannot store {}: {e}",
+                spec.job.name,
+                path.display()
+            ));
+        }
+    }
+}
+
+/// `--write-back`: the job's artifact archive is extracted into the user's tree.
+async fn write_back(env: &Env, spec: &JobSpec) {
+    let store = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
+    let dir = store.job_dir(spec.id, &spec.job.name).join("archive");
+    let Some(file) = archive_in(&dir) else {
+        return;
+    };
+    let archive = dir.join(&file.filename);
+    let repo = env.repo.clone();
+    let res = tokio::task::spawn_blocking(move || oxrunner_archive::extract_zip(&archive, &repo)).await;
+    let msg = match res {
+        Ok(Ok(_)) => format!(
+            "{} | artifacts written back to {}",
+            spec.job.name,
+            env.repo.display()
+        ),
+        Ok(Err(e)) => format!("{} | WARNING: writing artifacts back failed: {e}", spec.job.name),
+        Err(e) => format!("{} | WARNING: writing artifacts back stopped: {e}", spec.job.name),
+    };
+    env.console.note(&msg);
+}
+
+fn runner_context(env: &Env, index: usize) -> RunnerContext {
+    RunnerContext {
+        runner_name: "oxrunner-exec".into(),
+        short_token: "local".into(),
+        system_id: "local".into(),
+        executor: "shell".into(),
+        builds_dir: env.builds(),
+        cache_dir: env.state.join("cache"),
+        concurrent_id: index,
+        concurrent_project_id: 0,
+        shared_builds_dir: false,
+        environment: Vec::new(),
+        pre_build_script: None,
+        post_build_script: None,
+        pre_get_sources_script: None,
+        post_get_sources_script: None,
+        // Local runs keep the whole log: it is streamed, never held in memory.
+        output_limit: u64::MAX,
+        version: version::VERSION.to_string(),
+        revision: version::REVISION.to_string(),
+        user: None,
+        debug_trace_disabled: false,
+        clone_url: None,
+        // The copy made by `workspace::prepare` is the checkout; GIT_CLONE_PATH points the driver at it.
+        custom_build_dir: true,
+    }
+}

@@ -1,0 +1,234 @@
+//! `oxrunner exec`: the resolved pipeline run on this machine through the daemon's engine.
+//!
+//! Layout of the state directory `<repo>/.oxrunner/` (ignored by git through its own `.gitignore`):
+//! `builds/<job>/` each job's copy of the repository, `artifacts/<job>/` archives as the local transport stores
+//! them, `cache/` caches shared by all jobs and kept across runs, `dotenv/<job>.env` dotenv reports,
+//! `logs/<job>.log` full job logs, `tmp/` trace spools.
+
+mod dotenv;
+mod job;
+mod output;
+mod scheduler;
+mod select;
+mod summary;
+mod workspace;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use oxrunner_pipeline::{Pipeline, PipelineContext};
+
+use self::job::{Env, JobSpec};
+use self::scheduler::{Node, Settings};
+use self::workspace::Snapshot;
+
+/// What `oxrunner exec` was asked to do, beyond the pipeline itself.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub jobs: Vec<String>,
+    pub needs: bool,
+    pub concurrency: Option<usize>,
+    pub executor: Option<String>,
+    pub manual: Vec<String>,
+    /// Jobs see only committed files (`OXRUNNER_EXEC_COMMITTED_ONLY`).
+    pub committed_only: bool,
+    /// Artifacts of passing jobs are extracted into the user's tree (`OXRUNNER_EXEC_WRITE_BACK`).
+    pub write_back: bool,
+    /// `when: delayed` jobs start without waiting (`OXRUNNER_EXEC_NO_DELAY`).
+    pub no_delay: bool,
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "True" | "yes"))
+}
+
+impl Options {
+    /// Reads the flags that have no command-line switch yet from the environment.
+    pub fn with_env_flags(mut self) -> Self {
+        self.committed_only |= env_flag("OXRUNNER_EXEC_COMMITTED_ONLY");
+        self.write_back |= env_flag("OXRUNNER_EXEC_WRITE_BACK");
+        self.no_delay |= env_flag("OXRUNNER_EXEC_NO_DELAY");
+        self
+    }
+}
+
+fn check_executor(executor: Option<&str>) -> anyhow::Result<()> {
+    match executor.unwrap_or("shell") {
+        "shell" => Ok(()),
+        "docker" => bail!(
+            "the docker executor is not built into this version of oxrunner\nhint: use --executor shell (the default); jobs with `image:` then run on this machine"
+        ),
+        other => bail!("unknown executor {other:?}\nhint: oxrunner exec supports --executor shell"),
+    }
+}
+
+/// Runs `pipeline` for the repository of `ctx`; the exit code is 0 only when the pipeline passed.
+pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
+    check_executor(opts.executor.as_deref())?;
+    let repo = ctx.project_dir.clone();
+    if !repo.join(".git").exists() {
+        bail!(
+            "{} is not a git repository\nhint: run `git init && git add -A && git commit -m init` first, or pass --cwd DIR",
+            repo.display()
+        );
+    }
+    let state = repo.join(".oxrunner");
+    prepare_state(&state)?;
+
+    let chosen = select::select(&pipeline, &opts.jobs, opts.needs)?;
+    if chosen.is_empty() {
+        bail!(
+            "the pipeline has no jobs for this context\nhint: `oxrunner exec --list` shows what GitLab would create"
+        );
+    }
+    let snapshot = if opts.committed_only {
+        Snapshot::Committed
+    } else {
+        Snapshot::WorkingTree
+    };
+    let files = {
+        let repo = repo.clone();
+        tokio::task::spawn_blocking(move || workspace::list_files(&repo, snapshot))
+            .await
+            .context("listing the repository files stopped")??
+    };
+
+    let console = output::Console::new();
+    let name_width = chosen
+        .iter()
+        .map(|&i| pipeline.jobs[i].name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(32);
+    let abort = oxrunner_core::CancellationToken::new();
+    let env = Arc::new(Env {
+        repo: repo.clone(),
+        state,
+        files,
+        snapshot,
+        write_back: opts.write_back,
+        console: console.clone(),
+        cli_variables: ctx.variables.clone(),
+        name_width,
+        abort: abort.clone(),
+    });
+    let nodes = build_nodes(&pipeline, &chosen, opts);
+    let settings = Settings {
+        concurrency: opts
+            .concurrency
+            .filter(|&c| c > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        skip_delays: opts.no_delay,
+    };
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            abort.cancel();
+        }
+    });
+    let started = std::time::Instant::now();
+    let records = scheduler::run(env.clone(), nodes, &settings).await;
+    ctrl_c.abort();
+
+    let rows: Vec<summary::Row> = chosen
+        .iter()
+        .zip(&records)
+        .map(|(&i, r)| summary::Row {
+            name: pipeline.jobs[i].name.clone(),
+            stage: pipeline.jobs[i].stage.clone(),
+            status: r.status.clone(),
+            duration: r.duration,
+            attempts: r.attempts,
+        })
+        .collect();
+    let passed = !records.iter().any(|r| r.status.blocks()) && !env.abort.is_cancelled();
+    console.note(&summary::render(
+        &rows,
+        passed,
+        started.elapsed(),
+        &env.state.join("logs"),
+    ));
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn prepare_state(state: &Path) -> anyhow::Result<()> {
+    for sub in ["builds", "artifacts", "cache", "dotenv", "logs", "tmp"] {
+        let dir = state.join(sub);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // Keeps the state out of `git status` and out of the jobs' copies without touching the user's .gitignore.
+    let ignore = state.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(&ignore, "*\n").with_context(|| format!("cannot write {}", ignore.display()))?;
+    }
+    Ok(())
+}
+
+fn build_nodes(pipeline: &Pipeline, chosen: &[usize], opts: &Options) -> Vec<Node> {
+    // Distinct directory names even when two job names clean up to the same string.
+    let mut used: HashMap<String, usize> = HashMap::new();
+    let dirs: Vec<String> = chosen
+        .iter()
+        .map(|&i| {
+            let base = workspace::dir_name(&pipeline.jobs[i].name);
+            let n = used.entry(base.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 { base } else { format!("{base}-{n}") }
+        })
+        .collect();
+    let position: HashMap<usize, usize> = chosen.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    let all_dirs: HashMap<&str, &str> = chosen
+        .iter()
+        .zip(&dirs)
+        .map(|(&i, d)| (pipeline.jobs[i].name.as_str(), d.as_str()))
+        .collect();
+    chosen
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let job = pipeline.jobs[i].clone();
+            let preds = select::predecessors(pipeline, i, chosen)
+                .into_iter()
+                .filter_map(|p| position.get(&p).copied())
+                .collect();
+            let deps = select::dependency_names(&job)
+                .into_iter()
+                .filter_map(|name| {
+                    let id = pipeline.job(&name).map(|j| job_id(pipeline, j))?;
+                    // A dependency outside this run keeps what an earlier run left for it.
+                    let dir = all_dirs
+                        .get(name.as_str())
+                        .map_or_else(|| workspace::dir_name(&name), |d| (*d).to_string());
+                    Some((id, name, dir))
+                })
+                .collect();
+            let manual_run = opts.manual.iter().chain(&opts.jobs).any(|m| *m == job.name);
+            Node {
+                uses_needs: job.needs.is_some(),
+                preds,
+                manual_run,
+                spec: Arc::new(JobSpec {
+                    index: k,
+                    id: job_id(pipeline, &job),
+                    dir: dirs[k].clone(),
+                    job,
+                    deps,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The id GitLab would give the job (the payload's), or its position when the payload has none.
+fn job_id(pipeline: &Pipeline, job: &oxrunner_pipeline::PipelineJob) -> i64 {
+    job.payload["id"].as_i64().unwrap_or_else(|| {
+        let pos = pipeline.jobs.iter().position(|j| j.name == job.name).unwrap_or(0);
+        i64::try_from(pos).unwrap_or(0) + 1
+    })
+}

@@ -1,0 +1,90 @@
+//! The table printed when the pipeline is done.
+
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use super::scheduler::Status;
+
+pub struct Row {
+    pub name: String,
+    pub stage: String,
+    pub status: Status,
+    pub duration: Duration,
+    pub attempts: u32,
+}
+
+fn status_text(s: &Status) -> String {
+    match s {
+        Status::Passed => "passed".into(),
+        Status::Failed {
+            allowed: true,
+            exit_code,
+            ..
+        } => match exit_code {
+            Some(c) => format!("failed (allowed, exit {c})"),
+            None => "failed (allowed)".into(),
+        },
+        Status::Failed {
+            exit_code, reason, ..
+        } => match exit_code {
+            Some(c) => format!("FAILED (exit {c})"),
+            None => format!("FAILED ({reason})"),
+        },
+        Status::Skipped(why) => format!("skipped: {why}"),
+        Status::Manual => "manual (not run; use --manual NAME)".into(),
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+pub fn render(rows: &[Row], passed: bool, wall: Duration, logs: &Path) -> String {
+    let w_name = rows
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(3);
+    let w_stage = rows
+        .iter()
+        .map(|r| r.stage.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{:<w_name$}  {:<w_stage$}  {:>8}  STATUS",
+        "JOB", "STAGE", "DURATION"
+    );
+    for r in rows {
+        let retries = if r.attempts > 1 {
+            format!(", {} attempts", r.attempts)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{:<w_name$}  {:<w_stage$}  {:>8}  {}{retries}",
+            r.name,
+            r.stage,
+            secs(r.duration),
+            status_text(&r.status)
+        );
+    }
+    let allowed = rows
+        .iter()
+        .filter(|r| matches!(r.status, Status::Failed { allowed: true, .. }))
+        .count();
+    let _ = write!(
+        out,
+        "\nPipeline {} in {} ({} jobs, {allowed} allowed to fail). Logs: {}",
+        if passed { "passed" } else { "FAILED" },
+        secs(wall),
+        rows.len(),
+        logs.display()
+    );
+    out
+}

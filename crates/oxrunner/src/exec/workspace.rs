@@ -1,0 +1,209 @@
+//! Each job's private copy of the repository under `.oxrunner/builds/<job>/`.
+//!
+//! Files are copied with `std::fs::copy`, which on Linux uses `copy_file_range` (a reflink on btrfs/XFS, an
+//! in-kernel copy elsewhere). Hard links are not used: a job appending to a file would then write into the
+//! user's tree. `.git` gets its own refs, config and index, and borrows the user's object store through
+//! `objects/info/alternates`, so `git` works in scripts without copying history and without touching the
+//! user's repository.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where a copy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("git {args} failed in {}: {detail}\nhint: oxrunner exec needs a git repository with at least one commit", dir.display())]
+    Git {
+        args: String,
+        dir: PathBuf,
+        detail: String,
+    },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WorkspaceError + 'a {
+    move |source| WorkspaceError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Which files a job sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Snapshot {
+    /// Tracked and untracked-but-not-ignored files as they are on disk now.
+    WorkingTree,
+    /// Only what is committed at HEAD.
+    Committed,
+}
+
+/// The files to copy, relative to `repo`. `.oxrunner/` is never part of it.
+pub fn list_files(repo: &Path, snapshot: Snapshot) -> Result<Vec<PathBuf>, WorkspaceError> {
+    let args: &[&str] = match snapshot {
+        Snapshot::WorkingTree => &["ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        Snapshot::Committed => &["ls-tree", "-r", "-z", "--name-only", "--full-tree", "HEAD"],
+    };
+    let out = git(repo, args)?;
+    let mut files: Vec<PathBuf> = out
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| PathBuf::from(String::from_utf8_lossy(p).into_owned()))
+        .filter(|p| !p.starts_with(".oxrunner"))
+        .collect();
+    files.dedup();
+    Ok(files)
+}
+
+fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .output()
+        .map_err(|e| WorkspaceError::Git {
+            args: args.join(" "),
+            dir: repo.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(WorkspaceError::Git {
+            args: args.join(" "),
+            dir: repo.to_path_buf(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+/// Builds a fresh copy of `repo` at `dest` (anything there before is removed).
+pub fn prepare(
+    repo: &Path,
+    dest: &Path,
+    files: &[PathBuf],
+    snapshot: Snapshot,
+) -> Result<(), WorkspaceError> {
+    if dest.exists() {
+        fs::remove_dir_all(dest).map_err(io_err("remove the old build directory", dest))?;
+    }
+    fs::create_dir_all(dest).map_err(io_err("create", dest))?;
+    match snapshot {
+        Snapshot::WorkingTree => {
+            for rel in files {
+                copy_entry(&repo.join(rel), &dest.join(rel))?;
+            }
+        }
+        Snapshot::Committed => {
+            // Committed content may differ from the disk: write blobs out of git instead of copying.
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg("git -C \"$1\" archive --format=tar HEAD | tar -x -C \"$2\"")
+                .arg("sh")
+                .arg(repo)
+                .arg(dest)
+                .status()
+                .map_err(io_err("run git archive into", dest))?;
+            if !status.success() {
+                return Err(WorkspaceError::Git {
+                    args: "archive HEAD".into(),
+                    dir: repo.to_path_buf(),
+                    detail: format!("exited with {status}"),
+                });
+            }
+        }
+    }
+    let src_git = repo.join(".git");
+    if src_git.is_dir() {
+        link_git(&src_git, &dest.join(".git"))?;
+        if snapshot == Snapshot::Committed {
+            git(dest, &["read-tree", "HEAD"])?;
+        }
+    }
+    Ok(())
+}
+
+/// One tracked path: files are copied, symlinks recreated, directories (submodules) copied recursively.
+fn copy_entry(src: &Path, dest: &Path) -> Result<(), WorkspaceError> {
+    let meta = match fs::symlink_metadata(src) {
+        Ok(m) => m,
+        // Deleted in the working tree but still in the index: the job sees the deletion, as the user does.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("read", src)(e)),
+    };
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+    }
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let target = fs::read_link(src).map_err(io_err("read link", src))?;
+        std::os::unix::fs::symlink(&target, dest).map_err(io_err("create link", dest))?;
+    } else if ft.is_dir() {
+        fs::create_dir_all(dest).map_err(io_err("create", dest))?;
+        for entry in fs::read_dir(src).map_err(io_err("read", src))? {
+            let entry = entry.map_err(io_err("read", src))?;
+            copy_entry(&entry.path(), &dest.join(entry.file_name()))?;
+        }
+    } else if ft.is_file() {
+        fs::copy(src, dest).map_err(io_err("copy", src))?;
+    }
+    Ok(())
+}
+
+/// A `.git` with copied refs, config and index that reads objects from the user's store.
+fn link_git(src: &Path, dest: &Path) -> Result<(), WorkspaceError> {
+    fs::create_dir_all(dest.join("objects/info")).map_err(io_err("create", dest))?;
+    fs::create_dir_all(dest.join("objects/pack")).map_err(io_err("create", dest))?;
+    for entry in fs::read_dir(src).map_err(io_err("read", src))? {
+        let entry = entry.map_err(io_err("read", src))?;
+        let name = entry.file_name();
+        // Objects are shared; reflogs and LFS/module stores are large and not needed by a job.
+        if matches!(
+            name.to_str(),
+            Some("objects" | "logs" | "lfs" | "modules" | "index.lock")
+        ) {
+            continue;
+        }
+        copy_entry(&entry.path(), &dest.join(&name))?;
+    }
+    let objects = fs::canonicalize(src.join("objects")).map_err(io_err("resolve", src))?;
+    let mut alternates = objects.to_string_lossy().into_owned();
+    // The user's own alternates must stay reachable too.
+    if let Ok(extra) = fs::read_to_string(objects.join("info/alternates")) {
+        for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+            let p = Path::new(line.trim());
+            let abs = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                objects.join(p)
+            };
+            alternates.push('\n');
+            alternates.push_str(&abs.to_string_lossy());
+        }
+    }
+    alternates.push('\n');
+    let path = dest.join("objects/info/alternates");
+    fs::write(&path, alternates).map_err(io_err("write", &path))
+}
+
+/// A job name as one directory name: anything outside `[A-Za-z0-9._-]` becomes `_`.
+pub fn dir_name(job: &str) -> String {
+    let s: String = job
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let s = s.trim_matches('.').to_string();
+    if s.is_empty() { "job".into() } else { s }
+}
