@@ -98,7 +98,10 @@ pub(crate) async fn log_layer(State(shared): State<Arc<Shared>>, req: Request, n
             (name, value)
         })
         .collect();
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    // Rails answers every request with a correlation id, which runners log.
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    set_header(&mut resp, "x-request-id", &request_id);
     tracing::debug!(%method, path = %redact_query(&path), status = resp.status().as_u16(), "request");
     lock(&shared.inner).requests.push(RequestLog {
         method,

@@ -3,6 +3,23 @@
 //! traces, artifacts (with an object-storage redirect), and git over smart HTTP. It also offers
 //! deterministic fault injection. Used by oxrunner's integration tests and benchmarks, and as a
 //! standalone binary (`fake-gitlab`) driven through `/fake-admin/...`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), fake_gitlab::FakeError> {
+//! use std::time::Duration;
+//! use fake_gitlab::{FakeGitlab, FakeOptions, JobSpec};
+//!
+//! let fake = FakeGitlab::start(FakeOptions { long_poll: Duration::from_secs(2), ..FakeOptions::default() }).await?;
+//! let project = fake.create_project("group/app", std::path::Path::new("testdata/app"))?;
+//! let token = fake.create_runner_token("test runner"); // put into config.toml with url = fake.url()
+//! let id = fake.enqueue_job(JobSpec::new("build", &["make"]).project(project.id));
+//! // ... run the runner ...
+//! let job = fake.wait_job_finished(id, Duration::from_secs(60)).await;
+//! # let _ = (token, job); Ok(()) }
+//! ```
+//!
+//! Blocking work in the test thread (e.g. `std::process::Command::new("git")` against the fake)
+//! needs a multi-threaded runtime, since the server runs as tasks on the caller's runtime.
 
 mod admin;
 mod api;

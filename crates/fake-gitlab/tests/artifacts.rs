@@ -95,6 +95,18 @@ async fn upload_then_download_from_a_dependent_job() {
     let resp = c.get(&location).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap().to_vec(), data);
+    let resp = c
+        .get(&location)
+        .header("Range", "bytes=2-5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(
+        header(&resp, "content-range").unwrap(),
+        format!("bytes 2-5/{}", data.len())
+    );
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), data[2..=5].to_vec());
     let tampered = format!("{}x", location);
     assert_eq!(c.get(tampered).send().await.unwrap().status(), 403);
 

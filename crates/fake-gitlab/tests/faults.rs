@@ -16,6 +16,7 @@ async fn next_requests_fail_with_the_given_status() {
     let r = request_job(&c, &fake, &token, None).await;
     assert_eq!(r.status(), 503);
     assert_eq!(header(&r, "retry-after").as_deref(), Some("2"));
+    assert!(header(&r, "x-request-id").is_some());
     assert_eq!(request_job(&c, &fake, &token, None).await.status(), 503);
     assert_eq!(request_job(&c, &fake, &token, None).await.status(), 204);
     let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();

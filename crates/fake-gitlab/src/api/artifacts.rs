@@ -150,10 +150,48 @@ fn storage_error(status: StatusCode, code: &str, text: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/xml")], body).into_response()
 }
 
+/// Parses `bytes=a-b` / `bytes=a-` (one range, as parallel downloaders send).
+fn parse_range(value: &str, len: usize) -> Option<(usize, usize)> {
+    let spec = value.strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    let start: usize = a.trim().parse().ok()?;
+    let end: usize = if b.trim().is_empty() {
+        len.checked_sub(1)?
+    } else {
+        b.trim().parse::<usize>().ok()?.min(len.checked_sub(1)?)
+    };
+    (start <= end).then_some((start, end))
+}
+
+fn ranged_response(filename: &str, bytes: &[u8], range: Option<&str>) -> Response {
+    let Some(range) = range else {
+        return file_response(filename, bytes.to_vec());
+    };
+    let Some((start, end)) = parse_range(range, bytes.len()) else {
+        let mut resp = storage_error(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "InvalidRange",
+            "The requested range is not satisfiable",
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&format!("bytes */{}", bytes.len())) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+        return resp;
+    };
+    let mut resp = file_response(filename, bytes[start..=end].to_vec());
+    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let content_range = format!("bytes {start}-{end}/{}", bytes.len());
+    if let Ok(v) = header::HeaderValue::from_str(&content_range) {
+        resp.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    resp
+}
+
 pub(crate) async fn object_storage(
     State(shared): State<SharedRef>,
     Path((id, filename)): Path<(i64, String)>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Response {
     let inner = lock(&shared.inner);
     let Some(job) = inner.jobs.get(&id) else {
@@ -176,7 +214,7 @@ pub(crate) async fn object_storage(
         .iter()
         .find(|a| a.artifact_type == "archive" && a.filename == filename)
     {
-        Some(a) => file_response(&a.filename, a.bytes.clone()),
+        Some(a) => ranged_response(&a.filename, &a.bytes, header_str(&headers, "range")),
         None => storage_error(
             StatusCode::NOT_FOUND,
             "NoSuchKey",
