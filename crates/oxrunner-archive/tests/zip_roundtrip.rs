@@ -266,3 +266,31 @@ fn a_failing_sink_stops_the_workers_and_reports_the_error() {
         "{err}"
     );
 }
+
+#[test]
+fn archives_made_by_info_zip_extract_with_modes_mtimes_and_links() {
+    let src = project();
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("infozip.zip");
+    let status = std::process::Command::new("zip")
+        .args(["-q", "-r", "-y"])
+        .arg(&archive)
+        .arg("out")
+        .current_dir(src.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dst = work.path().join("dst");
+    let ex = extract_zip(&archive, &dst).unwrap();
+    assert_eq!((ex.files, ex.symlinks), (4, 2));
+    let run = fs::symlink_metadata(dst.join("out/sub/run.sh")).unwrap();
+    assert_eq!((run.mode() & 0o777, run.mtime()), (0o750, 1_600_000_000));
+    assert_eq!(
+        fs::read(dst.join("out/app.bin")).unwrap(),
+        fs::read(src.path().join("out/app.bin")).unwrap()
+    );
+    assert_eq!(
+        fs::read_link(dst.join("out/link")).unwrap(),
+        PathBuf::from("sub/run.sh")
+    );
+}
