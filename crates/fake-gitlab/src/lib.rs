@@ -68,6 +68,9 @@ pub struct FakeOptions {
     pub registration_token: String,
     /// Answer `POST /runners` with 410 Gone, as GitLab does when registration tokens are disabled.
     pub registration_disabled: bool,
+    /// Lifetime of runner authentication tokens (`token_expires_at`); `None` = never expire,
+    /// GitLab's default. Expired tokens are refused like unknown ones.
+    pub runner_token_expires_in: Option<Duration>,
     /// Address to listen on; port 0 picks a free port. Must be a loopback address.
     pub listen: SocketAddr,
 }
@@ -81,6 +84,7 @@ impl Default for FakeOptions {
             trace_update_interval: 3,
             registration_token: "GR1348941fake-registration".to_string(),
             registration_disabled: false,
+            runner_token_expires_in: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }

@@ -132,12 +132,15 @@ pub(crate) fn cancel_job(shared: &SharedRef, id: i64) {
     let Some(job) = inner.jobs.get(&id) else {
         return;
     };
-    let graceful = job
-        .runner_features
-        .as_ref()
-        .and_then(|f| f.get("cancel_gracefully"))
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
+    // The features of the request that picked the job, else the runner's latest info.
+    let graceful = match &job.runner_features {
+        Some(f) => f.get("cancel_gracefully").and_then(|v| v.as_bool()) == Some(true),
+        None => job
+            .record
+            .runner_id
+            .and_then(|rid| inner.runners.iter().find(|r| r.id == rid))
+            .is_some_and(|r| r.feature("cancel_gracefully")),
+    };
     let next = match job.record.status.as_str() {
         "pending" => "canceled",
         "running" if graceful => "canceling",
@@ -155,9 +158,9 @@ pub(crate) fn create_runner(
     tags: Vec<String>,
     run_untagged: bool,
 ) -> RunnerRecord {
-    let record = RunnerRecord {
+    let mut record = RunnerRecord {
         id: 0,
-        token: crate::api::runners::new_runner_token(true),
+        token: String::new(),
         description: description.to_string(),
         tags,
         run_untagged,
@@ -169,7 +172,10 @@ pub(crate) fn create_runner(
         managers: Vec::new(),
         info: None,
         created_in_ui: true,
+        token_expires_at: None,
+        expires: None,
     };
+    crate::api::runners::issue_token(&mut record, shared.opts.runner_token_expires_in);
     lock(&shared.inner).add_runner(record)
 }
 

@@ -27,6 +27,10 @@ pub struct RunnerRecord {
     pub managers: Vec<RunnerManager>,
     /// The last runner `info` received on any endpoint.
     pub info: Option<serde_json::Value>,
+    /// RFC 3339 expiry of `token`, if the fake was started with a token lifetime.
+    pub token_expires_at: Option<String>,
+    #[serde(skip)]
+    pub(crate) expires: Option<std::time::SystemTime>,
     /// True when created with [`crate::FakeGitlab::create_runner_token`] (authentication-token flow).
     pub created_in_ui: bool,
 }
@@ -45,6 +49,10 @@ impl std::fmt::Debug for RunnerRecord {
 }
 
 impl RunnerRecord {
+    pub(crate) fn is_expired(&self) -> bool {
+        self.expires.is_some_and(|at| std::time::SystemTime::now() >= at)
+    }
+
     /// The feature flags (`info.features`) the runner advertised most recently.
     pub fn feature(&self, name: &str) -> bool {
         self.info

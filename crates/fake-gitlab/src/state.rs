@@ -102,14 +102,16 @@ impl Inner {
         if token.is_empty() {
             return None;
         }
-        self.runners.iter().find(|r| r.token == token)
+        self.runners.iter().find(|r| r.token == token && !r.is_expired())
     }
 
     pub fn runner_by_token_mut(&mut self, token: &str) -> Option<&mut RunnerRecord> {
         if token.is_empty() {
             return None;
         }
-        self.runners.iter_mut().find(|r| r.token == token)
+        self.runners
+            .iter_mut()
+            .find(|r| r.token == token && !r.is_expired())
     }
 
     pub fn add_runner(&mut self, mut record: RunnerRecord) -> RunnerRecord {

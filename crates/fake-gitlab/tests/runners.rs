@@ -218,3 +218,47 @@ async fn reset_authentication_token_rotates() {
     .await;
     assert_eq!(verify.status(), 200);
 }
+
+#[tokio::test]
+async fn tokens_expire_when_a_lifetime_is_configured() {
+    let fake = FakeGitlab::start(FakeOptions {
+        runner_token_expires_in: Some(std::time::Duration::from_secs(3600)),
+        ..common::opts()
+    })
+    .await
+    .unwrap();
+    let c = client();
+    let resp = post(
+        &c,
+        format!("{}/api/v4/runners", fake.url()),
+        json!({ "token": "GR1348941fake-registration" }),
+    )
+    .await;
+    let body: Value = resp.json().await.unwrap();
+    let expires = body["token_expires_at"].as_str().unwrap();
+    let at = time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339).unwrap();
+    let left = at - time::OffsetDateTime::now_utc();
+    assert!(left > time::Duration::minutes(55) && left <= time::Duration::minutes(60));
+
+    let dead = FakeGitlab::start(FakeOptions {
+        runner_token_expires_in: Some(std::time::Duration::ZERO),
+        ..common::opts()
+    })
+    .await
+    .unwrap();
+    let token = dead.create_runner_token("short-lived");
+    let resp = post(
+        &c,
+        format!("{}/api/v4/runners/verify", dead.url()),
+        json!({ "token": token }),
+    )
+    .await;
+    assert_eq!(resp.status(), 403);
+    let resp = c
+        .delete(format!("{}/api/v4/runners", dead.url()))
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+}

@@ -22,8 +22,18 @@ pub(crate) fn new_runner_token(created_in_ui: bool) -> String {
     format!("{prefix}{}", random_token(20))
 }
 
+/// Sets a fresh token (and its expiry) on a runner.
+pub(crate) fn issue_token(runner: &mut RunnerRecord, lifetime: Option<std::time::Duration>) {
+    runner.token = new_runner_token(runner.created_in_ui);
+    runner.expires = lifetime.map(|d| std::time::SystemTime::now() + d);
+    runner.token_expires_at = runner.expires.and_then(|at| {
+        let at = time::OffsetDateTime::from(at).replace_nanosecond(0).ok()?;
+        at.format(&time::format_description::well_known::Rfc3339).ok()
+    });
+}
+
 fn token_response(runner: &RunnerRecord, with_id: bool) -> Value {
-    let mut v = json!({ "token": runner.token, "token_expires_at": null });
+    let mut v = json!({ "token": runner.token, "token_expires_at": runner.token_expires_at });
     if with_id {
         v["id"] = json!(runner.id);
     }
@@ -105,9 +115,9 @@ pub(crate) async fn register(State(shared): State<SharedRef>, body: Bytes) -> Re
     }
     let paused = body.get("paused").and_then(Value::as_bool).unwrap_or(false)
         || body.get("active").and_then(Value::as_bool) == Some(false);
-    let record = RunnerRecord {
+    let mut record = RunnerRecord {
         id: 0,
-        token: new_runner_token(false),
+        token: String::new(),
         description: str_field(&body, "description").unwrap_or("").to_string(),
         tags,
         run_untagged,
@@ -121,7 +131,10 @@ pub(crate) async fn register(State(shared): State<SharedRef>, body: Bytes) -> Re
         managers: Vec::new(),
         info: body.get("info").cloned(),
         created_in_ui: false,
+        token_expires_at: None,
+        expires: None,
     };
+    issue_token(&mut record, shared.opts.runner_token_expires_in);
     let mut inner = lock(&shared.inner);
     let record = inner.add_runner(record);
     json(StatusCode::CREATED, token_response(&record, true))
@@ -146,11 +159,10 @@ pub(crate) async fn unregister(State(shared): State<SharedRef>, body: Bytes) -> 
         return param_error("token is missing");
     };
     let mut inner = lock(&shared.inner);
-    let before = inner.runners.len();
-    inner.runners.retain(|r| r.token != token);
-    if inner.runners.len() == before {
+    if inner.runner_by_token(token).is_none() {
         return bad_status(StatusCode::FORBIDDEN);
     }
+    inner.runners.retain(|r| r.token != token);
     inner.queue_values.remove(token);
     no_content()
 }
@@ -188,7 +200,7 @@ pub(crate) async fn reset_token(
     let Some(runner) = inner.runner_by_token_mut(token) else {
         return bad_status(StatusCode::FORBIDDEN);
     };
-    runner.token = new_runner_token(runner.created_in_ui);
+    issue_token(runner, shared.opts.runner_token_expires_in);
     let response = token_response(runner, false);
     if let Some(value) = inner.queue_values.remove(token) {
         let new_token = response["token"].as_str().unwrap_or_default().to_string();
