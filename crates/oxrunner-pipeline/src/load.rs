@@ -123,10 +123,10 @@ impl<'a> Loader<'a> {
             Val::Map(m) => {
                 let known = ["local", "remote", "template", "project", "component", "artifact"];
                 let Some((k, v)) = m.iter().find(|(k, _)| known.contains(&k.as_str())) else {
-                    return Err(PipelineError::at(
+                    return Err(PipelineError::at_hint(
                         &item.loc,
-                        "Included file `{}` does not have a valid location: use local, remote, template, project or component"
-                            .replace("`{}` ", ""),
+                        "include config does not have a valid location",
+                        "use one of local, remote, template, project or component",
                     ));
                 };
                 for key in m.keys() {
