@@ -120,11 +120,20 @@ pub fn build(
             ),
         ));
     }
-    if cfg.contains_key("rules") && (cfg.contains_key("only") || cfg.contains_key("except")) {
-        return Err(err(
-            loc,
-            format!("{path} config key may not be used with `rules`: only, except"),
-        ));
+    if cfg.contains_key("rules") {
+        let clash: Vec<&str> = ["only", "except", "start_in"]
+            .into_iter()
+            .filter(|k| cfg.contains_key(*k))
+            .collect();
+        if !clash.is_empty() {
+            return Err(err(
+                loc,
+                format!(
+                    "{path} config key may not be used with `rules`: {}",
+                    clash.join(", ")
+                ),
+            ));
+        }
     }
     let stage = match cfg.get("stage") {
         Some(s) => s
