@@ -208,6 +208,31 @@ impl<'a> Loader<'a> {
                         .map(|s| s.iter().filter_map(Node::scalar_string).collect())
                         .unwrap_or_else(|| f.scalar_string().into_iter().collect())
                 });
+                // The project itself is in the local git repository: read the files at the requested ref.
+                if (self.lookup)("CI_PROJECT_PATH").as_deref() == Some(target.as_str()) {
+                    let rev = m
+                        .and_then(|m| m.get("ref"))
+                        .and_then(Node::scalar_string)
+                        .map_or_else(|| "HEAD".to_string(), |r| expand_with(&r, self.lookup, false));
+                    let mut out = Vec::new();
+                    for f in files {
+                        let f = f.trim_start_matches('/').to_string();
+                        let spec = format!("{rev}:{f}");
+                        let text = crate::context::git(&self.facts.ctx.project_dir, &["show", &spec])
+                            .map_err(|e| {
+                                PipelineError::at(
+                                    &item.loc,
+                                    format!(
+                                        "Project `{target}` file `{f}` does not exist at `{rev}`: {}",
+                                        e.message()
+                                    ),
+                                )
+                            })?;
+                        self.count_one(&item.loc)?;
+                        out.push(self.load(&f, Source::Text(&text), &args, false, Some(&item.loc))?);
+                    }
+                    return Ok(out);
+                }
                 Err(PipelineError::at_hint(
                     &item.loc,
                     format!(

@@ -352,3 +352,37 @@ fn merged_config_shows_the_result() {
         "stages:\n- .pre\n- one\n- two\n- .post\njob:\n  script:\n  - echo t\n  after_script:\n  - - echo t\n  image: alpine\n"
     );
 }
+
+#[test]
+fn project_include_of_this_project_reads_git() {
+    let d = repo(&[
+        (
+            ".gitlab-ci.yml",
+            "include:\n  - project: group/sub/proj\n    ref: main\n    file: [/ci/shared.yml]\nlocal:\n  script: x\n",
+        ),
+        ("ci/shared.yml", "shared:\n  script: echo shared\n"),
+    ]);
+    // The committed version is used, not the working tree.
+    write(
+        d.path(),
+        &[("ci/shared.yml", "changed:\n  script: echo changed\n")],
+    );
+    let p = resolve(&ctx(d.path())).unwrap();
+    assert_eq!(names(&p), ["shared", "local"]);
+}
+
+#[test]
+fn include_count_limit() {
+    let mut files: Vec<(String, String)> = (0..151)
+        .map(|i| (format!("inc/f{i:03}.yml"), format!("j{i}:\n  script: x\n")))
+        .collect();
+    files.push((".gitlab-ci.yml".into(), "include: inc/*.yml\n".into()));
+    let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let d = repo(&refs);
+    let e = resolve(&ctx(d.path())).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with(".gitlab-ci.yml:1:10: Maximum of 150 nested includes are allowed!"),
+        "{e}"
+    );
+}
