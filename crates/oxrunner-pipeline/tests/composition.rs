@@ -386,3 +386,19 @@ fn include_count_limit() {
         "{e}"
     );
 }
+
+#[test]
+fn include_paths_expand_predefined_and_cli_variables() {
+    let d = repo(&[
+        (
+            ".gitlab-ci.yml",
+            "include:\n  - local: ci/$CI_COMMIT_REF_NAME.yml\n  - local: ci/$TARGET.yml\n",
+        ),
+        ("ci/main.yml", "from-branch:\n  script: x\n"),
+        ("ci/arm.yml", "from-cli:\n  script: x\n"),
+    ]);
+    let mut c = ctx(d.path());
+    c.variables = vec![("TARGET".into(), "arm".into())];
+    let p = resolve(&c).unwrap();
+    assert_eq!(names(&p), ["from-branch", "from-cli"]);
+}

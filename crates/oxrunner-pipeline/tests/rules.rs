@@ -273,3 +273,29 @@ fn rule_errors_have_positions() {
         ".gitlab-ci.yml:2:3: jobs:job config key may not be used with `rules`: only"
     );
 }
+
+#[test]
+fn reference_rules_are_flattened() {
+    let p = pipeline(
+        r#"
+.only-main:
+  rules:
+    - if: $CI_COMMIT_BRANCH != "main"
+      when: never
+    - if: $CI_COMMIT_MESSAGE =~ /skip-me/
+      when: never
+a:
+  script: x
+  rules:
+    - !reference [.only-main, rules]
+    - when: manual
+b:
+  script: x
+  rules:
+    - !reference [.only-main, rules]
+    - if: $CI_COMMIT_TAG
+"#,
+    );
+    assert_eq!(names(&p), ["a"]);
+    assert_eq!(p.job("a").unwrap().when, When::Manual);
+}
