@@ -157,7 +157,7 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
         Some(v) => parse_defs(v, "variables")?,
         None => Vec::new(),
     };
-    let predefined = ctx.predefined();
+    let mut predefined = ctx.predefined();
     let expanded = |extra: &[VarDef], globals: &[VarDef]| {
         let mut all: Vec<(String, String, bool)> = predefined
             .iter()
@@ -209,6 +209,9 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
         }
     }
 
+    if let Some(n) = &name {
+        predefined.push(("CI_PIPELINE_NAME".into(), n.clone()));
+    }
     let g = Globals {
         facts: &facts,
         stages: stages.clone(),

@@ -151,6 +151,10 @@ fn workflow_rules_filter_the_pipeline() {
         "workflow:\n  name: 'Pipeline for $CI_COMMIT_REF_NAME'\n  rules:\n    - when: always\njob:\n  script: echo\n",
     );
     assert_eq!(p.name.as_deref(), Some("Pipeline for main"));
+    assert_eq!(
+        p.job("job").unwrap().variable("CI_PIPELINE_NAME").unwrap(),
+        "Pipeline for main"
+    );
 }
 
 #[test]
