@@ -217,7 +217,7 @@ pub struct DockerFlags {
     #[arg(long = "docker-disable-cache", env = "DOCKER_DISABLE_CACHE", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub disable_cache: Option<bool>,
 
-    #[arg(long = "docker-cache-dir", env = "DOCKER_CACHE_DIR")]
+    #[arg(id = "docker_cache_dir", long = "docker-cache-dir", env = "DOCKER_CACHE_DIR")]
     pub cache_dir: Option<String>,
 
     /// always, if-not-present, never; repeatable.
@@ -440,5 +440,55 @@ pub fn parse_go_bool(s: &str) -> Result<bool, String> {
         other => Err(format!(
             "invalid boolean `{other}` (use true or false, as --flag=true)"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn go_booleans() {
+        assert_eq!(parse_go_bool("t"), Ok(true));
+        assert_eq!(parse_go_bool("FALSE"), Ok(false));
+        assert!(parse_go_bool("yes").is_err());
+    }
+
+    #[test]
+    fn seed_register_command_parses() {
+        let cli = Cli::try_parse_from([
+            "oxrunner",
+            "register",
+            "-n",
+            "--url",
+            "https://gitlab.example.com/",
+            "--registration-token",
+            "tok",
+            "--executor",
+            "docker",
+            "--docker-image",
+            "docker:latest",
+            "--description",
+            "Docker Runner",
+            "--docker-volumes",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            "--docker-volumes",
+            "/cache",
+            "--docker-privileged",
+        ]);
+        let Ok(Cli { command: Some(Command::Register(args)), .. }) = cli else {
+            panic!("register did not parse: {cli:?}");
+        };
+        assert_eq!(args.non_interactive, Some(true));
+        assert_eq!(args.name.as_deref(), Some("Docker Runner"));
+        assert_eq!(args.docker.volumes, ["/var/run/docker.sock:/var/run/docker.sock", "/cache"]);
+        assert_eq!(args.docker.privileged, Some(true));
     }
 }
