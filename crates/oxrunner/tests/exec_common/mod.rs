@@ -106,6 +106,15 @@ impl Run {
             .unwrap_or_else(|| panic!("no summary row for {job} in:\n{text}\n{}", self.stderr()))
             .to_string()
     }
+    /// Whether `job` printed a line `text` (the prefix pads job names to a common width).
+    pub fn printed(&self, job: &str, text: &str) -> bool {
+        self.stdout().lines().any(|l| {
+            l.strip_prefix(job)
+                .and_then(|r| r.trim_start().strip_prefix("| "))
+                .is_some_and(|r| r == text)
+        })
+    }
+
     pub fn dump(&self) -> String {
         format!("exit {:?}\n--- stdout\n{}\n--- stderr\n{}", self.code(), self.stdout(), self.stderr())
     }
