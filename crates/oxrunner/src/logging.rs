@@ -14,9 +14,12 @@ pub fn init(debug: bool, level: Option<&str>, format: Option<&str>) {
         }
     };
     let filter = EnvFilter::try_from_env("OXRUNNER_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    // Colours only on a terminal: service managers and `docker logs` keep the raw text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let result = match format {
         Some("json") => builder.json().try_init(),
         Some("text") => builder.with_ansi(false).try_init(),
