@@ -41,8 +41,16 @@ fn jobs_wait_for_needs_and_earlier_stages() {
     }
     let out = run.stdout();
     // Every job line carries its job name; the output of `c` comes after `b` finished.
-    assert!(out.lines().any(|l| l.starts_with("c ") && l.ends_with("| c saw a and b")), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("early ") && l.ends_with("| early ran")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("c ") && l.ends_with("| c saw a and b")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("early ") && l.ends_with("| early ran")),
+        "{out}"
+    );
     // `early` needs nothing, so it does not wait for stage `one` (a sleeps before writing its marker).
     let early_pos = out.find("| early ran").unwrap();
     let c_pos = out.find("| c saw a and b").unwrap();
@@ -80,9 +88,15 @@ fn jobs_get_private_copies_with_uncommitted_changes_and_git() {
     assert!(run.ok(), "{}", run.dump());
     // The user's tree is untouched.
     assert!(!repo.path().join("shared.txt").exists());
-    assert_eq!(std::fs::read_to_string(repo.path().join("tracked.txt")).unwrap(), "original\n");
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("tracked.txt")).unwrap(),
+        "original\n"
+    );
     let status = std::fs::read_to_string(repo.markers().join("left.status")).unwrap();
-    assert!(status.contains("tracked.txt") && status.contains("dirty.txt"), "{status}");
+    assert!(
+        status.contains("tracked.txt") && status.contains("dirty.txt"),
+        "{status}"
+    );
     let log = std::fs::read_to_string(repo.markers().join("left.log")).unwrap();
     assert_eq!(log.trim(), "init");
     // git inside the job never wrote into the user's repository.
@@ -104,7 +118,11 @@ fn committed_only_hides_uncommitted_files() {
     let run = repo.exec_env(&[], &[("OXRUNNER_EXEC_COMMITTED_ONLY", "1")]);
     assert!(run.ok(), "{}", run.dump());
     let run = repo.exec(&[]);
-    assert!(!run.ok(), "the working tree copy must see dirty.txt:\n{}", run.dump());
+    assert!(
+        !run.ok(),
+        "the working tree copy must see dirty.txt:\n{}",
+        run.dump()
+    );
 }
 
 #[test]
@@ -130,8 +148,16 @@ fn docker_executor_is_refused_and_images_are_ignored() {
     let repo = Repo::new(ci, &[]);
     let run = repo.exec(&["--executor", "docker"]);
     assert!(!run.ok());
-    assert!(run.stderr().contains("docker executor is not built"), "{}", run.dump());
+    assert!(
+        run.stderr().contains("docker executor is not built"),
+        "{}",
+        run.dump()
+    );
     let run = repo.exec(&[]);
     assert!(run.ok(), "{}", run.dump());
-    assert!(run.stdout().contains("image \"alpine:3\" is ignored"), "{}", run.dump());
+    assert!(
+        run.stdout().contains("image \"alpine:3\" is ignored"),
+        "{}",
+        run.dump()
+    );
 }

@@ -65,22 +65,49 @@ cli-wins:
 fn artifacts_dotenv_and_cache_flow_between_jobs() {
     let repo = Repo::new(FLOW, &[]);
     let run = repo.exec(&[]);
-    assert!(!run.ok(), "cli-wins must fail without --variable FLAVOR:\n{}", run.dump());
-    for job in ["produce", "consume-needs", "consume-cache", "no-artifacts", "deploy"] {
+    assert!(
+        !run.ok(),
+        "cli-wins must fail without --variable FLAVOR:\n{}",
+        run.dump()
+    );
+    for job in [
+        "produce",
+        "consume-needs",
+        "consume-cache",
+        "no-artifacts",
+        "deploy",
+    ] {
         assert!(run.summary(job).contains("passed"), "{job}:\n{}", run.dump());
     }
     assert!(run.summary("cli-wins").contains("FAILED"), "{}", run.dump());
-    assert!(run.stdout().contains("consumer got 7.1 fast one"), "{}", run.dump());
+    assert!(
+        run.stdout().contains("consumer got 7.1 fast one"),
+        "{}",
+        run.dump()
+    );
     assert!(run.stdout().contains("cache was cold"), "{}", run.dump());
-    assert!(repo.path().join(".oxrunner/cache").read_dir().unwrap().next().is_some());
+    assert!(
+        repo.path()
+            .join(".oxrunner/cache")
+            .read_dir()
+            .unwrap()
+            .next()
+            .is_some()
+    );
     // Artifacts stay out of the user's tree unless asked for.
     assert!(!repo.path().join("out").exists());
 
     // Second run: the cache persists; pipeline variables outrank dotenv; --write-back copies artifacts home.
-    let run = repo.exec_env(&["--variable", "FLAVOR=from-cli"], &[("OXRUNNER_EXEC_WRITE_BACK", "1")]);
+    let run = repo.exec_env(
+        &["--variable", "FLAVOR=from-cli"],
+        &[("OXRUNNER_EXEC_WRITE_BACK", "1")],
+    );
     assert!(run.ok(), "{}", run.dump());
     assert!(run.stdout().contains("cache was warm"), "{}", run.dump());
-    assert_eq!(std::fs::read_to_string(repo.path().join("out/app.txt")).unwrap(), "built\n");
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("out/app.txt")).unwrap(),
+        "built\n"
+    );
 }
 
 #[test]
@@ -101,9 +128,18 @@ fn large_output_streams_to_terminal_and_log() {
     let run = repo.exec(&[]);
     assert!(run.ok(), "{}", run.dump());
     let out = run.stdout();
-    assert!(run.printed("big", "line 0000001 of the big job output here"), "head missing");
-    assert!(run.printed("big", "line 0200000 of the big job output here"), "tail missing");
-    assert_eq!(out.lines().filter(|l| l.starts_with("big | line ")).count(), 200_000);
+    assert!(
+        run.printed("big", "line 0000001 of the big job output here"),
+        "head missing"
+    );
+    assert!(
+        run.printed("big", "line 0200000 of the big job output here"),
+        "tail missing"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("big | line ")).count(),
+        200_000
+    );
     let log = std::fs::read_to_string(repo.path().join(".oxrunner/logs/big.log")).unwrap();
     assert!(log.contains("line 0200000 of"));
     assert!(!log.contains("Job's log exceeded limit"));

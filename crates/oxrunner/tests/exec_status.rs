@@ -45,8 +45,16 @@ fn retries_allowed_failures_and_manual_jobs() {
     let repo = Repo::new(STATUS, &[]);
     let run = repo.exec(&[]);
     assert!(run.ok(), "{}", run.dump());
-    assert!(run.summary("flaky").contains("passed, 2 attempts"), "{}", run.dump());
-    assert!(run.summary("allowed").contains("failed (allowed, exit 3)"), "{}", run.dump());
+    assert!(
+        run.summary("flaky").contains("passed, 2 attempts"),
+        "{}",
+        run.dump()
+    );
+    assert!(
+        run.summary("allowed").contains("failed (allowed, exit 3)"),
+        "{}",
+        run.dump()
+    );
     assert!(run.summary("ship").contains("manual"), "{}", run.dump());
     assert!(!repo.markers().join("shipped").exists());
     assert!(run.summary("on-fail").contains("skipped"), "{}", run.dump());
@@ -83,7 +91,11 @@ fn a_failing_job_fails_the_pipeline() {
     let repo = Repo::new(FAILING, &[]);
     let run = repo.exec(&[]);
     assert_eq!(run.code(), Some(1), "{}", run.dump());
-    assert!(run.summary("broken").contains("FAILED (exit 4)"), "{}", run.dump());
+    assert!(
+        run.summary("broken").contains("FAILED (exit 4)"),
+        "{}",
+        run.dump()
+    );
     assert!(run.summary("dependent").contains("skipped"), "{}", run.dump());
     assert!(!repo.markers().join("dependent").exists());
     assert!(repo.markers().join("on-fail").exists());
