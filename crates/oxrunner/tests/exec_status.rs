@@ -130,3 +130,33 @@ later:
     assert!(run.ok(), "{}", run.dump());
     assert!(run.printed("later", "no wait"), "{}", run.dump());
 }
+
+#[test]
+fn timeouts_and_retry_when() {
+    let ci = r#"
+slow:
+  timeout: 8s
+  retry:
+    max: 1
+    when: [script_failure]
+  script:
+    - echo started >> "$MARKERS/slow"
+    - sleep 30
+picky:
+  retry:
+    max: 2
+    when: [stuck_or_timeout_failure]
+  script:
+    - echo tried >> "$MARKERS/picky"
+    - exit 1
+"#;
+    let repo = Repo::new(ci, &[]);
+    let run = repo.exec(&[]);
+    assert_eq!(run.code(), Some(1), "{}", run.dump());
+    assert!(run.summary("slow").contains("FAILED (job_execution_timeout)"), "{}", run.dump());
+    // Neither failure matches its job's retry:when, so each ran once.
+    let slow = std::fs::read_to_string(repo.markers().join("slow")).unwrap();
+    assert_eq!(slow.lines().count(), 1);
+    let picky = std::fs::read_to_string(repo.markers().join("picky")).unwrap();
+    assert_eq!(picky.lines().count(), 1);
+}
