@@ -161,3 +161,20 @@ fn docker_executor_is_refused_and_images_are_ignored() {
         run.dump()
     );
 }
+
+#[test]
+fn linked_worktrees_work_too() {
+    let ci = "job:\n  script:\n    - git rev-parse --abbrev-ref HEAD > \"$MARKERS/branch\"\n    - cat feature.txt\n";
+    let repo = Repo::new(ci, &[]);
+    let wt = repo.path().join("wt");
+    exec_common::git(
+        repo.path(),
+        &["worktree", "add", "-q", "-b", "feature", wt.to_str().unwrap()],
+    );
+    std::fs::write(wt.join("feature.txt"), "only here\n").unwrap();
+    let run = repo.exec(&["--cwd", wt.to_str().unwrap()]);
+    assert!(run.ok(), "{}", run.dump());
+    assert!(run.printed("job", "only here"), "{}", run.dump());
+    let branch = std::fs::read_to_string(repo.markers().join("branch")).unwrap();
+    assert_eq!(branch.trim(), "feature");
+}

@@ -83,6 +83,11 @@ fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
     Ok(out.stdout)
 }
 
+fn git_path(repo: &Path, args: &[&str]) -> Result<PathBuf, WorkspaceError> {
+    let out = git(repo, args)?;
+    Ok(PathBuf::from(String::from_utf8_lossy(&out).trim()))
+}
+
 /// Builds a fresh copy of `repo` at `dest` (anything there before is removed).
 pub fn prepare(
     repo: &Path,
@@ -122,9 +127,21 @@ pub fn prepare(
     let src_git = repo.join(".git");
     if src_git.is_dir() {
         link_git(&src_git, &dest.join(".git"))?;
-        if snapshot == Snapshot::Committed {
-            git(dest, &["read-tree", "HEAD"])?;
+    } else if src_git.is_file() {
+        // A linked worktree: shared refs and objects live in the common dir, HEAD and index in its own dir.
+        let own = git_path(repo, &["rev-parse", "--absolute-git-dir"])?;
+        let common = git_path(repo, &["rev-parse", "--path-format=absolute", "--git-common-dir"])?;
+        let dest_git = dest.join(".git");
+        link_git(&common, &dest_git)?;
+        for name in ["HEAD", "index"] {
+            let from = own.join(name);
+            if from.exists() {
+                fs::copy(&from, dest_git.join(name)).map_err(io_err("copy", &from))?;
+            }
         }
+    }
+    if dest.join(".git").is_dir() && snapshot == Snapshot::Committed {
+        git(dest, &["read-tree", "HEAD"])?;
     }
     Ok(())
 }
@@ -166,7 +183,7 @@ fn link_git(src: &Path, dest: &Path) -> Result<(), WorkspaceError> {
         // Objects are shared; reflogs and LFS/module stores are large and not needed by a job.
         if matches!(
             name.to_str(),
-            Some("objects" | "logs" | "lfs" | "modules" | "index.lock")
+            Some("objects" | "logs" | "lfs" | "modules" | "worktrees" | "index.lock")
         ) {
             continue;
         }
