@@ -178,3 +178,19 @@ fn linked_worktrees_work_too() {
     let branch = std::fs::read_to_string(repo.markers().join("branch")).unwrap();
     assert_eq!(branch.trim(), "feature");
 }
+
+#[test]
+fn a_second_run_in_the_same_repository_is_refused() {
+    let repo = Repo::new("job:\n  script:\n    - echo hi\n", &[]);
+    std::fs::create_dir_all(repo.path().join(".oxrunner")).unwrap();
+    // This test process stands in for a running oxrunner exec.
+    std::fs::write(repo.path().join(".oxrunner/lock"), std::process::id().to_string()).unwrap();
+    let run = repo.exec(&[]);
+    assert!(!run.ok());
+    assert!(run.stderr().contains("another oxrunner exec"), "{}", run.dump());
+    // A lock whose process is gone is taken over.
+    std::fs::write(repo.path().join(".oxrunner/lock"), "999999999").unwrap();
+    let run = repo.exec(&[]);
+    assert!(run.ok(), "{}", run.dump());
+    assert!(!repo.path().join(".oxrunner/lock").exists());
+}

@@ -14,7 +14,7 @@ mod summary;
 mod workspace;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -77,6 +77,8 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
     }
     let state = repo.join(".oxrunner");
     prepare_state(&state)?;
+    let _lock = RunLock::acquire(&state)?;
+    clear_stale_spools(&state.join("tmp"));
 
     let chosen = select::select(&pipeline, &opts.jobs, opts.needs)?;
     if chosen.is_empty() {
@@ -168,6 +170,49 @@ fn prepare_state(state: &Path) -> anyhow::Result<()> {
         std::fs::write(&ignore, "*\n").with_context(|| format!("cannot write {}", ignore.display()))?;
     }
     Ok(())
+}
+
+/// One `oxrunner exec` per repository at a time: two runs would rebuild each other's job directories.
+struct RunLock(PathBuf);
+
+impl RunLock {
+    fn acquire(state: &Path) -> anyhow::Result<RunLock> {
+        let path = state.join("lock");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let pid = text.trim();
+            let alive = !pid.is_empty()
+                && pid != std::process::id().to_string()
+                && Path::new("/proc").join(pid).exists();
+            if alive {
+                bail!(
+                    "another oxrunner exec (pid {pid}) is running in {}\nhint: wait for it to finish, or remove {} if that process is not oxrunner",
+                    state.display(),
+                    path.display()
+                );
+            }
+        }
+        std::fs::write(&path, std::process::id().to_string())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(RunLock(path))
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Trace spools left by a run that was killed (a finished run deletes its own).
+fn clear_stale_spools(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with("oxrunner-trace-") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 fn build_nodes(pipeline: &Pipeline, chosen: &[usize], opts: &Options) -> Vec<Node> {
