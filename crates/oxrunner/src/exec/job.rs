@@ -181,7 +181,9 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
 
     let transport = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
     let hooks = RunnerHooks::new(Arc::new(transport), cache_store(&ctx));
-    let mut executor = ShellExecutor::new();
+    // Not a login shell: `oxrunner exec` already runs in the user's environment, and sourcing the profiles
+    // again costs a second per stage on some machines.
+    let mut executor = ShellExecutor::new().with_login_shell(false);
     let cancel = JobCancel::new();
     let outcome = {
         let abort = env.abort.clone();
