@@ -1,5 +1,15 @@
 //! Standalone fake GitLab: prints its base URL on the first stdout line, serves until killed.
-//! Drive it through `/fake-admin/...` (projects, jobs, runners, faults, request log).
+//!
+//! Admin API (JSON):
+//! - `POST /fake-admin/projects {"path": "group/app", "from_dir": "/abs/dir"}` → project
+//! - `POST /fake-admin/runners {"description", "tags": [..], "run_untagged"}` → `{id, token}`
+//! - `GET /fake-admin/runners` → registered runners
+//! - `POST /fake-admin/jobs <JobSpec>` → `{id}`; e.g. `{"name": "build", "script": ["make"],
+//!   "project": 1, "variables": [["KEY", "value", {"public": true}]]}`
+//! - `GET /fake-admin/jobs/{id}` → job record with `trace` (lossy text) and `trace_base64`
+//! - `POST /fake-admin/jobs/{id}/cancel` → `{id, status}`
+//! - `POST /fake-admin/faults <FaultConfig>` (replaces the fault configuration) → 204
+//! - `GET /fake-admin/requests` → request log
 
 use std::io::Write;
 use std::net::SocketAddr;
