@@ -104,10 +104,14 @@ impl LinePrinter {
     }
 
     fn emit(&mut self, out: &mut Vec<u8>) {
-        let line = clean_line(&self.pending, self.colour);
-        self.pending.clear();
         out.extend_from_slice(&self.prefix);
-        out.extend_from_slice(&line);
+        // Section markers and colours always contain `\r` or ESC; most lines have neither and are copied as is.
+        if self.pending.iter().any(|&b| b == b'\r' || b == 0x1b) {
+            out.extend_from_slice(&clean_line(&self.pending, self.colour));
+        } else {
+            out.extend_from_slice(&self.pending);
+        }
+        self.pending.clear();
         if self.colour {
             // A colour left open by the job must not leak into the next job's prefix.
             out.extend_from_slice(b"\x1b[0m");
