@@ -120,6 +120,10 @@ fn router(shared: Arc<Shared>) -> Router {
             "/api/v4/runners/reset_authentication_token",
             post(api::runners::reset_token),
         )
+        .route(
+            "/api/v4/runners/router/discovery",
+            get(api::runners::router_discovery),
+        )
         .route("/api/v4/jobs/request", post(api::jobs::request))
         .route("/api/v4/jobs/{id}", put(api::jobs::update))
         .route("/api/v4/jobs/{id}/trace", patch(api::jobs::trace))
@@ -231,6 +235,24 @@ impl FakeGitlab {
     ) -> String {
         let tags = tags.iter().map(|t| t.to_string()).collect();
         ops::create_runner(&self.shared, description, tags, run_untagged).token
+    }
+
+    /// Pause or resume a runner (a paused runner gets no jobs); false if the token is unknown.
+    pub fn set_runner_paused(&self, token: &str, paused: bool) -> bool {
+        let mut inner = state::lock(&self.shared.inner);
+        let Some(runner) = inner.runner_by_token_mut(token) else {
+            return false;
+        };
+        runner.paused = paused;
+        if !paused {
+            // Resuming makes queued jobs available: wake the runner's long poll.
+            inner
+                .queue_values
+                .insert(token.to_string(), state::random_hex(32));
+            drop(inner);
+            self.shared.queue_changed.notify_waiters();
+        }
+        true
     }
 
     pub fn runners(&self) -> Vec<RunnerRecord> {

@@ -231,3 +231,22 @@ async fn raw_payload_is_sent_as_is_with_the_fakes_identity() {
     assert_eq!(p["services"], raw["services"]);
     assert_eq!(p["dependencies"], raw["dependencies"]);
 }
+
+#[tokio::test]
+async fn paused_runners_get_no_jobs_and_router_discovery_is_not_implemented() {
+    let fake = start().await;
+    let c = client();
+    let token = fake.create_runner_token("r");
+    assert!(fake.set_runner_paused(&token, true));
+    let id = fake.enqueue_job(JobSpec::new("j", &["true"]));
+    assert_eq!(request_job(&c, &fake, &token, None).await.status(), 204);
+    assert!(fake.set_runner_paused(&token, false));
+    assert_eq!(pick(&c, &fake, &token).await["id"], id);
+    assert!(!fake.set_runner_paused("glrt-unknown", true));
+
+    let url = format!("{}/api/v4/runners/router/discovery", fake.url());
+    let resp = c.get(&url).header("RUNNER-TOKEN", &token).send().await.unwrap();
+    assert_eq!(resp.status(), 501);
+    let resp = c.get(&url).header("RUNNER-TOKEN", "glrt-x").send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+}

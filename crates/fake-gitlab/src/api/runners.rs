@@ -209,6 +209,15 @@ pub(crate) async fn reset_token(
     json(StatusCode::CREATED, response)
 }
 
+/// `GET /runners/router/discovery`: this GitLab has no Job Router (KAS), like most instances.
+pub(crate) async fn router_discovery(State(shared): State<SharedRef>, headers: HeaderMap) -> Response {
+    let token = crate::http::header_str(&headers, "runner-token").unwrap_or("");
+    if lock(&shared.inner).runner_by_token(token).is_none() {
+        return bad_status(StatusCode::FORBIDDEN);
+    }
+    message(StatusCode::NOT_IMPLEMENTED, Some("Job Router is not enabled"))
+}
+
 fn no_content() -> Response {
     let mut resp = Response::new(axum::body::Body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
