@@ -10,6 +10,10 @@ pub enum FakeError {
         source: std::io::Error,
     },
     #[error(
+        "refusing to listen on {addr}: not a loopback address\nhint: the fake is for local tests; use 127.0.0.1:<port> or [::1]:<port>"
+    )]
+    NotLoopback { addr: String },
+    #[error(
         "invalid TLS certificate or key: {source}\nhint: pass a PEM certificate chain and a PEM (PKCS#8/PKCS#1/SEC1) private key"
     )]
     Tls {

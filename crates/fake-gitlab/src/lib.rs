@@ -153,6 +153,11 @@ fn router(shared: Arc<Shared>) -> Router {
 impl FakeGitlab {
     /// Binds (by default on 127.0.0.1 with a random port) and serves in a background task.
     pub async fn start(opts: FakeOptions) -> Result<FakeGitlab, FakeError> {
+        if !opts.listen.ip().is_loopback() {
+            return Err(FakeError::NotLoopback {
+                addr: opts.listen.to_string(),
+            });
+        }
         let listener = std::net::TcpListener::bind(opts.listen).map_err(|source| FakeError::Bind {
             addr: opts.listen.to_string(),
             source,

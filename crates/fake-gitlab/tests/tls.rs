@@ -38,3 +38,14 @@ async fn serves_https_with_a_private_ca() {
     );
     assert!(!format!("{:?}", pki.server).contains("PRIVATE KEY"));
 }
+
+#[tokio::test]
+async fn refuses_non_loopback_addresses() {
+    let err = FakeGitlab::start(FakeOptions {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        ..FakeOptions::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("hint:"), "{err}");
+}
