@@ -144,3 +144,33 @@ fn large_output_streams_to_terminal_and_log() {
     assert!(log.contains("line 0200000 of"));
     assert!(!log.contains("Job's log exceeded limit"));
 }
+
+#[test]
+fn a_skipped_job_does_not_pass_on_old_artifacts() {
+    let ci = r#"
+stages: [gate, build, test]
+gate:
+  stage: gate
+  script:
+    - test -z "$FAIL"
+produce:
+  stage: build
+  script:
+    - mkdir -p out && echo built > out/app.txt
+  artifacts:
+    paths: [out/]
+report:
+  stage: test
+  when: always
+  script:
+    - if test -e out/app.txt; then echo "report saw artifacts"; else echo "report saw none"; fi
+"#;
+    let repo = Repo::new(ci, &[]);
+    let run = repo.exec(&[]);
+    assert!(run.ok(), "{}", run.dump());
+    assert!(run.printed("report", "report saw artifacts"), "{}", run.dump());
+    let run = repo.exec(&["--variable", "FAIL=1"]);
+    assert!(!run.ok(), "{}", run.dump());
+    assert!(run.summary("produce").contains("skipped"), "{}", run.dump());
+    assert!(run.printed("report", "report saw none"), "{}", run.dump());
+}

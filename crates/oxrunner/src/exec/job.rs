@@ -85,7 +85,7 @@ fn local_token() -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Clears what a previous run left for this job, so a failed run never passes on stale artifacts.
+/// Clears what a previous run left for this job (artifacts, dotenv).
 pub fn reset_outputs(env: &Env, spec: &JobSpec) {
     let store = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
     let _ = std::fs::remove_dir_all(store.job_dir(spec.id, &spec.job.name));

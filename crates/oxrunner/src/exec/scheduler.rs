@@ -130,6 +130,10 @@ pub async fn run(env: Arc<Env>, nodes: Vec<Node>, settings: &Settings) -> Vec<Re
             groups.entry(g.clone()).or_default();
         }
     }
+    // Before anything starts: a job of this run that ends up skipped must not pass on an older run's outputs.
+    for n in &nodes {
+        reset_outputs(&env, &n.spec);
+    }
     let mut done: Vec<Option<Record>> = nodes.iter().map(|_| None).collect();
     let mut started = vec![false; nodes.len()];
     let mut tasks = JoinSet::new();
@@ -242,7 +246,6 @@ async fn run_job(
         };
     };
     let start = Instant::now();
-    reset_outputs(&env, &spec);
     let mut attempts = 0;
     let status = loop {
         attempts += 1;
