@@ -90,6 +90,7 @@ impl Poller {
             // An in-flight request is allowed to finish on a graceful stop: GitLab may already have assigned a job
             // to it, and dropping the answer would orphan that job.
             let started = Instant::now();
+            let last_update_before = st.env.client.last_update();
             let answer = st.env.client.request_job(&req).await;
             let wait = match answer {
                 Ok(JobRequestOutcome::Job(job)) => {
@@ -118,7 +119,11 @@ impl Poller {
                         _ => debug!(elapsed_ms = started.elapsed().as_millis() as u64, "no job"),
                     }
                     drop((global, limit));
-                    st.check_interval
+                    repoll_delay(
+                        st.check_interval,
+                        started.elapsed(),
+                        last_update_before != st.env.client.last_update(),
+                    )
                 }
                 Err(err) => {
                     let n = st.unhealthy.fetch_add(1, Ordering::SeqCst) + 1;
@@ -142,6 +147,21 @@ impl Poller {
     }
 }
 
+/// Workhorse answers a held long poll with 204 both when it times out and when the job queue changed; in the second
+/// case the job is only handed out by the next request. Asking again at once after a held request, or when the
+/// server just told us a new queue state (the next request will be held), makes pickup immediate; a server that
+/// answers at once with nothing new is asked again only after `check_interval`, so it is never hammered.
+fn repoll_delay(check_interval: Duration, request_took: Duration, learned_new_state: bool) -> Duration {
+    if request_took >= LONG_POLL_HELD || learned_new_state {
+        Duration::ZERO
+    } else {
+        check_interval
+    }
+}
+
+/// A request that took this long was held by the server's long polling.
+const LONG_POLL_HELD: Duration = Duration::from_millis(500);
+
 fn log_request_error(err: &ApiError, st: &RunnerState, n: u32) {
     let runner = st.env.runner.short_token();
     match err {
@@ -163,5 +183,18 @@ fn humanize(d: Duration) -> String {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repolls_at_once_only_after_a_held_request_or_new_state() {
+        let ci = Duration::from_secs(3);
+        assert_eq!(repoll_delay(ci, Duration::from_secs(50), false), Duration::ZERO);
+        assert_eq!(repoll_delay(ci, Duration::from_millis(2), true), Duration::ZERO);
+        assert_eq!(repoll_delay(ci, Duration::from_millis(2), false), ci);
     }
 }
