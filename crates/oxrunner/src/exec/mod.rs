@@ -151,6 +151,7 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
         passed,
         started.elapsed(),
         &env.state.join("logs"),
+        console.colour,
     ));
     Ok(if passed {
         ExitCode::SUCCESS

@@ -40,7 +40,21 @@ fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-pub fn render(rows: &[Row], passed: bool, wall: Duration, logs: &Path) -> String {
+/// Green, yellow or red for a status, when colour is on.
+fn paint(text: String, s: &Status, colour: bool) -> String {
+    if !colour {
+        return text;
+    }
+    let code = match s {
+        Status::Passed => "32",
+        Status::Failed { allowed: true, .. } => "33",
+        Status::Failed { .. } => "31;1",
+        Status::Skipped(_) | Status::Manual => "90",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+pub fn render(rows: &[Row], passed: bool, wall: Duration, logs: &Path, colour: bool) -> String {
     let w_name = rows
         .iter()
         .map(|r| r.name.chars().count())
@@ -71,7 +85,7 @@ pub fn render(rows: &[Row], passed: bool, wall: Duration, logs: &Path) -> String
             r.name,
             r.stage,
             secs(r.duration),
-            status_text(&r.status)
+            paint(status_text(&r.status), &r.status, colour)
         );
     }
     let allowed = rows
