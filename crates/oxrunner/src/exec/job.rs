@@ -19,7 +19,7 @@ pub struct Env {
     pub repo: PathBuf,
     /// `<repo>/.oxrunner`.
     pub state: PathBuf,
-    pub files: Vec<PathBuf>,
+    pub files: Arc<Vec<PathBuf>>,
     pub snapshot: workspace::Snapshot,
     pub write_back: bool,
     pub console: Console,
@@ -104,7 +104,8 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
             env.snapshot,
         );
         let prepared =
-            tokio::task::spawn_blocking(move || workspace::prepare(&repo, &dest, &files, snap)).await;
+            tokio::task::spawn_blocking(move || workspace::prepare(&repo, &dest, files.as_slice(), snap))
+                .await;
         let err = match prepared {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),
@@ -126,12 +127,6 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     };
     job.id = spec.id;
     job.token = local_token();
-    if !job.image.name.is_empty() {
-        console.note(&format!(
-            "{} | WARNING: image {:?} is ignored: the shell executor runs the job on this machine",
-            spec.job.name, job.image.name
-        ));
-    }
     fill_dependencies(&env, &spec, &mut job);
     push_var(&mut job, "GIT_STRATEGY", "none");
     push_var(&mut job, "GIT_CLONE_PATH", &build_dir.to_string_lossy());
@@ -179,6 +174,12 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         })
     };
 
+    if !job.image.name.is_empty() {
+        trace.warning(&format!(
+            "image {:?} is ignored: the shell executor runs the job on this machine",
+            job.image.name
+        ));
+    }
     let transport = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
     let hooks = RunnerHooks::new(Arc::new(transport), cache_store(&ctx));
     // Not a login shell: `oxrunner exec` already runs in the user's environment, and sourcing the profiles

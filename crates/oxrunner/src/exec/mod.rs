@@ -109,7 +109,7 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
     let env = Arc::new(Env {
         repo: repo.clone(),
         state,
-        files,
+        files: Arc::new(files),
         snapshot,
         write_back: opts.write_back,
         console: console.clone(),
