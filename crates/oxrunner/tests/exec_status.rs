@@ -153,10 +153,45 @@ picky:
     let repo = Repo::new(ci, &[]);
     let run = repo.exec(&[]);
     assert_eq!(run.code(), Some(1), "{}", run.dump());
-    assert!(run.summary("slow").contains("FAILED (job_execution_timeout)"), "{}", run.dump());
+    assert!(
+        run.summary("slow").contains("FAILED (job_execution_timeout)"),
+        "{}",
+        run.dump()
+    );
     // Neither failure matches its job's retry:when, so each ran once.
     let slow = std::fs::read_to_string(repo.markers().join("slow")).unwrap();
     assert_eq!(slow.lines().count(), 1);
     let picky = std::fs::read_to_string(repo.markers().join("picky")).unwrap();
     assert_eq!(picky.lines().count(), 1);
+}
+
+#[test]
+fn local_child_pipelines_run_and_decide_the_trigger_job() {
+    let ci = r#"
+stages: [build, trigger]
+build:
+  stage: build
+  script:
+    - echo "parent build"
+kid:
+  stage: trigger
+  trigger:
+    include: child.yml
+    strategy: depend
+"#;
+    let child = "build:\n  script:\n    - echo \"child build\"\n    - test -z \"$CHILD_FAIL\"\n";
+    let repo = Repo::new(ci, &[("child.yml", child)]);
+    let run = repo.exec(&[]);
+    assert!(run.ok(), "{}", run.dump());
+    assert!(run.printed("kid > build", "child build"), "{}", run.dump());
+    assert!(run.printed("build", "parent build"), "{}", run.dump());
+    assert!(run.summary("kid").contains("passed"), "{}", run.dump());
+    let run = repo.exec(&["--variable", "CHILD_FAIL=1"]);
+    assert_eq!(run.code(), Some(1), "{}", run.dump());
+    assert!(
+        run.summary("kid")
+            .contains("FAILED (downstream_pipeline_failure)"),
+        "{}",
+        run.dump()
+    );
 }

@@ -26,6 +26,11 @@ pub struct Env {
     /// `--variable` / `--variables-file`: re-applied after dotenv variables, which they outrank.
     pub cli_variables: Vec<(String, String)>,
     pub name_width: usize,
+    /// Shared by the parent pipeline and its child pipelines.
+    pub cache_dir: PathBuf,
+    /// Prefix of the job names shown for a child pipeline (`trigger-job > `); empty for the main pipeline.
+    pub label: String,
+    pub opts: super::Options,
     /// Cancelled on Ctrl-C: running jobs stop, pending ones are not started.
     pub abort: oxrunner_core::CancellationToken,
 }
@@ -50,6 +55,8 @@ pub struct JobSpec {
     pub index: usize,
     pub id: i64,
     pub dir: String,
+    /// The name shown in output lines: the job name, prefixed for a child pipeline's jobs.
+    pub display: String,
     pub job: PipelineJob,
     /// Dependencies whose artifacts and dotenv this job receives: (id, name, dir).
     pub deps: Vec<(i64, String, String)>,
@@ -112,7 +119,7 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
             Err(e) => Some(format!("preparing the build directory stopped: {e}")),
         };
         if let Some(err) = err {
-            console.note(&format!("{} | ERROR: {err}", spec.job.name));
+            console.note(&format!("{} | ERROR: {err}", spec.display));
             return Attempt { outcome: failed(err) };
         }
     }
@@ -158,7 +165,7 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         }
     };
     let printer = LinePrinter::new(
-        console.prefix(&spec.job.name, spec.index, env.name_width),
+        console.prefix(&spec.display, spec.index, env.name_width),
         console.colour,
     );
     let log_path = env.log_path(&spec.dir);
@@ -202,13 +209,10 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         Ok(Ok(())) => {}
         Ok(Err(e)) => console.note(&format!(
             "{} | WARNING: the job log {} is incomplete: {e}",
-            spec.job.name,
+            spec.display,
             log_path.display()
         )),
-        Err(e) => console.note(&format!(
-            "{} | WARNING: log streaming stopped: {e}",
-            spec.job.name
-        )),
+        Err(e) => console.note(&format!("{} | WARNING: log streaming stopped: {e}", spec.display)),
     }
     drop(trace);
     drop(handle);
@@ -268,7 +272,7 @@ fn collect_dotenv(env: &Env, spec: &JobSpec, build_dir: &Path, job: &JobResponse
             let (parsed, warnings) = dotenv::parse(&text);
             for w in warnings {
                 env.console
-                    .note(&format!("{} | WARNING: {}: {w}", spec.job.name, path.display()));
+                    .note(&format!("{} | WARNING: {}: {w}", spec.display, path.display()));
             }
             vars.extend(parsed);
         }
@@ -278,7 +282,7 @@ fn collect_dotenv(env: &Env, spec: &JobSpec, build_dir: &Path, job: &JobResponse
         if let Err(e) = dotenv::store(&path, &vars) {
             env.console.note(&format!(
                 "{} | WARNING: cannot store {}: {e}",
-                spec.job.name,
+                spec.display,
                 path.display()
             ));
         }
@@ -298,11 +302,11 @@ async fn write_back(env: &Env, spec: &JobSpec) {
     let msg = match res {
         Ok(Ok(_)) => format!(
             "{} | artifacts written back to {}",
-            spec.job.name,
+            spec.display,
             env.repo.display()
         ),
-        Ok(Err(e)) => format!("{} | WARNING: writing artifacts back failed: {e}", spec.job.name),
-        Err(e) => format!("{} | WARNING: writing artifacts back stopped: {e}", spec.job.name),
+        Ok(Err(e)) => format!("{} | WARNING: writing artifacts back failed: {e}", spec.display),
+        Err(e) => format!("{} | WARNING: writing artifacts back stopped: {e}", spec.display),
     };
     env.console.note(&msg);
 }
@@ -314,7 +318,7 @@ fn runner_context(env: &Env, index: usize) -> RunnerContext {
         system_id: "local".into(),
         executor: "shell".into(),
         builds_dir: env.builds(),
-        cache_dir: env.state.join("cache"),
+        cache_dir: env.cache_dir.clone(),
         concurrent_id: index,
         concurrent_project_id: 0,
         shared_builds_dir: false,

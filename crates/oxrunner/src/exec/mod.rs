@@ -5,6 +5,7 @@
 //! them, `cache/` caches shared by all jobs and kept across runs, `dotenv/<job>.env` dotenv reports,
 //! `logs/<job>.log` full job logs, `tmp/` trace spools.
 
+mod child;
 mod dotenv;
 mod job;
 mod output;
@@ -115,9 +116,12 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
         console: console.clone(),
         cli_variables: ctx.variables.clone(),
         name_width,
+        cache_dir: repo.join(".oxrunner").join("cache"),
+        label: String::new(),
+        opts: opts.clone(),
         abort: abort.clone(),
     });
-    let nodes = build_nodes(&pipeline, &chosen, opts);
+    let nodes = build_nodes(&pipeline, &chosen, opts, "");
     let settings = Settings {
         concurrency: opts
             .concurrency
@@ -131,7 +135,7 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
         }
     });
     let started = std::time::Instant::now();
-    let records = scheduler::run(env.clone(), nodes, &settings).await;
+    let records = scheduler::run(env.clone(), nodes, settings).await;
     ctrl_c.abort();
 
     let rows: Vec<summary::Row> = chosen
@@ -160,7 +164,7 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
     })
 }
 
-fn prepare_state(state: &Path) -> anyhow::Result<()> {
+pub(crate) fn prepare_state(state: &Path) -> anyhow::Result<()> {
     for sub in ["builds", "artifacts", "cache", "dotenv", "logs", "tmp"] {
         let dir = state.join(sub);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -216,7 +220,7 @@ fn clear_stale_spools(tmp: &Path) {
     }
 }
 
-fn build_nodes(pipeline: &Pipeline, chosen: &[usize], opts: &Options) -> Vec<Node> {
+pub(crate) fn build_nodes(pipeline: &Pipeline, chosen: &[usize], opts: &Options, label: &str) -> Vec<Node> {
     // Distinct directory names even when two job names clean up to the same string.
     let mut used: HashMap<String, usize> = HashMap::new();
     let dirs: Vec<String> = chosen
@@ -263,6 +267,7 @@ fn build_nodes(pipeline: &Pipeline, chosen: &[usize], opts: &Options) -> Vec<Nod
                     index: k,
                     id: job_id(pipeline, &job),
                     dir: dirs[k].clone(),
+                    display: format!("{label}{}", job.name),
                     job,
                     deps,
                 }),

@@ -49,6 +49,7 @@ pub struct Record {
     pub attempts: u32,
 }
 
+#[derive(Clone, Copy)]
 pub struct Settings {
     pub concurrency: usize,
     pub skip_delays: bool,
@@ -61,9 +62,11 @@ enum Decision {
 
 fn decide(node: &Node, done: &[Option<Record>]) -> Decision {
     let job = &node.spec.job;
-    if job.trigger.is_some() {
+    if let Some(t) = &job.trigger
+        && t.pipeline.is_none()
+    {
         return Decision::Done(Status::Skipped(
-            "trigger jobs need GitLab; not run locally".into(),
+            "multi-project and remote triggers need GitLab; not run locally".into(),
         ));
     }
     let statuses: Vec<&Status> = node
@@ -122,7 +125,7 @@ pub fn allowed(af: &AllowFailure, exit_code: Option<i32>) -> bool {
 }
 
 /// Runs the nodes to completion; returns one record per node.
-pub async fn run(env: Arc<Env>, nodes: Vec<Node>, settings: &Settings) -> Vec<Record> {
+pub async fn run(env: Arc<Env>, nodes: Vec<Node>, settings: Settings) -> Vec<Record> {
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let mut groups: HashMap<String, Arc<Mutex<()>>> = HashMap::new();
     for n in &nodes {
@@ -156,7 +159,7 @@ pub async fn run(env: Arc<Env>, nodes: Vec<Node>, settings: &Settings) -> Vec<Re
                     Decision::Done(status) => {
                         if let Status::Skipped(why) = &status {
                             env.console
-                                .note(&format!("{} | skipped: {why}", node.spec.job.name));
+                                .note(&format!("{} | skipped: {why}", node.spec.display));
                         }
                         done[i] = Some(Record {
                             status,
@@ -178,7 +181,14 @@ pub async fn run(env: Arc<Env>, nodes: Vec<Node>, settings: &Settings) -> Vec<Re
                             When::Delayed { start_in } if !settings.skip_delays => Some(*start_in),
                             _ => None,
                         };
-                        tasks.spawn(async move { (i, run_job(env, spec, slots, group, delay).await) });
+                        tasks.spawn(async move {
+                            let record = if spec.job.trigger.is_some() {
+                                super::child::run(env, spec, settings).await
+                            } else {
+                                run_job(env, spec, slots, group, delay).await
+                            };
+                            (i, record)
+                        });
                     }
                 }
             }
@@ -222,7 +232,7 @@ async fn run_job(
     group: Option<Arc<Mutex<()>>>,
     delay: Option<Duration>,
 ) -> Record {
-    let name = spec.job.name.clone();
+    let name = spec.display.clone();
     if let Some(d) = delay {
         env.console.note(&format!(
             "{name} | delayed: starting in {}s (set OXRUNNER_EXEC_NO_DELAY=1 to skip the wait)",

@@ -1,0 +1,101 @@
+//! Child pipelines (`trigger: include:` of files in the repository): run like the main pipeline, with their own
+//! state directory (`.oxrunner/children/<trigger job>/`) so job names may repeat the parent's, and the parent's
+//! cache. With `strategy: depend` the trigger job takes the child pipeline's result.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::job::{Env, JobSpec};
+use super::scheduler::{self, Record, Settings, Status, allowed};
+use super::summary;
+use crate::hooks::BoxFuture;
+
+fn failed(reason: &str) -> Status {
+    Status::Failed {
+        allowed: false,
+        exit_code: None,
+        reason: reason.into(),
+    }
+}
+
+/// Runs the child pipeline of the trigger job `spec`.
+pub fn run(env: Arc<Env>, spec: Arc<JobSpec>, settings: Settings) -> BoxFuture<'static, Record> {
+    Box::pin(async move {
+        let start = Instant::now();
+        let record = |status| Record {
+            status,
+            duration: start.elapsed(),
+            attempts: 1,
+        };
+        let Some(trigger) = &spec.job.trigger else {
+            return record(failed("runner_system_failure"));
+        };
+        let Some(child) = &trigger.pipeline else {
+            return record(Status::Skipped("the downstream pipeline is not local".into()));
+        };
+        let state = env.state.join("children").join(&spec.dir);
+        if let Err(e) = super::prepare_state(&state) {
+            env.console.note(&format!("{} | ERROR: {e:#}", spec.display));
+            return record(failed("runner_system_failure"));
+        }
+        let label = format!("{} > ", spec.display);
+        let chosen: Vec<usize> = (0..child.jobs.len()).collect();
+        let nodes = super::build_nodes(child, &chosen, &env.opts, &label);
+        let name_width = nodes
+            .iter()
+            .map(|n| n.spec.display.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(48);
+        let child_env = Arc::new(Env {
+            repo: env.repo.clone(),
+            state,
+            files: env.files.clone(),
+            snapshot: env.snapshot,
+            write_back: env.write_back,
+            console: env.console.clone(),
+            cli_variables: env.cli_variables.clone(),
+            name_width,
+            cache_dir: env.cache_dir.clone(),
+            label,
+            opts: env.opts.clone(),
+            abort: env.abort.clone(),
+        });
+        env.console.note(&format!(
+            "{} | child pipeline with {} jobs",
+            spec.display,
+            child.jobs.len()
+        ));
+        let records = scheduler::run(child_env.clone(), nodes, settings).await;
+        let passed = !records.iter().any(|r| r.status.blocks());
+        let rows: Vec<summary::Row> = child
+            .jobs
+            .iter()
+            .zip(&records)
+            .map(|(j, r)| summary::Row {
+                name: format!("{}{}", child_env.label, j.name),
+                stage: j.stage.clone(),
+                status: r.status.clone(),
+                duration: r.duration,
+                attempts: r.attempts,
+            })
+            .collect();
+        env.console.note(&summary::render(
+            &rows,
+            passed,
+            start.elapsed(),
+            &child_env.state.join("logs"),
+            env.console.colour,
+        ));
+        let status = if passed || !trigger.strategy_depend {
+            Status::Passed
+        } else {
+            Status::Failed {
+                allowed: allowed(&spec.job.allow_failure, None),
+                exit_code: None,
+                reason: "downstream_pipeline_failure".into(),
+            }
+        };
+        record(status)
+    })
+}
