@@ -1,0 +1,376 @@
+//! Issue #3 acceptance: `oxrunner run` / `run-single` as a child process with the shell executor, against
+//! fake-gitlab. Each test starts its own fake and runner, so they run in parallel.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{
+    Daemon, Sandbox, alive, fake, finished, global_toml, gone, project_files, shell_runner_toml,
+    wait_file_lines, wait_status,
+};
+use fake_gitlab::{FakeGitlab, FaultConfig, JobSpec};
+use nix::sys::signal::Signal;
+
+const FINISH: Duration = Duration::from_secs(60);
+const EXIT: Duration = Duration::from_secs(30);
+
+/// A config with one shell runner (token from the fake) and the daemon running on it.
+fn start(fake: &FakeGitlab, sb: &Sandbox, concurrent: u32, global_extra: &str, runner_extra: &str) -> Daemon {
+    let token = fake.create_runner_token("e2e");
+    let text = global_toml(concurrent, global_extra)
+        + &shell_runner_toml("e2e", &fake.url(), &token, sb.dir.path(), runner_extra);
+    std::fs::write(sb.config(), text).unwrap();
+    let cfg = sb.config_str();
+    sb.spawn(&["run", "-c", &cfg])
+}
+
+async fn quit_ok(mut d: Daemon) {
+    let status = d.quit(EXIT).await;
+    assert!(status.success(), "runner exit {status:?}; log:\n{}", d.log());
+}
+
+fn no_repo(spec: JobSpec) -> JobSpec {
+    spec.variable("GIT_STRATEGY", "none")
+}
+
+/// The pids a job script wrote (`$$` and a background child's `$!`).
+fn pids(path: &Path) -> Vec<i32> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect()
+}
+
+/// Script lines that record the shell's pid and a background sleeper's pid, then block.
+fn blocking_script(pid_file: &Path) -> Vec<String> {
+    let f = pid_file.display();
+    vec![
+        format!("echo $$ > {f}"),
+        "sleep 600 &".to_string(),
+        format!("echo $! >> {f}"),
+        "sleep 600".to_string(),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_clones_prints_variables_and_never_leaks_a_masked_value() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let project = fake
+        .create_project("group/e2e", &project_files(sb.dir.path()))
+        .unwrap();
+    let d = start(&fake, &sb, 1, "", "");
+    let secret = "Sup3rS3cr3tV4lue-9876";
+    let id = fake.enqueue_job(
+        JobSpec::new(
+            "vars",
+            &[
+                "echo \"GREETING=$GREETING\"",
+                "cat hello.txt",
+                "echo \"HEAD=$(git rev-parse HEAD)\"",
+                "echo \"plain: $MY_SECRET\"",
+                // One byte per write: a masker that only looks at single writes would let it through.
+                "for i in $(seq 0 $((${#MY_SECRET}-1))); do printf '%s' \"${MY_SECRET:$i:1}\"; done; echo",
+                // The two halves straddle trace PATCHes (update interval 1 s).
+                "printf 'halves: %s' \"${MY_SECRET:0:8}\"; sleep 2.5; printf '%s\\n' \"${MY_SECRET:8}\"",
+                "echo done-printing",
+            ],
+        )
+        .project(project.id)
+        .variable("GREETING", "hello-e2e")
+        .masked_variable("MY_SECRET", secret),
+    );
+    let job = finished(&fake, id, FINISH, &d).await;
+    let trace = job.trace_text();
+    assert_eq!(job.status, "success", "{job:?}\n{trace}\n{}", d.log());
+    assert!(trace.contains("GREETING=hello-e2e"), "{trace}");
+    assert!(trace.contains("hello from the repository"), "{trace}");
+    assert!(
+        trace.contains(&format!("HEAD={}", project.sha)),
+        "sha {} not in:\n{trace}",
+        project.sha
+    );
+    assert!(trace.contains("done-printing"));
+    assert!(!trace.contains(secret), "masked value in the trace:\n{trace}");
+    // Neither half of the straddling print may survive on its own either.
+    assert!(!trace.contains(&secret[..8]), "first half leaked:\n{trace}");
+    assert!(!trace.contains(&secret[8..]), "second half leaked:\n{trace}");
+    assert!(trace.matches("[MASKED]").count() >= 3, "{trace}");
+    assert_eq!(job.checksum_ok, Some(true));
+    assert!(!d.log().contains(secret));
+    quit_ok(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_script_reports_script_failure_exit_code_and_after_script() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, 1, "", "");
+    let id = fake.enqueue_job(
+        no_repo(JobSpec::new(
+            "fails",
+            &["echo about-to-fail", "exit 42", "echo not-reached"],
+        ))
+        .after_script(&["echo after-script-ran"]),
+    );
+    let job = finished(&fake, id, FINISH, &d).await;
+    let trace = job.trace_text();
+    assert_eq!(job.status, "failed", "{trace}");
+    assert_eq!(job.failure_reason.as_deref(), Some("script_failure"));
+    assert_eq!(job.exit_code, Some(42));
+    assert!(trace.contains("about-to-fail"));
+    assert!(!trace.contains("not-reached"));
+    assert!(trace.contains("after-script-ran"), "{trace}");
+    quit_ok(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_during_sleep_runs_after_script_and_leaves_no_process() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, 1, "", "");
+    let pid_file = sb.path("cancel.pids");
+    let id = fake.enqueue_job(
+        no_repo(JobSpec::new("cancel-me", &strs(&blocking_script(&pid_file))))
+            .after_script(&["echo after-cancel-ran"]),
+    );
+    wait_file_lines(&pid_file, 2, FINISH).await;
+    wait_status(&fake, id, "running", FINISH).await;
+    fake.cancel_job(id);
+    let job = match fake.wait_job_finished(id, Duration::from_secs(10)).await {
+        Some(job) => job,
+        None => panic!(
+            "cancel did not end the job within 10 s: {:?}\n{}",
+            fake.job(id),
+            d.log()
+        ),
+    };
+    assert_eq!(job.status, "canceled");
+    assert!(
+        job.trace_text().contains("after-cancel-ran"),
+        "{}",
+        job.trace_text()
+    );
+    for pid in pids(&pid_file) {
+        assert!(
+            gone(pid, Duration::from_secs(5)).await,
+            "process {pid} of the canceled job survived"
+        );
+    }
+    quit_ok(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_timeout_is_reported_and_kills_the_job() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, 1, "", "");
+    let pid_file = sb.path("timeout.pids");
+    let id = fake.enqueue_job(no_repo(JobSpec::new("slow", &strs(&blocking_script(&pid_file)))).timeout(3));
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "failed", "{}", job.trace_text());
+    assert_eq!(job.failure_reason.as_deref(), Some("job_execution_timeout"));
+    for pid in pids(&pid_file) {
+        assert!(
+            gone(pid, Duration::from_secs(5)).await,
+            "process {pid} of the timed-out job survived"
+        );
+    }
+    quit_ok(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trace_is_complete_under_injected_faults() {
+    let fake = fake(1, 1).await;
+    fake.faults().set(FaultConfig {
+        seed: Some(7),
+        trace_5xx_probability: 0.3,
+        trace_416_probability: 0.1,
+        drop_connection_probability: 0.05,
+        ..FaultConfig::default()
+    });
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, 1, "", "  output_limit = 65536\n");
+    let id = fake.enqueue_job(no_repo(JobSpec::new(
+        "many-lines",
+        &["seq 1 50000 | sed 's/^/numbered line /'"],
+    )));
+    let job = finished(&fake, id, Duration::from_secs(120), &d).await;
+    fake.faults().clear();
+    assert_eq!(job.status, "success", "{job:?}\n{}", d.log());
+    let trace = job.trace_text();
+    let numbers: Vec<u32> = trace
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("numbered line "))
+        .map(|n| n.trim().parse().unwrap())
+        .collect();
+    assert_eq!(numbers.len(), 50_000, "lines lost or duplicated");
+    assert!(numbers.iter().copied().eq(1..=50_000), "lines out of order");
+    assert_eq!(
+        job.checksum_ok,
+        Some(true),
+        "the final checksum must match the stored trace"
+    );
+    quit_ok(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_limits_parallel_jobs() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, 3, "", "");
+    let ids: Vec<i64> = (0..9)
+        .map(|i| fake.enqueue_job(no_repo(JobSpec::new(&format!("sleep-{i}"), &["sleep 1"]))))
+        .collect();
+    for id in ids {
+        let job = finished(&fake, id, FINISH, &d).await;
+        assert_eq!(job.status, "success", "{}", job.trace_text());
+    }
+    let max = fake.max_concurrent_running();
+    assert!(max <= 3, "{max} jobs ran at once with concurrent = 3");
+    assert!(
+        max >= 2,
+        "jobs never overlapped (max {max}): concurrent is not used"
+    );
+    quit_ok(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigquit_lets_the_running_job_finish() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let mut d = start(&fake, &sb, 1, "", "");
+    let id = fake.enqueue_job(no_repo(JobSpec::new(
+        "graceful",
+        &["sleep 3", "echo finished-normally"],
+    )));
+    wait_status(&fake, id, "running", FINISH).await;
+    d.signal(Signal::SIGQUIT);
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}", job.trace_text());
+    assert!(job.trace_text().contains("finished-normally"));
+    let status = d.wait(EXIT).await.expect("runner did not exit after SIGQUIT");
+    assert!(status.success(), "{status:?}\n{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_fails_the_running_job_and_kills_it() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    // shutdown_timeout = 10 comes from global_toml.
+    let mut d = start(&fake, &sb, 1, "", "");
+    let pid_file = sb.path("term.pids");
+    let id = fake.enqueue_job(no_repo(JobSpec::new(
+        "terminated",
+        &strs(&blocking_script(&pid_file)),
+    )));
+    wait_file_lines(&pid_file, 2, FINISH).await;
+    d.signal(Signal::SIGTERM);
+    let status = d
+        .wait(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("runner still running 15 s after SIGTERM (shutdown_timeout 10)"));
+    let _ = status;
+    let job = fake.job(id).unwrap();
+    assert_eq!(job.status, "failed", "{job:?}\n{}", d.log());
+    for pid in pids(&pid_file) {
+        assert!(
+            gone(pid, Duration::from_secs(5)).await,
+            "process {pid} survived SIGTERM of the runner"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_payload_does_not_crash_the_runner() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let mut d = start(&fake, &sb, 1, "", "");
+    let payload: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/job-response.network-gitlab_test.json")).unwrap();
+    let raw = fake.enqueue_job(JobSpec::raw(payload));
+    let normal = fake.enqueue_job(no_repo(JobSpec::new("after-raw", &["echo still-alive"])));
+    let raw_job = finished(&fake, raw, FINISH, &d).await;
+    assert!(raw_job.is_finished(), "{raw_job:?}");
+    let job = finished(&fake, normal, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}", job.trace_text());
+    assert!(job.trace_text().contains("still-alive"));
+    assert!(d.child.try_wait().unwrap().is_none(), "runner died:\n{}", d.log());
+    quit_ok(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_single_runs_one_job_and_exits() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let token = fake.create_runner_token("single");
+    let url = fake.url();
+    let builds = sb.path("builds").to_string_lossy().into_owned();
+    let cache = sb.path("cache").to_string_lossy().into_owned();
+    let cfg = sb.config_str();
+    let id = fake.enqueue_job(no_repo(JobSpec::new("single", &["echo from-run-single"])));
+    let second = fake.enqueue_job(no_repo(JobSpec::new("not-taken", &["echo second"])));
+    let mut d = sb.spawn(&[
+        "run-single",
+        "-c",
+        &cfg,
+        "--url",
+        &url,
+        "--token",
+        &token,
+        "--executor",
+        "shell",
+        "--max-builds",
+        "1",
+        "--builds-dir",
+        &builds,
+        "--cache-dir",
+        &cache,
+    ]);
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}", job.trace_text());
+    assert!(job.trace_text().contains("from-run-single"));
+    let status = d
+        .wait(EXIT)
+        .await
+        .unwrap_or_else(|| panic!("run-single did not exit:\n{}", d.log()));
+    assert!(status.success(), "{status:?}\n{}", d.log());
+    assert_eq!(
+        fake.job(second).unwrap().status,
+        "pending",
+        "--max-builds 1 took a second job"
+    );
+    assert!(!d.log().contains(&token), "full token in the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_edit_adding_a_runner_is_picked_up_without_restart() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, 2, "", "");
+    // Only a runner with tag `second` may take this job, so it stays pending until the new runner exists.
+    let second = fake.create_runner_token_with_tags("second", &["second"], false);
+    let id = fake.enqueue_job(no_repo(JobSpec::new("tagged", &["echo picked-by-second"])).tags(&["second"]));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fake.job(id).unwrap().status, "pending");
+    let mut text = std::fs::read_to_string(sb.config()).unwrap();
+    text += &shell_runner_toml("second", &fake.url(), &second, &sb.path("second"), "");
+    std::fs::write(sb.config(), text).unwrap();
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}", job.trace_text());
+    let second_id = fake.runners().into_iter().find(|r| r.token == second).unwrap().id;
+    assert_eq!(job.runner_id, Some(second_id));
+    assert!(
+        alive(d.pid().as_raw()),
+        "runner must keep running across the reload"
+    );
+    quit_ok(d).await;
+}

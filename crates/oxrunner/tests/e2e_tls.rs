@@ -1,0 +1,123 @@
+//! Issue #2 acceptance over HTTPS: a fake GitLab whose certificate is signed by a private CA generated here
+//! (rcgen, through `fake_gitlab::TestPki`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::Sandbox;
+use fake_gitlab::{FakeGitlab, FakeOptions, TestPki};
+
+const REG: &str = "GR1348941fake-registration";
+
+async fn https_fake() -> (FakeGitlab, TestPki) {
+    let pki = TestPki::generate().unwrap();
+    let fake = FakeGitlab::start(FakeOptions {
+        tls: Some(pki.server.clone()),
+        ..FakeOptions::default()
+    })
+    .await
+    .unwrap();
+    assert!(fake.url().starts_with("https://localhost:"));
+    (fake, pki)
+}
+
+fn register_args<'a>(cfg: &'a str, url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "register",
+        "-n",
+        "-c",
+        cfg,
+        "--url",
+        url,
+        "--registration-token",
+        REG,
+        "--executor",
+        "shell",
+        "--name",
+        "tls-runner",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_without_the_ca_fails_with_a_hint() {
+    let (fake, _pki) = https_fake().await;
+    let sb = Sandbox::new();
+    let url = fake.url();
+    let cfg = sb.config_str();
+    let out = sb.run(&register_args(&cfg, &url, &[]), &[], None).await;
+    out.assert_failed();
+    let err = out.stderr.to_lowercase();
+    assert!(
+        err.contains("certificate") || err.contains("unknown authority"),
+        "error should name the certificate problem:\n{}",
+        out.stderr
+    );
+    let hint = out
+        .stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("hint:"))
+        .unwrap_or_else(|| panic!("no hint line:\n{}", out.stderr));
+    assert!(
+        out.stderr.contains("--tls-ca-file"),
+        "hint should name --tls-ca-file:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("certs"),
+        "hint should name the certs folder:\n{}",
+        out.stderr
+    );
+    assert!(!hint.is_empty());
+    assert!(fake.runners().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_with_tls_ca_file_registers_verifies_and_unregisters() {
+    let (fake, pki) = https_fake().await;
+    let sb = Sandbox::new();
+    let ca = sb.path("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let ca_s = ca.to_string_lossy().into_owned();
+    let url = fake.url();
+    let cfg = sb.config_str();
+    sb.run(&register_args(&cfg, &url, &["--tls-ca-file", &ca_s]), &[], None)
+        .await
+        .assert_ok();
+    let toml = sb.config_toml();
+    let r = toml["runners"][0].as_table().unwrap();
+    assert_eq!(
+        r["tls-ca-file"].as_str(),
+        Some(ca_s.as_str()),
+        "tls-ca-file kept for later commands"
+    );
+    assert_eq!(fake.runners().len(), 1);
+
+    // verify and unregister reuse the runner's tls-ca-file.
+    let out = sb.run(&["verify", "-c", &cfg], &[], None).await;
+    out.assert_ok();
+    assert!(out.all().contains("is valid"), "{}", out.all());
+    sb.run(&["unregister", "-c", &cfg, "--all-runners"], &[], None)
+        .await
+        .assert_ok();
+    assert!(fake.runners().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_ca_is_picked_from_the_certs_folder() {
+    let (fake, pki) = https_fake().await;
+    let sb = Sandbox::new();
+    let certs = sb.config().parent().unwrap().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::write(certs.join("localhost.crt"), &pki.ca_pem).unwrap();
+    let url = fake.url();
+    let cfg = sb.config_str();
+    sb.run(&register_args(&cfg, &url, &[]), &[], None)
+        .await
+        .assert_ok();
+    assert_eq!(fake.runners().len(), 1);
+    let out = sb.run(&["verify", "-c", &cfg], &[], None).await;
+    out.assert_ok();
+    assert!(out.all().contains("is valid"), "{}", out.all());
+}
