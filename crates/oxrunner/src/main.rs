@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod daemon;
+mod hooks;
 mod logging;
 mod prompt;
 mod version;

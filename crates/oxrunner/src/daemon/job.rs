@@ -8,13 +8,14 @@ use oxrunner_api::trace::{FinalState, JobControl, TraceSender, TraceSource};
 use oxrunner_api::{Client, JobResponse, RunnerInfo, UpdateJobRequest, UpdateOutcome};
 use oxrunner_config::RunnerConfig;
 use oxrunner_core::{
-    CancellationToken, FailureReason, JobCancel, JobOutcome, JobPlan, NoopHooks, RunnerContext,
-    ShellExecutor, TraceWriter,
+    CancellationToken, FailureReason, JobCancel, JobOutcome, JobPlan, RunnerContext, ShellExecutor,
+    TraceWriter,
 };
 use tracing::{info, warn};
 
 use super::plan::job_plan;
 use super::slots::Slots;
+use crate::hooks::RunnerHooks;
 use crate::version;
 
 /// What a job task needs from the daemon.
@@ -116,8 +117,9 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
             if env.runner.shell.as_deref() == Some("sh") {
                 executor = executor.with_shell("/bin/sh");
             }
+            let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, &token, &ctx);
             let outcome =
-                oxrunner_core::run_job(&plan, &ctx, &mut executor, &NoopHooks, &trace, cancel.clone()).await;
+                oxrunner_core::run_job(&plan, &ctx, &mut executor, &hooks, &trace, cancel.clone()).await;
             drop(slot);
             outcome
         }

@@ -1,0 +1,375 @@
+//! `download_artifacts` and `upload_artifacts_on_*`: dependency archives in, job archives out.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oxrunner_api::ArtifactUpload;
+use oxrunner_archive::{FileSet, Format, Level, ZipStats};
+use oxrunner_core::{ArtifactSpec, Dependency, FailureReason, HookError, StageCtx, TraceWriter};
+
+use super::transport::{ArtifactTransport, TransportError};
+use super::units::human_bytes;
+
+/// gitlab-runner allows 1..=10 attempts for the download stage.
+const MAX_ATTEMPTS: u32 = 10;
+const RETRY_WAIT: Duration = Duration::from_secs(1);
+
+fn attempts(ctx: &StageCtx<'_>) -> u32 {
+    ctx.variables
+        .value("ARTIFACT_DOWNLOAD_ATTEMPTS")
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .map_or(1, |n| n.clamp(1, MAX_ATTEMPTS))
+}
+
+/// A scratch directory for archives: `<project>.tmp` when it can be created, else the system temp dir.
+fn scratch_dir(ctx: &StageCtx<'_>) -> PathBuf {
+    match std::fs::create_dir_all(&ctx.tmp_dir) {
+        Ok(()) => ctx.tmp_dir.clone(),
+        Err(_) => std::env::temp_dir(),
+    }
+}
+
+fn temp_file(dir: &Path, prefix: &str) -> Result<tempfile::NamedTempFile, HookError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempfile_in(dir)
+        .map_err(|e| {
+            HookError::with_reason(
+                FailureReason::RunnerSystemFailure,
+                format!("cannot create a temporary file in {}: {e}", dir.display()),
+            )
+        })
+}
+
+/// Downloads and extracts each dependency that has an archive. A missing archive fails the job with
+/// `missing_dependency_failure`; other errors are retried `ARTIFACT_DOWNLOAD_ATTEMPTS` times, then fail the job
+/// as a system failure.
+pub(crate) async fn download(
+    transport: &dyn ArtifactTransport,
+    ctx: &StageCtx<'_>,
+    trace: &TraceWriter,
+) -> Result<(), HookError> {
+    let tries = attempts(ctx);
+    let scratch = scratch_dir(ctx);
+    for dep in ctx
+        .plan
+        .dependencies
+        .iter()
+        .filter(|d| d.artifacts_file.is_some())
+    {
+        trace.println(&format!("Downloading artifacts for {} ({})...", dep.name, dep.id));
+        let mut attempt = 1;
+        loop {
+            match download_one(transport, dep, ctx, &scratch, trace).await {
+                Ok(()) => break,
+                Err(DownloadError::Missing(detail)) => {
+                    trace.error(&format!(
+                        "Downloading artifacts from coordinator... not found  {} {detail}",
+                        transport.download_fields(dep)
+                    ));
+                    return Err(HookError::with_reason(
+                        FailureReason::MissingDependencyFailure,
+                        format!(
+                            "the artifacts of job {:?} ({}) do not exist or have expired\n\
+                             hint: re-run job {:?} so it uploads them again, or raise its artifacts:expire_in",
+                            dep.name, dep.id, dep.name
+                        ),
+                    ));
+                }
+                Err(DownloadError::Fatal(err)) => return Err(err),
+                Err(DownloadError::Retry(detail)) if attempt < tries => {
+                    trace.warning(&format!(
+                        "Downloading artifacts for {} ({}) failed: {detail}; retrying (attempt {} of {tries})",
+                        dep.name,
+                        dep.id,
+                        attempt + 1
+                    ));
+                    attempt += 1;
+                    tokio::time::sleep(RETRY_WAIT).await;
+                }
+                Err(DownloadError::Retry(detail)) => {
+                    return Err(HookError::with_reason(
+                        FailureReason::RunnerSystemFailure,
+                        format!(
+                            "downloading the artifacts of job {:?} ({}) failed: {detail}",
+                            dep.name, dep.id
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+enum DownloadError {
+    Missing(String),
+    Retry(String),
+    Fatal(HookError),
+}
+
+async fn download_one(
+    transport: &dyn ArtifactTransport,
+    dep: &Dependency,
+    ctx: &StageCtx<'_>,
+    scratch: &Path,
+    trace: &TraceWriter,
+) -> Result<(), DownloadError> {
+    let tmp = temp_file(scratch, "artifacts-download-").map_err(DownloadError::Fatal)?;
+    let path = tmp.path().to_path_buf();
+    match transport.download(dep, &path).await {
+        Ok(status) => trace.println(&format!("Downloading artifacts from coordinator... {status}")),
+        Err(TransportError::NotFound { detail }) => return Err(DownloadError::Missing(detail)),
+        Err(e @ TransportError::Forbidden { .. }) => {
+            trace.error(&format!(
+                "Downloading artifacts from coordinator... forbidden  {}",
+                transport.download_fields(dep)
+            ));
+            return Err(DownloadError::Fatal(HookError::with_reason(
+                FailureReason::RunnerSystemFailure,
+                format!(
+                    "downloading the artifacts of job {:?} ({}): {e}",
+                    dep.name, dep.id
+                ),
+            )));
+        }
+        Err(e) => return Err(DownloadError::Retry(e.to_string())),
+    }
+    let project_dir = ctx.project_dir.clone();
+    let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        match oxrunner_archive::sniff_format(&path).map_err(|e| e.to_string())? {
+            Format::Zip => oxrunner_archive::extract_zip(&path, &project_dir)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            other => Err(format!(
+                "the downloaded archive is {} and only zip archives can be extracted\n\
+                 hint: upload the dependency's `archive` artifact as zip",
+                other.as_str()
+            )),
+        }
+    })
+    .await;
+    drop(tmp);
+    match res {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(msg)) => Err(DownloadError::Fatal(HookError::with_reason(
+            FailureReason::RunnerSystemFailure,
+            format!(
+                "extracting the artifacts of job {:?} ({}): {msg}",
+                dep.name, dep.id
+            ),
+        ))),
+        Err(e) => Err(DownloadError::Fatal(HookError::with_reason(
+            FailureReason::RunnerSystemFailure,
+            format!(
+                "extracting the artifacts of job {:?} ({}) stopped: {e}",
+                dep.name, dep.id
+            ),
+        ))),
+    }
+}
+
+/// Uploads every artifact whose `when` matches; stops at the first failed upload, which fails the job.
+pub(crate) async fn upload(
+    transport: &dyn ArtifactTransport,
+    ctx: &StageCtx<'_>,
+    trace: &TraceWriter,
+    on_failure: bool,
+) -> Result<(), HookError> {
+    let (level, level_warning) = Level::from_variable(
+        ctx.variables
+            .value("ARTIFACT_COMPRESSION_LEVEL")
+            .filter(|v| !v.is_empty()),
+    );
+    if let Some(w) = level_warning {
+        trace.warning(&w);
+    }
+    let scratch = scratch_dir(ctx);
+    for spec in ctx.plan.artifacts.iter().filter(|a| a.when.applies(on_failure)) {
+        if spec.paths.is_empty() && !spec.untracked {
+            continue;
+        }
+        upload_one(transport, ctx, trace, spec, level, &scratch).await?;
+    }
+    Ok(())
+}
+
+async fn upload_one(
+    transport: &dyn ArtifactTransport,
+    ctx: &StageCtx<'_>,
+    trace: &TraceWriter,
+    spec: &ArtifactSpec,
+    level: Level,
+    scratch: &Path,
+) -> Result<(), HookError> {
+    trace.println("Uploading artifacts...");
+    let kind = if spec.artifact_type.is_empty() {
+        "archive".to_owned()
+    } else {
+        spec.artifact_type.clone()
+    };
+    let format = match Format::parse(&spec.artifact_format) {
+        Some(f @ (Format::Zip | Format::Gzip | Format::Raw)) => f,
+        _ => {
+            trace.warning(&format!(
+                "artifact format {:?} is not supported by this runner; using zip",
+                spec.artifact_format
+            ));
+            Format::Zip
+        }
+    };
+    let tmp = temp_file(scratch, "artifacts-upload-")?;
+    let dir = ctx.project_dir.clone();
+    let (paths, exclude, untracked) = (
+        spec.paths
+            .iter()
+            .map(|p| ctx.variables.expand(p))
+            .collect::<Vec<_>>(),
+        spec.exclude
+            .iter()
+            .map(|p| ctx.variables.expand(p))
+            .collect::<Vec<_>>(),
+        spec.untracked,
+    );
+    let out = tmp.path().to_path_buf();
+    let built = tokio::task::spawn_blocking(move || {
+        build_archive(&dir, &paths, &exclude, untracked, format, level, &out)
+    })
+    .await
+    .map_err(|e| {
+        HookError::with_reason(
+            FailureReason::RunnerSystemFailure,
+            format!("archiving stopped: {e}"),
+        )
+    })?;
+    let (files, stats) = match built {
+        Ok(v) => v,
+        Err(BuildError::Files(files, msg)) => {
+            for w in &files.warnings {
+                trace.warning(w);
+            }
+            return Err(HookError::new(msg));
+        }
+        Err(BuildError::Other(msg)) => return Err(HookError::new(msg)),
+    };
+    for w in &files.warnings {
+        trace.warning(w);
+    }
+    if files.files.is_empty() {
+        trace.warning("No files to upload");
+        return Ok(());
+    }
+    trace.println(&format!(
+        "found {} matching artifact files and directories",
+        files.files.len()
+    ));
+    let name = ctx.variables.expand(&spec.name);
+    let name = if name.trim().is_empty() {
+        "artifacts".to_owned()
+    } else {
+        name
+    };
+    let opts = ArtifactUpload {
+        filename: ArtifactUpload::file_name_for(&name, format.as_str()),
+        artifact_format: format.as_str().to_owned(),
+        artifact_type: kind.clone(),
+        expire_in: spec.expire_in.clone().filter(|e| !e.trim().is_empty()),
+    };
+    let prefix = format!("Uploading artifacts as {kind:?} to coordinator...");
+    let result = transport.upload(tmp.path(), &opts).await;
+    drop(tmp);
+    match result {
+        Ok(status) => {
+            trace.println(&format!("{prefix} {status}"));
+            Ok(())
+        }
+        Err(TransportError::TooLarge { size }) => {
+            let size = if size == 0 { stats.bytes_out } else { size };
+            trace.error(&format!(
+                "{prefix} too large archive  {} responseStatus=413 Request Entity Too Large status=413",
+                transport.upload_fields()
+            ));
+            for line in too_large_explanation(size) {
+                trace.println(&line);
+            }
+            Err(HookError::with_reason(
+                FailureReason::ScriptFailure,
+                format!(
+                    "too large archive: the {kind:?} artifact is {} and the server refused it (413)",
+                    human_bytes(size)
+                ),
+            ))
+        }
+        Err(e) => {
+            trace.error(&format!(
+                "{prefix} failed  {} error={e}",
+                transport.upload_fields()
+            ));
+            Err(HookError::with_reason(
+                FailureReason::RunnerSystemFailure,
+                format!("uploading the {kind:?} artifact failed: {e}"),
+            ))
+        }
+    }
+}
+
+/// The two limits that answer "too large archive", with where each is set.
+pub(crate) fn too_large_explanation(size: u64) -> Vec<String> {
+    vec![
+        format!(
+            "The artifact archive is {} ({size} bytes); one of these limits rejected it:",
+            human_bytes(size)
+        ),
+        "  1. GitLab's \"Maximum artifacts size\": Admin Area > Settings > CI/CD > Continuous Integration and \
+         Deployment (instance), or the project's / group's Settings > CI/CD > General pipelines setting."
+            .to_owned(),
+        "  2. A reverse proxy's request body limit in front of GitLab, e.g. nginx `client_max_body_size`; on Omnibus \
+         set `nginx['client_max_body_size'] = '1024m'` in /etc/gitlab/gitlab.rb and run `gitlab-ctl reconfigure`."
+            .to_owned(),
+        "Raise the limit that applies, or upload fewer files (artifacts:paths / artifacts:exclude).".to_owned(),
+    ]
+}
+
+enum BuildError {
+    Files(FileSet, String),
+    Other(String),
+}
+
+fn build_archive(
+    dir: &Path,
+    paths: &[String],
+    exclude: &[String],
+    untracked: bool,
+    format: Format,
+    level: Level,
+    out: &Path,
+) -> Result<(FileSet, ZipStats), BuildError> {
+    let files = oxrunner_archive::collect(dir, paths, exclude, untracked)
+        .map_err(|e| BuildError::Other(e.to_string()))?;
+    if files.files.is_empty() {
+        return Ok((files, ZipStats::default()));
+    }
+    let file = match File::create(out) {
+        Ok(f) => f,
+        Err(e) => {
+            return Err(BuildError::Files(
+                files,
+                format!("cannot write {}: {e}", out.display()),
+            ));
+        }
+    };
+    let result = match format {
+        Format::Gzip => oxrunner_archive::create_gzip(dir, &files, BufWriter::new(file)),
+        Format::Raw => oxrunner_archive::create_raw(dir, &files, BufWriter::new(file)),
+        _ => oxrunner_archive::create_zip(dir, &files, level, BufWriter::new(file)),
+    };
+    match result {
+        Ok(stats) => Ok((files, stats)),
+        Err(e) => Err(BuildError::Files(
+            files,
+            format!("creating the artifact archive failed: {e}"),
+        )),
+    }
+}

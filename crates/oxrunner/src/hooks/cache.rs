@@ -1,0 +1,181 @@
+//! `restore_cache` and `archive_cache`: the local cache store, with gitlab-runner's key rules and log lines.
+//! Cache problems are warnings; they never fail a job.
+
+use std::path::PathBuf;
+
+use oxrunner_archive::{CacheStore, FileSet, Level, SaveOutcome};
+use oxrunner_core::{CachePolicy, CacheSpec, StageCtx, TraceWriter, project_slug};
+
+/// The key a cache is stored under, after expansion, defaulting and (optionally) hashing; `None` when nothing
+/// usable is left. Warnings go to the trace.
+pub(crate) fn resolve_key(ctx: &StageCtx<'_>, raw: &str, trace: &TraceWriter) -> Option<String> {
+    let mut key = ctx.variables.expand(raw);
+    if key.trim().is_empty() {
+        key = format!("{}/{}", ctx.plan.job_name, ctx.plan.sources.ref_name);
+    }
+    if ctx.variables.bool("FF_HASH_CACHE_KEYS").unwrap_or(false) {
+        return Some(CacheStore::hash_key(&key));
+    }
+    let clean = CacheStore::sanitize_key(&key);
+    match &clean {
+        None => trace.warning(&format!("cache key {key:?} could not be sanitized")),
+        Some(c) if *c != key => trace.warning(&format!("cache key {key:?} sanitized to {c:?}")),
+        Some(_) => {}
+    }
+    clean
+}
+
+/// Extracts, per cache, the first of key, `fallback_keys` and `CACHE_FALLBACK_KEY` that has an archive.
+pub(crate) async fn restore(store: &CacheStore, ctx: &StageCtx<'_>, trace: &TraceWriter) {
+    let slug = project_slug(ctx.plan);
+    for spec in &ctx.plan.caches {
+        if spec.paths.is_empty() && !spec.untracked {
+            continue;
+        }
+        let Some(key) = resolve_key(ctx, &spec.key, trace) else {
+            trace.warning("Skipping cache extraction due to empty cache key");
+            continue;
+        };
+        if spec.policy == CachePolicy::Push {
+            trace.println(&format!("Not downloading cache {key} due to policy"));
+            continue;
+        }
+        let fallbacks: Vec<String> = spec
+            .fallback_keys
+            .iter()
+            .map(|k| ctx.variables.expand(k))
+            .filter(|k| !k.trim().is_empty())
+            .collect();
+        let global = ctx
+            .variables
+            .value("CACHE_FALLBACK_KEY")
+            .map(|k| ctx.variables.expand(k));
+        let (keys, warnings) = CacheStore::keys_in_order(&key, &fallbacks, global.as_deref());
+        for w in &warnings {
+            trace.warning(w);
+        }
+        let mut restored = false;
+        for candidate in keys {
+            trace.println(&format!("Checking cache for {candidate}..."));
+            match restore_one(store, &slug, candidate, ctx.project_dir.clone()).await {
+                Ok(Some(_)) => {
+                    trace.println(
+                        "No URL provided, cache will not be downloaded from shared cache server. \
+                         Instead a local version of cache will be extracted.",
+                    );
+                    trace.println("Successfully extracted cache");
+                    restored = true;
+                    break;
+                }
+                Ok(None) => {}
+                Err(lines) => {
+                    for line in lines {
+                        trace.warning(&line);
+                    }
+                }
+            }
+        }
+        if !restored {
+            trace.warning("Failed to extract cache");
+        }
+    }
+}
+
+/// One key: `Ok(Some(key))` when extracted, `Err(warnings)` otherwise.
+async fn restore_one(
+    store: &CacheStore,
+    slug: &str,
+    key: String,
+    project_dir: PathBuf,
+) -> Result<Option<String>, Vec<String>> {
+    let store = store.clone();
+    let slug = slug.to_owned();
+    let res = tokio::task::spawn_blocking(move || {
+        store.restore_with_report(&slug, std::slice::from_ref(&key), &project_dir)
+    })
+    .await;
+    match res {
+        Ok(Ok(report)) if report.restored.is_some() => Ok(report.restored),
+        Ok(Ok(report)) => Err(report.warnings),
+        Ok(Err(e)) => Err(vec![e.to_string()]),
+        Err(e) => Err(vec![format!("cache extraction stopped: {e}")]),
+    }
+}
+
+/// Saves every cache whose `when` matches the job state and whose policy allows it.
+pub(crate) async fn archive(store: &CacheStore, ctx: &StageCtx<'_>, trace: &TraceWriter, on_failure: bool) {
+    let slug = project_slug(ctx.plan);
+    let (level, level_warning) = Level::from_variable(
+        ctx.variables
+            .value("CACHE_COMPRESSION_LEVEL")
+            .filter(|v| !v.is_empty()),
+    );
+    if let Some(w) = level_warning {
+        trace.warning(&w);
+    }
+    for spec in &ctx.plan.caches {
+        if !spec.when.applies(on_failure) || (spec.paths.is_empty() && !spec.untracked) {
+            continue;
+        }
+        let Some(key) = resolve_key(ctx, &spec.key, trace) else {
+            trace.warning("Skipping cache archiving due to empty cache key");
+            continue;
+        };
+        if spec.policy == CachePolicy::Pull {
+            trace.println(&format!("Not uploading cache {key} due to policy"));
+            continue;
+        }
+        trace.println(&format!("Creating cache {key}..."));
+        match save_one(store, &slug, &key, ctx, spec, level).await {
+            Ok((files, outcome)) => {
+                for w in &files.warnings {
+                    trace.warning(w);
+                }
+                trace.println(&format!(
+                    "found {} matching files and directories",
+                    files.files.len()
+                ));
+                if outcome == SaveOutcome::Unchanged {
+                    trace.println("Archive is up to date!");
+                }
+                trace.println(
+                    "No URL provided, cache will not be uploaded to shared cache server. \
+                     Cache will be stored only locally.",
+                );
+                trace.println("Created cache");
+            }
+            Err(message) => {
+                trace.warning(&message);
+                trace.warning("Failed to create cache");
+            }
+        }
+    }
+}
+
+async fn save_one(
+    store: &CacheStore,
+    slug: &str,
+    key: &str,
+    ctx: &StageCtx<'_>,
+    spec: &CacheSpec,
+    level: Level,
+) -> Result<(FileSet, SaveOutcome), String> {
+    let store = store.clone();
+    let slug = slug.to_owned();
+    let key = key.to_owned();
+    let dir = ctx.project_dir.clone();
+    let paths = spec.paths.clone();
+    let untracked = spec.untracked;
+    let res = tokio::task::spawn_blocking(move || {
+        let files = oxrunner_archive::collect(&dir, &paths, &[], untracked).map_err(|e| e.to_string())?;
+        let outcome = store
+            .save(&slug, &key, &dir, &files, level)
+            .map_err(|e| e.to_string())?;
+        Ok((files, outcome))
+    })
+    .await;
+    match res {
+        Ok(r) => r,
+        Err(e) => Err(format!("cache archiving stopped: {e}")),
+    }
+}

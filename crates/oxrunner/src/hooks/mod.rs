@@ -1,0 +1,111 @@
+//! Caches and artifacts between the job's scripts: the runner side of `oxrunner_core::JobHooks`.
+//!
+//! - [`cache`]: one local archive per (project, key) under the runner's `cache_dir`, shared by every
+//!   concurrent job (gitlab-runner's per-slot Docker volumes are why its caches seem to vanish with
+//!   `concurrent > 1`);
+//! - [`artifacts`]: dependency downloads and uploads through an [`ArtifactTransport`], so the daemon
+//!   (GitLab API) and `oxrunner exec` (a local directory) share one implementation.
+
+mod artifacts;
+mod cache;
+mod transport;
+mod units;
+
+use std::fmt;
+use std::sync::Arc;
+
+use oxrunner_archive::CacheStore;
+use oxrunner_core::{HookError, JobHooks, RunnerContext, StageCtx, TraceWriter};
+
+pub use transport::{ArtifactTransport, BoxFuture, GitlabTransport};
+// Only `oxrunner exec` (and the tests here) build a local transport.
+#[cfg_attr(not(test), allow(unused_imports))]
+pub use transport::LocalTransport;
+
+/// `JobHooks` backed by a local [`CacheStore`] and an artifact transport.
+#[derive(Clone)]
+pub struct RunnerHooks {
+    transport: Arc<dyn ArtifactTransport>,
+    cache: CacheStore,
+}
+
+impl fmt::Debug for RunnerHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunnerHooks")
+            .field("cache", &self.cache.root())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunnerHooks {
+    /// Hooks moving artifacts through `transport` and keeping caches in `cache`.
+    pub fn new(transport: Arc<dyn ArtifactTransport>, cache: CacheStore) -> Self {
+        Self { transport, cache }
+    }
+
+    /// Daemon hooks for one job: GitLab transport, and the runner's cache store at `ctx.cache_dir` (made absolute
+    /// against the working directory exactly as the driver does, so `cache` means `$PWD/cache` for shell).
+    pub fn for_gitlab(
+        client: oxrunner_api::Client,
+        job_id: i64,
+        job_token: &str,
+        ctx: &RunnerContext,
+    ) -> Self {
+        let transport = GitlabTransport::new(client, job_id, oxrunner_core::Secret::new(job_token));
+        Self::new(Arc::new(transport), cache_store(ctx))
+    }
+}
+
+/// The store for a runner: every job of every concurrent slot gets the same root, so they share archives.
+pub fn cache_store(ctx: &RunnerContext) -> CacheStore {
+    if ctx.cache_dir.is_absolute() {
+        CacheStore::new(&ctx.cache_dir)
+    } else {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        CacheStore::new(&cwd.join(&ctx.cache_dir))
+    }
+}
+
+impl JobHooks for RunnerHooks {
+    fn restore_cache<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        trace: &'a TraceWriter,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(async move {
+            cache::restore(&self.cache, ctx, trace).await;
+            Ok(())
+        })
+    }
+
+    fn download_artifacts<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        trace: &'a TraceWriter,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(artifacts::download(self.transport.as_ref(), ctx, trace))
+    }
+
+    fn archive_cache<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        trace: &'a TraceWriter,
+        on_failure: bool,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(async move {
+            cache::archive(&self.cache, ctx, trace, on_failure).await;
+            Ok(())
+        })
+    }
+
+    fn upload_artifacts<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        trace: &'a TraceWriter,
+        on_failure: bool,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(artifacts::upload(self.transport.as_ref(), ctx, trace, on_failure))
+    }
+}
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+//! Whole jobs through `run_job` + the shell executor with the local transport (what `oxrunner exec` will use).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use oxrunner_archive::CacheStore;
+use oxrunner_core::{
+    ArtifactSpec, ArtifactsFile, CachePolicy, CacheSpec, Dependency, FailureReason, JobCancel, JobOutcome,
+    JobPlan, MaskSet, RunnerContext, ShellExecutor, Step, TraceWriter, Variable, When, run_job,
+};
+
+use super::{LocalTransport, RunnerHooks};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    Env { _dir: dir, root }
+}
+
+fn plan(id: i64, name: &str, script: &[&str]) -> JobPlan {
+    JobPlan {
+        job_id: id,
+        job_name: name.into(),
+        project_id: 1,
+        project_path: "group/project".into(),
+        variables: vec![
+            Variable::new("GIT_STRATEGY", "empty"),
+            Variable::new("CI_COMMIT_REF_NAME", "main"),
+            Variable::new("CI_JOB_NAME", name),
+        ]
+        .into(),
+        steps: vec![Step {
+            name: "script".into(),
+            script: script.iter().map(|s| (*s).to_owned()).collect(),
+            ..Step::default()
+        }],
+        timeout: Duration::from_secs(60),
+        ..JobPlan::default()
+    }
+}
+
+fn archive(paths: &[&str]) -> ArtifactSpec {
+    ArtifactSpec {
+        paths: paths.iter().map(|s| (*s).to_owned()).collect(),
+        artifact_type: "archive".into(),
+        artifact_format: "zip".into(),
+        ..ArtifactSpec::default()
+    }
+}
+
+impl Env {
+    fn ctx(&self) -> RunnerContext {
+        RunnerContext {
+            executor: "shell".into(),
+            builds_dir: self.root.join("builds"),
+            cache_dir: self.root.join("cache"),
+            short_token: "abcd1234".into(),
+            shared_builds_dir: true,
+            ..RunnerContext::default()
+        }
+    }
+
+    fn artifacts(&self) -> PathBuf {
+        self.root.join("artifacts")
+    }
+
+    async fn run(&self, plan: &JobPlan) -> (JobOutcome, String) {
+        let ctx = self.ctx();
+        let hooks = RunnerHooks::new(
+            Arc::new(LocalTransport::new(self.artifacts(), plan.job_id, &plan.job_name)),
+            CacheStore::new(&ctx.cache_dir),
+        );
+        let (trace, handle) = TraceWriter::new(&self.root, MaskSet::empty(), 0).unwrap();
+        let mut exec = ShellExecutor::new().with_login_shell(false);
+        let outcome = run_job(plan, &ctx, &mut exec, &hooks, &trace, JobCancel::new()).await;
+        handle.finish().await;
+        let text = String::from_utf8_lossy(&handle.read_all().unwrap()).into_owned();
+        (outcome, text)
+    }
+}
+
+fn dependency(id: i64, name: &str) -> Dependency {
+    Dependency {
+        id,
+        name: name.into(),
+        artifacts_file: Some(ArtifactsFile {
+            filename: "artifacts.zip".into(),
+            size: 1,
+        }),
+        ..Dependency::default()
+    }
+}
+
+fn exists(p: &Path) -> bool {
+    p.exists()
+}
+
+#[tokio::test]
+async fn local_artifacts_flow_between_jobs() {
+    let env = env();
+    let mut build = plan(
+        1,
+        "build",
+        &["mkdir -p out", "echo built > out/app", "echo x > out/tmp.log"],
+    );
+    build.artifacts = vec![ArtifactSpec {
+        exclude: vec!["out/*.log".into()],
+        ..archive(&["out/"])
+    }];
+    let (outcome, trace) = env.run(&build).await;
+    assert!(outcome.is_success(), "{trace}");
+    assert!(
+        trace.contains("Uploading artifacts as \"archive\" to coordinator... stored"),
+        "{trace}"
+    );
+    assert!(exists(&env.artifacts().join("build/archive/artifacts.zip")));
+
+    let mut test = plan(
+        2,
+        "test",
+        &["test \"$(cat out/app)\" = built", "test ! -e out/tmp.log"],
+    );
+    test.dependencies = vec![dependency(1, "build")];
+    let (outcome, trace) = env.run(&test).await;
+    assert!(outcome.is_success(), "{trace}");
+    assert!(
+        trace.contains("Downloading artifacts for build (1)..."),
+        "{trace}"
+    );
+
+    let mut orphan = plan(3, "orphan", &["echo never"]);
+    orphan.dependencies = vec![dependency(9, "gone")];
+    let (outcome, trace) = env.run(&orphan).await;
+    assert_eq!(
+        outcome.failure_reason(),
+        Some(FailureReason::MissingDependencyFailure),
+        "{trace}"
+    );
+    assert!(trace.contains("do not exist or have expired"), "{trace}");
+}
+
+#[tokio::test]
+async fn cache_policies_and_default_key() {
+    let env = env();
+    // An empty key means `<job name>/<ref>`.
+    let mut push = plan(1, "deps", &["mkdir -p c", "echo one > c/f"]);
+    push.sources.ref_name = "main".into();
+    push.caches = vec![CacheSpec {
+        key: String::new(),
+        paths: vec!["c/".into()],
+        policy: CachePolicy::Push,
+        ..CacheSpec::default()
+    }];
+    let (outcome, trace) = env.run(&push).await;
+    assert!(outcome.is_success(), "{trace}");
+    assert!(
+        trace.contains("Not downloading cache deps/main due to policy"),
+        "{trace}"
+    );
+    assert!(trace.contains("Creating cache deps/main..."), "{trace}");
+    assert!(exists(&env.root.join("cache/group/project/deps/main/cache.zip")));
+
+    let mut missing = plan(2, "other", &["test ! -e c/f"]);
+    missing.caches = vec![CacheSpec {
+        key: "nothing-yet".into(),
+        paths: vec!["c/".into()],
+        policy: CachePolicy::Pull,
+        when: When::Always,
+        ..CacheSpec::default()
+    }];
+    let (outcome, trace) = env.run(&missing).await;
+    assert!(outcome.is_success(), "a missing cache is only a warning: {trace}");
+    assert!(trace.contains("WARNING: Failed to extract cache"), "{trace}");
+    assert!(
+        trace.contains("Not uploading cache nothing-yet due to policy"),
+        "{trace}"
+    );
+
+    let mut pull = plan(3, "deps", &["test \"$(cat c/f)\" = one", "exit 1"]);
+    pull.sources.ref_name = "main".into();
+    pull.caches = vec![CacheSpec {
+        key: "$CI_JOB_NAME/$CI_COMMIT_REF_NAME".into(),
+        paths: vec!["c/".into()],
+        ..CacheSpec::default()
+    }];
+    let (outcome, trace) = env.run(&pull).await;
+    assert_eq!(outcome.exit_code(), Some(1), "{trace}");
+    assert!(trace.contains("Successfully extracted cache"), "{trace}");
+    // `when: on_success` caches are not saved for a failed job.
+    assert!(!trace.contains("Creating cache"), "{trace}");
+}
