@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod daemon;
+mod exec;
 mod hooks;
 mod logging;
 mod prompt;

@@ -1,6 +1,7 @@
 //! One module per command; `dispatch` routes the parsed command line to it.
 
 pub mod common;
+mod exec;
 pub mod info;
 mod list;
 mod register;
@@ -20,8 +21,6 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Unregister(args) => unregister::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::RunSingle(args) => run::run_single(*args).await,
-        Command::Exec(_) => {
-            anyhow::bail!("this command is not built yet in this version of oxrunner")
-        }
+        Command::Exec(args) => exec::run(args).await,
     }
 }
