@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     Daemon, Sandbox, alive, fake, finished, global_toml, gone, project_files, shell_runner_toml,
-    wait_file_lines, wait_status,
+    wait_file_lines, wait_polling, wait_status,
 };
 use fake_gitlab::{FakeGitlab, FaultConfig, JobSpec};
 use nix::sys::signal::Signal;
@@ -205,6 +205,16 @@ async fn trace_is_complete_under_injected_faults() {
     )));
     let job = finished(&fake, id, Duration::from_secs(120), &d).await;
     fake.faults().clear();
+    let patches: Vec<u16> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.starts_with(&format!("/api/v4/jobs/{id}/trace")))
+        .map(|r| r.status)
+        .collect();
+    assert!(
+        patches.iter().any(|s| *s >= 500) && patches.iter().any(|s| *s == 416),
+        "no fault was injected, the test proves nothing: {patches:?}"
+    );
     assert_eq!(job.status, "success", "{job:?}\n{}", d.log());
     let trace = job.trace_text();
     let numbers: Vec<u32> = trace
@@ -278,9 +288,22 @@ async fn sigterm_fails_the_running_job_and_kills_it() {
         .wait(Duration::from_secs(15))
         .await
         .unwrap_or_else(|| panic!("runner still running 15 s after SIGTERM (shutdown_timeout 10)"));
-    let _ = status;
+    assert!(
+        status.success(),
+        "jobs were aborted within shutdown_timeout, so exit 0: {status:?}\n{}",
+        d.log()
+    );
     let job = fake.job(id).unwrap();
     assert_eq!(job.status, "failed", "{job:?}\n{}", d.log());
+    // runner_interrupted is not in GitLab's failure_reasons list (the fake sends GitLab's), so it maps to
+    // unknown_failure; a script_failure here would mean the abort was mistaken for the script failing.
+    assert!(
+        matches!(
+            job.failure_reason.as_deref(),
+            Some("runner_interrupted" | "unknown_failure")
+        ),
+        "{job:?}"
+    );
     for pid in pids(&pid_file) {
         assert!(
             gone(pid, Duration::from_secs(5)).await,
@@ -372,5 +395,63 @@ async fn config_edit_adding_a_runner_is_picked_up_without_restart() {
         alive(d.pid().as_raw()),
         "runner must keep running across the reload"
     );
+    quit_ok(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_config() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, 2, "", "");
+    let second = fake.create_runner_token_with_tags("hup", &["hup"], false);
+    wait_polling(&fake, &d, FINISH).await;
+    let id = fake.enqueue_job(no_repo(JobSpec::new("tagged", &["echo picked-after-hup"])).tags(&["hup"]));
+    let mut text = std::fs::read_to_string(sb.config()).unwrap();
+    text += &shell_runner_toml("hup", &fake.url(), &second, &sb.path("hup"), "");
+    std::fs::write(sb.config(), text).unwrap();
+    // SIGHUP kills a process that does not handle it; the runner must reload instead.
+    d.signal(Signal::SIGHUP);
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}", job.trace_text());
+    assert!(alive(d.pid().as_raw()), "runner died on SIGHUP:\n{}", d.log());
+    quit_ok(d).await;
+}
+
+/// The job token and masked values must never be on a child's command line (visible to every local user via
+/// /proc). `GIT_TRACE=<file>` makes every git the job runs (including the runner's own fetch) log its argv.
+// BUG (oxrunner-core, src/script/git.rs credential_rewrite + the `insteadOf` include): git expands the
+// credentialed base URL and hands it to `git-remote-http` as argv, so the job token is readable in
+// /proc/<pid>/cmdline by every local user while the fetch runs. Reported to the lead; run with --ignored.
+#[ignore = "oxrunner-core bug: job token in git-remote-http argv via insteadOf"]
+#[tokio::test(flavor = "multi_thread")]
+async fn job_token_never_reaches_a_git_argv() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let project = fake
+        .create_project("group/argv", &project_files(sb.dir.path()))
+        .unwrap();
+    let d = start(&fake, &sb, 1, "", "");
+    let log = sb.path("git-trace.log");
+    let secret = "ArgvS3cretValue-1234";
+    let id = fake.enqueue_job(
+        JobSpec::new("argv", &["git log -1 --format=%H"])
+            .project(project.id)
+            .variable("GIT_TRACE", &log.to_string_lossy())
+            .masked_variable("MY_SECRET", secret),
+    );
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}\n{}", job.trace_text(), d.log());
+    let argv = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        argv.contains("fetch") || argv.contains("clone"),
+        "GIT_TRACE saw no git fetch:\n{argv}"
+    );
+    let leaks: Vec<&str> = argv.lines().filter(|l| l.contains(&job.token)).collect();
+    assert!(
+        leaks.is_empty(),
+        "the job token was on a git command line:\n{}",
+        leaks.join("\n")
+    );
+    assert!(!argv.contains(secret));
     quit_ok(d).await;
 }

@@ -534,3 +534,101 @@ async fn version_flag_prints_the_gitlab_runner_layout() {
     let arch = out.stdout.lines().find(|l| l.starts_with("OS/Arch:")).unwrap();
     assert!(arch.contains("linux/"), "{arch}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_side_flags_with_an_authentication_token_are_refused_with_a_hint() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let token = fake.create_runner_token("ui");
+    let url = fake.url();
+    let cfg = sb.config_str();
+    let out = sb
+        .run(
+            &[
+                "register",
+                "-n",
+                "-c",
+                &cfg,
+                "--url",
+                &url,
+                "--token",
+                &token,
+                "--executor",
+                "shell",
+                "--tag-list",
+                "a,b",
+            ],
+            &[],
+            None,
+        )
+        .await;
+    out.assert_failed();
+    assert!(
+        out.stderr.contains("--tag-list") && out.stderr.contains("hint:"),
+        "{}",
+        out.stderr
+    );
+    assert_no_secret(&out, &token);
+    assert!(!sb.config().exists() || runners_or_empty(&sb).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_delete_drops_a_legacy_runner_deleted_on_the_server() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let (legacy, _glrt) = two_runners(&fake, &sb).await;
+    // Someone deletes the runner in GitLab: unregister it by token from another machine's (empty) config.
+    let other = Sandbox::new();
+    std::fs::write(other.config(), "concurrent = 1\n").unwrap();
+    let ocfg = other.config_str();
+    let url = fake.url();
+    let out = other
+        .run(
+            &["unregister", "-c", &ocfg, "--url", &url, "--token", &legacy],
+            &[],
+            None,
+        )
+        .await;
+    out.assert_ok();
+    assert_no_secret(&out, &legacy);
+    assert!(fake.runners().iter().all(|r| r.token != legacy));
+
+    let cfg = sb.config_str();
+    let out = sb.run(&["verify", "-c", &cfg, "--delete"], &[], None).await;
+    out.assert_ok();
+    assert!(out.all().contains("is removed"), "{}", out.all());
+    let names: Vec<String> = runners(&sb.config_toml())
+        .iter()
+        .map(|r| s(r, "name").to_string())
+        .collect();
+    assert_eq!(names, ["ui"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn register_without_url_fails_non_interactively_with_a_hint() {
+    let sb = Sandbox::new();
+    let cfg = sb.config_str();
+    let out = sb
+        .run(
+            &[
+                "register",
+                "-n",
+                "-c",
+                &cfg,
+                "--registration-token",
+                REG,
+                "--executor",
+                "shell",
+            ],
+            &[],
+            None,
+        )
+        .await;
+    out.assert_failed();
+    assert!(
+        out.stderr.contains("hint:") && out.stderr.contains("--url"),
+        "{}",
+        out.stderr
+    );
+    assert_no_secret(&out, REG);
+}

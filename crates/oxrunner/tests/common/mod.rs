@@ -195,6 +195,23 @@ pub fn shell_runner_toml(name: &str, url: &str, token: &str, dir: &Path, extra: 
     )
 }
 
+/// Waits until the runner has asked for a job at least once (its signal handlers are installed by then).
+pub async fn wait_polling(fake: &FakeGitlab, daemon: &Daemon, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !fake
+        .requests()
+        .iter()
+        .any(|r| r.method == "POST" && r.path.starts_with("/api/v4/jobs/request"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the runner never asked for a job; log:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until the job is in `status` (e.g. `running`).
 pub async fn wait_status(fake: &FakeGitlab, id: i64, status: &str, timeout: Duration) -> JobRecord {
     let deadline = tokio::time::Instant::now() + timeout;
