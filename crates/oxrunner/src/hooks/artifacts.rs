@@ -64,10 +64,10 @@ pub(crate) async fn download(
         loop {
             match download_one(transport, dep, ctx, &scratch, trace).await {
                 Ok(()) => break,
-                Err(DownloadError::Missing(detail)) => {
+                Err(DownloadError::Missing) => {
                     trace.error(&format!(
-                        "Downloading artifacts from coordinator... not found  {} {detail}",
-                        transport.download_fields(dep)
+                        "Downloading artifacts from coordinator... not found  {}",
+                        transport.download_fields(dep, "responseStatus=404 Not Found status=404")
                     ));
                     return Err(HookError::with_reason(
                         FailureReason::MissingDependencyFailure,
@@ -105,7 +105,7 @@ pub(crate) async fn download(
 }
 
 enum DownloadError {
-    Missing(String),
+    Missing,
     Retry(String),
     Fatal(HookError),
 }
@@ -121,11 +121,11 @@ async fn download_one(
     let path = tmp.path().to_path_buf();
     match transport.download(dep, &path).await {
         Ok(status) => trace.println(&format!("Downloading artifacts from coordinator... {status}")),
-        Err(TransportError::NotFound { detail }) => return Err(DownloadError::Missing(detail)),
+        Err(TransportError::NotFound { .. }) => return Err(DownloadError::Missing),
         Err(e @ TransportError::Forbidden { .. }) => {
             trace.error(&format!(
                 "Downloading artifacts from coordinator... forbidden  {}",
-                transport.download_fields(dep)
+                transport.download_fields(dep, "responseStatus=403 Forbidden status=403")
             ));
             return Err(DownloadError::Fatal(HookError::with_reason(
                 FailureReason::RunnerSystemFailure,
@@ -288,8 +288,8 @@ async fn upload_one(
         Err(TransportError::TooLarge { size }) => {
             let size = if size == 0 { stats.bytes_out } else { size };
             trace.error(&format!(
-                "{prefix} too large archive  {} responseStatus=413 Request Entity Too Large status=413",
-                transport.upload_fields()
+                "{prefix} too large archive  {}",
+                transport.upload_fields("responseStatus=413 Request Entity Too Large status=413")
             ));
             for line in too_large_explanation(size) {
                 trace.println(&line);
@@ -304,8 +304,8 @@ async fn upload_one(
         }
         Err(e) => {
             trace.error(&format!(
-                "{prefix} failed  {} error={e}",
-                transport.upload_fields()
+                "{prefix} failed  {}",
+                transport.upload_fields(&format!("error={e}"))
             ));
             Err(HookError::with_reason(
                 FailureReason::RunnerSystemFailure,

@@ -80,11 +80,12 @@ pub trait ArtifactTransport: Send + Sync {
         dest: &'a Path,
     ) -> BoxFuture<'a, Result<String, TransportError>>;
 
-    /// `id=.. token=..` fields for log lines about this job's uploads.
-    fn upload_fields(&self) -> String;
+    /// The fields of a log line about this job's upload, around `status` (`id=.. <status> token=..`, the order
+    /// gitlab-runner prints).
+    fn upload_fields(&self, status: &str) -> String;
 
-    /// `id=.. token=..` fields for log lines about a dependency's download.
-    fn download_fields(&self, dependency: &Dependency) -> String;
+    /// The same for a dependency's download.
+    fn download_fields(&self, dependency: &Dependency, status: &str) -> String;
 }
 
 /// gitlab-runner's `ShortenToken`: job tokens lose their `glcbt-` prefix so the shown part is not the masked
@@ -170,21 +171,25 @@ impl ArtifactTransport for GitlabTransport {
         })
     }
 
-    fn upload_fields(&self) -> String {
+    fn upload_fields(&self, status: &str) -> String {
         format!(
-            "id={} token={}",
+            "id={} {status} token={}",
             self.job_id,
             short_token(self.job_token.expose())
         )
     }
 
-    fn download_fields(&self, dependency: &Dependency) -> String {
+    fn download_fields(&self, dependency: &Dependency, status: &str) -> String {
         let token = if dependency.token.is_empty() {
             &self.job_token
         } else {
             &dependency.token
         };
-        format!("id={} token={}", dependency.id, short_token(token.expose()))
+        format!(
+            "id={} {status} token={}",
+            dependency.id,
+            short_token(token.expose())
+        )
     }
 }
 
@@ -307,12 +312,12 @@ impl ArtifactTransport for LocalTransport {
         })
     }
 
-    fn upload_fields(&self) -> String {
-        format!("job={}", job_dir_name(self.job_id, &self.job_name))
+    fn upload_fields(&self, status: &str) -> String {
+        format!("job={} {status}", job_dir_name(self.job_id, &self.job_name))
     }
 
-    fn download_fields(&self, dependency: &Dependency) -> String {
-        format!("job={}", job_dir_name(dependency.id, &dependency.name))
+    fn download_fields(&self, dependency: &Dependency, status: &str) -> String {
+        format!("job={} {status}", job_dir_name(dependency.id, &dependency.name))
     }
 }
 
