@@ -212,7 +212,7 @@ async fn trace_is_complete_under_injected_faults() {
         .map(|r| r.status)
         .collect();
     assert!(
-        patches.iter().any(|s| *s >= 500) && patches.iter().any(|s| *s == 416),
+        patches.iter().any(|s| *s >= 500) && patches.contains(&416),
         "no fault was injected, the test proves nothing: {patches:?}"
     );
     assert_eq!(job.status, "success", "{job:?}\n{}", d.log());
@@ -453,5 +453,131 @@ async fn job_token_never_reaches_a_git_argv() {
         leaks.join("\n")
     );
     assert!(!argv.contains(secret));
+    quit_ok(d).await;
+}
+
+/// Debug logging must not print the job payload's secrets: the masked value, the job token, the runner token.
+#[tokio::test(flavor = "multi_thread")]
+async fn debug_log_keeps_secrets_out() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let token = fake.create_runner_token("debug");
+    let text = global_toml(1, "") + &shell_runner_toml("debug", &fake.url(), &token, sb.dir.path(), "");
+    std::fs::write(sb.config(), text).unwrap();
+    let cfg = sb.config_str();
+    let d = sb.spawn(&["--debug", "run", "-c", &cfg]);
+    let secret = "DebugS3cretValue-5678";
+    let id = fake.enqueue_job(
+        no_repo(JobSpec::new("debug", &["echo \"$MY_SECRET\""])).masked_variable("MY_SECRET", secret),
+    );
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}", job.trace_text());
+    let log = d.log();
+    assert!(!log.is_empty(), "debug logging printed nothing");
+    assert!(!log.contains(secret), "masked value in the runner log:\n{log}");
+    assert!(!log.contains(&job.token), "job token in the runner log:\n{log}");
+    assert!(!log.contains(&token), "runner token in the runner log:\n{log}");
+    assert!(!job.trace_text().contains(&job.token));
+    quit_ok(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_limit_truncates_the_trace_but_the_job_goes_on() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, 1, "", "  output_limit = 4\n");
+    let id = fake.enqueue_job(no_repo(JobSpec::new(
+        "chatty",
+        &["seq 1 20000", "echo reached-the-end > end.txt", "test -f end.txt"],
+    )));
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{job:?}");
+    let trace = job.trace_text();
+    assert!(trace.len() < 8 * 1024, "trace not limited: {} bytes", trace.len());
+    assert!(trace.contains("exceeded limit"), "{trace}");
+    assert!(!trace.contains("\n20000\n"));
+    assert_eq!(job.checksum_ok, Some(true));
+    quit_ok(d).await;
+}
+
+/// The seed starts the runner before `register` writes config.toml: the service must wait for the file and
+/// then pick the new runner up.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_waits_for_config_then_register_starts_the_runner() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let cfg = sb.config_str();
+    let d = sb.spawn(&["run", "-c", &cfg]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        alive(d.pid().as_raw()),
+        "run exited without a config file:\n{}",
+        d.log()
+    );
+    let token = fake.create_runner_token("late");
+    let url = fake.url();
+    let builds = sb.path("builds").to_string_lossy().into_owned();
+    sb.run(
+        &[
+            "register",
+            "-n",
+            "-c",
+            &cfg,
+            "--url",
+            &url,
+            "--token",
+            &token,
+            "--executor",
+            "shell",
+            "--name",
+            "late",
+            "--builds-dir",
+            &builds,
+        ],
+        &[],
+        None,
+    )
+    .await
+    .assert_ok();
+    let id = fake.enqueue_job(no_repo(JobSpec::new("late", &["echo late-runner-works"])));
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}", job.trace_text());
+    quit_ok(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn final_update_is_retried_after_server_errors() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, 1, "", "");
+    let id = fake.enqueue_job(no_repo(JobSpec::new("retry", &["sleep 1", "echo ok"])));
+    wait_status(&fake, id, "running", FINISH).await;
+    // The next PUTs (the final update) fail; the runner must retry until GitLab takes it.
+    fake.faults().fail_next(fake_gitlab::Endpoint::JobUpdate, 2, 502);
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{job:?}\n{}", d.log());
+    let puts: Vec<u16> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path == format!("/api/v4/jobs/{id}"))
+        .map(|r| r.status)
+        .collect();
+    assert!(puts.contains(&502), "fault not hit: {puts:?}");
+    quit_ok(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runner_limit_caps_its_jobs_below_concurrent() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, 3, "", "  limit = 1\n");
+    let ids: Vec<i64> = (0..3)
+        .map(|i| fake.enqueue_job(no_repo(JobSpec::new(&format!("l-{i}"), &["sleep 1"]))))
+        .collect();
+    for id in ids {
+        let job = finished(&fake, id, FINISH, &d).await;
+        assert_eq!(job.status, "success");
+    }
+    assert_eq!(fake.max_concurrent_running(), 1, "limit = 1 was exceeded");
     quit_ok(d).await;
 }
