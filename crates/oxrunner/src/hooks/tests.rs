@@ -195,3 +195,86 @@ async fn cache_policies_and_default_key() {
     // `when: on_success` caches are not saved for a failed job.
     assert!(!trace.contains("Creating cache"), "{trace}");
 }
+
+#[tokio::test]
+async fn report_formats_and_empty_selections() {
+    let env = env();
+    let mut job = plan(
+        5,
+        "reports",
+        &[
+            "echo '<testsuite/>' > junit.xml",
+            "echo raw-bytes > data.bin",
+            "echo a > a.txt",
+            "echo b > b.txt",
+        ],
+    );
+    job.artifacts = vec![
+        ArtifactSpec {
+            artifact_type: "junit".into(),
+            artifact_format: "gzip".into(),
+            ..archive(&["junit.xml"])
+        },
+        ArtifactSpec {
+            artifact_type: "metrics".into(),
+            artifact_format: "raw".into(),
+            ..archive(&["data.bin"])
+        },
+        ArtifactSpec {
+            artifact_type: "archive".into(),
+            ..archive(&["no-such-dir/"])
+        },
+    ];
+    let (outcome, trace) = env.run(&job).await;
+    assert!(outcome.is_success(), "{trace}");
+    let gz = std::fs::read(env.artifacts().join("reports/junit/artifacts.gz")).unwrap();
+    assert_eq!(&gz[..2], &[0x1f, 0x8b]);
+    let raw = std::fs::read(env.artifacts().join("reports/metrics/artifacts")).unwrap();
+    assert_eq!(raw, b"raw-bytes\n");
+    assert!(
+        trace.contains("WARNING: no-such-dir: no matching files"),
+        "{trace}"
+    );
+    assert!(trace.contains("WARNING: No files to upload"), "{trace}");
+    assert!(!env.artifacts().join("reports/archive").exists());
+
+    // `raw` takes exactly one file: two make the upload, and so the job, fail.
+    let mut two = plan(6, "two", &["echo a > a.txt", "echo b > b.txt"]);
+    two.artifacts = vec![ArtifactSpec {
+        artifact_type: "metrics".into(),
+        artifact_format: "raw".into(),
+        ..archive(&["a.txt", "b.txt"])
+    }];
+    let (outcome, trace) = env.run(&two).await;
+    assert_eq!(
+        outcome.failure_reason(),
+        Some(FailureReason::ScriptFailure),
+        "{trace}"
+    );
+    assert!(trace.contains("only one file can be sent as raw"), "{trace}");
+}
+
+#[tokio::test]
+async fn hashed_cache_keys_and_compression_level() {
+    let env = env();
+    let mut job = plan(7, "hash", &["mkdir -p c", "echo z > c/f"]);
+    job.variables.push(Variable::new("FF_HASH_CACHE_KEYS", "true"));
+    job.variables
+        .push(Variable::new("CACHE_COMPRESSION_LEVEL", "turbo"));
+    job.caches = vec![CacheSpec {
+        key: "../../escape".into(),
+        paths: vec!["c/".into()],
+        ..CacheSpec::default()
+    }];
+    let (outcome, trace) = env.run(&job).await;
+    assert!(outcome.is_success(), "{trace}");
+    let hashed = CacheStore::hash_key("../../escape");
+    assert!(trace.contains(&format!("Creating cache {hashed}...")), "{trace}");
+    assert!(
+        trace.contains("compression level \"turbo\" is invalid"),
+        "{trace}"
+    );
+    assert!(exists(
+        &env.root.join(format!("cache/group/project/{hashed}/cache.zip"))
+    ));
+}
