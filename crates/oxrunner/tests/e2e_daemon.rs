@@ -581,3 +581,24 @@ async fn runner_limit_caps_its_jobs_below_concurrent() {
     assert_eq!(fake.max_concurrent_running(), 1, "limit = 1 was exceeded");
     quit_ok(d).await;
 }
+
+/// The seed writes `url = "https://gitlab.example/"`; jobs (API and git clone) must work with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn job_runs_with_a_trailing_slash_url() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let project = fake
+        .create_project("group/slash", &project_files(sb.dir.path()))
+        .unwrap();
+    let token = fake.create_runner_token("slash");
+    let url = format!("{}/", fake.url());
+    let text = global_toml(1, "") + &shell_runner_toml("slash", &url, &token, sb.dir.path(), "");
+    std::fs::write(sb.config(), text).unwrap();
+    let cfg = sb.config_str();
+    let d = sb.spawn(&["run", "-c", &cfg]);
+    let id = fake.enqueue_job(JobSpec::new("slash", &["cat hello.txt"]).project(project.id));
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}\n{}", job.trace_text(), d.log());
+    assert!(job.trace_text().contains("hello from the repository"));
+    quit_ok(d).await;
+}

@@ -632,3 +632,161 @@ async fn register_without_url_fails_non_interactively_with_a_hint() {
     );
     assert_no_secret(&out, REG);
 }
+
+/// The seed's config has `url = "https://gitlab.example/"`: a trailing slash must not break any endpoint.
+#[tokio::test(flavor = "multi_thread")]
+async fn url_with_trailing_slash_works_for_every_command() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let url = format!("{}/", fake.url());
+    let cfg = sb.config_str();
+    sb.run(
+        &[
+            "register",
+            "-n",
+            "-c",
+            &cfg,
+            "--url",
+            &url,
+            "--registration-token",
+            REG,
+            "--executor",
+            "shell",
+            "--name",
+            "slash",
+        ],
+        &[],
+        None,
+    )
+    .await
+    .assert_ok();
+    let out = sb.run(&["verify", "-c", &cfg], &[], None).await;
+    out.assert_ok();
+    assert!(out.all().contains("is valid"), "{}", out.all());
+    sb.run(&["unregister", "-c", &cfg, "--name", "slash"], &[], None)
+        .await
+        .assert_ok();
+    assert!(fake.runners().is_empty());
+    assert!(
+        fake.requests().iter().all(|r| !r.path.starts_with("//")),
+        "double slash in a request path: {:?}",
+        fake.requests().iter().map(|r| r.path.clone()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interactive_register_with_an_authentication_token() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let url = fake.url();
+    let token = fake.create_runner_token("ui-interactive");
+    let cfg = sb.config_str();
+    let answers = format!("{url}\n{token}\nlocal-name\ndocker\nalpine:latest\n");
+    let out = sb.run(&["register", "-c", &cfg], &[], Some(&answers)).await;
+    out.assert_ok();
+    assert_no_secret(&out, &token);
+    let rs = runners(&sb.config_toml());
+    assert_eq!(rs.len(), 1);
+    assert_eq!(s(&rs[0], "name"), "local-name");
+    assert_eq!(s(&rs[0], "token"), token);
+    assert_eq!(s(&rs[0], "executor"), "docker");
+    assert_eq!(rs[0]["docker"]["image"].as_str(), Some("alpine:latest"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejected_tokens_and_executors_leave_no_trace() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let url = fake.url();
+    let cfg = sb.config_str();
+    // An unknown glrt token: 403 from verify.
+    let bad = "glrt-doesnotexist12345678";
+    let out = sb
+        .run(
+            &[
+                "register",
+                "-n",
+                "-c",
+                &cfg,
+                "--url",
+                &url,
+                "--token",
+                bad,
+                "--executor",
+                "shell",
+            ],
+            &[],
+            None,
+        )
+        .await;
+    out.assert_failed();
+    assert_no_secret(&out, bad);
+    assert!(
+        out.stderr.contains("403") || out.stderr.to_lowercase().contains("forbidden"),
+        "{}",
+        out.stderr
+    );
+    // A wrong registration token.
+    let wrong = "GR1348941wrong-token-value";
+    let out = sb
+        .run(
+            &[
+                "register",
+                "-n",
+                "-c",
+                &cfg,
+                "--url",
+                &url,
+                "--registration-token",
+                wrong,
+                "--executor",
+                "shell",
+            ],
+            &[],
+            None,
+        )
+        .await;
+    out.assert_failed();
+    assert_no_secret(&out, wrong);
+    // An executor oxrunner does not have: refused before anything is registered.
+    let out = sb
+        .run(
+            &[
+                "register",
+                "-n",
+                "-c",
+                &cfg,
+                "--url",
+                &url,
+                "--registration-token",
+                REG,
+                "--executor",
+                "kubernetes",
+            ],
+            &[],
+            None,
+        )
+        .await;
+    out.assert_failed();
+    assert!(out.stderr.contains("hint:"), "{}", out.stderr);
+    assert!(
+        fake.runners().is_empty(),
+        "a runner was left registered in GitLab"
+    );
+    assert!(!sb.config().exists() || runners_or_empty(&sb).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unregister_of_an_unknown_name_fails_and_keeps_the_file() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    two_runners(&fake, &sb).await;
+    let before = sb.read_config();
+    let cfg = sb.config_str();
+    let out = sb
+        .run(&["unregister", "-c", &cfg, "--name", "nope"], &[], None)
+        .await;
+    out.assert_failed();
+    assert_eq!(sb.read_config(), before);
+    assert_eq!(fake.runners().len(), 2);
+}
