@@ -1,1 +1,32 @@
-//! placeholder
+//! oxrunner-docker: the Docker executor.
+//!
+//! The job runs in one container of the job image; every stage script is fed on the stdin of a shell in that
+//! container (bash when the image has it, else sh), and its output goes to the job trace. The project lives in a
+//! per-job build volume; the runner moves files in and out through the engine's archive API instead of a helper
+//! image or bind mounts of runner paths, so it works unchanged when the runner itself runs in a container with
+//! only the Docker socket mounted.
+//!
+//! # Layout
+//! - [`connect`]: engine address (`host`, `DOCKER_HOST`, TLS) and version negotiation.
+//! - [`settings`]: pull policies, `allowed_images`, sizes, CPUs and `volumes` entries.
+//! - [`executor`]: [`DockerExecutor`], the `oxrunner_core::Executor` implementation.
+//! - [`archive`]: copying trees into and out of containers.
+//! - [`cleanup`]: per-object removal and [`remove_leftovers`] for the daemon's start.
+//! - [`labels`]: the labels put on every object.
+
+pub mod archive;
+pub mod cleanup;
+pub mod connect;
+pub mod error;
+pub mod executor;
+pub mod image;
+pub mod labels;
+mod run;
+pub mod settings;
+
+pub use cleanup::{Removed, remove_leftovers};
+pub use connect::{DEFAULT_DOCKER_HOST, Endpoint, connect};
+pub use error::DockerError;
+pub use executor::{DEFAULT_BUILDS_DIR, DockerExecutor};
+pub use run::DETECT_SHELL;
+pub use settings::PullPolicy;

@@ -1,0 +1,337 @@
+//! `DockerExecutor`: one job container from the job image, a per-job build volume, stage scripts fed on stdin.
+
+use std::path::{Path, PathBuf};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
+use bollard::query_parameters::CreateContainerOptions;
+use futures::future::BoxFuture;
+use oxrunner_config::DockerConfig;
+use oxrunner_core::{
+    CancellationToken, ExecError, Executor, ExitStatus, JobPlan, RunnerContext, StageCommand, TraceWriter,
+};
+
+use crate::archive;
+use crate::cleanup;
+use crate::connect::Endpoint;
+use crate::error::DockerError;
+use crate::image;
+use crate::labels::job_labels;
+use crate::run;
+use crate::settings::{VolumeSpec, image_allowed, parse_cpus, parse_size, parse_volume};
+
+/// Container path of the build volume when the runner context names none.
+pub const DEFAULT_BUILDS_DIR: &str = "/builds";
+
+/// Runs stages in a container of the job's image. The shell reads each stage script on stdin, so the image only
+/// needs `sh`; files move in and out of the build volume through the engine's archive API.
+pub struct DockerExecutor {
+    config: DockerConfig,
+    runner: RunnerContext,
+    docker: Option<Docker>,
+    container: Option<String>,
+    volumes: Vec<String>,
+    networks: Vec<String>,
+}
+
+impl std::fmt::Debug for DockerExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerExecutor")
+            .field("runner", &self.runner.short_token)
+            .field("container", &self.container)
+            .field("volumes", &self.volumes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DockerExecutor {
+    /// An executor for one job; it connects in `prepare`.
+    pub fn new(config: DockerConfig, runner: RunnerContext) -> Self {
+        Self {
+            config,
+            runner,
+            docker: None,
+            container: None,
+            volumes: Vec::new(),
+            networks: Vec::new(),
+        }
+    }
+
+    /// The engine client, once `prepare` connected.
+    pub fn docker(&self) -> Option<&Docker> {
+        self.docker.as_ref()
+    }
+
+    /// The job container id, once `prepare` created it.
+    pub fn container_id(&self) -> Option<&str> {
+        self.container.as_deref()
+    }
+
+    /// Builds root inside the container.
+    pub fn builds_dir(&self) -> PathBuf {
+        if self.runner.builds_dir.as_os_str().is_empty() {
+            PathBuf::from(DEFAULT_BUILDS_DIR)
+        } else {
+            self.runner.builds_dir.clone()
+        }
+    }
+
+    fn ready(&self) -> Result<(&Docker, &str), DockerError> {
+        match (&self.docker, &self.container) {
+            (Some(d), Some(c)) => Ok((d, c)),
+            _ => Err(DockerError::Io {
+                context: "docker executor".to_owned(),
+                source: std::io::Error::other("the job container does not exist (prepare did not succeed)"),
+            }),
+        }
+    }
+
+    /// Copies the tree under `host_dir` into the job container at `container_dir` (e.g. a checkout made on the
+    /// runner side into the build volume).
+    pub async fn copy_to_container(&self, host_dir: &Path, container_dir: &str) -> Result<(), DockerError> {
+        let (docker, container) = self.ready()?;
+        archive::copy_dir_to_container(docker, container, host_dir, container_dir).await
+    }
+
+    /// Copies `container_path` out of the job container into `host_dir`.
+    pub async fn copy_from_container(
+        &self,
+        container_path: &str,
+        host_dir: &Path,
+    ) -> Result<(), DockerError> {
+        let (docker, container) = self.ready()?;
+        archive::copy_from_container(docker, container, container_path, host_dir).await
+    }
+
+    /// The job image: the job's own (checked against `allowed_images`) or the config's default.
+    fn resolve_image(&self, plan: &JobPlan) -> Result<String, DockerError> {
+        let job_image = plan
+            .image
+            .as_ref()
+            .map(|i| i.name.trim())
+            .filter(|n| !n.is_empty());
+        if let Some(name) = job_image {
+            // The runner's own default image is trusted; only images a job asks for are checked.
+            if !image_allowed(name, &self.config.allowed_images) {
+                return Err(DockerError::ImageNotAllowed {
+                    image: name.to_owned(),
+                    allowed: self.config.allowed_images.join(", "),
+                });
+            }
+            return Ok(name.to_owned());
+        }
+        self.config
+            .image
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .ok_or(DockerError::NoImage)
+    }
+
+    /// `user`: the job's `image:docker:user` when `allowed_users` permits it, else the config's.
+    fn resolve_user(&self, plan: &JobPlan) -> Result<Option<String>, DockerError> {
+        let job_user = plan
+            .image
+            .as_ref()
+            .and_then(|i| i.user.clone())
+            .filter(|u| !u.is_empty());
+        match job_user {
+            Some(user) => {
+                let allowed = &self.config.allowed_users;
+                if !allowed.is_empty() && !allowed.contains(&user) {
+                    return Err(DockerError::Config {
+                        key: "allowed_users",
+                        value: allowed.join(", "),
+                        detail: format!("the job asks for user {user:?}, which is not allowed"),
+                        hint: "use an allowed user in the job's image:docker:user, or add it to [runners.docker] allowed_users",
+                    });
+                }
+                Ok(Some(user))
+            }
+            None => Ok(self.config.user.clone().filter(|u| !u.is_empty())),
+        }
+    }
+
+    fn host_config(&self, build_volume: &str) -> Result<HostConfig, DockerError> {
+        let cfg = &self.config;
+        let mut binds = vec![format!("{build_volume}:{}", self.builds_dir().display())];
+        for spec in &cfg.volumes {
+            if let VolumeSpec::Bind(b) = parse_volume(spec)? {
+                binds.push(b);
+            }
+        }
+        let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        Ok(HostConfig {
+            binds: Some(binds),
+            privileged: cfg.privileged,
+            shm_size: cfg.shm_size.filter(|s| *s > 0),
+            memory: cfg
+                .memory
+                .as_deref()
+                .map(|m| parse_size("memory", m))
+                .transpose()?,
+            memory_swap: cfg
+                .memory_swap
+                .as_deref()
+                .map(|m| parse_size("memory_swap", m))
+                .transpose()?,
+            memory_reservation: cfg
+                .memory_reservation
+                .as_deref()
+                .map(|m| parse_size("memory_reservation", m))
+                .transpose()?,
+            nano_cpus: cfg.cpus.as_deref().map(parse_cpus).transpose()?,
+            cpuset_cpus: cfg.cpuset_cpus.clone(),
+            cpu_shares: cfg.cpu_shares,
+            extra_hosts: non_empty(&cfg.extra_hosts),
+            dns: non_empty(&cfg.dns),
+            dns_search: non_empty(&cfg.dns_search),
+            network_mode: cfg.network_mode.clone().filter(|m| !m.is_empty()),
+            cap_add: non_empty(&cfg.cap_add),
+            cap_drop: non_empty(&cfg.cap_drop),
+            security_opt: non_empty(&cfg.security_opt),
+            volumes_from: non_empty(&cfg.volumes_from),
+            runtime: cfg.runtime.clone(),
+            ..Default::default()
+        })
+    }
+
+    async fn prepare_inner(&mut self, plan: &JobPlan, trace: &TraceWriter) -> Result<(), DockerError> {
+        let endpoint = Endpoint::resolve(&self.config);
+        let image = self.resolve_image(plan)?;
+        trace.info(&format!("Using Docker executor with image {image} ..."));
+        let docker = endpoint.connect().await?;
+        self.docker = Some(docker.clone());
+
+        let job_policies = plan
+            .image
+            .as_ref()
+            .map(|i| i.pull_policy.as_slice())
+            .unwrap_or_default();
+        let image_id = image::ensure_image(&docker, &self.config, &image, job_policies, trace).await?;
+        trace.info(&format!("Using docker image {image_id} for {image} ..."));
+
+        let runner = self.runner.short_token.clone();
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!(
+            "runner-{runner}-project-{}-concurrent-{}-{}",
+            plan.project_id,
+            self.runner.concurrent_project_id,
+            &unique[..8]
+        );
+
+        let volume_name = format!("{prefix}-builds");
+        docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(volume_name.clone()),
+                labels: Some(job_labels(&runner, plan.job_id, plan.project_id, "builds")),
+                ..Default::default()
+            })
+            .await
+            .map_err(DockerError::api(format!("creating volume {volume_name}")))?;
+        self.volumes.push(volume_name.clone());
+
+        let anonymous: Vec<String> = self
+            .config
+            .volumes
+            .iter()
+            .map(|s| parse_volume(s))
+            .filter_map(|v| match v {
+                Ok(VolumeSpec::Anonymous(p)) => Some(Ok(p)),
+                Ok(VolumeSpec::Bind(_)) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()?;
+        let image_spec = plan.image.as_ref();
+        let entrypoint = image_spec
+            .map(|i| i.entrypoint.clone())
+            .filter(|e| !e.is_empty() && !self.config.disable_entrypoint_overwrite.unwrap_or(false));
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            cmd: Some(vec![
+                "sh".to_owned(),
+                "-c".to_owned(),
+                run::DETECT_SHELL.to_owned(),
+            ]),
+            entrypoint,
+            env: Some(self.runner.environment.clone()),
+            user: self.resolve_user(plan)?,
+            hostname: self.config.hostname.clone().filter(|h| !h.is_empty()),
+            labels: Some(job_labels(&runner, plan.job_id, plan.project_id, "build")),
+            volumes: (!anonymous.is_empty()).then_some(anonymous),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            tty: Some(false),
+            host_config: Some(self.host_config(&volume_name)?),
+            ..Default::default()
+        };
+        let name = format!("{prefix}-build");
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(DockerError::api(format!(
+                "creating container {name} from {image}"
+            )))?;
+        self.container = Some(created.id);
+        Ok(())
+    }
+
+    async fn cleanup_inner(&mut self) {
+        let Some(docker) = self.docker.clone() else {
+            return;
+        };
+        if let Some(id) = self.container.take()
+            && let Err(e) = cleanup::remove_container(&docker, &id).await
+        {
+            tracing::warn!(error = %e, "removing the job container");
+        }
+        for name in std::mem::take(&mut self.volumes) {
+            if let Err(e) = cleanup::remove_volume(&docker, &name).await {
+                tracing::warn!(error = %e, "removing a job volume");
+            }
+        }
+        for id in std::mem::take(&mut self.networks) {
+            if let Err(e) = cleanup::remove_network(&docker, &id).await {
+                tracing::warn!(error = %e, "removing a job network");
+            }
+        }
+    }
+}
+
+impl Executor for DockerExecutor {
+    fn prepare<'a>(
+        &'a mut self,
+        plan: &'a JobPlan,
+        trace: &'a TraceWriter,
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move { self.prepare_inner(plan, trace).await.map_err(ExecError::from) })
+    }
+
+    fn run<'a>(
+        &'a mut self,
+        cmd: StageCommand,
+        trace: &'a TraceWriter,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<ExitStatus, ExecError>> {
+        Box::pin(async move {
+            let (docker, container) = self.ready()?;
+            run::run_stage(docker, container, &cmd, trace, cancel)
+                .await
+                .map_err(ExecError::from)
+        })
+    }
+
+    fn cleanup(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.cleanup_inner())
+    }
+}
