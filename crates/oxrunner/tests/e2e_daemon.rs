@@ -602,3 +602,75 @@ async fn job_runs_with_a_trailing_slash_url() {
     assert!(job.trace_text().contains("hello from the repository"));
     quit_ok(d).await;
 }
+
+/// A second job of the same project reuses the build directory (fetch strategy) and must check out the new
+/// commit pushed meanwhile, not the stale one.
+#[tokio::test(flavor = "multi_thread")]
+async fn next_job_fetches_the_newly_pushed_commit() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let src = project_files(sb.dir.path());
+    let project = fake.create_project("group/push", &src).unwrap();
+    let d = start(&fake, &sb, 1, "", "");
+    let script = [
+        "echo \"HEAD=$(git rev-parse HEAD)\"",
+        "cat hello.txt",
+        "echo \"DIR=$CI_PROJECT_DIR\"",
+    ];
+    let first = fake.enqueue_job(JobSpec::new("first", &script).project(project.id));
+    let job1 = finished(&fake, first, FINISH, &d).await;
+    assert_eq!(job1.status, "success", "{}", job1.trace_text());
+    assert!(job1.trace_text().contains(&format!("HEAD={}", project.sha)));
+
+    std::fs::write(src.join("hello.txt"), "second version\n").unwrap();
+    let sha2 = fake.push_commit(project.id, &src, "second").unwrap();
+    let second = fake.enqueue_job(JobSpec::new("second", &script).project(project.id));
+    let job2 = finished(&fake, second, FINISH, &d).await;
+    let trace = job2.trace_text();
+    assert_eq!(job2.status, "success", "{trace}");
+    assert!(
+        trace.contains(&format!("HEAD={sha2}")),
+        "stale checkout:\n{trace}"
+    );
+    assert!(trace.contains("second version"), "{trace}");
+    quit_ok(d).await;
+}
+
+/// Two jobs of one project at the same time get different build directories.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_jobs_of_one_project_use_separate_directories() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let project = fake
+        .create_project("group/twins", &project_files(sb.dir.path()))
+        .unwrap();
+    let d = start(&fake, &sb, 2, "", "");
+    let script = [
+        "echo \"DIR=$CI_PROJECT_DIR\"",
+        "echo $CI_JOB_ID > marker.txt",
+        "sleep 2",
+        "test \"$(cat marker.txt)\" = \"$CI_JOB_ID\"",
+    ];
+    let a = fake.enqueue_job(JobSpec::new("a", &script).project(project.id));
+    let b = fake.enqueue_job(JobSpec::new("b", &script).project(project.id));
+    let ja = finished(&fake, a, FINISH, &d).await;
+    let jb = finished(&fake, b, FINISH, &d).await;
+    assert_eq!(ja.status, "success", "{}", ja.trace_text());
+    assert_eq!(jb.status, "success", "{}", jb.trace_text());
+    let dir = |t: String| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("DIR=").map(str::to_string))
+            .unwrap()
+    };
+    assert_eq!(
+        fake.max_concurrent_running(),
+        2,
+        "the two jobs did not overlap; the test proves nothing"
+    );
+    assert_ne!(
+        dir(ja.trace_text()),
+        dir(jb.trace_text()),
+        "parallel jobs shared a build directory"
+    );
+    quit_ok(d).await;
+}
