@@ -674,3 +674,90 @@ async fn concurrent_jobs_of_one_project_use_separate_directories() {
     );
     quit_ok(d).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_token_is_masked_and_odd_output_keeps_the_checksum() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, 1, "", "");
+    let id = fake.enqueue_job(no_repo(JobSpec::new(
+        "odd",
+        &[
+            "echo \"token: $CI_JOB_TOKEN\"",
+            "printf 'progress 1\\rprogress 2\\rprogress 3\\n'",
+            "printf 'bad bytes: \\377\\376 end\\n'",
+            "head -c 300000 /dev/zero | tr '\\0' x",
+            "printf 'no newline at the end'",
+        ],
+    )));
+    let job = finished(&fake, id, FINISH, &d).await;
+    let trace = job.trace_text();
+    assert_eq!(job.status, "success", "{trace}");
+    assert!(!trace.contains(&job.token), "CI_JOB_TOKEN in the trace");
+    assert!(
+        trace.contains("token: [MASKED]"),
+        "{}",
+        &trace[..trace.len().min(3000)]
+    );
+    assert!(trace.contains("progress 3"));
+    assert!(trace.contains(&"x".repeat(300_000)), "long line cut");
+    assert!(trace.contains("no newline at the end"));
+    assert_eq!(job.checksum_ok, Some(true));
+    quit_ok(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_single_wait_timeout_exits_without_jobs() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let token = fake.create_runner_token("idle");
+    let url = fake.url();
+    let cfg = sb.config_str();
+    let mut d = sb.spawn(&[
+        "run-single",
+        "-c",
+        &cfg,
+        "--url",
+        &url,
+        "--token",
+        &token,
+        "--executor",
+        "shell",
+        "--wait-timeout",
+        "2",
+    ]);
+    let status = d
+        .wait(EXIT)
+        .await
+        .unwrap_or_else(|| panic!("run-single ignored --wait-timeout:\n{}", d.log()));
+    assert!(status.success(), "{status:?}\n{}", d.log());
+}
+
+/// SIGQUIT waits for the job; a SIGTERM meanwhile turns it into a forceful shutdown that still reports the job.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_after_sigquit_forces_the_shutdown() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let mut d = start(&fake, &sb, 1, "", "");
+    let pid_file = sb.path("force.pids");
+    let id = fake.enqueue_job(no_repo(JobSpec::new(
+        "forced",
+        &strs(&blocking_script(&pid_file)),
+    )));
+    wait_file_lines(&pid_file, 2, FINISH).await;
+    d.signal(Signal::SIGQUIT);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "SIGQUIT must wait for the running job"
+    );
+    d.signal(Signal::SIGTERM);
+    d.wait(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("runner still running after SIGQUIT + SIGTERM:\n{}", d.log()));
+    let job = fake.job(id).unwrap();
+    assert_eq!(job.status, "failed", "{job:?}");
+    for pid in pids(&pid_file) {
+        assert!(gone(pid, Duration::from_secs(5)).await, "process {pid} survived");
+    }
+}
