@@ -790,3 +790,55 @@ async fn unregister_of_an_unknown_name_fails_and_keeps_the_file() {
     assert_eq!(sb.read_config(), before);
     assert_eq!(fake.runners().len(), 2);
 }
+
+/// Rewrites by unregister and verify --delete keep config.toml private (it holds tokens).
+#[tokio::test(flavor = "multi_thread")]
+async fn rewritten_config_stays_private() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    two_runners(&fake, &sb).await;
+    let cfg = sb.config_str();
+    let mode = || std::fs::metadata(sb.config()).unwrap().permissions().mode() & 0o777;
+    // Even if someone loosened it meanwhile.
+    std::fs::set_permissions(sb.config(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    sb.run(&["unregister", "-c", &cfg, "--name", "legacy"], &[], None)
+        .await
+        .assert_ok();
+    assert_eq!(mode(), 0o600, "unregister left the tokens world-readable");
+    let text = sb.read_config();
+    std::fs::write(
+        sb.config(),
+        format!(
+            "{text}\n[[runners]]\n  name = \"gone\"\n  url = \"{}\"\n  token = \"glrt-unknowntothefake000\"\n  executor = \"shell\"\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    sb.run(&["verify", "-c", &cfg, "--delete"], &[], None)
+        .await
+        .assert_ok();
+    assert_eq!(mode(), 0o600);
+    let names: Vec<String> = runners(&sb.config_toml())
+        .iter()
+        .map(|r| s(r, "name").to_string())
+        .collect();
+    assert_eq!(names, ["ui"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_on_a_missing_config_explain_what_to_do() {
+    let sb = Sandbox::new();
+    let cfg = sb.config_str();
+    for cmd in ["verify", "unregister"] {
+        let out = sb
+            .run(
+                &[cmd, "-c", &cfg, "--all-runners"][..if cmd == "verify" { 3 } else { 4 }],
+                &[],
+                None,
+            )
+            .await;
+        out.assert_failed();
+        assert!(out.stderr.contains("hint:"), "{cmd}: {}", out.stderr);
+        assert!(out.stderr.contains("config.toml"), "{cmd}: {}", out.stderr);
+    }
+}
