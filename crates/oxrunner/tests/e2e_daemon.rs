@@ -761,3 +761,30 @@ async fn sigterm_after_sigquit_forces_the_shutdown() {
         assert!(gone(pid, Duration::from_secs(5)).await, "process {pid} survived");
     }
 }
+
+/// A reload (SIGHUP, or an edit of the runner's own entry) must not touch a running job.
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_during_a_job_leaves_it_running() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, 1, "", "");
+    let id = fake.enqueue_job(no_repo(JobSpec::new(
+        "steady",
+        &["sleep 3", "echo survived-reload"],
+    )));
+    wait_status(&fake, id, "running", FINISH).await;
+    // Change the runner entry itself (its request loop restarts) and send SIGHUP.
+    let text = std::fs::read_to_string(sb.config()).unwrap().replace(
+        "executor = \"shell\"",
+        "executor = \"shell\"\n  output_limit = 8192",
+    );
+    std::fs::write(sb.config(), text).unwrap();
+    d.signal(Signal::SIGHUP);
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}\n{}", job.trace_text(), d.log());
+    assert!(job.trace_text().contains("survived-reload"));
+    // And the restarted loop still takes jobs.
+    let next = fake.enqueue_job(no_repo(JobSpec::new("after", &["echo next"])));
+    assert_eq!(finished(&fake, next, FINISH, &d).await.status, "success");
+    quit_ok(d).await;
+}
