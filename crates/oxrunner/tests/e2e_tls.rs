@@ -121,3 +121,50 @@ async fn https_ca_is_picked_from_the_certs_folder() {
     out.assert_ok();
     assert!(out.all().contains("is valid"), "{}", out.all());
 }
+
+/// A job over HTTPS: the API calls and the git clone must both trust the private CA, whether it comes from
+/// `tls-ca-file` or from `<config dir>/certs/<host>.crt`.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_clone_over_https_with_the_private_ca() {
+    let (fake, pki) = https_fake().await;
+    for via_certs_dir in [false, true] {
+        let sb = Sandbox::new();
+        let src = common::project_files(sb.dir.path());
+        let project = fake
+            .create_project(&format!("group/tls{}", u8::from(via_certs_dir)), &src)
+            .unwrap();
+        let token = fake.create_runner_token("tls");
+        let extra = if via_certs_dir {
+            let certs = sb.config().parent().unwrap().join("certs");
+            std::fs::create_dir_all(&certs).unwrap();
+            std::fs::write(certs.join("localhost.crt"), &pki.ca_pem).unwrap();
+            String::new()
+        } else {
+            let ca = sb.path("ca.pem");
+            std::fs::write(&ca, &pki.ca_pem).unwrap();
+            format!("  tls-ca-file = \"{}\"\n", ca.display())
+        };
+        let text = common::global_toml(1, "")
+            + &common::shell_runner_toml("tls", &fake.url(), &token, sb.dir.path(), &extra);
+        std::fs::write(sb.config(), text).unwrap();
+        let cfg = sb.config_str();
+        let d = sb.spawn(&["run", "-c", &cfg]);
+        let id = fake.enqueue_job(
+            fake_gitlab::JobSpec::new("tls", &["cat hello.txt", "echo \"HEAD=$(git rev-parse HEAD)\""])
+                .project(project.id),
+        );
+        let job = common::finished(&fake, id, std::time::Duration::from_secs(60), &d).await;
+        let trace = job.trace_text();
+        assert_eq!(
+            job.status,
+            "success",
+            "certs dir: {via_certs_dir}\n{trace}\n{}",
+            d.log()
+        );
+        assert!(trace.contains("hello from the repository"), "{trace}");
+        assert!(trace.contains(&format!("HEAD={}", project.sha)));
+        let mut d = d;
+        let status = d.quit(std::time::Duration::from_secs(30)).await;
+        assert!(status.success());
+    }
+}
