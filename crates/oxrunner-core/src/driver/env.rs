@@ -44,6 +44,12 @@ pub fn job_variables(plan: &JobPlan, ctx: &RunnerContext, project_dir: &Path, tm
         vars.push(v);
     }
     vars.extend(plan.variables.iter().cloned());
+    // GitLab always sends CI_JOB_TOKEN; git's credential helper reads it, so a hand-made plan gets it too.
+    if plan.variables.value("CI_JOB_TOKEN").is_none() && !plan.job_token.is_empty() {
+        let mut v = Variable::masked("CI_JOB_TOKEN", plan.job_token.expose().to_owned());
+        v.raw = true;
+        vars.push(v);
+    }
     if SHARED_ENV_EXECUTORS.contains(&ctx.executor.as_str()) {
         vars.push(Variable::new("CI_SHARED_ENVIRONMENT", "true"));
     } else {

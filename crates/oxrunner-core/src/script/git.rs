@@ -173,6 +173,34 @@ fn credential_rewrite(url: &str) -> (String, Option<(Secret, String)>) {
     }
 }
 
+/// Git configuration that authenticates requests to `base` without the credentials ever being part of a URL.
+///
+/// An `insteadOf` rewrite would put the token into the URL that git hands to `git-remote-http` on its command
+/// line, readable by every local user in /proc. When the password is the job token, a credential helper reads it
+/// from `CI_JOB_TOKEN` in the environment of the git process instead (the helper's own command line holds only the
+/// variable's name); any other credentials keep the rewrite. The empty `helper` first drops helpers from the
+/// user's global configuration, so a stored password cannot shadow the job token.
+fn credential_config(with_creds: &Secret, base: &str, job_token: &str) -> String {
+    let (_, userinfo, _) = split_url(with_creds.expose());
+    let (user, password) = userinfo
+        .map(|u| u.split_once(':').unwrap_or((u, "")))
+        .unwrap_or(("", ""));
+    if !job_token.is_empty() && password == job_token && !user.is_empty() {
+        format!(
+            "[credential {}]\n\thelper =\n\thelper = {}\n\tusername = {}\n",
+            git_config_string(base),
+            git_config_string("!f() { test \"$1\" = get && echo \"password=${CI_JOB_TOKEN}\"; }; f"),
+            git_config_string(user)
+        )
+    } else {
+        format!(
+            "[url {}]\n\tinsteadOf = {}\n",
+            git_config_string(with_creds.expose()),
+            git_config_string(base)
+        )
+    }
+}
+
 fn git_config_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
@@ -276,12 +304,7 @@ impl SourcesScript<'_> {
 
         let mut ext_conf = String::new();
         if let Some((with_creds, base)) = &rewrite {
-            let _ = write!(
-                ext_conf,
-                "[url {}]\n\tinsteadOf = {}\n",
-                git_config_string(with_creds.expose()),
-                git_config_string(base)
-            );
+            ext_conf.push_str(&credential_config(with_creds, base, self.plan.job_token.expose()));
         }
         if let Some(ca) = &self.ca_file_path {
             let (scheme, _, rest) = split_url(&remote);
