@@ -860,3 +860,42 @@ async fn hanging_after_script_is_bounded_by_the_job_timeout() {
     assert_eq!(job.failure_reason.as_deref(), Some("job_execution_timeout"));
     quit_ok(d).await;
 }
+
+/// A registered shell runner has no builds_dir (as the seed's config): builds go under the working directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn default_builds_dir_is_under_the_working_directory() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let project = fake
+        .create_project("group/wd", &project_files(sb.dir.path()))
+        .unwrap();
+    let token = fake.create_runner_token("wd");
+    let text = format!(
+        "{}\n[[runners]]\n  name = \"wd\"\n  url = \"{}\"\n  token = \"{token}\"\n  executor = \"shell\"\n",
+        global_toml(1, ""),
+        fake.url()
+    );
+    std::fs::write(sb.config(), text).unwrap();
+    let wd = sb.path("workdir");
+    std::fs::create_dir_all(&wd).unwrap();
+    let cfg = sb.config_str();
+    let wd_s = wd.to_string_lossy().into_owned();
+    let d = sb.spawn(&["run", "-c", &cfg, "-d", &wd_s]);
+    let id = fake.enqueue_job(
+        JobSpec::new("wd", &["echo \"DIR=$CI_PROJECT_DIR\"", "cat hello.txt"]).project(project.id),
+    );
+    let job = finished(&fake, id, FINISH, &d).await;
+    let trace = job.trace_text();
+    assert_eq!(job.status, "success", "{trace}\n{}", d.log());
+    let dir = trace
+        .lines()
+        .find_map(|l| l.strip_prefix("DIR="))
+        .unwrap_or_else(|| panic!("{trace}"));
+    assert!(
+        Path::new(dir).starts_with(wd.join("builds")),
+        "build dir {dir} is not under {}/builds",
+        wd.display()
+    );
+    assert!(Path::new(dir).join("hello.txt").is_file());
+    quit_ok(d).await;
+}
