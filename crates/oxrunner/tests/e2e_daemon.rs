@@ -899,3 +899,63 @@ async fn default_builds_dir_is_under_the_working_directory() {
     assert!(Path::new(dir).join("hello.txt").is_file());
     quit_ok(d).await;
 }
+
+/// A token past 75% of its lifetime is rotated: config.toml gets the new token (still private), the runner
+/// reloads with it and keeps taking jobs.
+#[tokio::test(flavor = "multi_thread")]
+async fn expiring_token_is_rotated_and_the_runner_keeps_working() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let token = fake.create_runner_token("rotate");
+    let expires = time_in_a_day();
+    let extra = format!("  token_obtained_at = 2020-01-01T00:00:00Z\n  token_expires_at = {expires}\n");
+    let text = global_toml(1, "") + &shell_runner_toml("rotate", &fake.url(), &token, sb.dir.path(), &extra);
+    std::fs::write(sb.config(), text).unwrap();
+    std::fs::set_permissions(sb.config(), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let cfg = sb.config_str();
+    let d = sb.spawn(&["run", "-c", &cfg]);
+    let deadline = tokio::time::Instant::now() + FINISH;
+    let new_token = loop {
+        let runner = fake
+            .runners()
+            .into_iter()
+            .find(|r| r.description == "rotate")
+            .unwrap();
+        if runner.token != token {
+            break runner.token;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "token never rotated:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let id = fake.enqueue_job(no_repo(JobSpec::new("after-rotation", &["echo rotated-ok"])));
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}", job.trace_text());
+    let config = sb.read_config();
+    assert!(
+        config.contains(&new_token),
+        "config.toml not updated with the new token"
+    );
+    assert!(!config.contains(&token));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(sb.config()).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let log = d.log();
+    assert!(
+        !log.contains(&token) && !log.contains(&new_token),
+        "full token in the log:\n{log}"
+    );
+    quit_ok(d).await;
+}
+
+/// RFC 3339 UTC timestamp one day from now (TOML datetime syntax).
+fn time_in_a_day() -> String {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    t.replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
