@@ -842,3 +842,48 @@ async fn commands_on_a_missing_config_explain_what_to_do() {
         assert!(out.stderr.contains("config.toml"), "{cmd}: {}", out.stderr);
     }
 }
+
+/// An unreachable GitLab is not "runner deleted": verify --delete keeps the runner, unregister keeps it in the file
+/// and says so through the exit code, while the reachable runner is handled normally.
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_server_never_drops_a_runner_from_the_config() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    two_runners(&fake, &sb).await;
+    // A port nothing listens on: bind, note the port, close.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let text = sb.read_config();
+    std::fs::write(
+        sb.config(),
+        format!(
+            "{text}\n[[runners]]\n  name = \"offline\"\n  url = \"{dead}\"\n  token = \"glrt-offlinerunnertoken00\"\n  executor = \"shell\"\n"
+        ),
+    )
+    .unwrap();
+    let cfg = sb.config_str();
+    let out = sb.run(&["verify", "-c", &cfg, "--delete"], &[], None).await;
+    out.assert_failed();
+    assert_no_secret(&out, "glrt-offlinerunnertoken00");
+    assert_eq!(
+        runners(&sb.config_toml()).len(),
+        3,
+        "verify --delete dropped a runner it could not reach"
+    );
+
+    let out = sb
+        .run(&["unregister", "-c", &cfg, "--all-runners"], &[], None)
+        .await;
+    out.assert_failed();
+    let names: Vec<String> = runners_or_empty(&sb)
+        .iter()
+        .map(|r| s(r, "name").to_string())
+        .collect();
+    assert_eq!(names, ["offline"], "only the unreachable runner stays");
+    assert!(
+        fake.runners().iter().all(|r| r.created_in_ui),
+        "legacy runner not unregistered"
+    );
+}
