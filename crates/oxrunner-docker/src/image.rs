@@ -48,7 +48,8 @@ pub async fn ensure_image(
 ) -> Result<String, DockerError> {
     let policies = effective_pull_policies(&config.pull_policy, &config.allowed_pull_policies, job_policies)?;
     let mut last = None;
-    for policy in policies {
+    let attempts = policies.len();
+    for (n, policy) in policies.into_iter().enumerate() {
         let present = local_image(docker, image).await?;
         let result = match (policy, present) {
             (PullPolicy::Never, Some(id)) | (PullPolicy::IfNotPresent, Some(id)) => return Ok(id),
@@ -73,7 +74,11 @@ pub async fn ensure_image(
                 });
             }
             Err(e) => {
-                trace.warning(&format!("{}", e.to_string().lines().next().unwrap_or_default()));
+                // The last failure becomes the job's error message; earlier ones are worth a warning.
+                if n + 1 < attempts {
+                    let first_line = e.to_string().lines().next().unwrap_or_default().to_owned();
+                    trace.warning(&format!("{first_line}, trying the next pull policy"));
+                }
                 last = Some(e);
             }
         }
