@@ -168,7 +168,7 @@ async fn cancel_stops_a_running_job_and_cleanup_leaves_nothing() {
     .await
     .expect("cancel must end the stage")
     .unwrap();
-    assert!(!status.success(), "{status:?}");
+    assert_eq!(status, ExitStatus::Signal(9));
     assert!(trace.text().contains("started"));
     exec.cleanup().await;
     assert_eq!(objects_of(&docker, &ctx.short_token).await, (vec![], vec![]));
@@ -188,6 +188,17 @@ async fn seed_volumes_mount_the_docker_socket_and_a_cache_volume() {
     let mut exec = DockerExecutor::new(cfg, ctx.clone());
     let trace = Trace::new();
     exec.prepare(&plan(106), &trace.writer).await.unwrap();
+    let info = docker
+        .inspect_container(exec.container_id().unwrap(), None)
+        .await
+        .unwrap();
+    let cache_volume = info
+        .mounts
+        .unwrap()
+        .into_iter()
+        .find(|m| m.destination.as_deref() == Some("/cache"))
+        .and_then(|m| m.name)
+        .expect("an anonymous volume at /cache");
     let status = run(
         &mut exec,
         "test -S /var/run/docker.sock && echo socket-ok; test -d /cache && echo cache-ok; touch /cache/x",
@@ -198,5 +209,9 @@ async fn seed_volumes_mount_the_docker_socket_and_a_cache_volume() {
     assert_eq!(status, ExitStatus::Code(0), "{text}");
     assert!(text.contains("socket-ok") && text.contains("cache-ok"), "{text}");
     exec.cleanup().await;
+    assert!(
+        docker.inspect_volume(&cache_volume).await.is_err(),
+        "anonymous volume left behind"
+    );
     assert_eq!(objects_of(&docker, &ctx.short_token).await, (vec![], vec![]));
 }
