@@ -195,3 +195,33 @@ kid:
         run.dump()
     );
 }
+
+#[test]
+fn ctrl_c_stops_running_jobs_and_skips_the_rest() {
+    let ci =
+        "a:\n  script:\n    - echo started\n    - sleep 60\nb:\n  stage: deploy\n  script:\n    - echo b\n";
+    let repo = Repo::new(ci, &[]);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_oxrunner"))
+        .arg("exec")
+        .current_dir(repo.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = repo.path().join(".oxrunner/logs/a.log");
+    // Wait (bounded) until the job's script runs, so the interrupt hits a running job.
+    for _ in 0..600 {
+        if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("\nstarted")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAILED (job_canceled)"), "{text}");
+    assert!(text.contains("skipped: interrupted"), "{text}");
+    assert!(!repo.path().join(".oxrunner/lock").exists());
+}

@@ -5,7 +5,7 @@
 //! partial line is ever held.
 
 use std::fs::OpenOptions;
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -196,7 +196,8 @@ pub async fn follow(
         .append(append)
         .truncate(!append)
         .open(log_path)?;
-    let mut log = BufWriter::with_capacity(256 * 1024, file);
+    // Unbuffered: chunks are already large when output is fast, and `tail -f` on the log stays live.
+    let mut log = file;
     let mut log_ok = true;
     while let Some(chunk) = follower.next_chunk().await? {
         if log_ok && log.write_all(&chunk).is_err() {
