@@ -30,7 +30,8 @@ fn relative(container_dir: &str) -> Result<PathBuf, DockerError> {
     Ok(rel)
 }
 
-/// Tars the contents of `host_dir` as `container_dir` (parents included, so the engine creates them).
+/// Tars the contents of `host_dir` as `container_dir`. Missing parents are left to the engine, which creates them
+/// (0755); emitting them here would reset the modes of existing ones such as `/tmp`.
 fn tar_dir(host_dir: &Path, container_dir: &str) -> Result<Vec<u8>, DockerError> {
     let rel = relative(container_dir)?;
     let io = |source| DockerError::Io {
@@ -40,23 +41,45 @@ fn tar_dir(host_dir: &Path, container_dir: &str) -> Result<Vec<u8>, DockerError>
     let mut builder = tar::Builder::new(Vec::new());
     // Symlinks are copied as links: a job's checkout may contain links pointing outside it.
     builder.follow_symlinks(false);
-    let mut parent = PathBuf::new();
-    for c in rel.iter() {
-        parent.push(c);
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_mode(0o777);
-        header.set_size(0);
-        builder
-            .append_data(&mut header, &parent, std::io::empty())
-            .map_err(io)?;
-    }
-    if rel.as_os_str().is_empty() {
-        builder.append_dir_all(".", host_dir).map_err(io)?;
+    let top = if rel.as_os_str().is_empty() {
+        Path::new(".")
     } else {
-        builder.append_dir_all(&rel, host_dir).map_err(io)?;
-    }
+        rel.as_path()
+    };
+    builder.append_dir_all(top, host_dir).map_err(io)?;
     builder.into_inner().map_err(io)
+}
+
+/// A tar holding only the directory `container_dir` with mode 0777.
+fn tar_open_dir(container_dir: &str) -> Result<Vec<u8>, DockerError> {
+    let rel = relative(container_dir)?;
+    let io = |source| DockerError::Io {
+        context: format!("packing the directory {container_dir}"),
+        source,
+    };
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o777);
+    header.set_size(0);
+    builder
+        .append_data(&mut header, &rel, std::io::empty())
+        .map_err(io)?;
+    builder.into_inner().map_err(io)
+}
+
+/// Creates `container_dir` (or changes an existing one, e.g. a volume's mount point) with mode 0777, so a job
+/// running as any user can write there, as gitlab-runner's helper achieves with `umask 0000`.
+pub async fn make_dir_open(docker: &Docker, container: &str, container_dir: &str) -> Result<(), DockerError> {
+    let data = tar_open_dir(container_dir)?;
+    let options = UploadToContainerOptions {
+        path: "/".to_owned(),
+        ..Default::default()
+    };
+    docker
+        .upload_to_container(container, Some(options), bollard::body_full(data.into()))
+        .await
+        .map_err(DockerError::api(format!("creating {container}:{container_dir}")))
 }
 
 /// Copies the tree under `host_dir` into the container at `container_dir` (created if missing; existing files are

@@ -282,7 +282,9 @@ impl DockerExecutor {
             .map_err(DockerError::api(format!(
                 "creating container {name} from {image}"
             )))?;
-        self.container = Some(created.id);
+        self.container = Some(created.id.clone());
+        let builds_dir = self.builds_dir().display().to_string();
+        archive::make_dir_open(&docker, &created.id, &builds_dir).await?;
         Ok(())
     }
 

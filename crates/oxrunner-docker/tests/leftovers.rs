@@ -103,11 +103,13 @@ async fn container_settings_reach_the_engine() {
     assert_eq!(binds.len(), 1, "{binds:?}");
     assert!(binds[0].ends_with("-builds:/builds"), "{binds:?}");
 
-    // The job runs as the configured user and sees the extra host; the build volume is writable for it only
-    // when the engine created it, so stay in /tmp.
+    // The job runs as the configured user (and can write in the build volume) and sees the extra host.
     let status = exec
         .run(
-            common::step("id -un; hostname; grep gitlab.test /etc/hosts", "/tmp/job"),
+            common::step(
+                "id -un; hostname; grep gitlab.test /etc/hosts; touch mine",
+                "/builds/group/project",
+            ),
             &trace.writer,
             oxrunner_core::CancellationToken::new(),
         )
