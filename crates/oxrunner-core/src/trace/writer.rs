@@ -56,6 +56,11 @@ struct Inner {
 
 impl Inner {
     fn push(&mut self, bytes: &[u8]) {
+        // Past the output limit nothing reaches the spool, so masking (the costly part) would be wasted work;
+        // the executor still reads the bytes so the job does not block on a full pipe.
+        if self.truncated {
+            return;
+        }
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
         self.masker.write(bytes, &mut out);
@@ -64,6 +69,9 @@ impl Inner {
     }
 
     fn flush_masker(&mut self) {
+        if self.truncated {
+            return;
+        }
         let mut out = Vec::new();
         self.masker.flush(&mut out);
         self.emit(&out);
@@ -78,6 +86,11 @@ impl Inner {
     /// character at the end until the next write.
     fn emit(&mut self, data: &[u8]) {
         if self.truncated || data.is_empty() {
+            return;
+        }
+        // Common case, valid UTF-8 with nothing held back: no copies.
+        if self.utf8_pending.is_empty() && std::str::from_utf8(data).is_ok() {
+            self.emit_valid(data);
             return;
         }
         let mut buf = std::mem::take(&mut self.utf8_pending);

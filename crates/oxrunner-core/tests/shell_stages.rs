@@ -1,0 +1,60 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Which shell each kind of stage gets, and that output past the output limit is still drained.
+
+use oxrunner_core::{CancellationToken, Executor, MaskSet, ShellExecutor, Stage, StageCommand, TraceWriter};
+
+async fn run_stage(exec: &mut ShellExecutor, stage: Stage, script: &str, dir: &std::path::Path) -> String {
+    let (trace, handle) = TraceWriter::new(dir, MaskSet::new(vec!["s3cr3t-value".into()], &[]), 0).unwrap();
+    let cmd = StageCommand {
+        predefined: stage.is_predefined(),
+        stage,
+        script: script.to_owned(),
+        shell_workdir: dir.to_path_buf(),
+    };
+    let status = exec.run(cmd, &trace, CancellationToken::new()).await.unwrap();
+    assert!(status.success(), "{status}");
+    handle.finish().await;
+    String::from_utf8_lossy(&handle.read_all().unwrap()).into_owned()
+}
+
+const PROBE: &str = "if shopt -q login_shell; then echo shell=login; else echo shell=plain; fi\n";
+
+#[tokio::test]
+async fn runner_stages_use_a_plain_shell_and_user_steps_a_login_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut exec = ShellExecutor::new();
+    for stage in [
+        Stage::PrepareScript,
+        Stage::GetSources,
+        Stage::CleanupFileVariables,
+    ] {
+        let out = run_stage(&mut exec, stage.clone(), PROBE, dir.path()).await;
+        assert!(out.contains("shell=plain"), "{stage}: {out}");
+    }
+    for stage in [Stage::Step("script".into()), Stage::AfterScript] {
+        let out = run_stage(&mut exec, stage.clone(), PROBE, dir.path()).await;
+        assert!(out.contains("shell=login"), "{stage}: {out}");
+    }
+    let mut plain = ShellExecutor::new().with_login_shell(false);
+    let out = run_stage(&mut plain, Stage::Step("script".into()), PROBE, dir.path()).await;
+    assert!(out.contains("shell=plain"), "{out}");
+}
+
+#[tokio::test]
+async fn output_past_the_limit_is_drained_and_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut exec = ShellExecutor::new().with_login_shell(false);
+    // 32 MiB after the 4 MiB limit, the secret in every line, and a marker after all of it: the stage must
+    // read everything (or `yes | head` would block on a full pipe) and keep only the first 4 MiB.
+    let script = "yes 'line with s3cr3t-value in it' | head -c 37748736; echo after-the-flood\n";
+    let out = run_stage(&mut exec, Stage::Step("script".into()), script, dir.path()).await;
+    assert!(
+        out.contains("Job's log exceeded limit of 4194304 bytes."),
+        "{}",
+        out.len()
+    );
+    assert!(!out.contains("after-the-flood"));
+    assert!(!out.contains("s3cr3t-value"));
+    assert!(out.contains("[MASKED]"));
+    assert!(out.len() < 4 * 1024 * 1024 + 1024, "{}", out.len());
+}
