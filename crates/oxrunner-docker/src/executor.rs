@@ -12,6 +12,7 @@ use oxrunner_core::{
 };
 
 use crate::archive;
+use crate::auth;
 use crate::cleanup;
 use crate::connect::Endpoint;
 use crate::error::DockerError;
@@ -209,7 +210,28 @@ impl DockerExecutor {
             .as_ref()
             .map(|i| i.pull_policy.as_slice())
             .unwrap_or_default();
-        let image_id = image::ensure_image(&docker, &self.config, &image, job_policies, trace).await?;
+        let home_config = auth::home_docker_config();
+        let credentials = auth::credentials_for(
+            &image,
+            plan.variables.value("DOCKER_AUTH_CONFIG"),
+            home_config.as_deref(),
+            &plan.credentials,
+        );
+        if let Some(user) = credentials.as_ref().and_then(|c| c.username.as_deref()) {
+            trace.info(&format!(
+                "Authenticating with credentials of {user} for {}",
+                auth::registry_of(&image)
+            ));
+        }
+        let image_id = image::ensure_image(
+            &docker,
+            &self.config,
+            &image,
+            job_policies,
+            credentials.as_ref(),
+            trace,
+        )
+        .await?;
         trace.info(&format!("Using docker image {image_id} for {image} ..."));
 
         let runner = self.runner.short_token.clone();

@@ -1,6 +1,7 @@
 //! Getting the job image onto the engine according to the pull policies.
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::query_parameters::CreateImageOptions;
 use futures::StreamExt;
 use oxrunner_config::DockerConfig;
@@ -18,13 +19,18 @@ async fn local_image(docker: &Docker, image: &str) -> Result<Option<String>, Doc
     }
 }
 
-async fn pull(docker: &Docker, image: &str, trace: &TraceWriter) -> Result<(), String> {
+async fn pull(
+    docker: &Docker,
+    image: &str,
+    credentials: Option<&DockerCredentials>,
+    trace: &TraceWriter,
+) -> Result<(), String> {
     trace.info(&format!("Pulling docker image {image} ..."));
     let options = CreateImageOptions {
         from_image: Some(image.to_owned()),
         ..Default::default()
     };
-    let mut stream = docker.create_image(Some(options), None, None);
+    let mut stream = docker.create_image(Some(options), None, credentials.cloned());
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
@@ -44,6 +50,7 @@ pub async fn ensure_image(
     config: &DockerConfig,
     image: &str,
     job_policies: &[String],
+    credentials: Option<&DockerCredentials>,
     trace: &TraceWriter,
 ) -> Result<String, DockerError> {
     let policies = effective_pull_policies(&config.pull_policy, &config.allowed_pull_policies, job_policies)?;
@@ -56,12 +63,14 @@ pub async fn ensure_image(
             (PullPolicy::Never, None) => Err(DockerError::ImageMissing {
                 image: image.to_owned(),
             }),
-            (PullPolicy::IfNotPresent, None) | (PullPolicy::Always, _) => pull(docker, image, trace)
-                .await
-                .map_err(|detail| DockerError::Pull {
-                    image: image.to_owned(),
-                    detail,
-                }),
+            (PullPolicy::IfNotPresent, None) | (PullPolicy::Always, _) => {
+                pull(docker, image, credentials, trace)
+                    .await
+                    .map_err(|detail| DockerError::Pull {
+                        image: image.to_owned(),
+                        detail,
+                    })
+            }
         };
         match result {
             Ok(()) => {

@@ -10,11 +10,13 @@
 //! - [`connect`]: engine address (`host`, `DOCKER_HOST`, TLS) and version negotiation.
 //! - [`settings`]: pull policies, `allowed_images`, sizes, CPUs and `volumes` entries.
 //! - [`executor`]: [`DockerExecutor`], the `oxrunner_core::Executor` implementation.
+//! - [`auth`]: registry credentials for pulls.
 //! - [`archive`]: copying trees into and out of containers.
 //! - [`cleanup`]: per-object removal and [`remove_leftovers`] for the daemon's start.
 //! - [`labels`]: the labels put on every object.
 
 pub mod archive;
+pub mod auth;
 pub mod cleanup;
 pub mod connect;
 pub mod error;
