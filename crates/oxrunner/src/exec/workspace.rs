@@ -224,3 +224,33 @@ pub fn dir_name(job: &str) -> String {
     let s = s.trim_matches('.').to_string();
     if s.is_empty() { "job".into() } else { s }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names_become_single_directory_names() {
+        assert_eq!(dir_name("build"), "build");
+        assert_eq!(dir_name("test: [en, pg]"), "test___en__pg_");
+        assert_eq!(dir_name("../x"), "_x");
+        assert_eq!(dir_name(".."), "job");
+        assert_eq!(dir_name("a/b 1/2"), "a_b_1_2");
+    }
+
+    #[test]
+    fn the_state_directory_is_never_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let ok = |args: &[&str]| {
+            let st = Command::new("git").arg("-C").arg(p).args(args).status().unwrap();
+            assert!(st.success(), "git {args:?}");
+        };
+        ok(&["init", "-q"]);
+        fs::create_dir_all(p.join(".oxrunner/logs")).unwrap();
+        fs::write(p.join(".oxrunner/logs/x.log"), "log").unwrap();
+        fs::write(p.join("a.txt"), "a").unwrap();
+        let files = list_files(p, Snapshot::WorkingTree).unwrap();
+        assert_eq!(files, vec![PathBuf::from("a.txt")]);
+    }
+}
