@@ -19,6 +19,7 @@ use crate::error::DockerError;
 use crate::image;
 use crate::labels::job_labels;
 use crate::run;
+use crate::services;
 use crate::settings::{VolumeSpec, image_allowed, parse_cpus, parse_size, parse_volume};
 
 /// Container path of the build volume when the runner context names none.
@@ -31,6 +32,7 @@ pub struct DockerExecutor {
     runner: RunnerContext,
     docker: Option<Docker>,
     container: Option<String>,
+    services: Vec<String>,
     volumes: Vec<String>,
     networks: Vec<String>,
 }
@@ -40,6 +42,7 @@ impl std::fmt::Debug for DockerExecutor {
         f.debug_struct("DockerExecutor")
             .field("runner", &self.runner.short_token)
             .field("container", &self.container)
+            .field("services", &self.services)
             .field("volumes", &self.volumes)
             .finish_non_exhaustive()
     }
@@ -53,6 +56,7 @@ impl DockerExecutor {
             runner,
             docker: None,
             container: None,
+            services: Vec::new(),
             volumes: Vec::new(),
             networks: Vec::new(),
         }
@@ -254,6 +258,8 @@ impl DockerExecutor {
             .map_err(DockerError::api(format!("creating volume {volume_name}")))?;
         self.volumes.push(volume_name.clone());
 
+        let network = self.start_services(&docker, plan, &prefix, trace).await?;
+
         let anonymous: Vec<String> = self
             .config
             .volumes
@@ -269,6 +275,7 @@ impl DockerExecutor {
         let entrypoint = image_spec
             .map(|i| i.entrypoint.clone())
             .filter(|e| !e.is_empty() && !self.config.disable_entrypoint_overwrite.unwrap_or(false));
+        let host_config = self.host_config(&volume_name)?;
         let body = ContainerCreateBody {
             image: Some(image.clone()),
             cmd: Some(vec![
@@ -288,7 +295,10 @@ impl DockerExecutor {
             open_stdin: Some(true),
             stdin_once: Some(true),
             tty: Some(false),
-            host_config: Some(self.host_config(&volume_name)?),
+            host_config: Some(HostConfig {
+                network_mode: network.or(host_config.network_mode),
+                ..host_config
+            }),
             ..Default::default()
         };
         let name = format!("{prefix}-build");
@@ -310,6 +320,81 @@ impl DockerExecutor {
         Ok(())
     }
 
+    /// Pulls `image` per the pull policies, with the registry credentials that apply; returns its id.
+    async fn pull(
+        &self,
+        docker: &Docker,
+        plan: &JobPlan,
+        image: &str,
+        job_policies: &[String],
+        trace: &TraceWriter,
+    ) -> Result<String, DockerError> {
+        let home_config = auth::home_docker_config();
+        let credentials = auth::credentials_for(
+            image,
+            plan.variables.value("DOCKER_AUTH_CONFIG"),
+            home_config.as_deref(),
+            &plan.credentials,
+        );
+        if let Some(user) = credentials.as_ref().and_then(|c| c.username.as_deref()) {
+            trace.info(&format!(
+                "Authenticating with credentials of {user} for {}",
+                auth::registry_of(image)
+            ));
+        }
+        image::ensure_image(
+            docker,
+            &self.config,
+            image,
+            job_policies,
+            credentials.as_ref(),
+            trace,
+        )
+        .await
+    }
+
+    /// Starts the job's services on a per-job network (or the configured `network_mode`); returns the network
+    /// the job container must join, if any.
+    async fn start_services(
+        &mut self,
+        docker: &Docker,
+        plan: &JobPlan,
+        prefix: &str,
+        trace: &TraceWriter,
+    ) -> Result<Option<String>, DockerError> {
+        let cfg = &self.config;
+        let specs = services::collect(
+            &cfg.services,
+            &plan.services,
+            &cfg.allowed_services,
+            cfg.services_limit,
+        )?;
+        if specs.is_empty() {
+            return Ok(None);
+        }
+        let runner = self.runner.short_token.clone();
+        let labels = |kind: &str| job_labels(&runner, plan.job_id, plan.project_id, kind);
+        let network = match cfg.network_mode.clone().filter(|m| !m.is_empty()) {
+            Some(mode) => mode,
+            None => {
+                let name = format!("{prefix}-network");
+                let id = services::create_network(docker, &name, labels("network")).await?;
+                self.networks.push(id);
+                name
+            }
+        };
+        let privileged = self.config.services_privileged.or(self.config.privileged);
+        for (i, spec) in specs.iter().enumerate() {
+            trace.info(&format!("Starting service {} ...", spec.image));
+            self.pull(docker, plan, &spec.image, &spec.pull_policy, trace)
+                .await?;
+            let name = format!("{prefix}-service-{i}");
+            let id = services::start(docker, spec, &name, &network, labels("service"), privileged).await?;
+            self.services.push(id);
+        }
+        Ok(Some(network))
+    }
+
     async fn cleanup_inner(&mut self) {
         let Some(docker) = self.docker.clone() else {
             return;
@@ -318,6 +403,11 @@ impl DockerExecutor {
             && let Err(e) = cleanup::remove_container(&docker, &id).await
         {
             tracing::warn!(error = %e, "removing the job container");
+        }
+        for id in std::mem::take(&mut self.services) {
+            if let Err(e) = cleanup::remove_container(&docker, &id).await {
+                tracing::warn!(error = %e, "removing a service container");
+            }
         }
         for name in std::mem::take(&mut self.volumes) {
             if let Err(e) = cleanup::remove_volume(&docker, &name).await {

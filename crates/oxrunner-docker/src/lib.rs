@@ -11,6 +11,7 @@
 //! - [`settings`]: pull policies, `allowed_images`, sizes, CPUs and `volumes` entries.
 //! - [`executor`]: [`DockerExecutor`], the `oxrunner_core::Executor` implementation.
 //! - [`auth`]: registry credentials for pulls.
+//! - [`services`]: service containers on a per-job network.
 //! - [`archive`]: copying trees into and out of containers.
 //! - [`cleanup`]: per-object removal and [`remove_leftovers`] for the daemon's start.
 //! - [`labels`]: the labels put on every object.
@@ -24,6 +25,7 @@ pub mod executor;
 pub mod image;
 pub mod labels;
 mod run;
+pub mod services;
 pub mod settings;
 
 pub use cleanup::{Removed, remove_leftovers};
