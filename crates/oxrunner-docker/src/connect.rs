@@ -98,6 +98,9 @@ impl Endpoint {
                     });
                 }
             }
+            // bollard builds its TLS config from the process-wide provider; make sure one is set (an error only
+            // means another part of the process installed one first).
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             let url = format!("https://{addr}");
             return Docker::connect_with_ssl(
                 &url,
