@@ -8,7 +8,8 @@ use bollard::query_parameters::CreateContainerOptions;
 use futures::future::BoxFuture;
 use oxrunner_config::DockerConfig;
 use oxrunner_core::{
-    CancellationToken, ExecError, Executor, ExitStatus, JobPlan, RunnerContext, StageCommand, TraceWriter,
+    CancellationToken, ExecError, Executor, ExitStatus, JobPlan, RunnerContext, Stage, StageCommand,
+    TraceWriter, build_dir,
 };
 
 use crate::archive;
@@ -21,6 +22,7 @@ use crate::labels::job_labels;
 use crate::run;
 use crate::services;
 use crate::settings::{VolumeSpec, image_allowed, parse_cpus, parse_size, parse_volume};
+use crate::sources::{self, Fetched};
 
 /// Container path of the build volume when the runner context names none.
 pub const DEFAULT_BUILDS_DIR: &str = "/builds";
@@ -32,6 +34,8 @@ pub struct DockerExecutor {
     runner: RunnerContext,
     docker: Option<Docker>,
     container: Option<String>,
+    plan: Option<JobPlan>,
+    host_builds_dir: PathBuf,
     services: Vec<String>,
     volumes: Vec<String>,
     networks: Vec<String>,
@@ -56,10 +60,19 @@ impl DockerExecutor {
             runner,
             docker: None,
             container: None,
+            plan: None,
+            host_builds_dir: std::env::temp_dir().join("oxrunner-docker-builds"),
             services: Vec::new(),
             volumes: Vec::new(),
             networks: Vec::new(),
         }
+    }
+
+    /// Runner-side directory for checkouts (`<dir>/<short token>/<slot>/<slug>`, kept between jobs so `fetch`
+    /// is incremental). Defaults to `$TMPDIR/oxrunner-docker-builds`.
+    pub fn with_host_builds_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.host_builds_dir = dir.into();
+        self
     }
 
     /// The engine client, once `prepare` connected.
@@ -238,6 +251,7 @@ impl DockerExecutor {
         .await?;
         trace.info(&format!("Using docker image {image_id} for {image} ..."));
 
+        self.plan = Some(plan.clone());
         let runner = self.runner.short_token.clone();
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!(
@@ -438,6 +452,27 @@ impl Executor for DockerExecutor {
         cancel: CancellationToken,
     ) -> BoxFuture<'a, Result<ExitStatus, ExecError>> {
         Box::pin(async move {
+            if cmd.stage == Stage::GetSources
+                && let Some(plan) = &self.plan
+            {
+                match sources::fetch_on_runner(
+                    &self.host_builds_dir,
+                    plan,
+                    &self.runner,
+                    trace,
+                    cancel.clone(),
+                )
+                .await?
+                {
+                    Fetched::Failed(status) => return Ok(status),
+                    Fetched::Ready(dir) => {
+                        let target = build_dir(plan, &self.runner).display().to_string();
+                        self.copy_to_container(&dir, &target).await?;
+                        return Ok(ExitStatus::Code(0));
+                    }
+                    Fetched::NotNeeded => {}
+                }
+            }
             let (docker, container) = self.ready()?;
             run::run_stage(docker, container, &cmd, trace, cancel)
                 .await

@@ -12,6 +12,7 @@
 //! - [`executor`]: [`DockerExecutor`], the `oxrunner_core::Executor` implementation.
 //! - [`auth`]: registry credentials for pulls.
 //! - [`services`]: service containers on a per-job network.
+//! - [`sources`]: get_sources on the runner side, then copied into the build volume.
 //! - [`archive`]: copying trees into and out of containers.
 //! - [`cleanup`]: per-object removal and [`remove_leftovers`] for the daemon's start.
 //! - [`labels`]: the labels put on every object.
@@ -27,6 +28,7 @@ pub mod labels;
 mod run;
 pub mod services;
 pub mod settings;
+pub mod sources;
 
 pub use cleanup::{Removed, remove_leftovers};
 pub use connect::{DEFAULT_DOCKER_HOST, Endpoint, connect};

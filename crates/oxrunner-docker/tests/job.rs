@@ -7,6 +7,8 @@ use oxrunner_core::{
     FailureReason, GitStrategy, JobCancel, JobOutcome, JobPlan, NoopHooks, Sources, Step, Variable, run_job,
 };
 use oxrunner_docker::DockerExecutor;
+use std::path::Path;
+use std::process::Command;
 
 fn job(id: i64, script: &[&str]) -> JobPlan {
     let mut plan = common::plan(id);
@@ -25,8 +27,13 @@ fn job(id: i64, script: &[&str]) -> JobPlan {
 }
 
 async fn run(plan: &JobPlan) -> (JobOutcome, String, String) {
+    let host = tempfile::tempdir().unwrap();
+    run_in(plan, host.path()).await
+}
+
+async fn run_in(plan: &JobPlan, host_builds: &Path) -> (JobOutcome, String, String) {
     let ctx = common::runner();
-    let mut exec = DockerExecutor::new(common::config(), ctx.clone());
+    let mut exec = DockerExecutor::new(common::config(), ctx.clone()).with_host_builds_dir(host_builds);
     let trace = common::Trace::new();
     let outcome = run_job(plan, &ctx, &mut exec, &NoopHooks, &trace.writer, JobCancel::new()).await;
     (outcome, trace.text(), ctx.short_token)
@@ -74,4 +81,63 @@ async fn a_failing_script_fails_the_job_with_script_failure() {
     );
     assert!(log.contains("Job failed: exit status 4"), "{log}");
     assert_eq!(common::objects_of(&docker, &runner).await, (vec![], vec![]));
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn sources_are_fetched_on_the_runner_and_copied_into_an_image_without_git() {
+    let Some(docker) = common::engine().await else {
+        return;
+    };
+    let origin = tempfile::tempdir().unwrap();
+    git(origin.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(origin.path().join("hello.txt"), "committed content\n").unwrap();
+    git(origin.path(), &["add", "hello.txt"]);
+    git(origin.path(), &["commit", "-q", "-m", "first"]);
+    let sha = git(origin.path(), &["rev-parse", "HEAD"]);
+
+    let mut plan = job(
+        303,
+        &[
+            "cat hello.txt",
+            "test -d .git && echo has-git-dir",
+            "command -v git || echo no-git-in-image",
+        ],
+    );
+    plan.sources = Sources {
+        strategy: GitStrategy::Clone,
+        repo_url: format!("file://{}", origin.path().display()).into(),
+        sha: sha.clone(),
+        ref_name: "main".into(),
+        refspecs: vec!["+refs/heads/*:refs/origin/heads/*".into()],
+        depth: 20,
+        ..Sources::default()
+    };
+    let host = tempfile::tempdir().unwrap();
+    let (outcome, log, runner) = run_in(&plan, host.path()).await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert!(log.contains("committed content\n"), "{log}");
+    assert!(
+        log.contains("has-git-dir\n") && log.contains("no-git-in-image\n"),
+        "{log}"
+    );
+    assert_eq!(common::objects_of(&docker, &runner).await, (vec![], vec![]));
+    // The runner-side checkout stays for the next job of the slot (incremental fetch).
+    let kept =
+        oxrunner_docker::sources::host_project_dir(host.path(), &plan, &common::runner_with_token(&runner));
+    assert_eq!(git(&kept, &["rev-parse", "HEAD"]), sha);
 }

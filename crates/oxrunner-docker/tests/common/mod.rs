@@ -67,6 +67,14 @@ pub fn runner() -> RunnerContext {
     }
 }
 
+/// The runner context of an earlier [`runner`] call, from its short token.
+pub fn runner_with_token(token: &str) -> RunnerContext {
+    RunnerContext {
+        short_token: token.to_owned(),
+        ..runner()
+    }
+}
+
 pub fn config() -> DockerConfig {
     DockerConfig {
         image: Some(IMAGE.into()),
