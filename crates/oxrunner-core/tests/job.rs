@@ -338,7 +338,8 @@ async fn job_timeout_kills_every_process() {
         },
         "{log}"
     );
-    assert!(log.contains("after status=timedout\n"), "{log}");
+    // gitlab-runner runs after_script inside the job's timeout, so a timed-out job skips it.
+    assert!(!log.contains("after status="), "{log}");
     let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     assert!(!alive(pid), "sleep {pid} survived the timeout");
 }

@@ -419,11 +419,7 @@ async fn sighup_reloads_the_config() {
 
 /// The job token and masked values must never be on a child's command line (visible to every local user via
 /// /proc). `GIT_TRACE=<file>` makes every git the job runs (including the runner's own fetch) log its argv.
-// BUG (oxrunner-core, src/script/git.rs `credential_rewrite` + the `insteadOf` rule in the ext config): git
-// expands the credentialed base URL and hands it to `git-remote-http` as argv, so the job token is readable in
-// /proc/<pid>/cmdline by every local user while the fetch runs. Fails at commit b1a36b2 of git.rs; passes with
-// the credential-helper rewrite pending in the core owner's working tree. Remove the #[ignore] once that lands.
-#[ignore = "oxrunner-core bug: job token in git-remote-http argv via insteadOf"]
+// Regression: an `insteadOf` rewrite used to hand the credentialed URL to `git-remote-http` as argv.
 #[tokio::test(flavor = "multi_thread")]
 async fn job_token_never_reaches_a_git_argv() {
     let fake = fake(1, 1).await;
@@ -839,11 +835,6 @@ async fn debug_trace_and_file_variables_stay_masked() {
 
 /// The job timeout also bounds after_script (gitlab-runner: "after_script could not run to completion", the job
 /// fails with job_execution_timeout): a hanging after_script must not outlive the job's timeout.
-// BUG (oxrunner-core, src/driver/mod.rs `after_script()`): the stage runs with `Limits { deadline: None,
-// script_deadline: now + RUNNER_AFTER_SCRIPT_TIMEOUT }`, ignoring the job deadline, so with `timeout: 3s` this
-// job keeps running for 5 minutes (and for as long as RUNNER_AFTER_SCRIPT_TIMEOUT says). Remove the #[ignore]
-// once after_script's deadline is min(job deadline, after-script timeout) when the job has not timed out yet.
-#[ignore = "oxrunner-core bug: after_script ignores the job timeout"]
 #[tokio::test(flavor = "multi_thread")]
 async fn hanging_after_script_is_bounded_by_the_job_timeout() {
     let fake = fake(1, 1).await;

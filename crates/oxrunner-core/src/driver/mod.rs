@@ -495,6 +495,10 @@ impl Driver<'_> {
         if step.script.iter().all(|l| l.trim().is_empty()) {
             return;
         }
+        // As in gitlab-runner, after_script lives inside the job's timeout: once the job timed out it is skipped.
+        if Instant::now() >= self.deadline {
+            return;
+        }
         let timeout = self
             .vars
             .value("RUNNER_AFTER_SCRIPT_TIMEOUT")
@@ -504,8 +508,9 @@ impl Driver<'_> {
         let mut vars = self.vars.clone();
         vars.push(Variable::new("CI_JOB_STATUS", self.job_status_value()));
         let script = self.scripts(&vars).after_script(step);
+        // after_script has its own timeout but, as in gitlab-runner, never outlives the job's timeout.
         let limits = Limits {
-            deadline: None,
+            deadline: Some(self.deadline),
             script_deadline: Some((Instant::now() + timeout, timeout)),
             graceful: false,
             abortable: true,
@@ -521,6 +526,18 @@ impl Driver<'_> {
             }
             StageResult::Interrupted(Interrupt::Abort) => {
                 self.fail_interrupted(Interrupt::Abort);
+            }
+            StageResult::Interrupted(Interrupt::JobTimeout) => {
+                self.trace.warning(
+                    "after_script could not run to completion because the timeout was exceeded. For more control over job and script timeouts see: https://docs.gitlab.com/ci/runners/configure_runners/#set-script-and-after_script-timeouts",
+                );
+                if self.failure.is_none() {
+                    let msg = format!(
+                        "execution took longer than {} seconds",
+                        self.plan.effective_timeout().as_secs()
+                    );
+                    self.set_failure(FailureReason::JobExecutionTimeout, None, msg);
+                }
             }
             StageResult::Interrupted(_) => self
                 .trace
