@@ -473,6 +473,17 @@ impl Executor for DockerExecutor {
                     Fetched::NotNeeded => {}
                 }
             }
+            if cmd.stage == Stage::ClearWorktree
+                && let Some(plan) = &self.plan
+            {
+                // A failed fetch may leave the runner-side checkout broken; the retry starts from scratch.
+                let dir = sources::host_project_dir(&self.host_builds_dir, plan, &self.runner);
+                if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    trace.warning(&format!("could not remove {}: {e}", dir.display()));
+                }
+            }
             let (docker, container) = self.ready()?;
             run::run_stage(docker, container, &cmd, trace, cancel)
                 .await

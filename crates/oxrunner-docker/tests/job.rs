@@ -141,3 +141,42 @@ async fn sources_are_fetched_on_the_runner_and_copied_into_an_image_without_git(
         oxrunner_docker::sources::host_project_dir(host.path(), &plan, &common::runner_with_token(&runner));
     assert_eq!(git(&kept, &["rev-parse", "HEAD"]), sha);
 }
+
+#[tokio::test]
+async fn a_failed_fetch_is_retried_from_a_cleared_runner_side_checkout() {
+    let Some(_docker) = common::engine().await else {
+        return;
+    };
+    let missing = tempfile::tempdir().unwrap();
+    let mut plan = job(304, &["echo never"]);
+    plan.sources = Sources {
+        strategy: GitStrategy::Fetch,
+        repo_url: format!("file://{}/absent", missing.path().display()).into(),
+        sha: "0000000000000000000000000000000000000000".into(),
+        ref_name: "main".into(),
+        get_sources_attempts: 2,
+        ..Sources::default()
+    };
+    let host = tempfile::tempdir().unwrap();
+    let ctx = common::runner();
+    let stale = oxrunner_docker::sources::host_project_dir(host.path(), &plan, &ctx);
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("stale.txt"), "from an older job").unwrap();
+
+    let mut exec = DockerExecutor::new(common::config(), ctx.clone()).with_host_builds_dir(host.path());
+    let trace = common::Trace::new();
+    let outcome = run_job(
+        &plan,
+        &ctx,
+        &mut exec,
+        &NoopHooks,
+        &trace.writer,
+        JobCancel::new(),
+    )
+    .await;
+    let log = trace.text();
+    assert!(matches!(outcome, JobOutcome::Failed { .. }), "{log}");
+    assert!(log.contains("retrying (attempt 2 of 2)"), "{log}");
+    assert!(!log.contains("never\n"), "{log}");
+    assert!(!stale.join("stale.txt").exists(), "{log}");
+}
