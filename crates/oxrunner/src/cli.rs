@@ -430,6 +430,15 @@ pub struct ExecArgs {
     /// Print the merged configuration (includes, extends, references, defaults) and exit.
     #[arg(long = "print-config")]
     pub print_config: bool,
+    /// Give jobs the committed files only (default: the working tree, uncommitted changes included).
+    #[arg(long = "committed-only", env = "OXRUNNER_EXEC_COMMITTED_ONLY", value_parser = clap::builder::BoolishValueParser::new())]
+    pub committed_only: bool,
+    /// Copy each successful job's artifacts back into the working tree.
+    #[arg(long = "write-back", env = "OXRUNNER_EXEC_WRITE_BACK", value_parser = clap::builder::BoolishValueParser::new())]
+    pub write_back: bool,
+    /// Start `when: delayed` jobs without waiting for `start_in`.
+    #[arg(long = "no-delay", env = "OXRUNNER_EXEC_NO_DELAY", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_delay: bool,
 }
 
 /// Go's `strconv.ParseBool`, which is what gitlab-runner accepts for boolean flags and variables.
@@ -483,12 +492,19 @@ mod tests {
             "/cache",
             "--docker-privileged",
         ]);
-        let Ok(Cli { command: Some(Command::Register(args)), .. }) = cli else {
+        let Ok(Cli {
+            command: Some(Command::Register(args)),
+            ..
+        }) = cli
+        else {
             panic!("register did not parse: {cli:?}");
         };
         assert_eq!(args.non_interactive, Some(true));
         assert_eq!(args.name.as_deref(), Some("Docker Runner"));
-        assert_eq!(args.docker.volumes, ["/var/run/docker.sock:/var/run/docker.sock", "/cache"]);
+        assert_eq!(
+            args.docker.volumes,
+            ["/var/run/docker.sock:/var/run/docker.sock", "/cache"]
+        );
         assert_eq!(args.docker.privileged, Some(true));
     }
 }

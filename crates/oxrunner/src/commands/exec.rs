@@ -33,9 +33,10 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency,
         executor: args.executor.clone(),
         manual: args.manual.clone(),
-        ..crate::exec::Options::default()
-    }
-    .with_env_flags();
+        committed_only: args.committed_only,
+        write_back: args.write_back,
+        no_delay: args.no_delay,
+    };
     crate::exec::run(&opts, &ctx, pipeline).await
 }
 

@@ -42,20 +42,6 @@ pub struct Options {
     pub no_delay: bool,
 }
 
-fn env_flag(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "True" | "yes"))
-}
-
-impl Options {
-    /// Reads the flags that have no command-line switch yet from the environment.
-    pub fn with_env_flags(mut self) -> Self {
-        self.committed_only |= env_flag("OXRUNNER_EXEC_COMMITTED_ONLY");
-        self.write_back |= env_flag("OXRUNNER_EXEC_WRITE_BACK");
-        self.no_delay |= env_flag("OXRUNNER_EXEC_NO_DELAY");
-        self
-    }
-}
-
 fn check_executor(executor: Option<&str>) -> anyhow::Result<()> {
     match executor.unwrap_or("shell") {
         "shell" => Ok(()),
