@@ -1,36 +1,20 @@
 //! Records the git revision and build time so `oxrunner -v` can print them like `gitlab-runner -v`.
 use std::process::Command;
 
+/// First line of a command's output, if it ran and printed something.
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
 fn main() {
-    let revision = Command::new("git")
-        .args(["rev-parse", "--short=8", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_string());
-    let branch = Command::new("git")
-        .args(["rev-parse", "--abbrev-ref", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_string());
-    let built = Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%S+0000"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let unknown = || "unknown".to_string();
+    let revision = output("git", &["rev-parse", "--short=8", "HEAD"]).unwrap_or_else(unknown);
+    let branch = output("git", &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_else(unknown);
+    let built = output("date", &["-u", "+%Y-%m-%dT%H:%M:%S+0000"]).unwrap_or_default();
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let rustc_version = Command::new(rustc)
-        .arg("--version")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let rustc_version = output(&rustc, &["--version"]).unwrap_or_default();
     println!("cargo:rustc-env=OXRUNNER_REVISION={revision}");
     println!("cargo:rustc-env=OXRUNNER_BRANCH={branch}");
     println!("cargo:rustc-env=OXRUNNER_BUILT={built}");
