@@ -10,6 +10,7 @@ pub mod plan;
 mod poller;
 mod slots;
 mod tokens;
+mod unsupported;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -261,6 +262,9 @@ impl Daemon {
 
     /// Brings the request loops and the global semaphore in line with `config`; running jobs are untouched.
     fn apply(&mut self, config: &Config) {
+        for w in unsupported::global(config) {
+            warn!("{w}");
+        }
         let wanted = usize::try_from(config.concurrent.max(1)).unwrap_or(1);
         if wanted > self.concurrent {
             self.global.add_permits(wanted - self.concurrent);
@@ -305,6 +309,9 @@ impl Daemon {
                     "executor is not supported by this oxrunner build; this runner will not request jobs (supported: shell)"
                 );
                 continue;
+            }
+            for w in unsupported::runner(runner) {
+                warn!("{w}");
             }
             let stop = self.stop_polling.child_token();
             match self.start_runner(runner, config, &stop, i, count) {

@@ -1,0 +1,85 @@
+//! Settings gitlab-runner honours that this oxrunner build does not yet: each one set in config.toml is named in a
+//! warning at start and on reload, never ignored silently.
+
+use oxrunner_config::{Config, RunnerConfig};
+
+pub fn global(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if config
+        .session_server
+        .as_ref()
+        .is_some_and(|s| s.listen_address.as_deref().is_some_and(|a| !a.is_empty()))
+    {
+        out.push(
+            "[session_server] listen_address: the interactive web terminal is not supported; ignored".into(),
+        );
+    }
+    if config.sentry_dsn.as_deref().is_some_and(|d| !d.is_empty()) {
+        out.push("sentry_dsn: error reporting to Sentry is not supported; ignored".into());
+    }
+    if config.listen_address.as_deref().is_some_and(|a| !a.is_empty()) {
+        out.push("listen_address: the metrics and health server is not served by this build; ignored".into());
+    }
+    out
+}
+
+pub fn runner(r: &RunnerConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let name = &r.name;
+    if let Some(kind) = r
+        .cache
+        .as_ref()
+        .and_then(|c| c.cache_type.as_deref())
+        .filter(|t| !t.is_empty())
+    {
+        out.push(format!(
+            "runner `{name}`: [runners.cache] Type = \"{kind}\": distributed caches are not supported yet; caches stay in the local cache_dir (shared by all jobs of this runner)"
+        ));
+    }
+    if r.proxy_exec == Some(true) {
+        out.push(format!("runner `{name}`: proxy_exec is not supported; ignored"));
+    }
+    if r.referees.is_some() {
+        out.push(format!(
+            "runner `{name}`: [runners.referees] is not supported; ignored"
+        ));
+    }
+    if r.shell.as_deref().is_some_and(|s| !matches!(s, "bash" | "sh")) {
+        out.push(format!(
+            "runner `{name}`: shell = \"{}\" is not supported (bash or sh); bash is used",
+            r.shell.as_deref().unwrap_or_default()
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_each_unsupported_setting() {
+        let text = r#"
+sentry_dsn = "https://key@sentry.example/1"
+[[runners]]
+  name = "r"
+  url = "https://gitlab.example.com"
+  token = "glrt-x"
+  executor = "shell"
+  shell = "pwsh"
+  [runners.cache]
+    Type = "s3"
+"#;
+        let loaded = oxrunner_config::parse_str(text, std::path::Path::new("config.toml"));
+        let config = match loaded {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e}"),
+        };
+        let g = global(&config);
+        assert!(g.iter().any(|w| w.starts_with("sentry_dsn")), "{g:?}");
+        let r = runner(&config.runners[0]);
+        assert!(r.iter().any(|w| w.contains("Type = \"s3\"")), "{r:?}");
+        assert!(r.iter().any(|w| w.contains("shell = \"pwsh\"")), "{r:?}");
+        assert_eq!(runner(&RunnerConfig::default()), Vec::<String>::new());
+    }
+}
