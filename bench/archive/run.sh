@@ -7,7 +7,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-target_dir="${CARGO_TARGET_DIR:-/work/targets/oxrunner-archive}"
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 total_bytes="${BENCH_BYTES:-1073741824}"
 files="${BENCH_FILES:-20000}"
 runs=3

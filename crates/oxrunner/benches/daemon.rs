@@ -2,7 +2,7 @@
 //! 127.0.0.1. Measures pickup latency under long polling, trivial-job throughput at `concurrent = 8`, idle RSS,
 //! and RSS and wall time of a job that prints a lot of log compared with bash alone.
 //!
-//!   CARGO_TARGET_DIR=/work/targets/perf cargo bench -p oxrunner --bench daemon [-- pickup|throughput|rss|log]...
+//!   cargo bench -p oxrunner --bench daemon [-- pickup|throughput|rss|log]...
 //!
 //! Sizes come from the environment (defaults in brackets): BENCH_RUNS [3], BENCH_PICKUP_JOBS [15],
 //! BENCH_THROUGHPUT_JOBS [200], BENCH_CONCURRENT [8,64], BENCH_LOG_BYTES [1073741824], BENCH_OXRUNNER_BIN [the
