@@ -162,9 +162,10 @@ fn final_state(outcome: &JobOutcome, supported: &[String], interrupted: bool) ->
         JobOutcome::Failed {
             reason, exit_code, ..
         } => {
-            // A runner shutdown that aborted the job is reported as such, whatever stage it hit.
+            // A runner shutdown that aborted the job is reported as gitlab-runner reports it ("aborted: terminated",
+            // runner_system_failure), whatever stage it hit.
             let reason = if interrupted {
-                &FailureReason::RunnerInterrupted
+                &FailureReason::RunnerSystemFailure
             } else {
                 reason
             };
