@@ -9,18 +9,7 @@ pub const TARGET: &str = env!("OXRUNNER_TARGET");
 
 /// `linux/amd64`-style platform string, as gitlab-runner reports it.
 pub fn os_arch() -> String {
-    format!("{}/{}", std::env::consts::OS, go_arch())
-}
-
-/// GitLab and gitlab-runner use Go's architecture names.
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        other => other,
-    }
+    format!("{}/{}", oxrunner_api::go_os(), oxrunner_api::go_arch())
 }
 
 pub fn long_version() -> String {

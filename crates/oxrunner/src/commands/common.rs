@@ -48,7 +48,12 @@ pub fn client_for(
         tls_key_file: tls_key_file.map(Path::to_path_buf),
         certs_dir: Some(oxrunner_config::certs_dir(config_path)),
     };
-    Client::new(cfg).with_context(|| format!("cannot set up the GitLab client for {}", redact_url(url)))
+    Client::new(cfg).with_context(|| {
+        format!(
+            "cannot set up the GitLab client for {}",
+            oxrunner_api::redact::redact_url(url)
+        )
+    })
 }
 
 pub fn client_for_runner(runner: &RunnerConfig, config_path: &Path) -> anyhow::Result<Client> {
@@ -61,38 +66,7 @@ pub fn client_for_runner(runner: &RunnerConfig, config_path: &Path) -> anyhow::R
     )
 }
 
-/// Removes `user:password@` from a URL before it is printed.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            if path.is_empty() && !rest.contains('/') {
-                format!("{scheme}://{host}")
-            } else {
-                format!("{scheme}://{host}/{path}")
-            }
-        }
-        None => url.to_string(),
-    }
-}
-
 /// The short form of a token shown in logs (gitlab-runner's rules: prefix stripped, 9 characters).
 pub fn short(token: &str) -> String {
     oxrunner_config::short_token(token)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_credentials() {
-        assert_eq!(
-            redact_url("https://u:p@host:8443/a/b.git"),
-            "https://host:8443/a/b.git"
-        );
-        assert_eq!(redact_url("http://host"), "http://host");
-        assert_eq!(redact_url("http://tok@host/"), "http://host/");
-    }
 }

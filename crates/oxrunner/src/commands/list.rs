@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use super::common::{config_path, redact_url};
+use oxrunner_api::redact::redact_url;
+
+use super::common::config_path;
 use crate::cli::ConfigArg;
 
 pub fn run(args: &ConfigArg) -> anyhow::Result<ExitCode> {

@@ -8,8 +8,7 @@ use oxrunner_api::trace::{FinalState, JobControl, TraceSender, TraceSource};
 use oxrunner_api::{Client, JobResponse, RunnerInfo, UpdateJobRequest, UpdateOutcome};
 use oxrunner_config::RunnerConfig;
 use oxrunner_core::{
-    CancellationToken, FailureReason, JobCancel, JobOutcome, JobPlan, RunnerContext, ShellExecutor,
-    TraceWriter,
+    CancellationToken, FailureReason, JobCancel, JobOutcome, RunnerContext, ShellExecutor, TraceWriter,
 };
 use tracing::{info, warn};
 
@@ -112,7 +111,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     let outcome = match plan {
         Ok(plan) => {
             let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
-            let ctx = runner_context(&env, &plan, slot.concurrent_id, slot.project_slot);
+            let ctx = runner_context(&env, slot.concurrent_id, slot.project_slot);
             let mut executor = ShellExecutor::new().with_user(env.user.clone());
             if env.runner.shell.as_deref() == Some("sh") {
                 executor = executor.with_shell("/bin/sh");
@@ -191,7 +190,7 @@ async fn final_without_trace(env: &JobEnv, job_id: i64, token: &str) {
     }
 }
 
-fn runner_context(env: &JobEnv, _plan: &JobPlan, concurrent_id: usize, project_slot: usize) -> RunnerContext {
+fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> RunnerContext {
     let r = &env.runner;
     RunnerContext {
         runner_name: r.name.clone(),

@@ -104,11 +104,9 @@ pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> Result<JobPlan, 
         job_name: job.job_info.name.clone(),
         stage: job.job_info.stage.clone(),
         project_id: job.job_info.project_id,
-        project_path: project_slug(
-            &git.repo_url,
-            &job.job_info.project_full_path,
-            job.job_info.project_id,
-        ),
+        // gitlab-runner's rule: the repository URL's path; the core falls back to `project-<id>` when it is unsafe.
+        project_path: oxrunner_core::plan::project_path_from_repo_url(&git.repo_url)
+            .unwrap_or_else(|| job.job_info.project_full_path.clone()),
         variables,
         sources,
         steps,
@@ -222,33 +220,5 @@ fn image_spec(i: &oxrunner_api::Image) -> ImageSpec {
         pull_policy: i.pull_policy.clone(),
         platform: Some(i.executor_opts.docker.platform.clone()).filter(|p| !p.is_empty()),
         user: Some(i.executor_opts.docker.user.clone()).filter(|u| !u.is_empty()),
-    }
-}
-
-/// `group/sub/project` from the repository URL path (gitlab-runner's rule), else the payload's full path, else
-/// `project-<id>`.
-pub fn project_slug(repo_url: &str, full_path: &str, project_id: i64) -> String {
-    let from_url = repo_url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('/'))
-        .map(|(_, path)| path.trim_end_matches('/').trim_end_matches(".git").to_string())
-        .filter(|p| !p.is_empty() && !p.split('/').any(|seg| seg == ".." || seg.is_empty()));
-    from_url
-        .or_else(|| Some(full_path.to_string()).filter(|p| !p.is_empty()))
-        .unwrap_or_else(|| format!("project-{project_id}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slug_from_url() {
-        assert_eq!(
-            project_slug("https://gitlab-ci-token:x@h:1/g/sub/p.git", "", 1),
-            "g/sub/p"
-        );
-        assert_eq!(project_slug("", "g/p", 1), "g/p");
-        assert_eq!(project_slug("https://h/../x.git", "", 7), "project-7");
     }
 }
