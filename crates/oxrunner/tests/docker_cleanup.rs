@@ -25,8 +25,18 @@ fn sleeper(name: &str) -> JobSpec {
         .image(ImageSpec::new("busybox"))
 }
 
-/// Waits until the job runs in its container, and checks the runner's labelled objects exist.
-async fn running(env: &Env, id: i64) {
+/// The same with a service, which puts the job on a per-job network (so networks are checked too).
+fn sleeper_with_service(name: &str) -> JobSpec {
+    sleeper(name).service(
+        ImageSpec::new("busybox")
+            .alias("sidecar")
+            .command(&["sleep", "600"]),
+    )
+}
+
+/// Waits until the job runs in its container, and checks the runner's labelled objects exist (and a network,
+/// when the job has a service).
+async fn running(env: &Env, id: i64, with_network: bool) {
     env.wait_trace(id, "sleeping-now").await;
     wait_running_container(&env.short, Duration::from_secs(10)).await;
     let live = objects(&env.short);
@@ -34,6 +44,12 @@ async fn running(env: &Env, id: i64) {
         !live.containers.is_empty() && !live.volumes.is_empty(),
         "a running job has a labelled container and build volume: {live:?}"
     );
+    if with_network {
+        assert!(
+            live.containers.len() >= 2 && !live.networks.is_empty(),
+            "a job with a service has a labelled service container and network: {live:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +59,7 @@ async fn cancel_during_sleep_leaves_no_container_network_or_volume() {
     }
     let mut env = Env::start(DockerOpts::default()).await;
     let id = env.fake.enqueue_job(sleeper("cancel-me"));
-    running(&env, id).await;
+    running(&env, id, false).await;
     env.fake.cancel_job(id);
     let job = env.finished(id).await;
     assert_eq!(job.status, "canceled", "{}", job.trace_text());
@@ -63,7 +79,7 @@ async fn job_timeout_leaves_no_container_network_or_volume() {
     }
     let mut env = Env::start(DockerOpts::default()).await;
     let id = env.fake.enqueue_job(sleeper("too-slow").timeout(4));
-    running(&env, id).await;
+    running(&env, id, false).await;
     let job = env.finished(id).await;
     assert_eq!(job.status, "failed", "{}", job.trace_text());
     assert_eq!(
@@ -87,8 +103,8 @@ async fn runner_sigterm_leaves_no_container_network_or_volume() {
         return;
     }
     let mut env = Env::start(DockerOpts::default()).await;
-    let id = env.fake.enqueue_job(sleeper("interrupted"));
-    running(&env, id).await;
+    let id = env.fake.enqueue_job(sleeper_with_service("interrupted"));
+    running(&env, id, true).await;
     env.daemon().signal(Signal::SIGTERM);
     let status = env.daemon().wait(Duration::from_secs(30)).await;
     assert!(
@@ -119,8 +135,8 @@ async fn sigkilled_runner_leftovers_are_removed_at_the_next_start() {
         .trim()
         .to_owned();
 
-    let id = env.fake.enqueue_job(sleeper("killed"));
-    running(&env, id).await;
+    let id = env.fake.enqueue_job(sleeper_with_service("killed"));
+    running(&env, id, true).await;
     env.daemon().signal(Signal::SIGKILL);
     assert!(
         env.daemon().wait(Duration::from_secs(10)).await.is_some(),
@@ -128,7 +144,7 @@ async fn sigkilled_runner_leftovers_are_removed_at_the_next_start() {
     );
     let left = objects(&env.short);
     assert!(
-        !left.containers.is_empty() && !left.volumes.is_empty(),
+        left.containers.len() >= 2 && !left.volumes.is_empty() && !left.networks.is_empty(),
         "a killed runner cannot clean up, so its objects must still be there: {left:?}"
     );
 
