@@ -61,8 +61,11 @@ async fn busybox_job_prints_variables_and_a_repository_file_inside_the_image() {
     assert!(trace.contains("oxrunner busybox test image"), "{trace}");
     assert!(trace.contains("sandbox-not-visible"), "{trace}");
     assert_eq!(job.checksum_ok, Some(true));
-    // gitlab-runner's own lines name the executor and the image.
-    assert!(trace.contains("busybox"), "{trace}");
+    // gitlab-runner's own line names the executor and the image.
+    assert!(
+        trace.contains("Using Docker executor with image busybox"),
+        "{trace}"
+    );
     env.daemon().quit().await;
 }
 
