@@ -1,6 +1,7 @@
 //! `DockerExecutor`: one job container from the job image, a per-job build volume, stage scripts fed on stdin.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
@@ -8,8 +9,8 @@ use bollard::query_parameters::CreateContainerOptions;
 use futures::future::BoxFuture;
 use oxrunner_config::DockerConfig;
 use oxrunner_core::{
-    CancellationToken, ExecError, Executor, ExitStatus, JobPlan, RunnerContext, Stage, StageCommand,
-    TraceWriter, build_dir,
+    CancellationToken, ExecError, Executor, ExitStatus, JobFiles, JobPlan, RunnerContext, Stage,
+    StageCommand, TraceWriter, build_dir,
 };
 
 use crate::archive;
@@ -39,6 +40,7 @@ pub struct DockerExecutor {
     services: Vec<String>,
     volumes: Vec<String>,
     networks: Vec<String>,
+    source_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for DockerExecutor {
@@ -65,7 +67,15 @@ impl DockerExecutor {
             services: Vec::new(),
             volumes: Vec::new(),
             networks: Vec::new(),
+            source_dir: None,
         }
+    }
+
+    /// Takes the project's files from `dir` on the runner instead of git (`oxrunner exec`: the user's working
+    /// tree): get_sources copies it into the build volume.
+    pub fn with_source_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.source_dir = Some(dir.into());
+        self
     }
 
     /// Runner-side directory for checkouts (`<dir>/<short token>/<slot>/<slug>`, kept between jobs so `fetch`
@@ -453,6 +463,17 @@ impl Executor for DockerExecutor {
     ) -> BoxFuture<'a, Result<ExitStatus, ExecError>> {
         Box::pin(async move {
             if cmd.stage == Stage::GetSources
+                && let (Some(plan), Some(dir)) = (&self.plan, &self.source_dir)
+            {
+                let target = build_dir(plan, &self.runner).display().to_string();
+                trace.println(&format!(
+                    "Copying {} into the container at {target}",
+                    dir.display()
+                ));
+                self.copy_to_container(dir, &target).await?;
+                return Ok(ExitStatus::Code(0));
+            }
+            if cmd.stage == Stage::GetSources
                 && let Some(plan) = &self.plan
             {
                 match sources::fetch_on_runner(
@@ -493,5 +514,13 @@ impl Executor for DockerExecutor {
 
     fn cleanup(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(self.cleanup_inner())
+    }
+
+    fn files(&self) -> Option<Arc<dyn JobFiles>> {
+        let (docker, container) = self.ready().ok()?;
+        Some(Arc::new(archive::ContainerFiles::new(
+            docker.clone(),
+            container.to_owned(),
+        )))
     }
 }
