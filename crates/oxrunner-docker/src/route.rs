@@ -126,6 +126,10 @@ pub async fn leave(docker: &Docker, network: &str, container: &str) {
 /// Joins the runner's own container to `network` when the runner runs in a container of this engine; returns
 /// the container id to [`leave`] afterwards, or `None` when nothing was changed.
 pub async fn join_if_needed(docker: &Docker, network: &str) -> Result<Option<String>, DockerError> {
+    // Modes that are not networks a container can be connected to (a configured `network_mode`).
+    if matches!(network, "host" | "none") || network.starts_with("container:") {
+        return Ok(None);
+    }
     let Some(own) = own_container(docker).await else {
         return Ok(None);
     };
