@@ -9,7 +9,7 @@
 //!
 //! The own container is found from `/proc/self/mountinfo` (the engine bind-mounts
 //! `/var/lib/docker/containers/<id>/{hostname,hosts,resolv.conf}` into every container) or, failing that, from
-//! a 12-hex-digit hostname; either is only trusted once the engine confirms a container with that id exists, so
+//! a 12-hex-digit hostname (the engine's default for a container); either is only trusted once the engine confirms a container with that id exists, so
 //! a runner in a container of some other engine (or a VM with a stray `/.dockerenv`) changes nothing.
 
 use bollard::Docker;
@@ -48,10 +48,16 @@ fn candidates() -> Vec<String> {
     let mut out = std::fs::read_to_string("/proc/self/mountinfo")
         .map(|m| ids_from_mountinfo(&m))
         .unwrap_or_default();
-    if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
-        let host = host.trim();
-        if host.len() == 12 && host.bytes().all(|b| b.is_ascii_hexdigit()) {
-            out.push(host.to_owned());
+    // The kernel's name (this UTS namespace) first: /etc/hostname may be a file the image or a bind left behind.
+    for file in ["/proc/sys/kernel/hostname", "/etc/hostname"] {
+        if let Ok(host) = std::fs::read_to_string(file) {
+            let host = host.trim();
+            if host.len() == 12
+                && host.bytes().all(|b| b.is_ascii_hexdigit())
+                && !out.iter().any(|o| o.starts_with(host))
+            {
+                out.push(host.to_owned());
+            }
         }
     }
     out
