@@ -2,7 +2,9 @@
 //! `wait_for_services` does, but probed from the runner process instead of a helper container.
 //!
 //! The ports come from the service's `HEALTHCHECK_TCP_PORT` variable, else its image's exposed TCP ports (at most
-//! 20, lowest first); a service is up once any of them accepts a connection. A service that is not up within
+//! 20, lowest first); a service is up once any of them accepts a connection. When the service's address does
+//! not answer at all (not routable from the runner), the service's own socket table is asked instead (see
+//! [`listen`]). A service that is not up within
 //! `wait_for_services_timeout`, that exits, or that exposes no port gets a warning block in the trace with its
 //! recent logs, and the job goes on (the service may still come up, or the job may not need its port).
 
@@ -17,6 +19,7 @@ use oxrunner_core::TraceWriter;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::listen;
 use crate::route;
 
 /// Most ports probed per service (gitlab-runner's cap).
@@ -143,29 +146,49 @@ fn address(info: &ContainerInspectResponse, network: &str) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
-async fn any_port_open(ip: IpAddr, ports: &[u16]) -> Result<(), String> {
+/// How one round of connection attempts went.
+enum Probe {
+    /// A port accepted.
+    Open,
+    /// The address answered (refused): the service is reachable but not listening yet.
+    Refused(String),
+    /// No answer or no route: the address may not be routable from the runner at all.
+    Unreachable(String),
+}
+
+async fn probe(ip: IpAddr, ports: &[u16]) -> Probe {
     let attempts = ports.iter().map(|p| {
         let addr = SocketAddr::new(ip, *p);
         async move {
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("{addr}: {e}")),
-                Err(_) => Err(format!(
-                    "{addr}: no answer within {} s",
-                    CONNECT_TIMEOUT.as_secs()
+                Ok(Err(e)) => Err((
+                    e.kind() == std::io::ErrorKind::ConnectionRefused,
+                    format!("{addr}: {e}"),
+                )),
+                Err(_) => Err((
+                    false,
+                    format!("{addr}: no answer within {} s", CONNECT_TIMEOUT.as_secs()),
                 )),
             }
         }
     });
     let results = futures::future::join_all(attempts).await;
     if results.iter().any(Result::is_ok) {
-        return Ok(());
+        return Probe::Open;
     }
-    Err(results
+    let refused = results.iter().any(|r| matches!(r, Err((true, _))));
+    let last = results
         .into_iter()
         .filter_map(Result::err)
+        .map(|(_, e)| e)
         .next_back()
-        .unwrap_or_else(|| "no port".to_owned()))
+        .unwrap_or_else(|| "no port".to_owned());
+    if refused {
+        Probe::Refused(last)
+    } else {
+        Probe::Unreachable(last)
+    }
 }
 
 fn stopped(info: &ContainerInspectResponse) -> Option<i64> {
@@ -202,6 +225,8 @@ pub async fn wait_one(
     }
     let ip = address(&info, network);
     let mut info = Some(info);
+    // Whether asking the container itself works (its image has `cat`); tried once the address proves unroutable.
+    let mut ask_container = true;
     loop {
         let current = match info.take() {
             Some(i) => i,
@@ -210,9 +235,21 @@ pub async fn wait_one(
         if let Some(code) = stopped(&current) {
             return Err(NotReady::Exited { code });
         }
-        let last_error = match any_port_open(ip, &ports).await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
+        let last_error = match probe(ip, &ports).await {
+            Probe::Open => return Ok(()),
+            Probe::Refused(e) => e,
+            Probe::Unreachable(e) if ask_container => {
+                match listen::ports_in_container(docker, &service.id).await {
+                    Ok(open) if open.iter().any(|p| ports.contains(p)) => return Ok(()),
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::debug!(error = %err, service = %service.name, "cannot list the service's sockets");
+                        ask_container = false;
+                    }
+                }
+                e
+            }
+            Probe::Unreachable(e) => e,
         };
         let now = Instant::now();
         if now >= deadline {

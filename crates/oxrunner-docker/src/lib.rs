@@ -29,6 +29,7 @@ pub mod health;
 pub mod hostcfg;
 pub mod image;
 pub mod labels;
+pub mod listen;
 pub mod route;
 mod run;
 pub mod services;

@@ -5,7 +5,8 @@
 //!
 //! The test re-runs this very test binary inside a busybox container (the host's C library and loader mounted
 //! read-only, plus the socket); the inner run, told apart by an environment variable, starts a slow service on
-//! a fresh network and waits for it with [`health::wait_for_services`].
+//! a fresh network and waits for it: first without joining (the fallback that reads the service's socket table),
+//! then by joining, then with [`health::wait_for_services`] as the executor calls it.
 
 mod common;
 
@@ -146,21 +147,62 @@ async fn inner(runner: &str) {
     let id = services::start(&docker, &spec, &name, &network, labels("service"), host_config)
         .await
         .unwrap();
-    let trace = common::Trace::new();
     let service = StartedService {
         id: id.clone(),
         name,
         image: spec.image.clone(),
     };
+    // Checked before cleanup, asserted after it, so a failure leaves nothing behind.
+    let mut failures: Vec<String> = Vec::new();
+
+    // 1. Without joining, the service's address is unroutable from here; the wait falls back to the service's
+    //    own socket table (busybox has `cat`).
+    let service_ip = docker
+        .inspect_container(&id, None)
+        .await
+        .unwrap()
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|n| n.get(&network).and_then(|e| e.ip_address.clone()))
+        .unwrap();
+    let addr = format!("{service_ip}:8080");
+    if let Err(e) = health::wait_one(&docker, &service, &network, Duration::from_secs(20)).await {
+        failures.push(format!("fallback wait: {}", e.describe(&service)));
+    }
+    let direct = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await;
+    if matches!(direct, Ok(Ok(_))) {
+        failures.push(format!(
+            "{addr} is routable without joining: the fallback was not exercised"
+        ));
+    }
+
+    // 2. Joining makes the address routable; leaving undoes it.
+    let joined = route::join_if_needed(&docker, &network).await.unwrap();
+    if joined.is_none() {
+        failures.push("the runner's container did not join the network".to_owned());
+    }
+    let direct = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await;
+    if !matches!(direct, Ok(Ok(_))) {
+        failures.push(format!("{addr} is not reachable after joining: {direct:?}"));
+    }
+    if let Some(own) = &joined {
+        route::leave(&docker, &network, own).await;
+    }
+
+    // 3. The whole wait, as the executor runs it.
+    let trace = common::Trace::new();
     health::wait_for_services(
         &docker,
-        &[service],
+        std::slice::from_ref(&service),
         &network,
         Duration::from_secs(20),
         &trace.writer,
     )
     .await;
     let log = trace.text();
+    if log.contains("probably didn't start properly") {
+        failures.push(log);
+    }
     // The runner's container left the job network again, so cleanup can remove it.
     let still_joined = docker
         .inspect_container(own.as_deref().unwrap(), None)
@@ -169,9 +211,11 @@ async fn inner(runner: &str) {
         .network_settings
         .and_then(|n| n.networks)
         .is_some_and(|n| n.contains_key(&network));
+    if still_joined {
+        failures.push(format!("the runner's container is still on {network}"));
+    }
     cleanup::remove_container(&docker, &id).await.unwrap();
     cleanup::remove_network(&docker, &network_id).await.unwrap();
-    assert!(!log.contains("probably didn't start properly"), "{log}");
-    assert!(!still_joined, "the runner's container is still on {network}");
+    assert!(failures.is_empty(), "{failures:#?}");
     println!("inner: the service answered");
 }
