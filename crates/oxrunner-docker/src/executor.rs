@@ -316,7 +316,11 @@ impl DockerExecutor {
             env: Some(self.runner.environment.clone()),
             user: self.resolve_user(plan)?,
             hostname: self.config.hostname.clone().filter(|h| !h.is_empty()),
-            labels: Some(job_labels(&runner, plan.job_id, plan.project_id, "build")),
+            labels: Some(hostcfg::container_labels(
+                &self.config,
+                job_labels(&runner, plan.job_id, plan.project_id, "build"),
+                &plan.variables,
+            )),
             volumes: (!anonymous.is_empty()).then_some(anonymous),
             attach_stdin: Some(true),
             attach_stdout: Some(true),
@@ -399,7 +403,13 @@ impl DockerExecutor {
             return Ok(None);
         }
         let runner = self.runner.short_token.clone();
-        let labels = |kind: &str| job_labels(&runner, plan.job_id, plan.project_id, kind);
+        let labels = |kind: &str| {
+            hostcfg::container_labels(
+                cfg,
+                job_labels(&runner, plan.job_id, plan.project_id, kind),
+                &plan.variables,
+            )
+        };
         let network = match cfg.network_mode.clone().filter(|m| !m.is_empty()) {
             Some(mode) => mode,
             None => {

@@ -194,6 +194,22 @@ pub fn service_host_config(
     })
 }
 
+/// `base` (the runner's own labels) plus `container_labels`, whose values are expanded with the job's variables;
+/// the runner's labels win on a clash, since cleanup finds its objects by them.
+pub fn container_labels(
+    cfg: &DockerConfig,
+    base: HashMap<String, String>,
+    job: &oxrunner_core::Variables,
+) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = cfg
+        .container_labels
+        .iter()
+        .map(|(k, v)| (k.clone(), job.expand(v)))
+        .collect();
+    out.extend(base);
+    out
+}
+
 /// Options of the per-job network from `network_mtu`.
 pub fn network_options(cfg: &DockerConfig) -> Option<HashMap<String, String>> {
     cfg.network_mtu
@@ -279,6 +295,23 @@ mod tests {
         };
         let hc = service_host_config(&cfg, "docker:24-dind", "net", vec![]).unwrap();
         assert_eq!(hc.privileged, Some(false));
+    }
+
+    #[test]
+    fn labels_from_config() {
+        let mut job = oxrunner_core::Variables::new();
+        job.push(oxrunner_core::Variable::new("CI_PROJECT_PATH", "group/app"));
+        let cfg = DockerConfig {
+            container_labels: BTreeMap::from([
+                ("team.project".to_owned(), "$CI_PROJECT_PATH".to_owned()),
+                ("com.oxrunner.runner".to_owned(), "spoofed".to_owned()),
+            ]),
+            ..DockerConfig::default()
+        };
+        let base = HashMap::from([("com.oxrunner.runner".to_owned(), "t1234567".to_owned())]);
+        let labels = container_labels(&cfg, base, &job);
+        assert_eq!(labels["team.project"], "group/app");
+        assert_eq!(labels["com.oxrunner.runner"], "t1234567");
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct ServiceSpec {
     pub env: Vec<String>,
     /// Pull policies the job asked for.
     pub pull_policy: Vec<String>,
+    /// `executor_opts:docker:user` of the service.
+    pub user: Option<String>,
 }
 
 /// The aliases of a service: explicit ones, then the two derived from the image (tag and digest stripped,
@@ -111,6 +113,7 @@ pub fn collect(
                 job,
             ),
             pull_policy: Vec::new(),
+            user: None,
         })
         .collect();
     for s in services {
@@ -131,6 +134,7 @@ pub fn collect(
                 job,
             ),
             pull_policy: s.pull_policy.clone(),
+            user: s.user.clone().filter(|u| !u.is_empty()),
             image,
         });
     }
@@ -210,6 +214,7 @@ pub async fn start(
         cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
         entrypoint: (!spec.entrypoint.is_empty()).then(|| spec.entrypoint.clone()),
         env: Some(spec.env.clone()),
+        user: spec.user.clone(),
         labels: Some(labels),
         host_config: Some(host_config),
         networking_config: Some(NetworkingConfig {

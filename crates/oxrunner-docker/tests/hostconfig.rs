@@ -9,7 +9,7 @@ use bollard::Docker;
 use bollard::models::HostConfig;
 use bollard::query_parameters::ListContainersOptions;
 use oxrunner_config::DockerConfig;
-use oxrunner_core::{Executor, ExitStatus, ImageSpec};
+use oxrunner_core::{Executor, ExitStatus, ImageSpec, Variable};
 use oxrunner_docker::DockerExecutor;
 use oxrunner_docker::labels::LABEL_RUNNER;
 
@@ -54,6 +54,25 @@ async fn host_configs(docker: &Docker, runner: &str, job: &str) -> (HostConfig, 
     (job_hc.unwrap(), services)
 }
 
+/// The id of this runner's one container that is not `job`.
+async fn exec_service(docker: &Docker, runner: &str, job: &str) -> String {
+    docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![format!("{LABEL_RUNNER}={runner}")],
+            )])),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| c.id)
+        .find(|id| id != job)
+        .unwrap()
+}
+
 #[tokio::test]
 async fn config_keys_reach_the_job_and_service_containers() {
     let Some(docker) = common::engine().await else {
@@ -69,13 +88,16 @@ async fn config_keys_reach_the_job_and_service_containers() {
         device_cgroup_rules: vec!["c 1:5 rwm".into()],
         oom_kill_disable: Some(true),
         wait_for_services_timeout: Some(-1),
+        container_labels: map(&[("team.job", "job-$TEAM")]),
         ..common::config()
     };
     let ctx = common::runner();
     let mut plan = common::plan(701);
+    plan.variables.push(Variable::new("TEAM", "blue"));
     plan.services = vec![ImageSpec {
         name: common::IMAGE.into(),
         command: vec!["sleep".into(), "30".into()],
+        user: Some("nobody".into()),
         ..ImageSpec::default()
     }];
     let mut exec = DockerExecutor::new(config, ctx.clone());
@@ -92,6 +114,16 @@ async fn config_keys_reach_the_job_and_service_containers() {
     let log = trace.text();
     let job = exec.container_id().unwrap().to_owned();
     let (job_hc, services) = host_configs(&docker, &ctx.short_token, &job).await;
+    let labels_and_user = |id: String| {
+        let docker = docker.clone();
+        async move {
+            let config = docker.inspect_container(&id, None).await.unwrap().config.unwrap();
+            (config.labels.unwrap_or_default(), config.user.unwrap_or_default())
+        }
+    };
+    let (job_labels, _) = labels_and_user(job.clone()).await;
+    let service_id = exec_service(&docker, &ctx.short_token, &job).await;
+    let (service_labels, service_user) = labels_and_user(service_id).await;
     exec.cleanup().await;
 
     assert_eq!(status, ExitStatus::Code(0), "{log}");
@@ -101,6 +133,9 @@ async fn config_keys_reach_the_job_and_service_containers() {
     assert!(log.contains("scratch=tmpfs"), "{log}");
     assert!(log.contains("device=ok"), "{log}");
     assert!(!log.contains("Waiting for services"), "{log}");
+    assert_eq!(job_labels["team.job"], "job-blue");
+    assert_eq!(service_labels["team.job"], "job-blue");
+    assert_eq!(service_user, "nobody");
 
     assert_eq!(job_hc.oom_kill_disable, Some(true));
     assert_eq!(job_hc.device_cgroup_rules, Some(vec!["c 1:5 rwm".to_owned()]));

@@ -141,6 +141,7 @@ async fn inner(runner: &str) {
         entrypoint: vec![],
         env: vec!["HEALTHCHECK_TCP_PORT=8080".into()],
         pull_policy: vec![],
+        user: None,
     };
     let name = format!("runner-{runner}-inner-web-0");
     let host_config = hostcfg::service_host_config(&config, &spec.image, &network, vec![]).unwrap();
