@@ -1,7 +1,6 @@
 //! `DockerExecutor`: one job container from the job image, a per-job build volume, stage scripts fed on stdin.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
@@ -437,7 +436,14 @@ impl DockerExecutor {
             });
         }
         if let Some(secs) = self.config.wait_for_services_timeout() {
-            health::wait_for_services(docker, &started, &network, Duration::from_secs(secs), trace).await;
+            health::wait_for_services(
+                docker,
+                &started,
+                &network,
+                std::time::Duration::from_secs(secs),
+                trace,
+            )
+            .await;
         }
         Ok(Some(network))
     }
