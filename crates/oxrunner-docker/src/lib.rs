@@ -12,7 +12,7 @@
 //! - [`executor`]: [`DockerExecutor`], the `oxrunner_core::Executor` implementation.
 //! - [`auth`]: registry credentials for pulls.
 //! - [`services`]: service containers on a per-job network; [`health`] waits for their ports, [`route`] lets a
-//!   runner that itself runs in a container reach them.
+//!   runner that itself runs in a container reach them, [`listen`] asks a service that stays unreachable.
 //! - [`hostcfg`]: the remaining `[runners.docker]` keys as engine host config; [`unsupported_keys`].
 //! - [`sources`]: get_sources on the runner side, then copied into the build volume.
 //! - [`archive`]: copying trees into and out of containers.
