@@ -98,7 +98,7 @@ impl NotReady {
 }
 
 /// The TCP ports to probe: `HEALTHCHECK_TCP_PORT` from the container environment (any key case, as upstream),
-/// else the exposed TCP ports, sorted, at most [`MAX_PORTS`].
+/// else the exposed TCP ports, sorted, at most 20.
 pub fn probe_ports(env: &[String], exposed: &[String]) -> Result<Vec<u16>, String> {
     for entry in env {
         if let Some((key, value)) = entry.split_once('=')

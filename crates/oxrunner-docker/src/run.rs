@@ -19,7 +19,7 @@ const KILLED: i64 = 128 + 9;
 /// What a docker CLI in the job prints when no daemon answers.
 const NO_DAEMON: &[u8] = b"Cannot connect to the Docker daemon at";
 
-/// The hint printed after a failed stage whose output showed [`NO_DAEMON`] (the seed's question: a `docker`
+/// The hint printed after a failed stage whose output showed "Cannot connect to the Docker daemon at" (the seed's question: a `docker`
 /// command in a job of the Docker executor).
 pub const NO_DAEMON_HINT: &str = "hint: the job container has no Docker daemon of its own, so `docker` commands in the job find none.\n\
 hint: either share the host's daemon: add \"/var/run/docker.sock:/var/run/docker.sock\" to [runners.docker] volumes in config.toml,\n\
