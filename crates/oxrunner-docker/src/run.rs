@@ -19,8 +19,8 @@ const KILLED: i64 = 128 + 9;
 /// What a docker CLI in the job prints when no daemon answers.
 const NO_DAEMON: &[u8] = b"Cannot connect to the Docker daemon at";
 
-/// The hint printed after a failed stage whose output showed "Cannot connect to the Docker daemon at" (the seed's question: a `docker`
-/// command in a job of the Docker executor).
+/// The hint printed after a failed stage whose output showed "Cannot connect to the Docker daemon at" (the
+/// seed's question: a `docker` command in a job of the Docker executor).
 pub const NO_DAEMON_HINT: &str = "hint: the job container has no Docker daemon of its own, so `docker` commands in the job find none.\n\
 hint: either share the host's daemon: add \"/var/run/docker.sock:/var/run/docker.sock\" to [runners.docker] volumes in config.toml,\n\
 hint: or run Docker-in-Docker: add a `docker:dind` service to the job, set privileged = true in [runners.docker], and set the job variables DOCKER_HOST=tcp://docker:2375 and DOCKER_TLS_CERTDIR=\"\"";
