@@ -247,28 +247,14 @@ impl DockerExecutor {
             .as_ref()
             .map(|i| i.pull_policy.as_slice())
             .unwrap_or_default();
-        let home_config = auth::home_docker_config();
-        let credentials = auth::credentials_for(
-            &image,
-            plan.variables.value("DOCKER_AUTH_CONFIG"),
-            home_config.as_deref(),
-            &plan.credentials,
-        );
-        if let Some(user) = credentials.as_ref().and_then(|c| c.username.as_deref()) {
-            trace.info(&format!(
-                "Authenticating with credentials of {user} for {}",
-                auth::registry_of(&image)
-            ));
-        }
-        let image_id = image::ensure_image(
-            &docker,
-            &self.config,
-            &image,
-            job_policies,
-            credentials.as_ref(),
-            trace,
-        )
-        .await?;
+        let platform = plan
+            .image
+            .as_ref()
+            .and_then(|i| i.platform.clone())
+            .unwrap_or_default();
+        let image_id = self
+            .pull(&docker, plan, &image, job_policies, &platform, trace)
+            .await?;
         trace.info(&format!("Using docker image {image_id} for {image} ..."));
 
         self.plan = Some(plan.clone());
@@ -348,7 +334,7 @@ impl DockerExecutor {
             .create_container(
                 Some(CreateContainerOptions {
                     name: Some(name.clone()),
-                    ..Default::default()
+                    platform: platform.clone(),
                 }),
                 body,
             )
@@ -369,6 +355,7 @@ impl DockerExecutor {
         plan: &JobPlan,
         image: &str,
         job_policies: &[String],
+        platform: &str,
         trace: &TraceWriter,
     ) -> Result<String, DockerError> {
         let home_config = auth::home_docker_config();
@@ -390,6 +377,7 @@ impl DockerExecutor {
             image,
             job_policies,
             credentials.as_ref(),
+            platform,
             trace,
         )
         .await
@@ -432,7 +420,7 @@ impl DockerExecutor {
         let mut started = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             trace.info(&format!("Starting service {} ...", spec.image));
-            self.pull(docker, plan, &spec.image, &spec.pull_policy, trace)
+            self.pull(docker, plan, &spec.image, &spec.pull_policy, "", trace)
                 .await?;
             let name = services::container_name(prefix, &spec.image, i);
             let host_config =
