@@ -131,3 +131,28 @@ fn forcing_docker_without_an_image_explains_what_is_missing() {
     assert!(!run.ok(), "{}", run.dump());
     assert!(run.stdout().to_lowercase().contains("image"), "{}", run.dump());
 }
+
+#[test]
+fn a_service_is_reachable_by_its_alias() {
+    let _turn = serial();
+    if !engine() {
+        return;
+    }
+    let ci = r#"
+job:
+  image: busybox:latest
+  services:
+    - name: busybox:latest
+      alias: web
+      command: ["sh", "-c", "mkdir -p /www && echo hello-from-service > /www/index.html && httpd -f -p 8080 -h /www"]
+  variables:
+    HEALTHCHECK_TCP_PORT: "8080"
+  script:
+    - wget -qO- http://web:8080/index.html
+"#;
+    let repo = Repo::new(ci, &[]);
+    let run = repo.exec(&[]);
+    assert!(run.ok(), "{}", run.dump());
+    assert!(run.stdout().contains("job | hello-from-service"), "{}", run.dump());
+    assert_eq!(leftovers(), "", "containers left behind");
+}
