@@ -155,7 +155,7 @@ def main():
         token = fake.call("POST", "/fake-admin/runners",
                           {"description": "bench-docker", "tags": [], "run_untagged": True})["token"]
         short = short_token(token)
-        for sub in ("home", "tmp", "cache"):
+        for sub in ("home", "tmp"):
             os.makedirs(os.path.join(work, sub))
         config = os.path.join(work, "config.toml")
         with open(config, "w") as f:
@@ -163,7 +163,6 @@ def main():
                 "concurrent = 1\ncheck_interval = 1\nshutdown_timeout = 10\n\n"
                 "[[runners]]\n  name = \"bench-docker\"\n"
                 f"  url = \"{fake.url}\"\n  token = \"{token}\"\n  executor = \"docker\"\n"
-                f"  cache_dir = \"{work}/cache\"\n"
                 f"  [runners.docker]\n    image = \"{args.image}\"\n    pull_policy = [\"if-not-present\"]\n"
             )
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": f"{work}/home",

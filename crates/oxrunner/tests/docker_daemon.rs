@@ -104,7 +104,7 @@ async fn missing_image_with_pull_policy_never_fails_naming_the_image() {
         return;
     }
     let env = Env::start(DockerOpts {
-        docker_extra: "    pull_policy = \"never\"\n".into(),
+        pull_policy: "\"never\"".into(),
         ..DockerOpts::default()
     })
     .await;
@@ -115,9 +115,11 @@ async fn missing_image_with_pull_policy_never_fails_naming_the_image() {
     let job = env.finished(id).await;
     let trace = job.trace_text();
     assert_eq!(job.status, "failed", "{trace}");
+    // gitlab-runner's image_pull_failure is not in the fake's (GitLab's) `features.failure_reasons`, so it is
+    // sent as runner_system_failure, as gitlab-runner's failure reason mapper does.
     assert_eq!(
         job.failure_reason.as_deref(),
-        Some("image_pull_failure"),
+        Some("runner_system_failure"),
         "{trace}"
     );
     assert!(

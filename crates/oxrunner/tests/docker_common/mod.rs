@@ -205,9 +205,9 @@ impl Sandbox {
     pub fn config(&self) -> PathBuf {
         self.path("etc/config.toml")
     }
-    /// The runner-side cache store (`[[runners]] cache_dir`).
+    /// The runner-side cache store of docker runners: `cache/` beside config.toml.
     pub fn cache_dir(&self) -> PathBuf {
-        self.path("cache")
+        self.path("etc/cache")
     }
 
     /// Starts `oxrunner args...` with a cleared environment, output to a log file in the sandbox.
@@ -277,6 +277,8 @@ impl Daemon {
 #[derive(Clone, Debug)]
 pub struct DockerOpts {
     pub concurrent: u32,
+    /// The `pull_policy` value as written in TOML (a string or a list).
+    pub pull_policy: String,
     /// Lines appended to `[runners.docker]` (e.g. `allowed_images = ["local/*"]`).
     pub docker_extra: String,
 }
@@ -285,6 +287,7 @@ impl Default for DockerOpts {
     fn default() -> Self {
         DockerOpts {
             concurrent: 1,
+            pull_policy: "[\"if-not-present\"]".into(),
             docker_extra: String::new(),
         }
     }
@@ -314,7 +317,7 @@ impl Env {
         let token = fake.create_runner_token("docker-e2e");
         let short = oxrunner_config::short_token(&token);
         let sb = Sandbox::new();
-        std::fs::write(sb.config(), config_toml(&fake.url(), &token, &sb, &opts)).unwrap();
+        std::fs::write(sb.config(), config_toml(&fake.url(), &token, &opts)).unwrap();
         let mut env = Env {
             fake,
             sb,
@@ -404,15 +407,15 @@ impl Drop for Env {
     }
 }
 
-/// A daemon config.toml with one docker runner whose caches live in the sandbox.
-pub fn config_toml(url: &str, token: &str, sb: &Sandbox, opts: &DockerOpts) -> String {
+/// A daemon config.toml with one docker runner, as gitlab-runner writes it. Its runner-side state (checkouts,
+/// caches) lives beside the config, in the sandbox.
+pub fn config_toml(url: &str, token: &str, opts: &DockerOpts) -> String {
     format!(
         "concurrent = {concurrent}\ncheck_interval = 1\nshutdown_timeout = 10\n\n\
          [[runners]]\n  name = \"docker-e2e\"\n  url = \"{url}\"\n  token = \"{token}\"\n  executor = \"docker\"\n  \
-         cache_dir = \"{cache}\"\n  [runners.docker]\n    image = \"{IMAGE}\"\n    \
-         pull_policy = [\"if-not-present\"]\n{extra}\n",
+         [runners.docker]\n    image = \"{IMAGE}\"\n    pull_policy = {policy}\n{extra}\n",
         concurrent = opts.concurrent,
-        cache = sb.cache_dir().display(),
+        policy = opts.pull_policy,
         extra = opts.docker_extra,
     )
 }
