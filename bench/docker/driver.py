@@ -16,6 +16,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -118,7 +119,8 @@ def run_job(fake, image):
 
 
 def engine_events(short, since_ns, until_ns):
-    """Engine events between the two instants: our labelled containers, and every volume/network event."""
+    """This runner's engine events between the two instants: containers by label, volumes by name, networks by
+    name or by one of our containers (other users of the engine are left out)."""
     out = subprocess.run(
         [
             "docker", "events", "--format", "{{json .}}",
@@ -126,18 +128,84 @@ def engine_events(short, since_ns, until_ns):
         ],
         check=True, capture_output=True, text=True,
     ).stdout
+    prefix = f"runner-{short}-"
+    raw = [json.loads(line) for line in out.splitlines()]
+    ours = {
+        ev["Actor"]["ID"]
+        for ev in raw
+        if ev.get("Type") == "container"
+        and (ev.get("Actor") or {}).get("Attributes", {}).get("com.oxrunner.runner") == short
+    }
     events = []
-    for line in out.splitlines():
-        ev = json.loads(line)
-        attrs = (ev.get("Actor") or {}).get("Attributes") or {}
+    for ev in raw:
+        actor = ev.get("Actor") or {}
+        attrs = actor.get("Attributes") or {}
         kind, action = ev.get("Type"), ev.get("Action", "")
-        if kind == "container" and attrs.get("com.oxrunner.runner") != short:
-            continue
-        if kind not in ("container", "volume", "network"):
-            continue
-        # exec_create/exec_start carry the command after a colon; keep the verb.
-        events.append((ev["timeNano"], f"{kind} {action.split(':')[0]}"))
+        if kind == "container":
+            keep = actor.get("ID") in ours
+        elif kind == "volume":
+            keep = actor.get("ID", "").startswith(prefix) or attrs.get("container") in ours
+        elif kind == "network":
+            keep = attrs.get("name", "").startswith(prefix) or attrs.get("container") in ours
+        else:
+            keep = False
+        if keep:
+            # exec_create/exec_start carry the command after a colon; keep the verb.
+            events.append((ev["timeNano"], f"{kind} {action.split(':')[0]}"))
     return sorted(events)
+
+
+def phases(timeline):
+    """Sums a job's engine timeline into phases (ms): set-up before the first stage, per-stage engine start
+    (attach → start event), stage run (start → die), stage teardown (die → next attach or removal), removal."""
+    out = {"setup": 0.0, "start": 0.0, "run": 0.0, "teardown": 0.0, "removal": 0.0}
+    first_attach = last_attach = last_start = last_die = None
+    destroy = None
+    for ms, name in sorted(timeline):
+        if name == "container attach":
+            if first_attach is None:
+                first_attach = ms
+                out["setup"] = ms
+            if last_die is not None:
+                out["teardown"] += ms - last_die
+                last_die = None
+            last_attach = ms
+        elif name == "container start" and last_attach is not None:
+            out["start"] += ms - last_attach
+            last_start = ms
+        elif name == "container die" and last_start is not None:
+            out["run"] += ms - last_start
+            last_die = ms
+        elif name == "container destroy":
+            destroy = ms
+            if last_die is not None:
+                out["teardown"] += ms - last_die
+                last_die = None
+        elif name == "-- final job update seen" and destroy is not None:
+            out["removal"] = ms - destroy
+    return out
+
+
+def cli_micro(image, runs):
+    """CLI-level costs of the two ways to run a command in an existing container: `docker start -a` of a created
+    container (what a start per stage pays) and `docker exec` in a running one."""
+    label = "com.oxrunner.bench=micro"
+    created = subprocess.run(["docker", "create", "--label", label, image, "true"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    running = subprocess.run(["docker", "run", "-d", "--label", label, image, "sleep", "3600"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    starts, execs = [], []
+    try:
+        for _ in range(runs):
+            t = time.perf_counter()
+            subprocess.run(["docker", "start", "-a", created], check=True, stdout=subprocess.DEVNULL)
+            starts.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            subprocess.run(["docker", "exec", running, "true"], check=True, stdout=subprocess.DEVNULL)
+            execs.append(time.perf_counter() - t)
+    finally:
+        subprocess.run(["docker", "rm", "-f", created, running], check=False, stdout=subprocess.DEVNULL)
+    return statistics.median(starts), statistics.median(execs)
 
 
 def main():
@@ -178,19 +246,17 @@ def main():
         run_job(fake, args.image)
         time.sleep(1.5)
 
-        jobs, bases, phases = [], [], {}
+        jobs, bases, timelines = [], [], []
         for i in range(args.runs):
             base = docker_run_baseline(args.image)
             time.sleep(0.3)
-            took, picked_ns, final_ns, _ = run_job(fake, args.image)
+            took, picked_ns, final_ns, rec = run_job(fake, args.image)
+            last_trace = rec.get("trace", "")
             # The runner removes the container after the final update; give it time, then read the events.
             time.sleep(1.5)
             events = engine_events(short, picked_ns - 50_000_000, time.time_ns())
-            seen = {}
-            for t, name in events:
-                seen.setdefault(name, (t - picked_ns) / 1e6)
-            for name, ms in seen.items():
-                phases.setdefault(name, []).append(ms)
+            timelines.append([((t - picked_ns) / 1e6, name) for t, name in events]
+                             + [((final_ns - picked_ns) / 1e6, "-- final job update seen")])
             jobs.append(took)
             bases.append(base)
             print(f"run {i + 1}: job {took * 1000:7.1f} ms   docker run --rm {base * 1000:7.1f} ms   "
@@ -198,9 +264,23 @@ def main():
 
         job_med, base_med = statistics.median(jobs), statistics.median(bases)
         ratio = job_med / base_med
-        print("\n# first occurrence of each engine event, ms after pickup (median over runs)")
-        for name, values in sorted(phases.items(), key=lambda kv: statistics.median(kv[1])):
-            print(f"  {statistics.median(values):8.1f}  {name}  ({len(values)}/{args.runs} runs)")
+        mid = sorted(range(len(jobs)), key=lambda k: jobs[k])[len(jobs) // 2]
+        print(f"\n# engine events of the median run (run {mid + 1}), ms after pickup (gap to the previous)")
+        prev = 0.0
+        for ms, name in sorted(timelines[mid]):
+            print(f"  {ms:8.1f}  (+{ms - prev:6.1f})  {name}")
+            prev = ms
+        starts = [sum(1 for _, n in tl if n == "container start") for tl in timelines]
+        print(f"# container starts per job: {starts}")
+        sums = [phases(tl) for tl in timelines]
+        print("# phases, ms (median over runs): " + ", ".join(
+            f"{k} {statistics.median(p[k] for p in sums):.0f}" for k in sums[0]))
+        sections = sorted(set(re.findall(r"section_start:\d+:([a-z_0-9]+)", last_trace)),
+                          key=last_trace.index)
+        print(f"# trace sections of a job: {' '.join(sections)}")
+        start_s, exec_s = cli_micro(args.image, args.runs)
+        print(f"# CLI: docker start -a (created container, true) {start_s * 1000:.0f} ms; "
+              f"docker exec (running container, true) {exec_s * 1000:.0f} ms")
         print("\n# name value unit goal")
         print(f"docker_job_pickup_to_final_update_median {job_med * 1000:.1f} ms -")
         print(f"docker_run_rm_busybox_true_median {base_med * 1000:.1f} ms -")
