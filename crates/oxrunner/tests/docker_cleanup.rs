@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Issue #5 acceptance: a docker job that ends by cancel, timeout or runner SIGTERM leaves no container, network
 //! or volume labelled with the runner's short token; a runner killed with SIGKILL leaves them, and the next
-//! `oxrunner run` start removes them without any new job. Every test first checks that its runner's objects do
+//! `oxrunner run` start removes them before it asks for a job. Every test first checks that its runner's objects do
 //! exist while the job runs, so "nothing left" can never pass because of a wrong label.
 
 mod docker_common;
@@ -14,6 +14,15 @@ use docker_common::{
 };
 use fake_gitlab::{ImageSpec, JobSpec};
 use nix::sys::signal::Signal;
+
+/// How many times runners asked the fake for a job so far.
+fn job_requests(env: &Env) -> usize {
+    env.fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with("/api/v4/jobs/request"))
+        .count()
+}
 
 /// Removal may finish a moment after GitLab hears of the job's end.
 const CLEANUP: Duration = Duration::from_secs(15);
@@ -148,12 +157,22 @@ async fn sigkilled_runner_leftovers_are_removed_at_the_next_start() {
         "a killed runner cannot clean up, so its objects must still be there: {left:?}"
     );
 
-    // No job is enqueued: the start alone must remove them.
+    // No job is enqueued: the start alone must remove them, before it first asks GitLab for a job.
+    let polls_before = job_requests(&env);
     env.start_daemon("oxrunner-restart.log");
-    let left = wait_no_objects(&env.short, CLEANUP).await;
+    let deadline = tokio::time::Instant::now() + CLEANUP;
+    while job_requests(&env) == polls_before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted runner never asked for a job; log:\n{}",
+            env.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = objects(&env.short);
     assert!(
         left.is_empty(),
-        "the next start left these behind: {left:?}\nlog:\n{}",
+        "the restarted runner asked for a job before removing these: {left:?}\nlog:\n{}",
         env.log()
     );
     let decoy_alive = docker(&["ps", "-a", "-q", "--no-trunc", "--filter", &format!("id={decoy}")]);
