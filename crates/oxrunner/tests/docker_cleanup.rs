@@ -67,7 +67,20 @@ async fn cancel_during_sleep_leaves_no_container_network_or_volume() {
         return;
     }
     let mut env = Env::start(DockerOpts::default()).await;
-    let id = env.fake.enqueue_job(sleeper("cancel-me"));
+    // A runner learns of a cancel from the answer to its next trace PATCH; a job that prints nothing gets only
+    // gitlab-runner's 30 s keep-alive PUT. A background ticker keeps the trace moving while `sleep 600` blocks.
+    let id = env.fake.enqueue_job(
+        JobSpec::new(
+            "cancel-me",
+            &[
+                "(while true; do echo tick; sleep 0.5; done) &",
+                "echo sleeping-now",
+                "sleep 600",
+            ],
+        )
+        .variable("GIT_STRATEGY", "none")
+        .image(ImageSpec::new("busybox")),
+    );
     running(&env, id, false).await;
     env.fake.cancel_job(id);
     let job = env.finished(id).await;
