@@ -143,6 +143,12 @@ async fn runner_sigterm_leaves_no_container_network_or_volume() {
     );
     let job = env.fake.job(id).unwrap();
     assert_eq!(job.status, "failed", "the aborted job is reported: {job:?}");
+    assert_eq!(
+        job.failure_reason.as_deref(),
+        Some("runner_system_failure"),
+        "{}",
+        job.trace_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
