@@ -235,6 +235,9 @@ def main():
             )
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": f"{work}/home",
                "TMPDIR": f"{work}/tmp", "LANG": "C.UTF-8"}
+        # The runner must use the engine the `docker` CLI calls of this driver use.
+        env.update({k: os.environ[k] for k in ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
+                    if k in os.environ})
         log = open(os.path.join(work, "runner.log"), "w")
         runner = subprocess.Popen([args.oxrunner, "run", "-c", config], env=env, cwd=work,
                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log)

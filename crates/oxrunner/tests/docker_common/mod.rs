@@ -225,6 +225,12 @@ impl Sandbox {
             .env("LANG", "C.UTF-8")
             .current_dir(self.dir.path())
             .args(args)
+            // The runner must talk to the same engine the `docker` CLI of the checks talks to.
+            .envs(
+                ["DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"]
+                    .into_iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+            )
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
