@@ -61,6 +61,12 @@ async fn busybox_job_prints_variables_and_a_repository_file_inside_the_image() {
     assert!(trace.contains("oxrunner busybox test image"), "{trace}");
     assert!(trace.contains("sandbox-not-visible"), "{trace}");
     assert_eq!(job.checksum_ok, Some(true));
+    // busybox has no git: the checkout was made on the runner's side (beside config.toml) and copied in.
+    let checkouts = walk(&env.sb.path("etc/builds"));
+    assert!(
+        checkouts.iter().any(|p| p.ends_with("hello.txt")),
+        "no runner-side checkout under etc/builds: {checkouts:?}"
+    );
     // gitlab-runner's own line names the executor and the image.
     assert!(
         trace.contains("Using Docker executor with image busybox"),
