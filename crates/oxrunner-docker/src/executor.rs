@@ -13,7 +13,7 @@ use oxrunner_core::{
     StageCommand, TraceWriter, build_dir,
 };
 
-use crate::archive;
+use crate::archive::{self, Permissions};
 use crate::auth;
 use crate::cleanup;
 use crate::connect::Endpoint;
@@ -43,6 +43,7 @@ pub struct DockerExecutor {
     volumes: Vec<String>,
     networks: Vec<String>,
     source_dir: Option<PathBuf>,
+    perms: Permissions,
 }
 
 impl std::fmt::Debug for DockerExecutor {
@@ -70,6 +71,7 @@ impl DockerExecutor {
             volumes: Vec::new(),
             networks: Vec::new(),
             source_dir: None,
+            perms: Permissions::Open,
         }
     }
 
@@ -120,7 +122,7 @@ impl DockerExecutor {
     /// runner side into the build volume).
     pub async fn copy_to_container(&self, host_dir: &Path, container_dir: &str) -> Result<(), DockerError> {
         let (docker, container) = self.ready()?;
-        archive::copy_dir_to_container(docker, container, host_dir, container_dir).await
+        archive::copy_dir_to_container(docker, container, host_dir, container_dir, self.perms).await
     }
 
     /// Copies `container_path` out of the job container into `host_dir`.
@@ -258,6 +260,7 @@ impl DockerExecutor {
         trace.info(&format!("Using docker image {image_id} for {image} ..."));
 
         self.plan = Some(plan.clone());
+        self.perms = Permissions::for_variables(&plan.variables);
         let runner = self.runner.short_token.clone();
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!(
@@ -343,6 +346,8 @@ impl DockerExecutor {
                 "creating container {name} from {image}"
             )))?;
         self.container = Some(created.id.clone());
+        // The job's user (any, see `image:docker:user`) creates the project dir and its `.tmp` sibling (file
+        // variables) under the builds dir in the first stage, so only the builds dir needs opening.
         let builds_dir = self.builds_dir().display().to_string();
         archive::make_dir_open(&docker, &created.id, &builds_dir).await?;
         Ok(())
@@ -545,9 +550,8 @@ impl Executor for DockerExecutor {
 
     fn files(&self) -> Option<Arc<dyn JobFiles>> {
         let (docker, container) = self.ready().ok()?;
-        Some(Arc::new(archive::ContainerFiles::new(
-            docker.clone(),
-            container.to_owned(),
-        )))
+        Some(Arc::new(
+            archive::ContainerFiles::new(docker.clone(), container.to_owned()).with_permissions(self.perms),
+        ))
     }
 }
