@@ -316,3 +316,80 @@ impl JobFiles for ContainerFiles {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Packs a small tree and lists `path -> (mode, uid, link target)` of the tar.
+    fn packed(perms: Permissions) -> BTreeMap<String, (u32, u64, Option<String>)> {
+        let src = tempfile::tempdir().unwrap();
+        let root = src.path();
+        std::fs::create_dir(root.join("dir")).unwrap();
+        std::fs::write(root.join("dir/private"), "p").unwrap();
+        std::fs::write(root.join("tool"), "t").unwrap();
+        std::fs::set_permissions(root.join("dir/private"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(root.join("tool"), std::fs::Permissions::from_mode(0o750)).unwrap();
+        std::fs::set_permissions(root.join("dir"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink("../outside", root.join("link")).unwrap();
+
+        let mut file = tempfile::tempfile().unwrap();
+        tar_dir_into(root, "/builds/g/p", perms, &mut file).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let mut archive = tar::Archive::new(file);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                let link = e.link_name().unwrap().map(|l| l.display().to_string());
+                (
+                    e.path().unwrap().display().to_string(),
+                    (h.mode().unwrap(), h.uid().unwrap(), link),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn open_permissions_mimic_umask_0000_and_root_ownership() {
+        let entries = packed(Permissions::Open);
+        assert_eq!(entries["builds/g/p"].0, 0o777);
+        assert_eq!(entries["builds/g/p/dir"].0, 0o777);
+        assert_eq!(entries["builds/g/p/dir/private"].0, 0o666);
+        assert_eq!(entries["builds/g/p/tool"].0, 0o777);
+        assert_eq!(entries["builds/g/p/link"].2.as_deref(), Some("../outside"));
+        assert!(entries.values().all(|(_, uid, _)| *uid == 0), "{entries:?}");
+        // Only the copied tree: parents such as `builds` keep the engine's (or the volume's) modes.
+        assert!(!entries.contains_key("builds") && !entries.contains_key("builds/g"));
+    }
+
+    #[test]
+    fn kept_permissions_keep_the_runner_side_modes() {
+        let entries = packed(Permissions::Kept);
+        assert_eq!(entries["builds/g/p/dir"].0, 0o700);
+        assert_eq!(entries["builds/g/p/dir/private"].0, 0o600);
+        assert_eq!(entries["builds/g/p/tool"].0, 0o750);
+        assert_eq!(Permissions::Kept.copy_uid_gid().as_deref(), Some("true"));
+        assert_eq!(Permissions::Open.copy_uid_gid(), None);
+    }
+
+    #[test]
+    fn the_feature_flag_selects_kept_permissions() {
+        let mut vars = oxrunner_core::Variables::new();
+        assert_eq!(Permissions::for_variables(&vars), Permissions::Open);
+        vars.push(oxrunner_core::Variable::new(
+            "FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR",
+            "false",
+        ));
+        assert_eq!(Permissions::for_variables(&vars), Permissions::Open);
+        vars.push(oxrunner_core::Variable::new(
+            "FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR",
+            "1",
+        ));
+        assert_eq!(Permissions::for_variables(&vars), Permissions::Kept);
+    }
+}
