@@ -29,14 +29,27 @@ fn runner_log(name: &str) -> String {
     format!("{}{}", out.stdout, out.stderr)
 }
 
+/// Waits for the job to finish; fails at once, with the runner's log, if the runner's container stopped.
 async fn finished(fake: &FakeGitlab, id: i64, runner: &str) -> JobRecord {
-    match fake.wait_job_finished(id, FINISH).await {
-        Some(job) => job,
-        None => panic!(
-            "job {id} did not finish within {FINISH:?}: {:?}\nrunner log:\n{}",
-            fake.job(id),
+    let deadline = tokio::time::Instant::now() + FINISH;
+    loop {
+        let job = fake.job(id).expect("unknown job");
+        if job.is_finished() {
+            return job;
+        }
+        let running = docker_ok(&["inspect", "--format", "{{.State.Running}}", runner]);
+        assert!(
+            running == "true",
+            "the runner's container stopped while job {id} was {}; log:\n{}",
+            job.status,
             runner_log(runner)
-        ),
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {id} did not finish within {FINISH:?}: {job:?}\nrunner log:\n{}",
+            runner_log(runner)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
