@@ -21,4 +21,4 @@ pub use create::{ZipStats, create_zip, create_zip_file};
 pub use error::ArchiveError;
 pub use extract::{ExtractStats, extract_zip};
 pub use level::{Format, Level, sniff_format};
-pub use simple::{create_gzip, create_raw};
+pub use simple::{create_gzip, create_raw, read_report};

@@ -81,3 +81,53 @@ pub fn create_raw<W: Write>(project_dir: &Path, files: &FileSet, out: W) -> Resu
     }
     Ok(stats)
 }
+
+/// Upper bound for [`read_report`]: reports are read whole into memory.
+const REPORT_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// The text of a report written by [`create_gzip`] (all members, concatenated) or [`create_raw`]; the format is
+/// sniffed from the content. Refuses reports larger than 64 MiB once decompressed.
+pub fn read_report(path: &Path) -> Result<String, ArchiveError> {
+    use std::io::Read;
+    let mut file = open_nofollow(path)?;
+    let mut magic = [0u8; 2];
+    let n = file
+        .read(&mut magic)
+        .map_err(|e| ArchiveError::io("reading", path, e))?;
+    let file = open_nofollow(path)?;
+    let mut reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(file)))
+    } else {
+        Box::new(file)
+    };
+    let mut bytes = Vec::new();
+    (&mut reader)
+        .take(REPORT_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ArchiveError::io("decompressing", path, e))?;
+    if bytes.len() as u64 > REPORT_LIMIT {
+        return Err(ArchiveError::io(
+            "reading",
+            path,
+            io::Error::other(format!("the report is larger than {} MiB", REPORT_LIMIT >> 20)),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+
+    #[test]
+    fn reads_gzip_members_and_raw_files_back() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.env"), "A=1\n").unwrap();
+        std::fs::write(dir.path().join("b.env"), "B=2\n").unwrap();
+        let files = crate::collect(dir.path(), &["a.env".into(), "b.env".into()], &[], false).unwrap();
+        let out = dir.path().join("report.gz");
+        create_gzip(dir.path(), &files, File::create(&out).unwrap()).unwrap();
+        assert_eq!(read_report(&out).unwrap(), "A=1\nB=2\n");
+        assert_eq!(read_report(&dir.path().join("a.env")).unwrap(), "A=1\n");
+    }
+}

@@ -1,7 +1,8 @@
 //! The executor contract, job hooks and the stage vocabulary shared by all executors.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -163,6 +164,22 @@ pub trait Executor: Send + Sync {
 
     /// Releases resources; always called, also after failures and aborts.
     fn cleanup(&mut self) -> BoxFuture<'_, ()>;
+
+    /// How to reach the job's files when they are not on the runner's file system (a container's volume); the
+    /// driver then stages cache and artifact work through it. `None` (the default): the project directory is local.
+    fn files(&self) -> Option<Arc<dyn JobFiles>> {
+        None
+    }
+}
+
+/// Copies files between the runner and a job environment whose file system the runner cannot open directly.
+pub trait JobFiles: Send + Sync {
+    /// Copies the tree under `host_dir` into the job at `dir` (absolute), creating it and overwriting files.
+    fn push<'a>(&'a self, host_dir: &'a Path, dir: &'a Path) -> BoxFuture<'a, Result<(), ExecError>>;
+
+    /// Copies `path` (absolute, a file or directory) out of the job into `host_dir`, as an entry named like its
+    /// last component. A missing `path` copies nothing and is not an error.
+    fn pull<'a>(&'a self, path: &'a Path, host_dir: &'a Path) -> BoxFuture<'a, Result<(), ExecError>>;
 }
 
 /// Job state passed to hooks.

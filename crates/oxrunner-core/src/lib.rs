@@ -27,7 +27,9 @@ pub mod variables;
 pub use builddir::{build_dir, cache_dir, project_slug, tmp_dir};
 pub use driver::{JobCancel, run_job};
 pub use error::{ExecError, HookError};
-pub use executor::{Executor, ExitStatus, JobHooks, JobStatus, NoopHooks, Stage, StageCommand, StageCtx};
+pub use executor::{
+    Executor, ExitStatus, JobFiles, JobHooks, JobStatus, NoopHooks, Stage, StageCommand, StageCtx,
+};
 pub use outcome::{FailureReason, JobOutcome};
 pub use plan::{
     ArtifactSpec, ArtifactsFile, CachePolicy, CacheSpec, Dependency, GitStrategy, ImageSpec, JobPlan,

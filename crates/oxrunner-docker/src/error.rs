@@ -52,9 +52,7 @@ pub enum DockerError {
         image: String,
     },
     /// Every pull attempt failed.
-    #[error(
-        "failed to pull image \"{image}\": {detail}\nhint: check the image name and tag, that the registry is reachable from the Docker engine, and registry credentials (DOCKER_AUTH_CONFIG)"
-    )]
+    #[error("failed to pull image \"{image}\": {detail}\n{}", pull_hint(.image, .detail))]
     Pull {
         /// Image reference.
         image: String,
@@ -125,10 +123,117 @@ impl From<DockerError> for ExecError {
     }
 }
 
+/// The registry `host[:port]` a pull error names (`Get "https://host:port/v2/": ...`), else the image's.
+fn registry_in(image: &str, detail: &str) -> String {
+    for scheme in ["https://", "http://"] {
+        if let Some(start) = detail.find(scheme) {
+            let rest = &detail[start + scheme.len()..];
+            let end = rest
+                .find(|c: char| c == '/' || c == '"' || c.is_whitespace())
+                .unwrap_or(rest.len());
+            if end > 0 {
+                return rest[..end].to_ascii_lowercase();
+            }
+        }
+    }
+    crate::auth::registry_of(image)
+}
+
+/// The `hint:` lines for a failed pull, chosen by the registry's answer.
+pub fn pull_hint(image: &str, detail: &str) -> String {
+    let registry = registry_in(image, detail);
+    let lower = detail.to_ascii_lowercase();
+    let certs = format!("/etc/docker/certs.d/{registry}");
+    if lower.contains("x509: certificate signed by unknown authority")
+        || lower.contains("certificate is not trusted")
+    {
+        format!(
+            "hint: the Docker daemon pulls images, not oxrunner: it is the daemon that does not trust the certificate of {registry}.\n\
+             hint: put the registry's CA certificate on the Docker host as {certs}/ca.crt (read on the next pull, no restart needed).\n\
+             hint: in that directory *.crt files are CA certificates, while *.cert files are client certificates that need a matching *.key; a CA saved as ca.cert fails with \"Missing key ca.key for client certificate ca.cert\"."
+        )
+    } else if lower.contains("missing key") && lower.contains("client certificate") {
+        format!(
+            "hint: {certs} holds a *.cert file, which the Docker daemon reads as a client certificate and wants a matching *.key beside it.\n\
+             hint: a registry's CA certificate must be named with the .crt extension instead: rename it to {certs}/ca.crt."
+        )
+    } else if lower.contains("unauthorized")
+        || lower.contains("denied")
+        || lower.contains("authentication required")
+    {
+        format!(
+            "hint: {registry} refused the credentials: check DOCKER_AUTH_CONFIG (or the runner's ~/.docker/config.json) for {registry}, and that the image exists and is visible to that user"
+        )
+    } else if lower.contains("manifest unknown") || lower.contains("not found") {
+        "hint: check the image name and tag; the registry has no such image".to_owned()
+    } else {
+        "hint: check the image name and tag, that the registry is reachable from the Docker engine, and registry credentials (DOCKER_AUTH_CONFIG)".to_owned()
+    }
+}
+
 /// True when the engine answered 404 (object already gone).
 pub(crate) fn is_not_found(err: &bollard::errors::Error) -> bool {
     matches!(
         err,
         bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_error_explains_an_untrusted_registry_certificate() {
+        let err = DockerError::Pull {
+            image: "registry.example.com:5050/group/app:1".into(),
+            detail:
+                "Get \"https://registry.example.com:5050/v2/\": x509: certificate signed by unknown authority"
+                    .into(),
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("failed to pull image \"registry.example.com:5050/group/app:1\": Get"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the Docker daemon pulls images, not oxrunner"),
+            "{text}"
+        );
+        assert!(
+            text.contains("/etc/docker/certs.d/registry.example.com:5050/ca.crt"),
+            "{text}"
+        );
+        assert!(text.contains("*.cert files are client certificates"), "{text}");
+        assert!(
+            text.contains("Missing key ca.key for client certificate ca.cert"),
+            "{text}"
+        );
+        assert_eq!(err.reason(), FailureReason::ImagePullFailure);
+    }
+
+    #[test]
+    fn pull_hints_by_answer() {
+        // No URL in the answer: the registry comes from the image name.
+        let hint = pull_hint(
+            "reg.local:5000/app",
+            "x509: certificate signed by unknown authority",
+        );
+        assert!(
+            hint.contains("/etc/docker/certs.d/reg.local:5000/ca.crt"),
+            "{hint}"
+        );
+        let hint = pull_hint(
+            "reg.local:5000/app",
+            "Missing key ca.key for client certificate ca.cert. CA certificates must use the extension .crt.",
+        );
+        assert!(
+            hint.contains("rename it to /etc/docker/certs.d/reg.local:5000/ca.crt"),
+            "{hint}"
+        );
+        let hint = pull_hint("reg.local:5000/app", "unauthorized: authentication required");
+        assert!(hint.contains("DOCKER_AUTH_CONFIG"), "{hint}");
+        assert!(pull_hint("app", "manifest unknown").contains("no such image"));
+        assert!(pull_hint("app", "connection refused").contains("reachable"));
+    }
 }

@@ -1,6 +1,7 @@
 //! `DockerExecutor`: one job container from the job image, a per-job build volume, stage scripts fed on stdin.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
@@ -8,8 +9,8 @@ use bollard::query_parameters::CreateContainerOptions;
 use futures::future::BoxFuture;
 use oxrunner_config::DockerConfig;
 use oxrunner_core::{
-    CancellationToken, ExecError, Executor, ExitStatus, JobPlan, RunnerContext, Stage, StageCommand,
-    TraceWriter, build_dir,
+    CancellationToken, ExecError, Executor, ExitStatus, JobFiles, JobPlan, RunnerContext, Stage,
+    StageCommand, TraceWriter, build_dir,
 };
 
 use crate::archive;
@@ -17,6 +18,8 @@ use crate::auth;
 use crate::cleanup;
 use crate::connect::Endpoint;
 use crate::error::DockerError;
+use crate::health;
+use crate::hostcfg;
 use crate::image;
 use crate::labels::job_labels;
 use crate::run;
@@ -39,6 +42,7 @@ pub struct DockerExecutor {
     services: Vec<String>,
     volumes: Vec<String>,
     networks: Vec<String>,
+    source_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for DockerExecutor {
@@ -65,7 +69,15 @@ impl DockerExecutor {
             services: Vec::new(),
             volumes: Vec::new(),
             networks: Vec::new(),
+            source_dir: None,
         }
+    }
+
+    /// Takes the project's files from `dir` on the runner instead of git (`oxrunner exec`: the user's working
+    /// tree): get_sources copies it into the build volume.
+    pub fn with_source_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.source_dir = Some(dir.into());
+        self
     }
 
     /// Runner-side directory for checkouts (`<dir>/<short token>/<slot>/<slug>`, kept between jobs so `fetch`
@@ -171,16 +183,22 @@ impl DockerExecutor {
         }
     }
 
-    fn host_config(&self, build_volume: &str) -> Result<HostConfig, DockerError> {
-        let cfg = &self.config;
+    /// The build volume and the `volumes` host binds; services get the same (as in gitlab-runner).
+    fn binds(&self, build_volume: &str) -> Result<Vec<String>, DockerError> {
         let mut binds = vec![format!("{build_volume}:{}", self.builds_dir().display())];
-        for spec in &cfg.volumes {
+        for spec in &self.config.volumes {
             if let VolumeSpec::Bind(b) = parse_volume(spec)? {
                 binds.push(b);
             }
         }
+        Ok(binds)
+    }
+
+    fn host_config(&self, build_volume: &str, image: &str) -> Result<HostConfig, DockerError> {
+        let cfg = &self.config;
+        let binds = self.binds(build_volume)?;
         let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
-        Ok(HostConfig {
+        let mut hc = HostConfig {
             binds: Some(binds),
             privileged: cfg.privileged,
             shm_size: cfg.shm_size.filter(|s| *s > 0),
@@ -212,7 +230,9 @@ impl DockerExecutor {
             volumes_from: non_empty(&cfg.volumes_from),
             runtime: cfg.runtime.clone(),
             ..Default::default()
-        })
+        };
+        hostcfg::extend_job(cfg, image, &mut hc)?;
+        Ok(hc)
     }
 
     async fn prepare_inner(&mut self, plan: &JobPlan, trace: &TraceWriter) -> Result<(), DockerError> {
@@ -227,28 +247,14 @@ impl DockerExecutor {
             .as_ref()
             .map(|i| i.pull_policy.as_slice())
             .unwrap_or_default();
-        let home_config = auth::home_docker_config();
-        let credentials = auth::credentials_for(
-            &image,
-            plan.variables.value("DOCKER_AUTH_CONFIG"),
-            home_config.as_deref(),
-            &plan.credentials,
-        );
-        if let Some(user) = credentials.as_ref().and_then(|c| c.username.as_deref()) {
-            trace.info(&format!(
-                "Authenticating with credentials of {user} for {}",
-                auth::registry_of(&image)
-            ));
-        }
-        let image_id = image::ensure_image(
-            &docker,
-            &self.config,
-            &image,
-            job_policies,
-            credentials.as_ref(),
-            trace,
-        )
-        .await?;
+        let platform = plan
+            .image
+            .as_ref()
+            .and_then(|i| i.platform.clone())
+            .unwrap_or_default();
+        let image_id = self
+            .pull(&docker, plan, &image, job_policies, &platform, trace)
+            .await?;
         trace.info(&format!("Using docker image {image_id} for {image} ..."));
 
         self.plan = Some(plan.clone());
@@ -272,7 +278,9 @@ impl DockerExecutor {
             .map_err(DockerError::api(format!("creating volume {volume_name}")))?;
         self.volumes.push(volume_name.clone());
 
-        let network = self.start_services(&docker, plan, &prefix, trace).await?;
+        let network = self
+            .start_services(&docker, plan, &prefix, &volume_name, trace)
+            .await?;
 
         let anonymous: Vec<String> = self
             .config
@@ -280,6 +288,8 @@ impl DockerExecutor {
             .iter()
             .map(|s| parse_volume(s))
             .filter_map(|v| match v {
+                // As gitlab-runner: disable_cache turns off the container-side cache volumes.
+                Ok(VolumeSpec::Anonymous(_)) if self.config.disable_cache == Some(true) => None,
                 Ok(VolumeSpec::Anonymous(p)) => Some(Ok(p)),
                 Ok(VolumeSpec::Bind(_)) => None,
                 Err(e) => Some(Err(e)),
@@ -289,7 +299,7 @@ impl DockerExecutor {
         let entrypoint = image_spec
             .map(|i| i.entrypoint.clone())
             .filter(|e| !e.is_empty() && !self.config.disable_entrypoint_overwrite.unwrap_or(false));
-        let host_config = self.host_config(&volume_name)?;
+        let host_config = self.host_config(&volume_name, &image)?;
         let body = ContainerCreateBody {
             image: Some(image.clone()),
             cmd: Some(vec![
@@ -301,7 +311,11 @@ impl DockerExecutor {
             env: Some(self.runner.environment.clone()),
             user: self.resolve_user(plan)?,
             hostname: self.config.hostname.clone().filter(|h| !h.is_empty()),
-            labels: Some(job_labels(&runner, plan.job_id, plan.project_id, "build")),
+            labels: Some(hostcfg::container_labels(
+                &self.config,
+                job_labels(&runner, plan.job_id, plan.project_id, "build"),
+                &plan.variables,
+            )),
             volumes: (!anonymous.is_empty()).then_some(anonymous),
             attach_stdin: Some(true),
             attach_stdout: Some(true),
@@ -320,7 +334,7 @@ impl DockerExecutor {
             .create_container(
                 Some(CreateContainerOptions {
                     name: Some(name.clone()),
-                    ..Default::default()
+                    platform: platform.clone(),
                 }),
                 body,
             )
@@ -341,6 +355,7 @@ impl DockerExecutor {
         plan: &JobPlan,
         image: &str,
         job_policies: &[String],
+        platform: &str,
         trace: &TraceWriter,
     ) -> Result<String, DockerError> {
         let home_config = auth::home_docker_config();
@@ -362,6 +377,7 @@ impl DockerExecutor {
             image,
             job_policies,
             credentials.as_ref(),
+            platform,
             trace,
         )
         .await
@@ -374,37 +390,58 @@ impl DockerExecutor {
         docker: &Docker,
         plan: &JobPlan,
         prefix: &str,
+        build_volume: &str,
         trace: &TraceWriter,
     ) -> Result<Option<String>, DockerError> {
         let cfg = &self.config;
-        let specs = services::collect(
-            &cfg.services,
-            &plan.services,
-            &cfg.allowed_services,
-            cfg.services_limit,
-        )?;
+        let shared = services::shared_env(&self.runner.environment, &plan.variables);
+        let specs = services::collect(cfg, &plan.services, &shared, &plan.variables)?;
         if specs.is_empty() {
             return Ok(None);
         }
         let runner = self.runner.short_token.clone();
-        let labels = |kind: &str| job_labels(&runner, plan.job_id, plan.project_id, kind);
+        let labels = |kind: &str| {
+            hostcfg::container_labels(
+                cfg,
+                job_labels(&runner, plan.job_id, plan.project_id, kind),
+                &plan.variables,
+            )
+        };
         let network = match cfg.network_mode.clone().filter(|m| !m.is_empty()) {
             Some(mode) => mode,
             None => {
                 let name = format!("{prefix}-network");
-                let id = services::create_network(docker, &name, labels("network")).await?;
+                let id = services::create_network(docker, &name, labels("network"), cfg).await?;
                 self.networks.push(id);
                 name
             }
         };
-        let privileged = self.config.services_privileged.or(self.config.privileged);
+        let binds = self.binds(build_volume)?;
+        let mut started = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             trace.info(&format!("Starting service {} ...", spec.image));
-            self.pull(docker, plan, &spec.image, &spec.pull_policy, trace)
+            self.pull(docker, plan, &spec.image, &spec.pull_policy, "", trace)
                 .await?;
-            let name = format!("{prefix}-service-{i}");
-            let id = services::start(docker, spec, &name, &network, labels("service"), privileged).await?;
-            self.services.push(id);
+            let name = services::container_name(prefix, &spec.image, i);
+            let host_config =
+                hostcfg::service_host_config(&self.config, &spec.image, &network, binds.clone())?;
+            let id = services::start(docker, spec, &name, &network, labels("service"), host_config).await?;
+            self.services.push(id.clone());
+            started.push(health::StartedService {
+                id,
+                name,
+                image: spec.image.clone(),
+            });
+        }
+        if let Some(secs) = self.config.wait_for_services_timeout() {
+            health::wait_for_services(
+                docker,
+                &started,
+                &network,
+                std::time::Duration::from_secs(secs),
+                trace,
+            )
+            .await;
         }
         Ok(Some(network))
     }
@@ -453,6 +490,17 @@ impl Executor for DockerExecutor {
     ) -> BoxFuture<'a, Result<ExitStatus, ExecError>> {
         Box::pin(async move {
             if cmd.stage == Stage::GetSources
+                && let (Some(plan), Some(dir)) = (&self.plan, &self.source_dir)
+            {
+                let target = build_dir(plan, &self.runner).display().to_string();
+                trace.println(&format!(
+                    "Copying {} into the container at {target}",
+                    dir.display()
+                ));
+                self.copy_to_container(dir, &target).await?;
+                return Ok(ExitStatus::Code(0));
+            }
+            if cmd.stage == Stage::GetSources
                 && let Some(plan) = &self.plan
             {
                 match sources::fetch_on_runner(
@@ -493,5 +541,13 @@ impl Executor for DockerExecutor {
 
     fn cleanup(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(self.cleanup_inner())
+    }
+
+    fn files(&self) -> Option<Arc<dyn JobFiles>> {
+        let (docker, container) = self.ready().ok()?;
+        Some(Arc::new(archive::ContainerFiles::new(
+            docker.clone(),
+            container.to_owned(),
+        )))
     }
 }

@@ -23,11 +23,13 @@ async fn pull(
     docker: &Docker,
     image: &str,
     credentials: Option<&DockerCredentials>,
+    platform: &str,
     trace: &TraceWriter,
 ) -> Result<(), String> {
     trace.info(&format!("Pulling docker image {image} ..."));
     let options = CreateImageOptions {
         from_image: Some(image.to_owned()),
+        platform: platform.to_owned(),
         ..Default::default()
     };
     let mut stream = docker.create_image(Some(options), None, credentials.cloned());
@@ -51,6 +53,7 @@ pub async fn ensure_image(
     image: &str,
     job_policies: &[String],
     credentials: Option<&DockerCredentials>,
+    platform: &str,
     trace: &TraceWriter,
 ) -> Result<String, DockerError> {
     let policies = effective_pull_policies(&config.pull_policy, &config.allowed_pull_policies, job_policies)?;
@@ -64,7 +67,7 @@ pub async fn ensure_image(
                 image: image.to_owned(),
             }),
             (PullPolicy::IfNotPresent, None) | (PullPolicy::Always, _) => {
-                pull(docker, image, credentials, trace)
+                pull(docker, image, credentials, platform, trace)
                     .await
                     .map_err(|detail| DockerError::Pull {
                         image: image.to_owned(),

@@ -11,7 +11,9 @@
 //! - [`settings`]: pull policies, `allowed_images`, sizes, CPUs and `volumes` entries.
 //! - [`executor`]: [`DockerExecutor`], the `oxrunner_core::Executor` implementation.
 //! - [`auth`]: registry credentials for pulls.
-//! - [`services`]: service containers on a per-job network.
+//! - [`services`]: service containers on a per-job network; [`health`] waits for their ports, [`route`] lets a
+//!   runner that itself runs in a container reach them, [`listen`] asks a service that stays unreachable.
+//! - [`hostcfg`]: the remaining `[runners.docker]` keys as engine host config; [`unsupported_keys`].
 //! - [`sources`]: get_sources on the runner side, then copied into the build volume.
 //! - [`archive`]: copying trees into and out of containers.
 //! - [`cleanup`]: per-object removal and [`remove_leftovers`] for the daemon's start.
@@ -23,8 +25,12 @@ pub mod cleanup;
 pub mod connect;
 pub mod error;
 pub mod executor;
+pub mod health;
+pub mod hostcfg;
 pub mod image;
 pub mod labels;
+pub mod listen;
+pub mod route;
 mod run;
 pub mod services;
 pub mod settings;
@@ -34,5 +40,6 @@ pub use cleanup::{Removed, remove_leftovers};
 pub use connect::{DEFAULT_DOCKER_HOST, Endpoint, connect};
 pub use error::DockerError;
 pub use executor::{DEFAULT_BUILDS_DIR, DockerExecutor};
-pub use run::DETECT_SHELL;
+pub use hostcfg::unsupported_keys;
+pub use run::{DETECT_SHELL, NO_DAEMON_HINT};
 pub use settings::PullPolicy;

@@ -16,6 +16,59 @@ pub const DETECT_SHELL: &str = "for s in /usr/local/bin/bash /usr/bin/bash /bin/
 /// Exit code the engine reports for a container killed with SIGKILL.
 const KILLED: i64 = 128 + 9;
 
+/// What a docker CLI in the job prints when no daemon answers.
+const NO_DAEMON: &[u8] = b"Cannot connect to the Docker daemon at";
+
+/// The hint printed after a failed stage whose output showed "Cannot connect to the Docker daemon at" (the
+/// seed's question: a `docker` command in a job of the Docker executor).
+pub const NO_DAEMON_HINT: &str = "hint: the job container has no Docker daemon of its own, so `docker` commands in the job find none.\n\
+hint: either share the host's daemon: add \"/var/run/docker.sock:/var/run/docker.sock\" to [runners.docker] volumes in config.toml,\n\
+hint: or run Docker-in-Docker: add a `docker:dind` service to the job, set privileged = true in [runners.docker], and set the job variables DOCKER_HOST=tcp://docker:2375 and DOCKER_TLS_CERTDIR=\"\"";
+
+/// Looks for a fixed byte string in a stream of chunks, also across chunk boundaries, keeping only a tail
+/// shorter than the needle.
+#[derive(Debug)]
+pub(crate) struct Scanner {
+    needle: &'static [u8],
+    tail: Vec<u8>,
+    found: bool,
+}
+
+impl Scanner {
+    pub(crate) fn new(needle: &'static [u8]) -> Self {
+        Self {
+            needle,
+            tail: Vec::with_capacity(needle.len()),
+            found: false,
+        }
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    pub(crate) fn feed(&mut self, chunk: &[u8]) {
+        if self.found || chunk.is_empty() {
+            return;
+        }
+        let keep = self.needle.len().saturating_sub(1);
+        // Only a match that straddles the boundary needs the tail: it starts in the tail and ends in the
+        // first `keep` bytes of the chunk.
+        let mut joined = std::mem::take(&mut self.tail);
+        joined.extend_from_slice(&chunk[..chunk.len().min(keep)]);
+        if Self::contains(&joined, self.needle) || Self::contains(chunk, self.needle) {
+            self.found = true;
+            return;
+        }
+        let source: &[u8] = if chunk.len() >= keep { chunk } else { &joined };
+        self.tail = source[source.len().saturating_sub(keep)..].to_vec();
+    }
+
+    pub(crate) fn found(&self) -> bool {
+        self.found
+    }
+}
+
 /// The bytes fed to the shell: enter the stage directory (creating it), then the stage script.
 fn stdin_payload(cmd: &StageCommand) -> Vec<u8> {
     let dir = cmd.shell_workdir.to_string_lossy();
@@ -93,10 +146,12 @@ pub async fn run_stage(
     });
 
     let mut canceled = false;
+    let mut no_daemon = Scanner::new(NO_DAEMON);
     loop {
         tokio::select! {
             item = output.next() => match item {
                 Some(Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message } | LogOutput::Console { message })) => {
+                    no_daemon.feed(&message);
                     trace.write(&message);
                 }
                 Some(Ok(LogOutput::StdIn { .. })) => {}
@@ -119,9 +174,51 @@ pub async fn run_stage(
         kill(docker, container).await;
     }
     let code = exit_code(docker, container).await?;
+    if code != 0 && !canceled && no_daemon.found() {
+        for line in NO_DAEMON_HINT.lines() {
+            trace.println(line);
+        }
+    }
     Ok(if canceled && code == KILLED {
         ExitStatus::Signal(9)
     } else {
         ExitStatus::Code(i32::try_from(code).unwrap_or(-1))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&[u8]]) -> bool {
+        let mut s = Scanner::new(NO_DAEMON);
+        for c in chunks {
+            s.feed(c);
+        }
+        s.found()
+    }
+
+    #[test]
+    fn finds_the_daemon_message_across_chunks() {
+        let msg: &[u8] =
+            b"x\nCannot connect to the Docker daemon at unix:///var/run/docker.sock. Is it running?\n";
+        assert!(scan(&[msg]));
+        for split in 1..msg.len() {
+            assert!(scan(&[&msg[..split], &msg[split..]]), "split at {split}");
+        }
+        // One byte at a time: the tail must carry the whole prefix.
+        let bytes: Vec<&[u8]> = msg.chunks(1).collect();
+        assert!(scan(&bytes));
+        assert!(!scan(&[b"Cannot connect to the Docker", b" registry at all"]));
+        assert!(!scan(&[b"Cannot connect to the ", b"", b"Docker daemon"]));
+    }
+
+    #[test]
+    fn the_tail_stays_small() {
+        let mut s = Scanner::new(NO_DAEMON);
+        s.feed(&[b'a'; 100_000]);
+        assert!(s.tail.len() < NO_DAEMON.len());
+        s.feed(b"bc");
+        assert!(s.tail.len() < NO_DAEMON.len());
+    }
 }

@@ -8,8 +8,8 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::CreateContainerOptions;
-use oxrunner_config::DockerService;
-use oxrunner_core::{ImageSpec, Variable, Variables};
+use oxrunner_config::{DockerConfig, DockerService};
+use oxrunner_core::{ImageSpec, Variables};
 
 use crate::error::DockerError;
 use crate::settings::image_allowed;
@@ -29,6 +29,8 @@ pub struct ServiceSpec {
     pub env: Vec<String>,
     /// Pull policies the job asked for.
     pub pull_policy: Vec<String>,
+    /// `executor_opts:docker:user` of the service.
+    pub user: Option<String>,
 }
 
 /// The aliases of a service: explicit ones, then the two derived from the image (tag and digest stripped,
@@ -55,47 +57,88 @@ pub fn service_aliases(image: &str, explicit: &[String]) -> Vec<String> {
     out
 }
 
-fn env_of(vars: &Variables) -> Vec<String> {
-    vars.iter()
-        .map(|v: &Variable| format!("{}={}", v.key, v.value))
+/// The environment every service shares, as gitlab-runner builds it: the runner's `environment` entries, then
+/// the job's public variables. Secret (non-public) and file variables stay out: a service image is third-party
+/// code that has no business with the project's secrets.
+pub fn shared_env(runner_env: &[String], job: &Variables) -> Vec<String> {
+    runner_env
+        .iter()
+        .cloned()
+        .chain(
+            job.iter()
+                .filter(|v| v.public && !v.file)
+                .map(|v| format!("{}={}", v.key, v.value)),
+        )
         .collect()
 }
 
-/// The services of a job: the config's first, then the job's (checked against `allowed_services`), capped by
-/// `services_limit` (-1 or absent: no cap).
-pub fn collect(
-    config: &[DockerService],
-    job: &[ImageSpec],
-    allowed: &[String],
-    limit: Option<i64>,
-) -> Result<Vec<ServiceSpec>, DockerError> {
-    let mut out: Vec<ServiceSpec> = config
+/// `shared` followed by the service's own `KEY=value` entries, expanded against the job's variables; the
+/// engine keeps the last of duplicate keys, so the service's own values win.
+fn service_env(
+    shared: &[String],
+    own: impl Iterator<Item = (String, String)>,
+    job: &Variables,
+) -> Vec<String> {
+    shared
         .iter()
-        .map(|s| ServiceSpec {
+        .cloned()
+        .chain(own.map(|(k, v)| format!("{k}={}", job.expand(&v))))
+        .collect()
+}
+
+/// The services of a job: the config's first (always allowed, like gitlab-runner's internal services), then the
+/// job's (checked against `allowed_services`), capped by `services_limit` (-1 or absent: no cap). `shared` is
+/// [`shared_env`]; `job` expands service variables and names.
+pub fn collect(
+    config: &DockerConfig,
+    services: &[ImageSpec],
+    shared: &[String],
+    job: &Variables,
+) -> Result<Vec<ServiceSpec>, DockerError> {
+    let allowed = &config.allowed_services;
+    let mut out: Vec<ServiceSpec> = config
+        .services
+        .iter()
+        .map(|s: &DockerService| ServiceSpec {
             image: s.name.clone(),
             aliases: service_aliases(&s.name, s.alias.as_slice()),
             command: s.command.clone(),
             entrypoint: s.entrypoint.clone(),
-            env: s.environment.clone(),
+            env: service_env(
+                shared,
+                s.environment.iter().map(|e| match e.split_once('=') {
+                    Some((k, v)) => (k.to_owned(), v.to_owned()),
+                    None => (e.clone(), String::new()),
+                }),
+                job,
+            ),
             pull_policy: Vec::new(),
+            user: None,
         })
         .collect();
-    for s in job {
-        if !image_allowed(&s.name, allowed) {
+    for s in services {
+        let image = job.expand(s.name.trim());
+        if !image_allowed(&image, allowed) {
             return Err(DockerError::ImageNotAllowed {
-                image: s.name.clone(),
+                image,
                 allowed: allowed.join(", "),
             });
         }
         out.push(ServiceSpec {
-            image: s.name.clone(),
-            aliases: service_aliases(&s.name, &s.aliases),
+            aliases: service_aliases(&image, &s.aliases),
             command: s.command.clone(),
             entrypoint: s.entrypoint.clone(),
-            env: env_of(&s.variables),
+            env: service_env(
+                shared,
+                s.variables.iter().map(|v| (v.key.clone(), v.value.clone())),
+                job,
+            ),
             pull_policy: s.pull_policy.clone(),
+            user: s.user.clone().filter(|u| !u.is_empty()),
+            image,
         });
     }
+    let limit = config.services_limit;
     if let Some(max) = limit.filter(|l| *l >= 0)
         && out.len() as i64 > max
     {
@@ -109,17 +152,39 @@ pub fn collect(
     Ok(out)
 }
 
-/// Creates the per-job bridge network.
+/// The service container's name, like gitlab-runner's `<prefix>-<image slug>-<index>` (e.g.
+/// `runner-x-project-1-concurrent-0-0a1b2c3d-postgres-0`).
+pub fn container_name(prefix: &str, image: &str, index: usize) -> String {
+    let slug: String = service_aliases(image, &[])
+        .first()
+        .map(String::as_str)
+        .unwrap_or("service")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{prefix}-{slug}-{index}")
+}
+
+/// Creates the per-job bridge network (`enable_ipv6` and `network_mtu` from the config).
 pub async fn create_network(
     docker: &Docker,
     name: &str,
     labels: HashMap<String, String>,
+    config: &DockerConfig,
 ) -> Result<String, DockerError> {
     let created = docker
         .create_network(NetworkCreateRequest {
             name: name.to_owned(),
             driver: Some("bridge".to_owned()),
             labels: Some(labels),
+            enable_ipv6: config.enable_ipv6.filter(|v| *v),
+            options: crate::hostcfg::network_options(config),
             ..Default::default()
         })
         .await
@@ -127,14 +192,15 @@ pub async fn create_network(
     Ok(created.id)
 }
 
-/// Creates and starts one service container on `network` under its aliases; returns the container id.
+/// Creates and starts one service container on `network` under its aliases, with `host_config` (from
+/// [`crate::hostcfg::service_host_config`]); returns the container id.
 pub async fn start(
     docker: &Docker,
     spec: &ServiceSpec,
     name: &str,
     network: &str,
     labels: HashMap<String, String>,
-    privileged: Option<bool>,
+    host_config: HostConfig,
 ) -> Result<String, DockerError> {
     let endpoints = HashMap::from([(
         network.to_owned(),
@@ -148,12 +214,9 @@ pub async fn start(
         cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
         entrypoint: (!spec.entrypoint.is_empty()).then(|| spec.entrypoint.clone()),
         env: Some(spec.env.clone()),
+        user: spec.user.clone(),
         labels: Some(labels),
-        host_config: Some(HostConfig {
-            network_mode: Some(network.to_owned()),
-            privileged,
-            ..Default::default()
-        }),
+        host_config: Some(host_config),
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(endpoints),
         }),
@@ -207,9 +270,64 @@ mod tests {
             name: "redis:7".into(),
             ..ImageSpec::default()
         }];
-        assert!(collect(&[], &job, &["postgres:*".into()], None).is_err());
-        assert_eq!(collect(&[], &job, &[], Some(-1)).unwrap().len(), 1);
-        let err = collect(&[], &job, &[], Some(0)).unwrap_err();
+        let vars = Variables::new();
+        let mut cfg = DockerConfig {
+            allowed_services: vec!["postgres:*".into()],
+            ..DockerConfig::default()
+        };
+        assert!(collect(&cfg, &job, &[], &vars).is_err());
+        // The runner's own services are trusted even when the allow-list does not name them.
+        cfg.services = vec![DockerService {
+            name: "mysql:8".into(),
+            ..DockerService::default()
+        }];
+        assert_eq!(collect(&cfg, &[], &[], &vars).unwrap().len(), 1);
+        cfg.allowed_services.clear();
+        cfg.services_limit = Some(-1);
+        assert_eq!(collect(&cfg, &job, &[], &vars).unwrap().len(), 2);
+        cfg.services_limit = Some(1);
+        let err = collect(&cfg, &job, &[], &vars).unwrap_err();
         assert!(err.to_string().contains("services_limit"), "{err}");
+    }
+
+    #[test]
+    fn environment_of_services() {
+        use oxrunner_core::Variable;
+        let mut job = Variables::new();
+        job.push(Variable::new("CI_JOB_ID", "7"));
+        job.push(Variable::new("DB", "app"));
+        job.push(Variable::masked("SECRET", "hunter2hunter2"));
+        job.push(Variable::new("KEYFILE", "data").into_file());
+        let shared = shared_env(&["RUNNER_ENV=1".into()], &job);
+        // Variable::masked is not public: secrets and file variables stay out.
+        assert_eq!(shared, vec!["RUNNER_ENV=1", "CI_JOB_ID=7", "DB=app"]);
+        let mut own = Variables::new();
+        own.push(Variable::new("POSTGRES_DB", "${DB}_test"));
+        own.push(Variable::new("DB", "override"));
+        let cfg = DockerConfig {
+            services: vec![DockerService {
+                name: "mysql:8".into(),
+                environment: vec!["MYSQL_DATABASE=$DB".into()],
+                ..DockerService::default()
+            }],
+            ..DockerConfig::default()
+        };
+        let services = vec![ImageSpec {
+            name: "postgres:$DB".into(),
+            variables: own,
+            ..ImageSpec::default()
+        }];
+        let specs = collect(&cfg, &services, &shared, &job).unwrap();
+        assert_eq!(specs[0].env.last().unwrap(), "MYSQL_DATABASE=app");
+        assert_eq!(specs[1].image, "postgres:app");
+        let env = &specs[1].env;
+        assert!(env.contains(&"CI_JOB_ID=7".to_owned()), "{env:?}");
+        assert!(env.contains(&"RUNNER_ENV=1".to_owned()), "{env:?}");
+        assert!(env.contains(&"POSTGRES_DB=app_test".to_owned()), "{env:?}");
+        assert_eq!(env.last().unwrap(), "DB=override");
+        assert_eq!(
+            container_name("p", "registry:5000/group/redis:7", 2),
+            "p-registry-5000__group__redis-2"
+        );
     }
 }

@@ -30,7 +30,7 @@ async fn the_job_reaches_a_service_by_alias_and_cleanup_removes_it_with_the_netw
     let mut exec = DockerExecutor::new(common::config(), ctx.clone());
     let trace = common::Trace::new();
     exec.prepare(&plan, &trace.writer).await.unwrap();
-    // No health check yet: the job retries until the service listens.
+    // busybox exposes no port, so the readiness wait only warns; the job retries until the service listens.
     let script = "for i in $(seq 1 40); do wget -qO- http://web:8080/index.html && break; sleep 0.25; done; \
                   wget -qO- http://busybox:8080/index.html";
     let status = common::run(&mut exec, script, &trace).await;

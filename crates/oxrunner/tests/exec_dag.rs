@@ -143,23 +143,24 @@ fn named_jobs_run_alone_or_with_their_needs() {
 }
 
 #[test]
-fn docker_executor_is_refused_and_images_are_ignored() {
+fn the_shell_executor_ignores_images_and_unknown_executors_are_refused() {
     let ci = "job:\n  image: alpine:3\n  script:\n    - echo on the host\n";
     let repo = Repo::new(ci, &[]);
-    let run = repo.exec(&["--executor", "docker"]);
+    let run = repo.exec(&["--executor", "podman"]);
     assert!(!run.ok());
     assert!(
-        run.stderr().contains("docker executor is not built"),
+        run.stderr().contains("unknown executor \"podman\""),
         "{}",
         run.dump()
     );
-    let run = repo.exec(&[]);
+    let run = repo.exec(&["--executor", "shell"]);
     assert!(run.ok(), "{}", run.dump());
     assert!(
         run.stdout().contains("image \"alpine:3\" is ignored"),
         "{}",
         run.dump()
     );
+    assert!(run.stdout().contains("on the host"), "{}", run.dump());
 }
 
 #[test]

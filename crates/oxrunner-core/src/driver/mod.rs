@@ -2,6 +2,7 @@
 //! cancellation and the job log (runner-api.md §2.2, §2.8).
 
 pub mod env;
+mod remote;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -620,7 +621,11 @@ impl Driver<'_> {
         };
         let hooks = self.hooks;
         let trace = self.trace;
+        let files = self.executor.files();
         let fut = async {
+            if let Some(files) = &files {
+                return remote::staged_hook(hooks, files.as_ref(), &sctx, trace).await;
+            }
             match &stage {
                 Stage::RestoreCache => hooks.restore_cache(&sctx, trace).await,
                 Stage::DownloadArtifacts => hooks.download_artifacts(&sctx, trace).await,

@@ -8,8 +8,10 @@ use oxrunner_api::trace::{FinalState, JobControl, TraceSender, TraceSource};
 use oxrunner_api::{Client, JobResponse, RunnerInfo, UpdateJobRequest, UpdateOutcome};
 use oxrunner_config::RunnerConfig;
 use oxrunner_core::{
-    CancellationToken, FailureReason, JobCancel, JobOutcome, RunnerContext, ShellExecutor, TraceWriter,
+    CancellationToken, Executor, FailureReason, JobCancel, JobOutcome, RunnerContext, ShellExecutor,
+    TraceWriter,
 };
+use oxrunner_docker::DockerExecutor;
 use tracing::{info, warn};
 
 use super::plan::job_plan;
@@ -30,6 +32,9 @@ pub struct JobEnv {
     /// Cancelled on SIGTERM/SIGINT: jobs stop at once and are reported failed.
     pub abort_all: CancellationToken,
     pub spool_dir: PathBuf,
+    /// The directory of config.toml: Docker runners keep their runner-side checkouts and cache store under it (the
+    /// seed's runner container mounts it from the host, so both survive the runner's own restarts).
+    pub state_dir: PathBuf,
 }
 
 /// Runs one job to its final update. Never panics on bad input: a payload that cannot be planned is reported as a
@@ -112,13 +117,10 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
         Ok(plan) => {
             let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
             let ctx = runner_context(&env, slot.concurrent_id, slot.project_slot);
-            let mut executor = ShellExecutor::new().with_user(env.user.clone());
-            if env.runner.shell.as_deref() == Some("sh") {
-                executor = executor.with_shell("/bin/sh");
-            }
+            let mut executor = executor_for(&env, &ctx);
             let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, &token, &ctx);
             let outcome =
-                oxrunner_core::run_job(&plan, &ctx, &mut executor, &hooks, &trace, cancel.clone()).await;
+                oxrunner_core::run_job(&plan, &ctx, executor.as_mut(), &hooks, &trace, cancel.clone()).await;
             drop(slot);
             outcome
         }
@@ -190,29 +192,59 @@ async fn final_without_trace(env: &JobEnv, job_id: i64, token: &str) {
     }
 }
 
+fn is_docker(env: &JobEnv) -> bool {
+    env.runner.executor == "docker"
+}
+
+fn executor_for(env: &JobEnv, ctx: &RunnerContext) -> Box<dyn Executor> {
+    if is_docker(env) {
+        let config = env.runner.docker.clone().unwrap_or_default();
+        return Box::new(
+            DockerExecutor::new(config, ctx.clone()).with_host_builds_dir(env.state_dir.join("builds")),
+        );
+    }
+    let mut executor = ShellExecutor::new().with_user(env.user.clone());
+    if env.runner.shell.as_deref() == Some("sh") {
+        executor = executor.with_shell("/bin/sh");
+    }
+    Box::new(executor)
+}
+
 fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> RunnerContext {
     let r = &env.runner;
+    let docker = is_docker(env);
+    // Docker: builds_dir is a path in the job container (gitlab-runner's `/builds`), caches live in the
+    // runner's store. Shell: gitlab-runner's `builds` and `cache`, relative to the working directory.
+    let (builds_default, cache_dir) = if docker {
+        ("/builds", env.state_dir.join("cache"))
+    } else {
+        (
+            "builds",
+            PathBuf::from(
+                r.cache_dir
+                    .clone()
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or_else(|| "cache".into()),
+            ),
+        )
+    };
     RunnerContext {
         runner_name: r.name.clone(),
         short_token: r.short_token(),
         system_id: env.system_id.clone(),
         executor: r.executor.clone(),
-        // gitlab-runner's shell defaults: `builds` and `cache` relative to the working directory.
         builds_dir: PathBuf::from(
             r.builds_dir
                 .clone()
                 .filter(|d| !d.is_empty())
-                .unwrap_or_else(|| "builds".into()),
+                .unwrap_or_else(|| builds_default.into()),
         ),
-        cache_dir: PathBuf::from(
-            r.cache_dir
-                .clone()
-                .filter(|d| !d.is_empty())
-                .unwrap_or_else(|| "cache".into()),
-        ),
+        cache_dir,
         concurrent_id,
         concurrent_project_id: project_slot,
-        shared_builds_dir: true,
+        // Each Docker job has its own build volume, so concurrent jobs never share a path (gitlab-runner's
+        // non-shared layout `<builds_dir>/<namespace>/<project>`).
+        shared_builds_dir: !docker,
         environment: r.environment.clone(),
         pre_build_script: r.pre_build_script.clone(),
         post_build_script: r.post_build_script.clone(),
@@ -221,7 +253,7 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
         output_limit: r.output_limit_bytes(),
         version: version::VERSION.to_string(),
         revision: version::REVISION.to_string(),
-        user: env.user.clone(),
+        user: if docker { None } else { env.user.clone() },
         debug_trace_disabled: r.debug_trace_disabled.unwrap_or(false),
         clone_url: r.clone_url.clone(),
         custom_build_dir: r

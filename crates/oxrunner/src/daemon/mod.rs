@@ -5,6 +5,7 @@
 //! asking for jobs and waits for the running ones; SIGTERM/SIGINT abort running jobs (reported failed) and exit
 //! within `shutdown_timeout`; SIGHUP or a changed config.toml reloads the runners without touching running jobs.
 
+mod docker_leftovers;
 pub mod job;
 pub mod plan;
 mod poller;
@@ -12,7 +13,7 @@ mod slots;
 mod tokens;
 mod unsupported;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -67,6 +68,8 @@ struct Daemon {
     running: HashMap<String, Running>,
     received: Arc<AtomicU64>,
     activity: Arc<Notify>,
+    /// Docker runners whose leftovers were already removed by this process (done once, before their first job).
+    swept: HashSet<String>,
 }
 
 pub async fn run(opts: DaemonOptions) -> anyhow::Result<ExitCode> {
@@ -90,6 +93,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<ExitCode> {
         running: HashMap::new(),
         received: Arc::new(AtomicU64::new(0)),
         activity: Arc::new(Notify::new()),
+        swept: HashSet::new(),
     };
     let result = daemon.serve().await;
     let _ = std::fs::remove_dir_all(&daemon.spool_dir);
@@ -302,11 +306,11 @@ impl Daemon {
             if self.running.contains_key(&token) {
                 continue;
             }
-            if !matches!(runner.executor.as_str(), "shell") {
+            if !matches!(runner.executor.as_str(), "shell" | "docker") {
                 error!(
                     runner = %runner.short_token(),
                     executor = %runner.executor,
-                    "executor is not supported by this oxrunner build; this runner will not request jobs (supported: shell)"
+                    "executor is not supported by this oxrunner build; this runner will not request jobs (supported: shell, docker)"
                 );
                 continue;
             }
@@ -330,7 +334,7 @@ impl Daemon {
     }
 
     fn start_runner(
-        &self,
+        &mut self,
         runner: &RunnerConfig,
         config: &Config,
         stop: &CancellationToken,
@@ -349,6 +353,7 @@ impl Daemon {
             user: self.opts.user.clone().or_else(|| config.user.clone()),
             abort_all: self.abort_all.clone(),
             spool_dir: self.spool_dir.clone(),
+            state_dir: config_dir(&self.opts.config_path),
         };
         let check_interval = config.check_interval();
         let state = Arc::new(RunnerState {
@@ -365,17 +370,29 @@ impl Daemon {
         // Spread the runners' first requests over the check interval, as gitlab-runner's feeder does.
         let initial_delay =
             check_interval.mul_f64(f64::from(u32::try_from(index).unwrap_or(0)) / f64::from(count));
-        for _ in 0..runner.request_concurrency().max(1) {
-            let poller = Poller {
+        let pollers: Vec<Poller> = (0..runner.request_concurrency().max(1))
+            .map(|_| Poller {
                 state: Arc::clone(&state),
                 global: Arc::clone(&self.global),
                 tracker: self.tracker.clone(),
                 stop: stop.clone(),
                 initial_delay,
                 activity: Arc::clone(&self.activity),
-            };
-            tokio::spawn(poller.run());
-        }
+            })
+            .collect();
+        // A Docker runner first removes what a crashed run of it left behind. Only once per process and before
+        // its first request: later (on reload) its own jobs may be running.
+        let sweep = runner.executor == "docker" && self.swept.insert(runner.token.expose().to_string());
+        let docker_config = runner.docker.clone().unwrap_or_default();
+        let short = runner.short_token();
+        tokio::spawn(async move {
+            if sweep {
+                docker_leftovers::sweep(&docker_config, &short).await;
+            }
+            for poller in pollers {
+                tokio::spawn(poller.run());
+            }
+        });
         if self.opts.single.is_none() {
             tokio::spawn(tokens::rotate(
                 client,

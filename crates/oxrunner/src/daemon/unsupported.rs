@@ -44,6 +44,15 @@ pub fn runner(r: &RunnerConfig) -> Vec<String> {
             "runner `{name}`: [runners.referees] is not supported; ignored"
         ));
     }
+    if r.executor == "docker"
+        && let Some(docker) = &r.docker
+    {
+        for key in oxrunner_docker::unsupported_keys(docker) {
+            out.push(format!(
+                "runner `{name}`: [runners.docker] {key} is not supported; ignored"
+            ));
+        }
+    }
     if r.shell.as_deref().is_some_and(|s| !matches!(s, "bash" | "sh")) {
         out.push(format!(
             "runner `{name}`: shell = \"{}\" is not supported (bash or sh); bash is used",
@@ -69,6 +78,14 @@ sentry_dsn = "https://key@sentry.example/1"
   shell = "pwsh"
   [runners.cache]
     Type = "s3"
+[[runners]]
+  name = "d"
+  url = "https://gitlab.example.com"
+  token = "glrt-y"
+  executor = "docker"
+  [runners.docker]
+    image = "busybox"
+    helper_image = "registry.example/helper:x"
 "#;
         let loaded = oxrunner_config::parse_str(text, std::path::Path::new("config.toml"));
         let config = match loaded {
@@ -80,6 +97,11 @@ sentry_dsn = "https://key@sentry.example/1"
         let r = runner(&config.runners[0]);
         assert!(r.iter().any(|w| w.contains("Type = \"s3\"")), "{r:?}");
         assert!(r.iter().any(|w| w.contains("shell = \"pwsh\"")), "{r:?}");
+        let d = runner(&config.runners[1]);
+        assert!(
+            d.iter().any(|w| w.contains("[runners.docker] helper_image")),
+            "{d:?}"
+        );
         assert_eq!(runner(&RunnerConfig::default()), Vec::<String>::new());
     }
 }

@@ -58,6 +58,7 @@ pub fn run(env: Arc<Env>, spec: Arc<JobSpec>, settings: Settings) -> BoxFuture<'
             name_width,
             cache_dir: env.cache_dir.clone(),
             label,
+            docker: env.docker,
             opts: env.opts.clone(),
             abort: env.abort.clone(),
         });

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use oxrunner_api::{DependencyArtifactsFile, JobResponse, Variable};
-use oxrunner_core::{FailureReason, JobCancel, JobOutcome, RunnerContext, ShellExecutor, TraceWriter};
+use oxrunner_core::{
+    Executor, FailureReason, JobCancel, JobOutcome, RunnerContext, ShellExecutor, TraceWriter,
+};
 use oxrunner_pipeline::PipelineJob;
 
 use super::output::{self, Console, LinePrinter};
@@ -30,6 +32,8 @@ pub struct Env {
     pub cache_dir: PathBuf,
     /// Prefix of the job names shown for a child pipeline (`trigger-job > `); empty for the main pipeline.
     pub label: String,
+    /// Which jobs run in Docker.
+    pub docker: super::docker::Mode,
     pub opts: super::Options,
     /// Cancelled on Ctrl-C: running jobs stop, pending ones are not started.
     pub abort: oxrunner_core::CancellationToken,
@@ -135,8 +139,11 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     job.id = spec.id;
     job.token = local_token();
     fill_dependencies(&env, &spec, &mut job);
+    let in_docker = env.docker.docker_for(!job.image.name.trim().is_empty());
     push_var(&mut job, "GIT_STRATEGY", "none");
-    push_var(&mut job, "GIT_CLONE_PATH", &build_dir.to_string_lossy());
+    if !in_docker {
+        push_var(&mut job, "GIT_CLONE_PATH", &build_dir.to_string_lossy());
+    }
     for (_, _, dir) in &spec.deps {
         for (k, v) in dotenv::load(&env.dotenv_path(dir)) {
             push_var(&mut job, &k, &v);
@@ -154,7 +161,7 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
             };
         }
     };
-    let ctx = runner_context(&env, spec.index);
+    let ctx = runner_context(&env, spec.index, in_docker);
     let spool = env.state.join("tmp");
     let (trace, handle) = match TraceWriter::new(&spool, plan.mask_set(), u64::MAX) {
         Ok(t) => t,
@@ -181,7 +188,7 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         })
     };
 
-    if !job.image.name.is_empty() {
+    if !job.image.name.is_empty() && !in_docker {
         trace.warning(&format!(
             "image {:?} is ignored: the shell executor runs the job on this machine",
             job.image.name
@@ -189,9 +196,13 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     }
     let transport = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
     let hooks = RunnerHooks::new(Arc::new(transport), cache_store(&ctx));
-    // Not a login shell: `oxrunner exec` already runs in the user's environment, and sourcing the profiles
-    // again costs a second per stage on some machines.
-    let mut executor = ShellExecutor::new().with_login_shell(false);
+    let mut executor: Box<dyn Executor> = if in_docker {
+        super::docker::executor(&ctx, &build_dir, &env.state.join("docker-builds"))
+    } else {
+        // Not a login shell: `oxrunner exec` already runs in the user's environment, and sourcing the profiles
+        // again costs a second per stage on some machines.
+        Box::new(ShellExecutor::new().with_login_shell(false))
+    };
     let cancel = JobCancel::new();
     let outcome = {
         let abort = env.abort.clone();
@@ -200,7 +211,7 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
             abort.cancelled().await;
             cancel2.abort.cancel();
         });
-        let outcome = oxrunner_core::run_job(&plan, &ctx, &mut executor, &hooks, &trace, cancel).await;
+        let outcome = oxrunner_core::run_job(&plan, &ctx, executor.as_mut(), &hooks, &trace, cancel).await;
         watcher.abort();
         outcome
     };
@@ -217,7 +228,11 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     drop(trace);
     drop(handle);
 
-    collect_dotenv(&env, &spec, &build_dir, &job);
+    if in_docker {
+        collect_stored_dotenv(&env, &spec);
+    } else {
+        collect_dotenv(&env, &spec, &build_dir, &job);
+    }
     if env.write_back && matches!(outcome, JobOutcome::Success) {
         write_back(&env, &spec).await;
     }
@@ -261,6 +276,48 @@ fn archive_in(dir: &Path) -> Option<DependencyArtifactsFile> {
     })
 }
 
+/// Docker jobs: the dotenv report is read back from what the job uploaded to the local store, since the build
+/// volume is gone once the job ends.
+fn collect_stored_dotenv(env: &Env, spec: &JobSpec) {
+    let store = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
+    let dir = store.job_dir(spec.id, &spec.job.name).join("dotenv");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut vars = Vec::new();
+    for path in entries.flatten().map(|e| e.path()).filter(|p| p.is_file()) {
+        let text = match oxrunner_archive::read_report(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                env.console
+                    .note(&format!("{} | WARNING: {}: {e}", spec.display, path.display()));
+                continue;
+            }
+        };
+        let (parsed, warnings) = dotenv::parse(&text);
+        for w in warnings {
+            env.console
+                .note(&format!("{} | WARNING: {}: {w}", spec.display, path.display()));
+        }
+        vars.extend(parsed);
+    }
+    store_dotenv(env, spec, &vars);
+}
+
+fn store_dotenv(env: &Env, spec: &JobSpec, vars: &[(String, String)]) {
+    if vars.is_empty() {
+        return;
+    }
+    let path = env.dotenv_path(&spec.dir);
+    if let Err(e) = dotenv::store(&path, vars) {
+        env.console.note(&format!(
+            "{} | WARNING: cannot store {}: {e}",
+            spec.display,
+            path.display()
+        ));
+    }
+}
+
 fn collect_dotenv(env: &Env, spec: &JobSpec, build_dir: &Path, job: &JobResponse) {
     let mut vars = Vec::new();
     for art in job.artifacts.iter().filter(|a| a.artifact_type == "dotenv") {
@@ -277,16 +334,7 @@ fn collect_dotenv(env: &Env, spec: &JobSpec, build_dir: &Path, job: &JobResponse
             vars.extend(parsed);
         }
     }
-    if !vars.is_empty() {
-        let path = env.dotenv_path(&spec.dir);
-        if let Err(e) = dotenv::store(&path, &vars) {
-            env.console.note(&format!(
-                "{} | WARNING: cannot store {}: {e}",
-                spec.display,
-                path.display()
-            ));
-        }
-    }
+    store_dotenv(env, spec, &vars);
 }
 
 /// `--write-back`: the job's artifact archive is extracted into the user's tree.
@@ -311,13 +359,18 @@ async fn write_back(env: &Env, spec: &JobSpec) {
     env.console.note(&msg);
 }
 
-fn runner_context(env: &Env, index: usize) -> RunnerContext {
+fn runner_context(env: &Env, index: usize, in_docker: bool) -> RunnerContext {
     RunnerContext {
         runner_name: "oxrunner-exec".into(),
         short_token: "local".into(),
         system_id: "local".into(),
-        executor: "shell".into(),
-        builds_dir: env.builds(),
+        executor: if in_docker { "docker" } else { "shell" }.into(),
+        // In a container the project lives where GitLab's Docker jobs find it: `/builds/<namespace>/<project>`.
+        builds_dir: if in_docker {
+            PathBuf::from(oxrunner_docker::DEFAULT_BUILDS_DIR)
+        } else {
+            env.builds()
+        },
         cache_dir: env.cache_dir.clone(),
         concurrent_id: index,
         concurrent_project_id: 0,
@@ -334,7 +387,8 @@ fn runner_context(env: &Env, index: usize) -> RunnerContext {
         user: None,
         debug_trace_disabled: false,
         clone_url: None,
-        // The copy made by `workspace::prepare` is the checkout; GIT_CLONE_PATH points the driver at it.
-        custom_build_dir: true,
+        // The copy made by `workspace::prepare` is the checkout; GIT_CLONE_PATH points the driver at it (a
+        // container receives a copy of it instead).
+        custom_build_dir: !in_docker,
     }
 }

@@ -6,6 +6,7 @@
 //! `logs/<job>.log` full job logs, `tmp/` trace spools.
 
 mod child;
+mod docker;
 mod dotenv;
 mod job;
 mod output;
@@ -42,19 +43,17 @@ pub struct Options {
     pub no_delay: bool,
 }
 
-fn check_executor(executor: Option<&str>) -> anyhow::Result<()> {
-    match executor.unwrap_or("shell") {
-        "shell" => Ok(()),
-        "docker" => bail!(
-            "the docker executor is not built into this version of oxrunner\nhint: use --executor shell (the default); jobs with `image:` then run on this machine"
-        ),
-        other => bail!("unknown executor {other:?}\nhint: oxrunner exec supports --executor shell"),
-    }
-}
-
 /// Runs `pipeline` for the repository of `ctx`; the exit code is 0 only when the pipeline passed.
 pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
-    check_executor(opts.executor.as_deref())?;
+    if let Some(other) = opts
+        .executor
+        .as_deref()
+        .filter(|e| !matches!(*e, "shell" | "docker"))
+    {
+        bail!(
+            "unknown executor {other:?}\nhint: oxrunner exec supports --executor shell or --executor docker"
+        );
+    }
     let repo = ctx.project_dir.clone();
     if !repo.join(".git").exists() {
         bail!(
@@ -86,6 +85,8 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
     };
 
     let console = output::Console::new();
+    let any_image = chosen.iter().any(|&i| has_image(&pipeline.jobs[i].payload));
+    let docker = docker::choose(opts.executor.as_deref(), any_image, &console).await?;
     let name_width = chosen
         .iter()
         .map(|&i| pipeline.jobs[i].name.chars().count())
@@ -104,6 +105,7 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
         name_width,
         cache_dir: repo.join(".oxrunner").join("cache"),
         label: String::new(),
+        docker,
         opts: opts.clone(),
         abort: abort.clone(),
     });
@@ -204,6 +206,14 @@ fn clear_stale_spools(tmp: &Path) {
             let _ = std::fs::remove_file(e.path());
         }
     }
+}
+
+/// True when the job's payload names an image (`image:` in the job or `default:`).
+pub(crate) fn has_image(payload: &serde_json::Value) -> bool {
+    payload
+        .pointer("/image/name")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|n| !n.trim().is_empty())
 }
 
 pub(crate) fn build_nodes(pipeline: &Pipeline, chosen: &[usize], opts: &Options, label: &str) -> Vec<Node> {

@@ -1,0 +1,261 @@
+//! Hooks for executors whose job files are not on the runner's file system (the Docker build volume).
+//!
+//! Cache and artifact code works on a local directory. For such executors the driver stages the files: before an
+//! archive or upload, the paths the specs name are pulled out of the job into a scratch copy of the project; after
+//! a restore or download, what the hook unpacked into an empty scratch project is pushed into the job. Only the
+//! named paths travel, so a large checkout is not copied out for a small artifact.
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{ExecError, HookError};
+use crate::executor::{JobFiles, JobHooks, Stage, StageCtx};
+use crate::outcome::FailureReason;
+use crate::trace::TraceWriter;
+use crate::variables::{Variable, Variables};
+
+/// What to pull before a hook: nothing, some project-relative paths, or the whole project (untracked files need
+/// git's view of the tree, globs at the top level could match anything).
+#[derive(Debug, PartialEq, Eq)]
+enum Pull {
+    Nothing,
+    Paths(BTreeSet<PathBuf>),
+    Everything,
+}
+
+/// The literal leading directories of a pattern, relative to the project (`out/**/*.log` → `out`); `None` when
+/// the pattern can match at the top level or leaves the project.
+fn literal_prefix(project_dir: &Path, pattern: &str) -> Option<PathBuf> {
+    let pattern = pattern.trim();
+    let rel = match Path::new(pattern).strip_prefix(project_dir) {
+        Ok(rel) => rel.to_path_buf(),
+        Err(_) if Path::new(pattern).is_absolute() => return Some(PathBuf::new()),
+        Err(_) => PathBuf::from(pattern),
+    };
+    let mut prefix = PathBuf::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(part) => {
+                let s = part.to_string_lossy();
+                if s.contains(['*', '?', '[', '{', '\\']) {
+                    break;
+                }
+                prefix.push(part);
+            }
+            Component::CurDir => {}
+            // `..` leaves the project: the hook warns about it, nothing needs pulling.
+            _ => return Some(PathBuf::new()),
+        }
+    }
+    if prefix.as_os_str().is_empty() {
+        None
+    } else {
+        Some(prefix)
+    }
+}
+
+fn plan_pull(ctx: &StageCtx<'_>, patterns: &[String], untracked: bool) -> Pull {
+    if untracked {
+        return Pull::Everything;
+    }
+    let mut set = BTreeSet::new();
+    for raw in patterns {
+        let pattern = ctx.variables.expand(raw);
+        match literal_prefix(&ctx.project_dir, &pattern) {
+            None => return Pull::Everything,
+            Some(p) if p.as_os_str().is_empty() => {}
+            Some(p) => {
+                set.insert(p);
+            }
+        }
+    }
+    // A path inside another pulled path comes with it.
+    let kept: BTreeSet<PathBuf> = set
+        .iter()
+        .filter(|p| !set.iter().any(|q| q != *p && p.starts_with(q)))
+        .cloned()
+        .collect();
+    if kept.is_empty() {
+        Pull::Nothing
+    } else {
+        Pull::Paths(kept)
+    }
+}
+
+fn pull_for(ctx: &StageCtx<'_>, on_failure: bool) -> Pull {
+    let mut patterns = Vec::new();
+    let mut untracked = false;
+    match ctx.stage {
+        Stage::ArchiveCache | Stage::ArchiveCacheOnFailure => {
+            for c in ctx.plan.caches.iter().filter(|c| c.when.applies(on_failure)) {
+                patterns.extend(c.paths.iter().cloned());
+                untracked |= c.untracked;
+            }
+        }
+        _ => {
+            for a in ctx.plan.artifacts.iter().filter(|a| a.when.applies(on_failure)) {
+                patterns.extend(a.paths.iter().cloned());
+                untracked |= a.untracked;
+            }
+        }
+    }
+    plan_pull(ctx, &patterns, untracked)
+}
+
+fn system(message: String) -> HookError {
+    HookError::with_reason(FailureReason::RunnerSystemFailure, message)
+}
+
+fn exec_err(what: &str, err: &ExecError) -> HookError {
+    system(format!("{what}: {err}"))
+}
+
+/// Variables with the project and temporary directories pointing at the scratch copy, so `$CI_PROJECT_DIR/...`
+/// paths in specs resolve inside it.
+fn local_variables(vars: &Variables, project: &Path, tmp: &Path) -> Variables {
+    let mut local = vars.clone();
+    local.push(Variable::new("CI_PROJECT_DIR", project.display().to_string()));
+    local.push(Variable::new(
+        "RUNNER_TEMP_PROJECT_DIR",
+        tmp.display().to_string(),
+    ));
+    local
+}
+
+/// Runs the hook of `ctx.stage` against a scratch copy of the project, moving files through `files`.
+pub(super) async fn staged_hook(
+    hooks: &dyn JobHooks,
+    files: &dyn JobFiles,
+    ctx: &StageCtx<'_>,
+    trace: &TraceWriter,
+) -> Result<(), HookError> {
+    let scratch = tempfile::Builder::new()
+        .prefix("oxrunner-files-")
+        .tempdir()
+        .map_err(|e| {
+            system(format!(
+                "cannot create a scratch directory for the job's files: {e}"
+            ))
+        })?;
+    let tmp = scratch.path().join("tmp");
+    let mut project = scratch.path().join("project");
+    let io = |what: &str, p: &Path, e: std::io::Error| system(format!("{what} {}: {e}", p.display()));
+    std::fs::create_dir_all(&tmp).map_err(|e| io("cannot create", &tmp, e))?;
+
+    let pulls = match ctx.stage {
+        Stage::ArchiveCache => Some(pull_for(ctx, false)),
+        Stage::ArchiveCacheOnFailure => Some(pull_for(ctx, true)),
+        Stage::UploadArtifactsOnSuccess => Some(pull_for(ctx, false)),
+        Stage::UploadArtifactsOnFailure => Some(pull_for(ctx, true)),
+        _ => None,
+    };
+    match &pulls {
+        Some(Pull::Everything) => {
+            let holder = scratch.path().join("whole");
+            std::fs::create_dir_all(&holder).map_err(|e| io("cannot create", &holder, e))?;
+            files
+                .pull(&ctx.project_dir, &holder)
+                .await
+                .map_err(|e| exec_err("copying the project out of the job", &e))?;
+            let name = ctx.project_dir.file_name().map(PathBuf::from).unwrap_or_default();
+            let pulled = holder.join(name);
+            if pulled.is_dir() {
+                project = pulled;
+            } else {
+                std::fs::create_dir_all(&project).map_err(|e| io("cannot create", &project, e))?;
+            }
+        }
+        Some(Pull::Paths(paths)) => {
+            std::fs::create_dir_all(&project).map_err(|e| io("cannot create", &project, e))?;
+            for rel in paths {
+                let parent = rel
+                    .parent()
+                    .map(|p| project.join(p))
+                    .unwrap_or_else(|| project.clone());
+                std::fs::create_dir_all(&parent).map_err(|e| io("cannot create", &parent, e))?;
+                files
+                    .pull(&ctx.project_dir.join(rel), &parent)
+                    .await
+                    .map_err(|e| exec_err(&format!("copying {} out of the job", rel.display()), &e))?;
+            }
+        }
+        Some(Pull::Nothing) | None => {
+            std::fs::create_dir_all(&project).map_err(|e| io("cannot create", &project, e))?;
+        }
+    }
+
+    let variables = local_variables(ctx.variables, &project, &tmp);
+    let local = StageCtx {
+        plan: ctx.plan,
+        runner: ctx.runner,
+        stage: ctx.stage.clone(),
+        project_dir: project.clone(),
+        tmp_dir: tmp,
+        variables: &variables,
+        status: ctx.status,
+        cancel: ctx.cancel.clone(),
+    };
+    let result = match ctx.stage {
+        Stage::RestoreCache => hooks.restore_cache(&local, trace).await,
+        Stage::DownloadArtifacts => hooks.download_artifacts(&local, trace).await,
+        Stage::ArchiveCache => hooks.archive_cache(&local, trace, false).await,
+        Stage::ArchiveCacheOnFailure => hooks.archive_cache(&local, trace, true).await,
+        Stage::UploadArtifactsOnSuccess => hooks.upload_artifacts(&local, trace, false).await,
+        _ => hooks.upload_artifacts(&local, trace, true).await,
+    };
+    result?;
+
+    if pulls.is_none() {
+        let unpacked = std::fs::read_dir(&project)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        if unpacked {
+            files
+                .push(&project, &ctx.project_dir)
+                .await
+                .map_err(|e| exec_err("copying files into the job", &e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefixes(patterns: &[&str]) -> Option<Vec<String>> {
+        let dir = Path::new("/builds/g/p");
+        let mut out = Vec::new();
+        for p in patterns {
+            out.push(literal_prefix(dir, p)?.display().to_string());
+        }
+        Some(out)
+    }
+
+    #[test]
+    fn literal_prefixes_stop_at_the_first_glob() {
+        assert_eq!(
+            prefixes(&["out/**/*.log", "./bin/app", "/builds/g/p/dist/", "vendor/{a,b}"]),
+            Some(vec![
+                "out".into(),
+                "bin/app".into(),
+                "dist".into(),
+                "vendor".into()
+            ])
+        );
+    }
+
+    #[test]
+    fn top_level_globs_need_the_whole_project() {
+        assert_eq!(prefixes(&["*.txt"]), None);
+        assert_eq!(prefixes(&["**"]), None);
+    }
+
+    #[test]
+    fn paths_outside_the_project_pull_nothing() {
+        assert_eq!(
+            prefixes(&["../elsewhere", "/etc/passwd"]),
+            Some(vec![String::new(), String::new()])
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! Which executor a local job runs on: jobs with `image:` run in Docker when an engine answers (as on GitLab),
+//! everything else in a local shell; `--executor` forces one for all jobs.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use oxrunner_config::DockerConfig;
+use oxrunner_core::{Executor, RunnerContext};
+use oxrunner_docker::{DockerExecutor, Endpoint};
+
+use super::output::Console;
+
+/// How long `exec` waits for the Docker engine to answer before running `image:` jobs in the shell.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Every job in the shell; `image:` is ignored with a warning.
+    Shell,
+    /// Jobs with `image:` in Docker, the others in the shell.
+    Images,
+    /// Every job in Docker (`--executor docker`); a job without `image:` fails with the executor's hint.
+    Docker,
+}
+
+impl Mode {
+    /// True when the job (which has `image` or not) runs in a container.
+    pub fn docker_for(self, has_image: bool) -> bool {
+        match self {
+            Self::Shell => false,
+            Self::Images => has_image,
+            Self::Docker => true,
+        }
+    }
+}
+
+/// Settles the mode once per run. Only an explicit `--executor docker` fails when no engine answers; the default
+/// falls back to the shell with a note, so `oxrunner exec` works on machines without Docker.
+pub async fn choose(executor: Option<&str>, any_image: bool, console: &Console) -> anyhow::Result<Mode> {
+    let config = config();
+    match executor {
+        Some("shell") => Ok(Mode::Shell),
+        Some("docker") => match probe(&config).await {
+            Ok(()) => Ok(Mode::Docker),
+            Err(e) => bail!("{e}"),
+        },
+        Some(other) => {
+            bail!(
+                "unknown executor {other:?}\nhint: oxrunner exec supports --executor shell or --executor docker"
+            )
+        }
+        None if !any_image => Ok(Mode::Shell),
+        None => match probe(&config).await {
+            Ok(()) => Ok(Mode::Images),
+            Err(e) => {
+                let first = e.lines().next().unwrap_or_default().to_owned();
+                console.note(&format!(
+                    "WARNING: jobs with `image:` run in this machine's shell: {first}\n\
+                     hint: start a Docker daemon (or set DOCKER_HOST) to run them in their images, or pass \
+                     --executor shell to say this is intended"
+                ));
+                Ok(Mode::Shell)
+            }
+        },
+    }
+}
+
+async fn probe(config: &DockerConfig) -> Result<(), String> {
+    let endpoint = Endpoint::resolve(config);
+    match tokio::time::timeout(PROBE_TIMEOUT, endpoint.connect()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "the Docker engine did not answer within {} s",
+            PROBE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Local runs take images already present and pull only missing ones: a laptop may be offline, and GitLab's
+/// default `always` would make every job wait for the registry.
+fn config() -> DockerConfig {
+    DockerConfig {
+        pull_policy: vec!["if-not-present".to_owned()],
+        ..DockerConfig::default()
+    }
+}
+
+/// The Docker executor for one local job whose files are the prepared copy in `source_dir`.
+pub fn executor(
+    ctx: &RunnerContext,
+    source_dir: &std::path::Path,
+    host_builds: &std::path::Path,
+) -> Box<dyn Executor> {
+    Box::new(
+        DockerExecutor::new(config(), ctx.clone())
+            .with_source_dir(source_dir)
+            .with_host_builds_dir(host_builds),
+    )
+}
