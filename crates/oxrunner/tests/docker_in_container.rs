@@ -146,6 +146,13 @@ async fn oxrunner_in_a_container_registers_runs_a_docker_job_and_stops_cleanly()
         "run",
     ]);
 
+    // The seed's `docker exec -it gitlab-runner /bin/bash`, then the runner under its upstream name.
+    let listed = docker(&["exec", &name, "/bin/bash", "-c", "gitlab-runner list"]);
+    assert!(
+        listed.ok && format!("{}{}", listed.stdout, listed.stderr).contains("Docker Runner"),
+        "gitlab-runner list in the runner's container: {listed:?}"
+    );
+
     let project = fake
         .create_project("group/in-container", &project_files(sb.dir.path()))
         .unwrap();
