@@ -1,8 +1,9 @@
 //! Issue #5 acceptance, the seed's setup: oxrunner itself runs in a container (`local/oxrunner:test`, built here
 //! from this test build's binary by `scripts/docker-images --oxrunner`) that mounts only the engine's socket and
 //! its config directory. It registers through the same image (`docker run --rm ... register -n`), then `run`s a
-//! docker job to success, with the sources fetched and the artifacts uploaded by the runner itself, and a
-//! `docker stop` (SIGTERM) mid-job ends it without leaving job objects behind.
+//! docker job to success, with the sources fetched and the artifacts uploaded by the runner itself; a
+//! `docker stop` (SIGTERM) mid-job ends it without leaving job objects behind; a `docker start` brings it back with
+//! its cache; after a `docker kill` (SIGKILL) mid-job, the next start removes what the killed run left.
 //! The runner's container uses the host network only so that it reaches fake-gitlab on 127.0.0.1; the job's
 //! container never talks to GitLab. Runs on a real dockerd; with `CI=true` a missing engine fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,7 +18,7 @@ use docker_e2e::{
     EngineGuard, build_oxrunner_image, docker, docker_ok, engine_ready, has_output_line, leftovers,
     unique_name, wait_no_leftovers,
 };
-use fake_gitlab::{ArtifactSpec, FakeGitlab, ImageSpec, JobRecord, JobSpec};
+use fake_gitlab::{ArtifactSpec, CacheSpec, FakeGitlab, ImageSpec, JobRecord, JobSpec};
 
 const IMAGE: &str = "local/oxrunner:test";
 const REG: &str = "GR1348941fake-registration";
@@ -73,7 +74,7 @@ async fn wait_job_container(short_token: &str, job: i64, runner: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn oxrunner_in_a_container_registers_runs_a_docker_job_and_stops_cleanly() {
+async fn oxrunner_in_a_container_registers_runs_docker_jobs_and_survives_stop_restart_and_kill() {
     if !engine_ready() {
         return;
     }
@@ -163,11 +164,13 @@ async fn oxrunner_in_a_container_registers_runs_a_docker_job_and_stops_cleanly()
                 "cat hello.txt",
                 "cat /etc/oxrunner-image",
                 "echo built-in-a-container > result.txt",
+                "mkdir -p cache-dir && echo cached-before-restart > cache-dir/c.txt",
             ],
         )
         .project(project.id)
         .image(ImageSpec::new("busybox:latest"))
-        .artifact(ArtifactSpec::paths(&["result.txt"])),
+        .artifact(ArtifactSpec::paths(&["result.txt"]))
+        .cache(CacheSpec::new("seed-cache", &["cache-dir/"])),
     );
     let job = finished(&fake, build, &name).await;
     let trace = job.trace_text();
@@ -193,27 +196,11 @@ async fn oxrunner_in_a_container_registers_runs_a_docker_job_and_stops_cleanly()
     assert!(left.is_empty(), "the finished job left {left:?}");
 
     // A long job, then the seed's way of stopping the runner: `docker stop` sends SIGTERM to its PID 1.
-    let slow = fake.enqueue_job(
-        JobSpec::new("slow", &["echo slow-started", "sleep 600"])
-            .project(project.id)
-            .variable("GIT_STRATEGY", "none")
-            .image(ImageSpec::new("busybox:latest")),
-    );
+    let slow = fake.enqueue_job(slow_job(project.id));
     wait_status(&fake, slow, "running", FINISH).await;
     wait_job_container(&short_token, slow, &name).await;
     docker_ok(&["stop", "-t", "60", &name]);
-    let state = docker_ok(&[
-        "inspect",
-        "--format",
-        "{{.State.Running}} {{.State.ExitCode}}",
-        &name,
-    ]);
-    assert_eq!(
-        state,
-        "false 0",
-        "the runner did not exit cleanly on SIGTERM; log:\n{}",
-        runner_log(&name)
-    );
+    assert_exited_cleanly(&name);
     let job = fake.job(slow).unwrap();
     assert_eq!(
         job.status,
@@ -232,5 +219,71 @@ async fn oxrunner_in_a_container_registers_runs_a_docker_job_and_stops_cleanly()
         "SIGTERM left job objects on the engine: {left:?}\nrunner log:\n{}",
         runner_log(&name)
     );
+
+    // The seed runs the container with `--restart unless-stopped`: started again, the runner still has its cache
+    // store, which lives in the mounted config directory.
+    docker_ok(&["start", &name]);
+    let again = fake.enqueue_job(
+        JobSpec::new("after-restart", &["cat cache-dir/c.txt"])
+            .project(project.id)
+            .image(ImageSpec::new("busybox:latest"))
+            .cache(CacheSpec {
+                policy: "pull".into(),
+                ..CacheSpec::new("seed-cache", &["cache-dir/"])
+            }),
+    );
+    let job = finished(&fake, again, &name).await;
+    let trace = job.trace_text();
+    assert_eq!(
+        job.status,
+        "success",
+        "{job:?}\n{trace}\nrunner log:\n{}",
+        runner_log(&name)
+    );
+    assert!(has_output_line(&trace, "cached-before-restart"), "{trace}");
+
+    // SIGKILL mid-job: nothing cleans up then, so the job's objects stay until the runner's next start removes them.
+    let killed = fake.enqueue_job(slow_job(project.id));
+    wait_status(&fake, killed, "running", FINISH).await;
+    wait_job_container(&short_token, killed, &name).await;
+    docker_ok(&["kill", &name]);
+    let left = leftovers(&short_token);
+    assert!(
+        left.iter().any(|o| o.starts_with("container ")),
+        "the killed runner's job container is gone already: {left:?}"
+    );
+    docker_ok(&["start", &name]);
+    let left = wait_no_leftovers(&short_token, Duration::from_secs(60)).await;
+    assert!(
+        left.is_empty(),
+        "the restarted runner did not remove the killed run's objects: {left:?}\nrunner log:\n{}",
+        runner_log(&name)
+    );
+    docker_ok(&["stop", "-t", "60", &name]);
+    assert_exited_cleanly(&name);
     drop(guard);
+}
+
+/// A busybox job that runs until it is stopped.
+fn slow_job(project: i64) -> JobSpec {
+    JobSpec::new("slow", &["echo slow-started", "sleep 600"])
+        .project(project)
+        .variable("GIT_STRATEGY", "none")
+        .image(ImageSpec::new("busybox:latest"))
+}
+
+#[track_caller]
+fn assert_exited_cleanly(name: &str) {
+    let state = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Running}} {{.State.ExitCode}}",
+        name,
+    ]);
+    assert_eq!(
+        state,
+        "false 0",
+        "the runner did not exit cleanly on SIGTERM; log:\n{}",
+        runner_log(name)
+    );
 }
