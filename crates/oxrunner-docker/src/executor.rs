@@ -6,14 +6,14 @@ use std::sync::Arc;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
 use bollard::query_parameters::CreateContainerOptions;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, join_all};
 use oxrunner_config::DockerConfig;
 use oxrunner_core::{
     CancellationToken, ExecError, Executor, ExitStatus, JobFiles, JobPlan, RunnerContext, Stage,
     StageCommand, TraceWriter, build_dir,
 };
 
-use crate::archive;
+use crate::archive::{self, Permissions};
 use crate::auth;
 use crate::cleanup;
 use crate::connect::Endpoint;
@@ -43,6 +43,7 @@ pub struct DockerExecutor {
     volumes: Vec<String>,
     networks: Vec<String>,
     source_dir: Option<PathBuf>,
+    perms: Permissions,
 }
 
 impl std::fmt::Debug for DockerExecutor {
@@ -70,6 +71,7 @@ impl DockerExecutor {
             volumes: Vec::new(),
             networks: Vec::new(),
             source_dir: None,
+            perms: Permissions::Open,
         }
     }
 
@@ -120,7 +122,7 @@ impl DockerExecutor {
     /// runner side into the build volume).
     pub async fn copy_to_container(&self, host_dir: &Path, container_dir: &str) -> Result<(), DockerError> {
         let (docker, container) = self.ready()?;
-        archive::copy_dir_to_container(docker, container, host_dir, container_dir).await
+        archive::copy_dir_to_container(docker, container, host_dir, container_dir, self.perms).await
     }
 
     /// Copies `container_path` out of the job container into `host_dir`.
@@ -181,6 +183,24 @@ impl DockerExecutor {
             }
             None => Ok(self.config.user.clone().filter(|u| !u.is_empty())),
         }
+    }
+
+    /// Whether removing the build volume at cleanup also removes the file variables and git credentials under
+    /// `<project>.tmp`: no `volumes` bind or `volumes_from` container can hold them.
+    fn tmp_dir_dies_with_the_volume(&self, plan: &JobPlan) -> bool {
+        let tmp = oxrunner_core::tmp_dir(&build_dir(plan, &self.runner));
+        if !tmp.starts_with(self.builds_dir()) || !self.config.volumes_from.is_empty() {
+            return false;
+        }
+        self.config.volumes.iter().all(|spec| match parse_volume(spec) {
+            // Anonymous volumes go with the container.
+            Ok(VolumeSpec::Anonymous(_)) => true,
+            Ok(VolumeSpec::Bind(bind)) => bind
+                .split(':')
+                .nth(1)
+                .is_some_and(|dst| !tmp.starts_with(dst) && !Path::new(dst).starts_with(&tmp)),
+            Err(_) => false,
+        })
     }
 
     /// The build volume and the `volumes` host binds; services get the same (as in gitlab-runner).
@@ -252,12 +272,6 @@ impl DockerExecutor {
             .as_ref()
             .and_then(|i| i.platform.clone())
             .unwrap_or_default();
-        let image_id = self
-            .pull(&docker, plan, &image, job_policies, &platform, trace)
-            .await?;
-        trace.info(&format!("Using docker image {image_id} for {image} ..."));
-
-        self.plan = Some(plan.clone());
         let runner = self.runner.short_token.clone();
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!(
@@ -267,16 +281,25 @@ impl DockerExecutor {
             &unique[..8]
         );
 
+        // The volume does not depend on the image: create it while the image is pulled.
         let volume_name = format!("{prefix}-builds");
-        docker
-            .create_volume(VolumeCreateRequest {
+        let (pulled, volume) = tokio::join!(
+            self.pull(&docker, plan, &image, job_policies, &platform, trace),
+            docker.create_volume(VolumeCreateRequest {
                 name: Some(volume_name.clone()),
                 labels: Some(job_labels(&runner, plan.job_id, plan.project_id, "builds")),
                 ..Default::default()
             })
-            .await
-            .map_err(DockerError::api(format!("creating volume {volume_name}")))?;
-        self.volumes.push(volume_name.clone());
+        );
+        if volume.is_ok() {
+            self.volumes.push(volume_name.clone());
+        }
+        let image_id = pulled?;
+        volume.map_err(DockerError::api(format!("creating volume {volume_name}")))?;
+        trace.info(&format!("Using docker image {image_id} for {image} ..."));
+
+        self.plan = Some(plan.clone());
+        self.perms = Permissions::for_variables(&plan.variables);
 
         let network = self
             .start_services(&docker, plan, &prefix, &volume_name, trace)
@@ -343,6 +366,8 @@ impl DockerExecutor {
                 "creating container {name} from {image}"
             )))?;
         self.container = Some(created.id.clone());
+        // The job's user (any, see `image:docker:user`) creates the project dir and its `.tmp` sibling (file
+        // variables) under the builds dir in the first stage, so only the builds dir needs opening.
         let builds_dir = self.builds_dir().display().to_string();
         archive::make_dir_open(&docker, &created.id, &builds_dir).await?;
         Ok(())
@@ -450,26 +475,39 @@ impl DockerExecutor {
         let Some(docker) = self.docker.clone() else {
             return;
         };
-        if let Some(id) = self.container.take()
-            && let Err(e) = cleanup::remove_container(&docker, &id).await
-        {
-            tracing::warn!(error = %e, "removing the job container");
-        }
-        for id in std::mem::take(&mut self.services) {
-            if let Err(e) = cleanup::remove_container(&docker, &id).await {
-                tracing::warn!(error = %e, "removing a service container");
+        let docker = &docker;
+        // Containers first: a volume or network in use cannot be removed. Within a group nothing depends on
+        // anything else, so the removals run concurrently.
+        let containers = self
+            .container
+            .take()
+            .into_iter()
+            .chain(std::mem::take(&mut self.services));
+        join_all(containers.map(|id| async move {
+            if let Err(e) = cleanup::remove_container(docker, &id).await {
+                tracing::warn!(error = %e, "removing a job or service container");
             }
-        }
-        for name in std::mem::take(&mut self.volumes) {
-            if let Err(e) = cleanup::remove_volume(&docker, &name).await {
-                tracing::warn!(error = %e, "removing a job volume");
-            }
-        }
-        for id in std::mem::take(&mut self.networks) {
-            if let Err(e) = cleanup::remove_network(&docker, &id).await {
-                tracing::warn!(error = %e, "removing a job network");
-            }
-        }
+        }))
+        .await;
+        let volumes = join_all(
+            std::mem::take(&mut self.volumes)
+                .into_iter()
+                .map(|name| async move {
+                    if let Err(e) = cleanup::remove_volume(docker, &name).await {
+                        tracing::warn!(error = %e, "removing a job volume");
+                    }
+                }),
+        );
+        let networks = join_all(
+            std::mem::take(&mut self.networks)
+                .into_iter()
+                .map(|id| async move {
+                    if let Err(e) = cleanup::remove_network(docker, &id).await {
+                        tracing::warn!(error = %e, "removing a job network");
+                    }
+                }),
+        );
+        futures::future::join(volumes, networks).await;
     }
 }
 
@@ -521,6 +559,14 @@ impl Executor for DockerExecutor {
                     Fetched::NotNeeded => {}
                 }
             }
+            if cmd.stage == Stage::CleanupFileVariables
+                && let Some(plan) = &self.plan
+                && self.tmp_dir_dies_with_the_volume(plan)
+            {
+                // Starting the container once more (a fifth of a trivial job's time) would only delete files
+                // that the removal of the per-job build volume right after deletes anyway.
+                return Ok(ExitStatus::Code(0));
+            }
             if cmd.stage == Stage::ClearWorktree
                 && let Some(plan) = &self.plan
             {
@@ -545,9 +591,8 @@ impl Executor for DockerExecutor {
 
     fn files(&self) -> Option<Arc<dyn JobFiles>> {
         let (docker, container) = self.ready().ok()?;
-        Some(Arc::new(archive::ContainerFiles::new(
-            docker.clone(),
-            container.to_owned(),
-        )))
+        Some(Arc::new(
+            archive::ContainerFiles::new(docker.clone(), container.to_owned()).with_permissions(self.perms),
+        ))
     }
 }

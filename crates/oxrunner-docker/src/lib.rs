@@ -36,6 +36,7 @@ pub mod services;
 pub mod settings;
 pub mod sources;
 
+pub use archive::Permissions;
 pub use cleanup::{Removed, remove_leftovers};
 pub use connect::{DEFAULT_DOCKER_HOST, Endpoint, connect};
 pub use error::DockerError;
