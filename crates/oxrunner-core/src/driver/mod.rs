@@ -623,16 +623,9 @@ impl Driver<'_> {
         let trace = self.trace;
         let files = self.executor.files();
         let fut = async {
-            if let Some(files) = &files {
-                return remote::staged_hook(hooks, files.as_ref(), &sctx, trace).await;
-            }
-            match &stage {
-                Stage::RestoreCache => hooks.restore_cache(&sctx, trace).await,
-                Stage::DownloadArtifacts => hooks.download_artifacts(&sctx, trace).await,
-                Stage::ArchiveCache => hooks.archive_cache(&sctx, trace, false).await,
-                Stage::ArchiveCacheOnFailure => hooks.archive_cache(&sctx, trace, true).await,
-                Stage::UploadArtifactsOnSuccess => hooks.upload_artifacts(&sctx, trace, false).await,
-                _ => hooks.upload_artifacts(&sctx, trace, true).await,
+            match &files {
+                Some(files) => remote::staged_hook(hooks, files.as_ref(), &sctx, trace).await,
+                None => crate::executor::call_hook(hooks, &sctx, trace).await,
             }
         };
         let res = guard(fut, &self.control, limits).await;
