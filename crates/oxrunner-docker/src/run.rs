@@ -44,9 +44,6 @@ const STAGE_SHELL: &str = concat!(
     "[ -z \"$k\" ] && break; done; exit $rc"
 );
 
-/// Exit code the engine reports for a container killed with SIGKILL.
-const KILLED: i64 = 128 + 9;
-
 /// What a docker CLI in the job prints when no daemon answers.
 const NO_DAEMON: &[u8] = b"Cannot connect to the Docker daemon at";
 
@@ -166,8 +163,8 @@ fn is_conflict(err: &bollard::errors::Error) -> bool {
     )
 }
 
-/// The stage could not start because the container's main process ended (no shell in the image, or an
-/// ENTRYPOINT that does not run the command it is given): its output and exit code go to the trace.
+/// The stage could not run because the container's main process ended (no shell in the image, an ENTRYPOINT
+/// that does not run the command it is given, the memory limit): its output and exit code go to the trace.
 async fn main_process_ended(docker: &Docker, container: &str, trace: &TraceWriter) -> ExitStatus {
     let code = match docker.inspect_container(container, None).await {
         Ok(info) => info.state.and_then(|s| s.exit_code).unwrap_or(-1),
@@ -181,7 +178,7 @@ async fn main_process_ended(docker: &Docker, container: &str, trace: &TraceWrite
         trace.println(&logs);
     }
     trace.println(&format!(
-        "oxrunner: the job container stopped right after it started (exit code {code}), so the stage could not run"
+        "oxrunner: the job container's main process ended (exit code {code}), so the stage could not run"
     ));
     trace.println("hint: the image needs sh or bash, and an image ENTRYPOINT must end by running the command it is given (exec \"$@\"); override it with the job's image:entrypoint: [\"\"] otherwise");
     ExitStatus::Code(i32::try_from(code).ok().filter(|c| *c != 0).unwrap_or(1))
@@ -288,9 +285,11 @@ pub async fn run_stage(
         }
         return Ok(ExitStatus::Signal(9));
     };
-    if code == KILLED && !container_runs(docker, container).await {
-        // Killed from outside (e.g. out of memory): the next stage needs the container started again.
+    if code != 0 && !container_runs(docker, container).await {
+        // The main process ended under the stage (an ENTRYPOINT that exits, the memory limit): the stage died
+        // with it, and the next stage needs the container started again.
         *running = false;
+        return Ok(main_process_ended(docker, container, trace).await);
     }
     if code != 0 && no_daemon.found() {
         for line in NO_DAEMON_HINT.lines() {
