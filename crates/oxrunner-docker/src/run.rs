@@ -178,7 +178,7 @@ async fn main_process_ended(docker: &Docker, container: &str, trace: &TraceWrite
         trace.println(&logs);
     }
     trace.println(&format!(
-        "oxrunner: the job container's main process ended (exit code {code}), so the stage could not run"
+        "oxrunner: the job container's main process ended (exit code {code}), so the stage could not run to its end"
     ));
     trace.println("hint: the image needs sh or bash, and an image ENTRYPOINT must end by running the command it is given (exec \"$@\"); override it with the job's image:entrypoint: [\"\"] otherwise");
     ExitStatus::Code(i32::try_from(code).ok().filter(|c| *c != 0).unwrap_or(1))
