@@ -1,4 +1,5 @@
-//! `DockerExecutor`: one job container from the job image, a per-job build volume, stage scripts fed on stdin.
+//! `DockerExecutor`: one job container from the job image, started once, a per-job build volume, every stage
+//! an exec in that container with its script fed on stdin.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,11 +33,18 @@ pub const DEFAULT_BUILDS_DIR: &str = "/builds";
 
 /// Runs stages in a container of the job's image. The shell reads each stage script on stdin, so the image only
 /// needs `sh`; files move in and out of the build volume through the engine's archive API.
+///
+/// The container's main process is the image ENTRYPOINT (unless the job overrides it, as in gitlab-runner) given
+/// a shell as its command; that shell keeps the container up by waiting on a terminal nobody writes to.
 pub struct DockerExecutor {
     config: DockerConfig,
     runner: RunnerContext,
     docker: Option<Docker>,
     container: Option<String>,
+    /// Whether the job container runs: it starts with the first stage, and again after a cancel killed it.
+    running: bool,
+    /// The user stages run as (`image:docker:user` or `user`); `None` keeps the image's.
+    user: Option<String>,
     plan: Option<JobPlan>,
     host_builds_dir: PathBuf,
     services: Vec<String>,
@@ -57,6 +65,13 @@ impl std::fmt::Debug for DockerExecutor {
     }
 }
 
+fn not_prepared() -> DockerError {
+    DockerError::Io {
+        context: "docker executor".to_owned(),
+        source: std::io::Error::other("the job container does not exist (prepare did not succeed)"),
+    }
+}
+
 impl DockerExecutor {
     /// An executor for one job; it connects in `prepare`.
     pub fn new(config: DockerConfig, runner: RunnerContext) -> Self {
@@ -65,6 +80,8 @@ impl DockerExecutor {
             runner,
             docker: None,
             container: None,
+            running: false,
+            user: None,
             plan: None,
             host_builds_dir: std::env::temp_dir().join("oxrunner-docker-builds"),
             services: Vec::new(),
@@ -111,10 +128,7 @@ impl DockerExecutor {
     fn ready(&self) -> Result<(&Docker, &str), DockerError> {
         match (&self.docker, &self.container) {
             (Some(d), Some(c)) => Ok((d, c)),
-            _ => Err(DockerError::Io {
-                context: "docker executor".to_owned(),
-                source: std::io::Error::other("the job container does not exist (prepare did not succeed)"),
-            }),
+            _ => Err(not_prepared()),
         }
     }
 
@@ -323,6 +337,7 @@ impl DockerExecutor {
             .map(|i| i.entrypoint.clone())
             .filter(|e| !e.is_empty() && !self.config.disable_entrypoint_overwrite.unwrap_or(false));
         let host_config = self.host_config(&volume_name, &image)?;
+        self.user = self.resolve_user(plan)?;
         let body = ContainerCreateBody {
             image: Some(image.clone()),
             cmd: Some(vec![
@@ -332,7 +347,7 @@ impl DockerExecutor {
             ]),
             entrypoint,
             env: Some(self.runner.environment.clone()),
-            user: self.resolve_user(plan)?,
+            user: self.user.clone(),
             hostname: self.config.hostname.clone().filter(|h| !h.is_empty()),
             labels: Some(hostcfg::container_labels(
                 &self.config,
@@ -340,12 +355,11 @@ impl DockerExecutor {
                 &plan.variables,
             )),
             volumes: (!anonymous.is_empty()).then_some(anonymous),
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
+            // An interactive shell on a terminal blocks reading it for as long as the container lives, and its
+            // prompt goes to the container's own output, which nothing puts into the job log.
             open_stdin: Some(true),
-            stdin_once: Some(true),
-            tty: Some(false),
+            stdin_once: Some(false),
+            tty: Some(true),
             host_config: Some(HostConfig {
                 network_mode: network.or(host_config.network_mode),
                 ..host_config
@@ -369,7 +383,17 @@ impl DockerExecutor {
         // The job's user (any, see `image:docker:user`) creates the project dir and its `.tmp` sibling (file
         // variables) under the builds dir in the first stage, so only the builds dir needs opening.
         let builds_dir = self.builds_dir().display().to_string();
-        archive::make_dir_open(&docker, &created.id, &builds_dir).await?;
+        // Started here, alongside the archive upload, rather than by the first stage: the start is the longest
+        // step of a short job. A failed start is left to the first stage, which starts it again and reports.
+        let (opened, started) = tokio::join!(
+            archive::make_dir_open(&docker, &created.id, &builds_dir),
+            docker.start_container(&created.id, None)
+        );
+        match started {
+            Ok(()) => self.running = true,
+            Err(e) => tracing::debug!(error = %e, "starting the job container in prepare"),
+        }
+        opened?;
         Ok(())
     }
 
@@ -563,8 +587,8 @@ impl Executor for DockerExecutor {
                 && let Some(plan) = &self.plan
                 && self.tmp_dir_dies_with_the_volume(plan)
             {
-                // Starting the container once more (a fifth of a trivial job's time) would only delete files
-                // that the removal of the per-job build volume right after deletes anyway.
+                // One more exec (and a container start after a cancel) would only delete files that the removal
+                // of the per-job build volume right after deletes anyway.
                 return Ok(ExitStatus::Code(0));
             }
             if cmd.stage == Stage::ClearWorktree
@@ -578,10 +602,21 @@ impl Executor for DockerExecutor {
                     trace.warning(&format!("could not remove {}: {e}", dir.display()));
                 }
             }
-            let (docker, container) = self.ready()?;
-            run::run_stage(docker, container, &cmd, trace, cancel)
-                .await
-                .map_err(ExecError::from)
+            let (docker, container) = match (&self.docker, &self.container) {
+                (Some(d), Some(c)) => (d, c.as_str()),
+                _ => return Err(not_prepared().into()),
+            };
+            run::run_stage(
+                docker,
+                container,
+                self.user.as_deref(),
+                &mut self.running,
+                &cmd,
+                trace,
+                cancel,
+            )
+            .await
+            .map_err(ExecError::from)
         })
     }
 
