@@ -533,9 +533,10 @@ impl Driver<'_> {
                     "after_script could not run to completion because the timeout was exceeded. For more control over job and script timeouts see: https://docs.gitlab.com/ci/runners/configure_runners/#set-script-and-after_script-timeouts",
                 );
                 if self.failure.is_none() {
+                    // gitlab-runner's own wording, Go duration and all ("1h0m0s seconds").
                     let msg = format!(
                         "execution took longer than {} seconds",
-                        self.plan.effective_timeout().as_secs()
+                        go_duration(self.plan.effective_timeout())
                     );
                     self.set_failure(FailureReason::JobExecutionTimeout, None, msg);
                 }
