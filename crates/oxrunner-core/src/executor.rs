@@ -245,6 +245,22 @@ pub trait JobHooks: Send + Sync {
     ) -> BoxFuture<'a, Result<(), HookError>>;
 }
 
+/// Calls the hook that belongs to `ctx.stage` (a script stage has none and counts as the failure upload).
+pub(crate) async fn call_hook(
+    hooks: &dyn JobHooks,
+    ctx: &StageCtx<'_>,
+    trace: &TraceWriter,
+) -> Result<(), HookError> {
+    match ctx.stage {
+        Stage::RestoreCache => hooks.restore_cache(ctx, trace).await,
+        Stage::DownloadArtifacts => hooks.download_artifacts(ctx, trace).await,
+        Stage::ArchiveCache => hooks.archive_cache(ctx, trace, false).await,
+        Stage::ArchiveCacheOnFailure => hooks.archive_cache(ctx, trace, true).await,
+        Stage::UploadArtifactsOnSuccess => hooks.upload_artifacts(ctx, trace, false).await,
+        _ => hooks.upload_artifacts(ctx, trace, true).await,
+    }
+}
+
 /// Hooks that do nothing (jobs without cache/artifact support, tests).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoopHooks;

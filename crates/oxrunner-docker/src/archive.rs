@@ -35,23 +35,113 @@ fn relative(container_dir: &str) -> Result<PathBuf, DockerError> {
     Ok(rel)
 }
 
+/// How files copied into the build volume get their modes and owner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Permissions {
+    /// gitlab-runner's default: its helper works under `umask 0000`, so whatever user the job image runs as can
+    /// change the checkout, restored caches and downloaded artifacts. Files become 0666 (0777 when any exec bit
+    /// is set), directories 0777, all owned by root.
+    #[default]
+    Open,
+    /// `FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR`: modes are kept, and the engine gives the files to the container's
+    /// user (as gitlab-runner's `chown -R` to the image user's uid/gid does).
+    Kept,
+}
+
+impl Permissions {
+    /// The mode for a job with these variables: [`Permissions::Kept`] when the feature flag is on (the daemon
+    /// resolves `[runners.feature_flags]` into `FF_*` job variables).
+    pub fn for_variables(vars: &oxrunner_core::Variables) -> Self {
+        if vars.bool("FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR").unwrap_or(false) {
+            Self::Kept
+        } else {
+            Self::Open
+        }
+    }
+
+    fn mode(self, kept: u32, is_dir: bool) -> u32 {
+        match self {
+            Self::Kept => kept & 0o7777,
+            Self::Open if is_dir || kept & 0o111 != 0 => 0o777,
+            Self::Open => 0o666,
+        }
+    }
+
+    /// The engine's `copyUIDGID`: chown what it unpacks to the container's user.
+    fn copy_uid_gid(self) -> Option<String> {
+        (self == Self::Kept).then(|| "true".to_owned())
+    }
+}
+
+/// Appends `path` (and, for a directory, everything under it) as `name`. Symlinks are copied as links: a job's
+/// checkout may contain links pointing outside it. Sockets have no tar form and are left out.
+fn append_tree<W: Write>(
+    builder: &mut tar::Builder<W>,
+    path: &Path,
+    name: &Path,
+    perms: Permissions,
+) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    let file_type = meta.file_type();
+    if std::os::unix::fs::FileTypeExt::is_socket(&file_type) {
+        return Ok(());
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+    // Owned by root as a root helper would leave them; with `Kept`, the engine maps them to the job's user.
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_username("")?;
+    header.set_groupname("")?;
+    if !file_type.is_symlink() {
+        header.set_mode(perms.mode(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()),
+            file_type.is_dir(),
+        ));
+    }
+    if file_type.is_symlink() {
+        let target = std::fs::read_link(path)?;
+        builder.append_link(&mut header, name, target)
+    } else if file_type.is_file() {
+        builder.append_data(&mut header, name, std::fs::File::open(path)?)
+    } else if file_type.is_dir() {
+        header.set_size(0);
+        builder.append_data(&mut header, name, std::io::empty())?;
+        let mut entries = std::fs::read_dir(path)?.collect::<Result<Vec<_>, _>>()?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            append_tree(builder, &entry.path(), &name.join(entry.file_name()), perms)?;
+        }
+        Ok(())
+    } else {
+        // FIFOs and device nodes: the header from the metadata says it all.
+        header.set_size(0);
+        builder.append_data(&mut header, name, std::io::empty())
+    }
+}
+
 /// Tars the contents of `host_dir` as `container_dir`. Missing parents are left to the engine, which creates them
 /// (0755); emitting them here would reset the modes of existing ones such as `/tmp`.
-fn tar_dir_into(host_dir: &Path, container_dir: &str, out: &mut std::fs::File) -> Result<(), DockerError> {
+fn tar_dir_into(
+    host_dir: &Path,
+    container_dir: &str,
+    perms: Permissions,
+    out: &mut std::fs::File,
+) -> Result<(), DockerError> {
     let rel = relative(container_dir)?;
     let io = |source| DockerError::Io {
         context: format!("packing {} for the container", host_dir.display()),
         source,
     };
     let mut builder = tar::Builder::new(std::io::BufWriter::new(out));
-    // Symlinks are copied as links: a job's checkout may contain links pointing outside it.
-    builder.follow_symlinks(false);
     let top = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {
         rel.as_path()
     };
-    builder.append_dir_all(top, host_dir).map_err(io)?;
+    // The top directory itself may be reached through a link (an `exec` working tree); its contents are copied.
+    let host_dir = std::fs::canonicalize(host_dir).map_err(io)?;
+    append_tree(&mut builder, &host_dir, top, perms).map_err(io)?;
     builder.into_inner().map_err(io)?.flush().map_err(io)
 }
 
@@ -95,13 +185,15 @@ fn join_err(context: String, e: tokio::task::JoinError) -> DockerError {
 }
 
 /// Copies the tree under `host_dir` into the container at `container_dir` (created if missing; existing files are
-/// overwritten). Works on created and stopped containers; the container's volumes receive the files. The tar is
-/// spooled to a temporary file and streamed, so memory stays flat whatever the tree's size.
+/// overwritten), with modes and owner per `perms`. Works on created and stopped containers; the container's
+/// volumes receive the files. The tar is spooled to a temporary file and streamed, so memory stays flat whatever
+/// the tree's size.
 pub async fn copy_dir_to_container(
     docker: &Docker,
     container: &str,
     host_dir: &Path,
     container_dir: &str,
+    perms: Permissions,
 ) -> Result<(), DockerError> {
     let host = host_dir.to_path_buf();
     let dest = container_dir.to_owned();
@@ -111,7 +203,7 @@ pub async fn copy_dir_to_container(
             source,
         };
         let mut file = tempfile::tempfile().map_err(io)?;
-        tar_dir_into(&host, &dest, &mut file)?;
+        tar_dir_into(&host, &dest, perms, &mut file)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         Ok(file)
     })
@@ -120,6 +212,7 @@ pub async fn copy_dir_to_container(
     let stream = ReaderStream::new(tokio::fs::File::from_std(spool));
     let options = UploadToContainerOptions {
         path: "/".to_owned(),
+        copy_uidgid: perms.copy_uid_gid(),
         ..Default::default()
     };
     docker
@@ -184,12 +277,23 @@ pub async fn copy_from_container(
 pub struct ContainerFiles {
     docker: Docker,
     container: String,
+    perms: Permissions,
 }
 
 impl ContainerFiles {
-    /// Files of `container` (which mounts the build volume).
+    /// Files of `container` (which mounts the build volume); pushed files get [`Permissions::Open`].
     pub fn new(docker: Docker, container: String) -> Self {
-        Self { docker, container }
+        Self {
+            docker,
+            container,
+            perms: Permissions::Open,
+        }
+    }
+
+    /// Modes and owner for pushed files (restored caches, downloaded artifacts).
+    pub fn with_permissions(mut self, perms: Permissions) -> Self {
+        self.perms = perms;
+        self
     }
 }
 
@@ -197,7 +301,7 @@ impl JobFiles for ContainerFiles {
     fn push<'a>(&'a self, host_dir: &'a Path, dir: &'a Path) -> BoxFuture<'a, Result<(), ExecError>> {
         Box::pin(async move {
             let dest = dir.display().to_string();
-            copy_dir_to_container(&self.docker, &self.container, host_dir, &dest)
+            copy_dir_to_container(&self.docker, &self.container, host_dir, &dest, self.perms)
                 .await
                 .map_err(ExecError::from)
         })
@@ -210,5 +314,82 @@ impl JobFiles for ContainerFiles {
                 .await
                 .map_err(ExecError::from)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Packs a small tree and lists `path -> (mode, uid, link target)` of the tar.
+    fn packed(perms: Permissions) -> BTreeMap<String, (u32, u64, Option<String>)> {
+        let src = tempfile::tempdir().unwrap();
+        let root = src.path();
+        std::fs::create_dir(root.join("dir")).unwrap();
+        std::fs::write(root.join("dir/private"), "p").unwrap();
+        std::fs::write(root.join("tool"), "t").unwrap();
+        std::fs::set_permissions(root.join("dir/private"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(root.join("tool"), std::fs::Permissions::from_mode(0o750)).unwrap();
+        std::fs::set_permissions(root.join("dir"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink("../outside", root.join("link")).unwrap();
+
+        let mut file = tempfile::tempfile().unwrap();
+        tar_dir_into(root, "/builds/g/p", perms, &mut file).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let mut archive = tar::Archive::new(file);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                let link = e.link_name().unwrap().map(|l| l.display().to_string());
+                (
+                    e.path().unwrap().display().to_string(),
+                    (h.mode().unwrap(), h.uid().unwrap(), link),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn open_permissions_mimic_umask_0000_and_root_ownership() {
+        let entries = packed(Permissions::Open);
+        assert_eq!(entries["builds/g/p"].0, 0o777);
+        assert_eq!(entries["builds/g/p/dir"].0, 0o777);
+        assert_eq!(entries["builds/g/p/dir/private"].0, 0o666);
+        assert_eq!(entries["builds/g/p/tool"].0, 0o777);
+        assert_eq!(entries["builds/g/p/link"].2.as_deref(), Some("../outside"));
+        assert!(entries.values().all(|(_, uid, _)| *uid == 0), "{entries:?}");
+        // Only the copied tree: parents such as `builds` keep the engine's (or the volume's) modes.
+        assert!(!entries.contains_key("builds") && !entries.contains_key("builds/g"));
+    }
+
+    #[test]
+    fn kept_permissions_keep_the_runner_side_modes() {
+        let entries = packed(Permissions::Kept);
+        assert_eq!(entries["builds/g/p/dir"].0, 0o700);
+        assert_eq!(entries["builds/g/p/dir/private"].0, 0o600);
+        assert_eq!(entries["builds/g/p/tool"].0, 0o750);
+        assert_eq!(Permissions::Kept.copy_uid_gid().as_deref(), Some("true"));
+        assert_eq!(Permissions::Open.copy_uid_gid(), None);
+    }
+
+    #[test]
+    fn the_feature_flag_selects_kept_permissions() {
+        let mut vars = oxrunner_core::Variables::new();
+        assert_eq!(Permissions::for_variables(&vars), Permissions::Open);
+        vars.push(oxrunner_core::Variable::new(
+            "FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR",
+            "false",
+        ));
+        assert_eq!(Permissions::for_variables(&vars), Permissions::Open);
+        vars.push(oxrunner_core::Variable::new(
+            "FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR",
+            "1",
+        ));
+        assert_eq!(Permissions::for_variables(&vars), Permissions::Kept);
     }
 }

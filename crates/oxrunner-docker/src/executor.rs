@@ -1,4 +1,5 @@
-//! `DockerExecutor`: one job container from the job image, a per-job build volume, stage scripts fed on stdin.
+//! `DockerExecutor`: one job container from the job image, started once, a per-job build volume, every stage
+//! an exec in that container with its script fed on stdin.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -6,14 +7,14 @@ use std::sync::Arc;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
 use bollard::query_parameters::CreateContainerOptions;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, join_all};
 use oxrunner_config::DockerConfig;
 use oxrunner_core::{
     CancellationToken, ExecError, Executor, ExitStatus, JobFiles, JobPlan, RunnerContext, Stage,
     StageCommand, TraceWriter, build_dir,
 };
 
-use crate::archive;
+use crate::archive::{self, Permissions};
 use crate::auth;
 use crate::cleanup;
 use crate::connect::Endpoint;
@@ -32,17 +33,25 @@ pub const DEFAULT_BUILDS_DIR: &str = "/builds";
 
 /// Runs stages in a container of the job's image. The shell reads each stage script on stdin, so the image only
 /// needs `sh`; files move in and out of the build volume through the engine's archive API.
+///
+/// The container's main process is the image ENTRYPOINT (unless the job overrides it, as in gitlab-runner) given
+/// a shell as its command; that shell keeps the container up by waiting on a terminal nobody writes to.
 pub struct DockerExecutor {
     config: DockerConfig,
     runner: RunnerContext,
     docker: Option<Docker>,
     container: Option<String>,
+    /// Whether the job container runs: it starts with the first stage, and again after a cancel killed it.
+    running: bool,
+    /// The user stages run as (`image:docker:user` or `user`); `None` keeps the image's.
+    user: Option<String>,
     plan: Option<JobPlan>,
     host_builds_dir: PathBuf,
     services: Vec<String>,
     volumes: Vec<String>,
     networks: Vec<String>,
     source_dir: Option<PathBuf>,
+    perms: Permissions,
 }
 
 impl std::fmt::Debug for DockerExecutor {
@@ -56,6 +65,13 @@ impl std::fmt::Debug for DockerExecutor {
     }
 }
 
+fn not_prepared() -> DockerError {
+    DockerError::Io {
+        context: "docker executor".to_owned(),
+        source: std::io::Error::other("the job container does not exist (prepare did not succeed)"),
+    }
+}
+
 impl DockerExecutor {
     /// An executor for one job; it connects in `prepare`.
     pub fn new(config: DockerConfig, runner: RunnerContext) -> Self {
@@ -64,12 +80,15 @@ impl DockerExecutor {
             runner,
             docker: None,
             container: None,
+            running: false,
+            user: None,
             plan: None,
             host_builds_dir: std::env::temp_dir().join("oxrunner-docker-builds"),
             services: Vec::new(),
             volumes: Vec::new(),
             networks: Vec::new(),
             source_dir: None,
+            perms: Permissions::Open,
         }
     }
 
@@ -109,10 +128,7 @@ impl DockerExecutor {
     fn ready(&self) -> Result<(&Docker, &str), DockerError> {
         match (&self.docker, &self.container) {
             (Some(d), Some(c)) => Ok((d, c)),
-            _ => Err(DockerError::Io {
-                context: "docker executor".to_owned(),
-                source: std::io::Error::other("the job container does not exist (prepare did not succeed)"),
-            }),
+            _ => Err(not_prepared()),
         }
     }
 
@@ -120,7 +136,7 @@ impl DockerExecutor {
     /// runner side into the build volume).
     pub async fn copy_to_container(&self, host_dir: &Path, container_dir: &str) -> Result<(), DockerError> {
         let (docker, container) = self.ready()?;
-        archive::copy_dir_to_container(docker, container, host_dir, container_dir).await
+        archive::copy_dir_to_container(docker, container, host_dir, container_dir, self.perms).await
     }
 
     /// Copies `container_path` out of the job container into `host_dir`.
@@ -181,6 +197,24 @@ impl DockerExecutor {
             }
             None => Ok(self.config.user.clone().filter(|u| !u.is_empty())),
         }
+    }
+
+    /// Whether removing the build volume at cleanup also removes the file variables and git credentials under
+    /// `<project>.tmp`: no `volumes` bind or `volumes_from` container can hold them.
+    fn tmp_dir_dies_with_the_volume(&self, plan: &JobPlan) -> bool {
+        let tmp = oxrunner_core::tmp_dir(&build_dir(plan, &self.runner));
+        if !tmp.starts_with(self.builds_dir()) || !self.config.volumes_from.is_empty() {
+            return false;
+        }
+        self.config.volumes.iter().all(|spec| match parse_volume(spec) {
+            // Anonymous volumes go with the container.
+            Ok(VolumeSpec::Anonymous(_)) => true,
+            Ok(VolumeSpec::Bind(bind)) => bind
+                .split(':')
+                .nth(1)
+                .is_some_and(|dst| !tmp.starts_with(dst) && !Path::new(dst).starts_with(&tmp)),
+            Err(_) => false,
+        })
     }
 
     /// The build volume and the `volumes` host binds; services get the same (as in gitlab-runner).
@@ -252,12 +286,6 @@ impl DockerExecutor {
             .as_ref()
             .and_then(|i| i.platform.clone())
             .unwrap_or_default();
-        let image_id = self
-            .pull(&docker, plan, &image, job_policies, &platform, trace)
-            .await?;
-        trace.info(&format!("Using docker image {image_id} for {image} ..."));
-
-        self.plan = Some(plan.clone());
         let runner = self.runner.short_token.clone();
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!(
@@ -267,16 +295,25 @@ impl DockerExecutor {
             &unique[..8]
         );
 
+        // The volume does not depend on the image: create it while the image is pulled.
         let volume_name = format!("{prefix}-builds");
-        docker
-            .create_volume(VolumeCreateRequest {
+        let (pulled, volume) = tokio::join!(
+            self.pull(&docker, plan, &image, job_policies, &platform, trace),
+            docker.create_volume(VolumeCreateRequest {
                 name: Some(volume_name.clone()),
                 labels: Some(job_labels(&runner, plan.job_id, plan.project_id, "builds")),
                 ..Default::default()
             })
-            .await
-            .map_err(DockerError::api(format!("creating volume {volume_name}")))?;
-        self.volumes.push(volume_name.clone());
+        );
+        if volume.is_ok() {
+            self.volumes.push(volume_name.clone());
+        }
+        let image_id = pulled?;
+        volume.map_err(DockerError::api(format!("creating volume {volume_name}")))?;
+        trace.info(&format!("Using docker image {image_id} for {image} ..."));
+
+        self.plan = Some(plan.clone());
+        self.perms = Permissions::for_variables(&plan.variables);
 
         let network = self
             .start_services(&docker, plan, &prefix, &volume_name, trace)
@@ -300,6 +337,7 @@ impl DockerExecutor {
             .map(|i| i.entrypoint.clone())
             .filter(|e| !e.is_empty() && !self.config.disable_entrypoint_overwrite.unwrap_or(false));
         let host_config = self.host_config(&volume_name, &image)?;
+        self.user = self.resolve_user(plan)?;
         let body = ContainerCreateBody {
             image: Some(image.clone()),
             cmd: Some(vec![
@@ -309,7 +347,7 @@ impl DockerExecutor {
             ]),
             entrypoint,
             env: Some(self.runner.environment.clone()),
-            user: self.resolve_user(plan)?,
+            user: self.user.clone(),
             hostname: self.config.hostname.clone().filter(|h| !h.is_empty()),
             labels: Some(hostcfg::container_labels(
                 &self.config,
@@ -317,12 +355,11 @@ impl DockerExecutor {
                 &plan.variables,
             )),
             volumes: (!anonymous.is_empty()).then_some(anonymous),
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
+            // An interactive shell on a terminal blocks reading it for as long as the container lives, and its
+            // prompt goes to the container's own output, which nothing puts into the job log.
             open_stdin: Some(true),
-            stdin_once: Some(true),
-            tty: Some(false),
+            stdin_once: Some(false),
+            tty: Some(true),
             host_config: Some(HostConfig {
                 network_mode: network.or(host_config.network_mode),
                 ..host_config
@@ -343,8 +380,20 @@ impl DockerExecutor {
                 "creating container {name} from {image}"
             )))?;
         self.container = Some(created.id.clone());
+        // The job's user (any, see `image:docker:user`) creates the project dir and its `.tmp` sibling (file
+        // variables) under the builds dir in the first stage, so only the builds dir needs opening.
         let builds_dir = self.builds_dir().display().to_string();
-        archive::make_dir_open(&docker, &created.id, &builds_dir).await?;
+        // Started here, alongside the archive upload, rather than by the first stage: the start is the longest
+        // step of a short job. A failed start is left to the first stage, which starts it again and reports.
+        let (opened, started) = tokio::join!(
+            archive::make_dir_open(&docker, &created.id, &builds_dir),
+            docker.start_container(&created.id, None)
+        );
+        match started {
+            Ok(()) => self.running = true,
+            Err(e) => tracing::debug!(error = %e, "starting the job container in prepare"),
+        }
+        opened?;
         Ok(())
     }
 
@@ -450,26 +499,39 @@ impl DockerExecutor {
         let Some(docker) = self.docker.clone() else {
             return;
         };
-        if let Some(id) = self.container.take()
-            && let Err(e) = cleanup::remove_container(&docker, &id).await
-        {
-            tracing::warn!(error = %e, "removing the job container");
-        }
-        for id in std::mem::take(&mut self.services) {
-            if let Err(e) = cleanup::remove_container(&docker, &id).await {
-                tracing::warn!(error = %e, "removing a service container");
+        let docker = &docker;
+        // Containers first: a volume or network in use cannot be removed. Within a group nothing depends on
+        // anything else, so the removals run concurrently.
+        let containers = self
+            .container
+            .take()
+            .into_iter()
+            .chain(std::mem::take(&mut self.services));
+        join_all(containers.map(|id| async move {
+            if let Err(e) = cleanup::remove_container(docker, &id).await {
+                tracing::warn!(error = %e, "removing a job or service container");
             }
-        }
-        for name in std::mem::take(&mut self.volumes) {
-            if let Err(e) = cleanup::remove_volume(&docker, &name).await {
-                tracing::warn!(error = %e, "removing a job volume");
-            }
-        }
-        for id in std::mem::take(&mut self.networks) {
-            if let Err(e) = cleanup::remove_network(&docker, &id).await {
-                tracing::warn!(error = %e, "removing a job network");
-            }
-        }
+        }))
+        .await;
+        let volumes = join_all(
+            std::mem::take(&mut self.volumes)
+                .into_iter()
+                .map(|name| async move {
+                    if let Err(e) = cleanup::remove_volume(docker, &name).await {
+                        tracing::warn!(error = %e, "removing a job volume");
+                    }
+                }),
+        );
+        let networks = join_all(
+            std::mem::take(&mut self.networks)
+                .into_iter()
+                .map(|id| async move {
+                    if let Err(e) = cleanup::remove_network(docker, &id).await {
+                        tracing::warn!(error = %e, "removing a job network");
+                    }
+                }),
+        );
+        futures::future::join(volumes, networks).await;
     }
 }
 
@@ -521,6 +583,14 @@ impl Executor for DockerExecutor {
                     Fetched::NotNeeded => {}
                 }
             }
+            if cmd.stage == Stage::CleanupFileVariables
+                && let Some(plan) = &self.plan
+                && self.tmp_dir_dies_with_the_volume(plan)
+            {
+                // One more exec (and a container start after a cancel) would only delete files that the removal
+                // of the per-job build volume right after deletes anyway.
+                return Ok(ExitStatus::Code(0));
+            }
             if cmd.stage == Stage::ClearWorktree
                 && let Some(plan) = &self.plan
             {
@@ -532,10 +602,21 @@ impl Executor for DockerExecutor {
                     trace.warning(&format!("could not remove {}: {e}", dir.display()));
                 }
             }
-            let (docker, container) = self.ready()?;
-            run::run_stage(docker, container, &cmd, trace, cancel)
-                .await
-                .map_err(ExecError::from)
+            let (docker, container) = match (&self.docker, &self.container) {
+                (Some(d), Some(c)) => (d, c.as_str()),
+                _ => return Err(not_prepared().into()),
+            };
+            run::run_stage(
+                docker,
+                container,
+                self.user.as_deref(),
+                &mut self.running,
+                &cmd,
+                trace,
+                cancel,
+            )
+            .await
+            .map_err(ExecError::from)
         })
     }
 
@@ -545,9 +626,8 @@ impl Executor for DockerExecutor {
 
     fn files(&self) -> Option<Arc<dyn JobFiles>> {
         let (docker, container) = self.ready().ok()?;
-        Some(Arc::new(archive::ContainerFiles::new(
-            docker.clone(),
-            container.to_owned(),
-        )))
+        Some(Arc::new(
+            archive::ContainerFiles::new(docker.clone(), container.to_owned()).with_permissions(self.perms),
+        ))
     }
 }

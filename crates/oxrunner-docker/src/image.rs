@@ -60,7 +60,11 @@ pub async fn ensure_image(
     let mut last = None;
     let attempts = policies.len();
     for (n, policy) in policies.into_iter().enumerate() {
-        let present = local_image(docker, image).await?;
+        // `always` pulls whatever the engine has; only the other policies need to know.
+        let present = match policy {
+            PullPolicy::Always => None,
+            PullPolicy::Never | PullPolicy::IfNotPresent => local_image(docker, image).await?,
+        };
         let result = match (policy, present) {
             (PullPolicy::Never, Some(id)) | (PullPolicy::IfNotPresent, Some(id)) => return Ok(id),
             (PullPolicy::Never, None) => Err(DockerError::ImageMissing {

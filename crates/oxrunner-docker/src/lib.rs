@@ -1,7 +1,7 @@
 //! oxrunner-docker: the Docker executor.
 //!
-//! The job runs in one container of the job image; every stage script is fed on the stdin of a shell in that
-//! container (bash when the image has it, else sh), and its output goes to the job trace. The project lives in a
+//! The job runs in one container of the job image, started once; every stage is an exec in it whose shell (bash
+//! when the image has it, else sh) reads the stage script on stdin, and its output goes to the job trace. The project lives in a
 //! per-job build volume; the runner moves files in and out through the engine's archive API instead of a helper
 //! image or bind mounts of runner paths, so it works unchanged when the runner itself runs in a container with
 //! only the Docker socket mounted.
@@ -36,6 +36,7 @@ pub mod services;
 pub mod settings;
 pub mod sources;
 
+pub use archive::Permissions;
 pub use cleanup::{Removed, remove_leftovers};
 pub use connect::{DEFAULT_DOCKER_HOST, Endpoint, connect};
 pub use error::DockerError;

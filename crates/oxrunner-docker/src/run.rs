@@ -1,20 +1,48 @@
-//! Running one stage: attach to the job container, start it, feed the script on stdin, stream the output.
+//! Running one stage: an exec in the (running) job container, the script fed on stdin, the output streamed.
+//!
+//! The job container is started once, with a shell blocking on its terminal as the main process, and every
+//! stage is an exec in it: a container start costs far more than an exec. Compared with gitlab-runner, which
+//! restarts the container for every stage:
+//! - processes a stage leaves running in the background are killed when it ends (each exec is a session of its
+//!   own and the stage wrapper kills what is left of it), but one that moved to another session (`setsid`, a
+//!   daemon) survives into the next stage, where a container restart would have killed it;
+//! - the environment the image ENTRYPOINT sets up reaches only the main process, not the stage shells.
+
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::query_parameters::{AttachContainerOptions, KillContainerOptions, WaitContainerOptions};
+use bollard::exec::StartExecResults;
+use bollard::models::ExecConfig;
+use bollard::query_parameters::{KillContainerOptions, WaitContainerOptions};
 use futures::StreamExt;
 use oxrunner_core::{CancellationToken, ExitStatus, StageCommand, TraceWriter};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::DockerError;
+use crate::health;
 
 /// The container command: exec the first shell found, preferring bash (scripts use bash features when present)
-/// and falling back to POSIX sh and busybox. It reads the stage script on stdin.
+/// and falling back to POSIX sh and busybox. The job container runs it on a terminal nobody writes to, so it
+/// just keeps the container alive.
 pub const DETECT_SHELL: &str = "for s in /usr/local/bin/bash /usr/bin/bash /bin/bash /usr/local/bin/sh /usr/bin/sh /bin/sh /busybox/sh; do if [ -x \"$s\" ]; then exec \"$s\"; fi; done; echo 'oxrunner: no shell (bash or sh) found in the image' >&2; exit 1";
 
-/// Exit code the engine reports for a container killed with SIGKILL.
-const KILLED: i64 = 128 + 9;
+/// Each stage's exec: the same shell choice, the shell reading the script on stdin as a child, then every other
+/// process still in the exec's session killed (runc makes each exec a session leader) so that background jobs
+/// end with their stage, as they do when the container stops. Builtins only: the image may have nothing else.
+/// Field 4 after the command name in `/proc/<pid>/stat` is the session id; zombies are already dead.
+const STAGE_SHELL: &str = concat!(
+    "for s in /usr/local/bin/bash /usr/bin/bash /bin/bash /usr/local/bin/sh /usr/bin/sh /bin/sh /busybox/sh; ",
+    "do [ -x \"$s\" ] && break; s=; done; ",
+    "if [ -z \"$s\" ]; then echo 'oxrunner: no shell (bash or sh) found in the image' >&2; exit 1; fi; ",
+    "\"$s\"; rc=$?; ",
+    "read -r me < /proc/$$/stat && set -- ${me##*)} && [ \"$4\" = $$ ] || exit $rc; ",
+    "n=0; while [ $n -lt 50 ]; do n=$((n+1)); k=; ",
+    "for d in /proc/[0-9]*; do p=${d#/proc/}; [ \"$p\" = $$ ] && continue; ",
+    "read -r st < \"$d/stat\" 2>/dev/null || continue; set -- ${st##*)}; ",
+    "[ \"$4\" = $$ ] && [ \"$1\" != Z ] && kill -9 \"$p\" 2>/dev/null && k=1; done; ",
+    "[ -z \"$k\" ] && break; done; exit $rc"
+);
 
 /// What a docker CLI in the job prints when no daemon answers.
 const NO_DAEMON: &[u8] = b"Cannot connect to the Docker daemon at";
@@ -86,6 +114,7 @@ fn stdin_payload(cmd: &StageCommand) -> Vec<u8> {
     out
 }
 
+/// Kills the job container and returns once the engine has it stopped, so nothing of the stage runs any more.
 async fn kill(docker: &Docker, container: &str) {
     let opts = KillContainerOptions {
         signal: "KILL".to_owned(),
@@ -94,49 +123,123 @@ async fn kill(docker: &Docker, container: &str) {
     if let Err(e) = docker.kill_container(container, Some(opts)).await {
         tracing::debug!(error = %e, container, "killing the job container");
     }
-}
-
-async fn exit_code(docker: &Docker, container: &str) -> Result<i64, DockerError> {
+    // The default condition ("not-running") answers at once for a stopped container.
     let mut wait = docker.wait_container(container, None::<WaitContainerOptions>);
-    match wait.next().await {
-        Some(Ok(resp)) => Ok(resp.status_code),
-        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
-        Some(Err(e)) => Err(DockerError::api(format!("waiting for container {container}"))(e)),
-        None => Err(DockerError::Io {
-            context: format!("waiting for container {container}"),
-            source: std::io::Error::other("the engine closed the wait stream without a status"),
-        }),
+    if let Some(Err(e)) = wait.next().await
+        && !matches!(e, bollard::errors::Error::DockerContainerWaitError { .. })
+    {
+        tracing::debug!(error = %e, container, "waiting for the killed job container");
     }
 }
 
-/// Runs `cmd` in the (stopped) job container and returns how the shell ended. On `cancel` the container is
-/// killed; the call returns once it has stopped.
+/// How the exec ended. Its output can end before it does (it may close stdout and stderr and go on), and the
+/// engine may record the exit a moment after the output ends, so this polls; `None` when `cancel` fired first.
+async fn exec_exit(
+    docker: &Docker,
+    exec: &str,
+    cancel: &CancellationToken,
+) -> Result<Option<i64>, DockerError> {
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let info = docker
+            .inspect_exec(exec)
+            .await
+            .map_err(DockerError::api(format!("inspecting exec {exec}")))?;
+        if info.running != Some(true) {
+            return Ok(Some(info.exit_code.unwrap_or(-1)));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = cancel.cancelled() => return Ok(None),
+        }
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+fn is_conflict(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }
+    )
+}
+
+/// The stage could not run because the container's main process ended (no shell in the image, an ENTRYPOINT
+/// that does not run the command it is given, the memory limit): its output and exit code go to the trace.
+async fn main_process_ended(docker: &Docker, container: &str, trace: &TraceWriter) -> ExitStatus {
+    let code = match docker.inspect_container(container, None).await {
+        Ok(info) => info.state.and_then(|s| s.exit_code).unwrap_or(-1),
+        Err(e) => {
+            tracing::debug!(error = %e, container, "inspecting the stopped job container");
+            -1
+        }
+    };
+    let logs = health::recent_logs(docker, container).await;
+    if !logs.is_empty() {
+        trace.println(&logs);
+    }
+    trace.println(&format!(
+        "oxrunner: the job container's main process ended (exit code {code}), so the stage could not run to its end"
+    ));
+    trace.println("hint: the image needs sh or bash, and an image ENTRYPOINT must end by running the command it is given (exec \"$@\"); override it with the job's image:entrypoint: [\"\"] otherwise");
+    ExitStatus::Code(i32::try_from(code).ok().filter(|c| *c != 0).unwrap_or(1))
+}
+
+/// Runs `cmd` in the job container, starting it first unless `running` (set on return to whether it still
+/// runs). On `cancel` the container is killed; the call returns once it has stopped, and the next stage starts
+/// it again.
 pub async fn run_stage(
     docker: &Docker,
     container: &str,
+    user: Option<&str>,
+    running: &mut bool,
     cmd: &StageCommand,
     trace: &TraceWriter,
     cancel: CancellationToken,
 ) -> Result<ExitStatus, DockerError> {
-    let attach = docker
-        .attach_container(
-            container,
-            Some(AttachContainerOptions {
-                stream: true,
-                stdin: true,
-                stdout: true,
-                stderr: true,
-                ..Default::default()
-            }),
-        )
+    if !*running {
+        docker
+            .start_container(container, None)
+            .await
+            .map_err(DockerError::api(format!("starting container {container}")))?;
+        *running = true;
+    }
+    let config = ExecConfig {
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
+        // Environment, working directory and (by default) user are the container's, as when the stage ran
+        // as the container's own command.
+        user: user.map(str::to_owned),
+        cmd: Some(vec!["sh".to_owned(), "-c".to_owned(), STAGE_SHELL.to_owned()]),
+        ..Default::default()
+    };
+    let exec = match docker.create_exec(container, config).await {
+        Ok(exec) => exec.id,
+        Err(e) if is_conflict(&e) => {
+            *running = false;
+            return Ok(main_process_ended(docker, container, trace).await);
+        }
+        Err(e) => {
+            return Err(DockerError::api(format!(
+                "creating an exec in container {container}"
+            ))(e));
+        }
+    };
+    let started = docker
+        .start_exec(&exec, None)
         .await
-        .map_err(DockerError::api(format!("attaching to container {container}")))?;
-    let mut output = attach.output;
-    let mut input = attach.input;
-    docker
-        .start_container(container, None)
-        .await
-        .map_err(DockerError::api(format!("starting container {container}")))?;
+        .map_err(DockerError::api(format!("starting exec {exec}")))?;
+    let StartExecResults::Attached {
+        mut output,
+        mut input,
+    } = started
+    else {
+        return Err(DockerError::Io {
+            context: format!("starting exec {exec}"),
+            source: std::io::Error::other("the engine started the stage detached, without its output"),
+        });
+    };
 
     // Fed from its own task: a script larger than the pipe buffer must not block reading the output.
     let payload = stdin_payload(cmd);
@@ -156,7 +259,7 @@ pub async fn run_stage(
                 }
                 Some(Ok(LogOutput::StdIn { .. })) => {}
                 Some(Err(e)) => {
-                    tracing::debug!(error = %e, container, "attach stream ended with an error");
+                    tracing::debug!(error = %e, container, "exec output stream ended with an error");
                     break;
                 }
                 None => break,
@@ -164,26 +267,43 @@ pub async fn run_stage(
             _ = cancel.cancelled(), if !canceled => {
                 canceled = true;
                 kill(docker, container).await;
+                *running = false;
             }
         }
     }
     feeder.abort();
     trace.flush();
-    if canceled {
-        // The stream may end before the engine records the exit; make sure the container is down.
-        kill(docker, container).await;
+    let code = if canceled {
+        None
+    } else {
+        exec_exit(docker, &exec, &cancel).await?
+    };
+    let Some(code) = code else {
+        if *running {
+            kill(docker, container).await;
+            *running = false;
+        }
+        return Ok(ExitStatus::Signal(9));
+    };
+    if code != 0 && !container_runs(docker, container).await {
+        // The main process ended under the stage (an ENTRYPOINT that exits, the memory limit): the stage died
+        // with it, and the next stage needs the container started again.
+        *running = false;
+        return Ok(main_process_ended(docker, container, trace).await);
     }
-    let code = exit_code(docker, container).await?;
-    if code != 0 && !canceled && no_daemon.found() {
+    if code != 0 && no_daemon.found() {
         for line in NO_DAEMON_HINT.lines() {
             trace.println(line);
         }
     }
-    Ok(if canceled && code == KILLED {
-        ExitStatus::Signal(9)
-    } else {
-        ExitStatus::Code(i32::try_from(code).unwrap_or(-1))
-    })
+    Ok(ExitStatus::Code(i32::try_from(code).unwrap_or(-1)))
+}
+
+async fn container_runs(docker: &Docker, container: &str) -> bool {
+    match docker.inspect_container(container, None).await {
+        Ok(info) => info.state.and_then(|s| s.running).unwrap_or(false),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]

@@ -215,3 +215,52 @@ async fn seed_volumes_mount_the_docker_socket_and_a_cache_volume() {
     );
     assert_eq!(objects_of(&docker, &ctx.short_token).await, (vec![], vec![]));
 }
+
+#[tokio::test]
+async fn cleanup_of_file_variables_is_left_to_the_build_volume_removal() {
+    let Some(docker) = engine().await else { return };
+    let cleanup_stage = |script: &str| oxrunner_core::StageCommand {
+        stage: oxrunner_core::Stage::CleanupFileVariables,
+        script: script.into(),
+        shell_workdir: "/builds".into(),
+        predefined: true,
+    };
+    let trace = Trace::new();
+    let mut exec = DockerExecutor::new(config(), runner());
+    exec.prepare(&plan(107), &trace.writer).await.unwrap();
+    let status = exec
+        .run(
+            cleanup_stage("echo cleanup-ran"),
+            &trace.writer,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, ExitStatus::Code(0));
+    exec.cleanup().await;
+    assert!(!trace.text().contains("cleanup-ran"), "{}", trace.text());
+
+    // `<project>.tmp` on a volume that outlives the job: the stage must run.
+    let kept = format!("oxrunner-test-{}", uuid::Uuid::new_v4().simple());
+    let cfg = oxrunner_config::DockerConfig {
+        volumes: vec![format!("{kept}:/builds/group")],
+        ..config()
+    };
+    let mut exec = DockerExecutor::new(cfg, runner());
+    exec.prepare(&plan(107), &trace.writer).await.unwrap();
+    let status = exec
+        .run(
+            cleanup_stage("echo cleanup-ran"),
+            &trace.writer,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    exec.cleanup().await;
+    docker
+        .remove_volume(&kept, None::<bollard::query_parameters::RemoveVolumeOptions>)
+        .await
+        .unwrap();
+    assert_eq!(status, ExitStatus::Code(0));
+    assert!(trace.text().contains("cleanup-ran"), "{}", trace.text());
+}

@@ -153,6 +153,10 @@ job:
     let repo = Repo::new(ci, &[]);
     let run = repo.exec(&[]);
     assert!(run.ok(), "{}", run.dump());
-    assert!(run.stdout().contains("job | hello-from-service"), "{}", run.dump());
+    assert!(
+        run.stdout().contains("job | hello-from-service"),
+        "{}",
+        run.dump()
+    );
     assert_eq!(leftovers(), "", "containers left behind");
 }

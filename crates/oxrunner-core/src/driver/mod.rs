@@ -533,9 +533,10 @@ impl Driver<'_> {
                     "after_script could not run to completion because the timeout was exceeded. For more control over job and script timeouts see: https://docs.gitlab.com/ci/runners/configure_runners/#set-script-and-after_script-timeouts",
                 );
                 if self.failure.is_none() {
+                    // gitlab-runner's own wording, Go duration and all ("1h0m0s seconds").
                     let msg = format!(
                         "execution took longer than {} seconds",
-                        self.plan.effective_timeout().as_secs()
+                        go_duration(self.plan.effective_timeout())
                     );
                     self.set_failure(FailureReason::JobExecutionTimeout, None, msg);
                 }
@@ -623,16 +624,9 @@ impl Driver<'_> {
         let trace = self.trace;
         let files = self.executor.files();
         let fut = async {
-            if let Some(files) = &files {
-                return remote::staged_hook(hooks, files.as_ref(), &sctx, trace).await;
-            }
-            match &stage {
-                Stage::RestoreCache => hooks.restore_cache(&sctx, trace).await,
-                Stage::DownloadArtifacts => hooks.download_artifacts(&sctx, trace).await,
-                Stage::ArchiveCache => hooks.archive_cache(&sctx, trace, false).await,
-                Stage::ArchiveCacheOnFailure => hooks.archive_cache(&sctx, trace, true).await,
-                Stage::UploadArtifactsOnSuccess => hooks.upload_artifacts(&sctx, trace, false).await,
-                _ => hooks.upload_artifacts(&sctx, trace, true).await,
+            match &files {
+                Some(files) => remote::staged_hook(hooks, files.as_ref(), &sctx, trace).await,
+                None => crate::executor::call_hook(hooks, &sctx, trace).await,
             }
         };
         let res = guard(fut, &self.control, limits).await;

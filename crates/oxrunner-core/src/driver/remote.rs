@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{ExecError, HookError};
-use crate::executor::{JobFiles, JobHooks, Stage, StageCtx};
+use crate::executor::{JobFiles, JobHooks, Stage, StageCtx, call_hook};
 use crate::outcome::FailureReason;
 use crate::trace::TraceWriter;
 use crate::variables::{Variable, Variables};
@@ -195,15 +195,7 @@ pub(super) async fn staged_hook(
         status: ctx.status,
         cancel: ctx.cancel.clone(),
     };
-    let result = match ctx.stage {
-        Stage::RestoreCache => hooks.restore_cache(&local, trace).await,
-        Stage::DownloadArtifacts => hooks.download_artifacts(&local, trace).await,
-        Stage::ArchiveCache => hooks.archive_cache(&local, trace, false).await,
-        Stage::ArchiveCacheOnFailure => hooks.archive_cache(&local, trace, true).await,
-        Stage::UploadArtifactsOnSuccess => hooks.upload_artifacts(&local, trace, false).await,
-        _ => hooks.upload_artifacts(&local, trace, true).await,
-    };
-    result?;
+    call_hook(hooks, &local, trace).await?;
 
     if pulls.is_none() {
         let unpacked = std::fs::read_dir(&project)

@@ -294,14 +294,18 @@ fn collect_stored_dotenv(env: &Env, spec: &JobSpec) {
                 continue;
             }
         };
-        let (parsed, warnings) = dotenv::parse(&text);
-        for w in warnings {
-            env.console
-                .note(&format!("{} | WARNING: {}: {w}", spec.display, path.display()));
-        }
-        vars.extend(parsed);
+        parse_dotenv(env, spec, &path, &text, &mut vars);
     }
     store_dotenv(env, spec, &vars);
+}
+
+fn parse_dotenv(env: &Env, spec: &JobSpec, path: &Path, text: &str, vars: &mut Vec<(String, String)>) {
+    let (parsed, warnings) = dotenv::parse(text);
+    for w in warnings {
+        env.console
+            .note(&format!("{} | WARNING: {}: {w}", spec.display, path.display()));
+    }
+    vars.extend(parsed);
 }
 
 fn store_dotenv(env: &Env, spec: &JobSpec, vars: &[(String, String)]) {
@@ -326,12 +330,7 @@ fn collect_dotenv(env: &Env, spec: &JobSpec, build_dir: &Path, job: &JobResponse
             let Ok(text) = std::fs::read_to_string(&path) else {
                 continue;
             };
-            let (parsed, warnings) = dotenv::parse(&text);
-            for w in warnings {
-                env.console
-                    .note(&format!("{} | WARNING: {}: {w}", spec.display, path.display()));
-            }
-            vars.extend(parsed);
+            parse_dotenv(env, spec, &path, &text, &mut vars);
         }
     }
     store_dotenv(env, spec, &vars);

@@ -1,0 +1,228 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Stages as execs in the one job container: what a stage leaves behind, cancels, the main process.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Trace, config, engine, objects_of, plan, run, runner, step};
+use oxrunner_core::{
+    CancellationToken, Executor, ExitStatus, GitStrategy, ImageSpec, JobCancel, JobOutcome, NoopHooks,
+    Sources, Step, run_job,
+};
+use oxrunner_docker::DockerExecutor;
+
+/// Guards against a hang only; no timing is asserted.
+const HANG: Duration = Duration::from_secs(60);
+
+/// `ps` output of the job container, one process per line.
+async fn processes(exec: &mut DockerExecutor) -> String {
+    let trace = Trace::new();
+    assert_eq!(run(exec, "ps -o pid,args", &trace).await, ExitStatus::Code(0));
+    trace.text()
+}
+
+fn with_entrypoint(job_id: i64, entrypoint: &[&str]) -> oxrunner_core::JobPlan {
+    oxrunner_core::JobPlan {
+        image: Some(ImageSpec {
+            name: common::IMAGE.into(),
+            entrypoint: entrypoint.iter().map(|s| (*s).to_owned()).collect(),
+            ..ImageSpec::default()
+        }),
+        ..plan(job_id)
+    }
+}
+
+#[tokio::test]
+async fn background_processes_end_with_their_stage_and_only_the_stage_output_is_logged() {
+    let Some(docker) = engine().await else { return };
+    let ctx = runner();
+    let mut exec = DockerExecutor::new(config(), ctx.clone());
+    let trace = Trace::new();
+    exec.prepare(&plan(501), &trace.writer).await.unwrap();
+    let before = trace.text();
+
+    // One child keeps the stage's output open, one does not, one would print after the stage ended.
+    let status = tokio::time::timeout(
+        HANG,
+        run(
+            &mut exec,
+            "sleep 301 & sleep 302 >/dev/null 2>&1 & (sleep 2; echo too-late) & echo started; exit 4",
+            &trace,
+        ),
+    )
+    .await
+    .expect("a stage must end when its shell does");
+    assert_eq!(status, ExitStatus::Code(4));
+    // Exactly the stage's output: nothing of the container's main process (a shell on a terminal).
+    assert_eq!(trace.text().strip_prefix(before.as_str()), Some("started\n"));
+
+    let ps = processes(&mut exec).await;
+    assert!(!ps.contains("sleep 30"), "{ps}");
+    assert!(!ps.contains("sleep 2"), "{ps}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!trace.text().contains("too-late"), "{}", trace.text());
+    exec.cleanup().await;
+    assert_eq!(objects_of(&docker, &ctx.short_token).await, (vec![], vec![]));
+}
+
+#[tokio::test]
+async fn after_a_cancel_nothing_of_the_stage_runs_and_the_next_stage_runs_in_the_same_container() {
+    let Some(docker) = engine().await else { return };
+    let ctx = runner();
+    let mut exec = DockerExecutor::new(config(), ctx.clone());
+    let trace = Trace::new();
+    exec.prepare(&plan(502), &trace.writer).await.unwrap();
+    let id = exec.container_id().unwrap().to_owned();
+    assert_eq!(
+        run(&mut exec, "echo kept > /builds/kept.txt", &trace).await,
+        ExitStatus::Code(0)
+    );
+
+    let cancel = CancellationToken::new();
+    let stage = exec.run(
+        step(
+            "setsid sleep 603 </dev/null >/dev/null 2>&1 & sleep 601 & echo started; sleep 602",
+            "/builds/group/project",
+        ),
+        &trace.writer,
+        cancel.clone(),
+    );
+    // Cancel once the stage has started its processes.
+    let fire = async {
+        while !trace.text().contains("started") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        cancel.cancel();
+    };
+    let (status, ()) = tokio::time::timeout(HANG, async { tokio::join!(stage, fire) })
+        .await
+        .expect("cancel must end the stage");
+    assert_eq!(status.unwrap(), ExitStatus::Signal(9));
+
+    // The container was killed with everything in it, even what left the stage's session; the next stage
+    // (after_script after a cancel) starts it again and sees the build volume as it was.
+    let check = Trace::new();
+    assert_eq!(
+        run(&mut exec, "cat /builds/kept.txt; ps -o pid,args", &check).await,
+        ExitStatus::Code(0)
+    );
+    let text = check.text();
+    assert!(text.starts_with("kept\n"), "{text}");
+    assert!(!text.contains("sleep 60"), "{text}");
+    assert_eq!(exec.container_id(), Some(id.as_str()));
+    let (containers, _) = objects_of(&docker, &ctx.short_token).await;
+    assert_eq!(containers, vec![id]);
+    exec.cleanup().await;
+    assert_eq!(objects_of(&docker, &ctx.short_token).await, (vec![], vec![]));
+}
+
+#[tokio::test]
+async fn after_script_runs_after_a_script_timeout() {
+    let Some(docker) = engine().await else { return };
+    let ctx = runner();
+    let mut plan = plan(503);
+    plan.sources = Sources {
+        strategy: GitStrategy::None,
+        ..Sources::default()
+    };
+    plan.steps = vec![Step {
+        name: "script".into(),
+        script: vec!["sleep 604 & echo script-started; sleep 605".into()],
+        timeout: Some(Duration::from_secs(2)),
+        ..Step::default()
+    }];
+    plan.after_script = Some(Step {
+        name: "after_script".into(),
+        script: vec!["echo after-script-ran; ps -o pid,args".into()],
+        ..Step::default()
+    });
+    let host = tempfile::tempdir().unwrap();
+    let mut exec = DockerExecutor::new(config(), ctx.clone()).with_host_builds_dir(host.path());
+    let trace = Trace::new();
+    let outcome = tokio::time::timeout(
+        HANG,
+        run_job(
+            &plan,
+            &ctx,
+            &mut exec,
+            &NoopHooks,
+            &trace.writer,
+            JobCancel::new(),
+        ),
+    )
+    .await
+    .expect("the timeout must end the script");
+    let log = trace.text();
+    assert!(matches!(outcome, JobOutcome::Failed { .. }), "{outcome:?}\n{log}");
+    assert!(log.contains("script-started"), "{log}");
+    assert!(log.contains("after-script-ran"), "{log}");
+    // `ps` lines end with the command; the echoed script line ends with a colour reset.
+    assert!(
+        !log.lines()
+            .any(|l| l.ends_with("sleep 604") || l.ends_with("sleep 605")),
+        "{log}"
+    );
+    assert_eq!(objects_of(&docker, &ctx.short_token).await, (vec![], vec![]));
+}
+
+#[tokio::test]
+async fn the_job_entrypoint_runs_unless_the_config_forbids_overriding_it() {
+    let Some(_docker) = engine().await else { return };
+    // The entrypoint leaves a mark and then runs the command it is given, as an entrypoint must.
+    let entrypoint = [
+        "sh",
+        "-c",
+        "echo from-entrypoint; echo ran > /tmp/entrypoint-ran; exec \"$@\"",
+        "--",
+    ];
+    for (disable, expected) in [(false, "ran\n"), (true, "no-mark\n")] {
+        let cfg = oxrunner_config::DockerConfig {
+            disable_entrypoint_overwrite: Some(disable),
+            ..config()
+        };
+        let mut exec = DockerExecutor::new(cfg, runner());
+        let trace = Trace::new();
+        exec.prepare(&with_entrypoint(504, &entrypoint), &trace.writer)
+            .await
+            .unwrap();
+        let before = trace.text();
+        let status = run(
+            &mut exec,
+            "cat /tmp/entrypoint-ran 2>/dev/null || echo no-mark",
+            &trace,
+        )
+        .await;
+        assert_eq!(status, ExitStatus::Code(0));
+        // The entrypoint's own output belongs to the main process, not to a stage.
+        assert_eq!(trace.text().strip_prefix(before.as_str()), Some(expected));
+        exec.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn an_entrypoint_that_exits_fails_the_stage_with_its_output_and_a_hint() {
+    let Some(docker) = engine().await else { return };
+    let ctx = runner();
+    let mut exec = DockerExecutor::new(config(), ctx.clone());
+    let trace = Trace::new();
+    exec.prepare(
+        &with_entrypoint(505, &["sh", "-c", "echo broken-entrypoint; exit 3"]),
+        &trace.writer,
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        let status = tokio::time::timeout(HANG, run(&mut exec, "echo never", &trace))
+            .await
+            .unwrap();
+        assert_eq!(status, ExitStatus::Code(3));
+    }
+    let log = trace.text();
+    assert!(log.contains("broken-entrypoint"), "{log}");
+    assert!(log.contains("main process ended (exit code 3)"), "{log}");
+    assert!(log.contains("image:entrypoint"), "{log}");
+    assert!(!log.contains("never"), "{log}");
+    exec.cleanup().await;
+    assert_eq!(objects_of(&docker, &ctx.short_token).await, (vec![], vec![]));
+}
