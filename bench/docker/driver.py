@@ -156,33 +156,41 @@ def engine_events(short, since_ns, until_ns):
 
 
 def phases(timeline):
-    """Sums a job's engine timeline into phases (ms): set-up before the first stage, per-stage engine start
-    (attach → start event), stage run (start → die), stage teardown (die → next attach or removal), removal."""
-    out = {"setup": 0.0, "start": 0.0, "run": 0.0, "teardown": 0.0, "removal": 0.0}
-    first_attach = last_attach = last_start = last_die = None
-    destroy = None
+    """Sums a job's engine timeline into phases (ms): set-up (pickup → the engine begins starting the container,
+    seen as its first attach or network connect), container starts, stage execs (exec_start → exec_die), runner
+    work between engine calls, stop (last stage → container die), teardown (die → destroy), and destroy → final
+    update. Works for a start per stage (attach model) and for one start with an exec per stage."""
+    out = {"setup": 0.0, "start": 0.0, "execs": 0.0, "between": 0.0, "stop": 0.0, "teardown": 0.0,
+           "to_final": 0.0}
+    begin = last_end = last_die = destroy = None
     for ms, name in sorted(timeline):
-        if name == "container attach":
-            if first_attach is None:
-                first_attach = ms
+        if name in ("container attach", "network connect"):
+            if begin is None:
                 out["setup"] = ms
-            if last_die is not None:
-                out["teardown"] += ms - last_die
-                last_die = None
-            last_attach = ms
-        elif name == "container start" and last_attach is not None:
-            out["start"] += ms - last_attach
-            last_start = ms
-        elif name == "container die" and last_start is not None:
-            out["run"] += ms - last_start
-            last_die = ms
+            if last_end is not None and begin is None:
+                out["between"] += ms - last_end
+            if begin is None:
+                begin = ms
+        elif name == "container start" and begin is not None:
+            out["start"] += ms - begin
+            begin, last_end = None, ms
+        elif name == "container exec_start":
+            exec_began = ms
+            if last_end is not None:
+                out["between"] += ms - last_end
+        elif name == "container exec_die":
+            out["execs"] += ms - exec_began
+            last_end = ms
+        elif name == "container die":
+            if last_end is not None:
+                out["stop"] += ms - last_end
+            last_die, last_end = ms, None
         elif name == "container destroy":
             destroy = ms
             if last_die is not None:
                 out["teardown"] += ms - last_die
-                last_die = None
         elif name == "-- final job update seen" and destroy is not None:
-            out["removal"] = ms - destroy
+            out["to_final"] = ms - destroy
     return out
 
 
@@ -274,7 +282,8 @@ def main():
             print(f"  {ms:8.1f}  (+{ms - prev:6.1f})  {name}")
             prev = ms
         starts = [sum(1 for _, n in tl if n == "container start") for tl in timelines]
-        print(f"# container starts per job: {starts}")
+        execs = [sum(1 for _, n in tl if n == "container exec_start") for tl in timelines]
+        print(f"# container starts per job: {starts}; stage execs per job: {execs}")
         sums = [phases(tl) for tl in timelines]
         print("# phases, ms (median over runs): " + ", ".join(
             f"{k} {statistics.median(p[k] for p in sums):.0f}" for k in sums[0]))
