@@ -145,28 +145,40 @@ fn tar_dir_into(
     builder.into_inner().map_err(io)?.flush().map_err(io)
 }
 
-/// A tar holding only the directory `container_dir` with mode 0777.
-fn tar_open_dir(container_dir: &str) -> Result<Vec<u8>, DockerError> {
-    let rel = relative(container_dir)?;
+/// A tar holding only the directories `container_dirs` (in order) with mode 0777.
+fn tar_open_dirs(container_dirs: &[String]) -> Result<Vec<u8>, DockerError> {
     let io = |source| DockerError::Io {
-        context: format!("packing the directory {container_dir}"),
+        context: format!("packing the directories {}", container_dirs.join(", ")),
         source,
     };
     let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(tar::EntryType::Directory);
-    header.set_mode(0o777);
-    header.set_size(0);
-    builder
-        .append_data(&mut header, &rel, std::io::empty())
-        .map_err(io)?;
+    for dir in container_dirs {
+        let rel = relative(dir)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o777);
+        header.set_size(0);
+        builder
+            .append_data(&mut header, &rel, std::io::empty())
+            .map_err(io)?;
+    }
     builder.into_inner().map_err(io)
 }
 
 /// Creates `container_dir` (or changes an existing one, e.g. a volume's mount point) with mode 0777, so a job
 /// running as any user can write there, as gitlab-runner's helper achieves with `umask 0000`.
 pub async fn make_dir_open(docker: &Docker, container: &str, container_dir: &str) -> Result<(), DockerError> {
-    let data = tar_open_dir(container_dir)?;
+    make_dirs_open(docker, container, &[container_dir.to_owned()]).await
+}
+
+/// [`make_dir_open`] for several directories (parents first) in one request.
+pub async fn make_dirs_open(
+    docker: &Docker,
+    container: &str,
+    container_dirs: &[String],
+) -> Result<(), DockerError> {
+    let container_dir = container_dirs.join(", ");
+    let data = tar_open_dirs(container_dirs)?;
     let options = UploadToContainerOptions {
         path: "/".to_owned(),
         ..Default::default()

@@ -26,6 +26,7 @@ use crate::labels::job_labels;
 use crate::run;
 use crate::services;
 use crate::settings::{VolumeSpec, image_allowed, parse_cpus, parse_size, parse_volume};
+use crate::shortcuts;
 use crate::sources::{self, Fetched};
 
 /// Container path of the build volume when the runner context names none.
@@ -52,6 +53,10 @@ pub struct DockerExecutor {
     networks: Vec<String>,
     source_dir: Option<PathBuf>,
     perms: Permissions,
+    /// prepare_script is printed by the runner (see `shortcuts`).
+    short_prepare: Option<String>,
+    /// get_sources with `GIT_STRATEGY: none` is printed by the runner; prepare made the project directory.
+    short_sources: bool,
 }
 
 impl std::fmt::Debug for DockerExecutor {
@@ -89,6 +94,8 @@ impl DockerExecutor {
             networks: Vec::new(),
             source_dir: None,
             perms: Permissions::Open,
+            short_prepare: None,
+            short_sources: false,
         }
     }
 
@@ -381,12 +388,39 @@ impl DockerExecutor {
             )))?;
         self.container = Some(created.id.clone());
         // The job's user (any, see `image:docker:user`) creates the project dir and its `.tmp` sibling (file
-        // variables) under the builds dir in the first stage, so only the builds dir needs opening.
-        let builds_dir = self.builds_dir().display().to_string();
+        // variables) under the builds dir in the first stage, so only the builds dir needs opening, unless the
+        // runner stands in for get_sources (`shortcuts`), which would have made the project dir.
+        let builds_dir = self.builds_dir();
+        let mut open = vec![builds_dir.display().to_string()];
+        let project_dir = build_dir(plan, &self.runner);
+        let open_perms = self.perms == Permissions::Open && project_dir.starts_with(&builds_dir);
+        let short_sources = open_perms
+            && self.source_dir.is_none()
+            && shortcuts::sources_only_make_the_dir(plan, &self.runner);
+        // A build volume that outlives the job could hold a previous job's env file, which the real script removes.
+        let short_prepare =
+            open_perms && !shortcuts::traced(plan, &self.runner) && self.tmp_dir_dies_with_the_volume(plan);
+        if short_prepare {
+            // What prepare_script's `mkdir -p` would have made, open to any job user as upstream's umask 0000 leaves
+            // it: the project's parents and its `.tmp`.
+            let parent = project_dir.parent().unwrap_or(&builds_dir);
+            let mut dirs = shortcuts::dirs_down_to(&builds_dir, parent);
+            dirs.push(oxrunner_core::tmp_dir(&project_dir));
+            open.extend(dirs.iter().map(|d| d.display().to_string()));
+        }
+        if short_sources {
+            let parent = project_dir.parent().unwrap_or(&builds_dir);
+            let dirs = shortcuts::dirs_down_to(&builds_dir, &project_dir);
+            open.extend(
+                dirs.iter()
+                    .filter(|d| !short_prepare || !parent.starts_with(d))
+                    .map(|d| d.display().to_string()),
+            );
+        }
         // Started here, alongside the archive upload, rather than by the first stage: the start is the longest
         // step of a short job. A failed start is left to the first stage, which starts it again and reports.
         let (opened, started) = tokio::join!(
-            archive::make_dir_open(&docker, &created.id, &builds_dir),
+            archive::make_dirs_open(&docker, &created.id, &open),
             docker.start_container(&created.id, None)
         );
         match started {
@@ -394,6 +428,11 @@ impl DockerExecutor {
             Err(e) => tracing::debug!(error = %e, "starting the job container in prepare"),
         }
         opened?;
+        self.short_sources = short_sources;
+        if self.running && short_prepare {
+            let hostname = shortcuts::container_hostname(self.config.hostname.as_deref(), &created.id);
+            self.short_prepare = Some(shortcuts::running_on(&hostname));
+        }
         Ok(())
     }
 
@@ -551,6 +590,16 @@ impl Executor for DockerExecutor {
         cancel: CancellationToken,
     ) -> BoxFuture<'a, Result<ExitStatus, ExecError>> {
         Box::pin(async move {
+            if cmd.stage == Stage::PrepareScript
+                && let Some(line) = self.short_prepare.take()
+            {
+                trace.write(line.as_bytes());
+                return Ok(ExitStatus::Code(0));
+            }
+            if cmd.stage == Stage::GetSources && std::mem::take(&mut self.short_sources) {
+                trace.write(shortcuts::skipping_sources().as_bytes());
+                return Ok(ExitStatus::Code(0));
+            }
             if cmd.stage == Stage::GetSources
                 && let (Some(plan), Some(dir)) = (&self.plan, &self.source_dir)
             {

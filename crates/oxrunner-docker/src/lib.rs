@@ -34,6 +34,7 @@ pub mod route;
 mod run;
 pub mod services;
 pub mod settings;
+mod shortcuts;
 pub mod sources;
 
 pub use archive::Permissions;
