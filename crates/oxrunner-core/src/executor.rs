@@ -165,6 +165,13 @@ pub trait Executor: Send + Sync {
     /// Releases resources; always called, also after failures and aborts.
     fn cleanup(&mut self) -> BoxFuture<'_, ()>;
 
+    /// Waits for whatever `cleanup` left running in the background (an executor may let removals finish after
+    /// the job's result is known, so GitLab hears of it sooner). Front ends call it once the job is reported and
+    /// before its slot is freed; the driver does not.
+    fn finish_cleanup(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// How to reach the job's files when they are not on the runner's file system (a container's volume); the
     /// driver then stages cache and artifact work through it. `None` (the default): the project directory is local.
     fn files(&self) -> Option<Arc<dyn JobFiles>> {

@@ -57,6 +57,8 @@ pub struct DockerExecutor {
     short_prepare: Option<String>,
     /// get_sources with `GIT_STRATEGY: none` is printed by the runner; prepare made the project directory.
     short_sources: bool,
+    background_cleanup: bool,
+    removal: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for DockerExecutor {
@@ -96,7 +98,17 @@ impl DockerExecutor {
             perms: Permissions::Open,
             short_prepare: None,
             short_sources: false,
+            background_cleanup: false,
+            removal: None,
         }
+    }
+
+    /// `cleanup` only starts removing the job's containers, volumes and networks; the caller reports the job, then
+    /// awaits [`Executor::finish_cleanup`] before freeing the job's slot. Removal takes about 90 ms (kill, network
+    /// detach, destroy), a quarter of a short job, and GitLab need not wait for it.
+    pub fn with_background_cleanup(mut self) -> Self {
+        self.background_cleanup = true;
+        self
     }
 
     /// Takes the project's files from `dir` on the runner instead of git (`oxrunner exec`: the user's working
@@ -534,42 +546,57 @@ impl DockerExecutor {
         Ok(Some(network))
     }
 
+    /// With [`with_background_cleanup`](Self::with_background_cleanup), `cleanup` starts the removals and
+    /// returns; [`Executor::finish_cleanup`] waits for them.
     async fn cleanup_inner(&mut self) {
         let Some(docker) = self.docker.clone() else {
             return;
         };
-        let docker = &docker;
+        let objects = Objects {
+            containers: self
+                .container
+                .take()
+                .into_iter()
+                .chain(std::mem::take(&mut self.services))
+                .collect(),
+            volumes: std::mem::take(&mut self.volumes),
+            networks: std::mem::take(&mut self.networks),
+        };
+        if self.background_cleanup {
+            self.removal = Some(tokio::spawn(async move { objects.remove(&docker).await }));
+        } else {
+            objects.remove(&docker).await;
+        }
+    }
+}
+
+/// What one job created, to remove when it ends.
+struct Objects {
+    containers: Vec<String>,
+    volumes: Vec<String>,
+    networks: Vec<String>,
+}
+
+impl Objects {
+    async fn remove(self, docker: &Docker) {
         // Containers first: a volume or network in use cannot be removed. Within a group nothing depends on
         // anything else, so the removals run concurrently.
-        let containers = self
-            .container
-            .take()
-            .into_iter()
-            .chain(std::mem::take(&mut self.services));
-        join_all(containers.map(|id| async move {
+        join_all(self.containers.into_iter().map(|id| async move {
             if let Err(e) = cleanup::remove_container(docker, &id).await {
                 tracing::warn!(error = %e, "removing a job or service container");
             }
         }))
         .await;
-        let volumes = join_all(
-            std::mem::take(&mut self.volumes)
-                .into_iter()
-                .map(|name| async move {
-                    if let Err(e) = cleanup::remove_volume(docker, &name).await {
-                        tracing::warn!(error = %e, "removing a job volume");
-                    }
-                }),
-        );
-        let networks = join_all(
-            std::mem::take(&mut self.networks)
-                .into_iter()
-                .map(|id| async move {
-                    if let Err(e) = cleanup::remove_network(docker, &id).await {
-                        tracing::warn!(error = %e, "removing a job network");
-                    }
-                }),
-        );
+        let volumes = join_all(self.volumes.into_iter().map(|name| async move {
+            if let Err(e) = cleanup::remove_volume(docker, &name).await {
+                tracing::warn!(error = %e, "removing a job volume");
+            }
+        }));
+        let networks = join_all(self.networks.into_iter().map(|id| async move {
+            if let Err(e) = cleanup::remove_network(docker, &id).await {
+                tracing::warn!(error = %e, "removing a job network");
+            }
+        }));
         futures::future::join(volumes, networks).await;
     }
 }
@@ -671,6 +698,16 @@ impl Executor for DockerExecutor {
 
     fn cleanup(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(self.cleanup_inner())
+    }
+
+    fn finish_cleanup(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(removal) = self.removal.take()
+                && let Err(e) = removal.await
+            {
+                tracing::warn!(error = %e, "removing the job's Docker objects stopped");
+            }
+        })
     }
 
     fn files(&self) -> Option<Arc<dyn JobFiles>> {

@@ -113,6 +113,9 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
         })
     };
 
+    // The executor and the job's slot outlive the final update: a Docker executor may still be removing the job's
+    // containers, which must be gone before the slot takes another job.
+    let mut held = None;
     let outcome = match plan {
         Ok(plan) => {
             let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
@@ -121,7 +124,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
             let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, &token, &ctx);
             let outcome =
                 oxrunner_core::run_job(&plan, &ctx, executor.as_mut(), &hooks, &trace, cancel.clone()).await;
-            drop(slot);
+            held = Some((executor, slot));
             outcome
         }
         Err(err) => {
@@ -148,6 +151,10 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
         (JobOutcome::Failed { message, .. }, Ok(())) => {
             info!(job = job_id, runner = %short, reason = %message, "Job failed");
         }
+    }
+    if let Some((mut executor, slot)) = held {
+        executor.finish_cleanup().await;
+        drop(slot);
     }
     drop(trace);
     drop(handle);
@@ -200,7 +207,9 @@ fn executor_for(env: &JobEnv, ctx: &RunnerContext) -> Box<dyn Executor> {
     if is_docker(env) {
         let config = env.runner.docker.clone().unwrap_or_default();
         return Box::new(
-            DockerExecutor::new(config, ctx.clone()).with_host_builds_dir(env.state_dir.join("builds")),
+            DockerExecutor::new(config, ctx.clone())
+                .with_host_builds_dir(env.state_dir.join("builds"))
+                .with_background_cleanup(),
         );
     }
     let mut executor = ShellExecutor::new().with_user(env.user.clone());
