@@ -20,6 +20,7 @@ use crate::cleanup;
 use crate::connect::Endpoint;
 use crate::error::DockerError;
 use crate::health;
+use crate::hooks::SourceHooks;
 use crate::hostcfg;
 use crate::image;
 use crate::labels::job_labels;
@@ -546,6 +547,70 @@ impl DockerExecutor {
         Ok(Some(network))
     }
 
+    /// get_sources of a clone or fetch: the pre hooks in the container, the fetch on the runner, the copy into
+    /// the build volume, the post hooks in the container; a failing part ends the stage with its status. `None`
+    /// when the strategy needs no git (the stage then runs in the container as rendered).
+    async fn sources_from_git(
+        &mut self,
+        plan: &JobPlan,
+        cmd: &StageCommand,
+        trace: &TraceWriter,
+        cancel: &CancellationToken,
+    ) -> Result<Option<ExitStatus>, ExecError> {
+        let hooks = SourceHooks::render(plan, &self.runner);
+        if let Some(pre) = hooks.pre {
+            let status = self.exec_hook(pre, cmd, trace, cancel).await?;
+            if !status.success() {
+                return Ok(Some(status));
+            }
+        }
+        let dir =
+            match sources::fetch_on_runner(&self.host_builds_dir, plan, &self.runner, trace, cancel.clone())
+                .await?
+            {
+                Fetched::Failed(status) => return Ok(Some(status)),
+                Fetched::NotNeeded => return Ok(None),
+                Fetched::Ready(dir) => dir,
+            };
+        let target = build_dir(plan, &self.runner).display().to_string();
+        self.copy_to_container(&dir, &target).await?;
+        match hooks.post {
+            Some(post) => self.exec_hook(post, cmd, trace, cancel).await.map(Some),
+            None => Ok(Some(ExitStatus::Code(0))),
+        }
+    }
+
+    /// One get_sources hook script as an exec in the job container, as the job's user, from the stage's dir.
+    async fn exec_hook(
+        &mut self,
+        script: String,
+        stage: &StageCommand,
+        trace: &TraceWriter,
+        cancel: &CancellationToken,
+    ) -> Result<ExitStatus, ExecError> {
+        let (docker, container) = match (&self.docker, &self.container) {
+            (Some(d), Some(c)) => (d, c.as_str()),
+            _ => return Err(not_prepared().into()),
+        };
+        let cmd = StageCommand {
+            stage: stage.stage.clone(),
+            script,
+            shell_workdir: stage.shell_workdir.clone(),
+            predefined: stage.predefined,
+        };
+        run::run_stage(
+            docker,
+            container,
+            self.user.as_deref(),
+            &mut self.running,
+            &cmd,
+            trace,
+            cancel.clone(),
+        )
+        .await
+        .map_err(ExecError::from)
+    }
+
     /// With [`with_background_cleanup`](Self::with_background_cleanup), `cleanup` starts the removals and
     /// returns; [`Executor::finish_cleanup`] waits for them.
     async fn cleanup_inner(&mut self) {
@@ -639,25 +704,10 @@ impl Executor for DockerExecutor {
                 return Ok(ExitStatus::Code(0));
             }
             if cmd.stage == Stage::GetSources
-                && let Some(plan) = &self.plan
+                && let Some(plan) = self.plan.clone()
+                && let Some(status) = self.sources_from_git(&plan, &cmd, trace, &cancel).await?
             {
-                match sources::fetch_on_runner(
-                    &self.host_builds_dir,
-                    plan,
-                    &self.runner,
-                    trace,
-                    cancel.clone(),
-                )
-                .await?
-                {
-                    Fetched::Failed(status) => return Ok(status),
-                    Fetched::Ready(dir) => {
-                        let target = build_dir(plan, &self.runner).display().to_string();
-                        self.copy_to_container(&dir, &target).await?;
-                        return Ok(ExitStatus::Code(0));
-                    }
-                    Fetched::NotNeeded => {}
-                }
+                return Ok(status);
             }
             if cmd.stage == Stage::CleanupFileVariables
                 && let Some(plan) = &self.plan

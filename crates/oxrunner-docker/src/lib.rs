@@ -14,7 +14,8 @@
 //! - [`services`]: service containers on a per-job network; [`health`] waits for their ports, [`route`] lets a
 //!   runner that itself runs in a container reach them, [`listen`] asks a service that stays unreachable.
 //! - [`hostcfg`]: the remaining `[runners.docker]` keys as engine host config; [`unsupported_keys`].
-//! - [`sources`]: get_sources on the runner side, then copied into the build volume.
+//! - [`sources`]: get_sources on the runner side, then copied into the build volume; its hooks run in the job
+//!   container around it.
 //! - [`archive`]: copying trees into and out of containers.
 //! - [`cleanup`]: per-object removal and [`remove_leftovers`] for the daemon's start.
 //! - [`labels`]: the labels put on every object.
@@ -26,6 +27,7 @@ pub mod connect;
 pub mod error;
 pub mod executor;
 pub mod health;
+mod hooks;
 pub mod hostcfg;
 pub mod image;
 pub mod labels;

@@ -33,8 +33,9 @@ pub enum Fetched {
 
 /// Renders get_sources for the host directory and runs it with the shell executor.
 ///
-/// The job's `hooks:pre/post_get_sources_script` are not run here: they come from the repository and must not
-/// run on the runner's host.
+/// No get_sources hook runs here: the job's come from the repository and must not run on the runner's host, and
+/// both the job's and the runner's belong to the job's environment. The executor runs them in the job container
+/// around this fetch (`hooks`).
 pub async fn fetch_on_runner(
     root: &Path,
     plan: &JobPlan,
@@ -49,11 +50,8 @@ pub async fn fetch_on_runner(
         ..ctx.clone()
     };
     let mut plan = plan.clone();
-    if !plan.sources.pre_get_sources_script.is_empty() || !plan.sources.post_get_sources_script.is_empty() {
-        trace.warning("hooks:pre_get_sources_script / post_get_sources_script are not supported by the docker executor yet; skipped");
-        plan.sources.pre_get_sources_script.clear();
-        plan.sources.post_get_sources_script.clear();
-    }
+    plan.sources.pre_get_sources_script.clear();
+    plan.sources.post_get_sources_script.clear();
     let plan = &plan;
     let project_dir = host_project_dir(root, plan, ctx);
     let tmp_dir = oxrunner_core::tmp_dir(&project_dir);

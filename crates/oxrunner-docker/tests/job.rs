@@ -180,3 +180,180 @@ async fn a_failed_fetch_is_retried_from_a_cleared_runner_side_checkout() {
     assert!(!log.contains("never\n"), "{log}");
     assert!(!stale.join("stale.txt").exists(), "{log}");
 }
+
+/// A repository with one commit of `hello.txt`; returns its directory and the commit.
+fn origin_repo() -> (tempfile::TempDir, String) {
+    let origin = tempfile::tempdir().unwrap();
+    git(origin.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(origin.path().join("hello.txt"), "committed content\n").unwrap();
+    git(origin.path(), &["add", "hello.txt"]);
+    git(origin.path(), &["commit", "-q", "-m", "first"]);
+    let sha = git(origin.path(), &["rev-parse", "HEAD"]);
+    (origin, sha)
+}
+
+fn git_sources(origin: &Path, sha: &str) -> Sources {
+    Sources {
+        strategy: GitStrategy::Fetch,
+        repo_url: format!("file://{}", origin.display()).into(),
+        sha: sha.to_owned(),
+        ref_name: "main".into(),
+        refspecs: vec!["+refs/heads/*:refs/origin/heads/*".into()],
+        ..Sources::default()
+    }
+}
+
+/// Byte offsets of each needle in `log`, failing with the log when one is missing.
+fn positions(log: &str, needles: &[&str]) -> Vec<usize> {
+    needles
+        .iter()
+        .map(|n| {
+            log.find(n)
+                .unwrap_or_else(|| panic!("{n:?} missing from the log:\n{log}"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn get_sources_hooks_run_in_the_job_container_around_the_checkout() {
+    let Some(docker) = common::engine().await else {
+        return;
+    };
+    let (origin, sha) = origin_repo();
+    let mut plan = job(305, &["echo script-ran"]);
+    plan.sources = git_sources(origin.path(), &sha);
+    plan.sources.pre_get_sources_script = vec![
+        "echo \"job-pre: $GREETING in $(pwd); image $(cat /etc/oxrunner-image)\"".into(),
+        "test ! -e \"$CI_PROJECT_DIR/hello.txt\" && echo job-pre-before-checkout".into(),
+    ];
+    plan.sources.post_get_sources_script = vec!["echo \"job-post: $(pwd) has $(cat hello.txt)\"".into()];
+    let ctx = oxrunner_core::RunnerContext {
+        pre_get_sources_script: Some("echo \"runner-pre: $GREETING as $(id -u)\"".into()),
+        post_get_sources_script: Some("echo \"runner-post: $(pwd)\"".into()),
+        ..common::runner()
+    };
+    // The hooks run as the job's user, not as the runner's.
+    let config = oxrunner_config::DockerConfig {
+        user: Some("nobody".into()),
+        ..common::config()
+    };
+    let host = tempfile::tempdir().unwrap();
+    let mut exec = DockerExecutor::new(config, ctx.clone()).with_host_builds_dir(host.path());
+    let trace = common::Trace::new();
+    let outcome = run_job(
+        &plan,
+        &ctx,
+        &mut exec,
+        &NoopHooks,
+        &trace.writer,
+        JobCancel::new(),
+    )
+    .await;
+    let log = trace.text();
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    let order = positions(
+        &log,
+        &[
+            "runner-pre: hello from the job as 65534\n",
+            "job-pre: hello from the job in /builds; image oxrunner busybox test image\n",
+            "job-pre-before-checkout\n",
+            "Checking out ",
+            "job-post: /builds/group/project has committed content\n",
+            "runner-post: /builds/group/project\n",
+            "script-ran\n",
+        ],
+    );
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "out of order {order:?}:\n{log}"
+    );
+    // The job's hooks are echoed like script lines; the runner's are not.
+    assert!(
+        log.contains("$ echo \"job-post: $(pwd) has $(cat hello.txt)\""),
+        "{log}"
+    );
+    assert!(!log.contains("not supported by the docker executor"), "{log}");
+    assert_eq!(
+        common::objects_of(&docker, &ctx.short_token).await,
+        (vec![], vec![])
+    );
+}
+
+#[tokio::test]
+async fn a_failing_pre_get_sources_hook_fails_the_job_before_the_fetch() {
+    let Some(docker) = common::engine().await else {
+        return;
+    };
+    let (origin, sha) = origin_repo();
+    let mut plan = job(306, &["echo never-ran"]);
+    plan.sources = git_sources(origin.path(), &sha);
+    plan.sources.pre_get_sources_script = vec!["echo job-pre-fails".into(), "exit 3".into()];
+    plan.sources.post_get_sources_script = vec!["echo never-post".into()];
+    let host = tempfile::tempdir().unwrap();
+    let (outcome, log, runner) = run_in(&plan, host.path()).await;
+    assert!(
+        matches!(
+            &outcome,
+            JobOutcome::Failed {
+                reason: FailureReason::ScriptFailure,
+                exit_code: Some(3),
+                ..
+            }
+        ),
+        "{outcome:?}\n{log}"
+    );
+    assert!(log.contains("job-pre-fails\n"), "{log}");
+    for absent in ["Fetching changes", "never-post\n", "never-ran\n"] {
+        assert!(!log.contains(absent), "{absent:?} in:\n{log}");
+    }
+    let checkout =
+        oxrunner_docker::sources::host_project_dir(host.path(), &plan, &common::runner_with_token(&runner));
+    assert!(
+        !checkout.exists(),
+        "the runner fetched anyway: {}",
+        checkout.display()
+    );
+    assert_eq!(common::objects_of(&docker, &runner).await, (vec![], vec![]));
+}
+
+#[tokio::test]
+async fn a_failing_runner_post_get_sources_hook_fails_get_sources() {
+    let Some(_docker) = common::engine().await else {
+        return;
+    };
+    let (origin, sha) = origin_repo();
+    let mut plan = job(307, &["echo never-ran"]);
+    plan.sources = git_sources(origin.path(), &sha);
+    let ctx = oxrunner_core::RunnerContext {
+        post_get_sources_script: Some("echo runner-post-fails; exit 5".into()),
+        ..common::runner()
+    };
+    let host = tempfile::tempdir().unwrap();
+    let mut exec = DockerExecutor::new(common::config(), ctx.clone()).with_host_builds_dir(host.path());
+    let trace = common::Trace::new();
+    let outcome = run_job(
+        &plan,
+        &ctx,
+        &mut exec,
+        &NoopHooks,
+        &trace.writer,
+        JobCancel::new(),
+    )
+    .await;
+    let log = trace.text();
+    assert!(
+        matches!(
+            &outcome,
+            JobOutcome::Failed {
+                exit_code: Some(5),
+                ..
+            }
+        ),
+        "{outcome:?}\n{log}"
+    );
+    assert!(
+        log.contains("Checking out ") && log.contains("runner-post-fails\n"),
+        "{log}"
+    );
+    assert!(!log.contains("never-ran\n"), "{log}");
+}
