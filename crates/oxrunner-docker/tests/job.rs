@@ -357,3 +357,44 @@ async fn a_failing_runner_post_get_sources_hook_fails_get_sources() {
     );
     assert!(!log.contains("never-ran\n"), "{log}");
 }
+
+#[tokio::test]
+async fn runner_get_sources_hooks_also_run_in_the_container_without_git() {
+    let Some(_docker) = common::engine().await else {
+        return;
+    };
+    // `job` uses GIT_STRATEGY none: the stage runs in the container as rendered, runner hooks included.
+    let plan = job(308, &["echo script-ran"]);
+    let ctx = oxrunner_core::RunnerContext {
+        pre_get_sources_script: Some("echo \"runner-pre: $GREETING in $(cat /etc/oxrunner-image)\"".into()),
+        post_get_sources_script: Some("echo \"runner-post: $(pwd)\"".into()),
+        ..common::runner()
+    };
+    let host = tempfile::tempdir().unwrap();
+    let mut exec = DockerExecutor::new(common::config(), ctx.clone()).with_host_builds_dir(host.path());
+    let trace = common::Trace::new();
+    let outcome = run_job(
+        &plan,
+        &ctx,
+        &mut exec,
+        &NoopHooks,
+        &trace.writer,
+        JobCancel::new(),
+    )
+    .await;
+    let log = trace.text();
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    let order = positions(
+        &log,
+        &[
+            "runner-pre: hello from the job in oxrunner busybox test image\n",
+            "Skipping Git repository setup",
+            "runner-post: /builds/group/project\n",
+            "script-ran\n",
+        ],
+    );
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "out of order {order:?}:\n{log}"
+    );
+}
