@@ -160,3 +160,22 @@ job:
     );
     assert_eq!(leftovers(), "", "containers left behind");
 }
+
+#[test]
+fn a_child_pipelines_image_jobs_run_in_docker_even_when_the_parent_has_none() {
+    let _turn = serial();
+    if !engine() {
+        return;
+    }
+    let ci = "kid:\n  trigger:\n    include: child.yml\n    strategy: depend\n";
+    let child = "build:\n  image: busybox:latest\n  script:\n    - cat /etc/oxrunner-image\n";
+    let repo = Repo::new(ci, &[("child.yml", child)]);
+    let run = repo.exec(&[]);
+    assert!(run.ok(), "{}", run.dump());
+    assert!(
+        run.printed("kid > build", "oxrunner busybox test image"),
+        "{}",
+        run.dump()
+    );
+    assert_eq!(leftovers(), "", "containers left behind");
+}

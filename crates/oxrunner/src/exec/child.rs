@@ -47,6 +47,21 @@ pub fn run(env: Arc<Env>, spec: Arc<JobSpec>, settings: Settings) -> BoxFuture<'
             .max()
             .unwrap_or(0)
             .min(48);
+        // The parent chose the shell without asking the engine when none of its jobs named an image.
+        let docker = if env.docker == super::docker::Mode::Shell
+            && env.opts.executor.is_none()
+            && child.jobs.iter().any(|j| super::has_image(&j.payload))
+        {
+            match super::docker::choose(None, true, &env.console).await {
+                Ok(mode) => mode,
+                Err(e) => {
+                    env.console.note(&format!("{} | ERROR: {e:#}", spec.display));
+                    return record(failed("runner_system_failure"));
+                }
+            }
+        } else {
+            env.docker
+        };
         let child_env = Arc::new(Env {
             repo: env.repo.clone(),
             state,
@@ -58,7 +73,7 @@ pub fn run(env: Arc<Env>, spec: Arc<JobSpec>, settings: Settings) -> BoxFuture<'
             name_width,
             cache_dir: env.cache_dir.clone(),
             label,
-            docker: env.docker,
+            docker,
             opts: env.opts.clone(),
             abort: env.abort.clone(),
         });
