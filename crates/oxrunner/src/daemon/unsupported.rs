@@ -83,6 +83,7 @@ sentry_dsn = "https://key@sentry.example/1"
   url = "https://gitlab.example.com"
   token = "glrt-y"
   executor = "docker"
+  cache_dir = "/cache"
   [runners.docker]
     image = "busybox"
     helper_image = "registry.example/helper:x"
