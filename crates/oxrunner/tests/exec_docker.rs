@@ -179,3 +179,19 @@ fn a_child_pipelines_image_jobs_run_in_docker_even_when_the_parent_has_none() {
     );
     assert_eq!(leftovers(), "", "containers left behind");
 }
+
+#[test]
+fn git_works_inside_the_container_on_the_copied_repository() {
+    let _turn = serial();
+    if !engine() {
+        return;
+    }
+    let ci = "job:\n  image: local/tools:latest\n  script:\n    - git log -1 --format='subject=%s'\n    - git status --short\n";
+    let repo = Repo::new(ci, &[("tracked.txt", "v1\n")]);
+    std::fs::write(repo.path().join("tracked.txt"), "v2, not committed\n").unwrap();
+    let run = repo.exec(&[]);
+    assert!(run.ok(), "{}", run.dump());
+    assert!(run.printed("job", "subject=init"), "{}", run.dump());
+    assert!(run.printed("job", " M tracked.txt"), "{}", run.dump());
+    assert_eq!(leftovers(), "", "containers left behind");
+}

@@ -114,9 +114,15 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
             env.files.clone(),
             env.snapshot,
         );
-        let prepared =
-            tokio::task::spawn_blocking(move || workspace::prepare(&repo, &dest, files.as_slice(), snap))
-                .await;
+        let own_objects = env.docker.docker_for(super::has_image(&spec.job.payload));
+        let prepared = tokio::task::spawn_blocking(move || {
+            workspace::prepare(&repo, &dest, files.as_slice(), snap)?;
+            if own_objects {
+                workspace::own_objects(&dest)?;
+            }
+            Ok::<(), workspace::WorkspaceError>(())
+        })
+        .await;
         let err = match prepared {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),

@@ -209,6 +209,48 @@ fn link_git(src: &Path, dest: &Path) -> Result<(), WorkspaceError> {
     fs::write(&path, alternates).map_err(io_err("write", &path))
 }
 
+/// Makes the copy's `.git` self-contained: the objects it borrows through `objects/info/alternates` are hard-linked
+/// (copied across file systems) into its own store, and the alternates file goes. A container cannot follow
+/// alternates that point at the user's paths, so Docker jobs need this for `git` to work in their scripts. Object
+/// files never change once written, so sharing them by link is safe.
+pub fn own_objects(dest: &Path) -> Result<(), WorkspaceError> {
+    let objects = dest.join(".git/objects");
+    let list = objects.join("info/alternates");
+    let Ok(text) = fs::read_to_string(&list) else {
+        return Ok(());
+    };
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        link_tree(Path::new(line), &objects)?;
+    }
+    fs::remove_file(&list).map_err(io_err("remove", &list))
+}
+
+/// Links every file under `src` (loose objects, packs) into the same place under `dest`, skipping `info/`.
+fn link_tree(src: &Path, dest: &Path) -> Result<(), WorkspaceError> {
+    let entries = match fs::read_dir(src) {
+        Ok(e) => e,
+        // A stale alternate: git itself ignores it with a warning.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("read", src)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err("read", src))?;
+        let name = entry.file_name();
+        if name == "info" {
+            continue;
+        }
+        let (from, to) = (entry.path(), dest.join(&name));
+        let ft = entry.file_type().map_err(io_err("read", &from))?;
+        if ft.is_dir() {
+            fs::create_dir_all(&to).map_err(io_err("create", &to))?;
+            link_tree(&from, &to)?;
+        } else if ft.is_file() && !to.exists() && fs::hard_link(&from, &to).is_err() {
+            fs::copy(&from, &to).map_err(io_err("copy", &from))?;
+        }
+    }
+    Ok(())
+}
+
 /// A job name as one directory name: anything outside `[A-Za-z0-9._-]` becomes `_`.
 pub fn dir_name(job: &str) -> String {
     let s: String = job
