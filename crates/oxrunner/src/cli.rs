@@ -415,7 +415,8 @@ pub struct ExecArgs {
     /// How many jobs run at once (default: number of cores).
     #[arg(long = "concurrency")]
     pub concurrency: Option<usize>,
-    /// shell or docker.
+    /// Run every job with this executor: shell, or docker. Default: jobs with `image:` in Docker when an engine
+    /// answers, the others in the shell.
     #[arg(long = "executor")]
     pub executor: Option<String>,
     /// Manual jobs to run.
