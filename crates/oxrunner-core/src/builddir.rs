@@ -43,17 +43,20 @@ pub fn build_dir(plan: &JobPlan, ctx: &RunnerContext) -> PathBuf {
         dir.push(ctx.concurrent_project_id.to_string());
     }
     dir.push(project_slug(plan));
-    let strategy = plan
-        .variables
-        .value("GIT_STRATEGY")
-        .and_then(GitStrategy::parse)
-        .unwrap_or(plan.sources.strategy);
-    if strategy == GitStrategy::Empty {
+    if git_strategy(plan) == GitStrategy::Empty {
         let mut s = dir.into_os_string();
         s.push("-empty");
         dir = PathBuf::from(s);
     }
     dir
+}
+
+/// The job's `GIT_STRATEGY` variable, else the strategy GitLab sent.
+pub fn git_strategy(plan: &JobPlan) -> GitStrategy {
+    plan.variables
+        .value("GIT_STRATEGY")
+        .and_then(GitStrategy::parse)
+        .unwrap_or(plan.sources.strategy)
 }
 
 /// `<project dir>.tmp`: file variables, env file, git template and credentials config.

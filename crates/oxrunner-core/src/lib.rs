@@ -24,7 +24,7 @@ pub mod shell;
 pub mod trace;
 pub mod variables;
 
-pub use builddir::{build_dir, cache_dir, project_slug, tmp_dir};
+pub use builddir::{build_dir, cache_dir, git_strategy, project_slug, tmp_dir};
 pub use driver::{JobCancel, run_job};
 pub use error::{ExecError, HookError};
 pub use executor::{

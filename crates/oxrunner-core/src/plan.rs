@@ -443,6 +443,13 @@ pub struct RunnerContext {
     pub custom_build_dir: bool,
 }
 
+impl RunnerContext {
+    /// `CI_DEBUG_TRACE` in `vars` turns shell tracing on, unless the runner's `debug_trace_disabled` forbids it.
+    pub fn debug_trace(&self, vars: &Variables) -> bool {
+        !self.debug_trace_disabled && vars.bool("CI_DEBUG_TRACE").unwrap_or(false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,16 +6,10 @@
 //! (`sources`), so the hooks become two execs: the pre hooks before the fetch, the post hooks after the copy.
 //! The order within and around them is the shell executor's (`SourcesScript::render` in the core).
 
-use std::fmt::Write as _;
-use std::path::Path;
-
 use oxrunner_core::driver::env;
-use oxrunner_core::script::bash::{commands, exports, quote_path, wrap};
-use oxrunner_core::script::git::GitSettings;
+use oxrunner_core::script::bash::{exports, wrap};
+use oxrunner_core::script::git::{GIT_PROMPTS_OFF, GitSettings, SourcesScript};
 use oxrunner_core::{GitStrategy, JobPlan, RunnerContext, build_dir, tmp_dir};
-
-/// Set by the get_sources script before anything else runs, the hooks included.
-const GIT_PROMPTS_OFF: &str = "export GIT_TERMINAL_PROMPT=0\nexport GCM_INTERACTIVE=Never\n";
 
 /// The two container scripts of a clone or fetch; `None` where no hook is set (that exec is skipped).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -27,8 +21,8 @@ pub(crate) struct SourceHooks {
     pub(crate) post: Option<String>,
 }
 
-fn set(hook: Option<&str>) -> Option<&str> {
-    hook.filter(|h| !h.trim().is_empty())
+fn set(hook: Option<&str>) -> bool {
+    hook.is_some_and(|h| !h.trim().is_empty())
 }
 
 fn any(lines: &[String]) -> bool {
@@ -40,57 +34,40 @@ impl SourceHooks {
     /// exported as every stage script has them. Both are `None` unless the strategy is clone or fetch: for
     /// `none` and `empty` the get_sources stage itself runs in the container and carries the runner's hooks.
     pub(crate) fn render(plan: &JobPlan, runner: &RunnerContext) -> Self {
-        let runner_pre = set(runner.pre_get_sources_script.as_deref());
-        let runner_post = set(runner.post_get_sources_script.as_deref());
         let job = &plan.sources;
-        let has_pre = runner_pre.is_some() || any(&job.pre_get_sources_script);
-        let has_post = runner_post.is_some() || any(&job.post_get_sources_script);
+        let has_pre = set(runner.pre_get_sources_script.as_deref()) || any(&job.pre_get_sources_script);
+        let has_post = set(runner.post_get_sources_script.as_deref()) || any(&job.post_get_sources_script);
         if !has_pre && !has_post {
             return Self::default();
         }
         let project_dir = build_dir(plan, runner);
         let tmp = tmp_dir(&project_dir);
         let vars = env::expand(&env::job_variables(plan, runner, &project_dir, &tmp), &tmp);
-        if !matches!(
-            GitSettings::resolve(plan, &vars).strategy,
-            GitStrategy::Clone | GitStrategy::Fetch
-        ) {
+        let settings = GitSettings::resolve(plan, &vars);
+        if !matches!(settings.strategy, GitStrategy::Clone | GitStrategy::Fetch) {
             return Self::default();
         }
-        let xtrace = !runner.debug_trace_disabled && vars.bool("CI_DEBUG_TRACE").unwrap_or(false);
+        // The shell executor's get_sources script, of which only the hook parts run here.
+        let sources = SourcesScript {
+            plan,
+            ctx: runner,
+            settings: &settings,
+            project_dir: &project_dir,
+            tmp_dir: &tmp,
+            ca_file_path: None,
+        };
+        let xtrace = runner.debug_trace(&vars);
         let script = |body: String| {
             wrap(
                 &format!("{}{GIT_PROMPTS_OFF}{body}", exports(&vars, &tmp)),
                 xtrace,
             )
         };
-
-        let pre = has_pre.then(|| {
-            let mut body = String::new();
-            if let Some(hook) = runner_pre {
-                let _ = writeln!(body, "{hook}");
-            }
-            body.push_str(&commands(&job.pre_get_sources_script));
-            script(body)
-        });
-        let post = has_post.then(|| {
-            let mut body = String::new();
-            if any(&job.post_get_sources_script) {
-                body.push_str(&cd(&project_dir));
-                body.push_str(&commands(&job.post_get_sources_script));
-            }
-            if let Some(hook) = runner_post {
-                body.push_str(&cd(&project_dir));
-                let _ = writeln!(body, "{hook}");
-            }
-            script(body)
-        });
-        Self { pre, post }
+        Self {
+            pre: has_pre.then(|| script(sources.pre_hooks())),
+            post: has_post.then(|| script(sources.post_hooks())),
+        }
     }
-}
-
-fn cd(dir: &Path) -> String {
-    format!("cd {}\n", quote_path(dir))
 }
 
 #[cfg(test)]

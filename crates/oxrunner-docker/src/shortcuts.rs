@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oxrunner_core::{GitStrategy, JobPlan, RunnerContext};
+use oxrunner_core::{GitStrategy, JobPlan, RunnerContext, git_strategy};
 
 /// gitlab-runner's green notice colour, as the rendered script prints it.
 const NOTICE: &str = "\x1b[32;1m";
@@ -13,7 +13,7 @@ const RESET: &str = "\x1b[0;m";
 
 /// `CI_DEBUG_TRACE` makes every script print its commands: only the real script gives that output.
 pub(crate) fn traced(plan: &JobPlan, runner: &RunnerContext) -> bool {
-    !runner.debug_trace_disabled && plan.variables.bool("CI_DEBUG_TRACE").unwrap_or(false)
+    runner.debug_trace(&plan.variables)
 }
 
 /// The line prepare_script prints: `Running on <container hostname> via <runner host>...`.
@@ -42,19 +42,11 @@ pub(crate) fn skipping_sources() -> String {
     format!("{NOTICE}Skipping Git repository setup{RESET}\n")
 }
 
-/// The strategy the job will use, read as the build directory's layout reads it.
-pub(crate) fn strategy(plan: &JobPlan) -> GitStrategy {
-    plan.variables
-        .value("GIT_STRATEGY")
-        .and_then(GitStrategy::parse)
-        .unwrap_or(plan.sources.strategy)
-}
-
 /// True when get_sources with `GIT_STRATEGY: none` would only create the project directory: no runner hook
 /// around it and no tracing.
 pub(crate) fn sources_only_make_the_dir(plan: &JobPlan, runner: &RunnerContext) -> bool {
     let empty = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
-    strategy(plan) == GitStrategy::None
+    git_strategy(plan) == GitStrategy::None
         && empty(&runner.pre_get_sources_script)
         && empty(&runner.post_get_sources_script)
         && !traced(plan, runner)

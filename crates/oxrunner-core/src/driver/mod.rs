@@ -120,7 +120,7 @@ pub async fn run_job(
     let tmp_dir = tmp_dir(&project_dir);
     let raw = env::job_variables(plan, ctx, &project_dir, &tmp_dir);
     let vars = env::expand(&raw, &tmp_dir);
-    let xtrace = !ctx.debug_trace_disabled && vars.bool("CI_DEBUG_TRACE").unwrap_or(false);
+    let xtrace = ctx.debug_trace(&vars);
     let mut driver = Driver {
         plan,
         ctx,

@@ -238,6 +238,10 @@ pub struct SourcesScript<'a> {
     pub ca_file_path: Option<PathBuf>,
 }
 
+/// Set by the get_sources script before anything else runs, the hooks included: git must never wait for a
+/// password on a terminal.
+pub const GIT_PROMPTS_OFF: &str = "export GIT_TERMINAL_PROMPT=0\nexport GCM_INTERACTIVE=Never\n";
+
 impl SourcesScript<'_> {
     /// Renders the body (exports are added by the caller).
     pub fn render(&self) -> String {
@@ -247,15 +251,8 @@ impl SourcesScript<'_> {
         for w in &s.warnings {
             out.push_str(&warning(w));
         }
-        out.push_str("export GIT_TERMINAL_PROMPT=0\nexport GCM_INTERACTIVE=Never\n");
-        let uses_git = matches!(s.strategy, GitStrategy::Clone | GitStrategy::Fetch);
-        if let Some(hook) = self.ctx.pre_get_sources_script.as_deref() {
-            out.push_str(hook);
-            out.push('\n');
-        }
-        if uses_git {
-            out.push_str(&super::bash::commands(&self.plan.sources.pre_get_sources_script));
-        }
+        out.push_str(GIT_PROMPTS_OFF);
+        out.push_str(&self.pre_hooks());
         match s.strategy {
             GitStrategy::None => {
                 out.push_str(&notice("Skipping Git repository setup"));
@@ -273,7 +270,34 @@ impl SourcesScript<'_> {
                 self.submodules(&mut out);
             }
         }
-        if uses_git {
+        out.push_str(&self.post_hooks());
+        out
+    }
+
+    fn uses_git(&self) -> bool {
+        matches!(self.settings.strategy, GitStrategy::Clone | GitStrategy::Fetch)
+    }
+
+    /// What runs before the sources are touched: the runner's `pre_get_sources_script`, then (for clone and fetch)
+    /// the job's `hooks:pre_get_sources_script`. Executors that fetch elsewhere run this in the job's environment.
+    pub fn pre_hooks(&self) -> String {
+        let mut out = String::new();
+        if let Some(hook) = self.ctx.pre_get_sources_script.as_deref() {
+            out.push_str(hook);
+            out.push('\n');
+        }
+        if self.uses_git() {
+            out.push_str(&super::bash::commands(&self.plan.sources.pre_get_sources_script));
+        }
+        out
+    }
+
+    /// What runs once the sources are in place, each part from the project directory: (for clone and fetch) the
+    /// job's `hooks:post_get_sources_script`, then the runner's `post_get_sources_script`.
+    pub fn post_hooks(&self) -> String {
+        let dir = quote_path(self.project_dir);
+        let mut out = String::new();
+        if self.uses_git() {
             let _ = writeln!(out, "cd {dir}");
             out.push_str(&super::bash::commands(&self.plan.sources.post_get_sources_script));
         }
