@@ -3,10 +3,7 @@
 
 mod common;
 
-use oxrunner_core::{
-    FailureReason, GitStrategy, JobCancel, JobOutcome, JobPlan, NoopHooks, Sources, Step, Variable, run_job,
-};
-use oxrunner_docker::DockerExecutor;
+use oxrunner_core::{FailureReason, GitStrategy, JobOutcome, JobPlan, Sources, Step, Variable};
 use std::path::Path;
 use std::process::Command;
 
@@ -33,10 +30,8 @@ async fn run(plan: &JobPlan) -> (JobOutcome, String, String) {
 
 async fn run_in(plan: &JobPlan, host_builds: &Path) -> (JobOutcome, String, String) {
     let ctx = common::runner();
-    let mut exec = DockerExecutor::new(common::config(), ctx.clone()).with_host_builds_dir(host_builds);
-    let trace = common::Trace::new();
-    let outcome = run_job(plan, &ctx, &mut exec, &NoopHooks, &trace.writer, JobCancel::new()).await;
-    (outcome, trace.text(), ctx.short_token)
+    let (outcome, log) = common::run_job_in(plan, &ctx, common::config(), host_builds).await;
+    (outcome, log, ctx.short_token)
 }
 
 #[tokio::test]
@@ -163,18 +158,7 @@ async fn a_failed_fetch_is_retried_from_a_cleared_runner_side_checkout() {
     std::fs::create_dir_all(&stale).unwrap();
     std::fs::write(stale.join("stale.txt"), "from an older job").unwrap();
 
-    let mut exec = DockerExecutor::new(common::config(), ctx.clone()).with_host_builds_dir(host.path());
-    let trace = common::Trace::new();
-    let outcome = run_job(
-        &plan,
-        &ctx,
-        &mut exec,
-        &NoopHooks,
-        &trace.writer,
-        JobCancel::new(),
-    )
-    .await;
-    let log = trace.text();
+    let (outcome, log) = common::run_job_in(&plan, &ctx, common::config(), host.path()).await;
     assert!(matches!(outcome, JobOutcome::Failed { .. }), "{log}");
     assert!(log.contains("retrying (attempt 2 of 2)"), "{log}");
     assert!(!log.contains("never\n"), "{log}");
@@ -238,18 +222,7 @@ async fn get_sources_hooks_run_in_the_job_container_around_the_checkout() {
         ..common::config()
     };
     let host = tempfile::tempdir().unwrap();
-    let mut exec = DockerExecutor::new(config, ctx.clone()).with_host_builds_dir(host.path());
-    let trace = common::Trace::new();
-    let outcome = run_job(
-        &plan,
-        &ctx,
-        &mut exec,
-        &NoopHooks,
-        &trace.writer,
-        JobCancel::new(),
-    )
-    .await;
-    let log = trace.text();
+    let (outcome, log) = common::run_job_in(&plan, &ctx, config, host.path()).await;
     assert_eq!(outcome, JobOutcome::Success, "{log}");
     let order = positions(
         &log,
@@ -329,18 +302,7 @@ async fn a_failing_runner_post_get_sources_hook_fails_get_sources() {
         ..common::runner()
     };
     let host = tempfile::tempdir().unwrap();
-    let mut exec = DockerExecutor::new(common::config(), ctx.clone()).with_host_builds_dir(host.path());
-    let trace = common::Trace::new();
-    let outcome = run_job(
-        &plan,
-        &ctx,
-        &mut exec,
-        &NoopHooks,
-        &trace.writer,
-        JobCancel::new(),
-    )
-    .await;
-    let log = trace.text();
+    let (outcome, log) = common::run_job_in(&plan, &ctx, common::config(), host.path()).await;
     assert!(
         matches!(
             &outcome,
@@ -371,18 +333,7 @@ async fn runner_get_sources_hooks_also_run_in_the_container_without_git() {
         ..common::runner()
     };
     let host = tempfile::tempdir().unwrap();
-    let mut exec = DockerExecutor::new(common::config(), ctx.clone()).with_host_builds_dir(host.path());
-    let trace = common::Trace::new();
-    let outcome = run_job(
-        &plan,
-        &ctx,
-        &mut exec,
-        &NoopHooks,
-        &trace.writer,
-        JobCancel::new(),
-    )
-    .await;
-    let log = trace.text();
+    let (outcome, log) = common::run_job_in(&plan, &ctx, common::config(), host.path()).await;
     assert_eq!(outcome, JobOutcome::Success, "{log}");
     let order = positions(
         &log,

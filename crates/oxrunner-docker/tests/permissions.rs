@@ -9,8 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use oxrunner_core::{
-    CancellationToken, Executor, GitStrategy, ImageSpec, JobCancel, JobOutcome, JobPlan, NoopHooks, Sources,
-    Step, Variable, run_job,
+    CancellationToken, Executor, GitStrategy, ImageSpec, JobOutcome, JobPlan, Sources, Step, Variable,
 };
 use oxrunner_docker::DockerExecutor;
 
@@ -68,11 +67,7 @@ fn nobody_job(origin: &Path, id: i64, script: &[&str]) -> JobPlan {
 
 async fn run(plan: &JobPlan) -> (JobOutcome, String) {
     let host = tempfile::tempdir().unwrap();
-    let ctx = common::runner();
-    let mut exec = DockerExecutor::new(common::config(), ctx.clone()).with_host_builds_dir(host.path());
-    let trace = common::Trace::new();
-    let outcome = run_job(plan, &ctx, &mut exec, &NoopHooks, &trace.writer, JobCancel::new()).await;
-    (outcome, trace.text())
+    common::run_job_in(plan, &common::runner(), common::config(), host.path()).await
 }
 
 #[tokio::test]

@@ -17,6 +17,28 @@ use oxrunner_docker::labels::LABEL_RUNNER;
 
 pub const IMAGE: &str = "busybox:latest";
 
+/// Runs `plan` through the core driver with a Docker executor (checkouts under `host_builds`, no hooks);
+/// returns the outcome and the job log.
+pub async fn run_job_in(
+    plan: &JobPlan,
+    ctx: &RunnerContext,
+    config: DockerConfig,
+    host_builds: &Path,
+) -> (oxrunner_core::JobOutcome, String) {
+    let mut exec = DockerExecutor::new(config, ctx.clone()).with_host_builds_dir(host_builds);
+    let trace = Trace::new();
+    let outcome = oxrunner_core::run_job(
+        plan,
+        ctx,
+        &mut exec,
+        &oxrunner_core::NoopHooks,
+        &trace.writer,
+        oxrunner_core::JobCancel::new(),
+    )
+    .await;
+    (outcome, trace.text())
+}
+
 static IMAGES: Mutex<bool> = Mutex::new(false);
 
 /// The engine, or `None` (test skipped) when none answers outside CI. With `CI=true` a missing engine fails.
