@@ -105,6 +105,7 @@ pub fn reset_outputs(env: &Env, spec: &JobSpec) {
 
 /// Runs one attempt of `spec`; `append_log` keeps the log of earlier attempts.
 pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) -> Attempt {
+    let in_docker = env.docker.docker_for(super::has_image(&spec.job.payload));
     let console = env.console.clone();
     let build_dir = env.builds().join(&spec.dir);
     {
@@ -114,10 +115,9 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
             env.files.clone(),
             env.snapshot,
         );
-        let own_objects = env.docker.docker_for(super::has_image(&spec.job.payload));
         let prepared = tokio::task::spawn_blocking(move || {
             workspace::prepare(&repo, &dest, files.as_slice(), snap)?;
-            if own_objects {
+            if in_docker {
                 workspace::own_objects(&dest)?;
             }
             Ok::<(), workspace::WorkspaceError>(())
@@ -145,7 +145,6 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     job.id = spec.id;
     job.token = local_token();
     fill_dependencies(&env, &spec, &mut job);
-    let in_docker = env.docker.docker_for(!job.image.name.trim().is_empty());
     push_var(&mut job, "GIT_STRATEGY", "none");
     if !in_docker {
         push_var(&mut job, "GIT_CLONE_PATH", &build_dir.to_string_lossy());
