@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::bail;
 use oxrunner_config::DockerConfig;
 use oxrunner_core::{Executor, RunnerContext};
-use oxrunner_docker::{DockerExecutor, Endpoint};
+use oxrunner_docker::DockerExecutor;
 
 use super::output::Console;
 
@@ -66,8 +66,7 @@ pub async fn choose(executor: Option<&str>, any_image: bool, console: &Console) 
 }
 
 async fn probe(config: &DockerConfig) -> Result<(), String> {
-    let endpoint = Endpoint::resolve(config);
-    match tokio::time::timeout(PROBE_TIMEOUT, endpoint.connect()).await {
+    match tokio::time::timeout(PROBE_TIMEOUT, oxrunner_docker::connect(config)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!(
