@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::fs::{File, FileTimes};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -73,6 +74,7 @@ pub fn extract_zip_into(archive: &Path, root: &Dir) -> Result<ExtractStats, Arch
     };
     let mut zip = ZipArchive::new(reader).map_err(zip_err)?;
     let (dirs, files, links) = read_entries(&mut zip, archive)?;
+    let owner = owner_for(root);
 
     let unsafe_target = |path: &Path, reason: &'static str| ArchiveError::UnsafeTarget {
         archive: archive.to_path_buf(),
@@ -100,13 +102,17 @@ pub fn extract_zip_into(archive: &Path, root: &Dir) -> Result<ExtractStats, Arch
         let (parent, name) = root
             .open_parent(rel)
             .map_err(|e| place_err(rel, "opening the parent of", e))?;
-        parent
+        let dir = parent
             .create_dir(name, 0o755)
             .map_err(|e| place_err(rel, "creating directory", e))?;
+        if let Some((uid, gid)) = owner {
+            dir.chown(uid, gid)
+                .map_err(|e| ArchiveError::io("changing the owner of", root.path().join(rel), e))?;
+        }
     }
 
     // Phase 2: regular files, in parallel.
-    let bytes = extract_files(&zip, archive, root, &files, &unsafe_target)?;
+    let bytes = extract_files(&zip, archive, (root, owner), &files, &unsafe_target)?;
 
     // Phase 3: symlinks, once nothing else will be written.
     for (item, target) in &links {
@@ -117,6 +123,11 @@ pub fn extract_zip_into(archive: &Path, root: &Dir) -> Result<ExtractStats, Arch
         parent
             .symlink(OsStr::from_bytes(target), name)
             .map_err(|e| place_err(&item.rel, "creating symlink", e))?;
+        if let Some((uid, gid)) = owner {
+            parent
+                .chown_entry(name, uid, gid)
+                .map_err(|e| ArchiveError::io("changing the owner of", root.path().join(&item.rel), e))?;
+        }
         let mut entry = zip.by_index(item.index).map_err(zip_err)?;
         // Best effort, like tar: a link's own mtime matters to nobody's build.
         let _ = parent.set_link_mtime(name, entry_mtime(&mut entry));
@@ -151,6 +162,20 @@ pub fn extract_zip_into(archive: &Path, root: &Dir) -> Result<ExtractStats, Arch
 }
 
 type Entries = (Vec<Item>, Vec<Item>, Vec<(Item, Vec<u8>)>);
+
+/// Where extraction writes, and who gets what it creates.
+type Target<'a> = (&'a Dir, Option<(u32, u32)>);
+
+/// The owner new entries get: root extracting into a directory another user owns (a `--user` job's
+/// project) hands them to that user, as gitlab-runner does by extracting as the job user; otherwise the
+/// job could not change or replace its own restored files.
+fn owner_for(root: &Dir) -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let m = root.meta().ok()?;
+    (m.uid != 0).then_some((m.uid, m.gid))
+}
 
 /// The central directory sorted into directories (deepest first), files (one per path, last wins) and
 /// symlinks with their targets. Names that could escape the target refuse the whole archive.
@@ -234,7 +259,7 @@ fn read_entries(zip: &mut ZipArchive<SharedFile>, archive: &Path) -> Result<Entr
 fn extract_files(
     zip: &ZipArchive<SharedFile>,
     archive: &Path,
-    root: &Dir,
+    target: Target<'_>,
     files: &[Item],
     unsafe_target: &UnsafeTarget<'_>,
 ) -> Result<u64, ArchiveError> {
@@ -259,7 +284,7 @@ fn extract_files(
                         let Some(item) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
                             break;
                         };
-                        match extract_one(&mut zip, archive, root, item, unsafe_target, &mut buf) {
+                        match extract_one(&mut zip, archive, target, item, unsafe_target, &mut buf) {
                             Ok(n) => bytes += n,
                             Err(e) => {
                                 abort.store(true, Ordering::Relaxed);
@@ -291,7 +316,7 @@ fn extract_files(
 fn extract_one(
     zip: &mut ZipArchive<SharedFile>,
     archive: &Path,
-    root: &Dir,
+    (root, owner): Target<'_>,
     item: &Item,
     unsafe_target: &UnsafeTarget<'_>,
     buf: &mut [u8],
@@ -316,7 +341,11 @@ fn extract_one(
     // The zip reader verifies the CRC at the end of the entry, so a corrupt entry fails here.
     let n = copy_large(&mut entry, &mut out, buf).map_err(|e| ArchiveError::io("extracting", &path, e))?;
     let mode = item.mode.map_or(0o644, |m| m & 0o777);
-    // Both through the descriptor: the path may have been swapped since the file was created.
+    if let Some((uid, gid)) = owner {
+        oxrunner_fs::fchown(out.as_fd(), uid, gid)
+            .map_err(|e| ArchiveError::io("changing the owner of", &path, e))?;
+    }
+    // All through the descriptor: the path may have been swapped since the file was created.
     out.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(|e| ArchiveError::io("setting permissions of", &path, e))?;
     out.set_times(FileTimes::new().set_modified(system_time(mtime)))

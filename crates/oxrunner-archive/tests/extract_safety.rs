@@ -247,3 +247,45 @@ fn names_that_alias_one_path_extract_once_and_last_wins() {
     extract_zip(&a, &sb.target()).unwrap();
     assert_eq!(fs::read(sb.target().join("a/x")).unwrap(), b"third");
 }
+
+/// Root restoring into a `--user` job's project hands what it creates to the project's owner (as
+/// gitlab-runner does by extracting as that user), so the job can change its restored files.
+#[test]
+fn root_gives_extracted_entries_to_the_owner_of_the_target() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but this test needs root"
+        );
+        eprintln!(
+            "SKIPPED: extracting as root into another user's directory needs root (it runs under CI=true)"
+        );
+        return;
+    }
+    // A numeric owner no account uses: only files in this test's own directory carry it.
+    const OWNER: u32 = 3_999_017;
+    let sb = Sandbox::new();
+    let t = sb.target();
+    std::os::unix::fs::chown(&t, Some(OWNER), Some(OWNER)).unwrap();
+    let a = sb.archive(&[
+        E::Dir("venv/bin/"),
+        E::File("venv/bin/activate", b"# venv"),
+        E::File("new/deep/f", b"x"),
+        E::Link("venv/bin/python", "/usr/bin/python3"),
+    ]);
+    extract_zip(&a, &t).unwrap();
+    for rel in [
+        "venv",
+        "venv/bin",
+        "venv/bin/activate",
+        "venv/bin/python",
+        "new",
+        "new/deep",
+        "new/deep/f",
+    ] {
+        let m = fs::symlink_metadata(t.join(rel)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (OWNER, OWNER), "{rel}");
+    }
+    sb.assert_untouched();
+}
