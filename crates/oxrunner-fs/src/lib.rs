@@ -82,6 +82,12 @@ pub struct Dir {
 /// Whether `openat2` works here: 0 unknown, 1 yes, 2 no (old kernel, or seccomp refusing it).
 static OPENAT2: AtomicU8 = AtomicU8::new(0);
 
+/// Resolve by walking one component at a time from now on, as on kernels without `openat2`. For
+/// tests that must cover the fallback; both strategies give the same answers.
+pub fn resolve_by_walking() {
+    OPENAT2.store(2, Ordering::Relaxed);
+}
+
 /// True for the errors this crate returns when a symlink (or something that is not a directory) stands
 /// where a directory was needed: the caller met a link and did not follow it.
 pub fn is_link_refusal(err: &io::Error) -> bool {
