@@ -10,14 +10,14 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use oxrunner_fs::{Dir, Kind, is_link_refusal};
 use sha2::{Digest, Sha256};
 
-use crate::create::write_zip_atomically;
-use crate::{ArchiveError, FileSet, Level, ZipStats, extract_zip};
+use crate::create::{open_root, write_zip_atomically};
+use crate::{ArchiveError, FileSet, Level, ZipStats, extract_zip_into};
 
 const ARCHIVE_NAME: &str = "cache.zip";
 const DIGEST_PREFIX: &str = "oxrunner-cache-digest:sha256:";
@@ -179,6 +179,18 @@ impl CacheStore {
         keys_in_order: &[String],
         project_dir: &Path,
     ) -> Result<RestoreReport, ArchiveError> {
+        let root = Dir::create_trusted(project_dir)
+            .map_err(|e| ArchiveError::io("opening directory", project_dir, e))?;
+        self.restore_into(project_slug, keys_in_order, &root)
+    }
+
+    /// [`CacheStore::restore_with_report`] into the project directory `root` (see [`extract_zip_into`]).
+    pub fn restore_into(
+        &self,
+        project_slug: &str,
+        keys_in_order: &[String],
+        root: &Dir,
+    ) -> Result<RestoreReport, ArchiveError> {
         check_slug(project_slug)?;
         let mut report = RestoreReport::default();
         for raw in keys_in_order {
@@ -196,7 +208,7 @@ impl CacheStore {
                 ));
                 continue;
             }
-            match extract_zip(&path, project_dir) {
+            match extract_zip_into(&path, root) {
                 Ok(_) => {
                     report.restored = Some(key);
                     return Ok(report);
@@ -218,10 +230,23 @@ impl CacheStore {
         files: &FileSet,
         level: Level,
     ) -> Result<SaveOutcome, ArchiveError> {
+        self.save_from(project_slug, key, &open_root(project_dir)?, files, level)
+    }
+
+    /// [`CacheStore::save`] with `files` relative to the project directory `root` (see
+    /// [`crate::create_zip_in`]).
+    pub fn save_from(
+        &self,
+        project_slug: &str,
+        key: &str,
+        root: &Dir,
+        files: &FileSet,
+        level: Level,
+    ) -> Result<SaveOutcome, ArchiveError> {
         check_slug(project_slug)?;
         let clean = Self::sanitize_key(key).ok_or_else(|| ArchiveError::InvalidCacheKey(key.to_owned()))?;
         let dest = self.archive_path(project_slug, &clean);
-        let digest = content_digest(project_dir, files)?;
+        let digest = content_digest(root, files)?;
         let comment = format!("{DIGEST_PREFIX}{digest}");
         if read_zip_comment(&dest).is_some_and(|c| c == comment.as_bytes()) {
             return Ok(SaveOutcome::Unchanged);
@@ -229,7 +254,7 @@ impl CacheStore {
         if let Some(dir) = dest.parent() {
             remove_stale_temporaries(dir);
         }
-        let stats = write_zip_atomically(project_dir, files, level, &dest, comment.as_bytes())?;
+        let stats = write_zip_atomically(root, files, level, &dest, comment.as_bytes())?;
         Ok(SaveOutcome::Written(stats))
     }
 }
@@ -257,25 +282,30 @@ fn clean_segments(s: &str) -> Vec<String> {
 }
 
 /// SHA-256 over what the archive would record for each listed path.
-fn content_digest(project_dir: &Path, files: &FileSet) -> Result<String, ArchiveError> {
+fn content_digest(root: &Dir, files: &FileSet) -> Result<String, ArchiveError> {
     let mut h = Sha256::new();
     for rel in &files.files {
-        let full = project_dir.join(rel);
+        let full = root.path().join(rel);
         h.update(rel.as_os_str().as_bytes());
         h.update([0]);
-        match fs::symlink_metadata(&full) {
-            Ok(m) => {
-                h.update(m.mode().to_le_bytes());
-                h.update(m.len().to_le_bytes());
-                h.update(m.mtime().to_le_bytes());
-                h.update(m.mtime_nsec().to_le_bytes());
-                if m.file_type().is_symlink() {
-                    let target =
-                        fs::read_link(&full).map_err(|e| ArchiveError::io("reading link", &full, e))?;
-                    h.update(target.as_os_str().as_bytes());
+        let found = root
+            .open_parent(rel)
+            .and_then(|(parent, name)| Ok((parent.lstat(name)?, parent, name)));
+        match found {
+            Ok((m, parent, name)) => {
+                h.update(m.mode.to_le_bytes());
+                h.update(m.size.to_le_bytes());
+                h.update(m.mtime.to_le_bytes());
+                h.update(m.mtime_nsec.to_le_bytes());
+                if m.kind == Kind::Symlink {
+                    let target = parent
+                        .read_link(name)
+                        .map_err(|e| ArchiveError::io("reading link", &full, e))?;
+                    h.update(target.as_bytes());
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => h.update(b"missing"),
+            // What the archive will skip (vanished, or now behind a link) must change the digest too.
+            Err(e) if e.kind() == io::ErrorKind::NotFound || is_link_refusal(&e) => h.update(b"missing"),
             Err(e) => return Err(ArchiveError::io("reading metadata of", &full, e)),
         }
         h.update([0xff]);

@@ -5,14 +5,13 @@
 //! Problems with individual paths are warnings, never errors: a job must not fail over them.
 
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
-use std::fs;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
-use walkdir::WalkDir;
+use oxrunner_fs::{Dir, Kind, is_link_refusal};
 
 use crate::ArchiveError;
 
@@ -24,23 +23,37 @@ pub struct FileSet {
     pub warnings: Vec<String>,
 }
 
+/// Walks the project through a directory handle: no symlink is followed, neither on the way to a
+/// pattern's base nor inside the tree (a link is collected as a link), so a job that swaps directories
+/// for links while we walk cannot make us list anything outside the project.
 struct Collector<'a> {
-    root: &'a Path,
-    canonical_root: PathBuf,
+    root: &'a Dir,
     exclude: GlobSet,
     files: BTreeSet<PathBuf>,
     warnings: Vec<String>,
 }
 
-/// Collect the files for an archive. Only a malformed glob is an error.
+/// Collect the files for an archive. Only a malformed glob is an error. `project_dir` itself is
+/// trusted (see [`oxrunner_fs`]); below it nothing is followed.
 pub fn collect(
     project_dir: &Path,
     paths: &[String],
     exclude: &[String],
     untracked: bool,
 ) -> Result<FileSet, ArchiveError> {
-    let canonical_root = fs::canonicalize(project_dir)
-        .map_err(|e| ArchiveError::io("resolving project directory", project_dir, e))?;
+    let root = Dir::open_trusted(project_dir)
+        .map_err(|e| ArchiveError::io("opening project directory", project_dir, e))?;
+    collect_in(&root, paths, exclude, untracked)
+}
+
+/// [`collect`] in the project directory `root`.
+pub fn collect_in(
+    root: &Dir,
+    paths: &[String],
+    exclude: &[String],
+    untracked: bool,
+) -> Result<FileSet, ArchiveError> {
+    let project_dir = root.path();
     let mut warnings = Vec::new();
     let mut set = GlobSetBuilder::new();
     for pattern in exclude {
@@ -59,8 +72,7 @@ pub fn collect(
         source,
     })?;
     let mut c = Collector {
-        root: project_dir,
-        canonical_root,
+        root,
         exclude,
         files: BTreeSet::new(),
         warnings,
@@ -119,7 +131,7 @@ fn relative_pattern(root: &Path, pattern: &str) -> Option<String> {
 
 impl Collector<'_> {
     fn process_path(&mut self, pattern: &str) -> Result<(), ArchiveError> {
-        let Some(rel) = relative_pattern(self.root, pattern) else {
+        let Some(rel) = relative_pattern(self.root.path(), pattern) else {
             self.warnings.push(format!(
                 "processPath: artifact path is not a subpath of project directory: {pattern}"
             ));
@@ -138,128 +150,112 @@ impl Collector<'_> {
             rel.clone()
         };
 
-        let literal = split == comps.len();
         // A literal path's last component is archived as whatever it is (a link stays a link); a glob
-        // base is walked into, so it must not lead outside either.
-        if !self.inside_project(&base, !literal) {
-            self.warnings
-                .push(format!("{display}: not supported: outside build directory"));
-            return Ok(());
-        }
-        let found = if literal {
+        // base is walked into. Either way no link on the way there is followed.
+        let found = if split == comps.len() {
             self.add_literal(&base)
         } else {
             let matcher = build_glob(&rel, pattern)?;
             let depth_limit = (!comps.iter().any(|c| c.contains("**"))).then_some(comps.len());
             self.add_glob(&base, &matcher, depth_limit)
         };
-        if found == 0 {
-            self.warnings.push(format!(
+        match found {
+            Err(()) => self.warnings.push(format!(
+                "{display}: not supported: outside build directory (a symlink on the way is not followed)"
+            )),
+            Ok(0) => self.warnings.push(format!(
                 "{display}: no matching files. Ensure that the artifact path is relative to the working directory ({})",
-                self.root.display()
-            ));
+                self.root.path().display()
+            )),
+            Ok(_) => {}
         }
         Ok(())
     }
 
-    /// Every existing ancestor of `rel` (and `rel` itself when `include_last`) must resolve inside the
-    /// project, so a symlinked directory cannot smuggle outside files into an archive.
-    fn inside_project(&self, rel: &Path, include_last: bool) -> bool {
-        let mut cur = self.root.to_path_buf();
-        let count = rel.components().count();
-        for (i, comp) in rel.components().enumerate() {
-            cur.push(comp);
-            if i + 1 == count && !include_last {
-                break;
-            }
-            match fs::symlink_metadata(&cur) {
-                Ok(m) if m.file_type().is_symlink() => match fs::canonicalize(&cur) {
-                    Ok(real) if real.starts_with(&self.canonical_root) => {}
-                    // A dangling link is archived as a link, never followed.
-                    Err(_) => {}
-                    Ok(_) => return false,
-                },
-                _ => {}
-            }
+    /// `Err(())` when a symlink (or file) stands where a directory of `rel`'s path should be.
+    fn add_literal(&mut self, rel: &Path) -> Result<usize, ()> {
+        if rel.as_os_str().is_empty() {
+            return Ok(self.add_tree(rel, Kind::Dir));
         }
-        true
+        let kind = match self.root.lstat_path(rel) {
+            Ok(m) => m.kind,
+            Err(e) if is_link_refusal(&e) => return Err(()),
+            Err(_) => return Ok(0),
+        };
+        Ok(self.add_tree(rel, kind))
     }
 
-    fn add_literal(&mut self, rel: &Path) -> usize {
-        let full = self.root.join(rel);
-        if fs::symlink_metadata(&full).is_err() {
-            return 0;
+    /// The entries of directory `rel`, sorted; `None` (with a warning) when it cannot be listed.
+    fn list(&mut self, rel: &Path) -> Option<Vec<(OsString, Kind)>> {
+        let listed = self.root.open_dir(rel).and_then(|d| d.entries());
+        match listed {
+            Ok(mut entries) => {
+                entries.sort();
+                Some(entries)
+            }
+            Err(e) => {
+                self.warnings.push(format!("Walking {}: {e}", rel.display()));
+                None
+            }
         }
-        self.add_tree(rel)
     }
 
     /// `rel` and, if it is a real directory, everything below it; returns how many paths were taken.
-    fn add_tree(&mut self, rel: &Path) -> usize {
-        let mut found = 0;
-        let walker = WalkDir::new(self.root.join(rel))
-            .follow_links(false)
-            .follow_root_links(false)
-            .sort_by_file_name();
-        for entry in walker {
-            match entry {
-                Ok(entry) => {
-                    if let Ok(r) = entry.path().strip_prefix(self.root) {
-                        let r = r.to_path_buf();
-                        if self.take(r) {
-                            found += 1;
-                        }
-                    }
+    fn add_tree(&mut self, rel: &Path, kind: Kind) -> usize {
+        let mut found = usize::from(self.take(rel.to_path_buf()));
+        if kind != Kind::Dir {
+            return found;
+        }
+        // Explicit stack, and each directory is reopened from the root: depth costs no descriptors.
+        let mut stack = vec![rel.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Some(entries) = self.list(&dir) else { continue };
+            for (name, kind) in entries.into_iter().rev() {
+                let child = dir.join(&name);
+                if kind == Kind::Dir {
+                    stack.push(child.clone());
                 }
-                Err(e) => self.warnings.push(format!("Walking {}: {e}", rel.display())),
+                if self.take(child) {
+                    found += 1;
+                }
             }
         }
         found
     }
 
-    fn add_glob(&mut self, base: &Path, matcher: &GlobMatcher, depth_limit: Option<usize>) -> usize {
-        let base_dir = self.root.join(base);
-        if !base_dir.is_dir() {
-            return 0;
+    fn add_glob(
+        &mut self,
+        base: &Path,
+        matcher: &GlobMatcher,
+        depth_limit: Option<usize>,
+    ) -> Result<usize, ()> {
+        if !base.as_os_str().is_empty() {
+            match self.root.lstat_path(base) {
+                Ok(m) if m.kind == Kind::Dir => {}
+                // The base itself is a link: walking it would mean following it.
+                Ok(m) if m.kind == Kind::Symlink => return Err(()),
+                Err(e) if is_link_refusal(&e) => return Err(()),
+                _ => return Ok(0),
+            }
         }
         let base_depth = base.components().count();
         let mut found = 0;
-        // Depth of the matched directory whose subtree we are inside, if any.
-        let mut inside: Option<usize> = None;
-        let mut it = WalkDir::new(&base_dir)
-            .min_depth(1)
-            .follow_links(false)
-            .sort_by_file_name()
-            .into_iter();
-        while let Some(entry) = it.next() {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    self.warnings.push(format!("Walking {}: {e}", base.display()));
-                    continue;
+        let mut stack = vec![(base.to_path_buf(), 0usize)];
+        while let Some((dir, depth)) = stack.pop() {
+            let Some(entries) = self.list(&dir) else { continue };
+            for (name, kind) in entries.into_iter().rev() {
+                let rel = dir.join(&name);
+                if matcher.is_match(&rel) {
+                    // A matched directory brings its whole subtree.
+                    found += self.add_tree(&rel, kind);
+                } else if kind == Kind::Dir && depth_limit.is_none_or(|limit| base_depth + depth + 1 < limit)
+                {
+                    // Without `**` nothing deeper than the pattern itself can match.
+                    stack.push((rel, depth + 1));
                 }
-            };
-            let depth = entry.depth();
-            if inside.is_some_and(|d| depth <= d) {
-                inside = None;
-            }
-            let Ok(rel) = entry.path().strip_prefix(self.root).map(Path::to_path_buf) else {
-                continue;
-            };
-            if inside.is_some() || matcher.is_match(&rel) {
-                if inside.is_none() && entry.file_type().is_dir() {
-                    inside = Some(depth);
-                }
-                if self.take(rel) {
-                    found += 1;
-                }
-            } else if entry.file_type().is_dir()
-                && depth_limit.is_some_and(|limit| base_depth + depth >= limit)
-            {
-                // Without `**` nothing deeper than the pattern itself can match.
-                it.skip_current_dir();
             }
         }
-        found
+        Ok(found)
     }
 
     /// Record one path unless an `exclude` pattern matches it.
@@ -275,9 +271,10 @@ impl Collector<'_> {
     }
 
     fn process_untracked(&mut self) {
+        // git runs in exactly the directory we hold, whatever its path leads to by now.
         let output = Command::new("git")
             .args(["ls-files", "--others", "--exclude-standard", "-z"])
-            .current_dir(self.root)
+            .current_dir(self.root.proc_path())
             .output();
         let output = match output {
             Ok(o) if o.status.success() => o,
@@ -295,7 +292,7 @@ impl Collector<'_> {
         let mut found = 0;
         for raw in output.stdout.split(|&b| b == 0).filter(|s| !s.is_empty()) {
             let rel = PathBuf::from(OsStr::from_bytes(raw));
-            if fs::symlink_metadata(self.root.join(&rel)).is_ok() && self.take(rel) {
+            if self.root.lstat_path(&rel).is_ok() && self.take(rel) {
                 found += 1;
             }
         }

@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, mpsc};
 
 use flate2::{Compress, Compression, FlushCompress, Status};
+use oxrunner_fs::{Dir, Kind as FsKind, is_link_refusal};
 
 use crate::zipfmt::{
     self, CentralRecord, LocalHeader, METHOD_DEFLATED, METHOD_STORED, S_IFDIR, S_IFLNK, S_IFREG,
@@ -73,14 +74,30 @@ struct Chunk {
 }
 
 /// Write `files` (relative to `project_dir`) as a zip to `out`, compressing on all cores.
+/// `project_dir` itself is trusted (see [`oxrunner_fs`]); below it nothing is followed.
 pub fn create_zip<W: Write + Send>(
     project_dir: &Path,
     files: &FileSet,
     level: Level,
     out: W,
 ) -> Result<ZipStats, ArchiveError> {
+    create_zip_in(&open_root(project_dir)?, files, level, out)
+}
+
+/// [`create_zip`] with `files` relative to the directory `root`. Every file is opened beneath `root`
+/// with no symlink followed; a listed symlink is archived as a link.
+pub fn create_zip_in<W: Write + Send>(
+    root: &Dir,
+    files: &FileSet,
+    level: Level,
+    out: W,
+) -> Result<ZipStats, ArchiveError> {
     let mut out = out;
-    write_zip(project_dir, files, level, &mut out, b"")
+    write_zip(root, files, level, &mut out, b"")
+}
+
+pub(crate) fn open_root(project_dir: &Path) -> Result<Dir, ArchiveError> {
+    Dir::open_trusted(project_dir).map_err(|e| ArchiveError::io("opening project directory", project_dir, e))
 }
 
 /// Same as [`create_zip`], written atomically to `dest`: a temporary file beside it is filled, synced and
@@ -91,11 +108,11 @@ pub fn create_zip_file(
     level: Level,
     dest: &Path,
 ) -> Result<ZipStats, ArchiveError> {
-    write_zip_atomically(project_dir, files, level, dest, b"")
+    write_zip_atomically(&open_root(project_dir)?, files, level, dest, b"")
 }
 
 pub(crate) fn write_zip_atomically(
-    project_dir: &Path,
+    root: &Dir,
     files: &FileSet,
     level: Level,
     dest: &Path,
@@ -114,7 +131,7 @@ pub(crate) fn write_zip_atomically(
         .prefix(&format!("{file_name}.tmp-"))
         .tempfile_in(&dir)
         .map_err(|e| ArchiveError::io("creating temporary file in", &dir, e))?;
-    let stats = write_zip(project_dir, files, level, tmp.as_file_mut(), comment)?;
+    let stats = write_zip(root, files, level, tmp.as_file_mut(), comment)?;
     tmp.as_file()
         .sync_all()
         .map_err(|e| ArchiveError::io("syncing", tmp.path(), e))?;
@@ -131,13 +148,13 @@ pub(crate) fn write_zip_atomically(
 }
 
 pub(crate) fn write_zip<W: Write>(
-    project_dir: &Path,
+    root: &Dir,
     files: &FileSet,
     level: Level,
     out: &mut W,
     comment: &[u8],
 ) -> Result<ZipStats, ArchiveError> {
-    let entries = scan(project_dir, files)?;
+    let entries = scan(root, files)?;
     let jobs = plan(&entries);
     let workers = worker_count();
     let window = workers * WINDOW_PER_WORKER;
@@ -177,7 +194,7 @@ pub(crate) fn write_zip<W: Write>(
                     if abort.load(Ordering::Relaxed) {
                         break;
                     }
-                    let chunk = process(project_dir, &entries[job.entry], job, deflate.as_mut());
+                    let chunk = process(root, &entries[job.entry], job, deflate.as_mut());
                     if tx.send((idx, chunk)).is_err() {
                         break;
                     }
@@ -341,8 +358,9 @@ fn assemble<W: Write>(
     Ok((records.len() as u64, bytes_in))
 }
 
-/// lstat every listed path; paths that vanished since collection are skipped, as gitlab-runner does.
-fn scan(project_dir: &Path, files: &FileSet) -> Result<Vec<Entry>, ArchiveError> {
+/// lstat every listed path; paths that vanished since collection are skipped, as gitlab-runner does, and
+/// so are paths that now lead through a symlink (a job swapping directories while we archive).
+fn scan(root: &Dir, files: &FileSet) -> Result<Vec<Entry>, ArchiveError> {
     let mut entries = Vec::with_capacity(files.files.len());
     for rel in &files.files {
         // Names become archive entries; a hand-built FileSet must not produce `../` or absolute names.
@@ -350,42 +368,43 @@ fn scan(project_dir: &Path, files: &FileSet) -> Result<Vec<Entry>, ArchiveError>
             tracing::warn!(path = %rel.display(), "file ignored: not a plain relative path");
             continue;
         }
-        let full = project_dir.join(rel);
-        let meta = match fs::symlink_metadata(&full) {
+        let meta = match root.lstat_path(rel) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 tracing::warn!(path = %rel.display(), "file ignored: it no longer exists");
                 continue;
             }
-            Err(e) => return Err(ArchiveError::io("reading metadata of", full, e)),
+            Err(e) if is_link_refusal(&e) => {
+                tracing::warn!(path = %rel.display(), "file ignored: a symlink on its path is not followed");
+                continue;
+            }
+            Err(e) => return Err(ArchiveError::io("reading metadata of", root.path().join(rel), e)),
         };
-        let ft = meta.file_type();
-        let (kind, type_bits) = if ft.is_symlink() {
-            (Kind::Symlink, S_IFLNK)
-        } else if ft.is_dir() {
-            (Kind::Dir, S_IFDIR)
-        } else if ft.is_file() {
-            (Kind::File, S_IFREG)
-        } else {
-            tracing::warn!(path = %rel.display(), "file ignored: not a regular file, directory or symlink");
-            continue;
+        let (kind, type_bits) = match meta.kind {
+            FsKind::Symlink => (Kind::Symlink, S_IFLNK),
+            FsKind::Dir => (Kind::Dir, S_IFDIR),
+            FsKind::File => (Kind::File, S_IFREG),
+            FsKind::Other => {
+                tracing::warn!(path = %rel.display(), "file ignored: not a regular file, directory or symlink");
+                continue;
+            }
         };
         let mut name = rel.as_os_str().as_bytes().to_vec();
         if kind == Kind::Dir {
             name.push(b'/');
         }
-        let size = if kind == Kind::File { meta.len() } else { 0 };
+        let size = if kind == Kind::File { meta.size } else { 0 };
         let mode = if kind == Kind::Symlink {
             S_IFLNK | 0o777
         } else {
-            type_bits | (meta.mode() & 0o7777)
+            type_bits | (meta.mode & 0o7777)
         };
         entries.push(Entry {
             rel: rel.clone(),
             name,
             kind,
             mode,
-            mtime: meta.mtime(),
+            mtime: meta.mtime,
             size,
             chunks: size.div_ceil(CHUNK).max(1),
         });
@@ -422,12 +441,12 @@ struct Compressors {
 }
 
 fn process(
-    project_dir: &Path,
+    root: &Dir,
     entry: &Entry,
     job: &Job,
     deflate: Option<&mut Compressors>,
 ) -> Result<Chunk, ArchiveError> {
-    let full = project_dir.join(&entry.rel);
+    let full = root.path().join(&entry.rel);
     match entry.kind {
         Kind::Dir => Ok(Chunk {
             data: Vec::new(),
@@ -436,8 +455,11 @@ fn process(
             method: METHOD_STORED,
         }),
         Kind::Symlink => {
-            let target = fs::read_link(&full).map_err(|e| ArchiveError::io("reading link", &full, e))?;
-            let data = target.into_os_string().into_vec();
+            let target = root
+                .open_parent(&entry.rel)
+                .and_then(|(parent, name)| parent.read_link(name))
+                .map_err(|e| ArchiveError::io("reading link", &full, e))?;
+            let data = target.into_vec();
             Ok(Chunk {
                 crc: crc32fast::hash(&data),
                 raw_len: data.len() as u64,
@@ -446,7 +468,7 @@ fn process(
             })
         }
         Kind::File => {
-            let input = read_chunk(&full, job.offset, job.len)?;
+            let input = read_chunk(root, &entry.rel, job.offset, job.len)?;
             let crc = crc32fast::hash(&input);
             let raw_len = input.len() as u64;
             let single = job.first && job.last;
@@ -518,13 +540,12 @@ fn looks_incompressible(data: &[u8]) -> bool {
 }
 
 /// Read up to `len` bytes at `offset`. A file that shrank since it was listed yields fewer bytes; the
-/// archive then records what was actually read. O_NOFOLLOW: a file swapped for a symlink after listing
-/// must not make us archive something outside the project.
-fn read_chunk(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, ArchiveError> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+/// archive then records what was actually read. Opened beneath `root` with no link followed anywhere: a
+/// file or directory swapped for a symlink after listing must not make us archive something outside.
+fn read_chunk(root: &Dir, rel: &Path, offset: u64, len: u64) -> Result<Vec<u8>, ArchiveError> {
+    let path = &root.path().join(rel);
+    let file = root
+        .open_file(rel)
         .map_err(|e| ArchiveError::io("opening", path, e))?;
     let len = usize::try_from(len).unwrap_or(usize::MAX);
     let mut buf = vec![0u8; len];

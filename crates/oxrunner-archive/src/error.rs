@@ -26,7 +26,8 @@ pub enum ArchiveError {
 
     #[error(
         "zip archive {archive}: entry {entry:?} {reason}; nothing was extracted\n\
-         hint: the archive was not produced by a GitLab runner or was tampered with; recreate it"
+         hint: entries like this could write outside the project, and runners never produce them; \
+         recreate the archive from the job's files"
     )]
     UnsafeEntry {
         archive: PathBuf,

@@ -3,12 +3,13 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use flate2::{Compression, GzBuilder};
+use oxrunner_fs::{Dir, Kind, is_link_refusal};
 
-use crate::create::Counting;
+use crate::create::{Counting, open_root};
 use crate::{ArchiveError, FileSet, ZipStats};
 
 fn open_nofollow(path: &Path) -> Result<File, ArchiveError> {
@@ -23,33 +24,41 @@ fn open_nofollow(path: &Path) -> Result<File, ArchiveError> {
 /// header's name, relative path in its comment) like gitlab-runner's gzip archiver. Only regular files
 /// are allowed; files that vanished are skipped.
 pub fn create_gzip<W: Write>(project_dir: &Path, files: &FileSet, out: W) -> Result<ZipStats, ArchiveError> {
+    create_gzip_in(&open_root(project_dir)?, files, out)
+}
+
+/// [`create_gzip`] with `files` relative to the directory `root`, opened with no symlink followed.
+pub fn create_gzip_in<W: Write>(root: &Dir, files: &FileSet, out: W) -> Result<ZipStats, ArchiveError> {
     let mut sink = Counting {
         inner: out,
         written: 0,
     };
     let mut stats = ZipStats::default();
     for rel in &files.files {
-        let full = project_dir.join(rel);
-        let meta = match fs::symlink_metadata(&full) {
+        let full = root.path().join(rel);
+        let meta = match root.lstat_path(rel) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 tracing::warn!(path = %rel.display(), "file ignored: it no longer exists");
                 continue;
             }
+            Err(e) if is_link_refusal(&e) => return Err(ArchiveError::NotRegularFile(rel.clone())),
             Err(e) => return Err(ArchiveError::io("reading metadata of", &full, e)),
         };
-        if !meta.file_type().is_file() {
+        if meta.kind != Kind::File {
             return Err(ArchiveError::NotRegularFile(rel.clone()));
         }
         let name = rel
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut input = open_nofollow(&full)?;
+        let mut input = root
+            .open_file(rel)
+            .map_err(|e| ArchiveError::io("opening", &full, e))?;
         let mut gz = GzBuilder::new()
             .filename(name.into_bytes())
             .comment(rel.to_string_lossy().into_owned().into_bytes())
-            .mtime(u32::try_from(meta.mtime().max(0)).unwrap_or(u32::MAX))
+            .mtime(u32::try_from(meta.mtime.max(0)).unwrap_or(u32::MAX))
             .write(&mut sink, Compression::default());
         stats.bytes_in +=
             io::copy(&mut input, &mut gz).map_err(|e| ArchiveError::io("compressing", &full, e))?;
@@ -63,14 +72,21 @@ pub fn create_gzip<W: Write>(project_dir: &Path, files: &FileSet, out: W) -> Res
 
 /// The single selected file, byte for byte. More than one file is an error, as in gitlab-runner.
 pub fn create_raw<W: Write>(project_dir: &Path, files: &FileSet, out: W) -> Result<ZipStats, ArchiveError> {
+    create_raw_in(&open_root(project_dir)?, files, out)
+}
+
+/// [`create_raw`] with the file relative to the directory `root`, opened with no symlink followed.
+pub fn create_raw_in<W: Write>(root: &Dir, files: &FileSet, out: W) -> Result<ZipStats, ArchiveError> {
     if files.files.len() > 1 {
         return Err(ArchiveError::TooManyRawFiles(files.files.len()));
     }
     let mut out = out;
     let mut stats = ZipStats::default();
     if let Some(rel) = files.files.first() {
-        let full = project_dir.join(rel);
-        let mut input = open_nofollow(&full)?;
+        let full = root.path().join(rel);
+        let mut input = root
+            .open_file(rel)
+            .map_err(|e| ArchiveError::io("opening", &full, e))?;
         let n = io::copy(&mut input, &mut out).map_err(|e| ArchiveError::io("copying", &full, e))?;
         out.flush().map_err(ArchiveError::Write)?;
         stats = ZipStats {

@@ -123,17 +123,36 @@ fn symlink_out_then_a_file_through_it_is_refused() {
     sb.assert_untouched();
 }
 
+/// Issue 11 item 4: a link is restored whatever its target (a Python venv has
+/// `bin/python -> /usr/bin/python3`); creating a link writes nothing through it.
 #[test]
-fn symlinks_pointing_out_are_refused_and_inside_ones_kept() {
+fn symlinks_are_restored_as_links_whatever_their_target() {
     let sb = Sandbox::new();
-    for target in ["/etc/passwd", "../outside", "a/../../outside", ".."] {
-        let a = sb.archive(&[E::Link("l", target)]);
-        refused(extract_zip(&a, &sb.target()));
-        assert!(fs::symlink_metadata(sb.target().join("l")).is_err(), "{target}");
+    let t = sb.target();
+    for target in ["/usr/bin/python3", "../outside", "a/../../outside", ".."] {
+        let a = sb.archive(&[E::Dir("venv/bin/"), E::Link("venv/bin/python", target)]);
+        let stats = extract_zip(&a, &t).unwrap();
+        assert_eq!(stats.symlinks, 1);
+        assert_eq!(
+            fs::read_link(t.join("venv/bin/python")).unwrap().to_str(),
+            Some(target)
+        );
+        sb.assert_untouched();
     }
-    // Climbing out through another link of the same archive.
+    // Links that climb out through other links of the same archive are just links too.
     let a = sb.archive(&[E::Link("sub/up", ".."), E::Link("x", "sub/up/../outside")]);
-    refused(extract_zip(&a, &sb.target()));
+    extract_zip(&a, &t).unwrap();
+    assert_eq!(
+        fs::read_link(t.join("x")).unwrap().to_str(),
+        Some("sub/up/../outside")
+    );
+    sb.assert_untouched();
+
+    // A later archive never places entries through a link an earlier one left behind.
+    let up = sb.outside().to_str().unwrap().to_owned();
+    extract_zip(&sb.archive(&[E::Link("up", &up)]), &t).unwrap();
+    let msg = refused(extract_zip(&sb.archive(&[E::File("up/planted", b"x")]), &t));
+    assert!(msg.contains("not followed"), "{msg}");
     sb.assert_untouched();
 
     let a = sb.archive(&[
@@ -141,9 +160,9 @@ fn symlinks_pointing_out_are_refused_and_inside_ones_kept() {
         E::Link("d/l", "f"),
         E::Link("top", "d/../d/f"),
     ]);
-    extract_zip(&a, &sb.target()).unwrap();
-    assert_eq!(fs::read(sb.target().join("top")).unwrap(), b"data");
-    assert_eq!(fs::read(sb.target().join("d/l")).unwrap(), b"data");
+    extract_zip(&a, &t).unwrap();
+    assert_eq!(fs::read(t.join("top")).unwrap(), b"data");
+    assert_eq!(fs::read(t.join("d/l")).unwrap(), b"data");
 }
 
 #[test]
@@ -227,4 +246,46 @@ fn names_that_alias_one_path_extract_once_and_last_wins() {
     assert_eq!(common::unzip_names(&a), ["a/x", "./a/x", "a//x"]);
     extract_zip(&a, &sb.target()).unwrap();
     assert_eq!(fs::read(sb.target().join("a/x")).unwrap(), b"third");
+}
+
+/// Root restoring into a `--user` job's project hands what it creates to the project's owner (as
+/// gitlab-runner does by extracting as that user), so the job can change its restored files.
+#[test]
+fn root_gives_extracted_entries_to_the_owner_of_the_target() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but this test needs root"
+        );
+        eprintln!(
+            "SKIPPED: extracting as root into another user's directory needs root (it runs under CI=true)"
+        );
+        return;
+    }
+    // A numeric owner no account uses: only files in this test's own directory carry it.
+    const OWNER: u32 = 3_999_017;
+    let sb = Sandbox::new();
+    let t = sb.target();
+    std::os::unix::fs::chown(&t, Some(OWNER), Some(OWNER)).unwrap();
+    let a = sb.archive(&[
+        E::Dir("venv/bin/"),
+        E::File("venv/bin/activate", b"# venv"),
+        E::File("new/deep/f", b"x"),
+        E::Link("venv/bin/python", "/usr/bin/python3"),
+    ]);
+    extract_zip(&a, &t).unwrap();
+    for rel in [
+        "venv",
+        "venv/bin",
+        "venv/bin/activate",
+        "venv/bin/python",
+        "new",
+        "new/deep",
+        "new/deep/f",
+    ] {
+        let m = fs::symlink_metadata(t.join(rel)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (OWNER, OWNER), "{rel}");
+    }
+    sb.assert_untouched();
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use oxrunner_api::ArtifactUpload;
 use oxrunner_archive::{FileSet, Format, Level, ZipStats};
 use oxrunner_core::{ArtifactSpec, Dependency, FailureReason, HookError, StageCtx, TraceWriter};
+use oxrunner_fs::Dir;
 
+use super::jobdir::open_project;
 use super::transport::{ArtifactTransport, TransportError};
 use super::units::human_bytes;
 
@@ -24,7 +26,12 @@ fn attempts(ctx: &StageCtx<'_>) -> u32 {
 }
 
 /// A scratch directory for archives: `<project>.tmp` when it can be created, else the system temp dir.
+/// A job run as another user (`--user`) owns `<project>.tmp` and could swap it for a symlink, so the
+/// runner then keeps its archives in its own temp dir.
 fn scratch_dir(ctx: &StageCtx<'_>) -> PathBuf {
+    if ctx.runner.user.is_some() {
+        return std::env::temp_dir();
+    }
     match std::fs::create_dir_all(&ctx.tmp_dir) {
         Ok(()) => ctx.tmp_dir.clone(),
         Err(_) => std::env::temp_dir(),
@@ -138,11 +145,14 @@ async fn download_one(
         Err(e) => return Err(DownloadError::Retry(e.to_string())),
     }
     let project_dir = ctx.project_dir.clone();
+    let builds_dir = ctx.runner.builds_dir.clone();
     let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
         match oxrunner_archive::sniff_format(&path).map_err(|e| e.to_string())? {
-            Format::Zip => oxrunner_archive::extract_zip(&path, &project_dir)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            Format::Zip => {
+                oxrunner_archive::extract_zip_into(&path, &open_project(&builds_dir, &project_dir, true)?)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
             other => Err(format!(
                 "the downloaded archive is {} and only zip archives can be extracted\n\
                  hint: upload the dependency's `archive` artifact as zip",
@@ -234,8 +244,17 @@ async fn upload_one(
         spec.untracked,
     );
     let out = tmp.path().to_path_buf();
+    // Written through the descriptor tempfile created (O_EXCL), never by reopening its path.
+    let file = tmp.as_file().try_clone().map_err(|e| {
+        HookError::with_reason(
+            FailureReason::RunnerSystemFailure,
+            format!("cannot write {}: {e}", out.display()),
+        )
+    })?;
+    let builds_dir = ctx.runner.builds_dir.clone();
     let built = tokio::task::spawn_blocking(move || {
-        build_archive(&dir, &paths, &exclude, untracked, format, level, &out)
+        let root = open_project(&builds_dir, &dir, false).map_err(BuildError::Other)?;
+        build_archive(&root, &paths, &exclude, untracked, format, level, file)
     })
     .await
     .map_err(|e| {
@@ -338,32 +357,23 @@ enum BuildError {
 }
 
 fn build_archive(
-    dir: &Path,
+    root: &Dir,
     paths: &[String],
     exclude: &[String],
     untracked: bool,
     format: Format,
     level: Level,
-    out: &Path,
+    file: File,
 ) -> Result<(FileSet, ZipStats), BuildError> {
-    let files = oxrunner_archive::collect(dir, paths, exclude, untracked)
+    let files = oxrunner_archive::collect_in(root, paths, exclude, untracked)
         .map_err(|e| BuildError::Other(e.to_string()))?;
     if files.files.is_empty() {
         return Ok((files, ZipStats::default()));
     }
-    let file = match File::create(out) {
-        Ok(f) => f,
-        Err(e) => {
-            return Err(BuildError::Files(
-                files,
-                format!("cannot write {}: {e}", out.display()),
-            ));
-        }
-    };
     let result = match format {
-        Format::Gzip => oxrunner_archive::create_gzip(dir, &files, BufWriter::new(file)),
-        Format::Raw => oxrunner_archive::create_raw(dir, &files, BufWriter::new(file)),
-        _ => oxrunner_archive::create_zip(dir, &files, level, BufWriter::new(file)),
+        Format::Gzip => oxrunner_archive::create_gzip_in(root, &files, BufWriter::new(file)),
+        Format::Raw => oxrunner_archive::create_raw_in(root, &files, BufWriter::new(file)),
+        _ => oxrunner_archive::create_zip_in(root, &files, level, BufWriter::new(file)),
     };
     match result {
         Ok(stats) => Ok((files, stats)),

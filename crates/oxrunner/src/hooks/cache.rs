@@ -1,10 +1,10 @@
 //! `restore_cache` and `archive_cache`: the local cache store, with gitlab-runner's key rules and log lines.
 //! Cache problems are warnings; they never fail a job.
 
-use std::path::PathBuf;
-
 use oxrunner_archive::{CacheStore, FileSet, Level, SaveOutcome};
 use oxrunner_core::{CachePolicy, CacheSpec, StageCtx, TraceWriter, project_slug};
+
+use super::jobdir::open_project;
 
 /// The key a cache is stored under, after expansion, defaulting and (optionally) hashing; `None` when nothing
 /// usable is left. Warnings go to the trace.
@@ -57,7 +57,7 @@ pub(crate) async fn restore(store: &CacheStore, ctx: &StageCtx<'_>, trace: &Trac
         let mut restored = false;
         for candidate in keys {
             trace.println(&format!("Checking cache for {candidate}..."));
-            match restore_one(store, &slug, candidate, ctx.project_dir.clone()).await {
+            match restore_one(store, &slug, candidate, ctx).await {
                 Ok(Some(_)) => {
                     trace.println(
                         "No URL provided, cache will not be downloaded from shared cache server. \
@@ -86,18 +86,22 @@ async fn restore_one(
     store: &CacheStore,
     slug: &str,
     key: String,
-    project_dir: PathBuf,
+    ctx: &StageCtx<'_>,
 ) -> Result<Option<String>, Vec<String>> {
     let store = store.clone();
     let slug = slug.to_owned();
+    let (builds_dir, project_dir) = (ctx.runner.builds_dir.clone(), ctx.project_dir.clone());
     let res = tokio::task::spawn_blocking(move || {
-        store.restore_with_report(&slug, std::slice::from_ref(&key), &project_dir)
+        let root = open_project(&builds_dir, &project_dir, true)?;
+        store
+            .restore_into(&slug, std::slice::from_ref(&key), &root)
+            .map_err(|e| e.to_string())
     })
     .await;
     match res {
         Ok(Ok(report)) if report.restored.is_some() => Ok(report.restored),
         Ok(Ok(report)) => Err(report.warnings),
-        Ok(Err(e)) => Err(vec![e.to_string()]),
+        Ok(Err(e)) => Err(vec![e]),
         Err(e) => Err(vec![format!("cache extraction stopped: {e}")]),
     }
 }
@@ -163,13 +167,14 @@ async fn save_one(
     let store = store.clone();
     let slug = slug.to_owned();
     let key = key.to_owned();
-    let dir = ctx.project_dir.clone();
+    let (builds_dir, dir) = (ctx.runner.builds_dir.clone(), ctx.project_dir.clone());
     let paths = spec.paths.clone();
     let untracked = spec.untracked;
     let res = tokio::task::spawn_blocking(move || {
-        let files = oxrunner_archive::collect(&dir, &paths, &[], untracked).map_err(|e| e.to_string())?;
+        let root = open_project(&builds_dir, &dir, false)?;
+        let files = oxrunner_archive::collect_in(&root, &paths, &[], untracked).map_err(|e| e.to_string())?;
         let outcome = store
-            .save(&slug, &key, &dir, &files, level)
+            .save_from(&slug, &key, &root, &files, level)
             .map_err(|e| e.to_string())?;
         Ok((files, outcome))
     })

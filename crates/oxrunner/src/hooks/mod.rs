@@ -8,6 +8,7 @@
 
 mod artifacts;
 mod cache;
+mod jobdir;
 mod transport;
 mod units;
 

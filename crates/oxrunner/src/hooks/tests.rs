@@ -278,3 +278,66 @@ async fn hashed_cache_keys_and_compression_level() {
         &env.root.join(format!("cache/group/project/{hashed}/cache.zip"))
     ));
 }
+
+/// Issue 11 item 4: a Python venv's absolute interpreter link travels in a cache and in artifacts,
+/// restored as the same link, and the jobs that need it succeed.
+#[tokio::test]
+async fn absolute_symlinks_round_trip_through_caches_and_artifacts() {
+    let env = env();
+    let venv_cache = || CacheSpec {
+        key: "venv".into(),
+        paths: vec!["venv/".into()],
+        ..CacheSpec::default()
+    };
+    let mut build = plan(
+        1,
+        "build",
+        &[
+            "mkdir -p venv/bin",
+            "ln -s /usr/bin/python3 venv/bin/python",
+            "echo ok > venv/marker",
+        ],
+    );
+    build.caches = vec![venv_cache()];
+    build.artifacts = vec![archive(&["venv/"])];
+    let (outcome, trace) = env.run(&build).await;
+    assert!(outcome.is_success(), "{trace}");
+
+    let check = [
+        "test \"$(readlink venv/bin/python)\" = /usr/bin/python3",
+        "test \"$(cat venv/marker)\" = ok",
+    ];
+    let mut cached = plan(2, "cached", &check);
+    cached.caches = vec![venv_cache()];
+    let (outcome, trace) = env.run(&cached).await;
+    assert!(outcome.is_success(), "{trace}");
+    assert!(trace.contains("Successfully extracted cache"), "{trace}");
+
+    let mut dependent = plan(3, "dependent", &check);
+    dependent.dependencies = vec![dependency(1, "build")];
+    let (outcome, trace) = env.run(&dependent).await;
+    assert!(outcome.is_success(), "{trace}");
+}
+
+/// Issue 11 item 1: the hooks reach the project directory from `builds_dir` without following links,
+/// so a job that turns its project directory into a link to elsewhere does not get elsewhere archived.
+#[tokio::test]
+async fn a_project_dir_swapped_for_a_symlink_is_not_archived_through() {
+    let env = env();
+    let outside = env.root.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "not for the job").unwrap();
+    let swap = format!(
+        "dir=$(pwd) && cd .. && mv \"$dir\" \"$dir.moved\" && ln -s {} \"$dir\"",
+        outside.display()
+    );
+    let mut job = plan(1, "swap", &[swap.as_str()]);
+    job.artifacts = vec![archive(&["secret"])];
+    let (outcome, trace) = env.run(&job).await;
+    assert!(!outcome.is_success(), "{trace}");
+    assert!(trace.contains("never follows symlinks"), "{trace}");
+    assert!(
+        !exists(&env.artifacts().join("swap/archive/artifacts.zip")),
+        "the outside file was archived: {trace}"
+    );
+}

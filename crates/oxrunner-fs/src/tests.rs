@@ -1,0 +1,107 @@
+//! Unit tests: links are refused at every component, by both resolution strategies.
+
+use super::*;
+
+fn tree() -> (tempfile::TempDir, Dir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("a/b")).unwrap();
+    std::fs::write(root.join("a/b/f"), "inside").unwrap();
+    std::fs::create_dir(tmp.path().join("outside")).unwrap();
+    std::fs::write(tmp.path().join("outside/f"), "outside").unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("outside"), root.join("a/link")).unwrap();
+    std::os::unix::fs::symlink("b", root.join("a/rel")).unwrap();
+    std::os::unix::fs::symlink("b/f", root.join("a/flink")).unwrap();
+    let dir = Dir::open_trusted(&root).unwrap();
+    (tmp, dir)
+}
+
+fn read(file: File) -> String {
+    std::io::read_to_string(file).unwrap()
+}
+
+#[test]
+fn files_open_beneath_without_links() {
+    let (_tmp, dir) = tree();
+    assert_eq!(read(dir.open_file(Path::new("a/b/f")).unwrap()), "inside");
+    for rel in ["a/link/f", "a/rel/f", "a/flink"] {
+        let err = dir.open_file(Path::new(rel)).unwrap_err();
+        assert!(is_link_refusal(&err), "{rel}: {err}");
+    }
+    assert!(dir.open_file(Path::new("../root/a/b/f")).is_err());
+    assert!(dir.open_file(Path::new("/etc/passwd")).is_err());
+    assert!(dir.open_dir(Path::new("a/link")).is_err());
+    assert!(dir.open_dir(Path::new("a/rel")).is_err());
+}
+
+#[test]
+fn the_fallback_walk_refuses_links_too() {
+    let (_tmp, dir) = tree();
+    let open = |parents: &[&str], last: &str| {
+        let parents: Vec<&OsStr> = parents.iter().map(OsStr::new).collect();
+        dir.walk_beneath(
+            &parents,
+            OsStr::new(last),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    assert_eq!(read(File::from(open(&["a", "b"], "f").unwrap())), "inside");
+    assert!(is_link_refusal(&open(&["a", "link"], "f").unwrap_err()));
+    assert!(is_link_refusal(&open(&["a", "rel"], "f").unwrap_err()));
+    assert!(is_link_refusal(&open(&["a"], "flink").unwrap_err()));
+}
+
+#[test]
+fn directories_are_created_without_following_links() {
+    let (tmp, dir) = tree();
+    let made = dir.create_dir_all(Path::new("x/y/z"), 0o755).unwrap();
+    made.create_new(OsStr::new("new"), 0o640).unwrap();
+    assert_eq!(
+        dir.lstat_path(Path::new("x/y/z/new")).unwrap().mode & 0o777,
+        0o640
+    );
+    let err = dir.create_dir_all(Path::new("a/link/sub"), 0o755).unwrap_err();
+    assert!(is_link_refusal(&err), "{err}");
+    assert!(!tmp.path().join("outside/sub").exists());
+    // An existing file (even a dangling link) is never opened by create_new.
+    let a = dir.open_dir(Path::new("a")).unwrap();
+    a.symlink(OsStr::new("/nonexistent-oxrunner-target"), OsStr::new("dangling"))
+        .unwrap();
+    assert!(a.create_new(OsStr::new("dangling"), 0o644).is_err());
+    assert!(a.create_new(OsStr::new("../escape"), 0o644).is_err());
+}
+
+#[test]
+fn links_are_listed_read_and_removed_as_links() {
+    let (tmp, dir) = tree();
+    let a = dir.open_dir(Path::new("a")).unwrap();
+    let mut names = a.entries().unwrap();
+    names.sort();
+    let kinds: Vec<(String, Kind)> = names
+        .into_iter()
+        .map(|(n, k)| (n.to_string_lossy().into_owned(), k))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("b".to_owned(), Kind::Dir),
+            ("flink".to_owned(), Kind::Symlink),
+            ("link".to_owned(), Kind::Symlink),
+            ("rel".to_owned(), Kind::Symlink),
+        ]
+    );
+    assert_eq!(a.read_link(OsStr::new("rel")).unwrap(), "b");
+    a.remove_all(OsStr::new("link")).unwrap();
+    assert!(tmp.path().join("outside/f").exists());
+    dir.remove_all(OsStr::new("a")).unwrap();
+    assert!(dir.entries().unwrap().is_empty());
+    assert!(tmp.path().join("outside/f").exists());
+}
+
+#[test]
+fn fifos_are_refused_without_blocking() {
+    let (_tmp, dir) = tree();
+    rustix::fs::mkfifoat(&dir, "fifo", Mode::from_raw_mode(0o644)).unwrap();
+    assert!(dir.open_file(Path::new("fifo")).is_err());
+}

@@ -1,0 +1,39 @@
+//! The job's project directory as a handle the cache and artifact hooks work through.
+//!
+//! The daemon often runs as root while the job runs as `--user`, who owns everything below
+//! `builds_dir`. So only `builds_dir` (configured by the administrator) is opened by path; the project
+//! directory is reached from it with no symlink followed at any component (see `oxrunner_fs`), and all
+//! archive I/O then happens relative to that handle.
+
+use std::path::Path;
+
+use oxrunner_fs::{Dir, is_link_refusal};
+
+/// Opens (`create`: and makes, if missing) `project_dir`. A project directory outside `builds_dir` is
+/// the runner's own scratch copy (executors whose files live elsewhere, see the core's remote staging),
+/// private to the runner, so it is its own root of trust. The error is a message for the job log.
+pub(crate) fn open_project(builds_dir: &Path, project_dir: &Path, create: bool) -> Result<Dir, String> {
+    let opened = match project_dir.strip_prefix(builds_dir) {
+        Ok(rel) if !builds_dir.as_os_str().is_empty() => Dir::open_trusted(builds_dir).and_then(|root| {
+            if create {
+                root.create_dir_all(rel, 0o755)
+            } else {
+                root.open_dir(rel)
+            }
+        }),
+        _ if create => Dir::create_trusted(project_dir),
+        _ => Dir::open_trusted(project_dir),
+    };
+    opened.map_err(|e| {
+        let hint = if is_link_refusal(&e) {
+            "a symlink stands where the runner expects a directory on the way to the project directory; \
+             the runner never follows symlinks there, so remove it"
+        } else {
+            "check that the project directory exists and that the runner can read it"
+        };
+        format!(
+            "opening the project directory {}: {e}\nhint: {hint}",
+            project_dir.display()
+        )
+    })
+}
