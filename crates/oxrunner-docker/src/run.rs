@@ -27,11 +27,18 @@ use crate::health;
 /// just keeps the container alive.
 pub const DETECT_SHELL: &str = "for s in /usr/local/bin/bash /usr/bin/bash /bin/bash /usr/local/bin/sh /usr/bin/sh /bin/sh /busybox/sh; do if [ -x \"$s\" ]; then exec \"$s\"; fi; done; echo 'oxrunner: no shell (bash or sh) found in the image' >&2; exit 1";
 
-/// Each stage's exec: the same shell choice, the shell reading the script on stdin as a child, then every other
-/// process still in the exec's session killed (runc makes each exec a session leader) so that background jobs
-/// end with their stage, as they do when the container stops. Builtins only: the image may have nothing else.
-/// Field 4 after the command name in `/proc/<pid>/stat` is the session id; zombies are already dead.
+/// Each stage's exec: stderr joined to stdout, the same shell choice, the shell reading the script on stdin as a
+/// child, then every other process still in the exec's session killed (runc makes each exec a session leader) so
+/// that background jobs end with their stage, as they do when the container stops. Builtins only: the image may
+/// have nothing else. Field 4 after the command name in `/proc/<pid>/stat` is the session id; zombies are already
+/// dead.
+///
+/// Why `exec 2>&1`: the engine reads an exec's stdout and stderr from two pipes, each copied on its own, so lines
+/// the job wrote alternately to the two reach the log out of order. With one pipe for both, as the shell executor
+/// has, the log keeps the order of the job's writes. (gitlab-runner copies both streams into the trace too, with
+/// the same loss of order.)
 const STAGE_SHELL: &str = concat!(
+    "exec 2>&1; ",
     "for s in /usr/local/bin/bash /usr/bin/bash /bin/bash /usr/local/bin/sh /usr/bin/sh /bin/sh /busybox/sh; ",
     "do [ -x \"$s\" ] && break; s=; done; ",
     "if [ -z \"$s\" ]; then echo 'oxrunner: no shell (bash or sh) found in the image' >&2; exit 1; fi; ",
