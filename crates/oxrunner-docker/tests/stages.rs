@@ -284,3 +284,46 @@ async fn a_job_script_alternating_stdout_and_stderr_is_logged_in_order() {
     assert!(written == alternating(40), "lines out of order:\n{log}");
     assert_eq!(objects_of(&docker, &ctx.short_token).await, (vec![], vec![]));
 }
+
+/// One job whose entrypoint ends at once, its objects removed: what is wrong with its first stage, if anything.
+async fn stage_after_an_exiting_entrypoint(docker: bollard::Docker, delay_ms: u32) -> Option<String> {
+    let ctx = runner();
+    let mut exec = DockerExecutor::new(config(), ctx.clone());
+    let trace = Trace::new();
+    let entrypoint = format!("sleep 0.{delay_ms:03}; exit 3");
+    exec.prepare(&with_entrypoint(508, &["sh", "-c", &entrypoint]), &trace.writer)
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(
+        HANG,
+        exec.run(
+            step("echo never", "/builds/group/project"),
+            &trace.writer,
+            CancellationToken::new(),
+        ),
+    )
+    .await;
+    exec.cleanup().await;
+    let log = trace.text();
+    let left = objects_of(&docker, &ctx.short_token).await;
+    let ok = matches!(status, Ok(Ok(ExitStatus::Code(3))))
+        && log.contains("main process ended (exit code 3)")
+        && left == (vec![], vec![]);
+    (!ok).then(|| format!("{status:?}, left {left:?}\n{log}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_main_process_that_ends_as_the_first_stage_starts_fails_the_stage_with_its_exit_code() {
+    let Some(docker) = engine().await else { return };
+    // The entrypoint ends at once, so it may end between the stage's exec being created and being started; many
+    // jobs at the same time keep the engine busy and give that window many chances. Either way the stage fails
+    // with the main process's exit code and the hint, never with an engine error.
+    let jobs: Vec<_> = (0..40)
+        .map(|n| tokio::spawn(stage_after_an_exiting_entrypoint(docker.clone(), n * 2)))
+        .collect();
+    let mut failures = Vec::new();
+    for job in jobs {
+        failures.extend(job.await.unwrap());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
