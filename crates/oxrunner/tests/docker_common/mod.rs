@@ -17,8 +17,9 @@ use nix::unistd::Pid;
 
 /// The label every container, network and volume of a runner carries.
 pub const LABEL_RUNNER: &str = "com.oxrunner.runner";
-/// The image the jobs run in (built locally by `scripts/docker-images`; it has `/etc/oxrunner-image`).
-pub const IMAGE: &str = "busybox:latest";
+/// The image the jobs run in (built locally by `scripts/docker-images`, under the project's own name space so that
+/// it never shadows a user's `busybox`; it has `/etc/oxrunner-image`).
+pub const IMAGE: &str = "oxrunner-test/busybox:latest";
 /// Generous bound for one docker job: the box has two cores shared with other builds.
 pub const JOB_WAIT: Duration = Duration::from_secs(45);
 
