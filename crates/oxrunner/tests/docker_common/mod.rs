@@ -286,7 +286,7 @@ pub struct DockerOpts {
     pub concurrent: u32,
     /// The `pull_policy` value as written in TOML (a string or a list).
     pub pull_policy: String,
-    /// Lines appended to `[runners.docker]` (e.g. `allowed_images = ["local/*"]`).
+    /// Lines appended to `[runners.docker]` (e.g. `allowed_images = ["oxrunner-test/*"]`).
     pub docker_extra: String,
 }
 
