@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Docker executor benchmark driver (issue #5), started by bench/docker/run.sh.
 
-Times a trivial docker job (image busybox, GIT_STRATEGY none, script `true`) through `oxrunner run` against the
-fake-gitlab binary, from the moment the fake hands the job out (pickup) to the runner's first final job update
-(`PUT /jobs/:id` with state success; GitLab's 202 back-off after it is excluded), against
-`docker run --rm busybox true` measured in the same run, alternating the two. Both ends of the job time are taken
-from the fake's job record, polled every POLL_S over one keep-alive connection.
+Times a trivial docker job (image oxrunner-test/busybox, GIT_STRATEGY none, script `true`) through `oxrunner run`
+against the fake-gitlab binary, from the moment the fake hands the job out (pickup) to the runner's first final job
+update (`PUT /jobs/:id` with state success; GitLab's 202 back-off after it is excluded), against
+`docker run --rm oxrunner-test/busybox true` measured in the same run, alternating the two. Both ends of the job
+time are taken from the fake's job record, polled every POLL_S over one keep-alive connection.
 
 It also reads the engine's event stream (`docker events`) for each job and prints when, relative to pickup, the
 volume, container and network operations happened, so a ratio above the goal can be traced to its phase.
@@ -221,7 +221,7 @@ def main():
     ap.add_argument("--oxrunner", required=True)
     ap.add_argument("--fake", required=True)
     ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--image", default="busybox:latest")
+    ap.add_argument("--image", default="oxrunner-test/busybox:latest")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="oxrunner-docker-bench-")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Docker executor benchmark (issue #5): wall time of a trivial docker job (busybox, GIT_STRATEGY none, script
-# `true`) from pickup to the final job update, through `oxrunner run` against the fake-gitlab binary, against
-# `docker run --rm busybox true` measured in the same run. Goal: median job / median docker run <= 1.3.
+# Docker executor benchmark (issue #5): wall time of a trivial docker job (image oxrunner-test/busybox, the busybox
+# test image of scripts/docker-images; GIT_STRATEGY none, script `true`) from pickup to the final job update, through
+# `oxrunner run` against the fake-gitlab binary, against `docker run --rm oxrunner-test/busybox true` measured in the
+# same run. Goal: median job / median docker run <= 1.3.
 #   bench/docker/run.sh [RUNS]          (default BENCH_RUNS or 7)
 # Environment: CARGO_TARGET_DIR (default: the checkout's target/), OXRUNNER_BIN / FAKE_GITLAB_BIN to use prebuilt
 # binaries, BENCH_KEEP=1 to keep the work directory (config, runner log). Needs a running dockerd

@@ -27,11 +27,18 @@ use crate::health;
 /// just keeps the container alive.
 pub const DETECT_SHELL: &str = "for s in /usr/local/bin/bash /usr/bin/bash /bin/bash /usr/local/bin/sh /usr/bin/sh /bin/sh /busybox/sh; do if [ -x \"$s\" ]; then exec \"$s\"; fi; done; echo 'oxrunner: no shell (bash or sh) found in the image' >&2; exit 1";
 
-/// Each stage's exec: the same shell choice, the shell reading the script on stdin as a child, then every other
-/// process still in the exec's session killed (runc makes each exec a session leader) so that background jobs
-/// end with their stage, as they do when the container stops. Builtins only: the image may have nothing else.
-/// Field 4 after the command name in `/proc/<pid>/stat` is the session id; zombies are already dead.
+/// Each stage's exec: stderr joined to stdout, the same shell choice, the shell reading the script on stdin as a
+/// child, then every other process still in the exec's session killed (runc makes each exec a session leader) so
+/// that background jobs end with their stage, as they do when the container stops. Builtins only: the image may
+/// have nothing else. Field 4 after the command name in `/proc/<pid>/stat` is the session id; zombies are already
+/// dead.
+///
+/// Why `exec 2>&1`: the engine reads an exec's stdout and stderr from two pipes, each copied on its own, so lines
+/// the job wrote alternately to the two reach the log out of order. With one pipe for both, as the shell executor
+/// has, the log keeps the order of the job's writes. (gitlab-runner copies both streams into the trace too, with
+/// the same loss of order.)
 const STAGE_SHELL: &str = concat!(
+    "exec 2>&1; ",
     "for s in /usr/local/bin/bash /usr/bin/bash /bin/bash /usr/local/bin/sh /usr/bin/sh /bin/sh /busybox/sh; ",
     "do [ -x \"$s\" ] && break; s=; done; ",
     "if [ -z \"$s\" ]; then echo 'oxrunner: no shell (bash or sh) found in the image' >&2; exit 1; fi; ",
@@ -141,10 +148,15 @@ async fn exec_exit(
 ) -> Result<Option<i64>, DockerError> {
     let mut pause = Duration::from_millis(2);
     loop {
-        let info = docker
-            .inspect_exec(exec)
-            .await
-            .map_err(DockerError::api(format!("inspecting exec {exec}")))?;
+        let info = match docker.inspect_exec(exec).await {
+            Ok(info) => info,
+            // The engine drops an exec's record when its container stops: the exit is unknown, and the caller
+            // finds the stopped container.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                return Ok(Some(-1));
+            }
+            Err(e) => return Err(DockerError::api(format!("inspecting exec {exec}"))(e)),
+        };
         if info.running != Some(true) {
             return Ok(Some(info.exit_code.unwrap_or(-1)));
         }
@@ -226,10 +238,17 @@ pub async fn run_stage(
             ))(e));
         }
     };
-    let started = docker
-        .start_exec(&exec, None)
-        .await
-        .map_err(DockerError::api(format!("starting exec {exec}")))?;
+    let started = match docker.start_exec(&exec, None).await {
+        Ok(started) => started,
+        // The main process can end between the exec's creation and its start (an entrypoint that exits at once);
+        // the engine then refuses the start (a 409 or, from older engines, a 500), and the stage failed like above.
+        Err(e) if !container_runs(docker, container).await => {
+            tracing::debug!(error = %e, container, "starting a stage after the main process ended");
+            *running = false;
+            return Ok(main_process_ended(docker, container, trace).await);
+        }
+        Err(e) => return Err(DockerError::api(format!("starting exec {exec}"))(e)),
+    };
     let StartExecResults::Attached {
         mut output,
         mut input,
@@ -285,7 +304,7 @@ pub async fn run_stage(
         }
         return Ok(ExitStatus::Signal(9));
     };
-    if code != 0 && !container_runs(docker, container).await {
+    if code != 0 && main_process_gone(docker, container, code).await {
         // The main process ended under the stage (an ENTRYPOINT that exits, the memory limit): the stage died
         // with it, and the next stage needs the container started again.
         *running = false;
@@ -297,6 +316,29 @@ pub async fn run_stage(
         }
     }
     Ok(ExitStatus::Code(i32::try_from(code).unwrap_or(-1)))
+}
+
+/// How long a stage that ended as the engine ends one under a dying container waits for the engine to record the
+/// end of the main process.
+const MAIN_EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Whether the main process has ended, after a stage that failed with `code`. When the main process ends, every
+/// other process of the container is killed (the stage exits 137), or the stage's process cannot be started any
+/// more (126), and the engine may record the stage's end a moment before the container's. For those two codes this
+/// waits, bounded, for the container to stop, so that the stage is reported with the main process's exit code and
+/// the hint rather than a bare 137 or 126; a script that itself ends so pays the wait on that failure only.
+async fn main_process_gone(docker: &Docker, container: &str, code: i64) -> bool {
+    if !container_runs(docker, container).await {
+        return true;
+    }
+    if !matches!(code, 126 | 137) {
+        return false;
+    }
+    let mut wait = docker.wait_container(container, None::<WaitContainerOptions>);
+    // Its answer (stopped, an error for a non-zero exit code, or the grace running out) only ends the wait; the
+    // state is read again either way.
+    let _ = tokio::time::timeout(MAIN_EXIT_GRACE, wait.next()).await;
+    !container_runs(docker, container).await
 }
 
 async fn container_runs(docker: &Docker, container: &str) -> bool {

@@ -110,7 +110,7 @@ async fn never_pull_policy_with_a_missing_image_fails_naming_the_image() {
 async fn allowed_images_refuses_other_job_images() {
     let Some(_docker) = engine().await else { return };
     let cfg = oxrunner_config::DockerConfig {
-        allowed_images: vec!["busybox:*".into(), "local/**".into()],
+        allowed_images: vec!["busybox:*".into(), "oxrunner-test/**".into()],
         ..config()
     };
     let trace = Trace::new();
@@ -137,7 +137,7 @@ async fn allowed_images_refuses_other_job_images() {
     exec.cleanup().await;
 
     let mut exec = DockerExecutor::new(cfg, runner());
-    exec.prepare(&plan_with_image(104, "local/busybox:latest"), &trace.writer)
+    exec.prepare(&plan_with_image(104, common::IMAGE), &trace.writer)
         .await
         .unwrap();
     assert_eq!(run(&mut exec, "echo allowed", &trace).await, ExitStatus::Code(0));

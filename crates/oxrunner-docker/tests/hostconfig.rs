@@ -173,7 +173,7 @@ async fn privileged_goes_only_to_images_on_the_allowed_lists() {
     };
     let config = DockerConfig {
         privileged: Some(true),
-        allowed_privileged_images: vec!["busybox:*".into()],
+        allowed_privileged_images: vec!["oxrunner-test/busybox:*".into()],
         allowed_privileged_services: vec!["docker:*-dind".into()],
         wait_for_services_timeout: Some(-1),
         ..common::config()

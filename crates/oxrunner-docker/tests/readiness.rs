@@ -129,8 +129,8 @@ async fn a_service_that_never_listens_gets_a_warning_with_its_logs_and_the_job_g
     let log = trace.text();
     assert!(log.contains("(timeout 2 seconds)"), "{log}");
     assert!(log.contains("probably didn't start properly."), "{log}");
-    assert!(log.contains("-busybox-0 probably"), "{log}");
-    assert!(log.contains("(image busybox:latest)"), "{log}");
+    assert!(log.contains("-oxrunner-test__busybox-0 probably"), "{log}");
+    assert!(log.contains("(image oxrunner-test/busybox:latest)"), "{log}");
     assert!(log.contains("port 9999 within 2 s"), "{log}");
     assert!(log.contains("Service container logs:"), "{log}");
     assert!(log.contains("service-says-hello"), "{log}");

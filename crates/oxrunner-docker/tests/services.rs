@@ -30,9 +30,10 @@ async fn the_job_reaches_a_service_by_alias_and_cleanup_removes_it_with_the_netw
     let mut exec = DockerExecutor::new(common::config(), ctx.clone());
     let trace = common::Trace::new();
     exec.prepare(&plan, &trace.writer).await.unwrap();
-    // busybox exposes no port, so the readiness wait only warns; the job retries until the service listens.
+    // busybox exposes no port, so the readiness wait only warns; the job retries until the service listens. The
+    // second name is the alias derived from the image name (`/` replaced by `-`).
     let script = "for i in $(seq 1 40); do wget -qO- http://web:8080/index.html && break; sleep 0.25; done; \
-                  wget -qO- http://busybox:8080/index.html";
+                  wget -qO- http://oxrunner-test-busybox:8080/index.html";
     let status = common::run(&mut exec, script, &trace).await;
     let log = trace.text();
     assert_eq!(status, ExitStatus::Code(0), "{log}");

@@ -226,3 +226,104 @@ async fn an_entrypoint_that_exits_fails_the_stage_with_its_output_and_a_hint() {
     exec.cleanup().await;
     assert_eq!(objects_of(&docker, &ctx.short_token).await, (vec![], vec![]));
 }
+
+/// `count` pairs of lines, `out-N` on stdout then `err-N` on stderr, as the job writes them.
+fn alternating(count: usize) -> String {
+    (1..=count).map(|n| format!("out-{n}\nerr-{n}\n")).collect()
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_lines_keep_the_order_the_stage_wrote_them_in() {
+    let Some(docker) = engine().await else { return };
+    let ctx = runner();
+    let mut exec = DockerExecutor::new(config(), ctx.clone());
+    let trace = Trace::new();
+    exec.prepare(&plan(506), &trace.writer).await.unwrap();
+    let before = trace.text();
+    // Each echo is a builtin and so one write(2) of its own; the engine reads stdout and stderr of an exec from
+    // two pipes, so lines of the two streams reach the log in the job's order only if both share one pipe.
+    let script = "i=1; while [ $i -le 300 ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); done";
+    let status = tokio::time::timeout(HANG, run(&mut exec, script, &trace))
+        .await
+        .expect("the stage must end");
+    assert_eq!(status, ExitStatus::Code(0));
+    // Cleaned up before the check, so that a failure leaves nothing on the engine.
+    exec.cleanup().await;
+    let text = trace.text();
+    let stage = text.strip_prefix(before.as_str()).unwrap_or(&text);
+    assert!(stage == alternating(300), "lines out of order:\n{stage}");
+    assert_eq!(objects_of(&docker, &ctx.short_token).await, (vec![], vec![]));
+}
+
+#[tokio::test]
+async fn a_job_script_alternating_stdout_and_stderr_is_logged_in_order() {
+    let Some(docker) = engine().await else { return };
+    let ctx = runner();
+    let mut plan = plan(507);
+    plan.sources = Sources {
+        strategy: GitStrategy::None,
+        ..Sources::default()
+    };
+    // One script line per write, as a user writes them in .gitlab-ci.yml; the driver echoes every line too.
+    let script = (1..=40)
+        .flat_map(|n| [format!("echo out-{n}"), format!("echo err-{n} >&2")])
+        .collect();
+    plan.steps = vec![Step {
+        name: "script".into(),
+        script,
+        ..Step::default()
+    }];
+    let host = tempfile::tempdir().unwrap();
+    let (outcome, log) = common::run_job_in(&plan, &ctx, config(), host.path()).await;
+    assert!(matches!(outcome, JobOutcome::Success), "{outcome:?}\n{log}");
+    let written: String = log
+        .lines()
+        .filter(|l| l.starts_with("out-") || l.starts_with("err-"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(written == alternating(40), "lines out of order:\n{log}");
+    assert_eq!(objects_of(&docker, &ctx.short_token).await, (vec![], vec![]));
+}
+
+/// One job whose entrypoint ends at once, its objects removed: what is wrong with its first stage, if anything.
+async fn stage_after_an_exiting_entrypoint(docker: bollard::Docker, delay_ms: u32) -> Option<String> {
+    let ctx = runner();
+    let mut exec = DockerExecutor::new(config(), ctx.clone());
+    let trace = Trace::new();
+    let entrypoint = format!("sleep 0.{delay_ms:03}; exit 3");
+    exec.prepare(&with_entrypoint(508, &["sh", "-c", &entrypoint]), &trace.writer)
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(
+        HANG,
+        exec.run(
+            step("echo never", "/builds/group/project"),
+            &trace.writer,
+            CancellationToken::new(),
+        ),
+    )
+    .await;
+    exec.cleanup().await;
+    let log = trace.text();
+    let left = objects_of(&docker, &ctx.short_token).await;
+    let ok = matches!(status, Ok(Ok(ExitStatus::Code(3))))
+        && log.contains("main process ended (exit code 3)")
+        && left == (vec![], vec![]);
+    (!ok).then(|| format!("{status:?}, left {left:?}\n{log}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_main_process_that_ends_as_the_first_stage_starts_fails_the_stage_with_its_exit_code() {
+    let Some(docker) = engine().await else { return };
+    // The entrypoint ends at once, so it may end between the stage's exec being created and being started; many
+    // jobs at the same time keep the engine busy and give that window many chances. Either way the stage fails
+    // with the main process's exit code and the hint, never with an engine error.
+    let jobs: Vec<_> = (0..40)
+        .map(|n| tokio::spawn(stage_after_an_exiting_entrypoint(docker.clone(), n * 2)))
+        .collect();
+    let mut failures = Vec::new();
+    for job in jobs {
+        failures.extend(job.await.unwrap());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}

@@ -31,13 +31,13 @@ const CLEANUP: Duration = Duration::from_secs(15);
 fn sleeper(name: &str) -> JobSpec {
     JobSpec::new(name, &["echo sleeping-now", "sleep 600"])
         .variable("GIT_STRATEGY", "none")
-        .image(ImageSpec::new("busybox"))
+        .image(ImageSpec::new("oxrunner-test/busybox"))
 }
 
 /// The same with a service, which puts the job on a per-job network (so networks are checked too).
 fn sleeper_with_service(name: &str) -> JobSpec {
     sleeper(name).service(
-        ImageSpec::new("busybox")
+        ImageSpec::new("oxrunner-test/busybox")
             .alias("sidecar")
             .command(&["sleep", "600"]),
     )
@@ -79,7 +79,7 @@ async fn cancel_during_sleep_leaves_no_container_network_or_volume() {
             ],
         )
         .variable("GIT_STRATEGY", "none")
-        .image(ImageSpec::new("busybox")),
+        .image(ImageSpec::new("oxrunner-test/busybox")),
     );
     running(&env, id, false).await;
     env.fake.cancel_job(id);

@@ -10,7 +10,7 @@ use docker_common::{DockerOpts, Env, docker_available, project_files, walk, zip_
 use fake_gitlab::{ArtifactSpec, CacheSpec, ImageSpec, JobSpec};
 
 fn busybox(spec: JobSpec) -> JobSpec {
-    spec.image(ImageSpec::new("busybox"))
+    spec.image(ImageSpec::new("oxrunner-test/busybox"))
 }
 
 fn no_git(spec: JobSpec) -> JobSpec {
@@ -69,7 +69,7 @@ async fn busybox_job_prints_variables_and_a_repository_file_inside_the_image() {
     );
     // gitlab-runner's own line names the executor and the image.
     assert!(
-        trace.contains("Using Docker executor with image busybox"),
+        trace.contains("Using Docker executor with image oxrunner-test/busybox"),
         "{trace}"
     );
     env.daemon().quit().await;
@@ -114,7 +114,7 @@ async fn missing_image_with_pull_policy_never_fails_naming_the_image() {
         ..DockerOpts::default()
     })
     .await;
-    let missing = "local/oxrunner-no-such-image:never-built";
+    let missing = "oxrunner-test/no-such-image:never-built";
     let id = env
         .fake
         .enqueue_job(no_git(JobSpec::new("missing", &["echo must-not-run"])).image(ImageSpec::new(missing)));
@@ -145,13 +145,13 @@ async fn allowed_images_refuses_an_image_outside_the_list() {
         return;
     }
     let env = Env::start(DockerOpts {
-        docker_extra: "    allowed_images = [\"local/*\"]\n".into(),
+        docker_extra: "    allowed_images = [\"oxrunner-test/*\"]\n".into(),
         ..DockerOpts::default()
     })
     .await;
-    let refused = env
-        .fake
-        .enqueue_job(busybox(no_git(JobSpec::new("refused", &["echo must-not-run"]))));
+    let refused = env.fake.enqueue_job(
+        no_git(JobSpec::new("refused", &["echo must-not-run"])).image(ImageSpec::new("busybox")),
+    );
     let job = env.finished(refused).await;
     let trace = job.trace_text();
     assert_eq!(job.status, "failed", "{trace}");
@@ -161,7 +161,7 @@ async fn allowed_images_refuses_an_image_outside_the_list() {
     );
     assert!(trace.contains("allowed images"), "{trace}");
     assert!(
-        trace.contains("local/*"),
+        trace.contains("oxrunner-test/*"),
         "the message must show the list:\n{trace}"
     );
     assert!(!trace.contains("must-not-run"), "{trace}");
@@ -169,7 +169,7 @@ async fn allowed_images_refuses_an_image_outside_the_list() {
     // The same runner runs an image the list allows.
     let allowed = env.fake.enqueue_job(
         no_git(JobSpec::new("allowed", &["cat /etc/oxrunner-image"]))
-            .image(ImageSpec::new("local/busybox:latest")),
+            .image(ImageSpec::new("oxrunner-test/busybox:latest")),
     );
     let job = env.succeeded(allowed).await;
     assert!(

@@ -1,4 +1,4 @@
-//! Issue #5 acceptance, the seed's setup: oxrunner itself runs in a container (`local/oxrunner:test`, built here
+//! Issue #5 acceptance, the seed's setup: oxrunner itself runs in a container (`oxrunner-test/oxrunner:test`, built here
 //! from this test build's binary by `scripts/docker-images --oxrunner`) that mounts only the engine's socket and
 //! its config directory. It registers through the same image (`docker run --rm ... register -n`), then `run`s a
 //! docker job to success, with the sources fetched and the artifacts uploaded by the runner itself; a
@@ -20,7 +20,7 @@ use docker_e2e::{
 };
 use fake_gitlab::{ArtifactSpec, CacheSpec, FakeGitlab, ImageSpec, JobRecord, JobSpec};
 
-const IMAGE: &str = "local/oxrunner:test";
+const IMAGE: &str = "oxrunner-test/oxrunner:test";
 const REG: &str = "GR1348941fake-registration";
 const FINISH: Duration = Duration::from_secs(120);
 
@@ -103,8 +103,10 @@ async fn oxrunner_in_a_container_registers_runs_docker_jobs_and_survives_stop_re
         REG,
         "--executor",
         "docker",
+        // The seed's `--docker-image docker:latest`, as its stand-in of our own name space (a test image tagged
+        // `docker:latest` would shadow the user's real one).
         "--docker-image",
-        "docker:latest",
+        "oxrunner-test/docker:latest",
         // No registry is reachable: the default pull policy (always) could not start any job.
         "--docker-pull-policy",
         "if-not-present",
@@ -168,7 +170,7 @@ async fn oxrunner_in_a_container_registers_runs_docker_jobs_and_survives_stop_re
             ],
         )
         .project(project.id)
-        .image(ImageSpec::new("busybox:latest"))
+        .image(ImageSpec::new("oxrunner-test/busybox:latest"))
         .artifact(ArtifactSpec::paths(&["result.txt"]))
         .cache(CacheSpec::new("seed-cache", &["cache-dir/"])),
     );
@@ -226,7 +228,7 @@ async fn oxrunner_in_a_container_registers_runs_docker_jobs_and_survives_stop_re
     let again = fake.enqueue_job(
         JobSpec::new("after-restart", &["cat cache-dir/c.txt"])
             .project(project.id)
-            .image(ImageSpec::new("busybox:latest"))
+            .image(ImageSpec::new("oxrunner-test/busybox:latest"))
             .cache(CacheSpec {
                 policy: "pull".into(),
                 ..CacheSpec::new("seed-cache", &["cache-dir/"])
@@ -269,7 +271,7 @@ fn slow_job(project: i64) -> JobSpec {
     JobSpec::new("slow", &["echo slow-started", "sleep 600"])
         .project(project)
         .variable("GIT_STRATEGY", "none")
-        .image(ImageSpec::new("busybox:latest"))
+        .image(ImageSpec::new("oxrunner-test/busybox:latest"))
 }
 
 #[track_caller]

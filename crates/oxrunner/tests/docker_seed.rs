@@ -1,6 +1,9 @@
 //! Issue #5 acceptance, the seed's pipeline: `oxrunner run` with the seed's docker runner config.toml runs the
 //! seed's `deploy_job` (`image: docker:latest`) and a job on the pipeline's default `image: node:8.4.0`, against
-//! the local stand-in images of `scripts/docker-images`. With the seed's `volumes` the job's `docker info` reaches
+//! the local stand-in images of `scripts/docker-images`. The stand-ins live under `oxrunner-test/` (a test image
+//! tagged `docker:latest` would shadow the user's real one), so the config and the jobs name
+//! `oxrunner-test/docker:latest` and `oxrunner-test/node:8.4.0`: the same paths (runner default image, job image,
+//! pipeline default image) with a name of our own. With the seed's `volumes` the job's `docker info` reaches
 //! the host's engine; without the socket volume the job fails and its log says which volume is missing.
 //! Runs on a real dockerd; with `CI=true` a missing engine fails instead of skipping.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -18,13 +21,14 @@ const FINISH: Duration = Duration::from_secs(120);
 const EXIT: Duration = Duration::from_secs(60);
 const SEED_VOLUMES: &str = r#"["/cache", "/var/run/docker.sock:/var/run/docker.sock"]"#;
 
-/// The seed's docker runner (its Q&A 2 config.toml) with `volumes` as given. `pull_policy` is added: the seed pulls
-/// `docker:latest` from Docker Hub, and here the stand-in images exist only locally.
+/// The seed's docker runner (its Q&A 2 config.toml) with `volumes` as given, its `image = "docker:latest"` naming the
+/// stand-in `oxrunner-test/docker:latest`. `pull_policy` is added: the seed pulls `docker:latest` from Docker Hub,
+/// and here the stand-in images exist only locally.
 fn seed_config(url: &str, token: &str, volumes: &str) -> String {
     global_toml(4, "")
         + &format!(
             "\n[[runners]]\n  name = \"Docker Runner\"\n  url = \"{url}\"\n  token = \"{token}\"\n  \
-             executor = \"docker\"\n  [runners.docker]\n    tls_verify = false\n    image = \"docker:latest\"\n    \
+             executor = \"docker\"\n  [runners.docker]\n    tls_verify = false\n    image = \"oxrunner-test/docker:latest\"\n    \
              privileged = false\n    disable_cache = false\n    volumes = {volumes}\n    shm_size = 0\n    \
              pull_policy = [\"if-not-present\"]\n  [runners.cache]\n"
         )
@@ -82,12 +86,13 @@ impl Seed {
     }
 }
 
-/// The seed's `deploy_job`, with `docker info` first as the seed's Q&A 2 runs `docker login` against the engine.
+/// The seed's `deploy_job` (`image: docker:latest`, here its stand-in), with `docker info` first as the seed's Q&A 2
+/// runs `docker login` against the engine.
 fn deploy_job(project: i64) -> JobSpec {
     JobSpec::new("deploy_job", &["docker info", "echo \"Deploy okay.\""])
         .stage("deploy")
         .project(project)
-        .image(ImageSpec::new("docker:latest"))
+        .image(ImageSpec::new("oxrunner-test/docker:latest"))
 }
 
 /// Prints the image the job's own container was created from (the container's hostname is its id).
@@ -102,14 +107,14 @@ async fn seed_deploy_job_reaches_the_host_engine_and_default_images_apply() {
     let deploy = seed
         .fake
         .enqueue_job(deploy_job(seed.project).variable("GIT_STRATEGY", "none"));
-    // GitLab puts the pipeline's top-level `image: node:8.4.0` into every job that names none.
+    // GitLab puts the pipeline's top-level `image: node:8.4.0` (here its stand-in) into every job that names none.
     let build = seed.fake.enqueue_job(
         JobSpec::new(
             "build",
             &["cat hello.txt", WHICH_IMAGE, "cat /etc/oxrunner-image"],
         )
         .project(seed.project)
-        .image(ImageSpec::new("node:8.4.0")),
+        .image(ImageSpec::new("oxrunner-test/node:8.4.0")),
     );
     // A job without any image runs in the runner's `[runners.docker] image`.
     let bare = seed
@@ -129,7 +134,10 @@ async fn seed_deploy_job_reaches_the_host_engine_and_default_images_apply() {
     let job = finished(&seed.fake, build, FINISH, &seed.daemon).await;
     let trace = job.trace_text();
     assert_eq!(job.status, "success", "{job:?}\n{trace}\n{}", seed.daemon.log());
-    assert!(has_output_line(&trace, "job-image=node:8.4.0"), "{trace}");
+    assert!(
+        has_output_line(&trace, "job-image=oxrunner-test/node:8.4.0"),
+        "{trace}"
+    );
     assert!(has_output_line(&trace, "hello from the repository"), "{trace}");
     // The job ran in the stand-in image, not on the runner's host.
     assert!(
@@ -143,7 +151,10 @@ async fn seed_deploy_job_reaches_the_host_engine_and_default_images_apply() {
     let job = finished(&seed.fake, bare, FINISH, &seed.daemon).await;
     let trace = job.trace_text();
     assert_eq!(job.status, "success", "{job:?}\n{trace}\n{}", seed.daemon.log());
-    assert!(has_output_line(&trace, "job-image=docker:latest"), "{trace}");
+    assert!(
+        has_output_line(&trace, "job-image=oxrunner-test/docker:latest"),
+        "{trace}"
+    );
 
     seed.finish().await;
 }

@@ -17,16 +17,16 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// True when a Docker engine answers. With CI=true a missing engine fails the test instead of skipping it.
 fn engine() -> bool {
     let ok = Command::new("docker")
-        .args(["image", "inspect", "busybox:latest"])
+        .args(["image", "inspect", "oxrunner-test/busybox:latest"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: the Docker engine or the busybox:latest image is missing (scripts/test runs scripts/ensure-docker and scripts/docker-images)"
+            "CI=true: the Docker engine or the oxrunner-test/busybox:latest image is missing (scripts/test runs scripts/ensure-docker and scripts/docker-images)"
         );
         eprintln!(
-            "skipped: no Docker engine with busybox:latest (run scripts/ensure-docker && scripts/docker-images)"
+            "skipped: no Docker engine with oxrunner-test/busybox:latest (run scripts/ensure-docker && scripts/docker-images)"
         );
     }
     ok
@@ -50,7 +50,7 @@ fn image_jobs_run_in_their_image_and_pass_artifacts_caches_and_dotenv() {
 stages: [build, test]
 build:
   stage: build
-  image: busybox:latest
+  image: oxrunner-test/busybox:latest
   cache:
     key: shared
     paths: [cache-dir/]
@@ -73,7 +73,7 @@ check-on-host:
     - test ! -e /etc/oxrunner-image
 check-in-container:
   stage: test
-  image: busybox:latest
+  image: oxrunner-test/busybox:latest
   cache:
     key: shared
     paths: [cache-dir/]
@@ -111,7 +111,8 @@ fn a_failing_container_job_fails_the_pipeline_with_its_exit_code() {
     if !engine() {
         return;
     }
-    let ci = "job:\n  image: busybox:latest\n  script:\n    - echo about to fail\n    - exit 7\n";
+    let ci =
+        "job:\n  image: oxrunner-test/busybox:latest\n  script:\n    - echo about to fail\n    - exit 7\n";
     let repo = Repo::new(ci, &[]);
     let run = repo.exec(&[]);
     assert_eq!(run.code(), Some(1), "{}", run.dump());
@@ -140,9 +141,9 @@ fn a_service_is_reachable_by_its_alias() {
     }
     let ci = r#"
 job:
-  image: busybox:latest
+  image: oxrunner-test/busybox:latest
   services:
-    - name: busybox:latest
+    - name: oxrunner-test/busybox:latest
       alias: web
       command: ["sh", "-c", "mkdir -p /www && echo hello-from-service > /www/index.html && httpd -f -p 8080 -h /www"]
   variables:
@@ -168,7 +169,7 @@ fn a_child_pipelines_image_jobs_run_in_docker_even_when_the_parent_has_none() {
         return;
     }
     let ci = "kid:\n  trigger:\n    include: child.yml\n    strategy: depend\n";
-    let child = "build:\n  image: busybox:latest\n  script:\n    - cat /etc/oxrunner-image\n";
+    let child = "build:\n  image: oxrunner-test/busybox:latest\n  script:\n    - cat /etc/oxrunner-image\n";
     let repo = Repo::new(ci, &[("child.yml", child)]);
     let run = repo.exec(&[]);
     assert!(run.ok(), "{}", run.dump());
@@ -186,7 +187,7 @@ fn git_works_inside_the_container_on_the_copied_repository() {
     if !engine() {
         return;
     }
-    let ci = "job:\n  image: local/tools:latest\n  script:\n    - git log -1 --format='subject=%s'\n    - git status --short\n";
+    let ci = "job:\n  image: oxrunner-test/tools:latest\n  script:\n    - git log -1 --format='subject=%s'\n    - git status --short\n";
     let repo = Repo::new(ci, &[("tracked.txt", "v1\n")]);
     std::fs::write(repo.path().join("tracked.txt"), "v2, not committed\n").unwrap();
     let run = repo.exec(&[]);

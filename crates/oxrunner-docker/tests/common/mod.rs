@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests: the real engine, the local busybox image, traces, labels.
+//! Helpers shared by the integration tests: the real engine, the local busybox test image, traces, labels.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -15,7 +15,9 @@ use oxrunner_core::{
 use oxrunner_docker::DockerExecutor;
 use oxrunner_docker::labels::LABEL_RUNNER;
 
-pub const IMAGE: &str = "busybox:latest";
+/// The busybox image of `scripts/docker-images`, under the project's own name space so that it never shadows a
+/// user's `busybox`.
+pub const IMAGE: &str = "oxrunner-test/busybox:latest";
 
 /// Runs `plan` through the core driver with a Docker executor (checkouts under `host_builds`, no hooks);
 /// returns the outcome and the job log.

@@ -17,8 +17,9 @@ use nix::unistd::Pid;
 
 /// The label every container, network and volume of a runner carries.
 pub const LABEL_RUNNER: &str = "com.oxrunner.runner";
-/// The image the jobs run in (built locally by `scripts/docker-images`; it has `/etc/oxrunner-image`).
-pub const IMAGE: &str = "busybox:latest";
+/// The image the jobs run in (built locally by `scripts/docker-images`, under the project's own name space so that
+/// it never shadows a user's `busybox`; it has `/etc/oxrunner-image`).
+pub const IMAGE: &str = "oxrunner-test/busybox:latest";
 /// Generous bound for one docker job: the box has two cores shared with other builds.
 pub const JOB_WAIT: Duration = Duration::from_secs(45);
 
@@ -285,7 +286,7 @@ pub struct DockerOpts {
     pub concurrent: u32,
     /// The `pull_policy` value as written in TOML (a string or a list).
     pub pull_policy: String,
-    /// Lines appended to `[runners.docker]` (e.g. `allowed_images = ["local/*"]`).
+    /// Lines appended to `[runners.docker]` (e.g. `allowed_images = ["oxrunner-test/*"]`).
     pub docker_extra: String,
 }
 
