@@ -31,7 +31,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -82,6 +82,28 @@ pub struct JobProcesses {
 struct Inner {
     marker: String,
     cgroup: Option<Cgroup>,
+    /// `finish` ran: nothing left for `Drop` to do.
+    finished: AtomicBool,
+}
+
+impl Drop for Inner {
+    /// A job future dropped half-way (its task aborted) never reaches `finish`: clean up on a plain thread, since
+    /// waiting for processes to die must not block an async worker.
+    fn drop(&mut self) {
+        if self.finished.load(Ordering::SeqCst) {
+            return;
+        }
+        let marker = std::mem::take(&mut self.marker);
+        let dir = self.cgroup.take().map(|c| c.dir);
+        let _ = std::thread::Builder::new()
+            .name("oxrunner-job-reaper".into())
+            .spawn(move || {
+                kill_tracked(dir.as_deref(), &marker);
+                if let Some(dir) = &dir {
+                    remove_cgroup(dir);
+                }
+            });
+    }
 }
 
 struct Cgroup {
@@ -124,7 +146,7 @@ impl JobProcesses {
                 Ok(cg) => Some(cg),
                 Err(why) => {
                     // Once per process at info level: the reason is the same for every job.
-                    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+                    static SAID: AtomicBool = AtomicBool::new(false);
                     if SAID.swap(true, Ordering::Relaxed) {
                         tracing::debug!(
                             "job processes tracked by environment marker only (no cgroup: {why})"
@@ -144,6 +166,7 @@ impl JobProcesses {
             inner: Arc::new(Inner {
                 marker: format!("{unique}-{}", random_suffix()),
                 cgroup,
+                finished: AtomicBool::new(false),
             }),
         }
     }
@@ -205,6 +228,7 @@ impl JobProcesses {
         if let Some(dir) = self.cgroup() {
             remove_cgroup(dir);
         }
+        self.inner.finished.store(true, Ordering::SeqCst);
     }
 
     fn members(&self) -> Vec<Pid> {

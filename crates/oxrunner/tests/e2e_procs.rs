@@ -1,0 +1,166 @@
+//! Issue 11 item 7 through the real daemon: a job's processes do not outlive it, and after a SIGKILL of
+//! `oxrunner run` the next start kills what the job left and reports it failed (`runner_system_failure`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Daemon, Sandbox, fake, finished, global_toml, shell_runner_toml, wait_file_lines, wait_status};
+use fake_gitlab::{FakeGitlab, JobSpec};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const FINISH: Duration = Duration::from_secs(60);
+const EXIT: Duration = Duration::from_secs(30);
+
+/// Kills every still-running marker listed in the pid file at drop, so a failing test leaves nothing behind.
+struct Markers(PathBuf);
+
+impl Drop for Markers {
+    fn drop(&mut self) {
+        for pid in pids(&self.0) {
+            if marker_alive(pid) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+fn pids(file: &Path) -> Vec<i32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Alive, not a zombie, and still our marker (not a reused pid).
+fn marker_alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    // Before its `exec -a` the marker's command line still names it (`bash -c "... exec -a oxrt-marker-..."`).
+    let named = cmdline.windows(12).any(|w| w == b"oxrt-marker-");
+    matches!(state, Some(s) if s != "Z" && s != "X") && named
+}
+
+async fn left_alive(file: &Path) -> Vec<i32> {
+    for _ in 0..200 {
+        if pids(file).iter().all(|p| !marker_alive(*p)) {
+            return Vec::new();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pids(file).into_iter().filter(|p| marker_alive(*p)).collect()
+}
+
+/// A `setsid` marker (its own session) and a plain background one, both writing their pid to `pid_file`.
+fn markers(pid_file: &Path) -> Vec<String> {
+    let name = format!("oxrt-marker-{}", std::process::id());
+    let inner = format!(
+        "echo \\$\\$ >> '{}'; exec -a {name} sleep 300",
+        pid_file.display()
+    );
+    vec![
+        format!("setsid bash -c \"{inner}\" </dev/null >/dev/null 2>&1 &"),
+        format!("bash -c \"{inner}\" </dev/null >/dev/null 2>&1 &"),
+    ]
+}
+
+fn config(fake: &FakeGitlab, sb: &Sandbox) {
+    let token = fake.create_runner_token("procs");
+    let text = global_toml(1, "") + &shell_runner_toml("procs", &fake.url(), &token, sb.dir.path(), "");
+    std::fs::write(sb.config(), text).unwrap();
+}
+
+fn start(sb: &Sandbox) -> Daemon {
+    let cfg = sb.config_str();
+    sb.spawn(&["run", "-c", &cfg])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn background_and_setsid_processes_of_a_successful_job_are_killed() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let pid_file = sb.path("success.pids");
+    let _guard = Markers(pid_file.clone());
+    config(&fake, &sb);
+    let mut d = start(&sb);
+    let mut script = markers(&pid_file);
+    script.push(format!(
+        "for i in $(seq 600); do [ $(wc -l < '{}') -ge 2 ] && break; sleep 0.05; done",
+        pid_file.display()
+    ));
+    let script: Vec<&str> = script.iter().map(String::as_str).collect();
+    let id = fake.enqueue_job(JobSpec::new("bg", &script).variable("GIT_STRATEGY", "none"));
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}", job.trace_text());
+    assert_eq!(pids(&pid_file).len(), 2, "{}", job.trace_text());
+    let left = left_alive(&pid_file).await;
+    assert!(
+        left.is_empty(),
+        "processes of the successful job survived: {left:?}"
+    );
+    let status = d.quit(EXIT).await;
+    assert!(status.success(), "{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_sigkill_of_the_runner_the_next_start_kills_the_job_and_fails_it() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let pid_file = sb.path("killed.pids");
+    let _guard = Markers(pid_file.clone());
+    config(&fake, &sb);
+    let mut d = start(&sb);
+    let mut script = markers(&pid_file);
+    script.push("sleep 300".into());
+    let script: Vec<&str> = script.iter().map(String::as_str).collect();
+    let id = fake.enqueue_job(JobSpec::new("victim", &script).variable("GIT_STRATEGY", "none"));
+    wait_file_lines(&pid_file, 2, FINISH).await;
+    wait_status(&fake, id, "running", FINISH).await;
+
+    d.signal(Signal::SIGKILL);
+    assert!(d.wait(EXIT).await.is_some(), "the runner survived SIGKILL");
+    for pid in pids(&pid_file) {
+        assert!(
+            marker_alive(pid),
+            "marker {pid} died with the runner: the test proves nothing"
+        );
+    }
+    assert_eq!(fake.job(id).unwrap().status, "running");
+
+    let mut again = start(&sb);
+    let job = finished(&fake, id, FINISH, &again).await;
+    assert_eq!(job.status, "failed", "{}\n{}", job.trace_text(), again.log());
+    assert_eq!(job.failure_reason.as_deref(), Some("runner_system_failure"));
+    assert!(
+        job.trace_text().contains("the runner process was killed"),
+        "{}",
+        job.trace_text()
+    );
+    let left = left_alive(&pid_file).await;
+    assert!(
+        left.is_empty(),
+        "processes of the killed runner's job survived its restart: {left:?}"
+    );
+    // The record goes right after the report that the test just saw.
+    let records = || {
+        std::fs::read_dir(sb.path("etc/oxrunner-jobs"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    for _ in 0..200 {
+        if records() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(records(), 0, "the job record was not dropped");
+    let token = fake.job(id).unwrap().token;
+    assert!(!again.log().contains(&token), "the job token reached the log");
+    let status = again.quit(EXIT).await;
+    assert!(status.success(), "{}", again.log());
+}
