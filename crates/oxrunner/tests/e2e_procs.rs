@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -131,6 +132,16 @@ async fn after_a_sigkill_of_the_runner_the_next_start_kills_the_job_and_fails_it
         );
     }
     assert_eq!(fake.job(id).unwrap().status, "running");
+    // The record holds the job token: private directory, private file.
+    let dir = sb.path("etc/oxrunner-jobs");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(mode(&files[0]), 0o600);
 
     let mut again = start(&sb);
     let job = finished(&fake, id, FINISH, &again).await;
