@@ -175,3 +175,83 @@ async fn after_a_sigkill_of_the_runner_the_next_start_kills_the_job_and_fails_it
     let status = again.quit(EXIT).await;
     assert!(status.success(), "{}", again.log());
 }
+
+/// The cgroup2 mount, when this test may create cgroups (root). Under `CI=true` it must be able to.
+fn cgroup2_mount_as_root() -> Option<PathBuf> {
+    let root = nix::unistd::geteuid().is_root();
+    let mount = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        });
+    match (root, mount) {
+        (true, Some(m)) => Some(m),
+        (root, mount) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but this test cannot create cgroups (root: {root}, cgroup2: {mount:?})"
+            );
+            eprintln!("SKIPPED: slot cgroups need root and cgroup2 (root: {root}, cgroup2: {mount:?})");
+            None
+        }
+    }
+}
+
+/// Removes the test's slot cgroup tree (`oxrunner-test-<pid>/slot-N`) at drop.
+struct SlotTree(PathBuf);
+
+impl Drop for SlotTree {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            for e in entries.flatten() {
+                if e.path().is_dir() {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn use_slot_cgroups_puts_the_job_under_the_slot_cgroup() {
+    let Some(mount) = cgroup2_mount_as_root() else {
+        return;
+    };
+    let base = format!("oxrunner-test-{}", std::process::id());
+    let _tree = SlotTree(mount.join(&base));
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let token = fake.create_runner_token("slots");
+    let extra = format!("  use_slot_cgroups = true\n  slot_cgroup_template = \"{base}/slot-${{slot}}\"\n");
+    let text = global_toml(1, "") + &shell_runner_toml("slots", &fake.url(), &token, sb.dir.path(), &extra);
+    std::fs::write(sb.config(), text).unwrap();
+    let mut d = start(&sb);
+    let seen = sb.path("cgroup.txt");
+    let script = format!("cat /proc/self/cgroup > '{}'", seen.display());
+    let id = fake.enqueue_job(JobSpec::new("slot", &[script.as_str()]).variable("GIT_STRATEGY", "none"));
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}\n{}", job.trace_text(), d.log());
+    let cgroup = std::fs::read_to_string(&seen).unwrap();
+    let line = cgroup.lines().find(|l| l.starts_with("0::")).unwrap_or_default();
+    assert!(
+        line.contains(&format!("/{base}/slot-0/oxrunner-job-{id}-")),
+        "the job ran in {line:?}, not under {base}/slot-0"
+    );
+    // The job's own cgroup is gone; the slot cgroup stays, as an administrator's pre-created one would.
+    let slot = mount.join(&base).join("slot-0");
+    let left: Vec<_> = std::fs::read_dir(&slot)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "job cgroups left under {}: {left:?}",
+        slot.display()
+    );
+    let status = d.quit(EXIT).await;
+    assert!(status.success(), "{}", d.log());
+}
