@@ -108,30 +108,51 @@ async fn background_and_setsid_processes_of_a_successful_job_are_killed() {
     assert!(status.success(), "{}", d.log());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn after_a_sigkill_of_the_runner_the_next_start_kills_the_job_and_fails_it() {
-    let fake = fake(1, 1).await;
-    let sb = Sandbox::new();
-    let pid_file = sb.path("killed.pids");
-    let _guard = Markers(pid_file.clone());
-    config(&fake, &sb);
-    let mut d = start(&sb);
-    let mut script = markers(&pid_file);
+/// Starts the runner, lets a job with markers run, SIGKILLs the runner; returns the job id.
+async fn run_then_sigkill(fake: &FakeGitlab, sb: &Sandbox, pid_file: &Path) -> i64 {
+    config(fake, sb);
+    let mut d = start(sb);
+    let mut script = markers(pid_file);
     script.push("sleep 300".into());
     let script: Vec<&str> = script.iter().map(String::as_str).collect();
     let id = fake.enqueue_job(JobSpec::new("victim", &script).variable("GIT_STRATEGY", "none"));
-    wait_file_lines(&pid_file, 2, FINISH).await;
-    wait_status(&fake, id, "running", FINISH).await;
+    wait_file_lines(pid_file, 2, FINISH).await;
+    wait_status(fake, id, "running", FINISH).await;
 
     d.signal(Signal::SIGKILL);
     assert!(d.wait(EXIT).await.is_some(), "the runner survived SIGKILL");
-    for pid in pids(&pid_file) {
+    for pid in pids(pid_file) {
         assert!(
             marker_alive(pid),
             "marker {pid} died with the runner: the test proves nothing"
         );
     }
     assert_eq!(fake.job(id).unwrap().status, "running");
+    id
+}
+
+async fn records_gone(sb: &Sandbox) -> usize {
+    let records = || {
+        std::fs::read_dir(sb.path("etc/oxrunner-jobs"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    for _ in 0..200 {
+        if records() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    records()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_sigkill_of_the_runner_the_next_start_kills_the_job_and_fails_it() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let pid_file = sb.path("killed.pids");
+    let _guard = Markers(pid_file.clone());
+    let id = run_then_sigkill(&fake, &sb, &pid_file).await;
     // The record holds the job token: private directory, private file.
     let dir = sb.path("etc/oxrunner-jobs");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -158,20 +179,41 @@ async fn after_a_sigkill_of_the_runner_the_next_start_kills_the_job_and_fails_it
         "processes of the killed runner's job survived its restart: {left:?}"
     );
     // The record goes right after the report that the test just saw.
-    let records = || {
-        std::fs::read_dir(sb.path("etc/oxrunner-jobs"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    };
-    for _ in 0..200 {
-        if records() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(records(), 0, "the job record was not dropped");
+    assert_eq!(records_gone(&sb).await, 0, "the job record was not dropped");
     let token = fake.job(id).unwrap().token;
     assert!(!again.log().contains(&token), "the job token reached the log");
+    let status = again.quit(EXIT).await;
+    assert!(status.success(), "{}", again.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_runners_job_that_gitlab_already_ended_is_cleaned_up_and_left_as_it_is() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let pid_file = sb.path("ended.pids");
+    let _guard = Markers(pid_file.clone());
+    let id = run_then_sigkill(&fake, &sb, &pid_file).await;
+    // Canceled in GitLab while no runner was there: the job token is no longer accepted.
+    fake.cancel_job(id);
+    fake.cancel_job(id);
+    assert_eq!(fake.job(id).unwrap().status, "canceled");
+    let updates = fake.job(id).unwrap().updates.len();
+
+    let mut again = start(&sb);
+    assert_eq!(
+        records_gone(&sb).await,
+        0,
+        "the job record was not dropped\n{}",
+        again.log()
+    );
+    let left = left_alive(&pid_file).await;
+    assert!(
+        left.is_empty(),
+        "processes of the killed runner's job survived its restart: {left:?}"
+    );
+    let job = fake.job(id).unwrap();
+    assert_eq!(job.status, "canceled");
+    assert_eq!(job.updates.len(), updates, "an ended job was updated");
     let status = again.quit(EXIT).await;
     assert!(status.success(), "{}", again.log());
 }
