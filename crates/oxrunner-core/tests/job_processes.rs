@@ -374,3 +374,92 @@ async fn without_a_cgroup_the_marker_still_finds_setsid_children() {
         "the setsid child survived the marker fallback: {left:?}"
     );
 }
+
+/// A throw-away system user `oxrt-p<pid>` for the job, removed at drop.
+struct TestUser(String);
+
+impl TestUser {
+    fn create() -> TestUser {
+        let name = format!("oxrt-p{}", std::process::id());
+        let out = std::process::Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/bin/bash", &name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TestUser(name)
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel").arg(&self.0).output();
+    }
+}
+
+/// A marker that drops its environment (so the marker fallback cannot see it) and, running as a user, tries to
+/// move itself out of the job's cgroup into the root cgroup; records whether that worked.
+fn escaping_marker(pid_file: &Path, escaped: &Path, cgroup_root: &Path) -> String {
+    let name = format!("oxrt-marker-{}", std::process::id());
+    let inner = format!(
+        "echo \\$\\$ > '{root}/cgroup.procs' 2>/dev/null && echo escaped >> '{esc}'; echo \\$\\$ >> '{pids}'; exec -a {name} sleep 300",
+        root = cgroup_root.display(),
+        esc = escaped.display(),
+        pids = pid_file.display(),
+    );
+    format!("setsid env -i bash -c \"{inner}\" </dev/null >/dev/null 2>&1 &")
+}
+
+fn cgroup2_root() -> PathBuf {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_user_job_cannot_leave_its_cgroup_and_a_cleared_environment_does_not_hide_it() {
+    if !cgroup_available() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let user = TestUser::create();
+    let env = env();
+    let shared = env.root.join("shared");
+    std::fs::create_dir_all(env.root.join("builds")).unwrap();
+    std::fs::create_dir_all(&shared).unwrap();
+    for dir in [&env.root, &env.root.join("builds"), &shared] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let pid_file = shared.join("markers.pids");
+    let escaped = shared.join("escaped");
+    let _guard = Markers(vec![pid_file.clone()]);
+    let wait = format!(
+        "for i in $(seq 600); do [ -s '{}' ] && break; sleep 0.05; done",
+        pid_file.display()
+    );
+    let plan = plan(&[escaping_marker(&pid_file, &escaped, &cgroup2_root()), wait]);
+    let exec = ShellExecutor::new()
+        .with_user(Some(user.0.clone()))
+        .with_processes(JobProcesses::new("usertest", &CgroupPlacement::Own));
+    let (outcome, log) = run(&env, &plan, exec, &NoopHooks, JobCancel::new()).await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert_eq!(pids(&pid_file).len(), 1, "the marker never started:\n{log}");
+    assert!(
+        !escaped.exists(),
+        "a job running as {} moved itself out of its cgroup",
+        user.0
+    );
+    let left = all_gone(&pid_file).await;
+    assert!(
+        left.is_empty(),
+        "a setsid + env -i process of a user job survived: {left:?}"
+    );
+}
