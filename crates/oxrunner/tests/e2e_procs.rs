@@ -113,10 +113,19 @@ async fn run_then_sigkill(fake: &FakeGitlab, sb: &Sandbox, pid_file: &Path) -> i
     config(fake, sb);
     let mut d = start(sb);
     let mut script = markers(pid_file);
+    // Where the file variable (a secret on disk until cleanup_file_variables runs) lives.
+    script.push(format!(
+        "echo \"$OXRT_FILE_SECRET\" > '{}'",
+        secret_path_file(pid_file).display()
+    ));
     script.push("sleep 300".into());
     let script: Vec<&str> = script.iter().map(String::as_str).collect();
-    let id = fake.enqueue_job(JobSpec::new("victim", &script).variable("GIT_STRATEGY", "none"));
+    let spec = JobSpec::new("victim", &script)
+        .variable("GIT_STRATEGY", "none")
+        .file_variable("OXRT_FILE_SECRET", "file-variable-secret-content");
+    let id = fake.enqueue_job(spec);
     wait_file_lines(pid_file, 2, FINISH).await;
+    wait_file_lines(&secret_path_file(pid_file), 1, FINISH).await;
     wait_status(fake, id, "running", FINISH).await;
 
     d.signal(Signal::SIGKILL);
@@ -129,6 +138,19 @@ async fn run_then_sigkill(fake: &FakeGitlab, sb: &Sandbox, pid_file: &Path) -> i
     }
     assert_eq!(fake.job(id).unwrap().status, "running");
     id
+}
+
+fn secret_path_file(pid_file: &Path) -> PathBuf {
+    pid_file.with_extension("secret-path")
+}
+
+/// The file variable's path as the killed job saw it.
+fn secret_file(pid_file: &Path) -> PathBuf {
+    PathBuf::from(
+        std::fs::read_to_string(secret_path_file(pid_file))
+            .unwrap()
+            .trim(),
+    )
 }
 
 async fn records_gone(sb: &Sandbox) -> usize {
@@ -153,6 +175,8 @@ async fn after_a_sigkill_of_the_runner_the_next_start_kills_the_job_and_fails_it
     let pid_file = sb.path("killed.pids");
     let _guard = Markers(pid_file.clone());
     let id = run_then_sigkill(&fake, &sb, &pid_file).await;
+    let secret = secret_file(&pid_file);
+    assert!(secret.is_file(), "no file variable at {}", secret.display());
     // The record holds the job token: private directory, private file.
     let dir = sb.path("etc/oxrunner-jobs");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -180,6 +204,11 @@ async fn after_a_sigkill_of_the_runner_the_next_start_kills_the_job_and_fails_it
     );
     // The record goes right after the report that the test just saw.
     assert_eq!(records_gone(&sb).await, 0, "the job record was not dropped");
+    assert!(
+        !secret.parent().unwrap().exists(),
+        "the killed job's temporary files (file variables) are still at {}",
+        secret.parent().unwrap().display()
+    );
     let token = fake.job(id).unwrap().token;
     assert!(!again.log().contains(&token), "the job token reached the log");
     let status = again.quit(EXIT).await;

@@ -125,7 +125,12 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
             // start finish the job if this process is killed.
             let procs =
                 (!is_docker(&env)).then(|| stale::job_processes(&env.runner, slot.concurrent_id, job_id));
-            let record = stale::JobRecord::write(&env.state_dir, &env.runner, job_id, &token, procs.as_ref());
+            let leftovers = stale::Leftovers {
+                procs: procs.as_ref(),
+                tmp_dir: procs.as_ref().map(|_| stale::tmp_dir(&plan, &ctx)),
+                user: env.user.clone(),
+            };
+            let record = stale::JobRecord::write(&env.state_dir, &env.runner, job_id, &token, leftovers);
             let mut executor = executor_for(&env, &ctx, procs);
             let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, &token, &ctx);
             let outcome =

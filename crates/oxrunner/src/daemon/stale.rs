@@ -4,19 +4,23 @@
 //! While a job runs, a small record of it sits in `<config dir>/oxrunner-jobs/` (mode 0700, files 0600, written
 //! atomically): job id and token, the runner it belongs to, the runner process (pid and start time, so a reused
 //! pid is not mistaken for it), and the job's process tracking (cgroup and environment marker, see
-//! `oxrunner_core::jobprocs`). A clean end of the job removes it. At start-up each runner looks at its records:
-//! one whose runner process is gone belongs to a job nobody runs any more; its processes are killed, its cgroup
-//! removed, and the job is reported failed (`runner_system_failure`, with a line in its log saying why) if GitLab
+//! `oxrunner_core::jobprocs`), and the job's `<project dir>.tmp`. A clean end of the job removes it. At start-up
+//! each runner looks at its records: one whose runner process is gone belongs to a job nobody runs any more; its
+//! processes are killed, its cgroup and its temporary files (file variables, git credentials) removed, and the job
+//! is reported failed (`runner_system_failure`, with a line in its log saying why) if GitLab
 //! still accepts the job token. The record holds the job token, which is why the directory is private to the
 //! runner's user; the token is never logged.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
 
 use oxrunner_api::{Client, PatchOutcome, RunnerInfo, UpdateJobRequest, UpdateOutcome};
 use oxrunner_config::RunnerConfig;
 use oxrunner_core::jobprocs::{self, CgroupPlacement, JobProcesses};
+use oxrunner_core::{JobPlan, RunnerContext};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -38,6 +42,21 @@ struct Record {
     pid_start: u64,
     cgroup: Option<PathBuf>,
     marker: String,
+    /// `<project dir>.tmp` of a shell job: file variables, git credentials, the CA file. `cleanup_file_variables`
+    /// never ran for a killed job, so recovery removes it.
+    #[serde(default)]
+    tmp_dir: Option<PathBuf>,
+    /// The `--user` the job ran as; its files are removed with that user's rights.
+    #[serde(default)]
+    user: Option<String>,
+}
+
+/// What a shell job leaves that recovery must clean up.
+#[derive(Default)]
+pub struct Leftovers<'a> {
+    pub procs: Option<&'a JobProcesses>,
+    pub tmp_dir: Option<PathBuf>,
+    pub user: Option<String>,
 }
 
 /// The on-disk record of a running job; `remove` it once the job's final state is reported.
@@ -72,8 +91,9 @@ impl JobRecord {
         runner: &RunnerConfig,
         job_id: i64,
         token: &str,
-        procs: Option<&JobProcesses>,
+        leftovers: Leftovers<'_>,
     ) -> JobRecord {
+        let procs = leftovers.procs;
         let pid = std::process::id();
         let record = Record {
             job_id,
@@ -84,6 +104,8 @@ impl JobRecord {
             pid_start: jobprocs::process_start_time(pid).unwrap_or(0),
             cgroup: procs.and_then(|p| p.cgroup().map(Path::to_path_buf)),
             marker: procs.map(|p| p.marker().to_owned()).unwrap_or_default(),
+            tmp_dir: leftovers.tmp_dir,
+            user: leftovers.user,
         };
         let path = match write_record(state_dir, &record) {
             Ok(path) => Some(path),
@@ -204,6 +226,9 @@ pub async fn recover(state_dir: &Path, client: &Client, runner: &RunnerConfig, i
         })
         .await
         .unwrap_or(0);
+        if let Some(tmp) = &record.tmp_dir {
+            remove_tmp_dir(tmp, record.user.as_deref()).await;
+        }
         info!(job, runner = %short, processes = killed, "found a job of a killed runner process; stopped what was left of it");
         match report(client, &record, info).await {
             Reported::Failed => {
@@ -268,6 +293,63 @@ async fn report(client: &Client, record: &Record, info: &RunnerInfo) -> Reported
         Err(err) => {
             warn!(job, error = %err, "cannot report the killed runner's job; trying again at the next start");
             Reported::NotYet
+        }
+    }
+}
+
+/// The absolute `<project dir>.tmp` of a shell job (`run_job` resolves a relative builds_dir against the working
+/// directory the same way).
+pub fn tmp_dir(plan: &JobPlan, ctx: &RunnerContext) -> PathBuf {
+    let project = oxrunner_core::build_dir(plan, ctx);
+    let project = if project.is_relative() {
+        std::env::current_dir().unwrap_or_default().join(project)
+    } else {
+        project
+    };
+    oxrunner_core::tmp_dir(&project)
+}
+
+/// How long removing a killed job's temporary files may take before recovery goes on without it.
+const TMP_REMOVAL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Removes a killed job's `<project dir>.tmp` with `rm -rf`, as the job's user when it had one: the job could
+/// have replaced directories on that path, so it is resolved with no more rights than the job had.
+async fn remove_tmp_dir(dir: &Path, user: Option<&str>) {
+    if !dir.is_absolute() || dir.extension().is_none_or(|e| e != "tmp") {
+        warn!(dir = %dir.display(), "not removing an unexpected temporary directory of a killed job");
+        return;
+    }
+    let mut cmd = tokio::process::Command::new("rm");
+    cmd.arg("-rf")
+        .arg("--")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(user) = user.filter(|_| nix::unistd::geteuid().is_root()) {
+        match nix::unistd::User::from_name(user) {
+            Ok(Some(u)) => {
+                cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+            }
+            _ => {
+                warn!(user, dir = %dir.display(), "the killed job's user is gone; its temporary files stay\nhint: remove the directory by hand");
+                return;
+            }
+        }
+    }
+    match tokio::time::timeout(TMP_REMOVAL_TIMEOUT, cmd.output()).await {
+        Ok(Ok(out)) if out.status.success() => {}
+        Ok(Ok(out)) => warn!(
+            dir = %dir.display(),
+            error = %String::from_utf8_lossy(&out.stderr).trim(),
+            "cannot remove the temporary files of a killed job"
+        ),
+        Ok(Err(err)) => {
+            warn!(dir = %dir.display(), error = %err, "cannot run rm for the temporary files of a killed job")
+        }
+        Err(_) => {
+            warn!(dir = %dir.display(), "removing the temporary files of a killed job takes too long; going on")
         }
     }
 }
