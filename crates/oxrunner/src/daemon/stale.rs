@@ -373,3 +373,79 @@ fn read_record(path: &Path) -> Option<Record> {
 fn runner_alive(record: &Record) -> bool {
     jobprocs::process_start_time(record.pid).is_some_and(|start| start == record.pid_start)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runner() -> RunnerConfig {
+        RunnerConfig {
+            url: "http://127.0.0.1:1".into(),
+            token: "glrt-stale-test-token".into(),
+            ..RunnerConfig::default()
+        }
+    }
+
+    #[test]
+    fn record_is_private_complete_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = JobRecord::write(dir.path(), &runner(), 7, "job-token-secret", Leftovers::default());
+        let path = rec.path.clone().expect("record written");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join(DIR_NAME)), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        let back = read_record(&path).expect("readable");
+        assert_eq!((back.job_id, back.token.as_str()), (7, "job-token-secret"));
+        assert_eq!(back.pid, std::process::id());
+        // Written by this live process: never taken for a killed runner's job.
+        assert!(runner_alive(&back));
+        // No temporary file is left next to it.
+        assert_eq!(std::fs::read_dir(dir.path().join(DIR_NAME)).unwrap().count(), 1);
+        rec.remove();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_symlinked_or_open_records_directory_is_not_trusted_blindly() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join(DIR_NAME)).unwrap();
+        let rec = JobRecord::write(dir.path(), &runner(), 8, "tok", Leftovers::default());
+        assert!(rec.path.is_none());
+        assert_eq!(
+            std::fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "wrote through a symlink"
+        );
+
+        let other = tempfile::tempdir().unwrap();
+        let records = other.path().join(DIR_NAME);
+        std::fs::create_dir(&records).unwrap();
+        std::fs::set_permissions(&records, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let rec = JobRecord::write(other.path(), &runner(), 9, "tok", Leftovers::default());
+        assert!(rec.path.is_some());
+        let mode = std::fs::metadata(&records).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "a too-open records directory was not tightened");
+    }
+
+    #[test]
+    fn a_dead_runner_process_is_recognised_also_behind_a_reused_pid() {
+        let mut rec = Record {
+            job_id: 1,
+            token: String::new(),
+            url: String::new(),
+            runner: String::new(),
+            pid: std::process::id(),
+            pid_start: 0,
+            cgroup: None,
+            marker: String::new(),
+            tmp_dir: None,
+            user: None,
+        };
+        // Same pid, other start time: the pid was reused, the runner that wrote the record is dead.
+        assert!(!runner_alive(&rec));
+        rec.pid = u32::MAX - 1;
+        assert!(!runner_alive(&rec));
+    }
+}
