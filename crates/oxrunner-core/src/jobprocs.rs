@@ -18,6 +18,9 @@
 //!    `su`'s PAM session (pam_systemd) moved into a login scope outside the job's cgroup, since `su` without `-l`
 //!    keeps the environment.
 //!
+//! Under systemd, give the runner's unit `Delegate=yes`: systemd then leaves the job cgroups under the service's
+//! cgroup alone (without it they work, but systemd considers that part of the tree its own).
+//!
 //! What the marker fallback cannot catch: a process that dropped or replaced its environment (`env -i`,
 //! `exec -c`, any `execve` with a new environment), and one whose environ the runner may not read (another
 //! user's process when the runner is not root). A job running as root can leave any cgroup. A process that a job
