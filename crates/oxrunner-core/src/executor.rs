@@ -162,8 +162,16 @@ pub trait Executor: Send + Sync {
         cancel: CancellationToken,
     ) -> BoxFuture<'a, Result<ExitStatus, ExecError>>;
 
-    /// Releases resources; always called, also after failures and aborts.
+    /// Releases resources; always called, also after failures and aborts. Nothing the job started may survive it.
     fn cleanup(&mut self) -> BoxFuture<'_, ()>;
+
+    /// Kills every process the job's scripts left running (background jobs, daemons, `setsid` children). The
+    /// driver calls it once the scripts are done, before the runner reads the build directory for caches and
+    /// artifacts, so no job process can change what is collected. The default does nothing: for executors whose
+    /// job environment goes away as a whole in `cleanup`.
+    fn stop_job_processes(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 
     /// Waits for whatever `cleanup` left running in the background (an executor may let removals finish after
     /// the job's result is known, so GitLab hears of it sooner). Front ends call it once the job is reported and

@@ -8,6 +8,7 @@
 //! - [`executor`]: the `Executor` and `JobHooks` traits and the stage vocabulary.
 //! - [`driver`]: `run_job`, which runs the stages with timeouts and cancellation.
 //! - [`shell`]: the shell executor (local bash processes in their own process group).
+//! - [`jobprocs`]: tracks every process of a shell job (its own cgroup, or an environment marker) to kill it all.
 //!
 //! The daemon turns a GitLab payload into a `JobPlan`, `oxrunner exec` turns `.gitlab-ci.yml` into one; both
 //! then call [`run_job`].
@@ -16,6 +17,7 @@ pub mod builddir;
 pub mod driver;
 pub mod error;
 pub mod executor;
+pub mod jobprocs;
 pub mod outcome;
 pub mod plan;
 pub mod script;
@@ -30,6 +32,7 @@ pub use error::{ExecError, HookError};
 pub use executor::{
     Executor, ExitStatus, JobFiles, JobHooks, JobStatus, NoopHooks, Stage, StageCommand, StageCtx,
 };
+pub use jobprocs::{CgroupPlacement, JobProcesses};
 pub use outcome::{FailureReason, JobOutcome};
 pub use plan::{
     ArtifactSpec, ArtifactsFile, CachePolicy, CacheSpec, Dependency, GitStrategy, ImageSpec, JobPlan,

@@ -1,5 +1,7 @@
 //! The shell executor: each stage script runs in a local bash (or sh) reading the script on stdin, in its own
-//! process group so cancellation can stop everything the script started.
+//! process group, and joins the job's [`JobProcesses`] (its cgroup, or its environment marker), which is how
+//! processes that left the group (`setsid`, daemons) and background processes of a successful job are found and
+//! killed: on cancel or timeout, before caches and artifacts are collected, and in `cleanup`.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
@@ -16,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ExecError;
 use crate::executor::{Executor, ExitStatus, StageCommand};
+use crate::jobprocs::{CgroupPlacement, JobProcesses};
 use crate::outcome::FailureReason;
 use crate::plan::JobPlan;
 use crate::trace::TraceWriter;
@@ -35,6 +38,8 @@ pub struct ShellExecutor {
     login: bool,
     user: Option<String>,
     kill_grace: Duration,
+    /// Set by the front end (which records it for start-up recovery) or created in `prepare`.
+    procs: Option<JobProcesses>,
 }
 
 impl Default for ShellExecutor {
@@ -53,7 +58,14 @@ impl ShellExecutor {
             login: true,
             user: None,
             kill_grace: DEFAULT_KILL_GRACE,
+            procs: None,
         }
+    }
+
+    /// Tracks the job's processes with `procs` instead of a fresh tracker made in `prepare`.
+    pub fn with_processes(mut self, procs: JobProcesses) -> Self {
+        self.procs = Some(procs);
+        self
     }
 
     /// Uses a specific shell binary.
@@ -95,12 +107,8 @@ impl ShellExecutor {
         if self.is_bash && login {
             shell_cmd.push("-l".to_owned());
         }
-        let mut cmd = match &self.user {
-            None => {
-                let mut cmd = Command::new(&shell_cmd[0]);
-                cmd.args(&shell_cmd[1..]);
-                cmd
-            }
+        let argv = match &self.user {
+            None => shell_cmd,
             Some(user) => {
                 if !nix::unistd::geteuid().is_root() {
                     return Err(ExecError::Build {
@@ -111,11 +119,26 @@ impl ShellExecutor {
                     });
                 }
                 // Only the shell invocation is on su's command line; the script (and its secrets) goes to stdin.
-                let mut cmd = Command::new("su");
-                cmd.args(["-s", &shell, user, "-c", &shell_cmd.join(" ")]);
-                cmd
+                let mut su = vec![
+                    "su".to_owned(),
+                    "-s".to_owned(),
+                    shell.clone(),
+                    user.clone(),
+                    "-c".to_owned(),
+                ];
+                su.push(shell_cmd.join(" "));
+                su
             }
         };
+        let argv = match &self.procs {
+            Some(procs) => procs.wrap_argv(argv),
+            None => argv,
+        };
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        if let Some(procs) = &self.procs {
+            procs.mark(&mut cmd);
+        }
         cmd.current_dir(workdir)
             .stdin(Stdio::piped())
             .process_group(0)
@@ -199,6 +222,9 @@ impl ShellExecutor {
                 }
                 _ = cancel.cancelled(), if !canceled => {
                     canceled = true;
+                    if let Some(procs) = &self.procs {
+                        procs.signal_all(Signal::SIGTERM).await;
+                    }
                     if let Some(pgid) = pgid {
                         let st = terminate_group(&mut child, pgid, self.kill_grace).await;
                         status = Some(st.map_err(io_err("stopping the shell"))?);
@@ -209,6 +235,10 @@ impl ShellExecutor {
         feeder.abort();
         if let Some(pgid) = pgid.filter(|_| canceled) {
             wait_group_gone(pgid, self.kill_grace).await;
+        }
+        if canceled && let Some(procs) = &self.procs {
+            // What left the process group (setsid) or ran in the background since an earlier stage.
+            procs.kill_all().await;
         }
         // Collect what is still buffered; background processes may hold the pipe open, so bound the wait.
         let drain = async {
@@ -332,11 +362,15 @@ fn find_bash() -> Option<PathBuf> {
 impl Executor for ShellExecutor {
     fn prepare<'a>(
         &'a mut self,
-        _plan: &'a JobPlan,
+        plan: &'a JobPlan,
         trace: &'a TraceWriter,
     ) -> BoxFuture<'a, Result<(), ExecError>> {
         Box::pin(async move {
             trace.println(&format!("Using Shell ({}) executor...", self.shell_name()));
+            if self.procs.is_none() {
+                let name = format!("job-{}", plan.job_id);
+                self.procs = Some(JobProcesses::new(&name, &CgroupPlacement::Own));
+            }
             Ok(())
         })
     }
@@ -350,7 +384,19 @@ impl Executor for ShellExecutor {
         Box::pin(self.run_stage(cmd, trace, cancel))
     }
 
+    fn stop_job_processes(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {
+            if let Some(procs) = &self.procs {
+                procs.kill_all().await;
+            }
+        })
+    }
+
     fn cleanup(&mut self) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
+        Box::pin(async {
+            if let Some(procs) = &self.procs {
+                procs.finish().await;
+            }
+        })
     }
 }

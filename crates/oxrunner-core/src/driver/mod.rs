@@ -193,6 +193,9 @@ impl Driver<'_> {
         if self.interrupt == Some(Interrupt::Abort) {
             return;
         }
+        // As gitlab-runner does after the script, also for a successful job: a background process left running
+        // could change or replace files while caches and artifacts are read.
+        self.executor.stop_job_processes().await;
         self.archive_and_upload().await;
     }
 

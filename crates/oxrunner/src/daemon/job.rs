@@ -8,14 +8,15 @@ use oxrunner_api::trace::{FinalState, JobControl, TraceSender, TraceSource};
 use oxrunner_api::{Client, JobResponse, RunnerInfo, UpdateJobRequest, UpdateOutcome};
 use oxrunner_config::RunnerConfig;
 use oxrunner_core::{
-    CancellationToken, Executor, FailureReason, JobCancel, JobOutcome, RunnerContext, ShellExecutor,
-    TraceWriter,
+    CancellationToken, Executor, FailureReason, JobCancel, JobOutcome, JobProcesses, RunnerContext,
+    ShellExecutor, TraceWriter,
 };
 use oxrunner_docker::DockerExecutor;
 use tracing::{info, warn};
 
 use super::plan::job_plan;
 use super::slots::Slots;
+use super::stale;
 use crate::hooks::RunnerHooks;
 use crate::version;
 
@@ -120,11 +121,21 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
         Ok(plan) => {
             let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
             let ctx = runner_context(&env, slot.concurrent_id, slot.project_slot);
-            let mut executor = executor_for(&env, &ctx);
+            // Shell jobs: every process they start is tracked so none outlives the job; the record lets the next
+            // start finish the job if this process is killed.
+            let procs =
+                (!is_docker(&env)).then(|| stale::job_processes(&env.runner, slot.concurrent_id, job_id));
+            let leftovers = stale::Leftovers {
+                procs: procs.as_ref(),
+                tmp_dir: procs.as_ref().map(|_| stale::tmp_dir(&plan, &ctx)),
+                user: env.user.clone(),
+            };
+            let record = stale::JobRecord::write(&env.state_dir, &env.runner, job_id, &token, leftovers);
+            let mut executor = executor_for(&env, &ctx, procs);
             let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, &token, &ctx);
             let outcome =
                 oxrunner_core::run_job(&plan, &ctx, executor.as_mut(), &hooks, &trace, cancel.clone()).await;
-            held = Some((executor, slot));
+            held = Some((executor, slot, record));
             outcome
         }
         Err(err) => {
@@ -152,9 +163,10 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
             info!(job = job_id, runner = %short, reason = %message, "Job failed");
         }
     }
-    if let Some((mut executor, slot)) = held {
+    if let Some((mut executor, slot, record)) = held {
         executor.finish_cleanup().await;
         drop(slot);
+        record.remove();
     }
     drop(trace);
     drop(handle);
@@ -203,7 +215,7 @@ fn is_docker(env: &JobEnv) -> bool {
     env.runner.executor == "docker"
 }
 
-fn executor_for(env: &JobEnv, ctx: &RunnerContext) -> Box<dyn Executor> {
+fn executor_for(env: &JobEnv, ctx: &RunnerContext, procs: Option<JobProcesses>) -> Box<dyn Executor> {
     if is_docker(env) {
         let config = env.runner.docker.clone().unwrap_or_default();
         return Box::new(
@@ -213,6 +225,9 @@ fn executor_for(env: &JobEnv, ctx: &RunnerContext) -> Box<dyn Executor> {
         );
     }
     let mut executor = ShellExecutor::new().with_user(env.user.clone());
+    if let Some(procs) = procs {
+        executor = executor.with_processes(procs);
+    }
     if env.runner.shell.as_deref() == Some("sh") {
         executor = executor.with_shell("/bin/sh");
     }

@@ -10,6 +10,7 @@ pub mod job;
 pub mod plan;
 mod poller;
 mod slots;
+mod stale;
 mod tokens;
 mod unsupported;
 
@@ -68,7 +69,8 @@ struct Daemon {
     running: HashMap<String, Running>,
     received: Arc<AtomicU64>,
     activity: Arc<Notify>,
-    /// Docker runners whose leftovers were already removed by this process (done once, before their first job).
+    /// Runners whose leftovers (Docker objects, jobs of a killed earlier run) this process already cleaned up: done
+    /// once, before their first job.
     swept: HashSet<String>,
 }
 
@@ -380,12 +382,18 @@ impl Daemon {
                 activity: Arc::clone(&self.activity),
             })
             .collect();
-        // A Docker runner first removes what a crashed run of it left behind. Only once per process and before
-        // its first request: later (on reload) its own jobs may be running.
-        let sweep = runner.executor == "docker" && self.swept.insert(runner.token.expose().to_string());
+        // A runner first finishes the jobs a killed run of it left (stale.rs) and, with Docker, removes the objects
+        // it left. Only once per process and before its first request: later (on reload) its own jobs may run.
+        let first = self.swept.insert(runner.token.expose().to_string());
+        let sweep = first && runner.executor == "docker";
         let docker_config = runner.docker.clone().unwrap_or_default();
         let short = runner.short_token();
+        let recover = first.then(|| (client.clone(), runner.clone(), config_dir(&self.opts.config_path)));
+        let runner_info = crate::commands::info::runner_info(&runner.executor, runner.shell.as_deref());
         tokio::spawn(async move {
+            if let Some((client, runner, state_dir)) = recover {
+                stale::recover(&state_dir, &client, &runner, &runner_info).await;
+            }
             if sweep {
                 docker_leftovers::sweep(&docker_config, &short).await;
             }
