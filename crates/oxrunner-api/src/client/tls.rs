@@ -1,6 +1,6 @@
 //! The rustls configuration of every connection to GitLab, and the server certificate rule.
 //!
-//! The standard check (system roots plus the configured trust file, via rustls-platform-verifier)
+//! The standard check (webpki over the system roots plus the configured trust file)
 //! decides first. The most common self-hosted setup, a certificate made with `openssl req -x509`,
 //! is its own CA (`basicConstraints CA:TRUE`), and webpki refuses a CA certificate as the server's
 //! own (`CaUsedAsEndEntity`) even when the user put exactly that certificate into the trust file.
@@ -95,21 +95,9 @@ pub(crate) fn client_config(
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-    let standard = match trust {
-        Some(t) => rustls_platform_verifier::Verifier::new_with_extra_roots(
-            t.certs.iter().cloned(),
-            provider.clone(),
-        )
-        .map_err(|e| ApiError::TlsFile {
-            path: t.path.clone(),
-            detail: e.to_string(),
-        })?,
-        None => {
-            rustls_platform_verifier::Verifier::new(provider.clone()).map_err(|e| setup(e.to_string()))?
-        }
-    };
+    let standard = standard_verifier(trust, provider.clone())?;
     let verifier = GitlabVerifier {
-        standard: Arc::new(standard),
+        standard,
         trust: trust.cloned(),
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -131,6 +119,43 @@ pub(crate) fn client_config(
     // reqwest leaves ALPN to a preconfigured config; offer what it offers by default.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// webpki over the system roots plus the trust file: what reqwest's platform verifier does on
+/// Linux, minus its error logging, which would report every accepted self-signed handshake as an
+/// error.
+fn standard_verifier(
+    trust: Option<&TrustFile>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn ServerCertVerifier>, ApiError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(t) = trust {
+        for cert in &t.certs {
+            roots.add(cert.clone()).map_err(|e| ApiError::TlsFile {
+                path: t.path.clone(),
+                detail: format!("not usable as a trusted certificate: {e}"),
+            })?;
+        }
+    }
+    let system = rustls_native_certs::load_native_certs();
+    for e in &system.errors {
+        tracing::warn!(error = %e, "cannot load a system CA certificate");
+    }
+    let (_, ignored) = roots.add_parsable_certificates(system.certs);
+    if ignored > 0 {
+        tracing::warn!(ignored, "system CA certificates ignored: they cannot be parsed");
+    }
+    if roots.is_empty() {
+        return Err(ApiError::ClientSetup {
+            detail: "no CA certificates were loaded from the system\nhint: install the ca-certificates package, set SSL_CERT_FILE, or pass --tls-ca-file".to_string(),
+        });
+    }
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| ApiError::ClientSetup {
+            detail: e.to_string(),
+        })?;
+    Ok(verifier)
 }
 
 /// See the module comment.
