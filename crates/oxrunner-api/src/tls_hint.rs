@@ -18,6 +18,14 @@ pub(crate) fn describe(err: &rustls::Error, url: &str) -> (String, String) {
             Some(r) => rejected(r, &target),
             None => (format!("certificate verification failed: {o}"), target.ca_hint()),
         },
+        // Chain problems arrive wrapped in `Rejected`; a bare bad signature is the handshake's.
+        rustls::Error::InvalidCertificate(C::BadSignature) => (
+            "the server's handshake signature does not match its certificate: it does not hold the certificate's private key".to_string(),
+            format!(
+                "make sure {} is served with the key belonging to its certificate; otherwise this is not your GitLab server",
+                target.host
+            ),
+        ),
         rustls::Error::InvalidCertificate(c) => (certificate_text(c), target.ca_hint()),
         rustls::Error::AlertReceived(
             rustls::AlertDescription::CertificateRequired

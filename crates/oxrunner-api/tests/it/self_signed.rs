@@ -3,13 +3,17 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 use oxrunner_api::{ApiError, Client, ClientConfig, JobRequest, JobRequestOutcome};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, date_time_ymd,
 };
 
-use crate::common::{Req, Server, resp, start_tls};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::common::{Req, Server, resp, start_tls, start_tls_with};
 
 struct SelfSigned {
     cert_pem: String,
@@ -278,4 +282,43 @@ async fn a_trusted_self_signed_client_only_certificate_is_refused() {
     let (detail, hint) = refused(&with_ca_file(&srv.url, &ca), &srv).await;
     assert!(detail.contains("not meant for TLS servers"), "{detail}");
     assert!(hint.contains("serverAuth"), "{hint}");
+}
+
+/// Presents `cert` but signs the handshake with an unrelated key, which only an impostor that copied
+/// the (public) certificate would do.
+#[derive(Debug)]
+struct Impostor(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Impostor {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// Being in the CA file vouches for the certificate, not for whoever sends it: the handshake
+/// signature must still be made with the certificate's key.
+#[tokio::test]
+async fn a_trusted_self_signed_certificate_without_its_key_is_refused() {
+    let cert = usual();
+    let stranger = KeyPair::generate().unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(stranger.serialize_der()));
+    let signer = provider.key_provider.load_private_key(key).unwrap();
+    let der = CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap();
+    let certified = rustls::sign::CertifiedKey::new(vec![der], signer);
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Impostor(Arc::new(certified))));
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(cfg));
+    let srv = start_tls_with("localhost", config, |_r: &Req, _| resp(204, &[], "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("gitlab.pem");
+    std::fs::write(&ca, &cert.cert_pem).unwrap();
+    let (detail, _) = refused(&with_ca_file(&srv.url, &ca), &srv).await;
+    assert!(
+        detail.contains("does not hold the certificate's private key"),
+        "{detail}"
+    );
 }
