@@ -322,3 +322,30 @@ async fn a_trusted_self_signed_certificate_without_its_key_is_refused() {
         "{detail}"
     );
 }
+
+/// Go accepts any presented certificate that is itself in the pool, so a CA file holding just the
+/// server's own certificate (without the private CA that issued it) works with gitlab-runner too.
+#[tokio::test]
+async fn a_ca_issued_server_certificate_alone_in_the_ca_file_is_trusted() {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "private CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let served = SelfSigned {
+        cert_pem: leaf.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    };
+    let srv = serve("localhost", &served).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leaf.pem");
+    std::fs::write(&file, leaf.pem()).unwrap();
+    let outcome = with_ca_file(&srv.url, &file).request_job(&req()).await;
+    assert!(matches!(outcome, Ok(JobRequestOutcome::NoJob)), "{outcome:?}");
+}
