@@ -11,6 +11,34 @@ pub struct TlsMaterial {
     pub key_pem: String,
 }
 
+impl TlsMaterial {
+    /// One certificate that is both the server's and its own CA, like
+    /// `openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=<cn> -addext subjectAltName=<names>`
+    /// makes: self-signed, `basicConstraints` critical `CA:TRUE`, no key usage restrictions.
+    /// `names` are subjectAltName entries (IP addresses become IP entries). The runner has to
+    /// trust [`TlsMaterial::cert_pem`] itself; the validity window is the caller's, so expired
+    /// or not-yet-valid certificates can be served too.
+    pub fn self_signed_ca(
+        common_name: &str,
+        names: &[&str],
+        not_before: std::time::SystemTime,
+        not_after: std::time::SystemTime,
+    ) -> Result<TlsMaterial, FakeError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        let cert = params.self_signed(&key)?;
+        Ok(TlsMaterial {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsMaterial")

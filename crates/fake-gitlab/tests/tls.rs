@@ -49,3 +49,62 @@ async fn refuses_non_loopback_addresses() {
     .unwrap_err();
     assert!(err.to_string().contains("hint:"), "{err}");
 }
+
+/// What `openssl req -x509` makes: one self-signed certificate with `CA:TRUE`, served as is.
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_a_self_signed_ca_certificate() {
+    let now = std::time::SystemTime::now();
+    let day = std::time::Duration::from_secs(86_400);
+    let tls = fake_gitlab::TlsMaterial::self_signed_ca(
+        "gitlab.test",
+        &["localhost", "127.0.0.1"],
+        now - day,
+        now + day,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("cert.pem");
+    std::fs::write(&pem, &tls.cert_pem).unwrap();
+    let text = match std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&pem)
+        .output()
+    {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("SKIPPED: the openssl CLI is not available ({e})");
+            return;
+        }
+        Err(e) => panic!("the openssl CLI is required under CI=true: {e}"),
+    };
+    assert!(text.contains("CA:TRUE"), "{text}");
+    assert!(
+        text.contains("Issuer: CN = gitlab.test") && text.contains("Subject: CN = gitlab.test"),
+        "{text}"
+    );
+    assert!(
+        text.contains("DNS:localhost") && text.contains("IP Address:127.0.0.1"),
+        "{text}"
+    );
+    let cert_pem = tls.cert_pem.trim().to_string();
+    let fake = FakeGitlab::start(FakeOptions {
+        tls: Some(tls),
+        ..FakeOptions::default()
+    })
+    .await
+    .unwrap();
+    let served = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &fake.url().replace("https://localhost", "127.0.0.1"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&served.stdout);
+    assert!(
+        shown.contains(&cert_pem),
+        "the fake serves exactly that certificate:\n{shown}"
+    );
+}

@@ -11,15 +11,14 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum ApiError {
     /// The server's certificate could not be verified (or the TLS handshake failed otherwise).
-    #[error(
-        "TLS error talking to {url_redacted}: {detail}\nhint: {}",
-        tls_hint(url_redacted, detail)
-    )]
+    #[error("TLS error talking to {url_redacted}: {detail}\nhint: {hint}")]
     Tls {
         /// Request URL with credentials removed.
         url_redacted: String,
         /// What the TLS layer reported, e.g. "certificate signed by unknown authority".
         detail: String,
+        /// What to do about it, from what the server presented and which CA file is in use.
+        hint: String,
     },
     /// A CA, client certificate or key file could not be used.
     #[error(
@@ -141,34 +140,15 @@ pub enum ApiError {
     },
 }
 
-/// Host part of a URL the way gitlab-runner names files in `certs/` (no port, no brackets).
-fn host_of(url: &str) -> String {
-    url::Url::parse(url)
-        .ok()
-        .and_then(|u| {
-            u.host_str()
-                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
-        })
-        .unwrap_or_else(|| "<host>".to_string())
-}
-
-/// The usual fix is a CA; a server that demands a client certificate needs the auth pair instead.
-fn tls_hint(url: &str, detail: &str) -> String {
-    let host = host_of(url);
-    if detail.contains("client certificate") {
-        format!(
-            "pass --tls-cert-file <cert.pem> and --tls-key-file <key.pem> or put them at <config dir>/certs/{host}.auth.crt and {host}.auth.key"
-        )
-    } else {
-        format!("pass --tls-ca-file <ca.pem> or put the CA at <config dir>/certs/{host}.crt")
-    }
-}
-
 impl ApiError {
     /// Classify a reqwest error: TLS verification problems are singled out because they have a fix.
     pub(crate) fn from_reqwest(err: &reqwest::Error, url_redacted: String) -> ApiError {
-        if let Some(detail) = tls_detail(err) {
-            return ApiError::Tls { url_redacted, detail };
+        if let Some((detail, hint)) = tls_detail(err, &url_redacted) {
+            return ApiError::Tls {
+                url_redacted,
+                detail,
+                hint,
+            };
         }
         if err.is_timeout() {
             return ApiError::Timeout { url_redacted };
@@ -216,12 +196,12 @@ pub(crate) fn chain_text(err: &(dyn StdError + 'static)) -> String {
 }
 
 /// Find a rustls error anywhere in the source chain and describe it like Go's x509 errors do,
-/// so users searching for gitlab-runner's message find the same fixes.
-fn tls_detail(err: &(dyn StdError + 'static)) -> Option<String> {
+/// so users searching for gitlab-runner's message find the same fixes; also say what to do.
+fn tls_detail(err: &(dyn StdError + 'static), url: &str) -> Option<(String, String)> {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(r) = find_rustls(e) {
-            return Some(describe_rustls(r));
+            return Some(crate::tls_hint::describe(r, url));
         }
         cur = e.source();
     }
@@ -238,33 +218,5 @@ fn find_rustls<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error>
         }
         let inner = cur.downcast_ref::<std::io::Error>()?.get_ref()?;
         cur = inner;
-    }
-}
-
-fn describe_rustls(err: &rustls::Error) -> String {
-    use rustls::CertificateError as C;
-    match err {
-        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
-            "certificate signed by unknown authority (x509: certificate signed by unknown authority)"
-                .to_string()
-        }
-        rustls::Error::InvalidCertificate(C::NotValidForName)
-        | rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. }) => {
-            format!("certificate is not valid for this host name ({err})")
-        }
-        rustls::Error::InvalidCertificate(C::Expired)
-        | rustls::Error::InvalidCertificate(C::ExpiredContext { .. }) => {
-            format!("certificate has expired ({err})")
-        }
-        rustls::Error::InvalidCertificate(other) => {
-            format!("certificate verification failed: {other:?}")
-        }
-        rustls::Error::AlertReceived(
-            rustls::AlertDescription::CertificateRequired
-            | rustls::AlertDescription::BadCertificate
-            | rustls::AlertDescription::UnknownCA
-            | rustls::AlertDescription::CertificateUnknown,
-        ) => format!("the server did not accept our client certificate or requires one ({err})"),
-        other => format!("TLS handshake failed: {other}"),
     }
 }

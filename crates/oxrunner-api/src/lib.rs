@@ -15,6 +15,7 @@ mod client;
 mod error;
 mod outcome;
 pub mod redact;
+mod tls_hint;
 pub mod trace;
 pub mod wire;
 

@@ -4,8 +4,10 @@
 mod artifacts;
 mod jobs;
 mod runners;
+mod tls;
 mod transport;
 
+pub(crate) use tls::{Presented, Rejected};
 pub(crate) use transport::backoff;
 
 use std::fmt;
@@ -109,7 +111,7 @@ impl Client {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let tls = TlsFiles::resolve(&cfg, &host);
+        let files = TlsFiles::resolve(&cfg, &host);
 
         let user_agent = format!(
             "oxrunner {} ({}; rust; {}/{})",
@@ -118,40 +120,30 @@ impl Client {
             crate::wire::go_os(),
             crate::wire::go_arch()
         );
-        let mut ca_certs = None;
+        let mut trust = None;
         let mut identity = None;
         let mut ca_chain_pem = None;
         let mut client_pem = None;
-        if let Some(ca) = &tls.ca_file {
+        if let Some(ca) = &files.ca_file {
             let pem = read_file(ca)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ApiError::TlsFile {
-                path: ca.clone(),
-                detail: crate::error::chain_text(&e),
-            })?;
-            if certs.is_empty() {
-                return Err(ApiError::TlsFile {
-                    path: ca.clone(),
-                    detail: "no certificate found".to_string(),
-                });
-            }
-            ca_certs = Some(certs);
+            trust = Some(tls::TrustFile::from_pem(ca, &pem)?);
             ca_chain_pem = Some(String::from_utf8_lossy(&pem).into_owned());
         }
-        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        if let (Some(cert), Some(key)) = (&files.cert_file, &files.key_file) {
             let cert_pem = read_file(cert)?;
             let key_pem = read_file(key)?;
-            let mut pem = cert_pem.clone();
-            pem.push(b'\n');
-            pem.extend_from_slice(&key_pem);
-            identity = Some(reqwest::Identity::from_pem(&pem).map_err(|e| ApiError::TlsFile {
-                path: cert.clone(),
-                detail: format!("with key {}: {}", key.display(), crate::error::chain_text(&e)),
-            })?);
+            identity = Some((
+                cert.as_path(),
+                tls::Identity::from_pem(cert, &cert_pem, key, &key_pem)?,
+            ));
             client_pem = Some(TlsClientPem {
                 cert: String::from_utf8_lossy(&cert_pem).into_owned(),
                 key: String::from_utf8_lossy(&key_pem).into_owned(),
             });
         }
+        // One rustls configuration for both clients, so every request to GitLab (API calls,
+        // artifact transfers) verifies the server the same way.
+        let tls_config = tls::client_config(trust.as_ref(), identity)?;
         let build = |read_timeout: Option<Duration>| -> Result<reqwest::Client, ApiError> {
             let mut builder = reqwest::Client::builder()
                 .user_agent(user_agent.clone())
@@ -160,18 +152,12 @@ impl Client {
                 .tcp_keepalive(Duration::from_secs(30))
                 .pool_idle_timeout(Duration::from_secs(90))
                 .pool_max_idle_per_host(100)
-                .tls_version_min(reqwest::tls::Version::TLS_1_2)
+                .tls_backend_preconfigured(tls_config.clone())
                 // Redirects are handled per endpoint: artifact uploads re-base on 307, downloads
                 // must not forward JOB-TOKEN to object storage.
                 .redirect(reqwest::redirect::Policy::none());
             if let Some(t) = read_timeout {
                 builder = builder.read_timeout(t);
-            }
-            if let Some(certs) = &ca_certs {
-                builder = builder.tls_certs_merge(certs.iter().cloned());
-            }
-            if let Some(id) = &identity {
-                builder = builder.identity(id.clone());
             }
             builder.build().map_err(|e| ApiError::ClientSetup {
                 detail: crate::error::chain_text(&e),

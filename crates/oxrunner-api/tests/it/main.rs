@@ -4,6 +4,7 @@
 mod artifacts;
 mod client;
 mod common;
+mod self_signed;
 mod tls;
 mod trace_sender;
 mod wire;
