@@ -174,3 +174,43 @@ report:
     assert!(run.summary("produce").contains("skipped"), "{}", run.dump());
     assert!(run.printed("report", "report saw none"), "{}", run.dump());
 }
+
+/// A local job's background processes, `setsid` ones included, end with the job (issue 11, item 7): `exec` finds
+/// them by the job's environment marker.
+#[test]
+fn background_processes_of_a_local_job_end_with_it() {
+    let tag = format!("oxrt-exec-bg-{}", std::process::id());
+    let ci = format!(
+        "bg:\n  script:\n    - (exec -a {tag}-plain sleep 300) &\n    - setsid bash -c 'exec -a {tag}-setsid sleep 300' &\n    - sleep 0.2\n    - echo started\n"
+    );
+    let repo = Repo::new(&ci, &[]);
+    let run = repo.exec(&[]);
+    let alive = survivors(&tag);
+    for pid in &alive {
+        let _ = std::process::Command::new("kill").args(["-9", pid]).status();
+    }
+    assert!(run.ok(), "{}", run.dump());
+    assert!(
+        alive.is_empty(),
+        "processes of the job survived it: {alive:?}\n{}",
+        run.dump()
+    );
+}
+
+/// Pids of live processes whose command line starts with `tag`.
+fn survivors(tag: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline.starts_with(tag.as_bytes()) {
+            out.push(name);
+        }
+    }
+    out
+}

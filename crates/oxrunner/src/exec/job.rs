@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use oxrunner_api::{DependencyArtifactsFile, JobResponse, Variable};
 use oxrunner_core::{
-    Executor, FailureReason, JobCancel, JobOutcome, RunnerContext, ShellExecutor, TraceWriter,
+    CgroupPlacement, Executor, FailureReason, JobCancel, JobOutcome, JobProcesses, RunnerContext,
+    ShellExecutor, TraceWriter,
 };
 use oxrunner_pipeline::PipelineJob;
 
@@ -205,8 +206,11 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         super::docker::executor(&ctx, &build_dir, &env.state.join("docker-builds"))
     } else {
         // Not a login shell: `oxrunner exec` already runs in the user's environment, and sourcing the profiles
-        // again costs a second per stage on some machines.
-        Box::new(ShellExecutor::new().with_login_shell(false))
+        // again costs a second per stage on some machines. The job's processes are found by their environment
+        // marker, not a cgroup: a local pipeline runs as the user who started it, so a cgroup guards no boundary
+        // and would add a join step to every stage.
+        let procs = JobProcesses::new(&format!("exec-{}", spec.id), &CgroupPlacement::Off);
+        Box::new(ShellExecutor::new().with_login_shell(false).with_processes(procs))
     };
     let cancel = JobCancel::new();
     let outcome = {
