@@ -5,6 +5,7 @@ mod artifacts;
 mod jobs;
 mod runners;
 mod transport;
+mod unreadable;
 
 pub(crate) use transport::backoff;
 
