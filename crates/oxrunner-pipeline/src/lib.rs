@@ -167,7 +167,7 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
         overlay(&mut g, extra);
         all.extend(g.into_iter().map(|d| (d.key, d.value, d.raw)));
         all.extend(ctx.variables.iter().map(|(k, v)| (k.clone(), v.clone(), false)));
-        server_expand_all(&all)
+        server_expand_all(&all).map_err(|e| e.into_error(&[globals, extra]))
     };
 
     // workflow:rules decide whether there is a pipeline at all.
@@ -182,7 +182,7 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
             }
         }
         if let Some(rules) = wf.get("rules") {
-            let table = expanded(&[], &global_vars);
+            let table = expanded(&[], &global_vars)?;
             let lookup = |n: &str| table.get(n).cloned();
             match eval_rules(rules, &facts, &lookup, "workflow:rules")? {
                 Some(m) if m.when.as_ref().and_then(Node::as_str) != Some("never") => {
@@ -204,7 +204,7 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
             }
         }
         if let Some(n) = wf.get("name").and_then(Node::scalar_string) {
-            let table = expanded(&[], &global_vars);
+            let table = expanded(&[], &global_vars)?;
             name = Some(vars::expand_with(&n, &|k| table.get(k).cloned(), true));
         }
     }
