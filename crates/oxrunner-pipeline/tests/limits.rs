@@ -82,3 +82,27 @@ fn ordinary_nesting_still_expands() {
     );
     assert_eq!(names(&p), ["job"]);
 }
+
+#[test]
+fn more_jobs_than_gitlab_allows_are_refused_with_its_message() {
+    // 11 jobs of parallel: 200 each: 2200 jobs, from a file of a dozen lines.
+    let mut yaml = String::new();
+    for i in 0..11 {
+        yaml.push_str(&format!("job{i}:\n  script: echo\n  parallel: 200\n"));
+    }
+    let e = pipeline_err(&yaml).to_string();
+    assert!(
+        e.contains("The number of jobs has exceeded the limit of 2000. Try splitting the configuration with parent-child-pipelines"),
+        "{e}"
+    );
+    assert!(
+        e.starts_with(".gitlab-ci.yml:32:"),
+        "not located at the job that passed the limit: {e}"
+    );
+    // 2000 exactly is fine.
+    let mut yaml = String::new();
+    for i in 0..10 {
+        yaml.push_str(&format!("job{i}:\n  script: echo\n  parallel: 200\n"));
+    }
+    assert_eq!(pipeline(&yaml).jobs.len(), 2000);
+}
