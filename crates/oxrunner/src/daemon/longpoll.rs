@@ -35,10 +35,11 @@ mod tests {
     use super::*;
 
     fn runner(token: &str, executor: &str) -> RunnerConfig {
-        let mut r = RunnerConfig::default();
-        r.token = token.to_string().into();
-        r.executor = executor.to_string();
-        r
+        RunnerConfig {
+            token: token.into(),
+            executor: executor.to_string(),
+            ..RunnerConfig::default()
+        }
     }
 
     fn config(concurrent: i64, runners: Vec<RunnerConfig>) -> Config {
