@@ -106,3 +106,15 @@ fn more_jobs_than_gitlab_allows_are_refused_with_its_message() {
     }
     assert_eq!(pipeline(&yaml).jobs.len(), 2000);
 }
+
+#[test]
+fn nesting_past_max_yaml_depth_gets_gitlabs_message() {
+    let yaml = format!(
+        "job:\n  script: echo\n  variables:\n    X: {}1{}\n",
+        "[".repeat(120),
+        "]".repeat(120)
+    );
+    let e = pipeline_err(&yaml).to_string();
+    assert!(e.contains("The parsed YAML is too big"), "{e}");
+    assert!(e.contains("max_yaml_depth"), "{e}");
+}

@@ -383,6 +383,58 @@ async fn update_job_status_mapping() {
 }
 
 #[tokio::test]
+async fn a_final_update_answered_200_is_recorded_whatever_job_status_says() {
+    // GitLab reports the job's state after the update: `failed` for a job the runner just failed, `canceled`
+    // for a job that was being canceled. Only a keep-alive seeing such a state means the job was stopped.
+    let srv = start(|r: &Req, _| {
+        let state = r.json()["state"].as_str().unwrap_or_default().to_string();
+        let answer = if state == "running" {
+            "failed".to_string()
+        } else {
+            state
+        };
+        resp(200, &[("Job-Status", answer.as_str())], "200")
+    })
+    .await;
+    let c = srv.client();
+    for state in ["failed", "success"] {
+        let r = c.update_job(5, "job-tok", &update(state, Some(1))).await.unwrap();
+        assert_eq!(r.outcome, UpdateOutcome::Succeeded, "final `{state}`");
+    }
+    let r = c
+        .update_job(5, "job-tok", &update("running", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.outcome,
+        UpdateOutcome::Abort,
+        "a running job that GitLab failed"
+    );
+    let canceled = start(|_r: &Req, _| resp(200, &[("Job-Status", "canceled")], "200")).await;
+    let r = canceled
+        .client()
+        .update_job(5, "job-tok", &update("failed", Some(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.outcome,
+        UpdateOutcome::Succeeded,
+        "a final update of a job being canceled"
+    );
+    let gone = start(|_r: &Req, _| resp(403, &[("Job-Status", "failed")], "")).await;
+    let r = gone
+        .client()
+        .update_job(5, "job-tok", &update("failed", Some(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.outcome,
+        UpdateOutcome::Abort,
+        "403: GitLab no longer runs the job"
+    );
+}
+
+#[tokio::test]
 async fn update_job_sends_exit_code_and_output() {
     let srv = start(|_r: &Req, _| resp(200, &[], "")).await;
     let mut req = update("failed", Some(3));
