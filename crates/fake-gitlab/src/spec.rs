@@ -174,6 +174,9 @@ pub struct JobSpec {
     /// Send this payload instead of an expanded one. Only `id` and `token` are replaced (they must
     /// be the fake's so that the job can be updated).
     pub raw_payload: Option<serde_json::Value>,
+    /// Top-level payload fields replaced after the payload is built, to hand out a job the way a GitLab
+    /// with a different (or broken) API would, e.g. `variables` that is not an array.
+    pub payload_fields: Vec<(String, serde_json::Value)>,
     pub allow_failure: bool,
     pub ref_name: String,
     pub tags: Vec<String>,
@@ -199,6 +202,7 @@ impl Default for JobSpec {
             dependencies: Vec::new(),
             pipeline: None,
             raw_payload: None,
+            payload_fields: Vec::new(),
             allow_failure: false,
             ref_name: "main".to_string(),
             tags: Vec::new(),
@@ -221,6 +225,11 @@ impl JobSpec {
             raw_payload: Some(payload),
             ..JobSpec::default()
         }
+    }
+    /// Replace the top-level payload field `key` with `value` (`id` and `token` stay the fake's).
+    pub fn payload_field(mut self, key: &str, value: serde_json::Value) -> JobSpec {
+        self.payload_fields.push((key.to_string(), value));
+        self
     }
     pub fn project(mut self, id: i64) -> JobSpec {
         self.project = Some(id);

@@ -22,6 +22,7 @@ pub mod wire;
 pub use client::{Client, ClientConfig, TlsClientPem};
 pub use error::ApiError;
 pub use outcome::{
-    ArtifactUpload, JobRequestOutcome, PatchOutcome, PatchTraceResult, UpdateJobResult, UpdateOutcome,
+    ArtifactUpload, JobRequestOutcome, PatchOutcome, PatchTraceResult, UnreadableJob, UpdateJobResult,
+    UpdateOutcome,
 };
 pub use wire::*;

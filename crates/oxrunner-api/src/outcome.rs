@@ -22,6 +22,30 @@ pub enum JobRequestOutcome {
         /// Server message, if any.
         message: String,
     },
+    /// 201, but the body is not a job this runner can read. GitLab now counts the job as running on this
+    /// runner, so the runner still owes it a final update: whatever identity could be read is kept for that.
+    Unreadable(Box<UnreadableJob>),
+}
+
+/// What is left of a job payload that did not decode.
+pub struct UnreadableJob {
+    /// `id`, when the body is a JSON object with a usable `id` (a number, or a string of digits).
+    pub id: Option<i64>,
+    /// `token`, when the body is a JSON object with a string `token`. A secret: never logged.
+    pub token: Option<String>,
+    /// Why the payload was rejected: the JSON path of the first bad field and what was wrong with it.
+    /// Values from the payload are left out, since a payload carries secrets (masked variables).
+    pub error: String,
+}
+
+impl std::fmt::Debug for UnreadableJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnreadableJob")
+            .field("id", &self.id)
+            .field("token", &self.token.as_ref().map(|_| crate::redact::MASK))
+            .field("error", &self.error)
+            .finish()
+    }
 }
 
 /// How GitLab answered `PUT /jobs/:id` (§1.9 table, checked in that order).

@@ -49,6 +49,16 @@ pub enum JobControl {
     Abort,
 }
 
+/// What became of the final update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalReport {
+    /// GitLab took the final state and the whole trace.
+    Accepted,
+    /// GitLab had already stopped the job (canceled, or failed on its side) and refused updates; the final
+    /// state was not recorded.
+    Aborted,
+}
+
 /// Result of the job for the final update.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinalState {
@@ -260,13 +270,13 @@ impl TraceSender {
     /// Stop the periodic sending, send every remaining byte up to `bytesize`, then report the final
     /// state with the trace checksum. Repeats on 202 (server still busy) and 412 (checksum mismatch:
     /// the whole trace is sent again), and retries failures with backoff. A job the server aborted
-    /// returns `Ok`: there is nobody left to tell.
+    /// returns `Ok(FinalReport::Aborted)`: there is nobody left to tell.
     pub async fn finish(
         mut self,
         state: FinalState,
         checksum_crc32: u32,
         bytesize: u64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<FinalReport, ApiError> {
         self.stop.cancel();
         let ctx = self.ctx.clone();
         let joined = match self.task.take() {
@@ -298,8 +308,7 @@ impl TraceSender {
         while failures < ctx.opts.final_update_tries && passes < MAX_FINAL_PASSES {
             passes += 1;
             if st.stopped == Stopped::Aborted {
-                tracing::info!(job_id = ctx.job_id, "job aborted by GitLab; final update skipped");
-                return Ok(());
+                return Ok(FinalReport::Aborted);
             }
             let step = match send_cycle(&ctx, &mut st, bytesize).await {
                 Err(CycleError::Retry(e)) => Err(e),
@@ -310,7 +319,7 @@ impl TraceSender {
                 Ok(res) => {
                     apply_signals(&ctx, &mut st, res.cancel_requested, res.update_interval);
                     match res.outcome {
-                        UpdateOutcome::Succeeded => return Ok(()),
+                        UpdateOutcome::Succeeded => return Ok(FinalReport::Accepted),
                         UpdateOutcome::Accepted => {
                             tokio::time::sleep(st.interval).await;
                             continue;

@@ -18,6 +18,7 @@ mod expand;
 mod lint;
 mod load;
 pub mod model;
+mod ranges;
 mod secret;
 pub mod system_id;
 mod token;

@@ -105,6 +105,9 @@ impl Source<'_> {
             }
         })?;
         self.check_durations(&config, &entries)?;
+        if let Some(bad) = crate::ranges::check(&config) {
+            return Err(self.out_of_range(&entries, bad));
+        }
         expand_credentials(&mut config);
 
         let mut warnings = self.unknown_keys(&entries);
@@ -217,6 +220,22 @@ impl Source<'_> {
             (w.line, w.column) = self.position(span.start);
         }
         w
+    }
+
+    fn out_of_range(&self, entries: &[Entry], bad: crate::ranges::OutOfRange) -> ConfigError {
+        let offset = entries
+            .iter()
+            .find(|en| en.path == bad.path)
+            .map_or(0, value_start);
+        let (line, column) = self.position(offset);
+        ConfigError::Invalid {
+            path: self.origin.to_owned(),
+            line,
+            column,
+            key: lint::full_key(&bad.path),
+            message: bad.message,
+            hint: bad.hint,
+        }
     }
 
     fn check_durations(&self, config: &Config, entries: &[Entry]) -> Result<(), ConfigError> {

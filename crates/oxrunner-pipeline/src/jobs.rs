@@ -190,9 +190,9 @@ pub fn build(
         overlay(&mut yv, extra);
         all.extend(yv.into_iter().map(|d| (d.key, d.value, d.raw)));
         all.extend(g.cli.iter().map(|(k, v)| (k.clone(), v.clone(), false)));
-        server_expand_all(&all)
+        server_expand_all(&all).map_err(|e| e.into_error(&[yaml_vars, extra]))
     };
-    let table: HashMap<String, String> = lookup_table(&yaml_vars, &[]);
+    let table: HashMap<String, String> = lookup_table(&yaml_vars, &[])?;
     let lookup = |n: &str| table.get(n).cloned();
 
     // Selection.
@@ -257,7 +257,7 @@ pub fn build(
     let table: HashMap<String, String> = if rule.variables.is_empty() {
         table
     } else {
-        lookup_table(&yaml_vars, &rule.variables)
+        lookup_table(&yaml_vars, &rule.variables)?
     };
     overlay(&mut yaml_vars, &rule.variables);
     let lookup = |n: &str| table.get(n).cloned();

@@ -63,6 +63,20 @@ pub fn merged_config(ctx: &PipelineContext) -> Result<String, PipelineError> {
     Ok(render::to_yaml(&merged_view(&cfg)?))
 }
 
+/// GitLab's `ci_pipeline_size`: GitLab.com's highest plan allows 2000 jobs per pipeline (Self-Managed ships it
+/// disabled; a local run still needs a bound, and no pipeline GitLab.com runs is refused).
+pub const MAX_JOBS_PER_PIPELINE: usize = 2000;
+
+fn too_many_jobs(loc: &Loc) -> PipelineError {
+    PipelineError::at_hint(
+        loc,
+        format!(
+            "The number of jobs has exceeded the limit of {MAX_JOBS_PER_PIPELINE}. Try splitting the configuration with parent-child-pipelines https://docs.gitlab.com/ci/debugging/#pipeline-with-many-jobs-fails-to-start"
+        ),
+        "jobs created by `parallel` and `parallel:matrix` count one each",
+    )
+}
+
 fn file_name(ctx: &PipelineContext) -> String {
     if ctx.ci_file.as_os_str().is_empty() {
         ".gitlab-ci.yml".into()
@@ -167,7 +181,7 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
         overlay(&mut g, extra);
         all.extend(g.into_iter().map(|d| (d.key, d.value, d.raw)));
         all.extend(ctx.variables.iter().map(|(k, v)| (k.clone(), v.clone(), false)));
-        server_expand_all(&all)
+        server_expand_all(&all).map_err(|e| e.into_error(&[globals, extra]))
     };
 
     // workflow:rules decide whether there is a pipeline at all.
@@ -182,7 +196,7 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
             }
         }
         if let Some(rules) = wf.get("rules") {
-            let table = expanded(&[], &global_vars);
+            let table = expanded(&[], &global_vars)?;
             let lookup = |n: &str| table.get(n).cloned();
             match eval_rules(rules, &facts, &lookup, "workflow:rules")? {
                 Some(m) if m.when.as_ref().and_then(Node::as_str) != Some("never") => {
@@ -204,7 +218,7 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
             }
         }
         if let Some(n) = wf.get("name").and_then(Node::scalar_string) {
-            let table = expanded(&[], &global_vars);
+            let table = expanded(&[], &global_vars)?;
             name = Some(vars::expand_with(&n, &|k| table.get(k).cloned(), true));
         }
     }
@@ -253,6 +267,9 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
         for inst in &instances {
             if let Some(b) = jobs::build(&g, k, inst, &job, &v.loc, &mut warnings)? {
                 built.push(b);
+                if built.len() > MAX_JOBS_PER_PIPELINE {
+                    return Err(too_many_jobs(&v.loc));
+                }
             }
         }
     }

@@ -16,6 +16,11 @@ use crate::yaml::{Map, Node, Val, parse_documents};
 pub const MAX_INCLUDES: usize = 150;
 /// GitLab's limit on include nesting.
 pub const MAX_INCLUDE_DEPTH: usize = 100;
+/// GitLab's default `max_yaml_size_bytes` (2 MiB since 17.3). GitLab measures the parsed objects, which are
+/// larger than the text; the text size is the bound here, so a file GitLab accepts is never refused.
+pub const MAX_YAML_SIZE_BYTES: usize = 2 * 1024 * 1024;
+/// GitLab's default `ci_max_total_yaml_size_bytes`: `max_yaml_size_bytes` times `ci_max_includes`.
+pub const MAX_TOTAL_YAML_SIZE_BYTES: usize = MAX_YAML_SIZE_BYTES * MAX_INCLUDES;
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Loader<'a> {
@@ -23,6 +28,8 @@ pub struct Loader<'a> {
     pub lookup: Lookup<'a>,
     pub warnings: Vec<Warning>,
     count: usize,
+    /// Bytes of every file read so far (`ci_max_total_yaml_size_bytes`).
+    total_bytes: usize,
     stack: Vec<String>,
 }
 
@@ -39,6 +46,7 @@ impl<'a> Loader<'a> {
             lookup,
             warnings: Vec::new(),
             count: 0,
+            total_bytes: 0,
             stack: Vec::new(),
         }
     }
@@ -55,7 +63,7 @@ impl<'a> Loader<'a> {
         let file: Arc<str> = Arc::from(name);
         let text = match src {
             Source::Text(t) => t.to_string(),
-            Source::Path(p) => std::fs::read_to_string(&p).map_err(|e| match include_loc {
+            Source::Path(p) => read_limited(&p).map_err(|e| match include_loc {
                 Some(loc) => PipelineError::at_hint(
                     loc,
                     format!("Local file `{name}` does not exist!"),
@@ -64,9 +72,10 @@ impl<'a> Loader<'a> {
                 None => PipelineError::Io { path: p, source: e },
             })?,
         };
+        let top = Loc::new(&file, 1, 1);
+        self.check_size(text.len(), include_loc.unwrap_or(&top))?;
         let (docs, w) = parse_documents(&text, &file)?;
         self.warnings.extend(w);
-        let top = Loc::new(&file, 1, 1);
         let (spec, mut content) = split_header(docs, &top)?;
         if spec.is_some() || !args.values.is_empty() {
             if spec.is_none() {
@@ -256,6 +265,30 @@ impl<'a> Loader<'a> {
         }
     }
 
+    /// GitLab's size limits, checked before a file is parsed so an oversized one costs no parsing.
+    fn check_size(&mut self, len: usize, loc: &Loc) -> Result<(), PipelineError> {
+        if len > MAX_YAML_SIZE_BYTES {
+            return Err(PipelineError::at_hint(
+                loc,
+                "The parsed YAML is too big",
+                format!(
+                    "a CI file may hold at most {MAX_YAML_SIZE_BYTES} bytes (GitLab's max_yaml_size_bytes); split it into files joined with include:local"
+                ),
+            ));
+        }
+        self.total_bytes = self.total_bytes.saturating_add(len);
+        if self.total_bytes > MAX_TOTAL_YAML_SIZE_BYTES {
+            return Err(PipelineError::at_hint(
+                loc,
+                "Total size of combined CI/CD configuration is too big",
+                format!(
+                    "all included files together may hold at most {MAX_TOTAL_YAML_SIZE_BYTES} bytes (GitLab's ci_max_total_yaml_size_bytes)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn count_one(&mut self, loc: &Loc) -> Result<(), PipelineError> {
         self.count += 1;
         if self.count > MAX_INCLUDES {
@@ -395,6 +428,18 @@ pub fn deep_merge(base: &mut Map, over: Map) {
     }
 }
 
+/// Reads at most one byte more than [`MAX_YAML_SIZE_BYTES`]: enough to tell an oversized file, never more, so
+/// a huge (or endless, e.g. a FIFO or device) file cannot exhaust memory.
+fn read_limited(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let limit = u64::try_from(MAX_YAML_SIZE_BYTES)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(limit).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// `include:remote`: fetched with curl (time-limited), since no other network stack is linked here.
 fn fetch_remote(url: &str, loc: &Loc) -> Result<String, PipelineError> {
     let parsed = url::Url::parse(url)
@@ -410,6 +455,9 @@ fn fetch_remote(url: &str, loc: &Loc) -> Result<String, PipelineError> {
     let mut child = Command::new("curl")
         .args(["--silent", "--show-error", "--fail", "--location", "--max-time"])
         .arg(REMOTE_TIMEOUT.as_secs().to_string())
+        // A larger file is refused anyway; this stops curl from buffering it first.
+        .arg("--max-filesize")
+        .arg((MAX_YAML_SIZE_BYTES + 1).to_string())
         .args(["--config", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -101,11 +101,54 @@ pub fn overlay(base: &mut Vec<VarDef>, over: &[VarDef]) {
     }
 }
 
+/// The longest value an expansion may produce. Nested references multiply (`A: $B$B`, `B: $C$C`, ...), so
+/// without a bound a few lines of YAML expand to gigabytes; no real value is longer than a whole CI file.
+pub const MAX_EXPANDED_BYTES: usize = 1024 * 1024;
+
+/// The most bytes one variable table may hold after expansion: many variables each referencing one long value
+/// multiply too, and every job expands its own table.
+pub const MAX_EXPANDED_TABLE_BYTES: usize = 16 * MAX_EXPANDED_BYTES;
+
+/// A variable whose expansion passed [`MAX_EXPANDED_BYTES`] or [`MAX_EXPANDED_TABLE_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpansionTooBig {
+    pub key: String,
+}
+
+impl ExpansionTooBig {
+    /// The error, placed at the definition of the variable among `defs` when it is one of them.
+    pub fn into_error(self, defs: &[&[VarDef]]) -> PipelineError {
+        let message = format!(
+            "variable `{}` expands to more than {MAX_EXPANDED_BYTES} bytes (or the variables together to more than {MAX_EXPANDED_TABLE_BYTES})",
+            self.key
+        );
+        let hint = "each reference to a variable copies its value, and nested references multiply: reference a long value once, or mark it `expand: false`";
+        match defs
+            .iter()
+            .flat_map(|d| d.iter())
+            .rev()
+            .find(|d| d.key == self.key)
+        {
+            Some(def) => PipelineError::at_hint(&def.loc, message, hint),
+            None => PipelineError::Pipeline {
+                message,
+                hint: Some(hint.to_string()),
+            },
+        }
+    }
+}
+
 /// Replace `$NAME` / `${NAME}` using `lookup`; `missing_empty` drops unknown names (GitLab's `expand`),
-/// otherwise they are kept verbatim (`expand_existing`).
+/// otherwise they are kept verbatim (`expand_existing`). A result past [`MAX_EXPANDED_BYTES`] is not built:
+/// the text is returned as written, as a reference cycle is.
 pub fn expand_with(s: &str, lookup: &dyn Fn(&str) -> Option<String>, missing_empty: bool) -> String {
+    expand_bounded(s, lookup, missing_empty).unwrap_or_else(|| s.to_string())
+}
+
+/// [`expand_with`], or `None` when the result would pass [`MAX_EXPANDED_BYTES`].
+fn expand_bounded(s: &str, lookup: &dyn Fn(&str) -> Option<String>, missing_empty: bool) -> Option<String> {
     if !s.contains('$') {
-        return s.to_string();
+        return Some(s.to_string());
     }
     let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
@@ -150,64 +193,90 @@ pub fn expand_with(s: &str, lookup: &dyn Fn(&str) -> Option<String>, missing_emp
             None if missing_empty => {}
             None => out.push_str(&s[i..end]),
         }
+        if out.len() > MAX_EXPANDED_BYTES {
+            return None;
+        }
         i = end;
         last = end;
     }
     out.push_str(&s[last..]);
-    out
+    (out.len() <= MAX_EXPANDED_BYTES).then_some(out)
 }
 
 /// GitLab's server-side `sort_and_expand_all`: each value is expanded with its references expanded
 /// first (so nesting works), `raw` values are left alone, cycles stay unexpanded.
-pub fn server_expand_all(list: &[(String, String, bool)]) -> HashMap<String, String> {
+/// Values past [`MAX_EXPANDED_BYTES`], or tables past [`MAX_EXPANDED_TABLE_BYTES`], are an error.
+pub fn server_expand_all(
+    list: &[(String, String, bool)],
+) -> Result<HashMap<String, String>, ExpansionTooBig> {
     let mut defs: HashMap<&str, (&str, bool)> = HashMap::new();
     for (k, v, raw) in list {
         defs.insert(k.as_str(), (v.as_str(), *raw));
     }
-    let mut done: HashMap<String, String> = HashMap::new();
+    let mut table = Table::default();
     let keys: Vec<&str> = list.iter().map(|(k, _, _)| k.as_str()).collect();
     for k in keys {
         let mut visiting = HashSet::new();
-        resolve_one(k, &defs, &mut done, &mut visiting, 0);
+        resolve_one(k, &defs, &mut table, &mut visiting, 0)?;
     }
-    done
+    Ok(table.done)
+}
+
+#[derive(Default)]
+struct Table {
+    done: HashMap<String, String>,
+    bytes: usize,
+}
+
+impl Table {
+    fn insert(&mut self, key: &str, value: String) -> Result<(), ExpansionTooBig> {
+        self.bytes = self.bytes.saturating_add(value.len());
+        if self.bytes > MAX_EXPANDED_TABLE_BYTES {
+            return Err(ExpansionTooBig { key: key.to_string() });
+        }
+        self.done.insert(key.to_string(), value);
+        Ok(())
+    }
 }
 
 fn resolve_one(
     key: &str,
     defs: &HashMap<&str, (&str, bool)>,
-    done: &mut HashMap<String, String>,
+    table: &mut Table,
     visiting: &mut HashSet<String>,
     depth: usize,
-) -> Option<String> {
-    if let Some(v) = done.get(key) {
-        return Some(v.clone());
+) -> Result<Option<String>, ExpansionTooBig> {
+    if let Some(v) = table.done.get(key) {
+        return Ok(Some(v.clone()));
     }
-    let (value, raw) = *defs.get(key)?;
+    let Some(&(value, raw)) = defs.get(key) else {
+        return Ok(None);
+    };
     if raw || !value.contains('$') {
-        done.insert(key.to_string(), value.to_string());
-        return Some(value.to_string());
+        table.insert(key, value.to_string())?;
+        return Ok(Some(value.to_string()));
     }
     if depth > 64 || !visiting.insert(key.to_string()) {
         // A cycle leaves the value as written, like GitLab.
-        return Some(value.to_string());
+        return Ok(Some(value.to_string()));
     }
     let mut refs = Vec::new();
     for name in referenced_names(value) {
         if name != key
-            && let Some(v) = resolve_one(&name, defs, done, visiting, depth + 1)
+            && let Some(v) = resolve_one(&name, defs, table, visiting, depth + 1)?
         {
             refs.push((name, v));
         }
     }
-    let expanded = expand_with(
+    let expanded = expand_bounded(
         value,
         &|n| refs.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()),
         false,
-    );
+    )
+    .ok_or_else(|| ExpansionTooBig { key: key.to_string() })?;
     visiting.remove(key);
-    done.insert(key.to_string(), expanded.clone());
-    Some(expanded)
+    table.insert(key, expanded.clone())?;
+    Ok(Some(expanded))
 }
 
 /// Names referenced as `$X` or `${X}` in `s`.

@@ -309,9 +309,11 @@ impl Builder {
 
     fn depth_check(&self, loc: &Loc) -> Result<(), PipelineError> {
         if self.stack.len() >= MAX_DEPTH {
-            return Err(PipelineError::at(
+            // GitLab reports depth and size with one message.
+            return Err(PipelineError::at_hint(
                 loc,
-                format!("The parsed YAML is too deep (more than {MAX_DEPTH} levels)"),
+                "The parsed YAML is too big",
+                format!("the document is nested more than {MAX_DEPTH} levels deep (GitLab's max_yaml_depth)"),
             ));
         }
         Ok(())

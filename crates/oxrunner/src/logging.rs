@@ -19,6 +19,8 @@ pub fn init(debug: bool, level: Option<&str>, format: Option<&str>) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // On a closed stderr the subscriber would report its own write error with `eprintln!`, which panics.
+        .log_internal_errors(false)
         .with_ansi(ansi);
     let result = match format {
         Some("json") => builder.json().try_init(),

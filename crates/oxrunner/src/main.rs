@@ -1,6 +1,10 @@
 //! oxrunner: a drop-in GitLab Runner. This file only parses arguments, sets up logging and the runtime, and maps
 //! the result to an exit code; each command lives in `commands/`.
 
+// First, so that its `out!`/`outln!`/`errln!` macros are visible in every module below.
+#[macro_use]
+mod stdio;
+
 mod cli;
 mod commands;
 mod daemon;
@@ -17,11 +21,13 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     if cli.version {
-        print!("{}", version::long_version());
-        return ExitCode::SUCCESS;
+        return match out!("{}", version::long_version()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => exit_for(&err),
+        };
     }
     let Some(command) = cli.command else {
-        eprintln!("oxrunner: no command given\nhint: run `oxrunner --help` to see the commands");
+        errln!("oxrunner: no command given\nhint: run `oxrunner --help` to see the commands");
         return ExitCode::from(2);
     };
     logging::init(
@@ -33,17 +39,23 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
-            eprintln!("FATAL: cannot start the async runtime: {err}");
+            errln!("FATAL: cannot start the async runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(commands::dispatch(command)) {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("FATAL: {}", render_error(&err));
-            ExitCode::FAILURE
-        }
+        Err(err) => exit_for(&err),
     }
+}
+
+/// A closed stdout ends the command quietly, as it ends a Unix tool; anything else is reported.
+fn exit_for(err: &anyhow::Error) -> ExitCode {
+    if stdio::is_stdout_closed(err) {
+        return ExitCode::from(stdio::CLOSED_PIPE_STATUS);
+    }
+    errln!("FATAL: {}", render_error(err));
+    ExitCode::FAILURE
 }
 
 /// The error and its causes, skipping a cause whose text the message above it already contains (library errors

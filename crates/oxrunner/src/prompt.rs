@@ -6,11 +6,18 @@ use std::io::{self, BufRead, Write};
 pub fn ask(question: &str, default: Option<&str>) -> io::Result<String> {
     let stdin = io::stdin();
     let mut out = io::stdout();
-    writeln!(out, "{question}")?;
+    let mut shown = writeln!(out, "{question}");
     if let Some(d) = default.filter(|d| !d.is_empty()) {
-        write!(out, "[{d}]: ")?;
+        shown = shown.and_then(|()| write!(out, "[{d}]: "));
     }
-    out.flush()?;
+    shown.and_then(|()| out.flush()).map_err(|e| {
+        // Tagged so that `main` ends quietly, as for any other command whose output reader went away.
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            io::Error::new(io::ErrorKind::BrokenPipe, crate::stdio::StdoutClosed)
+        } else {
+            e
+        }
+    })?;
     let mut line = String::new();
     if stdin.lock().read_line(&mut line)? == 0 {
         return Err(io::Error::new(

@@ -121,6 +121,21 @@ fn rails_request(
 }
 
 fn build_payload(inner: &Inner, job_id: i64, runner: &crate::RunnerRecord, base: &str) -> Value {
+    let mut payload = expand_payload(inner, job_id, runner, base);
+    let Some(job) = inner.jobs.get(&job_id) else {
+        return payload;
+    };
+    if let Some(obj) = payload.as_object_mut() {
+        for (key, value) in &job.spec.payload_fields {
+            if key != "id" && key != "token" {
+                obj.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    payload
+}
+
+fn expand_payload(inner: &Inner, job_id: i64, runner: &crate::RunnerRecord, base: &str) -> Value {
     let Some(job) = inner.jobs.get(&job_id) else {
         return Value::Null;
     };

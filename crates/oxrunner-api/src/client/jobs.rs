@@ -4,13 +4,13 @@ use bytes::Bytes;
 
 use super::Client;
 use super::transport::{
-    JOB_TOKEN, RUNNER_TOKEN, decode_json, error_message, header_str, job_status, status_error,
-    update_interval,
+    JOB_TOKEN, RUNNER_TOKEN, error_message, header_str, is_json, job_status, status_error, update_interval,
 };
+use super::unreadable::decode_job;
 use crate::error::ApiError;
 use crate::outcome::{JobRequestOutcome, PatchOutcome, PatchTraceResult, UpdateJobResult, UpdateOutcome};
 use crate::redact::redact_url;
-use crate::wire::{JobRequest, UpdateJobRequest};
+use crate::wire::{JobRequest, JobResponse, UpdateJobRequest};
 
 impl Client {
     /// `POST /jobs/request`. An empty `req.last_update` is filled with the last
@@ -34,7 +34,16 @@ impl Client {
             })
             .await?;
         match resp.status().as_u16() {
-            201 => Ok(JobRequestOutcome::Job(Box::new(decode_json(resp, &shown).await?))),
+            201 => {
+                let content_type_ok = is_json(resp.headers());
+                let body = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| ApiError::from_reqwest(&e, shown.clone()))?;
+                Ok(decode_job::<JobResponse>(&body, content_type_ok, |job| {
+                    JobRequestOutcome::Job(Box::new(job))
+                }))
+            }
             204 => Ok(JobRequestOutcome::NoJob),
             409 => Ok(JobRequestOutcome::Conflict),
             503 => Ok(JobRequestOutcome::Unavailable),
@@ -62,7 +71,13 @@ impl Client {
             .await?;
         let status = resp.status().as_u16();
         let job_status = job_status(resp.headers());
-        let outcome = if matches!(job_status.as_str(), "canceled" | "failed") || status == 403 {
+        // GitLab answers every update with the job's state after it, so a final `failed` comes back as 200 with
+        // `Job-Status: failed` (or `canceled` for a job being canceled). A job GitLab no longer runs gets 403;
+        // a 200 to a final state therefore means the update was recorded, not that the server stopped the job.
+        let final_state = !req.state.is_empty() && req.state != "running";
+        let outcome = if status == 200 && final_state {
+            UpdateOutcome::Succeeded
+        } else if matches!(job_status.as_str(), "canceled" | "failed") || status == 403 {
             UpdateOutcome::Abort
         } else {
             match status {

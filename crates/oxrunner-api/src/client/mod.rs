@@ -6,6 +6,7 @@ mod jobs;
 mod runners;
 mod tls;
 mod transport;
+mod unreadable;
 
 pub(crate) use tls::{Presented, Rejected};
 pub(crate) use transport::backoff;

@@ -3,6 +3,7 @@
 
 mod document;
 mod fixtures;
+mod ranges;
 mod system_id;
 
 use std::path::{Path, PathBuf};

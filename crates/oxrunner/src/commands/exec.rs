@@ -12,18 +12,18 @@ use crate::cli::ExecArgs;
 pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let ctx = context(&args)?;
     if args.print_config {
-        print!("{}", oxrunner_pipeline::merged_config(&ctx)?);
+        out!("{}", oxrunner_pipeline::merged_config(&ctx)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let pipeline = oxrunner_pipeline::resolve(&ctx)?;
     for w in &pipeline.warnings {
-        eprintln!("WARNING: {w}");
+        errln!("WARNING: {w}");
     }
     if args.list {
         if args.json {
-            println!("{}", render_list_json(&pipeline));
+            outln!("{}", render_list_json(&pipeline))?;
         } else {
-            print!("{}", render_list(&pipeline));
+            out!("{}", render_list(&pipeline))?;
         }
         return Ok(ExitCode::SUCCESS);
     }

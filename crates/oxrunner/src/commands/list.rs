@@ -9,17 +9,17 @@ use crate::cli::ConfigArg;
 
 pub fn run(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     let path = config_path(args);
-    eprintln!(
+    errln!(
         "{:<52}ConfigFile={}",
         "Listing configured runners",
         path.display()
     );
     let loaded = oxrunner_config::load(&path)?;
     for w in &loaded.warnings {
-        eprintln!("WARNING: {w}");
+        errln!("WARNING: {w}");
     }
     for r in &loaded.config.runners {
-        eprintln!(
+        errln!(
             "{:<52}Executor={} Token={} URL={}",
             r.name,
             r.executor,

@@ -62,7 +62,7 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
             .verify_runner(&token, &system_id, &info)
             .await
             .map_err(api_error)?;
-        eprintln!(
+        errln!(
             "Verifying runner... is valid                        runner={}",
             short(&token)
         );
@@ -77,7 +77,7 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
             via_registration_token: false,
         }
     } else if let Some(reg_token) = legacy_token {
-        eprintln!(
+        errln!(
             "WARNING: Support for registration tokens and runner parameters in the 'register' command has been deprecated by GitLab and will be replaced with runner authentication tokens."
         );
         let description = match args.name.clone() {
@@ -109,7 +109,7 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
             token: reg_token.clone(),
         };
         let resp = client.register_runner(&req).await.map_err(api_error)?;
-        eprintln!(
+        errln!(
             "Registering runner... succeeded                     runner={}",
             short(&reg_token)
         );
@@ -140,7 +140,7 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
             if EXECUTORS.contains(&e.as_str()) {
                 break e;
             }
-            eprintln!(
+            errln!(
                 "ERROR: executor `{e}` is not supported by oxrunner (choose one of {})",
                 EXECUTORS.join(", ")
             );
@@ -160,7 +160,7 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.docker.helper_image.is_some() {
-        eprintln!(
+        errln!(
             "WARNING: --docker-helper-image is ignored: oxrunner moves sources, caches and artifacts itself and pulls no helper image"
         );
     }
@@ -176,21 +176,23 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
     if let Ok(cfg) = doc.config() {
         for r in &cfg.runners {
             if r.limit > cfg.concurrent || r.request_concurrency > cfg.concurrent {
-                eprintln!(
+                errln!(
                     "WARNING: runner `{}` has limit/request_concurrency above the global concurrent = {}; it will never run more than {} jobs",
-                    r.name, cfg.concurrent, cfg.concurrent
+                    r.name,
+                    cfg.concurrent,
+                    cfg.concurrent
                 );
             }
         }
     }
-    println!(
+    outln!(
         "Runner registered successfully. Feel free to start it, but if it's running already the config should be automatically reloaded!"
-    );
-    println!();
-    println!(
+    )?;
+    outln!()?;
+    outln!(
         "Configuration (with the authentication token) was saved in \"{}\"",
         path.display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -251,7 +253,7 @@ fn check_server_side_args_absent(args: &RegisterArgs, via_registration_flag: boo
         return Ok(());
     }
     if via_registration_flag {
-        eprintln!(
+        errln!(
             "WARNING: {} ignored: with a runner authentication token these are set on the runner in GitLab",
             given.join(", ")
         );
@@ -361,7 +363,7 @@ async fn rollback(client: &oxrunner_api::Client, reg: &Registered, system_id: &s
         client.unregister_runner_manager(&reg.token, system_id).await
     };
     if let Err(err) = result {
-        eprintln!("WARNING: could not unregister the runner again after the failure: {err}");
+        errln!("WARNING: could not unregister the runner again after the failure: {err}");
     }
 }
 

@@ -32,7 +32,7 @@ pub async fn run(args: UnregisterArgs) -> anyhow::Result<ExitCode> {
             // gitlab-runner also unregisters a runner that is not in the config file.
             let client = client_for(url, None, None, None, &path)?;
             unregister_token(&client, token, &system_id).await?;
-            eprintln!(
+            errln!(
                 "{:<52}runner={}",
                 "Unregistering runner from GitLab succeeded",
                 oxrunner_config::short_token(token)
@@ -55,7 +55,7 @@ pub async fn run(args: UnregisterArgs) -> anyhow::Result<ExitCode> {
         let client = client_for_runner(runner, &path)?;
         match unregister_token(&client, runner.token.expose(), &system_id).await {
             Ok(()) => {
-                eprintln!(
+                errln!(
                     "{:<52}runner={}",
                     "Unregistering runner from GitLab succeeded",
                     runner.short_token()
@@ -64,7 +64,7 @@ pub async fn run(args: UnregisterArgs) -> anyhow::Result<ExitCode> {
             }
             Err(err) => {
                 failed = true;
-                eprintln!(
+                errln!(
                     "ERROR: Unregistering runner from GitLab failed     runner={}: {err:#}",
                     runner.short_token()
                 );

@@ -33,7 +33,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             .verify_runner(runner.token.expose(), &system_id, &info)
             .await
         {
-            Ok(_) => eprintln!(
+            Ok(_) => errln!(
                 "{:<52}runner={}",
                 "Verifying runner... is valid",
                 runner.short_token()
@@ -44,7 +44,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     "is removed"
                 };
-                eprintln!(
+                errln!(
                     "{:<52}runner={}",
                     format!("Verifying runner... {word}"),
                     runner.short_token()
@@ -53,7 +53,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             }
             Err(err) => {
                 failed = true;
-                eprintln!(
+                errln!(
                     "ERROR: Verifying runner... failed                  runner={}: {err}",
                     runner.short_token()
                 );
@@ -69,9 +69,9 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     if args.delete.unwrap_or(false) && !removed_tokens.is_empty() {
         let n = doc.remove_runners(|r| removed_tokens.iter().any(|t| t == r.token.expose()));
         doc.save()?;
-        eprintln!("Updated {} ({n} runner(s) removed)", path.display());
+        errln!("Updated {} ({n} runner(s) removed)", path.display());
     } else if !removed_tokens.is_empty() {
-        eprintln!(
+        errln!(
             "hint: run `oxrunner verify --delete` to remove the runners GitLab no longer knows from the config"
         );
     }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use oxrunner_api::trace::{FinalState, JobControl, TraceSender, TraceSource};
+use oxrunner_api::trace::{FinalReport, FinalState, JobControl, TraceSender, TraceSource};
 use oxrunner_api::{Client, JobResponse, RunnerInfo, UpdateJobRequest, UpdateOutcome};
 use oxrunner_config::RunnerConfig;
 use oxrunner_core::{
@@ -158,9 +158,16 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     let result = sender.finish(state, crc, size).await;
     match (&outcome, result) {
         (_, Err(err)) => warn!(job = job_id, error = %err, "final job update failed"),
-        (JobOutcome::Success, Ok(())) => info!(job = job_id, runner = %short, "Job succeeded"),
-        (JobOutcome::Failed { message, .. }, Ok(())) => {
-            info!(job = job_id, runner = %short, reason = %message, "Job failed");
+        (_, Ok(FinalReport::Aborted)) => warn!(
+            job = job_id,
+            runner = %short,
+            "GitLab had already stopped the job (canceled or failed on its side); its final state was not recorded"
+        ),
+        (JobOutcome::Success, Ok(FinalReport::Accepted)) => {
+            info!(job = job_id, runner = %short, "Job succeeded; GitLab accepted the final update");
+        }
+        (JobOutcome::Failed { message, .. }, Ok(FinalReport::Accepted)) => {
+            info!(job = job_id, runner = %short, reason = %message, "Job failed; GitLab accepted the final update");
         }
     }
     if let Some((mut executor, slot, record)) = held {
@@ -198,7 +205,7 @@ fn final_state(outcome: &JobOutcome, supported: &[String], interrupted: bool) ->
     }
 }
 
-async fn final_without_trace(env: &JobEnv, job_id: i64, token: &str) {
+pub(super) async fn final_without_trace(env: &JobEnv, job_id: i64, token: &str) {
     let req = UpdateJobRequest {
         info: env.info.clone(),
         token: token.to_string(),

@@ -7,11 +7,13 @@
 
 mod docker_leftovers;
 pub mod job;
+mod longpoll;
 pub mod plan;
 mod poller;
 mod slots;
 mod stale;
 mod tokens;
+mod unreadable;
 mod unsupported;
 
 use std::collections::{HashMap, HashSet};
@@ -269,6 +271,9 @@ impl Daemon {
     /// Brings the request loops and the global semaphore in line with `config`; running jobs are untouched.
     fn apply(&mut self, config: &Config) {
         for w in unsupported::global(config) {
+            warn!("{w}");
+        }
+        if let Some(w) = longpoll::warning(config) {
             warn!("{w}");
         }
         let wanted = usize::try_from(config.concurrent.max(1)).unwrap_or(1);

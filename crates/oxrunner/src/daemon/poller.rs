@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::job::{self, JobEnv};
+use super::unreadable;
 
 /// Shared by all request loops of one runner entry.
 pub struct RunnerState {
@@ -107,6 +108,18 @@ impl Poller {
                     } else {
                         Duration::ZERO
                     }
+                }
+                Ok(JobRequestOutcome::Unreadable(job)) => {
+                    // GitLab assigned a job all the same: it is reported failed, holding the capacity it took.
+                    st.unhealthy.store(0, Ordering::SeqCst);
+                    st.received.fetch_add(1, Ordering::SeqCst);
+                    self.activity.notify_waiters();
+                    let env = st.env.clone();
+                    self.tracker.spawn(async move {
+                        let _permits = (global, limit);
+                        unreadable::fail(env, job).await;
+                    });
+                    Duration::ZERO
                 }
                 Ok(outcome) => {
                     st.unhealthy.store(0, Ordering::SeqCst);
