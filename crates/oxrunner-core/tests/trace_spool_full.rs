@@ -99,7 +99,7 @@ async fn masked_values_too_large_to_mask_block_all_output() {
     let (w, handle) = TraceWriter::new(dir.path(), MaskSet::new(vec![value.clone()], &[]), 0).unwrap();
     let lost = w.lost().expect("an unbuildable masker must mark the log lost");
     assert!(lost.contains("masked variables add up to"), "{lost}");
-    w.write(value[..64].as_bytes());
+    w.write(&value.as_bytes()[..64]);
     w.write(b"\nplain output\n");
     handle.finish().await;
     let text = String::from_utf8(handle.read_all().unwrap()).unwrap();

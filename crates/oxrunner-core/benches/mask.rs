@@ -1,0 +1,151 @@
+//! Masker benchmark (issue #11 item 2): build time, scan throughput and memory growth of the trace masker for
+//! one 1 MiB masked value (distinct bytes, and one repeated character) and for 10,000 masked 64-byte values.
+//!
+//! `cargo bench -p oxrunner-core --bench mask [-- CASE...]`, CASE = `one-mib`, `one-mib-repeated`, `many`
+//! (default: all). Each case runs in a child process of its own so that its memory figures start clean.
+//! Prints `name value unit goal` lines.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Instant;
+
+use oxrunner_core::trace::{MaskSet, Masker};
+
+const CASES: &[&str] = &["one-mib", "one-mib-repeated", "many"];
+/// Bytes of log scanned per repetition.
+const SCAN_BYTES: usize = 64 << 20;
+/// Size of each write into the masker (the executors read output in chunks of this order).
+const WRITE: usize = 64 * 1024;
+const SCAN_RUNS: usize = 3;
+
+/// `len` bytes of hex that repeat nowhere (xorshift from `seed`).
+fn distinct_hex(seed: u64, len: usize) -> String {
+    let mut out = String::with_capacity(len + 16);
+    let mut x = seed | 1;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(&format!("{x:016x}"));
+    }
+    out.truncate(len);
+    out
+}
+
+/// Log-like text of `len` bytes with `secrets` printed now and then (one every 256 lines).
+fn log_text(len: usize, secrets: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 4096);
+    let mut i = 0usize;
+    while out.len() < len {
+        out.extend_from_slice(
+            format!(
+                "2026-12-06T21:{:02}:{:02}Z   Compiling crate-{} v1.{}.{} (/builds/group/project/crates/c{}) ok=true\n",
+                (i / 60) % 60,
+                i % 60,
+                i % 97,
+                i % 13,
+                i % 7,
+                i % 31
+            )
+            .as_bytes(),
+        );
+        if i.is_multiple_of(256) && !secrets.is_empty() {
+            let s = &secrets[(i / 256) % secrets.len()];
+            out.extend_from_slice(format!("token: {s}\n").as_bytes());
+        }
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn run_case(case: &str) {
+    let values: Vec<String> = match case {
+        "one-mib" => vec![distinct_hex(7, 1 << 20)],
+        "one-mib-repeated" => vec!["a".repeat(1 << 20)],
+        "many" => (0..10_000u64).map(|i| distinct_hex(i + 1, 64)).collect(),
+        other => panic!("unknown case {other}; cases: {CASES:?}"),
+    };
+    // The first 600 bytes of (up to 100 of) the values go into the text (a whole 1 MiB value every 256 lines
+    // would make the log mostly secret): at least two masked pieces of a long value.
+    let printed: Vec<String> = values
+        .iter()
+        .take(100)
+        .map(|v| v[..v.len().min(600)].to_owned())
+        .collect();
+    let text = log_text(SCAN_BYTES, &printed);
+    // Peak RSS from here on (Linux: writing 5 to clear_refs resets VmHWM).
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let rss_before = status_kib("VmRSS:");
+    let started = Instant::now();
+    let set = MaskSet::new(values, &[]);
+    let mut masker = Masker::new(&set).unwrap();
+    let build = started.elapsed();
+    let rss_built = status_kib("VmRSS:");
+    let mut speeds = Vec::new();
+    let mut masked = 0;
+    for _ in 0..SCAN_RUNS {
+        let mut out = Vec::with_capacity(2 * WRITE);
+        let started = Instant::now();
+        for chunk in text.chunks(WRITE) {
+            out.clear();
+            masker.write(chunk, &mut out);
+            masked += out.windows(8).filter(|w| *w == b"[MASKED]").count();
+        }
+        masker.flush(&mut out);
+        let secs = started.elapsed().as_secs_f64();
+        speeds.push(SCAN_BYTES as f64 / (1024.0 * 1024.0) / secs);
+    }
+    speeds.sort_by(f64::total_cmp);
+    let peak = status_kib("VmHWM:");
+    assert!(masked > 0, "nothing was masked: the benchmark text is wrong");
+    println!("{case}.build {:.1} ms <=100", build.as_secs_f64() * 1000.0);
+    println!("{case}.scan {:.0} MiB/s >=500", speeds[speeds.len() / 2]);
+    println!(
+        "{case}.rss_after_build {:.1} MiB <=32",
+        rss_built.saturating_sub(rss_before) as f64 / 1024.0
+    );
+    println!(
+        "{case}.rss_peak {:.1} MiB <=32",
+        peak.saturating_sub(rss_before) as f64 / 1024.0
+    );
+    drop(masker);
+    drop(set);
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; everything else is a case name.
+    let cases: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if let [case] = cases.as_slice()
+        && std::env::var_os("OXRUNNER_MASK_BENCH_CHILD").is_some()
+    {
+        run_case(case);
+        return;
+    }
+    let cases: Vec<String> = if cases.is_empty() {
+        CASES.iter().map(|c| (*c).to_owned()).collect()
+    } else {
+        cases
+    };
+    let exe = std::env::current_exe().unwrap();
+    for case in cases {
+        let status = Command::new(&exe)
+            .arg(&case)
+            .env("OXRUNNER_MASK_BENCH_CHILD", "1")
+            .status()
+            .unwrap();
+        assert!(status.success(), "case {case} failed: {status:?}");
+    }
+}
