@@ -235,14 +235,17 @@ impl Inner {
                     self.reserved_end = end;
                     return Ok(());
                 }
-                Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOSYS) => {
-                    // Nothing to reserve with: a full disk then still fails the write below, and the cut line
-                    // only gets in if the freed partial write left room for it.
+                Err(nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT) if end > need => {}
+                Err(err @ (nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT)) => {
+                    return Err(io::Error::from(err));
+                }
+                Err(err) => {
+                    // No reservations on this file system (EOPNOTSUPP and the like): a full disk then fails the
+                    // write itself, and the cut line only gets in if dropping the partial write left room for it.
+                    tracing::debug!(error = %err, "cannot reserve job log spool space; writing unreserved");
                     self.reserving = false;
                     return Ok(());
                 }
-                Err(nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT) if end > need => {}
-                Err(err) => return Err(io::Error::from(err)),
             }
         }
         Err(io::Error::from(io::ErrorKind::StorageFull))
