@@ -103,6 +103,14 @@ pub async fn run_job(
     trace: &TraceWriter,
     control: JobCancel,
 ) -> JobOutcome {
+    if let Some(reason) = trace.lost() {
+        // No log can be kept for this job (its masker could not be built): running it would run blind.
+        return JobOutcome::Failed {
+            reason: FailureReason::RunnerSystemFailure,
+            exit_code: None,
+            message: reason,
+        };
+    }
     // gitlab-runner's shell default `builds` means `$PWD/builds`; CI_PROJECT_DIR must be absolute.
     let absolute;
     let ctx = if ctx.builds_dir.is_relative() || ctx.cache_dir.is_relative() {
@@ -140,6 +148,14 @@ pub async fn run_job(
     driver.run().await;
     driver.cleanup_file_variables().await;
     driver.executor.cleanup().await;
+    if let (None, Some(reason)) = (&driver.failure, trace.lost()) {
+        // A job whose log was cut by a runner-side error is not a success: its output is partly lost.
+        driver.failure = Some(Failure {
+            reason: FailureReason::RunnerSystemFailure,
+            exit_code: None,
+            message: format!("the job log is incomplete: {reason}"),
+        });
+    }
     let outcome = match driver.failure {
         None => {
             trace.info("Job succeeded");

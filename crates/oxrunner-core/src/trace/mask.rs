@@ -3,8 +3,20 @@
 //! Bytes that could still turn into a match are held back until the next write (or [`Masker::flush`]), so a
 //! secret split over any number of writes is still found. Only the longest pending suffix that is a proper
 //! prefix of some pattern is held, so ordinary output is not delayed.
+//!
+//! Cost is linear in the total length of the masked values: long values are cut into pieces of
+//! [`CHUNK`]..2×[`CHUNK`] bytes (so the held-back tail and the work per write stay bounded whatever a value's
+//! length), a large pattern set uses aho-corasick's contiguous NFA instead of a DFA (memory linear in the
+//! pattern bytes, not in bytes × alphabet), and the total is capped at [`MAX_MASK_BYTES`]. Above the cap the
+//! masker refuses to build: the caller then shows no job output at all rather than unmasked output.
+//!
+//! Every byte covered by any occurrence of a masked value is masked (the union of all occurrences, overlapping
+//! or adjacent ones merged into one `[MASKED]`), so the pieces of a long value cover it however they line up.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 /// Replacement text, as in gitlab-runner.
 pub const MASKED: &[u8] = b"[MASKED]";
@@ -131,14 +143,9 @@ impl MaskSet {
         }
     }
 
+    /// Duplicates are dropped when the masker is built (in linear time), not here: a search per added
+    /// pattern made thousands of masked values quadratic.
     fn add(&mut self, pattern: Vec<u8>, kind: Kind) {
-        if let Some(i) = self.patterns.iter().position(|p| *p == pattern) {
-            // A value that equals a prefix must be masked fully.
-            if kind == Kind::Value {
-                self.kinds[i] = Kind::Value;
-            }
-            return;
-        }
         self.patterns.push(pattern);
         self.kinds.push(kind);
     }
@@ -157,12 +164,71 @@ fn query_escape(s: &str) -> String {
     out
 }
 
+/// Values of at least 2×`CHUNK` bytes are matched as pieces of `CHUNK`..2×`CHUNK` bytes.
+pub const CHUNK: usize = 256;
+
+/// Largest total of (deduplicated) pattern bytes the masker accepts: about 20-30 bytes of automaton per pattern
+/// byte, so at most ~100 MiB per job.
+pub const MAX_MASK_BYTES: usize = 4 * 1024 * 1024;
+
+/// Up to this many pattern bytes a DFA is used (fastest scan; its memory grows with bytes × alphabet).
+const DFA_MAX_BYTES: usize = 16 * 1024;
+
+/// Why a [`Masker`] could not be built.
+#[derive(Debug)]
+pub enum MaskError {
+    /// The masked values are larger than [`MAX_MASK_BYTES`].
+    TooLarge { bytes: usize, limit: usize },
+    /// The automaton could not be built.
+    Build(aho_corasick::BuildError),
+}
+
+impl std::fmt::Display for MaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge { bytes, limit } => write!(
+                f,
+                "the job's masked variables add up to {bytes} bytes (with their URL-encoded forms), more than the \
+                 {limit} bytes the log masker accepts; no job output can be shown without risking a leak"
+            ),
+            Self::Build(err) => write!(f, "cannot build the log masker: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for MaskError {}
+
+/// The pieces a pattern is matched as: short patterns whole, long values cut into near-equal pieces of
+/// `CHUNK`..2×`CHUNK` bytes (a short last piece would mask unrelated text).
+fn pieces(pattern: &[u8], kind: Kind) -> impl Iterator<Item = &[u8]> {
+    let count = if kind == Kind::Value && pattern.len() >= 2 * CHUNK {
+        pattern.len() / CHUNK
+    } else {
+        1
+    };
+    let (base, extra) = (pattern.len() / count, pattern.len() % count);
+    let mut start = 0;
+    (0..count).map(move |i| {
+        let len = base + usize::from(i < extra);
+        let piece = &pattern[start..start + len];
+        start += len;
+        piece
+    })
+}
+
 /// The streaming state for one [`MaskSet`].
 pub struct Masker {
     matcher: Option<AhoCorasick>,
-    patterns: Vec<Vec<u8>>,
+    patterns: Vec<Box<[u8]>>,
     kinds: Vec<Kind>,
+    /// Pattern indices in byte order: finds the patterns a held suffix could start.
+    sorted: Vec<usize>,
+    /// Bytes not yet emitted, preceded by `done` bytes that were (as part of a mask) but are kept so that a
+    /// match overlapping them is still found.
     pending: Vec<u8>,
+    done: usize,
+    /// End (in `pending`) of the last masked range: a value match touching it extends it.
+    mask_end: Option<usize>,
     /// Inside a token or parameter body that continues into the next write.
     skipping_body: Option<Kind>,
     /// Bytes some pattern starts with: a quick filter for the held-suffix search.
@@ -172,36 +238,77 @@ pub struct Masker {
 }
 
 impl Masker {
-    /// Builds the matcher. Fails only if the automaton would be too large.
-    pub fn new(set: &MaskSet) -> Result<Self, aho_corasick::BuildError> {
+    /// Builds the matcher in time and memory linear in the pattern bytes; fails if they exceed
+    /// [`MAX_MASK_BYTES`] or the automaton cannot be built.
+    pub fn new(set: &MaskSet) -> Result<Self, MaskError> {
+        let mut index: HashMap<&[u8], usize> = HashMap::new();
+        let mut unique: Vec<&[u8]> = Vec::new();
+        let mut kinds = Vec::new();
+        let mut bytes = 0usize;
+        for (pattern, kind) in set.patterns.iter().zip(&set.kinds) {
+            for piece in pieces(pattern, *kind) {
+                match index.entry(piece) {
+                    // A value that equals a prefix must be masked fully.
+                    Entry::Occupied(e) if *kind == Kind::Value => kinds[*e.get()] = Kind::Value,
+                    Entry::Occupied(_) => {}
+                    Entry::Vacant(e) => {
+                        e.insert(unique.len());
+                        unique.push(piece);
+                        kinds.push(*kind);
+                        bytes += piece.len();
+                    }
+                }
+            }
+            if bytes > MAX_MASK_BYTES {
+                // Stop early: the rest would only make the refusal slower.
+                return Err(MaskError::TooLarge {
+                    bytes: set.patterns.iter().map(Vec::len).sum(),
+                    limit: MAX_MASK_BYTES,
+                });
+            }
+        }
+        drop(index);
+        let matcher = if unique.is_empty() {
+            None
+        } else {
+            let kind = if bytes <= DFA_MAX_BYTES {
+                AhoCorasickKind::DFA
+            } else {
+                AhoCorasickKind::ContiguousNFA
+            };
+            Some(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .kind(Some(kind))
+                    .build(&unique)
+                    .map_err(MaskError::Build)?,
+            )
+        };
         let mut first_bytes = [false; 256];
-        for p in &set.patterns {
+        for p in &unique {
             if let Some(b) = p.first() {
                 first_bytes[usize::from(*b)] = true;
             }
         }
-        let matcher = if set.patterns.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(&set.patterns)?,
-            )
-        };
+        let max_hold = unique
+            .iter()
+            .map(|p| p.len().saturating_sub(1))
+            .max()
+            .unwrap_or(0);
+        let patterns: Vec<Box<[u8]>> = unique.into_iter().map(Box::from).collect();
+        let mut sorted: Vec<usize> = (0..patterns.len()).collect();
+        sorted.sort_unstable_by(|a, b| patterns[*a].cmp(&patterns[*b]));
         Ok(Self {
             matcher,
-            patterns: set.patterns.clone(),
-            kinds: set.kinds.clone(),
+            patterns,
+            kinds,
+            sorted,
             pending: Vec::new(),
+            done: 0,
+            mask_end: None,
             skipping_body: None,
             first_bytes,
-            max_hold: set
-                .patterns
-                .iter()
-                .map(|p| p.len().saturating_sub(1))
-                .max()
-                .unwrap_or(0),
+            max_hold,
         })
     }
 
@@ -217,82 +324,127 @@ impl Masker {
 
     /// Emits everything still held back (end of stream).
     pub fn flush(&mut self, out: &mut Vec<u8>) {
-        self.process(out, true);
-        out.append(&mut self.pending);
+        if self.matcher.is_some() {
+            self.process(out, true);
+        }
+        // `process` at the end emits everything; what is left are bytes already emitted as a mask.
+        self.pending.clear();
+        self.done = 0;
+        self.mask_end = None;
         self.skipping_body = None;
     }
 
     fn process(&mut self, out: &mut Vec<u8>, at_end: bool) {
-        let Some(matcher) = &self.matcher else {
-            out.append(&mut self.pending);
-            return;
-        };
         let n = self.pending.len();
-        let mut pos = 0;
+        let mut emitted = self.done;
         if let Some(kind) = self.skipping_body {
-            while pos < n && kind.continues_body(self.pending[pos]) {
-                pos += 1;
+            while emitted < n && kind.continues_body(self.pending[emitted]) {
+                emitted += 1;
             }
-            if pos < n || at_end {
+            self.mask_end = Some(emitted);
+            if emitted < n || at_end {
                 self.skipping_body = None;
             }
         }
-        // The held suffix only depends on the end of `pending`; it stays valid until `pos` passes its start.
-        let mut hold_start = if at_end { n } else { n - self.held_suffix_len(pos) };
-        while pos < n {
-            if pos > hold_start {
-                hold_start = n - self.held_suffix_len(pos);
-            }
-            let found = matcher.find(&self.pending[pos..]);
-            let Some(m) = found.filter(|m| pos + m.start() < hold_start) else {
-                out.extend_from_slice(&self.pending[pos..hold_start]);
-                pos = hold_start;
+        let hold_start = if at_end { n } else { n - self.held_suffix_len() };
+        let mut keep_from = hold_start;
+        // Matches starting in the kept (already masked) bytes are searched again: they were held back last
+        // time because more bytes could still extend them.
+        let mut search = 0;
+        while search < hold_start {
+            let Some(matcher) = &self.matcher else { break };
+            let Some(m) = matcher.find(&self.pending[search..]) else {
                 break;
             };
-            let (start, end) = (pos + m.start(), pos + m.end());
-            out.extend_from_slice(&self.pending[pos..start]);
+            let (start, end) = (search + m.start(), search + m.end());
+            if start >= hold_start {
+                break;
+            }
             match self.kinds[m.pattern().as_usize()] {
                 Kind::Value => {
-                    out.extend_from_slice(MASKED);
-                    pos = end;
+                    if end > emitted {
+                        if start > emitted {
+                            out.extend_from_slice(&self.pending[emitted..start]);
+                            out.extend_from_slice(MASKED);
+                        } else if self.mask_end != Some(emitted) {
+                            // Overlaps text emitted in clear (a token prefix): mask the rest of it.
+                            out.extend_from_slice(MASKED);
+                        }
+                        emitted = end;
+                        self.mask_end = Some(end);
+                    }
+                    // Overlapping occurrences must be masked too (the pieces of a long value overlap that way).
+                    search = start + 1;
                 }
+                Kind::Prefix | Kind::Param if start < emitted => search = start + 1,
                 kind @ (Kind::Prefix | Kind::Param) => {
+                    out.extend_from_slice(&self.pending[emitted..start]);
+                    emitted = start;
                     if end == n && !at_end {
                         // Whether a token body follows is not known yet.
-                        pos = start;
+                        keep_from = start;
                         break;
                     }
-                    out.extend_from_slice(&self.pending[start..end]);
-                    pos = end;
-                    if pos < n && kind.continues_body(self.pending[pos]) {
-                        out.extend_from_slice(MASKED);
-                        while pos < n && kind.continues_body(self.pending[pos]) {
-                            pos += 1;
-                        }
-                        if pos == n && !at_end {
-                            self.skipping_body = Some(kind);
-                        }
-                    }
+                    emitted = self.emit_prefix(kind, start, end, at_end, out);
+                    search = emitted;
                 }
             }
         }
-        self.pending.drain(..pos);
+        if emitted < keep_from {
+            out.extend_from_slice(&self.pending[emitted..keep_from]);
+            emitted = keep_from;
+        }
+        self.pending.drain(..keep_from);
+        self.done = emitted - keep_from;
+        self.mask_end = self.mask_end.and_then(|e| e.checked_sub(keep_from));
     }
 
-    /// Length of the longest suffix of `pending[from..]` that is a proper prefix of some pattern.
-    fn held_suffix_len(&self, from: usize) -> usize {
-        let tail = &self.pending[from..];
-        let max = self.max_hold.min(tail.len());
-        for k in (1..=max).rev() {
-            let suffix = &tail[tail.len() - k..];
-            if !self.first_bytes[usize::from(suffix[0])] {
-                continue;
+    /// Emits a token prefix or parameter name at `start..end` and masks the body after it; returns the end of
+    /// what was consumed.
+    fn emit_prefix(
+        &mut self,
+        kind: Kind,
+        start: usize,
+        end: usize,
+        at_end: bool,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let n = self.pending.len();
+        out.extend_from_slice(&self.pending[start..end]);
+        let mut pos = end;
+        if pos < n && kind.continues_body(self.pending[pos]) {
+            out.extend_from_slice(MASKED);
+            while pos < n && kind.continues_body(self.pending[pos]) {
+                pos += 1;
             }
-            if self.patterns.iter().any(|p| p.len() > k && p.starts_with(suffix)) {
-                return k;
+            self.mask_end = Some(pos);
+            if pos == n && !at_end {
+                self.skipping_body = Some(kind);
             }
         }
-        0
+        pos
+    }
+
+    /// Length of the longest suffix of `pending` that is a proper prefix of some pattern: at most
+    /// `max_hold` binary searches over the sorted patterns.
+    fn held_suffix_len(&self) -> usize {
+        let n = self.pending.len();
+        let from = n - self.max_hold.min(n);
+        (from..n)
+            .find(|&i| {
+                self.first_bytes[usize::from(self.pending[i])] && self.starts_a_pattern(&self.pending[i..])
+            })
+            .map_or(0, |i| n - i)
+    }
+
+    /// Whether `suffix` is a proper prefix of some pattern.
+    fn starts_a_pattern(&self, suffix: &[u8]) -> bool {
+        // Patterns starting with `suffix` sort right after it (after `suffix` itself, if it is a pattern).
+        let at = self.sorted.partition_point(|&i| &*self.patterns[i] < suffix);
+        self.sorted[at..]
+            .iter()
+            .take(2)
+            .any(|&i| self.patterns[i].len() > suffix.len() && self.patterns[i].starts_with(suffix))
     }
 }
 

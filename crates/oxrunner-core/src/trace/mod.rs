@@ -3,5 +3,5 @@
 mod mask;
 mod writer;
 
-pub use mask::{DEFAULT_TOKEN_PREFIXES, MASKED, MaskSet, Masker};
-pub use writer::{DEFAULT_OUTPUT_LIMIT, TraceFollower, TraceHandle, TraceWriter, limit_message};
+pub use mask::{CHUNK, DEFAULT_TOKEN_PREFIXES, MASKED, MAX_MASK_BYTES, MaskError, MaskSet, Masker};
+pub use writer::{DEFAULT_OUTPUT_LIMIT, TraceFollower, TraceHandle, TraceWriter, cut_message, limit_message};

@@ -1,7 +1,12 @@
 //! `TraceWriter`: the job log pipeline (mask ▶ output limit ▶ spool file) with a running CRC32.
+//!
+//! A log that cannot be written completely is never passed off as complete: space for a final "log cut" line is
+//! reserved in the spool ahead of the data (`fallocate`), so a full disk ends the log with a line saying why,
+//! and [`TraceWriter::lost`] tells the driver not to report the job as successful.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,8 +36,21 @@ pub fn limit_message(limit: u64) -> String {
     )
 }
 
+/// The line that ends a log that could not be written completely (`reason` names the error).
+pub fn cut_message(reason: &str) -> String {
+    format!(
+        "\n\x1b[31;1mERROR: The job log was cut here: {reason}. The rest of the job's output is lost.\x1b[0;m\n"
+    )
+}
+
+/// Spool space kept free ahead of the data for [`cut_message`].
+const CUT_RESERVE: u64 = 4096;
+/// Reservations grow in steps of this much, so most writes need no extra system call.
+const RESERVE_STEP: u64 = 256 * 1024;
+
 struct Inner {
-    masker: Masker,
+    /// `None` when the masker could not be built: then nothing but the runner's own error reaches the log.
+    masker: Option<Masker>,
     file: File,
     /// Keeps the spool file alive (and deletes it) with the last clone.
     _spool: tempfile::TempPath,
@@ -44,7 +62,12 @@ struct Inner {
     /// Set by [`TraceHandle::finish`]: no more bytes will come.
     finished: watch::Sender<bool>,
     sections: bool,
-    io_failed: bool,
+    /// Why the log is incomplete (set once; nothing more is written after it).
+    lost: Option<String>,
+    /// The spool's blocks are allocated up to here (`fallocate` with `KEEP_SIZE`).
+    reserved_end: u64,
+    /// False on file systems without `fallocate`: writes then go out unreserved.
+    reserving: bool,
     scratch: Vec<u8>,
     /// Start of a UTF-8 character whose remaining bytes have not arrived yet.
     utf8_pending: Vec<u8>,
@@ -58,22 +81,28 @@ impl Inner {
     fn push(&mut self, bytes: &[u8]) {
         // Past the output limit nothing reaches the spool, so masking (the costly part) would be wasted work;
         // the executor still reads the bytes so the job does not block on a full pipe.
-        if self.truncated {
+        if self.truncated || self.lost.is_some() {
             return;
         }
+        let Some(masker) = self.masker.as_mut() else {
+            return;
+        };
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
-        self.masker.write(bytes, &mut out);
+        masker.write(bytes, &mut out);
         self.emit(&out);
         self.scratch = out;
     }
 
     fn flush_masker(&mut self) {
-        if self.truncated {
+        if self.truncated || self.lost.is_some() {
             return;
         }
+        let Some(masker) = self.masker.as_mut() else {
+            return;
+        };
         let mut out = Vec::new();
-        self.masker.flush(&mut out);
+        masker.flush(&mut out);
         self.emit(&out);
         if !self.utf8_pending.is_empty() {
             // A character cut off at the end of the stream can never be completed.
@@ -172,17 +201,71 @@ impl Inner {
     }
 
     fn append(&mut self, data: &[u8]) {
-        if self.io_failed {
+        if self.lost.is_some() {
             return;
         }
-        if let Err(err) = self.file.write_all(data) {
-            tracing::error!(error = %err, "writing the job trace spool failed");
-            self.io_failed = true;
+        let need = self.written + data.len() as u64 + CUT_RESERVE;
+        if let Err(err) = self.reserve(need).and_then(|()| self.file.write_all(data)) {
+            self.cut(&err, "while writing the job log spool");
             return;
         }
+        self.commit(data);
+    }
+
+    fn commit(&mut self, data: &[u8]) {
         self.crc.update(data);
         self.written += data.len() as u64;
         self.committed.send_replace(self.written);
+    }
+
+    /// Makes sure the spool's blocks up to `need` are allocated, so that writing there cannot run out of space.
+    fn reserve(&mut self, need: u64) -> io::Result<()> {
+        if !self.reserving || need <= self.reserved_end {
+            return Ok(());
+        }
+        let mode = nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        let from = self.reserved_end.max(self.written);
+        // A generous step first; when the disk cannot give that much, exactly what this write needs.
+        for end in [need.max(self.reserved_end + RESERVE_STEP), need] {
+            let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(end - from)) else {
+                return Err(io::Error::other("job log spool offset out of range"));
+            };
+            match nix::fcntl::fallocate(self.file.as_fd(), mode, offset, len) {
+                Ok(()) => {
+                    self.reserved_end = end;
+                    return Ok(());
+                }
+                Err(nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT) if end > need => {}
+                Err(err @ (nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT)) => {
+                    return Err(io::Error::from(err));
+                }
+                Err(err) => {
+                    // No reservations on this file system (EOPNOTSUPP and the like): a full disk then fails the
+                    // write itself, and the cut line only gets in if dropping the partial write left room for it.
+                    tracing::debug!(error = %err, "cannot reserve job log spool space; writing unreserved");
+                    self.reserving = false;
+                    return Ok(());
+                }
+            }
+        }
+        Err(io::Error::from(io::ErrorKind::StorageFull))
+    }
+
+    /// Ends the log after its last complete write with a line saying why, and marks it lost.
+    fn cut(&mut self, err: &io::Error, doing: &str) {
+        let reason = format!("{err} {doing}");
+        tracing::error!(error = %err, "{doing}: the job log is cut and the job will be reported failed");
+        // A failed write may have left part of its data after the committed bytes; that part is dropped so the
+        // line below follows complete output (and the checksum covers exactly what is in the spool).
+        let at_end = self.file.stream_position().is_ok_and(|pos| pos == self.written);
+        let rewound = at_end
+            || (self.file.set_len(self.written).is_ok()
+                && self.file.seek(SeekFrom::Start(self.written)).is_ok());
+        let line = cut_message(&reason);
+        if rewound && self.file.write_all(line.as_bytes()).is_ok() {
+            self.commit(line.as_bytes());
+        }
+        self.lost = Some(reason);
     }
 }
 
@@ -223,7 +306,9 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 impl TraceWriter {
     /// Creates a spool file in `spool_dir`. `limit_bytes == 0` means the default limit (4 MiB).
     pub fn new(spool_dir: &Path, masks: MaskSet, limit_bytes: u64) -> io::Result<(TraceWriter, TraceHandle)> {
-        let masker = Masker::new(&masks).map_err(io::Error::other)?;
+        // Building the masker is linear in the masked values but can take a while for large ones: async callers
+        // use `create`, which runs this on a blocking thread.
+        let masker = Masker::new(&masks);
         let spool = tempfile::Builder::new()
             .prefix("oxrunner-trace-")
             .suffix(".log")
@@ -231,8 +316,9 @@ impl TraceWriter {
         let (file, spool) = spool.into_parts();
         let path = spool.to_path_buf();
         let (tx, rx) = watch::channel(0);
-        let inner = Arc::new(Mutex::new(Inner {
-            masker,
+        let refusal = masker.as_ref().err().map(ToString::to_string);
+        let mut inner = Inner {
+            masker: masker.ok(),
             file,
             _spool: spool,
             written: 0,
@@ -246,12 +332,27 @@ impl TraceWriter {
             committed: tx,
             finished: watch::channel(false).0,
             sections: true,
-            io_failed: false,
+            lost: None,
+            reserved_end: 0,
+            reserving: true,
             scratch: Vec::new(),
             utf8_pending: Vec::new(),
             timestamps: false,
             at_line_start: true,
-        }));
+        };
+        // The cut line's space is taken now: a disk too full for it cannot hold a job log either.
+        inner.reserve(CUT_RESERVE)?;
+        if let Some(err) = refusal {
+            inner.append(
+                format!(
+                    "{ERROR_PREFIX}{err}{RESET}\n{ERROR_PREFIX}hint: keep masked variables to short secrets (tokens, \
+                     keys) and pass large ones as unmasked file variables{RESET}\n"
+                )
+                .as_bytes(),
+            );
+            inner.lost = Some(err);
+        }
+        let inner = Arc::new(Mutex::new(inner));
         Ok((
             TraceWriter {
                 inner: Arc::clone(&inner),
@@ -262,6 +363,24 @@ impl TraceWriter {
                 inner,
             },
         ))
+    }
+
+    /// [`new`](Self::new) on a blocking thread: building the masker for large masked values must not hold up
+    /// an async worker (other jobs' traces, polling, signal handling).
+    pub async fn create(
+        spool_dir: PathBuf,
+        masks: MaskSet,
+        limit_bytes: u64,
+    ) -> io::Result<(TraceWriter, TraceHandle)> {
+        tokio::task::spawn_blocking(move || Self::new(&spool_dir, masks, limit_bytes))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Why the log is incomplete (a write to the spool failed, or the masker could not be built), if it is.
+    /// A job with an incomplete log must not be reported successful.
+    pub fn lost(&self) -> Option<String> {
+        lock(&self.inner).lost.clone()
     }
 
     /// Appends raw output (masked; partial secrets are held until the next write or [`flush`](Self::flush)).
@@ -356,7 +475,7 @@ impl TraceHandle {
             let mut inner = lock(&inner);
             inner.flush_masker();
             if let Err(err) = inner.file.sync_data() {
-                tracing::warn!(error = %err, "syncing the job trace spool failed");
+                inner.cut(&err, "while syncing the job log spool");
             }
             inner.finished.send_replace(true);
             (inner.crc.clone().finalize(), inner.written)
@@ -369,6 +488,11 @@ impl TraceHandle {
                 (inner.crc.clone().finalize(), inner.written)
             }
         }
+    }
+
+    /// See [`TraceWriter::lost`].
+    pub fn lost(&self) -> Option<String> {
+        lock(&self.inner).lost.clone()
     }
 
     /// A new writer for the same spool.

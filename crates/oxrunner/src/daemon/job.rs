@@ -67,7 +67,13 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
         Ok(p) => p.mask_set(),
         Err(_) => oxrunner_core::MaskSet::new(vec![token.clone()], &job.features.token_mask_prefixes),
     };
-    let (trace, handle) = match TraceWriter::new(&env.spool_dir, masks, env.runner.output_limit_bytes()) {
+    let (trace, handle) = match TraceWriter::create(
+        env.spool_dir.clone(),
+        masks,
+        env.runner.output_limit_bytes(),
+    )
+    .await
+    {
         Ok(t) => t,
         Err(err) => {
             // Without a spool there is no trace to send; still tell GitLab the job failed.
@@ -150,6 +156,15 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     control_task.abort();
 
     let (crc, size) = handle.finish().await;
+    // Syncing the spool can still fail after the driver decided; a lost log is never a success.
+    let outcome = match (outcome, handle.lost()) {
+        (JobOutcome::Success, Some(reason)) => JobOutcome::Failed {
+            reason: FailureReason::RunnerSystemFailure,
+            exit_code: None,
+            message: reason,
+        },
+        (outcome, _) => outcome,
+    };
     let state = final_state(
         &outcome,
         &job.features.failure_reasons,

@@ -169,7 +169,7 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     };
     let ctx = runner_context(&env, spec.index, in_docker);
     let spool = env.state.join("tmp");
-    let (trace, handle) = match TraceWriter::new(&spool, plan.mask_set(), u64::MAX) {
+    let (trace, handle) = match TraceWriter::create(spool.clone(), plan.mask_set(), u64::MAX).await {
         Ok(t) => t,
         Err(e) => {
             return Attempt {
