@@ -131,15 +131,38 @@ fn reads_in_tree_follow_links_that_stay_beneath() {
         return;
     }
     for rel in ["cur/f", "a/up/f", "chain/f", "a/rel/f"] {
-        assert_eq!(read(dir.open_file_in_tree(Path::new(rel)).unwrap()), "inside", "{rel}");
+        assert_eq!(
+            read(dir.open_file_in_tree(Path::new(rel)).unwrap()),
+            "inside",
+            "{rel}"
+        );
         assert_eq!(dir.lstat_path_in_tree(Path::new(rel)).unwrap().kind, Kind::File);
     }
-    assert!(dir.open_dir_in_tree(Path::new("chain")).unwrap().entries().unwrap().len() == 1);
+    assert!(
+        dir.open_dir_in_tree(Path::new("chain"))
+            .unwrap()
+            .entries()
+            .unwrap()
+            .len()
+            == 1
+    );
     // The last component is not followed: a link there is seen (and refused as a file) as a link.
-    assert_eq!(dir.lstat_path_in_tree(Path::new("cur")).unwrap().kind, Kind::Symlink);
-    assert!(is_link_refusal(&dir.open_file_in_tree(Path::new("a/flink")).unwrap_err()));
+    assert_eq!(
+        dir.lstat_path_in_tree(Path::new("cur")).unwrap().kind,
+        Kind::Symlink
+    );
+    assert!(is_link_refusal(
+        &dir.open_file_in_tree(Path::new("a/flink")).unwrap_err()
+    ));
     // Absolute links (even back into the tree), escapes by `..` and magic links are refused.
-    for rel in ["a/link/f", "esc/f", "esc2/f", "absin/f", "magic/x", "../root/a/b/f"] {
+    for rel in [
+        "a/link/f",
+        "esc/f",
+        "esc2/f",
+        "absin/f",
+        "magic/x",
+        "../root/a/b/f",
+    ] {
         let err = dir.open_file_in_tree(Path::new(rel)).unwrap_err();
         assert!(rel.starts_with("..") || is_link_refusal(&err), "{rel}: {err}");
         assert!(dir.lstat_path_in_tree(Path::new(rel)).is_err(), "{rel}");
@@ -155,7 +178,9 @@ fn reads_in_tree_refuse_every_link_without_openat2() {
     let (_tmp, dir) = linked_tree();
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     assert_eq!(
-        read(File::from(dir.open_in_tree(Path::new("a/b/f"), flags, false).unwrap())),
+        read(File::from(
+            dir.open_in_tree(Path::new("a/b/f"), flags, false).unwrap()
+        )),
         "inside"
     );
     for rel in ["cur/f", "a/up/f", "chain/f", "a/link/f", "esc/f", "absin/f"] {
