@@ -154,7 +154,8 @@ fn reads_in_tree_follow_links_that_stay_beneath() {
     assert!(is_link_refusal(
         &dir.open_file_in_tree(Path::new("a/flink")).unwrap_err()
     ));
-    // Absolute links (even back into the tree), escapes by `..` and magic links are refused.
+    // Absolute links (even back into the tree, or to a magic link in /proc) and escapes by `..` are
+    // refused.
     for rel in [
         "a/link/f",
         "esc/f",
