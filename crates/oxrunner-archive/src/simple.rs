@@ -27,7 +27,8 @@ pub fn create_gzip<W: Write>(project_dir: &Path, files: &FileSet, out: W) -> Res
     create_gzip_in(&open_root(project_dir)?, files, out)
 }
 
-/// [`create_gzip`] with `files` relative to the directory `root`, opened with links on the way followed only inside `root`.
+/// [`create_gzip`] with `files` relative to the directory `root`, opened with links on the way followed
+/// only inside `root`.
 pub fn create_gzip_in<W: Write>(root: &Dir, files: &FileSet, out: W) -> Result<ZipStats, ArchiveError> {
     let mut sink = Counting {
         inner: out,
@@ -75,7 +76,8 @@ pub fn create_raw<W: Write>(project_dir: &Path, files: &FileSet, out: W) -> Resu
     create_raw_in(&open_root(project_dir)?, files, out)
 }
 
-/// [`create_raw`] with the file relative to the directory `root`, opened with links on the way followed only inside `root`.
+/// [`create_raw`] with the file relative to the directory `root`, opened with links on the way followed
+/// only inside `root`.
 pub fn create_raw_in<W: Write>(root: &Dir, files: &FileSet, out: W) -> Result<ZipStats, ArchiveError> {
     if files.files.len() > 1 {
         return Err(ArchiveError::TooManyRawFiles(files.files.len()));
