@@ -289,7 +289,7 @@ fn content_digest(root: &Dir, files: &FileSet) -> Result<String, ArchiveError> {
         h.update(rel.as_os_str().as_bytes());
         h.update([0]);
         let found = root
-            .open_parent(rel)
+            .open_parent_in_tree(rel)
             .and_then(|(parent, name)| Ok((parent.lstat(name)?, parent, name)));
         match found {
             Ok((m, parent, name)) => {

@@ -23,9 +23,10 @@ pub struct FileSet {
     pub warnings: Vec<String>,
 }
 
-/// Walks the project through a directory handle: no symlink is followed, neither on the way to a
-/// pattern's base nor inside the tree (a link is collected as a link), so a job that swaps directories
-/// for links while we walk cannot make us list anything outside the project.
+/// Walks the project through a directory handle. On the way to a literal path or a glob's base, links
+/// are followed only while they resolve inside the project (`openat2(RESOLVE_BENEATH)`, atomic, so a job
+/// swapping directories for links while we walk cannot make us list anything outside); inside the walked
+/// tree no link is followed (a link is collected as a link), as gitlab-runner's walk does.
 struct Collector<'a> {
     root: &'a Dir,
     exclude: GlobSet,
@@ -34,7 +35,8 @@ struct Collector<'a> {
 }
 
 /// Collect the files for an archive. Only a malformed glob is an error. `project_dir` itself is
-/// trusted (see [`oxrunner_fs`]); below it nothing is followed.
+/// trusted (see [`oxrunner_fs`]); below it only links that stay inside it are followed, and only on the
+/// way to a pattern's literal part. Names are the paths as written, never a link's target.
 pub fn collect(
     project_dir: &Path,
     paths: &[String],
@@ -151,7 +153,7 @@ impl Collector<'_> {
         };
 
         // A literal path's last component is archived as whatever it is (a link stays a link); a glob
-        // base is walked into. Either way no link on the way there is followed.
+        // base is walked into. Either way links on the way there are followed only inside the project.
         let found = if split == comps.len() {
             self.add_literal(&base)
         } else {
@@ -172,48 +174,59 @@ impl Collector<'_> {
         Ok(())
     }
 
-    /// `Err(())` when a symlink (or file) stands where a directory of `rel`'s path should be.
+    /// `Err(())` when the way to `rel` leads out of the project (or, without `openat2`, through any
+    /// link). Links on the way that stay inside are followed, as gitlab-runner's archiver does; the last
+    /// component is taken as whatever it is (a link stays a link).
     fn add_literal(&mut self, rel: &Path) -> Result<usize, ()> {
+        let root: &Dir = self.root;
         if rel.as_os_str().is_empty() {
-            return Ok(self.add_tree(rel, Kind::Dir));
+            return Ok(self.add_tree(root, Path::new(""), rel, Kind::Dir));
         }
-        let kind = match self.root.lstat_path(rel) {
-            Ok(m) => m.kind,
+        let (parent, name) = match root.open_parent_in_tree(rel) {
+            Ok(found) => found,
             Err(e) if is_link_refusal(&e) => return Err(()),
             Err(_) => return Ok(0),
         };
-        Ok(self.add_tree(rel, kind))
+        let kind = match parent.lstat(name) {
+            Ok(m) => m.kind,
+            Err(_) => return Ok(0),
+        };
+        Ok(self.add_tree(&parent, Path::new(name), rel, kind))
     }
 
-    /// The entries of directory `rel`, sorted; `None` (with a warning) when it cannot be listed.
-    fn list(&mut self, rel: &Path) -> Option<Vec<(OsString, Kind)>> {
-        let listed = self.root.open_dir(rel).and_then(|d| d.entries());
+    /// The entries of directory `sub` below `from`, sorted; `None` (with a warning naming `shown`) when
+    /// it cannot be listed. No link is followed on the way from `from`.
+    fn list(&mut self, from: &Dir, sub: &Path, shown: &Path) -> Option<Vec<(OsString, Kind)>> {
+        let listed = from.open_dir(sub).and_then(|d| d.entries());
         match listed {
             Ok(mut entries) => {
                 entries.sort();
                 Some(entries)
             }
             Err(e) => {
-                self.warnings.push(format!("Walking {}: {e}", rel.display()));
+                self.warnings.push(format!("Walking {}: {e}", shown.display()));
                 None
             }
         }
     }
 
-    /// `rel` and, if it is a real directory, everything below it; returns how many paths were taken.
-    fn add_tree(&mut self, rel: &Path, kind: Kind) -> usize {
+    /// `rel` (which is `sub` below `from`) and, if it is a real directory, everything below it, never
+    /// through a link; returns how many paths were taken.
+    fn add_tree(&mut self, from: &Dir, sub: &Path, rel: &Path, kind: Kind) -> usize {
         let mut found = usize::from(self.take(rel.to_path_buf()));
         if kind != Kind::Dir {
             return found;
         }
-        // Explicit stack, and each directory is reopened from the root: depth costs no descriptors.
-        let mut stack = vec![rel.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            let Some(entries) = self.list(&dir) else { continue };
+        // Explicit stack, and each directory is reopened from `from`: depth costs no descriptors.
+        let mut stack = vec![(sub.to_path_buf(), rel.to_path_buf())];
+        while let Some((dir_sub, dir_rel)) = stack.pop() {
+            let Some(entries) = self.list(from, &dir_sub, &dir_rel) else {
+                continue;
+            };
             for (name, kind) in entries.into_iter().rev() {
-                let child = dir.join(&name);
+                let child = dir_rel.join(&name);
                 if kind == Kind::Dir {
-                    stack.push(child.clone());
+                    stack.push((dir_sub.join(&name), child.clone()));
                 }
                 if self.take(child) {
                     found += 1;
@@ -223,35 +236,49 @@ impl Collector<'_> {
         found
     }
 
+    /// The matches of a glob below its literal `base`. Reaching the base follows links that stay inside
+    /// the project (as gitlab-runner's glob does, the base's own last component included); the walk
+    /// below it never enters a linked directory.
     fn add_glob(
         &mut self,
         base: &Path,
         matcher: &GlobMatcher,
         depth_limit: Option<usize>,
     ) -> Result<usize, ()> {
-        if !base.as_os_str().is_empty() {
-            match self.root.lstat_path(base) {
-                Ok(m) if m.kind == Kind::Dir => {}
-                // The base itself is a link: walking it would mean following it.
-                Ok(m) if m.kind == Kind::Symlink => return Err(()),
+        let root: &Dir = self.root;
+        let opened;
+        let base_dir = if base.as_os_str().is_empty() {
+            root
+        } else {
+            match root.lstat_path_in_tree(base) {
+                Ok(m) if matches!(m.kind, Kind::Dir | Kind::Symlink) => {}
                 Err(e) if is_link_refusal(&e) => return Err(()),
                 _ => return Ok(0),
             }
-        }
+            opened = match root.open_dir_in_tree(base) {
+                Ok(d) => d,
+                Err(e) if is_link_refusal(&e) => return Err(()),
+                Err(_) => return Ok(0),
+            };
+            &opened
+        };
         let base_depth = base.components().count();
         let mut found = 0;
-        let mut stack = vec![(base.to_path_buf(), 0usize)];
-        while let Some((dir, depth)) = stack.pop() {
-            let Some(entries) = self.list(&dir) else { continue };
+        let mut stack = vec![(PathBuf::new(), 0usize)];
+        while let Some((sub, depth)) = stack.pop() {
+            let Some(entries) = self.list(base_dir, &sub, &base.join(&sub)) else {
+                continue;
+            };
             for (name, kind) in entries.into_iter().rev() {
-                let rel = dir.join(&name);
+                let child = sub.join(&name);
+                let rel = base.join(&child);
                 if matcher.is_match(&rel) {
                     // A matched directory brings its whole subtree.
-                    found += self.add_tree(&rel, kind);
+                    found += self.add_tree(base_dir, &child, &rel, kind);
                 } else if kind == Kind::Dir && depth_limit.is_none_or(|limit| base_depth + depth + 1 < limit)
                 {
                     // Without `**` nothing deeper than the pattern itself can match.
-                    stack.push((rel, depth + 1));
+                    stack.push((child, depth + 1));
                 }
             }
         }

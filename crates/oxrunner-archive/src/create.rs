@@ -84,8 +84,8 @@ pub fn create_zip<W: Write + Send>(
     create_zip_in(&open_root(project_dir)?, files, level, out)
 }
 
-/// [`create_zip`] with `files` relative to the directory `root`. Every file is opened beneath `root`
-/// with no symlink followed; a listed symlink is archived as a link.
+/// [`create_zip`] with `files` relative to the directory `root`. Every file is opened beneath `root`,
+/// following links on the way only while they stay beneath it; a listed symlink is archived as a link.
 pub fn create_zip_in<W: Write + Send>(
     root: &Dir,
     files: &FileSet,
@@ -359,7 +359,8 @@ fn assemble<W: Write>(
 }
 
 /// lstat every listed path; paths that vanished since collection are skipped, as gitlab-runner does, and
-/// so are paths that now lead through a symlink (a job swapping directories while we archive).
+/// so are paths that now lead out of the project through a symlink (a job swapping directories while we
+/// archive).
 fn scan(root: &Dir, files: &FileSet) -> Result<Vec<Entry>, ArchiveError> {
     let mut entries = Vec::with_capacity(files.files.len());
     for rel in &files.files {
@@ -368,14 +369,14 @@ fn scan(root: &Dir, files: &FileSet) -> Result<Vec<Entry>, ArchiveError> {
             tracing::warn!(path = %rel.display(), "file ignored: not a plain relative path");
             continue;
         }
-        let meta = match root.lstat_path(rel) {
+        let meta = match root.lstat_path_in_tree(rel) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 tracing::warn!(path = %rel.display(), "file ignored: it no longer exists");
                 continue;
             }
             Err(e) if is_link_refusal(&e) => {
-                tracing::warn!(path = %rel.display(), "file ignored: a symlink on its path is not followed");
+                tracing::warn!(path = %rel.display(), "file ignored: a symlink on its path leads outside the project");
                 continue;
             }
             Err(e) => return Err(ArchiveError::io("reading metadata of", root.path().join(rel), e)),
@@ -456,7 +457,7 @@ fn process(
         }),
         Kind::Symlink => {
             let target = root
-                .open_parent(&entry.rel)
+                .open_parent_in_tree(&entry.rel)
                 .and_then(|(parent, name)| parent.read_link(name))
                 .map_err(|e| ArchiveError::io("reading link", &full, e))?;
             let data = target.into_vec();
@@ -540,12 +541,14 @@ fn looks_incompressible(data: &[u8]) -> bool {
 }
 
 /// Read up to `len` bytes at `offset`. A file that shrank since it was listed yields fewer bytes; the
-/// archive then records what was actually read. Opened beneath `root` with no link followed anywhere: a
-/// file or directory swapped for a symlink after listing must not make us archive something outside.
+/// archive then records what was actually read. Opened anew beneath `root`, as collection resolved it:
+/// links on the way are followed only while the kernel confines them beneath `root`, and a link as the
+/// file itself is refused, so a file or directory swapped for a symlink after listing must not make us
+/// archive something outside.
 fn read_chunk(root: &Dir, rel: &Path, offset: u64, len: u64) -> Result<Vec<u8>, ArchiveError> {
     let path = &root.path().join(rel);
     let file = root
-        .open_file(rel)
+        .open_file_in_tree(rel)
         .map_err(|e| ArchiveError::io("opening", path, e))?;
     let len = usize::try_from(len).unwrap_or(usize::MAX);
     let mut buf = vec![0u8; len];

@@ -27,7 +27,8 @@ pub fn create_gzip<W: Write>(project_dir: &Path, files: &FileSet, out: W) -> Res
     create_gzip_in(&open_root(project_dir)?, files, out)
 }
 
-/// [`create_gzip`] with `files` relative to the directory `root`, opened with no symlink followed.
+/// [`create_gzip`] with `files` relative to the directory `root`, opened with links on the way followed
+/// only inside `root`.
 pub fn create_gzip_in<W: Write>(root: &Dir, files: &FileSet, out: W) -> Result<ZipStats, ArchiveError> {
     let mut sink = Counting {
         inner: out,
@@ -36,7 +37,7 @@ pub fn create_gzip_in<W: Write>(root: &Dir, files: &FileSet, out: W) -> Result<Z
     let mut stats = ZipStats::default();
     for rel in &files.files {
         let full = root.path().join(rel);
-        let meta = match root.lstat_path(rel) {
+        let meta = match root.lstat_path_in_tree(rel) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 tracing::warn!(path = %rel.display(), "file ignored: it no longer exists");
@@ -53,7 +54,7 @@ pub fn create_gzip_in<W: Write>(root: &Dir, files: &FileSet, out: W) -> Result<Z
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut input = root
-            .open_file(rel)
+            .open_file_in_tree(rel)
             .map_err(|e| ArchiveError::io("opening", &full, e))?;
         let mut gz = GzBuilder::new()
             .filename(name.into_bytes())
@@ -75,7 +76,8 @@ pub fn create_raw<W: Write>(project_dir: &Path, files: &FileSet, out: W) -> Resu
     create_raw_in(&open_root(project_dir)?, files, out)
 }
 
-/// [`create_raw`] with the file relative to the directory `root`, opened with no symlink followed.
+/// [`create_raw`] with the file relative to the directory `root`, opened with links on the way followed
+/// only inside `root`.
 pub fn create_raw_in<W: Write>(root: &Dir, files: &FileSet, out: W) -> Result<ZipStats, ArchiveError> {
     if files.files.len() > 1 {
         return Err(ArchiveError::TooManyRawFiles(files.files.len()));
@@ -85,7 +87,7 @@ pub fn create_raw_in<W: Write>(root: &Dir, files: &FileSet, out: W) -> Result<Zi
     if let Some(rel) = files.files.first() {
         let full = root.path().join(rel);
         let mut input = root
-            .open_file(rel)
+            .open_file_in_tree(rel)
             .map_err(|e| ArchiveError::io("opening", &full, e))?;
         let n = io::copy(&mut input, &mut out).map_err(|e| ArchiveError::io("copying", &full, e))?;
         out.flush().map_err(ArchiveError::Write)?;

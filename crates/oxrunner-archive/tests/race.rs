@@ -1,8 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Issue 11 item 1: a job user who owns the build directory swaps one of its directories with a symlink
-//! to a root-only directory, in a tight loop (`renameat2(RENAME_EXCHANGE)`), while the runner (root)
-//! extracts an archive into the build directory and collects artifacts from it. Nothing may be created
-//! or changed in the root-only directory, and its secret must never end up in an archive.
+//! to a root-only directory (absolute `l`, relative `r` = `../outside`) or with a link that stays in the
+//! build directory (`i` -> `e`), in a tight loop (`renameat2(RENAME_EXCHANGE)`), while the runner (root)
+//! extracts an archive into the build directory and collects artifacts from it. Collection follows
+//! in-tree links on the way to a path, so the in-tree swap is a legitimate detour; the others must never
+//! be. Nothing may be created or changed in the root-only directory, and its secret must never end up in
+//! an archive.
 //!
 //! Needs root (a throwaway user is created and removed). Under `CI=true` it runs or fails; elsewhere it
 //! skips with a message. The racer is this test binary itself, re-run as the throwaway user with
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 use oxrunner_archive::{Level, collect, create_zip, create_zip_file, extract_zip};
 
 const SECRET: &str = "oxrt-root-only-secret-3f9c1d0a7b";
+const IN_TREE: &str = "oxrt-in-tree-content";
 const ITERATIONS: usize = 2000;
 const TIME_BOUND: Duration = Duration::from_secs(20);
 
@@ -129,7 +133,8 @@ impl Drop for Racer {
 
 /// The sandbox: `<base>` (root, 0755) holding `outside` (root, 0700, with the secret), `bin/` with a
 /// copy of this test binary the racer can execute, and `build` owned by the racer with `d` (a real
-/// directory) and `l` (a symlink to `outside`), the two names the racer keeps exchanging.
+/// directory), `l` (an absolute symlink to `outside`), `r` (`../outside`) and `i` (`e`, a real directory
+/// beside it): the racer keeps exchanging `d` with each of the others.
 struct Sandbox {
     base: tempfile::TempDir,
     user: TempUser,
@@ -153,11 +158,17 @@ impl Sandbox {
         fs::create_dir(&build).unwrap();
         fs::create_dir(build.join("d")).unwrap();
         fs::write(build.join("d/s"), "harmless").unwrap();
+        fs::create_dir(build.join("e")).unwrap();
+        fs::write(build.join("e/s"), IN_TREE).unwrap();
         std::os::unix::fs::symlink(&outside, build.join("l")).unwrap();
-        for p in [build.join("d/s"), build.join("d"), build.clone()] {
+        std::os::unix::fs::symlink("../outside", build.join("r")).unwrap();
+        std::os::unix::fs::symlink("e", build.join("i")).unwrap();
+        for p in ["d/s", "d", "e/s", "e", ""].map(|p| build.join(p)) {
             std::os::unix::fs::chown(&p, Some(user.uid), Some(user.gid)).unwrap();
         }
-        std::os::unix::fs::lchown(build.join("l"), Some(user.uid), Some(user.gid)).unwrap();
+        for link in ["l", "r", "i"] {
+            std::os::unix::fs::lchown(build.join(link), Some(user.uid), Some(user.gid)).unwrap();
+        }
         Sandbox { base, user }
     }
 
@@ -220,7 +231,10 @@ fn racer_helper_process() {
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
         for _ in 0..10_000 {
-            let _ = rustix::fs::renameat_with(&build, "d", &build, "l", rustix::fs::RenameFlags::EXCHANGE);
+            for other in ["l", "r", "i"] {
+                let _ =
+                    rustix::fs::renameat_with(&build, "d", &build, other, rustix::fs::RenameFlags::EXCHANGE);
+            }
         }
     }
 }
@@ -279,8 +293,10 @@ fn collection_never_reads_through_a_swapped_directory(strategy: &str) {
     let sb = Sandbox::new("c");
     let mut racer = sb.racer();
     let mut archived = 0;
+    let mut via_link = 0;
+    let paths = ["d", "d/*", "d/s"].map(str::to_owned);
     let done = bounded(|i| {
-        let Ok(files) = collect(&sb.build(), &["d".to_owned(), "d/*".to_owned()], &[], false) else {
+        let Ok(files) = collect(&sb.build(), &paths, &[], false) else {
             return;
         };
         let mut zip = Vec::new();
@@ -293,6 +309,9 @@ fn collection_never_reads_through_a_swapped_directory(strategy: &str) {
             let mut entry = reader.by_index(k).unwrap();
             let mut content = Vec::new();
             entry.read_to_end(&mut content).unwrap();
+            if content == IN_TREE.as_bytes() {
+                via_link += 1;
+            }
             assert!(
                 !String::from_utf8_lossy(&content).contains(SECRET),
                 "{strategy} iteration {i}: the root-only secret was archived as {:?}",
@@ -302,5 +321,8 @@ fn collection_never_reads_through_a_swapped_directory(strategy: &str) {
         sb.assert_outside_untouched(i);
     });
     racer.assert_running();
-    eprintln!("{strategy}: {done} collections raced, {archived} archives built, the secret never read");
+    eprintln!(
+        "{strategy}: {done} collections raced, {archived} archives built, {via_link} entries read through \
+         the in-tree link, the secret never read"
+    );
 }

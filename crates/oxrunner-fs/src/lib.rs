@@ -17,6 +17,15 @@
 //!
 //! A symlink met on the way is an error ([`is_link_refusal`] tells it apart), never a detour: the
 //! worst a racing job can achieve is failing its own cache or artifact step.
+//!
+//! **Reading what a job collects** is the one exception (the `*_in_tree` methods): gitlab-runner
+//! follows links on the way to an artifact or cache path (`current -> releases/3`), so these resolve
+//! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`. The kernel follows relative links, and `..`,
+//! only while the resolution stays beneath the handle, and refuses absolute links and escapes with
+//! `EXDEV`, atomically, so a racing job still cannot steer a read outside. The last component is never
+//! followed where it is a file (a link there is read as a link). Without `openat2` these fall back to
+//! the component walk, which refuses every link on the way (more conservative than gitlab-runner).
+//! Nothing that writes uses them.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -189,12 +198,7 @@ impl Dir {
     pub fn open_file(&self, rel: &Path) -> io::Result<File> {
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
         let fd = self.open_beneath(rel, flags, Mode::empty())?;
-        let st = rustix::fs::fstat(&fd)?;
-        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-            return Err(io::Error::other("not a regular file"));
-        }
-        // Regular files ignore O_NONBLOCK; it only kept the open from hanging on a FIFO.
-        Ok(File::from(fd))
+        regular_file(fd)
     }
 
     /// Create `name` in this directory; it must not exist (O_EXCL, so not even a dangling link is
@@ -381,6 +385,68 @@ impl Dir {
         )?)
     }
 
+    /// Open the directory `rel` beneath this one for reading, following links on the way and in the last
+    /// component as long as they resolve beneath this directory (see the module docs).
+    pub fn open_dir_in_tree(&self, rel: &Path) -> io::Result<Dir> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = self.open_in_tree(rel, flags, use_openat2())?;
+        Ok(Dir {
+            fd,
+            path: self.path.join(rel),
+        })
+    }
+
+    /// The parent directory of `rel`, reached with [`Dir::open_dir_in_tree`], and `rel`'s last component.
+    pub fn open_parent_in_tree<'r>(&self, rel: &'r Path) -> io::Result<(Dir, &'r OsStr)> {
+        let name = rel.file_name().ok_or_else(|| invalid("path has no file name"))?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        Ok((self.open_dir_in_tree(parent)?, name))
+    }
+
+    /// `lstat` of `rel`: links on the way are followed while they stay beneath this directory, the last
+    /// component is not followed.
+    pub fn lstat_path_in_tree(&self, rel: &Path) -> io::Result<Meta> {
+        let (parent, name) = self.open_parent_in_tree(rel)?;
+        parent.lstat(name)
+    }
+
+    /// [`Dir::open_file`], with links on the way followed while they stay beneath this directory. A
+    /// link as the last component is refused, as in [`Dir::open_file`].
+    pub fn open_file_in_tree(&self, rel: &Path) -> io::Result<File> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = self.open_in_tree(rel, flags, use_openat2())?;
+        regular_file(fd)
+    }
+
+    /// `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`, or the no-follow walk when `openat2` is
+    /// unavailable (or `try_openat2` is false, for tests of the fallback).
+    fn open_in_tree(&self, rel: &Path, flags: OFlags, try_openat2: bool) -> io::Result<OwnedFd> {
+        let comps = components(rel)?;
+        let Some((last, parents)) = comps.split_last() else {
+            return Ok(rustix::fs::openat(&self.fd, ".", flags, Mode::empty())?);
+        };
+        if try_openat2 {
+            let joined: PathBuf = comps.iter().collect();
+            let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+            // EAGAIN: a rename elsewhere on the system raced a `..` step and the kernel could not
+            // prove the resolution stayed beneath. Retrying is cheap; the walk is the last resort.
+            for _ in 0..8 {
+                match rustix::fs::openat2(&self.fd, &joined, flags, Mode::empty(), resolve) {
+                    Err(Errno::NOSYS | Errno::PERM) if OPENAT2.load(Ordering::Relaxed) == 0 => {
+                        OPENAT2.store(2, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(Errno::AGAIN) => {}
+                    other => {
+                        OPENAT2.store(1, Ordering::Relaxed);
+                        return Ok(other?);
+                    }
+                }
+            }
+        }
+        self.walk_beneath(parents, last, flags, Mode::empty())
+    }
+
     fn open_beneath(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
         let comps = components(rel)?;
         let Some((last, parents)) = comps.split_last() else {
@@ -427,6 +493,20 @@ impl AsFd for Dir {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+fn use_openat2() -> bool {
+    OPENAT2.load(Ordering::Relaxed) != 2
+}
+
+/// `fd` as a [`File`] if it is a regular file.
+fn regular_file(fd: OwnedFd) -> io::Result<File> {
+    let st = rustix::fs::fstat(&fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(io::Error::other("not a regular file"));
+    }
+    // Regular files ignore O_NONBLOCK; it only kept the open from hanging on a FIFO.
+    Ok(File::from(fd))
 }
 
 fn omit() -> Timespec {

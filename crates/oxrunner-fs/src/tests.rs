@@ -105,3 +105,90 @@ fn fifos_are_refused_without_blocking() {
     rustix::fs::mkfifoat(&dir, "fifo", Mode::from_raw_mode(0o644)).unwrap();
     assert!(dir.open_file(Path::new("fifo")).is_err());
 }
+
+/// `<tmp>/root` with in-tree links (`cur -> a/b`, `a/up -> ../a/b`, chains) and links that leave it
+/// (absolute, `..` past the root, absolute back into the root).
+fn linked_tree() -> (tempfile::TempDir, Dir) {
+    let (tmp, dir) = tree();
+    let root = tmp.path().join("root");
+    std::os::unix::fs::symlink("a/b", root.join("cur")).unwrap();
+    std::os::unix::fs::symlink("../a/b", root.join("a/up")).unwrap();
+    std::os::unix::fs::symlink("cur", root.join("chain")).unwrap();
+    std::os::unix::fs::symlink("../outside", root.join("esc")).unwrap();
+    std::os::unix::fs::symlink("a/../../outside", root.join("esc2")).unwrap();
+    std::os::unix::fs::symlink(root.join("a/b"), root.join("absin")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/root/tmp", root.join("magic")).unwrap();
+    (tmp, dir)
+}
+
+#[test]
+fn reads_in_tree_follow_links_that_stay_beneath() {
+    let (_tmp, dir) = linked_tree();
+    // The first resolution finds out whether this kernel has openat2.
+    dir.open_dir_in_tree(Path::new("a")).unwrap();
+    if !use_openat2() {
+        eprintln!("SKIPPED: this kernel has no openat2; the fallback is tested below");
+        return;
+    }
+    for rel in ["cur/f", "a/up/f", "chain/f", "a/rel/f"] {
+        assert_eq!(
+            read(dir.open_file_in_tree(Path::new(rel)).unwrap()),
+            "inside",
+            "{rel}"
+        );
+        assert_eq!(dir.lstat_path_in_tree(Path::new(rel)).unwrap().kind, Kind::File);
+    }
+    assert!(
+        dir.open_dir_in_tree(Path::new("chain"))
+            .unwrap()
+            .entries()
+            .unwrap()
+            .len()
+            == 1
+    );
+    // The last component is not followed: a link there is seen (and refused as a file) as a link.
+    assert_eq!(
+        dir.lstat_path_in_tree(Path::new("cur")).unwrap().kind,
+        Kind::Symlink
+    );
+    assert!(is_link_refusal(
+        &dir.open_file_in_tree(Path::new("a/flink")).unwrap_err()
+    ));
+    // Absolute links (even back into the tree, or to a magic link in /proc) and escapes by `..` are
+    // refused.
+    for rel in [
+        "a/link/f",
+        "esc/f",
+        "esc2/f",
+        "absin/f",
+        "magic/x",
+        "../root/a/b/f",
+    ] {
+        let err = dir.open_file_in_tree(Path::new(rel)).unwrap_err();
+        assert!(rel.starts_with("..") || is_link_refusal(&err), "{rel}: {err}");
+        assert!(dir.lstat_path_in_tree(Path::new(rel)).is_err(), "{rel}");
+        let dir_rel = Path::new(rel).parent().unwrap();
+        assert!(dir.open_dir_in_tree(dir_rel).is_err(), "{rel}");
+    }
+    // The strict methods still refuse the in-tree links.
+    assert!(is_link_refusal(&dir.open_file(Path::new("cur/f")).unwrap_err()));
+}
+
+#[test]
+fn reads_in_tree_refuse_every_link_without_openat2() {
+    let (_tmp, dir) = linked_tree();
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    assert_eq!(
+        read(File::from(
+            dir.open_in_tree(Path::new("a/b/f"), flags, false).unwrap()
+        )),
+        "inside"
+    );
+    for rel in ["cur/f", "a/up/f", "chain/f", "a/link/f", "esc/f", "absin/f"] {
+        let err = dir.open_in_tree(Path::new(rel), flags, false).unwrap_err();
+        assert!(is_link_refusal(&err), "{rel}: {err}");
+    }
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let err = dir.open_in_tree(Path::new("cur"), dir_flags, false).unwrap_err();
+    assert!(is_link_refusal(&err), "{err}");
+}

@@ -341,3 +341,35 @@ async fn a_project_dir_swapped_for_a_symlink_is_not_archived_through() {
         "the outside file was archived: {trace}"
     );
 }
+
+/// As in gitlab-runner, a path through a link that stays inside the project is collected under the name
+/// written in `paths:` (`current -> releases/3`), for artifacts and caches alike.
+#[tokio::test]
+async fn paths_through_in_project_links_are_archived() {
+    let env = env();
+    let mut build = plan(
+        1,
+        "build",
+        &[
+            "mkdir -p releases/3/dist",
+            "echo v3 > releases/3/dist/app.js",
+            "ln -s releases/3 current",
+        ],
+    );
+    build.artifacts = vec![archive(&["current/dist/app.js"])];
+    build.caches = vec![CacheSpec {
+        key: "rel".into(),
+        paths: vec!["current/dist/".into()],
+        ..CacheSpec::default()
+    }];
+    let (outcome, trace) = env.run(&build).await;
+    assert!(outcome.is_success(), "{trace}");
+    assert!(!trace.contains("not supported"), "{trace}");
+    assert!(!trace.contains("no matching files"), "{trace}");
+
+    let out = tempfile::tempdir().unwrap();
+    oxrunner_archive::extract_zip(&env.artifacts().join("build/archive/artifacts.zip"), out.path()).unwrap();
+    let content = std::fs::read_to_string(out.path().join("current/dist/app.js")).unwrap();
+    assert_eq!(content, "v3\n");
+    assert!(!out.path().join("releases").exists());
+}
