@@ -107,6 +107,7 @@ impl ShellExecutor {
         if self.is_bash && login {
             shell_cmd.push("-l".to_owned());
         }
+        let mut user_env = Vec::new();
         let argv = match &self.user {
             None => shell_cmd,
             Some(user) => {
@@ -118,16 +119,9 @@ impl ShellExecutor {
                         ),
                     });
                 }
-                // Only the shell invocation is on su's command line; the script (and its secrets) goes to stdin.
-                let mut su = vec![
-                    "su".to_owned(),
-                    "-s".to_owned(),
-                    shell.clone(),
-                    user.clone(),
-                    "-c".to_owned(),
-                ];
-                su.push(shell_cmd.join(" "));
-                su
+                let (argv, env) = as_user(user, &shell, shell_cmd)?;
+                user_env = env;
+                argv
             }
         };
         let argv = match &self.procs {
@@ -136,6 +130,7 @@ impl ShellExecutor {
         };
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]);
+        cmd.envs(user_env);
         if let Some(procs) = &self.procs {
             procs.mark(&mut cmd);
         }
@@ -343,6 +338,66 @@ fn group_alive(pgid: Pid) -> bool {
     }
     false
 }
+
+/// The command line that runs `shell_cmd` as `user`, and the variables `su` would set for it.
+///
+/// `setpriv` (util-linux) changes uid, gid and supplementary groups without opening a PAM session: `su` runs
+/// `pam_systemd` on most distributions, which moves the job's shell out of the job's cgroup into a login scope,
+/// where the runner could no longer find and stop what the job leaves behind. Like non-login `su`, only HOME,
+/// SHELL, USER and LOGNAME change; the rest of the environment (the job's variables come on stdin) is kept. `su`
+/// remains the fallback where `setpriv` is missing. Only the shell invocation is on the command line; the script
+/// (and its secrets) goes to stdin.
+fn as_user(
+    user: &str,
+    shell: &str,
+    shell_cmd: Vec<String>,
+) -> Result<(Vec<String>, Vec<(String, String)>), ExecError> {
+    let Some(setpriv) = SETPRIV_CANDIDATES.iter().find(|p| Path::new(p).is_file()) else {
+        let mut su = vec![
+            "su".to_owned(),
+            "-s".to_owned(),
+            shell.to_owned(),
+            user.to_owned(),
+            "-c".to_owned(),
+        ];
+        su.push(shell_cmd.join(" "));
+        return Ok((su, Vec::new()));
+    };
+    let account = match nix::unistd::User::from_name(user) {
+        Ok(Some(account)) => account,
+        Ok(None) => {
+            return Err(ExecError::Build {
+                reason: FailureReason::RunnerConfigurationError,
+                message: format!(
+                    "cannot run the job as user {user:?}: no such user\nhint: create the account (useradd {user}) or fix `--user`"
+                ),
+            });
+        }
+        Err(e) => {
+            return Err(ExecError::Build {
+                reason: FailureReason::RunnerSystemFailure,
+                message: format!("cannot look up user {user:?}: {e}"),
+            });
+        }
+    };
+    let mut argv = vec![
+        (*setpriv).to_owned(),
+        format!("--reuid={}", account.uid),
+        format!("--regid={}", account.gid),
+        "--init-groups".to_owned(),
+        "--".to_owned(),
+    ];
+    argv.extend(shell_cmd);
+    let env = vec![
+        ("HOME".to_owned(), account.dir.to_string_lossy().into_owned()),
+        ("SHELL".to_owned(), shell.to_owned()),
+        ("USER".to_owned(), account.name.clone()),
+        ("LOGNAME".to_owned(), account.name),
+    ];
+    Ok((argv, env))
+}
+
+const SETPRIV_CANDIDATES: &[&str] = &["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv"];
 
 fn find_bash() -> Option<PathBuf> {
     let from_path = std::env::var_os("PATH")

@@ -707,12 +707,24 @@ async fn runs_as_another_user_via_su() {
     let builds = env.root.join("builds");
     std::fs::create_dir_all(&builds).unwrap();
     std::fs::set_permissions(&builds, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut plan = env.plan(&["echo \"user=$(id -un) secret=$MY_SECRET\""]);
+    let mut plan = env.plan(&[
+        "echo \"user=$(id -un) secret=$MY_SECRET\"",
+        "echo \"env=$USER/$LOGNAME/$HOME groups=$(id -G)\"",
+    ]);
     plan.variables.push(Variable::new("GIT_STRATEGY", "none"));
     let exec = ShellExecutor::new().with_user(Some("nobody".into()));
     let (outcome, log) = env.run_with(&plan, JobCancel::new(), &NoopHooks, exec).await;
     assert_eq!(outcome, JobOutcome::Success, "{log}");
     assert!(log.contains("user=nobody secret=[MASKED]\n"), "{log}");
+    // As `su` leaves them: the account's name and home, and its groups from the group database.
+    let groups = std::process::Command::new("id")
+        .args(["-G", "nobody"])
+        .output()
+        .unwrap();
+    let groups = String::from_utf8_lossy(&groups.stdout).trim().to_owned();
+    let home = nix::unistd::User::from_name("nobody").unwrap().unwrap().dir;
+    let want = format!("env=nobody/nobody/{} groups={groups}\n", home.display());
+    assert!(log.contains(&want), "want {want:?} in:\n{log}");
 }
 
 #[tokio::test]

@@ -326,3 +326,91 @@ async fn use_slot_cgroups_puts_the_job_under_the_slot_cgroup() {
     let status = d.quit(EXIT).await;
     assert!(status.success(), "{}", d.log());
 }
+
+/// A throwaway account for `--user` (name under `oxrt-`), removed at drop.
+struct TestUser(String);
+
+impl TestUser {
+    fn create(tag: &str) -> TestUser {
+        let name = format!("oxrt-{tag}{}", std::process::id());
+        let out = std::process::Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/bin/bash", &name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TestUser(name)
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel").arg(&self.0).output();
+    }
+}
+
+/// `su` opens a PAM session, and on most hosts `pam_systemd` then moves the session into a login scope: the job's
+/// shell leaves the job's cgroup, and a `setsid env -i` child (invisible to the environment marker) outlives the
+/// job. This host has no logind, so a `su` placed first on the daemon's PATH does that move itself before running
+/// the real `su`. `--user` jobs must not depend on `su` (the runner drops privileges with `setpriv`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_job_stays_in_its_cgroup_whatever_a_pam_session_would_do() {
+    let Some(mount) = cgroup2_mount_as_root() else {
+        return;
+    };
+    let user = TestUser::create("s");
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let shared = sb.path("shared");
+    let builds = sb.path("builds");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::create_dir_all(&builds).unwrap();
+    for dir in [sb.dir.path(), shared.as_path(), builds.as_path()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let bin = sb.path("pam-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let su = bin.join("su");
+    std::fs::write(
+        &su,
+        format!(
+            "#!/bin/sh\necho $$ > '{}/cgroup.procs'\nexec /bin/su \"$@\"\n",
+            mount.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&su, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pid_file = shared.join("pam.pids");
+    let _guard = Markers(pid_file.clone());
+    config(&fake, &sb);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
+    );
+    let cfg = sb.config_str();
+    let mut d = sb.spawn_with_env(&["run", "-c", &cfg, "--user", &user.0], &[("PATH", &path)]);
+    let name = format!("oxrt-marker-{}", std::process::id());
+    let marker = format!(
+        "setsid env -i /bin/bash -c \"echo \\$\\$ >> '{}'; exec -a {name} sleep 300\" </dev/null >/dev/null 2>&1 &",
+        pid_file.display()
+    );
+    let wait = format!(
+        "for i in $(seq 600); do [ -s '{}' ] && break; sleep 0.05; done",
+        pid_file.display()
+    );
+    let id = fake.enqueue_job(JobSpec::new("pam", &[&marker, &wait]).variable("GIT_STRATEGY", "none"));
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}\n{}", job.trace_text(), d.log());
+    assert_eq!(pids(&pid_file).len(), 1, "{}", job.trace_text());
+    let left = left_alive(&pid_file).await;
+    assert!(
+        left.is_empty(),
+        "a process of the --user job outlived it: {left:?}"
+    );
+    let status = d.quit(EXIT).await;
+    assert!(status.success(), "{}", d.log());
+}

@@ -98,9 +98,15 @@ impl Sandbox {
 
     /// Starts a long-running `oxrunner` (run / run-single) with output going to a log file.
     pub fn spawn(&self, args: &[&str]) -> Daemon {
+        self.spawn_with_env(args, &[])
+    }
+
+    /// [`Sandbox::spawn`] with extra environment variables (set after the sandbox's own, so they win).
+    pub fn spawn_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let log = self.path(&format!("oxrunner-{}.log", args.first().copied().unwrap_or("x")));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = self.command();
+        cmd.envs(env.iter().copied());
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
