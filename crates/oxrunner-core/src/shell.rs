@@ -347,11 +347,7 @@ fn group_alive(pgid: Pid) -> bool {
 /// SHELL, USER and LOGNAME change; the rest of the environment (the job's variables come on stdin) is kept. `su`
 /// remains the fallback where `setpriv` is missing. Only the shell invocation is on the command line; the script
 /// (and its secrets) goes to stdin.
-fn as_user(
-    user: &str,
-    shell: &str,
-    shell_cmd: Vec<String>,
-) -> Result<(Vec<String>, Vec<(String, String)>), ExecError> {
+fn as_user(user: &str, shell: &str, shell_cmd: Vec<String>) -> Result<(Vec<String>, UserEnv), ExecError> {
     let Some(setpriv) = SETPRIV_CANDIDATES.iter().find(|p| Path::new(p).is_file()) else {
         let mut su = vec![
             "su".to_owned(),
@@ -396,6 +392,9 @@ fn as_user(
     ];
     Ok((argv, env))
 }
+
+/// Variables set for a `--user` stage, as `su` sets them.
+type UserEnv = Vec<(String, String)>;
 
 const SETPRIV_CANDIDATES: &[&str] = &["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv"];
 
