@@ -210,8 +210,11 @@ impl JobProcesses {
     pub async fn signal_all(&self, sig: Signal) {
         let this = self.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            for pid in this.members() {
+            for pid in this.cgroup().map(cgroup_pids).unwrap_or_default() {
                 let _ = kill(pid, sig);
+            }
+            for pid in marked_pids(&this.inner.marker) {
+                signal_if_marked(pid, &this.inner.marker, sig);
             }
         })
         .await;
@@ -233,16 +236,6 @@ impl JobProcesses {
         }
         self.inner.finished.store(true, Ordering::SeqCst);
     }
-
-    fn members(&self) -> Vec<Pid> {
-        let mut pids = self.cgroup().map(cgroup_pids).unwrap_or_default();
-        for pid in marked_pids(&self.inner.marker) {
-            if !pids.contains(&pid) {
-                pids.push(pid);
-            }
-        }
-        pids
-    }
 }
 
 /// Kills what is left of a job given its cgroup and marker (also used at start-up for the jobs of a runner that
@@ -258,7 +251,7 @@ pub fn kill_tracked(cgroup: Option<&Path>, marker: &str) -> usize {
             marked_pids(marker)
         };
         for pid in &marked {
-            if kill(*pid, Signal::SIGKILL).is_ok() {
+            if signal_if_marked(*pid, marker, Signal::SIGKILL) {
                 killed += 1;
             }
         }
@@ -323,6 +316,31 @@ fn cgroup_pids(dir: &Path) -> Vec<Pid> {
         .filter(|p| *p > 0)
         .map(Pid::from_raw)
         .collect()
+}
+
+/// Signals `pid` only if it still carries the marker when a pidfd holds it: a marked process that exited after
+/// the `/proc` scan may have left its pid to an unrelated process, which must not be signalled. Kernels without
+/// pidfds (before 5.3) get a plain `kill`.
+fn signal_if_marked(pid: Pid, marker: &str, sig: Signal) -> bool {
+    let Some(rpid) = rustix::process::Pid::from_raw(pid.as_raw()) else {
+        return false;
+    };
+    let Some(rsig) = rustix::process::Signal::from_named_raw(sig as i32) else {
+        return kill(pid, sig).is_ok();
+    };
+    match rustix::process::pidfd_open(rpid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => {
+            has_marker(pid.as_raw(), &format!("{MARKER_VAR}={marker}"))
+                && rustix::process::pidfd_send_signal(&fd, rsig).is_ok()
+        }
+        Err(rustix::io::Errno::NOSYS) => kill(pid, sig).is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn has_marker(pid: i32, needle: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|environ| environ.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
 }
 
 /// Live processes whose environment holds `OXRUNNER_JOB_MARKER=<marker>` (never this process).
@@ -438,6 +456,28 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kill step re-checks the marker through a pidfd: a pid that the `/proc` scan saw with the marker but that
+    /// now belongs to an unmarked process (reused) is left alone; a marked one is killed.
+    #[test]
+    fn only_a_process_that_still_carries_the_marker_is_signalled() {
+        let marker = format!("reuse-test-{}", std::process::id());
+        let mut unmarked = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut marked = std::process::Command::new("sleep")
+            .arg("30")
+            .env(MARKER_VAR, &marker)
+            .spawn()
+            .unwrap();
+        let pid = |c: &std::process::Child| Pid::from_raw(i32::try_from(c.id()).unwrap());
+        let spared = !signal_if_marked(pid(&unmarked), &marker, Signal::SIGKILL);
+        let alive = unmarked.try_wait().unwrap().is_none();
+        let _ = unmarked.kill();
+        let _ = unmarked.wait();
+        assert!(spared && alive, "an unmarked process was killed");
+        assert!(signal_if_marked(pid(&marked), &marker, Signal::SIGKILL));
+        let status = marked.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+    }
 
     #[test]
     fn slot_templates() {
