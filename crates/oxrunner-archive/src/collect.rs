@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::process::Command;
 
 use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 use oxrunner_fs::{Dir, Kind, is_link_refusal};
@@ -298,11 +297,7 @@ impl Collector<'_> {
     }
 
     fn process_untracked(&mut self) {
-        // git runs in exactly the directory we hold, whatever its path leads to by now.
-        let output = Command::new("git")
-            .args(["ls-files", "--others", "--exclude-standard", "-z"])
-            .current_dir(self.root.proc_path())
-            .output();
+        let output = crate::untracked::ls_untracked(self.root);
         let output = match output {
             Ok(o) if o.status.success() => o,
             Ok(o) => {

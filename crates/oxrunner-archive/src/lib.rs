@@ -16,6 +16,7 @@ mod error;
 mod extract;
 mod level;
 mod simple;
+mod untracked;
 mod zipfmt;
 
 pub use cache::{CachePolicy, CacheStore, RestoreReport, SaveOutcome};

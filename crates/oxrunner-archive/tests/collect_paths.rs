@@ -136,3 +136,27 @@ fn a_bad_glob_is_an_error_with_the_pattern() {
     let err = collect(dir.path(), &s(&["out/[a"]), &[], false).unwrap_err();
     assert!(err.to_string().contains("out/[a"), "{err}");
 }
+
+/// The job owns `.git/config`: a program it names must never run (the runner is often root), and
+/// `core.worktree` must not make git list another directory.
+#[test]
+fn untracked_ignores_a_hostile_git_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("project");
+    let elsewhere = dir.path().join("elsewhere");
+    let marker = dir.path().join("fsmonitor-ran");
+    fs::create_dir_all(&root).unwrap();
+    git(&root, &["init", "-q"]);
+    write(&root, "tracked.txt", b"t");
+    git(&root, &["add", "tracked.txt"]);
+    git(&root, &["commit", "-q", "-m", "init"]);
+    write(&root, "mine.txt", b"m");
+    write(&elsewhere, "other.txt", b"o");
+    let hook = format!("touch {}; false", marker.display());
+    git(&root, &["config", "core.fsmonitor", &hook]);
+    git(&root, &["config", "core.worktree", elsewhere.to_str().unwrap()]);
+
+    let set = collect(&root, &[], &[], true).unwrap();
+    assert!(!marker.exists(), "the job's core.fsmonitor ran");
+    assert_eq!(strings(&set.files), ["mine.txt"], "{:?}", set.warnings);
+}

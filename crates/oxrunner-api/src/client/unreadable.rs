@@ -53,12 +53,36 @@ fn lenient_id(v: &Value) -> Option<i64> {
 }
 
 /// serde quotes the offending value (`invalid type: string "s3cr3t", expected a sequence`); in a job payload
-/// that value can be a masked variable, so every quoted span is replaced. The JSON path still says where.
+/// that value can be a masked variable. Quoting is not a safe boundary (a string is printed escaped, an enum
+/// variant is not), so for serde's messages that carry a payload value everything between the kind of error
+/// and the last `, expected` goes; the JSON path (added by the caller) and the expected type still say what
+/// is wrong. Any other message has its quoted spans hidden.
 fn without_values(message: &str) -> String {
+    const WITH_VALUE: [&str; 4] = [
+        "invalid type: ",
+        "invalid value: ",
+        "unknown variant ",
+        "unknown field ",
+    ];
+    for kind in WITH_VALUE {
+        if let Some(rest) = message.strip_prefix(kind) {
+            // The expected part comes from our types, never from the payload.
+            let expected = rest.rfind(", expected ").map_or("", |at| &rest[at..]);
+            return format!("{kind}[value hidden]{expected}");
+        }
+    }
+    hide_quoted(message)
+}
+
+/// Replaces every `"…"` (with `\` escapes) and `` `…` `` span's content; an unterminated one hides the rest.
+fn hide_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut open: Option<char> = None;
+    let mut escaped = false;
     for c in message.chars() {
         match open {
+            Some(_) if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
             Some(q) if c == q => {
                 out.push_str("[value hidden]");
                 out.push(c);
@@ -94,6 +118,24 @@ mod tests {
             JobRequestOutcome::Unreadable(u) => *u,
             other => panic!("expected an unreadable job, got {other:?}"),
         }
+    }
+
+    /// serde prints a string value with `{:?}`, so an escaped `\"` inside it must not end the hidden span.
+    #[test]
+    fn a_quote_inside_a_value_hides_none_of_it() {
+        let u = unreadable(r#"{"id": 1, "token": "t", "variables": "abc\"def-SECRET"}"#);
+        assert!(!u.error.contains("SECRET"), "a payload value leaked: {}", u.error);
+        assert!(!u.error.contains("def"), "a payload value leaked: {}", u.error);
+        assert!(u.error.contains("variables"), "{}", u.error);
+        assert!(u.error.contains("expected a sequence"), "{}", u.error);
+    }
+
+    /// Enum variants are printed with `Display` between backticks: a backtick in the value is not escaped.
+    #[test]
+    fn a_backtick_inside_an_unknown_variant_hides_none_of_it() {
+        let shown = without_values("unknown variant `a`b-SECRET`, expected `x` or `y` at line 1 column 9");
+        assert!(!shown.contains("SECRET"), "a payload value leaked: {shown}");
+        assert!(shown.contains("expected `x` or `y`"), "{shown}");
     }
 
     #[test]
@@ -135,9 +177,11 @@ mod tests {
 
     #[test]
     fn quoted_values_are_hidden_even_when_unterminated() {
+        // The expected part is our types' own text and stays.
         assert_eq!(
             without_values(r#"invalid type: string "x", expected `y"#),
-            "invalid type: string \"[value hidden]\", expected `[value hidden]`"
+            "invalid type: [value hidden], expected `y"
         );
+        assert_eq!(hide_quoted(r#"bad "x\" y"#), "bad \"[value hidden]\"");
     }
 }

@@ -159,10 +159,22 @@ pub(super) async fn staged_hook(
                 .map_err(|e| exec_err("copying the project out of the job", &e))?;
             let name = ctx.project_dir.file_name().map(PathBuf::from).unwrap_or_default();
             let pulled = holder.join(name);
-            if pulled.is_dir() {
-                project = pulled;
-            } else {
-                std::fs::create_dir_all(&project).map_err(|e| io("cannot create", &project, e))?;
+            // The job may have replaced its project directory with a link (`p -> /etc`), which the copy
+            // brings out as a link: following it would make root archive host files. Only a real directory
+            // is the project; `lstat` is enough because the scratch directory is private to the runner
+            // (0700) and nothing changes it after the unpack, and the hooks reach everything below it through
+            // handles that never follow a link out of it.
+            match std::fs::symlink_metadata(&pulled) {
+                Ok(m) if m.is_dir() => project = pulled,
+                found => {
+                    if found.is_ok() {
+                        trace.warning(&format!(
+                            "{} is not a directory in the job (a link?): nothing of it is collected",
+                            ctx.project_dir.display()
+                        ));
+                    }
+                    std::fs::create_dir_all(&project).map_err(|e| io("cannot create", &project, e))?;
+                }
             }
         }
         Some(Pull::Paths(paths)) => {
@@ -249,5 +261,118 @@ mod tests {
             prefixes(&["../elsewhere", "/etc/passwd"]),
             Some(vec![String::new(), String::new()])
         );
+    }
+
+    /// A job container whose project directory was replaced by a link to a directory of the host.
+    struct LinkedProject {
+        target: PathBuf,
+    }
+
+    impl JobFiles for LinkedProject {
+        fn push<'a>(
+            &'a self,
+            _: &'a Path,
+            _: &'a Path,
+        ) -> futures::future::BoxFuture<'a, Result<(), ExecError>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn pull<'a>(
+            &'a self,
+            path: &'a Path,
+            host_dir: &'a Path,
+        ) -> futures::future::BoxFuture<'a, Result<(), ExecError>> {
+            let link = host_dir.join(path.file_name().unwrap_or_default());
+            let made = std::os::unix::fs::symlink(&self.target, link);
+            Box::pin(async move {
+                made.map_err(|e| ExecError::Io {
+                    context: "test link".into(),
+                    source: e,
+                })
+            })
+        }
+    }
+
+    /// Records what the artifact hook was given as the project directory.
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<Vec<(bool, Vec<std::ffi::OsString>)>>);
+
+    impl JobHooks for Seen {
+        fn restore_cache<'a>(
+            &'a self,
+            _: &'a StageCtx<'a>,
+            _: &'a TraceWriter,
+        ) -> futures::future::BoxFuture<'a, Result<(), HookError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn download_artifacts<'a>(
+            &'a self,
+            _: &'a StageCtx<'a>,
+            _: &'a TraceWriter,
+        ) -> futures::future::BoxFuture<'a, Result<(), HookError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn archive_cache<'a>(
+            &'a self,
+            _: &'a StageCtx<'a>,
+            _: &'a TraceWriter,
+            _: bool,
+        ) -> futures::future::BoxFuture<'a, Result<(), HookError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn upload_artifacts<'a>(
+            &'a self,
+            ctx: &'a StageCtx<'a>,
+            _: &'a TraceWriter,
+            _: bool,
+        ) -> futures::future::BoxFuture<'a, Result<(), HookError>> {
+            let real_dir = std::fs::symlink_metadata(&ctx.project_dir).is_ok_and(|m| m.is_dir());
+            let names = std::fs::read_dir(&ctx.project_dir)
+                .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            self.0.lock().unwrap().push((real_dir, names));
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_project_directory_replaced_by_a_link_is_never_followed() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("host-secret"), b"s").unwrap();
+        let plan = crate::plan::JobPlan {
+            artifacts: vec![crate::plan::ArtifactSpec {
+                paths: vec!["*".into()],
+                when: crate::plan::When::Always,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let runner = crate::plan::RunnerContext::default();
+        let variables = Variables::default();
+        let ctx = StageCtx {
+            plan: &plan,
+            runner: &runner,
+            stage: Stage::UploadArtifactsOnSuccess,
+            project_dir: PathBuf::from("/builds/g/p"),
+            tmp_dir: PathBuf::from("/builds/g/p.tmp"),
+            variables: &variables,
+            status: crate::executor::JobStatus::Success,
+            cancel: tokio_util::sync::CancellationToken::new(),
+        };
+        let spool = tempfile::tempdir().unwrap();
+        let (trace, handle) = TraceWriter::new(spool.path(), crate::trace::MaskSet::empty(), 0).unwrap();
+        let files = LinkedProject {
+            target: host.path().to_path_buf(),
+        };
+        let seen = Seen::default();
+        staged_hook(&seen, &files, &ctx, &trace).await.unwrap();
+        drop(trace);
+        drop(handle);
+
+        let seen = seen.0.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        let (real_dir, names) = &seen[0];
+        assert!(real_dir, "the hook was handed a link as the project directory");
+        assert!(names.is_empty(), "host files reached the hook: {names:?}");
     }
 }

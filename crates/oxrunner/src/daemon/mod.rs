@@ -11,6 +11,7 @@ mod longpoll;
 pub mod plan;
 mod poller;
 mod slots;
+mod spool;
 mod stale;
 mod tokens;
 mod unreadable;
@@ -80,9 +81,10 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<ExitCode> {
     let config_dir = config_dir(&opts.config_path);
     let system_id = oxrunner_config::system_id::load_or_create(&config_dir)
         .with_context(|| format!("cannot read or create the system id in {}", config_dir.display()))?;
-    let spool_dir = std::env::temp_dir().join(format!("oxrunner-spool-{}", std::process::id()));
-    std::fs::create_dir_all(&spool_dir)
-        .with_context(|| format!("cannot create the trace spool directory {}", spool_dir.display()))?;
+    let temp = std::env::temp_dir();
+    let spool = spool::create_in(&temp)
+        .with_context(|| format!("cannot create a trace spool directory in {}", temp.display()))?;
+    let spool_dir = spool.path().to_path_buf();
 
     let mut daemon = Daemon {
         opts,
@@ -100,7 +102,9 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<ExitCode> {
         swept: HashSet::new(),
     };
     let result = daemon.serve().await;
-    let _ = std::fs::remove_dir_all(&daemon.spool_dir);
+    drop(daemon);
+    // Removes the spool directory with whatever the jobs left in it.
+    drop(spool);
     result
 }
 
