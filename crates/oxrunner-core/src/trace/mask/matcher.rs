@@ -8,9 +8,13 @@
 //! at a sort of the keys, with memory of a few bytes per pattern. Patterns shorter than [`SHORT_KEY`] bytes, and
 //! the patterns of any key shared by more than [`MAX_BUCKET`] patterns, go to an aho-corasick automaton.
 //!
-//! Work per log byte is bounded: at most [`MAX_BUCKET`] candidates per tier are compared at a position, each over
-//! at most its length (the masker cuts long values into pieces of less than 2×`CHUNK` bytes), and candidates
-//! that could not extend the already masked bytes are not compared at all.
+//! Work per log byte is bounded whatever the log holds: one filter probe, and on a hit two table probes and at
+//! most [`MAX_BUCKET`] candidates per tier, each compared over at most its length (the masker cuts long values
+//! into pieces of less than 2×`CHUNK` bytes). Candidates that could not extend the already masked bytes are not
+//! compared; a candidate found one period after its last occurrence is compared over its last period only,
+//! and a pattern repeated back to back (a secret of one repeated character, printed) is taken as one match
+//! after one pass over the repeats. The automaton tier scans each byte about once plus, per match, at most the
+//! longest pattern's length ahead.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
@@ -145,33 +149,34 @@ impl Tier {
 /// One bit per hash of a pattern's first [`SHORT_KEY`] bytes: most log positions are passed over after one
 /// multiply and one bit test, for both tiers.
 struct Filter {
-    bits: Vec<u64>,
-    shift: u32,
+    bits: Box<[u64; FILTER_WORDS]>,
 }
+
+/// `log2` of the filter's size in bits: a fixed size lets the scan index it without bounds checks. 2^20 bits
+/// (128 KiB) keep the chance that a log position passes by accident at ~1% for 10,000 patterns.
+const FILTER_BITS: u32 = 20;
+const FILTER_WORDS: usize = 1 << (FILTER_BITS - 6);
 
 impl Filter {
     fn new(keys: &[u64]) -> Self {
-        // About 64 bits per key (at least 4 KiB): a position passes by chance ~1.5% of the time at most.
-        let bits = bits_for(keys.len() * 64, 15).min(24);
         let mut filter = Self {
-            bits: vec![0; 1 << (bits - 6)],
-            shift: 64 - bits,
+            bits: Box::new([0; FILTER_WORDS]),
         };
         for &key in keys {
-            let f = filter.index(key);
+            let f = Self::index(key);
             filter.bits[f >> 6] |= 1 << (f & 63);
         }
         filter
     }
 
     #[inline]
-    fn index(&self, key: u64) -> usize {
-        (key.wrapping_mul(MUL) >> self.shift) as usize
+    fn index(key: u64) -> usize {
+        (key.wrapping_mul(MUL) >> (64 - FILTER_BITS)) as usize
     }
 
     #[inline]
     fn maybe(&self, key: u64) -> bool {
-        let f = self.index(key);
+        let f = Self::index(key);
         self.bits[f >> 6] >> (f & 63) & 1 != 0
     }
 }
@@ -452,8 +457,21 @@ impl Matcher {
                 }
             }
             if hay[at + from..end] == pattern[from..] {
-                state.recent[id % RECENT] = (id, at);
-                return Some(Found { start: at, end, id });
+                // The pattern repeated back to back (text continuing with its period) is one match: positions
+                // inside it then cost a length check each instead of a compare.
+                let p = span.period;
+                let repeats = hay[end..]
+                    .iter()
+                    .zip(&hay[end - p..])
+                    .take_while(|(a, b)| a == b)
+                    .count()
+                    / p;
+                state.recent[id % RECENT] = (id, at + repeats * p);
+                return Some(Found {
+                    start: at,
+                    end: end + repeats * p,
+                    id,
+                });
             }
         }
         None
