@@ -2,9 +2,9 @@
 //! can still change the output, the longest one at that position.
 //!
 //! Two tiers. Patterns of at least [`SHORT_KEY`] bytes are indexed by their first [`LONG_KEY`] (or, if shorter,
-//! [`SHORT_KEY`]) bytes: the scan reads the 8-byte window at each position, tests one bit of a filter addressed
-//! by a multiplicative hash of it, and only on a hit looks the key up in an open-addressing table and compares
-//! the few patterns that start with it. This keeps the scan at a few instructions per byte of log and the build
+//! [`SHORT_KEY`]) bytes: at each log position the scan tests one bit of a filter addressed by a multiplicative
+//! hash of the next [`SHORT_KEY`] bytes (four positions per 8-byte load), and only on a hit looks the key up in
+//! an open-addressing table and compares the few patterns that start with it. This keeps the scan at a few instructions per byte of log and the build
 //! at a sort of the keys, with memory of a few bytes per pattern. Patterns shorter than [`SHORT_KEY`] bytes, and
 //! the patterns of any key shared by more than [`MAX_BUCKET`] patterns, go to an aho-corasick automaton.
 //!
