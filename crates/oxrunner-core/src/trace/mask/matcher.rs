@@ -2,10 +2,11 @@
 //! can still change the output, the longest one at that position.
 //!
 //! Two tiers. Patterns of at least [`SHORT_KEY`] bytes are indexed by their first [`LONG_KEY`] (or, if shorter,
-//! [`SHORT_KEY`]) bytes: at each log position the scan tests one bit of a filter addressed by a multiplicative
-//! hash of the next [`SHORT_KEY`] bytes (four positions per 8-byte load), and only on a hit looks the key up in
-//! an open-addressing table and compares the few patterns that start with it. This keeps the scan at a few instructions per byte of log and the build
-//! at a sort of the keys, with memory of a few bytes per pattern. Patterns shorter than [`SHORT_KEY`] bytes, and
+//! [`SHORT_KEY`]) bytes: at every second log position the scan tests one bit of a filter addressed by a
+//! multiplicative hash of the next [`SHORT_KEY`] bytes (each pattern enters those at its offsets 0 and 1), and
+//! only on a hit looks the keys of the positions nearby up in an open-addressing table and compares the few
+//! patterns that start with them. This keeps the scan at a few instructions per byte of log and the build
+//! at a sort of the keys, with memory of a few bytes per pattern. Patterns shorter than [`MIN_HASHED`] bytes, and
 //! the patterns of any key shared by more than [`MAX_BUCKET`] patterns, go to an aho-corasick automaton.
 //!
 //! Work per log byte is bounded whatever the log holds: one filter probe, and on a hit two table probes and at
@@ -24,6 +25,9 @@ use super::{Kind, MaskError};
 const LONG_KEY: usize = 8;
 /// Bytes of the key of a short pattern; shorter patterns go to the automaton.
 const SHORT_KEY: usize = 4;
+/// Shortest pattern the hashed tiers take: the scan probes the filter at every second position only, so each
+/// pattern puts the [`SHORT_KEY`] bytes at its offsets 0 and 1 into the filter.
+const MIN_HASHED: usize = SHORT_KEY + 1;
 /// Patterns sharing one key beyond this many are matched by the automaton instead (bounds the compares per
 /// position whatever the masked values look like).
 const MAX_BUCKET: usize = 8;
@@ -247,16 +251,16 @@ impl Matcher {
             let (id, len) = (id as u32, p.len() as u32);
             if p.len() >= LONG_KEY {
                 long.push((key_at(p, 0, LONG_KEY), len, id));
-            } else if p.len() >= SHORT_KEY {
+            } else if p.len() >= MIN_HASHED {
                 short.push((key_at(p, 0, SHORT_KEY), len, id));
             } else {
                 small.push(id);
             }
         }
-        let heads: Vec<u64> = long
+        let heads: Vec<u64> = patterns
             .iter()
-            .map(|e| e.0 & 0xFFFF_FFFF)
-            .chain(short.iter().map(|e| e.0))
+            .filter(|p| p.len() >= MIN_HASHED)
+            .flat_map(|p| [key_at(p, 0, SHORT_KEY), key_at(p, 1, SHORT_KEY)])
             .collect();
         let filter = Filter::new(&heads);
         drop(heads);
@@ -300,8 +304,8 @@ impl Matcher {
 
     /// False if no pattern starts with `bytes` (cheap; true means maybe).
     pub fn may_start(&self, bytes: &[u8]) -> bool {
-        // Every pattern of SHORT_KEY bytes or more has its head in the filter, whatever tier matches it.
-        bytes.len() < SHORT_KEY || self.filter.maybe(key_at(bytes, 0, SHORT_KEY))
+        // Every pattern of MIN_HASHED bytes or more has its head in the filter, whatever tier matches it.
+        bytes.len() < MIN_HASHED || self.filter.maybe(key_at(bytes, 0, SHORT_KEY))
     }
 
     pub fn kind(&self, id: usize) -> Kind {
@@ -372,21 +376,24 @@ impl Matcher {
         // Positions whose 8-byte window fits: both tiers from one load.
         let wide_end = n.saturating_sub(LONG_KEY - 1).min(to);
         let mut i = from;
-        // Four positions per load and per branch: the heads of positions i..i+4 are all in the 8 bytes at i.
-        while i + 4 <= wide_end {
-            let w = key_at(hay, i, LONG_KEY);
-            let any = self.filter.maybe(w & 0xFFFF_FFFF)
-                | self.filter.maybe((w >> 8) & 0xFFFF_FFFF)
-                | self.filter.maybe((w >> 16) & 0xFFFF_FFFF)
-                | self.filter.maybe((w >> 24) & 0xFFFF_FFFF);
+        // Eight positions per block: a pattern starting at `at` has its first bytes at `at` and its second ones
+        // at `at + 1` in the filter, so probing at i+1, i+3, i+5 and i+7 (two 8-byte loads) finds every start in
+        // i..i+8 that can match.
+        while i + 8 <= wide_end {
+            let w0 = key_at(hay, i + 1, LONG_KEY);
+            let w1 = key_at(hay, i + 5, LONG_KEY);
+            let any = self.filter.maybe(w0 & 0xFFFF_FFFF)
+                | self.filter.maybe((w0 >> 16) & 0xFFFF_FFFF)
+                | self.filter.maybe(w1 & 0xFFFF_FFFF)
+                | self.filter.maybe((w1 >> 16) & 0xFFFF_FFFF);
             if any {
-                for at in i..i + 4 {
+                for at in i..i + 8 {
                     if let Some(found) = self.wide_at(hay, at, covered, state) {
                         return Some(found);
                     }
                 }
             }
-            i += 4;
+            i += 8;
         }
         while i < wide_end {
             if let Some(found) = self.wide_at(hay, i, covered, state) {
