@@ -10,9 +10,9 @@
 use std::process::Command;
 use std::time::Instant;
 
-use oxrunner_core::trace::{MASKED, MaskSet, Masker};
+use oxrunner_core::trace::{CHUNK, MASKED, MaskSet, Masker};
 
-const CASES: &[&str] = &["one-mib", "one-mib-repeated", "many"];
+const CASES: &[&str] = &["one-mib", "one-mib-repeated", "many", "worst"];
 /// Bytes of log scanned per repetition.
 const SCAN_BYTES: usize = 64 << 20;
 /// Size of each write into the masker (the executors read output in chunks of this order).
@@ -86,6 +86,12 @@ fn run_case(case: &str) {
         "one-mib" => vec![distinct_hex(7, 1 << 20)],
         "one-mib-repeated" => vec!["a".repeat(1 << 20)],
         "many" => (0..10_000u64).map(|i| distinct_hex(i + 1, 64)).collect(),
+        // The most comparing a log can cause: values sharing all but their last byte, as many as share one
+        // hash key before the matcher hands them to its automaton, printed as their common part repeated.
+        "worst" => b"bcde"
+            .iter()
+            .map(|&last| "a".repeat(2 * CHUNK - 2) + &char::from(last).to_string())
+            .collect(),
         other => panic!("unknown case {other}; cases: {CASES:?}"),
     };
     // The first 600 bytes of (up to 100 of) the values go into the text (a whole 1 MiB value every 256 lines
@@ -95,7 +101,13 @@ fn run_case(case: &str) {
         .take(100)
         .map(|v| v[..v.len().min(600)].to_owned())
         .collect();
-    let text = log_text(SCAN_BYTES, &printed);
+    let text = if case == "worst" {
+        let mut text = vec![b'a'; SCAN_BYTES];
+        text.extend_from_slice(&printed[0].as_bytes()[2 * CHUNK - 3..]);
+        text
+    } else {
+        log_text(SCAN_BYTES, &printed)
+    };
     // Peak RSS from here on (Linux: writing 5 to clear_refs resets VmHWM).
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
     let rss_before = status_kib("VmRSS:");

@@ -9,13 +9,14 @@
 //! at a sort of the keys, with memory of a few bytes per pattern. Patterns shorter than [`MIN_HASHED`] bytes, and
 //! the patterns of any key shared by more than [`MAX_BUCKET`] patterns, go to an aho-corasick automaton.
 //!
-//! Work per log byte is bounded whatever the log holds: one filter probe, and on a hit two table probes and at
-//! most [`MAX_BUCKET`] candidates per tier, each compared over at most its length (the masker cuts long values
-//! into pieces of less than 2×`CHUNK` bytes). Candidates that could not extend the already masked bytes are not
-//! compared; a candidate found one period after its last occurrence is compared over its last period only,
-//! and a pattern repeated back to back (a secret of one repeated character, printed) is taken as one match
-//! after one pass over the repeats. The automaton tier scans each byte about once plus, per match, at most the
-//! longest pattern's length ahead.
+//! Work per log byte is bounded whatever the log holds: half a filter probe, and on a hit two table probes and
+//! at most [`MAX_BUCKET`] candidates per tier. Candidates that could not extend the already masked bytes are
+//! not compared. The others are compared as in Knuth-Morris-Pratt: after a compare, the pattern's failure
+//! function tells the next position it can start at and how much of it is known to match there, so text that
+//! nearly repeats a pattern costs a few bytes of compare per candidate, not the pattern's length; a pattern
+//! repeated back to back (a secret of one repeated character, printed) is taken as one match after one pass
+//! over the repeats. The automaton tier scans each byte about once plus, per match, at most the longest
+//! pattern's length ahead. Measured worst case (`worst` in `benches/mask.rs`): tens of MiB/s.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
@@ -30,7 +31,7 @@ const SHORT_KEY: usize = 4;
 const MIN_HASHED: usize = SHORT_KEY + 1;
 /// Patterns sharing one key beyond this many are matched by the automaton instead (bounds the compares per
 /// position whatever the masked values look like).
-const MAX_BUCKET: usize = 8;
+const MAX_BUCKET: usize = 4;
 /// Up to this many automaton pattern bytes a DFA is used (fastest scan; its memory grows with bytes × alphabet).
 const DFA_MAX_BYTES: usize = 16 * 1024;
 /// Fibonacci hashing multiplier (2^64 / golden ratio): spreads keys over the filter and table indices.
@@ -53,9 +54,20 @@ pub(super) struct PassState {
     /// later position does not scan the same bytes again.
     auto_from: Option<usize>,
     auto_next: Option<Found>,
-    /// The last position each of a few patterns (by id modulo [`RECENT`]) was found at: a pattern repeated
-    /// back to back (a secret of one repeated character) is then verified a period at a time, not whole.
-    recent: [(usize, usize); RECENT],
+    /// What the last compare of each of a few patterns (by id modulo [`RECENT`]) showed about where it can
+    /// occur next: text that nearly repeats a pattern (a secret of one repeated character, printed) then costs
+    /// a few bytes of compare per position, as in Knuth-Morris-Pratt, not the pattern's length.
+    recent: [Recent; RECENT],
+}
+
+/// Pattern `id` was compared at `checked`: none of its occurrences starts in `checked + 1..next`, and the
+/// text at `next` starts with its first `known` bytes.
+#[derive(Clone, Copy)]
+struct Recent {
+    id: usize,
+    checked: usize,
+    next: usize,
+    known: usize,
 }
 
 impl Default for PassState {
@@ -63,7 +75,12 @@ impl Default for PassState {
         Self {
             auto_from: None,
             auto_next: None,
-            recent: [(usize::MAX, 0); RECENT],
+            recent: [Recent {
+                id: usize::MAX,
+                checked: 0,
+                next: 0,
+                known: 0,
+            }; RECENT],
         }
     }
 }
@@ -203,26 +220,46 @@ struct Span {
     period: usize,
 }
 
-/// Smallest period of `p` (Knuth-Morris-Pratt failure function; `fail` is scratch space).
-fn period(p: &[u8], fail: &mut Vec<usize>) -> usize {
-    fail.clear();
-    fail.push(0);
+/// Appends, for each prefix of `p`, the length of its longest proper prefix that is also its suffix (the
+/// Knuth-Morris-Pratt failure function) to `out`; returns `p`'s smallest period.
+fn borders(p: &[u8], out: &mut Vec<u32>) -> usize {
+    let base = out.len();
+    out.push(0);
     let mut k = 0;
     for &b in &p[1..] {
         while k > 0 && p[k] != b {
-            k = fail[k - 1];
+            k = out[base + k - 1] as usize;
         }
         if p[k] == b {
             k += 1;
         }
-        fail.push(k);
+        out.push(k as u32);
     }
     p.len() - k
+}
+
+/// Index of the first byte where `a` and `b` (of equal length) differ, eight bytes at a time.
+fn mismatch(a: &[u8], b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let diff = key_at(x, 0, 8) ^ key_at(y, 0, 8);
+        if diff != 0 {
+            return Some(i + (diff.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    a[i..]
+        .iter()
+        .zip(&b[i..])
+        .position(|(x, y)| x != y)
+        .map(|k| i + k)
 }
 
 pub(super) struct Matcher {
     /// All pattern bytes, one after another.
     bytes: Vec<u8>,
+    /// For each pattern byte, the failure function of the prefix of its pattern that ends there.
+    borders: Vec<u32>,
     spans: Vec<Span>,
     kinds: Vec<Kind>,
     filter: Filter,
@@ -240,12 +277,12 @@ impl Matcher {
         let mut bytes = Vec::with_capacity(total);
         let mut spans = Vec::with_capacity(patterns.len());
         let (mut long, mut short, mut small) = (Vec::new(), Vec::new(), Vec::new());
-        let mut fail = Vec::new();
+        let mut border = Vec::with_capacity(total);
         for (id, p) in patterns.iter().enumerate() {
             spans.push(Span {
                 start: bytes.len(),
                 len: p.len(),
-                period: period(p, &mut fail),
+                period: borders(p, &mut border),
             });
             bytes.extend_from_slice(p);
             let (id, len) = (id as u32, p.len() as u32);
@@ -270,6 +307,7 @@ impl Matcher {
         small.extend(over_short);
         let mut matcher = Self {
             bytes,
+            borders: border,
             spans,
             kinds,
             filter,
@@ -450,20 +488,18 @@ impl Matcher {
                 continue;
             }
             let pattern = &self.bytes[span.start..span.start + span.len];
-            // Compare from `from` on: the bytes before are known to match when the pattern was just found one
-            // period earlier (it overlaps itself there).
+            let slot = id % RECENT;
+            let recent = state.recent[slot];
             let mut from = 0;
-            let (last_id, last_at) = state.recent[id % RECENT];
-            if last_id == id && last_at < at {
-                let distance = at - last_at;
-                if distance < span.period {
+            if recent.id == id && recent.checked < at {
+                if at < recent.next {
                     continue;
                 }
-                if distance == span.period {
-                    from = span.len - span.period;
+                if at == recent.next {
+                    from = recent.known;
                 }
             }
-            if hay[at + from..end] == pattern[from..] {
+            let Some(offset) = mismatch(&hay[at + from..end], &pattern[from..]) else {
                 // The pattern repeated back to back (text continuing with its period) is one match: positions
                 // inside it then cost a length check each instead of a compare.
                 let p = span.period;
@@ -473,13 +509,33 @@ impl Matcher {
                     .take_while(|(a, b)| a == b)
                     .count()
                     / p;
-                state.recent[id % RECENT] = (id, at + repeats * p);
+                let last = at + repeats * p;
+                state.recent[slot] = Recent {
+                    id,
+                    checked: last,
+                    next: last + p,
+                    known: span.len - p,
+                };
                 return Some(Found {
                     start: at,
                     end: end + repeats * p,
                     id,
                 });
-            }
+            };
+            // The text matched the pattern's first `m` bytes: it can next occur where the longest border of
+            // that prefix lines up, with that border known to match.
+            let m = from + offset;
+            let known = if m == 0 {
+                0
+            } else {
+                self.borders[span.start + m - 1] as usize
+            };
+            state.recent[slot] = Recent {
+                id,
+                checked: at,
+                next: at + m.max(1) - known,
+                known,
+            };
         }
         None
     }
