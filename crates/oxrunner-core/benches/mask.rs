@@ -1,8 +1,9 @@
 //! Masker benchmark (issue #11 item 2): build time, scan throughput and memory growth of the trace masker for
-//! one 1 MiB masked value (distinct bytes, and one repeated character) and for 10,000 masked 64-byte values.
+//! one 1 MiB masked value (distinct bytes, and one repeated character), for 10,000 masked 64-byte values, and
+//! for the most compare work a log can cause (`worst`: no goal of its own, it shows the bound).
 //!
-//! `cargo bench -p oxrunner-core --bench mask [-- CASE...]`, CASE = `one-mib`, `one-mib-repeated`, `many`
-//! (default: all). Each case runs in a child process of its own so that its memory figures start clean.
+//! `cargo bench -p oxrunner-core --bench mask [-- CASE...]`, CASE = `one-mib`, `one-mib-repeated`, `many`,
+//! `worst` (default: all). Each case runs in a child process of its own so that its memory figures start clean.
 //! Prints `name value unit goal` lines; `_wall` figures are elapsed time, `_cpu` figures the benchmark thread's
 //! CPU time (on a shared machine the closer one to what an idle core would do).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -141,8 +142,10 @@ fn run_case(case: &str) {
     assert!(masked > 0, "nothing was masked: the benchmark text is wrong");
     println!("{case}.build_wall {:.1} ms <=100", build_wall * 1000.0);
     println!("{case}.build_cpu {:.1} ms <=100", build_cpu * 1000.0);
-    println!("{case}.scan_wall {:.0} MiB/s >=500", median(wall_speeds));
-    println!("{case}.scan_cpu {:.0} MiB/s >=500", median(cpu_speeds));
+    // `worst` shows the bound on adversarial text; the goal is for log text.
+    let goal = if case == "worst" { "none" } else { ">=500" };
+    println!("{case}.scan_wall {:.0} MiB/s {goal}", median(wall_speeds));
+    println!("{case}.scan_cpu {:.0} MiB/s {goal}", median(cpu_speeds));
     println!(
         "{case}.rss_after_build {:.1} MiB <=32",
         rss_built.saturating_sub(rss_before) as f64 / 1024.0

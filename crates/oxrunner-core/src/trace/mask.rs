@@ -170,8 +170,8 @@ fn query_escape(s: &str) -> String {
 /// Values of at least 2×`CHUNK` bytes are matched as pieces of `CHUNK`..2×`CHUNK` bytes.
 pub const CHUNK: usize = 256;
 
-/// Largest total of (deduplicated) pattern bytes the masker accepts: the matcher needs at most ~10 bytes per
-/// pattern byte (8-byte values), so a few tens of MiB per job.
+/// Largest total of (deduplicated) pattern bytes the masker accepts: the matcher needs 5 bytes per pattern
+/// byte plus ~40 per pattern (8-byte values: ~10 per byte), so a few tens of MiB per job at most.
 pub const MAX_MASK_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why a [`Masker`] could not be built.
