@@ -144,3 +144,17 @@ fn many_values_with_one_common_start_are_all_masked() {
         );
     }
 }
+
+/// A token prefix printed twice in a row is one prefix and a token body, as for any other body.
+#[test]
+fn repeated_token_prefix_keeps_its_body_masked() {
+    let set = MaskSet::new(Vec::new(), &[]);
+    for split in [1, 5, 100] {
+        let got = stream(&set, b"x glpat-glpat-abc y\n", &[split]);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            "x glpat-[MASKED] y\n",
+            "split {split}"
+        );
+    }
+}

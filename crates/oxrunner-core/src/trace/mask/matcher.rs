@@ -500,15 +500,20 @@ impl Matcher {
                 }
             }
             let Some(offset) = mismatch(&hay[at + from..end], &pattern[from..]) else {
-                // The pattern repeated back to back (text continuing with its period) is one match: positions
-                // inside it then cost a length check each instead of a compare.
+                // A value repeated back to back (text continuing with its period) is one match: positions
+                // inside it then cost a length check each instead of a compare. (Not a token prefix: what
+                // follows it is its body.)
                 let p = span.period;
-                let repeats = hay[end..]
-                    .iter()
-                    .zip(&hay[end - p..])
-                    .take_while(|(a, b)| a == b)
-                    .count()
-                    / p;
+                let repeats = if self.kinds[id] == Kind::Value {
+                    hay[end..]
+                        .iter()
+                        .zip(&hay[end - p..])
+                        .take_while(|(a, b)| a == b)
+                        .count()
+                        / p
+                } else {
+                    0
+                };
                 let last = at + repeats * p;
                 state.recent[slot] = Recent {
                     id,
