@@ -168,20 +168,24 @@ impl Tier {
 }
 
 /// One bit per hash of a pattern's first [`SHORT_KEY`] bytes: most log positions are passed over after one
-/// multiply and one bit test, for both tiers.
-struct Filter {
-    bits: Box<[u64; FILTER_WORDS]>,
+/// multiply and one bit test, for both tiers. A size fixed at compile time lets the scan index it without
+/// bounds checks.
+struct Filter<const WORDS: usize> {
+    bits: Box<[u64; WORDS]>,
 }
 
-/// `log2` of the filter's size in bits: a fixed size lets the scan index it without bounds checks. 2^20 bits
-/// (128 KiB) keep the chance that a log position passes by accident at ~1% for 10,000 patterns.
-const FILTER_BITS: u32 = 20;
-const FILTER_WORDS: usize = 1 << (FILTER_BITS - 6);
+/// 2^15 bits (4 KiB, in L1 cache) for the usual job's few dozen patterns, up to [`SMALL_FILTER_KEYS`] keys.
+const SMALL_WORDS: usize = 1 << (15 - 6);
+const SMALL_FILTER_KEYS: usize = 256;
+/// 2^20 bits (128 KiB) keep the chance that a log position passes by accident at ~2% for 10,000 patterns.
+const LARGE_WORDS: usize = 1 << (20 - 6);
 
-impl Filter {
+impl<const WORDS: usize> Filter<WORDS> {
+    const SHIFT: u32 = 64 - (WORDS * 64).trailing_zeros();
+
     fn new(keys: &[u64]) -> Self {
         let mut filter = Self {
-            bits: Box::new([0; FILTER_WORDS]),
+            bits: Box::new([0; WORDS]),
         };
         for &key in keys {
             let f = Self::index(key);
@@ -192,7 +196,7 @@ impl Filter {
 
     #[inline]
     fn index(key: u64) -> usize {
-        (key.wrapping_mul(MUL) >> (64 - FILTER_BITS)) as usize
+        (key.wrapping_mul(MUL) >> Self::SHIFT) as usize
     }
 
     #[inline]
@@ -200,6 +204,11 @@ impl Filter {
         let f = Self::index(key);
         self.bits[f >> 6] >> (f & 63) & 1 != 0
     }
+}
+
+enum Filters {
+    Small(Filter<SMALL_WORDS>),
+    Large(Filter<LARGE_WORDS>),
 }
 
 /// Little-endian integer of the `len` (≤ 8) bytes of `bytes` from `at`.
@@ -262,7 +271,7 @@ pub(super) struct Matcher {
     borders: Vec<u32>,
     spans: Vec<Span>,
     kinds: Vec<Kind>,
-    filter: Filter,
+    filter: Filters,
     long: Tier,
     short: Tier,
     automaton: Option<AhoCorasick>,
@@ -299,7 +308,11 @@ impl Matcher {
             .filter(|p| p.len() >= MIN_HASHED)
             .flat_map(|p| [key_at(p, 0, SHORT_KEY), key_at(p, 1, SHORT_KEY)])
             .collect();
-        let filter = Filter::new(&heads);
+        let filter = if heads.len() <= SMALL_FILTER_KEYS {
+            Filters::Small(Filter::new(&heads))
+        } else {
+            Filters::Large(Filter::new(&heads))
+        };
         drop(heads);
         let (long, over_long) = Tier::build(long);
         let (short, over_short) = Tier::build(short);
@@ -343,7 +356,12 @@ impl Matcher {
     /// False if no pattern starts with `bytes` (cheap; true means maybe).
     pub fn may_start(&self, bytes: &[u8]) -> bool {
         // Every pattern of MIN_HASHED bytes or more has its head in the filter, whatever tier matches it.
-        bytes.len() < MIN_HASHED || self.filter.maybe(key_at(bytes, 0, SHORT_KEY))
+        let head = || key_at(bytes, 0, SHORT_KEY);
+        bytes.len() < MIN_HASHED
+            || match &self.filter {
+                Filters::Small(f) => f.maybe(head()),
+                Filters::Large(f) => f.maybe(head()),
+            }
     }
 
     pub fn kind(&self, id: usize) -> Kind {
@@ -410,6 +428,21 @@ impl Matcher {
         covered: usize,
         state: &mut PassState,
     ) -> Option<Found> {
+        match &self.filter {
+            Filters::Small(f) => self.scan_with(f, hay, from, to, covered, state),
+            Filters::Large(f) => self.scan_with(f, hay, from, to, covered, state),
+        }
+    }
+
+    fn scan_with<const W: usize>(
+        &self,
+        filter: &Filter<W>,
+        hay: &[u8],
+        from: usize,
+        to: usize,
+        covered: usize,
+        state: &mut PassState,
+    ) -> Option<Found> {
         let n = hay.len();
         // Positions whose 8-byte window fits: both tiers from one load.
         let wide_end = n.saturating_sub(LONG_KEY - 1).min(to);
@@ -420,13 +453,13 @@ impl Matcher {
         while i + 8 <= wide_end {
             let w0 = key_at(hay, i + 1, LONG_KEY);
             let w1 = key_at(hay, i + 5, LONG_KEY);
-            let any = self.filter.maybe(w0 & 0xFFFF_FFFF)
-                | self.filter.maybe((w0 >> 16) & 0xFFFF_FFFF)
-                | self.filter.maybe(w1 & 0xFFFF_FFFF)
-                | self.filter.maybe((w1 >> 16) & 0xFFFF_FFFF);
+            let any = filter.maybe(w0 & 0xFFFF_FFFF)
+                | filter.maybe((w0 >> 16) & 0xFFFF_FFFF)
+                | filter.maybe(w1 & 0xFFFF_FFFF)
+                | filter.maybe((w1 >> 16) & 0xFFFF_FFFF);
             if any {
                 for at in i..i + 8 {
-                    if let Some(found) = self.wide_at(hay, at, covered, state) {
+                    if let Some(found) = self.wide_at(filter, hay, at, covered, state) {
                         return Some(found);
                     }
                 }
@@ -434,7 +467,7 @@ impl Matcher {
             i += 8;
         }
         while i < wide_end {
-            if let Some(found) = self.wide_at(hay, i, covered, state) {
+            if let Some(found) = self.wide_at(filter, hay, i, covered, state) {
                 return Some(found);
             }
             i += 1;
@@ -443,7 +476,7 @@ impl Matcher {
         let short_end = n.saturating_sub(SHORT_KEY - 1).min(to);
         while i < short_end {
             let key = key_at(hay, i, SHORT_KEY);
-            if self.filter.maybe(key)
+            if filter.maybe(key)
                 && let Some(found) = self.verify(&self.short, key, hay, i, covered, state)
             {
                 return Some(found);
@@ -455,10 +488,17 @@ impl Matcher {
 
     /// The longest useful match at `at`, where the 8-byte window fits.
     #[inline]
-    fn wide_at(&self, hay: &[u8], at: usize, covered: usize, state: &mut PassState) -> Option<Found> {
+    fn wide_at<const W: usize>(
+        &self,
+        filter: &Filter<W>,
+        hay: &[u8],
+        at: usize,
+        covered: usize,
+        state: &mut PassState,
+    ) -> Option<Found> {
         let window = key_at(hay, at, LONG_KEY);
         let head = window & 0xFFFF_FFFF;
-        if !self.filter.maybe(head) {
+        if !filter.maybe(head) {
             return None;
         }
         self.verify(&self.long, window, hay, at, covered, state)
