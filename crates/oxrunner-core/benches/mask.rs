@@ -1,6 +1,6 @@
 //! Masker benchmark (issue #11 item 2): build time, scan throughput and memory growth of the trace masker for
 //! one 1 MiB masked value (distinct bytes, and one repeated character), for 10,000 masked 64-byte values, and
-//! for the most compare work a log can cause (`worst`: no goal of its own, it shows the bound).
+//! for a log built to cause as much compare work as it can (`worst`: no goal of its own, it shows the bound).
 //!
 //! `cargo bench -p oxrunner-core --bench mask [-- CASE...]`, CASE = `one-mib`, `one-mib-repeated`, `many`,
 //! `worst` (default: all). Each case runs in a child process of its own so that its memory figures start clean.
@@ -87,7 +87,7 @@ fn run_case(case: &str) {
         "one-mib" => vec![distinct_hex(7, 1 << 20)],
         "one-mib-repeated" => vec!["a".repeat(1 << 20)],
         "many" => (0..10_000u64).map(|i| distinct_hex(i + 1, 64)).collect(),
-        // The most comparing a log can cause: values sharing all but their last byte, as many as share one
+        // A log built for compare work: values sharing all but their last byte, as many as share one
         // hash key before the matcher hands them to its automaton, printed as their common part repeated.
         "worst" => b"bcde"
             .iter()
