@@ -6,17 +6,20 @@
 //!
 //! Cost is linear in the total length of the masked values: long values are cut into pieces of
 //! [`CHUNK`]..2×[`CHUNK`] bytes (so the held-back tail and the work per write stay bounded whatever a value's
-//! length), a large pattern set uses aho-corasick's contiguous NFA instead of a DFA (memory linear in the
-//! pattern bytes, not in bytes × alphabet), and the total is capped at [`MAX_MASK_BYTES`]. Above the cap the
-//! masker refuses to build: the caller then shows no job output at all rather than unmasked output.
+//! length), patterns are found through a hash of their first bytes ([`matcher`]: memory of a few bytes per
+//! pattern plus the pattern bytes, work per log byte bounded), and the total is capped at [`MAX_MASK_BYTES`].
+//! Above the cap the masker refuses to build: the caller then shows no job output at all rather than unmasked
+//! output.
 //!
 //! Every byte covered by any occurrence of a masked value is masked (the union of all occurrences, overlapping
 //! or adjacent ones merged into one `[MASKED]`), so the pieces of a long value cover it however they line up.
 
+mod matcher;
+
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use matcher::{Matcher, PassState};
 
 /// Replacement text, as in gitlab-runner.
 pub const MASKED: &[u8] = b"[MASKED]";
@@ -167,12 +170,9 @@ fn query_escape(s: &str) -> String {
 /// Values of at least 2×`CHUNK` bytes are matched as pieces of `CHUNK`..2×`CHUNK` bytes.
 pub const CHUNK: usize = 256;
 
-/// Largest total of (deduplicated) pattern bytes the masker accepts: about 20-30 bytes of automaton per pattern
-/// byte, so at most ~100 MiB per job.
+/// Largest total of (deduplicated) pattern bytes the masker accepts: the matcher needs 5 bytes per pattern
+/// byte plus ~40 per pattern (8-byte values: ~10 per byte), so a few tens of MiB per job at most.
 pub const MAX_MASK_BYTES: usize = 4 * 1024 * 1024;
-
-/// Up to this many pattern bytes a DFA is used (fastest scan; its memory grows with bytes × alphabet).
-const DFA_MAX_BYTES: usize = 16 * 1024;
 
 /// Why a [`Masker`] could not be built.
 #[derive(Debug)]
@@ -218,9 +218,7 @@ fn pieces(pattern: &[u8], kind: Kind) -> impl Iterator<Item = &[u8]> {
 
 /// The streaming state for one [`MaskSet`].
 pub struct Masker {
-    matcher: Option<AhoCorasick>,
-    patterns: Vec<Box<[u8]>>,
-    kinds: Vec<Kind>,
+    matcher: Option<Matcher>,
     /// Pattern indices in byte order: finds the patterns a held suffix could start.
     sorted: Vec<usize>,
     /// Bytes not yet emitted, preceded by `done` bytes that were (as part of a mask) but are kept so that a
@@ -268,22 +266,6 @@ impl Masker {
             }
         }
         drop(index);
-        let matcher = if unique.is_empty() {
-            None
-        } else {
-            let kind = if bytes <= DFA_MAX_BYTES {
-                AhoCorasickKind::DFA
-            } else {
-                AhoCorasickKind::ContiguousNFA
-            };
-            Some(
-                AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .kind(Some(kind))
-                    .build(&unique)
-                    .map_err(MaskError::Build)?,
-            )
-        };
         let mut first_bytes = [false; 256];
         for p in &unique {
             if let Some(b) = p.first() {
@@ -295,13 +277,15 @@ impl Masker {
             .map(|p| p.len().saturating_sub(1))
             .max()
             .unwrap_or(0);
-        let patterns: Vec<Box<[u8]>> = unique.into_iter().map(Box::from).collect();
-        let mut sorted: Vec<usize> = (0..patterns.len()).collect();
-        sorted.sort_unstable_by(|a, b| patterns[*a].cmp(&patterns[*b]));
+        let mut sorted: Vec<usize> = (0..unique.len()).collect();
+        sorted.sort_unstable_by(|a, b| unique[*a].cmp(unique[*b]));
+        let matcher = if unique.is_empty() {
+            None
+        } else {
+            Some(Matcher::new(&unique, kinds)?)
+        };
         Ok(Self {
             matcher,
-            patterns,
-            kinds,
             sorted,
             pending: Vec::new(),
             done: 0,
@@ -351,16 +335,14 @@ impl Masker {
         // Matches starting in the kept (already masked) bytes are searched again: they were held back last
         // time because more bytes could still extend them.
         let mut search = 0;
+        let mut state = PassState::default();
         while search < hold_start {
             let Some(matcher) = &self.matcher else { break };
-            let Some(m) = matcher.find(&self.pending[search..]) else {
+            let Some(m) = matcher.find(&self.pending, search, hold_start, emitted, &mut state) else {
                 break;
             };
-            let (start, end) = (search + m.start(), search + m.end());
-            if start >= hold_start {
-                break;
-            }
-            match self.kinds[m.pattern().as_usize()] {
+            let (start, end) = (m.start, m.end);
+            match matcher.kind(m.id) {
                 Kind::Value => {
                     if end > emitted {
                         if start > emitted {
@@ -430,9 +412,15 @@ impl Masker {
     fn held_suffix_len(&self) -> usize {
         let n = self.pending.len();
         let from = n - self.max_hold.min(n);
+        let Some(matcher) = &self.matcher else {
+            return 0;
+        };
         (from..n)
             .find(|&i| {
-                self.first_bytes[usize::from(self.pending[i])] && self.starts_a_pattern(&self.pending[i..])
+                let suffix = &self.pending[i..];
+                self.first_bytes[usize::from(suffix[0])]
+                    && matcher.may_start(suffix)
+                    && self.starts_a_pattern(suffix)
             })
             .map_or(0, |i| n - i)
     }
@@ -440,11 +428,14 @@ impl Masker {
     /// Whether `suffix` is a proper prefix of some pattern.
     fn starts_a_pattern(&self, suffix: &[u8]) -> bool {
         // Patterns starting with `suffix` sort right after it (after `suffix` itself, if it is a pattern).
-        let at = self.sorted.partition_point(|&i| &*self.patterns[i] < suffix);
-        self.sorted[at..]
-            .iter()
-            .take(2)
-            .any(|&i| self.patterns[i].len() > suffix.len() && self.patterns[i].starts_with(suffix))
+        let Some(matcher) = &self.matcher else {
+            return false;
+        };
+        let at = self.sorted.partition_point(|&i| matcher.pattern(i) < suffix);
+        self.sorted[at..].iter().take(2).any(|&i| {
+            let pattern = matcher.pattern(i);
+            pattern.len() > suffix.len() && pattern.starts_with(suffix)
+        })
     }
 }
 
