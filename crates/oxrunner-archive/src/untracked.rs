@@ -17,10 +17,11 @@
 //! (`safe.directory`) and miss files only root can read, and the scratch copy is private to the runner,
 //! so the overrides above are the defence there.
 
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use oxrunner_fs::Dir;
 
@@ -64,7 +65,51 @@ pub(crate) fn ls_untracked(root: &Dir) -> io::Result<Output> {
         // The job user's HOME is not ours to choose; git must not look in root's.
         cmd.env("HOME", "/nonexistent");
     }
-    cmd.output()
+    output_within(cmd, LS_FILES_LIMIT)
+}
+
+/// How long `git ls-files` may take. The job controls what git opens: a FIFO named `.gitignore` (or in
+/// `info/exclude`) blocks git's read forever, and nothing in the job is left to open its other end.
+const LS_FILES_LIMIT: Duration = Duration::from_secs(300);
+
+/// `cmd.output()`, but the process is killed (and a `TimedOut` error returned) after `limit`.
+fn output_within(mut cmd: Command, limit: Duration) -> io::Result<Output> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "git ls-files did not finish within {} s and was stopped (is an ignore file a FIFO?)",
+                    limit.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
 }
 
 /// The user and group git must run as: the owner of the project directory, else of its `.git`, when
@@ -80,5 +125,28 @@ fn run_as(root: &Dir) -> io::Result<Option<(u32, u32)>> {
     match root.lstat_path(Path::new(".git")) {
         Ok(git) if git.uid != 0 => Ok(Some((git.uid, git.gid))),
         _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_that_hangs_is_stopped_at_the_limit() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let err = output_within(cmd, Duration::from_millis(200)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+    }
+
+    #[test]
+    fn output_is_collected_as_before() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "printf 'a\\0b\\0'; echo oops >&2"]);
+        let out = output_within(cmd, Duration::from_secs(30)).unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, b"a\0b\0");
+        assert_eq!(out.stderr, b"oops\n");
     }
 }
