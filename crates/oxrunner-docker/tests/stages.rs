@@ -306,9 +306,12 @@ async fn stage_after_an_exiting_entrypoint(docker: bollard::Docker, delay_ms: u3
     exec.cleanup().await;
     let log = trace.text();
     let left = objects_of(&docker, &ctx.short_token).await;
-    let ok = matches!(status, Ok(Ok(ExitStatus::Code(3))))
-        && log.contains("main process ended (exit code 3)")
-        && left == (vec![], vec![]);
+    // A stage that got in and finished before the main process ended has simply passed; one that did not must
+    // report the main process's end, never an engine error.
+    let ended =
+        matches!(status, Ok(Ok(ExitStatus::Code(3)))) && log.contains("main process ended (exit code 3)");
+    let finished_first = matches!(status, Ok(Ok(ExitStatus::Code(0)))) && log.contains("never");
+    let ok = (ended || finished_first) && left == (vec![], vec![]);
     (!ok).then(|| format!("{status:?}, left {left:?}\n{log}"))
 }
 
@@ -316,8 +319,9 @@ async fn stage_after_an_exiting_entrypoint(docker: bollard::Docker, delay_ms: u3
 async fn a_main_process_that_ends_as_the_first_stage_starts_fails_the_stage_with_its_exit_code() {
     let Some(docker) = engine().await else { return };
     // The entrypoint ends at once, so it may end between the stage's exec being created and being started; many
-    // jobs at the same time keep the engine busy and give that window many chances. Either way the stage fails
-    // with the main process's exit code and the hint, never with an engine error.
+    // jobs at the same time keep the engine busy and give that window many chances. A stage that starts in time
+    // may also finish first; otherwise it fails with the main process's exit code and the hint, never with an
+    // engine error.
     let jobs: Vec<_> = (0..40)
         .map(|n| tokio::spawn(stage_after_an_exiting_entrypoint(docker.clone(), n * 2)))
         .collect();
