@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use oxrunner_fs::{Dir, is_link_refusal};
+use oxrunner_fs::{Dir, is_link_refusal, is_untrusted_link};
 
 /// Opens (`create`: and makes, if missing) `project_dir`. A project directory outside `builds_dir` is
 /// the runner's own scratch copy (executors whose files live elsewhere, see the core's remote staging),
@@ -25,6 +25,10 @@ pub(crate) fn open_project(builds_dir: &Path, project_dir: &Path, create: bool) 
         _ => Dir::open_trusted(project_dir),
     };
     opened.map_err(|e| {
+        if is_untrusted_link(&e) {
+            // Its message names the link and carries its own hint.
+            return format!("opening the project directory {}: {e}", project_dir.display());
+        }
         let hint = if is_link_refusal(&e) {
             "a symlink stands where the runner expects a directory on the way to the project directory; \
              the runner never follows symlinks there, so remove it"
