@@ -79,6 +79,8 @@ impl Meta {
             mtime_nsec: i64::try_from(st.st_mtime_nsec).unwrap_or(0),
             uid: st.st_uid,
             gid: st.st_gid,
+            // `nlink_t` is 32 bits on some architectures (aarch64), 64 on x86_64.
+            #[allow(clippy::useless_conversion)]
             nlink: u64::from(st.st_nlink),
         }
     }
