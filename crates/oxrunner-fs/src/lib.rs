@@ -7,7 +7,9 @@
 //!
 //! - **Roots of trust** are directories the job user cannot change: the configured `builds_dir` and
 //!   `cache_dir`, and runner-private temporary directories. Only they are opened by path, once
-//!   ([`Dir::open_trusted`], [`Dir::create_trusted`]).
+//!   ([`Dir::open_trusted`], [`Dir::create_trusted`]), by a walk from `/` that follows a symlink only
+//!   where no other user could have placed it (module `trusted`): `builds_dir` often sits in the job
+//!   user's home, so the configured path itself is not enough.
 //! - **Everything below a root** is reached from a [`Dir`] handle, with no symlink followed at any
 //!   component: `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` where the kernel
 //!   has it, else a walk of `openat(O_NOFOLLOW | O_DIRECTORY)` one component at a time. Single names

@@ -15,7 +15,7 @@
 //! `O_NOFOLLOW | O_DIRECTORY` and a symlink is an error. A sticky directory owned by a trusted owner
 //! (`/tmp`) is the exception: nobody else can rename or remove what sits in it, so a trusted directory
 //! below it (`/tmp/x`, made by root) is trusted again; a link directly inside the sticky directory is
-//! still never followed.
+//! followed only when root or the runner owns the link itself.
 //!
 //! Missing components are created (when asked) in the same walk, relative to the handle, so the new
 //! directory is made exactly where the walk stands.
@@ -127,10 +127,15 @@ pub(crate) fn resolve(path: &Path, create: Option<u32>) -> io::Result<Dir> {
             tainted = Some((cur.path.clone(), w.clone()));
         }
         let child_path = cur.path.join(&name);
-        let follow = tainted.is_none() && writer.is_none();
+        // In a sticky directory only a link's owner can replace it, so a link root or the runner made
+        // there (`oxrunner exec` in `/tmp/mine -> ...`) is as good as one in a trusted directory.
+        let sticky = is_sticky_with_trusted_owner(&st, euid);
+        let follow = |link_uid: u32| {
+            tainted.is_none() && (writer.is_none() || (sticky && (link_uid == 0 || link_uid == euid)))
+        };
         match rustix::fs::statat(&cur.fd, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(lst) if rustix::fs::FileType::from_raw_mode(lst.st_mode) == rustix::fs::FileType::Symlink => {
-                if !follow {
+                if !follow(lst.st_uid) {
                     let (dir, writer) = match (&tainted, writer) {
                         (Some((d, w)), _) => (d.clone(), w.clone()),
                         (None, w) => (cur.path.clone(), w.unwrap_or_default()),
