@@ -41,3 +41,31 @@ pub(crate) fn open_project(builds_dir: &Path, project_dir: &Path, create: bool) 
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use super::*;
+
+    /// `builds_dir` in a directory others can write (here: everyone, as a user's home is to that user)
+    /// replaced by a link: the project directory is neither created nor opened through it.
+    #[test]
+    fn a_builds_dir_link_in_a_writable_directory_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        symlink(&elsewhere, home.join("builds")).unwrap();
+        let builds = home.join("builds");
+        let project = builds.join("t1abc/0/group/project");
+        for create in [true, false] {
+            let err = open_project(&builds, &project, create).unwrap_err();
+            assert!(err.contains("not followed") && err.contains("hint:"), "{err}");
+            assert_eq!(err.matches("hint:").count(), 1, "{err}");
+        }
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+}
