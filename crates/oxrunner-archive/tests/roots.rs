@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use oxrunner_archive::{CacheStore, Level, collect, create_zip_file, extract_zip};
+use oxrunner_archive::{CacheStore, Level, collect, create_gzip, create_raw, create_zip_file, extract_zip};
 use oxrunner_fs::Dir;
 
 const SECRET: &str = "oxrt-roots-secret-9a1c4e";
@@ -324,4 +324,18 @@ fn a_hard_link_to_a_root_only_file_is_not_archived() {
         logs.contains("out.txt") && logs.contains("hard link"),
         "logs: {logs}"
     );
+
+    // The gzip and raw formats: skipped, or (raw, which must hold exactly the file) refused.
+    let mut gz = Vec::new();
+    let (made, logs) = with_logs(|| create_gzip(&project, &files, &mut gz));
+    assert_eq!(made.unwrap().entries, 2);
+    assert!(
+        logs.contains("out.txt") && logs.contains("hard link"),
+        "logs: {logs}"
+    );
+    let only = collect(&project, &["out.txt".to_owned()], &[], false).unwrap();
+    let mut raw = Vec::new();
+    let err = create_raw(&project, &only, &mut raw).unwrap_err().to_string();
+    assert!(err.contains("hard link"), "{err}");
+    assert!(!String::from_utf8_lossy(&raw).contains(SECRET));
 }
