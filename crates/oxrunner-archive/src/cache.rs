@@ -6,6 +6,17 @@
 //! place, so readers see either the old or the new archive, never a partial one; with two writers the
 //! last rename wins and both results are complete archives. A save whose file list (paths, sizes, mtimes,
 //! modes, link targets) hashes to the digest stored in the current archive's zip comment is skipped.
+//!
+//! Trust: the runner (often root) writes here while jobs run as `--user`, and `cache_dir` often sits in
+//! that user's home. The root is therefore opened with the trusted walk of `oxrunner_fs` (a link the job
+//! user could have placed on the way is refused) and must be owned by root or the runner and writable
+//! by nobody else; otherwise caches are refused with a hint rather than tightened, because a directory
+//! another user could write may already hold that user's links below it. Below the root, the
+//! `<slug>/<key>` directories are opened or made from the handle without following links, and the
+//! archive itself is then handled by path through `/proc/self/fd/<that handle>` (the temporary file,
+//! its mode, the rename, the comment read, stale temporaries). That is safe because nothing below a
+//! checked root is written by anyone but the runner: jobs never get `cache_dir` (their caches pass
+//! through the runner), so no other user can put a link there.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -143,18 +154,36 @@ impl CacheStore {
     /// Where the archive of `key` lives. Both parts are sanitised; anything that is not a normal path
     /// component is dropped so the result always stays under the store root.
     pub fn archive_path(&self, project_slug: &str, key: &str) -> PathBuf {
-        let slug = Self::sanitize_key(project_slug).unwrap_or_default();
-        let key = Self::sanitize_key(key).unwrap_or_default();
-        let mut p = self.root.clone();
-        for part in [slug.as_str(), key.as_str()] {
-            for comp in Path::new(part).components() {
-                if let Component::Normal(c) = comp {
-                    p.push(c);
-                }
-            }
+        self.root
+            .join(archive_dir_rel(project_slug, key))
+            .join(ARCHIVE_NAME)
+    }
+
+    /// The store's root, opened through the trusted walk (see the module docs) and checked: nobody but
+    /// root or the runner may be able to change it. `create`: make it (0755) when missing.
+    fn open_store(&self, create: bool) -> Result<Dir, ArchiveError> {
+        let opened = if create {
+            Dir::create_trusted(&self.root)
+        } else {
+            Dir::open_trusted(&self.root)
+        };
+        let dir = opened.map_err(|e| ArchiveError::io("opening the cache directory", &self.root, e))?;
+        let writer = dir
+            .untrusted_writer()
+            .map_err(|e| ArchiveError::io("checking the cache directory", &self.root, e))?;
+        if let Some(writer) = writer {
+            let msg = format!(
+                "{writer} can write it, and could redirect the runner's cache files; caches are not used\n\
+                 hint: let only the runner's user own it: `chown root: DIR && chmod 0755 DIR` when the runner \
+                 runs as root (or remove it and let the runner create it)"
+            );
+            return Err(ArchiveError::io(
+                "using the cache directory",
+                &self.root,
+                io::Error::new(io::ErrorKind::PermissionDenied, msg),
+            ));
         }
-        p.push(ARCHIVE_NAME);
-        p
+        Ok(dir)
     }
 
     /// Extract the first key (in order) that has an archive; see [`CacheStore::restore_with_report`].
@@ -193,6 +222,11 @@ impl CacheStore {
     ) -> Result<RestoreReport, ArchiveError> {
         check_slug(project_slug)?;
         let mut report = RestoreReport::default();
+        let store = match self.open_store(false) {
+            Ok(store) => Some(store),
+            Err(ArchiveError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
         for raw in keys_in_order {
             let Some(key) = Self::sanitize_key(raw) else {
                 report
@@ -201,14 +235,17 @@ impl CacheStore {
                 continue;
             };
             let path = self.archive_path(project_slug, &key);
-            if !path.is_file() {
+            let Some((_dir, source)) = store
+                .as_ref()
+                .and_then(|store| open_archive(store, &archive_dir_rel(project_slug, &key)))
+            else {
                 report.warnings.push(format!(
                     "No cache found for key {key:?} ({} does not exist)",
                     path.display()
                 ));
                 continue;
-            }
-            match extract_zip_into(&path, root) {
+            };
+            match extract_zip_into(&source, root) {
                 Ok(_) => {
                     report.restored = Some(key);
                     return Ok(report);
@@ -245,18 +282,50 @@ impl CacheStore {
     ) -> Result<SaveOutcome, ArchiveError> {
         check_slug(project_slug)?;
         let clean = Self::sanitize_key(key).ok_or_else(|| ArchiveError::InvalidCacheKey(key.to_owned()))?;
-        let dest = self.archive_path(project_slug, &clean);
+        let store = self.open_store(true)?;
+        let rel = archive_dir_rel(project_slug, &clean);
+        let dir = store
+            .create_dir_all(&rel, 0o755)
+            .map_err(|e| ArchiveError::io("creating directory", self.root.join(&rel), e))?;
+        // Path-based from here, but only through the held handle: everything below the checked root was
+        // made by the runner, so no other user can place a link there.
+        let dest = dir.proc_path().join(ARCHIVE_NAME);
         let digest = content_digest(root, files)?;
         let comment = format!("{DIGEST_PREFIX}{digest}");
         if read_zip_comment(&dest).is_some_and(|c| c == comment.as_bytes()) {
             return Ok(SaveOutcome::Unchanged);
         }
-        if let Some(dir) = dest.parent() {
-            remove_stale_temporaries(dir);
-        }
+        remove_stale_temporaries(&dir.proc_path());
         let stats = write_zip_atomically(root, files, level, &dest, comment.as_bytes())?;
         Ok(SaveOutcome::Written(stats))
     }
+}
+
+/// `<slug>/<key>` with only normal components, so it always stays below the store's root.
+fn archive_dir_rel(project_slug: &str, key: &str) -> PathBuf {
+    let slug = CacheStore::sanitize_key(project_slug).unwrap_or_default();
+    let key = CacheStore::sanitize_key(key).unwrap_or_default();
+    let mut p = PathBuf::new();
+    for part in [slug.as_str(), key.as_str()] {
+        for comp in Path::new(part).components() {
+            if let Component::Normal(c) = comp {
+                p.push(c);
+            }
+        }
+    }
+    p
+}
+
+/// The archive's directory below the store (no link followed) and a path to the archive through that
+/// handle; `None` when there is no archive there.
+fn open_archive(store: &Dir, rel: &Path) -> Option<(Dir, PathBuf)> {
+    let dir = store.open_dir(rel).ok()?;
+    let meta = dir.lstat(std::ffi::OsStr::new(ARCHIVE_NAME)).ok()?;
+    if meta.kind != Kind::File {
+        return None;
+    }
+    let path = dir.proc_path().join(ARCHIVE_NAME);
+    Some((dir, path))
 }
 
 fn check_slug(slug: &str) -> Result<(), ArchiveError> {

@@ -381,6 +381,17 @@ fn scan(root: &Dir, files: &FileSet) -> Result<Vec<Entry>, ArchiveError> {
             }
             Err(e) => return Err(ArchiveError::io("reading metadata of", root.path().join(rel), e)),
         };
+        let foreign = root
+            .is_foreign_hard_link(&meta)
+            .map_err(|e| ArchiveError::io("reading metadata of", root.path().join(rel), e))?;
+        if foreign {
+            tracing::warn!(
+                path = %rel.display(),
+                uid = meta.uid,
+                "file ignored: it is a hard link to a file of another user; the runner does not archive it"
+            );
+            continue;
+        }
         let (kind, type_bits) = match meta.kind {
             FsKind::Symlink => (Kind::Symlink, S_IFLNK),
             FsKind::Dir => (Kind::Dir, S_IFDIR),

@@ -49,6 +49,17 @@ pub fn create_gzip_in<W: Write>(root: &Dir, files: &FileSet, out: W) -> Result<Z
         if meta.kind != Kind::File {
             return Err(ArchiveError::NotRegularFile(rel.clone()));
         }
+        if root
+            .is_foreign_hard_link(&meta)
+            .map_err(|e| ArchiveError::io("reading metadata of", &full, e))?
+        {
+            tracing::warn!(
+                path = %rel.display(),
+                uid = meta.uid,
+                "file ignored: it is a hard link to a file of another user; the runner does not archive it"
+            );
+            continue;
+        }
         let name = rel
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

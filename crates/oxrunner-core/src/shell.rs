@@ -147,8 +147,13 @@ impl ShellExecutor {
         trace: &TraceWriter,
         cancel: CancellationToken,
     ) -> Result<ExitStatus, ExecError> {
-        tokio::fs::create_dir_all(&cmd.shell_workdir)
+        // As root, making the directory by path would follow any link the job user put on the way
+        // (`builds_dir` in that user's home); the trusted walk does not.
+        let workdir = cmd.shell_workdir.clone();
+        tokio::task::spawn_blocking(move || oxrunner_fs::Dir::create_trusted(&workdir).map(drop))
             .await
+            .map_err(std::io::Error::other)
+            .and_then(|made| made)
             .map_err(|source| ExecError::Io {
                 context: format!("creating {}", cmd.shell_workdir.display()),
                 source,

@@ -7,7 +7,9 @@
 //!
 //! - **Roots of trust** are directories the job user cannot change: the configured `builds_dir` and
 //!   `cache_dir`, and runner-private temporary directories. Only they are opened by path, once
-//!   ([`Dir::open_trusted`], [`Dir::create_trusted`]).
+//!   ([`Dir::open_trusted`], [`Dir::create_trusted`]), by a walk from `/` that follows a symlink only
+//!   where no other user could have placed it (module `trusted`): `builds_dir` often sits in the job
+//!   user's home, so the configured path itself is not enough.
 //! - **Everything below a root** is reached from a [`Dir`] handle, with no symlink followed at any
 //!   component: `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` where the kernel
 //!   has it, else a walk of `openat(O_NOFOLLOW | O_DIRECTORY)` one component at a time. Single names
@@ -59,6 +61,8 @@ pub struct Meta {
     pub mtime_nsec: i64,
     pub uid: u32,
     pub gid: u32,
+    /// Number of hard links.
+    pub nlink: u64,
 }
 
 impl Meta {
@@ -77,6 +81,9 @@ impl Meta {
             mtime_nsec: i64::try_from(st.st_mtime_nsec).unwrap_or(0),
             uid: st.st_uid,
             gid: st.st_gid,
+            // `nlink_t` is 32 bits on some architectures (aarch64), 64 on x86_64.
+            #[allow(clippy::useless_conversion)]
+            nlink: u64::from(st.st_nlink),
         }
     }
 }
@@ -132,29 +139,31 @@ fn components(rel: &Path) -> io::Result<Vec<&OsStr>> {
     Ok(out)
 }
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY
+pub(crate) const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
 
 impl Dir {
-    /// Open a root of trust by path. Only for directories the job user cannot change (see module docs).
+    /// Open a root of trust by path, following a symlink only where no untrusted user could have placed
+    /// it (see the `trusted` module: a link inside a directory the job user can write is an error).
     pub fn open_trusted(path: &Path) -> io::Result<Dir> {
-        let fd = rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        Ok(Dir {
-            fd,
-            path: path.to_path_buf(),
-        })
+        trusted::resolve(path, None)
     }
 
-    /// [`Dir::open_trusted`], creating the directory (and its parents) first.
+    /// [`Dir::open_trusted`], creating missing directories (mode 0755) in the same walk.
     pub fn create_trusted(path: &Path) -> io::Result<Dir> {
-        std::fs::create_dir_all(path)?;
-        Dir::open_trusted(path)
+        trusted::resolve(path, Some(0o755))
+    }
+
+    /// Who besides root and the runner could change this directory's entries (`uid N`, `group gid N`,
+    /// `every user`), or `None` when nobody else can.
+    pub fn untrusted_writer(&self) -> io::Result<Option<String>> {
+        let st = rustix::fs::fstat(&self.fd)?;
+        Ok(trusted::untrusted_writer(
+            &st,
+            rustix::process::geteuid().as_raw(),
+        ))
     }
 
     /// The path this handle was opened as, for messages.
@@ -415,7 +424,32 @@ impl Dir {
     pub fn open_file_in_tree(&self, rel: &Path) -> io::Result<File> {
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
         let fd = self.open_in_tree(rel, flags, use_openat2())?;
-        regular_file(fd)
+        let file = regular_file(fd)?;
+        let st = rustix::fs::fstat(&file)?;
+        if self.is_foreign_hard_link(&Meta::from_stat(&st))? {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is a hard link to a file of uid {}, not of the directory's owner: not read",
+                    self.path.join(rel).display(),
+                    st.st_uid
+                ),
+            ));
+        }
+        Ok(file)
+    }
+
+    /// True for a regular file with more than one hard link whose owner is not the owner of this
+    /// directory, when this directory belongs to another user than the runner. A job user can hard-link
+    /// any file of the same file system into its tree where `fs.protected_hardlinks` is 0 (`ln
+    /// /etc/shadow out.txt`); root collecting that tree must not read it. A file linked only within the
+    /// user's own files keeps that user's uid and is still collected.
+    pub fn is_foreign_hard_link(&self, m: &Meta) -> io::Result<bool> {
+        if m.kind != Kind::File || m.nlink <= 1 {
+            return Ok(false);
+        }
+        let owner = rustix::fs::fstat(&self.fd)?.st_uid;
+        Ok(owner != rustix::process::geteuid().as_raw() && m.uid != owner)
     }
 
     /// `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`, or the no-follow walk when `openat2` is
@@ -539,3 +573,6 @@ pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests;
+mod trusted;
+
+pub use trusted::{UntrustedLink, is_untrusted_link};

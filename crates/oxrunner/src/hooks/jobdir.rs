@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use oxrunner_fs::{Dir, is_link_refusal};
+use oxrunner_fs::{Dir, is_link_refusal, is_untrusted_link};
 
 /// Opens (`create`: and makes, if missing) `project_dir`. A project directory outside `builds_dir` is
 /// the runner's own scratch copy (executors whose files live elsewhere, see the core's remote staging),
@@ -25,6 +25,10 @@ pub(crate) fn open_project(builds_dir: &Path, project_dir: &Path, create: bool) 
         _ => Dir::open_trusted(project_dir),
     };
     opened.map_err(|e| {
+        if is_untrusted_link(&e) {
+            // Its message names the link and carries its own hint.
+            return format!("opening the project directory {}: {e}", project_dir.display());
+        }
         let hint = if is_link_refusal(&e) {
             "a symlink stands where the runner expects a directory on the way to the project directory; \
              the runner never follows symlinks there, so remove it"
@@ -36,4 +40,32 @@ pub(crate) fn open_project(builds_dir: &Path, project_dir: &Path, create: bool) 
             project_dir.display()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use super::*;
+
+    /// `builds_dir` in a directory others can write (here: everyone, as a user's home is to that user)
+    /// replaced by a link: the project directory is neither created nor opened through it.
+    #[test]
+    fn a_builds_dir_link_in_a_writable_directory_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        symlink(&elsewhere, home.join("builds")).unwrap();
+        let builds = home.join("builds");
+        let project = builds.join("t1abc/0/group/project");
+        for create in [true, false] {
+            let err = open_project(&builds, &project, create).unwrap_err();
+            assert!(err.contains("not followed") && err.contains("hint:"), "{err}");
+            assert_eq!(err.matches("hint:").count(), 1, "{err}");
+        }
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
 }
