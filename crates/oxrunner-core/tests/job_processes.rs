@@ -27,7 +27,7 @@ impl Drop for Markers {
     fn drop(&mut self) {
         for file in &self.0 {
             for pid in pids(file) {
-                if marker_alive(pid) {
+                if marker_alive(pid, file) {
                     let _ =
                         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
                 }
@@ -79,7 +79,7 @@ fn plan(script: &[String]) -> JobPlan {
 /// A process with a unique argv (`oxrt-marker-...`) that writes its pid to `pid_file` and sleeps; `setsid`
 /// puts it in a new session, out of the stage's process group.
 fn marker(pid_file: &Path, setsid: bool) -> String {
-    let name = format!("oxrt-marker-{}", std::process::id());
+    let name = marker_name(pid_file);
     let inner = format!(
         "echo \\$\\$ >> '{}'; exec -a {name} sleep 300",
         pid_file.display()
@@ -99,13 +99,28 @@ fn pids(file: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// Alive, not a zombie, and still our marker (not a reused pid).
-fn marker_alive(pid: i32) -> bool {
+/// The name (`exec -a`) of the markers whose pids go to `pid_file`, unique per pid file: the tests of this file run
+/// at once and pids are reused quickly, so a check by a shared name could take another test's marker for one of its
+/// own dead ones (and a guard would then kill it).
+fn marker_name(pid_file: &Path) -> String {
+    let hash = pid_file
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("oxrt-marker-{}-{hash:016x}", std::process::id())
+}
+
+/// Alive, not a zombie, and still this pid file's marker (not a reused pid).
+fn marker_alive(pid: i32, pid_file: &Path) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     // Before its `exec -a` the marker's command line still names it (`bash -c "... exec -a oxrt-marker-..."`).
-    let named = cmdline.windows(12).any(|w| w == b"oxrt-marker-");
+    let name = marker_name(pid_file);
+    let named = cmdline.windows(name.len()).any(|w| w == name.as_bytes());
     matches!(state, Some(s) if s != "Z" && s != "X") && named
 }
 
@@ -122,13 +137,19 @@ async fn wait_lines(file: &Path, n: usize) {
 /// Markers killed by the runner may take a moment to be reaped by their new parent.
 async fn all_gone(file: &Path) -> Vec<i32> {
     for _ in 0..200 {
-        let left: Vec<i32> = pids(file).into_iter().filter(|p| marker_alive(*p)).collect();
+        let left: Vec<i32> = pids(file)
+            .into_iter()
+            .filter(|p| marker_alive(*p, file))
+            .collect();
         if left.is_empty() {
             return left;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    pids(file).into_iter().filter(|p| marker_alive(*p)).collect()
+    pids(file)
+        .into_iter()
+        .filter(|p| marker_alive(*p, file))
+        .collect()
 }
 
 async fn run(
@@ -249,7 +270,7 @@ impl JobHooks for ArtifactProbe {
         Box::pin(async move {
             let alive = pids(&self.pid_file)
                 .into_iter()
-                .filter(|p| marker_alive(*p))
+                .filter(|p| marker_alive(*p, &self.pid_file))
                 .collect();
             *self.alive_at_upload.lock().unwrap() = Some(alive);
             Ok(())
@@ -403,7 +424,7 @@ impl Drop for TestUser {
 /// A marker that drops its environment (so the marker fallback cannot see it) and, running as a user, tries to
 /// move itself out of the job's cgroup into the root cgroup; records whether that worked.
 fn escaping_marker(pid_file: &Path, escaped: &Path, cgroup_root: &Path) -> String {
-    let name = format!("oxrt-marker-{}", std::process::id());
+    let name = marker_name(pid_file);
     let inner = format!(
         "echo \\$\\$ > '{root}/cgroup.procs' 2>/dev/null && echo escaped >> '{esc}'; echo \\$\\$ >> '{pids}'; exec -a {name} sleep 300",
         root = cgroup_root.display(),

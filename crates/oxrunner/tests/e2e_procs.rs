@@ -22,7 +22,7 @@ struct Markers(PathBuf);
 impl Drop for Markers {
     fn drop(&mut self) {
         for pid in pids(&self.0) {
-            if marker_alive(pid) {
+            if marker_alive(pid, &self.0) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
@@ -37,29 +37,44 @@ fn pids(file: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// Alive, not a zombie, and still our marker (not a reused pid).
-fn marker_alive(pid: i32) -> bool {
+/// The name (`exec -a`) of the markers whose pids go to `pid_file`: unique per test, because the tests of this file
+/// run at once, pids are reused quickly, and a marker check by a shared name could take another test's marker for
+/// one of its own dead ones (and its guard would then kill it).
+fn marker_name(pid_file: &Path) -> String {
+    let tag = pid_file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("oxrt-marker-{}-{tag}", std::process::id())
+}
+
+/// Alive, not a zombie, and still this test's marker (not a reused pid).
+fn marker_alive(pid: i32, pid_file: &Path) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     // Before its `exec -a` the marker's command line still names it (`bash -c "... exec -a oxrt-marker-..."`).
-    let named = cmdline.windows(12).any(|w| w == b"oxrt-marker-");
+    let name = marker_name(pid_file);
+    let named = cmdline.windows(name.len()).any(|w| w == name.as_bytes());
     matches!(state, Some(s) if s != "Z" && s != "X") && named
 }
 
 async fn left_alive(file: &Path) -> Vec<i32> {
     for _ in 0..200 {
-        if pids(file).iter().all(|p| !marker_alive(*p)) {
+        if pids(file).iter().all(|p| !marker_alive(*p, file)) {
             return Vec::new();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    pids(file).into_iter().filter(|p| marker_alive(*p)).collect()
+    pids(file)
+        .into_iter()
+        .filter(|p| marker_alive(*p, file))
+        .collect()
 }
 
 /// A `setsid` marker (its own session) and a plain background one, both writing their pid to `pid_file`.
 fn markers(pid_file: &Path) -> Vec<String> {
-    let name = format!("oxrt-marker-{}", std::process::id());
+    let name = marker_name(pid_file);
     let inner = format!(
         "echo \\$\\$ >> '{}'; exec -a {name} sleep 300",
         pid_file.display()
@@ -132,7 +147,7 @@ async fn run_then_sigkill(fake: &FakeGitlab, sb: &Sandbox, pid_file: &Path) -> i
     assert!(d.wait(EXIT).await.is_some(), "the runner survived SIGKILL");
     for pid in pids(pid_file) {
         assert!(
-            marker_alive(pid),
+            marker_alive(pid, pid_file),
             "marker {pid} died with the runner: the test proves nothing"
         );
     }
@@ -393,7 +408,7 @@ async fn a_user_job_stays_in_its_cgroup_whatever_a_pam_session_would_do() {
     );
     let cfg = sb.config_str();
     let mut d = sb.spawn_with_env(&["run", "-c", &cfg, "--user", &user.0], &[("PATH", &path)]);
-    let name = format!("oxrt-marker-{}", std::process::id());
+    let name = marker_name(&pid_file);
     let marker = format!(
         "setsid env -i /bin/bash -c \"echo \\$\\$ >> '{}'; exec -a {name} sleep 300\" </dev/null >/dev/null 2>&1 &",
         pid_file.display()
