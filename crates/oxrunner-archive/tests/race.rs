@@ -21,71 +21,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::TempUser;
 use oxrunner_archive::{Level, collect, create_zip, create_zip_file, extract_zip};
 
 const SECRET: &str = "oxrt-root-only-secret-3f9c1d0a7b";
 const IN_TREE: &str = "oxrt-in-tree-content";
 const ITERATIONS: usize = 2000;
 const TIME_BOUND: Duration = Duration::from_secs(20);
-
-/// Root and the tools to make a user, or a reason to skip (a failure under CI).
-fn can_run() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let mut missing = Vec::new();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push("root".to_owned());
-    }
-    for tool in ["useradd", "userdel", "setpriv"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            missing.push(tool.to_owned());
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(!ci, "CI=true but this test cannot run: missing {missing:?}");
-    eprintln!("SKIPPED: the symlink race test needs {missing:?} (it runs under CI=true)");
-    false
-}
-
-/// A throwaway user, removed on drop even when the test fails.
-struct TempUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl TempUser {
-    fn create(tag: &str) -> TempUser {
-        let name = format!("oxrt-race-{tag}-{}", std::process::id());
-        let _ = Command::new("userdel").arg(&name).output();
-        let out = Command::new("useradd")
-            .args(["-M", "-U", "-s", "/usr/sbin/nologin", &name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "useradd: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let user = nix::unistd::User::from_name(&name).unwrap().unwrap();
-        TempUser {
-            name,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        }
-    }
-}
-
-impl Drop for TempUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).output();
-    }
-}
 
 /// The racer process, killed on drop.
 struct Racer(Child);
@@ -144,7 +86,7 @@ impl Sandbox {
     fn new(tag: &str) -> Sandbox {
         let base = tempfile::Builder::new().prefix("oxrt-race-").tempdir().unwrap();
         fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let user = TempUser::create(tag);
+        let user = TempUser::create(&format!("race-{tag}"));
         let outside = base.path().join("outside");
         fs::create_dir(&outside).unwrap();
         fs::write(outside.join("s"), SECRET).unwrap();
@@ -253,7 +195,7 @@ fn bounded(mut body: impl FnMut(usize)) -> usize {
 /// runner falls back to on older kernels) run one after the other in this process.
 #[test]
 fn racing_the_job_user_never_leaks_through_a_swapped_directory() {
-    if !can_run() {
+    if !common::root_tests_can_run("the symlink race test", &["useradd", "userdel", "setpriv"]) {
         return;
     }
     extraction_never_writes_through_a_swapped_directory("openat2");

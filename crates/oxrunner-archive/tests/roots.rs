@@ -17,90 +17,18 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use common::TempUser;
 use oxrunner_archive::{CacheStore, Level, collect, create_gzip, create_raw, create_zip_file, extract_zip};
 use oxrunner_fs::Dir;
 
 const SECRET: &str = "oxrt-roots-secret-9a1c4e";
 
-fn can_run() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let mut missing = Vec::new();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push("root".to_owned());
-    }
-    for tool in ["useradd", "userdel"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            missing.push(tool.to_owned());
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(!ci, "CI=true but this test cannot run: missing {missing:?}");
-    eprintln!("SKIPPED: the roots-of-trust tests need {missing:?} (they run under CI=true)");
-    false
-}
-
-/// A throwaway user, removed on drop even when the test fails.
-struct TempUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl TempUser {
-    fn create(tag: &str) -> TempUser {
-        let name = format!("oxrt-roots-{tag}-{}", std::process::id());
-        let _ = Command::new("userdel").arg(&name).output();
-        let out = Command::new("useradd")
-            .args(["-M", "-U", "-s", "/usr/sbin/nologin", &name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "useradd: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let user = nix::unistd::User::from_name(&name).unwrap().unwrap();
-        TempUser {
-            name,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        }
-    }
-
-    fn chown(&self, path: &Path) {
-        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid)).unwrap();
-    }
-
-    fn chown_tree(&self, path: &Path) {
-        let out = Command::new("chown")
-            .arg("-R")
-            .arg(format!("{}:{}", self.uid, self.gid))
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-    }
-}
-
-impl Drop for TempUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).output();
-    }
-}
-
 /// `<tmp>/home` owned by the user (as `/home/gitlab-runner` in the guide) and `<tmp>/root-only` (root,
 /// 0700). The temporary directory itself is root's, 0700.
 fn setup(tag: &str) -> (tempfile::TempDir, TempUser, PathBuf, PathBuf) {
-    let user = TempUser::create(tag);
+    let user = TempUser::create(&format!("roots-{tag}"));
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     fs::create_dir(&home).unwrap();
@@ -133,7 +61,7 @@ fn archive(tmp: &Path) -> PathBuf {
 
 #[test]
 fn builds_dir_replaced_by_a_link_is_not_followed() {
-    if !can_run() {
+    if !common::root_tests_can_run("the roots-of-trust tests", &["useradd", "userdel", "chown"]) {
         return;
     }
     let (tmp, user, home, root_only) = setup("builds");
@@ -157,7 +85,7 @@ fn builds_dir_replaced_by_a_link_is_not_followed() {
 
 #[test]
 fn the_guides_setup_still_works() {
-    if !can_run() {
+    if !common::root_tests_can_run("the roots-of-trust tests", &["useradd", "userdel", "chown"]) {
         return;
     }
     let (tmp, user, home, _root_only) = setup("guide");
@@ -185,7 +113,7 @@ fn the_guides_setup_still_works() {
 
 #[test]
 fn cache_dir_replaced_by_a_link_is_not_followed() {
-    if !can_run() {
+    if !common::root_tests_can_run("the roots-of-trust tests", &["useradd", "userdel", "chown"]) {
         return;
     }
     let (tmp, user, home, root_only) = setup("cache");
@@ -222,7 +150,7 @@ fn cache_dir_replaced_by_a_link_is_not_followed() {
 
 #[test]
 fn a_cache_dir_the_job_user_owns_is_refused() {
-    if !can_run() {
+    if !common::root_tests_can_run("the roots-of-trust tests", &["useradd", "userdel", "chown"]) {
         return;
     }
     let (tmp, user, home, _root_only) = setup("cacheown");
@@ -245,7 +173,7 @@ fn a_cache_dir_the_job_user_owns_is_refused() {
 
 #[test]
 fn an_administrators_link_is_followed() {
-    if !can_run() {
+    if !common::root_tests_can_run("the roots-of-trust tests", &["useradd", "userdel", "chown"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -258,7 +186,7 @@ fn an_administrators_link_is_followed() {
     assert!(admin.join("real/builds/x").is_dir());
     Dir::open_trusted(&admin.join("abs/builds")).unwrap();
     // ... but not a link in a directory a user can write, even a trusted link's target's way through it.
-    let user = TempUser::create("admin");
+    let user = TempUser::create("roots-admin");
     let open = tmp.path().join("user-dir");
     fs::create_dir(&open).unwrap();
     user.chown(&open);
@@ -297,7 +225,7 @@ fn with_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
 
 #[test]
 fn a_hard_link_to_a_root_only_file_is_not_archived() {
-    if !can_run() {
+    if !common::root_tests_can_run("the roots-of-trust tests", &["useradd", "userdel", "chown"]) {
         return;
     }
     let (tmp, user, home, root_only) = setup("hardlink");

@@ -15,61 +15,12 @@ use std::process::Command;
 use common::*;
 use oxrunner_archive::collect;
 
-fn can_run() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let mut missing = Vec::new();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push("root");
-    }
-    for tool in ["useradd", "userdel", "chown"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            missing.push(tool);
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(!ci, "CI=true but this test cannot run: missing {missing:?}");
-    eprintln!("SKIPPED: the untracked-as-job-user test needs {missing:?} (it runs under CI=true)");
-    false
-}
-
-/// A throwaway user, removed on drop even when the test fails.
-struct TempUser(String);
-
-impl TempUser {
-    fn create() -> TempUser {
-        let name = format!("oxrt-untr-{}", std::process::id());
-        let _ = Command::new("userdel").arg(&name).output();
-        let out = Command::new("useradd")
-            .args(["-M", "-U", "-s", "/usr/sbin/nologin", &name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "useradd: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        TempUser(name)
-    }
-}
-
-impl Drop for TempUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.0).output();
-    }
-}
-
 #[test]
 fn untracked_runs_git_as_the_owner_of_the_project() {
-    if !can_run() {
+    if !root_tests_can_run("the untracked-as-job-user test", &["useradd", "userdel", "chown"]) {
         return;
     }
-    let user = TempUser::create();
+    let user = TempUser::create("untr");
     let dir = tempfile::tempdir().unwrap();
     // The build directory's parents are traversable by the job user, as in a real `--user` setup.
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -84,7 +35,7 @@ fn untracked_runs_git_as_the_owner_of_the_project() {
     let hook = format!("touch {}; false", marker.display());
     git(&root, &["config", "core.fsmonitor", &hook]);
     let status = Command::new("chown")
-        .args(["-R", &format!("{0}:{0}", user.0)])
+        .args(["-R", &format!("{0}:{0}", user.name)])
         .arg(&root)
         .status()
         .unwrap();

@@ -81,3 +81,79 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// True when a root-only test can run here: root, and each of `tools` on PATH. Under `CI=true` a missing piece
+/// fails the test instead (CI runs as root); elsewhere the test says it was skipped.
+pub fn root_tests_can_run(what: &str, tools: &[&str]) -> bool {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root".to_owned());
+    }
+    for tool in tools {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            missing.push((*tool).to_owned());
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(!ci, "CI=true but {what} cannot run: missing {missing:?}");
+    eprintln!("SKIPPED: {what} needs {missing:?} (it runs under CI=true)");
+    false
+}
+
+/// A throwaway user `oxrt-<tag>-<pid>` with its own group, removed on drop even when the test fails.
+pub struct TempUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl TempUser {
+    pub fn create(tag: &str) -> TempUser {
+        let name = format!("oxrt-{tag}-{}", std::process::id());
+        let _ = Command::new("userdel").arg(&name).output();
+        let out = Command::new("useradd")
+            .args(["-M", "-U", "-s", "/usr/sbin/nologin", &name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let user = nix::unistd::User::from_name(&name).unwrap().unwrap();
+        TempUser {
+            name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        }
+    }
+
+    /// Gives `path` itself (not a link's target) to the user.
+    pub fn chown(&self, path: &Path) {
+        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid)).unwrap();
+    }
+
+    /// Gives the tree under `path` to the user.
+    pub fn chown_tree(&self, path: &Path) {
+        let out = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{}:{}", self.uid, self.gid))
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+}
+
+impl Drop for TempUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
+}
