@@ -18,7 +18,7 @@
 //! checked root is written by anyone but the runner: jobs never get `cache_dir` (their caches pass
 //! through the runner), so no other user can put a link there.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -384,7 +384,7 @@ fn content_digest(root: &Dir, files: &FileSet) -> Result<String, ArchiveError> {
 
 /// The archive comment from the end-of-central-directory record, read from the file's tail only.
 fn read_zip_comment(path: &Path) -> Option<Vec<u8>> {
-    let mut f = File::open(path).ok()?;
+    let mut f = crate::extract::open_archive(path).ok()?;
     let len = f.metadata().ok()?.len();
     let tail_len = len.min(22 + 0xFFFF);
     f.seek(SeekFrom::Start(len - tail_len)).ok()?;

@@ -136,7 +136,9 @@ pub(crate) fn write_zip_atomically(
         .sync_all()
         .map_err(|e| ArchiveError::io("syncing", tmp.path(), e))?;
     // Archives are shared between jobs and users of the runner, like gitlab-runner's 0644 cache files.
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
+    // Through the descriptor: a chmod by path would follow whatever stands at that name by now.
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
         .map_err(|e| ArchiveError::io("setting permissions of", tmp.path(), e))?;
     tmp.persist(dest)
         .map_err(|e| ArchiveError::io("renaming temporary archive to", dest, e.error))?;

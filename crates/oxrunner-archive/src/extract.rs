@@ -60,9 +60,19 @@ pub fn extract_zip(archive: &Path, target_dir: &Path) -> Result<ExtractStats, Ar
     extract_zip_into(archive, &root)
 }
 
+/// Opens an archive the runner itself wrote (a cache, a downloaded artifact) for reading. A link at that name was
+/// not put there by the runner, so it is refused rather than followed.
+pub(crate) fn open_archive(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+}
+
 /// Extract `archive` into the directory `root`; nothing outside it is ever created, modified or followed.
 pub fn extract_zip_into(archive: &Path, root: &Dir) -> Result<ExtractStats, ArchiveError> {
-    let file = File::open(archive).map_err(|e| ArchiveError::io("opening", archive, e))?;
+    let file = open_archive(archive).map_err(|e| ArchiveError::io("opening", archive, e))?;
     let len = file
         .metadata()
         .map_err(|e| ArchiveError::io("reading metadata of", archive, e))?

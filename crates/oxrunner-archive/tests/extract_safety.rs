@@ -289,3 +289,16 @@ fn root_gives_extracted_entries_to_the_owner_of_the_target() {
     }
     sb.assert_untouched();
 }
+
+/// The archive to extract is one the runner wrote (a cache, a downloaded artifact); a link standing at its name was
+/// put there by someone else and is refused, not followed to whatever it names.
+#[test]
+fn an_archive_path_that_is_a_link_is_not_followed() {
+    let sb = Sandbox::new();
+    let real = sb.archive(&[E::File("secret.txt", b"other project's cache")]);
+    let link = sb.dir.path().join("outside/cache.zip");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let result = extract_zip(&link, &sb.target());
+    assert!(result.is_err(), "a linked archive was extracted: {result:?}");
+    assert!(!sb.target().join("secret.txt").exists());
+}
