@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    Daemon, Sandbox, alive, fake, finished, global_toml, gone, project_files, shell_runner_toml,
+    Daemon, Sandbox, alive, fake, finished, global_toml, gone, project_files, quit_ok, shell_runner_toml,
     wait_file_lines, wait_polling, wait_status,
 };
 use fake_gitlab::{FakeGitlab, FaultConfig, JobSpec};
@@ -25,11 +25,6 @@ fn start(fake: &FakeGitlab, sb: &Sandbox, concurrent: u32, global_extra: &str, r
     std::fs::write(sb.config(), text).unwrap();
     let cfg = sb.config_str();
     sb.spawn(&["run", "-c", &cfg])
-}
-
-async fn quit_ok(mut d: Daemon) {
-    let status = d.quit(EXIT).await;
-    assert!(status.success(), "runner exit {status:?}; log:\n{}", d.log());
 }
 
 fn no_repo(spec: JobSpec) -> JobSpec {

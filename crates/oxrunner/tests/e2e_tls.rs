@@ -4,10 +4,8 @@
 
 mod common;
 
-use common::Sandbox;
+use common::{Sandbox, register_args};
 use fake_gitlab::{FakeGitlab, FakeOptions, TestPki};
-
-const REG: &str = "GR1348941fake-registration";
 
 async fn https_fake() -> (FakeGitlab, TestPki) {
     let pki = TestPki::generate().unwrap();
@@ -21,32 +19,15 @@ async fn https_fake() -> (FakeGitlab, TestPki) {
     (fake, pki)
 }
 
-fn register_args<'a>(cfg: &'a str, url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "register",
-        "-n",
-        "-c",
-        cfg,
-        "--url",
-        url,
-        "--registration-token",
-        REG,
-        "--executor",
-        "shell",
-        "--name",
-        "tls-runner",
-    ];
-    args.extend_from_slice(extra);
-    args
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn https_without_the_ca_fails_with_a_hint() {
     let (fake, _pki) = https_fake().await;
     let sb = Sandbox::new();
     let url = fake.url();
     let cfg = sb.config_str();
-    let out = sb.run(&register_args(&cfg, &url, &[]), &[], None).await;
+    let out = sb
+        .run(&register_args(&cfg, &url, "tls-runner", &[]), &[], None)
+        .await;
     out.assert_failed();
     let err = out.stderr.to_lowercase();
     assert!(
@@ -82,9 +63,13 @@ async fn https_with_tls_ca_file_registers_verifies_and_unregisters() {
     let ca_s = ca.to_string_lossy().into_owned();
     let url = fake.url();
     let cfg = sb.config_str();
-    sb.run(&register_args(&cfg, &url, &["--tls-ca-file", &ca_s]), &[], None)
-        .await
-        .assert_ok();
+    sb.run(
+        &register_args(&cfg, &url, "tls-runner", &["--tls-ca-file", &ca_s]),
+        &[],
+        None,
+    )
+    .await
+    .assert_ok();
     let toml = sb.config_toml();
     let r = toml["runners"][0].as_table().unwrap();
     assert_eq!(
@@ -113,7 +98,7 @@ async fn https_ca_is_picked_from_the_certs_folder() {
     std::fs::write(certs.join("localhost.crt"), &pki.ca_pem).unwrap();
     let url = fake.url();
     let cfg = sb.config_str();
-    sb.run(&register_args(&cfg, &url, &[]), &[], None)
+    sb.run(&register_args(&cfg, &url, "tls-runner", &[]), &[], None)
         .await
         .assert_ok();
     assert_eq!(fake.runners().len(), 1);

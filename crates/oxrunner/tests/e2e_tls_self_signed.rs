@@ -9,10 +9,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::Sandbox;
+use common::{Sandbox, register_args};
 use fake_gitlab::{ArtifactSpec, FakeGitlab, FakeOptions, JobSpec, TlsMaterial};
-
-const REG: &str = "GR1348941fake-registration";
 
 /// `openssl req -x509` with OpenSSL's default extensions; `None` (after saying so) when the tool is
 /// missing outside CI. Under `CI=true` a missing tool fails the test.
@@ -65,25 +63,6 @@ async fn https_fake(tls: &TlsMaterial) -> FakeGitlab {
     .unwrap()
 }
 
-fn register_args<'a>(cfg: &'a str, url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "register",
-        "-n",
-        "-c",
-        cfg,
-        "--url",
-        url,
-        "--registration-token",
-        REG,
-        "--executor",
-        "shell",
-        "--name",
-        "self-signed",
-    ];
-    args.extend_from_slice(extra);
-    args
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn register_and_verify_with_the_self_signed_certificate_as_tls_ca_file() {
     let sb = Sandbox::new();
@@ -94,9 +73,13 @@ async fn register_and_verify_with_the_self_signed_certificate_as_tls_ca_file() {
     let ca = sb.path("gitlab.crt").to_string_lossy().into_owned();
     let cfg = sb.config_str();
     let url = fake.url();
-    sb.run(&register_args(&cfg, &url, &["--tls-ca-file", &ca]), &[], None)
-        .await
-        .assert_ok();
+    sb.run(
+        &register_args(&cfg, &url, "self-signed", &["--tls-ca-file", &ca]),
+        &[],
+        None,
+    )
+    .await
+    .assert_ok();
     assert_eq!(fake.runners().len(), 1);
     let out = sb.run(&["verify", "-c", &cfg], &[], None).await;
     out.assert_ok();
@@ -116,7 +99,7 @@ async fn register_with_the_self_signed_certificate_in_the_certs_folder() {
     std::fs::create_dir_all(&certs).unwrap();
     std::fs::write(certs.join("127.0.0.1.crt"), &tls.cert_pem).unwrap();
     let cfg = sb.config_str();
-    sb.run(&register_args(&cfg, &url, &[]), &[], None)
+    sb.run(&register_args(&cfg, &url, "self-signed", &[]), &[], None)
         .await
         .assert_ok();
     assert_eq!(fake.runners().len(), 1);
@@ -193,7 +176,11 @@ async fn refused(served: &TlsMaterial, trusted: &str) -> (String, String) {
     let cfg = sb.config_str();
     let url = fake.url();
     let out = sb
-        .run(&register_args(&cfg, &url, &["--tls-ca-file", &ca_s]), &[], None)
+        .run(
+            &register_args(&cfg, &url, "self-signed", &["--tls-ca-file", &ca_s]),
+            &[],
+            None,
+        )
         .await;
     out.assert_failed();
     assert!(fake.runners().is_empty());

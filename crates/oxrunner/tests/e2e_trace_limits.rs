@@ -8,11 +8,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, Sandbox, fake, finished, global_toml, shell_runner_toml};
+use common::{Daemon, Sandbox, fake, finished, global_toml, quit_ok, shell_runner_toml};
 use fake_gitlab::{FakeGitlab, JobSpec};
 
 const FINISH: Duration = Duration::from_secs(120);
-const EXIT: Duration = Duration::from_secs(30);
 
 /// config.toml with one shell runner, and `oxrunner run` started on it with `env` added to its environment.
 fn start(fake: &FakeGitlab, sb: &Sandbox, concurrent: u32, env: &[(&str, &Path)]) -> Daemon {
@@ -32,11 +31,6 @@ fn start(fake: &FakeGitlab, sb: &Sandbox, concurrent: u32, env: &[(&str, &Path)]
         child: cmd.spawn().unwrap(),
         log,
     }
-}
-
-async fn quit_ok(mut d: Daemon) {
-    let status = d.quit(EXIT).await;
-    assert!(status.success(), "runner exit {status:?}; log:\n{}", d.log());
 }
 
 /// `len` bytes of hex that repeat nowhere (xorshift), so no piece of it is deduplicated away.

@@ -9,7 +9,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{
-    Daemon, Sandbox, bin, fake, finished, global_toml, shell_runner_toml, wait_file_lines, wait_polling,
+    Daemon, Sandbox, bin, fake, finished, global_toml, quit_ok, shell_runner_toml, wait_file_lines,
+    wait_polling,
 };
 use fake_gitlab::{FakeGitlab, JobSpec};
 use nix::sys::signal::Signal;
@@ -24,11 +25,6 @@ fn start(fake: &FakeGitlab, sb: &Sandbox, concurrent: u32) -> Daemon {
     std::fs::write(sb.config(), text).unwrap();
     let cfg = sb.config_str();
     sb.spawn(&["run", "-c", &cfg])
-}
-
-async fn quit_ok(mut d: Daemon) {
-    let status = d.quit(EXIT).await;
-    assert!(status.success(), "runner exit {status:?}; log:\n{}", d.log());
 }
 
 /// Waits until the daemon log contains `needle`.

@@ -300,3 +300,32 @@ pub fn project_files(root: &Path) -> PathBuf {
     std::fs::write(dir.join("README.md"), "# e2e project\n").unwrap();
     dir
 }
+
+/// SIGQUITs the daemon and asserts a clean exit within 30 s, printing its log otherwise.
+pub async fn quit_ok(mut d: Daemon) {
+    let status = d.quit(Duration::from_secs(30)).await;
+    assert!(status.success(), "runner exit {status:?}; log:\n{}", d.log());
+}
+
+/// The legacy registration token fake-gitlab accepts.
+pub const REG: &str = "GR1348941fake-registration";
+
+/// `register -n` of a shell runner called `name` against `url`, then `extra`.
+pub fn register_args<'a>(cfg: &'a str, url: &'a str, name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "register",
+        "-n",
+        "-c",
+        cfg,
+        "--url",
+        url,
+        "--registration-token",
+        REG,
+        "--executor",
+        "shell",
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
