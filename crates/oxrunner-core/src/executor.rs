@@ -185,6 +185,38 @@ pub trait Executor: Send + Sync {
     fn files(&self) -> Option<Arc<dyn JobFiles>> {
         None
     }
+
+    /// How the driver reaches the job's files for the cache and artifact stages. The default follows
+    /// [`Executor::files`]; an executor whose job environment the runner cannot reach at all (a custom driver's
+    /// VM) answers [`FileAccess::InScript`].
+    fn file_access(&self) -> FileAccess {
+        match self.files() {
+            Some(files) => FileAccess::Remote(files),
+            None => FileAccess::Local,
+        }
+    }
+}
+
+/// Where the cache and artifact stages do their work.
+#[derive(Clone)]
+pub enum FileAccess {
+    /// The project directory is on the runner's file system: the hooks work on it directly.
+    Local,
+    /// The runner copies files in and out through the executor and runs the hooks on a scratch copy.
+    Remote(Arc<dyn JobFiles>),
+    /// The runner cannot reach the files: the stage runs as a script in the job environment that moves caches and
+    /// artifacts itself (the hooks render it, see [`JobHooks::stage_script`]).
+    InScript,
+}
+
+impl std::fmt::Debug for FileAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Local => "Local",
+            Self::Remote(_) => "Remote",
+            Self::InScript => "InScript",
+        })
+    }
 }
 
 /// Copies files between the runner and a job environment whose file system the runner cannot open directly.
@@ -258,6 +290,19 @@ pub trait JobHooks: Send + Sync {
         trace: &'a TraceWriter,
         on_failure: bool,
     ) -> BoxFuture<'a, Result<(), HookError>>;
+
+    /// The body of a bash script that does `ctx.stage`'s work inside the job environment, for executors with
+    /// [`FileAccess::InScript`]. The driver runs it in the project directory after the job's variable exports, so
+    /// secrets such as `CI_JOB_TOKEN` reach it through the environment and never need to be in the text.
+    /// `Ok(None)`: the stage has nothing to do. The default cannot render scripts.
+    fn stage_script(&self, ctx: &StageCtx<'_>, trace: &TraceWriter) -> Result<Option<String>, HookError> {
+        let _ = trace;
+        Err(HookError::new(format!(
+            "the {} stage cannot run inside this executor's job environment: these job hooks cannot render it as \
+             a script\nhint: use an executor whose files the runner can reach (shell, docker)",
+            ctx.stage
+        )))
+    }
 }
 
 /// Calls the hook that belongs to `ctx.stage` (a script stage has none and counts as the failure upload).

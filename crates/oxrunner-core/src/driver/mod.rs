@@ -2,6 +2,7 @@
 //! cancellation and the job log (runner-api.md §2.2, §2.8).
 
 pub mod env;
+mod inscript;
 mod remote;
 
 use std::future::Future;
@@ -628,6 +629,9 @@ impl Driver<'_> {
                 abortable: true,
             }
         };
+        if matches!(self.executor.file_access(), crate::executor::FileAccess::InScript) {
+            return self.inscript_hook(stage, status, limits).await;
+        }
         let hook_cancel = self.control.abort.child_token();
         let sctx = StageCtx {
             plan: self.plan,

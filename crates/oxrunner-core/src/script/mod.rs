@@ -109,6 +109,15 @@ impl ScriptContext<'_> {
         self.with_exports(&body)
     }
 
+    /// A cache or artifact stage rendered by the job hooks (executors the runner cannot reach files in): the
+    /// exports, then `body` in the project directory, as gitlab-runner's cache and artifact stages run.
+    pub fn transfer_stage(&self, body: &str) -> String {
+        let mut text = String::new();
+        let _ = writeln!(text, "cd {}", quote_path(self.project_dir));
+        text.push_str(body);
+        self.with_exports(&text)
+    }
+
     /// `cleanup_file_variables`: removes file variables, the env file and the git credential files.
     pub fn cleanup_file_variables(&self) -> String {
         // No exports here: re-creating the file variables only to delete them would be pointless.
