@@ -301,6 +301,20 @@ impl CacheStore {
     }
 }
 
+/// Archives `files` (relative to `root`) at `dest`, as the `cache-archiver` helper command does inside a job
+/// environment: with the same content digest as the store's archives, so an unchanged cache is not rewritten, and
+/// atomically. It runs with the job's own rights on a path the job's scripts chose, so unlike [`CacheStore`] it
+/// makes no trust check of the directory.
+pub fn save_cache_file(dest: &Path, root: &Dir, files: &FileSet, level: Level) -> Result<SaveOutcome, ArchiveError> {
+    let digest = content_digest(root, files)?;
+    let comment = format!("{DIGEST_PREFIX}{digest}");
+    if read_zip_comment(dest).is_some_and(|c| c == comment.as_bytes()) {
+        return Ok(SaveOutcome::Unchanged);
+    }
+    let stats = write_zip_atomically(root, files, level, dest, comment.as_bytes())?;
+    Ok(SaveOutcome::Written(stats))
+}
+
 /// `<slug>/<key>` with only normal components, so it always stays below the store's root.
 fn archive_dir_rel(project_slug: &str, key: &str) -> PathBuf {
     let slug = CacheStore::sanitize_key(project_slug).unwrap_or_default();

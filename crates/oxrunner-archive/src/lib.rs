@@ -19,7 +19,7 @@ mod simple;
 mod untracked;
 mod zipfmt;
 
-pub use cache::{CachePolicy, CacheStore, RestoreReport, SaveOutcome};
+pub use cache::{CachePolicy, CacheStore, RestoreReport, SaveOutcome, save_cache_file};
 pub use collect::{FileSet, collect, collect_in};
 pub use create::{ZipStats, create_zip, create_zip_file, create_zip_in};
 pub use error::ArchiveError;

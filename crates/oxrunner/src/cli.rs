@@ -51,6 +51,18 @@ pub enum Command {
     RunSingle(Box<RunSingleArgs>),
     /// Run a repository's .gitlab-ci.yml locally.
     Exec(ExecArgs),
+    /// Archive files and upload them as the job's artifact (internal: called by stage scripts).
+    #[command(name = "artifacts-uploader")]
+    ArtifactsUploader(Box<crate::commands::helpers::UploaderArgs>),
+    /// Download and extract a job's artifacts (internal: called by stage scripts).
+    #[command(name = "artifacts-downloader")]
+    ArtifactsDownloader(Box<crate::commands::helpers::DownloaderArgs>),
+    /// Create a cache archive (internal: called by stage scripts).
+    #[command(name = "cache-archiver")]
+    CacheArchiver(Box<crate::commands::helpers::ArchiverArgs>),
+    /// Extract a cache archive (internal: called by stage scripts).
+    #[command(name = "cache-extractor")]
+    CacheExtractor(Box<crate::commands::helpers::ExtractorArgs>),
 }
 
 #[derive(Debug, Clone, Args)]

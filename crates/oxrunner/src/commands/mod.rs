@@ -2,6 +2,7 @@
 
 pub mod common;
 mod exec;
+pub mod helpers;
 pub mod info;
 mod list;
 mod register;
@@ -22,5 +23,9 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::RunSingle(args) => run::run_single(*args).await,
         Command::Exec(args) => exec::run(args).await,
+        Command::ArtifactsUploader(args) => helpers::artifacts_uploader(*args).await,
+        Command::ArtifactsDownloader(args) => helpers::artifacts_downloader(*args).await,
+        Command::CacheArchiver(args) => helpers::cache_archiver(*args).await,
+        Command::CacheExtractor(args) => helpers::cache_extractor(*args).await,
     }
 }

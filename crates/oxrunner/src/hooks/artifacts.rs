@@ -351,12 +351,12 @@ pub(crate) fn too_large_explanation(size: u64) -> Vec<String> {
     ]
 }
 
-enum BuildError {
+pub(crate) enum BuildError {
     Files(FileSet, String),
     Other(String),
 }
 
-fn build_archive(
+pub(crate) fn build_archive(
     root: &Dir,
     paths: &[String],
     exclude: &[String],

@@ -8,26 +8,29 @@
 
 mod artifacts;
 mod cache;
+mod inscript;
 mod jobdir;
 mod transport;
 mod units;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use oxrunner_archive::CacheStore;
 use oxrunner_core::{HookError, JobHooks, RunnerContext, StageCtx, TraceWriter};
 
-pub use transport::{ArtifactTransport, BoxFuture, GitlabTransport};
-// Only `oxrunner exec` (and the tests here) build a local transport.
-#[cfg_attr(not(test), allow(unused_imports))]
-pub use transport::LocalTransport;
+pub(crate) use artifacts::{BuildError, build_archive, too_large_explanation};
+pub use transport::{ArtifactTransport, BoxFuture, GitlabTransport, LocalTransport, TransportError};
+pub(crate) use units::human_bytes;
 
 /// `JobHooks` backed by a local [`CacheStore`] and an artifact transport.
 #[derive(Clone)]
 pub struct RunnerHooks {
     transport: Arc<dyn ArtifactTransport>,
     cache: CacheStore,
+    /// The binary whose helper commands in-script stages call; `None`: this running binary.
+    helper: Option<PathBuf>,
 }
 
 impl fmt::Debug for RunnerHooks {
@@ -41,7 +44,20 @@ impl fmt::Debug for RunnerHooks {
 impl RunnerHooks {
     /// Hooks moving artifacts through `transport` and keeping caches in `cache`.
     pub fn new(transport: Arc<dyn ArtifactTransport>, cache: CacheStore) -> Self {
-        Self { transport, cache }
+        Self {
+            transport,
+            cache,
+            helper: None,
+        }
+    }
+
+    /// In-script stages call the helper commands of `bin` instead of this running binary's (tests, whose running
+    /// binary is the test harness).
+    // Only the tests choose another binary.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn with_helper_command(mut self, bin: PathBuf) -> Self {
+        self.helper = Some(bin);
+        self
     }
 
     /// Daemon hooks for one job: GitLab transport, and the runner's cache store at `ctx.cache_dir` (made absolute
@@ -106,6 +122,24 @@ impl JobHooks for RunnerHooks {
         on_failure: bool,
     ) -> BoxFuture<'a, Result<(), HookError>> {
         Box::pin(artifacts::upload(self.transport.as_ref(), ctx, trace, on_failure))
+    }
+
+    fn stage_script(&self, ctx: &StageCtx<'_>, trace: &TraceWriter) -> Result<Option<String>, HookError> {
+        // As upstream's custom executor, the stage scripts call the runner's own binary by its path.
+        let bin = match &self.helper {
+            Some(bin) => bin.clone(),
+            None => std::env::current_exe().map_err(|e| {
+                HookError::with_reason(
+                    oxrunner_core::FailureReason::RunnerSystemFailure,
+                    format!(
+                        "cannot find the path of the running oxrunner binary for the {} stage: {e}\n\
+                         hint: run oxrunner from a path that exists (not a deleted or replaced file)",
+                        ctx.stage
+                    ),
+                )
+            })?,
+        };
+        inscript::render(self, &bin, ctx, trace)
     }
 }
 #[cfg(test)]

@@ -86,6 +86,24 @@ pub trait ArtifactTransport: Send + Sync {
 
     /// The same for a dependency's download.
     fn download_fields(&self, dependency: &Dependency, status: &str) -> String;
+
+    /// Arguments that point the `artifacts-uploader` helper command at this transport's store for this job. Never
+    /// a secret: the token reaches the helper through `CI_JOB_TOKEN` in its environment.
+    fn helper_upload_args(&self) -> Vec<String>;
+
+    /// The same for `artifacts-downloader` and `dependency`.
+    fn helper_download_args(&self, dependency: &Dependency) -> Vec<String>;
+}
+
+/// The GitLab URL for a helper command's `--url`: the client's API base without `api/v4/`. `None` when the URL
+/// carries credentials, which must not reach a command line; the helper then uses `CI_SERVER_URL`.
+fn helper_url(client: &Client) -> Option<String> {
+    let base = client.base_url();
+    if oxrunner_api::redact::redact_url(base) != base {
+        return None;
+    }
+    let trimmed = base.trim_end_matches('/');
+    Some(trimmed.strip_suffix("/api/v4").unwrap_or(trimmed).to_owned())
 }
 
 /// gitlab-runner's `ShortenToken`: job tokens lose their `glcbt-` prefix so the shown part is not the masked
@@ -179,6 +197,22 @@ impl ArtifactTransport for GitlabTransport {
         )
     }
 
+    fn helper_upload_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = helper_url(&self.client)
+            .map(|u| vec!["--url".to_owned(), u])
+            .unwrap_or_default();
+        args.extend(["--id".to_owned(), self.job_id.to_string()]);
+        args
+    }
+
+    fn helper_download_args(&self, dependency: &Dependency) -> Vec<String> {
+        let mut args: Vec<String> = helper_url(&self.client)
+            .map(|u| vec!["--url".to_owned(), u])
+            .unwrap_or_default();
+        args.extend(["--id".to_owned(), dependency.id.to_string()]);
+        args
+    }
+
     fn download_fields(&self, dependency: &Dependency, status: &str) -> String {
         let token = if dependency.token.is_empty() {
             &self.job_token
@@ -213,6 +247,15 @@ impl LocalTransport {
             job_id,
             job_name: job_name.into(),
         }
+    }
+
+    /// The store's root for a helper command, which runs in the project directory: relative roots (exec's
+    /// `.oxrunner/artifacts`) are made absolute against the runner's working directory.
+    fn absolute_root(&self) -> String {
+        std::path::absolute(&self.root)
+            .unwrap_or_else(|_| self.root.clone())
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// The directory holding a job's archives.
@@ -318,6 +361,28 @@ impl ArtifactTransport for LocalTransport {
 
     fn download_fields(&self, dependency: &Dependency, status: &str) -> String {
         format!("job={} {status}", job_dir_name(dependency.id, &dependency.name))
+    }
+
+    fn helper_upload_args(&self) -> Vec<String> {
+        vec![
+            "--local-artifacts-dir".to_owned(),
+            self.absolute_root(),
+            "--id".to_owned(),
+            self.job_id.to_string(),
+            "--job-name".to_owned(),
+            self.job_name.clone(),
+        ]
+    }
+
+    fn helper_download_args(&self, dependency: &Dependency) -> Vec<String> {
+        vec![
+            "--local-artifacts-dir".to_owned(),
+            self.absolute_root(),
+            "--id".to_owned(),
+            dependency.id.to_string(),
+            "--dependency-name".to_owned(),
+            dependency.name.clone(),
+        ]
     }
 }
 

@@ -1,0 +1,125 @@
+//! `cache-archiver` and `cache-extractor`: a cache archive at `--file`, written from and extracted into the current
+//! directory. Only local archive files are supported; a shared cache server (`--url`) is refused clearly.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use oxrunner_archive::{Level, SaveOutcome};
+
+use super::{FileArgs, info, warning, work_dir};
+
+/// `cache-archiver` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ArchiverArgs {
+    /// The path to the cache archive.
+    #[arg(long = "file")]
+    pub file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub files: FileArgs,
+
+    /// URL of the remote cache resource (pre-signed URL).
+    #[arg(long = "url")]
+    pub url: Option<String>,
+
+    /// Compression level (fastest, fast, default, slow, slowest).
+    #[arg(long = "compression-level", env = "CACHE_COMPRESSION_LEVEL")]
+    pub compression_level: Option<String>,
+}
+
+/// `cache-extractor` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ExtractorArgs {
+    /// The file containing the cache.
+    #[arg(long = "file")]
+    pub file: Option<PathBuf>,
+
+    /// URL of the remote cache resource.
+    #[arg(long = "url")]
+    pub url: Option<String>,
+}
+
+fn refuse_remote(url: Option<&str>) -> anyhow::Result<()> {
+    if url.is_some_and(|u| !u.trim().is_empty()) {
+        bail!(
+            "a shared cache server (--url) is not supported by oxrunner's helper commands yet\n\
+             hint: leave out --url; the cache is then kept in the local file given by --file"
+        );
+    }
+    Ok(())
+}
+
+/// Archives the matching files of the current directory at `--file`, unless the archive there is up to date.
+pub(super) async fn archive(args: ArchiverArgs) -> anyhow::Result<ExitCode> {
+    let Some(dest) = args.file.clone().filter(|f| !f.as_os_str().is_empty()) else {
+        bail!("Missing --file\nhint: name the cache archive to write, e.g. --file <cache_dir>/<project>/<key>/cache.zip");
+    };
+    refuse_remote(args.url.as_deref())?;
+    let (level, level_warning) =
+        Level::from_variable(args.compression_level.as_deref().filter(|v| !v.is_empty()));
+    if let Some(w) = level_warning {
+        warning(&w)?;
+    }
+    let (_, root) = work_dir(false)?;
+    let FileArgs {
+        paths,
+        exclude,
+        untracked,
+    } = args.files.clone();
+    let shown = dest.display().to_string();
+    let (files, outcome) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let files = oxrunner_archive::collect_in(&root, &paths, &exclude, untracked)?;
+        if files.files.is_empty() {
+            return Ok((files, None));
+        }
+        let outcome = oxrunner_archive::save_cache_file(&dest, &root, &files, level)
+            .with_context(|| format!("creating the cache archive {shown}"))?;
+        Ok((files, Some(outcome)))
+    })
+    .await
+    .context("archiving stopped")??;
+    for w in &files.warnings {
+        warning(w)?;
+    }
+    let Some(outcome) = outcome else {
+        warning("No files to cache.")?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    info(&format!(
+        "found {} matching files and directories",
+        files.files.len()
+    ))?;
+    if outcome == SaveOutcome::Unchanged {
+        info("Archive is up to date!")?;
+    }
+    info(
+        "No URL provided, cache will not be uploaded to shared cache server. Cache will be stored only locally.",
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Extracts the archive at `--file` into the current directory.
+pub(super) async fn extract(args: ExtractorArgs) -> anyhow::Result<ExitCode> {
+    let Some(file) = args.file.clone().filter(|f| !f.as_os_str().is_empty()) else {
+        bail!("Missing cache file (--file)\nhint: name the cache archive to extract");
+    };
+    refuse_remote(args.url.as_deref())?;
+    info(
+        "No URL provided, cache will not be downloaded from shared cache server. \
+         Instead a local version of cache will be extracted.",
+    )?;
+    if !file.is_file() {
+        warning("Cache file does not exist")?;
+        return Ok(ExitCode::FAILURE);
+    }
+    let (cwd, root) = work_dir(true)?;
+    tokio::task::spawn_blocking(move || {
+        oxrunner_archive::extract_zip_into(&file, &root)
+            .with_context(|| format!("extracting {} into {}", file.display(), cwd.display()))
+    })
+    .await
+    .context("extraction stopped")??;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,212 @@
+//! The cache and artifact stages as scripts, for executors whose job environment the runner cannot reach
+//! (`FileAccess::InScript`): each stage calls this binary's helper commands (`cache-extractor`,
+//! `artifacts-downloader`, `cache-archiver`, `artifacts-uploader`) in the project directory, as gitlab-runner's
+//! shell writer does. Keys, archive paths and artifact specs are the ones the runner-side hooks use, so both modes
+//! share one cache store layout. Nothing secret is written into the script: the helpers read `CI_JOB_TOKEN` from
+//! the environment the stage's exports set.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use oxrunner_archive::CacheStore;
+use oxrunner_core::script::bash::{notice, quote, quote_path, warning};
+use oxrunner_core::{CachePolicy, CacheSpec, HookError, Stage, StageCtx, TraceWriter, project_slug};
+
+use super::RunnerHooks;
+use super::cache::resolve_key;
+
+/// A helper command line: the binary, the command and its arguments, each quoted.
+fn command(bin: &Path, name: &str, args: &[String]) -> String {
+    let mut line = format!("{} {name}", quote_path(bin));
+    for a in args {
+        line.push(' ');
+        line.push_str(&quote(a));
+    }
+    line
+}
+
+/// gitlab-runner's `guardRunnerCommand`: run `body` only when the helper binary answers, else warn that `action`
+/// is disabled (the job goes on, as upstream's does).
+fn guarded(bin: &Path, action: &str, body: &str) -> String {
+    format!(
+        "if {} --version >/dev/null 2>&1; then\n{body}else\n{}fi\n",
+        quote_path(bin),
+        warning(&format!("Missing {}. {action} is disabled.", bin.display()))
+    )
+}
+
+/// The script body for `ctx.stage`; `None` when the stage has nothing to do.
+pub(crate) fn render(
+    hooks: &RunnerHooks,
+    bin: &Path,
+    ctx: &StageCtx<'_>,
+    trace: &TraceWriter,
+) -> Result<Option<String>, HookError> {
+    let body = match ctx.stage {
+        Stage::RestoreCache => restore_cache(hooks, bin, ctx, trace),
+        Stage::DownloadArtifacts => download_artifacts(hooks, bin, ctx),
+        Stage::ArchiveCache => archive_cache(hooks, bin, ctx, trace, false),
+        Stage::ArchiveCacheOnFailure => archive_cache(hooks, bin, ctx, trace, true),
+        Stage::UploadArtifactsOnSuccess => upload_artifacts(hooks, bin, ctx, false),
+        Stage::UploadArtifactsOnFailure => upload_artifacts(hooks, bin, ctx, true),
+        ref other => {
+            return Err(HookError::new(format!(
+                "the {other} stage has no cache or artifact work to render"
+            )));
+        }
+    };
+    Ok((!body.is_empty()).then_some(body))
+}
+
+fn has_files(spec: &CacheSpec) -> bool {
+    !spec.paths.is_empty() || spec.untracked
+}
+
+fn restore_cache(hooks: &RunnerHooks, bin: &Path, ctx: &StageCtx<'_>, trace: &TraceWriter) -> String {
+    let slug = project_slug(ctx.plan);
+    let mut out = String::new();
+    for spec in ctx.plan.caches.iter().filter(|s| has_files(s)) {
+        let Some(key) = resolve_key(ctx, &spec.key, trace) else {
+            trace.warning("Skipping cache extraction due to empty cache key");
+            continue;
+        };
+        if spec.policy == CachePolicy::Push {
+            trace.println(&format!("Not downloading cache {key} due to policy"));
+            continue;
+        }
+        let fallbacks: Vec<String> = spec
+            .fallback_keys
+            .iter()
+            .map(|k| ctx.variables.expand(k))
+            .filter(|k| !k.trim().is_empty())
+            .collect();
+        let global = ctx
+            .variables
+            .value("CACHE_FALLBACK_KEY")
+            .map(|k| ctx.variables.expand(k));
+        let (keys, warnings) = CacheStore::keys_in_order(&key, &fallbacks, global.as_deref());
+        for w in &warnings {
+            trace.warning(w);
+        }
+        let files: Vec<(String, String)> = keys
+            .into_iter()
+            .map(|k| {
+                let file = hooks.cache.archive_path(&slug, &k);
+                (k, file.to_string_lossy().into_owned())
+            })
+            .collect();
+        out.push_str(&guarded(bin, "Extracting cache", &extract_chain(bin, &files)));
+    }
+    out
+}
+
+/// Tries each key in turn, like upstream's nested `if cache-extractor ...; else <next key>; fi`.
+fn extract_chain(bin: &Path, files: &[(String, String)]) -> String {
+    let Some(((key, file), rest)) = files.split_first() else {
+        return String::new();
+    };
+    let mut out = notice(&format!("Checking cache for {key}..."));
+    let _ = writeln!(
+        out,
+        "if {}; then",
+        command(bin, "cache-extractor", &["--file".to_owned(), file.clone()])
+    );
+    out.push_str(&notice("Successfully extracted cache"));
+    out.push_str("else\n");
+    out.push_str(&warning("Failed to extract cache"));
+    out.push_str(&extract_chain(bin, rest));
+    out.push_str("fi\n");
+    out
+}
+
+fn download_artifacts(hooks: &RunnerHooks, bin: &Path, ctx: &StageCtx<'_>) -> String {
+    let mut body = String::new();
+    for dep in ctx.plan.dependencies.iter().filter(|d| d.artifacts_file.is_some()) {
+        body.push_str(&notice(&format!(
+            "Downloading artifacts for {} ({})...",
+            dep.name, dep.id
+        )));
+        let args = hooks.transport.helper_download_args(dep);
+        let _ = writeln!(body, "{}", command(bin, "artifacts-downloader", &args));
+    }
+    if body.is_empty() {
+        return body;
+    }
+    guarded(bin, "Artifacts downloading", &body)
+}
+
+fn archive_cache(
+    hooks: &RunnerHooks,
+    bin: &Path,
+    ctx: &StageCtx<'_>,
+    trace: &TraceWriter,
+    on_failure: bool,
+) -> String {
+    let slug = project_slug(ctx.plan);
+    let mut out = String::new();
+    for spec in &ctx.plan.caches {
+        if !spec.when.applies(on_failure) || !has_files(spec) {
+            continue;
+        }
+        let Some(key) = resolve_key(ctx, &spec.key, trace) else {
+            trace.warning("Skipping cache archiving due to empty cache key");
+            continue;
+        };
+        if spec.policy == CachePolicy::Pull {
+            trace.println(&format!("Not uploading cache {key} due to policy"));
+            continue;
+        }
+        let file = hooks.cache.archive_path(&slug, &key);
+        let mut args = vec!["--file".to_owned(), file.to_string_lossy().into_owned()];
+        for p in &spec.paths {
+            args.extend(["--path".to_owned(), p.clone()]);
+        }
+        if spec.untracked {
+            args.push("--untracked".to_owned());
+        }
+        let mut body = notice(&format!("Creating cache {key}..."));
+        let _ = writeln!(body, "if {}; then", command(bin, "cache-archiver", &args));
+        body.push_str(&notice("Created cache"));
+        body.push_str("else\n");
+        body.push_str(&warning("Failed to create cache"));
+        body.push_str("fi\n");
+        out.push_str(&guarded(bin, "Creating cache", &body));
+    }
+    out
+}
+
+fn upload_artifacts(hooks: &RunnerHooks, bin: &Path, ctx: &StageCtx<'_>, on_failure: bool) -> String {
+    let mut out = String::new();
+    for spec in ctx.plan.artifacts.iter().filter(|a| a.when.applies(on_failure)) {
+        if spec.paths.is_empty() && !spec.untracked {
+            continue;
+        }
+        let mut args = hooks.transport.helper_upload_args();
+        for p in &spec.paths {
+            args.extend(["--path".to_owned(), ctx.variables.expand(p)]);
+        }
+        for p in &spec.exclude {
+            args.extend(["--exclude".to_owned(), ctx.variables.expand(p)]);
+        }
+        if spec.untracked {
+            args.push("--untracked".to_owned());
+        }
+        let name = ctx.variables.expand(&spec.name);
+        if !name.trim().is_empty() {
+            args.extend(["--name".to_owned(), name]);
+        }
+        if let Some(expire) = spec.expire_in.as_ref().filter(|e| !e.trim().is_empty()) {
+            args.extend(["--expire-in".to_owned(), expire.clone()]);
+        }
+        if !spec.artifact_format.is_empty() {
+            args.extend(["--artifact-format".to_owned(), spec.artifact_format.clone()]);
+        }
+        if !spec.artifact_type.is_empty() {
+            args.extend(["--artifact-type".to_owned(), spec.artifact_type.clone()]);
+        }
+        let mut body = notice("Uploading artifacts...");
+        let _ = writeln!(body, "{}", command(bin, "artifacts-uploader", &args));
+        out.push_str(&guarded(bin, "Uploading artifacts", &body));
+    }
+    out
+}
