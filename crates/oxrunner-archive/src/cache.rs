@@ -305,7 +305,12 @@ impl CacheStore {
 /// environment: with the same content digest as the store's archives, so an unchanged cache is not rewritten, and
 /// atomically. It runs with the job's own rights on a path the job's scripts chose, so unlike [`CacheStore`] it
 /// makes no trust check of the directory.
-pub fn save_cache_file(dest: &Path, root: &Dir, files: &FileSet, level: Level) -> Result<SaveOutcome, ArchiveError> {
+pub fn save_cache_file(
+    dest: &Path,
+    root: &Dir,
+    files: &FileSet,
+    level: Level,
+) -> Result<SaveOutcome, ArchiveError> {
     let digest = content_digest(root, files)?;
     let comment = format!("{DIGEST_PREFIX}{digest}");
     if read_zip_comment(dest).is_some_and(|c| c == comment.as_bytes()) {

@@ -63,7 +63,11 @@ fn text(out: &Output) -> String {
 }
 
 fn job_env<'a>(fake_url: &'a str, id: &'a str, token: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![("CI_SERVER_URL", fake_url), ("CI_JOB_ID", id), ("CI_JOB_TOKEN", token)]
+    vec![
+        ("CI_SERVER_URL", fake_url),
+        ("CI_JOB_ID", id),
+        ("CI_JOB_TOKEN", token),
+    ]
 }
 
 fn git(dir: &Path, args: &[&str]) {
@@ -73,7 +77,11 @@ fn git(dir: &Path, args: &[&str]) {
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn write(dir: &Path, rel: &str, content: &str) {
@@ -83,7 +91,10 @@ fn write(dir: &Path, rel: &str, content: &str) {
 }
 
 fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("oxrunner-helpers-").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("oxrunner-helpers-")
+        .tempdir()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,9 +136,15 @@ async fn upload_then_download_round_trip_with_untracked_and_exclude() {
         shown.contains("Uploading artifacts as \"archive\" to coordinator... 201 Created"),
         "{shown}"
     );
-    assert!(!shown.contains(&producer_token), "the token leaked into the output: {shown}");
+    assert!(
+        !shown.contains(&producer_token),
+        "the token leaked into the output: {shown}"
+    );
     let stored = fake.job(producer).unwrap().artifacts;
-    let archive = stored.iter().find(|a| a.artifact_type == "archive").expect("stored");
+    let archive = stored
+        .iter()
+        .find(|a| a.artifact_type == "archive")
+        .expect("stored");
     assert_eq!(archive.filename, "bundle.zip");
     assert_eq!(archive.expire_in.as_deref(), Some("1 day"));
 
@@ -139,11 +156,26 @@ async fn upload_then_download_round_trip_with_untracked_and_exclude() {
     );
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
-    assert!(shown.contains("Downloading artifacts from coordinator... ok"), "{shown}");
-    assert_eq!(std::fs::read_to_string(dest.path().join("out/app.bin")).unwrap(), "binary\n");
-    assert_eq!(std::fs::read_to_string(dest.path().join("notes.txt")).unwrap(), "untracked\n");
-    assert!(!dest.path().join("out/debug.log").exists(), "excluded file extracted");
-    assert!(!dest.path().join("tracked.txt").exists(), "tracked file is not untracked");
+    assert!(
+        shown.contains("Downloading artifacts from coordinator... ok"),
+        "{shown}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("out/app.bin")).unwrap(),
+        "binary\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("notes.txt")).unwrap(),
+        "untracked\n"
+    );
+    assert!(
+        !dest.path().join("out/debug.log").exists(),
+        "excluded file extracted"
+    );
+    assert!(
+        !dest.path().join("tracked.txt").exists(),
+        "tracked file is not untracked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +211,11 @@ async fn a_missing_dependency_archive_exits_1_with_a_hint() {
     let (_, token) = running_job(&fake, "test").await;
     let dest = tempdir();
     let (url, id) = (fake.url(), without_artifacts.to_string());
-    let out = helper(dest.path(), &["artifacts-downloader"], &job_env(&url, &id, &token));
+    let out = helper(
+        dest.path(),
+        &["artifacts-downloader"],
+        &job_env(&url, &id, &token),
+    );
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(1), "{shown}");
     assert!(
@@ -209,16 +245,31 @@ fn cache_archive_then_extract() {
     let store = tempdir();
     let file: PathBuf = store.path().join("group/project/main-key/cache.zip");
     let file_arg = file.to_str().unwrap();
-    let args = ["cache-archiver", "--file", file_arg, "--path", "vendor/", "--exclude", "vendor/*.tmp"];
+    let args = [
+        "cache-archiver",
+        "--file",
+        file_arg,
+        "--path",
+        "vendor/",
+        "--exclude",
+        "vendor/*.tmp",
+    ];
     let out = helper(src.path(), &args, &[]);
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
-    assert!(shown.contains("found 2 matching files and directories"), "{shown}");
+    assert!(
+        shown.contains("found 2 matching files and directories"),
+        "{shown}"
+    );
     assert!(shown.contains("Cache will be stored only locally."), "{shown}");
     assert!(file.is_file());
 
     let again = helper(src.path(), &args, &[]);
-    assert!(text(&again).contains("Archive is up to date!"), "{}", text(&again));
+    assert!(
+        text(&again).contains("Archive is up to date!"),
+        "{}",
+        text(&again)
+    );
 
     let dest = tempdir();
     let out = helper(dest.path(), &["cache-extractor", "--file", file_arg], &[]);
@@ -235,7 +286,11 @@ fn cache_archive_then_extract() {
 fn extracting_a_missing_cache_fails_so_the_script_tries_the_next_key() {
     let dest = tempdir();
     let missing = dest.path().join("nope/cache.zip");
-    let out = helper(dest.path(), &["cache-extractor", "--file", missing.to_str().unwrap()], &[]);
+    let out = helper(
+        dest.path(),
+        &["cache-extractor", "--file", missing.to_str().unwrap()],
+        &[],
+    );
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(1), "{shown}");
     assert!(shown.contains("Cache file does not exist"), "{shown}");
@@ -249,7 +304,13 @@ fn local_store_round_trip_for_exec() {
     let store_arg = store.path().to_str().unwrap();
     let out = helper(
         src.path(),
-        &["artifacts-uploader", "--local-artifacts-dir", store_arg, "--path", "dist/"],
+        &[
+            "artifacts-uploader",
+            "--local-artifacts-dir",
+            store_arg,
+            "--path",
+            "dist/",
+        ],
         &[("CI_JOB_ID", "5"), ("CI_JOB_NAME", "build")],
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -268,5 +329,8 @@ fn local_store_round_trip_for_exec() {
         &[],
     );
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(std::fs::read_to_string(dest.path().join("dist/app")).unwrap(), "built\n");
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("dist/app")).unwrap(),
+        "built\n"
+    );
 }

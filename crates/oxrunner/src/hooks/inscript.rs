@@ -121,7 +121,12 @@ fn extract_chain(bin: &Path, files: &[(String, String)]) -> String {
 
 fn download_artifacts(hooks: &RunnerHooks, bin: &Path, ctx: &StageCtx<'_>) -> String {
     let mut body = String::new();
-    for dep in ctx.plan.dependencies.iter().filter(|d| d.artifacts_file.is_some()) {
+    for dep in ctx
+        .plan
+        .dependencies
+        .iter()
+        .filter(|d| d.artifacts_file.is_some())
+    {
         body.push_str(&notice(&format!(
             "Downloading artifacts for {} ({})...",
             dep.name, dep.id

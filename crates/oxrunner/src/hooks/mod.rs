@@ -143,4 +143,6 @@ impl JobHooks for RunnerHooks {
     }
 }
 #[cfg(test)]
+mod inscript_tests;
+#[cfg(test)]
 mod tests;

@@ -112,7 +112,10 @@ pub(super) async fn upload(args: UploaderArgs) -> anyhow::Result<ExitCode> {
     };
     let (_, root) = work_dir(false)?;
     let tmp = scratch_file(None, "artifacts-upload-")?;
-    let file = tmp.as_file().try_clone().context("cannot write the artifact archive")?;
+    let file = tmp
+        .as_file()
+        .try_clone()
+        .context("cannot write the artifact archive")?;
     let FileArgs {
         paths,
         exclude,
@@ -158,11 +161,11 @@ pub(super) async fn upload(args: UploaderArgs) -> anyhow::Result<ExitCode> {
     let prefix = format!("Uploading artifacts as {kind:?} to coordinator...");
     let sent = transport.upload(tmp.path(), &opts);
     let result = match timeout {
-        Some(t) => tokio::time::timeout(t, sent)
-            .await
-            .unwrap_or_else(|_| Err(TransportError::Failed {
+        Some(t) => tokio::time::timeout(t, sent).await.unwrap_or_else(|_| {
+            Err(TransportError::Failed {
                 detail: format!("the upload took longer than {t:?} (--timeout)"),
-            })),
+            })
+        }),
         None => sent.await,
     };
     drop(tmp);

@@ -54,7 +54,9 @@ fn refuse_remote(url: Option<&str>) -> anyhow::Result<()> {
 /// Archives the matching files of the current directory at `--file`, unless the archive there is up to date.
 pub(super) async fn archive(args: ArchiverArgs) -> anyhow::Result<ExitCode> {
     let Some(dest) = args.file.clone().filter(|f| !f.as_os_str().is_empty()) else {
-        bail!("Missing --file\nhint: name the cache archive to write, e.g. --file <cache_dir>/<project>/<key>/cache.zip");
+        bail!(
+            "Missing --file\nhint: name the cache archive to write, e.g. --file <cache_dir>/<project>/<key>/cache.zip"
+        );
     };
     refuse_remote(args.url.as_deref())?;
     let (level, level_warning) =

@@ -111,7 +111,9 @@ impl JobCredentials {
             );
         };
         if job_id <= 0 {
-            bail!("Missing build ID (--id, CI_JOB_ID)\nhint: pass the id of the job whose artifacts are meant");
+            bail!(
+                "Missing build ID (--id, CI_JOB_ID)\nhint: pass the id of the job whose artifacts are meant"
+            );
         }
         let client = oxrunner_api::Client::new(oxrunner_api::ClientConfig {
             url: url.to_owned(),
