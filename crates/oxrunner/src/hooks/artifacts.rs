@@ -18,7 +18,7 @@ use super::units::human_bytes;
 const MAX_ATTEMPTS: u32 = 10;
 const RETRY_WAIT: Duration = Duration::from_secs(1);
 
-fn attempts(ctx: &StageCtx<'_>) -> u32 {
+pub(crate) fn attempts(ctx: &StageCtx<'_>) -> u32 {
     ctx.variables
         .value("ARTIFACT_DOWNLOAD_ATTEMPTS")
         .and_then(|v| v.trim().parse::<u32>().ok())

@@ -13,6 +13,7 @@ use oxrunner_core::script::bash::{notice, quote, quote_path, warning};
 use oxrunner_core::{CachePolicy, CacheSpec, HookError, Stage, StageCtx, TraceWriter, project_slug};
 
 use super::RunnerHooks;
+use super::artifacts::attempts;
 use super::cache::resolve_key;
 
 /// A helper command line: the binary, the command and its arguments, each quoted.
@@ -131,7 +132,9 @@ fn download_artifacts(hooks: &RunnerHooks, bin: &Path, ctx: &StageCtx<'_>) -> St
             "Downloading artifacts for {} ({})...",
             dep.name, dep.id
         )));
-        let args = hooks.transport.helper_download_args(dep);
+        let mut args = hooks.transport.helper_download_args(dep);
+        // ARTIFACT_DOWNLOAD_ATTEMPTS counts attempts, the helper's --retry counts the ones after the first.
+        args.extend(["--retry".to_owned(), (attempts(ctx) - 1).to_string()]);
         let _ = writeln!(body, "{}", command(bin, "artifacts-downloader", &args));
     }
     if body.is_empty() {
