@@ -12,7 +12,9 @@ use oxrunner_archive::{Format, Level};
 use oxrunner_core::Dependency;
 
 use super::{FileArgs, JobCredentials, error, info, scratch_file, warning, work_dir};
-use crate::hooks::{BuildError, TransportError, build_archive, human_bytes, too_large_explanation};
+use crate::hooks::{
+    ArtifactTransport, BuildError, TransportError, build_archive, human_bytes, too_large_explanation,
+};
 
 /// `artifacts-uploader` flags.
 #[derive(Debug, Clone, Args)]
@@ -158,7 +160,6 @@ pub(super) async fn upload(args: UploaderArgs) -> anyhow::Result<ExitCode> {
         artifact_type: kind.clone(),
         expire_in: args.expire_in.clone().filter(|e| !e.trim().is_empty()),
     };
-    let prefix = format!("Uploading artifacts as {kind:?} to coordinator...");
     let sent = transport.upload(tmp.path(), &opts);
     let result = match timeout {
         Some(t) => tokio::time::timeout(t, sent).await.unwrap_or_else(|_| {
@@ -169,13 +170,24 @@ pub(super) async fn upload(args: UploaderArgs) -> anyhow::Result<ExitCode> {
         None => sent.await,
     };
     drop(tmp);
+    report_upload(transport.as_ref(), result, &kind, stats.bytes_out)
+}
+
+/// The log lines and exit for an upload's result; a 413 gets the limits that may have refused it.
+fn report_upload(
+    transport: &dyn ArtifactTransport,
+    result: Result<String, TransportError>,
+    kind: &str,
+    archive_size: u64,
+) -> anyhow::Result<ExitCode> {
+    let prefix = format!("Uploading artifacts as {kind:?} to coordinator...");
     match result {
         Ok(status) => {
             info(&format!("{prefix} {status}"))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(TransportError::TooLarge { size }) => {
-            let size = if size == 0 { stats.bytes_out } else { size };
+            let size = if size == 0 { archive_size } else { size };
             error(&format!(
                 "{prefix} too large archive  {}",
                 transport.upload_fields("responseStatus=413 Request Entity Too Large status=413")
