@@ -334,3 +334,179 @@ fn local_store_round_trip_for_exec() {
         "built\n"
     );
 }
+
+/// One object on 127.0.0.1 behind just enough HTTP/1.1 for a pre-signed `PUT` and `GET`; it records each request's
+/// line and headers.
+struct ObjectStore {
+    url: String,
+    object: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+async fn object_store() -> ObjectStore {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let object = std::sync::Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (obj, reqs) = (object.clone(), requests.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (obj, reqs) = (obj.clone(), reqs.clone());
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                let mut head = String::new();
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).await.unwrap();
+                reqs.lock().unwrap().push(head.clone());
+                let response = if head.starts_with("PUT ") {
+                    *obj.lock().unwrap() = Some(body);
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_vec()
+                } else {
+                    match obj.lock().unwrap().clone() {
+                        Some(data) => {
+                            let mut r = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                                data.len()
+                            )
+                            .into_bytes();
+                            r.extend(data);
+                            r
+                        }
+                        None => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            .to_vec(),
+                    }
+                };
+                let mut stream = reader.into_inner();
+                let _ = stream.write_all(&response).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    ObjectStore {
+        url,
+        object,
+        requests,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_moves_through_a_presigned_url_without_showing_its_signature() {
+    let store = object_store().await;
+    let url = format!("{}/bucket/project/key?X-Amz-Signature=sig-secret", store.url);
+    let src = tempdir();
+    write(src.path(), "vendor/lib.rs", "pub fn g() {}\n");
+    let local = tempdir();
+    let file = local.path().join("cache.zip");
+    let file_arg = file.to_str().unwrap().to_owned();
+    let out = tokio::task::spawn_blocking({
+        let (dir, url, file_arg) = (src.path().to_path_buf(), url.clone(), file_arg.clone());
+        move || {
+            helper(
+                &dir,
+                &[
+                    "cache-archiver",
+                    "--file",
+                    &file_arg,
+                    "--path",
+                    "vendor/",
+                    "--url",
+                    &url,
+                    "--header",
+                    "X-Test: yes",
+                ],
+                &[],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "Uploading cache.zip to {}/bucket/project/key",
+            store.url
+        )),
+        "{shown}"
+    );
+    assert!(!shown.contains("sig-secret"), "{shown}");
+    assert_eq!(
+        store.object.lock().unwrap().as_deref(),
+        Some(std::fs::read(&file).unwrap().as_slice())
+    );
+    let put = store.requests.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(
+        put.starts_with("put /bucket/project/key?x-amz-signature=sig-secret"),
+        "{put}"
+    );
+    assert!(put.contains("x-test: yes"), "{put}");
+
+    // Another machine: no local file yet, the archive comes from the server.
+    let dest = tempdir();
+    let remote_file = dest.path().join("fresh/cache.zip");
+    let out = tokio::task::spawn_blocking({
+        let (dir, url, file_arg) = (
+            dest.path().to_path_buf(),
+            url.clone(),
+            remote_file.to_str().unwrap().to_owned(),
+        );
+        move || {
+            helper(
+                &dir,
+                &["cache-extractor", "--file", &file_arg, "--url", &url],
+                &[],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(!shown.contains("sig-secret"), "{shown}");
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("vendor/lib.rs")).unwrap(),
+        "pub fn g() {}\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presigned_url_without_an_object_fails_the_extraction() {
+    let store = object_store().await;
+    let url = format!("{}/bucket/none?sig=x", store.url);
+    let dest = tempdir();
+    let file = dest.path().join("c/cache.zip");
+    let out = tokio::task::spawn_blocking({
+        let (dir, file_arg) = (dest.path().to_path_buf(), file.to_str().unwrap().to_owned());
+        move || {
+            helper(
+                &dir,
+                &["cache-extractor", "--file", &file_arg, "--url", &url],
+                &[],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("404 Not Found"), "{shown}");
+    assert!(!file.exists());
+}

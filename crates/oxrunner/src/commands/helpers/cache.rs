@@ -1,5 +1,5 @@
 //! `cache-archiver` and `cache-extractor`: a cache archive at `--file`, written from and extracted into the current
-//! directory. Only local archive files are supported; a shared cache server (`--url`) is refused clearly.
+//! directory, and with `--url` also moved to or from a shared cache server through a pre-signed URL.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use oxrunner_archive::{Level, SaveOutcome};
 
-use super::{FileArgs, info, warning, work_dir};
+use super::{FileArgs, info, remote, warning, work_dir};
 
 /// `cache-archiver` flags.
 #[derive(Debug, Clone, Args)]
@@ -23,6 +23,14 @@ pub struct ArchiverArgs {
     /// URL of the remote cache resource (pre-signed URL).
     #[arg(long = "url")]
     pub url: Option<String>,
+
+    /// HTTP headers to send with the PUT request (`Key: Value`).
+    #[arg(long = "header")]
+    pub headers: Vec<String>,
+
+    /// Overall timeout for the cache upload, in minutes.
+    #[arg(long = "timeout", default_value_t = 10)]
+    pub timeout: u64,
 
     /// Compression level (fastest, fast, default, slow, slowest).
     #[arg(long = "compression-level", env = "CACHE_COMPRESSION_LEVEL")]
@@ -39,16 +47,14 @@ pub struct ExtractorArgs {
     /// URL of the remote cache resource.
     #[arg(long = "url")]
     pub url: Option<String>,
+
+    /// Overall timeout for the cache download, in minutes.
+    #[arg(long = "timeout", default_value_t = 10)]
+    pub timeout: u64,
 }
 
-fn refuse_remote(url: Option<&str>) -> anyhow::Result<()> {
-    if url.is_some_and(|u| !u.trim().is_empty()) {
-        bail!(
-            "a shared cache server (--url) is not supported by oxrunner's helper commands yet\n\
-             hint: leave out --url; the cache is then kept in the local file given by --file"
-        );
-    }
-    Ok(())
+fn remote_url(url: Option<&str>) -> Option<&str> {
+    url.map(str::trim).filter(|u| !u.is_empty())
 }
 
 /// Archives the matching files of the current directory at `--file`, unless the archive there is up to date.
@@ -58,7 +64,6 @@ pub(super) async fn archive(args: ArchiverArgs) -> anyhow::Result<ExitCode> {
             "Missing --file\nhint: name the cache archive to write, e.g. --file <cache_dir>/<project>/<key>/cache.zip"
         );
     };
-    refuse_remote(args.url.as_deref())?;
     let (level, level_warning) =
         Level::from_variable(args.compression_level.as_deref().filter(|v| !v.is_empty()));
     if let Some(w) = level_warning {
@@ -70,13 +75,14 @@ pub(super) async fn archive(args: ArchiverArgs) -> anyhow::Result<ExitCode> {
         exclude,
         untracked,
     } = args.files.clone();
+    let target = dest.clone();
     let shown = dest.display().to_string();
     let (files, outcome) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let files = oxrunner_archive::collect_in(&root, &paths, &exclude, untracked)?;
         if files.files.is_empty() {
             return Ok((files, None));
         }
-        let outcome = oxrunner_archive::save_cache_file(&dest, &root, &files, level)
+        let outcome = oxrunner_archive::save_cache_file(&target, &root, &files, level)
             .with_context(|| format!("creating the cache archive {shown}"))?;
         Ok((files, Some(outcome)))
     })
@@ -94,11 +100,16 @@ pub(super) async fn archive(args: ArchiverArgs) -> anyhow::Result<ExitCode> {
         files.files.len()
     ))?;
     if outcome == SaveOutcome::Unchanged {
+        // As upstream: an unchanged archive was uploaded when it was written.
         info("Archive is up to date!")?;
+        return Ok(ExitCode::SUCCESS);
     }
-    info(
-        "No URL provided, cache will not be uploaded to shared cache server. Cache will be stored only locally.",
-    )?;
+    match remote_url(args.url.as_deref()) {
+        Some(url) => remote::upload(&dest, url, &args.headers, args.timeout).await?,
+        None => info(
+            "No URL provided, cache will not be uploaded to shared cache server. Cache will be stored only locally.",
+        )?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -107,11 +118,18 @@ pub(super) async fn extract(args: ExtractorArgs) -> anyhow::Result<ExitCode> {
     let Some(file) = args.file.clone().filter(|f| !f.as_os_str().is_empty()) else {
         bail!("Missing cache file (--file)\nhint: name the cache archive to extract");
     };
-    refuse_remote(args.url.as_deref())?;
-    info(
-        "No URL provided, cache will not be downloaded from shared cache server. \
-         Instead a local version of cache will be extracted.",
-    )?;
+    match remote_url(args.url.as_deref()) {
+        Some(url) => {
+            if let Err(e) = remote::download(&file, url, args.timeout).await {
+                warning(&format!("{e:#}"))?;
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        None => info(
+            "No URL provided, cache will not be downloaded from shared cache server. \
+             Instead a local version of cache will be extracted.",
+        )?,
+    }
     if !file.is_file() {
         warning("Cache file does not exist")?;
         return Ok(ExitCode::FAILURE);

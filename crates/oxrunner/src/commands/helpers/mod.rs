@@ -9,6 +9,7 @@
 
 mod artifacts;
 mod cache;
+mod remote;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
