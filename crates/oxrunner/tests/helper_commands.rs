@@ -510,3 +510,20 @@ async fn a_presigned_url_without_an_object_fails_the_extraction() {
     assert!(shown.contains("404 Not Found"), "{shown}");
     assert!(!file.exists());
 }
+
+#[test]
+fn an_unreachable_cache_server_is_named_without_the_signature() {
+    let dest = tempdir();
+    let file = dest.path().join("c/cache.zip");
+    // Port 1 on loopback: nothing listens, the connection is refused.
+    let url = "http://127.0.0.1:1/bucket/key?X-Amz-Signature=sig-secret";
+    let out = helper(
+        dest.path(),
+        &["cache-extractor", "--file", file.to_str().unwrap(), "--url", url],
+        &[],
+    );
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("http://127.0.0.1:1/bucket/key"), "{shown}");
+    assert!(!shown.contains("sig-secret"), "{shown}");
+}

@@ -42,10 +42,12 @@ struct Failure {
     retry: bool,
 }
 
-fn network(err: &reqwest::Error, shown: &str) -> Failure {
+/// reqwest's message names the full URL, signature included; it is dropped for the shown one.
+fn network(err: reqwest::Error, shown: &str) -> Failure {
+    let retry = !err.is_builder();
     Failure {
-        message: format!("request to {shown} failed: {err}"),
-        retry: !err.is_builder(),
+        message: format!("request to {shown} failed: {}", err.without_url()),
+        retry,
     }
 }
 
@@ -116,7 +118,7 @@ pub(super) async fn upload(
         for (k, v) in &extra {
             req = req.header(k.as_str(), v.as_str());
         }
-        let resp = req.send().await.map_err(|e| network(&e, &shown))?;
+        let resp = req.send().await.map_err(|e| network(e, &shown))?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -143,7 +145,7 @@ pub(super) async fn download(file: &Path, url: &str, timeout_minutes: u64) -> an
         .with_context(|| format!("creating {}", dir.display()))?;
     let http = client(timeout_minutes)?;
     with_retries(|| async {
-        let resp = http.get(url).send().await.map_err(|e| network(&e, &shown))?;
+        let resp = http.get(url).send().await.map_err(|e| network(e, &shown))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(Failure {
@@ -174,7 +176,7 @@ async fn fetch_into(
         .tempfile_in(dir)
         .map_err(local)?;
     let mut out = tokio::fs::File::from_std(tmp.as_file().try_clone().map_err(local)?);
-    while let Some(chunk) = resp.chunk().await.map_err(|e| network(&e, shown))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| network(e, shown))? {
         out.write_all(&chunk).await.map_err(local)?;
     }
     out.sync_all().await.map_err(local)?;
