@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::builddir::{build_dir, tmp_dir};
 use crate::error::{ExecError, HookError};
-use crate::executor::{Executor, ExitStatus, JobHooks, JobStatus, Stage, StageCommand, StageCtx};
+use crate::executor::{Executor, ExitStatus, FileAccess, JobHooks, JobStatus, Stage, StageCommand, StageCtx};
 use crate::outcome::{FailureReason, JobOutcome, go_duration};
 use crate::plan::{JobPlan, RunnerContext, Step};
 use crate::script::ScriptContext;
@@ -629,9 +629,11 @@ impl Driver<'_> {
                 abortable: true,
             }
         };
-        if matches!(self.executor.file_access(), crate::executor::FileAccess::InScript) {
-            return self.inscript_hook(stage, status, limits).await;
-        }
+        let files = match self.executor.file_access() {
+            FileAccess::InScript => return self.inscript_hook(stage, status, limits).await,
+            FileAccess::Remote(files) => Some(files),
+            FileAccess::Local => None,
+        };
         let hook_cancel = self.control.abort.child_token();
         let sctx = StageCtx {
             plan: self.plan,
@@ -645,7 +647,6 @@ impl Driver<'_> {
         };
         let hooks = self.hooks;
         let trace = self.trace;
-        let files = self.executor.files();
         let fut = async {
             match &files {
                 Some(files) => remote::staged_hook(hooks, files.as_ref(), &sctx, trace).await,
