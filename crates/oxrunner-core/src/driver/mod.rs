@@ -77,7 +77,10 @@ struct Failure {
 
 struct Driver<'a> {
     plan: &'a JobPlan,
-    ctx: &'a RunnerContext,
+    /// The runner's settings, as the executor's `configure` left them for this job.
+    ctx: RunnerContext,
+    /// The job environment's host name, when the executor named one.
+    hostname: Option<String>,
     executor: &'a mut dyn Executor,
     hooks: &'a dyn JobHooks,
     trace: &'a TraceWriter,
@@ -111,27 +114,13 @@ pub async fn run_job(
             message: reason,
         };
     }
-    // gitlab-runner's shell default `builds` means `$PWD/builds`; CI_PROJECT_DIR must be absolute.
-    let absolute;
-    let ctx = if ctx.builds_dir.is_relative() || ctx.cache_dir.is_relative() {
-        let cwd = std::env::current_dir().unwrap_or_default();
-        absolute = RunnerContext {
-            builds_dir: cwd.join(&ctx.builds_dir),
-            cache_dir: cwd.join(&ctx.cache_dir),
-            ..ctx.clone()
-        };
-        &absolute
-    } else {
-        ctx
-    };
-    let project_dir = build_dir(plan, ctx);
-    let tmp_dir = tmp_dir(&project_dir);
-    let raw = env::job_variables(plan, ctx, &project_dir, &tmp_dir);
-    let vars = env::expand(&raw, &tmp_dir);
+    let ctx = absolute_dirs(ctx.clone());
+    let (project_dir, tmp_dir, vars) = job_layout(plan, &ctx);
     let xtrace = ctx.debug_trace(&vars);
     let mut driver = Driver {
         plan,
         ctx,
+        hostname: None,
         executor,
         hooks,
         trace,
@@ -178,9 +167,28 @@ pub async fn run_job(
     outcome
 }
 
+/// gitlab-runner's shell default `builds` means `$PWD/builds`; CI_PROJECT_DIR must be absolute.
+fn absolute_dirs(mut ctx: RunnerContext) -> RunnerContext {
+    if ctx.builds_dir.is_relative() || ctx.cache_dir.is_relative() {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        ctx.builds_dir = cwd.join(&ctx.builds_dir);
+        ctx.cache_dir = cwd.join(&ctx.cache_dir);
+    }
+    ctx
+}
+
+/// The project directory, its temporary directory and the expanded job variables under `ctx`.
+fn job_layout(plan: &JobPlan, ctx: &RunnerContext) -> (PathBuf, PathBuf, Variables) {
+    let project_dir = build_dir(plan, ctx);
+    let tmp_dir = tmp_dir(&project_dir);
+    let raw = env::job_variables(plan, ctx, &project_dir, &tmp_dir);
+    let vars = env::expand(&raw, &tmp_dir);
+    (project_dir, tmp_dir, vars)
+}
+
 impl Driver<'_> {
     async fn run(&mut self) {
-        let ctx = self.ctx;
+        let ctx = &self.ctx;
         self.trace.set_sections(self.plan.features.trace_sections);
         // The daemon resolves feature flags (config over job) into FF_* variables.
         self.trace
@@ -246,7 +254,7 @@ impl Driver<'_> {
     fn scripts<'s>(&'s self, vars: &'s Variables) -> ScriptContext<'s> {
         ScriptContext {
             plan: self.plan,
-            ctx: self.ctx,
+            ctx: &self.ctx,
             vars,
             project_dir: &self.project_dir,
             tmp_dir: &self.tmp_dir,
@@ -322,29 +330,71 @@ impl Driver<'_> {
         }
     }
 
+    /// Lets the executor adjust the runner's settings for this job and re-derives what depends on them.
+    async fn configure_executor(&mut self) -> Result<Result<(), ExecError>, Interrupt> {
+        let limits = self.job_limits();
+        let control = self.control.clone();
+        let fut = self
+            .executor
+            .configure(self.plan, &self.ctx, &self.vars, self.trace);
+        let settings = match guard(fut, &control, limits).await? {
+            Ok(settings) => settings,
+            Err(err) => return Ok(Err(err)),
+        };
+        let changed = settings.builds_dir.is_some()
+            || settings.cache_dir.is_some()
+            || settings.shared_builds_dir.is_some();
+        if let Some(dir) = settings.builds_dir {
+            self.ctx.builds_dir = dir;
+        }
+        if let Some(dir) = settings.cache_dir {
+            self.ctx.cache_dir = dir;
+        }
+        if let Some(shared) = settings.shared_builds_dir {
+            self.ctx.shared_builds_dir = shared;
+        }
+        self.hostname = settings.hostname.filter(|h| !h.is_empty());
+        if changed {
+            self.ctx = absolute_dirs(std::mem::take(&mut self.ctx));
+            (self.project_dir, self.tmp_dir, self.vars) = job_layout(self.plan, &self.ctx);
+            self.xtrace = self.ctx.debug_trace(&self.vars);
+        }
+        self.executor.job_variables(&self.vars);
+        Ok(Ok(()))
+    }
+
     async fn prepare_executor(&mut self) -> bool {
         let stage = Stage::PrepareExecutor;
         self.section_start(&stage);
         let mut attempt = 1;
-        let result = loop {
-            let plan = self.plan;
-            let limits = self.job_limits();
-            let control = self.control.clone();
-            let fut = self.executor.prepare(plan, self.trace);
-            let res = guard(fut, &control, limits).await;
-            match res {
-                Ok(Err(err)) if !err.is_build_error() && attempt < PREPARE_ATTEMPTS => {
-                    self.trace.warning(&format!(
-                        "Preparation failed: {err}\nWill be retried in {}s ...",
-                        PREPARE_RETRY_DELAY.as_secs()
-                    ));
-                    attempt += 1;
-                    let sleep = tokio::time::sleep(PREPARE_RETRY_DELAY);
-                    if let Err(i) = guard(sleep, &self.control, limits).await {
-                        break Err(i);
+        let result = match self.configure_executor().await {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(Ok(Err(err))),
+            Err(i) => Some(Err(i)),
+        };
+        let result = if let Some(done) = result {
+            done
+        } else {
+            loop {
+                let plan = self.plan;
+                let limits = self.job_limits();
+                let control = self.control.clone();
+                let fut = self.executor.prepare(plan, self.trace);
+                let res = guard(fut, &control, limits).await;
+                match res {
+                    Ok(Err(err)) if !err.is_build_error() && attempt < PREPARE_ATTEMPTS => {
+                        self.trace.warning(&format!(
+                            "Preparation failed: {err}\nWill be retried in {}s ...",
+                            PREPARE_RETRY_DELAY.as_secs()
+                        ));
+                        attempt += 1;
+                        let sleep = tokio::time::sleep(PREPARE_RETRY_DELAY);
+                        if let Err(i) = guard(sleep, &self.control, limits).await {
+                            break Err(i);
+                        }
                     }
+                    other => break other,
                 }
-                other => break other,
             }
         };
         self.section_end(&stage);
@@ -364,10 +414,12 @@ impl Driver<'_> {
     async fn main_stages(&mut self) {
         let limits = self.job_limits();
         let stage = Stage::PrepareScript;
-        let via = (self.ctx.executor != "shell")
-            .then(|| nix::unistd::gethostname().ok())
-            .flatten()
-            .map(|h| h.to_string_lossy().into_owned());
+        let via = self.hostname.clone().or_else(|| {
+            (self.ctx.executor != "shell")
+                .then(|| nix::unistd::gethostname().ok())
+                .flatten()
+                .map(|h| h.to_string_lossy().into_owned())
+        });
         let script = self.scripts(&self.vars).prepare_script(via.as_deref());
         if !self.stage(stage, script, limits).await {
             return;
@@ -631,7 +683,7 @@ impl Driver<'_> {
         let hook_cancel = self.control.abort.child_token();
         let sctx = StageCtx {
             plan: self.plan,
-            runner: self.ctx,
+            runner: &self.ctx,
             stage: stage.clone(),
             project_dir: self.project_dir.clone(),
             tmp_dir: self.tmp_dir.clone(),
