@@ -190,6 +190,61 @@ pub struct RegisterArgs {
 
     #[command(flatten)]
     pub cache: CacheFlags,
+
+    #[command(flatten)]
+    pub custom: CustomFlags,
+}
+
+/// gitlab-runner's `--custom-*` flags: `[runners.custom]` (timeouts in seconds; `*-args` repeat, without env).
+#[derive(Debug, Clone, Args, Default)]
+pub struct CustomFlags {
+    #[arg(long = "custom-config-exec", env = "CUSTOM_CONFIG_EXEC")]
+    pub config_exec: Option<String>,
+    #[arg(long = "custom-config-args")]
+    pub config_args: Vec<String>,
+    #[arg(long = "custom-config-exec-timeout", env = "CUSTOM_CONFIG_EXEC_TIMEOUT")]
+    pub config_exec_timeout: Option<i64>,
+    #[arg(long = "custom-prepare-exec", env = "CUSTOM_PREPARE_EXEC")]
+    pub prepare_exec: Option<String>,
+    #[arg(long = "custom-prepare-args")]
+    pub prepare_args: Vec<String>,
+    #[arg(long = "custom-prepare-exec-timeout", env = "CUSTOM_PREPARE_EXEC_TIMEOUT")]
+    pub prepare_exec_timeout: Option<i64>,
+    #[arg(long = "custom-run-exec", env = "CUSTOM_RUN_EXEC")]
+    pub run_exec: Option<String>,
+    #[arg(long = "custom-run-args")]
+    pub run_args: Vec<String>,
+    #[arg(long = "custom-cleanup-exec", env = "CUSTOM_CLEANUP_EXEC")]
+    pub cleanup_exec: Option<String>,
+    #[arg(long = "custom-cleanup-args")]
+    pub cleanup_args: Vec<String>,
+    #[arg(long = "custom-cleanup-exec-timeout", env = "CUSTOM_CLEANUP_EXEC_TIMEOUT")]
+    pub cleanup_exec_timeout: Option<i64>,
+    #[arg(long = "custom-graceful-kill-timeout", env = "CUSTOM_GRACEFUL_KILL_TIMEOUT")]
+    pub graceful_kill_timeout: Option<i64>,
+    #[arg(long = "custom-force-kill-timeout", env = "CUSTOM_FORCE_KILL_TIMEOUT")]
+    pub force_kill_timeout: Option<i64>,
+}
+
+impl CustomFlags {
+    /// `[runners.custom]` as the flags describe it.
+    pub fn to_config(&self) -> oxrunner_config::CustomConfig {
+        oxrunner_config::CustomConfig {
+            config_exec: self.config_exec.clone(),
+            config_args: self.config_args.clone(),
+            config_exec_timeout: self.config_exec_timeout,
+            prepare_exec: self.prepare_exec.clone(),
+            prepare_args: self.prepare_args.clone(),
+            prepare_exec_timeout: self.prepare_exec_timeout,
+            run_exec: self.run_exec.clone().unwrap_or_default(),
+            run_args: self.run_args.clone(),
+            cleanup_exec: self.cleanup_exec.clone(),
+            cleanup_args: self.cleanup_args.clone(),
+            cleanup_exec_timeout: self.cleanup_exec_timeout,
+            graceful_kill_timeout: self.graceful_kill_timeout,
+            force_kill_timeout: self.force_kill_timeout,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args, Default)]

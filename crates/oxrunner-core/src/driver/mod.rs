@@ -167,12 +167,15 @@ pub async fn run_job(
     outcome
 }
 
-/// gitlab-runner's shell default `builds` means `$PWD/builds`; CI_PROJECT_DIR must be absolute.
+/// gitlab-runner's shell default `builds` means `$PWD/builds`; CI_PROJECT_DIR must be absolute. An empty builds
+/// dir stays empty: it means "not configured", which an executor's `configure` may settle or refuse.
 fn absolute_dirs(mut ctx: RunnerContext) -> RunnerContext {
-    if ctx.builds_dir.is_relative() || ctx.cache_dir.is_relative() {
-        let cwd = std::env::current_dir().unwrap_or_default();
-        ctx.builds_dir = cwd.join(&ctx.builds_dir);
-        ctx.cache_dir = cwd.join(&ctx.cache_dir);
+    let cwd = || std::env::current_dir().unwrap_or_default();
+    if ctx.builds_dir.is_relative() && !ctx.builds_dir.as_os_str().is_empty() {
+        ctx.builds_dir = cwd().join(&ctx.builds_dir);
+    }
+    if ctx.cache_dir.is_relative() {
+        ctx.cache_dir = cwd().join(&ctx.cache_dir);
     }
     ctx
 }
