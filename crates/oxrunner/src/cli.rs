@@ -227,6 +227,35 @@ pub struct CustomFlags {
 }
 
 impl CustomFlags {
+    /// Overrides the keys of `c` that a flag sets.
+    pub fn apply_to(&self, c: &mut oxrunner_config::CustomConfig) {
+        fn opt<T: Clone>(flag: &Option<T>, key: &mut Option<T>) {
+            if flag.is_some() {
+                key.clone_from(flag);
+            }
+        }
+        fn list(flag: &[String], key: &mut Vec<String>) {
+            if !flag.is_empty() {
+                *key = flag.to_vec();
+            }
+        }
+        opt(&self.config_exec, &mut c.config_exec);
+        list(&self.config_args, &mut c.config_args);
+        opt(&self.config_exec_timeout, &mut c.config_exec_timeout);
+        opt(&self.prepare_exec, &mut c.prepare_exec);
+        list(&self.prepare_args, &mut c.prepare_args);
+        opt(&self.prepare_exec_timeout, &mut c.prepare_exec_timeout);
+        if let Some(run) = &self.run_exec {
+            c.run_exec.clone_from(run);
+        }
+        list(&self.run_args, &mut c.run_args);
+        opt(&self.cleanup_exec, &mut c.cleanup_exec);
+        list(&self.cleanup_args, &mut c.cleanup_args);
+        opt(&self.cleanup_exec_timeout, &mut c.cleanup_exec_timeout);
+        opt(&self.graceful_kill_timeout, &mut c.graceful_kill_timeout);
+        opt(&self.force_kill_timeout, &mut c.force_kill_timeout);
+    }
+
     /// `[runners.custom]` as the flags describe it.
     pub fn to_config(&self) -> oxrunner_config::CustomConfig {
         oxrunner_config::CustomConfig {
@@ -470,10 +499,16 @@ pub struct ExecArgs {
     /// How many jobs run at once (default: number of cores).
     #[arg(long = "concurrency")]
     pub concurrency: Option<usize>,
-    /// Run every job with this executor: shell, or docker. Default: jobs with `image:` in Docker when an engine
-    /// answers, the others in the shell.
+    /// Run every job with this executor: shell, docker or custom. Default: jobs with `image:` in Docker when an
+    /// engine answers, the others in the shell.
     #[arg(long = "executor")]
     pub executor: Option<String>,
+    /// `--executor custom`: read the driver settings from the first custom runner of this config.toml (the
+    /// `--custom-*` flags override single keys).
+    #[arg(long = "config", short = 'c')]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub custom: CustomFlags,
     /// Manual jobs to run.
     #[arg(long = "manual")]
     pub manual: Vec<String>,

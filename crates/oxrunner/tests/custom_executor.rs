@@ -5,6 +5,7 @@
 
 mod common;
 mod docker_common;
+mod exec_common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -440,4 +441,64 @@ async fn docker_driver_runs_each_stage_in_a_container_of_a_local_image() {
         &format!("label=com.oxrunner.custom-test={test_id}"),
     ]);
     assert!(left.trim().is_empty(), "containers left behind: {left}");
+}
+
+const EXEC_CI: &str = r#"
+build:
+  script:
+    - echo "MARK=$CUSTOM_MARK"
+    - cat file.txt
+fails:
+  stage: test
+  script:
+    - exit 5
+"#;
+
+/// `oxrunner exec --executor custom --config FILE`: the driver of a config.toml runs local jobs.
+#[test]
+fn exec_runs_jobs_through_the_custom_driver_of_a_config_file() {
+    let repo = exec_common::Repo::new(EXEC_CI, &[("file.txt", "content-of-the-repo\n")]);
+    let sb = Sandbox::new();
+    let section = driver(&sb, RUN_LOCAL, "");
+    // exec keeps its prepared copy in its own builds dir, so this config_exec only names the driver and job_env.
+    std::fs::write(
+        sb.path("driver/config.sh"),
+        "#!/usr/bin/env bash\necho '{\"driver\": {\"name\": \"exec-driver\"}, \"job_env\": {\"CUSTOM_MARK\": \"yes\"}}'\n",
+    )
+    .unwrap();
+    let config = sb.path("exec-config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[runners]]\n  name = \"local\"\n  url = \"http://127.0.0.1:9\"\n  token = \"glrt-unused\"\n  \
+             executor = \"custom\"\n{section}"
+        ),
+    )
+    .unwrap();
+    let root = sb.dir.path().display().to_string();
+    let cfg = config.display().to_string();
+    let run = repo.exec_env(
+        &["--executor", "custom", "--config", &cfg],
+        &[("DRIVER_ROOT", &root)],
+    );
+    let out = run.stdout();
+    assert_eq!(run.code(), Some(1), "{}", run.dump());
+    assert!(
+        out.contains("Using Custom executor with driver exec-driver..."),
+        "{}",
+        run.dump()
+    );
+    assert!(run.printed("build", "MARK=yes"), "{}", run.dump());
+    assert!(run.printed("build", "content-of-the-repo"), "{}", run.dump());
+    assert!(run.summary("fails").contains("FAILED (exit 5)"), "{}", run.dump());
+    let stages = lines(&sb.path("stages.log"));
+    assert!(stages.iter().any(|s| s == "build_script"), "{stages:?}");
+
+    let missing = repo.exec(&["--executor", "custom"]);
+    assert_eq!(missing.code(), Some(1), "{}", missing.dump());
+    assert!(
+        missing.stderr().contains("hint: pass --config FILE"),
+        "{}",
+        missing.dump()
+    );
 }

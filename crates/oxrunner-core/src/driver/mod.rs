@@ -417,8 +417,10 @@ impl Driver<'_> {
     async fn main_stages(&mut self) {
         let limits = self.job_limits();
         let stage = Stage::PrepareScript;
+        // gitlab-runner names the runner's host for executors with a separate job host; a custom driver's host is
+        // named only by its config_exec.
         let via = self.hostname.clone().or_else(|| {
-            (self.ctx.executor != "shell")
+            (!matches!(self.ctx.executor.as_str(), "shell" | "custom"))
                 .then(|| nix::unistd::gethostname().ok())
                 .flatten()
                 .map(|h| h.to_string_lossy().into_owned())
