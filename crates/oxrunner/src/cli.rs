@@ -507,8 +507,9 @@ pub struct ExecArgs {
     /// `--custom-*` flags override single keys).
     #[arg(long = "config", short = 'c')]
     pub config: Option<PathBuf>,
+    // Boxed: thirteen options would make `exec` the one large `Command` variant.
     #[command(flatten)]
-    pub custom: CustomFlags,
+    pub custom: Box<CustomFlags>,
     /// Manual jobs to run.
     #[arg(long = "manual")]
     pub manual: Vec<String>,
