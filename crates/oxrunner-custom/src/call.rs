@@ -295,6 +295,104 @@ fn unknown(code: i32, status: &ExitStatus) -> String {
 mod tests {
     use super::*;
 
+    fn bash<'a>(script: &'a [String], dir: &'a Path, cancel: &CancellationToken) -> Call<'a> {
+        Call {
+            what: "run_exec",
+            program: "bash",
+            args: script,
+            env: &[],
+            dir,
+            stdout: Out::Capture,
+            stderr: Out::Capture,
+            timeout: None,
+            cancel: cancel.clone(),
+            kill: KillTimeouts {
+                graceful: Duration::from_millis(300),
+                force: Duration::from_secs(5),
+            },
+            procs: None,
+        }
+    }
+
+    async fn wait_lines(path: &Path, n: usize) -> Vec<i32> {
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            if pids.len() >= n {
+                return pids;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn alive(pid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rfind(')')
+            .is_some_and(|i| !matches!(stat[i + 1..].split_whitespace().next(), Some("Z" | "X")))
+    }
+
+    /// Cancel: SIGTERM to the whole group first (the trap runs), then SIGKILL for the program that ignored it; the
+    /// call returns only once nothing of the group is left.
+    #[tokio::test]
+    async fn cancel_terms_the_group_then_kills_what_ignores_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let log = dir.path().join("trap.log");
+        let script = vec![
+            "-c".to_owned(),
+            format!(
+                "trap 'echo term >> {l}' TERM; echo $$ > {p}; sleep 300 & echo $! >> {p}; while :; do sleep 0.05; done",
+                l = log.display(),
+                p = pids.display()
+            ),
+        ];
+        let cancel = CancellationToken::new();
+        let (done, pids) = tokio::join!(bash(&script, dir.path(), &cancel).run(), async {
+            let pids = wait_lines(&pids, 2).await;
+            cancel.cancel();
+            pids
+        });
+        let done = done.unwrap();
+        assert_eq!(done.stopped, Some(Stopped::Canceled));
+        assert_eq!(
+            done.status,
+            ExitStatus::Signal(9),
+            "SIGTERM was ignored, so SIGKILL ended it"
+        );
+        assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), "term");
+        for pid in pids {
+            assert!(!alive(pid), "{pid} of the stopped group still runs");
+        }
+    }
+
+    #[tokio::test]
+    async fn timeout_stops_the_program_and_output_is_captured() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = vec![
+            "-c".to_owned(),
+            "echo out; echo err >&2; exec sleep 300".to_owned(),
+        ];
+        let cancel = CancellationToken::new();
+        let mut call = bash(&script, dir.path(), &cancel);
+        call.timeout = Some(Duration::from_millis(300));
+        let done = call.run().await.unwrap();
+        assert_eq!(done.stopped, Some(Stopped::TimedOut(Duration::from_millis(300))));
+        assert_eq!(done.status, ExitStatus::Signal(15));
+        assert_eq!(done.stdout, b"out\n");
+        assert_eq!(done.stderr, b"err\n");
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_a_system_failure_with_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let cancel = CancellationToken::new();
+        let mut call = bash(&[], dir.path(), &cancel);
+        call.program = "/nonexistent/oxrunner-driver";
+        let err = call.run().await.unwrap_err();
+        assert_eq!(err.reason(), FailureReason::RunnerSystemFailure);
+        assert!(err.to_string().contains("\nhint: "), "{err}");
+    }
+
     #[test]
     fn exit_codes_map_as_gitlab_runner_maps_them() {
         assert_eq!(verdict(ExitStatus::Code(0), None), Verdict::Success);

@@ -502,3 +502,85 @@ fn exec_runs_jobs_through_the_custom_driver_of_a_config_file() {
         missing.dump()
     );
 }
+
+/// `register --executor custom` writes `[runners.custom]` from the `--custom-*` flags and their variables.
+#[tokio::test(flavor = "multi_thread")]
+async fn register_writes_the_custom_section_from_flags_and_env() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let url = fake.url();
+    let cfg = sb.config_str();
+    sb.run(
+        &[
+            "register",
+            "-n",
+            "-c",
+            &cfg,
+            "--url",
+            &url,
+            "--registration-token",
+            common::REG,
+            "--executor",
+            "custom",
+            "--builds-dir",
+            "/builds",
+            "--custom-config-exec",
+            "/d/config",
+            "--custom-config-args",
+            "ca1",
+            "--custom-config-args",
+            "ca2",
+            "--custom-prepare-exec",
+            "/d/prepare",
+            "--custom-prepare-args",
+            "pa",
+            "--custom-prepare-exec-timeout",
+            "30",
+            "--custom-run-args",
+            "ra",
+            "--custom-cleanup-exec",
+            "/d/cleanup",
+            "--custom-cleanup-args",
+            "cla",
+            "--custom-cleanup-exec-timeout",
+            "40",
+            "--custom-graceful-kill-timeout",
+            "50",
+            "--custom-force-kill-timeout",
+            "60",
+        ],
+        &[
+            ("CUSTOM_RUN_EXEC", "/d/run"),
+            ("CUSTOM_CONFIG_EXEC_TIMEOUT", "20"),
+        ],
+        None,
+    )
+    .await
+    .assert_ok();
+    let toml = sb.config_toml();
+    let runner = &toml["runners"].as_array().unwrap()[0];
+    assert_eq!(runner["executor"].as_str(), Some("custom"));
+    let c = runner["custom"].as_table().unwrap();
+    let s = |k: &str| c[k].as_str().unwrap().to_owned();
+    let n = |k: &str| c[k].as_integer().unwrap();
+    let list = |k: &str| -> Vec<&str> {
+        c[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(s("config_exec"), "/d/config");
+    assert_eq!(list("config_args"), ["ca1", "ca2"]);
+    assert_eq!(n("config_exec_timeout"), 20);
+    assert_eq!(s("prepare_exec"), "/d/prepare");
+    assert_eq!(list("prepare_args"), ["pa"]);
+    assert_eq!(n("prepare_exec_timeout"), 30);
+    assert_eq!(s("run_exec"), "/d/run");
+    assert_eq!(list("run_args"), ["ra"]);
+    assert_eq!(s("cleanup_exec"), "/d/cleanup");
+    assert_eq!(list("cleanup_args"), ["cla"]);
+    assert_eq!(n("cleanup_exec_timeout"), 40);
+    assert_eq!(n("graceful_kill_timeout"), 50);
+    assert_eq!(n("force_kill_timeout"), 60);
+}
