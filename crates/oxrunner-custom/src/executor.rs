@@ -89,6 +89,7 @@ impl CustomExecutor {
         };
         let temp = tempfile::Builder::new()
             .prefix("custom-executor")
+            .permissions(private_dir())
             .tempdir()
             .map_err(io("creating the custom executor's temporary directory"))?;
         if let Some(json) = &self.job_response {
@@ -255,6 +256,7 @@ impl CustomExecutor {
         // One private directory per stage: the script holds the job's secrets.
         let script_dir = tempfile::Builder::new()
             .prefix("script")
+            .permissions(private_dir())
             .tempdir_in(temp)
             .map_err(io("creating the stage script directory"))?;
         let script = script_dir.path().join("script");
@@ -331,6 +333,12 @@ fn log_output(what: &str, bytes: &[u8], warn: bool) {
             tracing::debug!("{what}: {line}");
         }
     }
+}
+
+/// Mode 0700: the directories hold the job's scripts (with its secrets) and payload (with its token); tempfile
+/// otherwise leaves the mode to the umask.
+fn private_dir() -> std::fs::Permissions {
+    std::os::unix::fs::PermissionsExt::from_mode(0o700)
 }
 
 /// Writes a new file only the runner's user can read (never following a link at `path`).

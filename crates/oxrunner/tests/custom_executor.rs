@@ -48,6 +48,8 @@ echo "$*" >> "$DRIVER_ROOT/argv.log"
 echo "$stage" >> "$DRIVER_ROOT/stages.log"
 if [ "$stage" = build_script ]; then
   printf '%s\n' "$CUSTOM_ENV_MY_SECRET" > "$DRIVER_ROOT/secret-from-env"
+  stat -c '%a' "$TMPDIR" "$script" > "$DRIVER_ROOT/modes"
+  [ -n "$JOB_RESPONSE_FILE" ] && cp "$JOB_RESPONSE_FILE" "$DRIVER_ROOT/response.json"
   [ "$CUSTOM_ENV_SYSTEM_FAIL" = 1 ] && exit "$SYSTEM_FAILURE_EXIT_CODE"
   [ "$CUSTOM_ENV_ODD_EXIT" = 1 ] && exit 7
   if [ "$CUSTOM_ENV_IGNORE_TERM" = 1 ]; then
@@ -193,6 +195,11 @@ async fn local_driver_runs_every_stage_with_config_json_custom_env_caches_and_ar
     let argv = std::fs::read_to_string(sb.path("argv.log")).unwrap();
     assert!(!argv.contains(secret), "a secret reached run_exec's argv: {argv}");
     assert_eq!(lines(&sb.path("secret-from-env")), vec![secret.to_owned()]);
+    // The private temp dir and the script in it are the runner user's alone; the payload reaches the driver.
+    assert_eq!(lines(&sb.path("modes")), vec!["700".to_owned(), "700".to_owned()]);
+    let response: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sb.path("response.json")).unwrap()).unwrap();
+    assert_eq!(response["id"].as_i64(), Some(first));
     // cleanup_exec ran once for the job.
     assert_eq!(lines(&sb.path("cleanup.log")), vec![first.to_string()]);
 
