@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use oxrunner_core::{
-    ExecError, Executor, ExitStatus, FailureReason, JobPlan, JobProcesses, JobSettings, RunnerContext,
-    StageCommand, TraceWriter, Variables,
+    ExecError, Executor, ExitStatus, FailureReason, ImageSpec, JobPlan, JobProcesses, JobSettings,
+    RunnerContext, StageCommand, TraceWriter, Variables,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -30,8 +30,8 @@ pub struct CustomExecutor {
     job_env: Vec<(String, String)>,
     /// `CUSTOM_ENV_*` and `CI_JOB_SERVICES` for the driver calls.
     custom_env: Vec<(String, String)>,
-    /// `config_exec`'s output was already used for this job (prepare may be retried).
-    configured: bool,
+    /// The job's services, for `CUSTOM_ENV_CI_JOB_SERVICES`.
+    services: Vec<ImageSpec>,
 }
 
 impl std::fmt::Debug for CustomExecutor {
@@ -55,7 +55,7 @@ impl CustomExecutor {
             temp: None,
             job_env: Vec::new(),
             custom_env: Vec::new(),
-            configured: false,
+            services: Vec::new(),
         }
     }
 
@@ -201,8 +201,9 @@ impl CustomExecutor {
             });
         }
         self.make_temp()?;
-        self.custom_env = custom_env(plan, vars);
-        let output = match self.settings.config.clone().filter(|_| !self.configured) {
+        self.services.clone_from(&plan.services);
+        self.custom_env = custom_env(&self.services, vars);
+        let output = match self.settings.config.clone() {
             None => ConfigOutput::default(),
             Some(program) => {
                 let timeout = self.settings.config_timeout;
@@ -215,7 +216,6 @@ impl CustomExecutor {
                 })?
             }
         };
-        self.configured = true;
         trace.println(&output.usage_line());
         if let Some(shell) = output.shell.as_deref().filter(|s| !matches!(*s, "bash" | "sh")) {
             trace.warning(&format!(
@@ -356,9 +356,8 @@ fn write_private(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 
 /// `CUSTOM_ENV_<key>` for every job variable, and `CUSTOM_ENV_CI_JOB_SERVICES` (JSON of the job's services).
 /// Variables an environment cannot carry (a NUL byte, `=` in the name) are left out.
-fn custom_env(plan: &JobPlan, vars: &Variables) -> Vec<(String, String)> {
-    let services: Vec<serde_json::Value> = plan
-        .services
+fn custom_env(services: &[ImageSpec], vars: &Variables) -> Vec<(String, String)> {
+    let services: Vec<serde_json::Value> = services
         .iter()
         .map(|s| {
             let variables: serde_json::Map<String, serde_json::Value> = s
@@ -403,15 +402,8 @@ impl Executor for CustomExecutor {
     }
 
     fn job_variables(&mut self, vars: &Variables) {
-        // Services are kept from `configure`; only the variables' values may have moved with the builds dir.
-        let services = self
-            .custom_env
-            .iter()
-            .find(|(k, _)| k == "CUSTOM_ENV_CI_JOB_SERVICES")
-            .cloned();
-        self.custom_env = custom_env(&JobPlan::default(), vars);
-        self.custom_env.retain(|(k, _)| k != "CUSTOM_ENV_CI_JOB_SERVICES");
-        self.custom_env.extend(services);
+        // The values may have moved with the builds dir that `configure` reported (CI_PROJECT_DIR, ...).
+        self.custom_env = custom_env(&self.services, vars);
     }
 
     fn prepare<'a>(

@@ -23,6 +23,7 @@ const CONFIG: &str = r#"#!/usr/bin/env bash
 echo "config_exec sees job $CUSTOM_ENV_CI_JOB_NAME" >&2
 [ "$CUSTOM_ENV_SLOW_CONFIG" = 1 ] && exec sleep 600
 if [ "$CUSTOM_ENV_BAD_JSON" = 1 ]; then echo '{"builds_dir": 5'; exit 0; fi
+if [ "$CUSTOM_ENV_NO_BUILDS_DIR" = 1 ]; then echo '{"driver": {"name": "d"}}'; exit 0; fi
 cat <<JSON
 {"builds_dir": "$DRIVER_ROOT/custom-builds", "cache_dir": "$DRIVER_ROOT/custom-cache", "hostname": "custom-vm-7",
  "driver": {"name": "test-driver", "version": "v9.1"}, "job_env": {"DRIVER_JOB_ENV": "from-config-json"}}
@@ -293,6 +294,16 @@ async fn bad_config_json_and_config_prepare_timeouts_are_system_failures_with_hi
     );
     assert!(trace.contains("hint: config_exec must print"), "{trace}");
     assert!(!trace.contains("never"), "{trace}");
+
+    // config.toml has no builds_dir either: gitlab-runner refuses such a job.
+    let no_dir =
+        fake.enqueue_job(no_repo(JobSpec::new("no-dir", &["echo never"])).variable("NO_BUILDS_DIR", "1"));
+    let job = finished(&fake, no_dir, FINISH, &d).await;
+    let trace = job.trace_text();
+    assert_eq!(job.status, "failed", "{trace}");
+    assert!(trace.contains("the builds_dir is not configured"), "{trace}");
+    assert!(trace.contains("hint: set builds_dir in [[runners]]"), "{trace}");
+    assert!(!trace.contains("echo never"), "{trace}");
 
     let slow_config =
         fake.enqueue_job(no_repo(JobSpec::new("slow-config", &["echo never"])).variable("SLOW_CONFIG", "1"));

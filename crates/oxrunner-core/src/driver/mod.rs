@@ -366,39 +366,35 @@ impl Driver<'_> {
         Ok(Ok(()))
     }
 
+    /// `Executor::prepare`, retried as gitlab-runner retries it unless it returned a build error.
+    async fn prepare_with_retries(&mut self) -> Result<Result<(), ExecError>, Interrupt> {
+        let mut attempt = 1;
+        loop {
+            let plan = self.plan;
+            let limits = self.job_limits();
+            let control = self.control.clone();
+            let fut = self.executor.prepare(plan, self.trace);
+            match guard(fut, &control, limits).await {
+                Ok(Err(err)) if !err.is_build_error() && attempt < PREPARE_ATTEMPTS => {
+                    self.trace.warning(&format!(
+                        "Preparation failed: {err}\nWill be retried in {}s ...",
+                        PREPARE_RETRY_DELAY.as_secs()
+                    ));
+                    attempt += 1;
+                    let sleep = tokio::time::sleep(PREPARE_RETRY_DELAY);
+                    guard(sleep, &self.control, limits).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn prepare_executor(&mut self) -> bool {
         let stage = Stage::PrepareExecutor;
         self.section_start(&stage);
-        let mut attempt = 1;
         let result = match self.configure_executor().await {
-            Ok(Ok(())) => None,
-            Ok(Err(err)) => Some(Ok(Err(err))),
-            Err(i) => Some(Err(i)),
-        };
-        let result = if let Some(done) = result {
-            done
-        } else {
-            loop {
-                let plan = self.plan;
-                let limits = self.job_limits();
-                let control = self.control.clone();
-                let fut = self.executor.prepare(plan, self.trace);
-                let res = guard(fut, &control, limits).await;
-                match res {
-                    Ok(Err(err)) if !err.is_build_error() && attempt < PREPARE_ATTEMPTS => {
-                        self.trace.warning(&format!(
-                            "Preparation failed: {err}\nWill be retried in {}s ...",
-                            PREPARE_RETRY_DELAY.as_secs()
-                        ));
-                        attempt += 1;
-                        let sleep = tokio::time::sleep(PREPARE_RETRY_DELAY);
-                        if let Err(i) = guard(sleep, &self.control, limits).await {
-                            break Err(i);
-                        }
-                    }
-                    other => break other,
-                }
-            }
+            Ok(Ok(())) => self.prepare_with_retries().await,
+            other => other,
         };
         self.section_end(&stage);
         match result {
