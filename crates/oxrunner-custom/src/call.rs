@@ -224,9 +224,11 @@ impl Call<'_> {
                 source,
             }),
             Err(_) => Err(ExecError::Other(format!(
-                "failed to kill {} process PID={}, likely process is dormant",
+                "{} (PID {}) still runs {}s after SIGKILL; the runner gives up waiting for it\nhint: a process \
+                 stuck in the kernel (uninterruptible I/O) cannot be killed; check the driver's host",
                 self.what,
-                pgid.as_raw()
+                pgid.as_raw(),
+                self.kill.force.as_secs()
             ))),
         }
     }

@@ -263,9 +263,10 @@ impl CustomExecutor {
         write_private(&script, cmd.script.as_bytes(), 0o700).map_err(io("writing the stage script"))?;
         let mut stage = cmd.stage.name().into_owned();
         if stage == "step_script" {
+            // Drivers written for gitlab-runner know the user script's stage by its legacy name.
             trace.warning(
-                "Starting with version 17.0 the 'build_script' stage will be replaced with 'step_script': \
-                 https://gitlab.com/groups/gitlab-org/-/epics/6112",
+                "run_exec gets the stage name 'build_script' for 'step_script' (the legacy name drivers expect; \
+                 see https://gitlab.com/groups/gitlab-org/-/epics/6112)",
             );
             "build_script".clone_into(&mut stage);
         }
