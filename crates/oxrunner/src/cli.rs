@@ -475,6 +475,9 @@ pub struct RunSingleArgs {
     pub output_limit: Option<i64>,
     #[command(flatten)]
     pub docker: DockerFlags,
+    /// `--executor custom` without a config file: the driver programs.
+    #[command(flatten)]
+    pub custom: Box<CustomFlags>,
 }
 
 #[derive(Debug, Clone, Args)]

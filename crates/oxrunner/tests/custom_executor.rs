@@ -602,3 +602,51 @@ async fn register_writes_the_custom_section_from_flags_and_env() {
     assert_eq!(n("graceful_kill_timeout"), 50);
     assert_eq!(n("force_kill_timeout"), 60);
 }
+
+/// `run-single --executor custom` takes the driver from the `--custom-*` flags.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_single_takes_the_driver_from_custom_flags() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    driver(&sb, RUN_LOCAL, "");
+    let token = fake.create_runner_token("single-custom");
+    let url = fake.url();
+    let builds = sb.path("single-builds").display().to_string();
+    let run = sb.path("driver/run.sh").display().to_string();
+    let cfg = sb.config_str();
+    let root = sb.dir.path().display().to_string();
+    let id = fake.enqueue_job(no_repo(JobSpec::new(
+        "single",
+        &["echo \"from-custom-single in $PWD\""],
+    )));
+    let mut d = sb.spawn_with_env(
+        &[
+            "run-single",
+            "-c",
+            &cfg,
+            "--url",
+            &url,
+            "--token",
+            &token,
+            "--executor",
+            "custom",
+            "--max-builds",
+            "1",
+            "--builds-dir",
+            &builds,
+            "--custom-run-exec",
+            &run,
+        ],
+        &[("DRIVER_ROOT", &root)],
+    );
+    let job = finished(&fake, id, FINISH, &d).await;
+    let trace = job.trace_text();
+    assert_eq!(job.status, "success", "{trace}\n{}", d.log());
+    assert!(trace.contains("Using Custom executor..."), "{trace}");
+    assert!(
+        trace.contains(&format!("from-custom-single in {builds}/")),
+        "{trace}"
+    );
+    let status = d.wait(Duration::from_secs(30)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{}", d.log());
+}
