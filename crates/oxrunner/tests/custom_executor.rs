@@ -424,9 +424,11 @@ async fn docker_driver_runs_each_stage_in_a_container_of_a_local_image() {
                 "test -f /etc/oxrunner-image && echo in-the-test-image",
                 "echo \"JOB_ENV=$DRIVER_JOB_ENV GREETING=$CUSTOM_ENV_GREETING\"",
                 "echo docker-artifact > out.txt",
+                "mkdir -p cached && echo docker-cache > cached/c.txt",
             ],
         ))
         .variable("GREETING", "hi-docker")
+        .cache(CacheSpec::new("docker-key", &["cached/"]))
         .artifact(ArtifactSpec::paths(&["out.txt"])),
     );
     let job = finished(&fake, ok, FINISH, &d).await;
@@ -441,6 +443,15 @@ async fn docker_driver_runs_each_stage_in_a_container_of_a_local_image() {
         job.artifacts.iter().any(|a| a.artifact_type == "archive"),
         "{trace}"
     );
+
+    let restore = fake.enqueue_job(
+        no_repo(JobSpec::new("restores-in-docker", &["cat cached/c.txt"]))
+            .cache(CacheSpec::new("docker-key", &["cached/"])),
+    );
+    let job = finished(&fake, restore, FINISH, &d).await;
+    let trace = job.trace_text();
+    assert_eq!(job.status, "success", "{trace}");
+    assert!(trace.contains("docker-cache"), "cache not restored:\n{trace}");
 
     let failing = fake.enqueue_job(no_repo(JobSpec::new("fails-in-docker", &["exit 3"])));
     let job = finished(&fake, failing, FINISH, &d).await;
