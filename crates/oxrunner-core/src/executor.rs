@@ -142,10 +142,44 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
+/// Runner settings an executor changed for one job while configuring itself (the custom executor's `config_exec`
+/// may move the builds and cache directories to where its environment has them). `None` keeps the runner's value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobSettings {
+    /// Replaces `RunnerContext::builds_dir`.
+    pub builds_dir: Option<PathBuf>,
+    /// Replaces `RunnerContext::cache_dir`.
+    pub cache_dir: Option<PathBuf>,
+    /// Replaces `RunnerContext::shared_builds_dir`.
+    pub shared_builds_dir: Option<bool>,
+    /// The job environment's host name, printed as `Running on ... via <hostname>`.
+    pub hostname: Option<String>,
+}
+
 /// Runs stage scripts in a job environment. It does not know what stages mean; the driver does.
 ///
 /// Methods return boxed futures so the trait stays object safe (`&mut dyn Executor`).
 pub trait Executor: Send + Sync {
+    /// First call of a job, before anything is derived from the runner's settings: an executor whose environment
+    /// decides where builds and caches live says so here. `vars` are the job's variables under the runner's own
+    /// settings. The default changes nothing.
+    fn configure<'a>(
+        &'a mut self,
+        plan: &'a JobPlan,
+        ctx: &'a RunnerContext,
+        vars: &'a Variables,
+        trace: &'a TraceWriter,
+    ) -> BoxFuture<'a, Result<JobSettings, ExecError>> {
+        let _ = (plan, ctx, vars, trace);
+        Box::pin(async { Ok(JobSettings::default()) })
+    }
+
+    /// The job's final variables (after `configure`), given once before `prepare`, for executors that hand them
+    /// to programs of their own. The default ignores them.
+    fn job_variables(&mut self, vars: &Variables) {
+        let _ = vars;
+    }
+
     /// Prepares the environment (pull images, create containers, create directories).
     fn prepare<'a>(
         &'a mut self,

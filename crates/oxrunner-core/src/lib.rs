@@ -30,7 +30,8 @@ pub use builddir::{build_dir, cache_dir, git_strategy, project_slug, tmp_dir};
 pub use driver::{JobCancel, run_job};
 pub use error::{ExecError, HookError};
 pub use executor::{
-    Executor, ExitStatus, FileAccess, JobFiles, JobHooks, JobStatus, NoopHooks, Stage, StageCommand, StageCtx,
+    Executor, ExitStatus, FileAccess, JobFiles, JobHooks, JobSettings, JobStatus, NoopHooks, Stage, StageCommand,
+    StageCtx,
 };
 pub use jobprocs::{CgroupPlacement, JobProcesses};
 pub use outcome::{FailureReason, JobOutcome};

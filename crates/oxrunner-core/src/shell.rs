@@ -297,8 +297,9 @@ async fn terminate_group(
     }
 }
 
-/// Waits until no live (non-zombie) process is left in the group, escalating to SIGKILL after `grace`.
-async fn wait_group_gone(pgid: Pid, grace: Duration) {
+/// Waits until no live (non-zombie) process is left in the group, escalating to SIGKILL after `grace` (also used by
+/// executors that run driver programs, so a stopped stage leaves nothing of its group behind).
+pub async fn wait_group_gone(pgid: Pid, grace: Duration) {
     let start = tokio::time::Instant::now();
     let mut killed = false;
     while group_alive(pgid) {

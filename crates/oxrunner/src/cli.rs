@@ -202,6 +202,90 @@ pub struct RegisterArgs {
 
     #[command(flatten)]
     pub cache: CacheFlags,
+
+    #[command(flatten)]
+    pub custom: CustomFlags,
+}
+
+/// gitlab-runner's `--custom-*` flags: `[runners.custom]` (timeouts in seconds; `*-args` repeat, without env).
+#[derive(Debug, Clone, Args, Default)]
+pub struct CustomFlags {
+    #[arg(long = "custom-config-exec", env = "CUSTOM_CONFIG_EXEC")]
+    pub config_exec: Option<String>,
+    #[arg(long = "custom-config-args")]
+    pub config_args: Vec<String>,
+    #[arg(long = "custom-config-exec-timeout", env = "CUSTOM_CONFIG_EXEC_TIMEOUT")]
+    pub config_exec_timeout: Option<i64>,
+    #[arg(long = "custom-prepare-exec", env = "CUSTOM_PREPARE_EXEC")]
+    pub prepare_exec: Option<String>,
+    #[arg(long = "custom-prepare-args")]
+    pub prepare_args: Vec<String>,
+    #[arg(long = "custom-prepare-exec-timeout", env = "CUSTOM_PREPARE_EXEC_TIMEOUT")]
+    pub prepare_exec_timeout: Option<i64>,
+    #[arg(long = "custom-run-exec", env = "CUSTOM_RUN_EXEC")]
+    pub run_exec: Option<String>,
+    #[arg(long = "custom-run-args")]
+    pub run_args: Vec<String>,
+    #[arg(long = "custom-cleanup-exec", env = "CUSTOM_CLEANUP_EXEC")]
+    pub cleanup_exec: Option<String>,
+    #[arg(long = "custom-cleanup-args")]
+    pub cleanup_args: Vec<String>,
+    #[arg(long = "custom-cleanup-exec-timeout", env = "CUSTOM_CLEANUP_EXEC_TIMEOUT")]
+    pub cleanup_exec_timeout: Option<i64>,
+    #[arg(long = "custom-graceful-kill-timeout", env = "CUSTOM_GRACEFUL_KILL_TIMEOUT")]
+    pub graceful_kill_timeout: Option<i64>,
+    #[arg(long = "custom-force-kill-timeout", env = "CUSTOM_FORCE_KILL_TIMEOUT")]
+    pub force_kill_timeout: Option<i64>,
+}
+
+impl CustomFlags {
+    /// Overrides the keys of `c` that a flag sets.
+    pub fn apply_to(&self, c: &mut oxrunner_config::CustomConfig) {
+        fn opt<T: Clone>(flag: &Option<T>, key: &mut Option<T>) {
+            if flag.is_some() {
+                key.clone_from(flag);
+            }
+        }
+        fn list(flag: &[String], key: &mut Vec<String>) {
+            if !flag.is_empty() {
+                *key = flag.to_vec();
+            }
+        }
+        opt(&self.config_exec, &mut c.config_exec);
+        list(&self.config_args, &mut c.config_args);
+        opt(&self.config_exec_timeout, &mut c.config_exec_timeout);
+        opt(&self.prepare_exec, &mut c.prepare_exec);
+        list(&self.prepare_args, &mut c.prepare_args);
+        opt(&self.prepare_exec_timeout, &mut c.prepare_exec_timeout);
+        if let Some(run) = &self.run_exec {
+            c.run_exec.clone_from(run);
+        }
+        list(&self.run_args, &mut c.run_args);
+        opt(&self.cleanup_exec, &mut c.cleanup_exec);
+        list(&self.cleanup_args, &mut c.cleanup_args);
+        opt(&self.cleanup_exec_timeout, &mut c.cleanup_exec_timeout);
+        opt(&self.graceful_kill_timeout, &mut c.graceful_kill_timeout);
+        opt(&self.force_kill_timeout, &mut c.force_kill_timeout);
+    }
+
+    /// `[runners.custom]` as the flags describe it.
+    pub fn to_config(&self) -> oxrunner_config::CustomConfig {
+        oxrunner_config::CustomConfig {
+            config_exec: self.config_exec.clone(),
+            config_args: self.config_args.clone(),
+            config_exec_timeout: self.config_exec_timeout,
+            prepare_exec: self.prepare_exec.clone(),
+            prepare_args: self.prepare_args.clone(),
+            prepare_exec_timeout: self.prepare_exec_timeout,
+            run_exec: self.run_exec.clone().unwrap_or_default(),
+            run_args: self.run_args.clone(),
+            cleanup_exec: self.cleanup_exec.clone(),
+            cleanup_args: self.cleanup_args.clone(),
+            cleanup_exec_timeout: self.cleanup_exec_timeout,
+            graceful_kill_timeout: self.graceful_kill_timeout,
+            force_kill_timeout: self.force_kill_timeout,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args, Default)]
@@ -403,6 +487,9 @@ pub struct RunSingleArgs {
     pub output_limit: Option<i64>,
     #[command(flatten)]
     pub docker: DockerFlags,
+    /// `--executor custom` without a config file: the driver programs.
+    #[command(flatten)]
+    pub custom: Box<CustomFlags>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -427,10 +514,17 @@ pub struct ExecArgs {
     /// How many jobs run at once (default: number of cores).
     #[arg(long = "concurrency")]
     pub concurrency: Option<usize>,
-    /// Run every job with this executor: shell, or docker. Default: jobs with `image:` in Docker when an engine
-    /// answers, the others in the shell.
+    /// Run every job with this executor: shell, docker or custom. Default: jobs with `image:` in Docker when an
+    /// engine answers, the others in the shell.
     #[arg(long = "executor")]
     pub executor: Option<String>,
+    /// `--executor custom`: read the driver settings from the first custom runner of this config.toml (the
+    /// `--custom-*` flags override single keys).
+    #[arg(long = "config", short = 'c')]
+    pub config: Option<PathBuf>,
+    // Boxed: thirteen options would make `exec` the one large `Command` variant.
+    #[command(flatten)]
+    pub custom: Box<CustomFlags>,
     /// Manual jobs to run.
     #[arg(long = "manual")]
     pub manual: Vec<String>,

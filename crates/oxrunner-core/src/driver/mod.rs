@@ -78,7 +78,10 @@ struct Failure {
 
 struct Driver<'a> {
     plan: &'a JobPlan,
-    ctx: &'a RunnerContext,
+    /// The runner's settings, as the executor's `configure` left them for this job.
+    ctx: RunnerContext,
+    /// The job environment's host name, when the executor named one.
+    hostname: Option<String>,
     executor: &'a mut dyn Executor,
     hooks: &'a dyn JobHooks,
     trace: &'a TraceWriter,
@@ -112,27 +115,13 @@ pub async fn run_job(
             message: reason,
         };
     }
-    // gitlab-runner's shell default `builds` means `$PWD/builds`; CI_PROJECT_DIR must be absolute.
-    let absolute;
-    let ctx = if ctx.builds_dir.is_relative() || ctx.cache_dir.is_relative() {
-        let cwd = std::env::current_dir().unwrap_or_default();
-        absolute = RunnerContext {
-            builds_dir: cwd.join(&ctx.builds_dir),
-            cache_dir: cwd.join(&ctx.cache_dir),
-            ..ctx.clone()
-        };
-        &absolute
-    } else {
-        ctx
-    };
-    let project_dir = build_dir(plan, ctx);
-    let tmp_dir = tmp_dir(&project_dir);
-    let raw = env::job_variables(plan, ctx, &project_dir, &tmp_dir);
-    let vars = env::expand(&raw, &tmp_dir);
+    let ctx = absolute_dirs(ctx.clone());
+    let (project_dir, tmp_dir, vars) = job_layout(plan, &ctx);
     let xtrace = ctx.debug_trace(&vars);
     let mut driver = Driver {
         plan,
         ctx,
+        hostname: None,
         executor,
         hooks,
         trace,
@@ -179,9 +168,31 @@ pub async fn run_job(
     outcome
 }
 
+/// gitlab-runner's shell default `builds` means `$PWD/builds`; CI_PROJECT_DIR must be absolute. An empty builds
+/// dir stays empty: it means "not configured", which an executor's `configure` may settle or refuse.
+fn absolute_dirs(mut ctx: RunnerContext) -> RunnerContext {
+    let cwd = || std::env::current_dir().unwrap_or_default();
+    if ctx.builds_dir.is_relative() && !ctx.builds_dir.as_os_str().is_empty() {
+        ctx.builds_dir = cwd().join(&ctx.builds_dir);
+    }
+    if ctx.cache_dir.is_relative() {
+        ctx.cache_dir = cwd().join(&ctx.cache_dir);
+    }
+    ctx
+}
+
+/// The project directory, its temporary directory and the expanded job variables under `ctx`.
+fn job_layout(plan: &JobPlan, ctx: &RunnerContext) -> (PathBuf, PathBuf, Variables) {
+    let project_dir = build_dir(plan, ctx);
+    let tmp_dir = tmp_dir(&project_dir);
+    let raw = env::job_variables(plan, ctx, &project_dir, &tmp_dir);
+    let vars = env::expand(&raw, &tmp_dir);
+    (project_dir, tmp_dir, vars)
+}
+
 impl Driver<'_> {
     async fn run(&mut self) {
-        let ctx = self.ctx;
+        let ctx = &self.ctx;
         self.trace.set_sections(self.plan.features.trace_sections);
         // The daemon resolves feature flags (config over job) into FF_* variables.
         self.trace
@@ -247,7 +258,7 @@ impl Driver<'_> {
     fn scripts<'s>(&'s self, vars: &'s Variables) -> ScriptContext<'s> {
         ScriptContext {
             plan: self.plan,
-            ctx: self.ctx,
+            ctx: &self.ctx,
             vars,
             project_dir: &self.project_dir,
             tmp_dir: &self.tmp_dir,
@@ -323,17 +334,48 @@ impl Driver<'_> {
         }
     }
 
-    async fn prepare_executor(&mut self) -> bool {
-        let stage = Stage::PrepareExecutor;
-        self.section_start(&stage);
+    /// Lets the executor adjust the runner's settings for this job and re-derives what depends on them.
+    async fn configure_executor(&mut self) -> Result<Result<(), ExecError>, Interrupt> {
+        let limits = self.job_limits();
+        let control = self.control.clone();
+        let fut = self
+            .executor
+            .configure(self.plan, &self.ctx, &self.vars, self.trace);
+        let settings = match guard(fut, &control, limits).await? {
+            Ok(settings) => settings,
+            Err(err) => return Ok(Err(err)),
+        };
+        let changed = settings.builds_dir.is_some()
+            || settings.cache_dir.is_some()
+            || settings.shared_builds_dir.is_some();
+        if let Some(dir) = settings.builds_dir {
+            self.ctx.builds_dir = dir;
+        }
+        if let Some(dir) = settings.cache_dir {
+            self.ctx.cache_dir = dir;
+        }
+        if let Some(shared) = settings.shared_builds_dir {
+            self.ctx.shared_builds_dir = shared;
+        }
+        self.hostname = settings.hostname.filter(|h| !h.is_empty());
+        if changed {
+            self.ctx = absolute_dirs(std::mem::take(&mut self.ctx));
+            (self.project_dir, self.tmp_dir, self.vars) = job_layout(self.plan, &self.ctx);
+            self.xtrace = self.ctx.debug_trace(&self.vars);
+        }
+        self.executor.job_variables(&self.vars);
+        Ok(Ok(()))
+    }
+
+    /// `Executor::prepare`, retried as gitlab-runner retries it unless it returned a build error.
+    async fn prepare_with_retries(&mut self) -> Result<Result<(), ExecError>, Interrupt> {
         let mut attempt = 1;
-        let result = loop {
+        loop {
             let plan = self.plan;
             let limits = self.job_limits();
             let control = self.control.clone();
             let fut = self.executor.prepare(plan, self.trace);
-            let res = guard(fut, &control, limits).await;
-            match res {
+            match guard(fut, &control, limits).await {
                 Ok(Err(err)) if !err.is_build_error() && attempt < PREPARE_ATTEMPTS => {
                     self.trace.warning(&format!(
                         "Preparation failed: {err}\nWill be retried in {}s ...",
@@ -341,12 +383,19 @@ impl Driver<'_> {
                     ));
                     attempt += 1;
                     let sleep = tokio::time::sleep(PREPARE_RETRY_DELAY);
-                    if let Err(i) = guard(sleep, &self.control, limits).await {
-                        break Err(i);
-                    }
+                    guard(sleep, &self.control, limits).await?;
                 }
-                other => break other,
+                other => return other,
             }
+        }
+    }
+
+    async fn prepare_executor(&mut self) -> bool {
+        let stage = Stage::PrepareExecutor;
+        self.section_start(&stage);
+        let result = match self.configure_executor().await {
+            Ok(Ok(())) => self.prepare_with_retries().await,
+            other => other,
         };
         self.section_end(&stage);
         match result {
@@ -365,10 +414,14 @@ impl Driver<'_> {
     async fn main_stages(&mut self) {
         let limits = self.job_limits();
         let stage = Stage::PrepareScript;
-        let via = (self.ctx.executor != "shell")
-            .then(|| nix::unistd::gethostname().ok())
-            .flatten()
-            .map(|h| h.to_string_lossy().into_owned());
+        // gitlab-runner names the runner's host for executors with a separate job host; a custom driver's host is
+        // named only by its config_exec.
+        let via = self.hostname.clone().or_else(|| {
+            (!matches!(self.ctx.executor.as_str(), "shell" | "custom"))
+                .then(|| nix::unistd::gethostname().ok())
+                .flatten()
+                .map(|h| h.to_string_lossy().into_owned())
+        });
         let script = self.scripts(&self.vars).prepare_script(via.as_deref());
         if !self.stage(stage, script, limits).await {
             return;
@@ -637,7 +690,7 @@ impl Driver<'_> {
         let hook_cancel = self.control.abort.child_token();
         let sctx = StageCtx {
             plan: self.plan,
-            runner: self.ctx,
+            runner: &self.ctx,
             stage: stage.clone(),
             project_dir: self.project_dir.clone(),
             tmp_dir: self.tmp_dir.clone(),

@@ -27,7 +27,9 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let custom = custom_settings(&args)?;
     let opts = crate::exec::Options {
+        custom,
         jobs: args.jobs.clone(),
         needs: args.needs,
         concurrency: args.concurrency,
@@ -38,6 +40,39 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         no_delay: args.no_delay,
     };
     crate::exec::run(&opts, &ctx, pipeline).await
+}
+
+/// `[runners.custom]` for `--executor custom`: the first custom runner of `--config`, then the `--custom-*` flags.
+fn custom_settings(args: &ExecArgs) -> anyhow::Result<Option<oxrunner_config::CustomConfig>> {
+    if args.executor.as_deref() != Some("custom") {
+        if args.config.is_some() || args.custom.run_exec.is_some() {
+            bail!("--config and --custom-* only apply to --executor custom\nhint: add --executor custom");
+        }
+        return Ok(None);
+    }
+    let mut base = match &args.config {
+        None => oxrunner_config::CustomConfig::default(),
+        Some(path) => {
+            let loaded = oxrunner_config::load(path)?;
+            let runner = loaded.config.runners.iter().find(|r| r.executor == "custom");
+            match runner.and_then(|r| r.custom.clone()) {
+                Some(custom) => custom,
+                None => bail!(
+                    "{}: no [[runners]] with executor = \"custom\" and a [runners.custom] section\nhint: add one, or \
+                     pass the driver with --custom-run-exec (and --custom-config-exec, --custom-prepare-exec, ...)",
+                    path.display()
+                ),
+            }
+        }
+    };
+    args.custom.apply_to(&mut base);
+    if base.run_exec.is_empty() {
+        bail!(
+            "--executor custom needs a run_exec\nhint: pass --config FILE with a [runners.custom] section, or \
+             --custom-run-exec PROGRAM"
+        );
+    }
+    Ok(Some(base))
 }
 
 /// The pipeline context: git facts of the repository, the pipeline file, and the user's variables.

@@ -14,7 +14,7 @@ use super::common::{client_for, config_dir, config_path, short};
 use crate::cli::RegisterArgs;
 use crate::prompt;
 
-const EXECUTORS: &[&str] = &["shell", "docker"];
+const EXECUTORS: &[&str] = &["shell", "docker", "custom"];
 
 pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
     let path = config_path(&args.config);
@@ -322,6 +322,9 @@ fn build_runner(
         runner.custom_build_dir = Some(oxrunner_config::CustomBuildDir {
             enabled: Some(enabled),
         });
+    }
+    if executor == "custom" {
+        runner.custom = Some(args.custom.to_config());
     }
     if executor == "docker" {
         let d = &args.docker;

@@ -61,6 +61,7 @@ pub async fn run_single(args: RunSingleArgs) -> anyhow::Result<ExitCode> {
                 cache_dir: args.cache_dir.clone(),
                 tls_ca_file: args.tls_ca_file.clone(),
                 output_limit: args.output_limit.unwrap_or(0),
+                custom: (args.executor.as_deref() == Some("custom")).then(|| args.custom.to_config()),
                 ..RunnerConfig::default()
             }
         }

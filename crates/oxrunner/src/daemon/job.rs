@@ -11,6 +11,7 @@ use oxrunner_core::{
     CancellationToken, Executor, FailureReason, JobCancel, JobOutcome, JobProcesses, RunnerContext,
     ShellExecutor, TraceWriter,
 };
+use oxrunner_custom::{CustomExecutor, CustomSettings};
 use oxrunner_docker::DockerExecutor;
 use tracing::{info, warn};
 
@@ -133,11 +134,15 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
                 (!is_docker(&env)).then(|| stale::job_processes(&env.runner, slot.concurrent_id, job_id));
             let leftovers = stale::Leftovers {
                 procs: procs.as_ref(),
-                tmp_dir: procs.as_ref().map(|_| stale::tmp_dir(&plan, &ctx)),
+                // A custom driver's files live where its config_exec says; its cleanup_exec removes them.
+                tmp_dir: procs
+                    .as_ref()
+                    .filter(|_| !is_custom(&env))
+                    .map(|_| stale::tmp_dir(&plan, &ctx)),
                 user: env.user.clone(),
             };
             let record = stale::JobRecord::write(&env.state_dir, &env.runner, job_id, &token, leftovers);
-            let mut executor = executor_for(&env, &ctx, procs);
+            let mut executor = executor_for(&env, &ctx, procs, &job);
             let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, &token, &ctx);
             let outcome =
                 oxrunner_core::run_job(&plan, &ctx, executor.as_mut(), &hooks, &trace, cancel.clone()).await;
@@ -237,7 +242,27 @@ fn is_docker(env: &JobEnv) -> bool {
     env.runner.executor == "docker"
 }
 
-fn executor_for(env: &JobEnv, ctx: &RunnerContext, procs: Option<JobProcesses>) -> Box<dyn Executor> {
+fn is_custom(env: &JobEnv) -> bool {
+    env.runner.executor == "custom"
+}
+
+fn executor_for(
+    env: &JobEnv,
+    ctx: &RunnerContext,
+    procs: Option<JobProcesses>,
+    job: &JobResponse,
+) -> Box<dyn Executor> {
+    if is_custom(env) {
+        let config = env.runner.custom.clone().unwrap_or_default();
+        let mut executor = CustomExecutor::new(CustomSettings::from_config(&config));
+        if let Ok(json) = serde_json::to_vec(job) {
+            executor = executor.with_job_response(json);
+        }
+        if let Some(procs) = procs {
+            executor = executor.with_processes(procs);
+        }
+        return Box::new(executor);
+    }
     if is_docker(env) {
         let config = env.runner.docker.clone().unwrap_or_default();
         return Box::new(
@@ -261,8 +286,19 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
     let docker = is_docker(env);
     // Docker: builds_dir is a path in the job container (gitlab-runner's `/builds`), caches live in the
     // runner's store. Shell: gitlab-runner's `builds` and `cache`, relative to the working directory.
+    // Custom: gitlab-runner has no default builds_dir; config_exec must print one if config.toml has none.
     let (builds_default, cache_dir) = if docker {
         ("/builds", env.state_dir.join("cache"))
+    } else if is_custom(env) {
+        (
+            "",
+            PathBuf::from(
+                r.cache_dir
+                    .clone()
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or_else(|| "cache".into()),
+            ),
+        )
     } else {
         (
             "builds",
@@ -290,7 +326,8 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
         concurrent_project_id: project_slot,
         // Each Docker job has its own build volume, so concurrent jobs never share a path (gitlab-runner's
         // non-shared layout `<builds_dir>/<namespace>/<project>`).
-        shared_builds_dir: !docker,
+        // Custom: not shared unless config_exec says `builds_dir_is_shared` (gitlab-runner's default).
+        shared_builds_dir: !docker && !is_custom(env),
         environment: r.environment.clone(),
         pre_build_script: r.pre_build_script.clone(),
         post_build_script: r.post_build_script.clone(),
@@ -299,7 +336,11 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
         output_limit: r.output_limit_bytes(),
         version: version::VERSION.to_string(),
         revision: version::REVISION.to_string(),
-        user: if docker { None } else { env.user.clone() },
+        user: if docker || is_custom(env) {
+            None
+        } else {
+            env.user.clone()
+        },
         debug_trace_disabled: r.debug_trace_disabled.unwrap_or(false),
         clone_url: r.clone_url.clone(),
         custom_build_dir: r

@@ -317,11 +317,11 @@ impl Daemon {
             if self.running.contains_key(&token) {
                 continue;
             }
-            if !matches!(runner.executor.as_str(), "shell" | "docker") {
+            if !matches!(runner.executor.as_str(), "shell" | "docker" | "custom") {
                 error!(
                     runner = %runner.short_token(),
                     executor = %runner.executor,
-                    "executor is not supported by this oxrunner build; this runner will not request jobs (supported: shell, docker)"
+                    "executor is not supported by this oxrunner build; this runner will not request jobs (supported: shell, docker, custom)"
                 );
                 continue;
             }

@@ -53,6 +53,13 @@ pub fn runner(r: &RunnerConfig) -> Vec<String> {
             ));
         }
     }
+    if r.executor == "custom" && r.custom.as_ref().is_none_or(|c| c.run_exec.is_empty()) {
+        out.push(format!(
+            "runner `{name}`: executor = \"custom\" without [runners.custom] run_exec: every job fails \
+             (custom executor is missing RunExec)\nhint: set run_exec (and config_exec, prepare_exec, cleanup_exec as \
+             needed) in [runners.custom]"
+        ));
+    }
     if r.shell.as_deref().is_some_and(|s| !matches!(s, "bash" | "sh")) {
         out.push(format!(
             "runner `{name}`: shell = \"{}\" is not supported (bash or sh); bash is used",
@@ -104,5 +111,40 @@ sentry_dsn = "https://key@sentry.example/1"
             "{d:?}"
         );
         assert_eq!(runner(&RunnerConfig::default()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_custom_runner_without_run_exec_is_named() {
+        let text = r#"
+[[runners]]
+  name = "c"
+  url = "https://gitlab.example.com"
+  token = "glrt-c"
+  executor = "custom"
+[[runners]]
+  name = "ok"
+  url = "https://gitlab.example.com"
+  token = "glrt-ok"
+  executor = "custom"
+  builds_dir = "/b"
+  [runners.custom]
+    run_exec = "/d/run"
+"#;
+        let config = match oxrunner_config::parse_str(text, std::path::Path::new("config.toml")) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e}"),
+        };
+        let missing = runner(&config.runners[0]);
+        assert!(
+            missing
+                .iter()
+                .any(|w| w.contains("without [runners.custom] run_exec") && w.contains("\nhint: ")),
+            "{missing:?}"
+        );
+        assert!(
+            runner(&config.runners[1]).is_empty(),
+            "{:?}",
+            runner(&config.runners[1])
+        );
     }
 }

@@ -167,7 +167,7 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
             };
         }
     };
-    let ctx = runner_context(&env, spec.index, in_docker);
+    let mut ctx = runner_context(&env, spec.index, in_docker);
     let spool = env.state.join("tmp");
     let (trace, handle) = match TraceWriter::create(spool.clone(), plan.mask_set(), u64::MAX).await {
         Ok(t) => t,
@@ -202,7 +202,17 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     }
     let transport = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
     let hooks = RunnerHooks::new(Arc::new(transport), cache_store(&ctx));
-    let mut executor: Box<dyn Executor> = if in_docker {
+    let custom = env.opts.custom.as_ref().filter(|_| !in_docker);
+    if custom.is_some() {
+        ctx.executor = "custom".into();
+    }
+    let mut executor: Box<dyn Executor> = if let Some(custom) = custom {
+        let procs = JobProcesses::new(&format!("exec-{}", spec.id), &CgroupPlacement::Off);
+        Box::new(
+            oxrunner_custom::CustomExecutor::new(oxrunner_custom::CustomSettings::from_config(custom))
+                .with_processes(procs),
+        )
+    } else if in_docker {
         super::docker::executor(&ctx, &build_dir, &env.state.join("docker-builds"))
     } else {
         // Not a login shell: `oxrunner exec` already runs in the user's environment, and sourcing the profiles

@@ -34,6 +34,8 @@ pub struct Options {
     pub needs: bool,
     pub concurrency: Option<usize>,
     pub executor: Option<String>,
+    /// `--executor custom`: the driver settings.
+    pub custom: Option<oxrunner_config::CustomConfig>,
     pub manual: Vec<String>,
     /// Jobs see only committed files (`OXRUNNER_EXEC_COMMITTED_ONLY`).
     pub committed_only: bool,
@@ -48,11 +50,9 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
     if let Some(other) = opts
         .executor
         .as_deref()
-        .filter(|e| !matches!(*e, "shell" | "docker"))
+        .filter(|e| !matches!(*e, "shell" | "docker" | "custom"))
     {
-        bail!(
-            "unknown executor {other:?}\nhint: oxrunner exec supports --executor shell or --executor docker"
-        );
+        bail!("unknown executor {other:?}\nhint: oxrunner exec supports --executor shell, docker or custom");
     }
     let repo = ctx.project_dir.clone();
     if !repo.join(".git").exists() {
@@ -86,7 +86,12 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
 
     let console = output::Console::new();
     let any_image = chosen.iter().any(|&i| has_image(&pipeline.jobs[i].payload));
-    let docker = docker::choose(opts.executor.as_deref(), any_image, &console).await?;
+    // A custom driver decides itself where a job runs: the runner never starts containers for it.
+    let chosen_executor = match opts.executor.as_deref() {
+        Some("custom") => Some("shell"),
+        other => other,
+    };
+    let docker = docker::choose(chosen_executor, any_image, &console).await?;
     let name_width = chosen
         .iter()
         .map(|&i| pipeline.jobs[i].name.chars().count())

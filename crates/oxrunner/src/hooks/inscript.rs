@@ -92,7 +92,7 @@ fn restore_cache(hooks: &RunnerHooks, bin: &Path, ctx: &StageCtx<'_>, trace: &Tr
         let files: Vec<(String, String)> = keys
             .into_iter()
             .map(|k| {
-                let file = hooks.cache.archive_path(&slug, &k);
+                let file = hooks.store_for(ctx).archive_path(&slug, &k);
                 (k, file.to_string_lossy().into_owned())
             })
             .collect();
@@ -164,7 +164,7 @@ fn archive_cache(
             trace.println(&format!("Not uploading cache {key} due to policy"));
             continue;
         }
-        let file = hooks.cache.archive_path(&slug, &key);
+        let file = hooks.store_for(ctx).archive_path(&slug, &key);
         let mut args = vec!["--file".to_owned(), file.to_string_lossy().into_owned()];
         for p in &spec.paths {
             args.extend(["--path".to_owned(), p.clone()]);

@@ -83,6 +83,18 @@ pub fn cache_store(ctx: &RunnerContext) -> CacheStore {
     }
 }
 
+impl RunnerHooks {
+    /// The store for this job: the runner's, unless the executor moved the cache dir for the job (the custom
+    /// executor's config_exec may print a `cache_dir`), which the driver passes on in `ctx.runner`.
+    pub(crate) fn store_for(&self, ctx: &StageCtx<'_>) -> std::borrow::Cow<'_, CacheStore> {
+        if ctx.runner.cache_dir == self.cache.root() {
+            std::borrow::Cow::Borrowed(&self.cache)
+        } else {
+            std::borrow::Cow::Owned(cache_store(ctx.runner))
+        }
+    }
+}
+
 impl JobHooks for RunnerHooks {
     fn restore_cache<'a>(
         &'a self,
@@ -90,7 +102,7 @@ impl JobHooks for RunnerHooks {
         trace: &'a TraceWriter,
     ) -> BoxFuture<'a, Result<(), HookError>> {
         Box::pin(async move {
-            cache::restore(&self.cache, ctx, trace).await;
+            cache::restore(&self.store_for(ctx), ctx, trace).await;
             Ok(())
         })
     }
@@ -110,7 +122,7 @@ impl JobHooks for RunnerHooks {
         on_failure: bool,
     ) -> BoxFuture<'a, Result<(), HookError>> {
         Box::pin(async move {
-            cache::archive(&self.cache, ctx, trace, on_failure).await;
+            cache::archive(&self.store_for(ctx), ctx, trace, on_failure).await;
             Ok(())
         })
     }
