@@ -3,7 +3,6 @@
 //! script comes from the driver and the stage name is only passed on.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use oxrunner_core::{

@@ -20,7 +20,7 @@ impl Driver<'_> {
         let rendered = {
             let sctx = StageCtx {
                 plan: self.plan,
-                runner: self.ctx,
+                runner: &self.ctx,
                 stage: stage.clone(),
                 project_dir: self.project_dir.clone(),
                 tmp_dir: self.tmp_dir.clone(),
