@@ -14,7 +14,7 @@ use oxrunner_core::{
 use oxrunner_docker::DockerExecutor;
 use tracing::{info, warn};
 
-use super::plan::job_plan;
+use super::plan::{check, job_plan};
 use super::slots::Slots;
 use super::stale;
 use crate::hooks::RunnerHooks;
@@ -63,13 +63,9 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     }
 
     let plan = job_plan(&job, env.client.ca_chain_pem());
-    let masks = match &plan {
-        Ok(p) => p.mask_set(),
-        Err(_) => oxrunner_core::MaskSet::new(vec![token.clone()], &job.features.token_mask_prefixes),
-    };
     let (trace, handle) = match TraceWriter::create(
         env.spool_dir.clone(),
-        masks,
+        plan.mask_set(),
         env.runner.output_limit_bytes(),
     )
     .await
@@ -82,10 +78,8 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
             return;
         }
     };
-    let debug_trace = job
-        .variables
-        .iter()
-        .any(|v| v.key == "CI_DEBUG_TRACE" && v.value == "true");
+    let debug_trace =
+        oxrunner_core::plan::debug_trace_enabled(debug_trace_disabled(&env.runner), &plan.variables);
     let source = TraceSource {
         path: handle.path.clone(),
         committed: handle.committed.clone(),
@@ -123,8 +117,8 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     // The executor and the job's slot outlive the final update: a Docker executor may still be removing the job's
     // containers, which must be gone before the slot takes another job.
     let mut held = None;
-    let outcome = match plan {
-        Ok(plan) => {
+    let outcome = match check(&job) {
+        Ok(()) => {
             let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
             let ctx = runner_context(&env, slot.concurrent_id, slot.project_slot);
             // Shell jobs: every process they start is tracked so none outlives the job; the record lets the next
@@ -300,7 +294,7 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
         version: version::VERSION.to_string(),
         revision: version::REVISION.to_string(),
         user: if docker { None } else { env.user.clone() },
-        debug_trace_disabled: r.debug_trace_disabled.unwrap_or(false),
+        debug_trace_disabled: debug_trace_disabled(r),
         clone_url: r.clone_url.clone(),
         custom_build_dir: r
             .custom_build_dir
@@ -308,4 +302,8 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
             .and_then(|c| c.enabled)
             .unwrap_or(false),
     }
+}
+
+fn debug_trace_disabled(r: &RunnerConfig) -> bool {
+    r.debug_trace_disabled.unwrap_or(false)
 }

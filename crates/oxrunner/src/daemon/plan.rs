@@ -24,33 +24,11 @@ pub enum PlanError {
     },
 }
 
-pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> Result<JobPlan, PlanError> {
-    let mut variables: Variables = job.variables.iter().map(variable).collect();
-    if variables.value("CI_JOB_TOKEN").is_none() && !job.token.is_empty() {
-        variables.push(Variable::masked("CI_JOB_TOKEN", job.token.clone()));
-    }
-
-    let mut steps = Vec::new();
-    let mut after_script = None;
-    for s in &job.steps {
-        let step = Step {
-            name: s.name.clone(),
-            script: s.script.clone(),
-            timeout: (s.timeout > 0).then(|| Duration::from_secs(s.timeout.unsigned_abs())),
-            when: When::parse(&s.when),
-            allow_failure: s.allow_failure,
-        };
-        if s.name == "after_script" {
-            after_script = Some(step);
-        } else {
-            steps.push(step);
-        }
-    }
-    if steps.is_empty() && after_script.is_none() {
+/// Whether the runner can run this payload at all; a refused job is reported failed with the reason.
+pub fn check(job: &JobResponse) -> Result<(), PlanError> {
+    if job.steps.is_empty() {
         return Err(PlanError::NoSteps(job.id));
     }
-
-    let image = (!job.image.name.is_empty()).then(|| image_spec(&job.image));
     for img in std::iter::once(&job.image).chain(job.services.iter()) {
         let mut keys: Vec<String> = img.executor_opts.other.keys().cloned().collect();
         keys.extend(
@@ -68,6 +46,31 @@ pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> Result<JobPlan, 
             });
         }
     }
+    Ok(())
+}
+
+/// The plan of any payload, even one [`check`] refuses: its mask set then still masks the failure's trace by the
+/// one rule in `JobPlan::mask_set`.
+pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> JobPlan {
+    let variables: Variables = job.variables.iter().map(variable).collect();
+
+    let mut steps = Vec::new();
+    let mut after_script = None;
+    for s in &job.steps {
+        let step = Step {
+            name: s.name.clone(),
+            script: s.script.clone(),
+            timeout: (s.timeout > 0).then(|| Duration::from_secs(s.timeout.unsigned_abs())),
+            when: When::parse(&s.when),
+            allow_failure: s.allow_failure,
+        };
+        if s.name == "after_script" {
+            after_script = Some(step);
+        } else {
+            steps.push(step);
+        }
+    }
+    let image = (!job.image.name.is_empty()).then(|| image_spec(&job.image));
 
     let git = &job.git_info;
     let hook = |name: &str| -> Vec<String> {
@@ -99,7 +102,7 @@ pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> Result<JobPlan, 
         ..Sources::default()
     };
 
-    Ok(JobPlan {
+    JobPlan {
         job_id: job.id,
         job_name: job.job_info.name.clone(),
         stage: job.job_info.stage.clone(),
@@ -170,7 +173,7 @@ pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> Result<JobPlan, 
             failure_reasons: job.features.failure_reasons.clone(),
         },
         job_token: Secret::new(job.token.clone()),
-    })
+    }
 }
 
 fn variable(v: &oxrunner_api::Variable) -> Variable {

@@ -1,4 +1,4 @@
-//! One attempt of one job: payload → `JobResponse` → the daemon's `JobPlan` → core's `run_job` with the shell
+//! One attempt of one job: the pipeline's typed payload → the daemon's `JobPlan` → core's `run_job` with the shell
 //! executor and the local artifact/cache hooks, the trace streamed to the terminal and the job's log file.
 
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use oxrunner_pipeline::PipelineJob;
 
 use super::output::{self, Console, LinePrinter};
 use super::{dotenv, workspace};
-use crate::daemon::plan::job_plan;
+use crate::daemon::plan::{check, job_plan};
 use crate::hooks::{LocalTransport, RunnerHooks, cache_store};
 use crate::version;
 
@@ -135,14 +135,7 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         }
     }
 
-    let mut job: JobResponse = match serde_json::from_value(spec.job.payload.clone()) {
-        Ok(j) => j,
-        Err(e) => {
-            return Attempt {
-                outcome: failed(format!("the job payload cannot be read: {e}")),
-            };
-        }
-    };
+    let mut job: JobResponse = spec.job.payload.clone();
     job.id = spec.id;
     job.token = local_token();
     fill_dependencies(&env, &spec, &mut job);
@@ -159,14 +152,12 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         push_var(&mut job, k, v);
     }
 
-    let plan = match job_plan(&job, None) {
-        Ok(p) => p,
-        Err(e) => {
-            return Attempt {
-                outcome: failed(e.to_string()),
-            };
-        }
-    };
+    if let Err(e) = check(&job) {
+        return Attempt {
+            outcome: failed(e.to_string()),
+        };
+    }
+    let plan = job_plan(&job, None);
     let ctx = runner_context(&env, spec.index, in_docker);
     let spool = env.state.join("tmp");
     let (trace, handle) = match TraceWriter::create(spool.clone(), plan.mask_set(), u64::MAX).await {

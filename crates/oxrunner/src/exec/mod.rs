@@ -209,11 +209,8 @@ fn clear_stale_spools(tmp: &Path) {
 }
 
 /// True when the job's payload names an image (`image:` in the job or `default:`).
-pub(crate) fn has_image(payload: &serde_json::Value) -> bool {
-    payload
-        .pointer("/image/name")
-        .and_then(serde_json::Value::as_str)
-        .is_some_and(|n| !n.trim().is_empty())
+pub(crate) fn has_image(payload: &oxrunner_api::JobResponse) -> bool {
+    !payload.image.name.trim().is_empty()
 }
 
 pub(crate) fn build_nodes(pipeline: &Pipeline, chosen: &[usize], opts: &Options, label: &str) -> Vec<Node> {
@@ -274,8 +271,10 @@ pub(crate) fn build_nodes(pipeline: &Pipeline, chosen: &[usize], opts: &Options,
 
 /// The id GitLab would give the job (the payload's), or its position when the payload has none.
 fn job_id(pipeline: &Pipeline, job: &oxrunner_pipeline::PipelineJob) -> i64 {
-    job.payload["id"].as_i64().unwrap_or_else(|| {
-        let pos = pipeline.jobs.iter().position(|j| j.name == job.name).unwrap_or(0);
-        i64::try_from(pos).unwrap_or(0) + 1
-    })
+    // Trigger jobs are never sent to a runner, so their payload has no id.
+    if job.payload.id > 0 {
+        return job.payload.id;
+    }
+    let pos = pipeline.jobs.iter().position(|j| j.name == job.name).unwrap_or(0);
+    i64::try_from(pos).unwrap_or(0) + 1
 }
