@@ -11,7 +11,9 @@ mod daemon;
 mod exec;
 mod hooks;
 mod logging;
+mod plan;
 mod prompt;
+mod runner;
 mod version;
 
 use std::process::ExitCode;

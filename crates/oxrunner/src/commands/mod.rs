@@ -1,8 +1,7 @@
 //! One module per command; `dispatch` routes the parsed command line to it.
 
-pub mod common;
+mod common;
 mod exec;
-pub mod info;
 mod list;
 mod register;
 mod run;

@@ -10,9 +10,10 @@ use anyhow::{Context, bail};
 use oxrunner_api::{ApiError, RegisterRunnerRequest};
 use oxrunner_config::{CacheConfig, ConfigDocument, DockerConfig, RunnerConfig};
 
-use super::common::{client_for, config_dir, config_path, short};
+use super::common::{config_path, short};
 use crate::cli::RegisterArgs;
 use crate::prompt;
+use crate::runner::{client_for, config_dir, runner_info};
 
 const EXECUTORS: &[&str] = &["shell", "docker"];
 
@@ -54,7 +55,7 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
     )?;
     let system_id = oxrunner_config::system_id::load_or_create(&config_dir(&path))?;
     let executor_for_info = args.executor.clone().unwrap_or_else(|| "shell".into());
-    let info = super::info::runner_info(&executor_for_info, args.shell.as_deref());
+    let info = runner_info(&executor_for_info, args.shell.as_deref());
 
     let registered = if let Some(token) = auth_token {
         check_server_side_args_absent(&args, args.registration_token.is_some())?;

@@ -14,10 +14,10 @@ use oxrunner_core::{
 use oxrunner_docker::DockerExecutor;
 use tracing::{info, warn};
 
-use super::plan::{check, job_plan};
 use super::slots::Slots;
 use super::stale;
 use crate::hooks::RunnerHooks;
+use crate::plan::{check, job_plan};
 use crate::version;
 
 /// What a job task needs from the daemon.

@@ -8,7 +8,6 @@
 mod docker_leftovers;
 pub mod job;
 mod longpoll;
-pub mod plan;
 mod poller;
 mod slots;
 mod spool;
@@ -352,8 +351,8 @@ impl Daemon {
         index: usize,
         count: u32,
     ) -> anyhow::Result<()> {
-        let client = crate::commands::common::client_for_runner(runner, &self.opts.config_path)?;
-        let info = crate::commands::info::runner_info(&runner.executor, runner.shell.as_deref());
+        let client = crate::runner::client_for_runner(runner, &self.opts.config_path)?;
+        let info = crate::runner::runner_info(&runner.executor, runner.shell.as_deref());
         let runner_arc = Arc::new(runner.clone());
         let env = JobEnv {
             client: client.clone(),
@@ -398,7 +397,7 @@ impl Daemon {
         let docker_config = runner.docker.clone().unwrap_or_default();
         let short = runner.short_token();
         let recover = first.then(|| (client.clone(), runner.clone(), config_dir(&self.opts.config_path)));
-        let runner_info = crate::commands::info::runner_info(&runner.executor, runner.shell.as_deref());
+        let runner_info = crate::runner::runner_info(&runner.executor, runner.shell.as_deref());
         tokio::spawn(async move {
             if let Some((client, runner, state_dir)) = recover {
                 stale::recover(&state_dir, &client, &runner, &runner_info).await;
@@ -427,5 +426,5 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 }
 
 fn config_dir(path: &Path) -> PathBuf {
-    crate::commands::common::config_dir(path)
+    crate::runner::config_dir(path)
 }

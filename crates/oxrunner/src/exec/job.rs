@@ -13,8 +13,8 @@ use oxrunner_pipeline::PipelineJob;
 
 use super::output::{self, Console, LinePrinter};
 use super::{dotenv, workspace};
-use crate::daemon::plan::{check, job_plan};
 use crate::hooks::{LocalTransport, RunnerHooks, cache_store};
+use crate::plan::{check, job_plan};
 use crate::version;
 
 /// Paths and settings every job of one `oxrunner exec` shares.

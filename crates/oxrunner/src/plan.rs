@@ -1,4 +1,4 @@
-//! GitLab's job payload (`api::JobResponse`) → the executor-neutral `core::JobPlan`.
+//! A job payload (`api::JobResponse`, from GitLab or from `oxrunner exec`) → the executor-neutral `core::JobPlan`.
 //!
 //! Only shape changes happen here; meaning (GIT_STRATEGY, attempts, expansion) is read from the variables by the
 //! core, so a payload built by `oxrunner exec` and one sent by GitLab behave the same.
