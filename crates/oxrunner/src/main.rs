@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod daemon;
 mod exec;
+mod executors;
 mod hooks;
 mod logging;
 mod plan;

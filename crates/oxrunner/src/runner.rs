@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use oxrunner_api::{Client, ClientConfig, FeaturesInfo, RunnerInfo};
-use oxrunner_config::RunnerConfig;
+use oxrunner_config::{ExecutorKind, RunnerConfig};
 
 use crate::version;
 
@@ -53,8 +53,8 @@ pub fn client_for_runner(runner: &RunnerConfig, config_path: &Path) -> anyhow::R
 
 /// The `info` block: who we are and what we implement. GitLab uses the features to decide what it may send
 /// (runner-api.md §1.7), so advertise only what works.
-pub fn runner_info(executor: &str, shell: Option<&str>) -> RunnerInfo {
-    let docker = executor == "docker";
+pub fn runner_info(executor: &ExecutorKind, shell: Option<&str>) -> RunnerInfo {
+    let docker = *executor == ExecutorKind::Docker;
     let base = FeaturesInfo::client_defaults();
     let features = FeaturesInfo {
         variables: true,
@@ -84,7 +84,7 @@ pub fn runner_info(executor: &str, shell: Option<&str>) -> RunnerInfo {
         job_inputs: false,
         ..base
     };
-    let mut info = RunnerInfo::oxrunner(executor, shell.unwrap_or("bash"));
+    let mut info = RunnerInfo::oxrunner(executor.as_str(), shell.unwrap_or("bash"));
     info.version = version::VERSION.to_string();
     info.revision = version::REVISION.to_string();
     info.features = features;

@@ -29,7 +29,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
         matched += 1;
         let client = client_for_runner(runner, &path)?;
-        let info = runner_info(&runner.executor, runner.shell.as_deref());
+        let info = runner_info(&runner.executor_kind(), runner.shell.as_deref());
         match client
             .verify_runner(runner.token.expose(), &system_id, &info)
             .await

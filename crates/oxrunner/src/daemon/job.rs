@@ -6,16 +6,15 @@ use std::sync::Arc;
 
 use oxrunner_api::trace::{FinalReport, FinalState, JobControl, TraceSender, TraceSource};
 use oxrunner_api::{Client, JobResponse, RunnerInfo, UpdateJobRequest, UpdateOutcome};
-use oxrunner_config::RunnerConfig;
+use oxrunner_config::{ExecutorKind, RunnerConfig};
 use oxrunner_core::{
-    CancellationToken, Executor, FailureReason, JobCancel, JobOutcome, JobProcesses, RunnerContext,
-    ShellExecutor, TraceWriter,
+    CancellationToken, Executor, FailureReason, JobCancel, JobOutcome, JobPlan, RunnerContext, TraceWriter,
 };
-use oxrunner_docker::DockerExecutor;
 use tracing::{info, warn};
 
-use super::slots::Slots;
+use super::slots::{Slot, Slots};
 use super::stale;
+use crate::executors::{ExecutorSetup, executor_for};
 use crate::hooks::RunnerHooks;
 use crate::plan::{check, job_plan};
 use crate::version;
@@ -117,33 +116,21 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     // The executor and the job's slot outlive the final update: a Docker executor may still be removing the job's
     // containers, which must be gone before the slot takes another job.
     let mut held = None;
-    let outcome = match check(&job) {
-        Ok(()) => {
-            let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
-            let ctx = runner_context(&env, slot.concurrent_id, slot.project_slot);
-            // Shell jobs: every process they start is tracked so none outlives the job; the record lets the next
-            // start finish the job if this process is killed.
-            let procs =
-                (!is_docker(&env)).then(|| stale::job_processes(&env.runner, slot.concurrent_id, job_id));
-            let leftovers = stale::Leftovers {
-                procs: procs.as_ref(),
-                tmp_dir: procs.as_ref().map(|_| stale::tmp_dir(&plan, &ctx)),
-                user: env.user.clone(),
-            };
-            let record = stale::JobRecord::write(&env.state_dir, &env.runner, job_id, &token, leftovers);
-            let mut executor = executor_for(&env, &ctx, procs);
-            let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, &token, &ctx);
-            let outcome =
-                oxrunner_core::run_job(&plan, &ctx, executor.as_mut(), &hooks, &trace, cancel.clone()).await;
-            held = Some((executor, slot, record));
+    let started = match check(&job) {
+        Ok(()) => start(&env, job_id, &token, &plan, &trace, &cancel).await,
+        Err(err) => Err(err.to_string()),
+    };
+    let outcome = match started {
+        Ok((outcome, h)) => {
+            held = Some(h);
             outcome
         }
-        Err(err) => {
-            trace.error(&format!("Job failed (system failure): {err}"));
+        Err(message) => {
+            trace.error(&format!("Job failed (system failure): {message}"));
             JobOutcome::Failed {
                 reason: FailureReason::RunnerSystemFailure,
                 exit_code: None,
-                message: err.to_string(),
+                message,
             }
         }
     };
@@ -227,27 +214,50 @@ pub(super) async fn final_without_trace(env: &JobEnv, job_id: i64, token: &str) 
     }
 }
 
-fn is_docker(env: &JobEnv) -> bool {
-    env.runner.executor == "docker"
+/// What a started job keeps until its final update is sent.
+type Held = (Box<dyn Executor>, Slot, stale::JobRecord);
+
+/// Takes a slot, builds the executor for the runner's kind and runs the plan; `Err` when there is no executor.
+async fn start(
+    env: &JobEnv,
+    job_id: i64,
+    token: &str,
+    plan: &JobPlan,
+    trace: &TraceWriter,
+    cancel: &JobCancel,
+) -> Result<(JobOutcome, Held), String> {
+    let kind = env.runner.executor_kind();
+    let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
+    let ctx = runner_context(env, slot.concurrent_id, slot.project_slot);
+    // Shell jobs: every process they start is tracked so none outlives the job; the record lets the next start
+    // finish the job if this process is killed.
+    let procs =
+        (kind == ExecutorKind::Shell).then(|| stale::job_processes(&env.runner, slot.concurrent_id, job_id));
+    let setup = ExecutorSetup {
+        ctx: &ctx,
+        docker: env.runner.docker.clone().unwrap_or_default(),
+        host_builds_dir: env.state_dir.join("builds"),
+        background_cleanup: true,
+        source_dir: None,
+        user: env.user.clone(),
+        processes: procs.clone(),
+        posix_sh: env.runner.shell.as_deref() == Some("sh"),
+        login_shell: true,
+    };
+    let mut executor = executor_for(&kind, setup).map_err(|e| e.to_string())?;
+    let leftovers = stale::Leftovers {
+        procs: procs.as_ref(),
+        tmp_dir: procs.as_ref().map(|_| stale::tmp_dir(plan, &ctx)),
+        user: env.user.clone(),
+    };
+    let record = stale::JobRecord::write(&env.state_dir, &env.runner, job_id, token, leftovers);
+    let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, token, &ctx);
+    let outcome = oxrunner_core::run_job(plan, &ctx, executor.as_mut(), &hooks, trace, cancel.clone()).await;
+    Ok((outcome, (executor, slot, record)))
 }
 
-fn executor_for(env: &JobEnv, ctx: &RunnerContext, procs: Option<JobProcesses>) -> Box<dyn Executor> {
-    if is_docker(env) {
-        let config = env.runner.docker.clone().unwrap_or_default();
-        return Box::new(
-            DockerExecutor::new(config, ctx.clone())
-                .with_host_builds_dir(env.state_dir.join("builds"))
-                .with_background_cleanup(),
-        );
-    }
-    let mut executor = ShellExecutor::new().with_user(env.user.clone());
-    if let Some(procs) = procs {
-        executor = executor.with_processes(procs);
-    }
-    if env.runner.shell.as_deref() == Some("sh") {
-        executor = executor.with_shell("/bin/sh");
-    }
-    Box::new(executor)
+fn is_docker(env: &JobEnv) -> bool {
+    env.runner.executor_kind() == ExecutorKind::Docker
 }
 
 fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> RunnerContext {
@@ -272,7 +282,7 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
         runner_name: r.name.clone(),
         short_token: r.short_token(),
         system_id: env.system_id.clone(),
-        executor: r.executor.clone(),
+        executor: r.executor_kind().to_string(),
         builds_dir: PathBuf::from(
             r.builds_dir
                 .clone()

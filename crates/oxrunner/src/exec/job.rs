@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use oxrunner_api::{DependencyArtifactsFile, JobResponse, Variable};
+use oxrunner_config::ExecutorKind;
 use oxrunner_core::{
-    CgroupPlacement, Executor, FailureReason, JobCancel, JobOutcome, JobProcesses, RunnerContext,
-    ShellExecutor, TraceWriter,
+    CgroupPlacement, FailureReason, JobCancel, JobOutcome, JobProcesses, RunnerContext, TraceWriter,
 };
 use oxrunner_pipeline::PipelineJob;
 
@@ -158,7 +158,24 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         };
     }
     let plan = job_plan(&job, None);
-    let ctx = runner_context(&env, spec.index, in_docker);
+    let kind = if in_docker {
+        ExecutorKind::Docker
+    } else {
+        ExecutorKind::Shell
+    };
+    let ctx = runner_context(&env, spec.index, &kind);
+    // The job's processes are found by their environment marker, not a cgroup: a local pipeline runs as the user
+    // who started it, so a cgroup guards no boundary and would add a join step to every stage.
+    let procs = JobProcesses::new(&format!("exec-{}", spec.id), &CgroupPlacement::Off);
+    let built = super::docker::executor(&kind, &ctx, &build_dir, &env.state.join("docker-builds"), procs);
+    let mut executor = match built {
+        Ok(executor) => executor,
+        Err(e) => {
+            return Attempt {
+                outcome: failed(e.to_string()),
+            };
+        }
+    };
     let spool = env.state.join("tmp");
     let (trace, handle) = match TraceWriter::create(spool.clone(), plan.mask_set(), u64::MAX).await {
         Ok(t) => t,
@@ -193,16 +210,6 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     }
     let transport = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
     let hooks = RunnerHooks::new(Arc::new(transport), cache_store(&ctx));
-    let mut executor: Box<dyn Executor> = if in_docker {
-        super::docker::executor(&ctx, &build_dir, &env.state.join("docker-builds"))
-    } else {
-        // Not a login shell: `oxrunner exec` already runs in the user's environment, and sourcing the profiles
-        // again costs a second per stage on some machines. The job's processes are found by their environment
-        // marker, not a cgroup: a local pipeline runs as the user who started it, so a cgroup guards no boundary
-        // and would add a join step to every stage.
-        let procs = JobProcesses::new(&format!("exec-{}", spec.id), &CgroupPlacement::Off);
-        Box::new(ShellExecutor::new().with_login_shell(false).with_processes(procs))
-    };
     let cancel = JobCancel::new();
     let outcome = {
         let abort = env.abort.clone();
@@ -358,12 +365,13 @@ async fn write_back(env: &Env, spec: &JobSpec) {
     env.console.note(&msg);
 }
 
-fn runner_context(env: &Env, index: usize, in_docker: bool) -> RunnerContext {
+fn runner_context(env: &Env, index: usize, kind: &ExecutorKind) -> RunnerContext {
+    let in_docker = *kind == ExecutorKind::Docker;
     RunnerContext {
         runner_name: "oxrunner-exec".into(),
         short_token: "local".into(),
         system_id: "local".into(),
-        executor: if in_docker { "docker" } else { "shell" }.into(),
+        executor: kind.to_string(),
         // In a container the project lives where GitLab's Docker jobs find it: `/builds/<namespace>/<project>`.
         builds_dir: if in_docker {
             PathBuf::from(oxrunner_docker::DEFAULT_BUILDS_DIR)

@@ -45,11 +45,7 @@ pub struct Options {
 
 /// Runs `pipeline` for the repository of `ctx`; the exit code is 0 only when the pipeline passed.
 pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
-    if let Some(other) = opts
-        .executor
-        .as_deref()
-        .filter(|e| !matches!(*e, "shell" | "docker"))
-    {
+    if let Some(other) = opts.executor.as_deref().filter(|e| !docker::runs_locally(e)) {
         bail!(
             "unknown executor {other:?}\nhint: oxrunner exec supports --executor shell or --executor docker"
         );
