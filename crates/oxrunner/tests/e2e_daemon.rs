@@ -969,3 +969,27 @@ async fn go_style_debug_trace_is_reported_to_gitlab() {
 async fn debug_trace_disabled_is_not_reported_to_gitlab() {
     assert!(!reported_debug_trace("true", "debug_trace_disabled = true\n").await);
 }
+
+/// A payload the runner refuses still gets the job's full mask set: the refusal names the image, and a masked
+/// variable's value in it must not reach the trace.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_job_masks_its_variables() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, 1, "", "");
+    let secret = "R3fus3dS3cr3t-5150";
+    let id = fake.enqueue_job(
+        no_repo(JobSpec::new("refused", &["echo never"]))
+            .masked_variable("IMAGE_SECRET", secret)
+            .payload_field(
+                "image",
+                serde_json::json!({"name": format!("registry.example.com/{secret}"), "executor_opts": {"docker": {"not_a_key": true}}}),
+            ),
+    );
+    let job = finished(&fake, id, FINISH, &d).await;
+    let trace = job.trace_text();
+    assert_eq!(job.status, "failed", "{trace}");
+    assert!(trace.contains("unsupported executor options"), "{trace}");
+    assert!(!trace.contains(secret), "masked value in the trace:\n{trace}");
+    quit_ok(d).await;
+}
