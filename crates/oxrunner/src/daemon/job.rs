@@ -92,22 +92,22 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
         env.info.clone(),
     );
 
-    let cancel = JobCancel::new();
+    // SIGTERM/SIGINT cancel `abort_all`, which aborts this job through its child token; GitLab's requests arrive
+    // through the trace sender.
+    let cancel = JobCancel {
+        abort: env.abort_all.child_token(),
+        ..JobCancel::new()
+    };
     if cancel_at_start {
         cancel.graceful.cancel();
     }
     let control_task = {
         let cancel = cancel.clone();
-        let abort_all = env.abort_all.clone();
         tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    msg = control_rx.recv() => match msg {
-                        Some(JobControl::CancelRequested) => cancel.graceful.cancel(),
-                        Some(JobControl::Abort) => { cancel.abort.cancel(); }
-                        None => break,
-                    },
-                    () = abort_all.cancelled() => { cancel.abort.cancel(); break; }
+            while let Some(msg) = control_rx.recv().await {
+                match msg {
+                    JobControl::CancelRequested => cancel.graceful.cancel(),
+                    JobControl::Abort => cancel.abort.cancel(),
                 }
             }
         })

@@ -210,18 +210,12 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     }
     let transport = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
     let hooks = RunnerHooks::new(Arc::new(transport), cache_store(&ctx));
-    let cancel = JobCancel::new();
-    let outcome = {
-        let abort = env.abort.clone();
-        let cancel2 = cancel.clone();
-        let watcher = tokio::spawn(async move {
-            abort.cancelled().await;
-            cancel2.abort.cancel();
-        });
-        let outcome = oxrunner_core::run_job(&plan, &ctx, executor.as_mut(), &hooks, &trace, cancel).await;
-        watcher.abort();
-        outcome
+    // Ctrl-C of the whole run aborts this job through its own child token.
+    let cancel = JobCancel {
+        abort: env.abort.child_token(),
+        ..JobCancel::new()
     };
+    let outcome = oxrunner_core::run_job(&plan, &ctx, executor.as_mut(), &hooks, &trace, cancel).await;
     handle.finish().await;
     match follower.await {
         Ok(Ok(())) => {}
