@@ -446,17 +446,6 @@ pub fn build_payload(b: &Built, p: &PayloadInput<'_>) -> Result<JobResponse, Pip
             allow_failure: true,
         });
     }
-    let is_tag = p.ctx.source == crate::context::PipelineSource::Tag;
-    let ref_name = get("CI_COMMIT_REF_NAME");
-    let sha = get("CI_COMMIT_SHA");
-    let refspecs = vec![
-        format!("+{sha}:refs/pipelines/{}", get("CI_PIPELINE_ID")),
-        if is_tag {
-            format!("+refs/tags/{ref_name}:refs/tags/{ref_name}")
-        } else {
-            format!("+refs/heads/{ref_name}:refs/remotes/origin/{ref_name}")
-        },
-    ];
     let mut o = JobResponse {
         id,
         allow_git_fetch: true,
@@ -469,17 +458,7 @@ pub fn build_payload(b: &Built, p: &PayloadInput<'_>) -> Result<JobResponse, Pip
             project_full_path: get("CI_PROJECT_PATH"),
             ..JobInfo::default()
         },
-        git_info: GitInfo {
-            repo_url: get("CI_REPOSITORY_URL"),
-            repo_object_format: "sha1".into(),
-            r#ref: ref_name,
-            sha,
-            before_sha: get("CI_COMMIT_BEFORE_SHA"),
-            ref_type: if is_tag { "tag" } else { "branch" }.into(),
-            refspecs,
-            depth: get("GIT_DEPTH").parse().unwrap_or(20),
-            protected: Some(false),
-        },
+        git_info: git_info(&get, p.ctx.source == crate::context::PipelineSource::Tag),
         runner_info: JobRunnerInfo {
             timeout,
             ..JobRunnerInfo::default()
@@ -531,6 +510,31 @@ pub fn build_payload(b: &Built, p: &PayloadInput<'_>) -> Result<JobResponse, Pip
         }
     }
     Ok(o)
+}
+
+/// Where and what to check out, from the job's predefined variables (`get` finds a variable's last value).
+fn git_info(get: &dyn Fn(&str) -> String, is_tag: bool) -> GitInfo {
+    let ref_name = get("CI_COMMIT_REF_NAME");
+    let sha = get("CI_COMMIT_SHA");
+    let refspecs = vec![
+        format!("+{sha}:refs/pipelines/{}", get("CI_PIPELINE_ID")),
+        if is_tag {
+            format!("+refs/tags/{ref_name}:refs/tags/{ref_name}")
+        } else {
+            format!("+refs/heads/{ref_name}:refs/remotes/origin/{ref_name}")
+        },
+    ];
+    GitInfo {
+        repo_url: get("CI_REPOSITORY_URL"),
+        repo_object_format: "sha1".into(),
+        r#ref: ref_name,
+        sha,
+        before_sha: get("CI_COMMIT_BEFORE_SHA"),
+        ref_type: if is_tag { "tag" } else { "branch" }.into(),
+        refspecs,
+        depth: get("GIT_DEPTH").parse().unwrap_or(20),
+        protected: Some(false),
+    }
 }
 
 /// Failure reasons GitLab announces to every runner.

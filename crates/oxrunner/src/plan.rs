@@ -120,28 +120,7 @@ pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> JobPlan {
             Duration::ZERO
         },
         caches: job.cache.iter().map(cache_spec).collect(),
-        artifacts: job
-            .artifacts
-            .iter()
-            .map(|a| ArtifactSpec {
-                name: a.name.clone(),
-                untracked: a.untracked,
-                paths: a.paths.clone(),
-                exclude: a.exclude.clone(),
-                when: When::parse(&a.when),
-                artifact_type: if a.artifact_type.is_empty() {
-                    "archive".into()
-                } else {
-                    a.artifact_type.clone()
-                },
-                artifact_format: if a.artifact_format.is_empty() {
-                    "zip".into()
-                } else {
-                    a.artifact_format.clone()
-                },
-                expire_in: Some(a.expire_in.clone()).filter(|e| !e.is_empty()),
-            })
-            .collect(),
+        artifacts: job.artifacts.iter().map(artifact_spec).collect(),
         dependencies: job
             .dependencies
             .iter()
@@ -184,6 +163,28 @@ fn variable(v: &oxrunner_api::Variable) -> Variable {
         masked: v.masked,
         file: v.file,
         raw: v.raw,
+    }
+}
+
+/// GitLab leaves `artifact_type`/`artifact_format` empty for the plain archive.
+fn artifact_spec(a: &oxrunner_api::Artifact) -> ArtifactSpec {
+    ArtifactSpec {
+        name: a.name.clone(),
+        untracked: a.untracked,
+        paths: a.paths.clone(),
+        exclude: a.exclude.clone(),
+        when: When::parse(&a.when),
+        artifact_type: if a.artifact_type.is_empty() {
+            "archive".into()
+        } else {
+            a.artifact_type.clone()
+        },
+        artifact_format: if a.artifact_format.is_empty() {
+            "zip".into()
+        } else {
+            a.artifact_format.clone()
+        },
+        expire_in: Some(a.expire_in.clone()).filter(|e| !e.is_empty()),
     }
 }
 
