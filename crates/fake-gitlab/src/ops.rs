@@ -101,6 +101,7 @@ pub(crate) fn enqueue_job(shared: &SharedRef, spec: JobSpec) -> i64 {
         updates: Vec::new(),
         artifacts: Vec::new(),
         checksum_ok: None,
+        debug_trace: false,
         payload: None,
         tags: spec.tags.clone(),
     };

@@ -111,6 +111,8 @@ pub struct JobRecord {
     pub artifacts: Vec<StoredArtifact>,
     /// Whether the CRC32 of the final update matched the stored trace (`None`: no checksum sent).
     pub checksum_ok: Option<bool>,
+    /// GitLab turns debug mode on for a job once a trace PATCH carries `debug_trace=true`, and never back off.
+    pub debug_trace: bool,
     /// The payload handed to the runner (set when the job was picked).
     pub payload: Option<serde_json::Value>,
     pub tags: Vec<String>,
@@ -129,6 +131,7 @@ impl std::fmt::Debug for JobRecord {
             .field("updates", &self.updates.len())
             .field("artifacts", &self.artifacts)
             .field("checksum_ok", &self.checksum_ok)
+            .field("debug_trace", &self.debug_trace)
             .finish_non_exhaustive()
     }
 }

@@ -14,10 +14,12 @@
 mod client;
 mod error;
 mod outcome;
-pub mod redact;
 mod tls_hint;
 pub mod trace;
-pub mod wire;
+
+/// The wire types live in their own crate so the pipeline crate can build the typed payload too.
+pub use oxrunner_wire as wire;
+pub use oxrunner_wire::redact;
 
 pub use client::{Client, ClientConfig, TlsClientPem};
 pub use error::ApiError;

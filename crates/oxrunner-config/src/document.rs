@@ -12,6 +12,7 @@ use toml_edit::{ArrayOfTables, DocumentMut, Item, Table};
 use crate::error::ConfigError;
 use crate::load::{Loaded, line_column, parse_str};
 use crate::model::docker::DockerConfig;
+use crate::model::executor::ExecutorKind;
 use crate::model::global::{Config, DEFAULT_SESSION_TIMEOUT};
 use crate::model::runner::RunnerConfig;
 use crate::model::serde_helpers::toml_datetime;
@@ -272,7 +273,7 @@ fn register_shape(runner: &RunnerConfig) -> RunnerConfig {
         r.cache = Some(Default::default());
     }
     if r.is_docker_executor() {
-        let windows = r.executor == "docker-windows";
+        let windows = r.executor_kind() == ExecutorKind::DockerWindows;
         if windows && r.shell.is_none() {
             r.shell = Some("pwsh".to_owned());
         }
@@ -295,10 +296,10 @@ fn register_shape(runner: &RunnerConfig) -> RunnerConfig {
     } else {
         r.docker = None;
     }
-    if r.executor != "kubernetes" {
+    if r.executor_kind() != ExecutorKind::Kubernetes {
         r.kubernetes = None;
     }
-    if r.executor != "custom" {
+    if r.executor_kind() != ExecutorKind::Custom {
         r.custom = None;
     }
     r

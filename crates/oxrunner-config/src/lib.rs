@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - [`model`] has one file per section (`global`, `runner`, `docker`, `cache`, `kubernetes`,
-//!   `sections` for the small ones). Key names are gitlab-runner's, including the PascalCase
+//!   `sections` for the small ones), and [`ExecutorKind`] for `executor = "..."`. Key names are gitlab-runner's, including the PascalCase
 //!   cache keys and the hyphenated `tls-*-file` keys.
 //! - [`load`], [`parse_str`] and [`parse_fragment`] turn text into [`Loaded`] (config + warnings).
 //! - [`ConfigDocument`] does toml_edit-backed editing and atomic 0600 saving.
@@ -30,6 +30,7 @@ pub use expand::{expand_env, expand_env_with};
 pub use load::{Loaded, certs_dir, default_config_path, load, parse_fragment, parse_str};
 pub use model::cache::{CacheAzureConfig, CacheConfig, CacheGcsConfig, CacheS3Config};
 pub use model::docker::{DockerConfig, DockerService, volume_target};
+pub use model::executor::ExecutorKind;
 pub use model::global::{Config, SessionServer};
 pub use model::kubernetes::KubernetesConfig;
 pub use model::raw::RawSection;

@@ -8,8 +8,9 @@ use crate::duration::parse_go_duration;
 use crate::error::{ConfigError, ConfigWarning};
 use crate::expand::expand_env;
 use crate::lint::{self, Entry, Seg};
+use crate::model::executor::ExecutorKind;
 use crate::model::global::Config;
-use crate::model::runner::{KNOWN_EXECUTORS, KNOWN_SHELLS};
+use crate::model::runner::KNOWN_SHELLS;
 use crate::secret::Secret;
 
 /// A parsed configuration and the problems that did not prevent loading it.
@@ -169,7 +170,7 @@ impl Source<'_> {
         }
         for (i, runner) in config.runners.iter().enumerate() {
             let at = |key: &str| vec![Seg::Key("runners".into()), Seg::Index(i), Seg::Key(key.into())];
-            if !runner.executor.is_empty() && !KNOWN_EXECUTORS.contains(&runner.executor.as_str()) {
+            if !runner.executor.is_empty() && !runner.executor_kind().is_known() {
                 let path = at("executor");
                 out.push(self.value_warning(
                     find(&path),
@@ -177,7 +178,7 @@ impl Source<'_> {
                     format!(
                         "unknown executor `{}` (expected one of {})",
                         runner.executor,
-                        KNOWN_EXECUTORS.join(", ")
+                        ExecutorKind::KNOWN.map(|k| k.to_string()).join(", ")
                     ),
                 ));
             }

@@ -446,8 +446,14 @@ pub struct RunnerContext {
 impl RunnerContext {
     /// `CI_DEBUG_TRACE` in `vars` turns shell tracing on, unless the runner's `debug_trace_disabled` forbids it.
     pub fn debug_trace(&self, vars: &Variables) -> bool {
-        !self.debug_trace_disabled && vars.bool("CI_DEBUG_TRACE").unwrap_or(false)
+        debug_trace_enabled(self.debug_trace_disabled, vars)
     }
+}
+
+/// The one `CI_DEBUG_TRACE` rule (Go-style booleans, `debug_trace_disabled` wins). The daemon tells GitLab the
+/// same answer before a `RunnerContext` exists, so the flag it reports matches what the job does.
+pub fn debug_trace_enabled(debug_trace_disabled: bool, vars: &Variables) -> bool {
+    !debug_trace_disabled && vars.bool("CI_DEBUG_TRACE").unwrap_or(false)
 }
 
 #[cfg(test)]

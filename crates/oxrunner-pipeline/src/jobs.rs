@@ -3,9 +3,12 @@
 
 use std::collections::HashMap;
 
+use oxrunner_wire::{JobResponse, Variable};
+
 use crate::error::{Loc, PipelineError, Warning};
 use crate::model::{AllowFailure, Need, PipelineJob, Retry, When};
 use crate::parallel::{Instance, matrix_combos, matrix_name};
+use crate::payload::variable;
 use crate::rules::{Facts, RuleMatch, eval_only_except, eval_rules};
 use crate::util::{environment_slug, parse_duration};
 use crate::vars::{VarDef, expand_with, overlay, parse_defs, server_expand_all};
@@ -78,8 +81,8 @@ pub struct Built {
     pub needs: Option<Vec<NeedSpec>>,
     pub needs_loc: Loc,
     pub dependencies: Option<(Vec<String>, Loc)>,
-    /// Variables sent in the payload: (key, value, public, raw, masked).
-    pub payload_vars: Vec<(String, String, bool, bool, bool)>,
+    /// Variables sent in the payload, in precedence order.
+    pub payload_vars: Vec<Variable>,
     pub cfg: Map,
     pub timeout_secs: u64,
     /// Global + job + matrix + rules variables (forwarded to child pipelines).
@@ -357,31 +360,32 @@ pub fn build(
         None => None,
     };
 
-    let mut payload_vars: Vec<(String, String, bool, bool, bool)> = g
+    let mut payload_vars: Vec<Variable> = g
         .predefined
         .iter()
         .chain(job_predef.iter())
-        .map(|(k, v)| (k.clone(), v.clone(), true, false, false))
+        .map(|(k, v)| variable(k, v, true, false, false))
         .collect();
     if when == When::Manual {
-        payload_vars.push(("CI_JOB_MANUAL".into(), "true".into(), true, false, false));
+        payload_vars.push(variable("CI_JOB_MANUAL", "true", true, false, false));
     }
-    payload_vars.extend(env_vars.into_iter().map(|(k, v)| (k, v, true, false, false)));
+    payload_vars.extend(
+        env_vars
+            .into_iter()
+            .map(|(k, v)| variable(k, v, true, false, false)),
+    );
     if let Some(Val::Map(tokens)) = cfg.get("id_tokens").map(|n| &n.val) {
         for k in tokens.keys() {
-            payload_vars.push((k.clone(), String::new(), false, false, true));
+            payload_vars.push(variable(k, "", false, false, true));
         }
     }
     payload_vars.extend(
         yaml_vars
             .iter()
-            .map(|d| (d.key.clone(), d.value.clone(), true, d.raw, false)),
+            .map(|d| variable(&d.key, &d.value, true, d.raw, false)),
     );
-    payload_vars.extend(
-        g.cli
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone(), false, false, false)),
-    );
+    // CLI values may be secrets: not public, so they stay out of `Debug` output.
+    payload_vars.extend(g.cli.iter().map(|(k, v)| variable(k, v, false, false, false)));
 
     let timeout_secs = timeout.map_or(3600, |d| d.as_secs().max(1));
     let job = PipelineJob {
@@ -400,7 +404,7 @@ pub fn build(
         trigger: None,
         tags,
         coverage,
-        payload: serde_json::Value::Null,
+        payload: JobResponse::default(),
     };
     Ok(Some(Built {
         job,

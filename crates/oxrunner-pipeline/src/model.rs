@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use oxrunner_wire::JobResponse;
 use serde::Serialize;
 
 use crate::error::Warning;
@@ -105,8 +106,9 @@ pub struct PipelineJob {
     pub trigger: Option<ChildPipeline>,
     pub tags: Vec<String>,
     pub coverage: Option<String>,
-    /// Exactly the job payload GitLab would send a runner (ids and tokens are filled by the caller).
-    pub payload: serde_json::Value,
+    /// Exactly the job payload GitLab would send a runner (ids and tokens are filled by the caller); the default
+    /// (no steps) for trigger jobs, which are never sent to a runner.
+    pub payload: JobResponse,
 }
 
 fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -146,13 +148,11 @@ impl PipelineJob {
     }
 
     fn step(&self, name: &str) -> Vec<String> {
-        self.payload["steps"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|s| s["name"] == name)
-            .flat_map(|s| s["script"].as_array().cloned().unwrap_or_default())
-            .filter_map(|l| l.as_str().map(str::to_string))
+        self.payload
+            .steps
+            .iter()
+            .filter(|s| s.name == name)
+            .flat_map(|s| s.script.iter().cloned())
             .collect()
     }
 }
@@ -196,7 +196,7 @@ impl fmt::Debug for JobVariable {
 /// The payload carries every variable value, so `Debug` shows only its shape.
 impl fmt::Debug for PipelineJob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let vars = self.payload["variables"].as_array().map_or(0, Vec::len);
+        let vars = self.payload.variables.len();
         f.debug_struct("PipelineJob")
             .field("name", &self.name)
             .field("stage", &self.stage)

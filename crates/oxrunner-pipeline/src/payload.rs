@@ -1,6 +1,10 @@
 //! The job payload GitLab sends a runner (`POST /jobs/request` response), built from a resolved job.
 
-use serde_json::{Value, json};
+use oxrunner_wire::{
+    Artifact, Cache, Dependency, ExecutorOptions, GitInfo, Hook, Image, JobFeatures, JobInfo, JobResponse,
+    JobRunnerInfo, Port, Step, Variable,
+};
+use serde_json::Value;
 
 use crate::context::PipelineContext;
 use crate::error::{Loc, PipelineError};
@@ -51,64 +55,124 @@ pub fn script_lines(n: &Node, path: &str) -> Result<Vec<String>, PipelineError> 
     Ok(out)
 }
 
-pub fn payload_variables(p: &Value) -> Vec<JobVariable> {
-    p["variables"]
-        .as_array()
-        .into_iter()
-        .flatten()
+/// A variable defined in the pipeline, as GitLab lists it in the payload (never a file variable).
+pub fn variable(
+    key: impl Into<String>,
+    value: impl Into<String>,
+    public: bool,
+    raw: bool,
+    masked: bool,
+) -> Variable {
+    Variable {
+        key: key.into(),
+        value: value.into(),
+        public,
+        file: false,
+        masked,
+        raw,
+    }
+}
+
+pub fn payload_variables(p: &JobResponse) -> Vec<JobVariable> {
+    p.variables
+        .iter()
         .map(|v| JobVariable {
-            key: v["key"].as_str().unwrap_or_default().to_string(),
-            value: v["value"].as_str().unwrap_or_default().to_string(),
-            public: v["public"].as_bool().unwrap_or(false),
-            masked: v["masked"].as_bool().unwrap_or(false),
-            file: v["file"].as_bool().unwrap_or(false),
-            raw: v["raw"].as_bool().unwrap_or(false),
+            key: v.key.clone(),
+            value: v.value.clone(),
+            public: v.public,
+            masked: v.masked,
+            file: v.file,
+            raw: v.raw,
         })
         .collect()
 }
 
-fn image(n: &Node, path: &str) -> Result<Value, PipelineError> {
+/// `ports:` entries: a number, or a hash with GitLab's `number`/`protocol`/`name`.
+fn ports(n: &Node, path: &str) -> Result<Vec<Port>, PipelineError> {
+    let Val::Seq(items) = &n.val else {
+        return Err(PipelineError::at(
+            &n.loc,
+            format!("{path} config should be an array"),
+        ));
+    };
+    items
+        .iter()
+        .map(|p| match &p.val {
+            Val::Int(i) => Ok(Port {
+                number: *i,
+                ..Port::default()
+            }),
+            Val::Map(_) => serde_json::from_value(p.to_json()).map_err(|e| {
+                PipelineError::at_hint(
+                    &p.loc,
+                    format!("{path} entry is not a valid port: {e}"),
+                    "a port is a number or a hash with `number`, `protocol` and `name`",
+                )
+            }),
+            _ => Err(PipelineError::at(
+                &p.loc,
+                format!("{path} config should be an array of numbers or hashes"),
+            )),
+        })
+        .collect()
+}
+
+/// `docker:`/`kubernetes:` options of an image, typed as GitLab sends them (unknown keys are kept, so the runner
+/// can refuse them as gitlab-runner does).
+fn executor_opts(m: &Map, n: &Node, path: &str) -> Result<ExecutorOptions, PipelineError> {
+    let mut o = serde_json::Map::new();
+    for k in ["docker", "kubernetes"] {
+        if let Some(d) = m.get(k) {
+            o.insert(k.into(), d.to_json());
+        }
+    }
+    serde_json::from_value(Value::Object(o)).map_err(|e| {
+        PipelineError::at_hint(
+            &n.loc,
+            format!("{path} executor options cannot be read: {e}"),
+            "`docker:` and `kubernetes:` take a hash of strings such as `platform` and `user`",
+        )
+    })
+}
+
+fn image(n: &Node, path: &str) -> Result<Image, PipelineError> {
     match &n.val {
-        Val::Str(s) => Ok(json!({ "name": s, "ports": [] })),
+        Val::Str(s) => Ok(Image {
+            name: s.clone(),
+            ..Image::default()
+        }),
         Val::Map(m) => {
             let name = m
                 .get("name")
                 .and_then(Node::scalar_string)
                 .ok_or_else(|| PipelineError::at(&n.loc, format!("{path} config should contain a name")))?;
-            let mut o = serde_json::Map::new();
-            o.insert("name".into(), name.into());
-            for (k, key) in [("alias", "alias")] {
-                if let Some(v) = m.get(k) {
-                    o.insert(key.into(), v.to_json());
-                }
-            }
-            for k in ["entrypoint", "command"] {
-                if let Some(v) = m.get(k) {
-                    o.insert(k.into(), json!(strings(v, &format!("{path}:{k}"))?));
-                }
-            }
-            o.insert("ports".into(), m.get("ports").map_or(json!([]), Node::to_json));
-            if let Some(v) = m.get("pull_policy") {
-                o.insert(
-                    "pull_policy".into(),
-                    json!(strings(v, &format!("{path}:pull_policy"))?),
-                );
-            }
-            if let Some(Val::Map(vars)) = m.get("variables").map(|v| &v.val) {
-                let list: Vec<Value> = vars
+            let list = |k: &str| -> Result<Vec<String>, PipelineError> {
+                m.get(k)
+                    .map(|v| strings(v, &format!("{path}:{k}")))
+                    .transpose()
+                    .map(Option::unwrap_or_default)
+            };
+            let variables = match m.get("variables").map(|v| &v.val) {
+                Some(Val::Map(vars)) => vars
                     .iter()
-                    .map(|(k, v)| json!({"key": k, "value": v.scalar_string().unwrap_or_default(), "public": true, "file": false, "masked": false, "raw": false}))
-                    .collect();
-                o.insert("variables".into(), Value::Array(list));
-            }
-            if let Some(d) = m.get("docker") {
-                o.insert("executor_opts".into(), json!({ "docker": d.to_json() }));
-            }
-            if let Some(d) = m.get("kubernetes") {
-                let eo = o.entry("executor_opts").or_insert_with(|| json!({}));
-                eo["kubernetes"] = d.to_json();
-            }
-            Ok(Value::Object(o))
+                    .map(|(k, v)| variable(k, v.scalar_string().unwrap_or_default(), true, false, false))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Ok(Image {
+                name,
+                alias: m.get("alias").and_then(Node::scalar_string).unwrap_or_default(),
+                command: list("command")?,
+                entrypoint: list("entrypoint")?,
+                ports: m
+                    .get("ports")
+                    .map(|p| ports(p, &format!("{path}:ports")))
+                    .transpose()?
+                    .unwrap_or_default(),
+                variables,
+                pull_policy: list("pull_policy")?,
+                executor_opts: executor_opts(m, n, path)?,
+            })
         }
         _ => Err(PipelineError::at(
             &n.loc,
@@ -145,7 +209,7 @@ fn report_format(kind: &str) -> (&'static str, &'static str) {
     }
 }
 
-fn artifacts(n: &Node, path: &str) -> Result<Vec<Value>, PipelineError> {
+fn artifacts(n: &Node, path: &str) -> Result<Vec<Artifact>, PipelineError> {
     let Val::Map(m) = &n.val else {
         return Err(PipelineError::at(
             &n.loc,
@@ -161,15 +225,6 @@ fn artifacts(n: &Node, path: &str) -> Result<Vec<Value>, PipelineError> {
     let untracked = matches!(m.get("untracked").map(|u| &u.val), Some(Val::Bool(true)));
     let expire_in = m.get("expire_in").and_then(Node::scalar_string);
     if untracked || !paths.is_empty() {
-        let mut a = serde_json::Map::new();
-        if let Some(nm) = m.get("name").and_then(Node::scalar_string) {
-            a.insert("name".into(), nm.into());
-        }
-        a.insert("untracked".into(), untracked.into());
-        a.insert("paths".into(), json!(paths));
-        if let Some(e) = m.get("exclude") {
-            a.insert("exclude".into(), json!(strings(e, &format!("{path}:exclude"))?));
-        }
         let when = m
             .get("when")
             .and_then(Node::scalar_string)
@@ -180,13 +235,20 @@ fn artifacts(n: &Node, path: &str) -> Result<Vec<Value>, PipelineError> {
                 format!("{path}:when config should be on_success, on_failure or always"),
             ));
         }
-        a.insert("when".into(), when.into());
-        a.insert("artifact_type".into(), "archive".into());
-        a.insert("artifact_format".into(), "zip".into());
-        if let Some(e) = &expire_in {
-            a.insert("expire_in".into(), e.clone().into());
-        }
-        out.push(Value::Object(a));
+        out.push(Artifact {
+            name: m.get("name").and_then(Node::scalar_string).unwrap_or_default(),
+            untracked,
+            paths,
+            exclude: m
+                .get("exclude")
+                .map(|e| strings(e, &format!("{path}:exclude")))
+                .transpose()?
+                .unwrap_or_default(),
+            when,
+            artifact_type: "archive".into(),
+            artifact_format: "zip".into(),
+            expire_in: expire_in.clone().unwrap_or_default(),
+        });
     }
     if let Some(Val::Map(reports)) = m.get("reports").map(|r| &r.val) {
         for (kind, v) in reports {
@@ -205,24 +267,22 @@ fn artifacts(n: &Node, path: &str) -> Result<Vec<Value>, PipelineError> {
                 (kind.clone(), strings(v, &format!("{path}:reports:{kind}"))?)
             };
             let (file, format) = report_format(&kind);
-            let mut r = json!({
-                "name": file,
-                "untracked": false,
-                "paths": files,
-                "when": "always",
-                "artifact_type": kind,
-                "artifact_format": format,
+            out.push(Artifact {
+                name: file.into(),
+                untracked: false,
+                paths: files,
+                exclude: Vec::new(),
+                when: "always".into(),
+                artifact_type: kind,
+                artifact_format: format.into(),
+                expire_in: expire_in.clone().unwrap_or_default(),
             });
-            if let Some(e) = &expire_in {
-                r["expire_in"] = e.clone().into();
-            }
-            out.push(r);
         }
     }
     Ok(out)
 }
 
-fn caches(n: &Node, ctx: &PipelineContext, job: &str, path: &str) -> Result<Vec<Value>, PipelineError> {
+fn caches(n: &Node, ctx: &PipelineContext, path: &str) -> Result<Vec<Cache>, PipelineError> {
     let list: Vec<&Node> = match &n.val {
         Val::Seq(s) => s.iter().collect(),
         Val::Null => Vec::new(),
@@ -260,7 +320,6 @@ fn caches(n: &Node, ctx: &PipelineContext, job: &str, path: &str) -> Result<Vec<
                 _ => k.scalar_string().unwrap_or_else(|| "default".into()),
             },
         };
-        let _ = job;
         let policy = m
             .get("policy")
             .and_then(Node::scalar_string)
@@ -277,14 +336,18 @@ fn caches(n: &Node, ctx: &PipelineContext, job: &str, path: &str) -> Result<Vec<
             .into_iter()
             .map(|k| suffix(&k, unprotect))
             .collect();
-        out.push(json!({
-            "key": suffix(&key, unprotect),
-            "untracked": matches!(m.get("untracked").map(|u| &u.val), Some(Val::Bool(true))),
-            "policy": policy,
-            "paths": m.get("paths").map(|p| strings(p, &format!("{path}:paths"))).transpose()?.unwrap_or_default(),
-            "when": when,
-            "fallback_keys": fallback,
-        }));
+        out.push(Cache {
+            key: suffix(&key, unprotect),
+            untracked: matches!(m.get("untracked").map(|u| &u.val), Some(Val::Bool(true))),
+            policy,
+            paths: m
+                .get("paths")
+                .map(|p| strings(p, &format!("{path}:paths")))
+                .transpose()?
+                .unwrap_or_default(),
+            when,
+            fallback_keys: fallback,
+        });
     }
     Ok(out)
 }
@@ -334,37 +397,31 @@ pub struct PayloadInput<'a> {
     pub dependencies: Vec<String>,
 }
 
-pub fn build_payload(b: &Built, p: &PayloadInput<'_>) -> Result<Value, PipelineError> {
+/// The payload GitLab would send a runner for this job. `id` and `dependencies` come from the caller; the job
+/// token, dependency ids and tokens are filled in by whoever runs it.
+pub fn build_payload(b: &Built, p: &PayloadInput<'_>) -> Result<JobResponse, PipelineError> {
     let cfg = &b.cfg;
     let path = format!("jobs:{}", b.base);
-    let job_id = [
-        ("CI_JOB_ID".to_string(), p.id.to_string()),
-        (
-            "CI_JOB_URL".to_string(),
-            format!(
-                "{}/-/jobs/{}",
-                b.payload_vars
-                    .iter()
-                    .find(|v| v.0 == "CI_PROJECT_URL")
-                    .map(|v| v.1.as_str())
-                    .unwrap_or_default(),
-                p.id
-            ),
-        ),
-    ];
-    let vars: Vec<Value> = job_id
-        .iter()
-        .map(|(k, v)| json!({"key": k, "value": v, "public": true, "file": false, "masked": false, "raw": false}))
-        .chain(b.payload_vars.iter().map(|(k, v, public, raw, masked)| json!({"key": k, "value": v, "public": public, "file": false, "masked": masked, "raw": raw})))
-        .collect();
     let get = |k: &str| {
         b.payload_vars
             .iter()
             .rev()
-            .find(|v| v.0 == k)
-            .map(|v| v.1.clone())
+            .find(|v| v.key == k)
+            .map(|v| v.value.clone())
             .unwrap_or_default()
     };
+    let id = i64::try_from(p.id).unwrap_or(i64::MAX);
+    let mut variables = vec![
+        variable("CI_JOB_ID", p.id.to_string(), true, false, false),
+        variable(
+            "CI_JOB_URL",
+            format!("{}/-/jobs/{}", first_value(b, "CI_PROJECT_URL"), p.id),
+            true,
+            false,
+            false,
+        ),
+    ];
+    variables.extend(b.payload_vars.iter().cloned());
     let mut script = Vec::new();
     if let Some(n) = cfg.get("before_script") {
         script.extend(script_lines(n, &format!("{path}:before_script"))?);
@@ -372,87 +429,127 @@ pub fn build_payload(b: &Built, p: &PayloadInput<'_>) -> Result<Value, PipelineE
     if let Some(n) = cfg.get("script") {
         script.extend(script_lines(n, &format!("{path}:script"))?);
     }
-    let t = b.timeout_secs;
-    let mut steps = vec![
-        json!({"name": "script", "script": script, "timeout": t, "when": "on_success", "allow_failure": false}),
-    ];
+    let timeout = i64::try_from(b.timeout_secs).unwrap_or(i64::MAX);
+    let mut steps = vec![Step {
+        name: "script".into(),
+        script,
+        timeout,
+        when: "on_success".into(),
+        allow_failure: false,
+    }];
     if let Some(n) = cfg.get("after_script") {
-        steps.push(json!({"name": "after_script", "script": script_lines(n, &format!("{path}:after_script"))?, "timeout": t, "when": "always", "allow_failure": true}));
+        steps.push(Step {
+            name: "after_script".into(),
+            script: script_lines(n, &format!("{path}:after_script"))?,
+            timeout,
+            when: "always".into(),
+            allow_failure: true,
+        });
     }
-    let is_tag = p.ctx.source == crate::context::PipelineSource::Tag;
-    let ref_name = get("CI_COMMIT_REF_NAME");
-    let sha = get("CI_COMMIT_SHA");
-    let mut refspecs = vec![format!("+{sha}:refs/pipelines/{}", get("CI_PIPELINE_ID"))];
-    refspecs.push(if is_tag {
-        format!("+refs/tags/{ref_name}:refs/tags/{ref_name}")
-    } else {
-        format!("+refs/heads/{ref_name}:refs/remotes/origin/{ref_name}")
-    });
-    let depth: i64 = get("GIT_DEPTH").parse().unwrap_or(20);
-    let mut o = json!({
-        "id": p.id,
-        "allow_git_fetch": true,
-        "job_info": {
-            "id": p.id,
-            "name": b.job.name,
-            "stage": b.job.stage,
-            "pipeline_id": get("CI_PIPELINE_ID").parse::<u64>().unwrap_or(1),
-            "project_id": 1,
-            "project_name": get("CI_PROJECT_NAME"),
-            "project_full_path": get("CI_PROJECT_PATH"),
+    let mut o = JobResponse {
+        id,
+        allow_git_fetch: true,
+        job_info: JobInfo {
+            name: b.job.name.clone(),
+            stage: b.job.stage.clone(),
+            pipeline_id: get("CI_PIPELINE_ID").parse().unwrap_or(1),
+            project_id: 1,
+            project_name: get("CI_PROJECT_NAME"),
+            project_full_path: get("CI_PROJECT_PATH"),
+            ..JobInfo::default()
         },
-        "git_info": {
-            "repo_url": get("CI_REPOSITORY_URL"),
-            "repo_object_format": "sha1",
-            "ref": ref_name,
-            "sha": sha,
-            "before_sha": get("CI_COMMIT_BEFORE_SHA"),
-            "ref_type": if is_tag { "tag" } else { "branch" },
-            "refspecs": refspecs,
-            "depth": depth,
-            "protected": false,
+        git_info: git_info(&get, p.ctx.source == crate::context::PipelineSource::Tag),
+        runner_info: JobRunnerInfo {
+            timeout,
+            ..JobRunnerInfo::default()
         },
-        "runner_info": { "timeout": t },
-        "variables": vars,
-        "steps": steps,
-        "image": Value::Null,
-        "services": [],
-        "artifacts": [],
-        "cache": [],
-        "credentials": [],
-        "dependencies": p.dependencies.iter().map(|d| json!({"name": d})).collect::<Vec<_>>(),
-        "features": { "trace_sections": true, "failure_reasons": ["unknown_failure", "script_failure", "stuck_or_timeout_failure", "runner_system_failure", "job_execution_timeout"] },
-    });
+        variables,
+        steps,
+        dependencies: p
+            .dependencies
+            .iter()
+            .map(|d| Dependency {
+                name: d.clone(),
+                ..Dependency::default()
+            })
+            .collect(),
+        features: JobFeatures {
+            trace_sections: true,
+            failure_reasons: FAILURE_REASONS.iter().map(|r| (*r).to_string()).collect(),
+            ..JobFeatures::default()
+        },
+        ..JobResponse::default()
+    };
     if let Some(n) = cfg.get("image") {
-        o["image"] = image(n, &format!("{path}:image"))?;
+        o.image = image(n, &format!("{path}:image"))?;
     }
     if let Some(n) = cfg.get("services") {
-        let list: Vec<Value> = match &n.val {
-            Val::Seq(s) => s
-                .iter()
-                .map(|x| image(x, &format!("{path}:services")))
-                .collect::<Result<_, _>>()?,
-            _ => {
-                return Err(PipelineError::at(
-                    &n.loc,
-                    format!("{path}:services config should be an array"),
-                ));
-            }
+        let Val::Seq(s) = &n.val else {
+            return Err(PipelineError::at(
+                &n.loc,
+                format!("{path}:services config should be an array"),
+            ));
         };
-        o["services"] = Value::Array(list);
+        o.services = s
+            .iter()
+            .map(|x| image(x, &format!("{path}:services")))
+            .collect::<Result<_, _>>()?;
     }
     if let Some(n) = cfg.get("artifacts") {
-        o["artifacts"] = Value::Array(artifacts(n, &format!("{path}:artifacts"))?);
+        o.artifacts = artifacts(n, &format!("{path}:artifacts"))?;
     }
     if let Some(n) = cfg.get("cache") {
-        o["cache"] = Value::Array(caches(n, p.ctx, &b.job.name, &format!("{path}:cache"))?);
+        o.cache = caches(n, p.ctx, &format!("{path}:cache"))?;
     }
     if let Some(Val::Map(h)) = cfg.get("hooks").map(|h| &h.val) {
-        let mut hooks = Vec::new();
         for (k, v) in h {
-            hooks.push(json!({"name": k, "script": script_lines(v, &format!("{path}:hooks:{k}"))?}));
+            o.hooks.push(Hook {
+                name: k.clone(),
+                script: script_lines(v, &format!("{path}:hooks:{k}"))?,
+            });
         }
-        o["hooks"] = Value::Array(hooks);
     }
     Ok(o)
+}
+
+/// Where and what to check out, from the job's predefined variables (`get` finds a variable's last value).
+fn git_info(get: &dyn Fn(&str) -> String, is_tag: bool) -> GitInfo {
+    let ref_name = get("CI_COMMIT_REF_NAME");
+    let sha = get("CI_COMMIT_SHA");
+    let refspecs = vec![
+        format!("+{sha}:refs/pipelines/{}", get("CI_PIPELINE_ID")),
+        if is_tag {
+            format!("+refs/tags/{ref_name}:refs/tags/{ref_name}")
+        } else {
+            format!("+refs/heads/{ref_name}:refs/remotes/origin/{ref_name}")
+        },
+    ];
+    GitInfo {
+        repo_url: get("CI_REPOSITORY_URL"),
+        repo_object_format: "sha1".into(),
+        r#ref: ref_name,
+        sha,
+        before_sha: get("CI_COMMIT_BEFORE_SHA"),
+        ref_type: if is_tag { "tag" } else { "branch" }.into(),
+        refspecs,
+        depth: get("GIT_DEPTH").parse().unwrap_or(20),
+        protected: Some(false),
+    }
+}
+
+/// Failure reasons GitLab announces to every runner.
+const FAILURE_REASONS: &[&str] = &[
+    "unknown_failure",
+    "script_failure",
+    "stuck_or_timeout_failure",
+    "runner_system_failure",
+    "job_execution_timeout",
+];
+
+/// The first definition of a variable (the project URL is predefined, so a later YAML value does not change it).
+fn first_value<'a>(b: &'a Built, key: &str) -> &'a str {
+    b.payload_vars
+        .iter()
+        .find(|v| v.key == key)
+        .map_or("", |v| v.value.as_str())
 }

@@ -53,24 +53,21 @@ fn bench_pipeline_has_the_twenty_jobs_gitlab_creates() {
         "hello from bench-app"
     );
     assert_eq!(expanded(&p, "build-core", "COMPONENT").unwrap(), "core");
-    assert_eq!(core.payload["cache"][0]["key"], "deps-${COMPONENT}-non_protected");
-    assert_eq!(
-        core.payload["artifacts"][0]["paths"][0],
-        "${BUILD_DIR}/${COMPONENT}/"
-    );
-    assert_eq!(core.payload["artifacts"][0]["expire_in"], "1 day");
+    assert_eq!(core.payload.cache[0].key, "deps-${COMPONENT}-non_protected");
+    assert_eq!(core.payload.artifacts[0].paths[0], "${BUILD_DIR}/${COMPONENT}/");
+    assert_eq!(core.payload.artifacts[0].expire_in, "1 day");
     let genv = p.job("gen-version").unwrap();
-    assert_eq!(genv.payload["artifacts"][0]["artifact_type"], "dotenv");
-    assert_eq!(genv.payload["artifacts"][0]["artifact_format"], "gzip");
+    assert_eq!(genv.payload.artifacts[0].artifact_type, "dotenv");
+    assert_eq!(genv.payload.artifacts[0].artifact_format, "gzip");
     let integ = p.job("integration: [billing, sqlite]").unwrap();
     assert_eq!(integ.variable("SUITE").unwrap(), "billing");
     assert_eq!(integ.variable("CI_NODE_INDEX").unwrap(), "4");
     assert_eq!(integ.variable("CI_NODE_TOTAL").unwrap(), "4");
-    let deps: Vec<&str> = integ.payload["dependencies"]
-        .as_array()
-        .unwrap()
+    let deps: Vec<&str> = integ
+        .payload
+        .dependencies
         .iter()
-        .map(|d| d["name"].as_str().unwrap())
+        .map(|d| d.name.as_str())
         .collect();
     assert_eq!(deps, ["build-core", "build-api", "gen-version"]);
     let pkg = p.job("package").unwrap();
@@ -104,8 +101,8 @@ fn trivial_pipeline() {
     assert_eq!(hi.stage, "test");
     assert_eq!(hi.needs, None);
     assert_eq!(hi.script(), ["echo hi"]);
-    assert_eq!(hi.payload["steps"][0]["name"], "script");
-    assert_eq!(hi.payload["runner_info"]["timeout"], 3600);
-    assert_eq!(hi.payload["git_info"]["ref"], "main");
-    assert_eq!(hi.payload["git_info"]["ref_type"], "branch");
+    assert_eq!(hi.payload.steps[0].name, "script");
+    assert_eq!(hi.payload.runner_info.timeout, 3600);
+    assert_eq!(hi.payload.git_info.r#ref, "main");
+    assert_eq!(hi.payload.git_info.ref_type, "branch");
 }

@@ -264,8 +264,8 @@ job:
     assert_eq!(j.variable("C").unwrap(), "other");
     assert_eq!(j.variable("D").unwrap(), "job");
     assert_eq!(j.tags, ["docker"]);
-    assert_eq!(j.payload["cache"][0]["key"], "k-non_protected");
-    assert_eq!(j.payload["cache"][0]["paths"], serde_json::json!(["b"]));
+    assert_eq!(j.payload.cache[0].key, "k-non_protected");
+    assert_eq!(j.payload.cache[0].paths, ["b"]);
     assert_eq!(names(&p), ["job"], "hidden jobs are not created");
 }
 
@@ -318,22 +318,22 @@ some-defaults:
 "#,
     );
     let plain = p.job("plain").unwrap();
-    assert_eq!(plain.payload["image"]["name"], "new:2");
+    assert_eq!(plain.payload.image.name, "new:2");
     assert_eq!(plain.script(), ["echo global-before", "echo plain"]);
     assert_eq!(plain.tags, ["shared"]);
     assert_eq!(plain.retry.max, 2);
     assert!(plain.interruptible);
     let own = p.job("own").unwrap();
-    assert_eq!(own.payload["image"]["name"], "own:3");
+    assert_eq!(own.payload.image.name, "own:3");
     assert_eq!(own.script(), ["echo own"]);
     let none = p.job("no-defaults").unwrap();
-    assert!(none.payload["image"].is_null());
+    assert!(none.payload.image.name.is_empty());
     assert!(none.tags.is_empty());
     assert_eq!(none.variable("G1"), None);
     assert_eq!(none.variable("G2").unwrap(), "two");
     let some = p.job("some-defaults").unwrap();
     assert_eq!(some.tags, ["shared"]);
-    assert!(some.payload["image"].is_null());
+    assert!(some.payload.image.name.is_empty());
     assert_eq!(some.variable("G1"), None);
 }
 

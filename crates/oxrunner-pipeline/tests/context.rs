@@ -66,7 +66,7 @@ fn push_pipeline_from_git() {
         None,
         "runner-side variables are left to the runner"
     );
-    assert_eq!(j.payload["git_info"]["sha"], sha.as_str());
+    assert_eq!(j.payload.git_info.sha, sha.as_str());
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn tag_pipeline() {
     let j = p.job("tag-only").unwrap();
     assert_eq!(j.variable("CI_COMMIT_TAG").unwrap(), "v1.2.0");
     assert_eq!(j.variable("CI_COMMIT_BRANCH"), None);
-    assert_eq!(j.payload["git_info"]["ref_type"], "tag");
+    assert_eq!(j.payload.git_info.ref_type, "tag");
 }
 
 #[test]

@@ -72,20 +72,12 @@ e:
             }
         ])
     );
-    let deps: Vec<&str> = c.payload["dependencies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["name"].as_str().unwrap())
-        .collect();
+    let deps: Vec<&str> = c.payload.dependencies.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(deps, ["a"]);
     assert_eq!(p.job("d").unwrap().needs, Some(vec![]));
     assert_eq!(p.job("e").unwrap().needs, None);
     assert_eq!(
-        p.job("e").unwrap().payload["dependencies"]
-            .as_array()
-            .unwrap()
-            .len(),
+        p.job("e").unwrap().payload.dependencies.len(),
         2,
         "stage order: every earlier job"
     );
@@ -126,14 +118,8 @@ fn dependencies_rules() {
         "a:\n  stage: build\n  script: x\nb:\n  stage: build\n  script: x\nc:\n  stage: test\n  dependencies: [b]\n  script: x\nd:\n  stage: test\n  dependencies: []\n  script: x\n",
     );
     assert_eq!(p.job("c").unwrap().dependencies, Some(vec!["b".to_string()]));
-    assert_eq!(p.job("c").unwrap().payload["dependencies"][0]["name"], "b");
-    assert_eq!(
-        p.job("d").unwrap().payload["dependencies"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(p.job("c").unwrap().payload.dependencies[0].name, "b");
+    assert_eq!(p.job("d").unwrap().payload.dependencies.len(), 0);
     let e = pipeline_err(
         "a:\n  stage: build\n  script: x\nc:\n  stage: test\n  needs: []\n  dependencies: [a]\n  script: x\n",
     );
@@ -266,28 +252,28 @@ job:
     assert!(j.interruptible);
     assert_eq!(j.coverage.as_deref(), Some("/Total: (\\d+)%/"));
     let pl = &j.payload;
-    assert_eq!(pl["runner_info"]["timeout"], 5400);
-    assert_eq!(pl["steps"][0]["timeout"], 5400);
-    assert_eq!(pl["steps"][1]["when"], "always");
-    assert_eq!(pl["image"]["entrypoint"], serde_json::json!([""]));
-    assert_eq!(pl["image"]["executor_opts"]["docker"]["platform"], "linux/arm64");
-    assert_eq!(pl["services"][0]["name"], "postgres:16");
-    assert_eq!(pl["services"][1]["alias"], "cache");
-    assert_eq!(pl["artifacts"][0]["artifact_type"], "archive");
-    assert_eq!(pl["artifacts"][0]["when"], "always");
-    assert_eq!(pl["artifacts"][0]["exclude"][0], "dist/**/*.map");
-    assert_eq!(pl["artifacts"][1]["artifact_type"], "junit");
-    assert_eq!(pl["artifacts"][1]["artifact_format"], "gzip");
-    assert_eq!(pl["artifacts"][1]["paths"][0], "report.xml");
-    assert_eq!(pl["artifacts"][1]["expire_in"], "1 week");
-    assert_eq!(pl["artifacts"][2]["artifact_type"], "cobertura");
+    assert_eq!(pl.runner_info.timeout, 5400);
+    assert_eq!(pl.steps[0].timeout, 5400);
+    assert_eq!(pl.steps[1].when, "always");
+    assert_eq!(pl.image.entrypoint, [""]);
+    assert_eq!(pl.image.executor_opts.docker.platform, "linux/arm64");
+    assert_eq!(pl.services[0].name, "postgres:16");
+    assert_eq!(pl.services[1].alias, "cache");
+    assert_eq!(pl.artifacts[0].artifact_type, "archive");
+    assert_eq!(pl.artifacts[0].when, "always");
+    assert_eq!(pl.artifacts[0].exclude[0], "dist/**/*.map");
+    assert_eq!(pl.artifacts[1].artifact_type, "junit");
+    assert_eq!(pl.artifacts[1].artifact_format, "gzip");
+    assert_eq!(pl.artifacts[1].paths[0], "report.xml");
+    assert_eq!(pl.artifacts[1].expire_in, "1 week");
+    assert_eq!(pl.artifacts[2].artifact_type, "cobertura");
     // Cargo.lock has no commit: GitLab falls back to `default`.
-    assert_eq!(pl["cache"][0]["key"], "rust-default-non_protected");
-    assert_eq!(pl["cache"][0]["policy"], "pull");
-    assert_eq!(pl["cache"][0]["fallback_keys"][0], "main-cache-non_protected");
-    assert_eq!(pl["cache"][1]["key"], "default-non_protected");
-    assert_eq!(pl["cache"][1]["untracked"], true);
-    assert_eq!(pl["cache"][1]["when"], "always");
+    assert_eq!(pl.cache[0].key, "rust-default-non_protected");
+    assert_eq!(pl.cache[0].policy, "pull");
+    assert_eq!(pl.cache[0].fallback_keys[0], "main-cache-non_protected");
+    assert_eq!(pl.cache[1].key, "default-non_protected");
+    assert!(pl.cache[1].untracked);
+    assert_eq!(pl.cache[1].when, "always");
 }
 
 #[test]
@@ -300,17 +286,14 @@ fn cache_key_files_hash_last_commits() {
         ("Cargo.lock", "v1\n"),
     ]);
     let p = resolve(&ctx(d.path())).unwrap();
-    let key = p.job("job").unwrap().payload["cache"][0]["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = p.job("job").unwrap().payload.cache[0].key.clone();
     assert_eq!(key.len(), 40 + "-non_protected".len(), "{key}");
     write(d.path(), &[("other.txt", "x")]);
     git(d.path(), &["add", "-A"]);
     git(d.path(), &["commit", "-q", "-m", "unrelated"]);
     let p = resolve(&ctx(d.path())).unwrap();
     assert_eq!(
-        p.job("job").unwrap().payload["cache"][0]["key"],
+        p.job("job").unwrap().payload.cache[0].key,
         key.as_str(),
         "unchanged file, same key"
     );
@@ -318,7 +301,7 @@ fn cache_key_files_hash_last_commits() {
     git(d.path(), &["add", "-A"]);
     git(d.path(), &["commit", "-q", "-m", "bump"]);
     let p = resolve(&ctx(d.path())).unwrap();
-    assert_ne!(p.job("job").unwrap().payload["cache"][0]["key"], key.as_str());
+    assert_ne!(p.job("job").unwrap().payload.cache[0].key, key.as_str());
 }
 
 #[test]
@@ -357,7 +340,10 @@ fn child_pipelines_from_local_includes() {
     let cj = cp.job("child-job").unwrap();
     assert_eq!(cj.variable("JOB_VAR").unwrap(), "forwarded");
     assert_eq!(cj.variable("FROM_PARENT").unwrap(), "yes-please");
-    assert!(t.payload.is_null(), "trigger jobs are never sent to a runner");
+    assert!(
+        t.payload.steps.is_empty(),
+        "trigger jobs are never sent to a runner"
+    );
     let m = p.job("multi").unwrap().trigger.as_ref().unwrap();
     assert_eq!(m.project.as_deref(), Some("group/other"));
     assert!(p.warnings.iter().any(|w| {

@@ -37,7 +37,7 @@ again:
     );
     assert_eq!(build.tags, ["small"]);
     assert_eq!(build.retry.max, 1);
-    assert_eq!(build.payload["image"]["name"], "alpine:3");
+    assert_eq!(build.payload.image.name, "alpine:3");
     assert_eq!(p.job("test").unwrap().variable("A").unwrap(), "from-anchor");
     assert_eq!(p.job("again").unwrap().script(), ["echo one", "echo two"]);
 }

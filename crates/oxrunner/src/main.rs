@@ -9,9 +9,12 @@ mod cli;
 mod commands;
 mod daemon;
 mod exec;
+mod executors;
 mod hooks;
 mod logging;
+mod plan;
 mod prompt;
+mod runner;
 mod version;
 
 use std::process::ExitCode;

@@ -943,3 +943,53 @@ fn time_in_a_day() -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap()
 }
+
+/// Runs one job with `CI_DEBUG_TRACE` set to `value` and returns whether GitLab was told it runs in debug mode.
+async fn reported_debug_trace(value: &str, runner_extra: &str) -> bool {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, 1, "", runner_extra);
+    let id = fake.enqueue_job(no_repo(
+        JobSpec::new("debug", &["echo traced"]).variable("CI_DEBUG_TRACE", value),
+    ));
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}", job.trace_text());
+    quit_ok(d).await;
+    job.debug_trace
+}
+
+/// The `debug_trace` flag GitLab receives follows the job's own rule: Go-style booleans count.
+#[tokio::test(flavor = "multi_thread")]
+async fn go_style_debug_trace_is_reported_to_gitlab() {
+    assert!(reported_debug_trace("TRUE", "").await);
+}
+
+/// A runner with `debug_trace_disabled` runs no job in debug mode, so it never tells GitLab one does.
+#[tokio::test(flavor = "multi_thread")]
+async fn debug_trace_disabled_is_not_reported_to_gitlab() {
+    assert!(!reported_debug_trace("true", "debug_trace_disabled = true\n").await);
+}
+
+/// A payload the runner refuses still gets the job's full mask set: the refusal names the image, and a masked
+/// variable's value in it must not reach the trace.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_job_masks_its_variables() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, 1, "", "");
+    let secret = "R3fus3dS3cr3t-5150";
+    let id = fake.enqueue_job(
+        no_repo(JobSpec::new("refused", &["echo never"]))
+            .masked_variable("IMAGE_SECRET", secret)
+            .payload_field(
+                "image",
+                serde_json::json!({"name": format!("registry.example.com/{secret}"), "executor_opts": {"docker": {"not_a_key": true}}}),
+            ),
+    );
+    let job = finished(&fake, id, FINISH, &d).await;
+    let trace = job.trace_text();
+    assert_eq!(job.status, "failed", "{trace}");
+    assert!(trace.contains("unsupported executor options"), "{trace}");
+    assert!(!trace.contains(secret), "masked value in the trace:\n{trace}");
+    quit_ok(d).await;
+}

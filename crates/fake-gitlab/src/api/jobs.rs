@@ -309,14 +309,13 @@ fn finish(job: &mut JobState, state: &str, body: &Value) -> StatusCode {
 #[derive(serde::Deserialize)]
 pub(crate) struct TraceQuery {
     #[serde(default)]
-    #[allow(dead_code)]
     debug_trace: Option<String>,
 }
 
 pub(crate) async fn trace(
     State(shared): State<SharedRef>,
     Path(id): Path<i64>,
-    Query(_query): Query<TraceQuery>,
+    Query(query): Query<TraceQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -356,6 +355,14 @@ pub(crate) async fn trace(
         return message(StatusCode::FORBIDDEN, Some("Trace size exceeded"));
     }
     job.record.trace.extend_from_slice(&body);
+    // Grape's Boolean coercion: `true`/`1` (any case) enable it; anything else leaves the flag as it was.
+    if query
+        .debug_trace
+        .as_deref()
+        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+    {
+        job.record.debug_trace = true;
+    }
     if !body.is_empty() {
         job.live_chunks = true;
     }

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod docker;
+pub mod executor;
 pub mod global;
 pub mod kubernetes;
 pub mod raw;

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use super::cache::CacheConfig;
 use super::docker::DockerConfig;
+use super::executor::ExecutorKind;
 use super::kubernetes::KubernetesConfig;
 use super::raw::RawSection;
 use super::sections::{ArtifactConfig, CustomBuildDir, CustomConfig};
@@ -26,21 +27,6 @@ pub const DEFAULT_UNHEALTHY_REQUESTS_LIMIT: i64 = 3;
 pub const DEFAULT_UNHEALTHY_INTERVAL: Duration = Duration::from_secs(3600);
 /// Default number of retries of the final job update.
 pub const DEFAULT_JOB_STATUS_FINAL_UPDATE_RETRY_LIMIT: i64 = 10;
-
-/// Executors gitlab-runner knows (`main.go::newExecutorProviders`).
-pub const KNOWN_EXECUTORS: [&str; 11] = [
-    "shell",
-    "docker",
-    "docker-windows",
-    "docker+machine",
-    "docker-autoscaler",
-    "kubernetes",
-    "custom",
-    "instance",
-    "ssh",
-    "parallels",
-    "virtualbox",
-];
 
 /// Shells gitlab-runner knows.
 pub const KNOWN_SHELLS: [&str; 5] = ["bash", "sh", "pwsh", "powershell", "cmd"];
@@ -266,9 +252,14 @@ impl RunnerConfig {
         self.feature_flags.get(name).copied()
     }
 
+    /// `executor = "..."` as a kind.
+    pub fn executor_kind(&self) -> ExecutorKind {
+        ExecutorKind::parse(&self.executor)
+    }
+
     /// True for executors that use `[runners.docker]`.
     pub fn is_docker_executor(&self) -> bool {
-        is_docker_executor(&self.executor)
+        self.executor_kind().uses_docker_config()
     }
 
     /// True when `token` is a runner authentication token created in GitLab (`glrt-`).
@@ -279,10 +270,7 @@ impl RunnerConfig {
 
 /// True for executor names that are configured through `[runners.docker]`.
 pub fn is_docker_executor(executor: &str) -> bool {
-    matches!(
-        executor,
-        "docker" | "docker-windows" | "docker+machine" | "docker-autoscaler"
-    )
+    ExecutorKind::parse(executor).uses_docker_config()
 }
 
 #[cfg(test)]

@@ -1,9 +1,8 @@
 //! One module per command; `dispatch` routes the parsed command line to it.
 
-pub mod common;
+mod common;
 mod exec;
 pub mod helpers;
-pub mod info;
 mod list;
 mod register;
 mod run;

@@ -8,13 +8,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use oxrunner_api::{ApiError, RegisterRunnerRequest};
-use oxrunner_config::{CacheConfig, ConfigDocument, DockerConfig, RunnerConfig};
+use oxrunner_config::{CacheConfig, ConfigDocument, DockerConfig, ExecutorKind, RunnerConfig};
 
-use super::common::{client_for, config_dir, config_path, short};
+use super::common::{config_path, short};
 use crate::cli::RegisterArgs;
+use crate::executors;
 use crate::prompt;
-
-const EXECUTORS: &[&str] = &["shell", "docker", "custom"];
+use crate::runner::{client_for, config_dir, runner_info};
 
 pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
     let path = config_path(&args.config);
@@ -24,11 +24,11 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = args
         .executor
         .as_deref()
-        .filter(|e| !e.is_empty() && !EXECUTORS.contains(e))
+        .filter(|e| !e.is_empty() && !executors::supported(&ExecutorKind::parse(e)))
     {
         bail!(
             "executor `{e}` is not supported by oxrunner yet (supported: {})\nhint: use --executor shell or --executor docker",
-            EXECUTORS.join(", ")
+            executors::supported_names()
         );
     }
 
@@ -53,8 +53,8 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
         &path,
     )?;
     let system_id = oxrunner_config::system_id::load_or_create(&config_dir(&path))?;
-    let executor_for_info = args.executor.clone().unwrap_or_else(|| "shell".into());
-    let info = super::info::runner_info(&executor_for_info, args.shell.as_deref());
+    let executor_for_info = ExecutorKind::parse(args.executor.as_deref().unwrap_or("shell"));
+    let info = runner_info(&executor_for_info, args.shell.as_deref());
 
     let registered = if let Some(token) = auth_token {
         check_server_side_args_absent(&args, args.registration_token.is_some())?;
@@ -136,18 +136,22 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
     let executor = match args.executor.clone().filter(|e| !e.is_empty()) {
         Some(e) => e,
         None if interactive => loop {
-            let e = prompt::ask_required(&format!("Enter an executor: {}:", EXECUTORS.join(", ")), None)?;
-            if EXECUTORS.contains(&e.as_str()) {
+            let e = prompt::ask_required(
+                &format!("Enter an executor: {}:", executors::supported_names()),
+                None,
+            )?;
+            if executors::supported(&ExecutorKind::parse(&e)) {
                 break e;
             }
             errln!(
                 "ERROR: executor `{e}` is not supported by oxrunner (choose one of {})",
-                EXECUTORS.join(", ")
+                executors::supported_names()
             );
         },
         None => bail!("the executor is missing\nhint: pass --executor shell or --executor docker"),
     };
-    if executor == "docker" && args.docker.image.is_none() {
+    let kind = ExecutorKind::parse(&executor);
+    if kind == ExecutorKind::Docker && args.docker.image.is_none() {
         if interactive {
             args.docker.image = Some(prompt::ask_required(
                 "Enter the default Docker image (for example, ruby:2.7):",
@@ -323,10 +327,10 @@ fn build_runner(
             enabled: Some(enabled),
         });
     }
-    if executor == "custom" {
+    if ExecutorKind::parse(executor) == ExecutorKind::Custom {
         runner.custom = Some(args.custom.to_config());
     }
-    if executor == "docker" {
+    if ExecutorKind::parse(executor) == ExecutorKind::Docker {
         let d = &args.docker;
         let docker = DockerConfig {
             image: d.image.clone(),

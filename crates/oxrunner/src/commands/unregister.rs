@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use anyhow::bail;
 use oxrunner_config::RunnerConfig;
 
-use super::common::{client_for, client_for_runner, config_dir, config_path};
+use super::common::config_path;
 use crate::cli::UnregisterArgs;
+use crate::runner::{client_for, client_for_runner, config_dir};
 
 pub async fn run(args: UnregisterArgs) -> anyhow::Result<ExitCode> {
     let path = config_path(&args.config);

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use oxrunner_api::ApiError;
 
-use super::common::{client_for_runner, config_dir, config_path};
+use super::common::config_path;
 use crate::cli::VerifyArgs;
+use crate::runner::{client_for_runner, config_dir, runner_info};
 
 pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let path = config_path(&args.config);
@@ -28,7 +29,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
         matched += 1;
         let client = client_for_runner(runner, &path)?;
-        let info = super::info::runner_info(&runner.executor, runner.shell.as_deref());
+        let info = runner_info(&runner.executor_kind(), runner.shell.as_deref());
         match client
             .verify_runner(runner.token.expose(), &system_id, &info)
             .await

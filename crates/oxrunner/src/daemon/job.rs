@@ -6,19 +6,17 @@ use std::sync::Arc;
 
 use oxrunner_api::trace::{FinalReport, FinalState, JobControl, TraceSender, TraceSource};
 use oxrunner_api::{Client, JobResponse, RunnerInfo, UpdateJobRequest, UpdateOutcome};
-use oxrunner_config::RunnerConfig;
+use oxrunner_config::{ExecutorKind, RunnerConfig};
 use oxrunner_core::{
-    CancellationToken, Executor, FailureReason, JobCancel, JobOutcome, JobProcesses, RunnerContext,
-    ShellExecutor, TraceWriter,
+    CancellationToken, Executor, FailureReason, JobCancel, JobOutcome, JobPlan, RunnerContext, TraceWriter,
 };
-use oxrunner_custom::{CustomExecutor, CustomSettings};
-use oxrunner_docker::DockerExecutor;
 use tracing::{info, warn};
 
-use super::plan::job_plan;
-use super::slots::Slots;
+use super::slots::{Slot, Slots};
 use super::stale;
+use crate::executors::{ExecutorSetup, executor_for};
 use crate::hooks::RunnerHooks;
+use crate::plan::{check, job_plan};
 use crate::version;
 
 /// What a job task needs from the daemon.
@@ -64,13 +62,9 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     }
 
     let plan = job_plan(&job, env.client.ca_chain_pem());
-    let masks = match &plan {
-        Ok(p) => p.mask_set(),
-        Err(_) => oxrunner_core::MaskSet::new(vec![token.clone()], &job.features.token_mask_prefixes),
-    };
     let (trace, handle) = match TraceWriter::create(
         env.spool_dir.clone(),
-        masks,
+        plan.mask_set(),
         env.runner.output_limit_bytes(),
     )
     .await
@@ -83,10 +77,8 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
             return;
         }
     };
-    let debug_trace = job
-        .variables
-        .iter()
-        .any(|v| v.key == "CI_DEBUG_TRACE" && v.value == "true");
+    let debug_trace =
+        oxrunner_core::plan::debug_trace_enabled(debug_trace_disabled(&env.runner), &plan.variables);
     let source = TraceSource {
         path: handle.path.clone(),
         committed: handle.committed.clone(),
@@ -100,22 +92,22 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
         env.info.clone(),
     );
 
-    let cancel = JobCancel::new();
+    // SIGTERM/SIGINT cancel `abort_all`, which aborts this job through its child token; GitLab's requests arrive
+    // through the trace sender.
+    let cancel = JobCancel {
+        abort: env.abort_all.child_token(),
+        ..JobCancel::new()
+    };
     if cancel_at_start {
         cancel.graceful.cancel();
     }
     let control_task = {
         let cancel = cancel.clone();
-        let abort_all = env.abort_all.clone();
         tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    msg = control_rx.recv() => match msg {
-                        Some(JobControl::CancelRequested) => cancel.graceful.cancel(),
-                        Some(JobControl::Abort) => { cancel.abort.cancel(); }
-                        None => break,
-                    },
-                    () = abort_all.cancelled() => { cancel.abort.cancel(); break; }
+            while let Some(msg) = control_rx.recv().await {
+                match msg {
+                    JobControl::CancelRequested => cancel.graceful.cancel(),
+                    JobControl::Abort => cancel.abort.cancel(),
                 }
             }
         })
@@ -124,37 +116,21 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     // The executor and the job's slot outlive the final update: a Docker executor may still be removing the job's
     // containers, which must be gone before the slot takes another job.
     let mut held = None;
-    let outcome = match plan {
-        Ok(plan) => {
-            let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
-            let ctx = runner_context(&env, slot.concurrent_id, slot.project_slot);
-            // Shell jobs: every process they start is tracked so none outlives the job; the record lets the next
-            // start finish the job if this process is killed.
-            let procs =
-                (!is_docker(&env)).then(|| stale::job_processes(&env.runner, slot.concurrent_id, job_id));
-            let leftovers = stale::Leftovers {
-                procs: procs.as_ref(),
-                // A custom driver's files live where its config_exec says; its cleanup_exec removes them.
-                tmp_dir: procs
-                    .as_ref()
-                    .filter(|_| !is_custom(&env))
-                    .map(|_| stale::tmp_dir(&plan, &ctx)),
-                user: env.user.clone(),
-            };
-            let record = stale::JobRecord::write(&env.state_dir, &env.runner, job_id, &token, leftovers);
-            let mut executor = executor_for(&env, &ctx, procs, &job);
-            let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, &token, &ctx);
-            let outcome =
-                oxrunner_core::run_job(&plan, &ctx, executor.as_mut(), &hooks, &trace, cancel.clone()).await;
-            held = Some((executor, slot, record));
+    let started = match check(&job) {
+        Ok(()) => start(&env, &job, job_id, &token, &plan, &trace, &cancel).await,
+        Err(err) => Err(err.to_string()),
+    };
+    let outcome = match started {
+        Ok((outcome, h)) => {
+            held = Some(h);
             outcome
         }
-        Err(err) => {
-            trace.error(&format!("Job failed (system failure): {err}"));
+        Err(message) => {
+            trace.error(&format!("Job failed (system failure): {message}"));
             JobOutcome::Failed {
                 reason: FailureReason::RunnerSystemFailure,
                 exit_code: None,
-                message: err.to_string(),
+                message,
             }
         }
     };
@@ -238,47 +214,63 @@ pub(super) async fn final_without_trace(env: &JobEnv, job_id: i64, token: &str) 
     }
 }
 
+/// What a started job keeps until its final update is sent.
+type Held = (Box<dyn Executor>, Slot, stale::JobRecord);
+
+/// Takes a slot, builds the executor for the runner's kind and runs the plan; `Err` when there is no executor.
+async fn start(
+    env: &JobEnv,
+    job: &JobResponse,
+    job_id: i64,
+    token: &str,
+    plan: &JobPlan,
+    trace: &TraceWriter,
+    cancel: &JobCancel,
+) -> Result<(JobOutcome, Held), String> {
+    let kind = env.runner.executor_kind();
+    let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
+    let ctx = runner_context(env, slot.concurrent_id, slot.project_slot);
+    // Shell jobs: every process they start is tracked so none outlives the job; the record lets the next start
+    // finish the job if this process is killed.
+    let procs =
+        (kind != ExecutorKind::Docker).then(|| stale::job_processes(&env.runner, slot.concurrent_id, job_id));
+    let setup = ExecutorSetup {
+        ctx: &ctx,
+        docker: env.runner.docker.clone().unwrap_or_default(),
+        host_builds_dir: env.state_dir.join("builds"),
+        background_cleanup: true,
+        source_dir: None,
+        user: env.user.clone(),
+        processes: procs.clone(),
+        posix_sh: env.runner.shell.as_deref() == Some("sh"),
+        login_shell: true,
+        custom: env.runner.custom.clone(),
+        job_response: (kind == ExecutorKind::Custom)
+            .then(|| serde_json::to_vec(job).ok())
+            .flatten(),
+    };
+    let mut executor = executor_for(&kind, setup).map_err(|e| e.to_string())?;
+    let leftovers = stale::Leftovers {
+        procs: procs.as_ref(),
+        // A custom driver's files live where its config_exec says; its cleanup_exec removes them.
+        tmp_dir: procs
+            .as_ref()
+            .filter(|_| kind != ExecutorKind::Custom)
+            .map(|_| stale::tmp_dir(plan, &ctx)),
+        user: env.user.clone(),
+    };
+    let record = stale::JobRecord::write(&env.state_dir, &env.runner, job_id, token, leftovers);
+    let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, token, &ctx);
+    let outcome = oxrunner_core::run_job(plan, &ctx, executor.as_mut(), &hooks, trace, cancel.clone()).await;
+    Ok((outcome, (executor, slot, record)))
+}
+
 fn is_docker(env: &JobEnv) -> bool {
-    env.runner.executor == "docker"
+    env.runner.executor_kind() == ExecutorKind::Docker
 }
 
 fn is_custom(env: &JobEnv) -> bool {
-    env.runner.executor == "custom"
-}
-
-fn executor_for(
-    env: &JobEnv,
-    ctx: &RunnerContext,
-    procs: Option<JobProcesses>,
-    job: &JobResponse,
-) -> Box<dyn Executor> {
-    if is_custom(env) {
-        let config = env.runner.custom.clone().unwrap_or_default();
-        let mut executor = CustomExecutor::new(CustomSettings::from_config(&config));
-        if let Ok(json) = serde_json::to_vec(job) {
-            executor = executor.with_job_response(json);
-        }
-        if let Some(procs) = procs {
-            executor = executor.with_processes(procs);
-        }
-        return Box::new(executor);
-    }
-    if is_docker(env) {
-        let config = env.runner.docker.clone().unwrap_or_default();
-        return Box::new(
-            DockerExecutor::new(config, ctx.clone())
-                .with_host_builds_dir(env.state_dir.join("builds"))
-                .with_background_cleanup(),
-        );
-    }
-    let mut executor = ShellExecutor::new().with_user(env.user.clone());
-    if let Some(procs) = procs {
-        executor = executor.with_processes(procs);
-    }
-    if env.runner.shell.as_deref() == Some("sh") {
-        executor = executor.with_shell("/bin/sh");
-    }
-    Box::new(executor)
+    env.runner.executor_kind() == ExecutorKind::Custom
 }
 
 fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> RunnerContext {
@@ -314,7 +306,7 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
         runner_name: r.name.clone(),
         short_token: r.short_token(),
         system_id: env.system_id.clone(),
-        executor: r.executor.clone(),
+        executor: r.executor_kind().to_string(),
         builds_dir: PathBuf::from(
             r.builds_dir
                 .clone()
@@ -341,7 +333,7 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
         } else {
             env.user.clone()
         },
-        debug_trace_disabled: r.debug_trace_disabled.unwrap_or(false),
+        debug_trace_disabled: debug_trace_disabled(r),
         clone_url: r.clone_url.clone(),
         custom_build_dir: r
             .custom_build_dir
@@ -349,4 +341,8 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
             .and_then(|c| c.enabled)
             .unwrap_or(false),
     }
+}
+
+fn debug_trace_disabled(r: &RunnerConfig) -> bool {
+    r.debug_trace_disabled.unwrap_or(false)
 }

@@ -9,7 +9,7 @@ use oxrunner_config::{Config, RunnerConfig};
 
 /// Executors whose runners request jobs (see `Daemon::apply`).
 fn polls(runner: &RunnerConfig) -> bool {
-    !runner.token.expose().is_empty() && matches!(runner.executor.as_str(), "shell" | "docker")
+    !runner.token.expose().is_empty() && crate::executors::supported(&runner.executor_kind())
 }
 
 /// The warning to log for `config`, if any.

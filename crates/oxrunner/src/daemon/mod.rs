@@ -8,7 +8,6 @@
 mod docker_leftovers;
 pub mod job;
 mod longpoll;
-pub mod plan;
 mod poller;
 mod slots;
 mod spool;
@@ -317,11 +316,12 @@ impl Daemon {
             if self.running.contains_key(&token) {
                 continue;
             }
-            if !matches!(runner.executor.as_str(), "shell" | "docker" | "custom") {
+            if !crate::executors::supported(&runner.executor_kind()) {
                 error!(
                     runner = %runner.short_token(),
                     executor = %runner.executor,
-                    "executor is not supported by this oxrunner build; this runner will not request jobs (supported: shell, docker, custom)"
+                    "executor is not supported by this oxrunner build; this runner will not request jobs (supported: {})",
+                    crate::executors::supported_names()
                 );
                 continue;
             }
@@ -352,8 +352,8 @@ impl Daemon {
         index: usize,
         count: u32,
     ) -> anyhow::Result<()> {
-        let client = crate::commands::common::client_for_runner(runner, &self.opts.config_path)?;
-        let info = crate::commands::info::runner_info(&runner.executor, runner.shell.as_deref());
+        let client = crate::runner::client_for_runner(runner, &self.opts.config_path)?;
+        let info = crate::runner::runner_info(&runner.executor_kind(), runner.shell.as_deref());
         let runner_arc = Arc::new(runner.clone());
         let env = JobEnv {
             client: client.clone(),
@@ -394,11 +394,11 @@ impl Daemon {
         // A runner first finishes the jobs a killed run of it left (stale.rs) and, with Docker, removes the objects
         // it left. Only once per process and before its first request: later (on reload) its own jobs may run.
         let first = self.swept.insert(runner.token.expose().to_string());
-        let sweep = first && runner.executor == "docker";
+        let sweep = first && runner.executor_kind() == oxrunner_config::ExecutorKind::Docker;
         let docker_config = runner.docker.clone().unwrap_or_default();
         let short = runner.short_token();
         let recover = first.then(|| (client.clone(), runner.clone(), config_dir(&self.opts.config_path)));
-        let runner_info = crate::commands::info::runner_info(&runner.executor, runner.shell.as_deref());
+        let runner_info = crate::runner::runner_info(&runner.executor_kind(), runner.shell.as_deref());
         tokio::spawn(async move {
             if let Some((client, runner, state_dir)) = recover {
                 stale::recover(&state_dir, &client, &runner, &runner_info).await;
@@ -427,5 +427,5 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 }
 
 fn config_dir(path: &Path) -> PathBuf {
-    crate::commands::common::config_dir(path)
+    crate::runner::config_dir(path)
 }

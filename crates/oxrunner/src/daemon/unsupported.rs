@@ -44,7 +44,7 @@ pub fn runner(r: &RunnerConfig) -> Vec<String> {
             "runner `{name}`: [runners.referees] is not supported; ignored"
         ));
     }
-    if r.executor == "docker"
+    if r.executor_kind() == oxrunner_config::ExecutorKind::Docker
         && let Some(docker) = &r.docker
     {
         for key in oxrunner_docker::unsupported_keys(docker) {

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use anyhow::bail;
-use oxrunner_config::DockerConfig;
-use oxrunner_core::{Executor, RunnerContext};
-use oxrunner_docker::DockerExecutor;
+use oxrunner_config::{DockerConfig, ExecutorKind};
+use oxrunner_core::{Executor, JobProcesses, RunnerContext};
+
+use crate::executors::{ExecutorSetup, UnsupportedExecutor, executor_for};
 
 use super::output::Console;
 
@@ -21,15 +22,26 @@ pub enum Mode {
     Images,
     /// Every job in Docker (`--executor docker`); a job without `image:` fails with the executor's hint.
     Docker,
+    /// Every job through the custom executor's driver (`--executor custom`): the driver decides where it runs.
+    Custom,
 }
 
 impl Mode {
     /// True when the job (which has `image` or not) runs in a container.
     pub fn docker_for(self, has_image: bool) -> bool {
         match self {
-            Self::Shell => false,
+            Self::Shell | Self::Custom => false,
             Self::Images => has_image,
             Self::Docker => true,
+        }
+    }
+
+    /// The executor of a job that runs in a container (`in_docker`, from [`Mode::docker_for`]) or not.
+    pub fn kind_for(self, in_docker: bool) -> ExecutorKind {
+        match self {
+            _ if in_docker => ExecutorKind::Docker,
+            Self::Custom => ExecutorKind::Custom,
+            _ => ExecutorKind::Shell,
         }
     }
 }
@@ -38,16 +50,15 @@ impl Mode {
 /// falls back to the shell with a note, so `oxrunner exec` works on machines without Docker.
 pub async fn choose(executor: Option<&str>, any_image: bool, console: &Console) -> anyhow::Result<Mode> {
     let config = config();
-    match executor {
-        Some("shell") => Ok(Mode::Shell),
-        Some("docker") => match probe(&config).await {
+    match executor.map(ExecutorKind::parse) {
+        Some(ExecutorKind::Shell) => Ok(Mode::Shell),
+        Some(ExecutorKind::Docker) => match probe(&config).await {
             Ok(()) => Ok(Mode::Docker),
             Err(e) => bail!("{e}"),
         },
+        Some(ExecutorKind::Custom) => Ok(Mode::Custom),
         Some(other) => {
-            bail!(
-                "unknown executor {other:?}\nhint: oxrunner exec supports --executor shell or --executor docker"
-            )
+            bail!("unknown executor {other:?}\nhint: oxrunner exec supports --executor shell, docker or custom")
         }
         None if !any_image => Ok(Mode::Shell),
         None => match probe(&config).await {
@@ -85,15 +96,38 @@ fn config() -> DockerConfig {
     }
 }
 
-/// The Docker executor for one local job whose files are the prepared copy in `source_dir`.
+/// True for the `--executor` names `exec` runs (the kinds of [`Mode`]).
+pub fn runs_locally(name: &str) -> bool {
+    matches!(
+        ExecutorKind::parse(name),
+        ExecutorKind::Shell | ExecutorKind::Docker | ExecutorKind::Custom
+    )
+}
+
+/// The executor for one local job; a Docker job's files are the prepared copy in `source_dir`.
 pub fn executor(
+    kind: &ExecutorKind,
     ctx: &RunnerContext,
     source_dir: &std::path::Path,
     host_builds: &std::path::Path,
-) -> Box<dyn Executor> {
-    Box::new(
-        DockerExecutor::new(config(), ctx.clone())
-            .with_source_dir(source_dir)
-            .with_host_builds_dir(host_builds),
-    )
+    processes: JobProcesses,
+    custom: Option<oxrunner_config::CustomConfig>,
+    job_response: Option<Vec<u8>>,
+) -> Result<Box<dyn Executor>, UnsupportedExecutor> {
+    let setup = ExecutorSetup {
+        ctx,
+        docker: config(),
+        host_builds_dir: host_builds.to_path_buf(),
+        background_cleanup: false,
+        source_dir: Some(source_dir.to_path_buf()),
+        user: None,
+        processes: Some(processes),
+        posix_sh: false,
+        // `oxrunner exec` already runs in the user's environment, and sourcing the profiles again costs a second
+        // per stage on some machines.
+        login_shell: false,
+        custom,
+        job_response,
+    };
+    executor_for(kind, setup)
 }

@@ -1,20 +1,20 @@
-//! One attempt of one job: payload → `JobResponse` → the daemon's `JobPlan` → core's `run_job` with the shell
+//! One attempt of one job: the pipeline's typed payload → the daemon's `JobPlan` → core's `run_job` with the shell
 //! executor and the local artifact/cache hooks, the trace streamed to the terminal and the job's log file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use oxrunner_api::{DependencyArtifactsFile, JobResponse, Variable};
+use oxrunner_config::ExecutorKind;
 use oxrunner_core::{
-    CgroupPlacement, Executor, FailureReason, JobCancel, JobOutcome, JobProcesses, RunnerContext,
-    ShellExecutor, TraceWriter,
+    CgroupPlacement, FailureReason, JobCancel, JobOutcome, JobProcesses, RunnerContext, TraceWriter,
 };
 use oxrunner_pipeline::PipelineJob;
 
 use super::output::{self, Console, LinePrinter};
 use super::{dotenv, workspace};
-use crate::daemon::plan::job_plan;
 use crate::hooks::{LocalTransport, RunnerHooks, cache_store};
+use crate::plan::{check, job_plan};
 use crate::version;
 
 /// Paths and settings every job of one `oxrunner exec` shares.
@@ -135,14 +135,7 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         }
     }
 
-    let mut job: JobResponse = match serde_json::from_value(spec.job.payload.clone()) {
-        Ok(j) => j,
-        Err(e) => {
-            return Attempt {
-                outcome: failed(format!("the job payload cannot be read: {e}")),
-            };
-        }
-    };
+    let mut job: JobResponse = spec.job.payload.clone();
     job.id = spec.id;
     job.token = local_token();
     fill_dependencies(&env, &spec, &mut job);
@@ -159,15 +152,34 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         push_var(&mut job, k, v);
     }
 
-    let plan = match job_plan(&job, None) {
-        Ok(p) => p,
+    if let Err(e) = check(&job) {
+        return Attempt {
+            outcome: failed(e.to_string()),
+        };
+    }
+    let plan = job_plan(&job, None);
+    let kind = env.docker.kind_for(in_docker);
+    let ctx = runner_context(&env, spec.index, &kind);
+    // The job's processes are found by their environment marker, not a cgroup: a local pipeline runs as the user
+    // who started it, so a cgroup guards no boundary and would add a join step to every stage.
+    let procs = JobProcesses::new(&format!("exec-{}", spec.id), &CgroupPlacement::Off);
+    let built = super::docker::executor(
+        &kind,
+        &ctx,
+        &build_dir,
+        &env.state.join("docker-builds"),
+        procs,
+        env.opts.custom.clone(),
+        serde_json::to_vec(&job).ok(),
+    );
+    let mut executor = match built {
+        Ok(executor) => executor,
         Err(e) => {
             return Attempt {
                 outcome: failed(e.to_string()),
             };
         }
     };
-    let mut ctx = runner_context(&env, spec.index, in_docker);
     let spool = env.state.join("tmp");
     let (trace, handle) = match TraceWriter::create(spool.clone(), plan.mask_set(), u64::MAX).await {
         Ok(t) => t,
@@ -202,38 +214,12 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     }
     let transport = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
     let hooks = RunnerHooks::new(Arc::new(transport), cache_store(&ctx));
-    let custom = env.opts.custom.as_ref().filter(|_| !in_docker);
-    if custom.is_some() {
-        ctx.executor = "custom".into();
-    }
-    let mut executor: Box<dyn Executor> = if let Some(custom) = custom {
-        let procs = JobProcesses::new(&format!("exec-{}", spec.id), &CgroupPlacement::Off);
-        Box::new(
-            oxrunner_custom::CustomExecutor::new(oxrunner_custom::CustomSettings::from_config(custom))
-                .with_processes(procs),
-        )
-    } else if in_docker {
-        super::docker::executor(&ctx, &build_dir, &env.state.join("docker-builds"))
-    } else {
-        // Not a login shell: `oxrunner exec` already runs in the user's environment, and sourcing the profiles
-        // again costs a second per stage on some machines. The job's processes are found by their environment
-        // marker, not a cgroup: a local pipeline runs as the user who started it, so a cgroup guards no boundary
-        // and would add a join step to every stage.
-        let procs = JobProcesses::new(&format!("exec-{}", spec.id), &CgroupPlacement::Off);
-        Box::new(ShellExecutor::new().with_login_shell(false).with_processes(procs))
+    // Ctrl-C of the whole run aborts this job through its own child token.
+    let cancel = JobCancel {
+        abort: env.abort.child_token(),
+        ..JobCancel::new()
     };
-    let cancel = JobCancel::new();
-    let outcome = {
-        let abort = env.abort.clone();
-        let cancel2 = cancel.clone();
-        let watcher = tokio::spawn(async move {
-            abort.cancelled().await;
-            cancel2.abort.cancel();
-        });
-        let outcome = oxrunner_core::run_job(&plan, &ctx, executor.as_mut(), &hooks, &trace, cancel).await;
-        watcher.abort();
-        outcome
-    };
+    let outcome = oxrunner_core::run_job(&plan, &ctx, executor.as_mut(), &hooks, &trace, cancel).await;
     handle.finish().await;
     match follower.await {
         Ok(Ok(())) => {}
@@ -377,12 +363,13 @@ async fn write_back(env: &Env, spec: &JobSpec) {
     env.console.note(&msg);
 }
 
-fn runner_context(env: &Env, index: usize, in_docker: bool) -> RunnerContext {
+fn runner_context(env: &Env, index: usize, kind: &ExecutorKind) -> RunnerContext {
+    let in_docker = *kind == ExecutorKind::Docker;
     RunnerContext {
         runner_name: "oxrunner-exec".into(),
         short_token: "local".into(),
         system_id: "local".into(),
-        executor: if in_docker { "docker" } else { "shell" }.into(),
+        executor: kind.to_string(),
         // In a container the project lives where GitLab's Docker jobs find it: `/builds/<namespace>/<project>`.
         builds_dir: if in_docker {
             PathBuf::from(oxrunner_docker::DEFAULT_BUILDS_DIR)

@@ -47,12 +47,10 @@ pub struct Options {
 
 /// Runs `pipeline` for the repository of `ctx`; the exit code is 0 only when the pipeline passed.
 pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
-    if let Some(other) = opts
-        .executor
-        .as_deref()
-        .filter(|e| !matches!(*e, "shell" | "docker" | "custom"))
-    {
-        bail!("unknown executor {other:?}\nhint: oxrunner exec supports --executor shell, docker or custom");
+    if let Some(other) = opts.executor.as_deref().filter(|e| !docker::runs_locally(e)) {
+        bail!(
+            "unknown executor {other:?}\nhint: oxrunner exec supports --executor shell, docker or custom"
+        );
     }
     let repo = ctx.project_dir.clone();
     if !repo.join(".git").exists() {
@@ -87,11 +85,7 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
     let console = output::Console::new();
     let any_image = chosen.iter().any(|&i| has_image(&pipeline.jobs[i].payload));
     // A custom driver decides itself where a job runs: the runner never starts containers for it.
-    let chosen_executor = match opts.executor.as_deref() {
-        Some("custom") => Some("shell"),
-        other => other,
-    };
-    let docker = docker::choose(chosen_executor, any_image, &console).await?;
+    let docker = docker::choose(opts.executor.as_deref(), any_image, &console).await?;
     let name_width = chosen
         .iter()
         .map(|&i| pipeline.jobs[i].name.chars().count())
@@ -214,11 +208,8 @@ fn clear_stale_spools(tmp: &Path) {
 }
 
 /// True when the job's payload names an image (`image:` in the job or `default:`).
-pub(crate) fn has_image(payload: &serde_json::Value) -> bool {
-    payload
-        .pointer("/image/name")
-        .and_then(serde_json::Value::as_str)
-        .is_some_and(|n| !n.trim().is_empty())
+pub(crate) fn has_image(payload: &oxrunner_api::JobResponse) -> bool {
+    !payload.image.name.trim().is_empty()
 }
 
 pub(crate) fn build_nodes(pipeline: &Pipeline, chosen: &[usize], opts: &Options, label: &str) -> Vec<Node> {
@@ -279,8 +270,10 @@ pub(crate) fn build_nodes(pipeline: &Pipeline, chosen: &[usize], opts: &Options,
 
 /// The id GitLab would give the job (the payload's), or its position when the payload has none.
 fn job_id(pipeline: &Pipeline, job: &oxrunner_pipeline::PipelineJob) -> i64 {
-    job.payload["id"].as_i64().unwrap_or_else(|| {
-        let pos = pipeline.jobs.iter().position(|j| j.name == job.name).unwrap_or(0);
-        i64::try_from(pos).unwrap_or(0) + 1
-    })
+    // Trigger jobs are never sent to a runner, so their payload has no id.
+    if job.payload.id > 0 {
+        return job.payload.id;
+    }
+    let pos = pipeline.jobs.iter().position(|j| j.name == job.name).unwrap_or(0);
+    i64::try_from(pos).unwrap_or(0) + 1
 }

@@ -88,12 +88,7 @@ pub fn predecessors(pipeline: &Pipeline, i: usize, set: &[usize]) -> Vec<usize> 
 
 /// Names of the jobs whose artifacts and dotenv `job` receives (the payload's `dependencies`).
 pub fn dependency_names(job: &PipelineJob) -> Vec<String> {
-    job.payload["dependencies"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d["name"].as_str().map(str::to_string))
-        .collect()
+    job.payload.dependencies.iter().map(|d| d.name.clone()).collect()
 }
 
 #[cfg(test)]

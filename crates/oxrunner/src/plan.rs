@@ -1,4 +1,4 @@
-//! GitLab's job payload (`api::JobResponse`) → the executor-neutral `core::JobPlan`.
+//! A job payload (`api::JobResponse`, from GitLab or from `oxrunner exec`) → the executor-neutral `core::JobPlan`.
 //!
 //! Only shape changes happen here; meaning (GIT_STRATEGY, attempts, expansion) is read from the variables by the
 //! core, so a payload built by `oxrunner exec` and one sent by GitLab behave the same.
@@ -24,33 +24,11 @@ pub enum PlanError {
     },
 }
 
-pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> Result<JobPlan, PlanError> {
-    let mut variables: Variables = job.variables.iter().map(variable).collect();
-    if variables.value("CI_JOB_TOKEN").is_none() && !job.token.is_empty() {
-        variables.push(Variable::masked("CI_JOB_TOKEN", job.token.clone()));
-    }
-
-    let mut steps = Vec::new();
-    let mut after_script = None;
-    for s in &job.steps {
-        let step = Step {
-            name: s.name.clone(),
-            script: s.script.clone(),
-            timeout: (s.timeout > 0).then(|| Duration::from_secs(s.timeout.unsigned_abs())),
-            when: When::parse(&s.when),
-            allow_failure: s.allow_failure,
-        };
-        if s.name == "after_script" {
-            after_script = Some(step);
-        } else {
-            steps.push(step);
-        }
-    }
-    if steps.is_empty() && after_script.is_none() {
+/// Whether the runner can run this payload at all; a refused job is reported failed with the reason.
+pub fn check(job: &JobResponse) -> Result<(), PlanError> {
+    if job.steps.is_empty() {
         return Err(PlanError::NoSteps(job.id));
     }
-
-    let image = (!job.image.name.is_empty()).then(|| image_spec(&job.image));
     for img in std::iter::once(&job.image).chain(job.services.iter()) {
         let mut keys: Vec<String> = img.executor_opts.other.keys().cloned().collect();
         keys.extend(
@@ -68,6 +46,31 @@ pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> Result<JobPlan, 
             });
         }
     }
+    Ok(())
+}
+
+/// The plan of any payload, even one [`check`] refuses: its mask set then still masks the failure's trace by the
+/// one rule in `JobPlan::mask_set`.
+pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> JobPlan {
+    let variables: Variables = job.variables.iter().map(variable).collect();
+
+    let mut steps = Vec::new();
+    let mut after_script = None;
+    for s in &job.steps {
+        let step = Step {
+            name: s.name.clone(),
+            script: s.script.clone(),
+            timeout: (s.timeout > 0).then(|| Duration::from_secs(s.timeout.unsigned_abs())),
+            when: When::parse(&s.when),
+            allow_failure: s.allow_failure,
+        };
+        if s.name == "after_script" {
+            after_script = Some(step);
+        } else {
+            steps.push(step);
+        }
+    }
+    let image = (!job.image.name.is_empty()).then(|| image_spec(&job.image));
 
     let git = &job.git_info;
     let hook = |name: &str| -> Vec<String> {
@@ -99,7 +102,7 @@ pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> Result<JobPlan, 
         ..Sources::default()
     };
 
-    Ok(JobPlan {
+    JobPlan {
         job_id: job.id,
         job_name: job.job_info.name.clone(),
         stage: job.job_info.stage.clone(),
@@ -117,28 +120,7 @@ pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> Result<JobPlan, 
             Duration::ZERO
         },
         caches: job.cache.iter().map(cache_spec).collect(),
-        artifacts: job
-            .artifacts
-            .iter()
-            .map(|a| ArtifactSpec {
-                name: a.name.clone(),
-                untracked: a.untracked,
-                paths: a.paths.clone(),
-                exclude: a.exclude.clone(),
-                when: When::parse(&a.when),
-                artifact_type: if a.artifact_type.is_empty() {
-                    "archive".into()
-                } else {
-                    a.artifact_type.clone()
-                },
-                artifact_format: if a.artifact_format.is_empty() {
-                    "zip".into()
-                } else {
-                    a.artifact_format.clone()
-                },
-                expire_in: Some(a.expire_in.clone()).filter(|e| !e.is_empty()),
-            })
-            .collect(),
+        artifacts: job.artifacts.iter().map(artifact_spec).collect(),
         dependencies: job
             .dependencies
             .iter()
@@ -170,7 +152,7 @@ pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> Result<JobPlan, 
             failure_reasons: job.features.failure_reasons.clone(),
         },
         job_token: Secret::new(job.token.clone()),
-    })
+    }
 }
 
 fn variable(v: &oxrunner_api::Variable) -> Variable {
@@ -181,6 +163,28 @@ fn variable(v: &oxrunner_api::Variable) -> Variable {
         masked: v.masked,
         file: v.file,
         raw: v.raw,
+    }
+}
+
+/// GitLab leaves `artifact_type`/`artifact_format` empty for the plain archive.
+fn artifact_spec(a: &oxrunner_api::Artifact) -> ArtifactSpec {
+    ArtifactSpec {
+        name: a.name.clone(),
+        untracked: a.untracked,
+        paths: a.paths.clone(),
+        exclude: a.exclude.clone(),
+        when: When::parse(&a.when),
+        artifact_type: if a.artifact_type.is_empty() {
+            "archive".into()
+        } else {
+            a.artifact_type.clone()
+        },
+        artifact_format: if a.artifact_format.is_empty() {
+            "zip".into()
+        } else {
+            a.artifact_format.clone()
+        },
+        expire_in: Some(a.expire_in.clone()).filter(|e| !e.is_empty()),
     }
 }
 

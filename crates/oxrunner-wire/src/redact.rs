@@ -59,7 +59,7 @@ fn redact_userinfo_by_hand(raw: &str) -> String {
 }
 
 /// `Debug` helper: shows whether a secret is set, never its value.
-pub(crate) fn secret(value: &str) -> &'static str {
+pub fn secret(value: &str) -> &'static str {
     if value.is_empty() { "\"\"" } else { MASK }
 }
 
