@@ -1,6 +1,6 @@
 //! Stage scripts (bash flavour, also valid for POSIX `sh` where bash is missing).
 
-pub mod bash;
+pub(crate) mod bash;
 pub mod git;
 
 use std::fmt::Write as _;

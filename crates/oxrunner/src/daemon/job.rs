@@ -240,11 +240,7 @@ fn is_docker(env: &JobEnv) -> bool {
 fn executor_for(env: &JobEnv, ctx: &RunnerContext, procs: Option<JobProcesses>) -> Box<dyn Executor> {
     if is_docker(env) {
         let config = env.runner.docker.clone().unwrap_or_default();
-        return Box::new(
-            DockerExecutor::new(config, ctx.clone())
-                .with_host_builds_dir(env.state_dir.join("builds"))
-                .with_background_cleanup(),
-        );
+        return Box::new(DockerExecutor::new(config, ctx.clone()).with_background_cleanup());
     }
     let mut executor = ShellExecutor::new().with_user(env.user.clone());
     if let Some(procs) = procs {
@@ -307,5 +303,7 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
             .as_ref()
             .and_then(|c| c.enabled)
             .unwrap_or(false),
+        // Checkouts for executors with remote files, kept between jobs so `fetch` is incremental.
+        runner_builds_dir: env.state_dir.join("builds"),
     }
 }

@@ -85,15 +85,7 @@ fn config() -> DockerConfig {
     }
 }
 
-/// The Docker executor for one local job whose files are the prepared copy in `source_dir`.
-pub fn executor(
-    ctx: &RunnerContext,
-    source_dir: &std::path::Path,
-    host_builds: &std::path::Path,
-) -> Box<dyn Executor> {
-    Box::new(
-        DockerExecutor::new(config(), ctx.clone())
-            .with_source_dir(source_dir)
-            .with_host_builds_dir(host_builds),
-    )
+/// The Docker executor for one local job (its files come from the plan's local source directory).
+pub fn executor(ctx: &RunnerContext) -> Box<dyn Executor> {
+    Box::new(DockerExecutor::new(config(), ctx.clone()))
 }

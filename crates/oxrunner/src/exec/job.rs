@@ -7,7 +7,7 @@ use std::sync::Arc;
 use oxrunner_api::{DependencyArtifactsFile, JobResponse, Variable};
 use oxrunner_core::{
     CgroupPlacement, Executor, FailureReason, JobCancel, JobOutcome, JobProcesses, RunnerContext,
-    ShellExecutor, TraceWriter,
+    ShellExecutor, SourceOrigin, TraceWriter,
 };
 use oxrunner_pipeline::PipelineJob;
 
@@ -146,10 +146,6 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     job.id = spec.id;
     job.token = local_token();
     fill_dependencies(&env, &spec, &mut job);
-    push_var(&mut job, "GIT_STRATEGY", "none");
-    if !in_docker {
-        push_var(&mut job, "GIT_CLONE_PATH", &build_dir.to_string_lossy());
-    }
     for (_, _, dir) in &spec.deps {
         for (k, v) in dotenv::load(&env.dotenv_path(dir)) {
             push_var(&mut job, &k, &v);
@@ -159,7 +155,7 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         push_var(&mut job, k, v);
     }
 
-    let plan = match job_plan(&job, None) {
+    let mut plan = match job_plan(&job, None) {
         Ok(p) => p,
         Err(e) => {
             return Attempt {
@@ -167,6 +163,8 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
             };
         }
     };
+    // The copy made by `workspace::prepare` is the checkout: the shell runs in it, a container receives it.
+    plan.sources.origin = SourceOrigin::LocalDir(build_dir.clone());
     let ctx = runner_context(&env, spec.index, in_docker);
     let spool = env.state.join("tmp");
     let (trace, handle) = match TraceWriter::create(spool.clone(), plan.mask_set(), u64::MAX).await {
@@ -203,7 +201,7 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     let transport = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
     let hooks = RunnerHooks::new(Arc::new(transport), cache_store(&ctx));
     let mut executor: Box<dyn Executor> = if in_docker {
-        super::docker::executor(&ctx, &build_dir, &env.state.join("docker-builds"))
+        super::docker::executor(&ctx)
     } else {
         // Not a login shell: `oxrunner exec` already runs in the user's environment, and sourcing the profiles
         // again costs a second per stage on some machines. The job's processes are found by their environment
@@ -395,8 +393,9 @@ fn runner_context(env: &Env, index: usize, in_docker: bool) -> RunnerContext {
         user: None,
         debug_trace_disabled: false,
         clone_url: None,
-        // The copy made by `workspace::prepare` is the checkout; GIT_CLONE_PATH points the driver at it (a
-        // container receives a copy of it instead).
-        custom_build_dir: !in_docker,
+        // The project dir is the prepared copy (`SourceOrigin::LocalDir`), whatever GIT_CLONE_PATH says.
+        custom_build_dir: false,
+        // exec's sources are local (`SourceOrigin::LocalDir`): nothing is fetched on the runner.
+        runner_builds_dir: PathBuf::new(),
     }
 }
