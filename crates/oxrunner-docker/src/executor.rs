@@ -374,6 +374,12 @@ impl DockerExecutor {
                 "creating container {name} from {image}"
             )))?;
         self.container = Some(created.id.clone());
+        self.open_and_start(&docker, &created.id, plan).await
+    }
+
+    /// Opens the build volume's directories and starts the job container; records what that establishes for the
+    /// driver (`Executor::environment`).
+    async fn open_and_start(&mut self, docker: &Docker, id: &str, plan: &JobPlan) -> Result<(), DockerError> {
         // The job's user (any, see `image:docker:user`) creates the project dir and its `.tmp` sibling (file
         // variables) under the builds dir in its first script, so only the builds dir needs opening. On a fresh
         // build volume prepare makes them too, so the driver may spare the scripts that would only do that.
@@ -393,8 +399,8 @@ impl DockerExecutor {
         // Started here, alongside the archive upload, rather than by the first stage: the start is the longest
         // step of a short job. A failed start is left to the first stage, which starts it again and reports.
         let (opened, started) = tokio::join!(
-            archive::make_dirs_open(&docker, &created.id, &open),
-            docker.start_container(&created.id, None)
+            archive::make_dirs_open(docker, id, &open),
+            docker.start_container(id, None)
         );
         match started {
             Ok(()) => self.running = true,
@@ -407,7 +413,7 @@ impl DockerExecutor {
             // Only a running container has a host name the runner can vouch for.
             hostname: self
                 .running
-                .then(|| shortcuts::container_hostname(self.config.hostname.as_deref(), &created.id)),
+                .then(|| shortcuts::container_hostname(self.config.hostname.as_deref(), id)),
         };
         Ok(())
     }
