@@ -305,6 +305,42 @@ async fn git_runs_on_the_runner_and_the_hooks_run_in_the_job_around_the_push() {
     );
 }
 
+/// Every file under `dir` whose content contains `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if kind.is_file() && String::from_utf8_lossy(&std::fs::read(&path).unwrap()).contains(needle) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_runner_side_fetch_leaves_no_file_variables_on_the_runner() {
+    let env = env();
+    let mut plan = env.plan(&["cat hello.txt"]);
+    // A file variable the fetch writes into its temporary directory on the runner (git's `http.sslCAInfo`).
+    plan.sources.ca_file = Some("-----BEGIN CERTIFICATE-----\nca-marker-4711\n".into());
+    let (outcome, log) = env.run(&plan, &env.ctx(), EnvironmentFacts::default()).await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    let checkout = env.checkout(&plan);
+    assert!(checkout.join(".git").is_dir(), "{log}");
+    assert!(!oxrunner_core::tmp_dir(&checkout).exists(), "{log}");
+    let runner_side = env.ctx().runner_builds_dir;
+    assert_eq!(
+        files_containing(&runner_side, "ca-marker-4711"),
+        Vec::<PathBuf>::new()
+    );
+}
+
 #[tokio::test]
 async fn a_failing_pre_hook_ends_get_sources_with_its_status_before_any_fetch() {
     let env = env();

@@ -247,6 +247,15 @@ impl Driver<'_> {
         };
         let mut shell = ShellExecutor::new().with_login_shell(false);
         let result = run_guarded(&mut shell, cmd, self.trace, &self.control, limits).await;
+        // The fetch's file variables and git credentials are the runner's copy: nothing in the job needs them, and
+        // the next job of the slot writes its own.
+        let tmp = tmp_dir(checkout);
+        if let Err(e) = tokio::fs::remove_dir_all(&tmp).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            self.trace
+                .warning(&format!("could not remove {}: {e}", tmp.display()));
+        }
         match result {
             StageResult::Exit(status) if status.success() && !checkout.is_dir() => {
                 StageResult::Error(ExecError::Other(format!(
