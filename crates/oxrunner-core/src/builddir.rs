@@ -2,7 +2,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::plan::{GitStrategy, JobPlan, RunnerContext};
+use crate::plan::{GitStrategy, JobPlan, RunnerContext, SourceOrigin};
 
 /// `<namespace>/<project>` of the job, or `project-<id>` when the plan has no usable path.
 pub fn project_slug(plan: &JobPlan) -> String {
@@ -51,8 +51,11 @@ pub fn build_dir(plan: &JobPlan, ctx: &RunnerContext) -> PathBuf {
     dir
 }
 
-/// The job's `GIT_STRATEGY` variable, else the strategy GitLab sent.
+/// The job's `GIT_STRATEGY` variable, else the strategy GitLab sent; `none` for sources from a local directory.
 pub fn git_strategy(plan: &JobPlan) -> GitStrategy {
+    if plan.sources.origin != SourceOrigin::Git {
+        return GitStrategy::None;
+    }
     plan.variables
         .value("GIT_STRATEGY")
         .and_then(GitStrategy::parse)
@@ -64,6 +67,25 @@ pub fn tmp_dir(project_dir: &Path) -> PathBuf {
     let mut s = project_dir.as_os_str().to_owned();
     s.push(".tmp");
     PathBuf::from(s)
+}
+
+/// Where the runner checks the project out for an executor whose files are remote:
+/// `<runner builds dir>/<short token>/<concurrent project id>/<slug>`, one per project slot so a `fetch` finds the
+/// previous job's clone.
+pub fn runner_checkout_dir(plan: &JobPlan, ctx: &RunnerContext) -> PathBuf {
+    runner_builds_root(ctx)
+        .join(&ctx.short_token)
+        .join(ctx.concurrent_project_id.to_string())
+        .join(project_slug(plan))
+}
+
+/// `RunnerContext::runner_builds_dir`, or its default.
+pub fn runner_builds_root(ctx: &RunnerContext) -> PathBuf {
+    if ctx.runner_builds_dir.as_os_str().is_empty() {
+        std::env::temp_dir().join("oxrunner-builds")
+    } else {
+        ctx.runner_builds_dir.clone()
+    }
 }
 
 /// `<cache_dir>/<slug>`.

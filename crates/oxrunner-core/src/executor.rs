@@ -229,6 +229,12 @@ pub trait Executor: Send + Sync {
             None => FileAccess::Local,
         }
     }
+
+    /// Facts about the job's environment that `prepare` established, which let the driver spare scripts whose
+    /// effect is known in advance. Asked once `prepare` succeeded. The default promises nothing.
+    fn environment(&self) -> EnvironmentFacts {
+        EnvironmentFacts::default()
+    }
 }
 
 /// Where the cache and artifact stages do their work.
@@ -251,6 +257,19 @@ impl std::fmt::Debug for FileAccess {
             Self::InScript => "InScript",
         })
     }
+}
+
+/// What an executor knows about the environment it prepared; see [`Executor::environment`]. Every fact is
+/// `false`/`None` unless the executor is sure of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnvironmentFacts {
+    /// The project directory, its parents below the builds dir and its temporary directory exist, writable by
+    /// any user the job's scripts run as, and nothing of an earlier job is in them.
+    pub fresh_build_dir: bool,
+    /// The temporary directory (file variables, git credentials) is removed with the environment in `cleanup`.
+    pub tmp_dir_dies_with_job: bool,
+    /// The host name the job's scripts see (`$(hostname)`), when the executor knows it.
+    pub hostname: Option<String>,
 }
 
 /// Copies files between the runner and a job environment whose file system the runner cannot open directly.

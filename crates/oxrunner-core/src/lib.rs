@@ -26,18 +26,19 @@ pub mod shell;
 pub mod trace;
 pub mod variables;
 
-pub use builddir::{build_dir, cache_dir, git_strategy, project_slug, tmp_dir};
+pub use builddir::{build_dir, cache_dir, git_strategy, project_slug, runner_checkout_dir, tmp_dir};
+pub use driver::env::parse_go_duration;
 pub use driver::{JobCancel, run_job};
 pub use error::{ExecError, HookError};
 pub use executor::{
-    Executor, ExitStatus, FileAccess, JobFiles, JobHooks, JobSettings, JobStatus, NoopHooks, Stage, StageCommand,
-    StageCtx,
+    EnvironmentFacts, Executor, ExitStatus, FileAccess, JobFiles, JobHooks, JobSettings, JobStatus, NoopHooks, Stage,
+    StageCommand, StageCtx,
 };
 pub use jobprocs::{CgroupPlacement, JobProcesses};
 pub use outcome::{FailureReason, JobOutcome};
 pub use plan::{
     ArtifactSpec, ArtifactsFile, CachePolicy, CacheSpec, Dependency, GitStrategy, ImageSpec, JobPlan,
-    RegistryCredential, RunnerContext, Sources, Step, SubmoduleStrategy, TraceFeatures, When,
+    RegistryCredential, RunnerContext, SourceOrigin, Sources, Step, SubmoduleStrategy, TraceFeatures, When,
     job_timeout_from_seconds, project_path_from_repo_url,
 };
 pub use secret::Secret;

@@ -152,6 +152,8 @@ impl SubmoduleStrategy {
 /// Source checkout settings. The driver lets the `GIT_*` job variables override these defaults.
 #[derive(Clone, Debug)]
 pub struct Sources {
+    /// Where the project's files come from: the repository, or a directory on the runner (`oxrunner exec`).
+    pub origin: SourceOrigin,
     /// Git strategy.
     pub strategy: GitStrategy,
     /// Repository URL; usually carries `gitlab-ci-token:<job token>@`.
@@ -192,9 +194,22 @@ pub struct Sources {
     pub ca_file: Option<String>,
 }
 
+/// Where get_sources takes the project's files from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SourceOrigin {
+    /// The repository, per the git settings (strategy, depth, submodules...).
+    #[default]
+    Git,
+    /// A ready directory on the runner (`oxrunner exec`: a prepared copy of the user's working tree). No git runs:
+    /// an executor with local files uses it in place as the project directory, one with remote files
+    /// (`Executor::files`) receives a copy of it.
+    LocalDir(PathBuf),
+}
+
 impl Default for Sources {
     fn default() -> Self {
         Self {
+            origin: SourceOrigin::Git,
             strategy: GitStrategy::Fetch,
             repo_url: Secret::default(),
             sha: String::new(),
@@ -441,6 +456,10 @@ pub struct RunnerContext {
     pub clone_url: Option<String>,
     /// `[runners.custom_build_dir] enabled`: allows `GIT_CLONE_PATH`.
     pub custom_build_dir: bool,
+    /// Runner-side root for checkouts of executors whose files are remote (`Executor::files`): git runs here,
+    /// then the tree is pushed into the job. Kept between jobs so `fetch` is incremental. Empty:
+    /// `$TMPDIR/oxrunner-builds`.
+    pub runner_builds_dir: PathBuf,
 }
 
 impl RunnerContext {

@@ -10,7 +10,7 @@ use bollard::query_parameters::CreateContainerOptions;
 use futures::future::{BoxFuture, join_all};
 use oxrunner_config::DockerConfig;
 use oxrunner_core::{
-    CancellationToken, ExecError, Executor, ExitStatus, JobFiles, JobPlan, RunnerContext, Stage,
+    CancellationToken, EnvironmentFacts, ExecError, Executor, ExitStatus, JobFiles, JobPlan, RunnerContext,
     StageCommand, TraceWriter, build_dir,
 };
 
@@ -20,7 +20,6 @@ use crate::cleanup;
 use crate::connect::Endpoint;
 use crate::error::DockerError;
 use crate::health;
-use crate::hooks::SourceHooks;
 use crate::hostcfg;
 use crate::image;
 use crate::labels::job_labels;
@@ -28,7 +27,6 @@ use crate::run;
 use crate::services;
 use crate::settings::{VolumeSpec, image_allowed, parse_cpus, parse_size, parse_volume};
 use crate::shortcuts;
-use crate::sources::{self, Fetched};
 
 /// Container path of the build volume when the runner context names none.
 pub const DEFAULT_BUILDS_DIR: &str = "/builds";
@@ -47,17 +45,12 @@ pub struct DockerExecutor {
     running: bool,
     /// The user stages run as (`image:docker:user` or `user`); `None` keeps the image's.
     user: Option<String>,
-    plan: Option<JobPlan>,
-    host_builds_dir: PathBuf,
     services: Vec<String>,
     volumes: Vec<String>,
     networks: Vec<String>,
-    source_dir: Option<PathBuf>,
     perms: Permissions,
-    /// prepare_script is printed by the runner (see `shortcuts`).
-    short_prepare: Option<String>,
-    /// get_sources with `GIT_STRATEGY: none` is printed by the runner; prepare made the project directory.
-    short_sources: bool,
+    /// What prepare established, for the driver (see `shortcuts`).
+    facts: EnvironmentFacts,
     background_cleanup: bool,
     removal: Option<tokio::task::JoinHandle<()>>,
 }
@@ -90,15 +83,11 @@ impl DockerExecutor {
             container: None,
             running: false,
             user: None,
-            plan: None,
-            host_builds_dir: std::env::temp_dir().join("oxrunner-docker-builds"),
             services: Vec::new(),
             volumes: Vec::new(),
             networks: Vec::new(),
-            source_dir: None,
             perms: Permissions::Open,
-            short_prepare: None,
-            short_sources: false,
+            facts: EnvironmentFacts::default(),
             background_cleanup: false,
             removal: None,
         }
@@ -109,20 +98,6 @@ impl DockerExecutor {
     /// detach, destroy), a quarter of a short job, and GitLab need not wait for it.
     pub fn with_background_cleanup(mut self) -> Self {
         self.background_cleanup = true;
-        self
-    }
-
-    /// Takes the project's files from `dir` on the runner instead of git (`oxrunner exec`: the user's working
-    /// tree): get_sources copies it into the build volume.
-    pub fn with_source_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.source_dir = Some(dir.into());
-        self
-    }
-
-    /// Runner-side directory for checkouts (`<dir>/<short token>/<slot>/<slug>`, kept between jobs so `fetch`
-    /// is incremental). Defaults to `$TMPDIR/oxrunner-docker-builds`.
-    pub fn with_host_builds_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.host_builds_dir = dir.into();
         self
     }
 
@@ -332,7 +307,6 @@ impl DockerExecutor {
         volume.map_err(DockerError::api(format!("creating volume {volume_name}")))?;
         trace.info(&format!("Using docker image {image_id} for {image} ..."));
 
-        self.plan = Some(plan.clone());
         self.perms = Permissions::for_variables(&plan.variables);
 
         let network = self
@@ -400,52 +374,47 @@ impl DockerExecutor {
                 "creating container {name} from {image}"
             )))?;
         self.container = Some(created.id.clone());
+        self.open_and_start(&docker, &created.id, plan).await
+    }
+
+    /// Opens the build volume's directories and starts the job container; records what that establishes for the
+    /// driver (`Executor::environment`).
+    async fn open_and_start(&mut self, docker: &Docker, id: &str, plan: &JobPlan) -> Result<(), DockerError> {
         // The job's user (any, see `image:docker:user`) creates the project dir and its `.tmp` sibling (file
-        // variables) under the builds dir in the first stage, so only the builds dir needs opening, unless the
-        // runner stands in for get_sources (`shortcuts`), which would have made the project dir.
+        // variables) under the builds dir in its first script, so only the builds dir needs opening. On a fresh
+        // build volume prepare makes them too, so the driver may spare the scripts that would only do that.
         let builds_dir = self.builds_dir();
         let mut open = vec![builds_dir.display().to_string()];
         let project_dir = build_dir(plan, &self.runner);
-        let open_perms = self.perms == Permissions::Open && project_dir.starts_with(&builds_dir);
-        let short_sources = open_perms
-            && self.source_dir.is_none()
-            && shortcuts::sources_only_make_the_dir(plan, &self.runner);
-        // A build volume that outlives the job could hold a previous job's env file, which the real script removes.
-        let short_prepare =
-            open_perms && !shortcuts::traced(plan, &self.runner) && self.tmp_dir_dies_with_the_volume(plan);
-        if short_prepare {
-            // What prepare_script's `mkdir -p` would have made, open to any job user as upstream's umask 0000 leaves
-            // it: the project's parents and its `.tmp`.
-            let parent = project_dir.parent().unwrap_or(&builds_dir);
-            let mut dirs = shortcuts::dirs_down_to(&builds_dir, parent);
+        let tmp_dies = self.tmp_dir_dies_with_the_volume(plan);
+        // A build volume that outlives the job could hold a previous job's files, which the real scripts handle.
+        let fresh = self.perms == Permissions::Open && project_dir.starts_with(&builds_dir) && tmp_dies;
+        if fresh {
+            // What the scripts' `mkdir -p` would have made, open to any job user as upstream's umask 0000 leaves
+            // it: the project dir with its parents, and its `.tmp`.
+            let mut dirs = shortcuts::dirs_down_to(&builds_dir, &project_dir);
             dirs.push(oxrunner_core::tmp_dir(&project_dir));
             open.extend(dirs.iter().map(|d| d.display().to_string()));
-        }
-        if short_sources {
-            let parent = project_dir.parent().unwrap_or(&builds_dir);
-            let dirs = shortcuts::dirs_down_to(&builds_dir, &project_dir);
-            open.extend(
-                dirs.iter()
-                    .filter(|d| !short_prepare || !parent.starts_with(d))
-                    .map(|d| d.display().to_string()),
-            );
         }
         // Started here, alongside the archive upload, rather than by the first stage: the start is the longest
         // step of a short job. A failed start is left to the first stage, which starts it again and reports.
         let (opened, started) = tokio::join!(
-            archive::make_dirs_open(&docker, &created.id, &open),
-            docker.start_container(&created.id, None)
+            archive::make_dirs_open(docker, id, &open),
+            docker.start_container(id, None)
         );
         match started {
             Ok(()) => self.running = true,
             Err(e) => tracing::debug!(error = %e, "starting the job container in prepare"),
         }
         opened?;
-        self.short_sources = short_sources;
-        if self.running && short_prepare {
-            let hostname = shortcuts::container_hostname(self.config.hostname.as_deref(), &created.id);
-            self.short_prepare = Some(shortcuts::running_on(&hostname));
-        }
+        self.facts = EnvironmentFacts {
+            fresh_build_dir: fresh,
+            tmp_dir_dies_with_job: tmp_dies,
+            // Only a running container has a host name the runner can vouch for.
+            hostname: self
+                .running
+                .then(|| shortcuts::container_hostname(self.config.hostname.as_deref(), id)),
+        };
         Ok(())
     }
 
@@ -547,70 +516,6 @@ impl DockerExecutor {
         Ok(Some(network))
     }
 
-    /// get_sources of a clone or fetch: the pre hooks in the container, the fetch on the runner, the copy into
-    /// the build volume, the post hooks in the container; a failing part ends the stage with its status. `None`
-    /// when the strategy needs no git (the stage then runs in the container as rendered).
-    async fn sources_from_git(
-        &mut self,
-        plan: &JobPlan,
-        cmd: &StageCommand,
-        trace: &TraceWriter,
-        cancel: &CancellationToken,
-    ) -> Result<Option<ExitStatus>, ExecError> {
-        let hooks = SourceHooks::render(plan, &self.runner);
-        if let Some(pre) = hooks.pre {
-            let status = self.exec_hook(pre, cmd, trace, cancel).await?;
-            if !status.success() {
-                return Ok(Some(status));
-            }
-        }
-        let dir =
-            match sources::fetch_on_runner(&self.host_builds_dir, plan, &self.runner, trace, cancel.clone())
-                .await?
-            {
-                Fetched::Failed(status) => return Ok(Some(status)),
-                Fetched::NotNeeded => return Ok(None),
-                Fetched::Ready(dir) => dir,
-            };
-        let target = build_dir(plan, &self.runner).display().to_string();
-        self.copy_to_container(&dir, &target).await?;
-        match hooks.post {
-            Some(post) => self.exec_hook(post, cmd, trace, cancel).await.map(Some),
-            None => Ok(Some(ExitStatus::Code(0))),
-        }
-    }
-
-    /// One get_sources hook script as an exec in the job container, as the job's user, from the stage's dir.
-    async fn exec_hook(
-        &mut self,
-        script: String,
-        stage: &StageCommand,
-        trace: &TraceWriter,
-        cancel: &CancellationToken,
-    ) -> Result<ExitStatus, ExecError> {
-        let (docker, container) = match (&self.docker, &self.container) {
-            (Some(d), Some(c)) => (d, c.as_str()),
-            _ => return Err(not_prepared().into()),
-        };
-        let cmd = StageCommand {
-            stage: stage.stage.clone(),
-            script,
-            shell_workdir: stage.shell_workdir.clone(),
-            predefined: stage.predefined,
-        };
-        run::run_stage(
-            docker,
-            container,
-            self.user.as_deref(),
-            &mut self.running,
-            &cmd,
-            trace,
-            cancel.clone(),
-        )
-        .await
-        .map_err(ExecError::from)
-    }
-
     /// With [`with_background_cleanup`](Self::with_background_cleanup), `cleanup` starts the removals and
     /// returns; [`Executor::finish_cleanup`] waits for them.
     async fn cleanup_inner(&mut self) {
@@ -682,52 +587,6 @@ impl Executor for DockerExecutor {
         cancel: CancellationToken,
     ) -> BoxFuture<'a, Result<ExitStatus, ExecError>> {
         Box::pin(async move {
-            if cmd.stage == Stage::PrepareScript
-                && let Some(line) = self.short_prepare.take()
-            {
-                trace.write(line.as_bytes());
-                return Ok(ExitStatus::Code(0));
-            }
-            if cmd.stage == Stage::GetSources && std::mem::take(&mut self.short_sources) {
-                trace.write(shortcuts::skipping_sources().as_bytes());
-                return Ok(ExitStatus::Code(0));
-            }
-            if cmd.stage == Stage::GetSources
-                && let (Some(plan), Some(dir)) = (&self.plan, &self.source_dir)
-            {
-                let target = build_dir(plan, &self.runner).display().to_string();
-                trace.println(&format!(
-                    "Copying {} into the container at {target}",
-                    dir.display()
-                ));
-                self.copy_to_container(dir, &target).await?;
-                return Ok(ExitStatus::Code(0));
-            }
-            if cmd.stage == Stage::GetSources
-                && let Some(plan) = self.plan.clone()
-                && let Some(status) = self.sources_from_git(&plan, &cmd, trace, &cancel).await?
-            {
-                return Ok(status);
-            }
-            if cmd.stage == Stage::CleanupFileVariables
-                && let Some(plan) = &self.plan
-                && self.tmp_dir_dies_with_the_volume(plan)
-            {
-                // One more exec (and a container start after a cancel) would only delete files that the removal
-                // of the per-job build volume right after deletes anyway.
-                return Ok(ExitStatus::Code(0));
-            }
-            if cmd.stage == Stage::ClearWorktree
-                && let Some(plan) = &self.plan
-            {
-                // A failed fetch may leave the runner-side checkout broken; the retry starts from scratch.
-                let dir = sources::host_project_dir(&self.host_builds_dir, plan, &self.runner);
-                if let Err(e) = tokio::fs::remove_dir_all(&dir).await
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    trace.warning(&format!("could not remove {}: {e}", dir.display()));
-                }
-            }
             let (docker, container) = match (&self.docker, &self.container) {
                 (Some(d), Some(c)) => (d, c.as_str()),
                 _ => return Err(not_prepared().into()),
@@ -758,6 +617,10 @@ impl Executor for DockerExecutor {
                 tracing::warn!(error = %e, "removing the job's Docker objects stopped");
             }
         })
+    }
+
+    fn environment(&self) -> EnvironmentFacts {
+        self.facts.clone()
     }
 
     fn files(&self) -> Option<Arc<dyn JobFiles>> {

@@ -14,8 +14,9 @@
 //! - [`services`]: service containers on a per-job network; [`health`] waits for their ports, [`route`] lets a
 //!   runner that itself runs in a container reach them, [`listen`] asks a service that stays unreachable.
 //! - [`hostcfg`]: the remaining `[runners.docker]` keys as engine host config; [`unsupported_keys`].
-//! - [`sources`]: get_sources on the runner side, then copied into the build volume; its hooks run in the job
-//!   container around it.
+//! - get_sources is the core driver's: it fetches on the runner and pushes the tree through the executor's
+//!   `JobFiles` ([`archive::ContainerFiles`]); the executor reports what its prepare established
+//!   (`Executor::environment`) so the driver can spare scripts.
 //! - [`archive`]: copying trees into and out of containers.
 //! - [`cleanup`]: per-object removal and [`remove_leftovers`] for the daemon's start.
 //! - [`labels`]: the labels put on every object.
@@ -27,7 +28,6 @@ pub mod connect;
 pub mod error;
 pub mod executor;
 pub mod health;
-mod hooks;
 pub mod hostcfg;
 pub mod image;
 pub mod labels;
@@ -37,7 +37,6 @@ mod run;
 pub mod services;
 pub mod settings;
 mod shortcuts;
-pub mod sources;
 
 pub use archive::Permissions;
 pub use cleanup::{Removed, remove_leftovers};

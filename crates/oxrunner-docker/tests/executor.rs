@@ -217,50 +217,51 @@ async fn seed_volumes_mount_the_docker_socket_and_a_cache_volume() {
 }
 
 #[tokio::test]
-async fn cleanup_of_file_variables_is_left_to_the_build_volume_removal() {
+async fn a_fresh_build_volume_is_reported_to_the_driver() {
     let Some(docker) = engine().await else { return };
-    let cleanup_stage = |script: &str| oxrunner_core::StageCommand {
-        stage: oxrunner_core::Stage::CleanupFileVariables,
-        script: script.into(),
-        shell_workdir: "/builds".into(),
-        predefined: true,
-    };
     let trace = Trace::new();
-    let mut exec = DockerExecutor::new(config(), runner());
+    let ctx = runner();
+    let mut exec = DockerExecutor::new(config(), ctx.clone());
     exec.prepare(&plan(107), &trace.writer).await.unwrap();
-    let status = exec
-        .run(
-            cleanup_stage("echo cleanup-ran"),
-            &trace.writer,
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, ExitStatus::Code(0));
+    let facts = exec.environment();
+    let id = exec.container_id().unwrap().to_owned();
+    assert!(facts.fresh_build_dir && facts.tmp_dir_dies_with_job, "{facts:?}");
+    assert_eq!(facts.hostname.as_deref(), Some(&id[..12]));
+    // What the driver then spares the scripts for: the project dir, its parents and its `.tmp`, open to any user.
+    let status = run(
+        &mut exec,
+        "stat -c '%a %n' /builds/group /builds/group/project /builds/group/project.tmp",
+        &trace,
+    )
+    .await;
+    let text = trace.text();
+    assert_eq!(status, ExitStatus::Code(0), "{text}");
+    for dir in [
+        "/builds/group\n",
+        "/builds/group/project\n",
+        "/builds/group/project.tmp\n",
+    ] {
+        assert!(text.contains(&format!("777 {dir}")), "{dir:?} in:\n{text}");
+    }
     exec.cleanup().await;
-    assert!(!trace.text().contains("cleanup-ran"), "{}", trace.text());
 
-    // `<project>.tmp` on a volume that outlives the job: the stage must run.
+    // `<project>.tmp` on a volume that outlives the job: neither fact holds, so the driver runs the scripts.
     let kept = format!("oxrunner-test-{}", uuid::Uuid::new_v4().simple());
     let cfg = oxrunner_config::DockerConfig {
         volumes: vec![format!("{kept}:/builds/group")],
         ..config()
     };
-    let mut exec = DockerExecutor::new(cfg, runner());
+    let mut exec = DockerExecutor::new(cfg, ctx.clone());
     exec.prepare(&plan(107), &trace.writer).await.unwrap();
-    let status = exec
-        .run(
-            cleanup_stage("echo cleanup-ran"),
-            &trace.writer,
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let facts = exec.environment();
     exec.cleanup().await;
     docker
         .remove_volume(&kept, None::<bollard::query_parameters::RemoveVolumeOptions>)
         .await
         .unwrap();
-    assert_eq!(status, ExitStatus::Code(0));
-    assert!(trace.text().contains("cleanup-ran"), "{}", trace.text());
+    assert!(
+        !facts.fresh_build_dir && !facts.tmp_dir_dies_with_job,
+        "{facts:?}"
+    );
+    assert_eq!(objects_of(&docker, &ctx.short_token).await, (vec![], vec![]));
 }

@@ -132,8 +132,7 @@ async fn sources_are_fetched_on_the_runner_and_copied_into_an_image_without_git(
     );
     assert_eq!(common::objects_of(&docker, &runner).await, (vec![], vec![]));
     // The runner-side checkout stays for the next job of the slot (incremental fetch).
-    let kept =
-        oxrunner_docker::sources::host_project_dir(host.path(), &plan, &common::runner_with_token(&runner));
+    let kept = common::checkout_dir(host.path(), &plan, &common::runner_with_token(&runner));
     assert_eq!(git(&kept, &["rev-parse", "HEAD"]), sha);
 }
 
@@ -154,7 +153,7 @@ async fn a_failed_fetch_is_retried_from_a_cleared_runner_side_checkout() {
     };
     let host = tempfile::tempdir().unwrap();
     let ctx = common::runner();
-    let stale = oxrunner_docker::sources::host_project_dir(host.path(), &plan, &ctx);
+    let stale = common::checkout_dir(host.path(), &plan, &ctx);
     std::fs::create_dir_all(&stale).unwrap();
     std::fs::write(stale.join("stale.txt"), "from an older job").unwrap();
 
@@ -279,8 +278,7 @@ async fn a_failing_pre_get_sources_hook_fails_the_job_before_the_fetch() {
     for absent in ["Fetching changes", "never-post\n", "never-ran\n"] {
         assert!(!log.contains(absent), "{absent:?} in:\n{log}");
     }
-    let checkout =
-        oxrunner_docker::sources::host_project_dir(host.path(), &plan, &common::runner_with_token(&runner));
+    let checkout = common::checkout_dir(host.path(), &plan, &common::runner_with_token(&runner));
     assert!(
         !checkout.exists(),
         "the runner fetched anyway: {}",

@@ -137,8 +137,7 @@ async fn after_script_runs_after_a_script_timeout() {
         script: vec!["echo after-script-ran; ps -o pid,args".into()],
         ..Step::default()
     });
-    let host = tempfile::tempdir().unwrap();
-    let mut exec = DockerExecutor::new(config(), ctx.clone()).with_host_builds_dir(host.path());
+    let mut exec = DockerExecutor::new(config(), ctx.clone());
     let trace = Trace::new();
     let outcome = tokio::time::timeout(
         HANG,

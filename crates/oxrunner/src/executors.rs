@@ -2,8 +2,6 @@
 //! daemon) and `exec`. A new executor is one arm in [`executor_for`] plus its name in [`SUPPORTED`]; kinds without
 //! an arm are refused by name, never run by another executor.
 
-use std::path::PathBuf;
-
 use oxrunner_config::{CustomConfig, DockerConfig, ExecutorKind};
 use oxrunner_core::{Executor, JobProcesses, RunnerContext, ShellExecutor};
 use oxrunner_custom::{CustomExecutor, CustomSettings};
@@ -39,12 +37,8 @@ pub struct ExecutorSetup<'a> {
     pub ctx: &'a RunnerContext,
     /// `[runners.docker]` (exec: its local defaults).
     pub docker: DockerConfig,
-    /// Where a Docker job's runner-side files live on this host.
-    pub host_builds_dir: PathBuf,
     /// Daemon: containers are removed after the final update, off the job's critical path.
     pub background_cleanup: bool,
-    /// exec: the prepared copy of the project the Docker job starts from.
-    pub source_dir: Option<PathBuf>,
     /// Shell: run the scripts as this user (`--user`).
     pub user: Option<String>,
     /// Shell: track every process the job starts.
@@ -98,11 +92,7 @@ fn custom(setup: ExecutorSetup<'_>) -> CustomExecutor {
 }
 
 fn docker(setup: ExecutorSetup<'_>) -> DockerExecutor {
-    let mut executor =
-        DockerExecutor::new(setup.docker, setup.ctx.clone()).with_host_builds_dir(setup.host_builds_dir);
-    if let Some(dir) = &setup.source_dir {
-        executor = executor.with_source_dir(dir);
-    }
+    let mut executor = DockerExecutor::new(setup.docker, setup.ctx.clone());
     if setup.background_cleanup {
         executor = executor.with_background_cleanup();
     }
@@ -117,9 +107,7 @@ mod tests {
         ExecutorSetup {
             ctx,
             docker: DockerConfig::default(),
-            host_builds_dir: PathBuf::from("/nonexistent"),
             background_cleanup: false,
-            source_dir: None,
             user: None,
             processes: None,
             posix_sh: false,

@@ -1,9 +1,10 @@
 //! The driver: runs a `JobPlan`'s stages in gitlab-runner's order on an `Executor`, with timeouts,
 //! cancellation and the job log (runner-api.md §2.2, §2.8).
 
-pub mod env;
+pub(crate) mod env;
 mod inscript;
 mod remote;
+mod sources;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -14,11 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::builddir::{build_dir, tmp_dir};
 use crate::error::{ExecError, HookError};
-use crate::executor::{Executor, ExitStatus, FileAccess, JobHooks, JobStatus, Stage, StageCommand, StageCtx};
+use crate::executor::{
+    EnvironmentFacts, Executor, ExitStatus, FileAccess, JobHooks, JobStatus, Stage, StageCommand, StageCtx,
+};
 use crate::outcome::{FailureReason, JobOutcome, go_duration};
-use crate::plan::{JobPlan, RunnerContext, Step};
+use crate::plan::{JobPlan, RunnerContext, SourceOrigin, Step};
 use crate::script::ScriptContext;
-use crate::script::git::GitSettings;
 use crate::trace::TraceWriter;
 use crate::variables::{Variable, Variables};
 
@@ -95,6 +97,8 @@ struct Driver<'a> {
     interrupt: Option<Interrupt>,
     /// A stage script was started, so file variables may exist on disk.
     scripts_ran: bool,
+    /// What the executor's `prepare` established (see `Executor::environment`).
+    environment: EnvironmentFacts,
 }
 
 /// Runs the job and returns its outcome; the trace ends with `Job succeeded` or `ERROR: Job failed: ...`.
@@ -134,6 +138,7 @@ pub async fn run_job(
         failure: None,
         interrupt: None,
         scripts_ran: false,
+        environment: EnvironmentFacts::default(),
     };
     driver.run().await;
     driver.cleanup_file_variables().await;
@@ -213,6 +218,7 @@ impl Driver<'_> {
         if !self.prepare_executor().await {
             return;
         }
+        self.locate();
         self.main_stages().await;
         if self.interrupt == Some(Interrupt::Abort) {
             return;
@@ -227,14 +233,35 @@ impl Driver<'_> {
         self.archive_and_upload().await;
     }
 
+    /// Takes in what `prepare` established: the executor's facts, and for sources from a local directory on an
+    /// executor with local files, that directory as the project directory (the job runs in it in place).
+    fn locate(&mut self) {
+        self.environment = self.executor.environment();
+        if let SourceOrigin::LocalDir(dir) = &self.plan.sources.origin
+            && self.executor.files().is_none()
+        {
+            self.project_dir = dir.clone();
+            self.tmp_dir = tmp_dir(&self.project_dir);
+            let raw = env::job_variables(self.plan, &self.ctx, &self.project_dir, &self.tmp_dir);
+            self.vars = env::expand(&raw, &self.tmp_dir);
+        }
+    }
+
     /// Removes file variables and git credentials. Runs even after an abort (with its own short deadline):
     /// the shell executor would otherwise leave secrets on disk.
     async fn cleanup_file_variables(&mut self) {
         if !self.scripts_ran {
             return;
         }
-        let script = self.scripts(&self.vars).cleanup_file_variables();
         let stage = Stage::CleanupFileVariables;
+        if self.environment.tmp_dir_dies_with_job {
+            // One more exec (and a container start after a cancel) would only delete files that the executor's
+            // cleanup removes with the environment right after.
+            self.section_start(&stage);
+            self.section_end(&stage);
+            return;
+        }
+        let script = self.scripts(&self.vars).cleanup_file_variables();
         self.section_start(&stage);
         let limits = Limits {
             deadline: Some(Instant::now() + CLEANUP_TIMEOUT),
@@ -422,9 +449,16 @@ impl Driver<'_> {
                 .flatten()
                 .map(|h| h.to_string_lossy().into_owned())
         });
-        let script = self.scripts(&self.vars).prepare_script(via.as_deref());
-        if !self.stage(stage, script, limits).await {
-            return;
+        if let Some(line) = self.running_on(via.as_deref()) {
+            // prepare_script would only print this line: the env file it removes cannot exist yet.
+            self.section_start(&stage);
+            self.trace.write(line.as_bytes());
+            self.section_end(&stage);
+        } else {
+            let script = self.scripts(&self.vars).prepare_script(via.as_deref());
+            if !self.stage(stage, script, limits).await {
+                return;
+            }
         }
         if !self.get_sources().await {
             return;
@@ -469,38 +503,23 @@ impl Driver<'_> {
         self.user_steps().await;
     }
 
-    async fn get_sources(&mut self) -> bool {
-        let settings = GitSettings::resolve(self.plan, &self.vars);
-        let limits = self.job_limits();
-        for attempt in 1..=settings.attempts {
-            if attempt > 1 {
-                let script = self.scripts(&self.vars).clear_worktree();
-                match self.stage_result(Stage::ClearWorktree, script, limits).await {
-                    StageResult::Interrupted(i) => {
-                        self.fail_interrupted(i);
-                        return false;
-                    }
-                    StageResult::Error(err) => {
-                        self.set_failure(err.reason(), None, err.to_string());
-                        return false;
-                    }
-                    StageResult::Exit(_) => {}
-                }
-            }
-            let script = self.scripts(&self.vars).get_sources(&settings);
-            let result = self.stage_result(Stage::GetSources, script, limits).await;
-            match result {
-                StageResult::Exit(status) if !status.success() && attempt < settings.attempts => {
-                    self.trace.warning(&format!(
-                        "Getting sources failed ({status}), retrying (attempt {} of {})",
-                        attempt + 1,
-                        settings.attempts
-                    ));
-                }
-                other => return self.settle(other),
-            }
+    /// What prepare_script prints, when the executor's facts say that is all it would do: a fresh environment
+    /// whose host name is known, and no tracing (which prints every command).
+    fn running_on(&self, via: Option<&str>) -> Option<String> {
+        let facts = &self.environment;
+        if !(facts.fresh_build_dir && facts.tmp_dir_dies_with_job) || self.xtrace {
+            return None;
         }
-        false
+        let hostname = facts.hostname.as_deref()?;
+        // As the rendered script's `echo "... via <host>"`, which drops these characters.
+        let via = via
+            .map(|h| h.trim().replace(['"', '\\', '$', '`'], ""))
+            .unwrap_or_default();
+        Some(if via.is_empty() {
+            format!("Running on {hostname}...\n")
+        } else {
+            format!("Running on {hostname} via {via}...\n")
+        })
     }
 
     async fn user_steps(&mut self) {
@@ -724,52 +743,61 @@ impl Driver<'_> {
         result
     }
 
-    /// Runs one script on the executor. On timeout or cancellation the executor's token is fired and the
-    /// driver still waits for `run` to return, so no process of the stage outlives it.
+    /// Runs one script on the job's executor (see [`run_guarded`]).
     async fn run_script(&mut self, stage: Stage, script: String, limits: Limits) -> StageResult {
         self.scripts_ran = true;
-        let cancel = CancellationToken::new();
         let cmd = StageCommand {
             predefined: stage.is_predefined(),
             stage,
             script,
             shell_workdir: self.ctx.builds_dir.clone(),
         };
-        let control = self.control.clone();
-        let trace = self.trace;
-        let fut = self.executor.run(cmd, trace, cancel.clone());
-        tokio::pin!(fut);
-        let mut why: Option<Interrupt> = None;
-        let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-        let deadline = limits.deadline.unwrap_or(far);
-        let (script_deadline, script_timeout) = limits.script_deadline.unwrap_or((far, Duration::ZERO));
-        let result = loop {
-            tokio::select! {
-                res = &mut fut => break res,
-                _ = control.abort.cancelled(), if limits.abortable && why != Some(Interrupt::Abort) => {
-                    why = Some(Interrupt::Abort);
-                    cancel.cancel();
-                }
-                _ = control.graceful.cancelled(), if why.is_none() && limits.graceful => {
-                    why = Some(Interrupt::Graceful);
-                    cancel.cancel();
-                }
-                _ = tokio::time::sleep_until(deadline), if why.is_none() => {
-                    why = Some(Interrupt::JobTimeout);
-                    cancel.cancel();
-                }
-                _ = tokio::time::sleep_until(script_deadline), if why.is_none() => {
-                    why = Some(Interrupt::ScriptTimeout(script_timeout));
-                    cancel.cancel();
-                }
+        run_guarded(self.executor, cmd, self.trace, &self.control, limits).await
+    }
+}
+
+/// Runs one script on `executor`. On timeout or cancellation the executor's token is fired and this still waits
+/// for `run` to return, so no process of the stage outlives it.
+async fn run_guarded(
+    executor: &mut dyn Executor,
+    cmd: StageCommand,
+    trace: &TraceWriter,
+    control: &JobCancel,
+    limits: Limits,
+) -> StageResult {
+    let cancel = CancellationToken::new();
+    let fut = executor.run(cmd, trace, cancel.clone());
+    tokio::pin!(fut);
+    let mut why: Option<Interrupt> = None;
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    let deadline = limits.deadline.unwrap_or(far);
+    let (script_deadline, script_timeout) = limits.script_deadline.unwrap_or((far, Duration::ZERO));
+    let result = loop {
+        tokio::select! {
+            res = &mut fut => break res,
+            _ = control.abort.cancelled(), if limits.abortable && why != Some(Interrupt::Abort) => {
+                why = Some(Interrupt::Abort);
+                cancel.cancel();
             }
-        };
-        trace.flush();
-        match (why, result) {
-            (Some(i), _) => StageResult::Interrupted(i),
-            (None, Ok(status)) => StageResult::Exit(status),
-            (None, Err(err)) => StageResult::Error(err),
+            _ = control.graceful.cancelled(), if why.is_none() && limits.graceful => {
+                why = Some(Interrupt::Graceful);
+                cancel.cancel();
+            }
+            _ = tokio::time::sleep_until(deadline), if why.is_none() => {
+                why = Some(Interrupt::JobTimeout);
+                cancel.cancel();
+            }
+            _ = tokio::time::sleep_until(script_deadline), if why.is_none() => {
+                why = Some(Interrupt::ScriptTimeout(script_timeout));
+                cancel.cancel();
+            }
         }
+    };
+    trace.flush();
+    match (why, result) {
+        (Some(i), _) => StageResult::Interrupted(i),
+        (None, Ok(status)) => StageResult::Exit(status),
+        (None, Err(err)) => StageResult::Error(err),
     }
 }
 

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::bash::{notice, quote, quote_path, warning};
-use crate::plan::{GitStrategy, JobPlan, RunnerContext, SubmoduleStrategy};
+use crate::plan::{GitStrategy, JobPlan, RunnerContext, SourceOrigin, SubmoduleStrategy};
 use crate::secret::Secret;
 use crate::variables::{Variables, parse_bool};
 
@@ -55,6 +55,10 @@ impl GitSettings {
                 Some(s) => strategy = s,
                 None => warnings.push(format!("Invalid GIT_STRATEGY value {v:?}, using the default")),
             }
+        }
+        if src.origin != SourceOrigin::Git {
+            // The files are already there: no git work, whatever the job asks for.
+            strategy = GitStrategy::None;
         }
         let mut depth = src.depth;
         if let Some(v) = vars.value("GIT_DEPTH").filter(|v| !v.is_empty()) {

@@ -1,6 +1,12 @@
 //! Stage scripts (bash flavour, also valid for POSIX `sh` where bash is missing).
 
-pub mod bash;
+pub(crate) mod bash;
+
+/// Shell quoting and gitlab-runner's coloured notices, for front ends that render stage scripts of their own (the
+/// in-script cache and artifact stages).
+pub mod words {
+    pub use super::bash::{notice, quote, quote_path, warning};
+}
 pub mod git;
 
 use std::fmt::Write as _;

@@ -27,7 +27,11 @@ pub async fn run_job_in(
     config: DockerConfig,
     host_builds: &Path,
 ) -> (oxrunner_core::JobOutcome, String) {
-    let mut exec = DockerExecutor::new(config, ctx.clone()).with_host_builds_dir(host_builds);
+    let ctx = &RunnerContext {
+        runner_builds_dir: host_builds.to_path_buf(),
+        ..ctx.clone()
+    };
+    let mut exec = DockerExecutor::new(config, ctx.clone());
     let trace = Trace::new();
     let outcome = oxrunner_core::run_job(
         plan,
@@ -39,6 +43,15 @@ pub async fn run_job_in(
     )
     .await;
     (outcome, trace.text())
+}
+
+/// The runner-side checkout of `plan` for a runner `ctx` whose checkouts live under `host_builds`.
+pub fn checkout_dir(host_builds: &Path, plan: &JobPlan, ctx: &RunnerContext) -> PathBuf {
+    let ctx = RunnerContext {
+        runner_builds_dir: host_builds.to_path_buf(),
+        ..ctx.clone()
+    };
+    oxrunner_core::runner_checkout_dir(plan, &ctx)
 }
 
 static IMAGES: Mutex<bool> = Mutex::new(false);

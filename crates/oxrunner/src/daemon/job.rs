@@ -237,9 +237,7 @@ async fn start(
     let setup = ExecutorSetup {
         ctx: &ctx,
         docker: env.runner.docker.clone().unwrap_or_default(),
-        host_builds_dir: env.state_dir.join("builds"),
         background_cleanup: true,
-        source_dir: None,
         user: env.user.clone(),
         processes: procs.clone(),
         posix_sh: env.runner.shell.as_deref() == Some("sh"),
@@ -340,6 +338,8 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
             .as_ref()
             .and_then(|c| c.enabled)
             .unwrap_or(false),
+        // Checkouts for executors with remote files, kept between jobs so `fetch` is incremental.
+        runner_builds_dir: env.state_dir.join("builds"),
     }
 }
 

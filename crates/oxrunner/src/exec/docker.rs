@@ -104,12 +104,10 @@ pub fn runs_locally(name: &str) -> bool {
     )
 }
 
-/// The executor for one local job; a Docker job's files are the prepared copy in `source_dir`.
+/// The executor for one local job (its files come from the plan's local source directory).
 pub fn executor(
     kind: &ExecutorKind,
     ctx: &RunnerContext,
-    source_dir: &std::path::Path,
-    host_builds: &std::path::Path,
     processes: JobProcesses,
     custom: Option<oxrunner_config::CustomConfig>,
     job_response: Option<Vec<u8>>,
@@ -117,9 +115,7 @@ pub fn executor(
     let setup = ExecutorSetup {
         ctx,
         docker: config(),
-        host_builds_dir: host_builds.to_path_buf(),
         background_cleanup: false,
-        source_dir: Some(source_dir.to_path_buf()),
         user: None,
         processes: Some(processes),
         posix_sh: false,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use oxrunner_api::{DependencyArtifactsFile, JobResponse, Variable};
 use oxrunner_config::ExecutorKind;
 use oxrunner_core::{
-    CgroupPlacement, FailureReason, JobCancel, JobOutcome, JobProcesses, RunnerContext, TraceWriter,
+    CgroupPlacement, FailureReason, JobCancel, JobOutcome, JobProcesses, RunnerContext, SourceOrigin, TraceWriter,
 };
 use oxrunner_pipeline::PipelineJob;
 
@@ -139,10 +139,6 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     job.id = spec.id;
     job.token = local_token();
     fill_dependencies(&env, &spec, &mut job);
-    push_var(&mut job, "GIT_STRATEGY", "none");
-    if !in_docker {
-        push_var(&mut job, "GIT_CLONE_PATH", &build_dir.to_string_lossy());
-    }
     for (_, _, dir) in &spec.deps {
         for (k, v) in dotenv::load(&env.dotenv_path(dir)) {
             push_var(&mut job, &k, &v);
@@ -157,7 +153,9 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
             outcome: failed(e.to_string()),
         };
     }
-    let plan = job_plan(&job, None);
+    let mut plan = job_plan(&job, None);
+    // The copy made by `workspace::prepare` is the checkout: the shell runs in it, a container receives it.
+    plan.sources.origin = SourceOrigin::LocalDir(build_dir.clone());
     let kind = env.docker.kind_for(in_docker);
     let ctx = runner_context(&env, spec.index, &kind);
     // The job's processes are found by their environment marker, not a cgroup: a local pipeline runs as the user
@@ -166,8 +164,6 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     let built = super::docker::executor(
         &kind,
         &ctx,
-        &build_dir,
-        &env.state.join("docker-builds"),
         procs,
         env.opts.custom.clone(),
         serde_json::to_vec(&job).ok(),
@@ -392,8 +388,9 @@ fn runner_context(env: &Env, index: usize, kind: &ExecutorKind) -> RunnerContext
         user: None,
         debug_trace_disabled: false,
         clone_url: None,
-        // The copy made by `workspace::prepare` is the checkout; GIT_CLONE_PATH points the driver at it (a
-        // container receives a copy of it instead).
-        custom_build_dir: !in_docker,
+        // The project dir is the prepared copy (`SourceOrigin::LocalDir`), whatever GIT_CLONE_PATH says.
+        custom_build_dir: false,
+        // exec's sources are local (`SourceOrigin::LocalDir`): nothing is fetched on the runner.
+        runner_builds_dir: PathBuf::new(),
     }
 }

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use oxrunner_archive::CacheStore;
-use oxrunner_core::script::bash::{notice, quote, quote_path, warning};
+use oxrunner_core::script::words::{notice, quote, quote_path, warning};
 use oxrunner_core::{CachePolicy, CacheSpec, HookError, Stage, StageCtx, TraceWriter, project_slug};
 
 use super::RunnerHooks;

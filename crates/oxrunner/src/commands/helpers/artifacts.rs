@@ -78,7 +78,7 @@ pub struct DownloaderArgs {
 }
 
 fn go_duration(flag: &str, value: &str) -> anyhow::Result<Duration> {
-    oxrunner_core::driver::env::parse_go_duration(value).ok_or_else(|| {
+    oxrunner_core::parse_go_duration(value).ok_or_else(|| {
         anyhow!("{flag} {value:?} is not a duration\nhint: use a Go duration such as `30s`, `10m` or `1h`")
     })
 }
