@@ -10,6 +10,7 @@ use oxrunner_core::{CancellationToken, ExecError, Executor, ExitStatus, FailureR
 use oxrunner_docker::DockerExecutor;
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn job_sees_variables_and_copied_files_and_runs_in_the_image() {
     let Some(docker) = engine().await else { return };
     let ctx = runner();
@@ -63,6 +64,7 @@ async fn job_sees_variables_and_copied_files_and_runs_in_the_image() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn exit_codes_are_reported_and_the_container_is_reused() {
     let Some(docker) = engine().await else { return };
     let ctx = runner();
@@ -82,6 +84,7 @@ async fn exit_codes_are_reported_and_the_container_is_reused() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn never_pull_policy_with_a_missing_image_fails_naming_the_image() {
     let Some(docker) = engine().await else { return };
     let ctx = runner();
@@ -107,6 +110,7 @@ async fn never_pull_policy_with_a_missing_image_fails_naming_the_image() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn allowed_images_refuses_other_job_images() {
     let Some(_docker) = engine().await else { return };
     let cfg = oxrunner_config::DockerConfig {
@@ -145,6 +149,7 @@ async fn allowed_images_refuses_other_job_images() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn cancel_stops_a_running_job_and_cleanup_leaves_nothing() {
     let Some(docker) = engine().await else { return };
     let ctx = runner();
@@ -175,6 +180,7 @@ async fn cancel_stops_a_running_job_and_cleanup_leaves_nothing() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn seed_volumes_mount_the_docker_socket_and_a_cache_volume() {
     let Some(docker) = engine().await else { return };
     let ctx = runner();
@@ -217,6 +223,7 @@ async fn seed_volumes_mount_the_docker_socket_and_a_cache_volume() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn cleanup_of_file_variables_is_left_to_the_build_volume_removal() {
     let Some(docker) = engine().await else { return };
     let cleanup_stage = |script: &str| oxrunner_core::StageCommand {

@@ -18,6 +18,7 @@ async fn run(script: &str) -> (ExitStatus, String) {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn a_stage_failing_without_a_docker_daemon_gets_the_socket_hint() {
     let Some(_docker) = common::engine().await else {
         return;
@@ -42,6 +43,7 @@ async fn a_stage_failing_without_a_docker_daemon_gets_the_socket_hint() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn no_hint_when_the_stage_succeeds_or_fails_for_another_reason() {
     let Some(_docker) = common::engine().await else {
         return;

@@ -98,6 +98,7 @@ fn script() -> Command {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn every_test_image_lives_under_oxrunner_test_and_no_public_name_is_ours() {
     // Runs scripts/docker-images.
     let Some(_docker) = common::engine().await else {
@@ -162,6 +163,7 @@ fn import(dir: &Path, name: &str, file: (&str, &str), changes: &[&str]) {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn tags_of_earlier_versions_are_removed_only_when_the_image_is_ours() {
     let Some(_docker) = common::engine().await else {
         return;

@@ -35,6 +35,7 @@ async fn run_in(plan: &JobPlan, host_builds: &Path) -> (JobOutcome, String, Stri
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn a_job_runs_its_script_in_the_container_and_succeeds() {
     let Some(docker) = common::engine().await else {
         return;
@@ -54,6 +55,7 @@ async fn a_job_runs_its_script_in_the_container_and_succeeds() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn a_failing_script_fails_the_job_with_script_failure() {
     let Some(docker) = common::engine().await else {
         return;
@@ -94,6 +96,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn sources_are_fetched_on_the_runner_and_copied_into_an_image_without_git() {
     let Some(docker) = common::engine().await else {
         return;
@@ -138,6 +141,7 @@ async fn sources_are_fetched_on_the_runner_and_copied_into_an_image_without_git(
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn a_failed_fetch_is_retried_from_a_cleared_runner_side_checkout() {
     let Some(_docker) = common::engine().await else {
         return;
@@ -199,6 +203,7 @@ fn positions(log: &str, needles: &[&str]) -> Vec<usize> {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn get_sources_hooks_run_in_the_job_container_around_the_checkout() {
     let Some(docker) = common::engine().await else {
         return;
@@ -253,6 +258,7 @@ async fn get_sources_hooks_run_in_the_job_container_around_the_checkout() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn a_failing_pre_get_sources_hook_fails_the_job_before_the_fetch() {
     let Some(docker) = common::engine().await else {
         return;
@@ -290,6 +296,7 @@ async fn a_failing_pre_get_sources_hook_fails_the_job_before_the_fetch() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn a_failing_runner_post_get_sources_hook_fails_get_sources() {
     let Some(_docker) = common::engine().await else {
         return;
@@ -321,6 +328,7 @@ async fn a_failing_runner_post_get_sources_hook_fails_get_sources() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn runner_get_sources_hooks_also_run_in_the_container_without_git() {
     let Some(_docker) = common::engine().await else {
         return;

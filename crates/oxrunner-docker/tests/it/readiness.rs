@@ -76,6 +76,7 @@ async fn prepare(
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn the_job_starts_once_the_service_listens_on_its_exposed_port() {
     let Some(docker) = common::engine().await else {
         return;
@@ -107,6 +108,7 @@ async fn the_job_starts_once_the_service_listens_on_its_exposed_port() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn a_service_that_never_listens_gets_a_warning_with_its_logs_and_the_job_goes_on() {
     let Some(docker) = common::engine().await else {
         return;
@@ -140,6 +142,7 @@ async fn a_service_that_never_listens_gets_a_warning_with_its_logs_and_the_job_g
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn a_service_that_exits_early_shows_its_exit_code_and_logs() {
     let Some(_docker) = common::engine().await else {
         return;
@@ -165,6 +168,7 @@ async fn a_service_that_exits_early_shows_its_exit_code_and_logs() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn services_get_the_job_variables_their_own_and_config_services_start_too() {
     let Some(_docker) = common::engine().await else {
         return;
@@ -217,6 +221,7 @@ async fn services_get_the_job_variables_their_own_and_config_services_start_too(
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn a_runner_container_joins_the_job_network_for_the_probe_and_leaves_it() {
     let Some(docker) = common::engine().await else {
         return;

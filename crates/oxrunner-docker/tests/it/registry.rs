@@ -52,6 +52,7 @@ async fn fake_registry() -> (u16, Seen) {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn job_credentials_reach_the_registry_and_a_failed_pull_names_the_image() {
     let Some(docker) = common::engine().await else {
         return;

@@ -34,6 +34,7 @@ fn with_entrypoint(job_id: i64, entrypoint: &[&str]) -> oxrunner_core::JobPlan {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn background_processes_end_with_their_stage_and_only_the_stage_output_is_logged() {
     let Some(docker) = engine().await else { return };
     let ctx = runner();
@@ -67,6 +68,7 @@ async fn background_processes_end_with_their_stage_and_only_the_stage_output_is_
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn after_a_cancel_nothing_of_the_stage_runs_and_the_next_stage_runs_in_the_same_container() {
     let Some(docker) = engine().await else { return };
     let ctx = runner();
@@ -118,6 +120,7 @@ async fn after_a_cancel_nothing_of_the_stage_runs_and_the_next_stage_runs_in_the
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn after_script_runs_after_a_script_timeout() {
     let Some(docker) = engine().await else { return };
     let ctx = runner();
@@ -167,6 +170,7 @@ async fn after_script_runs_after_a_script_timeout() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn the_job_entrypoint_runs_unless_the_config_forbids_overriding_it() {
     let Some(_docker) = engine().await else { return };
     // The entrypoint leaves a mark and then runs the command it is given, as an entrypoint must.
@@ -201,6 +205,7 @@ async fn the_job_entrypoint_runs_unless_the_config_forbids_overriding_it() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn an_entrypoint_that_exits_fails_the_stage_with_its_output_and_a_hint() {
     let Some(docker) = engine().await else { return };
     let ctx = runner();
@@ -233,6 +238,7 @@ fn alternating(count: usize) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn stdout_and_stderr_lines_keep_the_order_the_stage_wrote_them_in() {
     let Some(docker) = engine().await else { return };
     let ctx = runner();
@@ -256,6 +262,7 @@ async fn stdout_and_stderr_lines_keep_the_order_the_stage_wrote_them_in() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn a_job_script_alternating_stdout_and_stderr_is_logged_in_order() {
     let Some(docker) = engine().await else { return };
     let ctx = runner();
@@ -316,6 +323,7 @@ async fn stage_after_an_exiting_entrypoint(docker: bollard::Docker, delay_ms: u3
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn a_main_process_that_ends_as_the_first_stage_starts_fails_the_stage_with_its_exit_code() {
     let Some(docker) = engine().await else { return };
     // The entrypoint ends at once, so it may end between the stage's exec being created and being started; many

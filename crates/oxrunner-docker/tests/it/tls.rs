@@ -71,6 +71,7 @@ async fn tls_proxy(certs: &Certs) -> u16 {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn a_tls_host_with_certificates_runs_jobs() {
     let Some(docker) = common::engine().await else {
         return;
@@ -100,6 +101,7 @@ async fn a_tls_host_with_certificates_runs_jobs() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn a_tls_host_with_a_foreign_ca_is_refused() {
     let Some(_docker) = common::engine().await else {
         return;

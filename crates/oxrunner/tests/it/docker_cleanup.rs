@@ -62,6 +62,7 @@ async fn running(env: &Env, id: i64, with_network: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn cancel_during_sleep_leaves_no_container_network_or_volume() {
     if !docker_available() {
         return;
@@ -95,6 +96,7 @@ async fn cancel_during_sleep_leaves_no_container_network_or_volume() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn job_timeout_leaves_no_container_network_or_volume() {
     if !docker_available() {
         return;
@@ -120,6 +122,7 @@ async fn job_timeout_leaves_no_container_network_or_volume() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn runner_sigterm_leaves_no_container_network_or_volume() {
     if !docker_available() {
         return;
@@ -152,6 +155,7 @@ async fn runner_sigterm_leaves_no_container_network_or_volume() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn sigkilled_runner_leftovers_are_removed_at_the_next_start() {
     if !docker_available() {
         return;

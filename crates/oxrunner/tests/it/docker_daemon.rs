@@ -18,6 +18,7 @@ fn no_git(spec: JobSpec) -> JobSpec {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn busybox_job_prints_variables_and_a_repository_file_inside_the_image() {
     if !docker_available() {
         return;
@@ -76,6 +77,7 @@ async fn busybox_job_prints_variables_and_a_repository_file_inside_the_image() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn exit_code_3_fails_with_script_failure_and_runs_after_script() {
     if !docker_available() {
         return;
@@ -105,6 +107,7 @@ async fn exit_code_3_fails_with_script_failure_and_runs_after_script() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn missing_image_with_pull_policy_never_fails_naming_the_image() {
     if !docker_available() {
         return;
@@ -140,6 +143,7 @@ async fn missing_image_with_pull_policy_never_fails_naming_the_image() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn allowed_images_refuses_an_image_outside_the_list() {
     if !docker_available() {
         return;
@@ -180,6 +184,7 @@ async fn allowed_images_refuses_an_image_outside_the_list() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn artifacts_are_uploaded_and_dependencies_appear_in_the_next_container() {
     if !docker_available() {
         return;
@@ -242,6 +247,7 @@ async fn artifacts_are_uploaded_and_dependencies_appear_in_the_next_container() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 async fn concurrent_docker_jobs_of_a_project_share_one_cache() {
     if !docker_available() {
         return;

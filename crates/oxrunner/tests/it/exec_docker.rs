@@ -41,6 +41,7 @@ fn leftovers() -> String {
 }
 
 #[test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 fn image_jobs_run_in_their_image_and_pass_artifacts_caches_and_dotenv() {
     let _turn = serial();
     if !engine() {
@@ -106,6 +107,7 @@ check-in-container:
 }
 
 #[test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 fn a_failing_container_job_fails_the_pipeline_with_its_exit_code() {
     let _turn = serial();
     if !engine() {
@@ -121,6 +123,7 @@ fn a_failing_container_job_fails_the_pipeline_with_its_exit_code() {
 }
 
 #[test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 fn forcing_docker_without_an_image_explains_what_is_missing() {
     let _turn = serial();
     if !engine() {
@@ -134,6 +137,7 @@ fn forcing_docker_without_an_image_explains_what_is_missing() {
 }
 
 #[test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 fn a_service_is_reachable_by_its_alias() {
     let _turn = serial();
     if !engine() {
@@ -163,6 +167,7 @@ job:
 }
 
 #[test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 fn a_child_pipelines_image_jobs_run_in_docker_even_when_the_parent_has_none() {
     let _turn = serial();
     if !engine() {
@@ -182,6 +187,7 @@ fn a_child_pipelines_image_jobs_run_in_docker_even_when_the_parent_has_none() {
 }
 
 #[test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
 fn git_works_inside_the_container_on_the_copied_repository() {
     let _turn = serial();
     if !engine() {
