@@ -51,6 +51,27 @@ fn blocking_script(pid_file: &Path) -> Vec<String> {
     ]
 }
 
+/// Job requests the fake has answered so far.
+fn job_requests(fake: &FakeGitlab) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with("/api/v4/jobs/request"))
+        .count()
+}
+
+/// Polls `cond` until it holds; `timeout` is only a failure guard.
+async fn wait_until(what: &str, timeout: Duration, d: &Daemon, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; log:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -375,7 +396,12 @@ async fn config_edit_adding_a_runner_is_picked_up_without_restart() {
     // Only a runner with tag `second` may take this job, so it stays pending until the new runner exists.
     let second = fake.create_runner_token_with_tags("second", &["second"], false);
     let id = fake.enqueue_job(no_repo(JobSpec::new("tagged", &["echo picked-by-second"])).tags(&["second"]));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A request answered after the job was queued saw it and left it: only then does "pending" mean something.
+    let asked = job_requests(&fake);
+    wait_until("a job request after the enqueue", FINISH, &d, || {
+        job_requests(&fake) > asked
+    })
+    .await;
     assert_eq!(fake.job(id).unwrap().status, "pending");
     let mut text = std::fs::read_to_string(sb.config()).unwrap();
     text += &shell_runner_toml("second", &fake.url(), &second, &sb.path("second"), "");
@@ -498,7 +524,10 @@ async fn run_waits_for_config_then_register_starts_the_runner() {
     let sb = Sandbox::new();
     let cfg = sb.config_str();
     let d = sb.spawn(&["run", "-c", &cfg]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("the missing-config warning", FINISH, &d, || {
+        d.log().contains("config file does not exist yet")
+    })
+    .await;
     assert!(
         alive(d.pid().as_raw()),
         "run exited without a config file:\n{}",
@@ -721,35 +750,6 @@ async fn run_single_wait_timeout_exits_without_jobs() {
         .await
         .unwrap_or_else(|| panic!("run-single ignored --wait-timeout:\n{}", d.log()));
     assert!(status.success(), "{status:?}\n{}", d.log());
-}
-
-/// SIGQUIT waits for the job; a SIGTERM meanwhile turns it into a forceful shutdown that still reports the job.
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_after_sigquit_forces_the_shutdown() {
-    let fake = fake(1, 1).await;
-    let sb = Sandbox::new();
-    let mut d = start(&fake, &sb, 1, "", "");
-    let pid_file = sb.path("force.pids");
-    let id = fake.enqueue_job(no_repo(JobSpec::new(
-        "forced",
-        &strs(&blocking_script(&pid_file)),
-    )));
-    wait_file_lines(&pid_file, 2, FINISH).await;
-    d.signal(Signal::SIGQUIT);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        d.child.try_wait().unwrap().is_none(),
-        "SIGQUIT must wait for the running job"
-    );
-    d.signal(Signal::SIGTERM);
-    d.wait(Duration::from_secs(15))
-        .await
-        .unwrap_or_else(|| panic!("runner still running after SIGQUIT + SIGTERM:\n{}", d.log()));
-    let job = fake.job(id).unwrap();
-    assert_eq!(job.status, "failed", "{job:?}");
-    for pid in pids(&pid_file) {
-        assert!(gone(pid, Duration::from_secs(5)).await, "process {pid} survived");
-    }
 }
 
 /// A reload (SIGHUP, or an edit of the runner's own entry) must not touch a running job.
