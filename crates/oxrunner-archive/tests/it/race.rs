@@ -29,6 +29,15 @@ const IN_TREE: &str = "oxrt-in-tree-content";
 const ITERATIONS: usize = 2000;
 const TIME_BOUND: Duration = Duration::from_secs(20);
 
+/// A test's name as libtest filters it: the module path inside the test program (without the program's own name),
+/// then the function; the test re-runs its own program with `--exact` on it.
+fn test_name(function: &str) -> String {
+    match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::{function}"),
+        None => function.to_string(),
+    }
+}
+
 /// The racer process, killed on drop.
 struct Racer(Child);
 
@@ -39,12 +48,8 @@ impl Racer {
             .arg(format!("--regid={}", user.gid))
             .arg("--clear-groups")
             .arg(exe)
-            .args([
-                "racer_helper_process",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .arg(test_name("racer_helper_process"))
+            .args(["--exact", "--nocapture", "--test-threads=1"])
             .env("OXRT_RACER_DIR", build)
             .spawn()
             .unwrap();

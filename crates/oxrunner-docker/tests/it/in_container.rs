@@ -23,6 +23,15 @@ use oxrunner_docker::services::{self, ServiceSpec};
 use oxrunner_docker::{cleanup, hostcfg, route};
 
 const TEST: &str = "a_runner_in_a_container_reaches_a_service_by_joining_the_job_network";
+
+/// A test's name as libtest filters it: the module path inside the test program (without the program's own name),
+/// then the function; the test re-runs its own program with `--exact` on it.
+fn test_name(function: &str) -> String {
+    match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::{function}"),
+        None => function.to_string(),
+    }
+}
 const INNER: &str = "OXRUNNER_TEST_INNER_RUNNER";
 
 #[tokio::test]
@@ -61,7 +70,9 @@ async fn a_runner_in_a_container_reaches_a_service_by_joining_the_job_network() 
                 cmd: Some(vec![
                     exe.display().to_string(),
                     "--exact".into(),
-                    TEST.into(),
+                    test_name(TEST),
+                    // The test is ignored without an engine; inside the container it is meant to run.
+                    "--include-ignored".into(),
                     "--nocapture".into(),
                     "--test-threads=1".into(),
                 ]),
