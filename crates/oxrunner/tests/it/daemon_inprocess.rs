@@ -455,3 +455,72 @@ async fn an_idle_runner_asks_every_check_interval() {
     d.send(Signal::Quit);
     assert_eq!(d.exit().await, ExitCode::SUCCESS);
 }
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// A token obtained an hour ago that expires in three hours is reset at 75% of its lifetime (two hours from now),
+/// config.toml gets the new token, and the runner goes on taking jobs with it.
+#[tokio::test(start_paused = true)]
+async fn the_token_is_rotated_at_three_quarters_of_its_lifetime() {
+    let fake = fake().await;
+    let sb = Sandbox::new();
+    let token = fake.create_runner_token("rotate");
+    let now = time::OffsetDateTime::now_utc();
+    let extra = format!(
+        "  token_obtained_at = {}\n  token_expires_at = {}\n",
+        rfc3339(now - time::Duration::hours(1)),
+        rfc3339(now + time::Duration::hours(3)),
+    );
+    // A long check_interval keeps the two virtual hours cheap in requests.
+    let text = "concurrent = 1\ncheck_interval = 600\nshutdown_timeout = 10\n".to_string()
+        + &shell_runner_toml("rotate", &fake.url(), &token, sb.dir.path(), &extra);
+    std::fs::write(sb.config(), text).unwrap();
+    let start = Instant::now();
+    let d = InProcess::start(sb.config());
+    let current = || {
+        fake.runners()
+            .into_iter()
+            .find(|r| r.description == "rotate")
+            .unwrap()
+            .token
+    };
+    let deadline = std::time::Instant::now() + GUARD;
+    while current() == token {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the token was never rotated"
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let at = start.elapsed();
+    assert!(
+        at.abs_diff(Duration::from_secs(2 * 3600)) <= Duration::from_secs(30),
+        "rotated after {at:?}, expected two hours"
+    );
+    let new_token = current();
+    until_clock_runs("config.toml to hold the new token", || {
+        sb.read_config().contains(&new_token)
+    })
+    .await;
+    assert!(!sb.read_config().contains(&token));
+    // The old token is gone on the server, so a job can only be taken once the runner reloaded with the new one.
+    // A long job timeout: the clock runs while bash does.
+    let id = fake.enqueue_job(
+        JobSpec::new("after-rotation", &["echo rotated-ok"])
+            .variable("GIT_STRATEGY", "none")
+            .timeout(30 * 24 * 3600),
+    );
+    until_clock_runs("the job after the rotation", || {
+        fake.job(id).unwrap().is_finished()
+    })
+    .await;
+    let job = fake.job(id).unwrap();
+    assert_eq!(job.status, "success", "{}", job.trace_text());
+    d.send(Signal::Quit);
+    assert_eq!(d.exit().await, ExitCode::SUCCESS);
+}
