@@ -1,7 +1,7 @@
 //! The driver against a scripted fake executor: it records every call and answers each stage with a scripted
 //! result (an exit code, an executor error, or hanging until cancelled). No bash runs, and the clock is paused, so
-//! stage order, job and script timeouts, graceful cancel versus abort and the after_script rules are checked
-//! exactly and at once.
+//! stage order, hook calls, job and script timeouts, graceful cancel versus abort and the after_script rules are
+//! checked exactly and at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use oxrunner_core::{
-    CancellationToken, ExecError, Executor, ExitStatus, FailureReason, JobCancel, JobOutcome, JobPlan,
-    NoopHooks, RunnerContext, Sources, StageCommand, Step, TraceWriter, Variable, When, run_job,
+    ArtifactSpec, ArtifactsFile, CacheSpec, CancellationToken, Dependency, ExecError, Executor, ExitStatus,
+    FailureReason, HookError, JobCancel, JobHooks, JobOutcome, JobPlan, JobStatus, NoopHooks, RunnerContext,
+    Sources, StageCommand, StageCtx, Step, TraceWriter, Variable, When, run_job,
 };
 use tokio::time::Instant;
 
@@ -395,4 +396,137 @@ async fn an_executor_error_in_a_step_is_a_system_failure() {
     );
     assert!(log.contains("container vanished"), "{log}");
     assert_eq!(exec.calls().last().map(String::as_str), Some("cleanup"));
+}
+
+/// Hooks that record into the executor's call list, so stages and hooks show up in one order.
+struct RecordingHooks {
+    exec: Scripted,
+}
+
+impl RecordingHooks {
+    fn record(&self, ctx: &StageCtx<'_>) -> BoxFuture<'static, Result<(), HookError>> {
+        let state = if ctx.status == JobStatus::Success {
+            "ok"
+        } else {
+            "failed"
+        };
+        self.exec
+            .record(&format!("hook {} ({state})", ctx.stage.name()), "");
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl JobHooks for RecordingHooks {
+    fn restore_cache<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        _: &'a TraceWriter,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        self.record(ctx)
+    }
+    fn download_artifacts<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        _: &'a TraceWriter,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        self.record(ctx)
+    }
+    fn archive_cache<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        _: &'a TraceWriter,
+        _on_failure: bool,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        self.record(ctx)
+    }
+    fn upload_artifacts<'a>(
+        &'a self,
+        ctx: &'a StageCtx<'a>,
+        _: &'a TraceWriter,
+        _on_failure: bool,
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        self.record(ctx)
+    }
+}
+
+fn with_cache_and_artifacts(mut plan: JobPlan) -> JobPlan {
+    plan.caches = vec![CacheSpec {
+        key: "k".into(),
+        paths: vec!["vendor".into()],
+        ..CacheSpec::default()
+    }];
+    plan.artifacts = vec![ArtifactSpec {
+        name: "a".into(),
+        paths: vec!["out".into()],
+        ..ArtifactSpec::default()
+    }];
+    plan.dependencies = vec![Dependency {
+        id: 1,
+        name: "build".into(),
+        token: "dep-token".into(),
+        artifacts_file: Some(ArtifactsFile {
+            filename: "artifacts.zip".into(),
+            size: 10,
+        }),
+    }];
+    plan
+}
+
+async fn run_with_hooks(env: &Env, plan: &JobPlan, exec: &mut Scripted) -> JobOutcome {
+    let hooks = RecordingHooks { exec: exec.clone() };
+    let (trace, handle) = TraceWriter::new(env.dir.path(), plan.mask_set(), 0).unwrap();
+    let outcome = run_job(plan, &env.ctx(), exec, &hooks, &trace, JobCancel::new()).await;
+    handle.finish().await;
+    outcome
+}
+
+#[tokio::test(start_paused = true)]
+async fn cache_and_artifact_hooks_run_between_the_scripts_in_gitlab_runner_order() {
+    let env = Env::new();
+    let plan = with_cache_and_artifacts(env.plan());
+    let mut exec = Scripted::new(&[]);
+    assert_eq!(run_with_hooks(&env, &plan, &mut exec).await, JobOutcome::Success);
+    assert_eq!(
+        exec.calls(),
+        [
+            "prepare",
+            "prepare_script",
+            "get_sources",
+            "hook restore_cache (ok)",
+            "hook download_artifacts (ok)",
+            "step_script",
+            "after_script",
+            "stop_job_processes",
+            "hook archive_cache (ok)",
+            "hook upload_artifacts_on_success (ok)",
+            "cleanup_file_variables",
+            "cleanup",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_job_uses_the_on_failure_hooks() {
+    let env = Env::new();
+    let plan = with_cache_and_artifacts(env.plan());
+    let mut exec = Scripted::new(&[("step_script", Reply::Exit(1))]);
+    let outcome = run_with_hooks(&env, &plan, &mut exec).await;
+    assert_eq!(outcome.failure_reason(), Some(FailureReason::ScriptFailure));
+    let calls = exec.calls();
+    let after: Vec<&str> = calls
+        .iter()
+        .skip_while(|c| *c != "after_script")
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        after,
+        [
+            "after_script",
+            "stop_job_processes",
+            "hook archive_cache_on_failure (failed)",
+            "hook upload_artifacts_on_failure (failed)",
+            "cleanup_file_variables",
+            "cleanup",
+        ]
+    );
 }
