@@ -31,8 +31,8 @@ pub use driver::env::parse_go_duration;
 pub use driver::{JobCancel, run_job};
 pub use error::{ExecError, HookError};
 pub use executor::{
-    EnvironmentFacts, Executor, ExitStatus, FileAccess, JobFiles, JobHooks, JobSettings, JobStatus, NoopHooks, Stage,
-    StageCommand, StageCtx,
+    EnvironmentFacts, Executor, ExitStatus, FileAccess, JobFiles, JobHooks, JobSettings, JobStatus,
+    NoopHooks, Stage, StageCommand, StageCtx,
 };
 pub use jobprocs::{CgroupPlacement, JobProcesses};
 pub use outcome::{FailureReason, JobOutcome};

@@ -23,11 +23,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             "the metrics and health server (--listen-address / listen_address) is not served by this oxrunner build"
         );
     }
-    daemon::run(DaemonOptions {
-        config_path: path,
-        user: args.user,
-        single: None,
-    })
+    daemon::run(
+        DaemonOptions {
+            config_path: path,
+            user: args.user,
+            single: None,
+        },
+        daemon::signals::unix()?,
+    )
     .await
 }
 
@@ -72,10 +75,13 @@ pub async fn run_single(args: RunSingleArgs) -> anyhow::Result<ExitCode> {
         wait_timeout: Duration::from_secs(args.wait_timeout),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
     };
-    daemon::run(DaemonOptions {
-        config_path: path,
-        user: None,
-        single: Some(single),
-    })
+    daemon::run(
+        DaemonOptions {
+            config_path: path,
+            user: None,
+            single: Some(single),
+        },
+        daemon::signals::unix()?,
+    )
     .await
 }

@@ -9,6 +9,7 @@ mod docker_leftovers;
 pub mod job;
 mod longpoll;
 mod poller;
+pub mod signals;
 mod slots;
 mod spool;
 mod stale;
@@ -26,13 +27,13 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use oxrunner_config::{Config, RunnerConfig};
 use oxrunner_core::CancellationToken;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use self::job::JobEnv;
 use self::poller::{Poller, RunnerState};
+use self::signals::{Signal, Signals};
 use self::slots::Slots;
 
 /// How often config.toml is checked for changes (gitlab-runner: 3 s).
@@ -76,7 +77,8 @@ struct Daemon {
     swept: HashSet<String>,
 }
 
-pub async fn run(opts: DaemonOptions) -> anyhow::Result<ExitCode> {
+/// Runs the service until `signals` (or run-single's limits) end it; see the module comment for their meaning.
+pub async fn run(opts: DaemonOptions, mut signals: Signals) -> anyhow::Result<ExitCode> {
     let config_dir = config_dir(&opts.config_path);
     let system_id = oxrunner_config::system_id::load_or_create(&config_dir)
         .with_context(|| format!("cannot read or create the system id in {}", config_dir.display()))?;
@@ -100,7 +102,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<ExitCode> {
         activity: Arc::new(Notify::new()),
         swept: HashSet::new(),
     };
-    let result = daemon.serve().await;
+    let result = daemon.serve(&mut signals).await;
     drop(daemon);
     // Removes the spool directory with whatever the jobs left in it.
     drop(spool);
@@ -108,12 +110,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<ExitCode> {
 }
 
 impl Daemon {
-    async fn serve(&mut self) -> anyhow::Result<ExitCode> {
-        let mut sigquit = signal(SignalKind::quit()).context("cannot handle SIGQUIT")?;
-        let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-
+    async fn serve(&mut self, signals: &mut Signals) -> anyhow::Result<ExitCode> {
         let (mut config, mut mtime) = self.load()?;
         self.apply(&config);
         info!(
@@ -137,16 +134,18 @@ impl Daemon {
                 }
             };
             tokio::select! {
-                _ = sigquit.recv() => {
-                    info!("SIGQUIT received: no new jobs will be requested; waiting for running jobs to finish");
-                    break true;
-                }
-                _ = sigterm.recv() => { warn!("SIGTERM received: aborting running jobs"); break false; }
-                _ = sigint.recv() => { warn!("SIGINT received: aborting running jobs"); break false; }
-                _ = sighup.recv() => {
-                    info!("SIGHUP received: reloading the configuration");
-                    self.reload(&mut config, &mut mtime, true);
-                }
+                sig = signals::next(signals) => match sig {
+                    Signal::Quit => {
+                        info!("SIGQUIT received: no new jobs will be requested; waiting for running jobs to finish");
+                        break true;
+                    }
+                    Signal::Terminate => { warn!("SIGTERM received: aborting running jobs"); break false; }
+                    Signal::Interrupt => { warn!("SIGINT received: aborting running jobs"); break false; }
+                    Signal::Reload => {
+                        info!("SIGHUP received: reloading the configuration");
+                        self.reload(&mut config, &mut mtime, true);
+                    }
+                },
                 _ = check.tick() => {
                     if self.opts.single.is_none() {
                         self.reload(&mut config, &mut mtime, false);
@@ -174,19 +173,37 @@ impl Daemon {
         self.stop_polling.cancel();
         self.tracker.close();
         if graceful {
-            // A second SIGQUIT changes nothing; SIGTERM/SIGINT turn the wait into a forceful shutdown.
-            tokio::select! {
-                () = self.tracker.wait() => {}
-                _ = sigterm.recv() => return Ok(self.force(&config).await),
-                _ = sigint.recv() => return Ok(self.force(&config).await),
+            // A second SIGQUIT (or a SIGHUP) changes nothing; SIGTERM/SIGINT turn the wait into a forceful shutdown.
+            loop {
+                tokio::select! {
+                    () = self.tracker.wait() => break,
+                    sig = signals::next(signals) => {
+                        if matches!(sig, Signal::Terminate | Signal::Interrupt) {
+                            return Ok(self.force_or_exit(&config, signals).await);
+                        }
+                    }
+                }
             }
             info!("all jobs finished; exiting");
             Ok(ExitCode::SUCCESS)
         } else {
+            Ok(self.force_or_exit(&config, signals).await)
+        }
+    }
+
+    /// [`Daemon::force`], cut short by a further SIGTERM/SIGINT, which exits at once.
+    async fn force_or_exit(&self, config: &Config, signals: &mut Signals) -> ExitCode {
+        let force = self.force(config);
+        tokio::pin!(force);
+        loop {
             tokio::select! {
-                code = self.force(&config) => Ok(code),
-                _ = sigterm.recv() => { error!("second signal: exiting now"); Ok(ExitCode::FAILURE) }
-                _ = sigint.recv() => { error!("second signal: exiting now"); Ok(ExitCode::FAILURE) }
+                code = &mut force => return code,
+                sig = signals::next(signals) => {
+                    if matches!(sig, Signal::Terminate | Signal::Interrupt) {
+                        error!("second signal: exiting now");
+                        return ExitCode::FAILURE;
+                    }
+                }
             }
         }
     }

@@ -58,7 +58,9 @@ pub async fn choose(executor: Option<&str>, any_image: bool, console: &Console) 
         },
         Some(ExecutorKind::Custom) => Ok(Mode::Custom),
         Some(other) => {
-            bail!("unknown executor {other:?}\nhint: oxrunner exec supports --executor shell, docker or custom")
+            bail!(
+                "unknown executor {other:?}\nhint: oxrunner exec supports --executor shell, docker or custom"
+            )
         }
         None if !any_image => Ok(Mode::Shell),
         None => match probe(&config).await {

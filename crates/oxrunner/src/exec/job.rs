@@ -7,7 +7,8 @@ use std::sync::Arc;
 use oxrunner_api::{DependencyArtifactsFile, JobResponse, Variable};
 use oxrunner_config::ExecutorKind;
 use oxrunner_core::{
-    CgroupPlacement, FailureReason, JobCancel, JobOutcome, JobProcesses, RunnerContext, SourceOrigin, TraceWriter,
+    CgroupPlacement, FailureReason, JobCancel, JobOutcome, JobProcesses, RunnerContext, SourceOrigin,
+    TraceWriter,
 };
 use oxrunner_pipeline::PipelineJob;
 

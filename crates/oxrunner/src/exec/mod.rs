@@ -48,9 +48,7 @@ pub struct Options {
 /// Runs `pipeline` for the repository of `ctx`; the exit code is 0 only when the pipeline passed.
 pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
     if let Some(other) = opts.executor.as_deref().filter(|e| !docker::runs_locally(e)) {
-        bail!(
-            "unknown executor {other:?}\nhint: oxrunner exec supports --executor shell, docker or custom"
-        );
+        bail!("unknown executor {other:?}\nhint: oxrunner exec supports --executor shell, docker or custom");
     }
     let repo = ctx.project_dir.clone();
     if !repo.join(".git").exists() {

@@ -1,0 +1,18 @@
+//! Integration tests of oxrunner-core: the shell executor, jobs, scripts and the trace with real bash.
+//!
+//! One test program per crate: every file of this folder is a module of it, `support` holds the shared helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod driver_scripted;
+mod executor_configure;
+mod inscript_stages;
+mod job;
+mod job_processes;
+mod mask_reference;
+mod mask_scale;
+mod remote_sources;
+mod script;
+mod shell_stages;
+mod shell_workdir;
+mod trace;
+mod trace_spool_full;

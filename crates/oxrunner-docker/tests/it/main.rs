@@ -1,0 +1,20 @@
+//! Integration tests of the Docker executor against a real engine.
+//!
+//! One test program per crate: every file of this folder is a module of it, `support` holds the shared helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod connect;
+mod executor;
+mod hints;
+mod hostconfig;
+mod images;
+mod in_container;
+mod job;
+mod leftovers;
+mod permissions;
+mod readiness;
+mod registry;
+mod services;
+mod stages;
+mod support;
+mod tls;

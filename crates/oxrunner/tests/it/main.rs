@@ -1,0 +1,26 @@
+//! End-to-end tests of the oxrunner binary and library against fake-gitlab on 127.0.0.1 (real git, bash, Docker).
+//!
+//! One test program per crate: every file of this folder is a module of it, `support` holds the shared helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod artifacts_flow;
+mod cache_concurrency;
+mod custom_executor;
+mod daemon_inprocess;
+mod docker_cleanup;
+mod docker_daemon;
+mod docker_in_container;
+mod docker_seed;
+mod e2e_daemon;
+mod e2e_procs;
+mod e2e_register;
+mod e2e_tls;
+mod e2e_tls_self_signed;
+mod e2e_trace_limits;
+mod exec_dag;
+mod exec_docker;
+mod exec_flow;
+mod exec_status;
+mod helper_commands;
+mod robustness;
+mod support;
