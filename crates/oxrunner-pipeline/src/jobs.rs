@@ -6,11 +6,14 @@ use std::collections::HashMap;
 use oxrunner_wire::{JobResponse, Variable};
 
 use crate::error::{Loc, PipelineError, Warning};
-use crate::model::{AllowFailure, Need, PipelineJob, Retry, When};
+use crate::job_keys::{
+    allow_failure_for, parse_coverage, parse_interruptible, parse_retry, parse_timeout, parse_when,
+};
+use crate::model::{Need, PipelineJob, Retry, When};
 use crate::parallel::{Instance, matrix_combos, matrix_name};
 use crate::payload::variable;
 use crate::rules::{Facts, RuleMatch, eval_only_except, eval_rules};
-use crate::util::{environment_slug, parse_duration};
+use crate::util::environment_slug;
 use crate::vars::{VarDef, expand_with, overlay, parse_defs, server_expand_all};
 use crate::yaml::{Map, Node, Val};
 
@@ -103,6 +106,98 @@ pub fn build(
 ) -> Result<Option<Built>, PipelineError> {
     let name = inst.name.as_str();
     let path = format!("jobs:{base}");
+    check_keys(cfg, base, &path, loc, warnings)?;
+    let (stage, stage_index) = parse_stage(g, cfg, base, &path, loc)?;
+    let mut yaml_vars = job_variables(g, inst, cfg, &path, loc)?;
+    let job_predef = job_predefined(name, &stage, inst);
+    let table = lookup_table(g, &job_predef, &yaml_vars, &[])?;
+    let lookup = |n: &str| table.get(n).cloned();
+
+    let Some(rule) = parse_selection(g, cfg, base, &path, &lookup)? else {
+        return Ok(None);
+    };
+    let Some(when) = parse_when(&rule, cfg, &path, loc)? else {
+        return Ok(None);
+    };
+    let table = if rule.variables.is_empty() {
+        table
+    } else {
+        lookup_table(g, &job_predef, &yaml_vars, &rule.variables)?
+    };
+    overlay(&mut yaml_vars, &rule.variables);
+    let lookup = |n: &str| table.get(n).cloned();
+
+    let allow_failure = allow_failure_for(&rule, cfg, &when, &path)?;
+    let retry = match cfg.get("retry") {
+        Some(n) => parse_retry(n, &path)?,
+        None => Retry::default(),
+    };
+    let timeout = parse_timeout(cfg, &path)?;
+    let interruptible = parse_interruptible(&rule, cfg, &path)?;
+    let resource_group = cfg
+        .get("resource_group")
+        .and_then(Node::scalar_string)
+        .map(|s| expand_with(&s, &lookup, true));
+    let tags = parse_tags(cfg, &path, &lookup)?;
+    let coverage = parse_coverage(cfg, &path)?;
+    let (environment, env_vars) = match cfg.get("environment") {
+        Some(n) => {
+            let (j, v) = environment(n, &lookup, &path)?;
+            (Some(j), v)
+        }
+        None => (None, Vec::new()),
+    };
+    warn_unsupported(cfg, &path, warnings);
+
+    let needs_node = rule.needs.as_ref().or_else(|| cfg.get("needs"));
+    let needs = match needs_node {
+        Some(n) => Some(parse_needs(n, &path, warnings)?),
+        None => None,
+    };
+    let dependencies = parse_dependencies(cfg, &path)?;
+    let payload_vars = payload_variables(g, &job_predef, when == When::Manual, env_vars, cfg, &yaml_vars);
+
+    let timeout_secs = timeout.map_or(3600, |d| d.as_secs().max(1));
+    let job = PipelineJob {
+        name: name.to_string(),
+        stage,
+        stage_index,
+        when,
+        needs: None,
+        dependencies: None,
+        allow_failure,
+        retry,
+        timeout,
+        resource_group,
+        interruptible,
+        environment,
+        trigger: None,
+        tags,
+        coverage,
+        payload: JobResponse::default(),
+    };
+    Ok(Some(Built {
+        job,
+        base: base.to_string(),
+        needs_loc: needs_node.map_or_else(|| loc.clone(), |n| n.loc.clone()),
+        needs,
+        dependencies,
+        payload_vars,
+        cfg: cfg.clone(),
+        timeout_secs,
+        yaml_vars,
+    }))
+}
+
+/// Unknown keys only warn (newer GitLab keywords must not break a local run); a job without anything to
+/// run, or `rules` mixed with the keywords it replaces, is rejected as GitLab does.
+fn check_keys(
+    cfg: &Map,
+    base: &str,
+    path: &str,
+    loc: &Loc,
+    warnings: &mut Vec<Warning>,
+) -> Result<(), PipelineError> {
     let unknown: Vec<&str> = cfg
         .keys()
         .filter(|k| !JOB_KEYS.contains(&k.as_str()))
@@ -138,6 +233,16 @@ pub fn build(
             ));
         }
     }
+    Ok(())
+}
+
+fn parse_stage(
+    g: &Globals<'_>,
+    cfg: &Map,
+    base: &str,
+    path: &str,
+    loc: &Loc,
+) -> Result<(String, usize), PipelineError> {
     let stage = match cfg.get("stage") {
         Some(s) => s
             .as_str()
@@ -155,9 +260,18 @@ pub fn build(
             "add the stage to the top-level `stages:` list",
         ));
     };
+    Ok((stage, stage_index))
+}
 
-    // Variables: global (subject to inherit:variables) < job < matrix; rules variables come later.
-    let mut yaml_vars = inherited_globals(g, cfg, &path)?;
+/// The job's YAML variables before `rules` pick any: global (subject to `inherit:variables`) < job < matrix.
+fn job_variables(
+    g: &Globals<'_>,
+    inst: &Instance,
+    cfg: &Map,
+    path: &str,
+    loc: &Loc,
+) -> Result<Vec<VarDef>, PipelineError> {
+    let mut yaml_vars = inherited_globals(g, cfg, path)?;
     if let Some(v) = cfg.get("variables") {
         overlay(&mut yaml_vars, &parse_defs(v, &format!("{path}:variables"))?);
     }
@@ -172,166 +286,90 @@ pub fn build(
         })
         .collect();
     overlay(&mut yaml_vars, &matrix_defs);
+    Ok(yaml_vars)
+}
 
+fn job_predefined(name: &str, stage: &str, inst: &Instance) -> Vec<(String, String)> {
     let mut job_predef: Vec<(String, String)> = vec![
         ("CI_JOB_NAME".into(), name.to_string()),
         ("CI_JOB_NAME_SLUG".into(), crate::context::slug(name, 63)),
-        ("CI_JOB_STAGE".into(), stage.clone()),
+        ("CI_JOB_STAGE".into(), stage.to_string()),
     ];
     if let Some((i, n)) = inst.node {
         job_predef.push(("CI_NODE_INDEX".into(), i.to_string()));
         job_predef.push(("CI_NODE_TOTAL".into(), n.to_string()));
     }
-    let lookup_table = |yaml_vars: &[VarDef], extra: &[VarDef]| {
-        let mut all: Vec<(String, String, bool)> = g
-            .predefined
-            .iter()
-            .chain(job_predef.iter())
-            .map(|(k, v)| (k.clone(), v.clone(), false))
-            .collect();
-        let mut yv = yaml_vars.to_vec();
-        overlay(&mut yv, extra);
-        all.extend(yv.into_iter().map(|d| (d.key, d.value, d.raw)));
-        all.extend(g.cli.iter().map(|(k, v)| (k.clone(), v.clone(), false)));
-        server_expand_all(&all).map_err(|e| e.into_error(&[yaml_vars, extra]))
-    };
-    let table: HashMap<String, String> = lookup_table(&yaml_vars, &[])?;
-    let lookup = |n: &str| table.get(n).cloned();
+    job_predef
+}
 
-    // Selection.
-    let rule: Option<RuleMatch> = match cfg.get("rules") {
-        Some(r) => match eval_rules(r, g.facts, &lookup, &format!("{path}:rules"))? {
-            Some(m) => Some(m),
-            None => return Ok(None),
-        },
+/// The values `rules`, `tags`, `resource_group` and `environment` expand against, in precedence order.
+fn lookup_table(
+    g: &Globals<'_>,
+    job_predef: &[(String, String)],
+    yaml_vars: &[VarDef],
+    extra: &[VarDef],
+) -> Result<HashMap<String, String>, PipelineError> {
+    let mut all: Vec<(String, String, bool)> = g
+        .predefined
+        .iter()
+        .chain(job_predef.iter())
+        .map(|(k, v)| (k.clone(), v.clone(), false))
+        .collect();
+    let mut yv = yaml_vars.to_vec();
+    overlay(&mut yv, extra);
+    all.extend(yv.into_iter().map(|d| (d.key, d.value, d.raw)));
+    all.extend(g.cli.iter().map(|(k, v)| (k.clone(), v.clone(), false)));
+    server_expand_all(&all).map_err(|e| e.into_error(&[yaml_vars, extra]))
+}
+
+/// `rules` or `only`/`except`: `None` when they exclude the job, else the matching rule's overrides
+/// (empty without `rules`).
+fn parse_selection(
+    g: &Globals<'_>,
+    cfg: &Map,
+    base: &str,
+    path: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<RuleMatch>, PipelineError> {
+    match cfg.get("rules") {
+        Some(r) => eval_rules(r, g.facts, lookup, &format!("{path}:rules")),
         None => {
-            if !eval_only_except(cfg.get("only"), cfg.get("except"), g.facts, &lookup, base)? {
-                return Ok(None);
+            if eval_only_except(cfg.get("only"), cfg.get("except"), g.facts, lookup, base)? {
+                Ok(Some(RuleMatch::default()))
+            } else {
+                Ok(None)
             }
-            None
         }
-    };
-    let rule = rule.unwrap_or_default();
-    let when_node = rule.when.as_ref().or_else(|| cfg.get("when"));
-    let when_str = match when_node {
-        Some(n) => n
-            .as_str()
-            .ok_or_else(|| err(&n.loc, format!("{path}:when config should be a string")))?,
-        None => "on_success",
-    };
-    let when = match when_str {
-        "on_success" => When::OnSuccess,
-        "on_failure" => When::OnFailure,
-        "always" => When::Always,
-        "manual" => When::Manual,
-        "never" => return Ok(None),
-        "delayed" => {
-            let sn = rule
-                .start_in
-                .as_ref()
-                .or_else(|| cfg.get("start_in"))
-                .ok_or_else(|| {
-                    err(
-                        when_node.map_or(loc, |n| &n.loc),
-                        format!("{path} start in should be specified for delayed job"),
-                    )
-                })?;
-            let d = sn
-                .scalar_string()
-                .and_then(|s| parse_duration(&s))
-                .filter(|d| d.as_secs() <= 7 * 86_400)
-                .ok_or_else(|| {
-                    err(
-                        &sn.loc,
-                        format!("{path} start in should be a duration of up to one week"),
-                    )
-                })?;
-            When::Delayed { start_in: d }
-        }
-        other => {
-            return Err(err(
-                when_node.map_or(loc, |n| &n.loc),
-                format!(
-                    "{path} when should be one of: on_success, on_failure, always, manual, delayed, never (got {other})"
-                ),
-            ));
-        }
-    };
-    let table: HashMap<String, String> = if rule.variables.is_empty() {
-        table
-    } else {
-        lookup_table(&yaml_vars, &rule.variables)?
-    };
-    overlay(&mut yaml_vars, &rule.variables);
-    let lookup = |n: &str| table.get(n).cloned();
+    }
+}
 
-    // Manual jobs may fail by default, except when `when: manual` comes from rules.
-    let af_node = rule.allow_failure.as_ref().or_else(|| cfg.get("allow_failure"));
-    let allow_failure = match af_node {
-        Some(n) => parse_allow_failure(n, &path)?,
-        None if when == When::Manual && rule.when.is_none() => AllowFailure::Yes,
-        None => AllowFailure::No,
-    };
-    let retry = match cfg.get("retry") {
-        Some(n) => parse_retry(n, &path)?,
-        None => Retry::default(),
-    };
-    let timeout = match cfg.get("timeout") {
-        Some(n) => Some(
-            n.scalar_string()
-                .and_then(|s| parse_duration(&s))
-                .ok_or_else(|| err(&n.loc, format!("{path}:timeout config should be a duration")))?,
-        ),
-        None => None,
-    };
-    let interruptible = match rule.interruptible.as_ref().or_else(|| cfg.get("interruptible")) {
-        Some(Node {
-            val: Val::Bool(b), ..
-        }) => *b,
-        Some(n) => {
-            return Err(err(
-                &n.loc,
-                format!("{path}:interruptible config should be a boolean value"),
-            ));
-        }
-        None => false,
-    };
-    let resource_group = cfg
-        .get("resource_group")
-        .and_then(Node::scalar_string)
-        .map(|s| expand_with(&s, &lookup, true));
-    let tags: Vec<String> = match cfg.get("tags") {
+fn parse_tags(
+    cfg: &Map,
+    path: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, PipelineError> {
+    Ok(match cfg.get("tags") {
         Some(n) => crate::payload::strings(n, &format!("{path}:tags"))?
             .into_iter()
-            .map(|t| expand_with(&t, &lookup, true))
+            .map(|t| expand_with(&t, lookup, true))
             .collect(),
         None => Vec::new(),
-    };
-    let coverage = match cfg.get("coverage") {
-        Some(n) => {
-            let s = n.as_str().ok_or_else(|| {
-                err(
-                    &n.loc,
-                    format!("{path}:coverage config should be a regular expression"),
-                )
-            })?;
-            if !(s.starts_with('/') && s.len() > 1 && s.ends_with('/')) {
-                return Err(err(
-                    &n.loc,
-                    format!("{path}:coverage config must be a regular expression"),
-                ));
-            }
-            Some(s.to_string())
-        }
-        None => None,
-    };
-    let (environment, env_vars) = match cfg.get("environment") {
-        Some(n) => {
-            let (j, v) = environment(n, &lookup, &path)?;
-            (Some(j), v)
-        }
-        None => (None, Vec::new()),
-    };
+    })
+}
+
+fn parse_dependencies(cfg: &Map, path: &str) -> Result<Option<(Vec<String>, Loc)>, PipelineError> {
+    cfg.get("dependencies")
+        .map(|n| {
+            Ok((
+                crate::payload::strings(n, &format!("{path}:dependencies"))?,
+                n.loc.clone(),
+            ))
+        })
+        .transpose()
+}
+
+/// Keywords that need a server-side service: the job still runs, so they warn rather than fail.
+fn warn_unsupported(cfg: &Map, path: &str, warnings: &mut Vec<Warning>) {
     for k in ["secrets", "id_tokens"] {
         if let Some(n) = cfg.get(k) {
             warnings.push(Warning::at(
@@ -346,27 +384,24 @@ pub fn build(
             format!("{path}:release is not supported locally: the release step is skipped"),
         ));
     }
+}
 
-    let needs_node = rule.needs.as_ref().or_else(|| cfg.get("needs"));
-    let needs = match needs_node {
-        Some(n) => Some(parse_needs(n, &path, warnings)?),
-        None => None,
-    };
-    let dependencies = match cfg.get("dependencies") {
-        Some(n) => Some((
-            crate::payload::strings(n, &format!("{path}:dependencies"))?,
-            n.loc.clone(),
-        )),
-        None => None,
-    };
-
+/// The payload's variables in GitLab's precedence order (later entries win in the runner).
+fn payload_variables(
+    g: &Globals<'_>,
+    job_predef: &[(String, String)],
+    manual: bool,
+    env_vars: Vec<(String, String)>,
+    cfg: &Map,
+    yaml_vars: &[VarDef],
+) -> Vec<Variable> {
     let mut payload_vars: Vec<Variable> = g
         .predefined
         .iter()
         .chain(job_predef.iter())
         .map(|(k, v)| variable(k, v, true, false, false))
         .collect();
-    if when == When::Manual {
+    if manual {
         payload_vars.push(variable("CI_JOB_MANUAL", "true", true, false, false));
     }
     payload_vars.extend(
@@ -386,37 +421,7 @@ pub fn build(
     );
     // CLI values may be secrets: not public, so they stay out of `Debug` output.
     payload_vars.extend(g.cli.iter().map(|(k, v)| variable(k, v, false, false, false)));
-
-    let timeout_secs = timeout.map_or(3600, |d| d.as_secs().max(1));
-    let job = PipelineJob {
-        name: name.to_string(),
-        stage,
-        stage_index,
-        when,
-        needs: None,
-        dependencies: None,
-        allow_failure,
-        retry,
-        timeout,
-        resource_group,
-        interruptible,
-        environment,
-        trigger: None,
-        tags,
-        coverage,
-        payload: JobResponse::default(),
-    };
-    Ok(Some(Built {
-        job,
-        base: base.to_string(),
-        needs_loc: needs_node.map_or_else(|| loc.clone(), |n| n.loc.clone()),
-        needs,
-        dependencies,
-        payload_vars,
-        cfg: cfg.clone(),
-        timeout_secs,
-        yaml_vars,
-    }))
+    payload_vars
 }
 
 fn inherited_globals(g: &Globals<'_>, cfg: &Map, path: &str) -> Result<Vec<VarDef>, PipelineError> {
@@ -442,101 +447,6 @@ fn inherited_globals(g: &Globals<'_>, cfg: &Map, path: &str) -> Result<Vec<VarDe
             ));
         }
     })
-}
-
-fn parse_allow_failure(n: &Node, path: &str) -> Result<AllowFailure, PipelineError> {
-    match &n.val {
-        Val::Bool(true) => Ok(AllowFailure::Yes),
-        Val::Bool(false) => Ok(AllowFailure::No),
-        Val::Map(m) => {
-            let codes = m.get("exit_codes").ok_or_else(|| {
-                err(
-                    &n.loc,
-                    format!("{path}:allow_failure config should be a hash or a boolean value"),
-                )
-            })?;
-            Ok(AllowFailure::ExitCodes(int_list(
-                codes,
-                &format!("{path}:allow_failure:exit_codes"),
-            )?))
-        }
-        _ => Err(err(
-            &n.loc,
-            format!("{path}:allow_failure config should be a hash or a boolean value"),
-        )),
-    }
-}
-
-fn int_list(n: &Node, path: &str) -> Result<Vec<i32>, PipelineError> {
-    let one = |x: &Node| match x.val {
-        Val::Int(i) => {
-            i32::try_from(i).map_err(|_| err(&x.loc, format!("{path} should be an array of integers")))
-        }
-        _ => Err(err(&x.loc, format!("{path} should be an array of integers"))),
-    };
-    match &n.val {
-        Val::Seq(items) => items.iter().map(one).collect(),
-        _ => Ok(vec![one(n)?]),
-    }
-}
-
-const RETRY_WHEN: &[&str] = &[
-    "always",
-    "unknown_failure",
-    "script_failure",
-    "api_failure",
-    "stuck_or_timeout_failure",
-    "runner_system_failure",
-    "runner_unsupported",
-    "stale_schedule",
-    "job_execution_timeout",
-    "archived_failure",
-    "unmet_prerequisites",
-    "scheduler_failure",
-    "data_integrity_failure",
-];
-
-fn parse_retry(n: &Node, path: &str) -> Result<Retry, PipelineError> {
-    let max_of = |x: &Node| match x.val {
-        Val::Int(i @ 0..=2) => Ok(u32::try_from(i).unwrap_or(0)),
-        _ => Err(err(
-            &x.loc,
-            format!("{path}:retry config must be less than or equal to 2"),
-        )),
-    };
-    match &n.val {
-        Val::Int(_) => Ok(Retry {
-            max: max_of(n)?,
-            ..Retry::default()
-        }),
-        Val::Map(m) => {
-            let max = m.get("max").map(max_of).transpose()?.unwrap_or(0);
-            let when = match m.get("when") {
-                Some(w) => crate::payload::strings(w, &format!("{path}:retry:when"))?,
-                None => Vec::new(),
-            };
-            if let Some(bad) = when.iter().find(|w| !RETRY_WHEN.contains(&w.as_str())) {
-                return Err(err(
-                    &n.loc,
-                    format!("{path}:retry:when contains unknown values: {bad}"),
-                ));
-            }
-            let exit_codes = m
-                .get("exit_codes")
-                .map(|c| int_list(c, &format!("{path}:retry:exit_codes")))
-                .transpose()?
-                .unwrap_or_default();
-            Ok(Retry {
-                max,
-                when,
-                exit_codes,
-            })
-        }
-        _ => Err(err(
-            &n.loc,
-            format!("{path}:retry config has to be either an integer or a hash"),
-        )),
-    }
 }
 
 fn environment(

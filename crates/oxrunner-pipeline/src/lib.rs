@@ -11,6 +11,7 @@ mod error;
 mod expr;
 mod graph;
 mod inputs;
+mod job_keys;
 mod jobs;
 mod load;
 mod model;
