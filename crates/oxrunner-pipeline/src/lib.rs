@@ -168,24 +168,64 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
     if let Some(t) = cfg.get("types") {
         warnings.push(Warning::at(&t.loc, "`types` is deprecated: use `stages`"));
     }
+    let mut predefined = ctx.predefined();
+    let Some(Workflow { global_vars, name }) = workflow(ctx, &cfg, &facts, &predefined, &mut warnings)?
+    else {
+        return Ok(Pipeline {
+            stages,
+            jobs: Vec::new(),
+            warnings,
+            variables: Vec::new(),
+            name: None,
+        });
+    };
+    if let Some(n) = &name {
+        predefined.push(("CI_PIPELINE_NAME".into(), n.clone()));
+    }
+    let g = Globals {
+        facts: &facts,
+        stages: stages.clone(),
+        global_vars: global_vars.clone(),
+        predefined: predefined.clone(),
+        cli: ctx.variables.clone(),
+    };
+    let (mut built, defined) = build_jobs(&g, &cfg, &mut warnings)?;
+    built.sort_by_key(|b| b.job.stage_index);
+    let deps = graph::link(&mut built, &defined, &mut warnings)?;
+    let jobs_out = finish_jobs(ctx, built, deps, depth, &mut warnings)?;
+    if jobs_out.is_empty() {
+        warnings.push(Warning::global(
+            "no jobs: the rules configuration prevented any jobs from being added to the pipeline",
+        ));
+    }
+    Ok(Pipeline {
+        stages,
+        jobs: jobs_out,
+        warnings,
+        variables: pipeline_variables(ctx, &predefined, &global_vars),
+        name,
+    })
+}
+
+/// What `workflow` leaves for the jobs when it lets the pipeline run.
+struct Workflow {
+    /// Global `variables` with the matching `workflow:rules:variables` applied.
+    global_vars: Vec<VarDef>,
+    name: Option<String>,
+}
+
+/// `workflow:rules` decide whether there is a pipeline at all: `None` when they filter it out.
+fn workflow(
+    ctx: &PipelineContext,
+    cfg: &Map,
+    facts: &Facts<'_>,
+    predefined: &[(String, String)],
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<Workflow>, PipelineError> {
     let mut global_vars = match cfg.get("variables") {
         Some(v) => parse_defs(v, "variables")?,
         None => Vec::new(),
     };
-    let mut predefined = ctx.predefined();
-    let expanded = |extra: &[VarDef], globals: &[VarDef]| {
-        let mut all: Vec<(String, String, bool)> = predefined
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone(), false))
-            .collect();
-        let mut g = globals.to_vec();
-        overlay(&mut g, extra);
-        all.extend(g.into_iter().map(|d| (d.key, d.value, d.raw)));
-        all.extend(ctx.variables.iter().map(|(k, v)| (k.clone(), v.clone(), false)));
-        server_expand_all(&all).map_err(|e| e.into_error(&[globals, extra]))
-    };
-
-    // workflow:rules decide whether there is a pipeline at all.
     let mut name = None;
     if let Some(Val::Map(wf)) = cfg.get("workflow").map(|w| &w.val) {
         for k in wf.keys() {
@@ -197,9 +237,9 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
             }
         }
         if let Some(rules) = wf.get("rules") {
-            let table = expanded(&[], &global_vars)?;
+            let table = global_table(ctx, predefined, &[], &global_vars)?;
             let lookup = |n: &str| table.get(n).cloned();
-            match eval_rules(rules, &facts, &lookup, "workflow:rules")? {
+            match eval_rules(rules, facts, &lookup, "workflow:rules")? {
                 Some(m) if m.when.as_ref().and_then(Node::as_str) != Some("never") => {
                     overlay(&mut global_vars, &m.variables)
                 }
@@ -208,39 +248,51 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
                         &rules.loc,
                         "Pipeline filtered out by workflow rules.",
                     ));
-                    return Ok(Pipeline {
-                        stages,
-                        jobs: Vec::new(),
-                        warnings,
-                        variables: Vec::new(),
-                        name: None,
-                    });
+                    return Ok(None);
                 }
             }
         }
         if let Some(n) = wf.get("name").and_then(Node::scalar_string) {
-            let table = expanded(&[], &global_vars)?;
+            let table = global_table(ctx, predefined, &[], &global_vars)?;
             name = Some(vars::expand_with(&n, &|k| table.get(k).cloned(), true));
         }
     }
+    Ok(Some(Workflow { global_vars, name }))
+}
 
-    if let Some(n) = &name {
-        predefined.push(("CI_PIPELINE_NAME".into(), n.clone()));
-    }
-    let g = Globals {
-        facts: &facts,
-        stages: stages.clone(),
-        global_vars: global_vars.clone(),
-        predefined: predefined.clone(),
-        cli: ctx.variables.clone(),
-    };
-    let d = defaults(&cfg);
+/// The values `workflow:rules` and `workflow:name` expand against, in precedence order.
+fn global_table(
+    ctx: &PipelineContext,
+    predefined: &[(String, String)],
+    extra: &[VarDef],
+    globals: &[VarDef],
+) -> Result<HashMap<String, String>, PipelineError> {
+    let mut all: Vec<(String, String, bool)> = predefined
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone(), false))
+        .collect();
+    let mut g = globals.to_vec();
+    overlay(&mut g, extra);
+    all.extend(g.into_iter().map(|d| (d.key, d.value, d.raw)));
+    all.extend(ctx.variables.iter().map(|(k, v)| (k.clone(), v.clone(), false)));
+    server_expand_all(&all).map_err(|e| e.into_error(&[globals, extra]))
+}
+
+/// Every job definition after `default`, expanded by `parallel` and filtered by its rules; also every
+/// instance name defined, selected or not, which `needs` is checked against.
+fn build_jobs(
+    g: &Globals<'_>,
+    cfg: &Map,
+    warnings: &mut Vec<Warning>,
+) -> Result<(Vec<Built>, Defined), PipelineError> {
+    let stages = &g.stages;
+    let d = defaults(cfg);
     let mut defined = Defined {
         instances: HashMap::new(),
     };
     let mut built: Vec<Built> = Vec::new();
     let mut budget = compose::MAX_EXPANDED_NODES;
-    for (k, v) in &cfg {
+    for (k, v) in cfg {
         if !is_job_key(k) || k.starts_with('.') {
             continue;
         }
@@ -266,7 +318,7 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
             instances.iter().map(|i| (i.name.clone(), stage_index)).collect(),
         );
         for inst in &instances {
-            if let Some(b) = jobs::build(&g, k, inst, &job, &v.loc, &mut warnings)? {
+            if let Some(b) = jobs::build(g, k, inst, &job, &v.loc, warnings)? {
                 built.push(b);
                 if built.len() > MAX_JOBS_PER_PIPELINE {
                     return Err(too_many_jobs(&v.loc));
@@ -280,12 +332,22 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
             "job names must be unique (a parallel job name collides with another job)",
         ));
     }
-    built.sort_by_key(|b| b.job.stage_index);
-    let deps = graph::link(&mut built, &defined, &mut warnings)?;
+    Ok((built, defined))
+}
+
+/// Trigger jobs get their child pipeline, the others the payload a runner would receive; ids follow the
+/// stage order `built` is sorted in.
+fn finish_jobs(
+    ctx: &PipelineContext,
+    built: Vec<Built>,
+    deps: Vec<Vec<String>>,
+    depth: usize,
+    warnings: &mut Vec<Warning>,
+) -> Result<Vec<PipelineJob>, PipelineError> {
     let mut jobs_out = Vec::with_capacity(built.len());
     for (i, (mut b, deps)) in built.into_iter().zip(deps).enumerate() {
         if let Some(t) = b.cfg.get("trigger").cloned() {
-            b.job.trigger = Some(trigger(ctx, &b, &t, depth, &mut warnings)?);
+            b.job.trigger = Some(trigger(ctx, &b, &t, depth, warnings)?);
         } else {
             let id = u64::try_from(i).unwrap_or(0) + 1;
             b.job.payload = payload::build_payload(
@@ -299,12 +361,16 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
         }
         jobs_out.push(b.job);
     }
-    if jobs_out.is_empty() {
-        warnings.push(Warning::global(
-            "no jobs: the rules configuration prevented any jobs from being added to the pipeline",
-        ));
-    }
-    let table_vars: Vec<JobVariable> = predefined
+    Ok(jobs_out)
+}
+
+/// Pipeline-level variables in precedence order; CLI values may be secrets, so they are not public.
+fn pipeline_variables(
+    ctx: &PipelineContext,
+    predefined: &[(String, String)],
+    global_vars: &[VarDef],
+) -> Vec<JobVariable> {
+    predefined
         .iter()
         .map(|(k, v)| JobVariable {
             key: k.clone(),
@@ -330,14 +396,7 @@ fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Res
             file: false,
             raw: false,
         }))
-        .collect();
-    Ok(Pipeline {
-        stages,
-        jobs: jobs_out,
-        warnings,
-        variables: table_vars,
-        name,
-    })
+        .collect()
 }
 
 fn trigger(
