@@ -124,11 +124,55 @@ impl<'a> Loader<'a> {
     }
 
     fn include(&mut self, item: &Node) -> Result<Vec<Map>, PipelineError> {
-        let (kind, target, m) = match &item.val {
+        let (kind, target, m) = self.include_location(item)?;
+        if let Some(rules) = m.and_then(|m| m.get("rules"))
+            && !eval_include_rules(rules, self.facts, self.lookup)?
+        {
+            return Ok(Vec::new());
+        }
+        let args = InputArgs {
+            values: m
+                .and_then(|m| m.get("inputs"))
+                .and_then(Node::as_map)
+                .cloned()
+                .unwrap_or_default(),
+            loc: item.loc.clone(),
+        };
+        let target = expand_with(&target, self.lookup, false);
+        match kind {
+            "local" => self.include_local(&target, &args, &item.loc),
+            "remote" => self.include_remote(&target, &args, &item.loc),
+            "template" => Err(PipelineError::at_hint(
+                &item.loc,
+                format!("include:template `{target}` cannot be fetched offline"),
+                "copy the template from GitLab's lib/gitlab/ci/templates into the repository and use include:local",
+            )),
+            "project" => self.include_project(&target, m, &args, &item.loc),
+            "component" => Err(PipelineError::at_hint(
+                &item.loc,
+                format!(
+                    "include:component `{target}` cannot be fetched: no GitLab server is available locally"
+                ),
+                "vendor the component's template into the repository and use include:local with inputs",
+            )),
+            _ => Err(PipelineError::at(
+                &item.loc,
+                "include:artifact is only allowed in trigger:include of a child pipeline, and needs job artifacts that do not exist locally",
+            )),
+        }
+    }
+
+    /// An `include` entry's kind, its unexpanded target and, for the hash form, its other keys; a bare
+    /// string is `remote` when it is a URL and `local` otherwise.
+    fn include_location<'n>(
+        &mut self,
+        item: &'n Node,
+    ) -> Result<(&'n str, String, Option<&'n Map>), PipelineError> {
+        match &item.val {
             Val::Str(s) if s.starts_with("http://") || s.starts_with("https://") => {
-                ("remote", s.clone(), None)
+                Ok(("remote", s.clone(), None))
             }
-            Val::Str(s) => ("local", s.clone(), None),
+            Val::Str(s) => Ok(("local", s.clone(), None)),
             Val::Map(m) => {
                 let known = ["local", "remote", "template", "project", "component", "artifact"];
                 let Some((k, v)) = m.iter().find(|(k, _)| known.contains(&k.as_str())) else {
@@ -163,106 +207,84 @@ impl<'a> Loader<'a> {
                 let t = v
                     .scalar_string()
                     .ok_or_else(|| PipelineError::at(&v.loc, format!("include:{k} should be a string")))?;
-                (k.as_str(), t, Some(m))
+                Ok((k.as_str(), t, Some(m)))
             }
-            _ => {
-                return Err(PipelineError::at(
-                    &item.loc,
-                    "include config should be a hash, a string or an array containing strings and hashes",
-                ));
-            }
-        };
-        if let Some(rules) = m.and_then(|m| m.get("rules"))
-            && !eval_include_rules(rules, self.facts, self.lookup)?
-        {
-            return Ok(Vec::new());
-        }
-        let args = InputArgs {
-            values: m
-                .and_then(|m| m.get("inputs"))
-                .and_then(Node::as_map)
-                .cloned()
-                .unwrap_or_default(),
-            loc: item.loc.clone(),
-        };
-        let target = expand_with(&target, self.lookup, false);
-        match kind {
-            "local" => self.include_local(&target, &args, &item.loc),
-            "remote" => {
-                if self.facts.ctx.offline {
-                    return Err(PipelineError::at_hint(
-                        &item.loc,
-                        format!("Remote file `{target}` could not be fetched: offline mode"),
-                        "vendor the file and use include:local, or allow network access",
-                    ));
-                }
-                let text = fetch_remote(&target, &item.loc)?;
-                self.count_one(&item.loc)?;
-                Ok(vec![self.load(
-                    &target,
-                    Source::Text(&text),
-                    &args,
-                    false,
-                    Some(&item.loc),
-                )?])
-            }
-            "template" => Err(PipelineError::at_hint(
-                &item.loc,
-                format!("include:template `{target}` cannot be fetched offline"),
-                "copy the template from GitLab's lib/gitlab/ci/templates into the repository and use include:local",
-            )),
-            "project" => {
-                let files = m.and_then(|m| m.get("file")).map_or_else(Vec::new, |f| {
-                    crate::yaml::Node::as_seq(f)
-                        .map(|s| s.iter().filter_map(Node::scalar_string).collect())
-                        .unwrap_or_else(|| f.scalar_string().into_iter().collect())
-                });
-                // The project itself is in the local git repository: read the files at the requested ref.
-                if (self.lookup)("CI_PROJECT_PATH").as_deref() == Some(target.as_str()) {
-                    let rev = m
-                        .and_then(|m| m.get("ref"))
-                        .and_then(Node::scalar_string)
-                        .map_or_else(|| "HEAD".to_string(), |r| expand_with(&r, self.lookup, false));
-                    let mut out = Vec::new();
-                    for f in files {
-                        let f = f.trim_start_matches('/').to_string();
-                        let spec = format!("{rev}:{f}");
-                        let text = crate::context::git(&self.facts.ctx.project_dir, &["show", &spec])
-                            .map_err(|e| {
-                                PipelineError::at(
-                                    &item.loc,
-                                    format!(
-                                        "Project `{target}` file `{f}` does not exist at `{rev}`: {}",
-                                        e.message()
-                                    ),
-                                )
-                            })?;
-                        self.count_one(&item.loc)?;
-                        out.push(self.load(&f, Source::Text(&text), &args, false, Some(&item.loc))?);
-                    }
-                    return Ok(out);
-                }
-                Err(PipelineError::at_hint(
-                    &item.loc,
-                    format!(
-                        "include:project `{target}` ({}) cannot be fetched: no GitLab server is available locally",
-                        files.join(", ")
-                    ),
-                    "clone the project next to this one and include its files with include:local, or run the pipeline on GitLab",
-                ))
-            }
-            "component" => Err(PipelineError::at_hint(
-                &item.loc,
-                format!(
-                    "include:component `{target}` cannot be fetched: no GitLab server is available locally"
-                ),
-                "vendor the component's template into the repository and use include:local with inputs",
-            )),
             _ => Err(PipelineError::at(
                 &item.loc,
-                "include:artifact is only allowed in trigger:include of a child pipeline, and needs job artifacts that do not exist locally",
+                "include config should be a hash, a string or an array containing strings and hashes",
             )),
         }
+    }
+
+    fn include_remote(
+        &mut self,
+        target: &str,
+        args: &InputArgs,
+        loc: &Loc,
+    ) -> Result<Vec<Map>, PipelineError> {
+        if self.facts.ctx.offline {
+            return Err(PipelineError::at_hint(
+                loc,
+                format!("Remote file `{target}` could not be fetched: offline mode"),
+                "vendor the file and use include:local, or allow network access",
+            ));
+        }
+        let text = fetch_remote(target, loc)?;
+        self.count_one(loc)?;
+        Ok(vec![self.load(
+            target,
+            Source::Text(&text),
+            args,
+            false,
+            Some(loc),
+        )?])
+    }
+
+    /// Only the project itself can be included (from the local git repository, at the requested ref);
+    /// any other project would need a GitLab server.
+    fn include_project(
+        &mut self,
+        target: &str,
+        m: Option<&Map>,
+        args: &InputArgs,
+        loc: &Loc,
+    ) -> Result<Vec<Map>, PipelineError> {
+        let files = m.and_then(|m| m.get("file")).map_or_else(Vec::new, |f| {
+            crate::yaml::Node::as_seq(f)
+                .map(|s| s.iter().filter_map(Node::scalar_string).collect())
+                .unwrap_or_else(|| f.scalar_string().into_iter().collect())
+        });
+        if (self.lookup)("CI_PROJECT_PATH").as_deref() != Some(target) {
+            return Err(PipelineError::at_hint(
+                loc,
+                format!(
+                    "include:project `{target}` ({}) cannot be fetched: no GitLab server is available locally",
+                    files.join(", ")
+                ),
+                "clone the project next to this one and include its files with include:local, or run the pipeline on GitLab",
+            ));
+        }
+        let rev = m
+            .and_then(|m| m.get("ref"))
+            .and_then(Node::scalar_string)
+            .map_or_else(|| "HEAD".to_string(), |r| expand_with(&r, self.lookup, false));
+        let mut out = Vec::new();
+        for f in files {
+            let f = f.trim_start_matches('/').to_string();
+            let spec = format!("{rev}:{f}");
+            let text = crate::context::git(&self.facts.ctx.project_dir, &["show", &spec]).map_err(|e| {
+                PipelineError::at(
+                    loc,
+                    format!(
+                        "Project `{target}` file `{f}` does not exist at `{rev}`: {}",
+                        e.message()
+                    ),
+                )
+            })?;
+            self.count_one(loc)?;
+            out.push(self.load(&f, Source::Text(&text), args, false, Some(loc))?);
+        }
+        Ok(out)
     }
 
     /// GitLab's size limits, checked before a file is parsed so an oversized one costs no parsing.
