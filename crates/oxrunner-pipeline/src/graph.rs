@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use crate::error::{PipelineError, Warning};
-use crate::jobs::{Built, to_need};
+use crate::error::{Loc, PipelineError, Warning};
+use crate::jobs::{Built, NeedSpec, to_need};
 use crate::model::Need;
 
 /// Every job name defined in the configuration (after parallel expansion), with its stage index,
@@ -37,96 +37,25 @@ pub fn link(
         .collect();
     let mut deps_out = Vec::with_capacity(built.len());
     for b in built.iter_mut() {
-        let name = b.job.name.clone();
-        let si = b.job.stage_index;
+        let job = JobRef {
+            name: &b.job.name,
+            stage_index: b.job.stage_index,
+        };
         if let Some(specs) = &b.needs {
-            let mut needs: Vec<Need> = Vec::new();
-            for spec in specs {
-                let Some(all) = defined.lookup(&spec.job) else {
-                    return Err(PipelineError::at(
-                        &spec.loc,
-                        format!("{name} job: undefined need: {}", spec.job),
-                    ));
-                };
-                let targets: Vec<(String, usize)> = match &spec.instances {
-                    Some(sel) => {
-                        let mut t = Vec::new();
-                        for s in sel {
-                            match all.iter().find(|(n, _)| n == s) {
-                                Some(x) => t.push(x.clone()),
-                                None => {
-                                    return Err(PipelineError::at(
-                                        &spec.loc,
-                                        format!("{name} job: undefined need: {s}"),
-                                    ));
-                                }
-                            }
-                        }
-                        t
-                    }
-                    None => all,
-                };
-                for (target, tsi) in targets {
-                    if tsi > si {
-                        return Err(PipelineError::at(
-                            &spec.loc,
-                            format!("{name} job: need {target} is not defined in current or prior stages"),
-                        ));
-                    }
-                    if !existing.contains_key(&target) {
-                        if spec.optional {
-                            continue;
-                        }
-                        return Err(PipelineError::at_hint(
-                            &spec.loc,
-                            format!(
-                                "'{name}' job needs '{target}' job, but '{target}' does not exist in the pipeline. This might be because of the only, except, or rules keywords. To need a job that sometimes does not exist in the pipeline, use needs:optional."
-                            ),
-                            "add `optional: true` to the need, or make the rules of both jobs agree",
-                        ));
-                    }
-                    if !needs.iter().any(|n| n.job == target) {
-                        needs.push(to_need(&target, spec));
-                    }
-                }
-            }
+            let needs = link_needs(&job, specs, defined, &existing)?;
             b.job.needs = Some(needs);
         }
         let payload_deps: Vec<String>;
         if let Some((deps, loc)) = &b.dependencies {
-            let mut names = Vec::new();
-            for d in deps {
-                let Some(all) = defined.lookup(d) else {
-                    return Err(PipelineError::at(
-                        loc,
-                        format!("{name} job: undefined dependency: {d}"),
-                    ));
-                };
-                for (target, tsi) in all {
-                    if tsi > si || (tsi == si && b.job.needs.is_none()) {
-                        return Err(PipelineError::at(
-                            loc,
-                            format!(
-                                "{name} job: dependency {target} is not defined in current or prior stages"
-                            ),
-                        ));
-                    }
-                    if let Some(needs) = &b.job.needs
-                        && !needs.iter().any(|n| n.job == target)
-                        && existing.contains_key(&target)
-                    {
-                        return Err(PipelineError::at(
-                            loc,
-                            format!("jobs:{name} dependencies the {target} should be part of needs"),
-                        ));
-                    }
-                    if existing.contains_key(&target) {
-                        names.push(target);
-                    } else {
-                        warnings.push(Warning::at(loc, format!("{name} job: dependency {target} is not in this pipeline (excluded by rules); its artifacts will be missing")));
-                    }
-                }
-            }
+            let names = link_dependencies(
+                &job,
+                deps,
+                loc,
+                b.job.needs.as_deref(),
+                defined,
+                &existing,
+                warnings,
+            )?;
             payload_deps = names.clone();
             b.job.dependencies = Some(names);
         } else if let Some(needs) = &b.job.needs {
@@ -156,6 +85,120 @@ pub fn link(
     }
     check_cycles(built)?;
     Ok(deps_out)
+}
+
+/// The job whose `needs`/`dependencies` are being resolved, for the error messages and stage checks.
+struct JobRef<'a> {
+    name: &'a str,
+    stage_index: usize,
+}
+
+/// A job's `needs` against the defined jobs (errors name the need) and those in the pipeline (an absent
+/// one is an error unless optional).
+fn link_needs(
+    job: &JobRef<'_>,
+    specs: &[NeedSpec],
+    defined: &Defined,
+    existing: &HashMap<String, usize>,
+) -> Result<Vec<Need>, PipelineError> {
+    let (name, si) = (job.name, job.stage_index);
+    let mut needs: Vec<Need> = Vec::new();
+    for spec in specs {
+        let Some(all) = defined.lookup(&spec.job) else {
+            return Err(PipelineError::at(
+                &spec.loc,
+                format!("{name} job: undefined need: {}", spec.job),
+            ));
+        };
+        let targets: Vec<(String, usize)> = match &spec.instances {
+            Some(sel) => {
+                let mut t = Vec::new();
+                for s in sel {
+                    match all.iter().find(|(n, _)| n == s) {
+                        Some(x) => t.push(x.clone()),
+                        None => {
+                            return Err(PipelineError::at(
+                                &spec.loc,
+                                format!("{name} job: undefined need: {s}"),
+                            ));
+                        }
+                    }
+                }
+                t
+            }
+            None => all,
+        };
+        for (target, tsi) in targets {
+            if tsi > si {
+                return Err(PipelineError::at(
+                    &spec.loc,
+                    format!("{name} job: need {target} is not defined in current or prior stages"),
+                ));
+            }
+            if !existing.contains_key(&target) {
+                if spec.optional {
+                    continue;
+                }
+                return Err(PipelineError::at_hint(
+                    &spec.loc,
+                    format!(
+                        "'{name}' job needs '{target}' job, but '{target}' does not exist in the pipeline. This might be because of the only, except, or rules keywords. To need a job that sometimes does not exist in the pipeline, use needs:optional."
+                    ),
+                    "add `optional: true` to the need, or make the rules of both jobs agree",
+                ));
+            }
+            if !needs.iter().any(|n| n.job == target) {
+                needs.push(to_need(&target, spec));
+            }
+        }
+    }
+    Ok(needs)
+}
+
+/// A job's `dependencies`: the names that are in the pipeline; one excluded by rules only warns, as the
+/// job can still run without its artifacts.
+fn link_dependencies(
+    job: &JobRef<'_>,
+    deps: &[String],
+    loc: &Loc,
+    needs: Option<&[Need]>,
+    defined: &Defined,
+    existing: &HashMap<String, usize>,
+    warnings: &mut Vec<Warning>,
+) -> Result<Vec<String>, PipelineError> {
+    let (name, si) = (job.name, job.stage_index);
+    let mut names = Vec::new();
+    for d in deps {
+        let Some(all) = defined.lookup(d) else {
+            return Err(PipelineError::at(
+                loc,
+                format!("{name} job: undefined dependency: {d}"),
+            ));
+        };
+        for (target, tsi) in all {
+            if tsi > si || (tsi == si && needs.is_none()) {
+                return Err(PipelineError::at(
+                    loc,
+                    format!("{name} job: dependency {target} is not defined in current or prior stages"),
+                ));
+            }
+            if let Some(needs) = needs
+                && !needs.iter().any(|n| n.job == target)
+                && existing.contains_key(&target)
+            {
+                return Err(PipelineError::at(
+                    loc,
+                    format!("jobs:{name} dependencies the {target} should be part of needs"),
+                ));
+            }
+            if existing.contains_key(&target) {
+                names.push(target);
+            } else {
+                warnings.push(Warning::at(loc, format!("{name} job: dependency {target} is not in this pipeline (excluded by rules); its artifacts will be missing")));
+            }
+        }
+    }
+    Ok(names)
 }
 
 fn check_cycles(built: &[Built]) -> Result<(), PipelineError> {
