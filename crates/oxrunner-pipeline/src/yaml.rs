@@ -191,22 +191,7 @@ impl Builder {
                 let plain = style == ScalarStyle::Plain;
                 self.push(node, plain)
             }
-            Event::Alias(id) => {
-                let loc = self.loc(span);
-                let (node, size) = self.anchors.get(&id).ok_or_else(|| {
-                    PipelineError::at(&loc, "Invalid configuration format: unknown YAML alias")
-                })?;
-                // Count before cloning so an alias bomb never gets materialised.
-                self.nodes += size;
-                if self.nodes > MAX_NODES {
-                    return Err(PipelineError::at(
-                        &loc,
-                        "The parsed YAML is too big (alias expansion exceeds the node limit)",
-                    ));
-                }
-                let node = node.clone();
-                self.push(node, false)
-            }
+            Event::Alias(id) => self.alias(id, span),
             Event::SequenceStart(anchor, tag) => {
                 let loc = self.loc(span);
                 self.depth_check(&loc)?;
@@ -241,70 +226,94 @@ impl Builder {
                 });
                 Ok(())
             }
-            Event::SequenceEnd => match self.stack.pop() {
-                Some(Frame::Seq {
-                    items,
-                    loc,
-                    anchor,
-                    reference,
-                }) => {
-                    let node = if reference {
-                        if items.is_empty() || items.iter().any(|i| i.as_str().is_none()) {
-                            return Err(PipelineError::at(
-                                &loc,
-                                "!reference must be a sequence of strings, e.g. !reference [.job, script]",
-                            ));
-                        }
-                        Node::new(Val::Ref(items), loc)
-                    } else {
-                        Node::new(Val::Seq(items), loc)
-                    };
-                    self.finish(node, anchor)
-                }
-                _ => Err(PipelineError::pipeline("YAML parser: unbalanced sequence")),
-            },
-            Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Map {
-                    mut map,
-                    merges,
-                    loc,
-                    anchor,
-                    ..
-                }) => {
-                    // Merge keys: explicit keys win over merged ones, and earlier merge sources win over later.
-                    for src in merges {
-                        let sources: Vec<Node> = match src.val {
-                            Val::Map(_) => vec![src],
-                            Val::Seq(items) => items,
-                            _ => {
-                                return Err(PipelineError::at(
-                                    &src.loc,
-                                    "merge key `<<` needs a mapping or a list of mappings",
-                                ));
-                            }
-                        };
-                        for s in sources {
-                            let Val::Map(m) = s.val else {
-                                return Err(PipelineError::at(
-                                    &s.loc,
-                                    "merge key `<<` needs a mapping or a list of mappings",
-                                ));
-                            };
-                            for (k, v) in m {
-                                map.entry(k).or_insert(v);
-                            }
-                        }
-                    }
-                    self.finish(Node::new(Val::Map(map), loc), anchor)
-                }
-                _ => Err(PipelineError::pipeline("YAML parser: unbalanced mapping")),
-            },
+            Event::SequenceEnd => self.end_sequence(),
+            Event::MappingEnd => self.end_mapping(),
             Event::DocumentStart(_) => {
                 self.anchors.clear();
                 Ok(())
             }
             Event::DocumentEnd | Event::StreamStart | Event::StreamEnd | Event::Nothing => Ok(()),
         }
+    }
+
+    fn alias(&mut self, id: usize, span: Span) -> Result<(), PipelineError> {
+        let loc = self.loc(span);
+        let (node, size) = self
+            .anchors
+            .get(&id)
+            .ok_or_else(|| PipelineError::at(&loc, "Invalid configuration format: unknown YAML alias"))?;
+        // Count before cloning so an alias bomb never gets materialised.
+        self.nodes += size;
+        if self.nodes > MAX_NODES {
+            return Err(PipelineError::at(
+                &loc,
+                "The parsed YAML is too big (alias expansion exceeds the node limit)",
+            ));
+        }
+        let node = node.clone();
+        self.push(node, false)
+    }
+
+    fn end_sequence(&mut self) -> Result<(), PipelineError> {
+        let Some(Frame::Seq {
+            items,
+            loc,
+            anchor,
+            reference,
+        }) = self.stack.pop()
+        else {
+            return Err(PipelineError::pipeline("YAML parser: unbalanced sequence"));
+        };
+        let node = if reference {
+            if items.is_empty() || items.iter().any(|i| i.as_str().is_none()) {
+                return Err(PipelineError::at(
+                    &loc,
+                    "!reference must be a sequence of strings, e.g. !reference [.job, script]",
+                ));
+            }
+            Node::new(Val::Ref(items), loc)
+        } else {
+            Node::new(Val::Seq(items), loc)
+        };
+        self.finish(node, anchor)
+    }
+
+    fn end_mapping(&mut self) -> Result<(), PipelineError> {
+        let Some(Frame::Map {
+            mut map,
+            merges,
+            loc,
+            anchor,
+            ..
+        }) = self.stack.pop()
+        else {
+            return Err(PipelineError::pipeline("YAML parser: unbalanced mapping"));
+        };
+        // Merge keys: explicit keys win over merged ones, and earlier merge sources win over later.
+        for src in merges {
+            let sources: Vec<Node> = match src.val {
+                Val::Map(_) => vec![src],
+                Val::Seq(items) => items,
+                _ => {
+                    return Err(PipelineError::at(
+                        &src.loc,
+                        "merge key `<<` needs a mapping or a list of mappings",
+                    ));
+                }
+            };
+            for s in sources {
+                let Val::Map(m) = s.val else {
+                    return Err(PipelineError::at(
+                        &s.loc,
+                        "merge key `<<` needs a mapping or a list of mappings",
+                    ));
+                };
+                for (k, v) in m {
+                    map.entry(k).or_insert(v);
+                }
+            }
+        }
+        self.finish(Node::new(Val::Map(map), loc), anchor)
     }
 
     fn depth_check(&self, loc: &Loc) -> Result<(), PipelineError> {
