@@ -117,15 +117,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     control_task.abort();
 
     let (crc, size) = handle.finish().await;
-    // Syncing the spool can still fail after the driver decided; a lost log is never a success.
-    let outcome = match (outcome, handle.lost()) {
-        (JobOutcome::Success, Some(reason)) => JobOutcome::Failed {
-            reason: FailureReason::RunnerSystemFailure,
-            exit_code: None,
-            message: reason,
-        },
-        (outcome, _) => outcome,
-    };
+    let outcome = unless_log_lost(outcome, handle.lost());
     let state = final_state(
         &outcome,
         &job.features.failure_reasons,
@@ -190,6 +182,18 @@ fn log_final_update(job_id: i64, short: &str, outcome: &JobOutcome, result: Resu
         (JobOutcome::Failed { message, .. }, Ok(FinalReport::Accepted)) => {
             info!(job = job_id, runner = %short, reason = %message, "Job failed; GitLab accepted the final update");
         }
+    }
+}
+
+/// Syncing the spool can still fail after the driver decided; a lost log is never a success.
+fn unless_log_lost(outcome: JobOutcome, lost: Option<String>) -> JobOutcome {
+    match (outcome, lost) {
+        (JobOutcome::Success, Some(reason)) => JobOutcome::Failed {
+            reason: FailureReason::RunnerSystemFailure,
+            exit_code: None,
+            message: reason,
+        },
+        (outcome, _) => outcome,
     }
 }
 
