@@ -272,70 +272,10 @@ pub(crate) fn build(spec: &JobSpec, ctx: &PayloadContext<'_>) -> Value {
     let mut variables = predefined_variables(spec, ctx, &repo_url);
     variables.extend(spec.variables.iter().map(|(k, v, f)| var(k, v.clone(), *f)));
 
-    let mut script = spec.before_script.clone();
-    script.extend(spec.script.iter().cloned());
-    let mut steps = vec![json!({
-        "name": "script",
-        "script": script,
-        "timeout": timeout,
-        "when": "on_success",
-        "allow_failure": spec.allow_failure,
-    })];
-    if !spec.after_script.is_empty() {
-        steps.push(json!({
-            "name": "after_script",
-            "script": spec.after_script,
-            "timeout": timeout,
-            "when": "always",
-            "allow_failure": true,
-        }));
-    }
-
-    let artifacts: Vec<Value> = spec
-        .artifacts
-        .iter()
-        .map(|a| {
-            let mut v = json!({
-                "name": a.name.clone().unwrap_or_default(),
-                "untracked": a.untracked,
-                "paths": a.paths,
-                "when": a.when,
-                "artifact_type": a.artifact_type,
-                "artifact_format": a.artifact_format,
-                "expire_in": a.expire_in,
-            });
-            if !a.exclude.is_empty() {
-                v["exclude"] = json!(a.exclude);
-            }
-            v
-        })
-        .collect();
-    let cache: Vec<Value> = spec
-        .cache
-        .iter()
-        .map(|c| {
-            json!({
-                "key": c.key,
-                "untracked": c.untracked,
-                "policy": c.policy,
-                "paths": c.paths,
-                "when": c.when,
-                "fallback_keys": c.fallback_keys,
-            })
-        })
-        .collect();
-    let dependencies: Vec<Value> = ctx
-        .dependencies
-        .iter()
-        .map(|(id, name, file)| {
-            // Recent GitLab hands out the running job's token for every dependency.
-            let mut v = json!({ "id": id, "name": name, "token": ctx.job_token });
-            if let Some((filename, size)) = file {
-                v["artifacts_file"] = json!({ "filename": filename, "size": size });
-            }
-            v
-        })
-        .collect();
+    let steps = steps(spec, timeout);
+    let artifacts = artifacts(spec);
+    let cache = cache(spec);
+    let dependencies = dependencies(ctx);
 
     let project_id = ctx.project.map(|p| p.id).unwrap_or(0);
     let mut payload = json!({
@@ -388,6 +328,80 @@ pub(crate) fn build(spec: &JobSpec, ctx: &PayloadContext<'_>) -> Value {
         payload["image"] = Value::Null;
     }
     payload
+}
+
+/// GitLab sends `before_script` and `script` as one step, `after_script` as a second.
+fn steps(spec: &JobSpec, timeout: u64) -> Vec<Value> {
+    let mut script = spec.before_script.clone();
+    script.extend(spec.script.iter().cloned());
+    let mut steps = vec![json!({
+        "name": "script",
+        "script": script,
+        "timeout": timeout,
+        "when": "on_success",
+        "allow_failure": spec.allow_failure,
+    })];
+    if !spec.after_script.is_empty() {
+        steps.push(json!({
+            "name": "after_script",
+            "script": spec.after_script,
+            "timeout": timeout,
+            "when": "always",
+            "allow_failure": true,
+        }));
+    }
+    steps
+}
+
+fn artifacts(spec: &JobSpec) -> Vec<Value> {
+    spec.artifacts
+        .iter()
+        .map(|a| {
+            let mut v = json!({
+                "name": a.name.clone().unwrap_or_default(),
+                "untracked": a.untracked,
+                "paths": a.paths,
+                "when": a.when,
+                "artifact_type": a.artifact_type,
+                "artifact_format": a.artifact_format,
+                "expire_in": a.expire_in,
+            });
+            if !a.exclude.is_empty() {
+                v["exclude"] = json!(a.exclude);
+            }
+            v
+        })
+        .collect()
+}
+
+fn cache(spec: &JobSpec) -> Vec<Value> {
+    spec.cache
+        .iter()
+        .map(|c| {
+            json!({
+                "key": c.key,
+                "untracked": c.untracked,
+                "policy": c.policy,
+                "paths": c.paths,
+                "when": c.when,
+                "fallback_keys": c.fallback_keys,
+            })
+        })
+        .collect()
+}
+
+fn dependencies(ctx: &PayloadContext<'_>) -> Vec<Value> {
+    ctx.dependencies
+        .iter()
+        .map(|(id, name, file)| {
+            // Recent GitLab hands out the running job's token for every dependency.
+            let mut v = json!({ "id": id, "name": name, "token": ctx.job_token });
+            if let Some((filename, size)) = file {
+                v["artifacts_file"] = json!({ "filename": filename, "size": size });
+            }
+            v
+        })
+        .collect()
 }
 
 /// A raw payload keeps everything but the job's identity, which must be the fake's.

@@ -73,34 +73,7 @@ pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> JobPlan {
     let image = (!job.image.name.is_empty()).then(|| image_spec(&job.image));
 
     let git = &job.git_info;
-    let hook = |name: &str| -> Vec<String> {
-        job.hooks
-            .iter()
-            .filter(|h| h.name == name)
-            .flat_map(|h| h.script.iter().cloned())
-            .collect()
-    };
-    let sources = Sources {
-        strategy: if job.allow_git_fetch {
-            GitStrategy::Fetch
-        } else {
-            GitStrategy::Clone
-        },
-        repo_url: Secret::new(git.repo_url.clone()),
-        sha: git.sha.clone(),
-        ref_name: git.r#ref.clone(),
-        ref_type: if git.ref_type.is_empty() {
-            "branch".into()
-        } else {
-            git.ref_type.clone()
-        },
-        refspecs: git.refspecs.clone(),
-        depth: u32::try_from(git.depth).unwrap_or(0),
-        pre_get_sources_script: hook("pre_get_sources_script"),
-        post_get_sources_script: hook("post_get_sources_script"),
-        ca_file: ca_chain,
-        ..Sources::default()
-    };
+    let sources = sources(job, ca_chain);
 
     JobPlan {
         job_id: job.id,
@@ -152,6 +125,39 @@ pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> JobPlan {
             failure_reasons: job.features.failure_reasons.clone(),
         },
         job_token: Secret::new(job.token.clone()),
+    }
+}
+
+/// Where and how the job's sources are fetched, with the job's `hooks:` around the fetch.
+fn sources(job: &JobResponse, ca_chain: Option<String>) -> Sources {
+    let git = &job.git_info;
+    let hook = |name: &str| -> Vec<String> {
+        job.hooks
+            .iter()
+            .filter(|h| h.name == name)
+            .flat_map(|h| h.script.iter().cloned())
+            .collect()
+    };
+    Sources {
+        strategy: if job.allow_git_fetch {
+            GitStrategy::Fetch
+        } else {
+            GitStrategy::Clone
+        },
+        repo_url: Secret::new(git.repo_url.clone()),
+        sha: git.sha.clone(),
+        ref_name: git.r#ref.clone(),
+        ref_type: if git.ref_type.is_empty() {
+            "branch".into()
+        } else {
+            git.ref_type.clone()
+        },
+        refspecs: git.refspecs.clone(),
+        depth: u32::try_from(git.depth).unwrap_or(0),
+        pre_get_sources_script: hook("pre_get_sources_script"),
+        post_get_sources_script: hook("post_get_sources_script"),
+        ca_file: ca_chain,
+        ..Sources::default()
     }
 }
 

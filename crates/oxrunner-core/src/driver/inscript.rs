@@ -1,7 +1,7 @@
 //! Cache and artifact stages for executors whose job environment the runner cannot reach
 //! ([`FileAccess::InScript`](crate::executor::FileAccess)): the job hooks render the stage as a script (calls to
 //! the runner binary's helper commands), and it runs like any other stage script, under the same timeouts and
-//! cancellation. What a failed script means is the stage's rule, applied by the callers in `mod.rs` exactly as for
+//! cancellation. What a failed script means is the stage's rule, applied by the callers in `mod.rs` and `finish.rs` exactly as for
 //! the runner-side hooks: a restore failure is a warning, a download or upload failure fails the job.
 
 use super::{Driver, Interrupt, Limits, StageResult};

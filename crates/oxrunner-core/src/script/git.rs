@@ -330,22 +330,7 @@ impl SourcesScript<'_> {
             out.push_str(&notice("Fetching changes..."));
         }
 
-        let mut ext_conf = String::new();
-        if let Some((with_creds, base)) = &rewrite {
-            ext_conf.push_str(&credential_config(with_creds, base, self.plan.job_token.expose()));
-        }
-        if let Some(ca) = &self.ca_file_path {
-            let (scheme, _, rest) = split_url(&remote);
-            if scheme.starts_with("http") {
-                let host = &rest[..rest.find('/').unwrap_or(rest.len())];
-                let _ = write!(
-                    ext_conf,
-                    "[http {}]\n\tsslCAInfo = {}\n",
-                    git_config_string(&format!("{scheme}://{host}")),
-                    git_config_string(&ca.to_string_lossy())
-                );
-            }
-        }
+        let ext_conf = self.ext_config(&remote, rewrite.as_ref());
         let template_conf = format!(
             "[init]\n\tdefaultBranch = none\n[fetch]\n\trecurseSubmodules = false\n[credential]\n\tinteractive = never\n[gc]\n\tautoDetach = false\n[include]\n\tpath = {}\n",
             git_config_string(&ext.to_string_lossy())
@@ -367,25 +352,7 @@ impl SourcesScript<'_> {
             quote_path(&template.join("config"))
         );
 
-        for lock in [
-            "index.lock",
-            "shallow.lock",
-            "HEAD.lock",
-            "hooks/post-checkout",
-            "config.lock",
-        ] {
-            let _ = writeln!(
-                out,
-                "rm -f {}",
-                quote_path(&self.project_dir.join(".git").join(lock))
-            );
-        }
-        let refs = self.project_dir.join(".git").join("refs");
-        let _ = writeln!(
-            out,
-            "if [ -d {r} ]; then find {r} -type f -name '*.lock' -exec rm -f {{}} + 2>/dev/null || true; fi",
-            r = quote_path(&refs)
-        );
+        self.remove_stale_locks(out);
         if s.strategy == GitStrategy::Clone {
             let _ = writeln!(out, "rm -rf {dir}");
         }
@@ -413,6 +380,65 @@ impl SourcesScript<'_> {
             "if git remote get-url origin >/dev/null 2>&1; then git remote set-url origin {r}; else git remote add origin {r}; fi",
             r = quote(&remote)
         );
+        let fetch = self.fetch_command();
+        if s.depth == 0 {
+            let _ = writeln!(
+                out,
+                "if [ -f .git/shallow ]; then {fetch} --unshallow; else {fetch}; fi"
+            );
+        } else {
+            let _ = writeln!(out, "{fetch}");
+        }
+    }
+
+    /// The git config included from the template: credentials (kept out of the remote URL) and the CA file for
+    /// the server's host.
+    fn ext_config(&self, remote: &str, rewrite: Option<&(Secret, String)>) -> String {
+        let mut ext_conf = String::new();
+        if let Some((with_creds, base)) = rewrite {
+            ext_conf.push_str(&credential_config(with_creds, base, self.plan.job_token.expose()));
+        }
+        if let Some(ca) = &self.ca_file_path {
+            let (scheme, _, rest) = split_url(remote);
+            if scheme.starts_with("http") {
+                let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+                let _ = write!(
+                    ext_conf,
+                    "[http {}]\n\tsslCAInfo = {}\n",
+                    git_config_string(&format!("{scheme}://{host}")),
+                    git_config_string(&ca.to_string_lossy())
+                );
+            }
+        }
+        ext_conf
+    }
+
+    /// A git process killed by an earlier job (timeout, cancel) leaves lock files that would fail this fetch.
+    fn remove_stale_locks(&self, out: &mut String) {
+        for lock in [
+            "index.lock",
+            "shallow.lock",
+            "HEAD.lock",
+            "hooks/post-checkout",
+            "config.lock",
+        ] {
+            let _ = writeln!(
+                out,
+                "rm -f {}",
+                quote_path(&self.project_dir.join(".git").join(lock))
+            );
+        }
+        let refs = self.project_dir.join(".git").join("refs");
+        let _ = writeln!(
+            out,
+            "if [ -d {r} ]; then find {r} -type f -name '*.lock' -exec rm -f {{}} + 2>/dev/null || true; fi",
+            r = quote_path(&refs)
+        );
+    }
+
+    /// `git fetch` with the refspecs, depth and extra flags, but without `--unshallow` (the caller decides).
+    fn fetch_command(&self) -> String {
+        let s = self.settings;
         let mut fetch = format!(
             "git -c http.userAgent={} fetch origin --no-recurse-submodules",
             quote(&format!(
@@ -434,14 +460,7 @@ impl SourcesScript<'_> {
             fetch.push(' ');
             fetch.push_str(&extra);
         }
-        if s.depth == 0 {
-            let _ = writeln!(
-                out,
-                "if [ -f .git/shallow ]; then {fetch} --unshallow; else {fetch}; fi"
-            );
-        } else {
-            let _ = writeln!(out, "{fetch}");
-        }
+        fetch
     }
 
     fn checkout(&self, out: &mut String) {

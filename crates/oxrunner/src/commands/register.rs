@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use oxrunner_api::{ApiError, RegisterRunnerRequest};
+use oxrunner_api::{ApiError, RegisterRunnerRequest, RunnerInfo};
 use oxrunner_config::{CacheConfig, ConfigDocument, DockerConfig, ExecutorKind, RunnerConfig};
 
 use super::common::{config_path, short};
@@ -21,27 +21,8 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
     let interactive = !args.non_interactive.unwrap_or(false);
     let mut doc = ConfigDocument::open_or_new(&path)?;
     // Refuse an unsupported executor before anything is registered in GitLab.
-    if let Some(e) = args
-        .executor
-        .as_deref()
-        .filter(|e| !e.is_empty() && !executors::supported(&ExecutorKind::parse(e)))
-    {
-        bail!(
-            "executor `{e}` is not supported by oxrunner yet (supported: {})\nhint: use --executor shell or --executor docker",
-            executors::supported_names()
-        );
-    }
-
-    let url = match args.url.take().filter(|u| !u.is_empty()) {
-        Some(u) => u,
-        None if interactive => prompt::ask_required(
-            "Enter the GitLab instance URL (for example, https://gitlab.com/):",
-            None,
-        )?,
-        None => bail!(
-            "the GitLab URL is missing\nhint: pass --url https://gitlab.example.com/ (or set CI_SERVER_URL)"
-        ),
-    };
+    refuse_unsupported_executor(&args)?;
+    let url = resolve_url(&mut args, interactive)?;
 
     // A glrt- token given as --registration-token is treated as an authentication token, as gitlab-runner does.
     let (auth_token, legacy_token) = pick_token(&mut args, interactive)?;
@@ -58,73 +39,145 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
 
     let registered = if let Some(token) = auth_token {
         check_server_side_args_absent(&args, args.registration_token.is_some())?;
-        let verified = client
-            .verify_runner(&token, &system_id, &info)
-            .await
-            .map_err(api_error)?;
-        errln!(
-            "Verifying runner... is valid                        runner={}",
-            short(&token)
-        );
-        Registered {
-            id: verified.id,
-            token: if verified.token.is_empty() {
-                token
-            } else {
-                verified.token
-            },
-            expires_at: verified.token_expires_at,
-            via_registration_token: false,
-        }
+        verify(&client, token, &system_id, &info).await?
     } else if let Some(reg_token) = legacy_token {
-        errln!(
-            "WARNING: Support for registration tokens and runner parameters in the 'register' command has been deprecated by GitLab and will be replaced with runner authentication tokens."
-        );
-        let description = match args.name.clone() {
-            Some(n) => n,
-            None if interactive => prompt::ask("Enter a description for the runner:", Some(&hostname()))?,
-            None => hostname(),
-        };
-        args.name = Some(description.clone());
-        if args.tag_list.is_none() && interactive {
-            args.tag_list = Some(prompt::ask("Enter tags for the runner (comma-separated):", None)?);
-        }
-        if args.maintenance_note.is_none() && interactive {
-            args.maintenance_note = Some(prompt::ask(
-                "Enter optional maintenance note for the runner:",
-                None,
-            )?);
-        }
-        let tag_list = args.tag_list.clone().unwrap_or_default();
-        let req = RegisterRunnerRequest {
-            description,
-            maintenance_note: args.maintenance_note.clone().unwrap_or_default(),
-            tag_list: tag_list.clone(),
-            run_untagged: args.run_untagged.unwrap_or(tag_list.trim().is_empty()),
-            locked: args.locked.unwrap_or(true),
-            access_level: args.access_level.clone().unwrap_or_default(),
-            maximum_timeout: args.maximum_timeout.unwrap_or(0).max(0),
-            paused: args.paused.unwrap_or(false),
-            info: info.clone(),
-            token: reg_token.clone(),
-        };
-        let resp = client.register_runner(&req).await.map_err(api_error)?;
-        errln!(
-            "Registering runner... succeeded                     runner={}",
-            short(&reg_token)
-        );
-        Registered {
-            id: resp.id,
-            token: resp.token,
-            expires_at: resp.token_expires_at,
-            via_registration_token: true,
-        }
+        register_legacy(&mut args, interactive, &client, reg_token, info).await?
     } else {
         bail!(
             "no token given\nhint: pass --token glrt-... (a runner created in the GitLab UI) or --registration-token"
         );
     };
 
+    let (name, executor) = resolve_local_settings(&mut args, interactive)?;
+    let runner = build_runner(&args, &name, &url, &executor, &registered)?;
+    doc.append_runner(&runner);
+    if let Err(err) = doc.save() {
+        if !args.leave_runner.unwrap_or(false) {
+            rollback(&client, &registered, &system_id).await;
+        }
+        return Err(err).with_context(|| format!("cannot save {}", path.display()));
+    }
+    warn_limits_above_concurrent(&doc);
+    outln!(
+        "Runner registered successfully. Feel free to start it, but if it's running already the config should be automatically reloaded!"
+    )?;
+    outln!()?;
+    outln!(
+        "Configuration (with the authentication token) was saved in \"{}\"",
+        path.display()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn refuse_unsupported_executor(args: &RegisterArgs) -> anyhow::Result<()> {
+    if let Some(e) = args
+        .executor
+        .as_deref()
+        .filter(|e| !e.is_empty() && !executors::supported(&ExecutorKind::parse(e)))
+    {
+        bail!(
+            "executor `{e}` is not supported by oxrunner yet (supported: {})\nhint: use --executor shell or --executor docker",
+            executors::supported_names()
+        );
+    }
+    Ok(())
+}
+
+fn resolve_url(args: &mut RegisterArgs, interactive: bool) -> anyhow::Result<String> {
+    Ok(match args.url.take().filter(|u| !u.is_empty()) {
+        Some(u) => u,
+        None if interactive => prompt::ask_required(
+            "Enter the GitLab instance URL (for example, https://gitlab.com/):",
+            None,
+        )?,
+        None => bail!(
+            "the GitLab URL is missing\nhint: pass --url https://gitlab.example.com/ (or set CI_SERVER_URL)"
+        ),
+    })
+}
+
+/// A `glrt-` authentication token: the runner already exists in GitLab and is only verified.
+async fn verify(
+    client: &oxrunner_api::Client,
+    token: String,
+    system_id: &str,
+    info: &RunnerInfo,
+) -> anyhow::Result<Registered> {
+    let verified = client
+        .verify_runner(&token, system_id, info)
+        .await
+        .map_err(api_error)?;
+    errln!(
+        "Verifying runner... is valid                        runner={}",
+        short(&token)
+    );
+    Ok(Registered {
+        id: verified.id,
+        token: if verified.token.is_empty() {
+            token
+        } else {
+            verified.token
+        },
+        expires_at: verified.token_expires_at,
+        via_registration_token: false,
+    })
+}
+
+/// A legacy registration token: the runner is created through `POST /runners` with the server-side settings.
+async fn register_legacy(
+    args: &mut RegisterArgs,
+    interactive: bool,
+    client: &oxrunner_api::Client,
+    reg_token: String,
+    info: RunnerInfo,
+) -> anyhow::Result<Registered> {
+    errln!(
+        "WARNING: Support for registration tokens and runner parameters in the 'register' command has been deprecated by GitLab and will be replaced with runner authentication tokens."
+    );
+    let description = match args.name.clone() {
+        Some(n) => n,
+        None if interactive => prompt::ask("Enter a description for the runner:", Some(&hostname()))?,
+        None => hostname(),
+    };
+    args.name = Some(description.clone());
+    if args.tag_list.is_none() && interactive {
+        args.tag_list = Some(prompt::ask("Enter tags for the runner (comma-separated):", None)?);
+    }
+    if args.maintenance_note.is_none() && interactive {
+        args.maintenance_note = Some(prompt::ask(
+            "Enter optional maintenance note for the runner:",
+            None,
+        )?);
+    }
+    let tag_list = args.tag_list.clone().unwrap_or_default();
+    let req = RegisterRunnerRequest {
+        description,
+        maintenance_note: args.maintenance_note.clone().unwrap_or_default(),
+        tag_list: tag_list.clone(),
+        run_untagged: args.run_untagged.unwrap_or(tag_list.trim().is_empty()),
+        locked: args.locked.unwrap_or(true),
+        access_level: args.access_level.clone().unwrap_or_default(),
+        maximum_timeout: args.maximum_timeout.unwrap_or(0).max(0),
+        paused: args.paused.unwrap_or(false),
+        info,
+        token: reg_token.clone(),
+    };
+    let resp = client.register_runner(&req).await.map_err(api_error)?;
+    errln!(
+        "Registering runner... succeeded                     runner={}",
+        short(&reg_token)
+    );
+    Ok(Registered {
+        id: resp.id,
+        token: resp.token,
+        expires_at: resp.token_expires_at,
+        via_registration_token: true,
+    })
+}
+
+/// The settings that only go into config.toml (name, executor, Docker image), asked for after registration as
+/// gitlab-runner asks them.
+fn resolve_local_settings(args: &mut RegisterArgs, interactive: bool) -> anyhow::Result<(String, String)> {
     let name = match args.name.clone() {
         Some(n) => n,
         None if interactive => prompt::ask(
@@ -168,15 +221,10 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
             "WARNING: --docker-helper-image is ignored: oxrunner moves sources, caches and artifacts itself and pulls no helper image"
         );
     }
+    Ok((name, executor))
+}
 
-    let runner = build_runner(&args, &name, &url, &executor, &registered)?;
-    doc.append_runner(&runner);
-    if let Err(err) = doc.save() {
-        if !args.leave_runner.unwrap_or(false) {
-            rollback(&client, &registered, &system_id).await;
-        }
-        return Err(err).with_context(|| format!("cannot save {}", path.display()));
-    }
+fn warn_limits_above_concurrent(doc: &ConfigDocument) {
     if let Ok(cfg) = doc.config() {
         for r in &cfg.runners {
             if r.limit > cfg.concurrent || r.request_concurrency > cfg.concurrent {
@@ -189,15 +237,6 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    outln!(
-        "Runner registered successfully. Feel free to start it, but if it's running already the config should be automatically reloaded!"
-    )?;
-    outln!()?;
-    outln!(
-        "Configuration (with the authentication token) was saved in \"{}\"",
-        path.display()
-    )?;
-    Ok(ExitCode::SUCCESS)
 }
 
 struct Registered {

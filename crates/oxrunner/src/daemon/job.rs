@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use oxrunner_api::trace::{FinalReport, FinalState, JobControl, TraceSender, TraceSource};
-use oxrunner_api::{Client, JobResponse, RunnerInfo, UpdateJobRequest, UpdateOutcome};
+use oxrunner_api::{ApiError, Client, JobResponse, RunnerInfo, UpdateJobRequest, UpdateOutcome};
 use oxrunner_config::{ExecutorKind, RunnerConfig};
 use oxrunner_core::{
     CancellationToken, Executor, FailureReason, JobCancel, JobOutcome, JobPlan, RunnerContext, TraceWriter,
 };
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::slots::{Slot, Slots};
@@ -45,21 +47,9 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     let short = env.runner.short_token();
     info!(job = job_id, runner = %short, project = job.job_info.project_id, "Checking for jobs... received");
 
-    let running = UpdateJobRequest {
-        info: env.info.clone(),
-        token: token.clone(),
-        state: "running".into(),
-        ..Default::default()
+    let Some(cancel_at_start) = mark_running(&env, job_id, &token).await else {
+        return;
     };
-    let mut cancel_at_start = false;
-    match env.client.update_job(job_id, &token, &running).await {
-        Ok(r) if r.outcome == UpdateOutcome::Abort => {
-            warn!(job = job_id, "GitLab aborted the job before it started");
-            return;
-        }
-        Ok(r) => cancel_at_start = r.cancel_requested,
-        Err(err) => warn!(job = job_id, error = %err, "could not mark the job as running; continuing"),
-    }
 
     let plan = job_plan(&job, env.client.ca_chain_pem());
     let (trace, handle) = match TraceWriter::create(
@@ -83,7 +73,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
         path: handle.path.clone(),
         committed: handle.committed.clone(),
     };
-    let (sender, mut control_rx) = TraceSender::start(
+    let (sender, control_rx) = TraceSender::start(
         env.client.clone(),
         job_id,
         token.clone(),
@@ -101,17 +91,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     if cancel_at_start {
         cancel.graceful.cancel();
     }
-    let control_task = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = control_rx.recv().await {
-                match msg {
-                    JobControl::CancelRequested => cancel.graceful.cancel(),
-                    JobControl::Abort => cancel.abort.cancel(),
-                }
-            }
-        })
-    };
+    let control_task = forward_control(control_rx, cancel.clone());
 
     // The executor and the job's slot outlive the final update: a Docker executor may still be removing the job's
     // containers, which must be gone before the slot takes another job.
@@ -137,22 +117,59 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     control_task.abort();
 
     let (crc, size) = handle.finish().await;
-    // Syncing the spool can still fail after the driver decided; a lost log is never a success.
-    let outcome = match (outcome, handle.lost()) {
-        (JobOutcome::Success, Some(reason)) => JobOutcome::Failed {
-            reason: FailureReason::RunnerSystemFailure,
-            exit_code: None,
-            message: reason,
-        },
-        (outcome, _) => outcome,
-    };
+    let outcome = unless_log_lost(outcome, handle.lost());
     let state = final_state(
         &outcome,
         &job.features.failure_reasons,
         env.abort_all.is_cancelled(),
     );
     let result = sender.finish(state, crc, size).await;
-    match (&outcome, result) {
+    log_final_update(job_id, &short, &outcome, result);
+    if let Some((mut executor, slot, record)) = held {
+        executor.finish_cleanup().await;
+        drop(slot);
+        record.remove();
+    }
+    drop(trace);
+    drop(handle);
+}
+
+/// Tells GitLab the job is running. `None` when GitLab aborted it already; otherwise whether a cancel was already
+/// requested.
+async fn mark_running(env: &JobEnv, job_id: i64, token: &str) -> Option<bool> {
+    let running = UpdateJobRequest {
+        info: env.info.clone(),
+        token: token.to_owned(),
+        state: "running".into(),
+        ..Default::default()
+    };
+    match env.client.update_job(job_id, token, &running).await {
+        Ok(r) if r.outcome == UpdateOutcome::Abort => {
+            warn!(job = job_id, "GitLab aborted the job before it started");
+            None
+        }
+        Ok(r) => Some(r.cancel_requested),
+        Err(err) => {
+            warn!(job = job_id, error = %err, "could not mark the job as running; continuing");
+            Some(false)
+        }
+    }
+}
+
+/// Turns GitLab's cancel and abort requests, as the trace sender receives them, into the job's cancel tokens.
+fn forward_control(mut control_rx: mpsc::Receiver<JobControl>, cancel: JobCancel) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(msg) = control_rx.recv().await {
+            match msg {
+                JobControl::CancelRequested => cancel.graceful.cancel(),
+                JobControl::Abort => cancel.abort.cancel(),
+            }
+        }
+    })
+}
+
+fn log_final_update(job_id: i64, short: &str, outcome: &JobOutcome, result: Result<FinalReport, ApiError>) {
+    match (outcome, result) {
         (_, Err(err)) => warn!(job = job_id, error = %err, "final job update failed"),
         (_, Ok(FinalReport::Aborted)) => warn!(
             job = job_id,
@@ -166,13 +183,18 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
             info!(job = job_id, runner = %short, reason = %message, "Job failed; GitLab accepted the final update");
         }
     }
-    if let Some((mut executor, slot, record)) = held {
-        executor.finish_cleanup().await;
-        drop(slot);
-        record.remove();
+}
+
+/// Syncing the spool can still fail after the driver decided; a lost log is never a success.
+fn unless_log_lost(outcome: JobOutcome, lost: Option<String>) -> JobOutcome {
+    match (outcome, lost) {
+        (JobOutcome::Success, Some(reason)) => JobOutcome::Failed {
+            reason: FailureReason::RunnerSystemFailure,
+            exit_code: None,
+            message: reason,
+        },
+        (outcome, _) => outcome,
     }
-    drop(trace);
-    drop(handle);
 }
 
 fn final_state(outcome: &JobOutcome, supported: &[String], interrupted: bool) -> FinalState {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use oxrunner_api::{ApiError, JobRequest, JobRequestOutcome};
 use oxrunner_core::CancellationToken;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -55,16 +55,8 @@ impl Poller {
             {
                 return;
             }
-            let global = tokio::select! {
-                () = self.stop.cancelled() => return,
-                p = Arc::clone(&self.global).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            };
-            let limit = match &st.limit {
-                None => None,
-                Some(sem) => tokio::select! {
-                    () = self.stop.cancelled() => return,
-                    p = Arc::clone(sem).acquire_owned() => match p { Ok(p) => Some(p), Err(_) => return },
-                },
+            let Some((global, limit)) = self.capacity().await else {
+                return;
             };
             if st.unhealthy.load(Ordering::SeqCst) >= st.unhealthy_limit {
                 warn!(
@@ -149,6 +141,22 @@ impl Poller {
                 return;
             }
         }
+    }
+
+    /// A global `concurrent` permit, then the runner's `limit` permit if it has one; `None` once stopped.
+    async fn capacity(&self) -> Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)> {
+        let global = tokio::select! {
+            () = self.stop.cancelled() => return None,
+            p = Arc::clone(&self.global).acquire_owned() => p.ok()?,
+        };
+        let limit = match &self.state.limit {
+            None => None,
+            Some(sem) => tokio::select! {
+                () = self.stop.cancelled() => return None,
+                p = Arc::clone(sem).acquire_owned() => Some(p.ok()?),
+            },
+        };
+        Some((global, limit))
     }
 
     /// Sleeps; true when stopped meanwhile.

@@ -1,16 +1,19 @@
 //! One attempt of one job: the pipeline's typed payload → the daemon's `JobPlan` → core's `run_job` with the shell
 //! executor and the local artifact/cache hooks, the trace streamed to the terminal and the job's log file.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use oxrunner_api::{DependencyArtifactsFile, JobResponse, Variable};
 use oxrunner_config::ExecutorKind;
+use oxrunner_core::trace::TraceFollower;
 use oxrunner_core::{
     CgroupPlacement, FailureReason, JobCancel, JobOutcome, JobProcesses, RunnerContext, SourceOrigin,
     TraceWriter,
 };
 use oxrunner_pipeline::PipelineJob;
+use tokio::task::JoinHandle;
 
 use super::output::{self, Console, LinePrinter};
 use super::{dotenv, workspace};
@@ -110,45 +113,12 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     let in_docker = env.docker.docker_for(super::has_image(&spec.job.payload));
     let console = env.console.clone();
     let build_dir = env.builds().join(&spec.dir);
-    {
-        let (repo, dest, files, snap) = (
-            env.repo.clone(),
-            build_dir.clone(),
-            env.files.clone(),
-            env.snapshot,
-        );
-        let prepared = tokio::task::spawn_blocking(move || {
-            workspace::prepare(&repo, &dest, files.as_slice(), snap)?;
-            if in_docker {
-                workspace::own_objects(&dest)?;
-            }
-            Ok::<(), workspace::WorkspaceError>(())
-        })
-        .await;
-        let err = match prepared {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(e) => Some(format!("preparing the build directory stopped: {e}")),
-        };
-        if let Some(err) = err {
-            console.note(&format!("{} | ERROR: {err}", spec.display));
-            return Attempt { outcome: failed(err) };
-        }
+    if let Err(err) = prepare_build_dir(&env, &build_dir, in_docker).await {
+        console.note(&format!("{} | ERROR: {err}", spec.display));
+        return Attempt { outcome: failed(err) };
     }
 
-    let mut job: JobResponse = spec.job.payload.clone();
-    job.id = spec.id;
-    job.token = local_token();
-    fill_dependencies(&env, &spec, &mut job);
-    for (_, _, dir) in &spec.deps {
-        for (k, v) in dotenv::load(&env.dotenv_path(dir)) {
-            push_var(&mut job, &k, &v);
-        }
-    }
-    for (k, v) in &env.cli_variables {
-        push_var(&mut job, k, v);
-    }
-
+    let job = job_payload(&env, &spec);
     if let Err(e) = check(&job) {
         return Attempt {
             outcome: failed(e.to_string()),
@@ -186,22 +156,8 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
             };
         }
     };
-    let printer = LinePrinter::new(
-        console.prefix(&spec.display, spec.index, env.name_width),
-        console.colour,
-    );
     let log_path = env.log_path(&spec.dir);
-    let follower = {
-        let follow = handle.follow();
-        let console = console.clone();
-        let log_path = log_path.clone();
-        tokio::spawn(async move {
-            match follow {
-                Ok(f) => output::follow(f, &log_path, console, printer, append_log).await,
-                Err(e) => Err(e),
-            }
-        })
-    };
+    let follower = spawn_follower(&env, &spec, handle.follow(), log_path.clone(), append_log);
 
     if !job.image.name.is_empty() && !in_docker {
         trace.warning(&format!(
@@ -239,6 +195,68 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         write_back(&env, &spec).await;
     }
     Attempt { outcome }
+}
+
+/// Copies the repository into the job's build directory, off the async workers (it walks the whole tree).
+async fn prepare_build_dir(env: &Env, build_dir: &Path, in_docker: bool) -> Result<(), String> {
+    let (repo, dest, files, snap) = (
+        env.repo.clone(),
+        build_dir.to_path_buf(),
+        env.files.clone(),
+        env.snapshot,
+    );
+    let prepared = tokio::task::spawn_blocking(move || {
+        workspace::prepare(&repo, &dest, files.as_slice(), snap)?;
+        if in_docker {
+            workspace::own_objects(&dest)?;
+        }
+        Ok::<(), workspace::WorkspaceError>(())
+    })
+    .await;
+    match prepared {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("preparing the build directory stopped: {e}")),
+    }
+}
+
+/// The job's payload for this attempt: its id, a local token, the artifacts of its dependencies and their dotenv
+/// variables, then the command line's variables (which outrank dotenv).
+fn job_payload(env: &Env, spec: &JobSpec) -> JobResponse {
+    let mut job: JobResponse = spec.job.payload.clone();
+    job.id = spec.id;
+    job.token = local_token();
+    fill_dependencies(env, spec, &mut job);
+    for (_, _, dir) in &spec.deps {
+        for (k, v) in dotenv::load(&env.dotenv_path(dir)) {
+            push_var(&mut job, &k, &v);
+        }
+    }
+    for (k, v) in &env.cli_variables {
+        push_var(&mut job, k, v);
+    }
+    job
+}
+
+/// Streams the job's trace to the terminal and its log file as it is written.
+fn spawn_follower(
+    env: &Env,
+    spec: &JobSpec,
+    follow: io::Result<TraceFollower>,
+    log_path: PathBuf,
+    append_log: bool,
+) -> JoinHandle<io::Result<()>> {
+    let console = env.console.clone();
+    let printer = LinePrinter::new(
+        console.prefix(&spec.display, spec.index, env.name_width),
+        console.colour,
+    );
+    tokio::spawn(async move {
+        match follow {
+            Ok(f) => output::follow(f, &log_path, console, printer, append_log).await,
+            Err(e) => Err(e),
+        }
+    })
 }
 
 fn push_var(job: &mut JobResponse, key: &str, value: &str) {

@@ -84,12 +84,7 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
     let any_image = chosen.iter().any(|&i| has_image(&pipeline.jobs[i].payload));
     // A custom driver decides itself where a job runs: the runner never starts containers for it.
     let docker = docker::choose(opts.executor.as_deref(), any_image, &console).await?;
-    let name_width = chosen
-        .iter()
-        .map(|&i| pipeline.jobs[i].name.chars().count())
-        .max()
-        .unwrap_or(0)
-        .min(32);
+    let name_width = name_width(&pipeline, &chosen);
     let abort = oxrunner_core::CancellationToken::new();
     let env = Arc::new(Env {
         repo: repo.clone(),
@@ -108,10 +103,7 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
     });
     let nodes = build_nodes(&pipeline, &chosen, opts, "");
     let settings = Settings {
-        concurrency: opts
-            .concurrency
-            .filter(|&c| c > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        concurrency: concurrency(opts),
         skip_delays: opts.no_delay,
     };
     let ctrl_c = tokio::spawn(async move {
@@ -147,6 +139,23 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The width of the job-name column in front of every log line; a very long name does not widen it past 32.
+fn name_width(pipeline: &Pipeline, chosen: &[usize]) -> usize {
+    chosen
+        .iter()
+        .map(|&i| pipeline.jobs[i].name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(32)
+}
+
+/// `--concurrency`, else one job per available core.
+fn concurrency(opts: &Options) -> usize {
+    opts.concurrency
+        .filter(|&c| c > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
 pub(crate) fn prepare_state(state: &Path) -> anyhow::Result<()> {

@@ -220,7 +220,31 @@ async fn upload_one(
     } else {
         spec.artifact_type.clone()
     };
-    let format = match Format::parse(&spec.artifact_format) {
+    let format = upload_format(spec, trace);
+    let tmp = temp_file(scratch, "artifacts-upload-")?;
+    let Some(stats) = archive_for_upload(ctx, trace, spec, format, level, &tmp).await? else {
+        return Ok(());
+    };
+    let name = ctx.variables.expand(&spec.name);
+    let name = if name.trim().is_empty() {
+        "artifacts".to_owned()
+    } else {
+        name
+    };
+    let opts = ArtifactUpload {
+        filename: ArtifactUpload::file_name_for(&name, format.as_str()),
+        artifact_format: format.as_str().to_owned(),
+        artifact_type: kind.clone(),
+        expire_in: spec.expire_in.clone().filter(|e| !e.trim().is_empty()),
+    };
+    let result = transport.upload(tmp.path(), &opts).await;
+    drop(tmp);
+    report_upload(transport, trace, &kind, &stats, result)
+}
+
+/// The archive format to upload; one this runner cannot write falls back to zip, with a warning.
+fn upload_format(spec: &ArtifactSpec, trace: &TraceWriter) -> Format {
+    match Format::parse(&spec.artifact_format) {
         Some(f @ (Format::Zip | Format::Gzip | Format::Raw)) => f,
         _ => {
             trace.warning(&format!(
@@ -229,8 +253,18 @@ async fn upload_one(
             ));
             Format::Zip
         }
-    };
-    let tmp = temp_file(scratch, "artifacts-upload-")?;
+    }
+}
+
+/// Writes `spec`'s files into `tmp`; `None` when nothing matched (nothing to upload, not an error).
+async fn archive_for_upload(
+    ctx: &StageCtx<'_>,
+    trace: &TraceWriter,
+    spec: &ArtifactSpec,
+    format: Format,
+    level: Level,
+    tmp: &tempfile::NamedTempFile,
+) -> Result<Option<ZipStats>, HookError> {
     let dir = ctx.project_dir.clone();
     let (paths, exclude, untracked) = (
         spec.paths
@@ -278,27 +312,24 @@ async fn upload_one(
     }
     if files.files.is_empty() {
         trace.warning("No files to upload");
-        return Ok(());
+        return Ok(None);
     }
     trace.println(&format!(
         "found {} matching artifact files and directories",
         files.files.len()
     ));
-    let name = ctx.variables.expand(&spec.name);
-    let name = if name.trim().is_empty() {
-        "artifacts".to_owned()
-    } else {
-        name
-    };
-    let opts = ArtifactUpload {
-        filename: ArtifactUpload::file_name_for(&name, format.as_str()),
-        artifact_format: format.as_str().to_owned(),
-        artifact_type: kind.clone(),
-        expire_in: spec.expire_in.clone().filter(|e| !e.trim().is_empty()),
-    };
+    Ok(Some(stats))
+}
+
+/// Logs the coordinator's answer in gitlab-runner's wording and maps a refusal to the job's failure reason.
+fn report_upload(
+    transport: &dyn ArtifactTransport,
+    trace: &TraceWriter,
+    kind: &str,
+    stats: &ZipStats,
+    result: Result<String, TransportError>,
+) -> Result<(), HookError> {
     let prefix = format!("Uploading artifacts as {kind:?} to coordinator...");
-    let result = transport.upload(tmp.path(), &opts).await;
-    drop(tmp);
     match result {
         Ok(status) => {
             trace.println(&format!("{prefix} {status}"));
