@@ -45,6 +45,8 @@ pub struct DockerExecutor {
     running: bool,
     /// The user stages run as (`image:docker:user` or `user`); `None` keeps the image's.
     user: Option<String>,
+    /// The configured soft `nofile` limit, which each stage's shell sets again (see `run::stage_command`).
+    nofile_soft: Option<i64>,
     services: Vec<String>,
     volumes: Vec<String>,
     networks: Vec<String>,
@@ -83,6 +85,7 @@ impl DockerExecutor {
             container: None,
             running: false,
             user: None,
+            nofile_soft: None,
             services: Vec::new(),
             volumes: Vec::new(),
             networks: Vec::new(),
@@ -331,6 +334,12 @@ impl DockerExecutor {
             .map(|i| i.entrypoint.clone())
             .filter(|e| !e.is_empty() && !self.config.disable_entrypoint_overwrite.unwrap_or(false));
         let host_config = self.host_config(&volume_name, &image)?;
+        self.nofile_soft = host_config
+            .ulimits
+            .iter()
+            .flatten()
+            .find(|u| u.name.as_deref() == Some("nofile"))
+            .and_then(|u| u.soft);
         self.user = self.resolve_user(plan)?;
         let body = ContainerCreateBody {
             image: Some(image.clone()),
@@ -591,17 +600,13 @@ impl Executor for DockerExecutor {
                 (Some(d), Some(c)) => (d, c.as_str()),
                 _ => return Err(not_prepared().into()),
             };
-            run::run_stage(
-                docker,
-                container,
-                self.user.as_deref(),
-                &mut self.running,
-                &cmd,
-                trace,
-                cancel,
-            )
-            .await
-            .map_err(ExecError::from)
+            let how = run::StageExec {
+                user: self.user.as_deref(),
+                nofile_soft: self.nofile_soft,
+            };
+            run::run_stage(docker, container, how, &mut self.running, &cmd, trace, cancel)
+                .await
+                .map_err(ExecError::from)
         })
     }
 

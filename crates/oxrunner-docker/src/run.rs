@@ -51,6 +51,31 @@ const STAGE_SHELL: &str = concat!(
     "[ -z \"$k\" ] && break; done; exit $rc"
 );
 
+/// Who a stage's exec runs as, and the soft `nofile` limit its shell puts back before the script runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageExec<'a> {
+    /// `None` keeps the container's user.
+    pub user: Option<&'a str>,
+    /// The configured soft limit of `ulimit = {nofile = "soft:hard"}`.
+    pub nofile_soft: Option<i64>,
+}
+
+/// The command of a stage's exec: [`STAGE_SHELL`], after setting the configured soft `nofile` limit again.
+///
+/// Why: the container's own process gets the configured limits, but an exec's process can start with its soft
+/// `nofile` limit raised to the hard one. runc before 1.1.13 / 1.2 (built with Go 1.19 or later, e.g. Debian 12's
+/// 1.1.5) sets an exec's limits from outside while the Go runtime of its `runc init` raises its own soft limit
+/// to the hard one, and whichever comes last wins (opencontainers/runc#4195); measured here: 15 of 200 plain
+/// `docker exec sh -c 'ulimit -n'` printed the hard limit. gitlab-runner runs each stage as the container's
+/// own process, so its jobs always see the configured soft limit. Lowering a soft limit needs no privilege, so
+/// this works for any job user; a failure is ignored and leaves the engine's value.
+pub fn stage_command(nofile_soft: Option<i64>) -> String {
+    match nofile_soft.filter(|n| *n >= 0) {
+        Some(n) => format!("ulimit -S -n {n} 2>/dev/null; {STAGE_SHELL}"),
+        None => STAGE_SHELL.to_owned(),
+    }
+}
+
 /// What a docker CLI in the job prints when no daemon answers.
 const NO_DAEMON: &[u8] = b"Cannot connect to the Docker daemon at";
 
@@ -202,7 +227,7 @@ async fn main_process_ended(docker: &Docker, container: &str, trace: &TraceWrite
 pub async fn run_stage(
     docker: &Docker,
     container: &str,
-    user: Option<&str>,
+    how: StageExec<'_>,
     running: &mut bool,
     cmd: &StageCommand,
     trace: &TraceWriter,
@@ -222,8 +247,12 @@ pub async fn run_stage(
         tty: Some(false),
         // Environment, working directory and (by default) user are the container's, as when the stage ran
         // as the container's own command.
-        user: user.map(str::to_owned),
-        cmd: Some(vec!["sh".to_owned(), "-c".to_owned(), STAGE_SHELL.to_owned()]),
+        user: how.user.map(str::to_owned),
+        cmd: Some(vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            stage_command(how.nofile_soft),
+        ]),
         ..Default::default()
     };
     let exec = match docker.create_exec(container, config).await {
@@ -373,6 +402,46 @@ mod tests {
         assert!(scan(&bytes));
         assert!(!scan(&[b"Cannot connect to the Docker", b" registry at all"]));
         assert!(!scan(&[b"Cannot connect to the ", b"", b"Docker daemon"]));
+    }
+
+    /// The engine may start a stage's exec with the soft `nofile` limit raised to the hard one (runc#4195):
+    /// here the parent shell does that on purpose before running the exec's command, which must put the
+    /// configured soft limit back for the job's script (read on stdin, as in the container).
+    #[test]
+    fn the_stage_shell_puts_the_configured_soft_nofile_limit_back() {
+        let hard: i64 = String::from_utf8(
+            std::process::Command::new("sh")
+                .args(["-c", "ulimit -H -n"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+        assert!(
+            hard > 64,
+            "the test needs a hard nofile limit above 64, not {hard}"
+        );
+        let soft = hard / 2;
+        let raise_then_run = r#"ulimit -S -n "$(ulimit -H -n)"; exec sh -c "$1""#;
+        let out = |nofile_soft: Option<i64>| {
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", raise_then_run, "raise", &stage_command(nofile_soft)])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"ulimit -S -n\n").unwrap();
+            drop(child.stdin.take());
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        };
+        assert_eq!(out(Some(soft)), soft.to_string());
+        // Without a configured limit the engine's value stays.
+        assert_eq!(out(None), hard.to_string());
     }
 
     #[test]
