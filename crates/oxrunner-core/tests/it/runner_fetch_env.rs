@@ -166,3 +166,24 @@ async fn the_shell_executor_still_fetches_in_the_jobs_own_environment() {
     assert!(log.contains("committed content\n"), "{log}");
     assert!(marker.exists(), "{log}");
 }
+
+#[tokio::test]
+async fn a_preload_library_of_the_job_is_not_loaded_into_the_runner_side_git() {
+    let env = env();
+    let library = env.root.join("oxrt-absent-preload.so");
+    let mut plan = env.plan(&["cat hello.txt"]);
+    plan.variables
+        .push(Variable::new("LD_PRELOAD", library.display().to_string()));
+    let (outcome, log) = env.run(&plan, &env.ctx(), EnvironmentFacts::default()).await;
+    assert_fetched(&env, &plan, &outcome, &log);
+    // The fake job environment runs on this host too and does load it (the loader complains there); the fetch's
+    // own section must not mention it.
+    let start = log.find("Getting source from Git repository").unwrap();
+    let end = start + log[start..].find("step_script").unwrap();
+    let fetch = &log[start..end];
+    assert!(log.contains("Checking out "), "{log}");
+    assert!(
+        !fetch.contains("oxrt-absent-preload.so"),
+        "the runner-side fetch ran with the job's LD_PRELOAD:\n{fetch}"
+    );
+}
