@@ -15,10 +15,12 @@ use super::{Driver, Limits, StageResult, env, guard, run_guarded};
 use crate::builddir::{runner_builds_root, runner_checkout_dir, tmp_dir};
 use crate::error::ExecError;
 use crate::executor::{ExitStatus, JobFiles, Stage, StageCommand};
+use crate::outcome::FailureReason;
 use crate::plan::{GitStrategy, RunnerContext, SourceOrigin};
 use crate::script::ScriptContext;
 use crate::script::bash::{exports, wrap};
 use crate::script::git::{GIT_PROMPTS_OFF, GitSettings, SourcesScript};
+use crate::script::host_fetch;
 use crate::shell::ShellExecutor;
 
 /// gitlab-runner's green notice colour, as the rendered scripts print it.
@@ -80,8 +82,10 @@ impl SourceHooks {
 }
 
 /// The fetch script for the runner-side checkout and the directory it fills. It is rendered as the shell executor
-/// would for a builds dir on the runner, without any get_sources hook (those run in the job, see above).
-fn runner_fetch(scripts: &ScriptContext<'_>) -> Option<(String, PathBuf)> {
+/// would for a builds dir on the runner, without any get_sources hook (those run in the job, see above), and with
+/// only the variables `host_fetch` lets through: this script runs on the runner host with the runner's privileges.
+/// `Err` when the job asks for a git flag that could run a program there.
+fn runner_fetch(scripts: &ScriptContext<'_>) -> Result<Option<(String, PathBuf)>, ExecError> {
     let plan = scripts.plan;
     let host_ctx = RunnerContext {
         builds_dir: runner_builds_root(scripts.ctx),
@@ -94,11 +98,18 @@ fn runner_fetch(scripts: &ScriptContext<'_>) -> Option<(String, PathBuf)> {
     plan.sources.post_get_sources_script.clear();
     let project_dir = runner_checkout_dir(&plan, scripts.ctx);
     let tmp = tmp_dir(&project_dir);
-    let vars = env::expand(&env::job_variables(&plan, &host_ctx, &project_dir, &tmp), &tmp);
-    let settings = GitSettings::resolve(&plan, &vars);
+    // The job's variables decide the git settings (they become script text) but never reach the script's
+    // environment.
+    let job_vars = env::expand(&env::job_variables(&plan, &host_ctx, &project_dir, &tmp), &tmp);
+    let settings = GitSettings::resolve(&plan, &job_vars);
     if !matches!(settings.strategy, GitStrategy::Clone | GitStrategy::Fetch) {
-        return None;
+        return Ok(None);
     }
+    host_fetch::check_flags(&settings).map_err(|refused| ExecError::Build {
+        reason: FailureReason::ScriptFailure,
+        message: refused.to_string(),
+    })?;
+    let vars = host_fetch::runner_side_variables(&plan, &job_vars);
     let script = ScriptContext {
         plan: &plan,
         ctx: &host_ctx,
@@ -108,7 +119,10 @@ fn runner_fetch(scripts: &ScriptContext<'_>) -> Option<(String, PathBuf)> {
         xtrace: false,
     }
     .get_sources(&settings);
-    Some((script, project_dir))
+    Ok(Some((
+        format!("{}{script}", host_fetch::CLEAN_INHERITED_ENV),
+        project_dir,
+    )))
 }
 
 /// True when get_sources would only create the project directory: `none` without runner hooks or tracing (the
@@ -206,9 +220,13 @@ impl Driver<'_> {
             return exit_ok();
         }
         let hooks = SourceHooks::render(&scripts, settings);
-        let Some((fetch, checkout)) = runner_fetch(&scripts) else {
-            let script = scripts.get_sources(settings);
-            return self.run_script(Stage::GetSources, script, limits).await;
+        let (fetch, checkout) = match runner_fetch(&scripts) {
+            Ok(Some(fetch)) => fetch,
+            Ok(None) => {
+                let script = scripts.get_sources(settings);
+                return self.run_script(Stage::GetSources, script, limits).await;
+            }
+            Err(refused) => return StageResult::Error(refused),
         };
         if let Some(pre) = hooks.pre {
             match self.run_script(Stage::GetSources, pre, limits).await {

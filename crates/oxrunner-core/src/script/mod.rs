@@ -1,6 +1,7 @@
 //! Stage scripts (bash flavour, also valid for POSIX `sh` where bash is missing).
 
 pub(crate) mod bash;
+pub(crate) mod host_fetch;
 
 /// Shell quoting and gitlab-runner's coloured notices, for front ends that render stage scripts of their own (the
 /// in-script cache and artifact stages).

@@ -11,6 +11,7 @@ mod job_processes;
 mod mask_reference;
 mod mask_scale;
 mod remote_sources;
+mod runner_fetch_env;
 mod script;
 mod shell_stages;
 mod shell_workdir;

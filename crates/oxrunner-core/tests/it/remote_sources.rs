@@ -16,7 +16,7 @@ use oxrunner_core::{
 };
 
 /// What the fake environment saw, in order: `run <stage>` and `push <dir>`.
-type Events = Arc<Mutex<Vec<(String, String)>>>;
+pub(super) type Events = Arc<Mutex<Vec<(String, String)>>>;
 
 struct Remote {
     inner: ShellExecutor,
@@ -122,7 +122,7 @@ impl JobFiles for Files {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(super) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
         .args(args)
@@ -137,15 +137,15 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-struct Env {
+pub(super) struct Env {
     _dir: tempfile::TempDir,
-    root: PathBuf,
-    origin: PathBuf,
-    sha: String,
-    events: Events,
+    pub(super) root: PathBuf,
+    pub(super) origin: PathBuf,
+    pub(super) sha: String,
+    pub(super) events: Events,
 }
 
-fn env() -> Env {
+pub(super) fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let origin = root.join("origin");
@@ -165,7 +165,7 @@ fn env() -> Env {
 }
 
 impl Env {
-    fn ctx(&self) -> RunnerContext {
+    pub(super) fn ctx(&self) -> RunnerContext {
         RunnerContext {
             runner_name: "remote-test".into(),
             short_token: "rem12345".into(),
@@ -177,7 +177,7 @@ impl Env {
         }
     }
 
-    fn plan(&self, script: &[&str]) -> JobPlan {
+    pub(super) fn plan(&self, script: &[&str]) -> JobPlan {
         JobPlan {
             job_id: 77,
             job_name: "remote".into(),
@@ -203,11 +203,11 @@ impl Env {
         }
     }
 
-    fn checkout(&self, plan: &JobPlan) -> PathBuf {
+    pub(super) fn checkout(&self, plan: &JobPlan) -> PathBuf {
         runner_checkout_dir(plan, &self.ctx())
     }
 
-    async fn run(
+    pub(super) async fn run(
         &self,
         plan: &JobPlan,
         ctx: &RunnerContext,
@@ -222,7 +222,7 @@ impl Env {
     }
 
     /// The events, scripts dropped: `run <stage>` / `push <dir>`.
-    fn kinds(&self) -> Vec<String> {
+    pub(super) fn kinds(&self) -> Vec<String> {
         self.events
             .lock()
             .unwrap()
@@ -237,7 +237,7 @@ impl Env {
             .collect()
     }
 
-    fn scripts_of(&self, stage: &str) -> Vec<String> {
+    pub(super) fn scripts_of(&self, stage: &str) -> Vec<String> {
         let kind = format!("run {stage}");
         self.events
             .lock()
