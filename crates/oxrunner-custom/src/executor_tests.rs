@@ -15,13 +15,15 @@ fn driver(dir: &Path, body: &str) -> String {
 }
 
 fn executor(run: String) -> CustomExecutor {
-    let mut settings = CustomSettings::default();
-    settings.run = Program {
-        exec: run,
-        args: Vec::new(),
+    let settings = CustomSettings {
+        run: Program {
+            exec: run,
+            args: Vec::new(),
+        },
+        graceful_kill: Duration::from_millis(500),
+        force_kill: Duration::from_secs(5),
+        ..CustomSettings::default()
     };
-    settings.graceful_kill = Duration::from_millis(500);
-    settings.force_kill = Duration::from_secs(5);
     let mut exec = CustomExecutor::new(settings);
     exec.make_temp().unwrap();
     exec
