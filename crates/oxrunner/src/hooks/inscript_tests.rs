@@ -399,3 +399,40 @@ fn the_deleted_suffix_of_a_replaced_binary_is_dropped() {
         PathBuf::from("/usr/bin/oxrunner")
     );
 }
+
+/// Artifact paths and excludes that start with `-` are values, never flags of the helper command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifact_paths_starting_with_a_dash_are_uploaded() {
+    let env = env().await;
+    let runner = env.fake.create_runner_token("inscript");
+    let build = running_job(&env.fake, &env.client, &runner, "build").await;
+    let mut plan = env.plan(
+        &build,
+        "build",
+        &[
+            "mkdir -p -- -dist",
+            "echo built > ./-dist/app",
+            "echo x > ./-dist/--x",
+        ],
+    );
+    plan.caches = vec![CacheSpec {
+        key: "dash".into(),
+        paths: vec!["-dist/".into()],
+        ..CacheSpec::default()
+    }];
+    plan.artifacts = vec![ArtifactSpec {
+        paths: vec!["-dist/".into()],
+        exclude: vec!["--x".into(), "-dist/--x".into()],
+        artifact_type: "archive".into(),
+        artifact_format: "zip".into(),
+        ..ArtifactSpec::default()
+    }];
+    let (outcome, trace, _) = env.run(&plan, &env.hooks(&build)).await;
+    assert!(outcome.is_success(), "{trace}");
+    assert!(trace.contains("Created cache"), "{trace}");
+    let stored = env.fake.job(build.id).unwrap().artifacts;
+    assert!(
+        stored.iter().any(|a| a.artifact_type == "archive"),
+        "{trace}\n{stored:?}"
+    );
+}
