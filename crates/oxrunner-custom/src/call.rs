@@ -67,6 +67,37 @@ pub struct Call<'a> {
     pub kill: KillTimeouts,
     /// The job's process tracking: the program joins it (what is left of the job is killed after cleanup_exec).
     pub procs: Option<&'a JobProcesses>,
+    /// Where a call whose future is dropped registers its stopping thread (so cleanup_exec can wait for it).
+    pub stops: Option<&'a BackgroundStops>,
+}
+
+/// The threads stopping dropped calls of one job.
+#[derive(Clone, Debug, Default)]
+pub struct BackgroundStops(std::sync::Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>);
+
+impl BackgroundStops {
+    fn push(&self, handle: std::thread::JoinHandle<()>) {
+        if let Ok(mut list) = self.0.lock() {
+            list.push(handle);
+        }
+    }
+
+    /// Waits until every dropped call's group is stopped (each thread ends after at most graceful + force).
+    pub async fn wait(&self) {
+        let handles: Vec<_> = match self.0.lock() {
+            Ok(mut list) => list.drain(..).collect(),
+            Err(_) => return,
+        };
+        if handles.is_empty() {
+            return;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for handle in handles {
+                let _ = handle.join();
+            }
+        })
+        .await;
+    }
 }
 
 /// Why a call was stopped before it ended by itself.
@@ -101,6 +132,7 @@ struct Running {
     pipes: Vec<std::os::fd::OwnedFd>,
     pgid: Option<Pid>,
     kill: KillTimeouts,
+    stops: Option<BackgroundStops>,
 }
 
 impl Drop for Running {
@@ -111,12 +143,19 @@ impl Drop for Running {
         // The thread reaps the leader itself: tokio must not reap it (and free its pid, which is the group's id)
         // while the group is still being signalled.
         std::mem::forget(child);
-        stop_in_background(pgid, self.kill, std::mem::take(&mut self.pipes));
+        let thread = stop_in_background(pgid, self.kill, std::mem::take(&mut self.pipes));
+        if let (Some(stops), Some(thread)) = (&self.stops, thread) {
+            stops.push(thread);
+        }
     }
 }
 
 /// SIGTERM to the group, SIGKILL after `graceful`, give up after `force`; the group leader is reaped here.
-fn stop_in_background(pgid: Pid, kill: KillTimeouts, pipes: Vec<std::os::fd::OwnedFd>) {
+fn stop_in_background(
+    pgid: Pid,
+    kill: KillTimeouts,
+    pipes: Vec<std::os::fd::OwnedFd>,
+) -> Option<std::thread::JoinHandle<()>> {
     let spawned = std::thread::Builder::new()
         .name("oxrunner-stop-driver-call".into())
         .spawn(move || {
@@ -133,10 +172,14 @@ fn stop_in_background(pgid: Pid, kill: KillTimeouts, pipes: Vec<std::os::fd::Own
                 );
             }
         });
-    if let Err(err) = spawned {
-        // Without a thread the group cannot get its grace period; it must not be left running either.
-        tracing::warn!(error = %err, "no thread to stop a driver call gracefully; killing it");
-        let _ = killpg(pgid, Signal::SIGKILL);
+    match spawned {
+        Ok(thread) => Some(thread),
+        Err(err) => {
+            // Without a thread the group cannot get its grace period; it must not be left running either.
+            tracing::warn!(error = %err, "no thread to stop a driver call gracefully; killing it");
+            let _ = killpg(pgid, Signal::SIGKILL);
+            None
+        }
     }
 }
 
@@ -215,6 +258,7 @@ impl Call<'_> {
             pipes,
             pgid,
             kill: self.kill,
+            stops: self.stops.cloned(),
         };
         let child = running
             .child
@@ -389,6 +433,7 @@ mod tests {
                 force: Duration::from_secs(5),
             },
             procs: None,
+            stops: None,
         }
     }
 

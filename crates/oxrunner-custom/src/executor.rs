@@ -12,7 +12,8 @@ use oxrunner_core::{
 use tokio_util::sync::CancellationToken;
 
 use crate::call::{
-    BUILD_FAILURE_EXIT_CODE, Call, KillTimeouts, Out, SYSTEM_FAILURE_EXIT_CODE, Stopped, Verdict, verdict,
+    BUILD_FAILURE_EXIT_CODE, BackgroundStops, Call, KillTimeouts, Out, SYSTEM_FAILURE_EXIT_CODE, Stopped,
+    Verdict, verdict,
 };
 use crate::config_output::ConfigOutput;
 use crate::settings::{CustomSettings, Program};
@@ -23,6 +24,8 @@ pub struct CustomExecutor {
     /// The job payload as GitLab sent it, written to `$JOB_RESPONSE_FILE` for the driver.
     job_response: Option<Vec<u8>>,
     procs: Option<JobProcesses>,
+    /// Dropped driver calls (config_exec, prepare_exec) still being stopped; cleanup_exec waits for them.
+    stops: BackgroundStops,
     /// Private directory of this job: scripts, the exit-code file, the payload; the drivers' `TMPDIR`.
     temp: Option<tempfile::TempDir>,
     /// `job_env` from config_exec.
@@ -51,6 +54,7 @@ impl CustomExecutor {
             settings,
             job_response: None,
             procs: None,
+            stops: BackgroundStops::default(),
             temp: None,
             job_env: Vec::new(),
             custom_env: Vec::new(),
@@ -158,6 +162,7 @@ impl CustomExecutor {
             cancel: CancellationToken::new(),
             kill: self.kill(),
             procs: self.procs.as_ref(),
+            stops: Some(&self.stops),
         }
         .run()
         .await?;
@@ -305,6 +310,7 @@ impl CustomExecutor {
             cancel,
             kill: self.kill(),
             procs: self.procs.as_ref(),
+            stops: Some(&self.stops),
         }
         .run()
         .await?;
@@ -329,6 +335,8 @@ impl CustomExecutor {
     }
 
     async fn cleanup_job(&mut self) {
+        // As upstream, cleanup_exec starts only once a stopped prepare_exec has ended.
+        self.stops.wait().await;
         if let (Some(program), Some(_)) = (self.settings.cleanup.clone(), &self.temp) {
             let timeout = self.settings.cleanup_timeout;
             match self

@@ -132,3 +132,52 @@ fn a_fifo_as_exit_code_file_does_not_block_the_runner() {
     let err = res.unwrap_err();
     assert!(err.contains("exit code 2"), "{err}");
 }
+
+/// The driver stops waiting for prepare_exec (job canceled): prepare_exec gets SIGTERM, its trap tears down what
+/// it made, and cleanup_exec starts only after that (as upstream, which waits for the stopped prepare_exec).
+#[tokio::test]
+async fn cleanup_exec_starts_after_a_dropped_prepare_exec_cleaned_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("order.log");
+    let started = dir.path().join("prepare.started");
+    let prepare = driver(
+        dir.path(),
+        &format!(
+            "trap 'sleep 0.3; echo prepare-trap >> {l}; exit 0' TERM\necho up > {s}\nwhile :; do sleep 0.05; done",
+            l = log.display(),
+            s = started.display()
+        ),
+    );
+    let cleanup_path = dir.path().join("cleanup.sh");
+    std::fs::write(
+        &cleanup_path,
+        format!("#!/bin/bash\necho cleanup >> {}\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cleanup_path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut exec = executor("true".into());
+    exec.settings.prepare = Some(Program {
+        exec: prepare,
+        args: Vec::new(),
+    });
+    exec.settings.cleanup = Some(Program {
+        exec: cleanup_path.to_string_lossy().into_owned(),
+        args: Vec::new(),
+    });
+    let (trace, _handle) = trace(dir.path());
+    let plan = oxrunner_core::JobPlan::default();
+    tokio::select! {
+        res = exec.prepare(&plan, &trace) => panic!("prepare_exec ended by itself: {res:?}"),
+        () = async {
+            while !started.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } => {}
+    }
+    exec.cleanup_job().await;
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        "prepare-trap\ncleanup\n",
+        "prepare_exec's trap must have run, and before cleanup_exec"
+    );
+}
