@@ -65,8 +65,39 @@ pub struct Call<'a> {
     pub cancel: CancellationToken,
     /// Signal timing for stopping.
     pub kill: KillTimeouts,
-    /// The job's process tracking: the program joins it, and what left the group is killed on a stop.
+    /// The job's process tracking: the program joins it (what is left of the job is killed after cleanup_exec).
     pub procs: Option<&'a JobProcesses>,
+    /// Where a call whose future is dropped registers its stopping thread (so cleanup_exec can wait for it).
+    pub stops: Option<&'a BackgroundStops>,
+}
+
+/// The threads stopping dropped calls of one job.
+#[derive(Clone, Debug, Default)]
+pub struct BackgroundStops(std::sync::Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>);
+
+impl BackgroundStops {
+    fn push(&self, handle: std::thread::JoinHandle<()>) {
+        if let Ok(mut list) = self.0.lock() {
+            list.push(handle);
+        }
+    }
+
+    /// Waits until every dropped call's group is stopped (each thread ends after at most graceful + force).
+    pub async fn wait(&self) {
+        let handles: Vec<_> = match self.0.lock() {
+            Ok(mut list) => list.drain(..).collect(),
+            Err(_) => return,
+        };
+        if handles.is_empty() {
+            return;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for handle in handles {
+                let _ = handle.join();
+            }
+        })
+        .await;
+    }
 }
 
 /// Why a call was stopped before it ended by itself.
@@ -91,14 +122,87 @@ pub struct Finished {
     pub stopped: Option<Stopped>,
 }
 
-/// Kills the whole process group if the call's future is dropped mid-way (the driver gave up waiting).
-struct GroupGuard(Option<Pid>);
+/// The running program. If the call's future is dropped mid-way (the driver stopped waiting: a cancel or timeout
+/// of config_exec or prepare_exec), its process group is stopped the same graceful way as a canceled call, on a
+/// thread of its own, instead of a SIGKILL at once: a driver's `trap ... TERM` still gets to clean up.
+struct Running {
+    child: Option<Child>,
+    /// Copies of the read ends of stdout and stderr: a stopped driver that prints (bash reporting its killed
+    /// `sleep`) must not die of SIGPIPE before its trap ran, so the stopping thread keeps reading (and drops) it.
+    pipes: Vec<std::os::fd::OwnedFd>,
+    pgid: Option<Pid>,
+    kill: KillTimeouts,
+    stops: Option<BackgroundStops>,
+}
 
-impl Drop for GroupGuard {
+impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(pgid) = self.0.take() {
-            let _ = killpg(pgid, Signal::SIGKILL);
+        let (Some(child), Some(pgid)) = (self.child.take(), self.pgid) else {
+            return;
+        };
+        // The thread reaps the leader itself: tokio must not reap it (and free its pid, which is the group's id)
+        // while the group is still being signalled.
+        std::mem::forget(child);
+        let thread = stop_in_background(pgid, self.kill, std::mem::take(&mut self.pipes));
+        if let (Some(stops), Some(thread)) = (&self.stops, thread) {
+            stops.push(thread);
         }
+    }
+}
+
+/// SIGTERM to the group, SIGKILL after `graceful`, give up after `force`; the group leader is reaped here.
+fn stop_in_background(
+    pgid: Pid,
+    kill: KillTimeouts,
+    pipes: Vec<std::os::fd::OwnedFd>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let spawned = std::thread::Builder::new()
+        .name("oxrunner-stop-driver-call".into())
+        .spawn(move || {
+            let _ = killpg(pgid, Signal::SIGTERM);
+            if reaped_within(pgid, kill.graceful, &pipes) {
+                return;
+            }
+            let _ = killpg(pgid, Signal::SIGKILL);
+            if !reaped_within(pgid, kill.force, &pipes) {
+                tracing::warn!(
+                    pgid = pgid.as_raw(),
+                    "a stopped driver call still runs {}s after SIGKILL; the runner gives up waiting for it",
+                    kill.force.as_secs()
+                );
+            }
+        });
+    match spawned {
+        Ok(thread) => Some(thread),
+        Err(err) => {
+            // Without a thread the group cannot get its grace period; it must not be left running either.
+            tracing::warn!(error = %err, "no thread to stop a driver call gracefully; killing it");
+            let _ = killpg(pgid, Signal::SIGKILL);
+            None
+        }
+    }
+}
+
+/// Polls (on its own thread, never a runtime's) until `pid` exited and was reaped, reading away what the group
+/// prints meanwhile (the pipes are non-blocking: tokio set them so).
+fn reaped_within(pid: Pid, limit: Duration, pipes: &[std::os::fd::OwnedFd]) -> bool {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let end = std::time::Instant::now() + limit;
+    let mut sink = [0u8; 16 * 1024];
+    loop {
+        for fd in pipes {
+            while matches!(nix::unistd::read(fd, &mut sink), Ok(n) if n > 0) {}
+        }
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            // Exited (now reaped), or not a child of ours any more: nothing is left to wait for.
+            _ => return true,
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -121,7 +225,7 @@ impl Call<'_> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true);
+            .kill_on_drop(false);
         cmd
     }
 
@@ -139,9 +243,27 @@ impl Call<'_> {
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw);
-        let mut guard = GroupGuard(pgid);
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
+        let pipes = [
+            stdout.as_ref().map(std::os::fd::AsFd::as_fd),
+            stderr.as_ref().map(std::os::fd::AsFd::as_fd),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|fd| fd.try_clone_to_owned().ok())
+        .collect();
+        let mut running = Running {
+            child: Some(child),
+            pipes,
+            pgid,
+            kill: self.kill,
+            stops: self.stops.cloned(),
+        };
+        let child = running
+            .child
+            .as_mut()
+            .ok_or_else(|| ExecError::Other(format!("{} lost its process", self.what)))?;
         let reading = async {
             let (a, b) = tokio::join!(pump(stdout, self.stdout), pump(stderr, self.stderr));
             (a, b)
@@ -164,15 +286,16 @@ impl Call<'_> {
                 }
             }
             if stopped.is_some() {
-                break self.stop(&mut child, pgid).await?;
+                break self.stop(child, pgid).await?;
             }
         };
-        guard.0 = None;
+        // Reaped: nothing is left for the drop to stop.
+        running.child = None;
+        running.pipes.clear();
+        // Only this call's group: what an earlier call (prepare_exec) started to live until cleanup_exec stays;
+        // the job's leftovers are killed after cleanup_exec.
         if let (Some(pgid), Some(_)) = (pgid, stopped) {
             wait_group_gone(pgid, self.kill.force).await;
-        }
-        if let (Some(procs), Some(_)) = (self.procs, stopped) {
-            procs.kill_all().await;
         }
         let (stdout, stderr) = match output {
             Some(out) => out,
@@ -207,9 +330,6 @@ impl Call<'_> {
                 source,
             });
         };
-        if let Some(procs) = self.procs {
-            procs.signal_all(Signal::SIGTERM).await;
-        }
         let _ = killpg(pgid, Signal::SIGTERM);
         if let Ok(res) = tokio::time::timeout(self.kill.graceful, child.wait()).await {
             return res.map_err(|source| ExecError::Io {
@@ -313,6 +433,7 @@ mod tests {
                 force: Duration::from_secs(5),
             },
             procs: None,
+            stops: None,
         }
     }
 
@@ -365,6 +486,75 @@ mod tests {
         for pid in pids {
             assert!(!alive(pid), "{pid} of the stopped group still runs");
         }
+    }
+
+    /// The driver drops a config_exec/prepare_exec future (the job was canceled or timed out): the group still gets
+    /// SIGTERM first (its trap runs) instead of SIGKILL at once.
+    #[tokio::test]
+    async fn a_dropped_call_terms_its_group_before_any_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let log = dir.path().join("trap.log");
+        let script = vec![
+            "-c".to_owned(),
+            format!(
+                "trap 'echo term >> {l}; exit 0' TERM; echo $$ > {p}; while :; do sleep 0.05; done",
+                l = log.display(),
+                p = pids.display()
+            ),
+        ];
+        let cancel = CancellationToken::new();
+        let pid = tokio::select! {
+            res = bash(&script, dir.path(), &cancel).run() => panic!("the call ended by itself: {res:?}"),
+            pids = wait_lines(&pids, 1) => pids[0],
+        };
+        // The future is gone; the group is stopped on its own thread.
+        while alive(pid) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap_or_default().trim(),
+            "term",
+            "the dropped call's group was killed without SIGTERM"
+        );
+    }
+
+    /// Stopping one call stops its own group only: what an earlier call of the job (prepare_exec) started to live
+    /// until cleanup_exec survives; the job's end removes it.
+    #[tokio::test]
+    async fn stopping_a_call_leaves_what_an_earlier_call_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let procs = JobProcesses::new("oxrt-custom-call", &oxrunner_core::CgroupPlacement::Own);
+        let vm = dir.path().join("vm.pid");
+        let prepare = vec![
+            "-c".to_owned(),
+            format!("nohup sleep 300 >/dev/null 2>&1 & echo $! > {}", vm.display()),
+        ];
+        let cancel = CancellationToken::new();
+        let mut call = bash(&prepare, dir.path(), &cancel);
+        call.procs = Some(&procs);
+        assert_eq!(call.run().await.unwrap().status, ExitStatus::Code(0));
+        let vm_pid = wait_lines(&vm, 1).await[0];
+
+        let started = dir.path().join("run.pid");
+        let run = vec![
+            "-c".to_owned(),
+            format!("echo $$ > {}; while :; do sleep 0.05; done", started.display()),
+        ];
+        let mut call = bash(&run, dir.path(), &cancel);
+        call.procs = Some(&procs);
+        let (done, _) = tokio::join!(call.run(), async {
+            wait_lines(&started, 1).await;
+            cancel.cancel();
+        });
+        assert_eq!(done.unwrap().stopped, Some(Stopped::Canceled));
+        assert!(
+            alive(vm_pid),
+            "stopping run_exec killed what prepare_exec started"
+        );
+
+        procs.finish().await;
+        assert!(!alive(vm_pid), "the job's end left {vm_pid} running");
     }
 
     #[tokio::test]

@@ -12,7 +12,8 @@ use oxrunner_core::{
 use tokio_util::sync::CancellationToken;
 
 use crate::call::{
-    BUILD_FAILURE_EXIT_CODE, Call, KillTimeouts, Out, SYSTEM_FAILURE_EXIT_CODE, Stopped, Verdict, verdict,
+    BUILD_FAILURE_EXIT_CODE, BackgroundStops, Call, KillTimeouts, Out, SYSTEM_FAILURE_EXIT_CODE, Stopped,
+    Verdict, verdict,
 };
 use crate::config_output::ConfigOutput;
 use crate::settings::{CustomSettings, Program};
@@ -23,6 +24,8 @@ pub struct CustomExecutor {
     /// The job payload as GitLab sent it, written to `$JOB_RESPONSE_FILE` for the driver.
     job_response: Option<Vec<u8>>,
     procs: Option<JobProcesses>,
+    /// Dropped driver calls (config_exec, prepare_exec) still being stopped; cleanup_exec waits for them.
+    stops: BackgroundStops,
     /// Private directory of this job: scripts, the exit-code file, the payload; the drivers' `TMPDIR`.
     temp: Option<tempfile::TempDir>,
     /// `job_env` from config_exec.
@@ -51,6 +54,7 @@ impl CustomExecutor {
             settings,
             job_response: None,
             procs: None,
+            stops: BackgroundStops::default(),
             temp: None,
             job_env: Vec::new(),
             custom_env: Vec::new(),
@@ -145,6 +149,7 @@ impl CustomExecutor {
     ) -> Result<crate::call::Finished, ExecError> {
         let env = self.env()?;
         let dir = self.temp_dir()?;
+        self.clear_exit_code_file()?;
         let done = Call {
             what,
             program: &program.exec,
@@ -157,6 +162,7 @@ impl CustomExecutor {
             cancel: CancellationToken::new(),
             kill: self.kill(),
             procs: self.procs.as_ref(),
+            stops: Some(&self.stops),
         }
         .run()
         .await?;
@@ -181,9 +187,27 @@ impl CustomExecutor {
         }
     }
 
+    fn exit_code_path(&self) -> Option<PathBuf> {
+        Some(self.temp.as_ref()?.path().join("build_exit_code"))
+    }
+
+    /// Removes the exit-code file before a driver call, so a code recorded by an earlier call can never stand for
+    /// this one's failure.
+    fn clear_exit_code_file(&self) -> Result<(), ExecError> {
+        let Some(path) = self.exit_code_path() else {
+            return Ok(());
+        };
+        match std::fs::remove_file(&path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(ExecError::Io {
+                context: format!("removing the exit-code file {}", path.display()),
+                source: err,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn exit_code_file(&self) -> Option<String> {
-        let path = self.temp.as_ref()?.path().join("build_exit_code");
-        std::fs::read_to_string(path).ok()
+        read_first_line(&self.exit_code_path()?)
     }
 
     async fn configure_job(
@@ -273,6 +297,7 @@ impl CustomExecutor {
         args.push(script.to_string_lossy().into_owned());
         args.push(stage);
         let env = self.env()?;
+        self.clear_exit_code_file()?;
         let done = Call {
             what: "run_exec",
             program: &self.settings.run.exec,
@@ -285,6 +310,7 @@ impl CustomExecutor {
             cancel,
             kill: self.kill(),
             procs: self.procs.as_ref(),
+            stops: Some(&self.stops),
         }
         .run()
         .await?;
@@ -295,12 +321,22 @@ impl CustomExecutor {
         }
         match verdict(done.status, self.exit_code_file().as_deref()) {
             Verdict::Success => Ok(ExitStatus::Code(0)),
+            // The driver said the stage failed; a code file saying 0 does not turn that into a success (upstream
+            // reports a build error "exit status 0").
+            Verdict::BuildFailure(0) => Err(ExecError::Build {
+                reason: FailureReason::ScriptFailure,
+                message: "run_exec failed: exit status 0 ($BUILD_EXIT_CODE_FILE says 0, but the driver exited with \
+                          $BUILD_FAILURE_EXIT_CODE)"
+                    .into(),
+            }),
             Verdict::BuildFailure(code) => Ok(ExitStatus::Code(code)),
             Verdict::SystemFailure(why) => Err(ExecError::Other(format!("run_exec failed: {why}"))),
         }
     }
 
     async fn cleanup_job(&mut self) {
+        // As upstream, cleanup_exec starts only once a stopped prepare_exec has ended.
+        self.stops.wait().await;
         if let (Some(program), Some(_)) = (self.settings.cleanup.clone(), &self.temp) {
             let timeout = self.settings.cleanup_timeout;
             match self
@@ -323,6 +359,41 @@ impl CustomExecutor {
             tracing::warn!(error = %err, "removing the custom executor's temporary directory failed");
         }
     }
+}
+
+/// Longest first line of `$BUILD_EXIT_CODE_FILE` that is read (upstream's line scanner also gives up on long
+/// lines); a longer one counts as unreadable.
+const EXIT_CODE_LINE_LIMIT: usize = 4096;
+
+/// The first line of the exit-code file, read with a bound, without following a link and without blocking on a
+/// FIFO. `Some("")` for a line too long; `None` when there is no file.
+fn read_first_line(path: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path);
+    let file = match file {
+        Ok(f) => f,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+        // Present but unreadable (a link, a directory): not a number.
+        Err(_) => return Some(String::new()),
+    };
+    let mut buf = Vec::with_capacity(EXIT_CODE_LINE_LIMIT + 1);
+    if file
+        .take(EXIT_CODE_LINE_LIMIT as u64 + 1)
+        .read_to_end(&mut buf)
+        .is_err()
+    {
+        return Some(String::new());
+    }
+    let line = match buf.iter().position(|&b| b == b'\n') {
+        Some(end) => &buf[..end],
+        None if buf.len() > EXIT_CODE_LINE_LIMIT => return Some(String::new()),
+        None => &buf[..],
+    };
+    Some(String::from_utf8_lossy(line).into_owned())
 }
 
 fn log_output(what: &str, bytes: &[u8], warn: bool) {
@@ -447,3 +518,7 @@ impl Executor for CustomExecutor {
         oxrunner_core::FileAccess::InScript
     }
 }
+
+#[cfg(test)]
+#[path = "executor_tests.rs"]
+mod tests;

@@ -515,7 +515,9 @@ pub struct ExecArgs {
     #[arg(long = "concurrency")]
     pub concurrency: Option<usize>,
     /// Run every job with this executor: shell, docker or custom. Default: jobs with `image:` in Docker when an
-    /// engine answers, the others in the shell.
+    /// engine answers, the others in the shell. With custom, each job runs in exec's prepared copy of the
+    /// repository on this machine (its CI_PROJECT_DIR), so the driver must see this machine's file system (a
+    /// driver that runs jobs in a VM or a container without that path fails at the first stage).
     #[arg(long = "executor")]
     pub executor: Option<String>,
     /// `--executor custom`: read the driver settings from the first custom runner of this config.toml (the

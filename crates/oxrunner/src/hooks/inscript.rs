@@ -16,7 +16,8 @@ use super::RunnerHooks;
 use super::artifacts::attempts;
 use super::cache::resolve_key;
 
-/// A helper command line: the binary, the command and its arguments, each quoted.
+/// A helper command line: the binary, the command and its arguments, each quoted. Options carry their value as
+/// `--flag=value`, so a value starting with `-` (an artifact path `-dist/`) is never read as a flag.
 fn command(bin: &Path, name: &str, args: &[String]) -> String {
     let mut line = format!("{} {name}", quote_path(bin));
     for a in args {
@@ -110,7 +111,7 @@ fn extract_chain(bin: &Path, files: &[(String, String)]) -> String {
     let _ = writeln!(
         out,
         "if {}; then",
-        command(bin, "cache-extractor", &["--file".to_owned(), file.clone()])
+        command(bin, "cache-extractor", &[format!("--file={file}")])
     );
     out.push_str(&notice("Successfully extracted cache"));
     out.push_str("else\n");
@@ -134,7 +135,7 @@ fn download_artifacts(hooks: &RunnerHooks, bin: &Path, ctx: &StageCtx<'_>) -> St
         )));
         let mut args = hooks.transport.helper_download_args(dep);
         // ARTIFACT_DOWNLOAD_ATTEMPTS counts attempts, the helper's --retry counts the ones after the first.
-        args.extend(["--retry".to_owned(), (attempts(ctx) - 1).to_string()]);
+        args.push(format!("--retry={}", attempts(ctx) - 1));
         let _ = writeln!(body, "{}", command(bin, "artifacts-downloader", &args));
     }
     if body.is_empty() {
@@ -165,9 +166,9 @@ fn archive_cache(
             continue;
         }
         let file = hooks.store_for(ctx).archive_path(&slug, &key);
-        let mut args = vec!["--file".to_owned(), file.to_string_lossy().into_owned()];
+        let mut args = vec![format!("--file={}", file.display())];
         for p in &spec.paths {
-            args.extend(["--path".to_owned(), p.clone()]);
+            args.push(format!("--path={p}"));
         }
         if spec.untracked {
             args.push("--untracked".to_owned());
@@ -191,26 +192,26 @@ fn upload_artifacts(hooks: &RunnerHooks, bin: &Path, ctx: &StageCtx<'_>, on_fail
         }
         let mut args = hooks.transport.helper_upload_args();
         for p in &spec.paths {
-            args.extend(["--path".to_owned(), ctx.variables.expand(p)]);
+            args.push(format!("--path={}", ctx.variables.expand(p)));
         }
         for p in &spec.exclude {
-            args.extend(["--exclude".to_owned(), ctx.variables.expand(p)]);
+            args.push(format!("--exclude={}", ctx.variables.expand(p)));
         }
         if spec.untracked {
             args.push("--untracked".to_owned());
         }
         let name = ctx.variables.expand(&spec.name);
         if !name.trim().is_empty() {
-            args.extend(["--name".to_owned(), name]);
+            args.push(format!("--name={name}"));
         }
         if let Some(expire) = spec.expire_in.as_ref().filter(|e| !e.trim().is_empty()) {
-            args.extend(["--expire-in".to_owned(), expire.clone()]);
+            args.push(format!("--expire-in={expire}"));
         }
         if !spec.artifact_format.is_empty() {
-            args.extend(["--artifact-format".to_owned(), spec.artifact_format.clone()]);
+            args.push(format!("--artifact-format={}", spec.artifact_format));
         }
         if !spec.artifact_type.is_empty() {
-            args.extend(["--artifact-type".to_owned(), spec.artifact_type.clone()]);
+            args.push(format!("--artifact-type={}", spec.artifact_type));
         }
         let mut body = notice("Uploading artifacts...");
         let _ = writeln!(body, "{}", command(bin, "artifacts-uploader", &args));

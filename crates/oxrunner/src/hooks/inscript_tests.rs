@@ -334,3 +334,105 @@ fn rendered_stages_carry_no_secret() {
         assert!(body.contains("'/opt/oxrunner'"), "{stage}: {body}");
     }
 }
+
+/// After a package upgrade replaced the running binary, Linux names it `<path> (deleted)`: the stage scripts must
+/// call the new binary at `<path>`, so the artifacts are uploaded, not skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_binary_still_uploads_the_artifacts() {
+    let env = env().await;
+    let runner = env.fake.create_runner_token("inscript");
+    let build = running_job(&env.fake, &env.client, &runner, "build").await;
+    let mut plan = env.plan(&build, "build", &["mkdir -p out", "echo built > out/app"]);
+    plan.caches.clear();
+    plan.artifacts = vec![ArtifactSpec {
+        paths: vec!["out/".into()],
+        artifact_type: "archive".into(),
+        artifact_format: "zip".into(),
+        ..ArtifactSpec::default()
+    }];
+    let deleted = PathBuf::from(format!("{} (deleted)", helper_binary().display()));
+    let hooks = RunnerHooks::for_gitlab(env.client.clone(), build.id, &build.token, &env.ctx())
+        .with_helper_command(deleted);
+    let (outcome, trace, _) = env.run(&plan, &hooks).await;
+    assert!(outcome.is_success(), "{trace}");
+    assert!(!trace.contains("is disabled"), "{trace}");
+    let stored = env.fake.job(build.id).unwrap().artifacts;
+    assert!(stored.iter().any(|a| a.artifact_type == "archive"), "{stored:?}");
+}
+
+/// A helper binary that does not answer `--version`: as upstream's guard, the stage is skipped, but never silently:
+/// the job log says which binary is missing and what was disabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_helper_is_a_warning_in_the_job_log() {
+    let env = env().await;
+    let runner = env.fake.create_runner_token("inscript");
+    let build = running_job(&env.fake, &env.client, &runner, "build").await;
+    let mut plan = env.plan(&build, "build", &["mkdir -p out", "echo built > out/app"]);
+    plan.caches.clear();
+    plan.artifacts = vec![ArtifactSpec {
+        paths: vec!["out/".into()],
+        artifact_type: "archive".into(),
+        artifact_format: "zip".into(),
+        ..ArtifactSpec::default()
+    }];
+    let missing = env.root.join("gone/oxrunner");
+    let hooks = RunnerHooks::for_gitlab(env.client.clone(), build.id, &build.token, &env.ctx())
+        .with_helper_command(missing.clone());
+    let (_, trace, _) = env.run(&plan, &hooks).await;
+    let line = format!(
+        "\x1b[0;33mMissing {}. Uploading artifacts is disabled.\x1b[0;m",
+        missing.display()
+    );
+    assert!(trace.contains(&line), "{trace}");
+    assert!(env.fake.job(build.id).unwrap().artifacts.is_empty());
+}
+
+#[test]
+fn the_deleted_suffix_of_a_replaced_binary_is_dropped() {
+    use super::installed_path;
+    assert_eq!(
+        installed_path("/usr/bin/oxrunner (deleted)".into()),
+        PathBuf::from("/usr/bin/oxrunner")
+    );
+    assert_eq!(
+        installed_path("/usr/bin/oxrunner".into()),
+        PathBuf::from("/usr/bin/oxrunner")
+    );
+}
+
+/// Artifact paths and excludes that start with `-` are values, never flags of the helper command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifact_paths_starting_with_a_dash_are_uploaded() {
+    let env = env().await;
+    let runner = env.fake.create_runner_token("inscript");
+    let build = running_job(&env.fake, &env.client, &runner, "build").await;
+    let mut plan = env.plan(
+        &build,
+        "build",
+        &[
+            "mkdir -p -- -dist",
+            "echo built > ./-dist/app",
+            "echo x > ./-dist/--x",
+        ],
+    );
+    plan.caches = vec![CacheSpec {
+        key: "dash".into(),
+        paths: vec!["-dist/".into()],
+        ..CacheSpec::default()
+    }];
+    plan.artifacts = vec![ArtifactSpec {
+        paths: vec!["-dist/".into()],
+        exclude: vec!["--x".into(), "-dist/--x".into()],
+        artifact_type: "archive".into(),
+        artifact_format: "zip".into(),
+        ..ArtifactSpec::default()
+    }];
+    let (outcome, trace, _) = env.run(&plan, &env.hooks(&build)).await;
+    assert!(outcome.is_success(), "{trace}");
+    assert!(trace.contains("Created cache"), "{trace}");
+    let stored = env.fake.job(build.id).unwrap().artifacts;
+    assert!(
+        stored.iter().any(|a| a.artifact_type == "archive"),
+        "{trace}\n{stored:?}"
+    );
+}

@@ -52,7 +52,7 @@ impl RunnerHooks {
     }
 
     /// In-script stages call the helper commands of `bin` instead of this running binary's (tests, whose running
-    /// binary is the test harness).
+    /// binary is the test harness). `bin` is taken as `current_exe` would report it (see [`installed_path`]).
     // Only the tests choose another binary.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn with_helper_command(mut self, bin: PathBuf) -> Self {
@@ -138,22 +138,37 @@ impl JobHooks for RunnerHooks {
 
     fn stage_script(&self, ctx: &StageCtx<'_>, trace: &TraceWriter) -> Result<Option<String>, HookError> {
         // As upstream's custom executor, the stage scripts call the runner's own binary by its path.
-        let bin = match &self.helper {
-            Some(bin) => bin.clone(),
-            None => std::env::current_exe().map_err(|e| {
+        let bin = self
+            .helper
+            .clone()
+            .map_or_else(std::env::current_exe, Ok)
+            .map(installed_path)
+            .map_err(|e| {
                 HookError::with_reason(
                     oxrunner_core::FailureReason::RunnerSystemFailure,
                     format!(
                         "cannot find the path of the running oxrunner binary for the {} stage: {e}\n\
-                         hint: run oxrunner from a path that exists (not a deleted or replaced file)",
+                         hint: run oxrunner from a path that exists",
                         ctx.stage
                     ),
                 )
-            })?,
-        };
+            })?;
         inscript::render(self, &bin, ctx, trace)
     }
 }
+/// The path a stage script calls for the running binary. Once a package upgrade replaced the file, Linux reports
+/// `<path> (deleted)`; the new binary is at `<path>`, so the suffix goes (as Go's `os.Executable`, which
+/// gitlab-runner uses, drops it). Without this every in-script cache and artifact stage would be skipped.
+pub(crate) fn installed_path(exe: PathBuf) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    const DELETED: &[u8] = b" (deleted)";
+    let bytes = exe.as_os_str().as_bytes();
+    match bytes.strip_suffix(DELETED) {
+        Some(kept) => PathBuf::from(std::ffi::OsStr::from_bytes(kept)),
+        None => exe,
+    }
+}
+
 #[cfg(test)]
 mod inscript_tests;
 #[cfg(test)]

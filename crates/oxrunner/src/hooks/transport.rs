@@ -199,17 +199,17 @@ impl ArtifactTransport for GitlabTransport {
 
     fn helper_upload_args(&self) -> Vec<String> {
         let mut args: Vec<String> = helper_url(&self.client)
-            .map(|u| vec!["--url".to_owned(), u])
+            .map(|u| vec![format!("--url={u}")])
             .unwrap_or_default();
-        args.extend(["--id".to_owned(), self.job_id.to_string()]);
+        args.push(format!("--id={}", self.job_id));
         args
     }
 
     fn helper_download_args(&self, dependency: &Dependency) -> Vec<String> {
         let mut args: Vec<String> = helper_url(&self.client)
-            .map(|u| vec!["--url".to_owned(), u])
+            .map(|u| vec![format!("--url={u}")])
             .unwrap_or_default();
-        args.extend(["--id".to_owned(), dependency.id.to_string()]);
+        args.push(format!("--id={}", dependency.id));
         args
     }
 
@@ -365,23 +365,17 @@ impl ArtifactTransport for LocalTransport {
 
     fn helper_upload_args(&self) -> Vec<String> {
         vec![
-            "--local-artifacts-dir".to_owned(),
-            self.absolute_root(),
-            "--id".to_owned(),
-            self.job_id.to_string(),
-            "--job-name".to_owned(),
-            self.job_name.clone(),
+            format!("--local-artifacts-dir={}", self.absolute_root()),
+            format!("--id={}", self.job_id),
+            format!("--job-name={}", self.job_name),
         ]
     }
 
     fn helper_download_args(&self, dependency: &Dependency) -> Vec<String> {
         vec![
-            "--local-artifacts-dir".to_owned(),
-            self.absolute_root(),
-            "--id".to_owned(),
-            dependency.id.to_string(),
-            "--dependency-name".to_owned(),
-            dependency.name.clone(),
+            format!("--local-artifacts-dir={}", self.absolute_root()),
+            format!("--id={}", dependency.id),
+            format!("--dependency-name={}", dependency.name),
         ]
     }
 }

@@ -668,3 +668,22 @@ async fn run_single_takes_the_driver_from_custom_flags() {
     let status = d.wait(Duration::from_secs(30)).await;
     assert!(status.is_some_and(|s| s.success()), "{status:?}\n{}", d.log());
 }
+
+/// `exec --executor custom` runs the job in exec's copy on this machine: `exec --help` says the driver must see
+/// this machine's file system.
+#[test]
+fn exec_help_says_a_custom_driver_must_see_the_local_copy() {
+    let out = std::process::Command::new(common::bin())
+        .args(["exec", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(out.status.success(), "{help}");
+    assert!(
+        help.contains("the driver must see this machine's file system"),
+        "{help}"
+    );
+}

@@ -527,3 +527,32 @@ fn an_unreachable_cache_server_is_named_without_the_signature() {
     assert!(shown.contains("http://127.0.0.1:1/bucket/key"), "{shown}");
     assert!(!shown.contains("sig-secret"), "{shown}");
 }
+
+/// A transient 5xx from GitLab does not fail the upload: as upstream's `artifacts-uploader`, it is retried (the
+/// API client's upload: three tries, six for a 503, 1s..5s backoff).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_server_error_on_upload_is_retried() {
+    let fake = FakeGitlab::start(options()).await.unwrap();
+    let (job, token) = running_job(&fake, "build").await;
+    fake.faults()
+        .fail_next(fake_gitlab::Endpoint::ArtifactUpload, 2, 502);
+    let src = tempdir();
+    write(src.path(), "out/app", "built\n");
+    let (url, id) = (fake.url(), job.to_string());
+    let out = helper(
+        src.path(),
+        &["artifacts-uploader", "--path", "out/"],
+        &job_env(&url, &id, &token),
+    );
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("retrying"), "{shown}");
+    assert!(
+        fake.job(job)
+            .unwrap()
+            .artifacts
+            .iter()
+            .any(|a| a.artifact_type == "archive"),
+        "{shown}"
+    );
+}
