@@ -61,6 +61,21 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// [`until`] for waits on the runner's own clean-up after an abort: the daemon polls the job's process group on
+/// its clock (SIGTERM, then SIGKILL after a grace period), so a frozen clock would stall it whenever a process
+/// takes a moment to die. The clock moves with real time here, which keeps every timeout as far away as it is.
+async fn until_ticking(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + GUARD;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        real_sleep(Duration::from_millis(10)).await;
+        tokio::time::advance(Duration::from_millis(10)).await;
+    }
+}
+
 /// [`until`] for a running clock: polls on the paused clock, so the daemon's timers fire meanwhile.
 async fn until_clock_runs(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + GUARD;
@@ -186,7 +201,7 @@ async fn wait_pids(pid_file: &Path) -> Vec<i32> {
 
 async fn assert_gone(pids: &[i32]) {
     for &pid in pids {
-        until(&format!("process {pid} of the aborted job to end"), || {
+        until_ticking(&format!("process {pid} of the aborted job to end"), || {
             !alive(pid)
         })
         .await;
@@ -239,7 +254,7 @@ async fn terminate_aborts_the_running_job_and_reports_it() {
     let pids = wait_pids(&pid_file).await;
     d.send(Signal::Terminate);
     assert_gone(&pids).await;
-    until("the job's final update", || reported(&fake, id)).await;
+    until_ticking("the job's final update", || reported(&fake, id)).await;
     drop(frozen);
     assert_eq!(d.exit().await, ExitCode::SUCCESS);
     let job = fake.job(id).unwrap();
@@ -264,7 +279,7 @@ async fn interrupt_after_quit_aborts_the_job() {
     assert!(!d.task.is_finished(), "SIGQUIT must wait for the running job");
     d.send(Signal::Interrupt);
     assert_gone(&pids).await;
-    until("the job's final update", || reported(&fake, id)).await;
+    until_ticking("the job's final update", || reported(&fake, id)).await;
     drop(frozen);
     assert_eq!(d.exit().await, ExitCode::SUCCESS);
     assert_eq!(status(&fake, id), "failed");
