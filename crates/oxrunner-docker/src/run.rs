@@ -221,6 +221,25 @@ async fn main_process_ended(docker: &Docker, container: &str, trace: &TraceWrite
     ExitStatus::Code(i32::try_from(code).ok().filter(|c| *c != 0).unwrap_or(1))
 }
 
+/// The exec of one stage: its script comes on stdin, its output back on the attached streams.
+fn exec_config(how: &StageExec<'_>) -> ExecConfig {
+    ExecConfig {
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
+        // Environment, working directory and (by default) user are the container's, as when the stage ran
+        // as the container's own command.
+        user: how.user.map(str::to_owned),
+        cmd: Some(vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            stage_command(how.nofile_soft),
+        ]),
+        ..Default::default()
+    }
+}
+
 /// Runs `cmd` in the job container, starting it first unless `running` (set on return to whether it still
 /// runs). On `cancel` the container is killed; the call returns once it has stopped, and the next stage starts
 /// it again.
@@ -240,22 +259,7 @@ pub async fn run_stage(
             .map_err(DockerError::api(format!("starting container {container}")))?;
         *running = true;
     }
-    let config = ExecConfig {
-        attach_stdin: Some(true),
-        attach_stdout: Some(true),
-        attach_stderr: Some(true),
-        tty: Some(false),
-        // Environment, working directory and (by default) user are the container's, as when the stage ran
-        // as the container's own command.
-        user: how.user.map(str::to_owned),
-        cmd: Some(vec![
-            "sh".to_owned(),
-            "-c".to_owned(),
-            stage_command(how.nofile_soft),
-        ]),
-        ..Default::default()
-    };
-    let exec = match docker.create_exec(container, config).await {
+    let exec = match docker.create_exec(container, exec_config(&how)).await {
         Ok(exec) => exec.id,
         Err(e) if is_conflict(&e) => {
             *running = false;
