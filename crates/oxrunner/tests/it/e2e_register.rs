@@ -6,7 +6,7 @@ use crate::support as common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Output, Sandbox, fake};
+use common::{Output, Sandbox, fake, register_args};
 use fake_gitlab::{FakeGitlab, FakeOptions};
 
 const REG: &str = "GR1348941fake-registration";
@@ -340,26 +340,9 @@ async fn interactive_register_reads_answers_from_stdin() {
 async fn two_runners(fake: &FakeGitlab, sb: &Sandbox) -> (String, String) {
     let url = fake.url();
     let cfg = sb.config_str();
-    sb.run(
-        &[
-            "register",
-            "-n",
-            "-c",
-            &cfg,
-            "--url",
-            &url,
-            "--registration-token",
-            REG,
-            "--executor",
-            "shell",
-            "--name",
-            "legacy",
-        ],
-        &[],
-        None,
-    )
-    .await
-    .assert_ok();
+    sb.run(&register_args(&cfg, &url, "legacy", &[]), &[], None)
+        .await
+        .assert_ok();
     let glrt = fake.create_runner_token("ui");
     sb.run(
         &[
@@ -640,26 +623,9 @@ async fn url_with_trailing_slash_works_for_every_command() {
     let sb = Sandbox::new();
     let url = format!("{}/", fake.url());
     let cfg = sb.config_str();
-    sb.run(
-        &[
-            "register",
-            "-n",
-            "-c",
-            &cfg,
-            "--url",
-            &url,
-            "--registration-token",
-            REG,
-            "--executor",
-            "shell",
-            "--name",
-            "slash",
-        ],
-        &[],
-        None,
-    )
-    .await
-    .assert_ok();
+    sb.run(&register_args(&cfg, &url, "slash", &[]), &[], None)
+        .await
+        .assert_ok();
     let out = sb.run(&["verify", "-c", &cfg], &[], None).await;
     out.assert_ok();
     assert!(out.all().contains("is valid"), "{}", out.all());
