@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::error::{Loc, PipelineError, Warning};
 use crate::inputs::{InputArgs, interpolate, resolve_inputs};
-use crate::rules::{Facts, Lookup, eval_include_rules, glob};
+use crate::rules::{Facts, Lookup, eval_include_rules};
 use crate::vars::expand_with;
 use crate::yaml::{Map, Node, Val, parse_documents};
 
@@ -85,7 +85,7 @@ impl<'a> Loader<'a> {
                 ));
             }
             let inputs = resolve_inputs(spec.as_ref(), args, cli_inputs)?;
-            interpolate(&mut content, &inputs)?;
+            interpolate(&mut content, &inputs, self.lookup)?;
         }
         let mut map = match content.val {
             Val::Map(m) => m,
@@ -339,7 +339,7 @@ impl<'a> Loader<'a> {
         }
         let root = self.facts.ctx.project_dir.clone();
         let files: Vec<String> = if rel.contains('*') {
-            let m = glob(rel, loc)?;
+            let m = crate::wildcard::matcher(rel, loc)?;
             let mut all = Vec::new();
             collect(&root, "", &mut all);
             all.into_iter().filter(|f| m.is_match(f)).collect()

@@ -128,7 +128,7 @@ impl<'a> Facts<'a> {
     }
 }
 
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+pub(crate) fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
