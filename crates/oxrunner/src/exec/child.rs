@@ -30,8 +30,24 @@ pub fn run(env: Arc<Env>, spec: Arc<JobSpec>, settings: Settings) -> BoxFuture<'
         let Some(trigger) = &spec.job.trigger else {
             return record(failed("runner_system_failure"));
         };
-        let Some(child) = &trigger.pipeline else {
-            return record(Status::Skipped("the downstream pipeline is not local".into()));
+        let generated;
+        let child = match (&trigger.pipeline, &trigger.dynamic) {
+            (Some(child), _) => child.as_ref(),
+            (None, Some(dynamic)) => match super::dynamic_child::load(&env, &spec, dynamic).await {
+                Ok(p) => {
+                    generated = p;
+                    &generated
+                }
+                Err(e) => {
+                    env.console.note(&format!("{} | ERROR: {e}", spec.display));
+                    return record(Status::Failed {
+                        allowed: allowed(&spec.job.allow_failure, None),
+                        exit_code: None,
+                        reason: "downstream_pipeline_creation_failed".into(),
+                    });
+                }
+            },
+            (None, None) => return record(Status::Skipped("the downstream pipeline is not local".into())),
         };
         let state = env.state.join("children").join(&spec.dir);
         if let Err(e) = super::prepare_state(&state) {
@@ -94,6 +110,7 @@ pub fn run(env: Arc<Env>, spec: Arc<JobSpec>, settings: Settings) -> BoxFuture<'
                 status: r.status.clone(),
                 duration: r.duration,
                 attempts: r.attempts,
+                coverage: None,
             })
             .collect();
         env.console.note(&summary::render(

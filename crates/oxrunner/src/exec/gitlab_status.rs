@@ -1,0 +1,77 @@
+//! The two pipeline results GitLab records beyond passed and failed: a pipeline `blocked` by a manual job that
+//! may not fail, and each job's `coverage:` value read from its log.
+
+use std::path::PathBuf;
+
+use super::job::Env;
+use super::scheduler::{Node, Record, Status};
+
+/// Exit status of `oxrunner exec` when nothing failed but a blocking manual job was not played.
+pub const BLOCKED_EXIT_CODE: u8 = 3;
+
+/// Per job: its `coverage:` regex and log, taken before the scheduler consumes the nodes.
+pub struct CoverageInputs(Vec<(Option<String>, PathBuf)>);
+
+pub fn coverage_inputs(env: &Env, nodes: &[Node]) -> CoverageInputs {
+    CoverageInputs(
+        nodes
+            .iter()
+            .map(|n| (n.spec.job.coverage.clone(), env.log_path(&n.spec.dir)))
+            .collect(),
+    )
+}
+
+/// The coverage of every job that ran and has a `coverage:` regex, as GitLab would record it.
+pub async fn coverage(inputs: CoverageInputs, records: &[Record]) -> Vec<Option<String>> {
+    let ran: Vec<bool> = records
+        .iter()
+        .map(|r| matches!(r.status, Status::Passed | Status::Failed { .. }))
+        .collect();
+    // Logs may be large: read them off the async workers.
+    tokio::task::spawn_blocking(move || {
+        inputs
+            .0
+            .into_iter()
+            .zip(ran)
+            .map(|((regex, log), ran)| {
+                let regex = regex.filter(|_| ran)?;
+                let file = std::fs::File::open(log).ok()?;
+                oxrunner_pipeline::extract_coverage(&regex, std::io::BufReader::new(file))
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// The blocking manual jobs the pipeline waits for, by name.
+pub fn to_play<'a>(names: impl Iterator<Item = &'a str>, records: &[Record]) -> Vec<String> {
+    names
+        .zip(records)
+        .filter(|(_, r)| r.status == Status::ManualBlocking)
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
+/// What the user reads under the summary of a blocked pipeline.
+pub fn blocked_note(to_play: &[String]) -> String {
+    let args: Vec<String> = to_play.iter().map(|n| format!("--manual {}", quote(n))).collect();
+    format!(
+        "Pipeline blocked: manual job{} {} must be played before the jobs waiting for {it} can start.\nhint: play {it} with `oxrunner exec {}`",
+        if to_play.len() == 1 { "" } else { "s" },
+        to_play.join(", "),
+        args.join(" "),
+        it = if to_play.len() == 1 { "it" } else { "them" },
+    )
+}
+
+fn quote(name: &str) -> String {
+    if name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./:".contains(c))
+    {
+        name.to_string()
+    } else {
+        format!("'{}'", name.replace('\'', r"'\''"))
+    }
+}
