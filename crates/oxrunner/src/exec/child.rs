@@ -1,9 +1,13 @@
-//! Child pipelines (`trigger: include:` of files in the repository): run like the main pipeline, with their own
-//! state directory (`.oxrunner/children/<trigger job>/`) so job names may repeat the parent's, and the parent's
-//! cache. With `strategy: depend` the trigger job takes the child pipeline's result.
+//! Child pipelines (`trigger: include:` of files in the repository, or of a generator job's artifact): run like
+//! the main pipeline, with their own state directory (`.oxrunner/children/<trigger job>/`) so job names may
+//! repeat the parent's, and the parent's cache. With `strategy: depend` the trigger job takes the child
+//! pipeline's result.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
+
+use oxrunner_pipeline::{ChildPipeline, Pipeline};
 
 use super::job::{Env, JobSpec};
 use super::scheduler::{self, Record, Settings, Status, allowed};
@@ -15,6 +19,30 @@ fn failed(reason: &str) -> Status {
         allowed: false,
         exit_code: None,
         reason: reason.into(),
+    }
+}
+
+/// The trigger job's child pipeline: resolved with the parent, or for a dynamic one, from its generator's
+/// artifact now; `Err` is the trigger job's status when there is none to run.
+async fn child_pipeline<'a>(
+    env: &Env,
+    spec: &JobSpec,
+    trigger: &'a ChildPipeline,
+) -> Result<Cow<'a, Pipeline>, Status> {
+    match (&trigger.pipeline, &trigger.dynamic) {
+        (Some(child), _) => Ok(Cow::Borrowed(child.as_ref())),
+        (None, Some(dynamic)) => match super::dynamic_child::load(env, spec, dynamic).await {
+            Ok(p) => Ok(Cow::Owned(p)),
+            Err(e) => {
+                env.console.note(&format!("{} | ERROR: {e}", spec.display));
+                Err(Status::Failed {
+                    allowed: allowed(&spec.job.allow_failure, None),
+                    exit_code: None,
+                    reason: "downstream_pipeline_creation_failed".into(),
+                })
+            }
+        },
+        (None, None) => Err(Status::Skipped("the downstream pipeline is not local".into())),
     }
 }
 
@@ -30,25 +58,11 @@ pub fn run(env: Arc<Env>, spec: Arc<JobSpec>, settings: Settings) -> BoxFuture<'
         let Some(trigger) = &spec.job.trigger else {
             return record(failed("runner_system_failure"));
         };
-        let generated;
-        let child = match (&trigger.pipeline, &trigger.dynamic) {
-            (Some(child), _) => child.as_ref(),
-            (None, Some(dynamic)) => match super::dynamic_child::load(&env, &spec, dynamic).await {
-                Ok(p) => {
-                    generated = p;
-                    &generated
-                }
-                Err(e) => {
-                    env.console.note(&format!("{} | ERROR: {e}", spec.display));
-                    return record(Status::Failed {
-                        allowed: allowed(&spec.job.allow_failure, None),
-                        exit_code: None,
-                        reason: "downstream_pipeline_creation_failed".into(),
-                    });
-                }
-            },
-            (None, None) => return record(Status::Skipped("the downstream pipeline is not local".into())),
+        let child = match child_pipeline(&env, &spec, trigger).await {
+            Ok(child) => child,
+            Err(status) => return record(status),
         };
+        let child = child.as_ref();
         let state = env.state.join("children").join(&spec.dir);
         if let Err(e) = super::prepare_state(&state) {
             env.console.note(&format!("{} | ERROR: {e:#}", spec.display));
