@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use oxrunner_pipeline::{ChildPipeline, Pipeline};
 
+use super::gitlab_status;
 use super::job::{Env, JobSpec};
 use super::scheduler::{self, Record, Settings, Status, allowed};
 use super::summary;
@@ -112,21 +113,25 @@ pub fn run(env: Arc<Env>, spec: Arc<JobSpec>, settings: Settings) -> BoxFuture<'
             spec.display,
             child.jobs.len()
         ));
+        let coverage_inputs = gitlab_status::coverage_inputs(&child_env, &nodes);
         let records = scheduler::run(child_env.clone(), nodes, settings).await;
+        let coverage = gitlab_status::coverage(coverage_inputs, &records).await;
         let passed = !records.iter().any(|r| r.status.blocks());
         let rows: Vec<summary::Row> = child
             .jobs
             .iter()
             .zip(&records)
-            .map(|(j, r)| summary::Row {
+            .zip(coverage)
+            .map(|((j, r), coverage)| summary::Row {
                 name: format!("{}{}", child_env.label, j.name),
                 stage: j.stage.clone(),
                 status: r.status.clone(),
                 duration: r.duration,
                 attempts: r.attempts,
-                coverage: None,
+                coverage,
             })
             .collect();
+        let to_play = gitlab_status::to_play(child.jobs.iter().map(|j| j.name.as_str()), &records);
         env.console.note(&summary::render(
             &rows,
             passed,
@@ -134,7 +139,11 @@ pub fn run(env: Arc<Env>, spec: Arc<JobSpec>, settings: Settings) -> BoxFuture<'
             &child_env.state.join("logs"),
             env.console.colour,
         ));
-        let status = if passed || !trigger.strategy_depend {
+        // GitLab's depend trigger job keeps running while its child pipeline is blocked: what waits for the
+        // trigger job waits for the child's manual job.
+        let status = if let Some(first) = to_play.first().filter(|_| passed && trigger.strategy_depend) {
+            Status::Blocked(first.clone())
+        } else if passed || !trigger.strategy_depend {
             Status::Passed
         } else {
             Status::Failed {

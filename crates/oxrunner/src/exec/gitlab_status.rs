@@ -44,13 +44,21 @@ pub async fn coverage(inputs: CoverageInputs, records: &[Record]) -> Vec<Option<
     .unwrap_or_default()
 }
 
-/// The blocking manual jobs the pipeline waits for, by name.
+/// The blocking manual jobs the pipeline waits for, by name (those of a child pipeline a `strategy: depend`
+/// trigger job waits for included).
 pub fn to_play<'a>(names: impl Iterator<Item = &'a str>, records: &[Record]) -> Vec<String> {
-    names
-        .zip(records)
-        .filter(|(_, r)| r.status == Status::ManualBlocking)
-        .map(|(n, _)| n.to_string())
-        .collect()
+    let mut out: Vec<String> = Vec::new();
+    for (name, r) in names.zip(records) {
+        let wanted = match &r.status {
+            Status::ManualBlocking => name,
+            Status::Blocked(by) => by.as_str(),
+            _ => continue,
+        };
+        if !out.iter().any(|o| o == wanted) {
+            out.push(wanted.to_string());
+        }
+    }
+    out
 }
 
 /// What the user reads under the summary of a blocked pipeline.

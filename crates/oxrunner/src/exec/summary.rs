@@ -114,7 +114,9 @@ pub fn render(rows: &[Row], passed: bool, wall: Duration, logs: &Path, colour: b
 
 /// `blocked` when nothing failed but a blocking manual job was not played (GitLab's pipeline status).
 fn verdict(rows: &[Row], passed: bool) -> &'static str {
-    let blocked = rows.iter().any(|r| r.status == Status::ManualBlocking);
+    let blocked = rows
+        .iter()
+        .any(|r| matches!(r.status, Status::ManualBlocking | Status::Blocked(_)));
     if passed && !blocked {
         "passed"
     } else if blocked && !rows.iter().any(|r| r.status.blocks()) {

@@ -158,3 +158,40 @@ fn dynamic_child_pipeline_runs_from_the_generator_artifact() {
         run.dump()
     );
 }
+
+#[test]
+fn depend_trigger_waits_for_a_blocked_child_pipeline() {
+    let ci = r#"
+stages: [child, after]
+downstream:
+  stage: child
+  trigger:
+    include: child.yml
+    strategy: depend
+after:
+  stage: after
+  script: touch "$MARKERS/after"
+"#;
+    let child = r#"
+child-gate:
+  script: touch "$MARKERS/child-gate"
+  rules:
+    - when: manual
+"#;
+    let repo = Repo::new(ci, &[("child.yml", child)]);
+    let markers = repo.markers();
+    let run = repo.exec(&[]);
+    assert_eq!(run.code(), Some(3), "{}", run.dump());
+    assert!(run.stdout().contains("--manual child-gate"), "{}", run.dump());
+    assert!(
+        run.summary("after").contains("waits for manual job child-gate"),
+        "{}",
+        run.dump()
+    );
+    assert!(!markers.join("after").exists(), "{}", run.dump());
+
+    let played = repo.exec(&["--manual", "child-gate"]);
+    assert!(played.ok(), "{}", played.dump());
+    assert!(markers.join("child-gate").exists(), "{}", played.dump());
+    assert!(markers.join("after").exists(), "{}", played.dump());
+}
