@@ -30,18 +30,20 @@ pub(crate) fn files_key(
         let Some(n) = km.get(k) else {
             return Ok(None);
         };
-        let mut v: Vec<String> = strings(n, &format!("{path}:key:{k}"))?
-            .into_iter()
-            .map(|f| f.trim_start_matches('/').to_string())
-            .filter(|f| !f.is_empty())
-            .collect();
-        if v.len() > MAX_FILES {
+        let raw = strings(n, &format!("{path}:key:{k}"))?;
+        if raw.len() > MAX_FILES {
             return Err(PipelineError::at(
                 &n.loc,
                 format!("{path}:key:{k} config has too many items (maximum is {MAX_FILES})"),
             ));
         }
-        v.dedup();
+        let mut v: Vec<String> = Vec::new();
+        for f in raw {
+            let f = f.trim_start_matches('/').to_string();
+            if !f.is_empty() && !v.contains(&f) {
+                v.push(f);
+            }
+        }
         Ok(Some(v))
     };
     let (kind, digest, files) = if let Some(files) = list("files")? {
