@@ -341,7 +341,7 @@ impl<'a> Loader<'a> {
         let files: Vec<String> = if rel.contains('*') {
             let m = crate::wildcard::matcher(rel, loc)?;
             let mut all = Vec::new();
-            collect(&root, "", &mut all);
+            crate::rules::walk(&root, "", &mut all);
             all.into_iter().filter(|f| m.is_match(f)).collect()
         } else {
             vec![rel.to_string()]
@@ -371,30 +371,6 @@ impl<'a> Loader<'a> {
             out.push(self.load(&f, Source::Path(root.join(&f)), args, false, Some(loc))?);
         }
         Ok(out)
-    }
-}
-
-fn collect(dir: &Path, prefix: &str, out: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<_> = rd.flatten().collect();
-    entries.sort_by_key(std::fs::DirEntry::file_name);
-    for e in entries {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name == ".git" {
-            continue;
-        }
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        match e.file_type() {
-            Ok(t) if t.is_dir() => collect(&e.path(), &rel, out),
-            Ok(_) => out.push(rel),
-            Err(_) => {}
-        }
     }
 }
 

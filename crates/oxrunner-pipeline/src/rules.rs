@@ -139,7 +139,9 @@ pub(crate) fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
             return;
         }
         let name = e.file_name().to_string_lossy().into_owned();
-        if prefix.is_empty() && name == ".git" {
+        // `.oxrunner` is `oxrunner exec`'s state (ignored by git): its job copies of the repository are not files
+        // of the repository.
+        if prefix.is_empty() && (name == ".git" || name == ".oxrunner") {
             continue;
         }
         let rel = if prefix.is_empty() {

@@ -110,6 +110,14 @@ fn included_jobs(pattern: &str) -> Vec<String> {
         ("configs/sub/deep.yml", "deep:\n  script: x\n"),
         ("configs/sub/more/deeper.yml", "deeper:\n  script: x\n"),
     ]);
+    // What `oxrunner exec` keeps in `.oxrunner/` (ignored by git) is not part of the repository.
+    write(
+        d.path(),
+        &[
+            (".oxrunner/.gitignore", "*\n"),
+            (".oxrunner/builds/job/configs/copy.yml", "copy:\n  script: x\n"),
+        ],
+    );
     let p = resolve(&ctx(d.path())).unwrap();
     let mut n = names(&p);
     n.retain(|j| j != "root");
@@ -123,6 +131,8 @@ fn include_local_wildcards_match_as_gitlab() {
     assert_eq!(included_jobs("configs/**.yml"), ["deep", "deeper", "top"]);
     assert_eq!(included_jobs("configs/**/*.yml"), ["deep", "deeper"]);
     assert_eq!(included_jobs("configs/*/*.yml"), ["deep"]);
+    assert_eq!(included_jobs("**/*.yml"), ["deep", "deeper", "top"]);
+    assert_eq!(included_jobs("**configs/*.yml"), ["top"]);
 }
 
 fn sha1_hex(s: &str) -> String {
