@@ -92,16 +92,9 @@ fn content_digest(
 ) -> Result<Option<String>, PipelineError> {
     let root = &ctx.project_dir;
     let mut paths: Vec<String> = Vec::new();
-    let mut all: Option<Vec<String>> = None;
     for p in patterns {
         if p.contains('*') {
-            let m = crate::wildcard::matcher(p, loc)?;
-            let files = all.get_or_insert_with(|| {
-                let mut out = Vec::new();
-                crate::rules::walk(root, "", &mut out);
-                out
-            });
-            paths.extend(files.iter().filter(|f| m.is_match(f)).cloned());
+            paths.extend(crate::wildcard::files_matching(root, p, loc)?);
         } else {
             paths.push(p.clone());
         }

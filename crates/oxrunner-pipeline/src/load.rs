@@ -339,10 +339,7 @@ impl<'a> Loader<'a> {
         }
         let root = self.facts.ctx.project_dir.clone();
         let files: Vec<String> = if rel.contains('*') {
-            let m = crate::wildcard::matcher(rel, loc)?;
-            let mut all = Vec::new();
-            crate::rules::walk(&root, "", &mut all);
-            all.into_iter().filter(|f| m.is_match(f)).collect()
+            crate::wildcard::files_matching(&root, rel, loc)?
         } else {
             vec![rel.to_string()]
         };

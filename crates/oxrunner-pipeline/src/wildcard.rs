@@ -3,6 +3,8 @@
 //! but `/`. Nothing else is special, unlike a shell glob: `configs/**.yml` finds files in sub-folders, and
 //! `configs/**/*.yml` needs at least one folder below `configs/`.
 
+use std::path::Path;
+
 use regex::Regex;
 
 use crate::error::{Loc, PipelineError};
@@ -21,6 +23,21 @@ pub(crate) fn matcher(pattern: &str, loc: &Loc) -> Result<Regex, PipelineError> 
     let translated = escaped.replace(r"\*\*", ".*").replace(r"\*", "[^/]*");
     Regex::new(&format!("^(?s:{translated})$"))
         .map_err(|e| PipelineError::at(loc, format!("invalid wildcard pattern `{pattern}`: {e}")))
+}
+
+/// The repository files `pattern` matches, as paths relative to `root`. Only the folder before the first `*`
+/// is walked, so a large untracked tree elsewhere (`node_modules/`) neither slows the search nor uses up the
+/// walk's file budget.
+pub(crate) fn files_matching(root: &Path, pattern: &str, loc: &Loc) -> Result<Vec<String>, PipelineError> {
+    let m = matcher(pattern, loc)?;
+    let fixed = &pattern[..pattern.find('*').unwrap_or(pattern.len())];
+    let dir = fixed.rsplit_once('/').map_or("", |(d, _)| d);
+    if dir.split('/').any(|c| c == ".." || c == ".") {
+        return Ok(Vec::new());
+    }
+    let mut all = Vec::new();
+    crate::rules::walk(&root.join(dir), dir, &mut all);
+    Ok(all.into_iter().filter(|f| m.is_match(f)).collect())
 }
 
 #[cfg(test)]
