@@ -1,10 +1,15 @@
 //! The two pipeline results GitLab records beyond passed and failed: a pipeline `blocked` by a manual job that
-//! may not fail, and each job's `coverage:` value read from its log.
+//! may not fail, and each job's `coverage:` value read from its log. Both are also written, with every job's
+//! status, to `.oxrunner/pipeline.json` for tools.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
 
 use super::job::Env;
 use super::scheduler::{Node, Record, Status};
+use super::summary::Row;
 
 /// Exit status of `oxrunner exec` when nothing failed but a blocking manual job was not played.
 pub const BLOCKED_EXIT_CODE: u8 = 3;
@@ -82,4 +87,50 @@ fn quote(name: &str) -> String {
     } else {
         format!("'{}'", name.replace('\'', r"'\''"))
     }
+}
+
+/// The pipeline's status as GitLab names it.
+pub fn pipeline_status(passed: bool, to_play: &[String]) -> &'static str {
+    match (passed, to_play.is_empty()) {
+        (false, _) => "failed",
+        (true, false) => "blocked",
+        (true, true) => "success",
+    }
+}
+
+/// A job's status as GitLab's API names it.
+fn job_status(s: &Status) -> &'static str {
+    match s {
+        Status::Passed => "success",
+        Status::Failed { .. } => "failed",
+        Status::Skipped(_) => "skipped",
+        Status::Manual | Status::ManualBlocking => "manual",
+        Status::Blocked(_) => "created",
+    }
+}
+
+/// `.oxrunner/pipeline.json`: the run's result (status, jobs with status, duration and coverage), replaced
+/// whole so a reader never sees half of it. A failure to write it is reported, not fatal.
+pub fn write_report(state: &Path, rows: &[Row], status: &str, wall: Duration) -> Result<(), String> {
+    let jobs: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "stage": r.stage,
+                "status": job_status(&r.status),
+                "allow_failure": matches!(r.status, Status::Failed { allowed: true, .. }),
+                "failure_reason": match &r.status { Status::Failed { reason, .. } => Some(reason.as_str()), _ => None },
+                "duration": r.duration.as_secs_f64(),
+                "coverage": r.coverage.as_deref().and_then(|c| c.parse::<f64>().ok()),
+            })
+        })
+        .collect();
+    let report = json!({"status": status, "duration": wall.as_secs_f64(), "jobs": jobs});
+    let path = state.join("pipeline.json");
+    let tmp = state.join("tmp").join("pipeline.json.part");
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, text + "\n")
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

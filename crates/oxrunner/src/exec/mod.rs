@@ -3,7 +3,7 @@
 //! Layout of the state directory `<repo>/.oxrunner/` (ignored by git through its own `.gitignore`):
 //! `builds/<job>/` each job's copy of the repository, `artifacts/<job>/` archives as the local transport stores
 //! them, `cache/` caches shared by all jobs and kept across runs, `dotenv/<job>.env` dotenv reports,
-//! `logs/<job>.log` full job logs, `tmp/` trace spools.
+//! `logs/<job>.log` full job logs, `tmp/` trace spools, `pipeline.json` the last run's result.
 
 mod child;
 mod docker;
@@ -141,6 +141,10 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
         console.colour,
     ));
     let to_play = gitlab_status::to_play(rows.iter().map(|r| r.name.as_str()), &records);
+    let status = gitlab_status::pipeline_status(passed, &to_play);
+    if let Err(e) = gitlab_status::write_report(&env.state, &rows, status, started.elapsed()) {
+        console.note(&format!("WARNING: {e}"));
+    }
     if passed && !to_play.is_empty() {
         console.note(&gitlab_status::blocked_note(&to_play));
         return Ok(ExitCode::from(gitlab_status::BLOCKED_EXIT_CODE));

@@ -68,6 +68,9 @@ fn manual_job_from_rules_blocks_the_pipeline_until_played() {
         run.dump()
     );
 
+    let report = std::fs::read_to_string(repo.path().join(".oxrunner/pipeline.json")).unwrap();
+    assert!(report.contains("\"status\": \"blocked\""), "{report}");
+
     let played = repo.exec(&["--manual", "gate"]);
     assert!(played.ok(), "{}", played.dump());
     for ran in ["gate", "later", "cleanup"] {
@@ -97,6 +100,20 @@ no-match:
     assert!(run.ok(), "{}", run.dump());
     assert!(run.summary("unit").contains("coverage 87.25%"), "{}", run.dump());
     assert!(!run.summary("no-match").contains("coverage"), "{}", run.dump());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.path().join(".oxrunner/pipeline.json")).unwrap()).unwrap();
+    assert_eq!(report["status"], "success");
+    let job = |name: &str| {
+        report["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(job("unit")["coverage"], 87.25);
+    assert!(job("no-match")["coverage"].is_null());
     let list = repo.exec(&["--list", "--json"]);
     assert!(list.ok(), "{}", list.dump());
     let jobs: serde_json::Value = serde_json::from_str(&list.stdout()).unwrap();
