@@ -130,7 +130,13 @@ pub fn write_report(state: &Path, rows: &[Row], status: &str, wall: Duration) ->
     let path = state.join("pipeline.json");
     let tmp = state.join("tmp").join("pipeline.json.part");
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-    std::fs::write(&tmp, text + "\n")
+    // A fresh file (O_EXCL): never written through a link a job left in the state directory.
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, (text + "\n").as_bytes()))
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
