@@ -1,9 +1,9 @@
 //! `cache:key` as a hash (`files`, `files_commits`, `prefix`), computed as current GitLab does it
 //! (`Gitlab::Ci::Pipeline::Seed::Build::Cache` after GitLab merge request 203233, 2025): `files` hashes the
 //! files' contents (the SHA-1 of their sorted git blob ids joined by `-`); `files_commits` keeps the older form,
-//! the ids of the last commits that changed them. GitLab reads the blobs at the pipeline's commit; a local run hashes the files the jobs see (the working
-//! tree), which gives the same key whenever they are committed. A key that cannot be computed is `default`, as on
-//! GitLab, and said so in a warning.
+//! the ids of the last commits that changed them. GitLab reads the blobs at the pipeline's commit; a local run
+//! hashes the files the jobs see (the working tree), which gives the same key whenever they are committed. A key
+//! that cannot be computed is `default`, as on GitLab, and said so in a warning.
 
 use std::io::Read;
 use std::path::Path;
