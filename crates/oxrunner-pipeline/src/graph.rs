@@ -56,7 +56,15 @@ pub fn link(
                 &existing,
                 warnings,
             )?;
-            payload_deps = names.clone();
+            // With `needs`, a listed dependency passes its artifacts only when its need also asks for them.
+            payload_deps = match b.job.needs.as_deref() {
+                Some(needs) => names
+                    .iter()
+                    .filter(|d| needs.iter().any(|n| n.job == **d && n.artifacts))
+                    .cloned()
+                    .collect(),
+                None => names.clone(),
+            };
             b.job.dependencies = Some(names);
         } else if let Some(needs) = &b.job.needs {
             payload_deps = needs
@@ -105,6 +113,10 @@ fn link_needs(
     let mut needs: Vec<Need> = Vec::new();
     for spec in specs {
         let Some(all) = defined.lookup(&spec.job) else {
+            // GitLab drops an optional need whose job is not defined at all (an include or rule removed it).
+            if spec.optional {
+                continue;
+            }
             return Err(PipelineError::at(
                 &spec.loc,
                 format!("{name} job: undefined need: {}", spec.job),
@@ -116,6 +128,7 @@ fn link_needs(
                 for s in sel {
                     match all.iter().find(|(n, _)| n == s) {
                         Some(x) => t.push(x.clone()),
+                        None if spec.optional => {}
                         None => {
                             return Err(PipelineError::at(
                                 &spec.loc,

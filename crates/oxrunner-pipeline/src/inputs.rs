@@ -3,7 +3,11 @@
 use indexmap::IndexMap;
 
 use crate::error::{Loc, PipelineError};
+use crate::rules::Lookup;
 use crate::yaml::{Map, Node, Val, plain_scalar};
+
+/// GitLab's `Interpolation::Block::MAX_FUNCTIONS`.
+const MAX_FUNCTIONS: usize = 3;
 
 /// Input values given by an includer (typed YAML) or the CLI (strings, converted by the declared type).
 #[derive(Clone, Debug, Default)]
@@ -82,35 +86,70 @@ pub fn resolve_inputs(
                 ));
             }
         };
-        if let Some(opts) = d.get("options").and_then(Node::as_seq)
-            && !opts.iter().any(|o| o.scalar_string() == value.scalar_string())
-        {
-            return Err(PipelineError::at(
-                &value.loc,
-                format!(
-                    "`{name}` input: `{}` cannot be used because it is not in the list of allowed options",
-                    value.scalar_string().unwrap_or_default()
-                ),
-            ));
+        if let Some(opts) = d.get("options").and_then(Node::as_seq) {
+            check_options(name, &value, opts, ty)?;
         }
         if let Some(re) = d.get("regex").and_then(Node::as_str) {
-            let pat = re
-                .strip_prefix('/')
-                .and_then(|r| r.strip_suffix('/'))
-                .unwrap_or(re);
-            let ok = regex::Regex::new(pat)
-                .map(|r| r.is_match(&value.scalar_string().unwrap_or_default()))
-                .unwrap_or(false);
-            if !ok {
-                return Err(PipelineError::at(
-                    &value.loc,
-                    format!("`{name}` input: provided value does not match required RegEx pattern"),
-                ));
-            }
+            check_regex(name, &value, re, provided.is_none())?;
         }
         out.insert(name.clone(), value);
     }
     Ok(out)
+}
+
+/// GitLab's `validate_options`: an array input may hold only allowed items and names the others.
+fn check_options(name: &str, value: &Node, opts: &[Node], ty: &str) -> Result<(), PipelineError> {
+    let allowed = |v: &Node| opts.iter().any(|o| o.scalar_string() == v.scalar_string());
+    let shown = match &value.val {
+        Val::Seq(items) => {
+            let bad: Vec<String> = items
+                .iter()
+                .filter(|i| !allowed(i))
+                .map(|i| i.scalar_string().unwrap_or_else(|| i.to_json().to_string()))
+                .collect();
+            if bad.is_empty() {
+                return Ok(());
+            }
+            bad.join(", ")
+        }
+        _ if allowed(value) => return Ok(()),
+        _ => format!("`{}`", value.scalar_string().unwrap_or_default()),
+    };
+    let list = if ty == "number" {
+        "the list of the allowed options"
+    } else {
+        "the list of allowed options"
+    };
+    Err(PipelineError::at(
+        &value.loc,
+        format!("`{name}` input: {shown} cannot be used because it is not in {list}"),
+    ))
+}
+
+/// `regex:` applies to string values; a pattern that does not compile is reported as such, not as a mismatch.
+fn check_regex(name: &str, value: &Node, re: &str, is_default: bool) -> Result<(), PipelineError> {
+    let Val::Str(text) = &value.val else {
+        return Ok(());
+    };
+    let pat = re
+        .strip_prefix('/')
+        .and_then(|r| r.strip_suffix('/'))
+        .unwrap_or(re);
+    let Ok(compiled) = regex::RegexBuilder::new(pat).size_limit(1 << 20).build() else {
+        return Err(PipelineError::at_hint(
+            &value.loc,
+            format!("`{name}` input: invalid regular expression"),
+            format!("`{re}` is not a valid RE2 regular expression"),
+        ));
+    };
+    if compiled.is_match(text) {
+        return Ok(());
+    }
+    let which = if is_default { "default" } else { "provided" };
+    Err(PipelineError::at(
+        &value.loc,
+        format!("`{name}` input: {which} value does not match required RegEx pattern"),
+    ))
 }
 
 fn convert_cli(v: &Node, ty: &str) -> Node {
@@ -155,23 +194,29 @@ fn check_type(name: &str, v: &Node, ty: &str) -> Result<(), PipelineError> {
 
 /// Replace `$[[ inputs.x ]]` in every string (keys included). A string that is exactly one
 /// interpolation takes the input's type (so arrays and booleans survive).
-pub fn interpolate(node: &mut Node, inputs: &IndexMap<String, Node>) -> Result<(), PipelineError> {
+pub fn interpolate(
+    node: &mut Node,
+    inputs: &IndexMap<String, Node>,
+    vars: Lookup<'_>,
+) -> Result<(), PipelineError> {
     match &mut node.val {
         Val::Str(s) if s.contains("$[[") => {
             let loc = node.loc.clone();
-            *node = interpolate_str(s, inputs, &loc)?;
+            *node = interpolate_str(s, inputs, &loc, vars)?;
         }
         Val::Seq(items) | Val::Ref(items) => {
             for i in items {
-                interpolate(i, inputs)?;
+                interpolate(i, inputs, vars)?;
             }
         }
         Val::Map(m) => {
             let old = std::mem::take(m);
             for (k, mut v) in old {
-                interpolate(&mut v, inputs)?;
+                interpolate(&mut v, inputs, vars)?;
                 let key = if k.contains("$[[") {
-                    interpolate_str(&k, inputs, &v.loc)?.scalar_string().unwrap_or(k)
+                    interpolate_str(&k, inputs, &v.loc, vars)?
+                        .scalar_string()
+                        .unwrap_or(k)
                 } else {
                     k
                 };
@@ -183,7 +228,12 @@ pub fn interpolate(node: &mut Node, inputs: &IndexMap<String, Node>) -> Result<(
     Ok(())
 }
 
-fn interpolate_str(s: &str, inputs: &IndexMap<String, Node>, loc: &Loc) -> Result<Node, PipelineError> {
+fn interpolate_str(
+    s: &str,
+    inputs: &IndexMap<String, Node>,
+    loc: &Loc,
+    vars: Lookup<'_>,
+) -> Result<Node, PipelineError> {
     let mut out = String::new();
     let mut rest = s;
     let mut whole: Option<Node> = None;
@@ -192,7 +242,7 @@ fn interpolate_str(s: &str, inputs: &IndexMap<String, Node>, loc: &Loc) -> Resul
             break;
         };
         let inner = rest[start + 3..start + end].trim();
-        let value = eval_block(inner, inputs, loc)?;
+        let value = eval_block(inner, inputs, loc, vars)?;
         if start == 0 && start + end + 2 == rest.len() && out.is_empty() {
             whole = Some(value);
             rest = "";
@@ -216,7 +266,12 @@ fn render(n: &Node) -> String {
     }
 }
 
-fn eval_block(inner: &str, inputs: &IndexMap<String, Node>, loc: &Loc) -> Result<Node, PipelineError> {
+fn eval_block(
+    inner: &str,
+    inputs: &IndexMap<String, Node>,
+    loc: &Loc,
+    vars: Lookup<'_>,
+) -> Result<Node, PipelineError> {
     let mut parts = inner.split('|').map(str::trim);
     let head = parts.next().unwrap_or_default();
     let Some(name) = head.strip_prefix("inputs.") else {
@@ -232,7 +287,21 @@ fn eval_block(inner: &str, inputs: &IndexMap<String, Node>, loc: &Loc) -> Result
             "declare it under spec:inputs in the header of this file",
         )
     })?;
-    for func in parts {
+    let funcs: Vec<&str> = parts.collect();
+    if funcs.len() > MAX_FUNCTIONS {
+        return Err(PipelineError::at_hint(
+            loc,
+            "too many functions in interpolation block",
+            format!("GitLab allows at most {MAX_FUNCTIONS} functions in one `$[[ ]]`; interpolate in steps"),
+        ));
+    }
+    for func in funcs {
+        if func == "expand_vars" && !matches!(value.val, Val::Str(_)) {
+            return Err(PipelineError::at(
+                loc,
+                "invalid input type: expand_vars can only be used with string inputs",
+            ));
+        }
         let s = render(&value);
         let new = if func == "posix_escape" {
             s.chars()
@@ -242,7 +311,7 @@ fn eval_block(inner: &str, inputs: &IndexMap<String, Node>, loc: &Loc) -> Result
                 })
                 .collect()
         } else if func == "expand_vars" {
-            s
+            expand_existing(&s, vars)
         } else if let Some(args) = func.strip_prefix("truncate(").and_then(|a| a.strip_suffix(')')) {
             let nums: Vec<usize> = args.split(',').filter_map(|n| n.trim().parse().ok()).collect();
             let [off, len] = nums[..] else {
@@ -261,4 +330,10 @@ fn eval_block(inner: &str, inputs: &IndexMap<String, Node>, loc: &Loc) -> Result
         value = Node::new(Val::Str(new), loc.clone());
     }
     Ok(value)
+}
+
+/// GitLab's `ExpandVariables.expand_existing`: `$VAR` and `${VAR}` are replaced when the variable exists (among
+/// those `include` may use) and left as written otherwise.
+fn expand_existing(s: &str, vars: Lookup<'_>) -> String {
+    crate::vars::expand_with(s, vars, false)
 }

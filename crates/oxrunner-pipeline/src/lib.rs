@@ -5,8 +5,11 @@
 //! `include` (with `spec:inputs`) → `extends` → `!reference` → `default` → `workflow:rules` → per job
 //! `parallel` expansion, `rules`/`only`/`except`, variables → `needs`/`dependencies` validation → payload.
 
+mod cache_key;
 mod compose;
 mod context;
+mod coverage;
+mod dynamic;
 mod error;
 mod expr;
 mod graph;
@@ -21,13 +24,16 @@ mod render;
 mod rules;
 mod util;
 mod vars;
+mod wildcard;
 mod yaml;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use context::{MergeRequest, PipelineContext, PipelineSource};
+pub use coverage::{coverage_regex, extract_coverage};
+pub use dynamic::DynamicChild;
 pub use error::{Loc, PipelineError, Warning};
 pub use expr::{Expr, ExprError};
 pub use model::{AllowFailure, ChildPipeline, JobVariable, Need, Pipeline, PipelineJob, Retry, When};
@@ -345,19 +351,25 @@ fn finish_jobs(
     warnings: &mut Vec<Warning>,
 ) -> Result<Vec<PipelineJob>, PipelineError> {
     let mut jobs_out = Vec::with_capacity(built.len());
+    let names: HashSet<String> = built.iter().map(|b| b.job.name.clone()).collect();
     for (i, (mut b, deps)) in built.into_iter().zip(deps).enumerate() {
         if let Some(t) = b.cfg.get("trigger").cloned() {
-            b.job.trigger = Some(trigger(ctx, &b, &t, depth, warnings)?);
+            let parent = Parent {
+                ctx,
+                depth,
+                jobs: &names,
+            };
+            b.job.trigger = Some(trigger(&parent, &b, &t, warnings)?);
         } else {
             let id = u64::try_from(i).unwrap_or(0) + 1;
-            b.job.payload = payload::build_payload(
-                &b,
-                &payload::PayloadInput {
-                    ctx,
-                    id,
-                    dependencies: deps,
-                },
-            )?;
+            let input = payload::PayloadInput {
+                ctx,
+                id,
+                dependencies: deps,
+                notices: std::cell::RefCell::new(Vec::new()),
+            };
+            b.job.payload = payload::build_payload(&b, &input)?;
+            warnings.extend(input.notices.into_inner());
         }
         jobs_out.push(b.job);
     }
@@ -399,13 +411,26 @@ fn pipeline_variables(
         .collect()
 }
 
+/// The pipeline a trigger job belongs to.
+struct Parent<'a> {
+    ctx: &'a PipelineContext,
+    depth: usize,
+    /// The names of its jobs, which a dynamic child's generator must be one of.
+    jobs: &'a HashSet<String>,
+}
+
+/// A dynamic child pipeline's configuration, resolved in the context [`trigger`] prepared for it.
+fn resolve_child_text(child: &PipelineContext, text: &str, depth: usize) -> Result<Pipeline, PipelineError> {
+    resolve_inner(child, Some(text), depth)
+}
+
 fn trigger(
-    ctx: &PipelineContext,
+    parent: &Parent<'_>,
     b: &Built,
     t: &Node,
-    depth: usize,
     warnings: &mut Vec<Warning>,
 ) -> Result<ChildPipeline, PipelineError> {
+    let (ctx, depth) = (parent.ctx, parent.depth);
     let path = format!("jobs:{}:trigger", b.base);
     let (m, project) = match &t.val {
         Val::Str(p) => (None, Some(p.clone())),
@@ -424,6 +449,7 @@ fn trigger(
             strategy_depend,
             project: Some(p),
             pipeline: None,
+            dynamic: None,
         });
     }
     let Some(inc) = m.and_then(|m| m.get("include")) else {
@@ -447,6 +473,14 @@ fn trigger(
         .map(|v| (v.key.clone(), v.value.clone()))
         .collect();
     child.variables.extend(ctx.variables.iter().cloned());
+    if let Some(d) = dynamic::from_include(inc, child.clone(), depth + 1, &path, parent.jobs, warnings)? {
+        return Ok(ChildPipeline {
+            strategy_depend,
+            project: None,
+            pipeline: None,
+            dynamic: Some(d),
+        });
+    }
     let text = match &inc.val {
         Val::Str(s) => {
             child.ci_file = PathBuf::from(s.trim_start_matches('/'));
@@ -462,5 +496,6 @@ fn trigger(
         strategy_depend,
         project: None,
         pipeline: Some(Box::new(p)),
+        dynamic: None,
     })
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::error::{Loc, PipelineError, Warning};
 use crate::inputs::{InputArgs, interpolate, resolve_inputs};
-use crate::rules::{Facts, Lookup, eval_include_rules, glob};
+use crate::rules::{Facts, Lookup, eval_include_rules};
 use crate::vars::expand_with;
 use crate::yaml::{Map, Node, Val, parse_documents};
 
@@ -85,7 +85,7 @@ impl<'a> Loader<'a> {
                 ));
             }
             let inputs = resolve_inputs(spec.as_ref(), args, cli_inputs)?;
-            interpolate(&mut content, &inputs)?;
+            interpolate(&mut content, &inputs, self.lookup)?;
         }
         let mut map = match content.val {
             Val::Map(m) => m,
@@ -339,10 +339,7 @@ impl<'a> Loader<'a> {
         }
         let root = self.facts.ctx.project_dir.clone();
         let files: Vec<String> = if rel.contains('*') {
-            let m = glob(rel, loc)?;
-            let mut all = Vec::new();
-            collect(&root, "", &mut all);
-            all.into_iter().filter(|f| m.is_match(f)).collect()
+            crate::wildcard::files_matching(&root, rel, loc)?
         } else {
             vec![rel.to_string()]
         };
@@ -371,30 +368,6 @@ impl<'a> Loader<'a> {
             out.push(self.load(&f, Source::Path(root.join(&f)), args, false, Some(loc))?);
         }
         Ok(out)
-    }
-}
-
-fn collect(dir: &Path, prefix: &str, out: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<_> = rd.flatten().collect();
-    entries.sort_by_key(std::fs::DirEntry::file_name);
-    for e in entries {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name == ".git" {
-            continue;
-        }
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        match e.file_type() {
-            Ok(t) if t.is_dir() => collect(&e.path(), &rel, out),
-            Ok(_) => out.push(rel),
-            Err(_) => {}
-        }
     }
 }
 

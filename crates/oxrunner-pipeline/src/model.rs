@@ -75,6 +75,8 @@ pub struct ChildPipeline {
     /// `trigger:project` for multi-project pipelines (not runnable locally).
     pub project: Option<String>,
     pub pipeline: Option<Box<Pipeline>>,
+    /// `trigger:include:artifact`: the child is resolved from a job's artifact when the trigger job runs.
+    pub dynamic: Option<crate::dynamic::DynamicChild>,
 }
 
 /// A variable as GitLab sends it to a runner.
@@ -105,6 +107,7 @@ pub struct PipelineJob {
     pub environment: Option<serde_json::Value>,
     pub trigger: Option<ChildPipeline>,
     pub tags: Vec<String>,
+    /// `coverage:` as written (`/regex/`); [`crate::extract_coverage`] reads the value from a log.
     pub coverage: Option<String>,
     /// Exactly the job payload GitLab would send a runner (ids and tokens are filled by the caller); the default
     /// (no steps) for trigger jobs, which are never sent to a runner.
@@ -119,6 +122,12 @@ fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::O
 }
 
 impl PipelineJob {
+    /// A manual job that may not fail (`when: manual` from `rules:`, or `allow_failure: false`): GitLab starts
+    /// nothing that waits for it until it is played, and the pipeline is `blocked` meanwhile.
+    pub fn blocks_pipeline(&self) -> bool {
+        self.when == When::Manual && self.allow_failure == AllowFailure::No
+    }
+
     /// The variables of the payload, in payload order (later entries win, as in the runner).
     pub fn variables(&self) -> Vec<JobVariable> {
         crate::payload::payload_variables(&self.payload)

@@ -7,7 +7,7 @@ use oxrunner_wire::{
 use serde_json::Value;
 
 use crate::context::PipelineContext;
-use crate::error::{Loc, PipelineError};
+use crate::error::{PipelineError, Warning};
 use crate::jobs::Built;
 use crate::model::JobVariable;
 use crate::yaml::{Map, Node, Val};
@@ -282,7 +282,12 @@ fn artifacts(n: &Node, path: &str) -> Result<Vec<Artifact>, PipelineError> {
     Ok(out)
 }
 
-fn caches(n: &Node, ctx: &PipelineContext, path: &str) -> Result<Vec<Cache>, PipelineError> {
+fn caches(
+    n: &Node,
+    ctx: &PipelineContext,
+    path: &str,
+    notices: &mut Vec<Warning>,
+) -> Result<Vec<Cache>, PipelineError> {
     let list: Vec<&Node> = match &n.val {
         Val::Seq(s) => s.iter().collect(),
         Val::Null => Vec::new(),
@@ -316,7 +321,7 @@ fn caches(n: &Node, ctx: &PipelineContext, path: &str) -> Result<Vec<Cache>, Pip
         let key = match m.get("key") {
             None => "default".to_string(),
             Some(k) => match &k.val {
-                Val::Map(km) => files_key(km, ctx, &k.loc, path)?,
+                Val::Map(km) => crate::cache_key::files_key(km, ctx, &k.loc, path, notices)?,
                 _ => k.scalar_string().unwrap_or_else(|| "default".into()),
             },
         };
@@ -352,49 +357,12 @@ fn caches(n: &Node, ctx: &PipelineContext, path: &str) -> Result<Vec<Cache>, Pip
     Ok(out)
 }
 
-/// `cache:key:files`: SHA-1 of the sorted ids of the last commits touching the files, joined by `-`,
-/// prefixed by `prefix-`; `default` when no file has a commit (GitLab's `key_from_files`).
-fn files_key(km: &Map, ctx: &PipelineContext, loc: &Loc, path: &str) -> Result<String, PipelineError> {
-    use sha1::{Digest, Sha1};
-    let files = km
-        .get("files")
-        .map(|f| strings(f, &format!("{path}:key:files")))
-        .transpose()?
-        .unwrap_or_default();
-    if files.len() > 2 {
-        return Err(PipelineError::at(
-            loc,
-            format!("{path}:key:files config has too many items (maximum is 2)"),
-        ));
-    }
-    let rev = ctx.sha.clone().unwrap_or_else(|| "HEAD".into());
-    let mut ids: Vec<String> = files
-        .iter()
-        .filter(|f| !f.is_empty())
-        .filter_map(|f| {
-            crate::context::git(&ctx.project_dir, &["rev-list", "--max-count=1", &rev, "--", f]).ok()
-        })
-        .filter(|s| !s.is_empty())
-        .collect();
-    ids.sort();
-    ids.dedup();
-    let digest = if ids.is_empty() {
-        "default".to_string()
-    } else {
-        hex::encode(Sha1::digest(ids.join("-").as_bytes()))
-    };
-    let prefix = km.get("prefix").and_then(Node::scalar_string).unwrap_or_default();
-    Ok(if prefix.is_empty() {
-        digest
-    } else {
-        format!("{prefix}-{digest}")
-    })
-}
-
 pub struct PayloadInput<'a> {
     pub ctx: &'a PipelineContext,
     pub id: u64,
     pub dependencies: Vec<String>,
+    /// Warnings found while building the payload (a cache key that fell back to `default`).
+    pub notices: std::cell::RefCell<Vec<Warning>>,
 }
 
 /// The payload GitLab would send a runner for this job. `id` and `dependencies` come from the caller; the job
@@ -499,7 +467,7 @@ pub fn build_payload(b: &Built, p: &PayloadInput<'_>) -> Result<JobResponse, Pip
         o.artifacts = artifacts(n, &format!("{path}:artifacts"))?;
     }
     if let Some(n) = cfg.get("cache") {
-        o.cache = caches(n, p.ctx, &format!("{path}:cache"))?;
+        o.cache = caches(n, p.ctx, &format!("{path}:cache"), &mut p.notices.borrow_mut())?;
     }
     if let Some(Val::Map(h)) = cfg.get("hooks").map(|h| &h.val) {
         for (k, v) in h {

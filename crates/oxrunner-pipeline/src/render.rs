@@ -90,6 +90,8 @@ pub fn render_list_json(p: &Pipeline) -> String {
                 "needs": j.needs.as_ref().map(|n| n.iter().map(|x| json!({"job": x.job, "artifacts": x.artifacts, "optional": x.optional})).collect::<Vec<_>>()),
                 "dependencies": j.dependencies,
                 "trigger": j.trigger.is_some(),
+                "coverage": j.coverage,
+                "blocks_pipeline": j.blocks_pipeline(),
             })
         })
         .collect();

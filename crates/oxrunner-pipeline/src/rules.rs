@@ -128,7 +128,7 @@ impl<'a> Facts<'a> {
     }
 }
 
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+pub(crate) fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
@@ -139,7 +139,9 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
             return;
         }
         let name = e.file_name().to_string_lossy().into_owned();
-        if prefix.is_empty() && name == ".git" {
+        // `.oxrunner` is `oxrunner exec`'s state (ignored by git): its job copies of the repository are not files
+        // of the repository.
+        if prefix.is_empty() && (name == ".git" || name == ".oxrunner") {
             continue;
         }
         let rel = if prefix.is_empty() {

@@ -6,6 +6,7 @@
 mod bench;
 mod composition;
 mod context;
+mod gitlab_semantics;
 mod limits;
 mod output;
 mod payload_shape;

@@ -277,7 +277,7 @@ job:
 }
 
 #[test]
-fn cache_key_files_hash_last_commits() {
+fn cache_key_files_change_only_with_the_files() {
     let d = repo(&[
         (
             ".gitlab-ci.yml",

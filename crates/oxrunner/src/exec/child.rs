@@ -1,10 +1,15 @@
-//! Child pipelines (`trigger: include:` of files in the repository): run like the main pipeline, with their own
-//! state directory (`.oxrunner/children/<trigger job>/`) so job names may repeat the parent's, and the parent's
-//! cache. With `strategy: depend` the trigger job takes the child pipeline's result.
+//! Child pipelines (`trigger: include:` of files in the repository, or of a generator job's artifact): run like
+//! the main pipeline, with their own state directory (`.oxrunner/children/<trigger job>/`) so job names may
+//! repeat the parent's, and the parent's cache. With `strategy: depend` the trigger job takes the child
+//! pipeline's result.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
+use oxrunner_pipeline::{ChildPipeline, Pipeline};
+
+use super::gitlab_status;
 use super::job::{Env, JobSpec};
 use super::scheduler::{self, Record, Settings, Status, allowed};
 use super::summary;
@@ -15,6 +20,30 @@ fn failed(reason: &str) -> Status {
         allowed: false,
         exit_code: None,
         reason: reason.into(),
+    }
+}
+
+/// The trigger job's child pipeline: resolved with the parent, or for a dynamic one, from its generator's
+/// artifact now; `Err` is the trigger job's status when there is none to run.
+async fn child_pipeline<'a>(
+    env: &Env,
+    spec: &JobSpec,
+    trigger: &'a ChildPipeline,
+) -> Result<Cow<'a, Pipeline>, Status> {
+    match (&trigger.pipeline, &trigger.dynamic) {
+        (Some(child), _) => Ok(Cow::Borrowed(child.as_ref())),
+        (None, Some(dynamic)) => match super::dynamic_child::load(env, spec, dynamic).await {
+            Ok(p) => Ok(Cow::Owned(p)),
+            Err(e) => {
+                env.console.note(&format!("{} | ERROR: {e}", spec.display));
+                Err(Status::Failed {
+                    allowed: allowed(&spec.job.allow_failure, None),
+                    exit_code: None,
+                    reason: "downstream_pipeline_creation_failed".into(),
+                })
+            }
+        },
+        (None, None) => Err(Status::Skipped("the downstream pipeline is not local".into())),
     }
 }
 
@@ -30,9 +59,11 @@ pub fn run(env: Arc<Env>, spec: Arc<JobSpec>, settings: Settings) -> BoxFuture<'
         let Some(trigger) = &spec.job.trigger else {
             return record(failed("runner_system_failure"));
         };
-        let Some(child) = &trigger.pipeline else {
-            return record(Status::Skipped("the downstream pipeline is not local".into()));
+        let child = match child_pipeline(&env, &spec, trigger).await {
+            Ok(child) => child,
+            Err(status) => return record(status),
         };
+        let child = child.as_ref();
         let state = env.state.join("children").join(&spec.dir);
         if let Err(e) = super::prepare_state(&state) {
             env.console.note(&format!("{} | ERROR: {e:#}", spec.display));
@@ -82,20 +113,25 @@ pub fn run(env: Arc<Env>, spec: Arc<JobSpec>, settings: Settings) -> BoxFuture<'
             spec.display,
             child.jobs.len()
         ));
+        let coverage_inputs = gitlab_status::coverage_inputs(&child_env, &nodes);
         let records = scheduler::run(child_env.clone(), nodes, settings).await;
+        let coverage = gitlab_status::coverage(coverage_inputs, &records).await;
         let passed = !records.iter().any(|r| r.status.blocks());
         let rows: Vec<summary::Row> = child
             .jobs
             .iter()
             .zip(&records)
-            .map(|(j, r)| summary::Row {
+            .zip(coverage)
+            .map(|((j, r), coverage)| summary::Row {
                 name: format!("{}{}", child_env.label, j.name),
                 stage: j.stage.clone(),
                 status: r.status.clone(),
                 duration: r.duration,
                 attempts: r.attempts,
+                coverage,
             })
             .collect();
+        let to_play = gitlab_status::to_play(child.jobs.iter().map(|j| j.name.as_str()), &records);
         env.console.note(&summary::render(
             &rows,
             passed,
@@ -103,7 +139,11 @@ pub fn run(env: Arc<Env>, spec: Arc<JobSpec>, settings: Settings) -> BoxFuture<'
             &child_env.state.join("logs"),
             env.console.colour,
         ));
-        let status = if passed || !trigger.strategy_depend {
+        // GitLab's depend trigger job keeps running while its child pipeline is blocked: what waits for the
+        // trigger job waits for the child's manual job.
+        let status = if let Some(first) = to_play.first().filter(|_| passed && trigger.strategy_depend) {
+            Status::Blocked(first.clone())
+        } else if passed || !trigger.strategy_depend {
             Status::Passed
         } else {
             Status::Failed {

@@ -284,7 +284,7 @@ fn fill_dependencies(env: &Env, spec: &JobSpec, job: &mut JobResponse) {
     }
 }
 
-fn archive_in(dir: &Path) -> Option<DependencyArtifactsFile> {
+pub(super) fn archive_in(dir: &Path) -> Option<DependencyArtifactsFile> {
     let entry = std::fs::read_dir(dir)
         .ok()?
         .flatten()

@@ -3,11 +3,13 @@
 //! Layout of the state directory `<repo>/.oxrunner/` (ignored by git through its own `.gitignore`):
 //! `builds/<job>/` each job's copy of the repository, `artifacts/<job>/` archives as the local transport stores
 //! them, `cache/` caches shared by all jobs and kept across runs, `dotenv/<job>.env` dotenv reports,
-//! `logs/<job>.log` full job logs, `tmp/` trace spools.
+//! `logs/<job>.log` full job logs, `tmp/` trace spools, `pipeline.json` the last run's result.
 
 mod child;
 mod docker;
 mod dotenv;
+mod dynamic_child;
+mod gitlab_status;
 mod job;
 mod output;
 mod scheduler;
@@ -112,18 +114,22 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
         }
     });
     let started = std::time::Instant::now();
+    let coverage_inputs = gitlab_status::coverage_inputs(&env, &nodes);
     let records = scheduler::run(env.clone(), nodes, settings).await;
     ctrl_c.abort();
+    let coverage = gitlab_status::coverage(coverage_inputs, &records).await;
 
     let rows: Vec<summary::Row> = chosen
         .iter()
         .zip(&records)
-        .map(|(&i, r)| summary::Row {
+        .zip(coverage)
+        .map(|((&i, r), coverage)| summary::Row {
             name: pipeline.jobs[i].name.clone(),
             stage: pipeline.jobs[i].stage.clone(),
             status: r.status.clone(),
             duration: r.duration,
             attempts: r.attempts,
+            coverage,
         })
         .collect();
     let passed = !records.iter().any(|r| r.status.blocks()) && !env.abort.is_cancelled();
@@ -134,6 +140,15 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
         &env.state.join("logs"),
         console.colour,
     ));
+    let to_play = gitlab_status::to_play(rows.iter().map(|r| r.name.as_str()), &records);
+    let status = gitlab_status::pipeline_status(passed, &to_play);
+    if let Err(e) = gitlab_status::write_report(&env.state, &rows, status, started.elapsed()) {
+        console.note(&format!("WARNING: {e}"));
+    }
+    if passed && !to_play.is_empty() {
+        console.note(&gitlab_status::blocked_note(&to_play));
+        return Ok(ExitCode::from(gitlab_status::BLOCKED_EXIT_CODE));
+    }
     Ok(if passed {
         ExitCode::SUCCESS
     } else {

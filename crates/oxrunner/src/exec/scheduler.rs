@@ -26,6 +26,10 @@ pub enum Status {
     Skipped(String),
     /// `when: manual` and not named with `--manual`.
     Manual,
+    /// A manual job that may not fail, not played: the pipeline is blocked until it is.
+    ManualBlocking,
+    /// Not started: it waits (directly or through others) for the blocking manual job named here.
+    Blocked(String),
 }
 
 impl Status {
@@ -60,10 +64,26 @@ enum Decision {
     Done(Status),
 }
 
-fn decide(node: &Node, done: &[Option<Record>]) -> Decision {
+/// The blocking manual job `node` waits for, if one of its predecessors is or waits for one (GitLab leaves such
+/// jobs `created`, whatever their `when`).
+fn blocked_by(node: &Node, done: &[Option<Record>], nodes: &[Node]) -> Option<String> {
+    node.preds
+        .iter()
+        .find_map(|&p| match done[p].as_ref().map(|r| &r.status) {
+            Some(Status::ManualBlocking) => Some(nodes[p].spec.job.name.clone()),
+            Some(Status::Blocked(by)) => Some(by.clone()),
+            _ => None,
+        })
+}
+
+fn decide(node: &Node, done: &[Option<Record>], nodes: &[Node]) -> Decision {
     let job = &node.spec.job;
+    if let Some(by) = blocked_by(node, done, nodes) {
+        return Decision::Done(Status::Blocked(by));
+    }
     if let Some(t) = &job.trigger
         && t.pipeline.is_none()
+        && t.dynamic.is_none()
     {
         return Decision::Done(Status::Skipped(
             "multi-project and remote triggers need GitLab; not run locally".into(),
@@ -85,6 +105,7 @@ fn decide(node: &Node, done: &[Option<Record>]) -> Decision {
         w => w,
     };
     match when {
+        When::Manual if job.blocks_pipeline() => Decision::Done(Status::ManualBlocking),
         When::Manual => Decision::Done(Status::Manual),
         When::Never => Decision::Done(Status::Skipped("when: never".into())),
         When::Always => Decision::Run,
@@ -153,13 +174,17 @@ pub async fn run(env: Arc<Env>, nodes: Vec<Node>, settings: Settings) -> Vec<Rec
                 let decision = if env.abort.is_cancelled() {
                     Decision::Done(Status::Skipped("interrupted".into()))
                 } else {
-                    decide(node, &done)
+                    decide(node, &done, &nodes)
                 };
                 match decision {
                     Decision::Done(status) => {
                         if let Status::Skipped(why) = &status {
                             env.console
                                 .note(&format!("{} | skipped: {why}", node.spec.display));
+                        }
+                        if let Status::Blocked(by) = &status {
+                            env.console
+                                .note(&format!("{} | waiting for manual job {by}", node.spec.display));
                         }
                         done[i] = Some(Record {
                             status,

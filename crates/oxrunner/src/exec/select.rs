@@ -88,7 +88,12 @@ pub fn predecessors(pipeline: &Pipeline, i: usize, set: &[usize]) -> Vec<usize> 
 
 /// Names of the jobs whose artifacts and dotenv `job` receives (the payload's `dependencies`).
 pub fn dependency_names(job: &PipelineJob) -> Vec<String> {
-    job.payload.dependencies.iter().map(|d| d.name.clone()).collect()
+    let mut names: Vec<String> = job.payload.dependencies.iter().map(|d| d.name.clone()).collect();
+    // A dynamic child pipeline's trigger job reads its configuration from the generator's artifacts.
+    if let Some(d) = job.trigger.as_ref().and_then(|t| t.dynamic.as_ref()) {
+        names.push(d.job.clone());
+    }
+    names
 }
 
 #[cfg(test)]

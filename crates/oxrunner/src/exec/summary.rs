@@ -12,6 +12,8 @@ pub struct Row {
     pub status: Status,
     pub duration: Duration,
     pub attempts: u32,
+    /// The `coverage:` value read from the job's log.
+    pub coverage: Option<String>,
 }
 
 fn status_text(s: &Status) -> String {
@@ -33,6 +35,8 @@ fn status_text(s: &Status) -> String {
         },
         Status::Skipped(why) => format!("skipped: {why}"),
         Status::Manual => "manual (not run; use --manual NAME)".into(),
+        Status::ManualBlocking => "manual, blocks the pipeline (not run; use --manual NAME)".into(),
+        Status::Blocked(by) => format!("created: waits for manual job {by}"),
     }
 }
 
@@ -49,7 +53,8 @@ fn paint(text: String, s: &Status, colour: bool) -> String {
         Status::Passed => "32",
         Status::Failed { allowed: true, .. } => "33",
         Status::Failed { .. } => "31;1",
-        Status::Skipped(_) | Status::Manual => "90",
+        Status::Skipped(_) | Status::Manual | Status::Blocked(_) => "90",
+        Status::ManualBlocking => "33",
     };
     format!("\x1b[{code}m{text}\x1b[0m")
 }
@@ -79,6 +84,10 @@ pub fn render(rows: &[Row], passed: bool, wall: Duration, logs: &Path, colour: b
         } else {
             String::new()
         };
+        let retries = match &r.coverage {
+            Some(c) => format!("{retries}, coverage {c}%"),
+            None => retries,
+        };
         let _ = writeln!(
             out,
             "{:<w_name$}  {:<w_stage$}  {:>8}  {}{retries}",
@@ -95,10 +104,24 @@ pub fn render(rows: &[Row], passed: bool, wall: Duration, logs: &Path, colour: b
     let _ = write!(
         out,
         "\nPipeline {} in {} ({} jobs, {allowed} allowed to fail). Logs: {}",
-        if passed { "passed" } else { "FAILED" },
+        verdict(rows, passed),
         secs(wall),
         rows.len(),
         logs.display()
     );
     out
+}
+
+/// `blocked` when nothing failed but a blocking manual job was not played (GitLab's pipeline status).
+fn verdict(rows: &[Row], passed: bool) -> &'static str {
+    let blocked = rows
+        .iter()
+        .any(|r| matches!(r.status, Status::ManualBlocking | Status::Blocked(_)));
+    if passed && !blocked {
+        "passed"
+    } else if blocked && !rows.iter().any(|r| r.status.blocks()) {
+        "blocked"
+    } else {
+        "FAILED"
+    }
 }

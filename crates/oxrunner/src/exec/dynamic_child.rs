@@ -1,0 +1,63 @@
+//! Dynamic child pipelines (`trigger: include: - artifact: FILE, job: GENERATOR`): when the trigger job runs, its
+//! child pipeline's configuration is read from FILE in the artifacts archive GENERATOR left in the local store,
+//! and resolved the way GitLab resolves it when it creates the downstream pipeline.
+
+use std::io::Read;
+
+use oxrunner_pipeline::{DynamicChild, Pipeline};
+
+use super::job::{Env, JobSpec, archive_in};
+use crate::hooks::LocalTransport;
+
+/// GitLab's `max_yaml_size_bytes` default: a bigger configuration is refused before it is parsed.
+const MAX_CONFIG_BYTES: u64 = 2 * 1024 * 1024;
+
+/// The child pipeline of `spec` from its generator's artifact, or the message the trigger job fails with.
+pub async fn load(env: &Env, spec: &JobSpec, dynamic: &DynamicChild) -> Result<Pipeline, String> {
+    let not_found = || dynamic.not_found();
+    let Some((id, name, _)) = spec.deps.iter().find(|(_, n, _)| *n == dynamic.job) else {
+        return Err(not_found());
+    };
+    let store = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
+    let dir = store.job_dir(*id, name).join("archive");
+    let archive = archive_in(&dir).ok_or_else(not_found)?;
+    let path = dir.join(&archive.filename);
+    let entry = dynamic.artifact.clone();
+    let text = tokio::task::spawn_blocking(move || read_entry(&path, &entry))
+        .await
+        .map_err(|e| format!("reading the artifact stopped: {e}"))??;
+    let dynamic = dynamic.clone();
+    tokio::task::spawn_blocking(move || dynamic.resolve(&text))
+        .await
+        .map_err(|e| format!("resolving the child pipeline stopped: {e}"))?
+        .map_err(|e| e.to_string())
+}
+
+/// One regular file of a zip archive, as text; links and oversized files are refused.
+fn read_entry(archive: &std::path::Path, name: &str) -> Result<String, String> {
+    let missing =
+        || format!("File `{name}` is empty or does not exist in the artifacts of the generator job");
+    let file = std::fs::File::open(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| format!("{}: not a zip archive: {e}", archive.display()))?;
+    let entry = zip
+        .by_name(name.trim_start_matches("./"))
+        .map_err(|_| missing())?;
+    if entry.is_symlink() || !entry.is_file() {
+        return Err(format!("`{name}` in the artifacts is not a regular file"));
+    }
+    if entry.size() > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "`{name}` is larger than {MAX_CONFIG_BYTES} bytes (GitLab's max_yaml_size_bytes)"
+        ));
+    }
+    let mut bytes = Vec::new();
+    entry
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("reading `{name}` from {}: {e}", archive.display()))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES || bytes.is_empty() {
+        return Err(missing());
+    }
+    String::from_utf8(bytes).map_err(|_| format!("`{name}` is not UTF-8 text"))
+}
