@@ -21,6 +21,7 @@ mod exec_dag;
 mod exec_docker;
 mod exec_flow;
 mod exec_status;
+mod flags_compat;
 mod helper_commands;
 mod robustness;
 mod support;
