@@ -507,3 +507,49 @@ async fn run_single_applies_its_settings_flags() {
     );
     daemon.wait(Duration::from_secs(30)).await;
 }
+
+/// `run-single --executor docker --docker-image ...`: the docker flags reach the executor (they used to be parsed
+/// and dropped, so a job without `image:` had no image to run in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
+async fn run_single_docker_flags_reach_the_executor() {
+    if !common::docker::docker_available() {
+        return;
+    }
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let token = fake.create_runner_token("single-docker");
+    let id = fake.enqueue_job(
+        fake_gitlab::JobSpec::new(
+            "no-image",
+            &["cat /etc/oxrunner-image", "echo \"from-flag=$FROM_FLAG\""],
+        )
+        .variable("GIT_STRATEGY", "none"),
+    );
+    let url = fake.url();
+    let mut daemon = sb.spawn(&[
+        "run-single",
+        "--url",
+        &url,
+        "--token",
+        &token,
+        "--executor",
+        "docker",
+        "--docker-image",
+        common::docker::IMAGE,
+        "--docker-pull-policy",
+        "never",
+        "--env",
+        "FROM_FLAG=x,y",
+        "--builds-dir",
+        "/builds",
+        "--max-builds",
+        "1",
+    ]);
+    let job = common::finished(&fake, id, common::docker::JOB_WAIT, &daemon).await;
+    let trace = job.trace_text();
+    assert_eq!(job.status, "success", "{trace}\n{}", daemon.log());
+    assert!(trace.contains("oxrunner busybox test image"), "{trace}");
+    assert!(trace.contains("from-flag=x,y"), "{trace}");
+    daemon.wait(Duration::from_secs(60)).await;
+}
