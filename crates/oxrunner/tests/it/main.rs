@@ -23,5 +23,6 @@ mod exec_flow;
 mod exec_status;
 mod flags_compat;
 mod helper_commands;
+mod identity;
 mod robustness;
 mod support;
