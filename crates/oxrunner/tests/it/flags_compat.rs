@@ -68,7 +68,9 @@ async fn help_knows_every_upstream_flag_and_env_variable() {
             if !flag_shown {
                 missing.push(r.flag.clone());
             }
-            if !r.env.is_empty() && !help.contains(&format!("env: {}", r.env)) {
+            let env_shown =
+                help.contains(&format!("env: {}]", r.env)) || help.contains(&format!("env: {}=", r.env));
+            if !r.env.is_empty() && !env_shown {
                 missing.push(format!("${}", r.env));
             }
         }
