@@ -2,6 +2,7 @@
 //! (URL, tokens, executor, the registration settings GitLab stores), and the generated table for every setting
 //! that only goes into the runner's configuration.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -9,7 +10,7 @@ use clap::Args;
 use super::{RegisterFlags, RunSingleFlags};
 use crate::cli::{ConfigArg, parse_go_bool};
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct RegisterArgs {
     #[command(flatten)]
     pub config: ConfigArg,
@@ -104,7 +105,7 @@ pub struct RegisterArgs {
     pub upstream: RegisterFlags,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct RunSingleArgs {
     #[command(flatten)]
     pub config: ConfigArg,
@@ -130,4 +131,72 @@ pub struct RunSingleArgs {
     /// Every other gitlab-runner flag (data/upstream-flags.tsv). Last, so that it skips the flags above.
     #[command(flatten)]
     pub upstream: RunSingleFlags,
+}
+
+/// Tokens are shown as present or absent only.
+fn secret(v: &Option<String>) -> &'static str {
+    if v.is_some() { "Some(<redacted>)" } else { "None" }
+}
+
+impl fmt::Debug for RegisterArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegisterArgs")
+            .field("config", &self.config)
+            .field("template_config", &self.template_config)
+            .field("non_interactive", &self.non_interactive)
+            .field("registration_token", &secret(&self.registration_token))
+            .field("url", &self.url)
+            .field("token", &secret(&self.token))
+            .field("name", &self.name)
+            .field("executor", &self.executor)
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for RunSingleArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunSingleArgs")
+            .field("config", &self.config)
+            .field("runner", &self.runner)
+            .field("url", &self.url)
+            .field("token", &secret(&self.token))
+            .field("executor", &self.executor)
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn debug_output_hides_tokens_and_flag_values() {
+        let cli = Cli::try_parse_from([
+            "oxrunner",
+            "register",
+            "--registration-token",
+            "GR1348941-secret-registration",
+            "--token",
+            "glrt-secret-auth",
+            "--cache-s3-secret-key",
+            "s3-secret-value",
+        ])
+        .unwrap();
+        let Some(Command::Register(args)) = cli.command else {
+            panic!("not register");
+        };
+        let shown = format!("{args:?}");
+        for secret in [
+            "GR1348941-secret-registration",
+            "glrt-secret-auth",
+            "s3-secret-value",
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("cache-s3-secret-key"), "{shown}");
+    }
 }
