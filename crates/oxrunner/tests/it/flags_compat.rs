@@ -555,3 +555,52 @@ async fn run_single_docker_flags_reach_the_executor() {
     assert!(trace.contains("from-flag=x,y"), "{trace}");
     daemon.wait(Duration::from_secs(60)).await;
 }
+
+/// `list` in gitlab-runner's layout: the name padded to 50 columns, then two spaces before the fields, also
+/// when the name is longer than the padding (the fields used to be glued to a long name). Tokens stay short.
+#[tokio::test(flavor = "multi_thread")]
+async fn list_prints_gitlab_runners_layout_with_short_tokens() {
+    let sb = Sandbox::new();
+    let long = "a-runner-name-that-is-longer-than-fifty-columns-wide";
+    std::fs::write(
+        sb.config(),
+        format!(
+            "concurrent = 1\n\n[[runners]]\n  name = \"short\"\n  url = \"https://gitlab.example.com/\"\n  token = \"glrt-abcdefghijklmnop\"\n  executor = \"shell\"\n\n[[runners]]\n  name = \"{long}\"\n  url = \"https://gitlab.example.com/\"\n  token = \"glrt-qrstuvwxyz123456\"\n  executor = \"docker\"\n"
+        ),
+    )
+    .unwrap();
+    let out = sb.run(&["list", "-c", &sb.config_str()], &[], None).await;
+    out.assert_ok();
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(
+        lines.contains(
+            &format!(
+                "{:<50}  ConfigFile={}",
+                "Listing configured runners",
+                sb.config_str()
+            )
+            .as_str()
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        lines.contains(
+            &format!(
+                "{:<50}  Executor=shell Token=abcdefghi URL=https://gitlab.example.com/",
+                "short"
+            )
+            .as_str()
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        lines.contains(
+            &format!("{long}  Executor=docker Token=qrstuvwxy URL=https://gitlab.example.com/").as_str()
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.all().contains("abcdefghijklmnop"), "full token printed");
+}
