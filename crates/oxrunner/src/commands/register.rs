@@ -56,15 +56,24 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
         );
     };
 
-    // From here on the runner exists in GitLab: a failure removes it again unless --leave-runner says otherwise.
-    let saved = write_runner(
-        &mut args,
-        interactive,
-        &url,
-        &registered,
-        template.as_ref(),
-        &mut doc,
-    );
+    // From here on the runner exists in GitLab: a failure, or Ctrl-C at a question, removes it again unless
+    // --leave-runner says otherwise.
+    let keep = args.leave_runner.unwrap_or(false);
+    let on_interrupt =
+        (!keep).then(|| remove_on_interrupt(client.clone(), registered.clone(), system_id.clone()));
+    let saved = local_half(|| {
+        write_runner(
+            &mut args,
+            interactive,
+            &url,
+            &registered,
+            template.as_ref(),
+            &mut doc,
+        )
+    });
+    if let Some(task) = on_interrupt {
+        task.abort();
+    }
     if let Err(err) = saved {
         if !args.leave_runner.unwrap_or(false) {
             rollback(&client, &registered, &system_id).await;
@@ -81,6 +90,31 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
         path.display()
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the local half, whose questions block on the terminal, so that the runtime keeps serving the interrupt
+/// handler on another thread meanwhile.
+fn local_half<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// gitlab-runner removes a runner it has just created when registration is interrupted (SIGINT); so does this.
+fn remove_on_interrupt(
+    client: oxrunner_api::Client,
+    registered: Registered,
+    system_id: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            errln!("Interrupted: registration did not finish");
+            rollback(&client, &registered, &system_id).await;
+            // The main task is blocked in a question on the terminal: nothing else is left to clean up.
+            std::process::exit(130);
+        }
+    })
 }
 
 /// The local half of registration: the settings asked for after GitLab answered, the runner entry, the file.
@@ -331,6 +365,7 @@ fn warn_limits_above_concurrent(doc: &ConfigDocument) {
     }
 }
 
+#[derive(Clone)]
 struct Registered {
     id: i64,
     token: String,

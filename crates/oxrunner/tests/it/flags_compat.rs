@@ -604,3 +604,66 @@ async fn list_prints_gitlab_runners_layout_with_short_tokens() {
     );
     assert!(!out.all().contains("abcdefghijklmnop"), "full token printed");
 }
+
+/// Ctrl-C at a question asked after GitLab created the runner removes the runner again, as gitlab-runner does
+/// (before, SIGINT killed the process and left the runner in GitLab).
+#[tokio::test(flavor = "multi_thread")]
+async fn interrupted_register_removes_the_runner_again() {
+    use tokio::io::AsyncBufReadExt;
+
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let (url, cfg) = (fake.url(), sb.config_str());
+    let mut cmd = sb.command();
+    cmd.args([
+        "register",
+        "-c",
+        &cfg,
+        "--url",
+        &url,
+        "--registration-token",
+        REG,
+        "--name",
+        "interrupted",
+        "--tag-list",
+        "a",
+        "--maintenance-note",
+        "n",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // Held open: the executor question waits for an answer that never comes.
+    let _stdin = child.stdin.take().unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let asked = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = stdout.next_line().await {
+            if line.contains("Enter an executor") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(asked, "register never asked for the executor");
+    assert_eq!(
+        fake.runners().len(),
+        1,
+        "the runner exists while the question is open"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(fake.runners().is_empty(), "runner left in GitLab:\n{stderr}");
+    assert!(stderr.contains("removed from GitLab again"), "{stderr}");
+}
