@@ -39,6 +39,14 @@ pub async fn run_single(args: RunSingleArgs) -> anyhow::Result<ExitCode> {
     let path = std::path::absolute(config_path(&args.config)).context("cannot resolve the config path")?;
     let runner = match &args.runner {
         Some(name) => {
+            let given: Vec<String> = args.upstream.0.flags.iter().map(|f| f.spelled()).collect();
+            if !given.is_empty() {
+                errln!(
+                    "WARNING: {} ignored: with --runner the runner's settings come from {}",
+                    given.join(", "),
+                    path.display()
+                );
+            }
             let loaded = oxrunner_config::load(&path)?;
             loaded
                 .config

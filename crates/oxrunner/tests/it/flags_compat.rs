@@ -667,3 +667,29 @@ async fn interrupted_register_removes_the_runner_again() {
     assert!(fake.runners().is_empty(), "runner left in GitLab:\n{stderr}");
     assert!(stderr.contains("removed from GitLab again"), "{stderr}");
 }
+
+/// With `--runner NAME` the settings come from the config file; settings flags given as well are named in a
+/// warning instead of being dropped silently.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_single_with_runner_names_the_settings_flags_it_ignores() {
+    let sb = Sandbox::new();
+    std::fs::write(sb.config(), "concurrent = 1\n").unwrap();
+    let out = sb
+        .run(
+            &["run-single", "-c", &sb.config_str(), "-r", "missing", "--limit=3"],
+            &[("DOCKER_IMAGE", "alpine")],
+            None,
+        )
+        .await;
+    out.assert_failed();
+    let warning = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("ignored: with --runner"))
+        .unwrap_or_else(|| panic!("no warning:\n{}", out.stderr));
+    assert!(
+        warning.contains("--limit") && warning.contains("$DOCKER_IMAGE"),
+        "{warning}"
+    );
+    assert!(out.stderr.contains("no runner named `missing`"), "{}", out.stderr);
+}
