@@ -176,6 +176,13 @@ fn check_local_settings(
     template: Option<&toml::Table>,
 ) -> anyhow::Result<()> {
     let executor = args.executor.clone().unwrap_or_default();
+    if let Some(level) = args
+        .access_level
+        .as_deref()
+        .filter(|l| !["", "not_protected", "ref_protected"].contains(l))
+    {
+        bail!("--access-level `{level}` is not valid\nhint: use not_protected or ref_protected");
+    }
     if !interactive {
         if executor.is_empty() {
             bail!("the executor is missing\nhint: pass --executor shell or --executor docker");

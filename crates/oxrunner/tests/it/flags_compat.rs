@@ -693,3 +693,16 @@ async fn run_single_with_runner_names_the_settings_flags_it_ignores() {
     );
     assert!(out.stderr.contains("no runner named `missing`"), "{}", out.stderr);
 }
+
+/// gitlab-runner refuses an unknown `--access-level` before registering; so does oxrunner.
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_access_level_is_refused_before_gitlab_is_contacted() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let (url, cfg) = (fake.url(), sb.config_str());
+    let args = common::register_args(&cfg, &url, "level", &["--access-level", "everyone"]);
+    let out = sb.run(&args, &[], None).await;
+    out.assert_failed();
+    assert!(out.stderr.contains("--access-level `everyone`"), "{}", out.stderr);
+    assert!(fake.runners().is_empty(), "a runner was created");
+}
