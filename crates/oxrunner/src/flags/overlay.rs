@@ -66,20 +66,6 @@ impl Overlay {
         table.insert(last.to_string(), value);
     }
 
-    /// Whether a flag set `key` (dotted).
-    pub fn has(&self, key: &str) -> bool {
-        let mut cur = &self.table;
-        let mut parts = key.split('.').peekable();
-        while let Some(p) = parts.next() {
-            match cur.get(p) {
-                Some(Value::Table(t)) if parts.peek().is_some() => cur = t,
-                Some(_) if parts.peek().is_none() => return true,
-                _ => return false,
-            }
-        }
-        false
-    }
-
     /// The flags whose settings were not written because the executor does not use their section, for the
     /// one warning the command prints.
     pub fn not_written(&self) -> &[String] {
