@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::flags::commands::{RegisterArgs, RunSingleArgs};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "oxrunner",
@@ -42,6 +44,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// List the runners of the config file.
     List(ConfigArg),
+    /// Check the syntax, keys and values of a config file.
+    Lint(ConfigArg),
     /// Unregister runners.
     Unregister(UnregisterArgs),
     /// Run the multi-runner service.
@@ -70,141 +74,6 @@ pub struct ConfigArg {
     /// Config file.
     #[arg(short = 'c', long = "config", env = "CONFIG_FILE")]
     pub config: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct RegisterArgs {
-    #[command(flatten)]
-    pub config: ConfigArg,
-
-    /// Run registration unattended.
-    #[arg(short = 'n', long = "non-interactive", env = "REGISTER_NON_INTERACTIVE", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub non_interactive: Option<bool>,
-
-    /// Don't remove the runner if registration fails.
-    #[arg(long = "leave-runner", env = "REGISTER_LEAVE_RUNNER", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub leave_runner: Option<bool>,
-
-    /// Runner's registration token (deprecated by GitLab in favour of --token).
-    #[arg(
-        short = 'r',
-        long = "registration-token",
-        env = "REGISTRATION_TOKEN",
-        hide_env_values = true
-    )]
-    pub registration_token: Option<String>,
-
-    /// GitLab instance URL.
-    #[arg(short = 'u', long = "url", env = "CI_SERVER_URL")]
-    pub url: Option<String>,
-
-    /// Runner authentication token (glrt-...) of a runner created in the GitLab UI.
-    #[arg(short = 't', long = "token", env = "CI_SERVER_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-
-    /// Runner name.
-    #[arg(long = "name", alias = "description", env = "RUNNER_NAME")]
-    pub name: Option<String>,
-
-    /// Comma-separated tags.
-    #[arg(long = "tag-list", env = "RUNNER_TAG_LIST")]
-    pub tag_list: Option<String>,
-
-    /// Pick jobs without tags (default true when the tag list is empty).
-    #[arg(long = "run-untagged", env = "REGISTER_RUN_UNTAGGED", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub run_untagged: Option<bool>,
-
-    /// Lock the runner to the current project (default true).
-    #[arg(long = "locked", env = "REGISTER_LOCKED", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub locked: Option<bool>,
-
-    /// not_protected or ref_protected.
-    #[arg(long = "access-level", env = "REGISTER_ACCESS_LEVEL")]
-    pub access_level: Option<String>,
-
-    /// Maximum job timeout in seconds.
-    #[arg(long = "maximum-timeout", env = "REGISTER_MAXIMUM_TIMEOUT")]
-    pub maximum_timeout: Option<i64>,
-
-    /// Register the runner paused.
-    #[arg(long = "paused", env = "REGISTER_PAUSED", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub paused: Option<bool>,
-
-    /// Maintenance note.
-    #[arg(long = "maintenance-note", env = "REGISTER_MAINTENANCE_NOTE")]
-    pub maintenance_note: Option<String>,
-
-    /// CA certificate file for the GitLab server.
-    #[arg(long = "tls-ca-file", env = "CI_SERVER_TLS_CA_FILE")]
-    pub tls_ca_file: Option<PathBuf>,
-
-    /// Client certificate for the GitLab server.
-    #[arg(long = "tls-cert-file", env = "CI_SERVER_TLS_CERT_FILE")]
-    pub tls_cert_file: Option<PathBuf>,
-
-    /// Client key for the GitLab server.
-    #[arg(long = "tls-key-file", env = "CI_SERVER_TLS_KEY_FILE")]
-    pub tls_key_file: Option<PathBuf>,
-
-    /// Executor: shell, docker, ...
-    #[arg(long = "executor", env = "RUNNER_EXECUTOR")]
-    pub executor: Option<String>,
-
-    /// Shell: bash, sh.
-    #[arg(long = "shell", env = "RUNNER_SHELL")]
-    pub shell: Option<String>,
-
-    #[arg(long = "builds-dir", env = "RUNNER_BUILDS_DIR")]
-    pub builds_dir: Option<String>,
-
-    #[arg(long = "cache-dir", env = "RUNNER_CACHE_DIR")]
-    pub cache_dir: Option<String>,
-
-    #[arg(long = "clone-url", env = "CLONE_URL")]
-    pub clone_url: Option<String>,
-
-    /// Extra environment variable for jobs (KEY=VALUE), repeatable.
-    #[arg(long = "env", env = "RUNNER_ENV", value_delimiter = ',')]
-    pub env: Vec<String>,
-
-    /// Maximum number of jobs this runner handles at once (0 = unlimited).
-    #[arg(long = "limit", env = "RUNNER_LIMIT")]
-    pub limit: Option<i64>,
-
-    /// Maximum job log size in KiB.
-    #[arg(long = "output-limit", env = "RUNNER_OUTPUT_LIMIT")]
-    pub output_limit: Option<i64>,
-
-    #[arg(long = "request-concurrency", env = "RUNNER_REQUEST_CONCURRENCY")]
-    pub request_concurrency: Option<i64>,
-
-    #[arg(long = "pre-get-sources-script", env = "RUNNER_PRE_GET_SOURCES_SCRIPT")]
-    pub pre_get_sources_script: Option<String>,
-
-    #[arg(long = "post-get-sources-script", env = "RUNNER_POST_GET_SOURCES_SCRIPT")]
-    pub post_get_sources_script: Option<String>,
-
-    #[arg(long = "pre-build-script", env = "RUNNER_PRE_BUILD_SCRIPT")]
-    pub pre_build_script: Option<String>,
-
-    #[arg(long = "post-build-script", env = "RUNNER_POST_BUILD_SCRIPT")]
-    pub post_build_script: Option<String>,
-
-    /// Feature flags, NAME=true|false, repeatable.
-    #[arg(long = "feature-flags", env = "FEATURE_FLAGS", value_delimiter = ',')]
-    pub feature_flags: Vec<String>,
-
-    #[arg(long = "custom_build_dir-enabled", env = "CUSTOM_BUILD_DIR_ENABLED", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub custom_build_dir_enabled: Option<bool>,
-
-    #[command(flatten)]
-    pub docker: DockerFlags,
-
-    #[command(flatten)]
-    pub cache: CacheFlags,
-
-    #[command(flatten)]
-    pub custom: CustomFlags,
 }
 
 /// gitlab-runner's `--custom-*` flags: `[runners.custom]` (timeouts in seconds; `*-args` repeat, without env).
@@ -288,121 +157,6 @@ impl CustomFlags {
     }
 }
 
-#[derive(Debug, Clone, Args, Default)]
-pub struct DockerFlags {
-    /// Default Docker image for jobs without `image:`.
-    #[arg(long = "docker-image", env = "DOCKER_IMAGE")]
-    pub image: Option<String>,
-
-    #[arg(long = "docker-host", env = "DOCKER_HOST")]
-    pub host: Option<String>,
-
-    #[arg(long = "docker-tlsverify", env = "DOCKER_TLS_VERIFY", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub tls_verify: Option<bool>,
-
-    #[arg(long = "docker-cert-path", env = "DOCKER_CERT_PATH")]
-    pub tls_cert_path: Option<String>,
-
-    #[arg(long = "docker-privileged", env = "DOCKER_PRIVILEGED", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub privileged: Option<bool>,
-
-    /// Volumes (host:container or container path), repeatable.
-    #[arg(long = "docker-volumes", env = "DOCKER_VOLUMES", value_delimiter = ',')]
-    pub volumes: Vec<String>,
-
-    #[arg(long = "docker-disable-cache", env = "DOCKER_DISABLE_CACHE", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub disable_cache: Option<bool>,
-
-    #[arg(id = "docker_cache_dir", long = "docker-cache-dir", env = "DOCKER_CACHE_DIR")]
-    pub cache_dir: Option<String>,
-
-    /// always, if-not-present, never; repeatable.
-    #[arg(
-        long = "docker-pull-policy",
-        env = "DOCKER_PULL_POLICY",
-        value_delimiter = ','
-    )]
-    pub pull_policy: Vec<String>,
-
-    #[arg(
-        long = "docker-allowed-images",
-        env = "DOCKER_ALLOWED_IMAGES",
-        value_delimiter = ','
-    )]
-    pub allowed_images: Vec<String>,
-
-    #[arg(
-        long = "docker-allowed-services",
-        env = "DOCKER_ALLOWED_SERVICES",
-        value_delimiter = ','
-    )]
-    pub allowed_services: Vec<String>,
-
-    #[arg(long = "docker-network-mode", env = "DOCKER_NETWORK_MODE")]
-    pub network_mode: Option<String>,
-
-    #[arg(long = "docker-shm-size", env = "DOCKER_SHM_SIZE")]
-    pub shm_size: Option<i64>,
-
-    #[arg(long = "docker-memory", env = "DOCKER_MEMORY")]
-    pub memory: Option<String>,
-
-    #[arg(long = "docker-cpus", env = "DOCKER_CPUS")]
-    pub cpus: Option<String>,
-
-    #[arg(long = "docker-user", env = "DOCKER_USER")]
-    pub user: Option<String>,
-
-    #[arg(
-        long = "docker-extra-hosts",
-        env = "DOCKER_EXTRA_HOSTS",
-        value_delimiter = ','
-    )]
-    pub extra_hosts: Vec<String>,
-
-    #[arg(long = "docker-dns", env = "DOCKER_DNS", value_delimiter = ',')]
-    pub dns: Vec<String>,
-
-    #[arg(long = "docker-cap-add", env = "DOCKER_CAP_ADD", value_delimiter = ',')]
-    pub cap_add: Vec<String>,
-
-    #[arg(long = "docker-cap-drop", env = "DOCKER_CAP_DROP", value_delimiter = ',')]
-    pub cap_drop: Vec<String>,
-
-    #[arg(long = "docker-devices", env = "DOCKER_DEVICES", value_delimiter = ',')]
-    pub devices: Vec<String>,
-
-    #[arg(
-        long = "docker-security-opt",
-        env = "DOCKER_SECURITY_OPT",
-        value_delimiter = ','
-    )]
-    pub security_opt: Vec<String>,
-
-    #[arg(
-        long = "docker-wait-for-services-timeout",
-        env = "DOCKER_WAIT_FOR_SERVICES_TIMEOUT"
-    )]
-    pub wait_for_services_timeout: Option<i64>,
-
-    /// Accepted for compatibility; oxrunner needs no helper image (see ARCHITECTURE.md).
-    #[arg(long = "docker-helper-image", env = "DOCKER_HELPER_IMAGE")]
-    pub helper_image: Option<String>,
-}
-
-#[derive(Debug, Clone, Args, Default)]
-pub struct CacheFlags {
-    /// s3, gcs or azure.
-    #[arg(long = "cache-type", env = "CACHE_TYPE")]
-    pub cache_type: Option<String>,
-
-    #[arg(long = "cache-path", env = "CACHE_PATH")]
-    pub path: Option<String>,
-
-    #[arg(long = "cache-shared", env = "CACHE_SHARED", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub shared: Option<bool>,
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
@@ -452,44 +206,6 @@ pub struct RunArgs {
     /// Metrics and health server address (host:port).
     #[arg(long = "listen-address", env = "LISTEN_ADDRESS")]
     pub listen_address: Option<String>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct RunSingleArgs {
-    #[command(flatten)]
-    pub config: ConfigArg,
-    /// Use the runner of this name from the config file.
-    #[arg(short = 'r', long = "runner")]
-    pub runner: Option<String>,
-    #[arg(short = 'u', long = "url", env = "CI_SERVER_URL")]
-    pub url: Option<String>,
-    #[arg(short = 't', long = "token", env = "CI_SERVER_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    #[arg(long = "name", alias = "description", env = "RUNNER_NAME")]
-    pub name: Option<String>,
-    #[arg(long = "executor", env = "RUNNER_EXECUTOR")]
-    pub executor: Option<String>,
-    #[arg(long = "builds-dir", env = "RUNNER_BUILDS_DIR")]
-    pub builds_dir: Option<String>,
-    #[arg(long = "cache-dir", env = "RUNNER_CACHE_DIR")]
-    pub cache_dir: Option<String>,
-    #[arg(long = "tls-ca-file", env = "CI_SERVER_TLS_CA_FILE")]
-    pub tls_ca_file: Option<PathBuf>,
-    /// Exit after this many jobs (0 = no limit).
-    #[arg(long = "max-builds", env = "MAX_BUILDS", default_value_t = 0)]
-    pub max_builds: u64,
-    /// Exit after this many seconds without a job (0 = never).
-    #[arg(long = "wait-timeout", env = "WAIT_TIMEOUT", default_value_t = 0)]
-    pub wait_timeout: u64,
-    #[arg(long = "shutdown-timeout", env = "SHUTDOWN_TIMEOUT", default_value_t = 0)]
-    pub shutdown_timeout: u64,
-    #[arg(long = "output-limit", env = "RUNNER_OUTPUT_LIMIT")]
-    pub output_limit: Option<i64>,
-    #[command(flatten)]
-    pub docker: DockerFlags,
-    /// `--executor custom` without a config file: the driver programs.
-    #[command(flatten)]
-    pub custom: Box<CustomFlags>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -610,10 +326,18 @@ mod tests {
         };
         assert_eq!(args.non_interactive, Some(true));
         assert_eq!(args.name.as_deref(), Some("Docker Runner"));
+        let given = |long: &str| {
+            args.upstream
+                .0
+                .get(long)
+                .map(|g| g.values.clone())
+                .unwrap_or_default()
+        };
         assert_eq!(
-            args.docker.volumes,
+            given("docker-volumes"),
             ["/var/run/docker.sock:/var/run/docker.sock", "/cache"]
         );
-        assert_eq!(args.docker.privileged, Some(true));
+        assert_eq!(given("docker-privileged"), ["true"]);
+        assert_eq!(args.docker_image.as_deref(), Some("docker:latest"));
     }
 }

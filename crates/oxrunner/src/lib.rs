@@ -11,6 +11,7 @@ pub mod commands;
 pub mod daemon;
 pub mod exec;
 pub mod executors;
+pub mod flags;
 pub mod hooks;
 pub mod logging;
 pub mod plan;

@@ -85,7 +85,7 @@ pub fn runner_info(executor: &ExecutorKind, shell: Option<&str>) -> RunnerInfo {
         ..base
     };
     let mut info = RunnerInfo::oxrunner(executor.as_str(), shell.unwrap_or("bash"));
-    info.version = version::VERSION.to_string();
+    info.version = version::reported_version();
     info.revision = version::REVISION.to_string();
     info.features = features;
     info

@@ -7,6 +7,22 @@ pub const BUILT: &str = env!("OXRUNNER_BUILT");
 pub const RUSTC: &str = env!("OXRUNNER_RUSTC");
 pub const TARGET: &str = env!("OXRUNNER_TARGET");
 
+/// The gitlab-runner release whose contract (commands, flags, config.toml, Runner API, job variables) this build
+/// follows: the release the flag table was generated from.
+pub const GITLAB_RUNNER_COMPAT: &str = crate::flags::UPSTREAM_VERSION;
+
+/// The version oxrunner reports to GitLab (`info.version` on register, verify, job requests and updates) and to
+/// jobs (`CI_RUNNER_VERSION`): `<gitlab-runner release>+oxrunner.<own version>`, e.g. `19.4.0+oxrunner.0.1.0`.
+///
+/// GitLab reads the leading `MAJOR.MINOR.PATCH` of `info.version` to decide a runner's upgrade status against
+/// gitlab-runner's releases, and scripts gate on `CI_RUNNER_VERSION` the same way. Our own version there
+/// (`0.1.0`) would make every oxrunner look years out of date and fail every "runner >= 17" check; the
+/// gitlab-runner release we are compatible with answers both questions truthfully. The SemVer build-metadata
+/// suffix keeps the real product and version visible in GitLab's runner list without changing precedence.
+pub fn reported_version() -> String {
+    format!("{GITLAB_RUNNER_COMPAT}+oxrunner.{VERSION}")
+}
+
 /// `linux/amd64`-style platform string, as gitlab-runner reports it.
 pub fn os_arch() -> String {
     format!("{}/{}", oxrunner_api::go_os(), oxrunner_api::go_arch())
@@ -14,7 +30,8 @@ pub fn os_arch() -> String {
 
 pub fn long_version() -> String {
     format!(
-        "Version:      {VERSION}\nGit revision: {REVISION}\nGit branch:   {BRANCH}\nRust version: {RUSTC}\nBuilt:        {BUILT}\nOS/Arch:      {}\nTarget:       {TARGET}\n",
-        os_arch()
+        "Version:      {VERSION}\nGit revision: {REVISION}\nGit branch:   {BRANCH}\nRust version: {RUSTC}\nBuilt:        {BUILT}\nOS/Arch:      {}\nTarget:       {TARGET}\nCompatible:   gitlab-runner {GITLAB_RUNNER_COMPAT} (reported as {})\n",
+        os_arch(),
+        reported_version()
     )
 }

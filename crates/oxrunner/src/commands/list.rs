@@ -1,4 +1,6 @@
-//! `oxrunner list`: the runners of config.toml, tokens in their short form only.
+//! `oxrunner list`: the runners of config.toml in gitlab-runner's layout (its text formatter pads the message to 50
+//! columns, then writes ` KEY=value` per field after one more space), with one deliberate difference: tokens are
+//! printed in their short form only, so that listing runners never puts a credential on a terminal or in a log.
 
 use std::process::ExitCode;
 
@@ -10,7 +12,7 @@ use crate::cli::ConfigArg;
 pub fn run(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     let path = config_path(args);
     errln!(
-        "{:<52}ConfigFile={}",
+        "{:<50}  ConfigFile={}",
         "Listing configured runners",
         path.display()
     );
@@ -20,7 +22,7 @@ pub fn run(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     }
     for r in &loaded.config.runners {
         errln!(
-            "{:<52}Executor={} Token={} URL={}",
+            "{:<50}  Executor={} Token={} URL={}",
             r.name,
             r.executor,
             r.short_token(),

@@ -3,6 +3,7 @@
 mod common;
 mod exec;
 pub mod helpers;
+mod lint;
 mod list;
 mod register;
 mod run;
@@ -18,6 +19,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Register(args) => register::run(*args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::List(args) => list::run(&args),
+        Command::Lint(args) => lint::run(&args),
         Command::Unregister(args) => unregister::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::RunSingle(args) => run::run_single(*args).await,

@@ -3,16 +3,16 @@
 //! Two token kinds exist (runner-api.md §1.2–1.4): a legacy registration token goes through `POST /runners`; a
 //! `glrt-` authentication token (a runner created in the GitLab UI) is only verified.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use oxrunner_api::{ApiError, RegisterRunnerRequest, RunnerInfo};
-use oxrunner_config::{CacheConfig, ConfigDocument, DockerConfig, ExecutorKind, RunnerConfig};
+use oxrunner_config::{ConfigDocument, ExecutorKind, RunnerConfig};
 
 use super::common::{config_path, short};
 use crate::cli::RegisterArgs;
 use crate::executors;
+use crate::flags::{self, Overlay};
 use crate::prompt;
 use crate::runner::{client_for, config_dir, runner_info};
 
@@ -20,8 +20,16 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
     let path = config_path(&args.config);
     let interactive = !args.non_interactive.unwrap_or(false);
     let mut doc = ConfigDocument::open_or_new(&path)?;
-    // Refuse an unsupported executor before anything is registered in GitLab.
+    let template = args
+        .template_config
+        .as_deref()
+        .map(flags::template::load)
+        .transpose()?;
+    take_from_template(&mut args, template.as_ref());
+    // Everything that can be checked here is checked before GitLab creates the runner, so that a mistake in the
+    // command line leaves nothing behind.
     refuse_unsupported_executor(&args)?;
+    check_local_settings(&args, interactive, template.as_ref())?;
     let url = resolve_url(&mut args, interactive)?;
 
     // A glrt- token given as --registration-token is treated as an authentication token, as gitlab-runner does.
@@ -48,14 +56,29 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
         );
     };
 
-    let (name, executor) = resolve_local_settings(&mut args, interactive)?;
-    let runner = build_runner(&args, &name, &url, &executor, &registered)?;
-    doc.append_runner(&runner);
-    if let Err(err) = doc.save() {
+    // From here on the runner exists in GitLab: a failure, or Ctrl-C at a question, removes it again unless
+    // --leave-runner says otherwise.
+    let keep = args.leave_runner.unwrap_or(false);
+    let on_interrupt =
+        (!keep).then(|| remove_on_interrupt(client.clone(), registered.clone(), system_id.clone()));
+    let saved = local_half(|| {
+        write_runner(
+            &mut args,
+            interactive,
+            &url,
+            &registered,
+            template.as_ref(),
+            &mut doc,
+        )
+    });
+    if let Some(task) = on_interrupt {
+        task.abort();
+    }
+    if let Err(err) = saved {
         if !args.leave_runner.unwrap_or(false) {
             rollback(&client, &registered, &system_id).await;
         }
-        return Err(err).with_context(|| format!("cannot save {}", path.display()));
+        return Err(err);
     }
     warn_limits_above_concurrent(&doc);
     outln!(
@@ -67,6 +90,116 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
         path.display()
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the local half, whose questions block on the terminal, so that the runtime keeps serving the interrupt
+/// handler on another thread meanwhile.
+fn local_half<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// gitlab-runner removes a runner it has just created when registration is interrupted (SIGINT); so does this.
+fn remove_on_interrupt(
+    client: oxrunner_api::Client,
+    registered: Registered,
+    system_id: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            errln!("Interrupted: registration did not finish");
+            rollback(&client, &registered, &system_id).await;
+            // The main task is blocked in a question on the terminal: nothing else is left to clean up.
+            std::process::exit(130);
+        }
+    })
+}
+
+/// The local half of registration: the settings asked for after GitLab answered, the runner entry, the file.
+fn write_runner(
+    args: &mut RegisterArgs,
+    interactive: bool,
+    url: &str,
+    registered: &Registered,
+    template: Option<&toml::Table>,
+    doc: &mut ConfigDocument,
+) -> anyhow::Result<()> {
+    let (name, executor) = resolve_local_settings(args, interactive)?;
+    let overlay = Overlay::build(&args.upstream.0, &executor)?;
+    flags::overlay::warn_not_written(&overlay, &executor);
+    let runner = build_runner(args, &name, url, &executor, registered, &overlay, template)?;
+    doc.append_runner(&runner);
+    doc.save()
+        .with_context(|| format!("cannot save {}", doc.path().display()))
+}
+
+/// Settings the template gives that register needs before the merge (gitlab-runner merges the template first,
+/// so its URL, executor or name are used when no flag gives one).
+fn take_from_template(args: &mut RegisterArgs, template: Option<&toml::Table>) {
+    let take = |slot: &mut Option<String>, key: &str| {
+        if slot.as_deref().is_none_or(str::is_empty)
+            && let Some(v) = flags::template::string(template, key)
+        {
+            *slot = Some(v.to_string());
+        }
+    };
+    take(&mut args.url, "url");
+    take(&mut args.executor, "executor");
+    take(&mut args.name, "name");
+    take(&mut args.shell, "shell");
+    let docker_image = template
+        .and_then(|t| t.get("docker"))
+        .and_then(|d| d.get("image"))
+        .and_then(toml::Value::as_str)
+        .filter(|s| !s.is_empty());
+    if args.docker_image.is_none() {
+        args.docker_image = docker_image.map(str::to_string);
+    }
+    for (slot, key) in [
+        (&mut args.tls_ca_file, "tls-ca-file"),
+        (&mut args.tls_cert_file, "tls-cert-file"),
+        (&mut args.tls_key_file, "tls-key-file"),
+    ] {
+        if slot.is_none() {
+            *slot = flags::template::string(template, key).map(Into::into);
+        }
+    }
+}
+
+/// Checks the flags' values (and, unattended, that nothing register would have to ask for is missing) without
+/// contacting GitLab.
+fn check_local_settings(
+    args: &RegisterArgs,
+    interactive: bool,
+    template: Option<&toml::Table>,
+) -> anyhow::Result<()> {
+    let executor = args.executor.clone().unwrap_or_default();
+    if let Some(level) = args
+        .access_level
+        .as_deref()
+        .filter(|l| !["", "not_protected", "ref_protected"].contains(l))
+    {
+        bail!("--access-level `{level}` is not valid\nhint: use not_protected or ref_protected");
+    }
+    if !interactive {
+        if executor.is_empty() {
+            bail!("the executor is missing\nhint: pass --executor shell or --executor docker");
+        }
+        if ExecutorKind::parse(&executor).uses_docker_config() && args.docker_image.is_none() {
+            bail!(
+                "the default Docker image is missing\nhint: pass --docker-image (for example docker:latest)"
+            );
+        }
+    }
+    let overlay = Overlay::build(&args.upstream.0, &executor)?;
+    let probe = RunnerConfig {
+        executor,
+        ..RunnerConfig::default()
+    };
+    overlay.apply(&probe, template)?;
+    Ok(())
 }
 
 fn refuse_unsupported_executor(args: &RegisterArgs) -> anyhow::Result<()> {
@@ -204,9 +337,9 @@ fn resolve_local_settings(args: &mut RegisterArgs, interactive: bool) -> anyhow:
         None => bail!("the executor is missing\nhint: pass --executor shell or --executor docker"),
     };
     let kind = ExecutorKind::parse(&executor);
-    if kind == ExecutorKind::Docker && args.docker.image.is_none() {
+    if kind.uses_docker_config() && args.docker_image.is_none() {
         if interactive {
-            args.docker.image = Some(prompt::ask_required(
+            args.docker_image = Some(prompt::ask_required(
                 "Enter the default Docker image (for example, ruby:2.7):",
                 None,
             )?);
@@ -216,7 +349,7 @@ fn resolve_local_settings(args: &mut RegisterArgs, interactive: bool) -> anyhow:
             );
         }
     }
-    if args.docker.helper_image.is_some() {
+    if args.upstream.0.get("docker-helper-image").is_some() {
         errln!(
             "WARNING: --docker-helper-image is ignored: oxrunner moves sources, caches and artifacts itself and pulls no helper image"
         );
@@ -239,6 +372,7 @@ fn warn_limits_above_concurrent(doc: &ConfigDocument) {
     }
 }
 
+#[derive(Clone)]
 struct Registered {
     id: i64,
     token: String,
@@ -315,16 +449,10 @@ fn build_runner(
     url: &str,
     executor: &str,
     reg: &Registered,
+    overlay: &Overlay,
+    template: Option<&toml::Table>,
 ) -> anyhow::Result<RunnerConfig> {
-    let mut feature_flags = BTreeMap::new();
-    for ff in &args.feature_flags {
-        let (k, v) = ff
-            .split_once('=')
-            .with_context(|| format!("feature flag `{ff}` is not NAME=true|false"))?;
-        let v = crate::cli::parse_go_bool(v.trim()).map_err(anyhow::Error::msg)?;
-        feature_flags.insert(k.trim().to_string(), v);
-    }
-    let mut runner = RunnerConfig {
+    let base = RunnerConfig {
         name: name.to_string(),
         url: url.to_string(),
         id: reg.id,
@@ -336,69 +464,28 @@ fn build_runner(
         tls_key_file: args.tls_key_file.clone(),
         executor: executor.to_string(),
         shell: args.shell.clone(),
-        builds_dir: args.builds_dir.clone(),
-        cache_dir: args.cache_dir.clone(),
-        clone_url: args.clone_url.clone(),
-        environment: args.env.clone(),
-        limit: args.limit.unwrap_or(0),
-        output_limit: args.output_limit.unwrap_or(0),
-        request_concurrency: args.request_concurrency.unwrap_or(0),
-        pre_get_sources_script: args.pre_get_sources_script.clone(),
-        post_get_sources_script: args.post_get_sources_script.clone(),
-        pre_build_script: args.pre_build_script.clone(),
-        post_build_script: args.post_build_script.clone(),
-        feature_flags,
         ..RunnerConfig::default()
     };
-    let mut cache = CacheConfig::default();
-    if let Some(t) = &args.cache.cache_type {
-        cache.cache_type = Some(t.clone());
+    let mut overlay = overlay.clone();
+    if let Some(image) = &args.docker_image
+        && ExecutorKind::parse(executor).uses_docker_config()
+    {
+        overlay.set("docker.image", toml::Value::String(image.clone()));
     }
-    if let Some(p) = &args.cache.path {
-        cache.path = Some(p.clone());
+    let mut runner = overlay.apply(&base, template)?;
+    // gitlab-runner keeps only the chosen executor's sections and never writes referees from register.
+    let kept = flags::executor_sections(executor);
+    for (section, slot) in [
+        ("ssh", &mut runner.ssh),
+        ("parallels", &mut runner.parallels),
+        ("virtualbox", &mut runner.virtualbox),
+        ("machine", &mut runner.machine),
+    ] {
+        if !kept.contains(&section) {
+            *slot = None;
+        }
     }
-    if let Some(s) = args.cache.shared {
-        cache.shared = Some(s);
-    }
-    runner.cache = Some(cache);
-    if let Some(enabled) = args.custom_build_dir_enabled {
-        runner.custom_build_dir = Some(oxrunner_config::CustomBuildDir {
-            enabled: Some(enabled),
-        });
-    }
-    if ExecutorKind::parse(executor) == ExecutorKind::Custom {
-        runner.custom = Some(args.custom.to_config());
-    }
-    if ExecutorKind::parse(executor) == ExecutorKind::Docker {
-        let d = &args.docker;
-        let docker = DockerConfig {
-            image: d.image.clone(),
-            host: d.host.clone(),
-            tls_verify: d.tls_verify,
-            tls_cert_path: d.tls_cert_path.clone(),
-            privileged: d.privileged,
-            disable_cache: d.disable_cache,
-            volumes: d.volumes.clone(),
-            cache_dir: d.cache_dir.clone(),
-            pull_policy: d.pull_policy.clone(),
-            allowed_images: d.allowed_images.clone(),
-            allowed_services: d.allowed_services.clone(),
-            network_mode: d.network_mode.clone(),
-            shm_size: d.shm_size,
-            memory: d.memory.clone(),
-            cpus: d.cpus.clone(),
-            user: d.user.clone(),
-            extra_hosts: d.extra_hosts.clone(),
-            dns: d.dns.clone(),
-            cap_add: d.cap_add.clone(),
-            cap_drop: d.cap_drop.clone(),
-            devices: d.devices.clone(),
-            security_opt: d.security_opt.clone(),
-            wait_for_services_timeout: d.wait_for_services_timeout,
-            ..DockerConfig::default()
-        };
-        runner.docker = Some(docker);
-    }
+    runner.referees = None;
     Ok(runner)
 }
 
@@ -408,8 +495,16 @@ async fn rollback(client: &oxrunner_api::Client, reg: &Registered, system_id: &s
     } else {
         client.unregister_runner_manager(&reg.token, system_id).await
     };
-    if let Err(err) = result {
-        errln!("WARNING: could not unregister the runner again after the failure: {err}");
+    match result {
+        Ok(()) => errln!(
+            "Registration failed after GitLab created runner {}: it was removed from GitLab again (pass --leave-runner to keep it)",
+            reg.id
+        ),
+        Err(err) => errln!(
+            "WARNING: registration failed after GitLab created runner {}, and removing it again failed too: {err}\nhint: delete runner {} in GitLab (Settings > CI/CD > Runners)",
+            reg.id,
+            reg.id
+        ),
     }
 }
 

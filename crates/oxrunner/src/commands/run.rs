@@ -9,6 +9,7 @@ use oxrunner_config::RunnerConfig;
 use super::common::config_path;
 use crate::cli::{RunArgs, RunSingleArgs};
 use crate::daemon::{self, DaemonOptions, SingleOptions};
+use crate::flags::Overlay;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Resolve the config path before changing directory, so a relative -c keeps its meaning.
@@ -38,6 +39,14 @@ pub async fn run_single(args: RunSingleArgs) -> anyhow::Result<ExitCode> {
     let path = std::path::absolute(config_path(&args.config)).context("cannot resolve the config path")?;
     let runner = match &args.runner {
         Some(name) => {
+            let given: Vec<String> = args.upstream.0.flags.iter().map(|f| f.spelled()).collect();
+            if !given.is_empty() {
+                errln!(
+                    "WARNING: {} ignored: with --runner the runner's settings come from {}",
+                    given.join(", "),
+                    path.display()
+                );
+            }
             let loaded = oxrunner_config::load(&path)?;
             loaded
                 .config
@@ -55,18 +64,18 @@ pub async fn run_single(args: RunSingleArgs) -> anyhow::Result<ExitCode> {
                 .token
                 .clone()
                 .context("--token is required\nhint: pass --url and --token, or -c CONFIG -r NAME")?;
-            RunnerConfig {
+            let executor = args.executor.clone().unwrap_or_else(|| "shell".into());
+            let base = RunnerConfig {
                 name: args.name.clone().unwrap_or_else(|| "run-single".into()),
                 url,
                 token: token.into(),
-                executor: args.executor.clone().unwrap_or_else(|| "shell".into()),
-                builds_dir: args.builds_dir.clone(),
-                cache_dir: args.cache_dir.clone(),
-                tls_ca_file: args.tls_ca_file.clone(),
-                output_limit: args.output_limit.unwrap_or(0),
-                custom: (args.executor.as_deref() == Some("custom")).then(|| args.custom.to_config()),
+                executor: executor.clone(),
                 ..RunnerConfig::default()
-            }
+            };
+            // The settings flags (--docker-image, --env, --cache-*, ...) go through the same table as register's.
+            let overlay = Overlay::build(&args.upstream.0, &executor)?;
+            crate::flags::overlay::warn_not_written(&overlay, &executor);
+            overlay.apply(&base, None)?
         }
     };
     let single = SingleOptions {

@@ -346,7 +346,7 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
         pre_get_sources_script: r.pre_get_sources_script.clone(),
         post_get_sources_script: r.post_get_sources_script.clone(),
         output_limit: r.output_limit_bytes(),
-        version: version::VERSION.to_string(),
+        version: version::reported_version(),
         revision: version::REVISION.to_string(),
         user: if docker || is_custom(env) {
             None

@@ -402,7 +402,7 @@ fn runner_context(env: &Env, index: usize, kind: &ExecutorKind) -> RunnerContext
         post_get_sources_script: None,
         // Local runs keep the whole log: it is streamed, never held in memory.
         output_limit: u64::MAX,
-        version: version::VERSION.to_string(),
+        version: version::reported_version(),
         revision: version::REVISION.to_string(),
         user: None,
         debug_trace_disabled: false,

@@ -22,6 +22,8 @@ mod exec_docker;
 mod exec_flow;
 mod exec_semantics;
 mod exec_status;
+mod flags_compat;
 mod helper_commands;
+mod identity;
 mod robustness;
 mod support;
