@@ -51,6 +51,18 @@ pub enum Command {
     RunSingle(Box<RunSingleArgs>),
     /// Run a repository's .gitlab-ci.yml locally.
     Exec(ExecArgs),
+    /// Install the runner as a systemd service.
+    Install(Box<crate::commands::service::InstallArgs>),
+    /// Uninstall the service.
+    Uninstall(crate::commands::service::ServiceArgs),
+    /// Start the service.
+    Start(crate::commands::service::ServiceArgs),
+    /// Stop the service (running jobs finish first).
+    Stop(crate::commands::service::ServiceArgs),
+    /// Restart the service.
+    Restart(crate::commands::service::ServiceArgs),
+    /// Show whether the service runs.
+    Status(crate::commands::service::ServiceArgs),
     /// Archive files and upload them as the job's artifact (internal: called by stage scripts).
     #[command(name = "artifacts-uploader")]
     ArtifactsUploader(Box<crate::commands::helpers::UploaderArgs>),

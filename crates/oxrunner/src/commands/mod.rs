@@ -6,12 +6,14 @@ pub mod helpers;
 mod list;
 mod register;
 mod run;
+pub mod service;
 mod unregister;
 mod verify;
 
 use std::process::ExitCode;
 
 use crate::cli::Command;
+use service::Action;
 
 pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
@@ -22,6 +24,12 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::RunSingle(args) => run::run_single(*args).await,
         Command::Exec(args) => exec::run(args).await,
+        Command::Install(args) => service::install(*args).await,
+        Command::Uninstall(args) => service::control(Action::Uninstall, args).await,
+        Command::Start(args) => service::control(Action::Start, args).await,
+        Command::Stop(args) => service::control(Action::Stop, args).await,
+        Command::Restart(args) => service::control(Action::Restart, args).await,
+        Command::Status(args) => service::control(Action::Status, args).await,
         Command::ArtifactsUploader(args) => helpers::artifacts_uploader(*args).await,
         Command::ArtifactsDownloader(args) => helpers::artifacts_downloader(*args).await,
         Command::CacheArchiver(args) => helpers::cache_archiver(*args).await,

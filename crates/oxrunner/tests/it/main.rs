@@ -23,4 +23,5 @@ mod exec_flow;
 mod exec_status;
 mod helper_commands;
 mod robustness;
+mod service;
 mod support;
