@@ -445,3 +445,17 @@ async fn without_systemd_every_command_explains_instead_of_failing_in_systemctl(
         "install must not create the config file when it cannot install"
     );
 }
+
+/// The unit shipped for packagers passes `systemd-analyze verify` (with this build standing in for
+/// /usr/bin/oxrunner, which verify requires to exist); the lib test `shipped_unit_is_the_generated_one` keeps it
+/// equal to what `install` writes.
+#[test]
+fn shipped_unit_verifies() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/oxrunner.service");
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    assert!(text.contains("ExecStart=\"/usr/bin/oxrunner\" \"run\""), "{text}");
+    let dir = tempfile::Builder::new().prefix("oxrt-unit-").tempdir().unwrap();
+    let copy = dir.path().join("oxrunner.service");
+    std::fs::write(&copy, text.replace("/usr/bin/oxrunner", bin())).unwrap();
+    assert_verifies(&copy);
+}

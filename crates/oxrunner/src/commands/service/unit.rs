@@ -210,6 +210,36 @@ mod tests {
         assert!(check_user_name("root\nExecStartPre=/bin/evil").is_err());
     }
 
+    /// `packaging/oxrunner.service` is exactly what `sudo oxrunner install --user gitlab-runner` writes for the
+    /// package layout (binary in /usr/bin, gitlab-runner's paths, the default shutdown_timeout).
+    #[test]
+    fn shipped_unit_is_the_generated_one() {
+        let spec = UnitSpec {
+            name: "oxrunner".into(),
+            exec: "/usr/bin/oxrunner".into(),
+            args: [
+                "run",
+                "--config",
+                "/etc/gitlab-runner/config.toml",
+                "--working-directory",
+                "/home/gitlab-runner",
+                "--service",
+                "oxrunner",
+                "--user",
+                "gitlab-runner",
+            ]
+            .map(String::from)
+            .to_vec(),
+            user: None,
+            user_service: false,
+            shutdown_timeout: Duration::from_secs(30),
+        };
+        assert_eq!(
+            render(&spec).unwrap(),
+            include_str!("../../../../../packaging/oxrunner.service")
+        );
+    }
+
     #[test]
     fn recognises_runner_units_only() {
         assert!(runs_a_runner(
