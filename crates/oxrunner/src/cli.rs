@@ -44,6 +44,9 @@ pub enum Command {
     List(ConfigArg),
     /// Unregister runners.
     Unregister(UnregisterArgs),
+    /// Reset a runner's authentication token.
+    #[command(name = "reset-token")]
+    ResetToken(crate::commands::reset_token::ResetTokenArgs),
     /// Run the multi-runner service.
     Run(RunArgs),
     /// Run one runner from flags, without a config file.

@@ -5,6 +5,7 @@ mod exec;
 pub mod helpers;
 mod list;
 mod register;
+pub mod reset_token;
 mod run;
 pub mod service;
 mod unregister;
@@ -21,6 +22,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(args).await,
         Command::List(args) => list::run(&args),
         Command::Unregister(args) => unregister::run(args).await,
+        Command::ResetToken(args) => reset_token::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::RunSingle(args) => run::run_single(*args).await,
         Command::Exec(args) => exec::run(args).await,

@@ -22,6 +22,7 @@ mod exec_docker;
 mod exec_flow;
 mod exec_status;
 mod helper_commands;
+mod reset_token;
 mod robustness;
 mod service;
 mod support;
