@@ -438,12 +438,25 @@ pub struct VerifyArgs {
 pub struct UnregisterArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    /// Name of the runner to unregister.
     #[arg(short = 'n', long = "name")]
     pub name: Option<String>,
-    #[arg(short = 'u', long = "url")]
+    /// GitLab URL, for a runner that is not in the config file (with --token).
+    #[arg(short = 'u', long = "url", env = "CI_SERVER_URL")]
     pub url: Option<String>,
-    #[arg(short = 't', long = "token")]
+    /// Token of the runner to unregister.
+    #[arg(short = 't', long = "token", env = "CI_SERVER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificates for a runner that is not in the config file (configured runners use their own settings).
+    #[arg(long = "tls-ca-file", env = "CI_SERVER_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// TLS client certificate, as --tls-ca-file.
+    #[arg(long = "tls-cert-file", env = "CI_SERVER_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS client key, as --tls-ca-file.
+    #[arg(long = "tls-key-file", env = "CI_SERVER_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Unregister every runner of the config file.
     #[arg(long = "all-runners", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub all_runners: Option<bool>,
 }

@@ -26,3 +26,4 @@ mod reset_token;
 mod robustness;
 mod service;
 mod support;
+mod unregister_flags;
