@@ -155,7 +155,8 @@ async fn install_writes_upstreams_unit_for_a_custom_name_user_and_working_direct
     let svc = Svc::new();
     let cfg = svc.sb.config();
     std::fs::write(&cfg, "concurrent = 2\nshutdown_timeout = 90\n").unwrap();
-    let work = svc.sb.path("work dir");
+    // Blanks, `%` and `$` would be split or expanded by systemd unless quoted and escaped.
+    let work = svc.sb.path("work dir %n $HOME");
     let out = svc
         .run(&[
             "install",

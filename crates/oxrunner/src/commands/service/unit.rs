@@ -241,6 +241,22 @@ mod tests {
     }
 
     #[test]
+    fn a_user_service_is_wanted_by_the_user_instance() {
+        let spec = UnitSpec {
+            name: "oxrunner".into(),
+            exec: "/home/me/bin/oxrunner".into(),
+            args: vec!["run".into()],
+            user: None,
+            user_service: true,
+            shutdown_timeout: Duration::from_secs(30),
+        };
+        let text = render(&spec).unwrap();
+        // multi-user.target does not exist in a user's systemd instance: enabling there would never start it.
+        assert!(text.ends_with("[Install]\nWantedBy=default.target\n"), "{text}");
+        assert!(!text.contains("\nUser="), "{text}");
+    }
+
+    #[test]
     fn recognises_runner_units_only() {
         assert!(runs_a_runner(
             "[Service]\nExecStart=/usr/bin/gitlab-runner \"run\" \"--config\" \"/etc/gitlab-runner/config.toml\"\n"
