@@ -460,3 +460,50 @@ fn shipped_unit_verifies() {
     std::fs::write(&copy, text.replace("/usr/bin/oxrunner", bin())).unwrap();
     assert_verifies(&copy);
 }
+
+/// The generated `ExecStart=` is a command line `oxrunner run` accepts: started as systemd would start it, the
+/// runner polls GitLab, and the unit's stop signal (SIGQUIT) ends it cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_units_exec_start_runs_the_daemon_and_its_kill_signal_stops_it() {
+    if !root_or_skip() {
+        return;
+    }
+    let fake = crate::support::fake(1, 1).await;
+    let svc = Svc::new();
+    let token = fake.create_runner_token("svc");
+    let mut cfg_text = crate::support::global_toml(1, "");
+    cfg_text.push_str(&crate::support::shell_runner_toml(
+        "svc",
+        &fake.url(),
+        &token,
+        &svc.sb.path("w"),
+        "",
+    ));
+    std::fs::write(svc.sb.config(), cfg_text).unwrap();
+    let work = svc.sb.path("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = svc
+        .run(&[
+            "install",
+            "-n",
+            "oxrt-svc-exec",
+            "-c",
+            &svc.sb.config_str(),
+            "-d",
+            &work.to_string_lossy(),
+            "--init-user",
+            "oxrt-svc",
+            "--syslog",
+        ])
+        .await;
+    out.assert_ok();
+    let unit = parse_unit(&std::fs::read_to_string(svc.unit_path("oxrt-svc-exec")).unwrap());
+    assert_eq!(one(&unit, "Service", "KillSignal"), "SIGQUIT");
+    let words = exec_words(one(&unit, "Service", "ExecStart"));
+    assert_eq!(words[0], bin());
+    let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+    let mut daemon = svc.sb.spawn(&args);
+    crate::support::wait_polling(&fake, &daemon, std::time::Duration::from_secs(60)).await;
+    let status = daemon.quit(std::time::Duration::from_secs(60)).await;
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+}
