@@ -461,10 +461,11 @@ fn shipped_unit_verifies() {
     assert_verifies(&copy);
 }
 
-/// The generated `ExecStart=` is a command line `oxrunner run` accepts: started as systemd would start it, the
-/// runner polls GitLab, and the unit's stop signal (SIGQUIT) ends it cleanly.
+/// The generated `ExecStart=` is a command line `oxrunner run` accepts, and the runner honours the unit's stop
+/// sequence: `KillSignal=SIGQUIT` lets the running job go on, the escalation to `WatchdogSignal=SIGTERM` (after
+/// `TimeoutStopSec`) aborts and reports it, and the runner exits 0 (before `TimeoutAbortSec` runs out).
 #[tokio::test(flavor = "multi_thread")]
-async fn the_units_exec_start_runs_the_daemon_and_its_kill_signal_stops_it() {
+async fn the_units_exec_start_runs_the_daemon_and_its_stop_sequence_drains_then_aborts() {
     if !root_or_skip() {
         return;
     }
@@ -503,7 +504,47 @@ async fn the_units_exec_start_runs_the_daemon_and_its_kill_signal_stops_it() {
     assert_eq!(words[0], bin());
     let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
     let mut daemon = svc.sb.spawn(&args);
-    crate::support::wait_polling(&fake, &daemon, std::time::Duration::from_secs(60)).await;
-    let status = daemon.quit(std::time::Duration::from_secs(60)).await;
+    let wait = std::time::Duration::from_secs(60);
+    crate::support::wait_polling(&fake, &daemon, wait).await;
+    let id = fake.enqueue_job(
+        fake_gitlab::JobSpec::new("long", &["echo started", "sleep 600"]).variable("GIT_STRATEGY", "none"),
+    );
+    let deadline = tokio::time::Instant::now() + wait;
+    // The script is running once its first line reached the trace.
+    while !fake.job(id).unwrap().trace_text().contains("\nstarted") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job never started:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    daemon.signal(nix::sys::signal::Signal::SIGQUIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    while !daemon.log().contains("SIGQUIT received") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGQUIT was not seen:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        fake.job(id).unwrap().status,
+        "running",
+        "SIGQUIT must let the job run"
+    );
+    assert!(
+        daemon.wait(std::time::Duration::ZERO).await.is_none(),
+        "the runner left its job"
+    );
+
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let job = crate::support::wait_status(&fake, id, "failed", wait).await;
+    let status = daemon
+        .wait(wait)
+        .await
+        .expect("the runner did not exit after SIGTERM");
     assert!(status.success(), "{status:?}\n{}", daemon.log());
 }
