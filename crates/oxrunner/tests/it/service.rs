@@ -542,6 +542,11 @@ async fn the_units_exec_start_runs_the_daemon_and_its_stop_sequence_drains_then_
 
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     let job = crate::support::wait_status(&fake, id, "failed", wait).await;
+    assert!(
+        job.trace_text().contains("\nstarted"),
+        "the job's log was lost:\n{}",
+        job.trace_text()
+    );
     let status = daemon
         .wait(wait)
         .await
