@@ -345,8 +345,17 @@ async fn service_gitlab_runner_takes_over_the_existing_unit() {
     let other = svc.unit_path("oxrt-web");
     let nginx = "[Service]\nExecStart=/usr/sbin/nginx -g 'daemon off;'\n";
     std::fs::write(&other, nginx).unwrap();
+    let fresh_cfg = svc.sb.path("web/config.toml");
     let out = svc
-        .run(&["install", "-n", "oxrt-web", "-c", &cfg, "-u", "oxrt-jobs"])
+        .run(&[
+            "install",
+            "-n",
+            "oxrt-web",
+            "-c",
+            &fresh_cfg.to_string_lossy(),
+            "-u",
+            "oxrt-jobs",
+        ])
         .await;
     out.assert_failed();
     assert!(
@@ -355,6 +364,10 @@ async fn service_gitlab_runner_takes_over_the_existing_unit() {
         out.all()
     );
     assert_eq!(std::fs::read_to_string(&other).unwrap(), nginx);
+    assert!(
+        !fresh_cfg.exists(),
+        "a refused install must not create the config file"
+    );
 }
 
 #[tokio::test]

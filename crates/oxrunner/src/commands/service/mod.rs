@@ -96,10 +96,8 @@ pub async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
     let user_service = user_service(&args.service)?;
     check_users(&args)?;
     let target = systemd::unit_target("install", user_service)?;
-    let spec = unit_spec(&args, user_service)?;
-    let text = unit::render(&spec)?;
     let path = target.unit_path(&name);
-
+    // Checked before anything is written: a refused install leaves no config file behind either.
     match std::fs::read_to_string(&path) {
         Ok(existing) if unit::runs_a_runner(&existing) => {
             errln!("Replacing the existing runner unit {}", path.display());
@@ -112,6 +110,8 @@ pub async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
+    let spec = unit_spec(&args, user_service)?;
+    let text = unit::render(&spec)?;
     write_unit(&path, &text)?;
     errln!("Installed {}", path.display());
     let unit_name = format!("{name}.service");
