@@ -231,7 +231,13 @@ fn write_unit(path: &Path, text: &str) -> anyhow::Result<()> {
         .prefix(".oxrunner-unit.")
         .permissions(std::fs::Permissions::from_mode(0o644))
         .tempfile_in(dir)
-        .with_context(|| format!("cannot write into {}", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot write into {}\nhint: system services need root (sudo oxrunner install ...); as another \
+                 user, --user-service installs one for you alone",
+                dir.display()
+            )
+        })?;
     tmp.write_all(text.as_bytes())
         .and_then(|()| tmp.as_file().sync_all())
         .with_context(|| format!("cannot write {}", path.display()))?;
