@@ -71,6 +71,9 @@ pub struct FakeOptions {
     /// Lifetime of runner authentication tokens (`token_expires_at`); `None` = never expire,
     /// GitLab's default. Expired tokens are refused like unknown ones.
     pub runner_token_expires_in: Option<Duration>,
+    /// The personal access token of an administrator: `POST /runners/:id/reset_authentication_token` accepts it
+    /// in `PRIVATE-TOKEN` (any other value gets 401, as GitLab answers an unknown token).
+    pub admin_personal_access_token: String,
     /// Address to listen on; port 0 picks a free port. Must be a loopback address.
     pub listen: SocketAddr,
 }
@@ -85,6 +88,7 @@ impl Default for FakeOptions {
             registration_token: "GR1348941fake-registration".to_string(),
             registration_disabled: false,
             runner_token_expires_in: None,
+            admin_personal_access_token: "glpat-fake-admin-0123456789".to_string(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
@@ -119,6 +123,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/api/v4/runners/reset_authentication_token",
             post(api::runners::reset_token),
+        )
+        .route(
+            "/api/v4/runners/{id}/reset_authentication_token",
+            post(api::runners::reset_token_by_id),
         )
         .route(
             "/api/v4/runners/router/discovery",

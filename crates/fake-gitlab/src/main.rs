@@ -44,6 +44,9 @@ struct Args {
     /// Answer POST /api/v4/runners with 410 Gone.
     #[arg(long)]
     registration_disabled: bool,
+    /// Administrator personal access token accepted by POST /api/v4/runners/:id/reset_authentication_token.
+    #[arg(long, default_value = "glpat-fake-admin-0123456789")]
+    admin_personal_access_token: String,
 }
 
 #[tokio::main]
@@ -71,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         max_artifact_size: args.max_artifact_size,
         registration_token: args.registration_token,
         registration_disabled: args.registration_disabled,
+        admin_personal_access_token: args.admin_personal_access_token,
         listen: args.listen,
         ..FakeOptions::default()
     };

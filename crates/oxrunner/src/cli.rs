@@ -48,6 +48,9 @@ pub enum Command {
     Lint(ConfigArg),
     /// Unregister runners.
     Unregister(UnregisterArgs),
+    /// Reset a runner's authentication token.
+    #[command(name = "reset-token")]
+    ResetToken(crate::commands::reset_token::ResetTokenArgs),
     /// Run the multi-runner service.
     Run(RunArgs),
     /// Run one runner from flags, without a config file.
@@ -55,6 +58,18 @@ pub enum Command {
     RunSingle(Box<RunSingleArgs>),
     /// Run a repository's .gitlab-ci.yml locally.
     Exec(ExecArgs),
+    /// Install the runner as a systemd service.
+    Install(Box<crate::commands::service::InstallArgs>),
+    /// Uninstall the service.
+    Uninstall(crate::commands::service::ServiceArgs),
+    /// Start the service.
+    Start(crate::commands::service::ServiceArgs),
+    /// Stop the service (running jobs finish first).
+    Stop(crate::commands::service::ServiceArgs),
+    /// Restart the service.
+    Restart(crate::commands::service::ServiceArgs),
+    /// Show whether the service runs.
+    Status(crate::commands::service::ServiceArgs),
     /// Archive files and upload them as the job's artifact (internal: called by stage scripts).
     #[command(name = "artifacts-uploader")]
     ArtifactsUploader(Box<crate::commands::helpers::UploaderArgs>),
@@ -177,12 +192,25 @@ pub struct VerifyArgs {
 pub struct UnregisterArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    /// Name of the runner to unregister.
     #[arg(short = 'n', long = "name")]
     pub name: Option<String>,
-    #[arg(short = 'u', long = "url")]
+    /// GitLab URL, for a runner that is not in the config file (with --token).
+    #[arg(short = 'u', long = "url", env = "CI_SERVER_URL")]
     pub url: Option<String>,
-    #[arg(short = 't', long = "token")]
+    /// Token of the runner to unregister.
+    #[arg(short = 't', long = "token", env = "CI_SERVER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificates for a runner that is not in the config file (configured runners use their own settings).
+    #[arg(long = "tls-ca-file", env = "CI_SERVER_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// TLS client certificate, as --tls-ca-file.
+    #[arg(long = "tls-cert-file", env = "CI_SERVER_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS client key, as --tls-ca-file.
+    #[arg(long = "tls-key-file", env = "CI_SERVER_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Unregister every runner of the config file.
     #[arg(long = "all-runners", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub all_runners: Option<bool>,
 }

@@ -209,6 +209,40 @@ pub(crate) async fn reset_token(
     json(StatusCode::CREATED, response)
 }
 
+/// `POST /runners/:id/reset_authentication_token` (GitLab's Runners API, not the Runner API): authenticated by
+/// a personal access token in `PRIVATE-TOKEN`, no body. The old token stops working at once, expired or not.
+pub(crate) async fn reset_token_by_id(
+    State(shared): State<SharedRef>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let pat = crate::http::header_str(&headers, "private-token").unwrap_or("");
+    if pat.is_empty() || pat != shared.opts.admin_personal_access_token {
+        return message(StatusCode::UNAUTHORIZED, None);
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return json(
+            StatusCode::NOT_FOUND,
+            json!({ "message": "404 Runner Not Found" }),
+        );
+    };
+    let mut inner = lock(&shared.inner);
+    let Some(runner) = inner.runners.iter_mut().find(|r| r.id == id) else {
+        return json(
+            StatusCode::NOT_FOUND,
+            json!({ "message": "404 Runner Not Found" }),
+        );
+    };
+    let old = std::mem::take(&mut runner.token);
+    issue_token(runner, shared.opts.runner_token_expires_in);
+    let response = token_response(runner, false);
+    if let Some(value) = inner.queue_values.remove(&old) {
+        let new_token = response["token"].as_str().unwrap_or_default().to_string();
+        inner.queue_values.insert(new_token, value);
+    }
+    json(StatusCode::CREATED, response)
+}
+
 /// `GET /runners/router/discovery`: this GitLab has no Job Router (KAS), like most instances.
 pub(crate) async fn router_discovery(State(shared): State<SharedRef>, headers: HeaderMap) -> Response {
     let token = crate::http::header_str(&headers, "runner-token").unwrap_or("");

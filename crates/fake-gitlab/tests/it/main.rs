@@ -8,6 +8,7 @@ mod binary_admin;
 mod faults;
 mod git_http;
 mod jobs_request;
+mod reset_by_id;
 mod runners;
 mod support;
 mod tls;

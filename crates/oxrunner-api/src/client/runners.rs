@@ -143,4 +143,28 @@ impl Client {
         }
         Err(status_error(resp, &shown).await)
     }
+
+    /// `POST /runners/:id/reset_authentication_token` with a personal access token in `PRIVATE-TOKEN` and no
+    /// body (`reset-token --pat`): works when the runner's own token is lost or expired.
+    pub async fn reset_token_with_pat(
+        &self,
+        runner_id: i64,
+        pat: &str,
+    ) -> Result<ResetTokenResponse, ApiError> {
+        let url = self.endpoint(&format!("runners/{runner_id}/reset_authentication_token"))?;
+        let shown = redact_url(url.as_str());
+        let resp = self
+            .send(&url, |http| {
+                let b = http
+                    .post(url.clone())
+                    .header("Accept", "application/json")
+                    .header("PRIVATE-TOKEN", pat);
+                async move { Ok(b) }
+            })
+            .await?;
+        if resp.status().as_u16() == 201 {
+            return decode_json(resp, &shown).await;
+        }
+        Err(status_error(resp, &shown).await)
+    }
 }

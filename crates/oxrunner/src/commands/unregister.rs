@@ -19,35 +19,34 @@ pub async fn run(args: UnregisterArgs) -> anyhow::Result<ExitCode> {
     let system_id = oxrunner_config::system_id::load_or_create(&config_dir(&path))?;
     let all = args.all_runners.unwrap_or(false);
 
+    // gitlab-runner's order: --all-runners, then name and token together, the token, the name. The token and
+    // URL also come from CI_SERVER_TOKEN / CI_SERVER_URL.
     let selected: Vec<&RunnerConfig> = if all {
         config.runners.iter().collect()
-    } else if let Some(name) = &args.name {
-        config.runners.iter().filter(|r| &r.name == name).collect()
-    } else if let (Some(url), Some(token)) = (&args.url, &args.token) {
+    } else if let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) {
         let found: Vec<&RunnerConfig> = config
             .runners
             .iter()
-            .filter(|r| r.url.trim_end_matches('/') == url.trim_end_matches('/') && r.token.expose() == token)
+            .filter(|r| r.token.expose() == token && args.name.as_ref().is_none_or(|n| &r.name == n))
             .collect();
         if found.is_empty() {
-            // gitlab-runner also unregisters a runner that is not in the config file.
-            let client = client_for(url, None, None, None, &path)?;
-            unregister_token(&client, token, &system_id).await?;
-            errln!(
-                "{:<52}runner={}",
-                "Unregistering runner from GitLab succeeded",
-                oxrunner_config::short_token(token)
-            );
-            return Ok(ExitCode::SUCCESS);
+            return unregister_unlisted(&args, token, &path, &system_id).await;
         }
         found
+    } else if let Some(name) = &args.name {
+        config.runners.iter().filter(|r| &r.name == name).collect()
     } else {
         bail!(
-            "say which runner to unregister\nhint: use --name NAME, --url URL --token TOKEN, or --all-runners"
+            "say which runner to unregister\nhint: use --name NAME, --token TOKEN (or CI_SERVER_TOKEN), or \
+             --all-runners"
         );
     };
     if selected.is_empty() {
-        bail!("no runner in {} matches the given name", path.display());
+        bail!(
+            "no runner in {} matches the given name\nhint: `oxrunner list -c {}` shows the names",
+            path.display(),
+            path.display()
+        );
     }
 
     let mut done = Vec::new();
@@ -81,6 +80,42 @@ pub async fn run(args: UnregisterArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A token that is in no `[[runners]]` of the file: with a URL it is unregistered anyway (a runner whose config
+/// is lost), using the `--tls-*` flags; nothing in the file changes.
+async fn unregister_unlisted(
+    args: &UnregisterArgs,
+    token: &str,
+    path: &std::path::Path,
+    system_id: &str,
+) -> anyhow::Result<ExitCode> {
+    let Some(url) = args.url.as_deref().filter(|u| !u.is_empty()) else {
+        let whose = args
+            .name
+            .as_deref()
+            .map(|n| format!(" named `{n}`"))
+            .unwrap_or_default();
+        bail!(
+            "no runner{whose} with that token in {}\nhint: add --url URL (or CI_SERVER_URL) to unregister a runner \
+             that is not in this file",
+            path.display()
+        );
+    };
+    let client = client_for(
+        url,
+        args.tls_ca_file.as_deref(),
+        args.tls_cert_file.as_deref(),
+        args.tls_key_file.as_deref(),
+        path,
+    )?;
+    unregister_token(&client, token, system_id).await?;
+    errln!(
+        "{:<52}runner={}",
+        "Unregistering runner from GitLab succeeded",
+        oxrunner_config::short_token(token)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn unregister_token(client: &oxrunner_api::Client, token: &str, system_id: &str) -> anyhow::Result<()> {

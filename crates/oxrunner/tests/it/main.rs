@@ -25,5 +25,8 @@ mod exec_status;
 mod flags_compat;
 mod helper_commands;
 mod identity;
+mod reset_token;
 mod robustness;
+mod service;
 mod support;
+mod unregister_flags;
