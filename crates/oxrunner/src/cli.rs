@@ -51,6 +51,8 @@ pub enum Command {
     RunSingle(Box<RunSingleArgs>),
     /// Run a repository's .gitlab-ci.yml locally.
     Exec(ExecArgs),
+    /// Check the configuration, GitLab connection and executor host before a job fails.
+    Doctor(crate::commands::doctor::DoctorArgs),
     /// Archive files and upload them as the job's artifact (internal: called by stage scripts).
     #[command(name = "artifacts-uploader")]
     ArtifactsUploader(Box<crate::commands::helpers::UploaderArgs>),

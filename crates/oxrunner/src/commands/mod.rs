@@ -1,6 +1,7 @@
 //! One module per command; `dispatch` routes the parsed command line to it.
 
 mod common;
+pub mod doctor;
 mod exec;
 pub mod helpers;
 mod list;
@@ -22,6 +23,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::RunSingle(args) => run::run_single(*args).await,
         Command::Exec(args) => exec::run(args).await,
+        Command::Doctor(args) => doctor::run(args).await,
         Command::ArtifactsUploader(args) => helpers::artifacts_uploader(*args).await,
         Command::ArtifactsDownloader(args) => helpers::artifacts_downloader(*args).await,
         Command::CacheArchiver(args) => helpers::cache_archiver(*args).await,
