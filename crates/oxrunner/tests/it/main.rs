@@ -11,6 +11,8 @@ mod docker_cleanup;
 mod docker_daemon;
 mod docker_in_container;
 mod docker_seed;
+mod doctor;
+mod doctor_tls;
 mod e2e_daemon;
 mod e2e_procs;
 mod e2e_register;
