@@ -53,6 +53,10 @@ pub enum Command {
     Exec(ExecArgs),
     /// Check the configuration, GitLab connection and executor host before a job fails.
     Doctor(crate::commands::doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completion(crate::commands::completion::CompletionArgs),
+    /// Print the manual page (roff), or write one page per command with --output-dir.
+    Man(crate::commands::completion::ManArgs),
     /// Archive files and upload them as the job's artifact (internal: called by stage scripts).
     #[command(name = "artifacts-uploader")]
     ArtifactsUploader(Box<crate::commands::helpers::UploaderArgs>),

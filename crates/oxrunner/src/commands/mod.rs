@@ -1,6 +1,7 @@
 //! One module per command; `dispatch` routes the parsed command line to it.
 
 mod common;
+pub mod completion;
 pub mod doctor;
 mod exec;
 pub mod helpers;
@@ -24,6 +25,8 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::RunSingle(args) => run::run_single(*args).await,
         Command::Exec(args) => exec::run(args).await,
         Command::Doctor(args) => doctor::run(args).await,
+        Command::Completion(args) => completion::completion(&args),
+        Command::Man(args) => completion::man(&args),
         Command::ArtifactsUploader(args) => helpers::artifacts_uploader(*args).await,
         Command::ArtifactsDownloader(args) => helpers::artifacts_downloader(*args).await,
         Command::CacheArchiver(args) => helpers::cache_archiver(*args).await,

@@ -6,6 +6,7 @@
 mod artifacts_flow;
 mod cache_concurrency;
 mod clone_url_hint;
+mod completion_man;
 mod custom_executor;
 mod daemon_inprocess;
 mod docker_cleanup;
