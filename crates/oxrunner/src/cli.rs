@@ -109,7 +109,7 @@ pub struct RegisterArgs {
     pub token: Option<String>,
 
     /// Runner name.
-    #[arg(long = "name", alias = "description", env = "RUNNER_NAME")]
+    #[arg(long = "name", visible_alias = "description", env = "RUNNER_NAME")]
     pub name: Option<String>,
 
     /// Comma-separated tags.
@@ -471,7 +471,7 @@ pub struct RunSingleArgs {
     pub url: Option<String>,
     #[arg(short = 't', long = "token", env = "CI_SERVER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    #[arg(long = "name", alias = "description", env = "RUNNER_NAME")]
+    #[arg(long = "name", visible_alias = "description", env = "RUNNER_NAME")]
     pub name: Option<String>,
     #[arg(long = "executor", env = "RUNNER_EXECUTOR")]
     pub executor: Option<String>,

@@ -13,6 +13,7 @@ mod docker_cleanup;
 mod docker_daemon;
 mod docker_in_container;
 mod docker_seed;
+mod docs_commands;
 mod doctor;
 mod doctor_tls;
 mod e2e_daemon;

@@ -19,11 +19,11 @@ pub async fn checks(r: &RunnerConfig) -> Vec<Check> {
     let cfg = r.docker.as_ref().unwrap_or(&default_cfg);
     let endpoint = Endpoint::resolve(cfg);
     let mut out = Vec::new();
-    if let Some(path) = unix_socket(&endpoint.host) {
-        if let Some(c) = socket_check(path, &endpoint.host) {
-            out.push(c);
-            return out;
-        }
+    if let Some(path) = unix_socket(&endpoint.host)
+        && let Some(c) = socket_check(path, &endpoint.host)
+    {
+        out.push(c);
+        return out;
     }
     let docker = match endpoint.connect().await {
         Ok(d) => d,
@@ -165,9 +165,7 @@ async fn image(docker: &bollard::Docker, cfg: &DockerConfig) -> Check {
 }
 
 fn image_unpullable(image: &str, present: bool, cause: &str) -> Check {
-    let fix = format!(
-        "check the image name and the registry's login (docker login; DOCKER_AUTH_CONFIG), or use pull_policy = [\"if-not-present\"] with the image loaded on this host"
-    );
+    let fix = "check the image name and the registry's login (docker login; DOCKER_AUTH_CONFIG), or use pull_policy = [\"if-not-present\"] with the image loaded on this host";
     if present {
         Check::warn(
             format!("docker: default image {image} is present but its registry does not answer"),

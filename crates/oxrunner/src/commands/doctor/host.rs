@@ -127,7 +127,7 @@ pub fn disk(dirs: &[(&'static str, PathBuf)]) -> Vec<Check> {
             continue;
         }
         seen.push(st.filesystem_id());
-        let free = u64::from(st.blocks_available()).saturating_mul(st.fragment_size());
+        let free = st.blocks_available().saturating_mul(st.fragment_size());
         let gib = free as f64 / (1024.0 * 1024.0 * 1024.0);
         if free < LOW_DISK {
             out.push(Check::warn(
