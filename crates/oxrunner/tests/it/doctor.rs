@@ -425,3 +425,36 @@ async fn healthy_docker_runner_prints_only_checkmarks() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warnings_name_the_mode_a_misspelled_key_and_an_unsupported_remote_cache_without_failing() {
+    let sb = Sandbox::new();
+    let fake = common::fake(2, 1).await;
+    let token = fake.create_runner_token("doc");
+    let extra = "  colume = 1\n  [runners.cache]\n    Type = \"s3\"\n    [runners.cache.s3]\n      BucketName = \"b\"\n      SecretKey = \"very-secret-key\"\n";
+    write_config(&sb, &healthy_shell_toml(&sb, &fake.url(), &token, extra));
+    std::fs::set_permissions(sb.config(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = doctor(&sb, &[]).await;
+    assert_eq!(out.code, Some(0), "warnings alone must not fail:\n{}", out.all());
+    let warnings = not_ok(&out);
+    assert_eq!(warnings.len(), 3, "{}", out.all());
+    assert!(
+        warnings[0].contains("config lint: runners[0].colume"),
+        "{}",
+        out.all()
+    );
+    assert!(warnings[1].contains("mode 0644"), "{}", out.all());
+    assert!(
+        warnings[2].contains("Type = \"s3\" is not supported yet"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("chmod 600 {}", sb.config().display())),
+        "{}",
+        out.all()
+    );
+    assert!(!out.all().contains("very-secret-key"), "{}", out.all());
+    assert!(out.stdout.contains("0 problem(s), 3 warning(s)"), "{}", out.all());
+}
