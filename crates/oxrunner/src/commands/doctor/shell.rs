@@ -165,3 +165,40 @@ fn docker_socket_access(account: &Account, socket: &Path) -> Option<Check> {
         ),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(uid: u32, gids: &[u32]) -> Account {
+        Account {
+            name: "someone".into(),
+            ids: Some((
+                Uid::from_raw(uid),
+                gids.iter().map(|g| Gid::from_raw(*g)).collect(),
+            )),
+        }
+    }
+
+    #[test]
+    fn permission_bits_follow_owner_then_group_then_others() {
+        let user = account(1000, &[1000, 999]);
+        // Owner bits decide for the owner, even when the group would allow more.
+        assert!(!user.may(1000, 999, 0o060, 6));
+        assert!(user.may(1000, 0, 0o600, 6));
+        // The docker socket: root:docker 0660.
+        assert!(user.may(0, 999, 0o660, 6));
+        assert!(!account(1001, &[1001]).may(0, 999, 0o660, 6));
+        assert!(account(1001, &[1001]).may(0, 999, 0o666, 6));
+        // Search permission only.
+        assert!(user.may(0, 0, 0o711, 1));
+        assert!(!user.may(0, 0, 0o700, 1));
+        // Root passes permission bits; an account that does not exist may nothing.
+        assert!(account(0, &[0]).may(5, 5, 0o000, 6));
+        let missing = Account {
+            name: "gone".into(),
+            ids: None,
+        };
+        assert!(!missing.may(0, 0, 0o777, 1));
+    }
+}
