@@ -458,3 +458,19 @@ async fn warnings_name_the_mode_a_misspelled_key_and_an_unsupported_remote_cache
     assert!(!out.all().contains("very-secret-key"), "{}", out.all());
     assert!(out.stdout.contains("0 problem(s), 3 warning(s)"), "{}", out.all());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_executor_this_build_lacks_fails() {
+    let sb = Sandbox::new();
+    let fake = common::fake(2, 1).await;
+    let token = fake.create_runner_token("doc");
+    let text = healthy_shell_toml(&sb, &fake.url(), &token, "")
+        .replace("executor = \"shell\"", "executor = \"kubernetes\"");
+    write_config(&sb, &text);
+    let out = doctor(&sb, &[]).await;
+    assert_fails_with(
+        &out,
+        "executor \"kubernetes\" is not available",
+        "keep this runner on gitlab-runner",
+    );
+}

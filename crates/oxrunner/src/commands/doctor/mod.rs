@@ -116,7 +116,19 @@ async fn check_runner(ctx: &Context, config: &oxrunner_config::Config, r: &Runne
     );
     s.extend(config_checks::runner(config, r));
     s.extend(gitlab::checks(ctx, r).await);
-    let (dirs, account) = match r.executor_kind() {
+    let kind = r.executor_kind();
+    if !crate::executors::supported(&kind) {
+        s.push(Check::fail(
+            format!("executor \"{}\" is not available in this build", r.executor),
+            "this runner requests no jobs: oxrunner names it in an error at start",
+            format!(
+                "use one of: {} (executor in [[runners]]), or keep this runner on gitlab-runner",
+                crate::executors::supported_names()
+            ),
+        ));
+        return s;
+    }
+    let (dirs, account) = match kind {
         ExecutorKind::Docker => {
             s.extend(docker::checks(r).await);
             // The runner process itself writes these, whatever `--user` says.
