@@ -59,10 +59,17 @@ async fn a_self_signed_certificate_shows_the_chain_the_missing_certificate_and_t
     write_config(&sb, &healthy_shell_toml(&sb, &url, &token, ""));
 
     let out = doctor(&sb, &[]).await;
+    let certs = sb.config().parent().unwrap().join("certs");
     assert_fails_with(
         &out,
         "TLS: the server's certificate is not trusted",
-        "certs/127.0.0.1.crt",
+        &format!("{}/127.0.0.1.crt", certs.display()),
+    );
+    assert!(
+        out.stdout
+            .contains("set tls-ca-file = \"<ca.pem>\" in [[runners]]"),
+        "{}",
+        out.all()
     );
     for expected in [
         "certificate signed by unknown authority",
@@ -80,7 +87,6 @@ async fn a_self_signed_certificate_shows_the_chain_the_missing_certificate_and_t
     }
 
     // The fix doctor gave: the certificate at <config dir>/certs/<host>.crt.
-    let certs = sb.config().parent().unwrap().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     std::fs::write(certs.join("127.0.0.1.crt"), &tls.cert_pem).unwrap();
     let out = doctor(&sb, &[]).await;

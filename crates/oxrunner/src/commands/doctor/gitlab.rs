@@ -29,7 +29,8 @@ pub async fn checks(ctx: &Context, r: &RunnerConfig) -> Vec<Check> {
             )];
         }
     };
-    let mut out = connection(&report, "url");
+    let certs = oxrunner_config::certs_dir(&ctx.config_path);
+    let mut out = connection(&report, "url", &certs);
     if let Some(tls) = &report.tls
         && !tls.chain.is_empty()
     {
@@ -69,7 +70,7 @@ fn from_error(message: &str, text: &str) -> Check {
     }
 }
 
-fn connection(p: &ProbeReport, key: &str) -> Vec<Check> {
+fn connection(p: &ProbeReport, key: &str, certs: &Path) -> Vec<Check> {
     let mut out = Vec::new();
     let addrs = match &p.addresses {
         Ok(a) => a,
@@ -104,7 +105,7 @@ fn connection(p: &ProbeReport, key: &str) -> Vec<Check> {
         None => return out,
     }
     if let Some(tls) = &p.tls {
-        out.push(tls_check(tls));
+        out.push(tls_check(tls, certs));
     }
     match &p.http {
         Some(Ok(head)) => out.push(Check::ok(format!(
@@ -135,7 +136,8 @@ fn chain_text(tls: &TlsReport) -> String {
     text
 }
 
-fn tls_check(tls: &TlsReport) -> Check {
+/// `certs`: the real `<config dir>/certs`, so the fix names the file to create.
+fn tls_check(tls: &TlsReport, certs: &Path) -> Check {
     let Some(f) = &tls.failure else {
         let what = tls
             .chain
@@ -158,7 +160,12 @@ fn tls_check(tls: &TlsReport) -> Check {
     let fix = if f.hint.is_empty() {
         "check the server's TLS setup".to_string()
     } else {
-        f.hint.clone()
+        f.hint
+            .replace("<config dir>/certs", &certs.display().to_string())
+            .replace(
+                "pass --tls-ca-file <ca.pem>",
+                "set tls-ca-file = \"<ca.pem>\" in [[runners]]",
+            )
     };
     Check::fail("TLS: the server's certificate is not trusted", cause, fix)
 }
@@ -299,9 +306,13 @@ async fn clone_url(ctx: &Context, r: &RunnerConfig, api: &ProbeReport) -> Vec<Ch
             )];
         }
     };
-    let failed = connection(&report, "clone_url")
-        .into_iter()
-        .find(|c| c.status == Status::Fail);
+    let failed = connection(
+        &report,
+        "clone_url",
+        &oxrunner_config::certs_dir(&ctx.config_path),
+    )
+    .into_iter()
+    .find(|c| c.status == Status::Fail);
     vec![match failed {
         None => Check::ok(format!("clone_url {shown} is reachable")),
         Some(c) => Check::fail(
