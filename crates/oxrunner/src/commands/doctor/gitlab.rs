@@ -306,13 +306,19 @@ async fn clone_url(ctx: &Context, r: &RunnerConfig, api: &ProbeReport) -> Vec<Ch
             )];
         }
     };
-    let failed = connection(
-        &report,
-        "clone_url",
-        &oxrunner_config::certs_dir(&ctx.config_path),
-    )
-    .into_iter()
-    .find(|c| c.status == Status::Fail);
+    let certs = oxrunner_config::certs_dir(&ctx.config_path);
+    // The same address as `url`: its failure is already reported above, once is enough.
+    if report.host == api.host
+        && report.port == api.port
+        && connection(api, "url", &certs)
+            .iter()
+            .any(|c| c.status == Status::Fail)
+    {
+        return Vec::new();
+    }
+    let failed = connection(&report, "clone_url", &certs)
+        .into_iter()
+        .find(|c| c.status == Status::Fail);
     vec![match failed {
         None => Check::ok(format!("clone_url {shown} is reachable")),
         Some(c) => Check::fail(
