@@ -21,6 +21,7 @@ pub mod trace;
 pub use oxrunner_wire as wire;
 pub use oxrunner_wire::redact;
 
+pub use client::probe;
 pub use client::{Client, ClientConfig, TlsClientPem};
 pub use error::ApiError;
 pub use outcome::{

@@ -454,6 +454,8 @@ pub struct RunnerContext {
     pub debug_trace_disabled: bool,
     /// `clone_url` from config: replaces scheme/host of the repository URL.
     pub clone_url: Option<String>,
+    /// The runner's `url` (empty for `exec`): a fetch from another host gets the `clone_url` hint.
+    pub gitlab_url: String,
     /// `[runners.custom_build_dir] enabled`: allows `GIT_CLONE_PATH`.
     pub custom_build_dir: bool,
     /// Runner-side root for checkouts of executors whose files are remote (`Executor::files`): git runs here,

@@ -70,6 +70,12 @@ pub enum Command {
     Restart(crate::commands::service::ServiceArgs),
     /// Show whether the service runs.
     Status(crate::commands::service::ServiceArgs),
+    /// Check the configuration, GitLab connection and executor host before a job fails.
+    Doctor(crate::commands::doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completion(crate::commands::completion::CompletionArgs),
+    /// Print the manual page (roff), or write one page per command with --output-dir.
+    Man(crate::commands::completion::ManArgs),
     /// Archive files and upload them as the job's artifact (internal: called by stage scripts).
     #[command(name = "artifacts-uploader")]
     ArtifactsUploader(Box<crate::commands::helpers::UploaderArgs>),

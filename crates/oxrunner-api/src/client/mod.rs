@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod jobs;
+pub mod probe;
 mod runners;
 mod tls;
 mod transport;

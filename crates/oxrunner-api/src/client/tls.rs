@@ -91,6 +91,16 @@ pub(crate) fn client_config(
     trust: Option<&TrustFile>,
     identity: Option<(&Path, Identity)>,
 ) -> Result<rustls::ClientConfig, ApiError> {
+    client_config_with(trust, identity, |v| v)
+}
+
+/// [`client_config`] with the certificate verifier wrapped by `wrap` (the doctor's probe records
+/// the presented chain, then delegates), so a probe decides exactly as the client would.
+pub(crate) fn client_config_with(
+    trust: Option<&TrustFile>,
+    identity: Option<(&Path, Identity)>,
+    wrap: impl FnOnce(Arc<dyn ServerCertVerifier>) -> Arc<dyn ServerCertVerifier>,
+) -> Result<rustls::ClientConfig, ApiError> {
     let setup = |detail: String| ApiError::ClientSetup { detail };
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
@@ -104,7 +114,7 @@ pub(crate) fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| setup(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier));
+        .with_custom_certificate_verifier(wrap(Arc::new(verifier)));
     let mut config = match identity {
         Some((cert_path, id)) => {
             builder

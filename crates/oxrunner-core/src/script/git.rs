@@ -149,6 +149,26 @@ fn authenticated_url(plan: &JobPlan, ctx: &RunnerContext) -> String {
     )
 }
 
+/// When the repository URL GitLab sent names another host than the runner's `url` and no `clone_url` is set, the
+/// hint printed if the fetch fails: GitLab's external name is often not reachable from an internal runner.
+fn unreachable_host_hint(plan: &JobPlan, ctx: &RunnerContext) -> Option<String> {
+    if ctx.clone_url.as_deref().is_some_and(|c| !c.is_empty()) || ctx.gitlab_url.is_empty() {
+        return None;
+    }
+    let host = |url: &str| {
+        let (_, _, rest) = split_url(url);
+        rest[..rest.find('/').unwrap_or(rest.len())].to_ascii_lowercase()
+    };
+    let (repo_host, runner_host) = (host(plan.sources.repo_url.expose()), host(&ctx.gitlab_url));
+    if repo_host.is_empty() || repo_host == runner_host {
+        return None;
+    }
+    let base = ctx.gitlab_url.trim_end_matches('/');
+    Some(format!(
+        "hint: GitLab put {repo_host} into the repository URL, but this runner reaches GitLab at {runner_host}; if {repo_host} cannot be reached from here, set clone_url = \"{base}\" in this runner's [[runners]] entry of config.toml"
+    ))
+}
+
 /// Splits `scheme://[userinfo@]rest` into its parts (`scheme` empty for non-URL remotes).
 fn split_url(url: &str) -> (&str, Option<&str>, &str) {
     let Some(idx) = url.find("://") else {
@@ -381,13 +401,25 @@ impl SourcesScript<'_> {
             r = quote(&remote)
         );
         let fetch = self.fetch_command();
-        if s.depth == 0 {
-            let _ = writeln!(
-                out,
-                "if [ -f .git/shallow ]; then {fetch} --unshallow; else {fetch}; fi"
-            );
+        let line = if s.depth == 0 {
+            format!("if [ -f .git/shallow ]; then {fetch} --unshallow; else {fetch}; fi")
         } else {
-            let _ = writeln!(out, "{fetch}");
+            fetch
+        };
+        match unreachable_host_hint(self.plan, self.ctx) {
+            Some(hint) => {
+                let _ = writeln!(
+                    out,
+                    "{line} || {{
+__oxr_rc=$?
+{}exit $__oxr_rc
+}}",
+                    warning(&hint)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "{line}");
+            }
         }
     }
 

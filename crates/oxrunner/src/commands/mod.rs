@@ -1,6 +1,8 @@
 //! One module per command; `dispatch` routes the parsed command line to it.
 
 mod common;
+pub mod completion;
+pub mod doctor;
 mod exec;
 pub mod helpers;
 mod lint;
@@ -34,6 +36,9 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Stop(args) => service::control(Action::Stop, args).await,
         Command::Restart(args) => service::control(Action::Restart, args).await,
         Command::Status(args) => service::control(Action::Status, args).await,
+        Command::Doctor(args) => doctor::run(args).await,
+        Command::Completion(args) => completion::completion(&args),
+        Command::Man(args) => completion::man(&args),
         Command::ArtifactsUploader(args) => helpers::artifacts_uploader(*args).await,
         Command::ArtifactsDownloader(args) => helpers::artifacts_downloader(*args).await,
         Command::CacheArchiver(args) => helpers::cache_archiver(*args).await,

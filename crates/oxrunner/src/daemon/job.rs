@@ -355,6 +355,7 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
         },
         debug_trace_disabled: debug_trace_disabled(r),
         clone_url: r.clone_url.clone(),
+        gitlab_url: r.url.clone(),
         custom_build_dir: r
             .custom_build_dir
             .as_ref()

@@ -15,7 +15,7 @@ mod spool;
 mod stale;
 mod tokens;
 mod unreadable;
-mod unsupported;
+pub(crate) mod unsupported;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

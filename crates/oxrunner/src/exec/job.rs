@@ -407,6 +407,7 @@ fn runner_context(env: &Env, index: usize, kind: &ExecutorKind) -> RunnerContext
         user: None,
         debug_trace_disabled: false,
         clone_url: None,
+        gitlab_url: String::new(),
         // The project dir is the prepared copy (`SourceOrigin::LocalDir`), whatever GIT_CLONE_PATH says.
         custom_build_dir: false,
         // exec's sources are local (`SourceOrigin::LocalDir`): nothing is fetched on the runner.

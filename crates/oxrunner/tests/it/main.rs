@@ -5,12 +5,17 @@
 
 mod artifacts_flow;
 mod cache_concurrency;
+mod clone_url_hint;
+mod completion_man;
 mod custom_executor;
 mod daemon_inprocess;
 mod docker_cleanup;
 mod docker_daemon;
 mod docker_in_container;
 mod docker_seed;
+mod docs_commands;
+mod doctor;
+mod doctor_tls;
 mod e2e_daemon;
 mod e2e_procs;
 mod e2e_register;
