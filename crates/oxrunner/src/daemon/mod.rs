@@ -9,6 +9,7 @@ mod docker_leftovers;
 pub mod job;
 mod longpoll;
 mod poller;
+mod session;
 pub mod signals;
 mod slots;
 mod spool;
@@ -75,6 +76,8 @@ struct Daemon {
     /// Runners whose leftovers (Docker objects, jobs of a killed earlier run) this process already cleaned up: done
     /// once, before their first job.
     swept: HashSet<String>,
+    /// The web terminal server (`[session_server]`), started with the service.
+    session_server: Option<Arc<oxrunner_session::SessionServer>>,
 }
 
 /// Runs the service until `signals` (or run-single's limits) end it; see the module comment for their meaning.
@@ -101,6 +104,7 @@ pub async fn run(opts: DaemonOptions, mut signals: Signals) -> anyhow::Result<Ex
         received: Arc::new(AtomicU64::new(0)),
         activity: Arc::new(Notify::new()),
         swept: HashSet::new(),
+        session_server: None,
     };
     let result = daemon.serve(&mut signals).await;
     drop(daemon);
@@ -112,6 +116,9 @@ pub async fn run(opts: DaemonOptions, mut signals: Signals) -> anyhow::Result<Ex
 impl Daemon {
     async fn serve(&mut self, signals: &mut Signals) -> anyhow::Result<ExitCode> {
         let (mut config, mut mtime) = self.load()?;
+        if self.opts.single.is_none() {
+            self.session_server = session::start(&config, &config_dir(&self.opts.config_path)).await;
+        }
         self.apply(&config);
         info!(
             concurrent = self.concurrent,
@@ -370,7 +377,12 @@ impl Daemon {
         count: u32,
     ) -> anyhow::Result<()> {
         let client = crate::runner::client_for_runner(runner, &self.opts.config_path)?;
-        let info = crate::runner::runner_info(&runner.executor_kind(), runner.shell.as_deref());
+        let mut info = crate::runner::runner_info(&runner.executor_kind(), runner.shell.as_deref());
+        let session_server = self
+            .session_server
+            .clone()
+            .filter(|_| crate::executors::offers_terminal(&runner.executor_kind()));
+        session::advertise(&mut info, session_server.is_some());
         let runner_arc = Arc::new(runner.clone());
         let env = JobEnv {
             client: client.clone(),
@@ -382,6 +394,7 @@ impl Daemon {
             abort_all: self.abort_all.clone(),
             spool_dir: self.spool_dir.clone(),
             state_dir: config_dir(&self.opts.config_path),
+            session_server,
         };
         let check_interval = config.check_interval();
         let state = Arc::new(RunnerState {

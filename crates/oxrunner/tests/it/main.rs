@@ -24,3 +24,4 @@ mod exec_status;
 mod helper_commands;
 mod robustness;
 mod support;
+mod web_terminal;
