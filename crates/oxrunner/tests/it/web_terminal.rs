@@ -316,3 +316,101 @@ async fn without_session_server_no_session_is_offered() {
     );
     assert!(!job.trace_text().contains("Terminal"), "{}", job.trace_text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
+async fn docker_job_gets_a_terminal_in_its_container() {
+    use crate::support::docker::{self as dk, DockerOpts, Env};
+    assert!(dk::docker_available(), "no Docker engine");
+    let fake = fake(1, 1).await;
+    let token = fake.create_runner_token("docker-terminal");
+    let short = oxrunner_config::short_token(&token);
+    let sb = dk::Sandbox::new();
+    let port = free_port();
+    let config = dk::config_toml(&fake.url(), &token, &DockerOpts::default()).replacen(
+        "\n[[runners]]",
+        &format!("\n[session_server]\n  listen_address = \"127.0.0.1:{port}\"\n  session_timeout = 600\n\n[[runners]]"),
+        1,
+    );
+    std::fs::write(sb.config(), config).unwrap();
+    let mut env = Env {
+        fake,
+        sb,
+        token,
+        short,
+        daemon: None,
+    };
+    env.start_daemon("oxrunner-run.log");
+    let id = env.fake.enqueue_job(waiting_job("docker-terminal"));
+    let d = env.daemon.as_ref().unwrap();
+    let daemon_log = || d.log();
+    let session = {
+        let job = wait_status(&env.fake, id, "running", FINISH).await;
+        job.session
+            .unwrap_or_else(|| panic!("no session; log:\n{}", daemon_log()))
+    };
+    let token = session["authorization"].as_str().unwrap().to_string();
+    let project_dir = {
+        let deadline = tokio::time::Instant::now() + FINISH;
+        loop {
+            let trace = env.fake.job(id).unwrap().trace_text();
+            if let Some((_, rest)) = trace.split_once("PD</")
+                && let Some((dir, _)) = rest.split_once('>')
+            {
+                break format!("/{dir}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no PD<> line:\n{trace}\n{}",
+                daemon_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    let p = "terminal.gitlab.com";
+    let mut ws = connect(&session, &token, p).await.unwrap();
+    let mut seen = String::new();
+    type_in(
+        &mut ws,
+        p,
+        "printf 'D<%s>\\n' \"$(pwd -P)\"; printf 'U<%s>\\n' \"$(id -un)\"; printf 'J<%s>\\n' \"$CI_JOB_ID\"\r",
+    )
+    .await;
+    read_until(&mut ws, p, &format!("D<{project_dir}>"), &mut seen).await;
+    read_until(&mut ws, p, "U<root>", &mut seen).await;
+    read_until(&mut ws, p, &format!("J<{id}>"), &mut seen).await;
+    type_in(
+        &mut ws,
+        p,
+        "echo typed-only-in-the-terminal-4711; echo \"$OXRT_TERMINAL_SECRET\"\r",
+    )
+    .await;
+    read_until(&mut ws, p, "Term1nalS3cretValue", &mut seen).await;
+    ws.close(None).await.unwrap();
+    drop(ws);
+
+    let p = "channel.k8s.io";
+    let mut ws = loop {
+        match connect(&session, &token, p).await {
+            Ok(ws) => break ws,
+            Err(423) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(status) => panic!("second terminal refused: {status}"),
+        }
+    };
+    let mut seen = String::new();
+    ws.send(Message::Binary(
+        [&[4u8][..], br#"{"Width":101,"Height":33}"#].concat().into(),
+    ))
+    .await
+    .unwrap();
+    type_in(&mut ws, p, "printf 'S<%s>\\n' \"$(stty size)\"\r").await;
+    read_until(&mut ws, p, "S<33 101>", &mut seen).await;
+    type_in(&mut ws, p, "touch release-me\r").await;
+    env.wait_trace(id, "Terminal is connected, will time out in")
+        .await;
+    ws.close(None).await.unwrap();
+    let job = env.finished(id).await;
+    assert_eq!(connect(&session, &token, p).await.err(), Some(404));
+    assert_trace(&job, "Terminal is connected, will time out in 10m0s...");
+}
