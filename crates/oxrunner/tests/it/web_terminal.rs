@@ -142,8 +142,21 @@ async fn drive_terminal(fake: &FakeGitlab, d: &Daemon, id: i64, project_dir: &st
     let token = session["authorization"].as_str().unwrap().to_string();
     let p = "terminal.gitlab.com";
     assert_eq!(connect(&session, "not-the-token", p).await.err(), Some(401));
+    // A client that sends garbage and then an oversized message only loses its own connection.
+    let mut bad = connect(&session, &token, "base64.terminal.gitlab.com").await.unwrap();
+    bad.send(Message::Text("%%% not base64".into())).await.unwrap();
+    bad.send(Message::Binary(vec![b'x'; 200 * 1024].into())).await.ok();
+    while let Some(Ok(_)) = bad.next().await {}
+    drop(bad);
 
-    let mut ws = connect(&session, &token, p).await.unwrap();
+    let mut ws = loop {
+        match connect(&session, &token, p).await {
+            Ok(ws) => break ws,
+            // The hammering client may still be detaching.
+            Err(423) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(status) => panic!("terminal refused: {status}"),
+        }
+    };
     let mut seen = String::new();
     type_in(
         &mut ws,
