@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use oxrunner_core::{
-    CancellationToken, ExecError, Executor, ExitStatus, JobCancel, JobOutcome, JobPlan, NoopHooks, RunnerContext,
-    StageCommand, Step, TermSize, Terminal, TerminalConn, TerminalSession, TraceWriter, Variable, When,
-    run_job_with_session,
+    CancellationToken, ExecError, Executor, ExitStatus, JobCancel, JobOutcome, JobPlan, NoopHooks,
+    RunnerContext, StageCommand, Step, TermSize, Terminal, TerminalConn, TerminalSession, TraceWriter,
+    Variable, When, run_job_with_session,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -132,7 +132,8 @@ async fn run(session: &FakeSession, plan: &JobPlan, control: JobCancel) -> (JobO
         cleanup_at: Arc::clone(&cleanup_at),
     };
     let (trace, handle) = TraceWriter::new(dir.path(), plan.mask_set(), 0).unwrap();
-    let outcome = run_job_with_session(plan, &ctx, &mut exec, &NoopHooks, &trace, control, Some(session)).await;
+    let outcome =
+        run_job_with_session(plan, &ctx, &mut exec, &NoopHooks, &trace, control, Some(session)).await;
     handle.finish().await;
     let log = String::from_utf8_lossy(&handle.read_all().unwrap()).into_owned();
     let at = cleanup_at.lock().unwrap().expect("cleanup ran");
@@ -149,11 +150,20 @@ async fn an_attached_terminal_keeps_the_job_until_it_disconnects() {
     });
     let (outcome, log, cleanup_at) = run(&session, &plan(Duration::from_secs(3600)), JobCancel::new()).await;
     assert_eq!(outcome, JobOutcome::Success, "{log}");
-    assert!(session.offered.load(Ordering::SeqCst), "the executor's terminal was not offered");
-    assert!(log.contains("Terminal is connected, will time out in 30m0s..."), "{log}");
+    assert!(
+        session.offered.load(Ordering::SeqCst),
+        "the executor's terminal was not offered"
+    );
+    assert!(
+        log.contains("Terminal is connected, will time out in 30m0s..."),
+        "{log}"
+    );
     assert!(log.contains("Terminal disconnected"), "{log}");
     assert!(!log.contains("timed out"), "{log}");
-    assert!(cleanup_at >= Duration::from_secs(30), "cleanup came before the terminal left: {cleanup_at:?}");
+    assert!(
+        cleanup_at >= Duration::from_secs(30),
+        "cleanup came before the terminal left: {cleanup_at:?}"
+    );
     assert!(session.closed.load(Ordering::SeqCst));
     // gitlab-runner's order: the wait comes after the scripts, the result line after the wait.
     let wait = log.find("Terminal is connected").unwrap();
@@ -165,9 +175,18 @@ async fn session_timeout_ends_the_wait() {
     let session = FakeSession::new(true, Duration::from_secs(2));
     let (outcome, log, cleanup_at) = run(&session, &plan(Duration::from_secs(3600)), JobCancel::new()).await;
     assert_eq!(outcome, JobOutcome::Success, "{log}");
-    assert!(log.contains("Terminal is connected, will time out in 2s..."), "{log}");
-    assert!(log.contains("terminal session timed out (maximum time allowed - 2s)"), "{log}");
-    assert!(cleanup_at >= Duration::from_secs(2) && cleanup_at < Duration::from_secs(60), "{cleanup_at:?}");
+    assert!(
+        log.contains("Terminal is connected, will time out in 2s..."),
+        "{log}"
+    );
+    assert!(
+        log.contains("terminal session timed out (maximum time allowed - 2s)"),
+        "{log}"
+    );
+    assert!(
+        cleanup_at >= Duration::from_secs(2) && cleanup_at < Duration::from_secs(60),
+        "{cleanup_at:?}"
+    );
     assert!(session.closed.load(Ordering::SeqCst));
 }
 
@@ -175,7 +194,10 @@ async fn session_timeout_ends_the_wait() {
 async fn the_job_deadline_bounds_the_wait() {
     let session = FakeSession::new(true, Duration::from_secs(1800));
     let (_, log, cleanup_at) = run(&session, &plan(Duration::from_secs(60)), JobCancel::new()).await;
-    assert!(log.contains("Terminal is connected, will time out in 1m0s..."), "{log}");
+    assert!(
+        log.contains("Terminal is connected, will time out in 1m0s..."),
+        "{log}"
+    );
     assert!(cleanup_at <= Duration::from_secs(61), "{cleanup_at:?}");
 }
 
@@ -196,7 +218,10 @@ async fn cancel_and_abort_win_over_the_wait() {
         });
         let (_, log, cleanup_at) = run(&session, &plan(Duration::from_secs(3600)), control).await;
         assert!(log.contains("Terminal is connected"), "{log}");
-        assert!(cleanup_at < Duration::from_secs(60), "graceful={graceful}: waited {cleanup_at:?}\n{log}");
+        assert!(
+            cleanup_at < Duration::from_secs(60),
+            "graceful={graceful}: waited {cleanup_at:?}\n{log}"
+        );
         assert!(!log.contains("timed out"), "{log}");
         assert!(session.closed.load(Ordering::SeqCst));
     }
@@ -209,5 +234,8 @@ async fn without_a_client_the_job_does_not_wait() {
     assert_eq!(outcome, JobOutcome::Success, "{log}");
     assert!(!log.contains("Terminal"), "{log}");
     assert!(cleanup_at < Duration::from_secs(1), "{cleanup_at:?}");
-    assert!(session.closed.load(Ordering::SeqCst), "the session refuses clients once the job ends");
+    assert!(
+        session.closed.load(Ordering::SeqCst),
+        "the session refuses clients once the job ends"
+    );
 }

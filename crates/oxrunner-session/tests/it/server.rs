@@ -278,3 +278,47 @@ async fn hammering_leaves_the_server_and_the_session_working() {
     read_until(&mut ws, proto, "J<99>", &mut seen).await;
     assert_eq!(plain_request(&srv, "GET", "/nothing", None).await, 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_user_the_terminal_runs_as_the_job_user() {
+    use oxrunner_core::{Executor, ShellExecutor, Variable, Variables};
+    if !crate::support::root_tests_can_run(
+        "the --user terminal test",
+        &["useradd", "userdel", "setpriv", "setsid"],
+    ) {
+        return;
+    }
+    let user = crate::support::TempUser::create("term");
+    let dir = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let srv = server(dir.path(), HOUR).await;
+    let session = srv.create_session();
+    let mut vars = Variables::new();
+    vars.push(Variable::new("CI_PROJECT_DIR", project.path().to_string_lossy()));
+    vars.push(Variable::new("CI_JOB_ID", "31"));
+    let mut shell = ShellExecutor::new()
+        .with_login_shell(false)
+        .with_user(Some(user.name.clone()));
+    shell.job_variables(&vars);
+    session.offer(shell.terminal().unwrap());
+    let token = session.info().authorization.clone();
+    let proto = "terminal.gitlab.com";
+    let mut ws = connect(&srv, &exec_path(&session), Some(&token), proto)
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    send_input(
+        &mut ws,
+        proto,
+        b"printf 'U<%s>\\n' \"$(id -un)\"; printf 'J<%s>\\n' \"$CI_JOB_ID\"\r",
+    )
+    .await;
+    read_until(&mut ws, proto, &format!("U<{}>", user.name), &mut seen).await;
+    read_until(&mut ws, proto, "J<31>", &mut seen).await;
+    ws.close(None).await.unwrap();
+    // The shell is gone before the user is removed.
+    tokio::time::timeout(Duration::from_secs(30), session.disconnected())
+        .await
+        .unwrap();
+    drop(session);
+}

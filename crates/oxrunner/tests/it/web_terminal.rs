@@ -143,9 +143,13 @@ async fn drive_terminal(fake: &FakeGitlab, d: &Daemon, id: i64, project_dir: &st
     let p = "terminal.gitlab.com";
     assert_eq!(connect(&session, "not-the-token", p).await.err(), Some(401));
     // A client that sends garbage and then an oversized message only loses its own connection.
-    let mut bad = connect(&session, &token, "base64.terminal.gitlab.com").await.unwrap();
+    let mut bad = connect(&session, &token, "base64.terminal.gitlab.com")
+        .await
+        .unwrap();
     bad.send(Message::Text("%%% not base64".into())).await.unwrap();
-    bad.send(Message::Binary(vec![b'x'; 200 * 1024].into())).await.ok();
+    bad.send(Message::Binary(vec![b'x'; 200 * 1024].into()))
+        .await
+        .ok();
     while let Some(Ok(_)) = bad.next().await {}
     drop(bad);
 

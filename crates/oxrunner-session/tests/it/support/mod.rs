@@ -155,3 +155,54 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// True when root-only tests can run here; under `CI=true` they must, so a missing piece fails the test.
+pub fn root_tests_can_run(what: &str, tools: &[&str]) -> bool {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root".to_owned());
+    }
+    for tool in tools {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            missing.push((*tool).to_owned());
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(!ci, "CI=true but {what} cannot run: missing {missing:?}");
+    eprintln!("SKIPPED: {what} needs {missing:?} (it runs under CI=true)");
+    false
+}
+
+/// A throwaway user `oxrt-<tag>-<pid>`, removed on drop even when the test fails.
+pub struct TempUser {
+    pub name: String,
+}
+
+impl TempUser {
+    pub fn create(tag: &str) -> TempUser {
+        let name = format!("oxrt-{tag}-{}", std::process::id());
+        let out = std::process::Command::new("useradd")
+            .args(["-M", "-U", "-s", "/usr/sbin/nologin", &name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TempUser { name }
+    }
+}
+
+impl Drop for TempUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel").arg(&self.name).output();
+    }
+}
