@@ -78,6 +78,8 @@ struct Daemon {
     swept: HashSet<String>,
     /// The web terminal server (`[session_server]`), started with the service.
     session_server: Option<Arc<oxrunner_session::SessionServer>>,
+    /// The `[session_server]` section the server was started from.
+    session_section: Option<Option<oxrunner_config::SessionServer>>,
 }
 
 /// Runs the service until `signals` (or run-single's limits) end it; see the module comment for their meaning.
@@ -105,6 +107,7 @@ pub async fn run(opts: DaemonOptions, mut signals: Signals) -> anyhow::Result<Ex
         activity: Arc::new(Notify::new()),
         swept: HashSet::new(),
         session_server: None,
+        session_section: None,
     };
     let result = daemon.serve(&mut signals).await;
     drop(daemon);
@@ -116,9 +119,7 @@ pub async fn run(opts: DaemonOptions, mut signals: Signals) -> anyhow::Result<Ex
 impl Daemon {
     async fn serve(&mut self, signals: &mut Signals) -> anyhow::Result<ExitCode> {
         let (mut config, mut mtime) = self.load()?;
-        if self.opts.single.is_none() {
-            self.session_server = session::start(&config, &config_dir(&self.opts.config_path)).await;
-        }
+        self.sessions(&config).await;
         self.apply(&config);
         info!(
             concurrent = self.concurrent,
@@ -150,12 +151,12 @@ impl Daemon {
                     Signal::Interrupt => { warn!("SIGINT received: aborting running jobs"); break false; }
                     Signal::Reload => {
                         info!("SIGHUP received: reloading the configuration");
-                        self.reload(&mut config, &mut mtime, true);
+                        self.reload(&mut config, &mut mtime, true).await;
                     }
                 },
                 _ = check.tick() => {
                     if self.opts.single.is_none() {
-                        self.reload(&mut config, &mut mtime, false);
+                        self.reload(&mut config, &mut mtime, false).await;
                     }
                     if let Some((max, _)) = single
                         && max > 0
@@ -268,7 +269,7 @@ impl Daemon {
         Ok((loaded.config, mtime(path)))
     }
 
-    fn reload(&mut self, config: &mut Config, last: &mut Option<SystemTime>, forced: bool) {
+    async fn reload(&mut self, config: &mut Config, last: &mut Option<SystemTime>, forced: bool) {
         if self.opts.single.is_some() {
             return;
         }
@@ -279,6 +280,7 @@ impl Daemon {
         match self.load() {
             Ok((c, m)) => {
                 *last = m;
+                self.sessions(&c).await;
                 self.apply(&c);
                 *config = c;
                 info!(
@@ -292,6 +294,35 @@ impl Daemon {
                 *last = now;
                 error!("configuration not reloaded, keeping the previous one: {err:#}");
             }
+        }
+    }
+
+    /// Starts the web terminal server the first time a configuration asks for one (a config written after the
+    /// start, by `register`, counts); a later change is named in a warning, as it needs a restart.
+    async fn sessions(&mut self, config: &Config) {
+        if self.opts.single.is_some() {
+            return;
+        }
+        let wanted = config.session_server.clone();
+        match &self.session_section {
+            None => {
+                self.session_server = session::start(config, &config_dir(&self.opts.config_path)).await;
+                if self.session_server.is_some() {
+                    self.session_section = Some(wanted);
+                    // Request loops started without the server restart with it, so their requests offer sessions
+                    // (running jobs are untouched).
+                    for running in self.running.values() {
+                        running.stop.cancel();
+                    }
+                    self.running.clear();
+                }
+            }
+            Some(running) if *running != wanted => {
+                warn!(
+                    "[session_server] changed: the web terminal keeps its previous settings until oxrunner restarts"
+                );
+            }
+            Some(_) => {}
         }
     }
 

@@ -431,3 +431,42 @@ async fn docker_job_gets_a_terminal_in_its_container() {
     assert_eq!(connect(&session, &token, p).await.err(), Some(404));
     assert_trace(&job, "Terminal is connected, will time out in 10m0s...");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_server_added_to_config_toml_takes_effect_on_reload() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb, "");
+    crate::support::wait_polling(&fake, &d, FINISH).await;
+    let text = std::fs::read_to_string(sb.config()).unwrap();
+    let port = free_port();
+    let with_server = text.replacen(
+        "\n[[runners]]",
+        &format!("[session_server]\n  listen_address = \"127.0.0.1:{port}\"\n\n[[runners]]"),
+        1,
+    );
+    std::fs::write(sb.config(), with_server).unwrap();
+    let deadline = tokio::time::Instant::now() + FINISH;
+    while !d.log().contains("session server listening") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reload; log:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = fake.enqueue_job(JobSpec::new("after-reload", &["echo hi"]).variable("GIT_STRATEGY", "none"));
+    let job = finished(&fake, id, FINISH, &d).await;
+    assert_eq!(job.status, "success", "{}", job.trace_text());
+    let url = job
+        .session
+        .as_ref()
+        .map(|s| s["url"].as_str().unwrap().to_string());
+    assert!(
+        url.as_deref()
+            .is_some_and(|u| u.starts_with(&format!("https://127.0.0.1:{port}/session/"))),
+        "{url:?}\n{}",
+        d.log()
+    );
+    assert!(fake.runners()[0].feature("terminal"));
+}
