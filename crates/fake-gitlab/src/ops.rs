@@ -103,6 +103,7 @@ pub(crate) fn enqueue_job(shared: &SharedRef, spec: JobSpec) -> i64 {
         checksum_ok: None,
         debug_trace: false,
         payload: None,
+        session: None,
         tags: spec.tags.clone(),
     };
     let tags = spec.tags.clone();

@@ -115,6 +115,9 @@ pub struct JobRecord {
     pub debug_trace: bool,
     /// The payload handed to the runner (set when the job was picked).
     pub payload: Option<serde_json::Value>,
+    /// The `session` object (url, certificate, authorization) of the request that picked the job, as GitLab
+    /// stores it for the web terminal.
+    pub session: Option<serde_json::Value>,
     pub tags: Vec<String>,
 }
 

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{ExecError, HookError};
 use crate::plan::{JobPlan, RunnerContext};
+use crate::terminal::Terminal;
 use crate::trace::TraceWriter;
 use crate::variables::Variables;
 
@@ -228,6 +229,12 @@ pub trait Executor: Send + Sync {
             Some(files) => FileAccess::Remote(files),
             None => FileAccess::Local,
         }
+    }
+
+    /// An interactive shell in the job environment for the web terminal, asked once `prepare` succeeded. The
+    /// default offers none.
+    fn terminal(&self) -> Option<Arc<dyn Terminal>> {
+        None
     }
 
     /// Facts about the job's environment that `prepare` established, which let the driver spare scripts whose

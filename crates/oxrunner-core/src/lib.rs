@@ -8,6 +8,7 @@
 //! - [`executor`]: the `Executor` and `JobHooks` traits and the stage vocabulary.
 //! - [`driver`]: `run_job`, which runs the stages with timeouts and cancellation.
 //! - [`shell`]: the shell executor (local bash processes in their own process group).
+//! - [`terminal`]: the web terminal seam (an executor's interactive shell, the session the driver waits on).
 //! - [`jobprocs`]: tracks every process of a shell job (its own cgroup, or an environment marker) to kill it all.
 //!
 //! The daemon turns a GitLab payload into a `JobPlan`, `oxrunner exec` turns `.gitlab-ci.yml` into one; both
@@ -23,12 +24,14 @@ pub mod plan;
 pub mod script;
 pub mod secret;
 pub mod shell;
+mod shell_terminal;
+pub mod terminal;
 pub mod trace;
 pub mod variables;
 
 pub use builddir::{build_dir, cache_dir, git_strategy, project_slug, runner_checkout_dir, tmp_dir};
 pub use driver::env::parse_go_duration;
-pub use driver::{JobCancel, run_job};
+pub use driver::{JobCancel, run_job, run_job_with_session};
 pub use error::{ExecError, HookError};
 pub use executor::{
     EnvironmentFacts, Executor, ExitStatus, FileAccess, JobFiles, JobHooks, JobSettings, JobStatus,
@@ -43,6 +46,7 @@ pub use plan::{
 };
 pub use secret::Secret;
 pub use shell::ShellExecutor;
+pub use terminal::{TermSize, Terminal, TerminalConn, TerminalControl, TerminalSession};
 pub use tokio_util::sync::CancellationToken;
 pub use trace::{MaskSet, TraceHandle, TraceWriter};
 pub use variables::{Variable, Variables};

@@ -7,6 +7,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -21,7 +22,10 @@ use crate::executor::{Executor, ExitStatus, StageCommand};
 use crate::jobprocs::{CgroupPlacement, JobProcesses};
 use crate::outcome::FailureReason;
 use crate::plan::JobPlan;
+use crate::shell_terminal::{ShellTerminal, TerminalEnv};
+use crate::terminal::Terminal;
 use crate::trace::TraceWriter;
+use crate::variables::Variables;
 
 /// Default time between SIGTERM and SIGKILL.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
@@ -40,6 +44,10 @@ pub struct ShellExecutor {
     kill_grace: Duration,
     /// Set by the front end (which records it for start-up recovery) or created in `prepare`.
     procs: Option<JobProcesses>,
+    /// The job's variables as an environment, for the web terminal.
+    terminal_env: TerminalEnv,
+    /// `CI_PROJECT_DIR`: where the web terminal starts.
+    project_dir: PathBuf,
 }
 
 impl Default for ShellExecutor {
@@ -59,6 +67,8 @@ impl ShellExecutor {
             user: None,
             kill_grace: DEFAULT_KILL_GRACE,
             procs: None,
+            terminal_env: TerminalEnv::default(),
+            project_dir: PathBuf::new(),
         }
     }
 
@@ -353,7 +363,11 @@ fn group_alive(pgid: Pid) -> bool {
 /// SHELL, USER and LOGNAME change; the rest of the environment (the job's variables come on stdin) is kept. `su`
 /// remains the fallback where `setpriv` is missing. Only the shell invocation is on the command line; the script
 /// (and its secrets) goes to stdin.
-fn as_user(user: &str, shell: &str, shell_cmd: Vec<String>) -> Result<(Vec<String>, UserEnv), ExecError> {
+pub(crate) fn as_user(
+    user: &str,
+    shell: &str,
+    shell_cmd: Vec<String>,
+) -> Result<(Vec<String>, UserEnv), ExecError> {
     let Some(setpriv) = SETPRIV_CANDIDATES.iter().find(|p| Path::new(p).is_file()) else {
         let mut su = vec![
             "su".to_owned(),
@@ -420,6 +434,24 @@ fn find_bash() -> Option<PathBuf> {
 }
 
 impl Executor for ShellExecutor {
+    fn job_variables(&mut self, vars: &Variables) {
+        self.terminal_env = ShellTerminal::job_env(vars);
+        self.project_dir = vars
+            .value("CI_PROJECT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+    }
+
+    fn terminal(&self) -> Option<Arc<dyn Terminal>> {
+        Some(Arc::new(ShellTerminal {
+            shell: self.shell.clone(),
+            is_bash: self.is_bash,
+            user: self.user.clone(),
+            workdir: self.project_dir.clone(),
+            env: self.terminal_env.clone(),
+        }))
+    }
+
     fn prepare<'a>(
         &'a mut self,
         plan: &'a JobPlan,

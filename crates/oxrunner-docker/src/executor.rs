@@ -55,6 +55,10 @@ pub struct DockerExecutor {
     facts: EnvironmentFacts,
     background_cleanup: bool,
     removal: Option<tokio::task::JoinHandle<()>>,
+    /// The job's variables as `KEY=value`, for the web terminal's exec (never logged: `Debug` leaves them out).
+    terminal_env: Vec<String>,
+    /// `CI_PROJECT_DIR`: where the web terminal starts.
+    project_dir: String,
 }
 
 impl std::fmt::Debug for DockerExecutor {
@@ -93,6 +97,8 @@ impl DockerExecutor {
             facts: EnvironmentFacts::default(),
             background_cleanup: false,
             removal: None,
+            terminal_env: Vec::new(),
+            project_dir: String::new(),
         }
     }
 
@@ -626,6 +632,22 @@ impl Executor for DockerExecutor {
 
     fn environment(&self) -> EnvironmentFacts {
         self.facts.clone()
+    }
+
+    fn job_variables(&mut self, vars: &oxrunner_core::Variables) {
+        self.terminal_env = crate::terminal::job_env(vars);
+        self.project_dir = vars.value("CI_PROJECT_DIR").unwrap_or_default().to_owned();
+    }
+
+    fn terminal(&self) -> Option<crate::terminal::Shared> {
+        let (docker, container) = self.ready().ok()?;
+        Some(Arc::new(crate::terminal::DockerTerminal {
+            docker: docker.clone(),
+            container: container.to_owned(),
+            user: self.user.clone(),
+            workdir: self.project_dir.clone(),
+            env: self.terminal_env.clone(),
+        }))
     }
 
     fn files(&self) -> Option<Arc<dyn JobFiles>> {

@@ -17,6 +17,7 @@
 //! - get_sources is the core driver's: it fetches on the runner and pushes the tree through the executor's
 //!   `JobFiles` ([`archive::ContainerFiles`]); the executor reports what its prepare established
 //!   (`Executor::environment`) so the driver can spare scripts.
+//! - `terminal`: the web terminal, a `docker exec` with a TTY in the job container.
 //! - [`archive`]: copying trees into and out of containers.
 //! - [`cleanup`]: per-object removal and [`remove_leftovers`] for the daemon's start.
 //! - [`labels`]: the labels put on every object.
@@ -37,6 +38,7 @@ mod run;
 pub mod services;
 pub mod settings;
 mod shortcuts;
+mod terminal;
 
 pub use archive::Permissions;
 pub use cleanup::{Removed, remove_leftovers};

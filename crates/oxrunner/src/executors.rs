@@ -15,6 +15,12 @@ pub fn supported(kind: &ExecutorKind) -> bool {
     SUPPORTED.contains(kind)
 }
 
+/// True when the executor for `kind` offers the web terminal (`Executor::terminal`), so the daemon may advertise
+/// `session`/`terminal` for it. A custom executor's driver has no way to say it can give a shell.
+pub fn offers_terminal(kind: &ExecutorKind) -> bool {
+    matches!(kind, ExecutorKind::Shell | ExecutorKind::Docker)
+}
+
 /// `shell, docker`: for messages and prompts.
 pub fn supported_names() -> String {
     SUPPORTED

@@ -108,9 +108,25 @@ fn rails_request(
         return resp;
     };
     let runner = inner.runner_by_token(token).cloned().unwrap_or(runner);
-    let payload = build_payload(&inner, job_id, &runner, &shared.base_url);
+    let mut payload = build_payload(&inner, job_id, &runner, &shared.base_url);
+    // GitLab keeps the runner's session (`Ci::BuildRunnerSession`) when it has a URL, and sends the URL back.
+    let session = body
+        .get("session")
+        .filter(|s| {
+            s.get("url")
+                .and_then(Value::as_str)
+                .is_some_and(|u| !u.is_empty())
+        })
+        .cloned();
+    if let (Some(s), Some(info)) = (
+        &session,
+        payload.get_mut("runner_info").and_then(Value::as_object_mut),
+    ) {
+        info.insert("runner_session_url".into(), s["url"].clone());
+    }
     inner.set_status(job_id, "running");
     if let Some(job) = inner.jobs.get_mut(&job_id) {
+        job.record.session = session;
         job.record.runner_id = Some(runner.id);
         job.record.payload = Some(payload.clone());
         job.runner_features = body.get("info").and_then(|i| i.get("features")).cloned();

@@ -6,6 +6,7 @@ mod finish;
 mod inscript;
 mod remote;
 mod sources;
+mod terminal;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use crate::executor::{EnvironmentFacts, Executor, ExitStatus, JobHooks, JobStatu
 use crate::outcome::{FailureReason, JobOutcome, go_duration};
 use crate::plan::{JobPlan, RunnerContext, SourceOrigin, Step};
 use crate::script::ScriptContext;
+use crate::terminal::TerminalSession;
 use crate::trace::TraceWriter;
 use crate::variables::Variables;
 
@@ -98,6 +100,8 @@ struct Driver<'a> {
     scripts_ran: bool,
     /// What the executor's `prepare` established (see `Executor::environment`).
     environment: EnvironmentFacts,
+    /// The job's web terminal session, when the front end runs a session server.
+    session: Option<&'a dyn TerminalSession>,
 }
 
 /// Runs the job and returns its outcome; the trace ends with `Job succeeded` or `ERROR: Job failed: ...`.
@@ -109,6 +113,21 @@ pub async fn run_job(
     hooks: &dyn JobHooks,
     trace: &TraceWriter,
     control: JobCancel,
+) -> JobOutcome {
+    run_job_with_session(plan, ctx, executor, hooks, trace, control, None).await
+}
+
+/// [`run_job`] with a web terminal session: the executor's terminal is offered to it once the job environment
+/// exists, and after the scripts the job waits while a terminal is attached (bounded by the session's timeout and
+/// the job's deadline; cancel and abort end the wait).
+pub async fn run_job_with_session(
+    plan: &JobPlan,
+    ctx: &RunnerContext,
+    executor: &mut dyn Executor,
+    hooks: &dyn JobHooks,
+    trace: &TraceWriter,
+    control: JobCancel,
+    session: Option<&dyn TerminalSession>,
 ) -> JobOutcome {
     if let Some(reason) = trace.lost() {
         // No log can be kept for this job (its masker could not be built): running it would run blind.
@@ -138,9 +157,11 @@ pub async fn run_job(
         interrupt: None,
         scripts_ran: false,
         environment: EnvironmentFacts::default(),
+        session,
     };
     driver.run().await;
     driver.cleanup_file_variables().await;
+    driver.wait_for_terminal().await;
     driver.executor.cleanup().await;
     if let (None, Some(reason)) = (&driver.failure, trace.lost()) {
         // A job whose log was cut by a runner-side error is not a success: its output is partly lost.
@@ -236,6 +257,9 @@ impl Driver<'_> {
     /// executor with local files, that directory as the project directory (the job runs in it in place).
     fn locate(&mut self) {
         self.environment = self.executor.environment();
+        if let (Some(session), Some(terminal)) = (self.session, self.executor.terminal()) {
+            session.offer(terminal);
+        }
         if let SourceOrigin::LocalDir(dir) = &self.plan.sources.origin
             && self.executor.files().is_none()
         {

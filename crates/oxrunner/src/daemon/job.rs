@@ -8,8 +8,10 @@ use oxrunner_api::trace::{FinalReport, FinalState, JobControl, TraceSender, Trac
 use oxrunner_api::{ApiError, Client, JobResponse, RunnerInfo, UpdateJobRequest, UpdateOutcome};
 use oxrunner_config::{ExecutorKind, RunnerConfig};
 use oxrunner_core::{
-    CancellationToken, Executor, FailureReason, JobCancel, JobOutcome, JobPlan, RunnerContext, TraceWriter,
+    CancellationToken, Executor, FailureReason, JobCancel, JobOutcome, JobPlan, RunnerContext,
+    TerminalSession, TraceWriter,
 };
+use oxrunner_session::JobSession;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -37,11 +39,13 @@ pub struct JobEnv {
     /// The directory of config.toml: Docker runners keep their runner-side checkouts and cache store under it (the
     /// seed's runner container mounts it from the host, so both survive the runner's own restarts).
     pub state_dir: PathBuf,
+    /// The web terminal server, when `[session_server]` is set and this runner's executor offers a terminal.
+    pub session_server: Option<Arc<oxrunner_session::SessionServer>>,
 }
 
 /// Runs one job to its final update. Never panics on bad input: a payload that cannot be planned is reported as a
 /// failed job.
-pub async fn run(env: JobEnv, job: Box<JobResponse>) {
+pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>) {
     let job_id = job.id;
     let token = job.token.clone();
     let short = env.runner.short_token();
@@ -97,7 +101,10 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     // containers, which must be gone before the slot takes another job.
     let mut held = None;
     let started = match check(&job) {
-        Ok(()) => start(&env, &job, job_id, &token, &plan, &trace, &cancel).await,
+        Ok(()) => {
+            let session = session.as_ref().map(|s| s as &dyn TerminalSession);
+            start(&env, &job, job_id, &token, &plan, &trace, &cancel, session).await
+        }
         Err(err) => Err(err.to_string()),
     };
     let outcome = match started {
@@ -240,6 +247,7 @@ pub(super) async fn final_without_trace(env: &JobEnv, job_id: i64, token: &str) 
 type Held = (Box<dyn Executor>, Slot, stale::JobRecord);
 
 /// Takes a slot, builds the executor for the runner's kind and runs the plan; `Err` when there is no executor.
+#[allow(clippy::too_many_arguments)]
 async fn start(
     env: &JobEnv,
     job: &JobResponse,
@@ -248,6 +256,7 @@ async fn start(
     plan: &JobPlan,
     trace: &TraceWriter,
     cancel: &JobCancel,
+    session: Option<&dyn TerminalSession>,
 ) -> Result<(JobOutcome, Held), String> {
     let kind = env.runner.executor_kind();
     let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
@@ -281,7 +290,16 @@ async fn start(
     };
     let record = stale::JobRecord::write(&env.state_dir, &env.runner, job_id, token, leftovers);
     let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, token, &ctx);
-    let outcome = oxrunner_core::run_job(plan, &ctx, executor.as_mut(), &hooks, trace, cancel.clone()).await;
+    let outcome = oxrunner_core::run_job_with_session(
+        plan,
+        &ctx,
+        executor.as_mut(),
+        &hooks,
+        trace,
+        cancel.clone(),
+        session,
+    )
+    .await;
     Ok((outcome, (executor, slot, record)))
 }
 

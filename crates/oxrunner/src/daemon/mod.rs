@@ -9,6 +9,7 @@ mod docker_leftovers;
 pub mod job;
 mod longpoll;
 mod poller;
+mod session;
 pub mod signals;
 mod slots;
 mod spool;
@@ -75,6 +76,10 @@ struct Daemon {
     /// Runners whose leftovers (Docker objects, jobs of a killed earlier run) this process already cleaned up: done
     /// once, before their first job.
     swept: HashSet<String>,
+    /// The web terminal server (`[session_server]`), started with the service.
+    session_server: Option<Arc<oxrunner_session::SessionServer>>,
+    /// The `[session_server]` section the server was started from.
+    session_section: Option<Option<oxrunner_config::SessionServer>>,
 }
 
 /// Runs the service until `signals` (or run-single's limits) end it; see the module comment for their meaning.
@@ -101,6 +106,8 @@ pub async fn run(opts: DaemonOptions, mut signals: Signals) -> anyhow::Result<Ex
         received: Arc::new(AtomicU64::new(0)),
         activity: Arc::new(Notify::new()),
         swept: HashSet::new(),
+        session_server: None,
+        session_section: None,
     };
     let result = daemon.serve(&mut signals).await;
     drop(daemon);
@@ -112,6 +119,7 @@ pub async fn run(opts: DaemonOptions, mut signals: Signals) -> anyhow::Result<Ex
 impl Daemon {
     async fn serve(&mut self, signals: &mut Signals) -> anyhow::Result<ExitCode> {
         let (mut config, mut mtime) = self.load()?;
+        self.sessions(&config).await;
         self.apply(&config);
         info!(
             concurrent = self.concurrent,
@@ -143,12 +151,12 @@ impl Daemon {
                     Signal::Interrupt => { warn!("SIGINT received: aborting running jobs"); break false; }
                     Signal::Reload => {
                         info!("SIGHUP received: reloading the configuration");
-                        self.reload(&mut config, &mut mtime, true);
+                        self.reload(&mut config, &mut mtime, true).await;
                     }
                 },
                 _ = check.tick() => {
                     if self.opts.single.is_none() {
-                        self.reload(&mut config, &mut mtime, false);
+                        self.reload(&mut config, &mut mtime, false).await;
                     }
                     if let Some((max, _)) = single
                         && max > 0
@@ -261,7 +269,7 @@ impl Daemon {
         Ok((loaded.config, mtime(path)))
     }
 
-    fn reload(&mut self, config: &mut Config, last: &mut Option<SystemTime>, forced: bool) {
+    async fn reload(&mut self, config: &mut Config, last: &mut Option<SystemTime>, forced: bool) {
         if self.opts.single.is_some() {
             return;
         }
@@ -272,6 +280,7 @@ impl Daemon {
         match self.load() {
             Ok((c, m)) => {
                 *last = m;
+                self.sessions(&c).await;
                 self.apply(&c);
                 *config = c;
                 info!(
@@ -285,6 +294,35 @@ impl Daemon {
                 *last = now;
                 error!("configuration not reloaded, keeping the previous one: {err:#}");
             }
+        }
+    }
+
+    /// Starts the web terminal server the first time a configuration asks for one (a config written after the
+    /// start, by `register`, counts); a later change is named in a warning, as it needs a restart.
+    async fn sessions(&mut self, config: &Config) {
+        if self.opts.single.is_some() {
+            return;
+        }
+        let wanted = config.session_server.clone();
+        match &self.session_section {
+            None => {
+                self.session_server = session::start(config, &config_dir(&self.opts.config_path)).await;
+                if self.session_server.is_some() {
+                    self.session_section = Some(wanted);
+                    // Request loops started without the server restart with it, so their requests offer sessions
+                    // (running jobs are untouched).
+                    for running in self.running.values() {
+                        running.stop.cancel();
+                    }
+                    self.running.clear();
+                }
+            }
+            Some(running) if *running != wanted => {
+                warn!(
+                    "[session_server] changed: the web terminal keeps its previous settings until oxrunner restarts"
+                );
+            }
+            Some(_) => {}
         }
     }
 
@@ -370,7 +408,12 @@ impl Daemon {
         count: u32,
     ) -> anyhow::Result<()> {
         let client = crate::runner::client_for_runner(runner, &self.opts.config_path)?;
-        let info = crate::runner::runner_info(&runner.executor_kind(), runner.shell.as_deref());
+        let mut info = crate::runner::runner_info(&runner.executor_kind(), runner.shell.as_deref());
+        let session_server = self
+            .session_server
+            .clone()
+            .filter(|_| crate::executors::offers_terminal(&runner.executor_kind()));
+        session::advertise(&mut info, session_server.is_some());
         let runner_arc = Arc::new(runner.clone());
         let env = JobEnv {
             client: client.clone(),
@@ -382,6 +425,7 @@ impl Daemon {
             abort_all: self.abort_all.clone(),
             spool_dir: self.spool_dir.clone(),
             state_dir: config_dir(&self.opts.config_path),
+            session_server,
         };
         let check_interval = config.check_interval();
         let state = Arc::new(RunnerState {

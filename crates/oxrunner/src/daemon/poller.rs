@@ -74,10 +74,14 @@ impl Poller {
                 continue;
             }
 
+            // As gitlab-runner does, each request offers a fresh session; it is dropped (unregistered) unless a job
+            // comes with this answer.
+            let session = st.env.session_server.as_ref().map(|s| s.create_session());
             let req = JobRequest {
                 info: st.env.info.clone(),
                 token: st.env.runner.token.expose().to_string(),
                 system_id: st.env.system_id.clone(),
+                session: session.as_ref().map(|s| s.info().clone()),
                 ..Default::default()
             };
             // An in-flight request is allowed to finish on a graceful stop: GitLab may already have assigned a job
@@ -93,7 +97,7 @@ impl Poller {
                     let env = st.env.clone();
                     self.tracker.spawn(async move {
                         let _permits = (global, limit);
-                        job::run(env, job).await;
+                        job::run(env, job, session).await;
                     });
                     if st.strict_check_interval {
                         st.check_interval

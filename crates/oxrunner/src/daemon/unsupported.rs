@@ -5,15 +5,6 @@ use oxrunner_config::{Config, RunnerConfig};
 
 pub fn global(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    if config
-        .session_server
-        .as_ref()
-        .is_some_and(|s| s.listen_address.as_deref().is_some_and(|a| !a.is_empty()))
-    {
-        out.push(
-            "[session_server] listen_address: the interactive web terminal is not supported; ignored".into(),
-        );
-    }
     if config.sentry_dsn.as_deref().is_some_and(|d| !d.is_empty()) {
         out.push("sentry_dsn: error reporting to Sentry is not supported; ignored".into());
     }

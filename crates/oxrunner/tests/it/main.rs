@@ -35,3 +35,4 @@ mod robustness;
 mod service;
 mod support;
 mod unregister_flags;
+mod web_terminal;
