@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::builddir::{build_dir, tmp_dir};
 use crate::error::ExecError;
 use crate::executor::{EnvironmentFacts, Executor, ExitStatus, JobHooks, JobStatus, Stage, StageCommand};
+use crate::feature_flags;
 use crate::outcome::{FailureReason, JobOutcome, go_duration};
 use crate::plan::{JobPlan, RunnerContext, SourceOrigin, Step};
 use crate::script::ScriptContext;
@@ -198,9 +199,10 @@ impl Driver<'_> {
     async fn run(&mut self) {
         let ctx = &self.ctx;
         self.trace.set_sections(self.plan.features.trace_sections);
-        // The daemon resolves feature flags (config over job) into FF_* variables.
+        // The front ends resolve feature flags (config over job over default) into FF_* variables; a plan
+        // without them gets the defaults.
         self.trace
-            .set_timestamps(self.vars.bool("FF_TIMESTAMPS").unwrap_or(false));
+            .set_timestamps(feature_flags::is_on(&self.vars, "FF_TIMESTAMPS"));
         self.trace.println(&format!(
             "Running with oxrunner {} ({})",
             ctx.version, ctx.revision
@@ -209,6 +211,9 @@ impl Driver<'_> {
             "  on {} {}, system ID: {}",
             ctx.runner_name, ctx.short_token, ctx.system_id
         ));
+        if let Some(changed) = feature_flags::header(&self.vars) {
+            self.trace.println(&format!("  feature flags: {changed}"));
+        }
         if self.xtrace {
             self.trace
                 .warning("CI_DEBUG_TRACE is enabled: the job log may contain secrets that are not masked");

@@ -530,3 +530,29 @@ async fn a_failed_job_uses_the_on_failure_hooks() {
         ]
     );
 }
+
+/// gitlab-runner's default: every line of the log carries a timestamp and its stream; the flag turns it off.
+#[tokio::test(start_paused = true)]
+async fn timestamps_are_on_by_default_and_the_flag_turns_them_off() {
+    let env = Env::new();
+    let stamped = regex::Regex::new(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z 0[01]O[ +]").unwrap();
+    let (outcome, log) = env
+        .run(&env.plan(), &mut Scripted::new(&[]), JobCancel::new())
+        .await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert!(log.lines().all(|l| stamped.is_match(l)), "{log}");
+    assert!(
+        oxrunner_core::trace::strip_timestamps(&log).starts_with("\x1b[0KRunning with oxrunner"),
+        "{log}"
+    );
+
+    let mut plan = env.plan();
+    plan.variables.push(Variable::new("FF_TIMESTAMPS", "false"));
+    let (_, log) = env.run(&plan, &mut Scripted::new(&[]), JobCancel::new()).await;
+    assert!(log.lines().all(|l| !stamped.is_match(l)), "{log}");
+    // As gitlab-runner's header: the flags whose value is not the default.
+    assert!(
+        log.contains("\x1b[0K  feature flags: FF_TIMESTAMPS:false\x1b[0;m\n"),
+        "{log}"
+    );
+}

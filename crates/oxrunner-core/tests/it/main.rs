@@ -5,6 +5,7 @@
 
 mod driver_scripted;
 mod executor_configure;
+mod feature_flags;
 mod inscript_stages;
 mod job;
 mod job_processes;

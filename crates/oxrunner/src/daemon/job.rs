@@ -18,7 +18,7 @@ use super::slots::{Slot, Slots};
 use super::stale;
 use crate::executors::{ExecutorSetup, executor_for};
 use crate::hooks::RunnerHooks;
-use crate::plan::{check, job_plan};
+use crate::plan::{check, job_plan, resolve_feature_flags};
 use crate::version;
 
 /// What a job task needs from the daemon.
@@ -51,7 +51,8 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
         return;
     };
 
-    let plan = job_plan(&job, env.client.ca_chain_pem());
+    let mut plan = job_plan(&job, env.client.ca_chain_pem());
+    let flag_problems = resolve_feature_flags(&mut plan, &env.runner.feature_flags, &env.runner.environment);
     let (trace, handle) = match TraceWriter::create(
         env.spool_dir.clone(),
         plan.mask_set(),
@@ -67,6 +68,9 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
             return;
         }
     };
+    for problem in &flag_problems {
+        trace.warning(problem);
+    }
     let debug_trace =
         oxrunner_core::plan::debug_trace_enabled(debug_trace_disabled(&env.runner), &plan.variables);
     let source = TraceSource {

@@ -36,6 +36,13 @@ pub fn runner(r: &RunnerConfig) -> Vec<String> {
             "runner `{name}`: [runners.cache] Type = \"{kind}\": distributed caches are not supported yet; caches stay in the local cache_dir (shared by all jobs of this runner)"
         ));
     }
+    let flags = oxrunner_core::feature_flags::config_warnings(&r.feature_flags);
+    if !flags.is_empty() {
+        out.push(format!(
+            "runner `{name}`: [runners.feature_flags] without effect in this build: {}",
+            flags.join("; ")
+        ));
+    }
     if r.proxy_exec == Some(true) {
         out.push(format!("runner `{name}`: proxy_exec is not supported; ignored"));
     }
