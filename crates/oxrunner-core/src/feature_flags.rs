@@ -67,11 +67,7 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag("FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR", false, Honoured),
     flag("FF_ENABLE_BASH_EXIT_CODE_CHECK", false, Honoured),
     flag("FF_USE_WINDOWS_LEGACY_PROCESS_STRATEGY", false, WINDOWS),
-    flag(
-        "FF_USE_LEGACY_BASH_EVAL",
-        false,
-        Ignored("scripts are always fed to bash on stdin"),
-    ),
+    flag("FF_USE_LEGACY_BASH_EVAL", false, Honoured),
     flag("FF_USE_POWERSHELL_PATH_RESOLVER", false, WINDOWS),
     flag(
         "FF_USE_DYNAMIC_TRACE_FORCE_SEND_INTERVAL",
@@ -92,7 +88,9 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag(
         "FF_POSIXLY_CORRECT_ESCAPES",
         false,
-        Ignored("script echoes always use bash's $'...' quoting"),
+        Ignored(
+            "command echoes always use POSIX single quotes (printf), which print the same text either way",
+        ),
     ),
     flag(
         "FF_RESOLVE_FULL_TLS_CHAIN",

@@ -85,7 +85,11 @@ impl JobPlan {
             .map(|v| v.value.clone())
             .collect();
         values.push(self.job_token.expose().to_owned());
-        MaskSet::new(values, &self.features.token_mask_prefixes)
+        MaskSet::with_default_prefixes(
+            values,
+            &self.features.token_mask_prefixes,
+            crate::feature_flags::is_on(&self.variables, "FF_MASK_ALL_DEFAULT_TOKENS"),
+        )
     }
 
     /// The job timeout with GitLab's default applied.

@@ -72,6 +72,7 @@ impl SourceHooks {
                     exports(scripts.vars, scripts.tmp_dir)
                 ),
                 scripts.xtrace,
+                crate::feature_flags::is_on(scripts.vars, "FF_USE_LEGACY_BASH_EVAL"),
             )
         };
         Self {

@@ -91,8 +91,14 @@ pub fn command_echo(command: &str) -> String {
     }
 }
 
-/// Echoes each non-empty command in green and then runs it.
-pub fn commands(lines: &[String]) -> String {
+/// gitlab-runner's `FF_ENABLE_BASH_EXIT_CODE_CHECK` line: ends the script with a command's non-zero status even
+/// where `errexit` does not apply (`false && true`, a failing command inside a function called in a condition).
+const EXIT_CODE_CHECK: &str =
+    "_runner_exit_code=$?; if [ $_runner_exit_code -ne 0 ]; then exit $_runner_exit_code; fi\n";
+
+/// Echoes each non-empty command in green and then runs it; with `exit_code_check`, each command is followed by
+/// gitlab-runner's exit-code check.
+pub fn commands_checked(lines: &[String], exit_code_check: bool) -> String {
     let mut out = String::new();
     for line in lines {
         let command = line.trim();
@@ -105,14 +111,24 @@ pub fn commands(lines: &[String]) -> String {
         )));
         out.push_str(command);
         out.push('\n');
+        if exit_code_check {
+            out.push_str(EXIT_CODE_CHECK);
+        }
     }
     out
+}
+
+/// Echoes each non-empty command in green and then runs it.
+pub fn commands(lines: &[String]) -> String {
+    commands_checked(lines, false)
 }
 
 /// Wraps a stage body the way gitlab-runner's bash writer does: strict mode, optional xtrace, the body run by
 /// `eval` in a subshell whose stdin is `/dev/null` (so commands cannot eat the rest of the script, which the
 /// shell itself reads from stdin), and `exit 0`.
-pub fn wrap(body: &str, xtrace: bool) -> String {
+///
+/// `legacy_eval` (`FF_USE_LEGACY_BASH_EVAL`) restores gitlab-runner's older `: | eval '...'` form.
+pub fn wrap(body: &str, xtrace: bool, legacy_eval: bool) -> String {
     let mut out = String::new();
     out.push_str("trap 'exit 1' TERM\n");
     // dash has no pipefail; probing in a subshell keeps `sh` from exiting on the unknown option.
@@ -122,7 +138,11 @@ pub fn wrap(body: &str, xtrace: bool) -> String {
     if xtrace {
         out.push_str("set -o xtrace\n");
     }
-    let _ = writeln!(out, "(trap 'exit 1' TERM; eval {}) < /dev/null", quote(body));
+    if legacy_eval {
+        let _ = writeln!(out, ": | eval {}", quote(body));
+    } else {
+        let _ = writeln!(out, "(trap 'exit 1' TERM; eval {}) < /dev/null", quote(body));
+    }
     out.push_str("exit 0\n");
     out
 }

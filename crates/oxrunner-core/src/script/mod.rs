@@ -40,7 +40,16 @@ impl ScriptContext<'_> {
         wrap(
             &format!("{}{body}", exports(self.vars, self.tmp_dir)),
             self.xtrace,
+            self.flag("FF_USE_LEGACY_BASH_EVAL"),
         )
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        crate::feature_flags::is_on(self.vars, name)
+    }
+
+    fn user_commands(&self, lines: &[String]) -> String {
+        bash::commands_checked(lines, self.flag("FF_ENABLE_BASH_EXIT_CODE_CHECK"))
     }
 
     /// `prepare_script`: says where the job runs and forgets the env file of a previous job.
@@ -102,7 +111,7 @@ impl ScriptContext<'_> {
         {
             lines.push(post.to_owned());
         }
-        body.push_str(&bash::commands(&lines));
+        body.push_str(&self.user_commands(&lines));
         self.with_exports(&body)
     }
 
@@ -112,7 +121,7 @@ impl ScriptContext<'_> {
         body.push_str(load_env_file());
         let _ = writeln!(body, "cd {}", quote_path(self.project_dir));
         body.push_str(&notice("Running after script..."));
-        body.push_str(&bash::commands(&step.script));
+        body.push_str(&self.user_commands(&step.script));
         self.with_exports(&body)
     }
 
@@ -136,7 +145,7 @@ impl ScriptContext<'_> {
             let _ = writeln!(body, "rm -f {}", quote_path(&self.tmp_dir.join(name)));
         }
         let _ = writeln!(body, "rm -rf {}", quote_path(&self.tmp_dir.join(TEMPLATE_DIR)));
-        wrap(&body, false)
+        wrap(&body, false, self.flag("FF_USE_LEGACY_BASH_EVAL"))
     }
 
     /// A notice line in a script (exposed for executors that add their own stages).

@@ -45,13 +45,13 @@ fn repo() -> Repo {
     Repo { _dir: dir, path, sha }
 }
 
-struct Env {
+pub(crate) struct Env {
     _dir: tempfile::TempDir,
     root: PathBuf,
     repo: Repo,
 }
 
-fn env() -> Env {
+pub(crate) fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     Env {
@@ -78,7 +78,7 @@ impl Env {
         }
     }
 
-    fn plan(&self, script: &[&str]) -> JobPlan {
+    pub(crate) fn plan(&self, script: &[&str]) -> JobPlan {
         JobPlan {
             job_id: 42,
             job_name: "test".into(),
@@ -123,7 +123,7 @@ impl Env {
         }
     }
 
-    async fn run(&self, plan: &JobPlan, control: JobCancel) -> (JobOutcome, String) {
+    pub(crate) async fn run(&self, plan: &JobPlan, control: JobCancel) -> (JobOutcome, String) {
         // Login shells source /etc/profile (slow on some hosts); `successful_job` covers the login default.
         let exec = ShellExecutor::new().with_login_shell(false);
         self.run_with(plan, control, &NoopHooks, exec).await

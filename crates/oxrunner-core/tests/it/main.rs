@@ -6,6 +6,7 @@
 mod driver_scripted;
 mod executor_configure;
 mod feature_flags;
+mod feature_flags_jobs;
 mod inscript_stages;
 mod job;
 mod job_processes;
