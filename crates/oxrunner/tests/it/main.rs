@@ -12,6 +12,7 @@ mod docker_daemon;
 mod docker_in_container;
 mod docker_seed;
 mod e2e_daemon;
+mod e2e_feature_flags;
 mod e2e_procs;
 mod e2e_register;
 mod e2e_tls;
