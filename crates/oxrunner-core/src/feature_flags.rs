@@ -210,6 +210,18 @@ pub fn is_on(vars: &Variables, name: &str) -> bool {
     vars.bool(name).unwrap_or_else(|| default_of(name))
 }
 
+/// `CI_BUILD_NETWORK_NAME` and the name of the job's network under `FF_NETWORK_PER_BUILD`: gitlab-runner's
+/// `runner-<short token>-<project id>-<project slot>-<job id>`, lower case, `[-a-z0-9]` only, starting with a
+/// letter or digit, at most 63 characters (RFC 1123).
+pub fn build_network_name(short_token: &str, project_id: i64, project_slot: usize, job_id: i64) -> String {
+    let raw = format!("runner-{short_token}-{project_id}-{project_slot}-{job_id}").to_lowercase();
+    let kept: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+        .collect();
+    kept.trim_start_matches('-').chars().take(63).collect()
+}
+
 /// One flag's value for one job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Resolved {

@@ -62,6 +62,17 @@ pub fn job_variables(plan: &JobPlan, ctx: &RunnerContext, project_dir: &Path, tm
         format!("{}/{}", std::env::consts::OS, go_arch()),
     ));
     vars.push(Variable::new("RUNNER_TEMP_PROJECT_DIR", path(tmp_dir)));
+    if crate::feature_flags::is_on(&plan.variables, "FF_NETWORK_PER_BUILD") {
+        vars.push(Variable::new(
+            "CI_BUILD_NETWORK_NAME",
+            crate::feature_flags::build_network_name(
+                &ctx.short_token,
+                plan.project_id,
+                ctx.concurrent_project_id,
+                plan.job_id,
+            ),
+        ));
+    }
     vars
 }
 

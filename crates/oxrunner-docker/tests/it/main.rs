@@ -5,6 +5,7 @@
 
 mod connect;
 mod executor;
+mod feature_flags;
 mod hints;
 mod hostconfig;
 mod images;

@@ -71,6 +71,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     for problem in &flag_problems {
         trace.warning(problem);
     }
+    log_images(job_id, &plan);
     let debug_trace =
         oxrunner_core::plan::debug_trace_enabled(debug_trace_disabled(&env.runner), &plan.variables);
     let source = TraceSource {
@@ -136,6 +137,22 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     }
     drop(trace);
     drop(handle);
+}
+
+/// `FF_LOG_IMAGES_CONFIGURED_FOR_JOB`: the job's image and service images in the runner's log, as gitlab-runner
+/// logs them (for operators auditing what their runners pull).
+fn log_images(job_id: i64, plan: &JobPlan) {
+    if !oxrunner_core::feature_flags::is_on(&plan.variables, "FF_LOG_IMAGES_CONFIGURED_FOR_JOB") {
+        return;
+    }
+    if let Some(image) = &plan.image {
+        let platform = image.platform.as_deref().unwrap_or_default();
+        info!(job = job_id, image_name = %image.name, image_platform = %platform, "Image configured for job");
+    }
+    for service in &plan.services {
+        let platform = service.platform.as_deref().unwrap_or_default();
+        info!(job = job_id, image_name = %service.name, image_platform = %platform, "Service image configured for job");
+    }
 }
 
 /// Tells GitLab the job is running. `None` when GitLab aborted it already; otherwise whether a cancel was already

@@ -126,7 +126,8 @@ async fn download_one(
 ) -> Result<(), DownloadError> {
     let tmp = temp_file(scratch, "artifacts-download-").map_err(DownloadError::Fatal)?;
     let path = tmp.path().to_path_buf();
-    match transport.download(dep, &path).await {
+    let direct = oxrunner_core::feature_flags::is_on(ctx.variables, "FF_USE_DIRECT_DOWNLOAD");
+    match transport.download(dep, &path, direct).await {
         Ok(status) => trace.println(&format!("Downloading artifacts from coordinator... {status}")),
         Err(TransportError::NotFound { .. }) => return Err(DownloadError::Missing),
         Err(e @ TransportError::Forbidden { .. }) => {

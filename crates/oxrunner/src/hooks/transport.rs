@@ -73,11 +73,13 @@ pub trait ArtifactTransport: Send + Sync {
         opts: &'a ArtifactUpload,
     ) -> BoxFuture<'a, Result<String, TransportError>>;
 
-    /// Fetches the archive artifact of `dependency` into `dest` (complete or absent afterwards).
+    /// Fetches the archive artifact of `dependency` into `dest` (complete or absent afterwards). `direct`
+    /// (`FF_USE_DIRECT_DOWNLOAD`) lets GitLab redirect the first try to object storage.
     fn download<'a>(
         &'a self,
         dependency: &'a Dependency,
         dest: &'a Path,
+        direct: bool,
     ) -> BoxFuture<'a, Result<String, TransportError>>;
 
     /// The fields of a log line about this job's upload, around `status` (`id=.. <status> token=..`, the order
@@ -170,6 +172,7 @@ impl ArtifactTransport for GitlabTransport {
         &'a self,
         dependency: &'a Dependency,
         dest: &'a Path,
+        direct: bool,
     ) -> BoxFuture<'a, Result<String, TransportError>> {
         Box::pin(async move {
             // GitLab may hand out an empty per-dependency token; the running job's token works then.
@@ -179,7 +182,7 @@ impl ArtifactTransport for GitlabTransport {
                 &dependency.token
             };
             self.client
-                .download_artifacts(dependency.id, token.expose(), dest, true)
+                .download_artifacts(dependency.id, token.expose(), dest, direct)
                 .await?;
             Ok(format!(
                 "ok  id={} responseStatus=200 OK token={}",
@@ -327,6 +330,7 @@ impl ArtifactTransport for LocalTransport {
         &'a self,
         dependency: &'a Dependency,
         dest: &'a Path,
+        _direct: bool,
     ) -> BoxFuture<'a, Result<String, TransportError>> {
         Box::pin(async move {
             let dir = self.job_dir(dependency.id, &dependency.name).join("archive");

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::support::{Daemon, Sandbox, fake, finished, global_toml, quit_ok, shell_runner_toml};
-use fake_gitlab::{FakeGitlab, JobSpec};
+use fake_gitlab::{FakeGitlab, ImageSpec, JobSpec};
 
 const FINISH: Duration = Duration::from_secs(60);
 
@@ -100,7 +100,13 @@ async fn the_log_is_timestamped_by_default() {
     let fake = fake(1, 1).await;
     let sb = Sandbox::new();
     let d = start(&fake, &sb, "");
-    let id = fake.enqueue_job(JobSpec::new("stamped", &["echo job-output"]).variable("GIT_STRATEGY", "none"));
+    let id = fake.enqueue_job(
+        JobSpec::new("stamped", &["echo job-output"])
+            .variable("GIT_STRATEGY", "none")
+            .variable("FF_LOG_IMAGES_CONFIGURED_FOR_JOB", "true")
+            .image(ImageSpec::new("oxrunner-test/not-pulled:1"))
+            .service(ImageSpec::new("oxrunner-test/service-not-pulled:2")),
+    );
     let job = finished(&fake, id, FINISH, &d).await;
     let raw = job.raw_trace_text();
     assert_eq!(job.status, "success", "{raw}");
@@ -118,5 +124,61 @@ async fn the_log_is_timestamped_by_default() {
     );
     assert!(job.trace_text().contains("\njob-output\n"));
     assert_eq!(job.checksum_ok, Some(true));
+    // FF_LOG_IMAGES_CONFIGURED_FOR_JOB names them in the runner's own log.
+    let log = d.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Image configured for job") && l.contains("oxrunner-test/not-pulled:1")),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("Service image configured for job")
+            && l.contains("oxrunner-test/service-not-pulled:2")),
+        "{log}"
+    );
     quit_ok(d).await;
+}
+
+/// The artifact GETs fake-gitlab saw for job `id`, with their query.
+fn artifact_gets(fake: &FakeGitlab, id: i64) -> Vec<String> {
+    let prefix = format!("/api/v4/jobs/{id}/artifacts");
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with(&prefix))
+        .map(|r| r.path)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_download_follows_the_flag() {
+    use crate::support::hooks::{Env, fake_options};
+    use fake_gitlab::ArtifactSpec;
+
+    let env = Env::start(fake_options(), 1).await;
+    let producer = JobSpec::new("build", &["echo alpha > a.txt"])
+        .variable("GIT_STRATEGY", "empty")
+        .artifact(ArtifactSpec {
+            paths: vec!["a.txt".into()],
+            ..ArtifactSpec::default()
+        });
+    let a = env.fake.enqueue_job(producer);
+    env.succeeded(a).await;
+    let consumer = |direct: &str| {
+        JobSpec::new("test", &["test \"$(cat a.txt)\" = alpha"])
+            .variable("GIT_STRATEGY", "empty")
+            .variable("FF_USE_DIRECT_DOWNLOAD", direct)
+            .dependency(a)
+    };
+
+    let b = env.fake.enqueue_job(consumer("false"));
+    env.succeeded(b).await;
+    let gets = artifact_gets(&env.fake, a);
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert!(!gets[0].contains("direct_download"), "{gets:?}");
+
+    let c = env.fake.enqueue_job(consumer("true"));
+    env.succeeded(c).await;
+    let gets = artifact_gets(&env.fake, a);
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert!(gets[1].contains("direct_download=true"), "{gets:?}");
 }
