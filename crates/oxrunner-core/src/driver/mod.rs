@@ -425,7 +425,13 @@ impl Driver<'_> {
         let stage = Stage::PrepareExecutor;
         self.section_start(&stage);
         let result = match self.configure_executor().await {
-            Ok(Ok(())) => self.prepare_with_retries().await,
+            Ok(Ok(())) => match crate::builddir::check_clone_path(self.plan, &self.ctx) {
+                Ok(()) => self.prepare_with_retries().await,
+                Err(message) => Ok(Err(ExecError::Build {
+                    reason: FailureReason::RunnerConfigurationError,
+                    message,
+                })),
+            },
             other => other,
         };
         self.section_end(&stage);

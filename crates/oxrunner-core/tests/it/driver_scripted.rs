@@ -556,3 +556,59 @@ async fn timestamps_are_on_by_default_and_the_flag_turns_them_off() {
         "{log}"
     );
 }
+
+/// gitlab-runner refuses a GIT_CLONE_PATH the runner does not allow, or one outside the builds dir, as a
+/// configuration error before anything runs; it never silently clones elsewhere.
+#[tokio::test(start_paused = true)]
+async fn a_git_clone_path_that_is_not_allowed_fails_the_job() {
+    let env = Env::new();
+    let inside = env.dir.path().join("builds/custom/place");
+    let cases = [
+        (
+            false,
+            inside.display().to_string(),
+            "setting GIT_CLONE_PATH is not allowed",
+        ),
+        (true, "/elsewhere/place".to_owned(), "has to be within"),
+    ];
+    for (enabled, path, message) in cases {
+        let mut plan = env.plan();
+        plan.variables.push(Variable::new("GIT_CLONE_PATH", path.clone()));
+        let ctx = RunnerContext {
+            custom_build_dir: enabled,
+            ..env.ctx()
+        };
+        let (trace, handle) = TraceWriter::new(env.dir.path(), plan.mask_set(), 0).unwrap();
+        let mut exec = Scripted::new(&[]);
+        let outcome = run_job(&plan, &ctx, &mut exec, &NoopHooks, &trace, JobCancel::new()).await;
+        handle.finish().await;
+        let log = String::from_utf8_lossy(&handle.read_all().unwrap()).into_owned();
+        match outcome {
+            JobOutcome::Failed {
+                reason, message: m, ..
+            } => {
+                assert_eq!(reason, FailureReason::RunnerConfigurationError, "{path}: {log}");
+                assert!(m.contains(message) && m.contains("\nhint: "), "{m}");
+            }
+            other => panic!("{path}: {other:?}\n{log}"),
+        }
+        assert!(
+            !exec.calls().iter().any(|c| c == "get_sources"),
+            "{:?}",
+            exec.calls()
+        );
+    }
+    // Allowed and inside: the job runs there.
+    let mut plan = env.plan();
+    plan.variables
+        .push(Variable::new("GIT_CLONE_PATH", inside.display().to_string()));
+    let ctx = RunnerContext {
+        custom_build_dir: true,
+        ..env.ctx()
+    };
+    let (trace, handle) = TraceWriter::new(env.dir.path(), plan.mask_set(), 0).unwrap();
+    let mut exec = Scripted::new(&[]);
+    let outcome = run_job(&plan, &ctx, &mut exec, &NoopHooks, &trace, JobCancel::new()).await;
+    handle.finish().await;
+    assert_eq!(outcome, JobOutcome::Success);
+}

@@ -376,11 +376,12 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
         },
         debug_trace_disabled: debug_trace_disabled(r),
         clone_url: r.clone_url.clone(),
+        // gitlab-runner's per-executor default (`DefaultCustomBuildsDirEnabled`): on for docker, off otherwise.
         custom_build_dir: r
             .custom_build_dir
             .as_ref()
             .and_then(|c| c.enabled)
-            .unwrap_or(false),
+            .unwrap_or(docker),
         // Checkouts for executors with remote files, kept between jobs so `fetch` is incremental.
         runner_builds_dir: env.state_dir.join("builds"),
     }
