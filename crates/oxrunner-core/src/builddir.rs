@@ -64,8 +64,8 @@ pub fn check_clone_path(plan: &JobPlan, ctx: &RunnerContext) -> Result<(), Strin
     };
     if !ctx.custom_build_dir {
         return Err(
-            "setting GIT_CLONE_PATH is not allowed, enable `custom_build_dir` feature
-hint: set              [runners.custom_build_dir] enabled = true in config.toml, or remove GIT_CLONE_PATH from the job"
+            "setting GIT_CLONE_PATH is not allowed, enable `custom_build_dir` feature\nhint: set \
+             [runners.custom_build_dir] enabled = true in config.toml, or remove GIT_CLONE_PATH from the job"
                 .to_owned(),
         );
     }
@@ -78,8 +78,7 @@ hint: set              [runners.custom_build_dir] enabled = true in config.toml,
         Ok(())
     } else {
         Err(format!(
-            "the GIT_CLONE_PATH={custom:?} has to be within {:?}
-hint: use a path under $CI_BUILDS_DIR",
+            "the GIT_CLONE_PATH={custom:?} has to be within {:?}\nhint: use a path under $CI_BUILDS_DIR",
             ctx.builds_dir.display().to_string()
         ))
     }
