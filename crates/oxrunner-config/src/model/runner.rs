@@ -252,6 +252,14 @@ impl RunnerConfig {
         self.feature_flags.get(name).copied()
     }
 
+    /// The labels sent to GitLab as `info.labels`: the global `labels` with this runner's over them (gitlab-runner's
+    /// `ComputeLabels`).
+    pub fn computed_labels(&self, global: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut out = global.clone();
+        out.extend(self.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out
+    }
+
     /// `executor = "..."` as a kind.
     pub fn executor_kind(&self) -> ExecutorKind {
         ExecutorKind::parse(&self.executor)

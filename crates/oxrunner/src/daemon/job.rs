@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use oxrunner_api::trace::{FinalReport, FinalState, JobControl, TraceSender, TraceSource};
+use oxrunner_api::trace::{FinalReport, FinalState, JobControl, TraceOptions, TraceSender, TraceSource};
 use oxrunner_api::{ApiError, Client, JobResponse, RunnerInfo, UpdateJobRequest, UpdateOutcome};
 use oxrunner_config::{ExecutorKind, RunnerConfig};
 use oxrunner_core::{
@@ -78,13 +78,17 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
         path: handle.path.clone(),
         committed: handle.committed.clone(),
     };
-    let (sender, control_rx) = TraceSender::start(
+    let (sender, control_rx) = TraceSender::start_with_options(
         env.client.clone(),
         job_id,
         token.clone(),
         source,
         debug_trace,
         env.info.clone(),
+        TraceOptions {
+            final_update_tries: env.runner.job_status_final_update_retry_limit(),
+            ..TraceOptions::default()
+        },
     );
 
     // SIGTERM/SIGINT cancel `abort_all`, which aborts this job through its child token; GitLab's requests arrive

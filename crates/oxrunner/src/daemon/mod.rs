@@ -370,7 +370,8 @@ impl Daemon {
         count: u32,
     ) -> anyhow::Result<()> {
         let client = crate::runner::client_for_runner(runner, &self.opts.config_path)?;
-        let info = crate::runner::runner_info(&runner.executor_kind(), runner.shell.as_deref());
+        let mut info = crate::runner::runner_info(&runner.executor_kind(), runner.shell.as_deref());
+        info.labels = runner.computed_labels(&config.labels);
         let runner_arc = Arc::new(runner.clone());
         let env = JobEnv {
             client: client.clone(),
@@ -415,7 +416,8 @@ impl Daemon {
         let docker_config = runner.docker.clone().unwrap_or_default();
         let short = runner.short_token();
         let recover = first.then(|| (client.clone(), runner.clone(), config_dir(&self.opts.config_path)));
-        let runner_info = crate::runner::runner_info(&runner.executor_kind(), runner.shell.as_deref());
+        let mut runner_info = crate::runner::runner_info(&runner.executor_kind(), runner.shell.as_deref());
+        runner_info.labels = runner.computed_labels(&config.labels);
         tokio::spawn(async move {
             if let Some((client, runner, state_dir)) = recover {
                 stale::recover(&state_dir, &client, &runner, &runner_info).await;

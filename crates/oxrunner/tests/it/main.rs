@@ -15,6 +15,7 @@ mod e2e_daemon;
 mod e2e_feature_flags;
 mod e2e_procs;
 mod e2e_register;
+mod e2e_settings;
 mod e2e_tls;
 mod e2e_tls_self_signed;
 mod e2e_trace_limits;

@@ -1,0 +1,94 @@
+//! `config.toml` settings gitlab-runner acts on that oxrunner used to parse and drop, end to end against
+//! fake-gitlab: each test sets one and checks what reaches GitLab or the job.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use crate::support::{Daemon, Sandbox, fake, global_toml, quit_ok, shell_runner_toml, wait_polling};
+use fake_gitlab::FakeGitlab;
+
+fn start(fake: &FakeGitlab, sb: &Sandbox, global_extra: &str, runner_extra: &str) -> (Daemon, String) {
+    let token = fake.create_runner_token("settings");
+    let text = global_toml(1, global_extra)
+        + &shell_runner_toml("settings", &fake.url(), &token, sb.dir.path(), runner_extra);
+    std::fs::write(sb.config(), text).unwrap();
+    let cfg = sb.config_str();
+    (sb.spawn(&["run", "-c", &cfg]), token)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn labels_reach_gitlab_with_the_runners_over_the_global_ones() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let (d, token) = start(
+        &fake,
+        &sb,
+        "labels = { team = \"ci\", env = \"global\" }",
+        "  labels = { env = \"runner\", zone = \"a\" }",
+    );
+    wait_polling(&fake, &d, Duration::from_secs(30)).await;
+    let runner = fake.runners().into_iter().find(|r| r.token == token).unwrap();
+    let labels = runner.info.as_ref().and_then(|i| i.get("labels")).cloned();
+    assert_eq!(
+        labels,
+        Some(serde_json::json!({"env": "runner", "team": "ci", "zone": "a"})),
+        "{:?}\n{}",
+        runner.info,
+        d.log()
+    );
+    quit_ok(d).await;
+}
+
+/// Polls the runner's log until `cond` holds; `timeout` only guards against a hang.
+async fn wait_log(d: &Daemon, what: &str, timeout: Duration, cond: impl Fn(&str) -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let log = d.log();
+        if cond(&log) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_status_final_update_retry_limit_bounds_the_final_update() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let mark = sb.dir.path().join("go");
+    let (d, _) = start(&fake, &sb, "", "  job_status_final_update_retry_limit = 2");
+    let script = format!(
+        "echo started; while [ ! -e {} ]; do sleep 0.1; done; echo finishing",
+        mark.display()
+    );
+    let id = fake
+        .enqueue_job(fake_gitlab::JobSpec::new("final", &[script.as_str()]).variable("GIT_STRATEGY", "none"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !fake.job(id).is_some_and(|j| j.trace_text().contains("started")) {
+        assert!(tokio::time::Instant::now() < deadline, "{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // From now on GitLab rejects every job update: only the final one is left to send.
+    fake.faults()
+        .fail_next(fake_gitlab::Endpoint::JobUpdate, 10_000, 500);
+    std::fs::write(&mark, "").unwrap();
+    wait_log(
+        &d,
+        "the runner to give up on the final update",
+        Duration::from_secs(120),
+        |log| {
+            log.lines()
+                .any(|l| l.contains("final job update failed") && !l.contains("retrying"))
+        },
+    )
+    .await;
+    let log = d.log();
+    let retries = log.matches("final job update failed, retrying").count();
+    assert_eq!(retries, 1, "two tries, so one retry:\n{log}");
+    fake.faults().clear();
+    quit_ok(d).await;
+}
