@@ -6,6 +6,7 @@
 mod connect;
 mod executor;
 mod feature_flags;
+mod gpus;
 mod hints;
 mod hostconfig;
 mod images;
