@@ -460,6 +460,10 @@ pub struct RunnerContext {
     pub clone_url: Option<String>,
     /// `[runners.custom_build_dir] enabled`: allows `GIT_CLONE_PATH`.
     pub custom_build_dir: bool,
+    /// `prepare_timeout`: bounds preparing the executor (unset: the job timeout).
+    pub prepare_timeout: Option<Duration>,
+    /// `get_sources_timeout`: bounds get_sources with its retries (unset: the job timeout).
+    pub get_sources_timeout: Option<Duration>,
     /// Runner-side root for checkouts of executors whose files are remote (`Executor::files`): git runs here,
     /// then the tree is pushed into the job. Kept between jobs so `fetch` is incremental. Empty:
     /// `$TMPDIR/oxrunner-builds`.

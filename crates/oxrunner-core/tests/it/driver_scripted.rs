@@ -87,7 +87,13 @@ impl Executor for Scripted {
         _trace: &'a TraceWriter,
     ) -> BoxFuture<'a, Result<(), ExecError>> {
         self.record("prepare", "");
-        Box::pin(async { Ok(()) })
+        let hang = matches!(self.replies.get("prepare"), Some(Reply::Hang));
+        Box::pin(async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        })
     }
 
     fn run<'a>(
@@ -611,4 +617,73 @@ async fn a_git_clone_path_that_is_not_allowed_fails_the_job() {
     let outcome = run_job(&plan, &ctx, &mut exec, &NoopHooks, &trace, JobCancel::new()).await;
     handle.finish().await;
     assert_eq!(outcome, JobOutcome::Success);
+}
+
+/// `prepare_timeout` and `get_sources_timeout` bound their phase as gitlab-runner does: the job fails as a
+/// timeout naming the limit, long before the job's own timeout.
+#[tokio::test(start_paused = true)]
+async fn prepare_and_get_sources_timeouts_end_a_hanging_phase() {
+    let env = Env::new();
+    for (phase, stage) in [("prepare", "prepare"), ("get sources", "get_sources")] {
+        let ctx = RunnerContext {
+            prepare_timeout: Some(Duration::from_secs(20)),
+            get_sources_timeout: Some(Duration::from_secs(10)),
+            ..env.ctx()
+        };
+        let plan = env.plan();
+        let (trace, handle) = TraceWriter::new(env.dir.path(), plan.mask_set(), 0).unwrap();
+        let mut exec = Scripted::new(&[(stage, Reply::Hang)]);
+        let start = Instant::now();
+        let outcome = run_job(&plan, &ctx, &mut exec, &NoopHooks, &trace, JobCancel::new()).await;
+        handle.finish().await;
+        let log =
+            oxrunner_core::trace::strip_timestamps(&String::from_utf8_lossy(&handle.read_all().unwrap()));
+        let limit = if stage == "prepare" { "20s" } else { "10s" };
+        match outcome {
+            JobOutcome::Failed { reason, message, .. } => {
+                assert_eq!(reason, FailureReason::JobExecutionTimeout, "{log}");
+                assert_eq!(
+                    message,
+                    format!("{phase} timeout: exceeded timeout of {limit}"),
+                    "{log}"
+                );
+            }
+            other => panic!("{other:?}\n{log}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{:?}", start.elapsed());
+        assert!(
+            !exec.calls().iter().any(|c| c == "step_script"),
+            "{:?}",
+            exec.calls()
+        );
+    }
+
+    // Longer than the job: the job timeout applies, with upstream's warning.
+    let ctx = RunnerContext {
+        get_sources_timeout: Some(Duration::from_secs(7200)),
+        ..env.ctx()
+    };
+    let (outcome, log) = {
+        let plan = env.plan();
+        let (trace, handle) = TraceWriter::new(env.dir.path(), plan.mask_set(), 0).unwrap();
+        let outcome = run_job(
+            &plan,
+            &ctx,
+            &mut Scripted::new(&[]),
+            &NoopHooks,
+            &trace,
+            JobCancel::new(),
+        )
+        .await;
+        handle.finish().await;
+        (
+            outcome,
+            String::from_utf8_lossy(&handle.read_all().unwrap()).into_owned(),
+        )
+    };
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert!(
+        log.contains("get_sources_timeout (2h0m0s) exceeds job timeout (1h0m0s); using job timeout"),
+        "{log}"
+    );
 }

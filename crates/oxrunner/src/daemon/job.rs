@@ -386,6 +386,8 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
             .as_ref()
             .and_then(|c| c.enabled)
             .unwrap_or(docker),
+        prepare_timeout: r.prepare_timeout(),
+        get_sources_timeout: r.get_sources_timeout(),
         // Checkouts for executors with remote files, kept between jobs so `fetch` is incremental.
         runner_builds_dir: env.state_dir.join("builds"),
     }
