@@ -85,6 +85,10 @@ impl JobPlan {
             .map(|v| v.value.clone())
             .collect();
         values.push(self.job_token.expose().to_owned());
+        // The runner's TLS key reaches the job as a file; a `cat` or a debug trace must not print it.
+        if let Some(key) = &self.sources.tls_key {
+            values.push(key.expose().to_owned());
+        }
         MaskSet::with_default_prefixes(
             values,
             &self.features.token_mask_prefixes,
@@ -196,6 +200,11 @@ pub struct Sources {
     pub post_get_sources_script: Vec<String>,
     /// PEM content for `CI_SERVER_TLS_CA_FILE` (written as a file variable, used by git as `http.sslCAInfo`).
     pub ca_file: Option<String>,
+    /// The runner's TLS client certificate (PEM) for GitLab, passed to git and the job as
+    /// `CI_SERVER_TLS_CERT_FILE`, so a GitLab that requires client certificates can be cloned from.
+    pub tls_cert: Option<String>,
+    /// Its private key (PEM), passed as `CI_SERVER_TLS_KEY_FILE`.
+    pub tls_key: Option<Secret>,
 }
 
 /// Where get_sources takes the project's files from.
@@ -233,6 +242,8 @@ impl Default for Sources {
             pre_get_sources_script: Vec::new(),
             post_get_sources_script: Vec::new(),
             ca_file: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -64,6 +64,7 @@ impl SourceHooks {
             project_dir: scripts.project_dir,
             tmp_dir: scripts.tmp_dir,
             ca_file_path: None,
+            client_cert_paths: None,
         };
         let script = |body: String| {
             wrap(

@@ -240,6 +240,9 @@ pub struct SourcesScript<'a> {
     pub tmp_dir: &'a Path,
     /// Value of `CI_SERVER_TLS_CA_FILE` when a CA is configured.
     pub ca_file_path: Option<PathBuf>,
+    /// Values of `CI_SERVER_TLS_CERT_FILE` and `CI_SERVER_TLS_KEY_FILE` when the runner has a client
+    /// certificate for GitLab.
+    pub client_cert_paths: Option<(PathBuf, PathBuf)>,
 }
 
 /// Set by the get_sources script before anything else runs, the hooks included: git must never wait for a
@@ -398,16 +401,28 @@ impl SourcesScript<'_> {
         if let Some((with_creds, base)) = rewrite {
             ext_conf.push_str(&credential_config(with_creds, base, self.plan.job_token.expose()));
         }
-        if let Some(ca) = &self.ca_file_path {
-            let (scheme, _, rest) = split_url(remote);
-            if scheme.starts_with("http") {
-                let host = &rest[..rest.find('/').unwrap_or(rest.len())];
-                let _ = write!(
+        let (scheme, _, rest) = split_url(remote);
+        if scheme.starts_with("http") && (self.ca_file_path.is_some() || self.client_cert_paths.is_some()) {
+            let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+            let _ = writeln!(
+                ext_conf,
+                "[http {}]",
+                git_config_string(&format!("{scheme}://{host}"))
+            );
+            let mut setting = |name: &str, path: &Path| {
+                let _ = writeln!(
                     ext_conf,
-                    "[http {}]\n\tsslCAInfo = {}\n",
-                    git_config_string(&format!("{scheme}://{host}")),
-                    git_config_string(&ca.to_string_lossy())
+                    "\t{name} = {}",
+                    git_config_string(&path.to_string_lossy())
                 );
+            };
+            if let Some(ca) = &self.ca_file_path {
+                setting("sslCAInfo", ca);
+            }
+            // As gitlab-runner: git presents the runner's client certificate to the GitLab host.
+            if let Some((cert, key)) = &self.client_cert_paths {
+                setting("sslCert", cert);
+                setting("sslKey", key);
             }
         }
         ext_conf

@@ -67,18 +67,21 @@ impl ScriptContext<'_> {
 
     /// `get_sources`.
     pub fn get_sources(&self, settings: &GitSettings) -> String {
-        let ca_file_path = self
-            .vars
-            .find("CI_SERVER_TLS_CA_FILE")
-            .filter(|v| v.file && !v.value.is_empty())
-            .map(|v| file_var_path(self.tmp_dir, &v.key).into());
+        let file_of = |key: &str| -> Option<std::path::PathBuf> {
+            self.vars
+                .find(key)
+                .filter(|v| v.file && !v.value.is_empty())
+                .map(|v| file_var_path(self.tmp_dir, &v.key).into())
+        };
+        let client_cert_paths = file_of("CI_SERVER_TLS_CERT_FILE").zip(file_of("CI_SERVER_TLS_KEY_FILE"));
         let script = SourcesScript {
             plan: self.plan,
             ctx: self.ctx,
             settings,
             project_dir: self.project_dir,
             tmp_dir: self.tmp_dir,
-            ca_file_path,
+            ca_file_path: file_of("CI_SERVER_TLS_CA_FILE"),
+            client_cert_paths,
         };
         self.with_exports(&script.render())
     }

@@ -52,6 +52,10 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     };
 
     let mut plan = job_plan(&job, env.client.ca_chain_pem());
+    if let Some(pem) = env.client.tls_client_pem() {
+        plan.sources.tls_cert = Some(pem.cert);
+        plan.sources.tls_key = Some(oxrunner_core::Secret::new(pem.key));
+    }
     let flag_problems = resolve_feature_flags(&mut plan, &env.runner.feature_flags, &env.runner.environment);
     let (trace, handle) = match TraceWriter::create(
         env.spool_dir.clone(),

@@ -92,3 +92,66 @@ async fn job_status_final_update_retry_limit_bounds_the_final_update() {
     fake.faults().clear();
     quit_ok(d).await;
 }
+
+/// `tls-cert-file`/`tls-key-file`: the runner's client certificate reaches the job as
+/// `CI_SERVER_TLS_CERT_FILE`/`CI_SERVER_TLS_KEY_FILE` and git presents it to the GitLab host (`http.<url>.sslCert`
+/// and `sslKey`, as gitlab-runner configures them); the key never shows in the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_certificate_reaches_git_and_the_job() {
+    let pki = fake_gitlab::TestPki::generate().unwrap();
+    let fake = fake_gitlab::FakeGitlab::start(fake_gitlab::FakeOptions {
+        tls: Some(pki.server.clone()),
+        ..fake_gitlab::FakeOptions::default()
+    })
+    .await
+    .unwrap();
+    let sb = Sandbox::new();
+    let project = fake
+        .create_project("group/mtls", &crate::support::project_files(sb.dir.path()))
+        .unwrap();
+    let client = fake_gitlab::TlsMaterial::self_signed_ca(
+        "oxrunner test client",
+        &["client.invalid"],
+        std::time::SystemTime::now() - Duration::from_secs(60),
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    )
+    .unwrap();
+    let (ca, cert, key) = (sb.path("ca.pem"), sb.path("client.pem"), sb.path("client.key"));
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&cert, &client.cert_pem).unwrap();
+    std::fs::write(&key, &client.key_pem).unwrap();
+    let extra = format!(
+        "  tls-ca-file = \"{}\"\n  tls-cert-file = \"{}\"\n  tls-key-file = \"{}\"\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+    let (d, _) = start(&fake, &sb, "", &extra);
+    let script = [
+        format!("cmp \"$CI_SERVER_TLS_CERT_FILE\" {} && echo cert-file-matches", cert.display()),
+        format!("cmp \"$CI_SERVER_TLS_KEY_FILE\" {} && echo key-file-matches", key.display()),
+        "test \"$(git config --get-regexp 'http\\..*\\.sslcert' | cut -d' ' -f2)\" = \"$CI_SERVER_TLS_CERT_FILE\" \
+         && echo git-presents-the-cert"
+            .to_owned(),
+        "test \"$(git config --get-regexp 'http\\..*\\.sslkey' | cut -d' ' -f2)\" = \"$CI_SERVER_TLS_KEY_FILE\" \
+         && echo git-uses-the-key"
+            .to_owned(),
+        "cat \"$CI_SERVER_TLS_KEY_FILE\"".to_owned(),
+    ];
+    let script: Vec<&str> = script.iter().map(String::as_str).collect();
+    let id = fake.enqueue_job(fake_gitlab::JobSpec::new("mtls", &script).project(project.id));
+    let job = crate::support::finished(&fake, id, Duration::from_secs(60), &d).await;
+    let trace = job.trace_text();
+    assert_eq!(job.status, "success", "{trace}\n{}", d.log());
+    for line in [
+        "cert-file-matches",
+        "key-file-matches",
+        "git-presents-the-cert",
+        "git-uses-the-key",
+    ] {
+        assert!(trace.contains(&format!("\n{line}\n")), "{line}:\n{trace}");
+    }
+    let key_body = client.key_pem.lines().nth(1).unwrap();
+    assert!(!trace.contains(key_body), "the key leaked:\n{trace}");
+    quit_ok(d).await;
+}
