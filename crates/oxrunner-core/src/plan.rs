@@ -471,6 +471,11 @@ pub struct RunnerContext {
     pub clone_url: Option<String>,
     /// `[runners.custom_build_dir] enabled`: allows `GIT_CLONE_PATH`.
     pub custom_build_dir: bool,
+    /// `safe_directory_checkout`: add the project dir to git's global `safe.directory` before fetching.
+    pub safe_directory_checkout: bool,
+    /// `clean_git_config`: remove the checkout's git config and hooks before fetching (unset: gitlab-runner's
+    /// default, on except for the shell executor).
+    pub clean_git_config: Option<bool>,
     /// `prepare_timeout`: bounds preparing the executor (unset: the job timeout).
     pub prepare_timeout: Option<Duration>,
     /// `get_sources_timeout`: bounds get_sources with its retries (unset: the job timeout).

@@ -93,6 +93,10 @@ fn runner_fetch(scripts: &ScriptContext<'_>) -> Result<Option<(String, PathBuf)>
         builds_dir: runner_builds_root(scripts.ctx),
         pre_get_sources_script: None,
         post_get_sources_script: None,
+        // The runner owns its checkout; a `git config --global` here would change the runner's own settings.
+        safe_directory_checkout: false,
+        // The checkout never reaches a job's hands (its tree is copied out), so its config is the runner's own.
+        clean_git_config: Some(false),
         ..scripts.ctx.clone()
     };
     let mut plan = plan.clone();

@@ -340,6 +340,10 @@ impl SourcesScript<'_> {
         );
         // LFS objects are fetched by `git lfs pull` after checkout, not by the smudge filter during it.
         out.push_str("if [ -z \"${GIT_LFS_SKIP_SMUDGE+x}\" ]; then export GIT_LFS_SKIP_SMUDGE=1; fi\n");
+        if self.ctx.safe_directory_checkout {
+            // As gitlab-runner: lets git work in a directory another user (an earlier job's image user) owns.
+            let _ = writeln!(out, "git config --global --add safe.directory {dir}");
+        }
         let _ = writeln!(out, "mkdir -p {}", quote_path(&template));
         // printf is a shell builtin: the credentials never appear in a process argv.
         let _ = writeln!(
@@ -356,6 +360,17 @@ impl SourcesScript<'_> {
         );
 
         self.remove_stale_locks(out);
+        if self.ctx.clean_git_config.unwrap_or(self.ctx.executor != "shell") {
+            // An earlier job could have left config or hooks that would run programs in this fetch.
+            let git = self.project_dir.join(".git");
+            let _ = writeln!(
+                out,
+                "rm -f {}\nrm -rf {}\nif [ -d {m} ]; then find {m} \\( -name config -type f -o -name hooks -type d \\) -prune -exec rm -rf {{}} +; fi",
+                quote_path(&git.join("config")),
+                quote_path(&git.join("hooks")),
+                m = quote_path(&git.join("modules"))
+            );
+        }
         if s.strategy == GitStrategy::Clone {
             let _ = writeln!(out, "rm -rf {dir}");
         }

@@ -62,7 +62,7 @@ pub(crate) fn env() -> Env {
 }
 
 impl Env {
-    fn ctx(&self) -> RunnerContext {
+    pub(crate) fn ctx(&self) -> RunnerContext {
         RunnerContext {
             runner_name: "test-runner".into(),
             short_token: "abcd1234".into(),

@@ -15,6 +15,7 @@ mod mask_scale;
 mod remote_sources;
 mod runner_fetch_env;
 mod script;
+mod settings_jobs;
 mod shell_stages;
 mod shell_workdir;
 mod trace;

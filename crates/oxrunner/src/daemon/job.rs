@@ -390,6 +390,9 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
             .as_ref()
             .and_then(|c| c.enabled)
             .unwrap_or(docker),
+        // gitlab-runner's executor defaults: on for docker (where git runs runner-side here, which ignores it).
+        safe_directory_checkout: r.safe_directory_checkout.unwrap_or(docker),
+        clean_git_config: r.clean_git_config,
         prepare_timeout: r.prepare_timeout(),
         get_sources_timeout: r.get_sources_timeout(),
         // Checkouts for executors with remote files, kept between jobs so `fetch` is incremental.

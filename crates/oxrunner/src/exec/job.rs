@@ -419,6 +419,8 @@ fn runner_context(env: &Env, index: usize, kind: &ExecutorKind) -> RunnerContext
         clone_url: None,
         // The project dir is the prepared copy (`SourceOrigin::LocalDir`), whatever GIT_CLONE_PATH says.
         custom_build_dir: false,
+        safe_directory_checkout: false,
+        clean_git_config: None,
         prepare_timeout: None,
         get_sources_timeout: None,
         // exec's sources are local (`SourceOrigin::LocalDir`): nothing is fetched on the runner.
