@@ -74,11 +74,7 @@ pub const FLAGS: &[FeatureFlag] = &[
         false,
         Ignored("the trace is sent at the interval GitLab asks for"),
     ),
-    flag(
-        "FF_SCRIPT_SECTIONS",
-        false,
-        Ignored("per-command script sections are not rendered yet"),
-    ),
+    flag("FF_SCRIPT_SECTIONS", false, Honoured),
     flag(
         "FF_ENABLE_JOB_CLEANUP",
         false,

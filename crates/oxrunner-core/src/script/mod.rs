@@ -48,8 +48,16 @@ impl ScriptContext<'_> {
         crate::feature_flags::is_on(self.vars, name)
     }
 
-    fn user_commands(&self, lines: &[String]) -> String {
-        bash::commands_checked(lines, self.flag("FF_ENABLE_BASH_EXIT_CODE_CHECK"))
+    /// `prefix` names the sections of multi-line commands (`script_step`, `after_script_step`, ...).
+    fn user_commands(&self, lines: &[String], prefix: &str) -> String {
+        let sections = self.plan.features.trace_sections && self.flag("FF_SCRIPT_SECTIONS");
+        bash::commands_styled(
+            lines,
+            bash::CommandStyle {
+                exit_code_check: self.flag("FF_ENABLE_BASH_EXIT_CODE_CHECK"),
+                sections: sections.then_some(prefix),
+            },
+        )
     }
 
     /// `prepare_script`: says where the job runs and forgets the env file of a previous job.
@@ -96,25 +104,12 @@ impl ScriptContext<'_> {
         let mut body = String::new();
         body.push_str(load_env_file());
         let _ = writeln!(body, "cd {}", quote_path(self.project_dir));
-        let mut lines = Vec::new();
-        if let Some(pre) = self
-            .ctx
-            .pre_build_script
-            .as_deref()
-            .filter(|s| !s.trim().is_empty())
-        {
-            lines.push(pre.to_owned());
-        }
-        lines.extend(step.script.iter().cloned());
-        if let Some(post) = self
-            .ctx
-            .post_build_script
-            .as_deref()
-            .filter(|s| !s.trim().is_empty())
-        {
-            lines.push(post.to_owned());
-        }
-        body.push_str(&self.user_commands(&lines));
+        let runner_script = |s: &Option<String>| -> Vec<String> {
+            s.iter().filter(|s| !s.trim().is_empty()).cloned().collect()
+        };
+        body.push_str(&self.user_commands(&runner_script(&self.ctx.pre_build_script), "pre_build_script"));
+        body.push_str(&self.user_commands(&step.script, "script_step"));
+        body.push_str(&self.user_commands(&runner_script(&self.ctx.post_build_script), "post_build_script"));
         self.with_exports(&body)
     }
 
@@ -124,7 +119,7 @@ impl ScriptContext<'_> {
         body.push_str(load_env_file());
         let _ = writeln!(body, "cd {}", quote_path(self.project_dir));
         body.push_str(&notice("Running after script..."));
-        body.push_str(&self.user_commands(&step.script));
+        body.push_str(&self.user_commands(&step.script, "after_script_step"));
         self.with_exports(&body)
     }
 

@@ -61,3 +61,31 @@ async fn mask_all_default_tokens_off_masks_only_personal_access_tokens() {
     let (_, log) = env.run(&plan, JobCancel::new()).await;
     assert!(log.contains("\nglrt-abcdefghijklmnop glpat-[MASKED]\n"), "{log}");
 }
+
+#[tokio::test]
+async fn script_sections_show_a_multi_line_command_in_a_collapsed_section() {
+    let env = env();
+    let script = ["echo one\necho two", "echo single"];
+    let mut plan = env.plan(&script);
+    plan.features.trace_sections = true;
+    let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert!(
+        log.contains("\x1b[32;1m$ echo one # collapsed multi-line command\x1b[0;m\none\ntwo\n"),
+        "{log}"
+    );
+
+    plan.variables.push(Variable::new("FF_SCRIPT_SECTIONS", "true"));
+    let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    let start = log
+        .find(":section_script_step_0[hide_duration=true,collapsed=true]\r\x1b[0K\x1b[32;1m$ echo one\necho two\x1b[0;m\n")
+        .unwrap_or_else(|| panic!("{log}"));
+    let rest = &log[start..];
+    let end = rest
+        .find(":section_script_step_0\r\x1b[0K\none\ntwo\n")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(rest[..end].contains("section_end:"), "{log}");
+    // Single-line commands are echoed as before.
+    assert!(log.contains("\x1b[32;1m$ echo single\x1b[0;m\nsingle\n"), "{log}");
+}
