@@ -76,6 +76,8 @@ struct Inner {
     utf8_pending: Vec<u8>,
     /// `FF_TIMESTAMPS`: prefix every line with a timestamp and stream id.
     timestamps: bool,
+    /// Set by [`TraceWriter::plain`]: the log is read on a terminal, never stamped.
+    plain: bool,
     /// The last byte emitted ended a line (or nothing was emitted yet).
     at_line_start: bool,
     /// gitlab-runner's stream number of the bytes being pushed: 00 for the runner's own lines, 01 for what the
@@ -386,6 +388,7 @@ impl TraceWriter {
             scratch: Vec::new(),
             utf8_pending: Vec::new(),
             timestamps: false,
+            plain: false,
             at_line_start: true,
             stream: RUNNER_STREAM,
             continuation: [false; 2],
@@ -452,7 +455,15 @@ impl TraceWriter {
 
     /// Turns per-line timestamps on or off (gitlab-runner's `FF_TIMESTAMPS`).
     pub fn set_timestamps(&self, enabled: bool) {
-        lock(&self.inner).timestamps = enabled;
+        let mut inner = lock(&self.inner);
+        inner.timestamps = enabled && !inner.plain;
+    }
+
+    /// A log for a terminal (`oxrunner exec`), not for GitLab's viewer: `FF_TIMESTAMPS` is not applied.
+    pub fn plain(&self) {
+        let mut inner = lock(&self.inner);
+        inner.plain = true;
+        inner.timestamps = false;
     }
 
     /// True once the output limit was hit.

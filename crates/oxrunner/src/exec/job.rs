@@ -125,13 +125,7 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         };
     }
     let mut plan = job_plan(&job, None);
-    // The log goes to a terminal, not to GitLab's viewer, which hides the prefixes: timestamps stay off unless
-    // the job turns them on.
-    let flag_problems = resolve_feature_flags(
-        &mut plan,
-        &std::collections::BTreeMap::new(),
-        &["FF_TIMESTAMPS=false".to_owned()],
-    );
+    let flag_problems = resolve_feature_flags(&mut plan, &std::collections::BTreeMap::new(), &[]);
     // The copy made by `workspace::prepare` is the checkout: the shell runs in it, a container receives it.
     plan.sources.origin = SourceOrigin::LocalDir(build_dir.clone());
     let kind = env.docker.kind_for(in_docker);
@@ -166,6 +160,8 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     let log_path = env.log_path(&spec.dir);
     let follower = spawn_follower(&env, &spec, handle.follow(), log_path.clone(), append_log);
 
+    // The log goes to a terminal, not to GitLab's viewer, which hides the timestamp prefixes.
+    trace.plain();
     for problem in &flag_problems {
         trace.warning(problem);
     }

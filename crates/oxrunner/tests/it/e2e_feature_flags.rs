@@ -182,3 +182,26 @@ async fn direct_download_follows_the_flag() {
     assert_eq!(gets.len(), 2, "{gets:?}");
     assert!(gets[1].contains("direct_download=true"), "{gets:?}");
 }
+
+/// `oxrunner exec` resolves the flags as the daemon does (every `FF_*` reaches the job), but its log is for a
+/// terminal: never stamped, even when the job asks for timestamps.
+#[test]
+fn exec_exports_every_flag_and_prints_a_plain_log() {
+    let ci = "flags:\n  variables:\n    FF_TIMESTAMPS: \"true\"\n    FF_SCRIPT_SECTIONS: \"true\"\n  script:\n    \
+              - echo \"count=$(env | grep -c '^FF_') sections=$FF_SCRIPT_SECTIONS\"\n";
+    let repo = crate::support::exec::Repo::new(ci, &[]);
+    let run = repo.exec(&[]);
+    assert!(run.ok(), "{}", run.dump());
+    assert!(
+        run.printed("flags", &format!("count={FLAG_COUNT} sections=true")),
+        "{}",
+        run.dump()
+    );
+    assert!(
+        run.stdout()
+            .lines()
+            .all(|l| !l.contains("Z 01O") && !l.contains("Z 00O")),
+        "{}",
+        run.dump()
+    );
+}
