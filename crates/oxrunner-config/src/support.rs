@@ -150,11 +150,7 @@ pub const KEYS: &[(&str, &str, Support)] = &[
         Warned("native steps are not supported"),
     ),
     ("runners.custom_build_dir", "enabled", Acted),
-    (
-        "runners.artifact",
-        "upload_timeout",
-        Warned("artifact uploads are bounded by the runner's own transfer timeout"),
-    ),
+    ("runners.artifact", "upload_timeout", Acted),
     (
         "runners.artifact",
         "response_header_timeout",

@@ -309,7 +309,13 @@ async fn start(
         user: env.user.clone(),
     };
     let record = stale::JobRecord::write(&env.state_dir, &env.runner, job_id, token, leftovers);
-    let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, token, &ctx);
+    let upload_timeout = env
+        .runner
+        .artifact
+        .as_ref()
+        .filter(|a| a.upload_timeout.is_some())
+        .map(oxrunner_config::ArtifactConfig::upload_timeout);
+    let hooks = RunnerHooks::for_gitlab_with(env.client.clone(), job_id, token, &ctx, upload_timeout);
     let outcome = oxrunner_core::run_job(plan, &ctx, executor.as_mut(), &hooks, trace, cancel.clone()).await;
     Ok((outcome, (executor, slot, record)))
 }

@@ -237,6 +237,7 @@ async fn upload_one(
         artifact_format: format.as_str().to_owned(),
         artifact_type: kind.clone(),
         expire_in: spec.expire_in.clone().filter(|e| !e.trim().is_empty()),
+        timeout: None,
     };
     let result = transport.upload(tmp.path(), &opts).await;
     drop(tmp);

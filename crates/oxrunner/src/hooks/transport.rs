@@ -124,6 +124,8 @@ pub struct GitlabTransport {
     client: Client,
     job_id: i64,
     job_token: Secret,
+    /// `[runners.artifact] upload_timeout`.
+    upload_timeout: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for GitlabTransport {
@@ -146,7 +148,14 @@ impl GitlabTransport {
             client,
             job_id,
             job_token,
+            upload_timeout: None,
         }
+    }
+
+    /// Bounds each artifact upload request (`[runners.artifact] upload_timeout`).
+    pub fn with_upload_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.upload_timeout = timeout;
+        self
     }
 }
 
@@ -157,8 +166,12 @@ impl ArtifactTransport for GitlabTransport {
         opts: &'a ArtifactUpload,
     ) -> BoxFuture<'a, Result<String, TransportError>> {
         Box::pin(async move {
+            let opts = ArtifactUpload {
+                timeout: self.upload_timeout.or(opts.timeout),
+                ..opts.clone()
+            };
             self.client
-                .upload_artifacts(self.job_id, self.job_token.expose(), file, opts)
+                .upload_artifacts(self.job_id, self.job_token.expose(), file, &opts)
                 .await?;
             Ok(format!(
                 "201 Created  id={} responseStatus=201 Created token={}",

@@ -155,3 +155,47 @@ async fn the_client_certificate_reaches_git_and_the_job() {
     assert!(!trace.contains(key_body), "the key leaked:\n{trace}");
     quit_ok(d).await;
 }
+
+/// `[runners.artifact] upload_timeout` bounds each upload: a GitLab slower than it fails the upload.
+#[tokio::test(flavor = "multi_thread")]
+async fn artifact_upload_timeout_bounds_the_upload() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let mark = sb.dir.path().join("go");
+    let (d, _) = start(
+        &fake,
+        &sb,
+        "",
+        "  [runners.artifact]\n    upload_timeout = \"1s\"",
+    );
+    let script = format!(
+        "echo started; echo data > out.txt; while [ ! -e {} ]; do sleep 0.1; done",
+        mark.display()
+    );
+    let id = fake.enqueue_job(
+        fake_gitlab::JobSpec::new("upload", &[script.as_str()])
+            .variable("GIT_STRATEGY", "empty")
+            .artifact(fake_gitlab::ArtifactSpec {
+                paths: vec!["out.txt".into()],
+                ..fake_gitlab::ArtifactSpec::default()
+            }),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !fake.job(id).is_some_and(|j| j.trace_text().contains("started")) {
+        assert!(tokio::time::Instant::now() < deadline, "{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every answer now takes 3 s: longer than the upload may.
+    fake.faults().delay(Duration::from_secs(3));
+    std::fs::write(&mark, "").unwrap();
+    let job = crate::support::finished(&fake, id, Duration::from_secs(180), &d).await;
+    let trace = job.trace_text();
+    assert_eq!(job.status, "failed", "{trace}\n{}", d.log());
+    // fake-gitlab still stores what arrives after the runner gave up; the runner's side is what counts.
+    assert!(
+        trace.contains("Uploading artifacts") && trace.contains("timed out"),
+        "{trace}"
+    );
+    fake.faults().clear();
+    quit_ok(d).await;
+}

@@ -159,6 +159,7 @@ pub(super) async fn upload(args: UploaderArgs) -> anyhow::Result<ExitCode> {
         artifact_format: format.as_str().to_owned(),
         artifact_type: kind.clone(),
         expire_in: args.expire_in.clone().filter(|e| !e.trim().is_empty()),
+        timeout: None,
     };
     let sent = transport.upload(tmp.path(), &opts);
     let result = match timeout {
