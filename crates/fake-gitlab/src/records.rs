@@ -140,7 +140,14 @@ impl std::fmt::Debug for JobRecord {
 }
 
 impl JobRecord {
+    /// The log as GitLab's job page shows it: gitlab-runner's `FF_TIMESTAMPS` line prefixes
+    /// (`<RFC 3339 µs>Z <2 hex><O|E><' '|'+'>`) removed and `+` continuation lines joined to the line before.
     pub fn trace_text(&self) -> String {
+        displayed_log(&self.raw_trace_text())
+    }
+
+    /// The log bytes exactly as the runner sent them.
+    pub fn raw_trace_text(&self) -> String {
         String::from_utf8_lossy(&self.trace).into_owned()
     }
     pub fn is_finished(&self) -> bool {
@@ -186,4 +193,47 @@ impl RequestLog {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// Length of a timestamp prefix: 27 characters of time, a space, the stream and the line kind.
+const STAMP_LEN: usize = 32;
+
+/// `Some(continuation)` when `line` starts with a timestamp prefix.
+fn stamp_of(line: &str) -> Option<bool> {
+    let head = line.as_bytes().get(..STAMP_LEN)?;
+    let time = std::str::from_utf8(&head[..27]).ok()?;
+    let time_ok = time.len() == 27
+        && time.char_indices().all(|(i, c)| match i {
+            4 | 7 => c == '-',
+            10 => c == 'T',
+            13 | 16 => c == ':',
+            19 => c == '.',
+            26 => c == 'Z',
+            _ => c.is_ascii_digit(),
+        });
+    let tail_ok = head[27] == b' '
+        && head[28].is_ascii_hexdigit()
+        && head[29].is_ascii_hexdigit()
+        && matches!(head[30], b'O' | b'E');
+    match head[31] {
+        b' ' if time_ok && tail_ok => Some(false),
+        b'+' if time_ok && tail_ok => Some(true),
+        _ => None,
+    }
+}
+
+fn displayed_log(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for line in raw.split_inclusive('\n') {
+        match stamp_of(line) {
+            Some(continuation) => {
+                if continuation && out.ends_with('\n') {
+                    out.pop();
+                }
+                out.push_str(&line[STAMP_LEN..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }

@@ -117,6 +117,8 @@ pub struct ArtifactUpload {
     pub artifact_type: String,
     /// `expire_in` such as `7d` (None = project default).
     pub expire_in: Option<String>,
+    /// `[runners.artifact] upload_timeout`: bounds each upload request (None = the client's transfer timeout).
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Default for ArtifactUpload {
@@ -126,6 +128,7 @@ impl Default for ArtifactUpload {
             artifact_format: "zip".to_string(),
             artifact_type: "archive".to_string(),
             expire_in: None,
+            timeout: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 //!   cache keys and the hyphenated `tls-*-file` keys.
 //! - [`load`], [`parse_str`] and [`parse_fragment`] turn text into [`Loaded`] (config + warnings).
 //! - [`ConfigDocument`] does toml_edit-backed editing and atomic 0600 saving.
+//! - [`support`] classifies every upstream key (acted on or warned) and names the warned ones a config sets.
 //! - [`system_id`] manages the `.runner_system_id` file.
 //! - [`Secret`] is the token wrapper whose `Debug`/`Display` print `[REDACTED]`.
 
@@ -20,6 +21,7 @@ mod load;
 pub mod model;
 mod ranges;
 mod secret;
+pub mod support;
 pub mod system_id;
 mod token;
 

@@ -51,6 +51,39 @@ pub fn build_dir(plan: &JobPlan, ctx: &RunnerContext) -> PathBuf {
     dir
 }
 
+/// gitlab-runner's rule for `GIT_CLONE_PATH`: allowed only with `[runners.custom_build_dir]` enabled, and only
+/// inside the builds dir. The message of a refused path names it and the fix; the job then fails as a
+/// configuration error before anything runs.
+pub fn check_clone_path(plan: &JobPlan, ctx: &RunnerContext) -> Result<(), String> {
+    // Sources from a local directory (`oxrunner exec`) are not cloned anywhere.
+    if plan.sources.origin != SourceOrigin::Git {
+        return Ok(());
+    }
+    let Some(raw) = plan.variables.value("GIT_CLONE_PATH").filter(|v| !v.is_empty()) else {
+        return Ok(());
+    };
+    if !ctx.custom_build_dir {
+        return Err(
+            "setting GIT_CLONE_PATH is not allowed, enable `custom_build_dir` feature\nhint: set \
+             [runners.custom_build_dir] enabled = true in config.toml, or remove GIT_CLONE_PATH from the job"
+                .to_owned(),
+        );
+    }
+    let custom = plan.variables.expand(raw);
+    let path = Path::new(&custom);
+    let inside = path.is_absolute()
+        && path.starts_with(&ctx.builds_dir)
+        && path.components().all(|c| !matches!(c, Component::ParentDir));
+    if inside {
+        Ok(())
+    } else {
+        Err(format!(
+            "the GIT_CLONE_PATH={custom:?} has to be within {:?}\nhint: use a path under $CI_BUILDS_DIR",
+            ctx.builds_dir.display().to_string()
+        ))
+    }
+}
+
 /// The job's `GIT_STRATEGY` variable, else the strategy GitLab sent; `none` for sources from a local directory.
 pub fn git_strategy(plan: &JobPlan) -> GitStrategy {
     if plan.sources.origin != SourceOrigin::Git {

@@ -1,6 +1,7 @@
 //! oxrunner-core: the executor-neutral job engine.
 //!
 //! # Layout
+//! - [`feature_flags`]: gitlab-runner's `FF_*` table and how a job's flags resolve.
 //! - [`plan`]: `JobPlan` (what to run) and `RunnerContext` (runner settings).
 //! - [`variables`]: ordered variables and gitlab-runner's expansion rules.
 //! - [`trace`]: the job log pipeline (masking, output limit, spool file, CRC32).
@@ -18,6 +19,7 @@ pub mod builddir;
 pub mod driver;
 pub mod error;
 pub mod executor;
+pub mod feature_flags;
 pub mod jobprocs;
 pub mod outcome;
 pub mod plan;

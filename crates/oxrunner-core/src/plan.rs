@@ -85,7 +85,15 @@ impl JobPlan {
             .map(|v| v.value.clone())
             .collect();
         values.push(self.job_token.expose().to_owned());
-        MaskSet::new(values, &self.features.token_mask_prefixes)
+        // The runner's TLS key reaches the job as a file; a `cat` or a debug trace must not print it.
+        if let Some(key) = &self.sources.tls_key {
+            values.push(key.expose().to_owned());
+        }
+        MaskSet::with_default_prefixes(
+            values,
+            &self.features.token_mask_prefixes,
+            crate::feature_flags::is_on(&self.variables, "FF_MASK_ALL_DEFAULT_TOKENS"),
+        )
     }
 
     /// The job timeout with GitLab's default applied.
@@ -192,6 +200,11 @@ pub struct Sources {
     pub post_get_sources_script: Vec<String>,
     /// PEM content for `CI_SERVER_TLS_CA_FILE` (written as a file variable, used by git as `http.sslCAInfo`).
     pub ca_file: Option<String>,
+    /// The runner's TLS client certificate (PEM) for GitLab, passed to git and the job as
+    /// `CI_SERVER_TLS_CERT_FILE`, so a GitLab that requires client certificates can be cloned from.
+    pub tls_cert: Option<String>,
+    /// Its private key (PEM), passed as `CI_SERVER_TLS_KEY_FILE`.
+    pub tls_key: Option<Secret>,
 }
 
 /// Where get_sources takes the project's files from.
@@ -229,6 +242,8 @@ impl Default for Sources {
             pre_get_sources_script: Vec::new(),
             post_get_sources_script: Vec::new(),
             ca_file: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -458,6 +473,15 @@ pub struct RunnerContext {
     pub gitlab_url: String,
     /// `[runners.custom_build_dir] enabled`: allows `GIT_CLONE_PATH`.
     pub custom_build_dir: bool,
+    /// `safe_directory_checkout`: add the project dir to git's global `safe.directory` before fetching.
+    pub safe_directory_checkout: bool,
+    /// `clean_git_config`: remove the checkout's git config and hooks before fetching (unset: gitlab-runner's
+    /// default, on except for the shell executor).
+    pub clean_git_config: Option<bool>,
+    /// `prepare_timeout`: bounds preparing the executor (unset: the job timeout).
+    pub prepare_timeout: Option<Duration>,
+    /// `get_sources_timeout`: bounds get_sources with its retries (unset: the job timeout).
+    pub get_sources_timeout: Option<Duration>,
     /// Runner-side root for checkouts of executors whose files are remote (`Executor::files`): git runs here,
     /// then the tree is pushed into the job. Kept between jobs so `fetch` is incremental. Empty:
     /// `$TMPDIR/oxrunner-builds`.

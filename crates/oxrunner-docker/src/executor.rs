@@ -9,6 +9,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
 use bollard::query_parameters::CreateContainerOptions;
 use futures::future::{BoxFuture, join_all};
 use oxrunner_config::DockerConfig;
+use oxrunner_core::feature_flags;
 use oxrunner_core::{
     CancellationToken, EnvironmentFacts, ExecError, Executor, ExitStatus, JobFiles, JobPlan, RunnerContext,
     StageCommand, TraceWriter, build_dir,
@@ -371,6 +372,9 @@ impl DockerExecutor {
             tty: Some(true),
             host_config: Some(HostConfig {
                 network_mode: network.or(host_config.network_mode),
+                // FF_USE_INIT_WITH_DOCKER_EXECUTOR: docker's init reaps zombies and forwards signals.
+                init: feature_flags::is_on(&plan.variables, "FF_USE_INIT_WITH_DOCKER_EXECUTOR")
+                    .then_some(true),
                 ..host_config
             }),
             ..Default::default()
@@ -481,7 +485,12 @@ impl DockerExecutor {
         let cfg = &self.config;
         let shared = services::shared_env(&self.runner.environment, &plan.variables);
         let specs = services::collect(cfg, &plan.services, &shared, &plan.variables)?;
-        if specs.is_empty() {
+        // FF_NETWORK_PER_BUILD: the job gets its network (named as CI_BUILD_NETWORK_NAME says) even without
+        // services. Without it, a network is made only for services (gitlab-runner's legacy links mode is not
+        // implemented).
+        let per_build = feature_flags::is_on(&plan.variables, "FF_NETWORK_PER_BUILD")
+            && cfg.network_mode.as_deref().is_none_or(str::is_empty);
+        if specs.is_empty() && !per_build {
             return Ok(None);
         }
         let runner = self.runner.short_token.clone();
@@ -495,7 +504,16 @@ impl DockerExecutor {
         let network = match cfg.network_mode.clone().filter(|m| !m.is_empty()) {
             Some(mode) => mode,
             None => {
-                let name = format!("{prefix}-network");
+                let name = if per_build {
+                    feature_flags::build_network_name(
+                        &runner,
+                        plan.project_id,
+                        self.runner.concurrent_project_id,
+                        plan.job_id,
+                    )
+                } else {
+                    format!("{prefix}-network")
+                };
                 let id = services::create_network(docker, &name, labels("network"), cfg).await?;
                 self.networks.push(id);
                 name

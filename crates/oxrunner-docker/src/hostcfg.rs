@@ -144,6 +144,13 @@ pub fn extend_job(cfg: &DockerConfig, image: &str, hc: &mut HostConfig) -> Resul
     hc.volume_driver = text(&cfg.volume_driver);
     hc.links = non_empty(&cfg.links);
     hc.log_config = Some(log_config(cfg));
+    hc.device_requests = cfg
+        .gpus
+        .as_deref()
+        .map(|g| crate::gpus::device_request("gpus", g))
+        .transpose()?
+        .flatten()
+        .map(|r| vec![r]);
     Ok(())
 }
 
@@ -181,6 +188,13 @@ pub fn service_host_config(
         cpu_shares: cfg.service_cpu_shares,
         cgroup_parent: text(&cfg.service_cgroup_parent),
         devices: (!devices.is_empty()).then_some(devices),
+        device_requests: cfg
+            .service_gpus
+            .as_deref()
+            .map(|g| crate::gpus::device_request("service_gpus", g))
+            .transpose()?
+            .flatten()
+            .map(|r| vec![r]),
         tmpfs: map_of(&cfg.services_tmpfs),
         security_opt: non_empty(&cfg.services_security_opt),
         dns: non_empty(&cfg.dns),
@@ -230,8 +244,6 @@ pub fn unsupported_keys(cfg: &DockerConfig) -> Vec<&'static str> {
     };
     check(set(&cfg.helper_image), "helper_image");
     check(set(&cfg.helper_image_flavor), "helper_image_flavor");
-    check(set(&cfg.gpus), "gpus");
-    check(set(&cfg.service_gpus), "service_gpus");
     check(set(&cfg.mac_address), "mac_address");
     check(set(&cfg.cache_dir), "cache_dir");
     check(cfg.volume_keep.is_some(), "volume_keep");

@@ -13,6 +13,7 @@
 //! - [`auth`]: registry credentials for pulls.
 //! - [`services`]: service containers on a per-job network; [`health`] waits for their ports, [`route`] lets a
 //!   runner that itself runs in a container reach them, [`listen`] asks a service that stays unreachable.
+//! - [`gpus`]: `gpus`/`service_gpus` as device requests.
 //! - [`hostcfg`]: the remaining `[runners.docker]` keys as engine host config; [`unsupported_keys`].
 //! - get_sources is the core driver's: it fetches on the runner and pushes the tree through the executor's
 //!   `JobFiles` ([`archive::ContainerFiles`]); the executor reports what its prepare established
@@ -28,6 +29,7 @@ pub mod cleanup;
 pub mod connect;
 pub mod error;
 pub mod executor;
+pub mod gpus;
 pub mod health;
 pub mod hostcfg;
 pub mod image;

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use oxrunner_api::JobResponse;
+use oxrunner_core::feature_flags;
 use oxrunner_core::{
     ArtifactSpec, ArtifactsFile, CachePolicy, CacheSpec, Dependency, GitStrategy, ImageSpec, JobPlan,
     RegistryCredential, Secret, Sources, Step, TraceFeatures, Variable, Variables, When,
@@ -126,6 +127,19 @@ pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> JobPlan {
         },
         job_token: Secret::new(job.token.clone()),
     }
+}
+
+/// Resolves every feature flag for `plan` (`[runners.feature_flags]` over the job's variable over
+/// `[[runners]] environment` over the default) into `FF_*` job variables; returns what could not be parsed, for
+/// the job log.
+pub fn resolve_feature_flags(
+    plan: &mut JobPlan,
+    config: &std::collections::BTreeMap<String, bool>,
+    environment: &[String],
+) -> Vec<String> {
+    let (resolved, problems) = feature_flags::resolve(config, environment, &plan.variables);
+    plan.variables = feature_flags::apply(&resolved, &plan.variables);
+    problems
 }
 
 /// Where and how the job's sources are fetched, with the job's `hooks:` around the fetch.

@@ -54,6 +54,7 @@ impl Client {
                     let path = file.to_path_buf();
                     let filename = opts.filename.clone();
                     let token = job_token.to_string();
+                    let timeout = opts.timeout;
                     async move {
                         // Open per attempt: a retry must stream the archive from the start.
                         let f = tokio::fs::File::open(&path)
@@ -67,7 +68,11 @@ impl Client {
                                 detail: e.to_string(),
                             })?;
                         let form = reqwest::multipart::Form::new().part("file", part);
-                        Ok(http.post(url).header(JOB_TOKEN, token).multipart(form))
+                        let req = http.post(url).header(JOB_TOKEN, token).multipart(form);
+                        Ok(match timeout {
+                            Some(t) => req.timeout(t),
+                            None => req,
+                        })
                     }
                 })
                 .await;
@@ -302,6 +307,7 @@ mod tests {
             artifact_format: "zip".into(),
             artifact_type: "archive".into(),
             expire_in: Some("7 days".into()),
+            timeout: None,
         };
         let got = base
             .and_then(|b| upload_url(&b, 5, &opts).ok())

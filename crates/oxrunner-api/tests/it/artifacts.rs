@@ -25,6 +25,7 @@ async fn upload_is_multipart_with_query_params() {
         artifact_format: "zip".into(),
         artifact_type: "archive".into(),
         expire_in: Some("7d".into()),
+        timeout: None,
     };
     srv.client()
         .upload_artifacts(42, "job-tok", &file, &opts)

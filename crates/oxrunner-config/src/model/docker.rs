@@ -298,6 +298,9 @@ pub struct DockerService {
     /// `KEY=VALUE` variables of the service.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub environment: Vec<String>,
+    /// Where a suspendable environment keeps the service's data (gitlab-runner's suspendable environments).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspend_data_path: Option<String>,
 }
 
 #[cfg(test)]

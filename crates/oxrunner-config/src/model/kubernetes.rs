@@ -13,6 +13,18 @@ use crate::secret::Secret;
 /// [`KubernetesConfig::other`] (serde `flatten`), so the key set cannot be read from the
 /// derive and is listed here for the unknown-key check.
 pub(crate) const KNOWN_KEYS: &[&str] = &[
+    "pod_cpu_limit",
+    "pod_cpu_limit_overwrite_max_allowed",
+    "pod_cpu_request",
+    "pod_cpu_request_overwrite_max_allowed",
+    "pod_memory_limit",
+    "pod_memory_limit_overwrite_max_allowed",
+    "pod_memory_request",
+    "pod_memory_request_overwrite_max_allowed",
+    "suspend_pvc_size",
+    "suspend_pvc_storage_class",
+    "pod_disruption_budget",
+    "autoscaler",
     "host",
     "context",
     "cert_file",

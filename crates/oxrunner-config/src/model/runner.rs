@@ -252,6 +252,25 @@ impl RunnerConfig {
         self.feature_flags.get(name).copied()
     }
 
+    /// `prepare_timeout` as a duration; a value that is not a positive Go duration is `Some(ZERO)`, which the job
+    /// driver reports and replaces by the job timeout, as gitlab-runner does.
+    pub fn prepare_timeout(&self) -> Option<Duration> {
+        stage_timeout(self.prepare_timeout.as_deref())
+    }
+
+    /// `get_sources_timeout`, read as [`prepare_timeout`](Self::prepare_timeout).
+    pub fn get_sources_timeout(&self) -> Option<Duration> {
+        stage_timeout(self.get_sources_timeout.as_deref())
+    }
+
+    /// The labels sent to GitLab as `info.labels`: the global `labels` with this runner's over them (gitlab-runner's
+    /// `ComputeLabels`).
+    pub fn computed_labels(&self, global: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut out = global.clone();
+        out.extend(self.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out
+    }
+
     /// `executor = "..."` as a kind.
     pub fn executor_kind(&self) -> ExecutorKind {
         ExecutorKind::parse(&self.executor)
@@ -266,6 +285,11 @@ impl RunnerConfig {
     pub fn has_created_runner_token(&self) -> bool {
         self.token.expose().starts_with("glrt-")
     }
+}
+
+fn stage_timeout(value: Option<&str>) -> Option<Duration> {
+    let value = value.map(str::trim).filter(|v| !v.is_empty())?;
+    Some(parse_go_duration(value).unwrap_or(Duration::ZERO))
 }
 
 /// True for executor names that are configured through `[runners.docker]`.

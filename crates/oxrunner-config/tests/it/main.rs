@@ -4,6 +4,7 @@
 mod document;
 mod fixtures;
 mod ranges;
+mod support;
 mod system_id;
 
 use std::path::{Path, PathBuf};

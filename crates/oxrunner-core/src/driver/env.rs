@@ -38,9 +38,7 @@ pub fn job_variables(plan: &JobPlan, ctx: &RunnerContext, project_dir: &Path, tm
         "CI_JOB_TIMEOUT",
         plan.effective_timeout().as_secs().to_string(),
     ));
-    if let Some(ca) = plan.sources.ca_file.as_ref().filter(|c| !c.is_empty()) {
-        let mut v = Variable::new("CI_SERVER_TLS_CA_FILE", ca.clone()).into_file();
-        v.raw = true;
+    for v in tls_variables(plan) {
         vars.push(v);
     }
     vars.extend(plan.variables.iter().cloned());
@@ -62,7 +60,38 @@ pub fn job_variables(plan: &JobPlan, ctx: &RunnerContext, project_dir: &Path, tm
         format!("{}/{}", std::env::consts::OS, go_arch()),
     ));
     vars.push(Variable::new("RUNNER_TEMP_PROJECT_DIR", path(tmp_dir)));
+    if crate::feature_flags::is_on(&plan.variables, "FF_NETWORK_PER_BUILD") {
+        vars.push(Variable::new(
+            "CI_BUILD_NETWORK_NAME",
+            crate::feature_flags::build_network_name(
+                &ctx.short_token,
+                plan.project_id,
+                ctx.concurrent_project_id,
+                plan.job_id,
+            ),
+        ));
+    }
     vars
+}
+
+/// gitlab-runner's `GetCITLSVariables`: the CA chain in use and the runner's client certificate and key, as raw
+/// file variables (the job's git and tools read the files).
+pub fn tls_variables(plan: &JobPlan) -> Vec<Variable> {
+    let s = &plan.sources;
+    let pairs = [
+        ("CI_SERVER_TLS_CA_FILE", s.ca_file.as_deref()),
+        ("CI_SERVER_TLS_CERT_FILE", s.tls_cert.as_deref()),
+        ("CI_SERVER_TLS_KEY_FILE", s.tls_key.as_ref().map(|k| k.expose())),
+    ];
+    pairs
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let value = value.filter(|v| !v.is_empty())?;
+            let mut v = Variable::new(key, value).into_file();
+            v.raw = true;
+            Some(v)
+        })
+        .collect()
 }
 
 /// Expands the list once; file variables expand to the path of their file.

@@ -13,7 +13,9 @@ impl Driver<'_> {
     fn job_status_value(&self) -> &'static str {
         match (&self.failure, self.interrupt) {
             (None, _) => "success",
-            (_, Some(Interrupt::JobTimeout | Interrupt::ScriptTimeout(_))) => "timedout",
+            (_, Some(Interrupt::JobTimeout | Interrupt::ScriptTimeout(_) | Interrupt::StageTimeout(..))) => {
+                "timedout"
+            }
             (_, Some(Interrupt::Graceful | Interrupt::Abort)) => "canceled",
             (Some(_), None) => "failed",
         }
@@ -42,7 +44,7 @@ impl Driver<'_> {
         // after_script has its own timeout but, as in gitlab-runner, never outlives the job's timeout.
         let limits = Limits {
             deadline: Some(self.deadline),
-            script_deadline: Some((Instant::now() + timeout, timeout)),
+            script_deadline: Some((Instant::now() + timeout, Interrupt::ScriptTimeout(timeout))),
             graceful: false,
             abortable: true,
         };

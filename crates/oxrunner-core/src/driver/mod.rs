@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::builddir::{build_dir, tmp_dir};
 use crate::error::ExecError;
 use crate::executor::{EnvironmentFacts, Executor, ExitStatus, JobHooks, JobStatus, Stage, StageCommand};
+use crate::feature_flags;
 use crate::outcome::{FailureReason, JobOutcome, go_duration};
 use crate::plan::{JobPlan, RunnerContext, SourceOrigin, Step};
 use crate::script::ScriptContext;
@@ -55,6 +56,8 @@ impl JobCancel {
 enum Interrupt {
     JobTimeout,
     ScriptTimeout(Duration),
+    /// `prepare_timeout` / `get_sources_timeout`: upstream's error name and the limit.
+    StageTimeout(&'static str, Duration),
     Graceful,
     Abort,
 }
@@ -68,7 +71,8 @@ enum StageResult {
 #[derive(Clone, Copy)]
 struct Limits {
     deadline: Option<Instant>,
-    script_deadline: Option<(Instant, Duration)>,
+    /// A deadline before the job's, and what it means when it passes.
+    script_deadline: Option<(Instant, Interrupt)>,
     graceful: bool,
     abortable: bool,
 }
@@ -102,6 +106,9 @@ struct Driver<'a> {
     environment: EnvironmentFacts,
     /// The job's web terminal session, when the front end runs a session server.
     session: Option<&'a dyn TerminalSession>,
+    /// The deadline of the phase running now (`prepare_timeout`, `get_sources_timeout`), applied to every
+    /// stage and hook of the phase.
+    phase_deadline: Option<(Instant, Interrupt)>,
 }
 
 /// Runs the job and returns its outcome; the trace ends with `Job succeeded` or `ERROR: Job failed: ...`.
@@ -158,6 +165,7 @@ pub async fn run_job_with_session(
         scripts_ran: false,
         environment: EnvironmentFacts::default(),
         session,
+        phase_deadline: None,
     };
     driver.run().await;
     driver.cleanup_file_variables().await;
@@ -219,9 +227,10 @@ impl Driver<'_> {
     async fn run(&mut self) {
         let ctx = &self.ctx;
         self.trace.set_sections(self.plan.features.trace_sections);
-        // The daemon resolves feature flags (config over job) into FF_* variables.
+        // The front ends resolve feature flags (config over job over default) into FF_* variables; a plan
+        // without them gets the defaults.
         self.trace
-            .set_timestamps(self.vars.bool("FF_TIMESTAMPS").unwrap_or(false));
+            .set_timestamps(feature_flags::is_on(&self.vars, "FF_TIMESTAMPS"));
         self.trace.println(&format!(
             "Running with oxrunner {} ({})",
             ctx.version, ctx.revision
@@ -230,6 +239,9 @@ impl Driver<'_> {
             "  on {} {}, system ID: {}",
             ctx.runner_name, ctx.short_token, ctx.system_id
         ));
+        if let Some(changed) = feature_flags::header(&self.vars) {
+            self.trace.println(&format!("  feature flags: {changed}"));
+        }
         if self.xtrace {
             self.trace
                 .warning("CI_DEBUG_TRACE is enabled: the job log may contain secrets that are not masked");
@@ -328,7 +340,7 @@ impl Driver<'_> {
     fn job_limits(&self) -> Limits {
         Limits {
             deadline: Some(self.deadline),
-            script_deadline: None,
+            script_deadline: self.phase_deadline,
             graceful: true,
             abortable: true,
         }
@@ -357,6 +369,10 @@ impl Driver<'_> {
             Interrupt::ScriptTimeout(d) => (
                 FailureReason::JobExecutionTimeout,
                 format!("script execution took longer than {} seconds", go_duration(d)),
+            ),
+            Interrupt::StageTimeout(what, d) => (
+                FailureReason::JobExecutionTimeout,
+                format!("{what}: exceeded timeout of {}", go_duration(d)),
             ),
             Interrupt::Graceful => (FailureReason::JobCanceled, "canceled".to_owned()),
             Interrupt::Abort => (FailureReason::JobCanceled, "aborted".to_owned()),
@@ -440,11 +456,50 @@ impl Driver<'_> {
         }
     }
 
+    /// Starts a phase bounded by `timeout` (gitlab-runner's `prepare_timeout`, `get_sources_timeout`): unset, zero
+    /// or longer than the job timeout means the job timeout, as upstream (which warns about the last two).
+    fn start_phase(&mut self, key: &str, what: &'static str, timeout: Option<Duration>) {
+        let job = self.plan.effective_timeout();
+        self.phase_deadline = match timeout {
+            None => None,
+            Some(t) if t.is_zero() => {
+                self.trace.warning(&format!(
+                    "{key} ({}) must be greater than 0; using job timeout ({})",
+                    go_duration(t),
+                    go_duration(job)
+                ));
+                None
+            }
+            Some(t) if t > job => {
+                self.trace.warning(&format!(
+                    "{key} ({}) exceeds job timeout ({}); using job timeout",
+                    go_duration(t),
+                    go_duration(job)
+                ));
+                None
+            }
+            Some(t) => Some((Instant::now() + t, Interrupt::StageTimeout(what, t))),
+        };
+    }
+
     async fn prepare_executor(&mut self) -> bool {
+        self.start_phase("prepare_timeout", "prepare timeout", self.ctx.prepare_timeout);
+        let ok = self.prepare_executor_phase().await;
+        self.phase_deadline = None;
+        ok
+    }
+
+    async fn prepare_executor_phase(&mut self) -> bool {
         let stage = Stage::PrepareExecutor;
         self.section_start(&stage);
         let result = match self.configure_executor().await {
-            Ok(Ok(())) => self.prepare_with_retries().await,
+            Ok(Ok(())) => match crate::builddir::check_clone_path(self.plan, &self.ctx) {
+                Ok(()) => self.prepare_with_retries().await,
+                Err(message) => Ok(Err(ExecError::Build {
+                    reason: FailureReason::RunnerConfigurationError,
+                    message,
+                })),
+            },
             other => other,
         };
         self.section_end(&stage);
@@ -483,7 +538,14 @@ impl Driver<'_> {
                 return;
             }
         }
-        if !self.get_sources().await {
+        self.start_phase(
+            "get_sources_timeout",
+            "get sources timeout",
+            self.ctx.get_sources_timeout,
+        );
+        let fetched = self.get_sources().await;
+        self.phase_deadline = None;
+        if !fetched {
             return;
         }
         if !self.plan.caches.is_empty() {
@@ -551,7 +613,7 @@ impl Driver<'_> {
             .value("RUNNER_SCRIPT_TIMEOUT")
             .and_then(env::parse_go_duration)
             .filter(|d| !d.is_zero());
-        let script_deadline = script_timeout.map(|d| (Instant::now() + d, d));
+        let script_deadline = script_timeout.map(|d| (Instant::now() + d, Interrupt::ScriptTimeout(d)));
         let steps: &[Step] = &self.plan.steps;
         for step in steps {
             if !step.when.applies(self.failure.is_some()) {
@@ -636,7 +698,7 @@ async fn run_guarded(
     let mut why: Option<Interrupt> = None;
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let deadline = limits.deadline.unwrap_or(far);
-    let (script_deadline, script_timeout) = limits.script_deadline.unwrap_or((far, Duration::ZERO));
+    let (script_deadline, script_why) = limits.script_deadline.unwrap_or((far, Interrupt::JobTimeout));
     let result = loop {
         tokio::select! {
             res = &mut fut => break res,
@@ -653,7 +715,7 @@ async fn run_guarded(
                 cancel.cancel();
             }
             _ = tokio::time::sleep_until(script_deadline), if why.is_none() => {
-                why = Some(Interrupt::ScriptTimeout(script_timeout));
+                why = Some(script_why);
                 cancel.cancel();
             }
         }
@@ -670,10 +732,12 @@ async fn run_guarded(
 async fn guard<F: Future>(fut: F, control: &JobCancel, limits: Limits) -> Result<F::Output, Interrupt> {
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let deadline = limits.deadline.unwrap_or(far);
+    let (phase_deadline, phase_why) = limits.script_deadline.unwrap_or((far, Interrupt::JobTimeout));
     tokio::select! {
         out = fut => Ok(out),
         _ = control.abort.cancelled(), if limits.abortable => Err(Interrupt::Abort),
         _ = control.graceful.cancelled(), if limits.graceful => Err(Interrupt::Graceful),
         _ = tokio::time::sleep_until(deadline) => Err(Interrupt::JobTimeout),
+        _ = tokio::time::sleep_until(phase_deadline) => Err(phase_why),
     }
 }

@@ -64,6 +64,7 @@ impl SourceHooks {
             project_dir: scripts.project_dir,
             tmp_dir: scripts.tmp_dir,
             ca_file_path: None,
+            client_cert_paths: None,
         };
         let script = |body: String| {
             wrap(
@@ -72,6 +73,7 @@ impl SourceHooks {
                     exports(scripts.vars, scripts.tmp_dir)
                 ),
                 scripts.xtrace,
+                crate::feature_flags::is_on(scripts.vars, "FF_USE_LEGACY_BASH_EVAL"),
             )
         };
         Self {
@@ -91,6 +93,10 @@ fn runner_fetch(scripts: &ScriptContext<'_>) -> Result<Option<(String, PathBuf)>
         builds_dir: runner_builds_root(scripts.ctx),
         pre_get_sources_script: None,
         post_get_sources_script: None,
+        // The runner owns its checkout; a `git config --global` here would change the runner's own settings.
+        safe_directory_checkout: false,
+        // The checkout never reaches a job's hands (its tree is copied out), so its config is the runner's own.
+        clean_git_config: Some(false),
         ..scripts.ctx.clone()
     };
     let mut plan = plan.clone();

@@ -91,28 +91,67 @@ pub fn command_echo(command: &str) -> String {
     }
 }
 
-/// Echoes each non-empty command in green and then runs it.
-pub fn commands(lines: &[String]) -> String {
+/// gitlab-runner's `FF_ENABLE_BASH_EXIT_CODE_CHECK` line: ends the script with a command's non-zero status even
+/// where `errexit` does not apply (`false && true`, a failing command inside a function called in a condition).
+const EXIT_CODE_CHECK: &str =
+    "_runner_exit_code=$?; if [ $_runner_exit_code -ne 0 ]; then exit $_runner_exit_code; fi\n";
+
+/// How user commands are rendered: gitlab-runner's `FF_ENABLE_BASH_EXIT_CODE_CHECK` and, with
+/// `FF_SCRIPT_SECTIONS` (and GitLab's trace sections), the name prefix of the collapsed section that shows a
+/// multi-line command in full.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CommandStyle<'a> {
+    pub exit_code_check: bool,
+    pub sections: Option<&'a str>,
+}
+
+/// A collapsed section holding a multi-line command, opened and closed before the command runs (as gitlab-runner
+/// writes it, so the section shows the command without timing it).
+fn command_section(id: &str, command: &str) -> String {
+    format!(
+        "printf 'section_start:%s:section_%s[hide_duration=true,collapsed=true]\\r\\033[0K%s\\n' \"$(date +%s)\" {} {}\n\
+         printf 'section_end:%s:section_%s\\r\\033[0K\\n' \"$(date +%s)\" {}\n",
+        quote(id),
+        quote(&format!("\x1b[32;1m$ {command}\x1b[0;m")),
+        quote(id)
+    )
+}
+
+/// Echoes each non-empty command in green and then runs it, styled by `style`.
+pub fn commands_styled(lines: &[String], style: CommandStyle<'_>) -> String {
     let mut out = String::new();
-    for line in lines {
+    for (i, line) in lines.iter().enumerate() {
         let command = line.trim();
         if command.is_empty() {
             continue;
         }
-        out.push_str(&print_line(&format!(
-            "\x1b[32;1m{}\x1b[0;m",
-            command_echo(command)
-        )));
+        match style.sections.filter(|_| command.contains('\n')) {
+            Some(prefix) => out.push_str(&command_section(&format!("{prefix}_{i}"), command)),
+            None => out.push_str(&print_line(&format!(
+                "\x1b[32;1m{}\x1b[0;m",
+                command_echo(command)
+            ))),
+        }
         out.push_str(command);
         out.push('\n');
+        if style.exit_code_check {
+            out.push_str(EXIT_CODE_CHECK);
+        }
     }
     out
+}
+
+/// Echoes each non-empty command in green and then runs it.
+pub fn commands(lines: &[String]) -> String {
+    commands_styled(lines, CommandStyle::default())
 }
 
 /// Wraps a stage body the way gitlab-runner's bash writer does: strict mode, optional xtrace, the body run by
 /// `eval` in a subshell whose stdin is `/dev/null` (so commands cannot eat the rest of the script, which the
 /// shell itself reads from stdin), and `exit 0`.
-pub fn wrap(body: &str, xtrace: bool) -> String {
+///
+/// `legacy_eval` (`FF_USE_LEGACY_BASH_EVAL`) restores gitlab-runner's older `: | eval '...'` form.
+pub fn wrap(body: &str, xtrace: bool, legacy_eval: bool) -> String {
     let mut out = String::new();
     out.push_str("trap 'exit 1' TERM\n");
     // dash has no pipefail; probing in a subshell keeps `sh` from exiting on the unknown option.
@@ -122,7 +161,11 @@ pub fn wrap(body: &str, xtrace: bool) -> String {
     if xtrace {
         out.push_str("set -o xtrace\n");
     }
-    let _ = writeln!(out, "(trap 'exit 1' TERM; eval {}) < /dev/null", quote(body));
+    if legacy_eval {
+        let _ = writeln!(out, ": | eval {}", quote(body));
+    } else {
+        let _ = writeln!(out, "(trap 'exit 1' TERM; eval {}) < /dev/null", quote(body));
+    }
     out.push_str("exit 0\n");
     out
 }

@@ -260,6 +260,9 @@ pub struct SourcesScript<'a> {
     pub tmp_dir: &'a Path,
     /// Value of `CI_SERVER_TLS_CA_FILE` when a CA is configured.
     pub ca_file_path: Option<PathBuf>,
+    /// Values of `CI_SERVER_TLS_CERT_FILE` and `CI_SERVER_TLS_KEY_FILE` when the runner has a client
+    /// certificate for GitLab.
+    pub client_cert_paths: Option<(PathBuf, PathBuf)>,
 }
 
 /// Set by the get_sources script before anything else runs, the hooks included: git must never wait for a
@@ -357,6 +360,10 @@ impl SourcesScript<'_> {
         );
         // LFS objects are fetched by `git lfs pull` after checkout, not by the smudge filter during it.
         out.push_str("if [ -z \"${GIT_LFS_SKIP_SMUDGE+x}\" ]; then export GIT_LFS_SKIP_SMUDGE=1; fi\n");
+        if self.ctx.safe_directory_checkout {
+            // As gitlab-runner: lets git work in a directory another user (an earlier job's image user) owns.
+            let _ = writeln!(out, "git config --global --add safe.directory {dir}");
+        }
         let _ = writeln!(out, "mkdir -p {}", quote_path(&template));
         // printf is a shell builtin: the credentials never appear in a process argv.
         let _ = writeln!(
@@ -373,6 +380,17 @@ impl SourcesScript<'_> {
         );
 
         self.remove_stale_locks(out);
+        if self.ctx.clean_git_config.unwrap_or(self.ctx.executor != "shell") {
+            // An earlier job could have left config or hooks that would run programs in this fetch.
+            let git = self.project_dir.join(".git");
+            let _ = writeln!(
+                out,
+                "rm -f {}\nrm -rf {}\nif [ -d {m} ]; then find {m} \\( -name config -type f -o -name hooks -type d \\) -prune -exec rm -rf {{}} +; fi",
+                quote_path(&git.join("config")),
+                quote_path(&git.join("hooks")),
+                m = quote_path(&git.join("modules"))
+            );
+        }
         if s.strategy == GitStrategy::Clone {
             let _ = writeln!(out, "rm -rf {dir}");
         }
@@ -430,16 +448,28 @@ __oxr_rc=$?
         if let Some((with_creds, base)) = rewrite {
             ext_conf.push_str(&credential_config(with_creds, base, self.plan.job_token.expose()));
         }
-        if let Some(ca) = &self.ca_file_path {
-            let (scheme, _, rest) = split_url(remote);
-            if scheme.starts_with("http") {
-                let host = &rest[..rest.find('/').unwrap_or(rest.len())];
-                let _ = write!(
+        let (scheme, _, rest) = split_url(remote);
+        if scheme.starts_with("http") && (self.ca_file_path.is_some() || self.client_cert_paths.is_some()) {
+            let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+            let _ = writeln!(
+                ext_conf,
+                "[http {}]",
+                git_config_string(&format!("{scheme}://{host}"))
+            );
+            let mut setting = |name: &str, path: &Path| {
+                let _ = writeln!(
                     ext_conf,
-                    "[http {}]\n\tsslCAInfo = {}\n",
-                    git_config_string(&format!("{scheme}://{host}")),
-                    git_config_string(&ca.to_string_lossy())
+                    "\t{name} = {}",
+                    git_config_string(&path.to_string_lossy())
                 );
+            };
+            if let Some(ca) = &self.ca_file_path {
+                setting("sslCAInfo", ca);
+            }
+            // As gitlab-runner: git presents the runner's client certificate to the GitLab host.
+            if let Some((cert, key)) = &self.client_cert_paths {
+                setting("sslCert", cert);
+                setting("sslKey", key);
             }
         }
         ext_conf

@@ -66,9 +66,7 @@ pub(crate) fn runner_side_variables(plan: &JobPlan, expanded: &Variables) -> Var
         Some(v) if !v.file => vars.push(v.clone()),
         _ => {}
     }
-    if let Some(ca) = plan.sources.ca_file.as_ref().filter(|c| !c.is_empty()) {
-        vars.push(raw(Variable::new("CI_SERVER_TLS_CA_FILE", ca.clone()).into_file()));
-    }
+    vars.extend(crate::driver::env::tls_variables(plan));
     vars
 }
 

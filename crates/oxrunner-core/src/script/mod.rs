@@ -40,6 +40,23 @@ impl ScriptContext<'_> {
         wrap(
             &format!("{}{body}", exports(self.vars, self.tmp_dir)),
             self.xtrace,
+            self.flag("FF_USE_LEGACY_BASH_EVAL"),
+        )
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        crate::feature_flags::is_on(self.vars, name)
+    }
+
+    /// `prefix` names the sections of multi-line commands (`script_step`, `after_script_step`, ...).
+    fn user_commands(&self, lines: &[String], prefix: &str) -> String {
+        let sections = self.plan.features.trace_sections && self.flag("FF_SCRIPT_SECTIONS");
+        bash::commands_styled(
+            lines,
+            bash::CommandStyle {
+                exit_code_check: self.flag("FF_ENABLE_BASH_EXIT_CODE_CHECK"),
+                sections: sections.then_some(prefix),
+            },
         )
     }
 
@@ -58,18 +75,21 @@ impl ScriptContext<'_> {
 
     /// `get_sources`.
     pub fn get_sources(&self, settings: &GitSettings) -> String {
-        let ca_file_path = self
-            .vars
-            .find("CI_SERVER_TLS_CA_FILE")
-            .filter(|v| v.file && !v.value.is_empty())
-            .map(|v| file_var_path(self.tmp_dir, &v.key).into());
+        let file_of = |key: &str| -> Option<std::path::PathBuf> {
+            self.vars
+                .find(key)
+                .filter(|v| v.file && !v.value.is_empty())
+                .map(|v| file_var_path(self.tmp_dir, &v.key).into())
+        };
+        let client_cert_paths = file_of("CI_SERVER_TLS_CERT_FILE").zip(file_of("CI_SERVER_TLS_KEY_FILE"));
         let script = SourcesScript {
             plan: self.plan,
             ctx: self.ctx,
             settings,
             project_dir: self.project_dir,
             tmp_dir: self.tmp_dir,
-            ca_file_path,
+            ca_file_path: file_of("CI_SERVER_TLS_CA_FILE"),
+            client_cert_paths,
         };
         self.with_exports(&script.render())
     }
@@ -84,25 +104,12 @@ impl ScriptContext<'_> {
         let mut body = String::new();
         body.push_str(load_env_file());
         let _ = writeln!(body, "cd {}", quote_path(self.project_dir));
-        let mut lines = Vec::new();
-        if let Some(pre) = self
-            .ctx
-            .pre_build_script
-            .as_deref()
-            .filter(|s| !s.trim().is_empty())
-        {
-            lines.push(pre.to_owned());
-        }
-        lines.extend(step.script.iter().cloned());
-        if let Some(post) = self
-            .ctx
-            .post_build_script
-            .as_deref()
-            .filter(|s| !s.trim().is_empty())
-        {
-            lines.push(post.to_owned());
-        }
-        body.push_str(&bash::commands(&lines));
+        let runner_script = |s: &Option<String>| -> Vec<String> {
+            s.iter().filter(|s| !s.trim().is_empty()).cloned().collect()
+        };
+        body.push_str(&self.user_commands(&runner_script(&self.ctx.pre_build_script), "pre_build_script"));
+        body.push_str(&self.user_commands(&step.script, "script_step"));
+        body.push_str(&self.user_commands(&runner_script(&self.ctx.post_build_script), "post_build_script"));
         self.with_exports(&body)
     }
 
@@ -112,7 +119,7 @@ impl ScriptContext<'_> {
         body.push_str(load_env_file());
         let _ = writeln!(body, "cd {}", quote_path(self.project_dir));
         body.push_str(&notice("Running after script..."));
-        body.push_str(&bash::commands(&step.script));
+        body.push_str(&self.user_commands(&step.script, "after_script_step"));
         self.with_exports(&body)
     }
 
@@ -136,7 +143,7 @@ impl ScriptContext<'_> {
             let _ = writeln!(body, "rm -f {}", quote_path(&self.tmp_dir.join(name)));
         }
         let _ = writeln!(body, "rm -rf {}", quote_path(&self.tmp_dir.join(TEMPLATE_DIR)));
-        wrap(&body, false)
+        wrap(&body, false, self.flag("FF_USE_LEGACY_BASH_EVAL"))
     }
 
     /// A notice line in a script (exposed for executors that add their own stages).

@@ -95,6 +95,16 @@ impl MaskSet {
     /// Masks each non-empty value (and its URL-encoded form) and the token bodies after each prefix
     /// (the default prefixes plus `token_prefixes`).
     pub fn new(values: impl IntoIterator<Item = String>, token_prefixes: &[String]) -> Self {
+        Self::with_default_prefixes(values, token_prefixes, true)
+    }
+
+    /// [`new`](Self::new), with `FF_MASK_ALL_DEFAULT_TOKENS` as `all_defaults`: when false, only `glpat-` of
+    /// the default token prefixes is masked, as in gitlab-runner.
+    pub fn with_default_prefixes(
+        values: impl IntoIterator<Item = String>,
+        token_prefixes: &[String],
+        all_defaults: bool,
+    ) -> Self {
         let mut set = Self::default();
         for value in values {
             if value.is_empty() {
@@ -104,7 +114,12 @@ impl MaskSet {
             set.add(value.into_bytes(), Kind::Value);
             set.add(encoded.into_bytes(), Kind::Value);
         }
-        let prefixes = DEFAULT_TOKEN_PREFIXES
+        let defaults = if all_defaults {
+            DEFAULT_TOKEN_PREFIXES
+        } else {
+            &DEFAULT_TOKEN_PREFIXES[..1]
+        };
+        let prefixes = defaults
             .iter()
             .map(|p| (*p).to_owned())
             .chain(token_prefixes.iter().cloned());

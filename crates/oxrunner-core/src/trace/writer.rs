@@ -26,6 +26,9 @@ const ERROR_PREFIX: &str = "\x1b[31;1mERROR: ";
 const HEADER_PREFIX: &str = "\x1b[0K\x1b[36;1m";
 const RESET: &str = "\x1b[0;m";
 const REPLACEMENT: &str = "\u{FFFD}";
+/// gitlab-runner's `buildlogger.StreamExecutorLevel` and `StreamWorkLevel`.
+const RUNNER_STREAM: u8 = 0;
+const JOB_STREAM: u8 = 1;
 const TIMESTAMP_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
@@ -73,8 +76,15 @@ struct Inner {
     utf8_pending: Vec<u8>,
     /// `FF_TIMESTAMPS`: prefix every line with a timestamp and stream id.
     timestamps: bool,
+    /// Set by [`TraceWriter::plain`]: the log is read on a terminal, never stamped.
+    plain: bool,
     /// The last byte emitted ended a line (or nothing was emitted yet).
     at_line_start: bool,
+    /// gitlab-runner's stream number of the bytes being pushed: 00 for the runner's own lines, 01 for what the
+    /// job's scripts print (`buildlogger.StreamExecutorLevel` / `StreamWorkLevel`).
+    stream: u8,
+    /// Per stream: its next line header carries `+`, its previous entry was cut at a carriage return.
+    continuation: [bool; 2],
 }
 
 impl Inner {
@@ -164,9 +174,11 @@ impl Inner {
         }
     }
 
-    /// gitlab-runner's timestamper format: `<RFC 3339 UTC, microseconds> <stream 2 hex><O|E> ` at the start of
-    /// each line. A line written in several pieces gets its prefix once, with the time of its first piece, so
-    /// GitLab never finds a prefix in the middle of a line.
+    /// gitlab-runner's timestamper format: `<RFC 3339 UTC, microseconds> <stream 2 hex>O<' '|'+'>` at the start
+    /// of each line. A line written in several pieces gets its prefix once, with the time of its first piece, so
+    /// GitLab never finds a prefix in the middle of a line. As upstream, a piece without a newline but with a
+    /// carriage return (a progress bar, a section marker) is ended with a newline so the live log shows it, and
+    /// the next line is marked `+` (a continuation GitLab joins back).
     fn stamp(&mut self, data: &[u8]) -> Vec<u8> {
         let now = time::OffsetDateTime::now_utc();
         let ts = now
@@ -176,12 +188,50 @@ impl Inner {
         for line in data.split_inclusive(|b| *b == b'\n') {
             if self.at_line_start {
                 out.extend_from_slice(ts.as_bytes());
-                out.extend_from_slice(b" 00O ");
+                let hex = b"0123456789abcdef";
+                out.extend_from_slice(&[
+                    b' ',
+                    hex[usize::from(self.stream >> 4)],
+                    hex[usize::from(self.stream & 0x0f)],
+                    b'O',
+                    if self.continuation[self.stream_index()] {
+                        b'+'
+                    } else {
+                        b' '
+                    },
+                ]);
+                self.continuation[self.stream_index()] = false;
             }
             out.extend_from_slice(line);
             self.at_line_start = line.last() == Some(&b'\n');
+            if !self.at_line_start && line.contains(&b'\r') {
+                out.push(b'\n');
+                self.at_line_start = true;
+                self.continuation[self.stream_index()] = true;
+            }
         }
         out
+    }
+
+    fn stream_index(&self) -> usize {
+        usize::from(self.stream != RUNNER_STREAM)
+    }
+
+    /// Switches the stream whose bytes come next. With timestamps, a line the other stream left open is ended
+    /// first, as upstream's per-stream timestamper ends its buffered line when the stream closes.
+    fn switch_stream(&mut self, stream: u8) {
+        if self.stream == stream {
+            return;
+        }
+        self.end_open_line();
+        self.stream = stream;
+    }
+
+    fn end_open_line(&mut self) {
+        if self.timestamps && !self.at_line_start && !self.truncated {
+            self.limit_and_append(b"\n");
+            self.at_line_start = true;
+        }
     }
 
     fn limit_and_append(&mut self, data: &[u8]) {
@@ -338,7 +388,10 @@ impl TraceWriter {
             scratch: Vec::new(),
             utf8_pending: Vec::new(),
             timestamps: false,
+            plain: false,
             at_line_start: true,
+            stream: RUNNER_STREAM,
+            continuation: [false; 2],
         };
         // The cut line's space is taken now: a disk too full for it cannot hold a job log either.
         inner.reserve(CUT_RESERVE)?;
@@ -383,9 +436,11 @@ impl TraceWriter {
         lock(&self.inner).lost.clone()
     }
 
-    /// Appends raw output (masked; partial secrets are held until the next write or [`flush`](Self::flush)).
+    /// Appends the job's output (masked; partial secrets are held until the next write or [`flush`](Self::flush)).
     pub fn write(&self, bytes: &[u8]) {
-        lock(&self.inner).push(bytes);
+        let mut inner = lock(&self.inner);
+        inner.switch_stream(JOB_STREAM);
+        inner.push(bytes);
     }
 
     /// Emits bytes held back by the masker (end of a stage's output).
@@ -400,7 +455,15 @@ impl TraceWriter {
 
     /// Turns per-line timestamps on or off (gitlab-runner's `FF_TIMESTAMPS`).
     pub fn set_timestamps(&self, enabled: bool) {
-        lock(&self.inner).timestamps = enabled;
+        let mut inner = lock(&self.inner);
+        inner.timestamps = enabled && !inner.plain;
+    }
+
+    /// A log for a terminal (`oxrunner exec`), not for GitLab's viewer: `FF_TIMESTAMPS` is not applied.
+    pub fn plain(&self) {
+        let mut inner = lock(&self.inner);
+        inner.plain = true;
+        inner.timestamps = false;
     }
 
     /// True once the output limit was hit.
@@ -437,6 +500,7 @@ impl TraceWriter {
         let mut inner = lock(&self.inner);
         // Held-back stage output must precede the message.
         inner.flush_masker();
+        inner.switch_stream(RUNNER_STREAM);
         inner.push(format!("{prefix}{msg}{RESET}\n").as_bytes());
     }
 
@@ -444,6 +508,7 @@ impl TraceWriter {
     pub fn section_start(&self, name: &str, header: &str) {
         let mut inner = lock(&self.inner);
         inner.flush_masker();
+        inner.switch_stream(RUNNER_STREAM);
         if inner.sections {
             inner.push(format!("section_start:{}:{name}\r\x1b[0K", unix_now()).as_bytes());
         }
@@ -454,6 +519,7 @@ impl TraceWriter {
     pub fn section_end(&self, name: &str) {
         let mut inner = lock(&self.inner);
         inner.flush_masker();
+        inner.switch_stream(RUNNER_STREAM);
         if inner.sections {
             inner.push(format!("section_end:{}:{name}\r\x1b[0K", unix_now()).as_bytes());
         }
@@ -474,6 +540,7 @@ impl TraceHandle {
         let result = tokio::task::spawn_blocking(move || {
             let mut inner = lock(&inner);
             inner.flush_masker();
+            inner.end_open_line();
             if let Err(err) = inner.file.sync_data() {
                 inner.cut(&err, "while syncing the job log spool");
             }

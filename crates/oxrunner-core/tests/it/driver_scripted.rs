@@ -87,7 +87,13 @@ impl Executor for Scripted {
         _trace: &'a TraceWriter,
     ) -> BoxFuture<'a, Result<(), ExecError>> {
         self.record("prepare", "");
-        Box::pin(async { Ok(()) })
+        let hang = matches!(self.replies.get("prepare"), Some(Reply::Hang));
+        Box::pin(async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        })
     }
 
     fn run<'a>(
@@ -528,5 +534,156 @@ async fn a_failed_job_uses_the_on_failure_hooks() {
             "cleanup_file_variables",
             "cleanup",
         ]
+    );
+}
+
+/// gitlab-runner's default: every line of the log carries a timestamp and its stream; the flag turns it off.
+#[tokio::test(start_paused = true)]
+async fn timestamps_are_on_by_default_and_the_flag_turns_them_off() {
+    let env = Env::new();
+    let stamped = regex::Regex::new(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z 0[01]O[ +]").unwrap();
+    let (outcome, log) = env
+        .run(&env.plan(), &mut Scripted::new(&[]), JobCancel::new())
+        .await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert!(log.lines().all(|l| stamped.is_match(l)), "{log}");
+    assert!(
+        oxrunner_core::trace::strip_timestamps(&log).starts_with("\x1b[0KRunning with oxrunner"),
+        "{log}"
+    );
+
+    let mut plan = env.plan();
+    plan.variables.push(Variable::new("FF_TIMESTAMPS", "false"));
+    let (_, log) = env.run(&plan, &mut Scripted::new(&[]), JobCancel::new()).await;
+    assert!(log.lines().all(|l| !stamped.is_match(l)), "{log}");
+    // As gitlab-runner's header: the flags whose value is not the default.
+    assert!(
+        log.contains("\x1b[0K  feature flags: FF_TIMESTAMPS:false\x1b[0;m\n"),
+        "{log}"
+    );
+}
+
+/// gitlab-runner refuses a GIT_CLONE_PATH the runner does not allow, or one outside the builds dir, as a
+/// configuration error before anything runs; it never silently clones elsewhere.
+#[tokio::test(start_paused = true)]
+async fn a_git_clone_path_that_is_not_allowed_fails_the_job() {
+    let env = Env::new();
+    let inside = env.dir.path().join("builds/custom/place");
+    let cases = [
+        (
+            false,
+            inside.display().to_string(),
+            "setting GIT_CLONE_PATH is not allowed",
+        ),
+        (true, "/elsewhere/place".to_owned(), "has to be within"),
+    ];
+    for (enabled, path, message) in cases {
+        let mut plan = env.plan();
+        plan.variables.push(Variable::new("GIT_CLONE_PATH", path.clone()));
+        let ctx = RunnerContext {
+            custom_build_dir: enabled,
+            ..env.ctx()
+        };
+        let (trace, handle) = TraceWriter::new(env.dir.path(), plan.mask_set(), 0).unwrap();
+        let mut exec = Scripted::new(&[]);
+        let outcome = run_job(&plan, &ctx, &mut exec, &NoopHooks, &trace, JobCancel::new()).await;
+        handle.finish().await;
+        let log = String::from_utf8_lossy(&handle.read_all().unwrap()).into_owned();
+        match outcome {
+            JobOutcome::Failed {
+                reason, message: m, ..
+            } => {
+                assert_eq!(reason, FailureReason::RunnerConfigurationError, "{path}: {log}");
+                assert!(m.contains(message) && m.contains("\nhint: "), "{m}");
+            }
+            other => panic!("{path}: {other:?}\n{log}"),
+        }
+        assert!(
+            !exec.calls().iter().any(|c| c == "get_sources"),
+            "{:?}",
+            exec.calls()
+        );
+    }
+    // Allowed and inside: the job runs there.
+    let mut plan = env.plan();
+    plan.variables
+        .push(Variable::new("GIT_CLONE_PATH", inside.display().to_string()));
+    let ctx = RunnerContext {
+        custom_build_dir: true,
+        ..env.ctx()
+    };
+    let (trace, handle) = TraceWriter::new(env.dir.path(), plan.mask_set(), 0).unwrap();
+    let mut exec = Scripted::new(&[]);
+    let outcome = run_job(&plan, &ctx, &mut exec, &NoopHooks, &trace, JobCancel::new()).await;
+    handle.finish().await;
+    assert_eq!(outcome, JobOutcome::Success);
+}
+
+/// `prepare_timeout` and `get_sources_timeout` bound their phase as gitlab-runner does: the job fails as a
+/// timeout naming the limit, long before the job's own timeout.
+#[tokio::test(start_paused = true)]
+async fn prepare_and_get_sources_timeouts_end_a_hanging_phase() {
+    let env = Env::new();
+    for (phase, stage) in [("prepare", "prepare"), ("get sources", "get_sources")] {
+        let ctx = RunnerContext {
+            prepare_timeout: Some(Duration::from_secs(20)),
+            get_sources_timeout: Some(Duration::from_secs(10)),
+            ..env.ctx()
+        };
+        let plan = env.plan();
+        let (trace, handle) = TraceWriter::new(env.dir.path(), plan.mask_set(), 0).unwrap();
+        let mut exec = Scripted::new(&[(stage, Reply::Hang)]);
+        let start = Instant::now();
+        let outcome = run_job(&plan, &ctx, &mut exec, &NoopHooks, &trace, JobCancel::new()).await;
+        handle.finish().await;
+        let log =
+            oxrunner_core::trace::strip_timestamps(&String::from_utf8_lossy(&handle.read_all().unwrap()));
+        let limit = if stage == "prepare" { "20s" } else { "10s" };
+        match outcome {
+            JobOutcome::Failed { reason, message, .. } => {
+                assert_eq!(reason, FailureReason::JobExecutionTimeout, "{log}");
+                assert_eq!(
+                    message,
+                    format!("{phase} timeout: exceeded timeout of {limit}"),
+                    "{log}"
+                );
+            }
+            other => panic!("{other:?}\n{log}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{:?}", start.elapsed());
+        assert!(
+            !exec.calls().iter().any(|c| c == "step_script"),
+            "{:?}",
+            exec.calls()
+        );
+    }
+
+    // Longer than the job: the job timeout applies, with upstream's warning.
+    let ctx = RunnerContext {
+        get_sources_timeout: Some(Duration::from_secs(7200)),
+        ..env.ctx()
+    };
+    let (outcome, log) = {
+        let plan = env.plan();
+        let (trace, handle) = TraceWriter::new(env.dir.path(), plan.mask_set(), 0).unwrap();
+        let outcome = run_job(
+            &plan,
+            &ctx,
+            &mut Scripted::new(&[]),
+            &NoopHooks,
+            &trace,
+            JobCancel::new(),
+        )
+        .await;
+        handle.finish().await;
+        (
+            outcome,
+            String::from_utf8_lossy(&handle.read_all().unwrap()).into_owned(),
+        )
+    };
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert!(
+        log.contains("get_sources_timeout (2h0m0s) exceeds job timeout (1h0m0s); using job timeout"),
+        "{log}"
     );
 }

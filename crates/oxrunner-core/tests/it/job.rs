@@ -45,13 +45,13 @@ fn repo() -> Repo {
     Repo { _dir: dir, path, sha }
 }
 
-struct Env {
+pub(crate) struct Env {
     _dir: tempfile::TempDir,
     root: PathBuf,
     repo: Repo,
 }
 
-fn env() -> Env {
+pub(crate) fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     Env {
@@ -62,7 +62,7 @@ fn env() -> Env {
 }
 
 impl Env {
-    fn ctx(&self) -> RunnerContext {
+    pub(crate) fn ctx(&self) -> RunnerContext {
         RunnerContext {
             runner_name: "test-runner".into(),
             short_token: "abcd1234".into(),
@@ -78,7 +78,7 @@ impl Env {
         }
     }
 
-    fn plan(&self, script: &[&str]) -> JobPlan {
+    pub(crate) fn plan(&self, script: &[&str]) -> JobPlan {
         JobPlan {
             job_id: 42,
             job_name: "test".into(),
@@ -123,7 +123,7 @@ impl Env {
         }
     }
 
-    async fn run(&self, plan: &JobPlan, control: JobCancel) -> (JobOutcome, String) {
+    pub(crate) async fn run(&self, plan: &JobPlan, control: JobCancel) -> (JobOutcome, String) {
         // Login shells source /etc/profile (slow on some hosts); `successful_job` covers the login default.
         let exec = ShellExecutor::new().with_login_shell(false);
         self.run_with(plan, control, &NoopHooks, exec).await
@@ -144,7 +144,9 @@ impl Env {
         let bytes = handle.read_all().unwrap();
         assert_eq!(size, bytes.len() as u64);
         assert_eq!(crc, crc32fast::hash(&bytes));
-        (outcome, String::from_utf8_lossy(&bytes).into_owned())
+        // FF_TIMESTAMPS is on by default; the assertions read the log as GitLab's viewer shows it.
+        let log = oxrunner_core::trace::strip_timestamps(&String::from_utf8_lossy(&bytes));
+        (outcome, log)
     }
 }
 

@@ -6,6 +6,8 @@
 mod driver_scripted;
 mod driver_terminal;
 mod executor_configure;
+mod feature_flags;
+mod feature_flags_jobs;
 mod inscript_stages;
 mod job;
 mod job_processes;
@@ -14,6 +16,7 @@ mod mask_scale;
 mod remote_sources;
 mod runner_fetch_env;
 mod script;
+mod settings_jobs;
 mod shell_stages;
 mod shell_workdir;
 mod trace;

@@ -161,6 +161,7 @@ fn get_sources_keeps_credentials_out_of_remote_url() {
     };
     let settings = GitSettings::resolve(&plan, &Variables::new());
     let script = SourcesScript {
+        client_cert_paths: None,
         plan: &plan,
         ctx: &ctx,
         settings: &settings,

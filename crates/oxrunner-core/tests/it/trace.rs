@@ -161,14 +161,24 @@ async fn timestamps_prefix_each_line_once() {
     let dir = tempfile::tempdir().unwrap();
     let (w, handle) = TraceWriter::new(dir.path(), MaskSet::new(vec!["s3cr3t".into()], &[]), 0).unwrap();
     w.set_timestamps(true);
+    w.println("runner");
     w.write(b"abc ");
     w.write(b"s3cr3t\nghi\n");
+    w.write(b"open");
+    w.section_end("step");
+    w.write(b"progress 1%\r");
+    w.write(b"progress 2%\n");
     w.write(b"tail");
     handle.finish().await;
     let text = String::from_utf8(handle.read_all().unwrap()).unwrap();
     let ts = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z";
+    // As gitlab-runner's timestamper: runner lines are stream 00, the job's output stream 01; a line left open
+    // when the other stream speaks (or at the end) is ended; a piece ended by a carriage return is flushed as
+    // its own entry and the stream's next one is a `+` continuation.
     let re = regex::Regex::new(&format!(
-        "^{ts} 00O abc \\[MASKED\\]\n{ts} 00O ghi\n{ts} 00O tail$"
+        "^{ts} 00O \x1b\\[0Krunner\x1b\\[0;m\n{ts} 01O abc \\[MASKED\\]\n{ts} 01O ghi\n{ts} 01O open\n\
+         {ts} 00O section_end:\\d+:step\r\x1b\\[0K\n{ts} 01O progress 1%\r\n{ts} 01O\\+progress 2%\n\
+         {ts} 01O tail\n$"
     ))
     .unwrap();
     assert!(re.is_match(&text), "{text:?}");

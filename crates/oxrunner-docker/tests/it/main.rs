@@ -5,6 +5,8 @@
 
 mod connect;
 mod executor;
+mod feature_flags;
+mod gpus;
 mod hints;
 mod hostconfig;
 mod images;

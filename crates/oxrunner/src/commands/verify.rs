@@ -29,7 +29,8 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
         matched += 1;
         let client = client_for_runner(runner, &path)?;
-        let info = runner_info(&runner.executor_kind(), runner.shell.as_deref());
+        let mut info = runner_info(&runner.executor_kind(), runner.shell.as_deref());
+        info.labels = runner.computed_labels(&config.labels);
         match client
             .verify_runner(runner.token.expose(), &system_id, &info)
             .await

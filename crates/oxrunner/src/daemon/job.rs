@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use oxrunner_api::trace::{FinalReport, FinalState, JobControl, TraceSender, TraceSource};
+use oxrunner_api::trace::{FinalReport, FinalState, JobControl, TraceOptions, TraceSender, TraceSource};
 use oxrunner_api::{ApiError, Client, JobResponse, RunnerInfo, UpdateJobRequest, UpdateOutcome};
 use oxrunner_config::{ExecutorKind, RunnerConfig};
 use oxrunner_core::{
@@ -20,7 +20,7 @@ use super::slots::{Slot, Slots};
 use super::stale;
 use crate::executors::{ExecutorSetup, executor_for};
 use crate::hooks::RunnerHooks;
-use crate::plan::{check, job_plan};
+use crate::plan::{check, job_plan, resolve_feature_flags};
 use crate::version;
 
 /// What a job task needs from the daemon.
@@ -55,7 +55,12 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
         return;
     };
 
-    let plan = job_plan(&job, env.client.ca_chain_pem());
+    let mut plan = job_plan(&job, env.client.ca_chain_pem());
+    if let Some(pem) = env.client.tls_client_pem() {
+        plan.sources.tls_cert = Some(pem.cert);
+        plan.sources.tls_key = Some(oxrunner_core::Secret::new(pem.key));
+    }
+    let flag_problems = resolve_feature_flags(&mut plan, &env.runner.feature_flags, &env.runner.environment);
     let (trace, handle) = match TraceWriter::create(
         env.spool_dir.clone(),
         plan.mask_set(),
@@ -71,19 +76,27 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
             return;
         }
     };
+    for problem in &flag_problems {
+        trace.warning(problem);
+    }
+    log_images(job_id, &plan);
     let debug_trace =
         oxrunner_core::plan::debug_trace_enabled(debug_trace_disabled(&env.runner), &plan.variables);
     let source = TraceSource {
         path: handle.path.clone(),
         committed: handle.committed.clone(),
     };
-    let (sender, control_rx) = TraceSender::start(
+    let (sender, control_rx) = TraceSender::start_with_options(
         env.client.clone(),
         job_id,
         token.clone(),
         source,
         debug_trace,
         env.info.clone(),
+        TraceOptions {
+            final_update_tries: env.runner.job_status_final_update_retry_limit(),
+            ..TraceOptions::default()
+        },
     );
 
     // SIGTERM/SIGINT cancel `abort_all`, which aborts this job through its child token; GitLab's requests arrive
@@ -139,6 +152,22 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     }
     drop(trace);
     drop(handle);
+}
+
+/// `FF_LOG_IMAGES_CONFIGURED_FOR_JOB`: the job's image and service images in the runner's log, as gitlab-runner
+/// logs them (for operators auditing what their runners pull).
+fn log_images(job_id: i64, plan: &JobPlan) {
+    if !oxrunner_core::feature_flags::is_on(&plan.variables, "FF_LOG_IMAGES_CONFIGURED_FOR_JOB") {
+        return;
+    }
+    if let Some(image) = &plan.image {
+        let platform = image.platform.as_deref().unwrap_or_default();
+        info!(job = job_id, image_name = %image.name, image_platform = %platform, "Image configured for job");
+    }
+    for service in &plan.services {
+        let platform = service.platform.as_deref().unwrap_or_default();
+        info!(job = job_id, image_name = %service.name, image_platform = %platform, "Service image configured for job");
+    }
 }
 
 /// Tells GitLab the job is running. `None` when GitLab aborted it already; otherwise whether a cancel was already
@@ -289,7 +318,13 @@ async fn start(
         user: env.user.clone(),
     };
     let record = stale::JobRecord::write(&env.state_dir, &env.runner, job_id, token, leftovers);
-    let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, token, &ctx);
+    let upload_timeout = env
+        .runner
+        .artifact
+        .as_ref()
+        .filter(|a| a.upload_timeout.is_some())
+        .map(oxrunner_config::ArtifactConfig::upload_timeout);
+    let hooks = RunnerHooks::for_gitlab_with(env.client.clone(), job_id, token, &ctx, upload_timeout);
     let outcome = oxrunner_core::run_job_with_session(
         plan,
         &ctx,
@@ -374,11 +409,17 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
         debug_trace_disabled: debug_trace_disabled(r),
         clone_url: r.clone_url.clone(),
         gitlab_url: r.url.clone(),
+        // gitlab-runner's per-executor default (`DefaultCustomBuildsDirEnabled`): on for docker, off otherwise.
         custom_build_dir: r
             .custom_build_dir
             .as_ref()
             .and_then(|c| c.enabled)
-            .unwrap_or(false),
+            .unwrap_or(docker),
+        // gitlab-runner's executor defaults: on for docker (where git runs runner-side here, which ignores it).
+        safe_directory_checkout: r.safe_directory_checkout.unwrap_or(docker),
+        clean_git_config: r.clean_git_config,
+        prepare_timeout: r.prepare_timeout(),
+        get_sources_timeout: r.get_sources_timeout(),
         // Checkouts for executors with remote files, kept between jobs so `fetch` is incremental.
         runner_builds_dir: env.state_dir.join("builds"),
     }

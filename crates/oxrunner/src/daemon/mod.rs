@@ -414,6 +414,7 @@ impl Daemon {
             .clone()
             .filter(|_| crate::executors::offers_terminal(&runner.executor_kind()));
         session::advertise(&mut info, session_server.is_some());
+        info.labels = runner.computed_labels(&config.labels);
         let runner_arc = Arc::new(runner.clone());
         let env = JobEnv {
             client: client.clone(),
@@ -459,7 +460,8 @@ impl Daemon {
         let docker_config = runner.docker.clone().unwrap_or_default();
         let short = runner.short_token();
         let recover = first.then(|| (client.clone(), runner.clone(), config_dir(&self.opts.config_path)));
-        let runner_info = crate::runner::runner_info(&runner.executor_kind(), runner.shell.as_deref());
+        let mut runner_info = crate::runner::runner_info(&runner.executor_kind(), runner.shell.as_deref());
+        runner_info.labels = runner.computed_labels(&config.labels);
         tokio::spawn(async move {
             if let Some((client, runner, state_dir)) = recover {
                 stale::recover(&state_dir, &client, &runner, &runner_info).await;

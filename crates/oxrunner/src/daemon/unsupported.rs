@@ -4,45 +4,18 @@
 use oxrunner_config::{Config, RunnerConfig};
 
 pub fn global(config: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    if config.sentry_dsn.as_deref().is_some_and(|d| !d.is_empty()) {
-        out.push("sentry_dsn: error reporting to Sentry is not supported; ignored".into());
-    }
-    if config.listen_address.as_deref().is_some_and(|a| !a.is_empty()) {
-        out.push("listen_address: the metrics and health server is not served by this build; ignored".into());
-    }
-    out
+    oxrunner_config::support::global_warnings(config)
 }
 
 pub fn runner(r: &RunnerConfig) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = oxrunner_config::support::runner_warnings(r);
     let name = &r.name;
-    if let Some(kind) = r
-        .cache
-        .as_ref()
-        .and_then(|c| c.cache_type.as_deref())
-        .filter(|t| !t.is_empty())
-    {
+    let flags = oxrunner_core::feature_flags::config_warnings(&r.feature_flags);
+    if !flags.is_empty() {
         out.push(format!(
-            "runner `{name}`: [runners.cache] Type = \"{kind}\": distributed caches are not supported yet; caches stay in the local cache_dir (shared by all jobs of this runner)"
+            "runner `{name}`: [runners.feature_flags] without effect in this build: {}",
+            flags.join("; ")
         ));
-    }
-    if r.proxy_exec == Some(true) {
-        out.push(format!("runner `{name}`: proxy_exec is not supported; ignored"));
-    }
-    if r.referees.is_some() {
-        out.push(format!(
-            "runner `{name}`: [runners.referees] is not supported; ignored"
-        ));
-    }
-    if r.executor_kind() == oxrunner_config::ExecutorKind::Docker
-        && let Some(docker) = &r.docker
-    {
-        for key in oxrunner_docker::unsupported_keys(docker) {
-            out.push(format!(
-                "runner `{name}`: [runners.docker] {key} is not supported; ignored"
-            ));
-        }
     }
     if r.executor == "custom" && r.custom.as_ref().is_none_or(|c| c.run_exec.is_empty()) {
         out.push(format!(
@@ -94,11 +67,16 @@ sentry_dsn = "https://key@sentry.example/1"
         let g = global(&config);
         assert!(g.iter().any(|w| w.starts_with("sentry_dsn")), "{g:?}");
         let r = runner(&config.runners[0]);
-        assert!(r.iter().any(|w| w.contains("Type = \"s3\"")), "{r:?}");
+        assert!(
+            r.iter()
+                .any(|w| w.contains("runners.cache.Type is not supported")),
+            "{r:?}"
+        );
         assert!(r.iter().any(|w| w.contains("shell = \"pwsh\"")), "{r:?}");
         let d = runner(&config.runners[1]);
         assert!(
-            d.iter().any(|w| w.contains("[runners.docker] helper_image")),
+            d.iter()
+                .any(|w| w.contains("runners.docker.helper_image is not supported")),
             "{d:?}"
         );
         assert_eq!(runner(&RunnerConfig::default()), Vec::<String>::new());

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use super::output::{self, Console, LinePrinter};
 use super::{dotenv, workspace};
 use crate::hooks::{LocalTransport, RunnerHooks, cache_store};
-use crate::plan::{check, job_plan};
+use crate::plan::{check, job_plan, resolve_feature_flags};
 use crate::version;
 
 /// Paths and settings every job of one `oxrunner exec` shares.
@@ -125,6 +125,7 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         };
     }
     let mut plan = job_plan(&job, None);
+    let flag_problems = resolve_feature_flags(&mut plan, &std::collections::BTreeMap::new(), &[]);
     // The copy made by `workspace::prepare` is the checkout: the shell runs in it, a container receives it.
     plan.sources.origin = SourceOrigin::LocalDir(build_dir.clone());
     let kind = env.docker.kind_for(in_docker);
@@ -159,6 +160,11 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     let log_path = env.log_path(&spec.dir);
     let follower = spawn_follower(&env, &spec, handle.follow(), log_path.clone(), append_log);
 
+    // The log goes to a terminal, not to GitLab's viewer, which hides the timestamp prefixes.
+    trace.plain();
+    for problem in &flag_problems {
+        trace.warning(problem);
+    }
     if !job.image.name.is_empty() && !in_docker {
         trace.warning(&format!(
             "image {:?} is ignored: the shell executor runs the job on this machine",
@@ -410,6 +416,10 @@ fn runner_context(env: &Env, index: usize, kind: &ExecutorKind) -> RunnerContext
         gitlab_url: String::new(),
         // The project dir is the prepared copy (`SourceOrigin::LocalDir`), whatever GIT_CLONE_PATH says.
         custom_build_dir: false,
+        safe_directory_checkout: false,
+        clean_git_config: None,
+        prepare_timeout: None,
+        get_sources_timeout: None,
         // exec's sources are local (`SourceOrigin::LocalDir`): nothing is fetched on the runner.
         runner_builds_dir: PathBuf::new(),
     }

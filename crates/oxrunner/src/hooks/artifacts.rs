@@ -126,7 +126,8 @@ async fn download_one(
 ) -> Result<(), DownloadError> {
     let tmp = temp_file(scratch, "artifacts-download-").map_err(DownloadError::Fatal)?;
     let path = tmp.path().to_path_buf();
-    match transport.download(dep, &path).await {
+    let direct = oxrunner_core::feature_flags::is_on(ctx.variables, "FF_USE_DIRECT_DOWNLOAD");
+    match transport.download(dep, &path, direct).await {
         Ok(status) => trace.println(&format!("Downloading artifacts from coordinator... {status}")),
         Err(TransportError::NotFound { .. }) => return Err(DownloadError::Missing),
         Err(e @ TransportError::Forbidden { .. }) => {
@@ -236,6 +237,7 @@ async fn upload_one(
         artifact_format: format.as_str().to_owned(),
         artifact_type: kind.clone(),
         expire_in: spec.expire_in.clone().filter(|e| !e.trim().is_empty()),
+        timeout: None,
     };
     let result = transport.upload(tmp.path(), &opts).await;
     drop(tmp);

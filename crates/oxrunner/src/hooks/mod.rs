@@ -68,7 +68,19 @@ impl RunnerHooks {
         job_token: &str,
         ctx: &RunnerContext,
     ) -> Self {
-        let transport = GitlabTransport::new(client, job_id, oxrunner_core::Secret::new(job_token));
+        Self::for_gitlab_with(client, job_id, job_token, ctx, None)
+    }
+
+    /// [`for_gitlab`](Self::for_gitlab) with `[runners.artifact] upload_timeout`.
+    pub fn for_gitlab_with(
+        client: oxrunner_api::Client,
+        job_id: i64,
+        job_token: &str,
+        ctx: &RunnerContext,
+        upload_timeout: Option<std::time::Duration>,
+    ) -> Self {
+        let transport = GitlabTransport::new(client, job_id, oxrunner_core::Secret::new(job_token))
+            .with_upload_timeout(upload_timeout);
         Self::new(Arc::new(transport), cache_store(ctx))
     }
 }

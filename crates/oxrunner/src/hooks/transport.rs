@@ -73,11 +73,13 @@ pub trait ArtifactTransport: Send + Sync {
         opts: &'a ArtifactUpload,
     ) -> BoxFuture<'a, Result<String, TransportError>>;
 
-    /// Fetches the archive artifact of `dependency` into `dest` (complete or absent afterwards).
+    /// Fetches the archive artifact of `dependency` into `dest` (complete or absent afterwards). `direct`
+    /// (`FF_USE_DIRECT_DOWNLOAD`) lets GitLab redirect the first try to object storage.
     fn download<'a>(
         &'a self,
         dependency: &'a Dependency,
         dest: &'a Path,
+        direct: bool,
     ) -> BoxFuture<'a, Result<String, TransportError>>;
 
     /// The fields of a log line about this job's upload, around `status` (`id=.. <status> token=..`, the order
@@ -122,6 +124,8 @@ pub struct GitlabTransport {
     client: Client,
     job_id: i64,
     job_token: Secret,
+    /// `[runners.artifact] upload_timeout`.
+    upload_timeout: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for GitlabTransport {
@@ -144,7 +148,14 @@ impl GitlabTransport {
             client,
             job_id,
             job_token,
+            upload_timeout: None,
         }
+    }
+
+    /// Bounds each artifact upload request (`[runners.artifact] upload_timeout`).
+    pub fn with_upload_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.upload_timeout = timeout;
+        self
     }
 }
 
@@ -155,8 +166,12 @@ impl ArtifactTransport for GitlabTransport {
         opts: &'a ArtifactUpload,
     ) -> BoxFuture<'a, Result<String, TransportError>> {
         Box::pin(async move {
+            let opts = ArtifactUpload {
+                timeout: self.upload_timeout.or(opts.timeout),
+                ..opts.clone()
+            };
             self.client
-                .upload_artifacts(self.job_id, self.job_token.expose(), file, opts)
+                .upload_artifacts(self.job_id, self.job_token.expose(), file, &opts)
                 .await?;
             Ok(format!(
                 "201 Created  id={} responseStatus=201 Created token={}",
@@ -170,6 +185,7 @@ impl ArtifactTransport for GitlabTransport {
         &'a self,
         dependency: &'a Dependency,
         dest: &'a Path,
+        direct: bool,
     ) -> BoxFuture<'a, Result<String, TransportError>> {
         Box::pin(async move {
             // GitLab may hand out an empty per-dependency token; the running job's token works then.
@@ -179,7 +195,7 @@ impl ArtifactTransport for GitlabTransport {
                 &dependency.token
             };
             self.client
-                .download_artifacts(dependency.id, token.expose(), dest, true)
+                .download_artifacts(dependency.id, token.expose(), dest, direct)
                 .await?;
             Ok(format!(
                 "ok  id={} responseStatus=200 OK token={}",
@@ -327,6 +343,7 @@ impl ArtifactTransport for LocalTransport {
         &'a self,
         dependency: &'a Dependency,
         dest: &'a Path,
+        _direct: bool,
     ) -> BoxFuture<'a, Result<String, TransportError>> {
         Box::pin(async move {
             let dir = self.job_dir(dependency.id, &dependency.name).join("archive");

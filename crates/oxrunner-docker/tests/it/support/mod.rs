@@ -157,9 +157,10 @@ impl Trace {
         }
     }
 
+    /// The log as GitLab's job page shows it (FF_TIMESTAMPS prefixes removed).
     pub fn text(&self) -> String {
         self.writer.flush();
-        String::from_utf8_lossy(&self.handle.read_all().unwrap()).into_owned()
+        oxrunner_core::trace::strip_timestamps(&String::from_utf8_lossy(&self.handle.read_all().unwrap()))
     }
 }
 

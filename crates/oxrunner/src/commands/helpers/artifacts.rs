@@ -159,6 +159,7 @@ pub(super) async fn upload(args: UploaderArgs) -> anyhow::Result<ExitCode> {
         artifact_format: format.as_str().to_owned(),
         artifact_type: kind.clone(),
         expire_in: args.expire_in.clone().filter(|e| !e.trim().is_empty()),
+        timeout: None,
     };
     let sent = transport.upload(tmp.path(), &opts);
     let result = match timeout {
@@ -222,9 +223,15 @@ pub(super) async fn download(args: DownloaderArgs) -> anyhow::Result<ExitCode> {
         ..Dependency::default()
     };
     let tmp = scratch_file(args.staging_dir.as_deref(), "artifacts")?;
+    // gitlab-runner's `--direct-download` takes its value from FF_USE_DIRECT_DOWNLOAD, which the job's stage
+    // script exports.
+    let direct = std::env::var("FF_USE_DIRECT_DOWNLOAD")
+        .ok()
+        .and_then(|v| oxrunner_core::variables::parse_bool(&v))
+        .unwrap_or(false);
     let mut retry = 0;
     loop {
-        match transport.download(&dep, tmp.path()).await {
+        match transport.download(&dep, tmp.path(), direct && retry == 0).await {
             Ok(status) => {
                 info(&format!("Downloading artifacts from coordinator... {status}"))?;
                 break;
