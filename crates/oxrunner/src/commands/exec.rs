@@ -98,6 +98,7 @@ pub fn context(args: &ExecArgs) -> anyhow::Result<PipelineContext> {
             ctx.ci_file.display()
         );
     }
+    args.source.apply(&mut ctx)?;
     if let Some(file) = &args.variables_file {
         ctx.variables.extend(read_variables_file(file)?);
     }

@@ -12,6 +12,7 @@ mod job;
 mod output;
 mod scheduler;
 mod select;
+pub mod source;
 mod summary;
 mod workspace;
 
