@@ -5,10 +5,13 @@
 //! them, `cache/` caches shared by all jobs and kept across runs, `dotenv/<job>.env` dotenv reports,
 //! `logs/<job>.log` full job logs, `tmp/` trace spools.
 
+mod board;
 mod child;
 mod docker;
 mod dotenv;
+mod failures;
 mod job;
+mod junit;
 mod output;
 mod scheduler;
 mod select;
@@ -103,6 +106,7 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
         abort: abort.clone(),
     });
     let nodes = build_nodes(&pipeline, &chosen, opts, "");
+    let specs: Vec<Arc<JobSpec>> = nodes.iter().map(|n| n.spec.clone()).collect();
     let settings = Settings {
         concurrency: concurrency(opts),
         skip_delays: opts.no_delay,
@@ -115,6 +119,8 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
     let started = std::time::Instant::now();
     let records = scheduler::run(env.clone(), nodes, settings).await;
     ctrl_c.abort();
+    console.close_board();
+    failures::report(&env, &specs, &records).await;
 
     let rows: Vec<summary::Row> = chosen
         .iter()

@@ -20,6 +20,7 @@ mod e2e_trace_limits;
 mod exec_dag;
 mod exec_docker;
 mod exec_flow;
+mod exec_live;
 mod exec_sources;
 mod exec_status;
 mod helper_commands;
