@@ -22,6 +22,7 @@ mod exec_docker;
 mod exec_flow;
 mod exec_live;
 mod exec_sources;
+mod exec_speed;
 mod exec_status;
 mod helper_commands;
 mod robustness;
