@@ -89,7 +89,14 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
     let console = output::Console::new();
     let any_image = chosen.iter().any(|&i| has_image(&pipeline.jobs[i].payload));
     // A custom driver decides itself where a job runs: the runner never starts containers for it.
-    let docker = docker::choose(opts.executor.as_deref(), any_image, &console).await?;
+    let docker = match docker::choose(opts.executor.as_deref(), any_image, &console).await {
+        Ok(mode) => mode,
+        Err(e) => {
+            // The error goes below a board that is taken down, not below a frozen one.
+            console.close_board();
+            return Err(e);
+        }
+    };
     let name_width = name_width(&pipeline, &chosen);
     let abort = oxrunner_core::CancellationToken::new();
     let env = Arc::new(Env {

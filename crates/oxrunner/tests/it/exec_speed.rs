@@ -1,7 +1,7 @@
 //! `oxrunner exec` starts few processes: the repository facts come from `.git` (no `git log`, `symbolic-ref` or
 //! `remote` process), and on exec's fresh job copies the runner does itself what the predefined `prepare_script`,
-//! `get_sources` and `cleanup_file_variables` scripts would do (no `hostname`, no `rm`). The predefined
-//! variables stay what git says, also when git has to be asked (packed objects).
+//! `get_sources` and `cleanup_file_variables` scripts would do (no `hostname`, no `rm`, no `mkdir`). The
+//! predefined variables stay what git says, also when git has to be asked (packed objects).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -77,7 +77,7 @@ fn spy(repo: &Repo) -> (String, std::path::PathBuf) {
     let bin = repo.markers().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let log = repo.markers().join("calls.log");
-    for tool in ["git", "hostname", "rm"] {
+    for tool in ["git", "hostname", "rm", "mkdir"] {
         let real = String::from_utf8(Command::new("which").arg(tool).output().unwrap().stdout).unwrap();
         let script = format!(
             "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nexec '{}' \"$@\"\n",
