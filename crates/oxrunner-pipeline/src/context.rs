@@ -16,6 +16,8 @@ pub enum PipelineSource {
     Schedule,
     Web,
     Api,
+    /// Created with a pipeline trigger token (`CI_PIPELINE_TRIGGERED`).
+    Trigger,
     /// A child pipeline created by a `trigger:include` job.
     ParentPipeline,
 }
@@ -29,6 +31,7 @@ impl PipelineSource {
             PipelineSource::Schedule => "schedule",
             PipelineSource::Web => "web",
             PipelineSource::Api => "api",
+            PipelineSource::Trigger => "trigger",
             PipelineSource::ParentPipeline => "parent_pipeline",
         }
     }
@@ -40,6 +43,10 @@ pub struct MergeRequest {
     pub source_branch: String,
     pub target_branch: String,
     pub title: String,
+    /// `CI_MERGE_REQUEST_LABELS`, in the order given.
+    pub labels: Vec<String>,
+    /// `CI_MERGE_REQUEST_DIFF_BASE_SHA`: the merge base of the source and target branches.
+    pub diff_base_sha: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -48,8 +55,12 @@ pub struct PipelineContext {
     /// Relative to `project_dir` unless absolute. Default `.gitlab-ci.yml`.
     pub ci_file: PathBuf,
     pub source: PipelineSource,
-    /// Branch name, or the tag name for `PipelineSource::Tag`.
+    /// Branch name, or the tag name for `PipelineSource::Tag` or when `ref_is_tag`.
     pub ref_name: Option<String>,
+    /// A web, API, schedule or trigger pipeline run for a tag (`PipelineSource::Tag` is the tag push).
+    pub ref_is_tag: bool,
+    /// Branch pipelines of a branch with an open merge request see it in `CI_OPEN_MERGE_REQUESTS`.
+    pub open_merge_request: Option<u64>,
     pub sha: Option<String>,
     pub before_sha: Option<String>,
     /// CLI `--variable K=V`: highest precedence.
@@ -154,6 +165,11 @@ impl PipelineContext {
         self.default_branch.clone().unwrap_or_else(|| "main".into())
     }
 
+    /// True for pipelines that run for a tag (`CI_COMMIT_TAG` set, no `CI_COMMIT_BRANCH`).
+    pub fn is_tag(&self) -> bool {
+        self.source == PipelineSource::Tag || (self.ref_is_tag && self.source != PipelineSource::MergeRequest)
+    }
+
     fn branch(&self) -> String {
         self.ref_name.clone().unwrap_or_else(|| self.default_branch())
     }
@@ -212,10 +228,13 @@ impl PipelineContext {
         put("CI_COMMIT_REF_NAME", ref_name.clone());
         put("CI_COMMIT_REF_SLUG", slug(&ref_name, 63));
         put("CI_COMMIT_REF_PROTECTED", "false".into());
-        match self.source {
-            PipelineSource::Tag => put("CI_COMMIT_TAG", ref_name.clone()),
-            PipelineSource::MergeRequest => {}
-            _ => put("CI_COMMIT_BRANCH", ref_name.clone()),
+        if self.is_tag() {
+            put("CI_COMMIT_TAG", ref_name.clone());
+        } else if self.source != PipelineSource::MergeRequest {
+            put("CI_COMMIT_BRANCH", ref_name.clone());
+        }
+        if self.source == PipelineSource::Trigger {
+            put("CI_PIPELINE_TRIGGERED", "true".into());
         }
         let message = self.commit_message.clone().unwrap_or_default();
         let title = message.lines().next().unwrap_or_default().to_string();
@@ -244,7 +263,33 @@ impl PipelineContext {
                 "CI_MERGE_REQUEST_PROJECT_URL",
                 format!("{}/{}", project.server_url, project.path),
             );
-            put("CI_MERGE_REQUEST_SOURCE_BRANCH_SHA", sha.clone());
+            put(
+                "CI_MERGE_REQUEST_REF_PATH",
+                format!("refs/merge-requests/{}/head", mr.iid),
+            );
+            put("CI_MERGE_REQUEST_SOURCE_PROJECT_PATH", project.path.clone());
+            put(
+                "CI_MERGE_REQUEST_SOURCE_PROJECT_URL",
+                format!("{}/{}", project.server_url, project.path),
+            );
+            // GitLab fills the two branch SHAs only in merged-results pipelines; a plain MR pipeline has them empty.
+            put("CI_MERGE_REQUEST_SOURCE_BRANCH_SHA", String::new());
+            put("CI_MERGE_REQUEST_TARGET_BRANCH_SHA", String::new());
+            if let Some(base) = &mr.diff_base_sha {
+                put("CI_MERGE_REQUEST_DIFF_BASE_SHA", base.clone());
+            }
+            if !mr.labels.is_empty() {
+                put("CI_MERGE_REQUEST_LABELS", mr.labels.join(","));
+            }
+        }
+        // GitLab sets it in branch and MR pipelines of a source branch with open merge requests.
+        let open_mr = match (&self.source, &self.merge_request, self.open_merge_request) {
+            (PipelineSource::MergeRequest, Some(mr), _) => Some(mr.iid),
+            (_, _, Some(iid)) if !self.is_tag() => Some(iid),
+            _ => None,
+        };
+        if let Some(iid) = open_mr {
+            put("CI_OPEN_MERGE_REQUESTS", format!("{}!{iid}", project.path));
         }
         put("GITLAB_USER_LOGIN", "local".into());
         v

@@ -426,7 +426,7 @@ pub fn build_payload(b: &Built, p: &PayloadInput<'_>) -> Result<JobResponse, Pip
             project_full_path: get("CI_PROJECT_PATH"),
             ..JobInfo::default()
         },
-        git_info: git_info(&get, p.ctx.source == crate::context::PipelineSource::Tag),
+        git_info: git_info(&get, p.ctx.is_tag()),
         runner_info: JobRunnerInfo {
             timeout,
             ..JobRunnerInfo::default()

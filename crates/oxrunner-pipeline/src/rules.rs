@@ -59,8 +59,13 @@ impl<'a> Facts<'a> {
             }
             if matches!(
                 self.ctx.source,
-                PipelineSource::Schedule | PipelineSource::Web | PipelineSource::Api | PipelineSource::Tag
-            ) {
+                PipelineSource::Schedule
+                    | PipelineSource::Web
+                    | PipelineSource::Api
+                    | PipelineSource::Trigger
+                    | PipelineSource::Tag
+            ) || self.ctx.is_tag()
+            {
                 return None;
             }
         }
@@ -431,7 +436,7 @@ fn policy_matches(
 
 fn refs_match(refs: &[String], ctx: &PipelineContext, lookup: Lookup<'_>) -> bool {
     let ref_name = lookup("CI_COMMIT_REF_NAME").unwrap_or_default();
-    let is_tag = ctx.source == PipelineSource::Tag;
+    let is_tag = ctx.is_tag();
     let is_mr = ctx.source == PipelineSource::MergeRequest;
     refs.iter().any(|r| {
         let r = r.split_once('@').map_or(r.as_str(), |(name, _)| name);
@@ -444,7 +449,8 @@ fn refs_match(refs: &[String], ctx: &PipelineContext, lookup: Lookup<'_>) -> boo
             "web" => ctx.source == PipelineSource::Web,
             "api" => ctx.source == PipelineSource::Api,
             "pipelines" => ctx.source == PipelineSource::ParentPipeline,
-            "triggers" | "external" | "chat" | "chats" | "external_pull_requests" => false,
+            "triggers" => ctx.source == PipelineSource::Trigger,
+            "external" | "chat" | "chats" | "external_pull_requests" => false,
             _ => {
                 if let Some(body) = r.strip_prefix('/')
                     && let Some((p, f)) = body.rsplit_once('/')

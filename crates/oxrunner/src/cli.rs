@@ -289,6 +289,8 @@ pub struct ExecArgs {
     /// Print the merged configuration (includes, extends, references, defaults) and exit.
     #[arg(long = "print-config")]
     pub print_config: bool,
+    #[command(flatten)]
+    pub source: Box<crate::exec::source::SourceFlags>,
     /// Give jobs the committed files only (default: the working tree, uncommitted changes included).
     #[arg(long = "committed-only", env = "OXRUNNER_EXEC_COMMITTED_ONLY", value_parser = clap::builder::BoolishValueParser::new())]
     pub committed_only: bool,

@@ -135,8 +135,9 @@ fn runner_fetch(scripts: &ScriptContext<'_>) -> Result<Option<(String, PathBuf)>
 /// job's own hooks run only for clone and fetch).
 fn only_makes_the_dir(scripts: &ScriptContext<'_>, settings: &GitSettings) -> bool {
     let ctx = scripts.ctx;
+    // A local directory source is the project directory itself (`locate`), so it exists as a checkout would.
     settings.strategy == GitStrategy::None
-        && scripts.plan.sources.origin == SourceOrigin::Git
+        && settings.warnings.is_empty()
         && !set(ctx.pre_get_sources_script.as_deref())
         && !set(ctx.post_get_sources_script.as_deref())
         && !scripts.xtrace
@@ -147,6 +148,13 @@ fn exit_ok() -> StageResult {
 }
 
 impl Driver<'_> {
+    /// The executor made the project directory in prepare: the stage's whole output is this line.
+    fn skip_git_setup(&self) -> StageResult {
+        self.trace
+            .write(format!("{NOTICE}Skipping Git repository setup{RESET}\n").as_bytes());
+        exit_ok()
+    }
+
     /// get_sources with its retries (`GET_SOURCES_ATTEMPTS`), each retry after a clear_worktree.
     pub(super) async fn get_sources(&mut self) -> bool {
         let settings = GitSettings::resolve(self.plan, &self.vars);
@@ -206,6 +214,9 @@ impl Driver<'_> {
     async fn sources_attempt(&mut self, settings: &GitSettings, limits: Limits) -> StageResult {
         let Some(files) = self.executor.files() else {
             // Local files: the script does it all; a local directory is the project dir itself (`locate`).
+            if self.environment.fresh_build_dir && only_makes_the_dir(&self.scripts(&self.vars), settings) {
+                return self.skip_git_setup();
+            }
             let script = self.scripts(&self.vars).get_sources(settings);
             return self.run_script(Stage::GetSources, script, limits).await;
         };
@@ -220,10 +231,7 @@ impl Driver<'_> {
         }
         let scripts = self.scripts(&self.vars);
         if self.environment.fresh_build_dir && only_makes_the_dir(&scripts, settings) {
-            // The executor made the project directory in prepare: the stage's whole output is this line.
-            self.trace
-                .write(format!("{NOTICE}Skipping Git repository setup{RESET}\n").as_bytes());
-            return exit_ok();
+            return self.skip_git_setup();
         }
         let hooks = SourceHooks::render(&scripts, settings);
         let (fetch, checkout) = match runner_fetch(&scripts) {

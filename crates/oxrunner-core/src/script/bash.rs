@@ -60,7 +60,10 @@ pub fn file_var_path(tmp_dir: &Path, key: &str) -> String {
 /// The values end up only in the script text the shell reads on stdin, never on a command line.
 pub fn exports(vars: &Variables, tmp_dir: &Path) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "mkdir -p {}", quote_path(tmp_dir));
+    // `[` is a builtin: an existing tmp dir (every stage after the first, or one the executor made) costs no
+    // `mkdir` process.
+    let tmp = quote_path(tmp_dir);
+    let _ = writeln!(out, "[ -d {tmp} ] || mkdir -p {tmp}");
     for v in vars {
         if !is_valid_name(&v.key) {
             continue;

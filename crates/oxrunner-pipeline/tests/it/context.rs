@@ -107,6 +107,7 @@ fn merge_request_pipeline() {
         source_branch: "feat".into(),
         target_branch: "main".into(),
         title: "Add feat".into(),
+        ..MergeRequest::default()
     });
     let p = resolve(&c).unwrap();
     // Jobs without rules default to `only: [branches, tags]`, so they are not in MR pipelines.

@@ -83,7 +83,11 @@ pub fn context(args: &ExecArgs) -> anyhow::Result<PipelineContext> {
     };
     let dir = std::path::absolute(&dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
     let mut ctx = if dir.join(".git").exists() {
-        PipelineContext::from_git(&dir)?
+        // Read from `.git` when it is plain (no processes); git itself otherwise.
+        match crate::exec::gitfacts::context(&dir) {
+            Some(ctx) => ctx,
+            None => PipelineContext::from_git(&dir)?,
+        }
     } else {
         PipelineContext::new(&dir)
     };
@@ -98,6 +102,7 @@ pub fn context(args: &ExecArgs) -> anyhow::Result<PipelineContext> {
             ctx.ci_file.display()
         );
     }
+    args.source.apply(&mut ctx)?;
     if let Some(file) = &args.variables_file {
         ctx.variables.extend(read_variables_file(file)?);
     }

@@ -127,5 +127,9 @@ pub fn executor(
         custom,
         job_response,
     };
-    executor_for(kind, setup)
+    let executor = executor_for(kind, setup)?;
+    Ok(match kind {
+        ExecutorKind::Shell => Box::new(super::local_shell::LocalShell::new(executor)),
+        _ => executor,
+    })
 }

@@ -15,7 +15,7 @@ use oxrunner_core::{
 use oxrunner_pipeline::PipelineJob;
 use tokio::task::JoinHandle;
 
-use super::output::{self, Console, LinePrinter};
+use super::output::{self, Console};
 use super::{dotenv, workspace};
 use crate::hooks::{LocalTransport, RunnerHooks, cache_store};
 use crate::plan::{check, job_plan, resolve_feature_flags};
@@ -253,10 +253,7 @@ fn spawn_follower(
     append_log: bool,
 ) -> JoinHandle<io::Result<()>> {
     let console = env.console.clone();
-    let printer = LinePrinter::new(
-        console.prefix(&spec.display, spec.index, env.name_width),
-        console.colour,
-    );
+    let printer = console.printer(&spec.display, spec.index, env.name_width);
     tokio::spawn(async move {
         match follow {
             Ok(f) => output::follow(f, &log_path, console, printer, append_log).await,

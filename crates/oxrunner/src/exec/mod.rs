@@ -5,15 +5,21 @@
 //! them, `cache/` caches shared by all jobs and kept across runs, `dotenv/<job>.env` dotenv reports,
 //! `logs/<job>.log` full job logs, `tmp/` trace spools, `pipeline.json` the last run's result.
 
+mod board;
 mod child;
 mod docker;
 mod dotenv;
 mod dynamic_child;
 mod gitlab_status;
+mod failures;
+pub mod gitfacts;
 mod job;
+mod junit;
+mod local_shell;
 mod output;
 mod scheduler;
 mod select;
+pub mod source;
 mod summary;
 mod workspace;
 
@@ -85,7 +91,14 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
     let console = output::Console::new();
     let any_image = chosen.iter().any(|&i| has_image(&pipeline.jobs[i].payload));
     // A custom driver decides itself where a job runs: the runner never starts containers for it.
-    let docker = docker::choose(opts.executor.as_deref(), any_image, &console).await?;
+    let docker = match docker::choose(opts.executor.as_deref(), any_image, &console).await {
+        Ok(mode) => mode,
+        Err(e) => {
+            // The error goes below a board that is taken down, not below a frozen one.
+            console.close_board();
+            return Err(e);
+        }
+    };
     let name_width = name_width(&pipeline, &chosen);
     let abort = oxrunner_core::CancellationToken::new();
     let env = Arc::new(Env {
@@ -104,6 +117,7 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
         abort: abort.clone(),
     });
     let nodes = build_nodes(&pipeline, &chosen, opts, "");
+    let specs: Vec<Arc<JobSpec>> = nodes.iter().map(|n| n.spec.clone()).collect();
     let settings = Settings {
         concurrency: concurrency(opts),
         skip_delays: opts.no_delay,
@@ -118,6 +132,8 @@ pub async fn run(opts: &Options, ctx: &PipelineContext, pipeline: Pipeline) -> a
     let records = scheduler::run(env.clone(), nodes, settings).await;
     ctrl_c.abort();
     let coverage = gitlab_status::coverage(coverage_inputs, &records).await;
+    console.close_board();
+    failures::report(&env, &specs, &records).await;
 
     let rows: Vec<summary::Row> = chosen
         .iter()

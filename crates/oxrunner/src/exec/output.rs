@@ -1,5 +1,6 @@
 //! The terminal side of a job log: every line prefixed with its job name, section markers removed, colours kept
-//! only on a terminal without `NO_COLOR`. The full, untouched trace goes to `.oxrunner/logs/<job>.log`.
+//! only on a terminal without `NO_COLOR`; on a terminal the lines feed the live board (`board.rs`) instead. The
+//! full, untouched trace goes to `.oxrunner/logs/<job>.log`.
 //!
 //! Memory stays flat whatever the log size: the trace is read from the spool in chunks and only a bounded
 //! partial line is ever held.
@@ -7,29 +8,58 @@
 use std::fs::OpenOptions;
 use std::io::{self, IsTerminal, Write};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use oxrunner_core::trace::TraceFollower;
+
+use super::board::{Board, TICK};
+use super::scheduler::Status;
 
 /// A line longer than this is printed in pieces, so a job printing without newlines cannot grow memory.
 const MAX_PENDING: usize = 64 * 1024;
 
 const PALETTE: [&str; 6] = ["36", "35", "33", "32", "34", "96"];
 
-/// Shared stdout, so lines of concurrent jobs never interleave mid-line.
+/// What is on the terminal below the notes: the number of board lines drawn last.
+struct Screen {
+    board_lines: usize,
+}
+
+/// Shared stdout, so lines of concurrent jobs never interleave mid-line. On a terminal (unless `TERM=dumb` or
+/// `OXRUNNER_EXEC_PLAIN` is set) job output feeds the live board instead of scrolling past.
 #[derive(Clone)]
 pub struct Console {
-    out: Arc<Mutex<()>>,
+    out: Arc<Mutex<Screen>>,
     pub colour: bool,
+    board: Option<Arc<Board>>,
+    ticker: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Console {
     pub fn new() -> Self {
-        let colour = io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-        Self {
-            out: Arc::new(Mutex::new(())),
+        let tty = io::stdout().is_terminal();
+        let colour = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+        let plain =
+            std::env::var("OXRUNNER_EXEC_PLAIN").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+        let console = Self {
+            out: Arc::new(Mutex::new(Screen { board_lines: 0 })),
             colour,
+            board: (tty && !dumb && !plain).then(Board::new),
+            ticker: Arc::new(Mutex::new(None)),
+        };
+        if let Some(board) = &console.board {
+            let (board, out) = (board.clone(), console.out.clone());
+            let spawned = std::thread::Builder::new()
+                .name("exec-board".into())
+                .spawn(move || render_loop(&board, &out, colour));
+            if let Ok(handle) = spawned {
+                *lock(&console.ticker) = Some(handle);
+            }
         }
+        console
     }
 
     /// The `name | ` prefix, coloured by the job's index.
@@ -42,15 +72,81 @@ impl Console {
         }
     }
 
-    /// Writes already-prefixed lines in one go.
+    /// The printer of a job's trace: prefixed lines, or bare clean lines for the board.
+    pub fn printer(&self, name: &str, index: usize, width: usize) -> LinePrinter {
+        if self.board.is_some() {
+            LinePrinter::new(Vec::new(), false).for_job(name)
+        } else {
+            LinePrinter::new(self.prefix(name, index, width), self.colour).for_job(name)
+        }
+    }
+
+    /// Lines from a job's printer: on the board (its last line, and a tail for the failure report) or printed.
+    pub fn job_output(&self, job: &str, lines: &[u8]) {
+        match &self.board {
+            Some(board) => board.output(job, lines),
+            None => self.write(lines),
+        }
+    }
+
+    pub fn register(&self, job: &str, stage: &str) {
+        if let Some(b) = &self.board {
+            b.register(job, stage);
+        }
+    }
+
+    pub fn job_started(&self, job: &str) {
+        if let Some(b) = &self.board {
+            b.started(job);
+        }
+    }
+
+    pub fn job_finished(&self, job: &str, status: &Status, duration: Duration) {
+        if let Some(b) = &self.board {
+            b.finished(job, status, duration);
+        }
+    }
+
+    /// The last lines of a job's output the board kept (nothing without a board: they were printed).
+    pub fn tail(&self, job: &str) -> Vec<String> {
+        self.board.as_ref().map(|b| b.tail(job)).unwrap_or_default()
+    }
+
+    /// Stops the board and removes it from the screen; later output is printed as plain lines.
+    pub fn close_board(&self) {
+        let Some(board) = &self.board else {
+            return;
+        };
+        board.stop.store(true, Ordering::Release);
+        if let Some(handle) = lock(&self.ticker).take() {
+            let _ = handle.join();
+        }
+        let mut screen = lock(&self.out);
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(&erase(screen.board_lines));
+        let _ = out.flush();
+        screen.board_lines = 0;
+    }
+
+    /// Writes already-prefixed lines in one go (above the board, which is drawn again below them).
     pub fn write(&self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
-        let _guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut screen = lock(&self.out);
+        let mut buf = Vec::with_capacity(bytes.len() + 256);
+        let live = self.board.as_ref().filter(|b| !b.stop.load(Ordering::Acquire));
+        if live.is_some() {
+            buf.extend_from_slice(&erase(screen.board_lines));
+            screen.board_lines = 0;
+        }
+        buf.extend_from_slice(bytes);
+        if let Some(board) = live {
+            screen.board_lines = draw(board, self.colour, &mut buf);
+        }
         let mut out = io::stdout().lock();
         // A closed stdout (e.g. piped into `head`) must not stop the pipeline; the log files stay complete.
-        let _ = out.write_all(bytes);
+        let _ = out.write_all(&buf);
         let _ = out.flush();
     }
 
@@ -62,11 +158,68 @@ impl Console {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Blanks the board's lines one by one and leaves the cursor on the first of them. Not "clear to the end of the
+/// screen": with the board at the top, that clears the whole screen, which tmux (`scroll-on-clear`) and some
+/// terminals copy into the scroll-back, leaving a stale board there.
+fn erase(lines: usize) -> Vec<u8> {
+    if lines == 0 {
+        return Vec::new();
+    }
+    let mut out = format!("\x1b[{lines}A\r").into_bytes();
+    for _ in 0..lines {
+        // Down without scrolling (CUD stops at the last row), so the lines above the board are never touched.
+        out.extend_from_slice(b"\x1b[2K\x1b[1B");
+    }
+    out.extend_from_slice(format!("\x1b[{lines}A").as_bytes());
+    out
+}
+
+/// Appends the board to `buf`; returns how many lines it took.
+fn draw(board: &Board, colour: bool, buf: &mut Vec<u8>) -> usize {
+    let (cols, rows) = rustix::termios::tcgetwinsize(io::stdout())
+        .ok()
+        .filter(|w| w.ws_col > 0 && w.ws_row > 0)
+        .map_or((80, 24), |w| (usize::from(w.ws_col), usize::from(w.ws_row)));
+    let lines = board.frame(cols, rows, colour);
+    for l in &lines {
+        buf.extend_from_slice(l.as_bytes());
+        buf.extend_from_slice(b"\x1b[K\n");
+    }
+    lines.len()
+}
+
+/// The render tick: redraws the board in place while it changes, off the async workers.
+fn render_loop(board: &Board, out: &Mutex<Screen>, colour: bool) {
+    while !board.stop.load(Ordering::Acquire) {
+        std::thread::sleep(TICK);
+        if board.stop.load(Ordering::Acquire) || !board.needs_redraw() {
+            continue;
+        }
+        let mut screen = lock(out);
+        // Up to the board's first line, then each line overwritten in place: no blank frame, no flicker.
+        let mut buf = Vec::with_capacity(4096);
+        if screen.board_lines > 0 {
+            buf.extend_from_slice(format!("\x1b[{}A\r", screen.board_lines).as_bytes());
+        }
+        let drawn = draw(board, colour, &mut buf);
+        buf.extend_from_slice(b"\x1b[J");
+        screen.board_lines = drawn;
+        let mut stdout = io::stdout().lock();
+        let _ = stdout.write_all(&buf);
+        let _ = stdout.flush();
+    }
+}
+
 /// Turns a job's raw trace into prefixed terminal lines.
 pub struct LinePrinter {
     prefix: Vec<u8>,
     colour: bool,
     pending: Vec<u8>,
+    job: String,
 }
 
 impl LinePrinter {
@@ -75,7 +228,14 @@ impl LinePrinter {
             prefix,
             colour,
             pending: Vec::new(),
+            job: String::new(),
         }
+    }
+
+    /// The job whose output this prints (the live board's row).
+    pub fn for_job(mut self, job: &str) -> Self {
+        self.job = job.to_string();
+        self
     }
 
     /// Feeds raw trace bytes; returns the complete lines, cleaned and prefixed.
@@ -204,9 +364,11 @@ pub async fn follow(
             // A full disk loses the log copy, not the job.
             log_ok = false;
         }
-        console.write(&printer.feed(&chunk));
+        let lines = printer.feed(&chunk);
+        console.job_output(&printer.job, &lines);
     }
-    console.write(&printer.finish());
+    let last = printer.finish();
+    console.job_output(&printer.job, &last);
     log.flush()
 }
 

@@ -157,6 +157,7 @@ pub async fn run(env: Arc<Env>, nodes: Vec<Node>, settings: Settings) -> Vec<Rec
     // Before anything starts: a job of this run that ends up skipped must not pass on an older run's outputs.
     for n in &nodes {
         reset_outputs(&env, &n.spec);
+        env.console.register(&n.spec.display, &n.spec.job.stage);
     }
     let mut done: Vec<Option<Record>> = nodes.iter().map(|_| None).collect();
     let mut started = vec![false; nodes.len()];
@@ -178,6 +179,8 @@ pub async fn run(env: Arc<Env>, nodes: Vec<Node>, settings: Settings) -> Vec<Rec
                 };
                 match decision {
                     Decision::Done(status) => {
+                        env.console
+                            .job_finished(&node.spec.display, &status, Duration::ZERO);
                         if let Status::Skipped(why) = &status {
                             env.console
                                 .note(&format!("{} | skipped: {why}", node.spec.display));
@@ -219,7 +222,11 @@ pub async fn run(env: Arc<Env>, nodes: Vec<Node>, settings: Settings) -> Vec<Rec
             }
         }
         match tasks.join_next().await {
-            Some(Ok((i, record))) => done[i] = Some(record),
+            Some(Ok((i, record))) => {
+                env.console
+                    .job_finished(&nodes[i].spec.display, &record.status, record.duration);
+                done[i] = Some(record);
+            }
             Some(Err(e)) => {
                 // A panicking job task must not hang the pipeline: find which node it was and fail it.
                 env.console
@@ -280,6 +287,7 @@ async fn run_job(
             attempts: 0,
         };
     };
+    env.console.job_started(&name);
     let start = Instant::now();
     let mut attempts = 0;
     let status = loop {
