@@ -151,7 +151,10 @@ fn state_word(state: &State) -> (&'static str, &'static str) {
             Status::Failed { allowed: true, .. } => ("allowed", "33"),
             Status::Failed { .. } => ("FAILED", "31;1"),
             Status::Skipped(_) => ("skipped", "90"),
-            _ => ("manual", "90"),
+            Status::Manual => ("manual", "90"),
+            // The pipeline waits for this job to be played (`--manual NAME`).
+            Status::ManualBlocking => ("manual!", "33;1"),
+            Status::Blocked(_) => ("blocked", "90"),
         },
     }
 }
