@@ -18,6 +18,7 @@ pub mod driver;
 pub mod error;
 pub mod executor;
 pub mod jobprocs;
+pub mod observe;
 pub mod outcome;
 pub mod plan;
 pub mod script;
@@ -35,6 +36,7 @@ pub use executor::{
     NoopHooks, Stage, StageCommand, StageCtx,
 };
 pub use jobprocs::{CgroupPlacement, JobProcesses};
+pub use observe::StageObserver;
 pub use outcome::{FailureReason, JobOutcome};
 pub use plan::{
     ArtifactSpec, ArtifactsFile, CachePolicy, CacheSpec, Dependency, GitStrategy, ImageSpec, JobPlan,

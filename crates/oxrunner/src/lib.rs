@@ -13,6 +13,7 @@ pub mod exec;
 pub mod executors;
 pub mod hooks;
 pub mod logging;
+pub mod metrics;
 pub mod plan;
 mod prompt;
 pub mod runner;

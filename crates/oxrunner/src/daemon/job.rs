@@ -37,6 +37,7 @@ pub struct JobEnv {
     /// The directory of config.toml: Docker runners keep their runner-side checkouts and cache store under it (the
     /// seed's runner container mounts it from the host, so both survive the runner's own restarts).
     pub state_dir: PathBuf,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Runs one job to its final update. Never panics on bad input: a payload that cannot be planned is reported as a
@@ -46,6 +47,8 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     let token = job.token.clone();
     let short = env.runner.short_token();
     info!(job = job_id, runner = %short, project = job.job_info.project_id, "Checking for jobs... received");
+    // Lists the job in `gitlab_runner_jobs` until it is dropped at the end of this function.
+    let job_metrics = env.metrics.job_started(&env.runner, &job);
 
     let Some(cancel_at_start) = mark_running(&env, job_id, &token).await else {
         return;
@@ -67,6 +70,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
             return;
         }
     };
+    trace.observe_stages(job_metrics.clone());
     let debug_trace =
         oxrunner_core::plan::debug_trace_enabled(debug_trace_disabled(&env.runner), &plan.variables);
     let source = TraceSource {
@@ -96,6 +100,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     // The executor and the job's slot outlive the final update: a Docker executor may still be removing the job's
     // containers, which must be gone before the slot takes another job.
     let mut held = None;
+    job_metrics.executor_created();
     let started = match check(&job) {
         Ok(()) => start(&env, &job, job_id, &token, &plan, &trace, &cancel).await,
         Err(err) => Err(err.to_string()),
@@ -118,6 +123,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
 
     let (crc, size) = handle.finish().await;
     let outcome = unless_log_lost(outcome, handle.lost());
+    job_metrics.finished(&outcome);
     let state = final_state(
         &outcome,
         &job.features.failure_reasons,
@@ -126,12 +132,14 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>) {
     let result = sender.finish(state, crc, size).await;
     log_final_update(job_id, &short, &outcome, result);
     if let Some((mut executor, slot, record)) = held {
+        job_metrics.cleaning_up();
         executor.finish_cleanup().await;
         drop(slot);
         record.remove();
     }
     drop(trace);
     drop(handle);
+    drop(job_metrics);
 }
 
 /// Tells GitLab the job is running. `None` when GitLab aborted it already; otherwise whether a cancel was already

@@ -17,9 +17,6 @@ pub fn global(config: &Config) -> Vec<String> {
     if config.sentry_dsn.as_deref().is_some_and(|d| !d.is_empty()) {
         out.push("sentry_dsn: error reporting to Sentry is not supported; ignored".into());
     }
-    if config.listen_address.as_deref().is_some_and(|a| !a.is_empty()) {
-        out.push("listen_address: the metrics and health server is not served by this build; ignored".into());
-    }
     out
 }
 

@@ -22,5 +22,7 @@ mod exec_docker;
 mod exec_flow;
 mod exec_status;
 mod helper_commands;
+mod logs_format;
+mod metrics_server;
 mod robustness;
 mod support;
