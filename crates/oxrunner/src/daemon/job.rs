@@ -288,7 +288,8 @@ async fn start(
         user: env.user.clone(),
     };
     let record = stale::JobRecord::write(&env.state_dir, &env.runner, job_id, token, leftovers);
-    let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, token, &ctx);
+    let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, token, &ctx)
+        .with_metrics(Arc::clone(&env.metrics));
     let outcome = oxrunner_core::run_job(plan, &ctx, executor.as_mut(), &hooks, trace, cancel.clone()).await;
     Ok((outcome, (executor, slot, record)))
 }

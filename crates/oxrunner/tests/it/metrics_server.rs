@@ -299,3 +299,56 @@ async fn a_busy_port_fails_the_start_with_a_hint() {
     );
     assert!(log.contains("hint:"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_and_artifact_transfers_are_counted_with_bytes_and_stage_durations() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let (d, short) = start(&fake, &sb, "", &["--listen-address", "127.0.0.1:0"]);
+    let addr = metrics_address(&d).await;
+    let first = fake.enqueue_job(
+        JobSpec::new(
+            "makes",
+            &["mkdir -p out", "head -c 300000 /dev/urandom > out/data.bin"],
+        )
+        .variable("GIT_STRATEGY", "none")
+        .variable("FF_EXPORT_HIGH_CARDINALITY_METRICS", "true")
+        .cache(fake_gitlab::CacheSpec::new("metrics-cache", &["out/"]))
+        .artifact(fake_gitlab::ArtifactSpec::paths(&["out/"])),
+    );
+    wait_status(&fake, first, "success", FINISH).await;
+    let second = fake.enqueue_job(
+        JobSpec::new("uses", &["true"])
+            .variable("GIT_STRATEGY", "none")
+            .cache(fake_gitlab::CacheSpec::new("metrics-cache", &["out/"]))
+            .dependency(first),
+    );
+    wait_status(&fake, second, "success", FINISH).await;
+    let text = wait_value(&addr, "gitlab_runner_jobs_total", &[("runner", &short)], 2.0).await;
+    for (kind, direction) in [
+        ("cache", "upload"),
+        ("cache", "download"),
+        ("artifact", "upload"),
+        ("artifact", "download"),
+    ] {
+        let labels = [("kind", kind), ("direction", direction), ("outcome", "success")];
+        let bytes = value(&text, "gitlab_runner_transfer_bytes_total", &labels);
+        // The random 300 kB do not compress: every archive is at least that large.
+        assert!(
+            bytes.is_some_and(|b| b >= 300_000.0),
+            "{kind} {direction}: {bytes:?}\n{text}"
+        );
+        assert!(
+            value(&text, "gitlab_runner_transfer_duration_seconds_count", &labels).is_some_and(|n| n >= 1.0),
+            "{text}"
+        );
+    }
+    // Stage durations only for the job that asked for them, as upstream's feature flag does.
+    let stage = [("runner", short.as_str()), ("stage", "step_script")];
+    assert_eq!(
+        value(&text, "gitlab_runner_job_stage_duration_seconds_count", &stage),
+        Some(1.0),
+        "{text}"
+    );
+    quit_ok(d).await;
+}
