@@ -108,7 +108,6 @@ pub fn bench_scrape(rt: &tokio::runtime::Runtime, res: &mut Results, runs: u64, 
         "ms",
         "goal <= 5 ms",
     );
-    let mut rss = rss;
     rss.sort_by(f64::total_cmp);
     res.record("rss_with_64_running_jobs", percentile(&rss, 0.5), "MiB", "");
 }
