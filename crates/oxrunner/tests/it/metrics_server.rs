@@ -352,3 +352,37 @@ async fn cache_and_artifact_transfers_are_counted_with_bytes_and_stage_durations
     );
     quit_ok(d).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_keeps_the_bound_address_and_names_the_change() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let (d, short) = start(&fake, &sb, "listen_address = \"127.0.0.1:0\"", &[]);
+    let addr = metrics_address(&d).await;
+    // gitlab-runner binds its metrics listener once, at start: a changed address waits for a restart.
+    let config = std::fs::read_to_string(sb.config()).unwrap();
+    std::fs::write(
+        sb.config(),
+        config.replace(
+            "listen_address = \"127.0.0.1:0\"",
+            "listen_address = \"127.0.0.1:1\"",
+        ),
+    )
+    .unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = tokio::time::Instant::now() + FINISH;
+    while !d.log().contains("listen_address changed") {
+        assert!(tokio::time::Instant::now() < deadline, "no warning:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = wait_value(&addr, "gitlab_runner_configuration_loaded_total", &[], 2.0).await;
+    assert!(
+        value(
+            &text,
+            "gitlab_runner_jobs",
+            &[("runner", &short), ("state", "idle")]
+        )
+        .is_some()
+    );
+    quit_ok(d).await;
+}
