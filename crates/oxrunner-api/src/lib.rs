@@ -13,6 +13,7 @@
 
 mod client;
 mod error;
+mod observe;
 mod outcome;
 mod tls_hint;
 pub mod trace;
@@ -24,6 +25,7 @@ pub use oxrunner_wire::redact;
 pub use client::probe;
 pub use client::{Client, ClientConfig, TlsClientPem};
 pub use error::ApiError;
+pub use observe::RequestObserver;
 pub use outcome::{
     ArtifactUpload, JobRequestOutcome, PatchOutcome, PatchTraceResult, UnreadableJob, UpdateJobResult,
     UpdateOutcome,

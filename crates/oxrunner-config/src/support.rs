@@ -30,21 +30,13 @@ const DIST_CACHE: &str = "distributed caches are not supported; caches stay in t
 
 /// Every key of gitlab-runner's config structs, by section (`.` = top level), with what happens to it here.
 pub const KEYS: &[(&str, &str, Support)] = &[
-    (
-        ".",
-        "listen_address",
-        Warned("the metrics and health server is not served by this build"),
-    ),
+    (".", "listen_address", Acted),
     (".", "session_server", Acted),
     (".", "labels", Acted),
     (".", "concurrent", Acted),
     (".", "check_interval", Acted),
-    (
-        ".",
-        "log_level",
-        Warned("set the log level with --log-level or --debug"),
-    ),
-    (".", "log_format", Warned("set the log format with --log-format")),
+    (".", "log_level", Acted),
+    (".", "log_format", Acted),
     (".", "user", Acted),
     (".", "runners", Acted),
     (

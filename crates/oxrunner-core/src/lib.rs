@@ -21,6 +21,7 @@ pub mod error;
 pub mod executor;
 pub mod feature_flags;
 pub mod jobprocs;
+pub mod observe;
 pub mod outcome;
 pub mod plan;
 pub mod script;
@@ -40,6 +41,7 @@ pub use executor::{
     NoopHooks, Stage, StageCommand, StageCtx,
 };
 pub use jobprocs::{CgroupPlacement, JobProcesses};
+pub use observe::StageObserver;
 pub use outcome::{FailureReason, JobOutcome};
 pub use plan::{
     ArtifactSpec, ArtifactsFile, CachePolicy, CacheSpec, Dependency, GitStrategy, ImageSpec, JobPlan,

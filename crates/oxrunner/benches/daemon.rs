@@ -2,7 +2,10 @@
 //! 127.0.0.1. Measures pickup latency under long polling, trivial-job throughput at `concurrent = 8`, idle RSS,
 //! and RSS and wall time of a job that prints a lot of log compared with bash alone.
 //!
-//!   cargo bench -p oxrunner --bench daemon [-- pickup|throughput|rss|log]...
+//!   cargo bench -p oxrunner --bench daemon [-- pickup|throughput|rss|log|scrape]...
+//!
+//! `scrape` (issue #13) times `/metrics` scrapes while BENCH_SCRAPE_JOBS [64] jobs run (BENCH_SCRAPES [500] per
+//! run). BENCH_METRICS=1 starts every other runner with `--listen-address 127.0.0.1:0` too (idle RSS with metrics).
 //!
 //! Sizes come from the environment (defaults in brackets): BENCH_RUNS [3], BENCH_PICKUP_JOBS [15],
 //! BENCH_THROUGHPUT_JOBS [200], BENCH_CONCURRENT [8,64], BENCH_LOG_BYTES [1073741824], BENCH_OXRUNNER_BIN [the
@@ -18,6 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fake_gitlab::{FakeGitlab, FakeOptions, JobSpec};
+
+// In a folder of its own: a file directly under benches/ would become a benchmark target of its own.
+#[path = "daemon/scrape.rs"]
+mod scrape;
 
 /// The whole benchmark must end by itself; no single wait may exceed this.
 const WAIT: Duration = Duration::from_secs(300);
@@ -65,6 +72,22 @@ struct Runner {
 
 impl Runner {
     fn start(fake: &FakeGitlab, sb: &Sandbox, concurrent: u32, runner_extra: &str) -> Runner {
+        let metrics = std::env::var("BENCH_METRICS").is_ok_and(|v| v == "1");
+        let args: &[&str] = if metrics {
+            &["--listen-address", "127.0.0.1:0"]
+        } else {
+            &[]
+        };
+        Runner::start_with(fake, sb, concurrent, runner_extra, args)
+    }
+
+    fn start_with(
+        fake: &FakeGitlab,
+        sb: &Sandbox,
+        concurrent: u32,
+        runner_extra: &str,
+        args: &[&str],
+    ) -> Runner {
         let token = fake.create_runner_token("bench");
         let config = format!(
             "concurrent = {concurrent}\ncheck_interval = {CHECK_INTERVAL_S}\nshutdown_timeout = 10\n\n\
@@ -91,6 +114,7 @@ impl Runner {
             .current_dir(sb.dir.path())
             .args(["run", "-c"])
             .arg(&config_path)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -536,6 +560,10 @@ fn main() {
         for c in levels.split(',').filter_map(|c| c.trim().parse::<u32>().ok()) {
             bench_throughput(&rt, &mut res, runs, jobs, c.max(1));
         }
+    }
+    if want("scrape") {
+        let jobs = env_num("BENCH_SCRAPE_JOBS", 64).max(1);
+        scrape::bench_scrape(&rt, &mut res, runs, jobs, env_num("BENCH_SCRAPES", 500).max(1));
     }
     if want("log") {
         bench_log(&rt, &mut res, runs, env_num("BENCH_LOG_BYTES", 1 << 30).max(1));

@@ -234,7 +234,7 @@ pub struct RunArgs {
     /// Service name (accepted for compatibility with service managers).
     #[arg(short = 'n', long = "service")]
     pub service: Option<String>,
-    /// Log to syslog (accepted; oxrunner logs to stderr, which journald collects).
+    /// Log to the system log socket (/dev/log, served by journald or syslog) instead of stderr.
     #[arg(long = "syslog", env = "LOG_SYSLOG", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub syslog: Option<bool>,
     /// Metrics and health server address (host:port).

@@ -14,6 +14,7 @@ pub mod executors;
 pub mod flags;
 pub mod hooks;
 pub mod logging;
+pub mod metrics;
 pub mod plan;
 mod prompt;
 pub mod runner;

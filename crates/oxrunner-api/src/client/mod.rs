@@ -14,7 +14,7 @@ pub(crate) use transport::backoff;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::error::ApiError;
@@ -85,6 +85,8 @@ struct Inner {
     client_pem: Option<TlsClientPem>,
     user_agent: String,
     last_update: Mutex<String>,
+    /// Installed once by the daemon (metrics); requests are not observed without it.
+    observer: OnceLock<Arc<dyn crate::RequestObserver>>,
 }
 
 impl fmt::Debug for Client {
@@ -180,6 +182,7 @@ impl Client {
                 client_pem,
                 user_agent,
                 last_update: Mutex::new(String::new()),
+                observer: OnceLock::new(),
             }),
         })
     }
@@ -202,6 +205,11 @@ impl Client {
     /// The `User-Agent` sent with every request.
     pub fn user_agent(&self) -> &str {
         &self.inner.user_agent
+    }
+
+    /// Reports every request of this client and its clones to `observer`; the first one installed stays.
+    pub fn observe(&self, observer: Arc<dyn crate::RequestObserver>) {
+        let _ = self.inner.observer.set(observer);
     }
 
     /// Last `X-GitLab-Last-Update` seen on any response (empty before the first one).

@@ -68,15 +68,22 @@ impl Client {
         F: FnMut(reqwest::Client) -> Fut,
         Fut: Future<Output = Result<reqwest::RequestBuilder, ApiError>>,
     {
+        let started = std::time::Instant::now();
         let mut attempt = 0;
-        loop {
+        let method = std::cell::OnceCell::new();
+        let result = loop {
             attempt += 1;
             let request_id = uuid::Uuid::new_v4().simple().to_string();
-            let req = build(http.clone()).await?.header("X-Request-Id", &request_id);
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| ApiError::from_reqwest(&e, redact_url(url.as_str())))?;
+            let (client, req) = build(http.clone())
+                .await?
+                .header("X-Request-Id", &request_id)
+                .build_split();
+            let req = req.map_err(|e| ApiError::from_reqwest(&e, redact_url(url.as_str())))?;
+            let _ = method.set(req.method().clone());
+            let resp = match client.execute(req).await {
+                Ok(resp) => resp,
+                Err(e) => break Err(ApiError::from_reqwest(&e, redact_url(url.as_str()))),
+            };
             if let Some(v) = header_str(resp.headers(), "X-GitLab-Last-Update")
                 && !v.is_empty()
             {
@@ -92,7 +99,7 @@ impl Client {
                 "api response"
             );
             if !is_retryable(status) || attempt >= MAX_ATTEMPTS {
-                return Ok(resp);
+                break Ok(resp);
             }
             let wait = retry_wait(resp.headers(), attempt);
             tracing::warn!(
@@ -104,7 +111,35 @@ impl Client {
             );
             drop(resp);
             tokio::time::sleep(wait).await;
+        };
+        if let (Some(observer), Some(method)) = (self.inner.observer.get(), method.get()) {
+            report(
+                observer.as_ref(),
+                url,
+                method,
+                attempt,
+                started.elapsed(),
+                &result,
+            );
         }
+        result
+    }
+}
+
+/// Tells the observer about one request: its attempts always, its status when it got an answer.
+fn report(
+    observer: &dyn crate::RequestObserver,
+    url: &url::Url,
+    method: &reqwest::Method,
+    attempts: u32,
+    elapsed: Duration,
+    result: &Result<reqwest::Response, ApiError>,
+) {
+    let lower = method.as_str().to_ascii_lowercase();
+    observer.attempts(&crate::observe::normalized_path(url.path()), &lower, attempts);
+    if let Ok(resp) = result {
+        let endpoint = crate::observe::endpoint_name(method, url.path());
+        observer.request(endpoint, &lower, resp.status().as_u16(), elapsed);
     }
 }
 

@@ -323,6 +323,8 @@ impl Inner {
 #[derive(Clone)]
 pub struct TraceWriter {
     inner: Arc<Mutex<Inner>>,
+    /// Told when a section opens and closes (the daemon's job metrics); shared by all clones.
+    stages: Arc<std::sync::OnceLock<Arc<dyn crate::StageObserver>>>,
 }
 
 impl std::fmt::Debug for TraceWriter {
@@ -338,6 +340,7 @@ pub struct TraceHandle {
     /// Bytes written to the spool so far.
     pub committed: watch::Receiver<u64>,
     inner: Arc<Mutex<Inner>>,
+    stages: Arc<std::sync::OnceLock<Arc<dyn crate::StageObserver>>>,
 }
 
 impl std::fmt::Debug for TraceHandle {
@@ -406,14 +409,17 @@ impl TraceWriter {
             inner.lost = Some(err);
         }
         let inner = Arc::new(Mutex::new(inner));
+        let stages: Arc<std::sync::OnceLock<Arc<dyn crate::StageObserver>>> = Arc::default();
         Ok((
             TraceWriter {
                 inner: Arc::clone(&inner),
+                stages: Arc::clone(&stages),
             },
             TraceHandle {
                 path,
                 committed: rx,
                 inner,
+                stages,
             },
         ))
     }
@@ -506,23 +512,38 @@ impl TraceWriter {
 
     /// Opens a collapsible section (marker only with sections enabled) and prints its bold cyan header.
     pub fn section_start(&self, name: &str, header: &str) {
-        let mut inner = lock(&self.inner);
-        inner.flush_masker();
-        inner.switch_stream(RUNNER_STREAM);
-        if inner.sections {
-            inner.push(format!("section_start:{}:{name}\r\x1b[0K", unix_now()).as_bytes());
+        {
+            let mut inner = lock(&self.inner);
+            inner.flush_masker();
+            inner.switch_stream(RUNNER_STREAM);
+            if inner.sections {
+                inner.push(format!("section_start:{}:{name}\r\x1b[0K", unix_now()).as_bytes());
+            }
+            inner.push(format!("{HEADER_PREFIX}{header}{RESET}\n").as_bytes());
         }
-        inner.push(format!("{HEADER_PREFIX}{header}{RESET}\n").as_bytes());
+        if let Some(observer) = self.stages.get() {
+            observer.stage_started(name);
+        }
     }
 
     /// Closes a section.
     pub fn section_end(&self, name: &str) {
-        let mut inner = lock(&self.inner);
-        inner.flush_masker();
-        inner.switch_stream(RUNNER_STREAM);
-        if inner.sections {
-            inner.push(format!("section_end:{}:{name}\r\x1b[0K", unix_now()).as_bytes());
+        {
+            let mut inner = lock(&self.inner);
+            inner.flush_masker();
+            inner.switch_stream(RUNNER_STREAM);
+            if inner.sections {
+                inner.push(format!("section_end:{}:{name}\r\x1b[0K", unix_now()).as_bytes());
+            }
         }
+        if let Some(observer) = self.stages.get() {
+            observer.stage_ended(name);
+        }
+    }
+
+    /// Reports this log's sections, which are the job's stages, to `observer`; the first one installed stays.
+    pub fn observe_stages(&self, observer: Arc<dyn crate::StageObserver>) {
+        let _ = self.stages.set(observer);
     }
 }
 
@@ -566,6 +587,7 @@ impl TraceHandle {
     pub fn writer(&self) -> TraceWriter {
         TraceWriter {
             inner: Arc::clone(&self.inner),
+            stages: Arc::clone(&self.stages),
         }
     }
 

@@ -18,16 +18,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         std::env::set_current_dir(dir)
             .with_context(|| format!("cannot change to the working directory {}", dir.display()))?;
     }
-    if let Some(addr) = &args.listen_address {
-        tracing::warn!(
-            listen_address = %addr,
-            "the metrics and health server (--listen-address / listen_address) is not served by this oxrunner build"
-        );
+    if args.syslog == Some(true) {
+        crate::logging::use_syslog();
     }
     daemon::run(
         DaemonOptions {
             config_path: path,
             user: args.user,
+            listen_address: args.listen_address,
             single: None,
         },
         daemon::signals::unix()?,
@@ -88,6 +86,7 @@ pub async fn run_single(args: RunSingleArgs) -> anyhow::Result<ExitCode> {
         DaemonOptions {
             config_path: path,
             user: None,
+            listen_address: None,
             single: Some(single),
         },
         daemon::signals::unix()?,

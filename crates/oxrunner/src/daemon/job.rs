@@ -41,6 +41,7 @@ pub struct JobEnv {
     pub state_dir: PathBuf,
     /// The web terminal server, when `[session_server]` is set and this runner's executor offers a terminal.
     pub session_server: Option<Arc<oxrunner_session::SessionServer>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Runs one job to its final update. Never panics on bad input: a payload that cannot be planned is reported as a
@@ -50,6 +51,8 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     let token = job.token.clone();
     let short = env.runner.short_token();
     info!(job = job_id, runner = %short, project = job.job_info.project_id, "Checking for jobs... received");
+    // Lists the job in `gitlab_runner_jobs` until it is dropped at the end of this function.
+    let job_metrics = env.metrics.job_started(&env.runner, &job);
 
     let Some(cancel_at_start) = mark_running(&env, job_id, &token).await else {
         return;
@@ -80,6 +83,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
         trace.warning(problem);
     }
     log_images(job_id, &plan);
+    trace.observe_stages(job_metrics.clone());
     let debug_trace =
         oxrunner_core::plan::debug_trace_enabled(debug_trace_disabled(&env.runner), &plan.variables);
     let source = TraceSource {
@@ -113,6 +117,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     // The executor and the job's slot outlive the final update: a Docker executor may still be removing the job's
     // containers, which must be gone before the slot takes another job.
     let mut held = None;
+    job_metrics.executor_created();
     let started = match check(&job) {
         Ok(()) => {
             let session = session.as_ref().map(|s| s as &dyn TerminalSession);
@@ -138,6 +143,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
 
     let (crc, size) = handle.finish().await;
     let outcome = unless_log_lost(outcome, handle.lost());
+    job_metrics.finished(&outcome);
     let state = final_state(
         &outcome,
         &job.features.failure_reasons,
@@ -146,12 +152,14 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     let result = sender.finish(state, crc, size).await;
     log_final_update(job_id, &short, &outcome, result);
     if let Some((mut executor, slot, record)) = held {
+        job_metrics.cleaning_up();
         executor.finish_cleanup().await;
         drop(slot);
         record.remove();
     }
     drop(trace);
     drop(handle);
+    drop(job_metrics);
 }
 
 /// `FF_LOG_IMAGES_CONFIGURED_FOR_JOB`: the job's image and service images in the runner's log, as gitlab-runner
@@ -324,7 +332,8 @@ async fn start(
         .as_ref()
         .filter(|a| a.upload_timeout.is_some())
         .map(oxrunner_config::ArtifactConfig::upload_timeout);
-    let hooks = RunnerHooks::for_gitlab_with(env.client.clone(), job_id, token, &ctx, upload_timeout);
+    let hooks = RunnerHooks::for_gitlab_with(env.client.clone(), job_id, token, &ctx, upload_timeout)
+        .with_metrics(Arc::clone(&env.metrics));
     let outcome = oxrunner_core::run_job_with_session(
         plan,
         &ctx,

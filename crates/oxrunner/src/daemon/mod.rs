@@ -36,6 +36,7 @@ use self::job::JobEnv;
 use self::poller::{Poller, RunnerState};
 use self::signals::{Signal, Signals};
 use self::slots::Slots;
+use crate::metrics::{self, Metrics};
 
 /// How often config.toml is checked for changes (gitlab-runner: 3 s).
 const CONFIG_CHECK_INTERVAL: Duration = Duration::from_secs(3);
@@ -43,6 +44,8 @@ const CONFIG_CHECK_INTERVAL: Duration = Duration::from_secs(3);
 pub struct DaemonOptions {
     pub config_path: PathBuf,
     pub user: Option<String>,
+    /// `--listen-address`: wins over config.toml's `listen_address`.
+    pub listen_address: Option<String>,
     /// `run-single`: one runner from flags instead of the config's list.
     pub single: Option<SingleOptions>,
 }
@@ -80,6 +83,10 @@ struct Daemon {
     session_server: Option<Arc<oxrunner_session::SessionServer>>,
     /// The `[session_server]` section the server was started from.
     session_section: Option<Option<oxrunner_config::SessionServer>>,
+    metrics: Arc<Metrics>,
+    /// The metrics server's address as configured when it was started (`None`: not serving).
+    metrics_address: Option<String>,
+    metrics_stop: CancellationToken,
 }
 
 /// Runs the service until `signals` (or run-single's limits) end it; see the module comment for their meaning.
@@ -91,6 +98,7 @@ pub async fn run(opts: DaemonOptions, mut signals: Signals) -> anyhow::Result<Ex
     let spool = spool::create_in(&temp)
         .with_context(|| format!("cannot create a trace spool directory in {}", temp.display()))?;
     let spool_dir = spool.path().to_path_buf();
+    let system_id_for_metrics = system_id.clone();
 
     let mut daemon = Daemon {
         opts,
@@ -108,8 +116,12 @@ pub async fn run(opts: DaemonOptions, mut signals: Signals) -> anyhow::Result<Ex
         swept: HashSet::new(),
         session_server: None,
         session_section: None,
+        metrics: Metrics::new(&system_id_for_metrics),
+        metrics_address: None,
+        metrics_stop: CancellationToken::new(),
     };
     let result = daemon.serve(&mut signals).await;
+    daemon.metrics_stop.cancel();
     drop(daemon);
     // Removes the spool directory with whatever the jobs left in it.
     drop(spool);
@@ -121,6 +133,8 @@ impl Daemon {
         let (mut config, mut mtime) = self.load()?;
         self.sessions(&config).await;
         self.apply(&config);
+        self.start_metrics(&config).await?;
+        self.metrics.set_ready();
         info!(
             concurrent = self.concurrent,
             runners = self.running.len(),
@@ -263,6 +277,7 @@ impl Daemon {
             ));
         }
         let loaded = oxrunner_config::load(path)?;
+        self.metrics.config_loaded(true);
         for w in &loaded.warnings {
             warn!("{w}");
         }
@@ -282,6 +297,15 @@ impl Daemon {
                 *last = m;
                 self.sessions(&c).await;
                 self.apply(&c);
+                let address = metrics::server::listen_address(self.opts.listen_address.as_deref(), &c);
+                if address != self.metrics_address {
+                    // gitlab-runner binds its metrics listener once, at start; so does oxrunner.
+                    warn!(
+                        listen_address = address.as_deref().unwrap_or(""),
+                        serving = self.metrics_address.as_deref().unwrap_or(""),
+                        "listen_address changed; the metrics server keeps its address until oxrunner is restarted"
+                    );
+                }
                 *config = c;
                 info!(
                     concurrent = self.concurrent,
@@ -292,6 +316,7 @@ impl Daemon {
             Err(err) => {
                 // A broken edit must not stop the service: keep the previous configuration.
                 *last = now;
+                self.metrics.config_loaded(false);
                 error!("configuration not reloaded, keeping the previous one: {err:#}");
             }
         }
@@ -328,6 +353,7 @@ impl Daemon {
 
     /// Brings the request loops and the global semaphore in line with `config`; running jobs are untouched.
     fn apply(&mut self, config: &Config) {
+        crate::logging::apply_config(config.log_level.as_deref(), config.log_format.as_deref());
         for w in unsupported::global(config) {
             warn!("{w}");
         }
@@ -348,6 +374,7 @@ impl Daemon {
             });
         }
         self.concurrent = wanted;
+        self.metrics.set_concurrent(wanted);
 
         let runners: Vec<&RunnerConfig> = config
             .runners
@@ -365,6 +392,7 @@ impl Daemon {
             }
             same
         });
+        self.metrics.set_runners(&runners);
         let count = u32::try_from(runners.len().max(1)).unwrap_or(1);
         for (i, runner) in runners.iter().enumerate() {
             let token = runner.token.expose().to_string();
@@ -408,6 +436,7 @@ impl Daemon {
         count: u32,
     ) -> anyhow::Result<()> {
         let client = crate::runner::client_for_runner(runner, &self.opts.config_path)?;
+        client.observe(Arc::new(self.metrics.api_observer(&runner.short_token())));
         let mut info = crate::runner::runner_info(&runner.executor_kind(), runner.shell.as_deref());
         let session_server = self
             .session_server
@@ -427,6 +456,7 @@ impl Daemon {
             spool_dir: self.spool_dir.clone(),
             state_dir: config_dir(&self.opts.config_path),
             session_server,
+            metrics: Arc::clone(&self.metrics),
         };
         let check_interval = config.check_interval();
         let state = Arc::new(RunnerState {
@@ -481,6 +511,20 @@ impl Daemon {
                 stop.clone(),
             ));
         }
+        Ok(())
+    }
+}
+
+impl Daemon {
+    /// Starts the metrics server when an address is configured (flag first); a bind failure stops the start.
+    async fn start_metrics(&mut self, config: &Config) -> anyhow::Result<()> {
+        let Some(address) = metrics::server::listen_address(self.opts.listen_address.as_deref(), config)
+        else {
+            info!("listen_address not defined, metrics & debug endpoints disabled");
+            return Ok(());
+        };
+        metrics::server::start(&address, Arc::clone(&self.metrics), self.metrics_stop.clone()).await?;
+        self.metrics_address = Some(address);
         Ok(())
     }
 }

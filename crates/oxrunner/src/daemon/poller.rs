@@ -88,7 +88,9 @@ impl Poller {
             // to it, and dropping the answer would orphan that job.
             let started = Instant::now();
             let last_update_before = st.env.client.last_update();
+            let in_flight = st.env.metrics.job_request(&st.env.runner);
             let answer = st.env.client.request_job(&req).await;
+            drop(in_flight);
             let wait = match answer {
                 Ok(JobRequestOutcome::Job(job)) => {
                     st.unhealthy.store(0, Ordering::SeqCst);
@@ -135,6 +137,7 @@ impl Poller {
                     )
                 }
                 Err(err) => {
+                    st.env.metrics.request_failed(&st.env.runner);
                     let n = st.unhealthy.fetch_add(1, Ordering::SeqCst) + 1;
                     log_request_error(&err, st, n);
                     drop((global, limit));

@@ -5,6 +5,14 @@ use oxrunner_archive::{CacheStore, FileSet, Level, SaveOutcome};
 use oxrunner_core::{CachePolicy, CacheSpec, StageCtx, TraceWriter, project_slug};
 
 use super::jobdir::open_project;
+use crate::metrics::{Metrics, TransferKind};
+
+/// The size of the stored archive for `key` (0 if it cannot be read).
+async fn archive_size(store: &CacheStore, slug: &str, key: &str) -> u64 {
+    tokio::fs::metadata(store.archive_path(slug, key))
+        .await
+        .map_or(0, |m| m.len())
+}
 
 /// The key a cache is stored under, after expansion, defaulting and (optionally) hashing; `None` when nothing
 /// usable is left. Warnings go to the trace.
@@ -26,7 +34,12 @@ pub(crate) fn resolve_key(ctx: &StageCtx<'_>, raw: &str, trace: &TraceWriter) ->
 }
 
 /// Extracts, per cache, the first of key, `fallback_keys` and `CACHE_FALLBACK_KEY` that has an archive.
-pub(crate) async fn restore(store: &CacheStore, ctx: &StageCtx<'_>, trace: &TraceWriter) {
+pub(crate) async fn restore(
+    store: &CacheStore,
+    ctx: &StageCtx<'_>,
+    trace: &TraceWriter,
+    metrics: Option<&Metrics>,
+) {
     let slug = project_slug(ctx.plan);
     for spec in &ctx.plan.caches {
         if spec.paths.is_empty() && !spec.untracked {
@@ -54,28 +67,37 @@ pub(crate) async fn restore(store: &CacheStore, ctx: &StageCtx<'_>, trace: &Trac
         for w in &warnings {
             trace.warning(w);
         }
-        let mut restored = false;
+        let transfer = metrics.map(|m| m.transfer(TransferKind::CacheExtract));
+        let mut restored = None;
+        let mut failed = false;
         for candidate in keys {
             trace.println(&format!("Checking cache for {candidate}..."));
             match restore_one(store, &slug, candidate, ctx).await {
-                Ok(Some(_)) => {
+                Ok(Some(k)) => {
                     trace.println(
                         "No URL provided, cache will not be downloaded from shared cache server. \
                          Instead a local version of cache will be extracted.",
                     );
                     trace.println("Successfully extracted cache");
-                    restored = true;
+                    restored = Some(k);
                     break;
                 }
                 Ok(None) => {}
                 Err(lines) => {
+                    failed = true;
                     for line in lines {
                         trace.warning(&line);
                     }
                 }
             }
         }
-        if !restored {
+        if let Some(t) = transfer {
+            match &restored {
+                Some(k) => t.finish("success", archive_size(store, &slug, k).await),
+                None => t.finish(if failed { "failure" } else { "miss" }, 0),
+            }
+        }
+        if restored.is_none() {
             trace.warning("Failed to extract cache");
         }
     }
@@ -107,7 +129,13 @@ async fn restore_one(
 }
 
 /// Saves every cache whose `when` matches the job state and whose policy allows it.
-pub(crate) async fn archive(store: &CacheStore, ctx: &StageCtx<'_>, trace: &TraceWriter, on_failure: bool) {
+pub(crate) async fn archive(
+    store: &CacheStore,
+    ctx: &StageCtx<'_>,
+    trace: &TraceWriter,
+    on_failure: bool,
+    metrics: Option<&Metrics>,
+) {
     let slug = project_slug(ctx.plan);
     let (level, level_warning) = Level::from_variable(
         ctx.variables
@@ -130,7 +158,16 @@ pub(crate) async fn archive(store: &CacheStore, ctx: &StageCtx<'_>, trace: &Trac
             continue;
         }
         trace.println(&format!("Creating cache {key}..."));
-        match save_one(store, &slug, &key, ctx, spec, level).await {
+        let transfer = metrics.map(|m| m.transfer(TransferKind::CacheArchive));
+        let saved = save_one(store, &slug, &key, ctx, spec, level).await;
+        if let Some(t) = transfer {
+            match &saved {
+                Ok((_, SaveOutcome::Unchanged)) => t.finish("unchanged", 0),
+                Ok(_) => t.finish("success", archive_size(store, &slug, &key).await),
+                Err(_) => t.finish("failure", 0),
+            }
+        }
+        match saved {
             Ok((files, outcome)) => {
                 for w in &files.warnings {
                     trace.warning(w);

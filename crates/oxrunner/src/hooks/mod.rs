@@ -10,6 +10,7 @@ mod artifacts;
 mod cache;
 mod inscript;
 mod jobdir;
+mod metered;
 mod transport;
 mod units;
 
@@ -31,6 +32,8 @@ pub struct RunnerHooks {
     cache: CacheStore,
     /// The binary whose helper commands in-script stages call; `None`: this running binary.
     helper: Option<PathBuf>,
+    /// The daemon's metrics, counting cache transfers (artifact ones through the transport).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl fmt::Debug for RunnerHooks {
@@ -48,7 +51,18 @@ impl RunnerHooks {
             transport,
             cache,
             helper: None,
+            metrics: None,
         }
+    }
+
+    /// Counts this job's cache and artifact transfers in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.transport = Arc::new(metered::MeteredTransport::new(
+            Arc::clone(&self.transport),
+            Arc::clone(&metrics),
+        ));
+        self.metrics = Some(metrics);
+        self
     }
 
     /// In-script stages call the helper commands of `bin` instead of this running binary's (tests, whose running
@@ -114,7 +128,7 @@ impl JobHooks for RunnerHooks {
         trace: &'a TraceWriter,
     ) -> BoxFuture<'a, Result<(), HookError>> {
         Box::pin(async move {
-            cache::restore(&self.store_for(ctx), ctx, trace).await;
+            cache::restore(&self.store_for(ctx), ctx, trace, self.metrics.as_deref()).await;
             Ok(())
         })
     }
@@ -134,7 +148,14 @@ impl JobHooks for RunnerHooks {
         on_failure: bool,
     ) -> BoxFuture<'a, Result<(), HookError>> {
         Box::pin(async move {
-            cache::archive(&self.store_for(ctx), ctx, trace, on_failure).await;
+            cache::archive(
+                &self.store_for(ctx),
+                ctx,
+                trace,
+                on_failure,
+                self.metrics.as_deref(),
+            )
+            .await;
             Ok(())
         })
     }

@@ -126,6 +126,7 @@ impl InProcess {
         let opts = DaemonOptions {
             config_path,
             user: None,
+            listen_address: None,
             single: None,
         };
         InProcess {
