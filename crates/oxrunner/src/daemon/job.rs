@@ -280,7 +280,9 @@ async fn start(
         user: env.user.clone(),
     };
     let record = stale::JobRecord::write(&env.state_dir, &env.runner, job_id, token, leftovers);
-    let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, token, &ctx);
+    let hooks = RunnerHooks::for_gitlab(env.client.clone(), job_id, token, &ctx).with_remote_cache(
+        crate::hooks::RemoteSetup::from_config(env.runner.cache.as_ref(), &env.runner.short_token()),
+    );
     let outcome = oxrunner_core::run_job(plan, &ctx, executor.as_mut(), &hooks, trace, cancel.clone()).await;
     Ok((outcome, (executor, slot, record)))
 }

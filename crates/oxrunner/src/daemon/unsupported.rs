@@ -26,16 +26,7 @@ pub fn global(config: &Config) -> Vec<String> {
 pub fn runner(r: &RunnerConfig) -> Vec<String> {
     let mut out = Vec::new();
     let name = &r.name;
-    if let Some(kind) = r
-        .cache
-        .as_ref()
-        .and_then(|c| c.cache_type.as_deref())
-        .filter(|t| !t.is_empty())
-    {
-        out.push(format!(
-            "runner `{name}`: [runners.cache] Type = \"{kind}\": distributed caches are not supported yet; caches stay in the local cache_dir (shared by all jobs of this runner)"
-        ));
-    }
+    out.extend(cache(r));
     if r.proxy_exec == Some(true) {
         out.push(format!("runner `{name}`: proxy_exec is not supported; ignored"));
     }
@@ -69,6 +60,48 @@ pub fn runner(r: &RunnerConfig) -> Vec<String> {
     out
 }
 
+/// `[runners.cache]`: S3 is served (`hooks/remote/`); other types and the AWS-only S3 keys are named.
+fn cache(r: &RunnerConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let name = &r.name;
+    let Some(cache) = r.cache.as_ref() else {
+        return out;
+    };
+    match cache.cache_type.as_deref().map(str::trim).unwrap_or_default() {
+        "" => {}
+        "s3" => {
+            if let Some(s3) = &cache.s3 {
+                let set = [
+                    ("DualStack", s3.dual_stack.is_some()),
+                    ("Accelerate", s3.accelerate.is_some()),
+                    ("RoleARN", s3.role_arn.is_some()),
+                    ("UploadRoleARN", s3.upload_role_arn.is_some()),
+                    ("AssumeRoleMaxConcurrency", s3.assume_role_max_concurrency.is_some()),
+                    (
+                        "DisableAssumeRoleCredentialsCaching",
+                        s3.disable_assume_role_credentials_caching.is_some(),
+                    ),
+                ];
+                for (key, _) in set.iter().filter(|(_, on)| *on) {
+                    out.push(format!(
+                        "runner `{name}`: [runners.cache.s3] {key} is not supported; ignored"
+                    ));
+                }
+            }
+            if let crate::hooks::RemoteSetup::Broken(why) =
+                crate::hooks::RemoteSetup::from_config(Some(cache), &r.short_token())
+            {
+                out.push(format!("runner `{name}`: {why}"));
+            }
+        }
+        kind => out.push(format!(
+            "runner `{name}`: [runners.cache] Type = \"{kind}\": this cache type is not supported yet (only \"s3\"); \
+             caches stay in the local cache_dir (shared by all jobs of this runner)"
+        )),
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,7 +117,7 @@ sentry_dsn = "https://key@sentry.example/1"
   executor = "shell"
   shell = "pwsh"
   [runners.cache]
-    Type = "s3"
+    Type = "gcs"
 [[runners]]
   name = "d"
   url = "https://gitlab.example.com"
@@ -103,7 +136,7 @@ sentry_dsn = "https://key@sentry.example/1"
         let g = global(&config);
         assert!(g.iter().any(|w| w.starts_with("sentry_dsn")), "{g:?}");
         let r = runner(&config.runners[0]);
-        assert!(r.iter().any(|w| w.contains("Type = \"s3\"")), "{r:?}");
+        assert!(r.iter().any(|w| w.contains("Type = \"gcs\"")), "{r:?}");
         assert!(r.iter().any(|w| w.contains("shell = \"pwsh\"")), "{r:?}");
         let d = runner(&config.runners[1]);
         assert!(

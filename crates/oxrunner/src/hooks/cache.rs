@@ -1,10 +1,12 @@
-//! `restore_cache` and `archive_cache`: the local cache store, with gitlab-runner's key rules and log lines.
-//! Cache problems are warnings; they never fail a job.
+//! `restore_cache` and `archive_cache`: the local cache store and, when configured, the remote one in front of it
+//! (`remote/`), with gitlab-runner's key rules and log lines. Cache problems are warnings; they never fail a job.
 
 use oxrunner_archive::{CacheStore, FileSet, Level, SaveOutcome};
 use oxrunner_core::{CachePolicy, CacheSpec, StageCtx, TraceWriter, project_slug};
 
 use super::jobdir::open_project;
+use super::remote::RemoteSetup;
+use super::remote::flow::{self, Restored};
 
 /// The key a cache is stored under, after expansion, defaulting and (optionally) hashing; `None` when nothing
 /// usable is left. Warnings go to the trace.
@@ -26,7 +28,12 @@ pub(crate) fn resolve_key(ctx: &StageCtx<'_>, raw: &str, trace: &TraceWriter) ->
 }
 
 /// Extracts, per cache, the first of key, `fallback_keys` and `CACHE_FALLBACK_KEY` that has an archive.
-pub(crate) async fn restore(store: &CacheStore, ctx: &StageCtx<'_>, trace: &TraceWriter) {
+pub(crate) async fn restore(
+    store: &CacheStore,
+    remote: &RemoteSetup,
+    ctx: &StageCtx<'_>,
+    trace: &TraceWriter,
+) {
     let slug = project_slug(ctx.plan);
     for spec in &ctx.plan.caches {
         if spec.paths.is_empty() && !spec.untracked {
@@ -54,20 +61,36 @@ pub(crate) async fn restore(store: &CacheStore, ctx: &StageCtx<'_>, trace: &Trac
         for w in &warnings {
             trace.warning(w);
         }
+        if let RemoteSetup::Broken(message) = remote {
+            trace.warning(message);
+        }
         let mut restored = false;
         for candidate in keys {
             trace.println(&format!("Checking cache for {candidate}..."));
+            if let RemoteSetup::Ready(r) = remote {
+                if flow::restore_key(r, ctx, &candidate, trace).await == Restored::Extracted {
+                    trace.println("Successfully extracted cache");
+                    restored = true;
+                    break;
+                }
+            }
             match restore_one(store, &slug, candidate, ctx).await {
                 Ok(Some(_)) => {
-                    trace.println(
-                        "No URL provided, cache will not be downloaded from shared cache server. \
-                         Instead a local version of cache will be extracted.",
-                    );
+                    if !matches!(remote, RemoteSetup::Ready(_)) {
+                        trace.println(
+                            "No URL provided, cache will not be downloaded from shared cache server. \
+                             Instead a local version of cache will be extracted.",
+                        );
+                    }
                     trace.println("Successfully extracted cache");
                     restored = true;
                     break;
                 }
                 Ok(None) => {}
+                // Neither the bucket nor the local copy has it: upstream's line for a cache miss.
+                Err(_) if matches!(remote, RemoteSetup::Ready(_)) => {
+                    trace.warning("Cache file does not exist")
+                }
                 Err(lines) => {
                     for line in lines {
                         trace.warning(&line);
@@ -107,7 +130,13 @@ async fn restore_one(
 }
 
 /// Saves every cache whose `when` matches the job state and whose policy allows it.
-pub(crate) async fn archive(store: &CacheStore, ctx: &StageCtx<'_>, trace: &TraceWriter, on_failure: bool) {
+pub(crate) async fn archive(
+    store: &CacheStore,
+    remote: &RemoteSetup,
+    ctx: &StageCtx<'_>,
+    trace: &TraceWriter,
+    on_failure: bool,
+) {
     let slug = project_slug(ctx.plan);
     let (level, level_warning) = Level::from_variable(
         ctx.variables
@@ -139,13 +168,27 @@ pub(crate) async fn archive(store: &CacheStore, ctx: &StageCtx<'_>, trace: &Trac
                     "found {} matching files and directories",
                     files.files.len()
                 ));
-                if outcome == SaveOutcome::Unchanged {
+                let unchanged = outcome == SaveOutcome::Unchanged;
+                if unchanged {
                     trace.println("Archive is up to date!");
                 }
-                trace.println(
-                    "No URL provided, cache will not be uploaded to shared cache server. \
-                     Cache will be stored only locally.",
-                );
+                match remote {
+                    // As upstream: an unchanged archive was uploaded when it was written.
+                    RemoteSetup::Ready(_) if unchanged => {}
+                    RemoteSetup::Ready(r) => {
+                        let archive = store.archive_path(&slug, &key);
+                        if let Err(e) = flow::upload_key(r, ctx, &key, &archive, trace).await {
+                            trace.warning(&e);
+                            trace.warning("Failed to create cache");
+                            continue;
+                        }
+                    }
+                    RemoteSetup::Broken(message) => trace.warning(message),
+                    RemoteSetup::None => trace.println(
+                        "No URL provided, cache will not be uploaded to shared cache server. \
+                         Cache will be stored only locally.",
+                    ),
+                }
                 trace.println("Created cache");
             }
             Err(message) => {

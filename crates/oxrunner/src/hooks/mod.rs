@@ -10,6 +10,7 @@ mod artifacts;
 mod cache;
 mod inscript;
 mod jobdir;
+mod remote;
 mod transport;
 mod units;
 
@@ -21,6 +22,7 @@ use oxrunner_archive::CacheStore;
 use oxrunner_core::{HookError, JobHooks, RunnerContext, StageCtx, TraceWriter};
 
 pub(crate) use artifacts::{BuildError, build_archive, too_large_explanation};
+pub use remote::RemoteSetup;
 pub use transport::{ArtifactTransport, BoxFuture, GitlabTransport, LocalTransport, TransportError};
 pub(crate) use units::human_bytes;
 
@@ -29,6 +31,8 @@ pub(crate) use units::human_bytes;
 pub struct RunnerHooks {
     transport: Arc<dyn ArtifactTransport>,
     cache: CacheStore,
+    /// `[runners.cache] Type = "s3"`: the bucket in front of the local store.
+    remote: RemoteSetup,
     /// The binary whose helper commands in-script stages call; `None`: this running binary.
     helper: Option<PathBuf>,
 }
@@ -37,6 +41,7 @@ impl fmt::Debug for RunnerHooks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunnerHooks")
             .field("cache", &self.cache.root())
+            .field("remote", &self.remote)
             .finish_non_exhaustive()
     }
 }
@@ -47,8 +52,15 @@ impl RunnerHooks {
         Self {
             transport,
             cache,
+            remote: RemoteSetup::None,
             helper: None,
         }
+    }
+
+    /// Caches also go to and come from this remote store (see `remote/`).
+    pub fn with_remote_cache(mut self, remote: RemoteSetup) -> Self {
+        self.remote = remote;
+        self
     }
 
     /// In-script stages call the helper commands of `bin` instead of this running binary's (tests, whose running
@@ -102,7 +114,7 @@ impl JobHooks for RunnerHooks {
         trace: &'a TraceWriter,
     ) -> BoxFuture<'a, Result<(), HookError>> {
         Box::pin(async move {
-            cache::restore(&self.store_for(ctx), ctx, trace).await;
+            cache::restore(&self.store_for(ctx), &self.remote, ctx, trace).await;
             Ok(())
         })
     }
@@ -122,7 +134,7 @@ impl JobHooks for RunnerHooks {
         on_failure: bool,
     ) -> BoxFuture<'a, Result<(), HookError>> {
         Box::pin(async move {
-            cache::archive(&self.store_for(ctx), ctx, trace, on_failure).await;
+            cache::archive(&self.store_for(ctx), &self.remote, ctx, trace, on_failure).await;
             Ok(())
         })
     }

@@ -5,6 +5,7 @@
 
 mod artifacts_flow;
 mod cache_concurrency;
+mod cache_fleet;
 mod custom_executor;
 mod daemon_inprocess;
 mod docker_cleanup;

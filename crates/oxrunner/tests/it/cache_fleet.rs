@@ -1,0 +1,184 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The distributed cache on a real object store: a three-node Garage cluster, and two `oxrunner run` daemons
+//! ("machines" with their own config, builds and cache directories) against one fake-gitlab. A job on one machine
+//! pushes a cache, a job on the other restores it; `Shared = false` keeps a runner's caches to itself; a killed
+//! store node changes nothing (Garage's replication); a wrong secret key is a readable warning naming the bucket
+//! and endpoint, never the secret, and never fails the job.
+
+use std::time::Duration;
+
+use fake_gitlab::{CacheSpec, JobSpec};
+
+use crate::support::garage::{self, BUCKET, Cluster, REGION};
+use crate::support::{Sandbox, fake, finished, global_toml, shell_runner_toml};
+
+const FINISH: Duration = Duration::from_secs(120);
+const WRONG_SECRET: &str = "0000000000000000000000000000000000000000000000000000000000000bad";
+
+fn cache_toml(cluster: &Cluster, node: usize, shared: bool, secret: &str) -> String {
+    format!(
+        "  [runners.cache]\n    Type = \"s3\"\n    Shared = {shared}\n    Path = \"fleet\"\n  \
+         [runners.cache.s3]\n    ServerAddress = \"{addr}\"\n    AccessKey = \"{key}\"\n    SecretKey = \"{secret}\"\n    \
+         BucketName = \"{BUCKET}\"\n    BucketLocation = \"{REGION}\"\n    Insecure = true\n",
+        addr = cluster.s3_address(node),
+        key = cluster.key_id,
+    )
+}
+
+fn job(name: &str, tag: &str, script: &[&str], cache: CacheSpec) -> JobSpec {
+    JobSpec::new(name, script)
+        .variable("GIT_STRATEGY", "empty")
+        .tags(&[tag])
+        .cache(cache)
+}
+
+fn pull(key: &str) -> CacheSpec {
+    CacheSpec {
+        policy: "pull".into(),
+        ..CacheSpec::new(key, &["vendor/"])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
+    let Some(bin) = garage::binary() else {
+        return;
+    };
+    let mut cluster = tokio::task::spawn_blocking(move || Cluster::start(&bin))
+        .await
+        .unwrap();
+    let fake = fake(1, 1).await;
+    let url = fake.url();
+    let token = |tag: &str| fake.create_runner_token_with_tags(tag, &[tag], false);
+    let (a_shared, a_private) = (token("a"), token("ap"));
+    let (b_shared, b_private, b_wrong) = (token("b"), token("bp"), token("bw"));
+
+    // Machine A talks to node 0, machine B to node 1: node 2 is the one that will die.
+    let a = Sandbox::new();
+    let b = Sandbox::new();
+    let runner = |sb: &Sandbox, name: &str, token: &str, cache: String| {
+        shell_runner_toml(name, &url, token, &sb.path(name), &cache)
+    };
+    let a_text = global_toml(2, "")
+        + &runner(&a, "a", &a_shared, cache_toml(&cluster, 0, true, &cluster.secret))
+        + &runner(
+            &a,
+            "ap",
+            &a_private,
+            cache_toml(&cluster, 0, false, &cluster.secret),
+        );
+    let b_text = global_toml(2, "")
+        + &runner(&b, "b", &b_shared, cache_toml(&cluster, 1, true, &cluster.secret))
+        + &runner(
+            &b,
+            "bp",
+            &b_private,
+            cache_toml(&cluster, 1, false, &cluster.secret),
+        )
+        + &runner(&b, "bw", &b_wrong, cache_toml(&cluster, 1, true, WRONG_SECRET));
+    std::fs::write(a.config(), a_text).unwrap();
+    std::fs::write(b.config(), b_text).unwrap();
+    let (a_cfg, b_cfg) = (a.config_str(), b.config_str());
+    let da = a.spawn(&["run", "-c", &a_cfg]);
+    let db = b.spawn(&["run", "-c", &b_cfg]);
+
+    // A pushes, B restores.
+    let push = job(
+        "push",
+        "a",
+        &["mkdir -p vendor && echo from-a > vendor/lib"],
+        CacheSpec::new("deps-$CI_COMMIT_REF_SLUG", &["vendor/"]),
+    );
+    let rec = finished(&fake, fake.enqueue_job(push), FINISH, &da).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    let object = format!("{}/{BUCKET}/fleet/project/0/deps-main", cluster.s3_address(0));
+    assert!(
+        trace.contains(&format!("Uploading cache.zip to http://{object}")),
+        "{trace}"
+    );
+    assert!(trace.contains("Created cache"), "{trace}");
+    assert!(
+        !trace.contains("X-Amz-Signature") && !trace.contains(&cluster.secret),
+        "{trace}"
+    );
+
+    let restore = job(
+        "restore",
+        "b",
+        &["test \"$(cat vendor/lib)\" = from-a"],
+        pull("deps-$CI_COMMIT_REF_SLUG"),
+    );
+    let rec = finished(&fake, fake.enqueue_job(restore), FINISH, &db).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Downloading cache from http://"), "{trace}");
+    assert!(trace.contains("Successfully extracted cache"), "{trace}");
+
+    // Shared = false: A's private cache lives under its runner prefix, B's private runner does not see it.
+    let push = job(
+        "private push",
+        "ap",
+        &["mkdir -p vendor && echo private > vendor/lib"],
+        CacheSpec::new("private", &["vendor/"]),
+    );
+    let rec = finished(&fake, fake.enqueue_job(push), FINISH, &da).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    let short: String = a_private.trim_start_matches("glrt-").chars().take(9).collect();
+    assert!(
+        trace.contains(&format!("/fleet/runner/{short}/project/0/private")),
+        "{trace}"
+    );
+    let miss = job("private miss", "bp", &["test ! -e vendor/lib"], pull("private"));
+    let rec = finished(&fake, fake.enqueue_job(miss), FINISH, &db).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Cache file does not exist"), "{trace}");
+    assert!(trace.contains("Failed to extract cache"), "{trace}");
+
+    // One store node dies: pushes and restores go on.
+    cluster.kill(2);
+    let push = job(
+        "push after kill",
+        "a",
+        &["mkdir -p vendor && echo survived > vendor/lib"],
+        CacheSpec::new("after-kill", &["vendor/"]),
+    );
+    let rec = finished(&fake, fake.enqueue_job(push), FINISH, &da).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(!trace.contains("Failed to create cache"), "{trace}");
+    let restore = job(
+        "restore after kill",
+        "b",
+        &["test \"$(cat vendor/lib)\" = survived"],
+        pull("after-kill"),
+    );
+    let rec = finished(&fake, fake.enqueue_job(restore), FINISH, &db).await;
+    assert_eq!(rec.status, "success", "{}", rec.trace_text());
+
+    // A wrong secret: the store refuses the signature; the job goes on, the warning names bucket and endpoint.
+    let wrong = job(
+        "wrong secret",
+        "bw",
+        &["mkdir -p vendor && echo x > vendor/lib"],
+        CacheSpec::new("wrong", &["vendor/"]),
+    );
+    let rec = finished(&fake, fake.enqueue_job(wrong), FINISH, &db).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    let named = format!("bucket \"{BUCKET}\" at http://{}", cluster.s3_address(1));
+    assert!(trace.contains(&named), "{trace}");
+    assert!(trace.contains("403"), "{trace}");
+    assert!(trace.contains("Failed to create cache"), "{trace}");
+    assert!(
+        !trace.contains(WRONG_SECRET) && !trace.contains("X-Amz-Signature"),
+        "{trace}"
+    );
+    for d in [&da, &db] {
+        assert!(!d.log().contains(WRONG_SECRET) && !d.log().contains(&cluster.secret));
+    }
+    crate::support::quit_ok(da).await;
+    crate::support::quit_ok(db).await;
+}
