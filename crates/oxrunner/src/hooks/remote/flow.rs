@@ -8,6 +8,7 @@ use std::time::Duration;
 use oxrunner_core::{StageCtx, TraceWriter};
 
 use super::RemoteCache;
+use super::s3::Presigned;
 use super::transfer::{self, Fetched, clean_url};
 use crate::hooks::jobdir::open_project;
 
@@ -52,6 +53,23 @@ fn object(remote: &RemoteCache, ctx: &StageCtx<'_>, key: &str, trace: &TraceWrit
         ));
     }
     name
+}
+
+/// A signed URL for a job-side helper (`cache-extractor`/`cache-archiver` in an in-script stage), valid for the
+/// job's timeout; `None` when the key leaves the project's prefix (warned).
+pub(crate) fn presign_for_script(
+    remote: &RemoteCache,
+    ctx: &StageCtx<'_>,
+    key: &str,
+    trace: &TraceWriter,
+    upload: bool,
+) -> Option<Presigned> {
+    let name = object(remote, ctx, key, trace)?;
+    Some(if upload {
+        remote.store.presign_put(&name, url_lifetime(ctx))
+    } else {
+        remote.store.presign_get(&name, url_lifetime(ctx))
+    })
 }
 
 /// Downloads `key` and extracts it into the project.
