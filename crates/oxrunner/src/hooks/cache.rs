@@ -67,12 +67,12 @@ pub(crate) async fn restore(
         let mut restored = false;
         for candidate in keys {
             trace.println(&format!("Checking cache for {candidate}..."));
-            if let RemoteSetup::Ready(r) = remote {
-                if flow::restore_key(r, ctx, &candidate, trace).await == Restored::Extracted {
-                    trace.println("Successfully extracted cache");
-                    restored = true;
-                    break;
-                }
+            if let RemoteSetup::Ready(r) = remote
+                && flow::restore_key(r, ctx, &candidate, trace).await == Restored::Extracted
+            {
+                trace.println("Successfully extracted cache");
+                restored = true;
+                break;
             }
             match restore_one(store, &slug, candidate, ctx).await {
                 Ok(Some(_)) => {
