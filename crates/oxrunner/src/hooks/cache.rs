@@ -173,8 +173,8 @@ pub(crate) async fn archive(
                     trace.println("Archive is up to date!");
                 }
                 match remote {
-                    // As upstream: an unchanged archive was uploaded when it was written.
-                    RemoteSetup::Ready(_) if unchanged => {}
+                    // As upstream: an unchanged archive is not sent again while the bucket has it.
+                    RemoteSetup::Ready(r) if unchanged && flow::remote_has(r, ctx, &key, trace).await => {}
                     RemoteSetup::Ready(r) => {
                         let archive = store.archive_path(&slug, &key);
                         if let Err(e) = flow::upload_key(r, ctx, &key, &archive, trace).await {

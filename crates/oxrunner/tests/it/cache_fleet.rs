@@ -159,13 +159,15 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     assert_eq!(rec.status, "success", "{}", rec.trace_text());
 
     // A wrong secret: the store refuses the signature; the job goes on, the warning names bucket and endpoint.
-    let wrong = job(
-        "wrong secret",
-        "bw",
-        &["mkdir -p vendor && echo x > vendor/lib"],
-        CacheSpec::new("wrong", &["vendor/"]),
-    );
-    let rec = finished(&fake, fake.enqueue_job(wrong), FINISH, &db).await;
+    let wrong_job = || {
+        job(
+            "wrong secret",
+            "bw",
+            &["mkdir -p vendor && echo x > vendor/lib && touch -d @1000000000 vendor/lib vendor"],
+            CacheSpec::new("wrong", &["vendor/"]),
+        )
+    };
+    let rec = finished(&fake, fake.enqueue_job(wrong_job()), FINISH, &db).await;
     let trace = rec.trace_text();
     assert_eq!(rec.status, "success", "{trace}");
     let named = format!("bucket \"{BUCKET}\" at http://{}", cluster.s3_address(1));
@@ -176,9 +178,84 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
         !trace.contains(WRONG_SECRET) && !trace.contains("X-Amz-Signature"),
         "{trace}"
     );
+    // The local archive is unchanged now, but the bucket never got it: it is sent again (and refused again),
+    // never reported as up to date and created.
+    let rec = finished(&fake, fake.enqueue_job(wrong_job()), FINISH, &db).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Archive is up to date!"), "{trace}");
+    assert!(
+        trace.contains(&named) && trace.contains("Failed to create cache"),
+        "{trace}"
+    );
     for d in [&da, &db] {
         assert!(!d.log().contains(WRONG_SECRET) && !d.log().contains(&cluster.secret));
     }
     crate::support::quit_ok(da).await;
+    crate::support::quit_ok(db).await;
+}
+
+/// Docker: the runner moves the archive (the job container gets neither the keys nor a signed URL, and needs no
+/// route to the store); a shell machine restores what the Docker machine pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
+async fn a_docker_machine_pushes_and_a_shell_machine_restores() {
+    use crate::support::docker::{DockerOpts, Env, IMAGE, docker_available};
+    if !docker_available() {
+        return;
+    }
+    let Some(bin) = garage::binary() else {
+        return;
+    };
+    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&bin))
+        .await
+        .unwrap();
+    let env = Env::start(DockerOpts {
+        docker_extra: cache_toml(&cluster, 0, true, &cluster.secret),
+        ..DockerOpts::default()
+    })
+    .await;
+    let push = JobSpec::new(
+        "docker push",
+        &[
+            "mkdir -p vendor && echo from-docker > vendor/lib",
+            "env | grep -c X-Amz || true",
+        ],
+    )
+    .variable("GIT_STRATEGY", "empty")
+    .image(fake_gitlab::ImageSpec::new(IMAGE))
+    .cache(CacheSpec::new("docker-deps", &["vendor/"]));
+    let rec = env.succeeded(env.fake.enqueue_job(push)).await;
+    let trace = rec.trace_text();
+    assert!(trace.contains("Uploading cache.zip to http://"), "{trace}");
+    assert!(!trace.contains("Failed to create cache"), "{trace}");
+    assert!(
+        !trace.contains(&cluster.secret) && !trace.contains("X-Amz-Signature"),
+        "{trace}"
+    );
+
+    let b = Sandbox::new();
+    let token = env.fake.create_runner_token_with_tags("b", &["b"], false);
+    let text = global_toml(1, "")
+        + &shell_runner_toml(
+            "b",
+            &env.fake.url(),
+            &token,
+            &b.path("b"),
+            &cache_toml(&cluster, 1, true, &cluster.secret),
+        );
+    std::fs::write(b.config(), text).unwrap();
+    let cfg = b.config_str();
+    let db = b.spawn(&["run", "-c", &cfg]);
+    let restore = job(
+        "shell restore",
+        "b",
+        &["test \"$(cat vendor/lib)\" = from-docker"],
+        pull("docker-deps"),
+    );
+    let rec = finished(&env.fake, env.fake.enqueue_job(restore), FINISH, &db).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Downloading cache from http://"), "{trace}");
     crate::support::quit_ok(db).await;
 }

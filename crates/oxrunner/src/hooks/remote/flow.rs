@@ -135,6 +135,24 @@ async fn extract(ctx: &StageCtx<'_>, archive: std::path::PathBuf) -> Result<(), 
     .map_err(|e| format!("cache extraction stopped: {e}"))?
 }
 
+/// Whether the bucket already holds `key`. An unchanged local archive is uploaded again when it does not: an
+/// earlier upload may have failed, or the object expired.
+pub(crate) async fn remote_has(
+    remote: &RemoteCache,
+    ctx: &StageCtx<'_>,
+    key: &str,
+    trace: &TraceWriter,
+) -> bool {
+    let Some(name) = object(remote, ctx, key, trace) else {
+        return false;
+    };
+    let signed = remote.store.presign_head(&name, url_lifetime(ctx));
+    match transfer::client(request_timeout(ctx)) {
+        Ok(http) => transfer::exists(&http, &signed).await,
+        Err(_) => false,
+    }
+}
+
 /// Uploads the archive at `archive` as `key`. `Ok` when uploaded or skipped on purpose (too large), with the
 /// lines already in the trace; `Err` with the reason otherwise.
 pub(crate) async fn upload_key(

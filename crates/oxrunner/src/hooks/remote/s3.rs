@@ -221,6 +221,14 @@ impl S3Store {
         }
     }
 
+    pub(crate) fn presign_head(&self, object: &str, expires: Duration) -> Presigned {
+        let action = self.bucket.head_object(Some(&self.credentials), object);
+        Presigned {
+            url: action.sign(expires.min(MAX_EXPIRY)),
+            headers: Vec::new(),
+        }
+    }
+
     pub(crate) fn presign_put(&self, object: &str, expires: Duration) -> Presigned {
         let mut action = self.bucket.put_object(Some(&self.credentials), object);
         for (k, v) in &self.sse_headers {

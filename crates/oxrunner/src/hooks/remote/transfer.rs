@@ -199,6 +199,15 @@ async fn write_body(mut resp: reqwest::Response, dest: &Path, shown: &str) -> Re
     Ok(Fetched::Found { bytes })
 }
 
+/// Whether the object exists: a `HEAD` that succeeds. Anything else (404, or the 403 S3 answers without list
+/// rights, or no answer) counts as absent, as upstream's archiver decides.
+pub(crate) async fn exists(http: &reqwest::Client, signed: &Presigned) -> bool {
+    match http.head(signed.url.clone()).send().await {
+        Ok(resp) => resp.status().is_success(),
+        Err(_) => false,
+    }
+}
+
 /// `PUT` the file at `src` with the signed headers; the body streams from the file, reopened per attempt.
 pub(crate) async fn upload(
     http: &reqwest::Client,
