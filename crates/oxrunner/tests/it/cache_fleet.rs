@@ -259,3 +259,105 @@ async fn a_docker_machine_pushes_and_a_shell_machine_restores() {
     assert!(trace.contains("Downloading cache from http://"), "{trace}");
     crate::support::quit_ok(db).await;
 }
+
+/// Custom executor: the cache stages run job-side (`oxrunner cache-archiver` in the driver's environment) and get
+/// a signed URL through the environment; a shell machine restores what the helper uploaded, and a second custom
+/// machine restores through `cache-extractor`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_machines_move_caches_through_the_job_side_helpers() {
+    let Some(bin) = garage::binary() else {
+        return;
+    };
+    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&bin))
+        .await
+        .unwrap();
+    let fake = fake(1, 1).await;
+    let url = fake.url();
+    let custom = |sb: &Sandbox, name: &str, token: &str| {
+        let dir = sb.path("driver");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.sh");
+        let run = dir.join("run.sh");
+        let root = sb.dir.path().display().to_string();
+        std::fs::write(
+            &config,
+            format!(
+                "#!/usr/bin/env bash\necho '{{\"builds_dir\": \"{root}/b\", \"cache_dir\": \"{root}/c\"}}'\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(&run, "#!/usr/bin/env bash\nexec bash \"$1\"\n").unwrap();
+        for p in [&config, &run] {
+            let mut perm = std::fs::metadata(p).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+            std::fs::set_permissions(p, perm).unwrap();
+        }
+        let text = global_toml(1, "")
+            + &format!(
+                "\n[[runners]]\n  name = \"{name}\"\n  url = \"{url}\"\n  token = \"{token}\"\n  executor = \"custom\"\n  \
+                 [runners.custom]\n    config_exec = \"{}\"\n    run_exec = \"{}\"\n{}",
+                config.display(),
+                run.display(),
+                cache_toml(&cluster, 0, true, &cluster.secret),
+            );
+        std::fs::write(sb.config(), text).unwrap();
+        let cfg = sb.config_str();
+        sb.spawn(&["run", "-c", &cfg])
+    };
+    let (c1, c2, s) = (Sandbox::new(), Sandbox::new(), Sandbox::new());
+    let d1 = custom(
+        &c1,
+        "c1",
+        &fake.create_runner_token_with_tags("c1", &["c1"], false),
+    );
+    let d2 = custom(
+        &c2,
+        "c2",
+        &fake.create_runner_token_with_tags("c2", &["c2"], false),
+    );
+    let token = fake.create_runner_token_with_tags("s", &["s"], false);
+    let text = global_toml(1, "")
+        + &shell_runner_toml(
+            "s",
+            &url,
+            &token,
+            &s.path("s"),
+            &cache_toml(&cluster, 1, true, &cluster.secret),
+        );
+    std::fs::write(s.config(), text).unwrap();
+    let s_cfg = s.config_str();
+    let ds = s.spawn(&["run", "-c", &s_cfg]);
+
+    let push = job(
+        "custom push",
+        "c1",
+        &["mkdir -p vendor && echo from-custom > vendor/lib"],
+        CacheSpec::new("custom-deps", &["vendor/"]),
+    );
+    let rec = finished(&fake, fake.enqueue_job(push), FINISH, &d1).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Uploading cache.zip to http://"), "{trace}");
+    assert!(!trace.contains("Failed to create cache"), "{trace}");
+    assert!(
+        !trace.contains("X-Amz-Signature") && !trace.contains(&cluster.secret),
+        "{trace}"
+    );
+
+    for (tag, daemon) in [("s", &ds), ("c2", &d2)] {
+        let restore = job(
+            &format!("restore on {tag}"),
+            tag,
+            &["test \"$(cat vendor/lib)\" = from-custom"],
+            pull("custom-deps"),
+        );
+        let rec = finished(&fake, fake.enqueue_job(restore), FINISH, daemon).await;
+        let trace = rec.trace_text();
+        assert_eq!(rec.status, "success", "{trace}");
+        assert!(trace.contains("Successfully extracted cache"), "{trace}");
+        assert!(!trace.contains("X-Amz-Signature"), "{trace}");
+    }
+    for d in [d1, d2, ds] {
+        crate::support::quit_ok(d).await;
+    }
+}
