@@ -115,6 +115,25 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     assert!(trace.contains("Downloading cache from http://"), "{trace}");
     assert!(trace.contains("Successfully extracted cache"), "{trace}");
 
+    // A key nobody pushed misses in the bucket, then its fallback key is found there.
+    let fallback = job(
+        "fallback",
+        "b",
+        &["test \"$(cat vendor/lib)\" = from-a"],
+        CacheSpec {
+            policy: "pull".into(),
+            fallback_keys: vec!["deps-$CI_COMMIT_REF_SLUG".into()],
+            ..CacheSpec::new("feature-x", &["vendor/"])
+        },
+    );
+    let rec = finished(&fake, fake.enqueue_job(fallback), FINISH, &db).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    let miss = trace.find("Cache file does not exist").expect(&trace);
+    let next = trace.find("Checking cache for deps-main...").expect(&trace);
+    assert!(miss < next, "{trace}");
+    assert!(trace.contains("Successfully extracted cache"), "{trace}");
+
     // Shared = false: A's private cache lives under its runner prefix, B's private runner does not see it.
     let push = job(
         "private push",
