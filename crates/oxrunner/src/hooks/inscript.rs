@@ -134,10 +134,10 @@ fn extract_chain(bin: &Path, files: &[(String, String, Option<String>)]) -> Stri
 }
 
 /// The signed URL reaches the helper through its environment (`OXRUNNER_CACHE_URL=... oxrunner ...`), never its
-/// argv, where any user of the machine could read it with `ps`.
+/// argv, where any user of the machine could read it with `ps`. Without one the variable is set empty, so a job
+/// variable of that name cannot send the runner's cache file elsewhere.
 fn url_env(url: Option<&str>) -> String {
-    url.map(|u| format!("OXRUNNER_CACHE_URL={} ", quote(u)))
-        .unwrap_or_default()
+    format!("OXRUNNER_CACHE_URL={} ", quote(url.unwrap_or_default()))
 }
 
 fn download_artifacts(hooks: &RunnerHooks, bin: &Path, ctx: &StageCtx<'_>) -> String {

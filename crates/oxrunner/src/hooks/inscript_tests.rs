@@ -332,6 +332,13 @@ fn rendered_stages_carry_no_secret() {
         assert!(!body.contains("very-secret"), "{stage}: {body}");
         assert!(!body.contains("--token"), "{stage}: {body}");
         assert!(body.contains("'/opt/oxrunner'"), "{stage}: {body}");
+        if matches!(stage, Stage::RestoreCache | Stage::ArchiveCache) {
+            // No remote cache: the helper's URL variable is cleared, a job variable of that name is not used.
+            assert!(
+                body.contains("OXRUNNER_CACHE_URL='' '/opt/oxrunner' cache-"),
+                "{stage}: {body}"
+            );
+        }
     }
 }
 
