@@ -147,6 +147,58 @@ sentry_dsn = "https://key@sentry.example/1"
     }
 
     #[test]
+    fn s3_caches_are_served_and_only_their_aws_only_keys_or_broken_settings_named() {
+        let text = r#"
+[[runners]]
+  name = "ok"
+  url = "https://gitlab.example.com"
+  token = "glrt-ok"
+  executor = "shell"
+  [runners.cache]
+    Type = "s3"
+    [runners.cache.s3]
+      ServerAddress = "127.0.0.1:9000"
+      AccessKey = "AKID"
+      SecretKey = "very-secret-key"
+      BucketName = "b"
+[[runners]]
+  name = "aws"
+  url = "https://gitlab.example.com"
+  token = "glrt-aws"
+  executor = "shell"
+  [runners.cache]
+    Type = "s3"
+    [runners.cache.s3]
+      AccessKey = "AKID"
+      SecretKey = "very-secret-key"
+      RoleARN = "arn:aws:iam::1:role/r"
+[[runners]]
+  name = "ok2"
+  url = "https://gitlab.example.com"
+  token = "glrt-ok2"
+  executor = "shell"
+"#;
+        let config = match oxrunner_config::parse_str(text, std::path::Path::new("config.toml")) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(runner(&config.runners[0]), Vec::<String>::new());
+        let aws = runner(&config.runners[1]);
+        assert!(
+            aws.iter()
+                .any(|w| w.contains("[runners.cache.s3] RoleARN is not supported")),
+            "{aws:?}"
+        );
+        assert!(
+            aws.iter()
+                .any(|w| w.contains("BucketName is missing") && w.contains("hint:")),
+            "{aws:?}"
+        );
+        assert!(!aws.iter().any(|w| w.contains("very-secret-key")), "{aws:?}");
+        assert_eq!(runner(&config.runners[2]), Vec::<String>::new());
+    }
+
+    #[test]
     fn a_custom_runner_without_run_exec_is_named() {
         let text = r#"
 [[runners]]
