@@ -10,7 +10,7 @@ use std::time::Duration;
 use fake_gitlab::{CacheSpec, JobSpec};
 
 use crate::support::garage::{self, BUCKET, Cluster, REGION};
-use crate::support::{Sandbox, fake, finished, global_toml, shell_runner_toml};
+use crate::support::{Daemon, Sandbox, fake, finished, global_toml, shell_runner_toml};
 
 const FINISH: Duration = Duration::from_secs(120);
 const WRONG_SECRET: &str = "0000000000000000000000000000000000000000000000000000000000000bad";
@@ -134,27 +134,7 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     assert!(miss < next, "{trace}");
     assert!(trace.contains("Successfully extracted cache"), "{trace}");
 
-    // Shared = false: A's private cache lives under its runner prefix, B's private runner does not see it.
-    let push = job(
-        "private push",
-        "ap",
-        &["mkdir -p vendor && echo private > vendor/lib"],
-        CacheSpec::new("private", &["vendor/"]),
-    );
-    let rec = finished(&fake, fake.enqueue_job(push), FINISH, &da).await;
-    let trace = rec.trace_text();
-    assert_eq!(rec.status, "success", "{trace}");
-    let short: String = a_private.trim_start_matches("glrt-").chars().take(9).collect();
-    assert!(
-        trace.contains(&format!("/fleet/runner/{short}/project/0/private")),
-        "{trace}"
-    );
-    let miss = job("private miss", "bp", &["test ! -e vendor/lib"], pull("private"));
-    let rec = finished(&fake, fake.enqueue_job(miss), FINISH, &db).await;
-    let trace = rec.trace_text();
-    assert_eq!(rec.status, "success", "{trace}");
-    assert!(trace.contains("Cache file does not exist"), "{trace}");
-    assert!(trace.contains("Failed to extract cache"), "{trace}");
+    private_caches_stay_with_their_runner(&fake, &a_private, &da, &db).await;
 
     // One store node dies: pushes and restores go on.
     cluster.kill(2);
@@ -177,7 +157,45 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     let rec = finished(&fake, fake.enqueue_job(restore), FINISH, &db).await;
     assert_eq!(rec.status, "success", "{}", rec.trace_text());
 
-    // A wrong secret: the store refuses the signature; the job goes on, the warning names bucket and endpoint.
+    wrong_secret_is_a_named_warning(&fake, &cluster, &db).await;
+    for d in [&da, &db] {
+        assert!(!d.log().contains(WRONG_SECRET) && !d.log().contains(&cluster.secret));
+    }
+    crate::support::quit_ok(da).await;
+    crate::support::quit_ok(db).await;
+}
+
+/// Shared = false: A's private cache lives under its runner prefix, B's private runner does not see it.
+async fn private_caches_stay_with_their_runner(
+    fake: &fake_gitlab::FakeGitlab,
+    a_private: &str,
+    da: &Daemon,
+    db: &Daemon,
+) {
+    let push = job(
+        "private push",
+        "ap",
+        &["mkdir -p vendor && echo private > vendor/lib"],
+        CacheSpec::new("private", &["vendor/"]),
+    );
+    let rec = finished(fake, fake.enqueue_job(push), FINISH, da).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    let short: String = a_private.trim_start_matches("glrt-").chars().take(9).collect();
+    assert!(
+        trace.contains(&format!("/fleet/runner/{short}/project/0/private")),
+        "{trace}"
+    );
+    let miss = job("private miss", "bp", &["test ! -e vendor/lib"], pull("private"));
+    let rec = finished(fake, fake.enqueue_job(miss), FINISH, db).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Cache file does not exist"), "{trace}");
+    assert!(trace.contains("Failed to extract cache"), "{trace}");
+}
+
+/// A wrong secret: the store refuses the signature; the job goes on, the warning names bucket and endpoint.
+async fn wrong_secret_is_a_named_warning(fake: &fake_gitlab::FakeGitlab, cluster: &Cluster, db: &Daemon) {
     let wrong_job = || {
         job(
             "wrong secret",
@@ -186,7 +204,7 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
             CacheSpec::new("wrong", &["vendor/"]),
         )
     };
-    let rec = finished(&fake, fake.enqueue_job(wrong_job()), FINISH, &db).await;
+    let rec = finished(fake, fake.enqueue_job(wrong_job()), FINISH, db).await;
     let trace = rec.trace_text();
     assert_eq!(rec.status, "success", "{trace}");
     let named = format!("bucket \"{BUCKET}\" at http://{}", cluster.s3_address(1));
@@ -199,7 +217,7 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     );
     // The local archive is unchanged now, but the bucket never got it: it is sent again (and refused again),
     // never reported as up to date and created.
-    let rec = finished(&fake, fake.enqueue_job(wrong_job()), FINISH, &db).await;
+    let rec = finished(fake, fake.enqueue_job(wrong_job()), FINISH, db).await;
     let trace = rec.trace_text();
     assert_eq!(rec.status, "success", "{trace}");
     assert!(trace.contains("Archive is up to date!"), "{trace}");
@@ -207,11 +225,6 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
         trace.contains(&named) && trace.contains("Failed to create cache"),
         "{trace}"
     );
-    for d in [&da, &db] {
-        assert!(!d.log().contains(WRONG_SECRET) && !d.log().contains(&cluster.secret));
-    }
-    crate::support::quit_ok(da).await;
-    crate::support::quit_ok(db).await;
 }
 
 /// Docker: the runner moves the archive (the job container gets neither the keys nor a signed URL, and needs no
