@@ -44,7 +44,8 @@ api_bind_addr = "127.0.0.1:$s3"
 root_domain = ".s3.garage.localhost"
 TOML
 g() { "$garage" -c "$work/garage/garage.toml" "$@"; }
-g server > "$work/garage/log" 2>&1 & pids+=($!)
+# Started directly, not through g(): $! must be garage itself for the cleanup to stop it.
+"$garage" -c "$work/garage/garage.toml" server > "$work/garage/log" 2>&1 & pids+=($!)
 retry() { for _ in $(seq 200); do "$@" 2>/dev/null && return 0; sleep 0.3; done; "$@"; }
 until id=$(g node id -q 2>/dev/null); do sleep 0.3; done
 retry g layout assign -z dc1 -c 10G "${id%%@*}" >/dev/null
