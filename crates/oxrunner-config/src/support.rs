@@ -26,7 +26,8 @@ use Support::{Acted, Inert, Warned};
 pub const ALL: &str = "*";
 
 const EXECUTOR: &str = "this executor is not part of this build (the runner refuses its jobs)";
-const DIST_CACHE: &str = "distributed caches are not supported; caches stay in the local cache_dir";
+const DIST_CACHE: &str =
+    "GCS and Azure caches are not supported yet (S3 is); caches stay in the local cache_dir";
 
 /// Every key of gitlab-runner's config structs, by section (`.` = top level), with what happens to it here.
 pub const KEYS: &[(&str, &str, Support)] = &[
@@ -147,14 +148,15 @@ pub const KEYS: &[(&str, &str, Support)] = &[
     ("runners.kubernetes", ALL, Inert("runners.kubernetes")),
     ("runners.autoscaler", ALL, Inert("runners.autoscaler")),
     ("runners.custom", ALL, Acted),
-    ("runners.cache", "Type", Warned(DIST_CACHE)),
-    ("runners.cache", "Path", Warned(DIST_CACHE)),
-    ("runners.cache", "Shared", Warned(DIST_CACHE)),
-    ("runners.cache", "MaxUploadedArchiveSize", Warned(DIST_CACHE)),
-    ("runners.cache", "s3", Warned(DIST_CACHE)),
+    // `Type` other than "s3", and the S3 keys this build does not use, are named by the daemon's cache check.
+    ("runners.cache", "Type", Acted),
+    ("runners.cache", "Path", Acted),
+    ("runners.cache", "Shared", Acted),
+    ("runners.cache", "MaxUploadedArchiveSize", Acted),
+    ("runners.cache", "s3", Acted),
     ("runners.cache", "gcs", Warned(DIST_CACHE)),
     ("runners.cache", "azure", Warned(DIST_CACHE)),
-    ("runners.cache.s3", ALL, Inert("runners.cache.s3")),
+    ("runners.cache.s3", ALL, Acted),
     ("runners.cache.gcs", ALL, Inert("runners.cache.gcs")),
     ("runners.cache.azure", ALL, Inert("runners.cache.azure")),
     ("runners.docker.services", "name", Acted),

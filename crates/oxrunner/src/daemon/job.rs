@@ -333,7 +333,11 @@ async fn start(
         .filter(|a| a.upload_timeout.is_some())
         .map(oxrunner_config::ArtifactConfig::upload_timeout);
     let hooks = RunnerHooks::for_gitlab_with(env.client.clone(), job_id, token, &ctx, upload_timeout)
-        .with_metrics(Arc::clone(&env.metrics));
+        .with_metrics(Arc::clone(&env.metrics))
+        .with_remote_cache(crate::hooks::RemoteSetup::from_config(
+            env.runner.cache.as_ref(),
+            &env.runner.short_token(),
+        ));
     let outcome = oxrunner_core::run_job_with_session(
         plan,
         &ctx,

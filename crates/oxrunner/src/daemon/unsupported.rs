@@ -10,6 +10,7 @@ pub fn global(config: &Config) -> Vec<String> {
 pub fn runner(r: &RunnerConfig) -> Vec<String> {
     let mut out = oxrunner_config::support::runner_warnings(r);
     let name = &r.name;
+    out.extend(cache(r));
     let flags = oxrunner_core::feature_flags::config_warnings(&r.feature_flags);
     if !flags.is_empty() {
         out.push(format!(
@@ -33,6 +34,48 @@ pub fn runner(r: &RunnerConfig) -> Vec<String> {
     out
 }
 
+/// `[runners.cache]`: S3 is served (`hooks/remote/`); other types and the AWS-only S3 keys are named.
+fn cache(r: &RunnerConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let name = &r.name;
+    let Some(cache) = r.cache.as_ref() else {
+        return out;
+    };
+    match cache.cache_type.as_deref().map(str::trim).unwrap_or_default() {
+        "" => {}
+        "s3" => {
+            if let Some(s3) = &cache.s3 {
+                let set = [
+                    ("DualStack", s3.dual_stack.is_some()),
+                    ("Accelerate", s3.accelerate.is_some()),
+                    ("RoleARN", s3.role_arn.is_some()),
+                    ("UploadRoleARN", s3.upload_role_arn.is_some()),
+                    ("AssumeRoleMaxConcurrency", s3.assume_role_max_concurrency.is_some()),
+                    (
+                        "DisableAssumeRoleCredentialsCaching",
+                        s3.disable_assume_role_credentials_caching.is_some(),
+                    ),
+                ];
+                for (key, _) in set.iter().filter(|(_, on)| *on) {
+                    out.push(format!(
+                        "runner `{name}`: [runners.cache.s3] {key} is not supported; ignored"
+                    ));
+                }
+            }
+            if let crate::hooks::RemoteSetup::Broken(why) =
+                crate::hooks::RemoteSetup::from_config(Some(cache), &r.short_token())
+            {
+                out.push(format!("runner `{name}`: {why}"));
+            }
+        }
+        kind => out.push(format!(
+            "runner `{name}`: [runners.cache] Type = \"{kind}\": this cache type is not supported yet (only \"s3\"); \
+             caches stay in the local cache_dir (shared by all jobs of this runner)"
+        )),
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,7 +91,7 @@ sentry_dsn = "https://key@sentry.example/1"
   executor = "shell"
   shell = "pwsh"
   [runners.cache]
-    Type = "s3"
+    Type = "gcs"
 [[runners]]
   name = "d"
   url = "https://gitlab.example.com"
@@ -67,11 +110,7 @@ sentry_dsn = "https://key@sentry.example/1"
         let g = global(&config);
         assert!(g.iter().any(|w| w.starts_with("sentry_dsn")), "{g:?}");
         let r = runner(&config.runners[0]);
-        assert!(
-            r.iter()
-                .any(|w| w.contains("runners.cache.Type is not supported")),
-            "{r:?}"
-        );
+        assert!(r.iter().any(|w| w.contains("Type = \"gcs\"")), "{r:?}");
         assert!(r.iter().any(|w| w.contains("shell = \"pwsh\"")), "{r:?}");
         let d = runner(&config.runners[1]);
         assert!(
@@ -80,6 +119,58 @@ sentry_dsn = "https://key@sentry.example/1"
             "{d:?}"
         );
         assert_eq!(runner(&RunnerConfig::default()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn s3_caches_are_served_and_only_their_aws_only_keys_or_broken_settings_named() {
+        let text = r#"
+[[runners]]
+  name = "ok"
+  url = "https://gitlab.example.com"
+  token = "glrt-ok"
+  executor = "shell"
+  [runners.cache]
+    Type = "s3"
+    [runners.cache.s3]
+      ServerAddress = "127.0.0.1:9000"
+      AccessKey = "AKID"
+      SecretKey = "very-secret-key"
+      BucketName = "b"
+[[runners]]
+  name = "aws"
+  url = "https://gitlab.example.com"
+  token = "glrt-aws"
+  executor = "shell"
+  [runners.cache]
+    Type = "s3"
+    [runners.cache.s3]
+      AccessKey = "AKID"
+      SecretKey = "very-secret-key"
+      RoleARN = "arn:aws:iam::1:role/r"
+[[runners]]
+  name = "ok2"
+  url = "https://gitlab.example.com"
+  token = "glrt-ok2"
+  executor = "shell"
+"#;
+        let config = match oxrunner_config::parse_str(text, std::path::Path::new("config.toml")) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(runner(&config.runners[0]), Vec::<String>::new());
+        let aws = runner(&config.runners[1]);
+        assert!(
+            aws.iter()
+                .any(|w| w.contains("[runners.cache.s3] RoleARN is not supported")),
+            "{aws:?}"
+        );
+        assert!(
+            aws.iter()
+                .any(|w| w.contains("BucketName is missing") && w.contains("hint:")),
+            "{aws:?}"
+        );
+        assert!(!aws.iter().any(|w| w.contains("very-secret-key")), "{aws:?}");
+        assert_eq!(runner(&config.runners[2]), Vec::<String>::new());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `restore_cache` and `archive_cache`: the local cache store, with gitlab-runner's key rules and log lines.
-//! Cache problems are warnings; they never fail a job.
+//! `restore_cache` and `archive_cache`: the local cache store and, when configured, the remote one in front of it
+//! (`remote/`), with gitlab-runner's key rules and log lines. Cache problems are warnings; they never fail a job.
 
 use oxrunner_archive::{CacheStore, FileSet, Level, SaveOutcome};
 use oxrunner_core::{CachePolicy, CacheSpec, StageCtx, TraceWriter, project_slug};
@@ -13,6 +13,8 @@ async fn archive_size(store: &CacheStore, slug: &str, key: &str) -> u64 {
         .await
         .map_or(0, |m| m.len())
 }
+use super::remote::RemoteSetup;
+use super::remote::flow::{self, Restored};
 
 /// The key a cache is stored under, after expansion, defaulting and (optionally) hashing; `None` when nothing
 /// usable is left. Warnings go to the trace.
@@ -36,6 +38,7 @@ pub(crate) fn resolve_key(ctx: &StageCtx<'_>, raw: &str, trace: &TraceWriter) ->
 /// Extracts, per cache, the first of key, `fallback_keys` and `CACHE_FALLBACK_KEY` that has an archive.
 pub(crate) async fn restore(
     store: &CacheStore,
+    remote: &RemoteSetup,
     ctx: &StageCtx<'_>,
     trace: &TraceWriter,
     metrics: Option<&Metrics>,
@@ -67,22 +70,38 @@ pub(crate) async fn restore(
         for w in &warnings {
             trace.warning(w);
         }
+        if let RemoteSetup::Broken(message) = remote {
+            trace.warning(message);
+        }
         let transfer = metrics.map(|m| m.transfer(TransferKind::CacheExtract));
         let mut restored = None;
         let mut failed = false;
         for candidate in keys {
             trace.println(&format!("Checking cache for {candidate}..."));
+            if let RemoteSetup::Ready(r) = remote
+                && flow::restore_key(r, ctx, &candidate, trace).await == Restored::Extracted
+            {
+                trace.println("Successfully extracted cache");
+                restored = Some(candidate);
+                break;
+            }
             match restore_one(store, &slug, candidate, ctx).await {
                 Ok(Some(k)) => {
-                    trace.println(
-                        "No URL provided, cache will not be downloaded from shared cache server. \
-                         Instead a local version of cache will be extracted.",
-                    );
+                    if !matches!(remote, RemoteSetup::Ready(_)) {
+                        trace.println(
+                            "No URL provided, cache will not be downloaded from shared cache server. \
+                             Instead a local version of cache will be extracted.",
+                        );
+                    }
                     trace.println("Successfully extracted cache");
                     restored = Some(k);
                     break;
                 }
                 Ok(None) => {}
+                // Neither the bucket nor the local copy has it: upstream's line for a cache miss.
+                Err(_) if matches!(remote, RemoteSetup::Ready(_)) => {
+                    trace.warning("Cache file does not exist")
+                }
                 Err(lines) => {
                     failed = true;
                     for line in lines {
@@ -131,6 +150,7 @@ async fn restore_one(
 /// Saves every cache whose `when` matches the job state and whose policy allows it.
 pub(crate) async fn archive(
     store: &CacheStore,
+    remote: &RemoteSetup,
     ctx: &StageCtx<'_>,
     trace: &TraceWriter,
     on_failure: bool,
@@ -176,13 +196,27 @@ pub(crate) async fn archive(
                     "found {} matching files and directories",
                     files.files.len()
                 ));
-                if outcome == SaveOutcome::Unchanged {
+                let unchanged = outcome == SaveOutcome::Unchanged;
+                if unchanged {
                     trace.println("Archive is up to date!");
                 }
-                trace.println(
-                    "No URL provided, cache will not be uploaded to shared cache server. \
-                     Cache will be stored only locally.",
-                );
+                match remote {
+                    // As upstream: an unchanged archive is not sent again while the bucket has it.
+                    RemoteSetup::Ready(r) if unchanged && flow::remote_has(r, ctx, &key, trace).await => {}
+                    RemoteSetup::Ready(r) => {
+                        let archive = store.archive_path(&slug, &key);
+                        if let Err(e) = flow::upload_key(r, ctx, &key, &archive, trace).await {
+                            trace.warning(&e);
+                            trace.warning("Failed to create cache");
+                            continue;
+                        }
+                    }
+                    RemoteSetup::Broken(message) => trace.warning(message),
+                    RemoteSetup::None => trace.println(
+                        "No URL provided, cache will not be uploaded to shared cache server. \
+                         Cache will be stored only locally.",
+                    ),
+                }
                 trace.println("Created cache");
             }
             Err(message) => {

@@ -15,6 +15,8 @@ use oxrunner_core::{CachePolicy, CacheSpec, HookError, Stage, StageCtx, TraceWri
 use super::RunnerHooks;
 use super::artifacts::attempts;
 use super::cache::resolve_key;
+use super::remote::RemoteSetup;
+use super::remote::flow::presign_for_script;
 
 /// A helper command line: the binary, the command and its arguments, each quoted. Options carry their value as
 /// `--flag=value`, so a value starting with `-` (an artifact path `-dist/`) is never read as a flag.
@@ -90,11 +92,20 @@ fn restore_cache(hooks: &RunnerHooks, bin: &Path, ctx: &StageCtx<'_>, trace: &Tr
         for w in &warnings {
             trace.warning(w);
         }
-        let files: Vec<(String, String)> = keys
+        if let RemoteSetup::Broken(message) = &hooks.remote {
+            trace.warning(message);
+        }
+        let files: Vec<(String, String, Option<String>)> = keys
             .into_iter()
             .map(|k| {
                 let file = hooks.store_for(ctx).archive_path(&slug, &k);
-                (k, file.to_string_lossy().into_owned())
+                let url = match &hooks.remote {
+                    RemoteSetup::Ready(r) => {
+                        presign_for_script(r, ctx, &k, trace, false).map(|p| p.url.to_string())
+                    }
+                    _ => None,
+                };
+                (k, file.to_string_lossy().into_owned(), url)
             })
             .collect();
         out.push_str(&guarded(bin, "Extracting cache", &extract_chain(bin, &files)));
@@ -103,14 +114,15 @@ fn restore_cache(hooks: &RunnerHooks, bin: &Path, ctx: &StageCtx<'_>, trace: &Tr
 }
 
 /// Tries each key in turn, like upstream's nested `if cache-extractor ...; else <next key>; fi`.
-fn extract_chain(bin: &Path, files: &[(String, String)]) -> String {
-    let Some(((key, file), rest)) = files.split_first() else {
+fn extract_chain(bin: &Path, files: &[(String, String, Option<String>)]) -> String {
+    let Some(((key, file, url), rest)) = files.split_first() else {
         return String::new();
     };
     let mut out = notice(&format!("Checking cache for {key}..."));
     let _ = writeln!(
         out,
-        "if {}; then",
+        "if {}{}; then",
+        url_env(url.as_deref()),
         command(bin, "cache-extractor", &[format!("--file={file}")])
     );
     out.push_str(&notice("Successfully extracted cache"));
@@ -119,6 +131,13 @@ fn extract_chain(bin: &Path, files: &[(String, String)]) -> String {
     out.push_str(&extract_chain(bin, rest));
     out.push_str("fi\n");
     out
+}
+
+/// The signed URL reaches the helper through its environment (`OXRUNNER_CACHE_URL=... oxrunner ...`), never its
+/// argv, where any user of the machine could read it with `ps`. Without one the variable is set empty, so a job
+/// variable of that name cannot send the runner's cache file elsewhere.
+fn url_env(url: Option<&str>) -> String {
+    format!("OXRUNNER_CACHE_URL={} ", quote(url.unwrap_or_default()))
 }
 
 fn download_artifacts(hooks: &RunnerHooks, bin: &Path, ctx: &StageCtx<'_>) -> String {
@@ -173,8 +192,29 @@ fn archive_cache(
         if spec.untracked {
             args.push("--untracked".to_owned());
         }
+        let mut url = None;
+        match &hooks.remote {
+            RemoteSetup::Ready(r) => {
+                if let Some(signed) = presign_for_script(r, ctx, &key, trace, true) {
+                    for (k, v) in &signed.headers {
+                        args.push(format!("--header={k}: {v}"));
+                    }
+                    if let Some(limit) = r.max_upload {
+                        args.push(format!("--max-uploaded-archive-size={limit}"));
+                    }
+                    url = Some(signed.url.to_string());
+                }
+            }
+            RemoteSetup::Broken(message) => trace.warning(message),
+            RemoteSetup::None => {}
+        }
         let mut body = notice(&format!("Creating cache {key}..."));
-        let _ = writeln!(body, "if {}; then", command(bin, "cache-archiver", &args));
+        let _ = writeln!(
+            body,
+            "if {}{}; then",
+            url_env(url.as_deref()),
+            command(bin, "cache-archiver", &args)
+        );
         body.push_str(&notice("Created cache"));
         body.push_str("else\n");
         body.push_str(&warning("Failed to create cache"));

@@ -332,7 +332,91 @@ fn rendered_stages_carry_no_secret() {
         assert!(!body.contains("very-secret"), "{stage}: {body}");
         assert!(!body.contains("--token"), "{stage}: {body}");
         assert!(body.contains("'/opt/oxrunner'"), "{stage}: {body}");
+        if matches!(stage, Stage::RestoreCache | Stage::ArchiveCache) {
+            // No remote cache: the helper's URL variable is cleared, a job variable of that name is not used.
+            assert!(
+                body.contains("OXRUNNER_CACHE_URL='' '/opt/oxrunner' cache-"),
+                "{stage}: {body}"
+            );
+        }
     }
+}
+
+/// With an S3 cache, in-script stages hand the helpers pre-signed URLs (and the signed upload headers) through
+/// the environment, never in argv, and never the store's secret key.
+#[test]
+fn remote_cache_urls_reach_the_helpers_through_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = RunnerContext {
+        builds_dir: dir.path().join("builds"),
+        cache_dir: dir.path().join("cache"),
+        ..RunnerContext::default()
+    };
+    let client = Client::new(ClientConfig {
+        url: "http://127.0.0.1:1/".into(),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let cache: oxrunner_config::CacheConfig = toml::from_str(
+        "Type = \"s3\"\nShared = true\n[s3]\nServerAddress = \"127.0.0.1:9\"\nAccessKey = \"AKIDINSCRIPT\"\n\
+         SecretKey = \"store-secret-key\"\nBucketName = \"b\"\nInsecure = true\nServerSideEncryption = \"S3\"\n",
+    )
+    .unwrap();
+    let hooks = RunnerHooks::for_gitlab(client, 4, "glcbt-x", &ctx)
+        .with_helper_command("/opt/oxrunner".into())
+        .with_remote_cache(super::RemoteSetup::from_config(Some(&cache), "abcdefghi"));
+    let plan = JobPlan {
+        job_id: 4,
+        project_id: 7,
+        project_path: "group/project".into(),
+        caches: vec![CacheSpec {
+            key: "k".into(),
+            paths: vec!["vendor/".into()],
+            ..CacheSpec::default()
+        }],
+        ..JobPlan::default()
+    };
+    let vars = Variables::default();
+    let (trace, _handle) = TraceWriter::new(dir.path(), plan.mask_set(), 0).unwrap();
+    for (stage, helper) in [
+        (Stage::RestoreCache, "cache-extractor"),
+        (Stage::ArchiveCache, "cache-archiver"),
+    ] {
+        let sctx = StageCtx {
+            plan: &plan,
+            runner: &ctx,
+            stage: stage.clone(),
+            project_dir: dir.path().join("builds/p"),
+            tmp_dir: dir.path().join("builds/p.tmp"),
+            variables: &vars,
+            status: JobStatus::Success,
+            cancel: CancellationToken::new(),
+        };
+        let body = hooks.stage_script(&sctx, &trace).unwrap().unwrap();
+        let line = body.lines().find(|l| l.contains(helper)).unwrap();
+        assert!(
+            line.contains("OXRUNNER_CACHE_URL='http://127.0.0.1:9/b/project/7/k?"),
+            "{stage}: {body}"
+        );
+        assert!(line.contains("X-Amz-Signature="), "{stage}: {body}");
+        assert!(!body.contains("--url"), "{stage}: {body}");
+        assert!(!body.contains("store-secret-key"), "{stage}: {body}");
+    }
+    let sctx = StageCtx {
+        plan: &plan,
+        runner: &ctx,
+        stage: Stage::ArchiveCache,
+        project_dir: dir.path().join("builds/p"),
+        tmp_dir: dir.path().join("builds/p.tmp"),
+        variables: &vars,
+        status: JobStatus::Success,
+        cancel: CancellationToken::new(),
+    };
+    let body = hooks.stage_script(&sctx, &trace).unwrap().unwrap();
+    assert!(
+        body.contains("'--header=x-amz-server-side-encryption: AES256'"),
+        "{body}"
+    );
 }
 
 /// After a package upgrade replaced the running binary, Linux names it `<path> (deleted)`: the stage scripts must

@@ -11,6 +11,7 @@ mod cache;
 mod inscript;
 mod jobdir;
 mod metered;
+mod remote;
 mod transport;
 mod units;
 
@@ -22,6 +23,7 @@ use oxrunner_archive::CacheStore;
 use oxrunner_core::{HookError, JobHooks, RunnerContext, StageCtx, TraceWriter};
 
 pub(crate) use artifacts::{BuildError, build_archive, too_large_explanation};
+pub use remote::RemoteSetup;
 pub use transport::{ArtifactTransport, BoxFuture, GitlabTransport, LocalTransport, TransportError};
 pub(crate) use units::human_bytes;
 
@@ -30,6 +32,8 @@ pub(crate) use units::human_bytes;
 pub struct RunnerHooks {
     transport: Arc<dyn ArtifactTransport>,
     cache: CacheStore,
+    /// `[runners.cache] Type = "s3"`: the bucket in front of the local store.
+    remote: RemoteSetup,
     /// The binary whose helper commands in-script stages call; `None`: this running binary.
     helper: Option<PathBuf>,
     /// The daemon's metrics, counting cache transfers (artifact ones through the transport).
@@ -40,6 +44,7 @@ impl fmt::Debug for RunnerHooks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunnerHooks")
             .field("cache", &self.cache.root())
+            .field("remote", &self.remote)
             .finish_non_exhaustive()
     }
 }
@@ -50,6 +55,7 @@ impl RunnerHooks {
         Self {
             transport,
             cache,
+            remote: RemoteSetup::None,
             helper: None,
             metrics: None,
         }
@@ -62,6 +68,12 @@ impl RunnerHooks {
             Arc::clone(&metrics),
         ));
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Caches also go to and come from this remote store (see `remote/`).
+    pub fn with_remote_cache(mut self, remote: RemoteSetup) -> Self {
+        self.remote = remote;
         self
     }
 
@@ -128,7 +140,14 @@ impl JobHooks for RunnerHooks {
         trace: &'a TraceWriter,
     ) -> BoxFuture<'a, Result<(), HookError>> {
         Box::pin(async move {
-            cache::restore(&self.store_for(ctx), ctx, trace, self.metrics.as_deref()).await;
+            cache::restore(
+                &self.store_for(ctx),
+                &self.remote,
+                ctx,
+                trace,
+                self.metrics.as_deref(),
+            )
+            .await;
             Ok(())
         })
     }
@@ -150,6 +169,7 @@ impl JobHooks for RunnerHooks {
         Box::pin(async move {
             cache::archive(
                 &self.store_for(ctx),
+                &self.remote,
                 ctx,
                 trace,
                 on_failure,

@@ -21,8 +21,16 @@ pub struct ArchiverArgs {
     pub files: FileArgs,
 
     /// URL of the remote cache resource (pre-signed URL).
-    #[arg(long = "url")]
+    #[arg(long = "url", env = "OXRUNNER_CACHE_URL", hide_env_values = true)]
     pub url: Option<String>,
+
+    /// Largest archive uploaded, in bytes (0: no limit); a larger one stays local.
+    #[arg(
+        long = "max-uploaded-archive-size",
+        env = "CACHE_MAX_UPLOADED_ARCHIVE_SIZE",
+        default_value_t = 0
+    )]
+    pub max_uploaded_archive_size: u64,
 
     /// HTTP headers to send with the PUT request (`Key: Value`).
     #[arg(long = "header")]
@@ -45,7 +53,7 @@ pub struct ExtractorArgs {
     pub file: Option<PathBuf>,
 
     /// URL of the remote cache resource.
-    #[arg(long = "url")]
+    #[arg(long = "url", env = "OXRUNNER_CACHE_URL", hide_env_values = true)]
     pub url: Option<String>,
 
     /// Overall timeout for the cache download, in minutes.
@@ -104,6 +112,14 @@ pub(super) async fn archive(args: ArchiverArgs) -> anyhow::Result<ExitCode> {
         info("Archive is up to date!")?;
         return Ok(ExitCode::SUCCESS);
     }
+    let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or_default();
+    let limit = args.max_uploaded_archive_size;
+    if remote_url(args.url.as_deref()).is_some() && limit > 0 && size > limit {
+        info(&format!(
+            "Cache archive size ({size}) is too big (Limit is set to {limit}). Cache will be stored only locally."
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     match remote_url(args.url.as_deref()) {
         Some(url) => remote::upload(&dest, url, &args.headers, args.timeout).await?,
         None => info(
@@ -120,9 +136,9 @@ pub(super) async fn extract(args: ExtractorArgs) -> anyhow::Result<ExitCode> {
     };
     match remote_url(args.url.as_deref()) {
         Some(url) => {
+            // As upstream: a failed or missing download leaves the local copy, if any, to extract.
             if let Err(e) = remote::download(&file, url, args.timeout).await {
                 warning(&format!("{e:#}"))?;
-                return Ok(ExitCode::FAILURE);
             }
         }
         None => info(

@@ -8,6 +8,7 @@
 pub mod docker;
 pub mod docker_e2e;
 pub mod exec;
+pub mod garage;
 pub mod hooks;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Cache benchmark (issue #14): save and restore of one cache (default 1 GiB / 20k files, bench/archive/gen_tree.py)
+# through the local store and through an S3 bucket (a one-node Garage on 127.0.0.1), in the same run, with the
+# same `oxrunner run` daemon (two runners: one local-only, one with [runners.cache] Type = "s3").
+#   bench/cache/run.sh            (from anywhere)
+# Environment: BENCH_BYTES (1 GiB), BENCH_FILES (20000), BENCH_PROFILE (release; `debug` to reuse a debug build),
+# OXRUNNER_GARAGE (scripts/ensure-garage). Times are the job log's restore_cache/archive_cache sections (whole
+# seconds, as GitLab shows them); RSS is the daemon's peak (VmHWM) after each phase. Only 127.0.0.1 is used.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cd "$repo"
+bytes=${BENCH_BYTES:-$((1 << 30))}
+files=${BENCH_FILES:-20000}
+profile=${BENCH_PROFILE:-release}
+flag=(); [ "$profile" = release ] && flag=(--release)
+cargo build -q "${flag[@]}" -p oxrunner -p fake-gitlab
+target="${CARGO_TARGET_DIR:-$repo/target}/$profile"
+garage=${OXRUNNER_GARAGE:-$(scripts/ensure-garage | tail -n 1)}
+
+work=$(mktemp -d /tmp/oxrunner-bench-cache.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -srm); $(nproc) cores; $(git rev-parse --short HEAD); $profile build"
+echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# One Garage node (replication 1): the benchmark measures the transfer path, the fleet test covers replication.
+s3=$(port); rpc=$(port)
+mkdir -p "$work/garage"
+cat > "$work/garage/garage.toml" <<TOML
+metadata_dir = "$work/garage/meta"
+data_dir = "$work/garage/data"
+db_engine = "lmdb"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$s3"
+root_domain = ".s3.garage.localhost"
+TOML
+g() { "$garage" -c "$work/garage/garage.toml" "$@"; }
+# Started directly, not through g(): $! must be garage itself for the cleanup to stop it.
+"$garage" -c "$work/garage/garage.toml" server > "$work/garage/log" 2>&1 & pids+=($!)
+retry() { for _ in $(seq 200); do "$@" 2>/dev/null && return 0; sleep 0.3; done; "$@"; }
+until id=$(g node id -q 2>/dev/null); do sleep 0.3; done
+retry g layout assign -z dc1 -c 10G "${id%%@*}" >/dev/null
+g layout apply --version 1 >/dev/null
+keys=$(g key create bench)
+key_id=$(awk -F': *' 'tolower($1) ~ /key id/ {print $2}' <<<"$keys" | tr -d ' ')
+secret=$(awk -F': *' 'tolower($1) ~ /secret key/ {print $2}' <<<"$keys" | tr -d ' ')
+g bucket create bench >/dev/null
+g bucket allow --read --write --owner bench --key bench >/dev/null
+
+"$target/fake-gitlab" > "$work/fake.out" 2>&1 & pids+=($!)
+until url=$(head -n 1 "$work/fake.out" 2>/dev/null) && [ -n "$url" ]; do sleep 0.2; done
+admin() { curl -sf -X "$1" -H 'content-type: application/json' "$url/fake-admin/$2" ${3:+-d "$3"}; }
+tok() { admin POST runners "{\"description\":\"$1\",\"tags\":[\"$1\"],\"run_untagged\":false}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'; }
+local_token=$(tok local); remote_token=$(tok remote)
+runner() {
+  printf '\n[[runners]]\n  name = "%s"\n  url = "%s"\n  token = "%s"\n  executor = "shell"\n  builds_dir = "%s"\n  cache_dir = "%s"\n' \
+    "$1" "$url" "$2" "$work/$1/builds" "$work/$1/cache"
+}
+{
+  printf 'concurrent = 1\ncheck_interval = 1\n'
+  runner local "$local_token"
+  runner remote "$remote_token"
+  printf '  [runners.cache]\n    Type = "s3"\n    Shared = true\n    [runners.cache.s3]\n'
+  printf '      ServerAddress = "127.0.0.1:%s"\n      AccessKey = "%s"\n      SecretKey = "%s"\n' "$s3" "$key_id" "$secret"
+  printf '      BucketName = "bench"\n      BucketLocation = "garage"\n      Insecure = true\n'
+} > "$work/config.toml"
+chmod 600 "$work/config.toml"
+"$target/oxrunner" run -c "$work/config.toml" > "$work/runner.log" 2>&1 & runner_pid=$!; pids+=($runner_pid)
+
+python3 bench/archive/gen_tree.py "$work/src" "$bytes" "$files" >/dev/null
+job() { # name tag policy script
+  admin POST jobs "{\"name\":\"$1\",\"tags\":[\"$2\"],\"script\":[\"$4\"],\"variables\":[[\"GIT_STRATEGY\",\"empty\",{\"public\":true}],[\"CACHE_COMPRESSION_LEVEL\",\"fastest\",{\"public\":true}]],\"cache\":[{\"key\":\"bench\",\"policy\":\"$3\",\"paths\":[\"data/\"]}]}" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}
+section() { # id name -> seconds between section_start and section_end
+  local trace
+  while :; do
+    trace=$(admin GET "jobs/$1")
+    python3 -c 'import json,sys; j=json.loads(sys.argv[1]); sys.exit(0 if j["status"] in ("success","failed","canceled") else 1)' "$trace" && break
+    sleep 1
+  done
+  python3 - "$trace" "$2" <<'PY'
+import json, re, sys
+j = json.loads(sys.argv[1]); t = j["trace"]; name = sys.argv[2]
+if j["status"] != "success": sys.exit("job %s %s:\n%s" % (j["id"], j["status"], t))
+s = re.search(r"section_start:(\d+):%s" % name, t); e = re.search(r"section_end:(\d+):%s" % name, t)
+print(int(e.group(1)) - int(s.group(1)))
+PY
+}
+hwm() { awk '/VmHWM/ {print int($2/1024)}' "/proc/$runner_pid/status"; }
+for tag in local remote; do
+  save=$(section "$(job "save-$tag" "$tag" pull-push "cp -r $work/src data")" archive_cache)
+  echo "cache_save_$tag $save s rss_peak_mib $(hwm)"
+  restore=$(section "$(job "restore-$tag" "$tag" pull "test -d data")" restore_cache)
+  echo "cache_restore_$tag $restore s rss_peak_mib $(hwm)"
+done
+echo "# goal: remote restore <= 1.5x local restore; RSS flat (<= 64 MiB) while transferring"

@@ -1,0 +1,124 @@
+//! The distributed cache (`[runners.cache] Type = "s3"`): where a cache key lives in the bucket, and the S3
+//! store behind it. The local store stays the working copy: an archive is written there and then uploaded, and a
+//! restore downloads into a private temporary file and extracts that.
+//!
+//! Object names follow gitlab-runner exactly (`cache/cache.go`), so a mixed fleet of gitlab-runner and oxrunner
+//! shares one bucket: `[<Path>/][runner/<short token>/]project/<project id>/<key>`, the runner part only when
+//! `Shared` is false, and with `FF_HASH_CACHE_KEYS` the key's first two characters as an extra level.
+
+pub(crate) mod flow;
+pub(crate) mod s3;
+pub(crate) mod transfer;
+
+use std::fmt;
+use std::sync::Arc;
+
+use oxrunner_config::CacheConfig;
+
+pub(crate) use s3::S3Store;
+
+/// A remote cache as configured for one runner.
+pub struct RemoteCache {
+    pub(crate) store: S3Store,
+    path: String,
+    shared: bool,
+    short_token: String,
+    /// `MaxUploadedArchiveSize`; `None` = no limit.
+    pub(crate) max_upload: Option<u64>,
+}
+
+impl fmt::Debug for RemoteCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteCache")
+            .field("store", &self.store)
+            .field("path", &self.path)
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The remote cache of a runner, or why it is not used. `Err` lines go into every job log that uses a cache (and
+/// the daemon's warnings), and the jobs go on with the local cache only.
+#[derive(Debug, Clone, Default)]
+pub enum RemoteSetup {
+    #[default]
+    None,
+    Ready(Arc<RemoteCache>),
+    Broken(String),
+}
+
+impl RemoteSetup {
+    /// From `[runners.cache]`; `short_token` is the runner's 9-character token form.
+    pub fn from_config(cfg: Option<&CacheConfig>, short_token: &str) -> RemoteSetup {
+        let Some(cfg) = cfg else {
+            return RemoteSetup::None;
+        };
+        let kind = cfg.cache_type.as_deref().map(str::trim).unwrap_or_default();
+        match kind {
+            "" => RemoteSetup::None,
+            "s3" => {
+                let s3 = cfg.s3.clone().unwrap_or_default();
+                match S3Store::from_config(&s3) {
+                    Ok(store) => RemoteSetup::Ready(Arc::new(RemoteCache {
+                        store,
+                        path: cfg.path.clone().unwrap_or_default(),
+                        shared: cfg.is_shared(),
+                        short_token: short_token.to_owned(),
+                        max_upload: cfg
+                            .max_uploaded_archive_size
+                            .filter(|n| *n > 0)
+                            .and_then(|n| u64::try_from(n).ok()),
+                    })),
+                    Err(e) => RemoteSetup::Broken(format!(
+                        "{e}\nthe shared cache is not used; caches stay in the local cache_dir"
+                    )),
+                }
+            }
+            // The daemon names these at start (`daemon/unsupported.rs`); jobs silently keep the local cache.
+            _ => RemoteSetup::None,
+        }
+    }
+}
+
+/// Go's `path.Clean` on a relative object path, as segments: `a/b/../c` → `a/c`; a `..` that climbs above the
+/// start stays (then the prefix check below refuses the key).
+fn clean_object_path(p: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if out.last().is_some_and(|l| *l != "..") => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+impl RemoteCache {
+    /// The object name of `key` for `project_id` (upstream's layout, see the module docs); `None` when the key
+    /// would leave the project's prefix (upstream refuses those too).
+    pub(crate) fn object_name(&self, project_id: i64, key: &str, sharded: bool) -> Option<String> {
+        let mut base = clean_object_path(&self.path);
+        if !self.shared {
+            base.push("runner");
+            base.push(&self.short_token);
+        }
+        base.push("project");
+        let id = project_id.to_string();
+        base.push(&id);
+        let base = base.join("/");
+        let full = if sharded {
+            let shard = key.get(..2)?;
+            format!("{base}/{shard}/{key}")
+        } else {
+            format!("{base}/{key}")
+        };
+        let full = clean_object_path(&full).join("/");
+        full.starts_with(&format!("{base}/")).then_some(full)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,242 @@
+//! `[runners.cache.s3]`: SigV4 pre-signed GET/PUT URLs for cache objects, made runner-side with `rusty-s3`
+//! (sans-IO: it only signs, `transfer` moves the bytes). gitlab-runner moves its caches through such URLs too, so
+//! the job (or its container) never holds the store's credentials.
+
+use std::fmt;
+use std::time::Duration;
+
+use oxrunner_config::CacheS3Config;
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+
+/// gitlab-runner's default endpoint when `ServerAddress` is empty.
+const AWS_SERVER: &str = "s3.amazonaws.com";
+/// The region SigV4 signs with when `BucketLocation` is empty (what S3-compatible stores accept by default).
+const DEFAULT_REGION: &str = "us-east-1";
+/// S3 refuses pre-signed URLs valid for longer than a week.
+const MAX_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A signed request: the URL (its query is the signature: a secret in logs) and the headers that were signed
+/// with it and must be sent unchanged.
+pub(crate) struct Presigned {
+    pub url: reqwest::Url,
+    pub headers: Vec<(String, String)>,
+}
+
+impl fmt::Debug for Presigned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Presigned")
+            .field("url", &super::transfer::clean_url(self.url.as_str()))
+            .field("headers", &self.headers)
+            .finish()
+    }
+}
+
+/// A configured S3 bucket with its credentials. `Debug` shows neither the secret key nor the session token.
+pub(crate) struct S3Store {
+    bucket: Bucket,
+    credentials: Credentials,
+    /// `x-amz-server-side-encryption*` headers every upload signs and sends.
+    sse_headers: Vec<(String, String)>,
+    /// `scheme://host[:port]`, for messages.
+    endpoint: String,
+}
+
+impl fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Store")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket.name())
+            .field("region", &self.bucket.region())
+            .field("access_key", &self.credentials.key())
+            .finish_non_exhaustive()
+    }
+}
+
+fn non_empty(v: Option<&str>) -> Option<&str> {
+    v.map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Where the credentials come from: upstream picks IAM when `AuthenticationType` is empty and no keys are set.
+fn credentials(cfg: &CacheS3Config) -> Result<Credentials, String> {
+    let access = non_empty(cfg.access_key.as_ref().map(|s| s.expose()));
+    let secret = non_empty(cfg.secret_key.as_ref().map(|s| s.expose()));
+    let token = non_empty(cfg.session_token.as_ref().map(|s| s.expose()));
+    let kind = non_empty(cfg.authentication_type.as_deref()).map(str::to_ascii_lowercase);
+    let iam = match kind.as_deref() {
+        Some("iam") => true,
+        Some("access-key") => false,
+        None => access.is_none() && secret.is_none(),
+        Some(other) => {
+            return Err(format!(
+                "[runners.cache.s3] AuthenticationType = {other:?} is not known\n\
+                 hint: use \"access-key\" (with AccessKey and SecretKey) or \"iam\""
+            ));
+        }
+    };
+    if iam {
+        return iam_credentials();
+    }
+    match (access, secret) {
+        (Some(a), Some(s)) => Ok(match token {
+            Some(t) => Credentials::new_with_token(a, s, t),
+            None => Credentials::new(a, s),
+        }),
+        _ => Err(
+            "[runners.cache.s3] AuthenticationType = \"access-key\" needs both AccessKey and SecretKey\n\
+                  hint: set both, or AuthenticationType = \"iam\" to take credentials from the environment"
+                .to_owned(),
+        ),
+    }
+}
+
+/// IAM credentials as far as this build reaches: the standard environment variables. The instance metadata
+/// service and web-identity token exchange are not implemented, so their absence is a clear error, not a hang.
+fn iam_credentials() -> Result<Credentials, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+        (Some(a), Some(s)) => Ok(match var("AWS_SESSION_TOKEN") {
+            Some(t) => Credentials::new_with_token(a, s, t),
+            None => Credentials::new(a, s),
+        }),
+        _ => {
+            let web = if var("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() {
+                " (AWS_WEB_IDENTITY_TOKEN_FILE is set, but web-identity exchange is not supported by this build)"
+            } else {
+                ""
+            };
+            Err(format!(
+                "[runners.cache.s3] AuthenticationType = \"iam\": no credentials found in the runner's environment{web}; \
+                 instance metadata (IMDS) is not queried by this build\n\
+                 hint: export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) for the runner, \
+                 or set AuthenticationType = \"access-key\" with AccessKey and SecretKey"
+            ))
+        }
+    }
+}
+
+/// `ServerSideEncryption` (+ `ServerSideEncryptionKeyID`) as the headers S3 expects on the upload.
+fn sse_headers(cfg: &CacheS3Config) -> Result<Vec<(String, String)>, String> {
+    let Some(kind) = non_empty(cfg.server_side_encryption.as_deref()) else {
+        return Ok(Vec::new());
+    };
+    let key_id = non_empty(cfg.server_side_encryption_key_id.as_deref());
+    let algorithm = match kind.to_ascii_uppercase().as_str() {
+        "S3" | "AES256" => return Ok(vec![sse("AES256")]),
+        "KMS" => "aws:kms",
+        "DSSE-KMS" => "aws:kms:dsse",
+        _ => {
+            return Err(format!(
+                "[runners.cache.s3] ServerSideEncryption = {kind:?} is not known\n\
+                 hint: use \"S3\", \"KMS\" or \"DSSE-KMS\""
+            ));
+        }
+    };
+    let mut headers = vec![sse(algorithm)];
+    if let Some(id) = key_id {
+        headers.push((
+            "x-amz-server-side-encryption-aws-kms-key-id".to_owned(),
+            id.to_owned(),
+        ));
+    }
+    Ok(headers)
+}
+
+fn sse(value: &str) -> (String, String) {
+    ("x-amz-server-side-encryption".to_owned(), value.to_owned())
+}
+
+/// The endpoint URL from `ServerAddress` (`host[:port]`, as upstream; a scheme given anyway is honoured) and
+/// `Insecure`.
+fn endpoint(cfg: &CacheS3Config) -> Result<reqwest::Url, String> {
+    let address = non_empty(cfg.server_address.as_deref()).unwrap_or(AWS_SERVER);
+    let scheme = if cfg.insecure.unwrap_or(false) {
+        "http"
+    } else {
+        "https"
+    };
+    let text = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("{scheme}://{address}")
+    };
+    reqwest::Url::parse(&text).map_err(|e| {
+        format!(
+            "[runners.cache.s3] ServerAddress = {address:?} is not a valid address: {e}\n\
+             hint: write host[:port], e.g. \"s3.amazonaws.com\" or \"minio.internal:9000\""
+        )
+    })
+}
+
+/// minio-go's automatic lookup, which upstream relies on unless `PathStyle` is set: virtual-host style on AWS,
+/// path style everywhere else (S3-compatible stores, IP addresses).
+fn url_style(cfg: &CacheS3Config, endpoint: &reqwest::Url) -> UrlStyle {
+    let on_aws = endpoint.host_str().is_some_and(|h| h.ends_with(".amazonaws.com"));
+    if cfg.path_style.unwrap_or(false) || !on_aws {
+        UrlStyle::Path
+    } else {
+        UrlStyle::VirtualHost
+    }
+}
+
+impl S3Store {
+    pub(crate) fn from_config(cfg: &CacheS3Config) -> Result<S3Store, String> {
+        let Some(bucket_name) = non_empty(cfg.bucket_name.as_deref()) else {
+            return Err(
+                "[runners.cache.s3] BucketName is missing\nhint: name the bucket caches go to".to_owned(),
+            );
+        };
+        let endpoint = endpoint(cfg)?;
+        let region = non_empty(cfg.bucket_location.as_deref()).unwrap_or(DEFAULT_REGION);
+        let shown = endpoint.origin().ascii_serialization();
+        let bucket = Bucket::new(
+            endpoint.clone(),
+            url_style(cfg, &endpoint),
+            bucket_name.to_owned(),
+            region.to_owned(),
+        )
+        .map_err(|e| {
+            format!(
+                "[runners.cache.s3] bucket {bucket_name:?} at {shown}: {e}\n\
+                 hint: check ServerAddress and BucketName (PathStyle = true for stores without virtual-host buckets)"
+            )
+        })?;
+        Ok(S3Store {
+            bucket,
+            credentials: credentials(cfg)?,
+            sse_headers: sse_headers(cfg)?,
+            endpoint: shown,
+        })
+    }
+
+    /// `bucket "<name>" at <endpoint>`, for messages.
+    pub(crate) fn describe(&self) -> String {
+        format!("bucket {:?} at {}", self.bucket.name(), self.endpoint)
+    }
+
+    pub(crate) fn presign_get(&self, object: &str, expires: Duration) -> Presigned {
+        let action = self.bucket.get_object(Some(&self.credentials), object);
+        Presigned {
+            url: action.sign(expires.min(MAX_EXPIRY)),
+            headers: Vec::new(),
+        }
+    }
+
+    pub(crate) fn presign_head(&self, object: &str, expires: Duration) -> Presigned {
+        let action = self.bucket.head_object(Some(&self.credentials), object);
+        Presigned {
+            url: action.sign(expires.min(MAX_EXPIRY)),
+            headers: Vec::new(),
+        }
+    }
+
+    pub(crate) fn presign_put(&self, object: &str, expires: Duration) -> Presigned {
+        let mut action = self.bucket.put_object(Some(&self.credentials), object);
+        for (k, v) in &self.sse_headers {
+            action.headers_mut().insert(k.clone(), v.clone());
+        }
+        Presigned {
+            url: action.sign(expires.min(MAX_EXPIRY)),
+            headers: self.sse_headers.clone(),
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Moving a cache archive to and from an object store through pre-signed URLs, runner-side: streamed from and to
+//! files (memory stays flat whatever the archive's size), retried on network errors and 5xx answers. A pre-signed
+//! URL's query is its signature, so only the URL without it ever reaches a message.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use super::s3::Presigned;
+
+/// As gitlab-runner's cache helpers: a few attempts, a short wait between them.
+const ATTEMPTS: u32 = 3;
+const RETRY_WAIT: Duration = Duration::from_secs(1);
+/// An error answer's body is read only this far (it is XML naming the problem, never needed whole).
+const ERROR_BODY_LIMIT: usize = 16 * 1024;
+
+/// The URL as it may be shown: no query (the signature and credential), no user info.
+pub(crate) fn clean_url(raw: &str) -> String {
+    match reqwest::Url::parse(raw) {
+        Ok(mut url) => {
+            url.set_query(None);
+            url.set_fragment(None);
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Err(_) => "(invalid URL)".to_owned(),
+    }
+}
+
+/// What a download found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Fetched {
+    Found {
+        bytes: u64,
+    },
+    /// The object does not exist: a cache miss.
+    Missing,
+}
+
+struct Failure {
+    message: String,
+    retry: bool,
+}
+
+fn network(err: &reqwest::Error, shown: &str) -> Failure {
+    let err = reqwest_message(err);
+    Failure {
+        message: format!("request to {shown} failed: {err}"),
+        retry: true,
+    }
+}
+
+/// reqwest's message with its URL (signature included) removed, and the cause chain that names the real problem
+/// (connection refused, timed out).
+fn reqwest_message(err: &reqwest::Error) -> String {
+    let mut text = String::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(s) = source {
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    if text.is_empty() {
+        if err.is_timeout() {
+            "timed out".to_owned()
+        } else {
+            "connection failed".to_owned()
+        }
+    } else {
+        text
+    }
+}
+
+/// An S3 error answer: its status, and the `<Code>`/`<Message>` of the XML body when there is one.
+async fn status_failure(resp: reqwest::Response, shown: &str, store: &str) -> Failure {
+    let status = resp.status();
+    let body = bounded_body(resp).await;
+    let field = |tag: &str| {
+        let open = format!("<{tag}>");
+        let close = format!("</{tag}>");
+        let start = body.find(&open)? + open.len();
+        let len = body[start..].find(&close)?;
+        Some(body[start..start + len].trim().to_owned())
+    };
+    let detail = match (field("Code"), field("Message")) {
+        (Some(c), Some(m)) => format!(": {c}: {m}"),
+        (Some(c), None) => format!(": {c}"),
+        _ => String::new(),
+    };
+    let hint = if status == reqwest::StatusCode::FORBIDDEN {
+        "\nhint: check AccessKey, SecretKey (and SessionToken), BucketLocation and the runner's clock; the key \
+         needs read and write access to the bucket"
+    } else {
+        ""
+    };
+    Failure {
+        message: format!("{store}: {shown} answered {status}{detail}{hint}"),
+        retry: status.is_server_error(),
+    }
+}
+
+async fn bounded_body(mut resp: reqwest::Response) -> String {
+    let mut buf = Vec::new();
+    while buf.len() < ERROR_BODY_LIMIT {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    buf.truncate(ERROR_BODY_LIMIT);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Runs `attempt` up to [`ATTEMPTS`] times while it fails in a way another try may fix; `warn` hears about
+/// each retry.
+async fn with_retries<T, F, Fut>(mut attempt: F, warn: &(dyn Fn(&str) + Sync)) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(f) if f.retry && tries < ATTEMPTS => {
+                tries += 1;
+                warn(&format!("Retrying...  error={}", f.message));
+                tokio::time::sleep(RETRY_WAIT).await;
+            }
+            Err(f) => return Err(f.message),
+        }
+    }
+}
+
+pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("cannot set up the HTTP client for the cache: {e}"))
+}
+
+/// `GET` the object into `dest` (a file the caller owns; truncated per attempt so a retry starts clean).
+pub(crate) async fn download(
+    http: &reqwest::Client,
+    signed: &Presigned,
+    dest: &Path,
+    store: &str,
+    warn: &(dyn Fn(&str) + Sync),
+) -> Result<Fetched, String> {
+    let shown = clean_url(signed.url.as_str());
+    with_retries(
+        || async {
+            let resp = http
+                .get(signed.url.clone())
+                .send()
+                .await
+                .map_err(|e| network(&e, &shown))?;
+            if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                return Ok(Fetched::Missing);
+            }
+            if !resp.status().is_success() {
+                return Err(status_failure(resp, &shown, store).await);
+            }
+            write_body(resp, dest, &shown).await
+        },
+        warn,
+    )
+    .await
+}
+
+async fn write_body(mut resp: reqwest::Response, dest: &Path, shown: &str) -> Result<Fetched, Failure> {
+    let local = |e: std::io::Error| Failure {
+        message: format!("writing {}: {e}", dest.display()),
+        retry: false,
+    };
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(dest)
+        .await
+        .map_err(local)?;
+    let mut bytes = 0u64;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                out.write_all(&chunk).await.map_err(local)?;
+                bytes += chunk.len() as u64;
+            }
+            Ok(None) => break,
+            Err(e) => return Err(network(&e, shown)),
+        }
+    }
+    out.flush().await.map_err(local)?;
+    Ok(Fetched::Found { bytes })
+}
+
+/// Whether the object exists: a `HEAD` that succeeds. Anything else (404, or the 403 S3 answers without list
+/// rights, or no answer) counts as absent, as upstream's archiver decides.
+pub(crate) async fn exists(http: &reqwest::Client, signed: &Presigned) -> bool {
+    match http.head(signed.url.clone()).send().await {
+        Ok(resp) => resp.status().is_success(),
+        Err(_) => false,
+    }
+}
+
+/// `PUT` the file at `src` with the signed headers; the body streams from the file, reopened per attempt.
+pub(crate) async fn upload(
+    http: &reqwest::Client,
+    signed: &Presigned,
+    src: &Path,
+    store: &str,
+    warn: &(dyn Fn(&str) + Sync),
+) -> Result<u64, String> {
+    let shown = clean_url(signed.url.as_str());
+    with_retries(
+        || async {
+            let f = tokio::fs::File::open(src).await.map_err(|e| Failure {
+                message: format!("cannot read {}: {e}", src.display()),
+                retry: false,
+            })?;
+            let len = f.metadata().await.map(|m| m.len()).map_err(|e| Failure {
+                message: format!("cannot read {}: {e}", src.display()),
+                retry: false,
+            })?;
+            let mut req = http
+                .put(signed.url.clone())
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .header(reqwest::header::CONTENT_TYPE, "application/zip")
+                .body(reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f)));
+            for (k, v) in &signed.headers {
+                req = req.header(k.as_str(), v.as_str());
+            }
+            let resp = req.send().await.map_err(|e| network(&e, &shown))?;
+            if resp.status().is_success() {
+                Ok(len)
+            } else {
+                Err(status_failure(resp, &shown, store).await)
+            }
+        },
+        warn,
+    )
+    .await
+}
