@@ -324,6 +324,37 @@ fn expand_vars_expands_the_variables_include_may_use() {
     assert_eq!(p.job("job").unwrap().script(), ["echo main/cli/$UNKNOWN"]);
 }
 
+/// GitLab chomps each line before matching, so the documented pytest-cov regex (ending in `$`) works on `\n`
+/// and `\r\n` logs; with `FF_TIMESTAMPS` the 32-character header is cut from each line first, so `^` anchors
+/// at the job's own output.
+#[test]
+fn coverage_regex_sees_lines_without_endings_or_timestamps() {
+    let pytest_cov = "/TOTAL.*? (100(?:\\.0+)?\\%|[1-9]?\\d(?:\\.\\d+)?\\%)$/";
+    let log = "Name    Stmts   Miss  Cover\nTOTAL      40      3    92.50%\nDone\n";
+    assert_eq!(
+        extract_coverage(pytest_cov, log.as_bytes()).as_deref(),
+        Some("92.50")
+    );
+    let crlf = log.replace('\n', "\r\n");
+    assert_eq!(
+        extract_coverage(pytest_cov, crlf.as_bytes()).as_deref(),
+        Some("92.50")
+    );
+    let stamped = "2026-12-07T02:00:00.123456Z 00O Running with oxrunner\n\
+                   2026-12-07T02:00:01.000001Z 01O Coverage: 71%\n\
+                   2026-12-07T02:00:01.000002Z 01O+ trailing part\n";
+    assert_eq!(
+        extract_coverage("/^Coverage: (\\d+)%$/", stamped.as_bytes()).as_deref(),
+        Some("71")
+    );
+    // Without a header on the first line nothing is cut.
+    let plain = "Coverage: 64%\n";
+    assert_eq!(
+        extract_coverage("/^Coverage: (\\d+)%$/", plain.as_bytes()).as_deref(),
+        Some("64")
+    );
+}
+
 #[test]
 fn coverage_is_read_from_the_log_as_gitlab_does() {
     let log = "Running tests\nCoverage: 12.5%\nlines......: 87.25% (100 of 114)\nTOTAL 3 files\n";
