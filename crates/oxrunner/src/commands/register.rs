@@ -473,7 +473,8 @@ fn build_runner(
         overlay.set("docker.image", toml::Value::String(image.clone()));
     }
     let mut runner = overlay.apply(&base, template)?;
-    // gitlab-runner keeps only the chosen executor's sections and never writes referees from register.
+    // gitlab-runner keeps only the chosen executor's sections and never writes referees from register (docker,
+    // kubernetes and custom, and the Docker `/cache` volume, are settled by `ConfigDocument::append_runner`).
     let kept = flags::executor_sections(executor);
     for (section, slot) in [
         ("ssh", &mut runner.ssh),
@@ -495,15 +496,23 @@ async fn rollback(client: &oxrunner_api::Client, reg: &Registered, system_id: &s
     } else {
         client.unregister_runner_manager(&reg.token, system_id).await
     };
+    // With a registration token GitLab created the whole runner; with a `glrt-` token the runner was made in the
+    // GitLab UI and only this machine's runner manager (its system id) was added, so only that is removed.
+    let what = if reg.via_registration_token {
+        format!("runner {}", reg.id)
+    } else {
+        format!("the runner manager {system_id} of runner {}", reg.id)
+    };
     match result {
         Ok(()) => errln!(
-            "Registration failed after GitLab created runner {}: it was removed from GitLab again (pass --leave-runner to keep it)",
+            "Registration failed after GitLab created {what}: it was removed from GitLab again (pass --leave-runner to keep it)"
+        ),
+        Err(err) if reg.via_registration_token => errln!(
+            "WARNING: registration failed after GitLab created {what}, and removing it again failed too: {err}\nhint: delete runner {} in GitLab (Settings > CI/CD > Runners)",
             reg.id
         ),
         Err(err) => errln!(
-            "WARNING: registration failed after GitLab created runner {}, and removing it again failed too: {err}\nhint: delete runner {} in GitLab (Settings > CI/CD > Runners)",
-            reg.id,
-            reg.id
+            "WARNING: registration failed after GitLab created {what}, and removing it again failed too: {err}\nhint: GitLab deletes a runner manager that has not contacted it for 7 days; the runner itself stays as created in the UI"
         ),
     }
 }

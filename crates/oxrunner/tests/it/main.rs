@@ -25,5 +25,6 @@ mod exec_status;
 mod flags_compat;
 mod helper_commands;
 mod identity;
+mod register_sections;
 mod robustness;
 mod support;
