@@ -3,7 +3,7 @@
 //! that says what was removed for each token kind. The first two are done by `ConfigDocument::append_runner`
 //! (`register_shape`); these tests hold that in place for the template path.
 
-use crate::support::{self as common, REG, Sandbox, fake};
+use crate::support::{self as common, Sandbox, fake};
 
 fn runner0(sb: &Sandbox) -> toml::Table {
     sb.config_toml()["runners"].as_array().unwrap()[0]
