@@ -181,7 +181,21 @@ fn dynamic_child_pipeline_runs_from_the_generator_artifact() {
     assert!(run.summary("run-child").contains("FAILED"), "{}", run.dump());
     assert!(
         run.stdout()
-            .contains("does not exist in the artifacts of the generator job"),
+            .contains("Path `child.yml` does not exist inside the `generate` artifacts archive!"),
+        "{}",
+        run.dump()
+    );
+
+    // A directory where the file is expected: GitLab's own message too.
+    let a_dir = DYNAMIC
+        .replace("cat > child.yml", "mkdir child.yml && cat > child.yml/x.yml")
+        .replace("paths: [child.yml]", "paths: [child.yml/]");
+    let repo = Repo::new(&a_dir, &[]);
+    let run = repo.exec(&[]);
+    assert!(!run.ok(), "{}", run.dump());
+    assert!(
+        run.stdout()
+            .contains("Path `child.yml` was expected to be a file but it was a directory!"),
         "{}",
         run.dump()
     );
