@@ -89,3 +89,52 @@ async fn failed_register_with_an_authentication_token_names_the_runner_manager()
         out.stderr
     );
 }
+
+/// Ctrl-C the moment GitLab has created the runner, while its answer may still be on the way: the handler is in
+/// place before the request is sent (it used to be installed when a spawned task was first polled, after the
+/// answer), so register waits for the answer and removes the runner again.
+#[tokio::test(flavor = "multi_thread")]
+async fn interrupt_right_after_creation_still_removes_the_runner() {
+    use std::time::{Duration, Instant};
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let (url, cfg) = (fake.url(), sb.config_str());
+    let mut cmd = sb.command();
+    cmd.args([
+        "register",
+        "-c",
+        &cfg,
+        "--url",
+        &url,
+        "--registration-token",
+        crate::support::REG,
+        "--name",
+        "racy",
+        "--tag-list",
+        "a",
+        "--maintenance-note",
+        "n",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let _stdin = child.stdin.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fake.runners().is_empty() {
+        assert!(Instant::now() < deadline, "GitLab never saw the runner");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(fake.runners().is_empty(), "runner left in GitLab:\n{stderr}");
+}
