@@ -13,7 +13,7 @@ use sha1::{Digest, Sha1};
 use crate::context::PipelineContext;
 use crate::error::{Loc, PipelineError, Warning};
 use crate::payload::strings;
-use crate::yaml::{Map, Node};
+use crate::yaml::{Map, Val};
 
 /// GitLab's default limit on `cache:key:files` entries (`increase_ci_cache_key_files_limit` is off by default).
 const MAX_FILES: usize = 2;
@@ -21,6 +21,7 @@ const MAX_FILES: usize = 2;
 /// The key for `key: {files | files_commits, prefix}`; `notices` receives the reason when it falls back.
 pub(crate) fn files_key(
     km: &Map,
+    index: usize,
     ctx: &PipelineContext,
     loc: &Loc,
     path: &str,
@@ -53,7 +54,10 @@ pub(crate) fn files_key(
     } else {
         ("files", None, Vec::new())
     };
-    let prefix = km.get("prefix").and_then(Node::scalar_string).unwrap_or_default();
+    let prefix = match km.get("prefix") {
+        Some(n) if !matches!(n.val, Val::Null) => n.scalar_string().unwrap_or_default(),
+        _ => default_prefix(km, index),
+    };
     let digest = digest.unwrap_or_else(|| {
         let named = files
             .iter()
@@ -76,6 +80,25 @@ pub(crate) fn files_key(
     } else {
         format!("{prefix}-{digest}")
     })
+}
+
+/// GitLab's prefix when `key:prefix` is not given (`Gitlab::Ci::Build::Cache#cache_prefix`, the fix for GitLab
+/// issue 388374): the cache's index in the job's list, so two caches keyed on the same files stay apart, followed
+/// for `files` by each entry's name up to its first dot (`0_Gemfile_package`). The raw entries are used, as
+/// GitLab does, before any normalisation.
+fn default_prefix(km: &Map, index: usize) -> String {
+    let names: Vec<String> = km
+        .get("files")
+        .and_then(|n| strings(n, "").ok())
+        .unwrap_or_default()
+        .iter()
+        .map(|f| f.split('.').next().unwrap_or_default().to_string())
+        .collect();
+    if names.is_empty() {
+        index.to_string()
+    } else {
+        format!("{index}_{}", names.join("_"))
+    }
 }
 
 fn digest_of(mut ids: Vec<String>) -> Option<String> {

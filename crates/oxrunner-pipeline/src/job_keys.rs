@@ -109,16 +109,17 @@ pub(crate) fn parse_coverage(cfg: &Map, path: &str) -> Result<Option<String>, Pi
     Ok(Some(s.to_string()))
 }
 
-/// Manual jobs may fail by default, except when `when: manual` comes from rules.
+/// GitLab's default (`Entry::Job#ignored?`) comes from the job's own `when:`: a job written `when: manual` may
+/// fail. A rule that does not set `allow_failure` keeps that default, so `when: manual` given only by a rule
+/// makes a blocking manual job, while a job that is manual itself stays optional whatever its rules say.
 pub(crate) fn allow_failure_for(
     rule: &RuleMatch,
     cfg: &Map,
-    when: &When,
     path: &str,
 ) -> Result<AllowFailure, PipelineError> {
     match rule.allow_failure.as_ref().or_else(|| cfg.get("allow_failure")) {
         Some(n) => parse_allow_failure(n, path),
-        None if *when == When::Manual && rule.when.is_none() => Ok(AllowFailure::Yes),
+        None if cfg.get("when").and_then(Node::as_str) == Some("manual") => Ok(AllowFailure::Yes),
         None => Ok(AllowFailure::No),
     }
 }

@@ -127,7 +127,7 @@ pub fn build(
     overlay(&mut yaml_vars, &rule.variables);
     let lookup = |n: &str| table.get(n).cloned();
 
-    let allow_failure = allow_failure_for(&rule, cfg, &when, &path)?;
+    let allow_failure = allow_failure_for(&rule, cfg, &path)?;
     let retry = match cfg.get("retry") {
         Some(n) => parse_retry(n, &path)?,
         None => Retry::default(),

@@ -122,7 +122,7 @@ fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::O
 }
 
 impl PipelineJob {
-    /// A manual job that may not fail (`when: manual` from `rules:`, or `allow_failure: false`): GitLab starts
+    /// A manual job that may not fail (`when: manual` only from `rules:`, or `allow_failure: false`): GitLab starts
     /// nothing that waits for it until it is played, and the pipeline is `blocked` meanwhile.
     pub fn blocks_pipeline(&self) -> bool {
         self.when == When::Manual && self.allow_failure == AllowFailure::No

@@ -310,7 +310,7 @@ fn caches(
         }
     };
     let mut out = Vec::new();
-    for c in list {
+    for (index, c) in list.into_iter().enumerate() {
         let Val::Map(m) = &c.val else {
             return Err(PipelineError::at(
                 &c.loc,
@@ -321,7 +321,7 @@ fn caches(
         let key = match m.get("key") {
             None => "default".to_string(),
             Some(k) => match &k.val {
-                Val::Map(km) => crate::cache_key::files_key(km, ctx, &k.loc, path, notices)?,
+                Val::Map(km) => crate::cache_key::files_key(km, index, ctx, &k.loc, path, notices)?,
                 _ => k.scalar_string().unwrap_or_else(|| "default".into()),
             },
         };

@@ -51,9 +51,7 @@ impl RunnerInfo {
         RunnerInfo {
             name: "oxrunner".to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            revision: option_env!("OXRUNNER_GIT_REVISION")
-                .unwrap_or("unknown")
-                .to_string(),
+            revision: "unknown".to_string(),
             platform: go_os().to_string(),
             architecture: go_arch().to_string(),
             executor: executor.to_string(),

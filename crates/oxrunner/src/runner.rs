@@ -86,7 +86,7 @@ pub fn runner_info(executor: &ExecutorKind, shell: Option<&str>) -> RunnerInfo {
     };
     let mut info = RunnerInfo::oxrunner(executor.as_str(), shell.unwrap_or("bash"));
     info.version = version::reported_version();
-    info.revision = version::REVISION.to_string();
+    info.revision = version::reported_revision();
     info.features = features;
     info
 }

@@ -12,15 +12,21 @@ pub const TARGET: &str = env!("OXRUNNER_TARGET");
 pub const GITLAB_RUNNER_COMPAT: &str = crate::flags::UPSTREAM_VERSION;
 
 /// The version oxrunner reports to GitLab (`info.version` on register, verify, job requests and updates) and to
-/// jobs (`CI_RUNNER_VERSION`): `<gitlab-runner release>+oxrunner.<own version>`, e.g. `19.4.0+oxrunner.0.1.0`.
+/// jobs (`CI_RUNNER_VERSION`): the plain gitlab-runner release we follow, e.g. `19.4.0`.
 ///
-/// GitLab reads the leading `MAJOR.MINOR.PATCH` of `info.version` to decide a runner's upgrade status against
-/// gitlab-runner's releases, and scripts gate on `CI_RUNNER_VERSION` the same way. Our own version there
-/// (`0.1.0`) would make every oxrunner look years out of date and fail every "runner >= 17" check; the
-/// gitlab-runner release we are compatible with answers both questions truthfully. The SemVer build-metadata
-/// suffix keeps the real product and version visible in GitLab's runner list without changing precedence.
+/// GitLab reads `info.version` to decide a runner's upgrade status against gitlab-runner's releases, and scripts
+/// gate on `CI_RUNNER_VERSION` the same way. Our own version there (`0.1.0`) would make every oxrunner look years
+/// out of date; any suffix would too, because GitLab's `VersionInfo` ranks `19.4.0<suffix>` below `19.4.0` (a
+/// pre-release) and would recommend an upgrade forever. The product shows in `info.name`, the revision
+/// ([`reported_revision`]) and the User-Agent instead.
 pub fn reported_version() -> String {
-    format!("{GITLAB_RUNNER_COMPAT}+oxrunner.{VERSION}")
+    GITLAB_RUNNER_COMPAT.to_string()
+}
+
+/// `info.revision` and `CI_RUNNER_REVISION`: `oxrunner-<own version>-<git revision>`, so the runner list and job
+/// logs still say which oxrunner build ran.
+pub fn reported_revision() -> String {
+    format!("oxrunner-{VERSION}-{REVISION}")
 }
 
 /// `linux/amd64`-style platform string, as gitlab-runner reports it.

@@ -117,10 +117,11 @@ impl Client {
             .to_string();
         let files = TlsFiles::resolve(&cfg, &host);
 
+        // No revision here: this crate is built without one, and the runner's revision reaches GitLab in
+        // `info.revision`.
         let user_agent = format!(
-            "oxrunner {} ({}; rust; {}/{})",
+            "oxrunner {} (rust; {}/{})",
             env!("CARGO_PKG_VERSION"),
-            option_env!("OXRUNNER_GIT_REVISION").unwrap_or("none"),
             crate::wire::go_os(),
             crate::wire::go_arch()
         );

@@ -189,9 +189,9 @@ missing:
     blobs.sort();
     let content = sha1_hex(&blobs.join("-"));
     assert_eq!(key("by-content"), format!("deps-{content}-non_protected"));
-    assert_eq!(key("by-glob"), format!("{content}-non_protected"));
+    assert_eq!(key("by-glob"), format!("0_*-{content}-non_protected"));
     let commit = git_out(d.path(), &["rev-list", "-1", "HEAD", "--", "a.lock"]);
-    assert_eq!(key("by-commit"), format!("{}-non_protected", sha1_hex(&commit)));
+    assert_eq!(key("by-commit"), format!("0-{}-non_protected", sha1_hex(&commit)));
     assert_eq!(key("missing"), "p-default-non_protected");
     let notice = p
         .warnings
@@ -201,6 +201,61 @@ missing:
         .unwrap_or_else(|| panic!("no notice for the missing file: {:?}", p.warnings));
     assert!(notice.contains("`default`"), "{notice}");
     assert!(notice.contains("missing"), "{notice}");
+}
+
+/// Without `key:prefix` GitLab prefixes a files-based key with the cache's index in the job's list and, for
+/// `files`, each entry's name up to its first dot; an explicit empty prefix gives the bare digest.
+#[test]
+fn cache_key_files_default_prefix_is_the_cache_index_and_file_stems() {
+    let ci = r#"
+two:
+  script: x
+  cache:
+    - key:
+        files: [a.lock]
+      paths: [t/]
+    - key:
+        files: [a.lock, /b.lock]
+      paths: [u/]
+    - key:
+        files_commits: [a.lock]
+      paths: [v/]
+    - key:
+        files: [gone.lock]
+      paths: [w/]
+empty-prefix:
+  script: x
+  cache:
+    key:
+      files: [a.lock]
+      prefix: ""
+    paths: [t/]
+"#;
+    let d = repo(&[(".gitlab-ci.yml", ci), ("a.lock", "one\n"), ("b.lock", "two\n")]);
+    let p = resolve(&ctx(d.path())).unwrap();
+    let keys: Vec<String> = p
+        .job("two")
+        .unwrap()
+        .payload
+        .cache
+        .iter()
+        .map(|c| c.key.clone())
+        .collect();
+    let a = git_out(d.path(), &["rev-parse", "HEAD:a.lock"]);
+    let mut ab = [a.clone(), git_out(d.path(), &["rev-parse", "HEAD:b.lock"])];
+    ab.sort();
+    let commit = git_out(d.path(), &["rev-list", "-1", "HEAD", "--", "a.lock"]);
+    assert_eq!(
+        keys,
+        [
+            format!("0_a-{}-non_protected", sha1_hex(&a)),
+            format!("1_a_/b-{}-non_protected", sha1_hex(&ab.join("-"))),
+            format!("2-{}-non_protected", sha1_hex(&commit)),
+            "3_gone-default-non_protected".to_string(),
+        ]
+    );
+    let bare = &p.job("empty-prefix").unwrap().payload.cache[0].key;
+    assert_eq!(bare, &format!("{}-non_protected", sha1_hex(&a)));
 }
 
 fn with_inputs(header: &str, body: &str) -> String {
@@ -267,6 +322,37 @@ fn expand_vars_expands_the_variables_include_may_use() {
     let p = resolve(&c).unwrap();
     // Variables that do not exist stay as written (GitLab's `expand_existing`).
     assert_eq!(p.job("job").unwrap().script(), ["echo main/cli/$UNKNOWN"]);
+}
+
+/// GitLab chomps each line before matching, so the documented pytest-cov regex (ending in `$`) works on `\n`
+/// and `\r\n` logs; with `FF_TIMESTAMPS` the 32-character header is cut from each line first, so `^` anchors
+/// at the job's own output.
+#[test]
+fn coverage_regex_sees_lines_without_endings_or_timestamps() {
+    let pytest_cov = "/TOTAL.*? (100(?:\\.0+)?\\%|[1-9]?\\d(?:\\.\\d+)?\\%)$/";
+    let log = "Name    Stmts   Miss  Cover\nTOTAL      40      3    92.50%\nDone\n";
+    assert_eq!(
+        extract_coverage(pytest_cov, log.as_bytes()).as_deref(),
+        Some("92.50")
+    );
+    let crlf = log.replace('\n', "\r\n");
+    assert_eq!(
+        extract_coverage(pytest_cov, crlf.as_bytes()).as_deref(),
+        Some("92.50")
+    );
+    let stamped = "2026-12-07T02:00:00.123456Z 00O Running with oxrunner\n\
+                   2026-12-07T02:00:01.000001Z 01O Coverage: 71%\n\
+                   2026-12-07T02:00:01.000002Z 01O+ trailing part\n";
+    assert_eq!(
+        extract_coverage("/^Coverage: (\\d+)%$/", stamped.as_bytes()).as_deref(),
+        Some("71")
+    );
+    // Without a header on the first line nothing is cut.
+    let plain = "Coverage: 64%\n";
+    assert_eq!(
+        extract_coverage("/^Coverage: (\\d+)%$/", plain.as_bytes()).as_deref(),
+        Some("64")
+    );
 }
 
 #[test]

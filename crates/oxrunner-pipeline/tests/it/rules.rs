@@ -63,6 +63,42 @@ fn expression_language() {
     }
 }
 
+/// GitLab derives the default `allow_failure` from the job's own `when:`; rules change it only when they set it.
+#[test]
+fn allow_failure_default_follows_the_jobs_own_when() {
+    let p = pipeline(
+        r#"
+manual-both:
+  script: echo
+  when: manual
+  rules:
+    - when: manual
+manual-then-on-success:
+  script: echo
+  when: manual
+  rules:
+    - when: on_success
+manual-rule-sets-it:
+  script: echo
+  when: manual
+  rules:
+    - when: manual
+      allow_failure: false
+rule-only:
+  script: echo
+  rules:
+    - when: manual
+"#,
+    );
+    let af = |j: &str| p.job(j).unwrap().allow_failure.clone();
+    assert_eq!(af("manual-both"), AllowFailure::Yes);
+    assert_eq!(af("manual-then-on-success"), AllowFailure::Yes);
+    assert_eq!(af("manual-rule-sets-it"), AllowFailure::No);
+    assert_eq!(af("rule-only"), AllowFailure::No);
+    assert!(!p.job("manual-both").unwrap().blocks_pipeline());
+    assert!(p.job("rule-only").unwrap().blocks_pipeline());
+}
+
 #[test]
 fn rules_when_allow_failure_variables_needs() {
     let p = pipeline(

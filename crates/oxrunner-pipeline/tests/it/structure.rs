@@ -287,7 +287,8 @@ fn cache_key_files_change_only_with_the_files() {
     ]);
     let p = resolve(&ctx(d.path())).unwrap();
     let key = p.job("job").unwrap().payload.cache[0].key.clone();
-    assert_eq!(key.len(), 40 + "-non_protected".len(), "{key}");
+    assert_eq!(key.len(), "0_Cargo-".len() + 40 + "-non_protected".len(), "{key}");
+    assert!(key.starts_with("0_Cargo-"), "{key}");
     write(d.path(), &[("other.txt", "x")]);
     git(d.path(), &["add", "-A"]);
     git(d.path(), &["commit", "-q", "-m", "unrelated"]);

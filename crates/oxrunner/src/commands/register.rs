@@ -5,6 +5,8 @@
 
 use std::process::ExitCode;
 
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
 use anyhow::{Context, bail};
 use oxrunner_api::{ApiError, RegisterRunnerRequest, RunnerInfo};
 use oxrunner_config::{ConfigDocument, ExecutorKind, RunnerConfig};
@@ -45,7 +47,7 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
     let executor_for_info = ExecutorKind::parse(args.executor.as_deref().unwrap_or("shell"));
     let info = runner_info(&executor_for_info, args.shell.as_deref());
 
-    let registered = if let Some(token) = auth_token {
+    let (registered, watch) = if let Some(token) = auth_token {
         check_server_side_args_absent(&args, args.registration_token.is_some())?;
         verify(&client, token, &system_id, &info).await?
     } else if let Some(reg_token) = legacy_token {
@@ -59,8 +61,13 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
     // From here on the runner exists in GitLab: a failure, or Ctrl-C at a question, removes it again unless
     // --leave-runner says otherwise.
     let keep = args.leave_runner.unwrap_or(false);
-    let on_interrupt =
-        (!keep).then(|| remove_on_interrupt(client.clone(), registered.clone(), system_id.clone()));
+    let on_interrupt = remove_on_interrupt(
+        client.clone(),
+        (!keep).then(|| registered.clone()),
+        system_id.clone(),
+        watch,
+    )
+    .await;
     let saved = local_half(|| {
         write_runner(
             &mut args,
@@ -76,7 +83,7 @@ pub async fn run(mut args: RegisterArgs) -> anyhow::Result<ExitCode> {
     }
     if let Err(err) = saved {
         if !args.leave_runner.unwrap_or(false) {
-            rollback(&client, &registered, &system_id).await;
+            rollback_interruptible(&client, &registered, &system_id).await;
         }
         return Err(err);
     }
@@ -101,20 +108,101 @@ fn local_half<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Ctrl-C watched from just before the request that creates the runner: the stream, and whether Ctrl-C already
+/// came while GitLab was answering.
+struct Watch {
+    interrupts: Option<Signal>,
+    interrupted: bool,
+}
+
+/// The request that makes GitLab create (or verify) the runner, with Ctrl-C already watched when it is sent. A
+/// Ctrl-C while it is on its way waits for GitLab's answer, so that a runner it created can be removed again; a
+/// second Ctrl-C quits at once.
+async fn creating<T>(call: impl Future<Output = Result<T, ApiError>>) -> anyhow::Result<(T, Watch)> {
+    let Ok(mut sig) = signal(SignalKind::interrupt()) else {
+        let value = call.await.map_err(api_error)?;
+        let watch = Watch {
+            interrupts: None,
+            interrupted: false,
+        };
+        return Ok((value, watch));
+    };
+    tokio::pin!(call);
+    let (result, interrupted) = tokio::select! {
+        r = &mut call => (r, false),
+        _ = sig.recv() => {
+            errln!("Interrupted: waiting for GitLab's answer to remove the runner again (press Ctrl-C again to quit now)");
+            tokio::select! {
+                r = &mut call => (r, true),
+                _ = sig.recv() => std::process::exit(130),
+            }
+        }
+    };
+    let value = result.map_err(api_error)?;
+    let watch = Watch {
+        interrupts: Some(sig),
+        interrupted,
+    };
+    Ok((value, watch))
+}
+
 /// gitlab-runner removes a runner it has just created when registration is interrupted (SIGINT); so does this.
-fn remove_on_interrupt(
+///
+/// The handler was installed before GitLab was asked ([`creating`]): `tokio::signal::ctrl_c()` in the watching
+/// task would install it only when the task is first polled, and a Ctrl-C before that killed the process with
+/// the runner left in GitLab.
+/// `registered` is `None` with `--leave-runner`: Ctrl-C then only stops the command.
+async fn remove_on_interrupt(
     client: oxrunner_api::Client,
-    registered: Registered,
+    registered: Option<Registered>,
     system_id: String,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+    watch: Watch,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if watch.interrupted {
+        if let Some(reg) = &registered {
+            rollback_interruptible(&client, reg, &system_id).await;
+        }
+        std::process::exit(130);
+    }
+    let Some(mut interrupts) = watch.interrupts else {
+        if let Some(reg) = &registered {
+            errln!(
+                "WARNING: cannot watch for Ctrl-C: interrupting now leaves runner {} in GitLab",
+                reg.id
+            );
+        }
+        return None;
+    };
+    Some(tokio::spawn(async move {
+        if interrupts.recv().await.is_some() {
             errln!("Interrupted: registration did not finish");
-            rollback(&client, &registered, &system_id).await;
+            if let Some(reg) = &registered {
+                rollback_interruptible(&client, reg, &system_id).await;
+            }
             // The main task is blocked in a question on the terminal: nothing else is left to clean up.
             std::process::exit(130);
         }
-    })
+    }))
+}
+
+/// [`rollback`], given up on a (further) Ctrl-C: our handler stays installed, so without this a user waiting for
+/// an unresponsive GitLab could not stop the command. The warning names what may be left behind.
+async fn rollback_interruptible(client: &oxrunner_api::Client, reg: &Registered, system_id: &str) {
+    let Ok(mut again) = signal(SignalKind::interrupt()) else {
+        rollback(client, reg, system_id).await;
+        return;
+    };
+    tokio::select! {
+        () = rollback(client, reg, system_id) => {}
+        _ = again.recv() => {
+            errln!(
+                "WARNING: interrupted again while removing runner {} from GitLab: it may still exist\nhint: delete runner {} in GitLab (Settings > CI/CD > Runners)",
+                reg.id,
+                reg.id
+            );
+            std::process::exit(130);
+        }
+    }
 }
 
 /// The local half of registration: the settings asked for after GitLab answered, the runner entry, the file.
@@ -235,25 +323,25 @@ async fn verify(
     token: String,
     system_id: &str,
     info: &RunnerInfo,
-) -> anyhow::Result<Registered> {
-    let verified = client
-        .verify_runner(&token, system_id, info)
-        .await
-        .map_err(api_error)?;
+) -> anyhow::Result<(Registered, Watch)> {
+    let (verified, watch) = creating(client.verify_runner(&token, system_id, info)).await?;
     errln!(
         "Verifying runner... is valid                        runner={}",
         short(&token)
     );
-    Ok(Registered {
-        id: verified.id,
-        token: if verified.token.is_empty() {
-            token
-        } else {
-            verified.token
+    Ok((
+        Registered {
+            id: verified.id,
+            token: if verified.token.is_empty() {
+                token
+            } else {
+                verified.token
+            },
+            expires_at: verified.token_expires_at,
+            via_registration_token: false,
         },
-        expires_at: verified.token_expires_at,
-        via_registration_token: false,
-    })
+        watch,
+    ))
 }
 
 /// A legacy registration token: the runner is created through `POST /runners` with the server-side settings.
@@ -263,7 +351,7 @@ async fn register_legacy(
     client: &oxrunner_api::Client,
     reg_token: String,
     info: RunnerInfo,
-) -> anyhow::Result<Registered> {
+) -> anyhow::Result<(Registered, Watch)> {
     errln!(
         "WARNING: Support for registration tokens and runner parameters in the 'register' command has been deprecated by GitLab and will be replaced with runner authentication tokens."
     );
@@ -295,17 +383,20 @@ async fn register_legacy(
         info,
         token: reg_token.clone(),
     };
-    let resp = client.register_runner(&req).await.map_err(api_error)?;
+    let (resp, watch) = creating(client.register_runner(&req)).await?;
     errln!(
         "Registering runner... succeeded                     runner={}",
         short(&reg_token)
     );
-    Ok(Registered {
-        id: resp.id,
-        token: resp.token,
-        expires_at: resp.token_expires_at,
-        via_registration_token: true,
-    })
+    Ok((
+        Registered {
+            id: resp.id,
+            token: resp.token,
+            expires_at: resp.token_expires_at,
+            via_registration_token: true,
+        },
+        watch,
+    ))
 }
 
 /// The settings that only go into config.toml (name, executor, Docker image), asked for after registration as
@@ -473,7 +564,8 @@ fn build_runner(
         overlay.set("docker.image", toml::Value::String(image.clone()));
     }
     let mut runner = overlay.apply(&base, template)?;
-    // gitlab-runner keeps only the chosen executor's sections and never writes referees from register.
+    // gitlab-runner keeps only the chosen executor's sections and never writes referees from register (docker,
+    // kubernetes and custom, and the Docker `/cache` volume, are settled by `ConfigDocument::append_runner`).
     let kept = flags::executor_sections(executor);
     for (section, slot) in [
         ("ssh", &mut runner.ssh),
@@ -495,15 +587,23 @@ async fn rollback(client: &oxrunner_api::Client, reg: &Registered, system_id: &s
     } else {
         client.unregister_runner_manager(&reg.token, system_id).await
     };
+    // With a registration token GitLab created the whole runner; with a `glrt-` token the runner was made in the
+    // GitLab UI and only this machine's runner manager (its system id) was added, so only that is removed.
+    let what = if reg.via_registration_token {
+        format!("runner {}", reg.id)
+    } else {
+        format!("the runner manager {system_id} of runner {}", reg.id)
+    };
     match result {
         Ok(()) => errln!(
-            "Registration failed after GitLab created runner {}: it was removed from GitLab again (pass --leave-runner to keep it)",
+            "Registration failed after GitLab created {what}: it was removed from GitLab again (pass --leave-runner to keep it)"
+        ),
+        Err(err) if reg.via_registration_token => errln!(
+            "WARNING: registration failed after GitLab created {what}, and removing it again failed too: {err}\nhint: delete runner {} in GitLab (Settings > CI/CD > Runners)",
             reg.id
         ),
         Err(err) => errln!(
-            "WARNING: registration failed after GitLab created runner {}, and removing it again failed too: {err}\nhint: delete runner {} in GitLab (Settings > CI/CD > Runners)",
-            reg.id,
-            reg.id
+            "WARNING: registration failed after GitLab created {what}, and removing it again failed too: {err}\nhint: GitLab deletes a runner manager that has not contacted it for 7 days; the runner itself stays as created in the UI"
         ),
     }
 }

@@ -413,7 +413,7 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
         post_get_sources_script: r.post_get_sources_script.clone(),
         output_limit: r.output_limit_bytes(),
         version: version::reported_version(),
-        revision: version::REVISION.to_string(),
+        revision: version::reported_revision(),
         user: if docker || is_custom(env) {
             None
         } else {

@@ -23,7 +23,8 @@ pub async fn load(env: &Env, spec: &JobSpec, dynamic: &DynamicChild) -> Result<P
     let archive = archive_in(&dir).ok_or_else(not_found)?;
     let path = dir.join(&archive.filename);
     let entry = dynamic.artifact.clone();
-    let text = tokio::task::spawn_blocking(move || read_entry(&path, &entry))
+    let generator = dynamic.job.clone();
+    let text = tokio::task::spawn_blocking(move || read_entry(&path, &entry, &generator))
         .await
         .map_err(|e| format!("reading the artifact stopped: {e}"))??;
     let dynamic = dynamic.clone();
@@ -33,16 +34,27 @@ pub async fn load(env: &Env, spec: &JobSpec, dynamic: &DynamicChild) -> Result<P
         .map_err(|e| e.to_string())
 }
 
-/// One regular file of a zip archive, as text; links and oversized files are refused.
-fn read_entry(archive: &std::path::Path, name: &str) -> Result<String, String> {
-    let missing =
-        || format!("File `{name}` is empty or does not exist in the artifacts of the generator job");
+/// One regular file of a zip archive, as text; links and oversized files are refused. Messages are GitLab's
+/// (`Gitlab::Ci::ArtifactFileReader` and the artifact include).
+fn read_entry(archive: &std::path::Path, name: &str, generator: &str) -> Result<String, String> {
+    let missing = || format!("Path `{name}` does not exist inside the `{generator}` artifacts archive!");
+    let directory = || format!("Path `{name}` was expected to be a file but it was a directory!");
     let file = std::fs::File::open(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| format!("{}: not a zip archive: {e}", archive.display()))?;
-    let entry = zip
-        .by_name(name.trim_start_matches("./"))
-        .map_err(|_| missing())?;
+    let inner = name.trim_start_matches("./");
+    let as_dir = format!("{}/", inner.trim_end_matches('/'));
+    if inner.ends_with('/') || zip.index_for_name(&as_dir).is_some() {
+        return Err(if zip.index_for_name(&as_dir).is_some() {
+            directory()
+        } else {
+            missing()
+        });
+    }
+    let entry = zip.by_name(inner).map_err(|_| missing())?;
+    if entry.is_dir() {
+        return Err(directory());
+    }
     if entry.is_symlink() || !entry.is_file() {
         return Err(format!("`{name}` in the artifacts is not a regular file"));
     }
@@ -56,8 +68,11 @@ fn read_entry(archive: &std::path::Path, name: &str) -> Result<String, String> {
         .take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("reading `{name}` from {}: {e}", archive.display()))?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES || bytes.is_empty() {
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
         return Err(missing());
+    }
+    if bytes.is_empty() {
+        return Err(format!("File `{name}` is empty!"));
     }
     String::from_utf8(bytes).map_err(|_| format!("`{name}` is not UTF-8 text"))
 }

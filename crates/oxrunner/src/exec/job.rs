@@ -406,7 +406,7 @@ fn runner_context(env: &Env, index: usize, kind: &ExecutorKind) -> RunnerContext
         // Local runs keep the whole log: it is streamed, never held in memory.
         output_limit: u64::MAX,
         version: version::reported_version(),
-        revision: version::REVISION.to_string(),
+        revision: version::reported_revision(),
         user: None,
         debug_trace_disabled: false,
         clone_url: None,

@@ -125,21 +125,64 @@ fn is_zero(v: &Value) -> bool {
 }
 
 /// mergo.Merge without override: every key of `src` missing or zero in `dst` is copied; tables merge deeply;
-/// maps (tables without a fixed shape, such as `feature_flags`) gain the keys they lack.
+/// maps (tables without a fixed shape, such as `feature_flags`) gain the keys they lack. A `false` counts as set
+/// where gitlab-runner's field is a `*bool` ([`pointer_bool`]): mergo sees a non-nil pointer there.
 pub fn fill_from(dst: &mut Table, src: &Table) {
+    fill_at(dst, src, "");
+}
+
+fn fill_at(dst: &mut Table, src: &Table, prefix: &str) {
     for (k, v) in src {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match dst.get_mut(k) {
             Some(Value::Table(d)) => {
                 if let Value::Table(s) = v {
-                    fill_from(d, s);
+                    fill_at(d, s, &path);
                 }
             }
+            Some(Value::Boolean(false)) if pointer_bool(&path) => {}
             Some(existing) if !is_zero(existing) => {}
             _ => {
                 dst.insert(k.clone(), v.clone());
             }
         }
     }
+}
+
+/// The `[[runners]]` settings gitlab-runner declares as `*bool` (common/config.go), by dotted path.
+fn pointer_bool(path: &str) -> bool {
+    const PATHS: [&str; 14] = [
+        "proxy_exec",
+        "safe_directory_checkout",
+        "clean_git_config",
+        "strict_check_interval",
+        "custom_build_dir.enabled",
+        "ssh.disable_strict_host_key_checking",
+        "docker.services_privileged",
+        "autoscaler.reservation_throttling",
+        "kubernetes.privileged",
+        "kubernetes.allow_privilege_escalation",
+        "kubernetes.automount_service_account_token",
+        "kubernetes.print_pod_warning_events",
+        "kubernetes.pod_disruption_budget",
+        "kubernetes.pod_security_context.run_as_non_root",
+    ];
+    const CONTAINER_FIELDS: [&str; 4] = [
+        "privileged",
+        "run_as_non_root",
+        "read_only_root_filesystem",
+        "allow_privilege_escalation",
+    ];
+    if PATHS.contains(&path) {
+        return true;
+    }
+    path.strip_prefix("kubernetes.")
+        .and_then(|rest| rest.split_once("_container_security_context."))
+        .is_some_and(|(_, field)| CONTAINER_FIELDS.contains(&field))
 }
 
 fn parse_value(flag: &GivenFlag) -> anyhow::Result<Value> {
@@ -225,6 +268,26 @@ mod tests {
         let src: Table = toml::from_str("a = \"y\"\nb = true\nd = [\"z\"]\n[t]\nc = 2\ne = 3\n").unwrap();
         fill_from(&mut dst, &src);
         let want: Table = toml::from_str("a = \"x\"\nb = true\nd = [\"z\"]\n[t]\nc = 1\ne = 3\n").unwrap();
+        assert_eq!(dst, want);
+    }
+
+    /// gitlab-runner's `*bool` settings: a given `false` is set and the template does not replace it; a plain
+    /// `bool` such as `docker.privileged` still takes the template's `true`.
+    #[test]
+    fn a_false_pointer_bool_is_set() {
+        let mut dst: Table = toml::from_str(
+            "clean_git_config = false\n[docker]\nprivileged = false\nservices_privileged = false\n[kubernetes.build_container_security_context]\nprivileged = false\n",
+        )
+        .unwrap();
+        let src: Table = toml::from_str(
+            "clean_git_config = true\n[docker]\nprivileged = true\nservices_privileged = true\n[kubernetes.build_container_security_context]\nprivileged = true\n",
+        )
+        .unwrap();
+        fill_from(&mut dst, &src);
+        let want: Table = toml::from_str(
+            "clean_git_config = false\n[docker]\nprivileged = true\nservices_privileged = false\n[kubernetes.build_container_security_context]\nprivileged = false\n",
+        )
+        .unwrap();
         assert_eq!(dst, want);
     }
 

@@ -17,6 +17,12 @@ optional:
   stage: build
   script: touch "$MARKERS/optional"
   when: manual
+optional-with-rules:
+  stage: build
+  script: touch "$MARKERS/optional-with-rules"
+  when: manual
+  rules:
+    - when: manual
 same-stage:
   stage: build
   script: echo ok
@@ -60,13 +66,18 @@ fn manual_job_from_rules_blocks_the_pipeline_until_played() {
         );
         assert!(!markers.join(waiting).exists(), "{waiting} ran:\n{}", run.dump());
     }
-    // Jobs that do not wait for the manual job run; a plain manual job stays optional.
+    // Jobs that do not wait for the manual job run; a plain manual job stays optional, and so does one that is
+    // manual itself when its rule says `when: manual` too (GitLab's allow_failure default follows the job's own
+    // `when:`).
     assert!(markers.join("dag").exists(), "{}", run.dump());
-    assert!(
-        run.summary("optional").contains("manual (not run"),
-        "{}",
-        run.dump()
-    );
+    for optional in ["optional", "optional-with-rules"] {
+        assert!(
+            run.summary(optional).contains("manual (not run"),
+            "{optional}:\n{}",
+            run.dump()
+        );
+    }
+    assert!(!out.contains("--manual optional-with-rules"), "{}", run.dump());
 
     let report = std::fs::read_to_string(repo.path().join(".oxrunner/pipeline.json")).unwrap();
     assert!(report.contains("\"status\": \"blocked\""), "{report}");
@@ -170,7 +181,21 @@ fn dynamic_child_pipeline_runs_from_the_generator_artifact() {
     assert!(run.summary("run-child").contains("FAILED"), "{}", run.dump());
     assert!(
         run.stdout()
-            .contains("does not exist in the artifacts of the generator job"),
+            .contains("Path `child.yml` does not exist inside the `generate` artifacts archive!"),
+        "{}",
+        run.dump()
+    );
+
+    // A directory where the file is expected: GitLab's own message too.
+    let a_dir = DYNAMIC
+        .replace("cat > child.yml", "mkdir child.yml && cat > child.yml/x.yml")
+        .replace("paths: [child.yml]", "paths: [child.yml/]");
+    let repo = Repo::new(&a_dir, &[]);
+    let run = repo.exec(&[]);
+    assert!(!run.ok(), "{}", run.dump());
+    assert!(
+        run.stdout()
+            .contains("Path `child.yml` was expected to be a file but it was a directory!"),
         "{}",
         run.dump()
     );

@@ -39,6 +39,7 @@ mod identity;
 mod logs_format;
 mod metrics_server;
 mod reset_token;
+mod register_sections;
 mod robustness;
 mod service;
 mod support;
