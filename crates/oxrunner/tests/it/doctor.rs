@@ -7,17 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 
 use crate::support::{self as common, Output, Sandbox};
 
-/// A shell runner entry whose directories live in the sandbox; `clone_url` is set because 127.0.0.1 is an
-/// internal address (doctor warns about it otherwise).
+/// A shell runner entry whose directories live in the sandbox, set up the usual self-hosted way: `url` is an
+/// internal address and no `clone_url` (doctor mentions this only as an informational ✓ line).
 pub fn healthy_shell_toml(sb: &Sandbox, url: &str, token: &str, extra: &str) -> String {
-    common::global_toml(1, "")
-        + &common::shell_runner_toml(
-            "doc",
-            url,
-            token,
-            sb.dir.path(),
-            &format!("  clone_url = \"{url}\"\n{extra}"),
-        )
+    common::global_toml(1, "") + &common::shell_runner_toml("doc", url, token, sb.dir.path(), extra)
 }
 
 pub fn write_config(sb: &Sandbox, text: &str) {
@@ -102,7 +95,7 @@ async fn healthy_shell_runner_prints_only_checkmarks_and_changes_nothing_in_gitl
         "✓ TCP: connected to 127.0.0.1:",
         "✓ GitLab accepts the token",
         "✓ clock: within",
-        "is reachable",
+        "✓ url uses the internal address 127.0.0.1",
         "✓ git: git version",
         "✓ shell: bash",
         "is writable by",
@@ -185,7 +178,7 @@ async fn an_unreachable_clone_url_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_internal_url_without_clone_url_is_a_warning_only() {
+async fn an_internal_url_without_clone_url_is_informational_only() {
     let sb = Sandbox::new();
     let fake = common::fake(2, 1).await;
     let token = fake.create_runner_token("doc");
@@ -194,16 +187,12 @@ async fn an_internal_url_without_clone_url_is_a_warning_only() {
     write_config(&sb, &text);
     let out = doctor(&sb, &[]).await;
     assert_eq!(out.code, Some(0), "{}", out.all());
-    let warnings = not_ok(&out);
-    assert_eq!(warnings.len(), 1, "{}", out.all());
+    assert_eq!(not_ok(&out), Vec::<String>::new(), "{}", out.all());
     assert!(
-        warnings[0].contains("internal address 127.0.0.1 and clone_url is not set"),
-        "{}",
-        out.all()
-    );
-    assert!(
-        out.stdout
-            .contains(&format!("set clone_url = \"{}\"", fake.url())),
+        out.stdout.contains(&format!(
+            "✓ url uses the internal address 127.0.0.1; if GitLab's external_url is another name, set clone_url = \"{}\"",
+            fake.url().trim_end_matches('/')
+        )),
         "{}",
         out.all()
     );
@@ -330,6 +319,36 @@ async fn builds_dir_not_writable_by_the_user_account_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn healthy_shell_runner_with_a_non_root_user_prints_only_checkmarks() {
+    let Some(user) = TestUser::create("ok") else {
+        return;
+    };
+    let sb = Sandbox::new();
+    let fake = common::fake(2, 1).await;
+    let token = fake.create_runner_token("doc");
+    write_config(&sb, &healthy_shell_toml(&sb, &fake.url(), &token, ""));
+    // The account owns the sandbox, where its builds and cache directories go; the config stays root's.
+    let uid = nix::unistd::User::from_name(&user.0).unwrap().unwrap().uid;
+    nix::unistd::chown(sb.dir.path(), Some(uid), None).unwrap();
+    let out = doctor(&sb, &["--user", &user.0]).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    // A shell runner whose account cannot use a Docker socket on this host is healthy: few jobs call docker.
+    assert_eq!(not_ok(&out), Vec::<String>::new(), "{}", out.all());
+    assert!(
+        out.stdout.contains(&format!("✓ account: jobs run as {}", user.0)),
+        "{}",
+        out.all()
+    );
+    if std::path::Path::new("/var/run/docker.sock").exists() {
+        assert!(
+            out.stdout.contains("usermod -aG") || out.stdout.contains("✓ docker: jobs can use"),
+            "{}",
+            out.all()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_docker_socket_without_permission_fails_for_a_non_root_runner() {
     let Some(user) = TestUser::create("dsk") else {
         return;
@@ -400,7 +419,7 @@ async fn healthy_docker_runner_prints_only_checkmarks() {
     let token = fake.create_runner_token("doc");
     let text = format!(
         "{}\n[[runners]]\n  name = \"doc\"\n  url = \"{url}\"\n  token = \"{token}\"\n  executor = \"docker\"\n  \
-         clone_url = \"{url}\"\n  [runners.docker]\n    image = \"{image}\"\n    pull_policy = [\"if-not-present\"]\n",
+         [runners.docker]\n    image = \"{image}\"\n    pull_policy = [\"if-not-present\"]\n",
         common::global_toml(1, ""),
         url = fake.url(),
         image = crate::support::docker::IMAGE,

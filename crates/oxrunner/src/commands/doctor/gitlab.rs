@@ -281,17 +281,13 @@ fn clock(server: SystemTime, now: SystemTime) -> Check {
 async fn clone_url(ctx: &Context, r: &RunnerConfig, api: &ProbeReport) -> Vec<Check> {
     let Some(clone) = r.clone_url.as_deref().filter(|c| !c.trim().is_empty()) else {
         if is_internal(&api.host) {
-            return vec![Check::warn(
-                format!(
-                    "url uses the internal address {} and clone_url is not set",
-                    api.host
-                ),
-                "GitLab writes its own external URL into each job's repository URL; if that name does not reach GitLab from this host, every fetch fails",
-                format!(
-                    "set clone_url = \"{}\" in this [[runners]] entry so jobs fetch over the address the runner uses",
-                    redact_url(&r.url).trim_end_matches('/')
-                ),
-            )];
+            // Informational: the usual self-hosted setup (url = external_url on a private address) works, so
+            // without evidence that GitLab's external name differs this is no warning.
+            return vec![Check::ok(format!(
+                "url uses the internal address {}; if GitLab's external_url is another name, set clone_url = \"{}\"",
+                api.host,
+                redact_url(&r.url).trim_end_matches('/')
+            ))];
         }
         return Vec::new();
     };
