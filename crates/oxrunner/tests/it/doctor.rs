@@ -108,6 +108,18 @@ async fn healthy_shell_runner_prints_only_checkmarks_and_changes_nothing_in_gitl
         );
     }
     assert!(!out.all().contains(&token), "the token leaked:\n{}", out.all());
+    // The local cache store is described on the cache_dir line, not by a separate unconditional ✓.
+    assert!(!out.stdout.contains("cache: local store"), "{}", out.all());
+    assert!(
+        out.stdout.contains(&format!(
+            "✓ cache_dir {} is writable by",
+            sb.path("cache").display()
+        )) && out
+            .stdout
+            .contains("shared by all concurrent jobs of this runner"),
+        "{}",
+        out.all()
+    );
     assert_eq!(
         serde_json::to_value(fake.runners()).unwrap(),
         before,
@@ -491,5 +503,60 @@ async fn an_executor_this_build_lacks_fails() {
         &out,
         "executor \"kubernetes\" is not available",
         "keep this runner on gitlab-runner",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_custom_runner_without_dirs_leaves_them_to_config_exec() {
+    let sb = Sandbox::new();
+    let fake = common::fake(2, 1).await;
+    let token = fake.create_runner_token("doc");
+    let text = format!(
+        "{}\n[[runners]]\n  name = \"doc\"\n  url = \"{}\"\n  token = \"{token}\"\n  executor = \"custom\"\n  \
+         [runners.custom]\n    run_exec = \"/bin/true\"\n",
+        common::global_toml(1, ""),
+        fake.url(),
+    );
+    write_config(&sb, &text);
+    let out = doctor(&sb, &[]).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    for what in ["builds_dir", "cache_dir"] {
+        assert!(
+            out.stdout.contains(&format!("✓ {what}: chosen by config_exec")),
+            "{}",
+            out.all()
+        );
+        assert!(
+            !out.stdout.contains(&format!("{what} /")),
+            "a directory no custom job uses was judged:\n{}",
+            out.all()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_error_from_gitlab_is_not_a_checkmark() {
+    // A server on 127.0.0.1 that answers every request with 502, like a proxy whose GitLab is down.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { break };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ =
+                c.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let sb = Sandbox::new();
+    let url = format!("http://127.0.0.1:{port}/");
+    write_config(&sb, &healthy_shell_toml(&sb, &url, "glrt-doctor-test-token", ""));
+    let out = doctor(&sb, &[]).await;
+    assert!(
+        out.stdout
+            .contains("  ! HTTP: the server answers with status 502"),
+        "{}",
+        out.all()
     );
 }

@@ -108,6 +108,12 @@ fn connection(p: &ProbeReport, key: &str, certs: &Path) -> Vec<Check> {
         out.push(tls_check(tls, certs));
     }
     match &p.http {
+        // A 5xx is GitLab (or a proxy before it) failing, which no later ✓ would explain.
+        Some(Ok(head)) if head.status >= 500 => out.push(Check::warn(
+            format!("HTTP: the server answers with status {}", head.status),
+            "GitLab or a proxy in front of it reports a server error; jobs may fail to start or upload",
+            format!("check GitLab's health (gitlab-ctl status) and the proxy in front of `{key}`"),
+        )),
         Some(Ok(head)) => out.push(Check::ok(format!(
             "HTTP: the server answers (status {})",
             head.status
