@@ -560,3 +560,73 @@ async fn a_server_error_from_gitlab_is_not_a_checkmark() {
         out.all()
     );
 }
+
+/// Doctor's own process is judged by the kernel: a supplementary group the process has (as systemd's
+/// SupplementaryGroups= or newgrp give it) but the group database does not list still grants access.
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_judges_its_own_process_by_its_real_groups() {
+    let Some(user) = TestUser::create("grp") else {
+        return;
+    };
+    let sb = Sandbox::new();
+    let fake = common::fake(2, 1).await;
+    let token = fake.create_runner_token("doc");
+    let u = nix::unistd::User::from_name(&user.0).unwrap().unwrap();
+    // builds_dir under a directory only root and group 0 may write; the account is not in group 0 in /etc/group.
+    let gdir = sb.path("group-only");
+    std::fs::create_dir(&gdir).unwrap();
+    nix::unistd::chown(
+        &gdir,
+        Some(nix::unistd::Uid::from_raw(0)),
+        Some(nix::unistd::Gid::from_raw(0)),
+    )
+    .unwrap();
+    std::fs::set_permissions(&gdir, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let text = format!(
+        "{}\n[[runners]]\n  name = \"doc\"\n  url = \"{}\"\n  token = \"{token}\"\n  executor = \"shell\"\n  \
+         builds_dir = \"{}\"\n  cache_dir = \"{}\"\n",
+        common::global_toml(1, ""),
+        fake.url(),
+        gdir.join("builds").display(),
+        sb.path("cache").display(),
+    );
+    write_config(&sb, &text);
+    std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for p in [
+        sb.dir.path(),
+        sb.config().parent().unwrap(),
+        sb.config().as_path(),
+        sb.home().as_path(),
+    ] {
+        nix::unistd::chown(p, Some(u.uid), None).unwrap();
+    }
+    let out = tokio::process::Command::new("setpriv")
+        .arg(format!("--reuid={}", u.uid))
+        .arg(format!("--regid={}", u.gid))
+        .arg(format!("--groups={},0", u.gid))
+        .args(["--", common::bin(), "doctor", "-c", &sb.config_str()])
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        )
+        .env("HOME", sb.home())
+        .current_dir(sb.dir.path())
+        .output()
+        .await
+        .unwrap();
+    let out = Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        out.stdout.contains(&format!(
+            "✓ builds_dir {} is writable by {}",
+            gdir.join("builds").display(),
+            user.0
+        )),
+        "{}",
+        out.all()
+    );
+}

@@ -91,7 +91,7 @@ fn socket_check(path: &Path, host: &str) -> Option<Check> {
         ));
     }
     let me = Account::resolve(None);
-    if me.may(meta.uid(), meta.gid(), meta.mode(), 6) {
+    if me.may_path(path, &meta, 6) {
         return None;
     }
     let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(meta.gid()))

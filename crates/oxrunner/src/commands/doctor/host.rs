@@ -51,7 +51,7 @@ pub fn writable(what: &str, dir: &Path, account: &Account) -> Check {
     for p in base.ancestors().collect::<Vec<_>>().into_iter().rev() {
         let Ok(m) = std::fs::metadata(p) else { continue };
         let want = if p == base { 3 } else { 1 };
-        if !account.may(m.uid(), m.gid(), m.mode(), want) {
+        if !account.may_path(p, &m, want) {
             return fail(
                 format!(
                     "{} is owned by uid {} gid {} with mode {:04o}",

@@ -14,6 +14,9 @@ pub struct Account {
     pub name: String,
     /// `None` when the account does not exist.
     pub ids: Option<(Uid, Vec<Gid>)>,
+    /// Doctor's own process: the kernel judges access with its real credentials (supplementary groups from
+    /// systemd or newgrp, ACLs), which the group database does not show.
+    pub own_process: bool,
 }
 
 impl Account {
@@ -39,7 +42,32 @@ impl Account {
             (None, None) => Some((Uid::effective(), vec![Gid::effective()])),
             (None, Some(_)) => None,
         };
-        Account { name, ids }
+        Account {
+            name,
+            ids,
+            own_process: user.is_none(),
+        }
+    }
+
+    /// Whether this account may do `want` (bits of rwx: 4, 2, 1) on `path`, whose metadata is `meta`.
+    pub fn may_path(&self, path: &Path, meta: &std::fs::Metadata, want: u32) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        if self.own_process {
+            use nix::unistd::AccessFlags;
+            let mut mode = AccessFlags::empty();
+            for (bit, flag) in [
+                (4, AccessFlags::R_OK),
+                (2, AccessFlags::W_OK),
+                (1, AccessFlags::X_OK),
+            ] {
+                if want & bit != 0 {
+                    mode |= flag;
+                }
+            }
+            return nix::unistd::faccessat(nix::fcntl::AT_FDCWD, path, mode, nix::fcntl::AtFlags::AT_EACCESS)
+                .is_ok();
+        }
+        self.may(meta.uid(), meta.gid(), meta.mode(), want)
     }
 
     /// Whether this account may do `want` (bits of rwx: 4, 2, 1) on a file with this owner, group and mode.
@@ -141,7 +169,7 @@ fn account_checks(account: &Account) -> Vec<Check> {
 fn docker_socket_access(account: &Account, socket: &Path) -> Option<Check> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(socket).ok()?;
-    if account.may(meta.uid(), meta.gid(), meta.mode(), 6) {
+    if account.may_path(socket, &meta, 6) {
         return Some(Check::ok(format!(
             "docker: jobs can use {} (as {})",
             socket.display(),
@@ -173,6 +201,7 @@ mod tests {
                 Uid::from_raw(uid),
                 gids.iter().map(|g| Gid::from_raw(*g)).collect(),
             )),
+            own_process: false,
         }
     }
 
@@ -194,6 +223,7 @@ mod tests {
         let missing = Account {
             name: "gone".into(),
             ids: None,
+            own_process: false,
         };
         assert!(!missing.may(0, 0, 0o777, 1));
     }
