@@ -630,3 +630,52 @@ async fn doctor_judges_its_own_process_by_its_real_groups() {
         out.all()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
+async fn a_registry_that_needs_a_login_is_a_warning_not_a_failure() {
+    if !crate::support::docker::docker_available() {
+        return;
+    }
+    // A registry on 127.0.0.1 (the engine allows plain HTTP there) that refuses anonymous access.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { break };
+            let mut buf = [0u8; 8192];
+            let _ = c.read(&mut buf);
+            let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+            let _ = c.write_all(
+                format!(
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"oxrt\"\r\n\
+                     Docker-Distribution-API-Version: registry/2.0\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    let sb = Sandbox::new();
+    let fake = common::fake(2, 1).await;
+    let token = fake.create_runner_token("doc");
+    let image = format!("127.0.0.1:{port}/oxrt-private/app:latest");
+    let text = format!(
+        "{}\n[[runners]]\n  name = \"doc\"\n  url = \"{url}\"\n  token = \"{token}\"\n  executor = \"docker\"\n  \
+         [runners.docker]\n    image = \"{image}\"\n    pull_policy = [\"if-not-present\"]\n",
+        common::global_toml(1, ""),
+        url = fake.url(),
+    );
+    write_config(&sb, &text);
+    let out = doctor(&sb, &[]).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stdout.contains(&format!(
+            "  ! docker: default image {image} is in a registry that needs a login"
+        )) && out.stdout.contains("DOCKER_AUTH_CONFIG"),
+        "{}",
+        out.all()
+    );
+}
