@@ -679,3 +679,34 @@ async fn a_registry_that_needs_a_login_is_a_warning_not_a_failure() {
         out.all()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_from_the_environment_is_named_and_no_direct_probe_is_reported() {
+    let sb = Sandbox::new();
+    let fake = common::fake(2, 1).await;
+    let token = fake.create_runner_token("doc");
+    write_config(&sb, &healthy_shell_toml(&sb, &fake.url(), &token, ""));
+    // A proxy address nobody listens on: the runner's client would fail there, whatever a direct probe finds.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://127.0.0.1:{}", closed.local_addr().unwrap().port());
+    drop(closed);
+    let cfg = sb.config_str();
+    let args = ["doctor", "-c", cfg.as_str()];
+    let out = sb
+        .run(&args, &[("HTTP_PROXY", &proxy), ("NO_PROXY", "")], None)
+        .await;
+    assert!(
+        out.stdout.contains(&format!(
+            "  ! connection: the runner reaches GitLab through the proxy {proxy}/ (HTTP_PROXY)"
+        )),
+        "{}",
+        out.all()
+    );
+    assert!(!out.stdout.contains("✓ TCP: connected"), "{}", out.all());
+    // NO_PROXY exempts it: the direct checks apply again.
+    let out = sb
+        .run(&args, &[("HTTP_PROXY", &proxy), ("NO_PROXY", "127.0.0.1")], None)
+        .await;
+    assert!(out.stdout.contains("✓ TCP: connected"), "{}", out.all());
+    assert!(!out.stdout.contains("through the proxy"), "{}", out.all());
+}

@@ -19,6 +19,21 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_SKEW: Duration = Duration::from_secs(60);
 
 pub async fn checks(ctx: &Context, r: &RunnerConfig) -> Vec<Check> {
+    let env = |k: &str| std::env::var(k).ok();
+    if let Some((proxy, var)) = super::proxy::for_url(&r.url, &env) {
+        // The direct probes would judge a path the runner does not take; verify goes through the proxy like jobs do.
+        return vec![
+            Check::warn(
+                format!(
+                    "connection: the runner reaches GitLab through the proxy {} ({var})",
+                    redact_url(&proxy)
+                ),
+                "doctor's DNS, TCP and TLS checks connect directly, so they were skipped; the token check below went through the proxy",
+                "if GitLab should be reached directly, add its host to NO_PROXY",
+            ),
+            token_accepted(ctx, r).await,
+        ];
+    }
     let cfg = client_config(ctx, r, &r.url);
     let report = match oxrunner_api::probe::probe(&cfg, PROBE_TIMEOUT).await {
         Ok(p) => p,

@@ -8,6 +8,7 @@ mod config_checks;
 mod docker;
 mod gitlab;
 mod host;
+mod proxy;
 mod report;
 mod shell;
 
