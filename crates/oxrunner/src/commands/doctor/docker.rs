@@ -91,7 +91,7 @@ fn socket_check(path: &Path, host: &str) -> Option<Check> {
         ));
     }
     let me = Account::resolve(None);
-    if me.may(meta.uid(), meta.gid(), meta.mode(), 6) {
+    if me.may_path(path, &meta, 6) {
         return None;
     }
     let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(meta.gid()))
@@ -159,8 +159,29 @@ async fn image(docker: &bollard::Docker, cfg: &DockerConfig) -> Check {
             "docker: default image {image} can be pulled (pull_policy {})",
             names.join(", ")
         )),
+        Ok(Err(e)) if needs_login(&e) => Check::warn(
+            format!("docker: default image {image} is in a registry that needs a login"),
+            "doctor asks the registry without credentials; jobs supply them with DOCKER_AUTH_CONFIG (a CI/CD variable or the runner's environment), so this was not checked",
+            "if jobs fail to pull it: set DOCKER_AUTH_CONFIG for them, or docker login on this host with pull_policy = [\"if-not-present\"]",
+        ),
         Ok(Err(e)) => image_unpullable(image, present, &e.to_string()),
         Err(_) => image_unpullable(image, present, "the registry did not answer in time"),
+    }
+}
+
+/// A registry refusing anonymous access: the engine reports 401/403, or wraps the registry's "unauthorized" or
+/// "denied" answer in another status.
+fn needs_login(e: &bollard::errors::Error) -> bool {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code, message } => {
+            let m = message.to_ascii_lowercase();
+            matches!(status_code, 401 | 403)
+                || m.contains("unauthorized")
+                || m.contains("authentication required")
+                || m.contains("no basic auth credentials")
+                || m.contains("access to the resource is denied")
+        }
+        _ => false,
     }
 }
 

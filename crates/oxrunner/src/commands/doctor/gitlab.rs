@@ -19,6 +19,21 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_SKEW: Duration = Duration::from_secs(60);
 
 pub async fn checks(ctx: &Context, r: &RunnerConfig) -> Vec<Check> {
+    let env = |k: &str| std::env::var(k).ok();
+    if let Some((proxy, var)) = super::proxy::for_url(&r.url, &env) {
+        // The direct probes would judge a path the runner does not take; verify goes through the proxy like jobs do.
+        return vec![
+            Check::warn(
+                format!(
+                    "connection: the runner reaches GitLab through the proxy {} ({var})",
+                    redact_url(&proxy)
+                ),
+                "doctor's DNS, TCP and TLS checks connect directly, so they were skipped; the token check below went through the proxy",
+                "if GitLab should be reached directly, add its host to NO_PROXY",
+            ),
+            token_accepted(ctx, r).await,
+        ];
+    }
     let cfg = client_config(ctx, r, &r.url);
     let report = match oxrunner_api::probe::probe(&cfg, PROBE_TIMEOUT).await {
         Ok(p) => p,
@@ -108,6 +123,12 @@ fn connection(p: &ProbeReport, key: &str, certs: &Path) -> Vec<Check> {
         out.push(tls_check(tls, certs));
     }
     match &p.http {
+        // A 5xx is GitLab (or a proxy before it) failing, which no later ✓ would explain.
+        Some(Ok(head)) if head.status >= 500 => out.push(Check::warn(
+            format!("HTTP: the server answers with status {}", head.status),
+            "GitLab or a proxy in front of it reports a server error; jobs may fail to start or upload",
+            format!("check GitLab's health (gitlab-ctl status) and the proxy in front of `{key}`"),
+        )),
         Some(Ok(head)) => out.push(Check::ok(format!(
             "HTTP: the server answers (status {})",
             head.status
@@ -281,17 +302,13 @@ fn clock(server: SystemTime, now: SystemTime) -> Check {
 async fn clone_url(ctx: &Context, r: &RunnerConfig, api: &ProbeReport) -> Vec<Check> {
     let Some(clone) = r.clone_url.as_deref().filter(|c| !c.trim().is_empty()) else {
         if is_internal(&api.host) {
-            return vec![Check::warn(
-                format!(
-                    "url uses the internal address {} and clone_url is not set",
-                    api.host
-                ),
-                "GitLab writes its own external URL into each job's repository URL; if that name does not reach GitLab from this host, every fetch fails",
-                format!(
-                    "set clone_url = \"{}\" in this [[runners]] entry so jobs fetch over the address the runner uses",
-                    redact_url(&r.url).trim_end_matches('/')
-                ),
-            )];
+            // Informational: the usual self-hosted setup (url = external_url on a private address) works, so
+            // without evidence that GitLab's external name differs this is no warning.
+            return vec![Check::ok(format!(
+                "url uses the internal address {}; if GitLab's external_url is another name, set clone_url = \"{}\"",
+                api.host,
+                redact_url(&r.url).trim_end_matches('/')
+            ))];
         }
         return Vec::new();
     };

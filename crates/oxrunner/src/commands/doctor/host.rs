@@ -51,7 +51,7 @@ pub fn writable(what: &str, dir: &Path, account: &Account) -> Check {
     for p in base.ancestors().collect::<Vec<_>>().into_iter().rev() {
         let Ok(m) = std::fs::metadata(p) else { continue };
         let want = if p == base { 3 } else { 1 };
-        if !account.may(m.uid(), m.gid(), m.mode(), want) {
+        if !account.may_path(p, &m, want) {
             return fail(
                 format!(
                     "{} is owned by uid {} gid {} with mode {:04o}",
@@ -81,22 +81,22 @@ pub fn writable(what: &str, dir: &Path, account: &Account) -> Check {
     } else {
         " (created on first use)"
     };
+    // The local cache store is one directory for every job of the runner; saying so here keeps it to one line.
+    let shared = if what == "cache_dir" {
+        ", shared by all concurrent jobs of this runner"
+    } else {
+        ""
+    };
     Check::ok(format!(
-        "{what} {} is writable by {}{state}",
+        "{what} {} is writable by {}{state}{shared}",
         dir.display(),
         account.name
     ))
 }
 
 /// The local cache store: one directory for all jobs of the runner; distributed caches are not supported yet.
-pub fn cache(r: &RunnerConfig, dirs: &[(&'static str, PathBuf)]) -> Vec<Check> {
+pub fn cache(r: &RunnerConfig) -> Vec<Check> {
     let mut out = Vec::new();
-    if let Some((_, dir)) = dirs.iter().find(|(w, _)| *w == "cache_dir") {
-        out.push(Check::ok(format!(
-            "cache: local store {} is shared by all concurrent jobs of this runner",
-            dir.display()
-        )));
-    }
     if let Some(kind) = r
         .cache
         .as_ref()

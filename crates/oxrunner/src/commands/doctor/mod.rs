@@ -8,6 +8,7 @@ mod config_checks;
 mod docker;
 mod gitlab;
 mod host;
+mod proxy;
 mod report;
 mod shell;
 
@@ -134,6 +135,11 @@ async fn check_runner(ctx: &Context, config: &oxrunner_config::Config, r: &Runne
             // The runner process itself writes these, whatever `--user` says.
             (docker_dirs(ctx), shell::Account::resolve(None))
         }
+        ExecutorKind::Custom => {
+            let account = shell::Account::resolve(ctx.user.as_deref());
+            s.extend(shell::checks(r, &account));
+            (custom_dirs(ctx, r, &mut s), account)
+        }
         _ => {
             let account = shell::Account::resolve(ctx.user.as_deref());
             s.extend(shell::checks(r, &account));
@@ -143,7 +149,7 @@ async fn check_runner(ctx: &Context, config: &oxrunner_config::Config, r: &Runne
     for (what, dir) in &dirs {
         s.push(host::writable(what, dir, &account));
     }
-    s.extend(host::cache(r, &dirs));
+    s.extend(host::cache(r));
     s.extend(host::disk(&dirs));
     s
 }
@@ -161,6 +167,19 @@ fn shell_dirs(ctx: &Context, r: &RunnerConfig) -> Vec<(&'static str, PathBuf)> {
         ("builds_dir", pick(&r.builds_dir, "builds")),
         ("cache_dir", pick(&r.cache_dir, "cache")),
     ]
+}
+
+/// Custom runners: only the directories config.toml names; otherwise the driver's config_exec picks them, on a
+/// host doctor cannot see, so judging `<work dir>/builds` would report on a directory no job uses.
+fn custom_dirs(ctx: &Context, r: &RunnerConfig, s: &mut Section) -> Vec<(&'static str, PathBuf)> {
+    let mut dirs = Vec::new();
+    for (what, v) in [("builds_dir", &r.builds_dir), ("cache_dir", &r.cache_dir)] {
+        match v.as_deref().filter(|d| !d.is_empty()) {
+            Some(d) => dirs.push((what, ctx.work_dir.join(d))),
+            None => s.push(Check::ok(format!("{what}: chosen by config_exec"))),
+        }
+    }
+    dirs
 }
 
 /// Docker runners: builds live in volumes; the runner's own checkouts and the cache live beside config.toml.
