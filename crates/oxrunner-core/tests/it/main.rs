@@ -15,6 +15,7 @@ mod remote_sources;
 mod runner_fetch_env;
 mod script;
 mod shell_stages;
+mod shell_terminal;
 mod shell_workdir;
 mod trace;
 mod trace_spool_full;
