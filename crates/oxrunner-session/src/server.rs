@@ -33,7 +33,7 @@ pub struct SessionServerSettings {
     pub listen_address: String,
     /// `advertise_address` (`host:port`), the address GitLab connects to; `listen_address` when unset.
     pub advertise_address: Option<String>,
-    /// `session_timeout`.
+    /// `session_timeout`: how long a terminal may keep the job open after its scripts (the driver's wait).
     pub session_timeout: Duration,
     /// Where the certificate and key are kept (the directory of config.toml).
     pub cert_dir: PathBuf,
@@ -219,6 +219,5 @@ async fn exec(
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE);
     let framing = Framing::for_protocol(upgrade.selected_protocol().and_then(|p| p.to_str().ok()));
-    let timeout = state.timeout;
-    upgrade.on_upgrade(move |socket| proxy::serve(socket, framing, terminal, attachment, timeout))
+    upgrade.on_upgrade(move |socket| proxy::serve(socket, framing, terminal, attachment))
 }

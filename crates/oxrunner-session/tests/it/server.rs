@@ -156,17 +156,26 @@ async fn one_terminal_per_job_and_the_job_end_closes_it() {
     assert_eq!(connect(&srv, &path, Some(&token), proto).await.err(), Some(404));
 }
 
+/// `session_timeout` bounds how long a terminal may keep a job open after its scripts (the driver's wait, tested
+/// in oxrunner-core); while the job runs the server itself never cuts an attached terminal.
 #[tokio::test(flavor = "multi_thread")]
-async fn session_timeout_ends_an_attached_terminal() {
+async fn session_timeout_does_not_end_a_terminal_while_the_job_runs() {
     let dir = tempfile::tempdir().unwrap();
     let project = tempfile::tempdir().unwrap();
     let srv = server(dir.path(), Duration::from_secs(1)).await;
     let session = srv.create_session();
     session.offer(shell_terminal(project.path(), "1"));
     let token = session.info().authorization.clone();
-    let mut ws = connect(&srv, &exec_path(&session), Some(&token), "terminal.gitlab.com")
+    let proto = "terminal.gitlab.com";
+    let mut ws = connect(&srv, &exec_path(&session), Some(&token), proto)
         .await
         .unwrap();
+    let mut seen = String::new();
+    // The shell itself outlasts session_timeout before it answers.
+    send_input(&mut ws, proto, b"sleep 3; echo al''ive\r").await;
+    read_until(&mut ws, proto, "alive", &mut seen).await;
+    assert!(session.connected());
+    session.close();
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(Ok(msg)) = ws.next().await {
             if matches!(msg, Message::Close(_)) {
@@ -175,7 +184,7 @@ async fn session_timeout_ends_an_attached_terminal() {
         }
     })
     .await;
-    assert!(ended.is_ok(), "the terminal outlived session_timeout");
+    assert!(ended.is_ok(), "the terminal stayed open after the job ended");
     eventually("the client to be detached", || !session.connected()).await;
 }
 
