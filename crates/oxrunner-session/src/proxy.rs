@@ -94,7 +94,8 @@ pub(crate) async fn serve(
         }
     }
     control.close().await;
+    // Detached once the shell is gone, before the close frame: the job's end waits for this, not for the client.
+    drop(attachment);
     // A client that stopped reading must not hold the session: the close frame gets a bounded chance.
     let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(None))).await;
-    drop(attachment);
 }

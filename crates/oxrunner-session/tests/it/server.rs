@@ -143,7 +143,7 @@ async fn one_terminal_per_job_and_the_job_end_closes_it() {
     assert_eq!(connect(&srv, &path, Some(&token), proto).await.err(), Some(423));
 
     // The job ends: the terminal is closed from the server side and the session refuses new clients.
-    session.close();
+    session.close().await;
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(Ok(msg)) = ws.next().await {
             if matches!(msg, Message::Close(_)) {
@@ -175,7 +175,7 @@ async fn session_timeout_does_not_end_a_terminal_while_the_job_runs() {
     send_input(&mut ws, proto, b"sleep 3; echo al''ive\r").await;
     read_until(&mut ws, proto, "alive", &mut seen).await;
     assert!(session.connected());
-    session.close();
+    session.close().await;
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(Ok(msg)) = ws.next().await {
             if matches!(msg, Message::Close(_)) {
@@ -330,4 +330,36 @@ async fn with_user_the_terminal_runs_as_the_job_user() {
         .await
         .unwrap();
     drop(session);
+}
+
+/// The job's cleanup comes right after `close`: by then the terminal's shell must be gone, even one that ignores
+/// the hangup and has to be killed after the grace period.
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_the_session_returns_once_the_shell_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let srv = server(dir.path(), HOUR).await;
+    let session = srv.create_session();
+    session.offer(shell_terminal(project.path(), "1"));
+    let token = session.info().authorization.clone();
+    let proto = "terminal.gitlab.com";
+    let mut ws = connect(&srv, &exec_path(&session), Some(&token), proto)
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    send_input(&mut ws, proto, b"trap '' HUP; echo P''ID-$$-E''ND\r").await;
+    read_until(&mut ws, proto, "-END", &mut seen).await;
+    let pid: u32 = seen
+        .rsplit("PID-")
+        .next()
+        .and_then(|rest| rest.split("-END").next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    oxrunner_core::TerminalSession::close(&session).await;
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the terminal's shell (pid {pid}) was still there when close returned"
+    );
 }
