@@ -171,6 +171,24 @@ fn open_pty(size: TermSize) -> Result<(OwnedFd, OwnedFd), ExecError> {
     Ok((master, slave))
 }
 
+/// The terminal side belongs to the job's user (group `tty` where there is one), as a login's would: otherwise the
+/// user's shell writes to a root-owned device it cannot reopen, and `mesg`, `tty`-checking tools and `script`
+/// misbehave.
+fn give_to_user(slave: &OwnedFd, user: &str) -> Result<(), ExecError> {
+    let account = nix::unistd::User::from_name(user)
+        .ok()
+        .flatten()
+        .ok_or_else(|| ExecError::Other(format!("cannot look up user {user:?} for the web terminal")))?;
+    let group = nix::unistd::Group::from_name("tty")
+        .ok()
+        .flatten()
+        .map_or(account.gid, |g| g.gid);
+    nix::unistd::fchown(slave, Some(account.uid), Some(group)).map_err(|e| ExecError::Io {
+        context: "handing the web terminal's pty to the job's user".into(),
+        source: e.into(),
+    })
+}
+
 fn set_size(fd: &OwnedFd, size: TermSize) -> Result<(), ExecError> {
     let ws = rustix::termios::Winsize {
         ws_row: size.rows,
@@ -185,6 +203,9 @@ impl Terminal for ShellTerminal {
     fn open(&self, size: TermSize) -> BoxFuture<'_, Result<TerminalConn, ExecError>> {
         Box::pin(async move {
             let (master, slave) = open_pty(size)?;
+            if let Some(user) = &self.user {
+                give_to_user(&slave, user)?;
+            }
             let procs = JobProcesses::new("terminal", &CgroupPlacement::Own);
             self.procs.track(procs.clone());
             let mut cmd = self.command(&slave, &procs)?;

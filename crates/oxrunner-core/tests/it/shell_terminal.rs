@@ -185,3 +185,30 @@ async fn with_user_the_terminal_never_starts_where_only_root_can_go() {
         "the job user read a root-only file: {seen}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_user_the_terminal_device_belongs_to_the_job_user() {
+    if !can_run("the terminal device test") {
+        return;
+    }
+    let user = TempUser::create("term-tty");
+    let project = tempfile::tempdir().unwrap();
+    let mut shell = ShellExecutor::new()
+        .with_login_shell(false)
+        .with_user(Some(user.0.clone()));
+    shell.job_variables(&vars(project.path()));
+    let terminal = shell.terminal().unwrap();
+    let mut conn = terminal.open(TermSize::default()).await.unwrap();
+    let seen = type_and_read(
+        &mut conn,
+        "printf 'O<%s>\\n' \"$(stat -c %U \"$(tty)\")\"; echo E''ND-$((40+2))\r",
+        "END-42",
+    )
+    .await;
+    conn.control.close().await;
+    shell.cleanup().await;
+    assert!(
+        seen.contains(&format!("O<{}>", user.0)),
+        "the pty is not the job user's: {seen}"
+    );
+}
