@@ -23,8 +23,9 @@ use crate::session::{AttachError, JobSession, Registry};
 
 /// How long a client that came before the job environment exists waits for it (gitlab-runner: one minute).
 const TERMINAL_WAIT: Duration = Duration::from_secs(60);
-/// The largest WebSocket message (and frame) a client may send: keystrokes and resizes are small.
-pub const MAX_MESSAGE: usize = 64 * 1024;
+/// The largest WebSocket message (and frame) a client may send. Keystrokes are small but a browser sends a paste as
+/// one message; Workhorse's side (gorilla) sets no limit, so this only bounds what one message may buffer.
+pub const MAX_MESSAGE: usize = 1024 * 1024;
 
 /// `[session_server]`, resolved.
 #[derive(Clone, Debug)]

@@ -271,7 +271,9 @@ async fn hammering_leaves_the_server_and_the_session_working() {
     read_until(&mut ws, proto, "still-alive", &mut seen).await;
 
     // An oversized message ends that connection only.
-    ws.send(Message::Binary(vec![b'x'; 200 * 1024].into())).await.ok();
+    ws.send(Message::Binary(vec![b'x'; 2 * 1024 * 1024].into()))
+        .await
+        .ok();
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(Ok(_)) = ws.next().await {}
     })
@@ -362,4 +364,26 @@ async fn closing_the_session_returns_once_the_shell_is_gone() {
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "the terminal's shell (pid {pid}) was still there when close returned"
     );
+}
+
+/// A large paste (hundreds of KiB in one message, as a browser sends it) reaches the shell and the terminal stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_paste_does_not_end_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let srv = server(dir.path(), HOUR).await;
+    let session = srv.create_session();
+    session.offer(shell_terminal(project.path(), "1"));
+    let token = session.info().authorization.clone();
+    let proto = "terminal.gitlab.com";
+    let mut ws = connect(&srv, &exec_path(&session), Some(&token), proto)
+        .await
+        .unwrap();
+    // A shell comment of 300 KiB, then a command.
+    let mut paste = b"# ".to_vec();
+    paste.extend(std::iter::repeat_n(b'x', 300 * 1024));
+    paste.extend_from_slice(b"\recho pa''sted\r");
+    send_input(&mut ws, proto, &paste).await;
+    let mut seen = String::new();
+    read_until(&mut ws, proto, "pasted\r", &mut seen).await;
 }
