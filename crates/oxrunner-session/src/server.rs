@@ -59,11 +59,8 @@ impl SessionServer {
             .as_deref()
             .map(str::trim)
             .filter(|a| !a.is_empty());
-        let (key, public) = match advertise {
-            Some(a) => ("advertise_address", a),
-            None => ("listen_address", settings.listen_address.trim()),
-        };
-        let host = public_host(key, public)?;
+        let public = advertise.unwrap_or_else(|| settings.listen_address.trim());
+        let host = certificate_host(advertise, settings.listen_address.trim())?;
         let cert = cert::load_or_create(&settings.cert_dir, &host)?;
         let listener = bind(settings.listen_address.trim())?;
         let local_addr = listener.local_addr().map_err(|source| SessionError::Bind {
@@ -142,6 +139,41 @@ impl std::fmt::Debug for SessionServer {
             .field("local_addr", &self.local_addr)
             .finish()
     }
+}
+
+/// The certificate's host, as gitlab-runner picks it: `advertise_address`'s host, or, when that has no port or no
+/// host (warned), `listen_address`'s. A host GitLab cannot connect to (every address) gets a warning.
+fn certificate_host(advertise: Option<&str>, listen: &str) -> Result<String, SessionError> {
+    let host = match advertise {
+        Some(a) => match public_host("advertise_address", a) {
+            Ok(h) => h,
+            Err(_) if !a.starts_with("http://") && !a.starts_with("https://") => {
+                warn!(
+                    "[session_server] advertise_address = {a:?} is not host:port: the certificate names \
+                     listen_address's host and GitLab connects to https://{a}\nhint: write advertise_address as \
+                     host:port"
+                );
+                public_host("listen_address", listen)?
+            }
+            Err(err) => return Err(err),
+        },
+        None => public_host("listen_address", listen)?,
+    };
+    if host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
+        let key = if advertise.is_some() {
+            "advertise_address"
+        } else {
+            "listen_address"
+        };
+        warn!(
+            "the session server is advertised as {host}, every address: GitLab cannot connect to it\nhint: set \
+             [session_server] advertise_address = \"<host GitLab reaches>:<port>\" (now taken from {key})"
+        );
+    }
+    Ok(host)
 }
 
 /// The host of `host:port` (gitlab-runner: the certificate's name); a URL or an address without a host is refused.

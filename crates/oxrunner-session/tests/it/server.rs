@@ -387,3 +387,24 @@ async fn a_large_paste_does_not_end_the_terminal() {
     let mut seen = String::new();
     read_until(&mut ws, proto, "pasted\r", &mut seen).await;
 }
+
+/// gitlab-runner takes an `advertise_address` without a port (warning) and names `listen_address`'s host in the
+/// certificate; the session URL is the advertised address as written.
+#[tokio::test(flavor = "multi_thread")]
+async fn advertise_address_without_a_port_falls_back_like_gitlab_runner() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = SessionServerSettings {
+        listen_address: "127.0.0.1:0".into(),
+        advertise_address: Some("127.0.0.1".into()),
+        session_timeout: HOUR,
+        cert_dir: dir.path().to_path_buf(),
+    };
+    let srv = SessionServer::start(settings).await.unwrap();
+    let session = srv.create_session();
+    assert!(
+        session.info().url.starts_with("https://127.0.0.1/session/"),
+        "{}",
+        session.info().url
+    );
+    assert!(oxrunner_session::cert::paths(dir.path(), "127.0.0.1").0.exists());
+}
