@@ -17,4 +17,5 @@ mod registry;
 mod services;
 mod stages;
 mod support;
+mod terminal;
 mod tls;
