@@ -22,7 +22,7 @@ use crate::executor::{Executor, ExitStatus, StageCommand};
 use crate::jobprocs::{CgroupPlacement, JobProcesses};
 use crate::outcome::FailureReason;
 use crate::plan::JobPlan;
-use crate::shell_terminal::{ShellTerminal, TerminalEnv};
+use crate::shell_terminal::{ShellTerminal, TerminalEnv, TerminalProcs};
 use crate::terminal::Terminal;
 use crate::trace::TraceWriter;
 use crate::variables::Variables;
@@ -46,6 +46,7 @@ pub struct ShellExecutor {
     procs: Option<JobProcesses>,
     /// The job's variables as an environment, for the web terminal.
     terminal_env: TerminalEnv,
+    terminal_procs: TerminalProcs,
     /// `CI_PROJECT_DIR`: where the web terminal starts.
     project_dir: PathBuf,
 }
@@ -68,6 +69,7 @@ impl ShellExecutor {
             kill_grace: DEFAULT_KILL_GRACE,
             procs: None,
             terminal_env: TerminalEnv::default(),
+            terminal_procs: TerminalProcs::default(),
             project_dir: PathBuf::new(),
         }
     }
@@ -376,7 +378,14 @@ pub(crate) fn as_user(
             user.to_owned(),
             "-c".to_owned(),
         ];
-        su.push(shell_cmd.join(" "));
+        // su hands its -c text to the shell: quote each word so arguments with spaces or quotes stay whole.
+        su.push(
+            shell_cmd
+                .iter()
+                .map(|w| sh_quote(w))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
         return Ok((su, Vec::new()));
     };
     let account = match nix::unistd::User::from_name(user) {
@@ -411,6 +420,11 @@ pub(crate) fn as_user(
         ("LOGNAME".to_owned(), account.name),
     ];
     Ok((argv, env))
+}
+
+/// `word` as one single-quoted shell word.
+fn sh_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 /// Variables set for a `--user` stage, as `su` sets them.
@@ -449,6 +463,7 @@ impl Executor for ShellExecutor {
             user: self.user.clone(),
             workdir: self.project_dir.clone(),
             env: self.terminal_env.clone(),
+            procs: self.terminal_procs.clone(),
         }))
     }
 
@@ -486,9 +501,26 @@ impl Executor for ShellExecutor {
 
     fn cleanup(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async {
+            self.terminal_procs.finish_all().await;
             if let Some(procs) = &self.procs {
                 procs.finish().await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn a_quoted_word_reaches_the_shell_whole() {
+        for word in ["plain", "two words", "it's", "'", "$HOME \"x\" `y`", ""] {
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("printf %s {}", super::sh_quote(word))])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), word);
+        }
     }
 }

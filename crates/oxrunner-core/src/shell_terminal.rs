@@ -1,9 +1,14 @@
 //! The shell executor's web terminal: an interactive bash on a fresh pseudo-terminal, as the job's user, in the
 //! project directory, with the job's variables in its environment (never on its command line).
 //!
-//! The shell gets its own session (`setsid --ctty`) so closing the terminal can end everything started from it
-//! without touching the job's own processes, and it is not in the job's process tracker: the driver stops the
-//! job's processes before collecting artifacts, while the terminal is meant to stay open until the job ends.
+//! The shell gets its own session (`setsid --ctty`) and its own process tracking (a [`JobProcesses`]: cgroup or
+//! environment marker), not the job's: the driver stops the job's processes before collecting artifacts, while the
+//! terminal is meant to stay open until the job ends. Closing the terminal kills everything tracked, because
+//! `bash -i` puts background jobs in process groups of their own, out of reach of a hangup of the shell's group.
+//!
+//! With `--user` the shell starts in `/` and changes to the project directory only after the privilege drop: the
+//! job user can replace `CI_PROJECT_DIR` with a link, and root entering it first would hand the user a working
+//! directory it could not reach by itself.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -24,12 +29,40 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::process::{Child, Command};
 
 use crate::error::ExecError;
+use crate::jobprocs::{CgroupPlacement, JobProcesses};
 use crate::terminal::{TermSize, Terminal, TerminalConn, TerminalControl};
 use crate::variables::Variables;
 
 /// How long the terminal's shell has to exit after SIGHUP before it is killed.
 const HANGUP_GRACE: Duration = Duration::from_secs(2);
 const SETSID_CANDIDATES: &[&str] = &["/usr/bin/setsid", "/bin/setsid"];
+/// Run as the job's user: enter the project directory (`/` when it cannot), then become the shell.
+const CD_SCRIPT: &str = r#"cd -- "$1" 2>/dev/null || cd /; shift; exec "$@""#;
+
+/// The process tracking of every terminal opened for a job, so the executor's cleanup can end what a terminal
+/// left behind even when its close never ran.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct TerminalProcs(Arc<Mutex<Vec<JobProcesses>>>);
+
+impl TerminalProcs {
+    fn track(&self, procs: JobProcesses) {
+        if let Ok(mut all) = self.0.lock() {
+            all.push(procs);
+        }
+    }
+
+    /// Kills every process of every terminal and removes their cgroups.
+    pub async fn finish_all(&self) {
+        let all = self
+            .0
+            .lock()
+            .map(|mut all| std::mem::take(&mut *all))
+            .unwrap_or_default();
+        for procs in all {
+            procs.finish().await;
+        }
+    }
+}
 
 /// What the shell executor knows when GitLab asks for a terminal.
 pub(crate) struct ShellTerminal {
@@ -38,6 +71,7 @@ pub(crate) struct ShellTerminal {
     pub user: Option<String>,
     pub workdir: PathBuf,
     pub env: TerminalEnv,
+    pub procs: TerminalProcs,
 }
 
 /// The job's variables for the terminal's environment; their values stay out of `Debug` output.
@@ -62,13 +96,20 @@ impl ShellTerminal {
         )
     }
 
-    fn command(&self, slave: &OwnedFd) -> Result<Command, ExecError> {
+    fn command(&self, slave: &OwnedFd, procs: &JobProcesses) -> Result<Command, ExecError> {
         let setsid = SETSID_CANDIDATES
             .iter()
             .find(|p| Path::new(p).is_file())
             .ok_or_else(|| ExecError::Other("the web terminal needs `setsid` (util-linux)".into()))?;
         let shell = self.shell.to_string_lossy().into_owned();
-        let mut shell_cmd = vec![shell.clone()];
+        let mut shell_cmd = vec![
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            CD_SCRIPT.to_owned(),
+            "sh".to_owned(),
+            self.workdir.to_string_lossy().into_owned(),
+            shell.clone(),
+        ];
         if self.is_bash {
             shell_cmd.push("-i".into());
         }
@@ -76,17 +117,15 @@ impl ShellTerminal {
             Some(user) => crate::shell::as_user(user, &shell, shell_cmd)?,
             None => (shell_cmd, Vec::new()),
         };
+        let argv = procs.wrap_argv(argv);
         let mut cmd = Command::new(setsid);
         cmd.arg("--ctty").arg("--").args(&argv);
         cmd.envs(self.env.0.iter().map(|(k, v)| (k, v)));
         cmd.envs(user_env);
         cmd.env("TERM", "xterm");
-        let dir = if self.workdir.is_dir() {
-            self.workdir.clone()
-        } else {
-            PathBuf::from("/")
-        };
-        cmd.current_dir(dir);
+        procs.mark(&mut cmd);
+        // Never the project directory: as root that would follow whatever link the job user put there.
+        cmd.current_dir("/");
         let stdio = |fd: &OwnedFd| -> Result<Stdio, ExecError> {
             fd.try_clone().map(Stdio::from).map_err(|source| ExecError::Io {
                 context: "duplicating the terminal's pty".into(),
@@ -132,6 +171,24 @@ fn open_pty(size: TermSize) -> Result<(OwnedFd, OwnedFd), ExecError> {
     Ok((master, slave))
 }
 
+/// The terminal side belongs to the job's user (group `tty` where there is one), as a login's would: otherwise the
+/// user's shell writes to a root-owned device it cannot reopen, and `mesg`, `tty`-checking tools and `script`
+/// misbehave.
+fn give_to_user(slave: &OwnedFd, user: &str) -> Result<(), ExecError> {
+    let account = nix::unistd::User::from_name(user)
+        .ok()
+        .flatten()
+        .ok_or_else(|| ExecError::Other(format!("cannot look up user {user:?} for the web terminal")))?;
+    let group = nix::unistd::Group::from_name("tty")
+        .ok()
+        .flatten()
+        .map_or(account.gid, |g| g.gid);
+    nix::unistd::fchown(slave, Some(account.uid), Some(group)).map_err(|e| ExecError::Io {
+        context: "handing the web terminal's pty to the job's user".into(),
+        source: e.into(),
+    })
+}
+
 fn set_size(fd: &OwnedFd, size: TermSize) -> Result<(), ExecError> {
     let ws = rustix::termios::Winsize {
         ws_row: size.rows,
@@ -146,7 +203,12 @@ impl Terminal for ShellTerminal {
     fn open(&self, size: TermSize) -> BoxFuture<'_, Result<TerminalConn, ExecError>> {
         Box::pin(async move {
             let (master, slave) = open_pty(size)?;
-            let mut cmd = self.command(&slave)?;
+            if let Some(user) = &self.user {
+                give_to_user(&slave, user)?;
+            }
+            let procs = JobProcesses::new("terminal", &CgroupPlacement::Own);
+            self.procs.track(procs.clone());
+            let mut cmd = self.command(&slave, &procs)?;
             let child = cmd.spawn().map_err(|source| ExecError::Spawn {
                 program: "setsid".into(),
                 dir: self.workdir.clone(),
@@ -158,6 +220,7 @@ impl Terminal for ShellTerminal {
             let control = PtyControl {
                 master: Arc::clone(&master),
                 child: Mutex::new(Some(child)),
+                procs,
             };
             Ok(TerminalConn {
                 output: Box::pin(PtyIo(Arc::clone(&master))),
@@ -226,6 +289,7 @@ impl AsyncWrite for PtyIo {
 struct PtyControl {
     master: Arc<AsyncFd<OwnedFd>>,
     child: Mutex<Option<Child>>,
+    procs: JobProcesses,
 }
 
 impl TerminalControl for PtyControl {
@@ -250,6 +314,8 @@ impl TerminalControl for PtyControl {
                 crate::shell::wait_group_gone(pgid, HANGUP_GRACE).await;
             }
             let _ = child.kill().await;
+            // What the shell started in process groups of its own (background jobs) is still tracked.
+            self.procs.finish().await;
         })
     }
 }

@@ -69,6 +69,7 @@ pub trait TerminalSession: Send + Sync {
     fn disconnected(&self) -> BoxFuture<'_, ()>;
     /// The longest the job waits for an attached terminal after its scripts (`session_timeout`).
     fn timeout(&self) -> Duration;
-    /// Closes the attached terminal, if any, and refuses new ones: the job environment is going away.
-    fn close(&self);
+    /// Closes the attached terminal, if any, and refuses new ones: the job environment is going away. Resolves
+    /// once the terminal's shell is gone (bounded), so the executor's cleanup never races a closing terminal.
+    fn close(&self) -> BoxFuture<'_, ()>;
 }

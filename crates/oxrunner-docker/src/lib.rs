@@ -50,3 +50,4 @@ pub use executor::{DEFAULT_BUILDS_DIR, DockerExecutor};
 pub use hostcfg::unsupported_keys;
 pub use run::{DETECT_SHELL, NO_DAEMON_HINT};
 pub use settings::PullPolicy;
+pub use terminal::container_terminal;

@@ -2,8 +2,10 @@
 //! project directory, with the job's variables in the exec's environment (the API request, never a command line).
 //!
 //! The container may not run yet when a client comes (it starts with the first stage): opening waits for it, as
-//! gitlab-runner does. Closing ends the shell with SIGHUP through a second exec, since the engine has no call to
-//! stop an exec; the job container's removal ends whatever is left.
+//! gitlab-runner does. Closing ends the shell with SIGHUP (then SIGKILL) through a second exec, since the engine has
+//! no call to stop an exec. The processes to end are found by an environment marker the terminal's exec carries and
+//! its children inherit, never by a pid from a file: the job can write anywhere it can write, and `/tmp` may be
+//! read-only. The job container's removal ends whatever cleared its environment.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,17 +23,31 @@ use tokio_util::io::StreamReader;
 const CONTAINER_WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(250);
 
-/// The shell: bash when the image has it (interactive, not a login shell, so the job's PATH stays), else sh. It
-/// records its pid where `close` finds it.
-fn shell_command(pid_file: &str) -> Vec<String> {
+/// The variable that marks a terminal's processes; its value is random per terminal.
+const MARKER_VAR: &str = "OXRUNNER_TERMINAL";
+
+/// The shell: bash when the image has it (interactive, not a login shell, so the job's PATH stays), else sh.
+fn shell_command() -> Vec<String> {
     vec![
         "sh".to_owned(),
         "-c".to_owned(),
-        format!(
-            "echo $$ > {pid_file}; if command -v bash >/dev/null 2>&1; then exec bash -i; else exec sh -i; fi"
-        ),
+        "if command -v bash >/dev/null 2>&1; then exec bash -i; else exec sh -i; fi".to_owned(),
     ]
 }
+
+/// Run as root in the container with the marker as `$1`: hang up every process carrying it (pid 1, the container's
+/// own, never), give them a second, then kill what is left. Only numbers from `/proc` reach `kill`.
+const CLOSE_SCRIPT: &str = r#"sig_marked() {
+  for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    case $p in ''|*[!0-9]*) continue ;; esac
+    [ "$p" -gt 1 ] || continue
+    if tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -qxF "$2=$1"; then kill "-$3" "$p" 2>/dev/null; fi
+  done
+}
+sig_marked "$1" "$2" HUP
+sleep 1
+sig_marked "$1" "$2" KILL"#;
 
 /// What the executor knows when GitLab asks for a terminal.
 pub(crate) struct DockerTerminal {
@@ -72,9 +88,10 @@ impl Terminal for DockerTerminal {
     fn open(&self, size: TermSize) -> BoxFuture<'_, Result<TerminalConn, ExecError>> {
         Box::pin(async move {
             self.wait_running().await?;
-            let pid_file = format!("/tmp/.oxrunner-terminal-{}.pid", rand_suffix());
+            let marker = rand_suffix();
             let mut env = self.env.clone();
             env.push("TERM=xterm".to_owned());
+            env.push(format!("{MARKER_VAR}={marker}"));
             let config = ExecConfig {
                 attach_stdin: Some(true),
                 attach_stdout: Some(true),
@@ -83,7 +100,7 @@ impl Terminal for DockerTerminal {
                 user: self.user.clone(),
                 working_dir: Some(self.workdir.clone()).filter(|d| !d.is_empty()),
                 env: Some(env),
-                cmd: Some(shell_command(&pid_file)),
+                cmd: Some(shell_command()),
                 ..Default::default()
             };
             let api = |what: &'static str| {
@@ -114,7 +131,7 @@ impl Terminal for DockerTerminal {
                 docker: self.docker.clone(),
                 container: self.container.clone(),
                 exec,
-                pid_file,
+                marker,
             };
             // A fresh exec is 80x24 until told otherwise; the engine refuses a resize before the start.
             let _ = control.resize(size).await;
@@ -143,7 +160,7 @@ struct ExecControl {
     docker: Docker,
     container: String,
     exec: String,
-    pid_file: String,
+    marker: String,
 }
 
 impl TerminalControl for ExecControl {
@@ -162,15 +179,18 @@ impl TerminalControl for ExecControl {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            // The terminal's shell leads its own session on the exec's tty: hanging up its process group ends it
-            // and what it runs in the foreground; bash passes the hangup on to its jobs.
-            let f = &self.pid_file;
-            let script = format!("p=$(cat {f} 2>/dev/null) && kill -HUP -- -$p $p 2>/dev/null; rm -f {f}");
             let config = ExecConfig {
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
                 user: Some("0".to_owned()),
-                cmd: Some(vec!["sh".to_owned(), "-c".to_owned(), script]),
+                cmd: Some(vec![
+                    "sh".to_owned(),
+                    "-c".to_owned(),
+                    CLOSE_SCRIPT.to_owned(),
+                    "oxrunner-terminal-close".to_owned(),
+                    self.marker.clone(),
+                    MARKER_VAR.to_owned(),
+                ]),
                 ..Default::default()
             };
             let Ok(exec) = self.docker.create_exec(&self.container, config).await else {
@@ -197,3 +217,21 @@ pub(crate) fn job_env(vars: &oxrunner_core::Variables) -> Vec<String> {
 }
 
 pub(crate) type Shared = Arc<dyn Terminal>;
+
+/// A terminal in a running `container` (what [`crate::DockerExecutor`] offers for its job container), for callers
+/// and tests that manage the container themselves.
+pub fn container_terminal(
+    docker: Docker,
+    container: String,
+    user: Option<String>,
+    workdir: String,
+    env: Vec<String>,
+) -> Arc<dyn Terminal> {
+    Arc::new(DockerTerminal {
+        docker,
+        container,
+        user,
+        workdir,
+        env,
+    })
+}

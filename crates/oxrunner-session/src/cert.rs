@@ -1,7 +1,8 @@
 //! The session server's TLS certificate: self-signed for the advertised host, as gitlab-runner makes it (a server
 //! certificate, not a CA; GitLab pins it from the `session` object of each job request), but kept beside
 //! config.toml so GitLab sees the same one across restarts. Both files are written atomically with mode 0600.
-//! A pair put there by the operator under the same names is used as it is.
+//! A pair put there by the operator under the same names is used as it is and never replaced: only a pair the runner
+//! generated (marked by a `.generated` file beside it) is renewed by age.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -56,14 +57,31 @@ pub fn paths(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
     )
 }
 
-/// The pair for `host` from `dir`, generated (and saved) when missing or due for renewal.
+/// The file beside a generated pair that says the runner made it (and may renew it).
+fn generated_marker(cert_path: &Path) -> PathBuf {
+    cert_path.with_extension("generated")
+}
+
+/// The pair for `host` from `dir`, generated (and saved) when missing or, if the runner generated it, due for
+/// renewal.
 pub fn load_or_create(dir: &Path, host: &str) -> Result<CertPair, SessionError> {
     let (cert_path, key_path) = paths(dir, host);
-    if let (Some(cert_pem), Some(key_pem)) = (read_fresh(&cert_path)?, read_fresh(&key_path)?) {
+    let marker = generated_marker(&cert_path);
+    let renewable = marker.exists();
+    if let (Some(cert_pem), Some(key_pem)) = (
+        read_current(&cert_path, renewable)?,
+        read_current(&key_path, renewable)?,
+    ) {
         tighten(&key_path)?;
         return Ok(CertPair { cert_pem, key_pem });
     }
     let pair = generate(host)?;
+    // The marker first: a crash between the writes leaves a pair the next start regenerates, never one of ours
+    // that looks like the operator's.
+    write_private(
+        &marker,
+        "written by oxrunner; delete this file to keep the pair beside it as your own\n",
+    )?;
     write_private(&key_path, &pair.key_pem)?;
     write_private(&cert_path, &pair.cert_pem)?;
     Ok(pair)
@@ -97,8 +115,8 @@ pub fn generate(host: &str) -> Result<CertPair, SessionError> {
     })
 }
 
-/// The file's text, or `None` when it is missing, empty or old enough to renew.
-fn read_fresh(path: &Path) -> Result<Option<String>, SessionError> {
+/// The file's text, or `None` when it is missing, empty or (`renewable` only) old enough to renew.
+fn read_current(path: &Path, renewable: bool) -> Result<Option<String>, SessionError> {
     let io_err = |source| SessionError::CertFile {
         path: path.to_owned(),
         source,
@@ -113,7 +131,7 @@ fn read_fresh(path: &Path) -> Result<Option<String>, SessionError> {
         .ok()
         .and_then(|m| SystemTime::now().duration_since(m).ok())
         .unwrap_or_default();
-    if age > RENEW_AFTER {
+    if renewable && age > RENEW_AFTER {
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(io_err)?;
@@ -157,7 +175,9 @@ fn write_private(path: &Path, text: &str) -> Result<(), SessionError> {
             .open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // The rename itself is durable only once the directory is.
+        std::fs::File::open(dir)?.sync_all()
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

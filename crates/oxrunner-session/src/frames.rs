@@ -3,11 +3,12 @@
 //! - `terminal.gitlab.com`: binary messages carry raw terminal bytes both ways.
 //! - `base64.terminal.gitlab.com`: text messages carry the bytes base64-encoded both ways.
 //!
-//! Neither has a resize message (GitLab's terminal never sends one). Kubernetes' `channel.k8s.io` framing, which
-//! gitlab-terminal also understands, has one, so it is accepted too: the first byte of a message is the channel
-//! (0 stdin, 1 stdout, 4 resize with `{"Width":W,"Height":H}`; the base64 variant writes the channel as an ASCII
-//! digit). A client that asks for no known subprotocol gets the plain `terminal.gitlab.com` framing, as with
-//! gitlab-terminal.
+//! Neither has a resize message (GitLab's terminal never sends one). As an extension of ours, for clients other than
+//! Workhorse (which never asks for it here), `channel.k8s.io` and `base64.channel.k8s.io` are accepted too, in the
+//! layout of Kubernetes' exec channels: the first byte of a message is the channel (0 stdin,
+//! 1 stdout, 4 resize with `{"Width":W,"Height":H}`; the base64 variant writes the channel as an ASCII digit), which
+//! lets a client resize. A client that asks for no known subprotocol gets the plain `terminal.gitlab.com` framing,
+//! as with gitlab-runner.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

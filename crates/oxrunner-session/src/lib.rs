@@ -8,7 +8,8 @@
 //!   unregistered (404) when dropped.
 //!
 //! The server never serves anything without the session's token (compared in constant time), holds at most one
-//! terminal per job, and ends a terminal when the job ends or after `session_timeout`.
+//! terminal per job, and ends a terminal when the job ends (the driver closes the session at most `session_timeout`
+//! after the scripts).
 
 pub mod cert;
 mod error;

@@ -1,6 +1,7 @@
 //! One attached client: bytes between the WebSocket and the terminal, in both directions at once (a shell blocked
-//! on output must not stop input, and the other way round), until either side ends, the job ends or the session
-//! times out. The terminal's shell is ended whatever ended the connection.
+//! on output must not stop input, and the other way round), until either side ends or the job ends. No timer of its
+//! own: `session_timeout` bounds only the driver's wait after the scripts (as upstream's), which then closes the
+//! session. The terminal's shell is ended whatever ended the connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,6 @@ pub(crate) async fn serve(
     framing: Framing,
     terminal: Arc<dyn Terminal>,
     attachment: Attachment,
-    timeout: Duration,
 ) {
     let (mut sink, mut stream) = socket.split();
     let conn = match terminal.open(TermSize::default()).await {
@@ -91,11 +91,11 @@ pub(crate) async fn serve(
             () = to_shell => debug!("web terminal client left"),
             () = from_shell => debug!("web terminal shell ended"),
             () = attachment.stop.cancelled() => debug!("web terminal closed: the job is ending"),
-            () = tokio::time::sleep(timeout) => debug!("web terminal closed: session_timeout reached"),
         }
     }
     control.close().await;
+    // Detached once the shell is gone, before the close frame: the job's end waits for this, not for the client.
+    drop(attachment);
     // A client that stopped reading must not hold the session: the close frame gets a bounded chance.
     let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(None))).await;
-    drop(attachment);
 }

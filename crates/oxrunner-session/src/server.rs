@@ -23,8 +23,9 @@ use crate::session::{AttachError, JobSession, Registry};
 
 /// How long a client that came before the job environment exists waits for it (gitlab-runner: one minute).
 const TERMINAL_WAIT: Duration = Duration::from_secs(60);
-/// The largest WebSocket message (and frame) a client may send: keystrokes and resizes are small.
-pub const MAX_MESSAGE: usize = 64 * 1024;
+/// The largest WebSocket message (and frame) a client may send. Keystrokes are small but a browser sends a paste as
+/// one message; Workhorse's side (gorilla) sets no limit, so this only bounds what one message may buffer.
+pub const MAX_MESSAGE: usize = 1024 * 1024;
 
 /// `[session_server]`, resolved.
 #[derive(Clone, Debug)]
@@ -33,7 +34,7 @@ pub struct SessionServerSettings {
     pub listen_address: String,
     /// `advertise_address` (`host:port`), the address GitLab connects to; `listen_address` when unset.
     pub advertise_address: Option<String>,
-    /// `session_timeout`.
+    /// `session_timeout`: how long a terminal may keep the job open after its scripts (the driver's wait).
     pub session_timeout: Duration,
     /// Where the certificate and key are kept (the directory of config.toml).
     pub cert_dir: PathBuf,
@@ -58,11 +59,8 @@ impl SessionServer {
             .as_deref()
             .map(str::trim)
             .filter(|a| !a.is_empty());
-        let (key, public) = match advertise {
-            Some(a) => ("advertise_address", a),
-            None => ("listen_address", settings.listen_address.trim()),
-        };
-        let host = public_host(key, public)?;
+        let public = advertise.unwrap_or_else(|| settings.listen_address.trim());
+        let host = certificate_host(advertise, settings.listen_address.trim())?;
         let cert = cert::load_or_create(&settings.cert_dir, &host)?;
         let listener = bind(settings.listen_address.trim())?;
         let local_addr = listener.local_addr().map_err(|source| SessionError::Bind {
@@ -143,6 +141,41 @@ impl std::fmt::Debug for SessionServer {
     }
 }
 
+/// The certificate's host, as gitlab-runner picks it: `advertise_address`'s host, or, when that has no port or no
+/// host (warned), `listen_address`'s. A host GitLab cannot connect to (every address) gets a warning.
+fn certificate_host(advertise: Option<&str>, listen: &str) -> Result<String, SessionError> {
+    let host = match advertise {
+        Some(a) => match public_host("advertise_address", a) {
+            Ok(h) => h,
+            Err(_) if !a.starts_with("http://") && !a.starts_with("https://") => {
+                warn!(
+                    "[session_server] advertise_address = {a:?} is not host:port: the certificate names \
+                     listen_address's host and GitLab connects to https://{a}\nhint: write advertise_address as \
+                     host:port"
+                );
+                public_host("listen_address", listen)?
+            }
+            Err(err) => return Err(err),
+        },
+        None => public_host("listen_address", listen)?,
+    };
+    if host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
+        let key = if advertise.is_some() {
+            "advertise_address"
+        } else {
+            "listen_address"
+        };
+        warn!(
+            "the session server is advertised as {host}, every address: GitLab cannot connect to it\nhint: set \
+             [session_server] advertise_address = \"<host GitLab reaches>:<port>\" (now taken from {key})"
+        );
+    }
+    Ok(host)
+}
+
 /// The host of `host:port` (gitlab-runner: the certificate's name); a URL or an address without a host is refused.
 fn public_host(key: &'static str, addr: &str) -> Result<String, SessionError> {
     let bad = |reason: &str, hint: &'static str| SessionError::Address {
@@ -219,6 +252,5 @@ async fn exec(
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE);
     let framing = Framing::for_protocol(upgrade.selected_protocol().and_then(|p| p.to_str().ok()));
-    let timeout = state.timeout;
-    upgrade.on_upgrade(move |socket| proxy::serve(socket, framing, terminal, attachment, timeout))
+    upgrade.on_upgrade(move |socket| proxy::serve(socket, framing, terminal, attachment))
 }

@@ -12,6 +12,10 @@ use rand::RngCore;
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
+/// The longest closing a session waits for its terminal's shell to be gone (the shell executor's hangup and kill
+/// graces, a `docker exec` hangup) before the job's cleanup goes ahead anyway.
+const CLOSE_WAIT: Duration = Duration::from_secs(20);
+
 /// Every session of one server, by id.
 #[derive(Default)]
 pub(crate) struct Registry {
@@ -257,8 +261,13 @@ impl TerminalSession for JobSession {
         self.state.timeout
     }
 
-    fn close(&self) {
-        self.state.close();
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.state.close();
+            // The proxy detaches only after the terminal's shell is closed; a proxy stuck anyway must not hold the
+            // job's cleanup forever.
+            let _ = tokio::time::timeout(CLOSE_WAIT, self.disconnected()).await;
+        })
     }
 }
 

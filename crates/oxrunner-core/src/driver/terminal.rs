@@ -15,7 +15,7 @@ impl Driver<'_> {
             return;
         };
         if !session.connected() || self.control.abort.is_cancelled() || self.control.graceful.is_cancelled() {
-            session.close();
+            session.close().await;
             return;
         }
         let left = self.deadline.saturating_duration_since(Instant::now());
@@ -35,7 +35,7 @@ impl Driver<'_> {
             }
             () = session.disconnected() => self.trace.info("Terminal disconnected"),
         }
-        session.close();
+        session.close().await;
     }
 }
 

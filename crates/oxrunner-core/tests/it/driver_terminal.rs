@@ -92,8 +92,9 @@ impl TerminalSession for FakeSession {
         self.timeout
     }
 
-    fn close(&self) {
+    fn close(&self) -> BoxFuture<'_, ()> {
         self.closed.store(true, Ordering::SeqCst);
+        Box::pin(async {})
     }
 }
 

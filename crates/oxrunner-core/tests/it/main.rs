@@ -18,6 +18,7 @@ mod runner_fetch_env;
 mod script;
 mod settings_jobs;
 mod shell_stages;
+mod shell_terminal;
 mod shell_workdir;
 mod trace;
 mod trace_spool_full;

@@ -19,4 +19,5 @@ mod registry;
 mod services;
 mod stages;
 mod support;
+mod terminal;
 mod tls;

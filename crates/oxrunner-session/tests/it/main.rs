@@ -2,5 +2,6 @@
 //! bash on a pty (the shell executor's terminal).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cert_files;
 mod server;
 mod support;

@@ -143,7 +143,7 @@ async fn one_terminal_per_job_and_the_job_end_closes_it() {
     assert_eq!(connect(&srv, &path, Some(&token), proto).await.err(), Some(423));
 
     // The job ends: the terminal is closed from the server side and the session refuses new clients.
-    session.close();
+    session.close().await;
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(Ok(msg)) = ws.next().await {
             if matches!(msg, Message::Close(_)) {
@@ -156,17 +156,26 @@ async fn one_terminal_per_job_and_the_job_end_closes_it() {
     assert_eq!(connect(&srv, &path, Some(&token), proto).await.err(), Some(404));
 }
 
+/// `session_timeout` bounds how long a terminal may keep a job open after its scripts (the driver's wait, tested
+/// in oxrunner-core); while the job runs the server itself never cuts an attached terminal.
 #[tokio::test(flavor = "multi_thread")]
-async fn session_timeout_ends_an_attached_terminal() {
+async fn session_timeout_does_not_end_a_terminal_while_the_job_runs() {
     let dir = tempfile::tempdir().unwrap();
     let project = tempfile::tempdir().unwrap();
     let srv = server(dir.path(), Duration::from_secs(1)).await;
     let session = srv.create_session();
     session.offer(shell_terminal(project.path(), "1"));
     let token = session.info().authorization.clone();
-    let mut ws = connect(&srv, &exec_path(&session), Some(&token), "terminal.gitlab.com")
+    let proto = "terminal.gitlab.com";
+    let mut ws = connect(&srv, &exec_path(&session), Some(&token), proto)
         .await
         .unwrap();
+    let mut seen = String::new();
+    // The shell itself outlasts session_timeout before it answers.
+    send_input(&mut ws, proto, b"sleep 3; echo al''ive\r").await;
+    read_until(&mut ws, proto, "alive", &mut seen).await;
+    assert!(session.connected());
+    session.close().await;
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(Ok(msg)) = ws.next().await {
             if matches!(msg, Message::Close(_)) {
@@ -175,7 +184,7 @@ async fn session_timeout_ends_an_attached_terminal() {
         }
     })
     .await;
-    assert!(ended.is_ok(), "the terminal outlived session_timeout");
+    assert!(ended.is_ok(), "the terminal stayed open after the job ended");
     eventually("the client to be detached", || !session.connected()).await;
 }
 
@@ -262,7 +271,9 @@ async fn hammering_leaves_the_server_and_the_session_working() {
     read_until(&mut ws, proto, "still-alive", &mut seen).await;
 
     // An oversized message ends that connection only.
-    ws.send(Message::Binary(vec![b'x'; 200 * 1024].into())).await.ok();
+    ws.send(Message::Binary(vec![b'x'; 2 * 1024 * 1024].into()))
+        .await
+        .ok();
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(Ok(_)) = ws.next().await {}
     })
@@ -321,4 +332,79 @@ async fn with_user_the_terminal_runs_as_the_job_user() {
         .await
         .unwrap();
     drop(session);
+}
+
+/// The job's cleanup comes right after `close`: by then the terminal's shell must be gone, even one that ignores
+/// the hangup and has to be killed after the grace period.
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_the_session_returns_once_the_shell_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let srv = server(dir.path(), HOUR).await;
+    let session = srv.create_session();
+    session.offer(shell_terminal(project.path(), "1"));
+    let token = session.info().authorization.clone();
+    let proto = "terminal.gitlab.com";
+    let mut ws = connect(&srv, &exec_path(&session), Some(&token), proto)
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    send_input(&mut ws, proto, b"trap '' HUP; echo P''ID-$$-E''ND\r").await;
+    read_until(&mut ws, proto, "-END", &mut seen).await;
+    let pid: u32 = seen
+        .rsplit("PID-")
+        .next()
+        .and_then(|rest| rest.split("-END").next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    oxrunner_core::TerminalSession::close(&session).await;
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the terminal's shell (pid {pid}) was still there when close returned"
+    );
+}
+
+/// A large paste (hundreds of KiB in one message, as a browser sends it) reaches the shell and the terminal stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_paste_does_not_end_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let srv = server(dir.path(), HOUR).await;
+    let session = srv.create_session();
+    session.offer(shell_terminal(project.path(), "1"));
+    let token = session.info().authorization.clone();
+    let proto = "terminal.gitlab.com";
+    let mut ws = connect(&srv, &exec_path(&session), Some(&token), proto)
+        .await
+        .unwrap();
+    // A shell comment of 300 KiB, then a command.
+    let mut paste = b"# ".to_vec();
+    paste.extend(std::iter::repeat_n(b'x', 300 * 1024));
+    paste.extend_from_slice(b"\recho pa''sted\r");
+    send_input(&mut ws, proto, &paste).await;
+    let mut seen = String::new();
+    read_until(&mut ws, proto, "pasted\r", &mut seen).await;
+}
+
+/// gitlab-runner takes an `advertise_address` without a port (warning) and names `listen_address`'s host in the
+/// certificate; the session URL is the advertised address as written.
+#[tokio::test(flavor = "multi_thread")]
+async fn advertise_address_without_a_port_falls_back_like_gitlab_runner() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = SessionServerSettings {
+        listen_address: "127.0.0.1:0".into(),
+        advertise_address: Some("127.0.0.1".into()),
+        session_timeout: HOUR,
+        cert_dir: dir.path().to_path_buf(),
+    };
+    let srv = SessionServer::start(settings).await.unwrap();
+    let session = srv.create_session();
+    assert!(
+        session.info().url.starts_with("https://127.0.0.1/session/"),
+        "{}",
+        session.info().url
+    );
+    assert!(oxrunner_session::cert::paths(dir.path(), "127.0.0.1").0.exists());
 }

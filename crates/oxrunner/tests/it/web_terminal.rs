@@ -147,7 +147,7 @@ async fn drive_terminal(fake: &FakeGitlab, d: &Daemon, id: i64, project_dir: &st
         .await
         .unwrap();
     bad.send(Message::Text("%%% not base64".into())).await.unwrap();
-    bad.send(Message::Binary(vec![b'x'; 200 * 1024].into()))
+    bad.send(Message::Binary(vec![b'x'; 2 * 1024 * 1024].into()))
         .await
         .ok();
     while let Some(Ok(_)) = bad.next().await {}
