@@ -29,8 +29,25 @@ pub async fn run(args: UnregisterArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .filter(|r| r.token.expose() == token && args.name.as_ref().is_none_or(|n| &r.name == n))
             .collect();
-        if found.is_empty() {
+        // Only a token the file does not know at all, with no --name, may go to GitLab unlisted: a name that
+        // does not match its token is a mistake (upstream fails: RunnerByNameAndToken), and with the URL coming
+        // from CI_SERVER_URL it would otherwise unregister some other runner.
+        let token_known = config.runners.iter().any(|r| r.token.expose() == token);
+        if found.is_empty() && !token_known && args.name.is_none() {
             return unregister_unlisted(&args, token, &path, &system_id).await;
+        }
+        if found.is_empty() {
+            let whose = args
+                .name
+                .as_deref()
+                .map(|n| format!(" named `{n}`"))
+                .unwrap_or_default();
+            bail!(
+                "no runner{whose} with that token in {}\nhint: `oxrunner list -c {}` shows the names; give the \
+                 name and token of the same runner",
+                path.display(),
+                path.display()
+            );
         }
         found
     } else if let Some(name) = &args.name {
