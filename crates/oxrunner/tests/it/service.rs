@@ -291,6 +291,62 @@ async fn init_user_and_syslog_and_a_missing_config_file() {
     );
 }
 
+/// `--init-user U` runs everything as U, so the config file install creates (and the directories it makes for
+/// it) belong to U.
+#[tokio::test]
+async fn init_user_owns_the_config_file_install_creates() {
+    use std::os::unix::fs::MetadataExt;
+    if !root_or_skip() {
+        return;
+    }
+    let name = format!("oxrt-svcown-{}", std::process::id());
+    let _ = std::process::Command::new("userdel").arg(&name).output();
+    let made = std::process::Command::new("useradd")
+        .args(["-M", "-U", "-s", "/usr/sbin/nologin", &name])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "useradd: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("userdel").arg(&self.0).output();
+        }
+    }
+    let _gone = Gone(name.clone());
+    let user = nix::unistd::User::from_name(&name).unwrap().unwrap();
+    let ids = (user.uid.as_raw(), user.gid.as_raw());
+
+    let svc = Svc::new();
+    let cfg = svc.sb.path("made/here/config.toml");
+    let out = svc
+        .run(&[
+            "install",
+            "-n",
+            "oxrt-svc-own",
+            "-c",
+            &cfg.to_string_lossy(),
+            "--init-user",
+            &name,
+        ])
+        .await;
+    out.assert_ok();
+    for path in [cfg.clone(), svc.sb.path("made/here"), svc.sb.path("made")] {
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), ids, "{}", path.display());
+    }
+    let sandbox_root = std::fs::metadata(svc.sb.path("")).unwrap();
+    assert_eq!(
+        sandbox_root.uid(),
+        0,
+        "only the directories install made change owner"
+    );
+    svc.run(&["uninstall", "-n", "oxrt-svc-own"]).await.assert_ok();
+}
+
 /// gitlab-runner's own unit (as `gitlab-runner install --user gitlab-runner` writes it) is replaced in place by
 /// `--service gitlab-runner`; an unrelated unit of that name is left alone.
 #[tokio::test]

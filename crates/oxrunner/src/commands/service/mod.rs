@@ -3,6 +3,7 @@
 //! gitlab-runner` replaces gitlab-runner's own unit in place. Only systemd is supported (see `systemd.rs` for what
 //! happens without it); the unit's content is in `unit.rs`.
 
+mod owner;
 mod systemd;
 mod unit;
 
@@ -174,7 +175,11 @@ fn unit_spec(args: &InstallArgs, user_service: bool) -> anyhow::Result<unit::Uni
     };
     let doc = oxrunner_config::ConfigDocument::open_or_new(&config)?;
     if !config.exists() {
+        let created = owner::first_missing_dir(&config);
         doc.save()?;
+        if let Some(user) = &args.init_user {
+            owner::give_to(user, &config, created.as_deref())?;
+        }
         errln!("Created {}", config.display());
     }
     let shutdown_timeout = doc.config()?.shutdown_timeout();
