@@ -347,6 +347,47 @@ async fn init_user_owns_the_config_file_install_creates() {
     svc.run(&["uninstall", "-n", "oxrt-svc-own"]).await.assert_ok();
 }
 
+/// Replacing a runner unit keeps its `--config`, `--working-directory`, `--user` and `--syslog` when `install`
+/// does not give them again (gitlab-runner's package scripts and the README's `install --service gitlab-runner`).
+#[tokio::test]
+async fn replacing_a_runner_unit_keeps_its_config_workdir_user_and_syslog() {
+    if !root_or_skip() {
+        return;
+    }
+    let svc = Svc::new();
+    std::fs::create_dir_all(&svc.units).unwrap();
+    let path = svc.unit_path("oxrt-carry");
+    let cfg = svc.sb.config_str();
+    let work = svc.sb.path("old-work").to_string_lossy().into_owned();
+    std::fs::write(
+        &path,
+        format!(
+            "[Service]\nExecStart=/usr/bin/gitlab-runner \"run\" \"--config\" \"{cfg}\" \"--working-directory\" \
+             \"{work}\" \"--service\" \"oxrt-carry\" \"--syslog\" \"--user\" \"oxrt-jobs\"\n"
+        ),
+    )
+    .unwrap();
+    let out = svc.run(&["install", "-n", "oxrt-carry"]).await;
+    out.assert_ok();
+    let unit = parse_unit(&std::fs::read_to_string(&path).unwrap());
+    assert_eq!(
+        exec_words(one(&unit, "Service", "ExecStart"))[1..],
+        [
+            "run",
+            "--config",
+            cfg.as_str(),
+            "--working-directory",
+            work.as_str(),
+            "--service",
+            "oxrt-carry",
+            "--syslog",
+            "--user",
+            "oxrt-jobs",
+        ]
+    );
+    svc.run(&["uninstall", "-n", "oxrt-carry"]).await.assert_ok();
+}
+
 /// gitlab-runner's own unit (as `gitlab-runner install --user gitlab-runner` writes it) is replaced in place by
 /// `--service gitlab-runner`; an unrelated unit of that name is left alone.
 #[tokio::test]
