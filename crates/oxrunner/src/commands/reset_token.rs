@@ -32,8 +32,9 @@ pub struct ResetTokenArgs {
     /// Reset the tokens of every runner in the config file.
     #[arg(long = "all-runners", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub all_runners: Option<bool>,
-    /// Personal access token to use instead of the runner's current token.
-    #[arg(long = "pat", hide_env_values = true)]
+    /// Personal access token to use instead of the runner's current token (from OXRUNNER_PAT keeps it out of
+    /// the process list).
+    #[arg(long = "pat", env = "OXRUNNER_PAT", hide_env_values = true)]
     pub pat: Option<String>,
 }
 

@@ -206,6 +206,29 @@ async fn reset_token_with_a_personal_access_token_by_url_and_id() {
     assert_eq!(server_token(&fake, b_id), b);
 }
 
+/// The PAT can come from `OXRUNNER_PAT` alone, so it never appears in the process list.
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_token_takes_the_personal_access_token_from_the_environment() {
+    let fake = fake(Duration::ZERO).await;
+    let sb = Sandbox::new();
+    let [(a_id, a), (b_id, b)] = two_runners(&fake, &sb);
+    let cfg = sb.config_str();
+    let url = fake.url();
+    let id = a_id.to_string();
+    let pat = FakeOptions::default().admin_personal_access_token;
+    let out = sb
+        .run(
+            &["reset-token", "-c", &cfg, "-u", &url, "-i", &id],
+            &[("OXRUNNER_PAT", pat.as_str())],
+            None,
+        )
+        .await;
+    out.assert_ok();
+    assert!(!out.all().contains(&pat), "the PAT leaked:\n{}", out.all());
+    assert_saved(&sb, &fake, "alpha", a_id, &a, &out);
+    assert_eq!(server_token(&fake, b_id), b);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reset_token_says_which_runner_is_missing() {
     let fake = fake(Duration::from_secs(3600)).await;
