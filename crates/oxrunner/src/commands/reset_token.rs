@@ -97,12 +97,15 @@ pub async fn run(args: ResetTokenArgs) -> anyhow::Result<ExitCode> {
         match reset_one(runner, pat, &path).await {
             Ok((token, expires_at)) => {
                 let now = OffsetDateTime::now_utc();
+                // GitLab has already revoked the old token: the new one goes to disk now, before the next
+                // runner's request (which may hang or be interrupted) can lose it.
                 doc.set_runner_token(
                     index,
                     &token,
                     Some(now.replace_nanosecond(0).unwrap_or(now)),
                     expires_at,
                 )?;
+                save(&doc)?;
                 reset += 1;
                 errln!(
                     "{:<52}runner={} name={}",
@@ -123,7 +126,6 @@ pub async fn run(args: ResetTokenArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if reset > 0 {
-        save(&doc)?;
         errln!("Updated {}", path.display());
     }
     Ok(if failed > 0 {
