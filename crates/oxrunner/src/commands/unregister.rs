@@ -143,3 +143,40 @@ async fn unregister_token(client: &oxrunner_api::Client, token: &str, system_id:
     }
     Ok(())
 }
+
+// By hand, so the runner token (often from CI_SERVER_TOKEN) never reaches a log or a panic message.
+impl std::fmt::Debug for UnregisterArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnregisterArgs")
+            .field("config", &self.config)
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "[MASKED]"))
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("all_runners", &self.all_runners)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::UnregisterArgs;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: UnregisterArgs,
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let wrap = Wrap::try_parse_from(["x", "-n", "alpha", "-t", "glrt-secret-token-1234"]).unwrap();
+        let shown = format!("{:?}", wrap.args);
+        assert!(!shown.contains("glrt-secret-token-1234"), "{shown}");
+        assert!(shown.contains("alpha") && shown.contains("[MASKED]"), "{shown}");
+    }
+}
