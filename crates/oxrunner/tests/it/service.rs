@@ -388,6 +388,36 @@ async fn replacing_a_runner_unit_keeps_its_config_workdir_user_and_syslog() {
     svc.run(&["uninstall", "-n", "oxrt-carry"]).await.assert_ok();
 }
 
+/// `uninstall` leaves a unit that does not start a runner alone (`uninstall -n ssh`), and a service name that
+/// starts with `-` (it would read as an option to systemctl) is refused.
+#[tokio::test]
+async fn uninstall_leaves_foreign_units_alone_and_dash_names_are_refused() {
+    if !root_or_skip() {
+        return;
+    }
+    let svc = Svc::new();
+    std::fs::create_dir_all(&svc.units).unwrap();
+    let other = svc.unit_path("oxrt-sshd");
+    let sshd = "[Service]\nExecStart=/usr/sbin/sshd -D\n";
+    std::fs::write(&other, sshd).unwrap();
+    let out = svc.run(&["uninstall", "-n", "oxrt-sshd"]).await;
+    out.assert_failed();
+    assert!(
+        out.stderr.contains("does not start a GitLab runner") && out.stderr.contains("hint:"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), sshd);
+
+    let cfg = svc.sb.config_str();
+    let out = svc
+        .run(&["install", "--service=-oxrt-dash", "-c", &cfg, "-u", "oxrt-jobs"])
+        .await;
+    out.assert_failed();
+    assert!(out.stderr.contains("invalid service name"), "{}", out.all());
+    assert!(!svc.unit_path("-oxrt-dash").exists());
+}
+
 /// gitlab-runner's own unit (as `gitlab-runner install --user gitlab-runner` writes it) is replaced in place by
 /// `--service gitlab-runner`; an unrelated unit of that name is left alone.
 #[tokio::test]

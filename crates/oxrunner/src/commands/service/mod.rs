@@ -280,11 +280,19 @@ pub async fn control(action: Action, args: ServiceArgs) -> anyhow::Result<ExitCo
 async fn uninstall(name: &str, user_service: bool) -> anyhow::Result<ExitCode> {
     let target = systemd::unit_target("uninstall", user_service)?;
     let path = target.unit_path(name);
-    if !path.exists() {
-        bail!(
+    match std::fs::read_to_string(&path) {
+        // The same guard as install: `uninstall -n ssh` must not disable and delete someone else's service.
+        Ok(existing) if !unit::runs_a_runner(&existing) => bail!(
+            "{} does not start a GitLab runner: left alone\nhint: pass the name the runner was installed under \
+             with --service",
+            path.display()
+        ),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "{} does not exist: nothing to uninstall\nhint: pass the name it was installed under with --service",
             path.display()
-        );
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
     let unit_name = format!("{name}.service");
     if target.manage {
