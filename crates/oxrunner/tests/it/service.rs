@@ -224,7 +224,7 @@ async fn install_writes_upstreams_unit_for_a_custom_name_user_and_working_direct
     assert_eq!(one(&unit, "Install", "WantedBy"), "multi-user.target");
     assert_eq!(
         unit["Service"].len(),
-        11,
+        12,
         "unexpected settings: {:?}",
         unit["Service"]
     );
@@ -277,6 +277,8 @@ async fn init_user_and_syslog_and_a_missing_config_file() {
     );
     // The default shutdown_timeout (30 s) plus the margin.
     assert_eq!(one(&unit, "Service", "TimeoutAbortSec"), "45");
+    // `systemctl reload` sends the daemon SIGHUP, which re-reads config.toml.
+    assert_eq!(one(&unit, "Service", "ExecReload"), "/bin/kill -HUP $MAINPID");
     assert_verifies(&path);
 
     let out = svc.run(&["uninstall", "-n", "oxrt-svc-init"]).await;

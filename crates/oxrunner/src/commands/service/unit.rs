@@ -145,6 +145,8 @@ pub fn render(spec: &UnitSpec) -> anyhow::Result<String> {
     let _ = writeln!(u);
     let _ = writeln!(u, "[Service]");
     let _ = writeln!(u, "ExecStart={exec_start}");
+    // `systemctl reload` re-reads config.toml without touching running jobs (the daemon's SIGHUP handler).
+    let _ = writeln!(u, "ExecReload=/bin/kill -HUP $MAINPID");
     if let Some(user) = &spec.user {
         check_user_name(user)?;
         let _ = writeln!(u, "User={user}");
