@@ -2,16 +2,20 @@
 # user with its home as working directory, `run` as the default command, SIGQUIT as the stop signal (running jobs
 # finish before the container stops; give `docker stop -t` enough time).
 #
-#   docker build -t oxrunner:latest .
+#   docker build -t oxrunner:latest --build-arg REVISION=$(git rev-parse --short=8 HEAD) .
 #   docker run -d --name oxrunner --restart always -v /srv/gitlab-runner/config:/etc/gitlab-runner \
 #       -v /var/run/docker.sock:/var/run/docker.sock oxrunner:latest
 #
 # Arguments replace the default command, as with gitlab-runner's image (`... oxrunner:latest register -n ...`).
 
 FROM rust:1.95-slim-bookworm AS build
+# .dockerignore leaves .git out, so `oxrunner -v` would say "unknown": pass the revision in,
+#   docker build --build-arg REVISION=$(git rev-parse --short=8 HEAD) --build-arg BRANCH=$(git branch --show-current) .
+ARG REVISION=unknown
+ARG BRANCH=unknown
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p oxrunner \
+RUN OXRUNNER_BUILD_REVISION="$REVISION" OXRUNNER_BUILD_BRANCH="$BRANCH" cargo build --release --locked -p oxrunner \
  && install -m 0755 target/release/oxrunner /oxrunner
 
 FROM debian:bookworm-slim

@@ -10,8 +10,14 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
 
 fn main() {
     let unknown = || "unknown".to_string();
-    let revision = output("git", &["rev-parse", "--short=8", "HEAD"]).unwrap_or_else(unknown);
-    let branch = output("git", &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_else(unknown);
+    // Builds without a .git (the Docker image: .dockerignore leaves it out) pass the revision in instead.
+    let given = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let revision = given("OXRUNNER_BUILD_REVISION")
+        .or_else(|| output("git", &["rev-parse", "--short=8", "HEAD"]))
+        .unwrap_or_else(unknown);
+    let branch = given("OXRUNNER_BUILD_BRANCH")
+        .or_else(|| output("git", &["rev-parse", "--abbrev-ref", "HEAD"]))
+        .unwrap_or_else(unknown);
     let built = output("date", &["-u", "+%Y-%m-%dT%H:%M:%S+0000"]).unwrap_or_default();
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let rustc_version = output(&rustc, &["--version"]).unwrap_or_default();
@@ -23,6 +29,8 @@ fn main() {
         "cargo:rustc-env=OXRUNNER_TARGET={}",
         std::env::var("TARGET").unwrap_or_default()
     );
+    println!("cargo:rerun-if-env-changed=OXRUNNER_BUILD_REVISION");
+    println!("cargo:rerun-if-env-changed=OXRUNNER_BUILD_BRANCH");
     // Rebuild when HEAD moves so the revision stays honest.
     println!("cargo:rerun-if-changed=../../.git/HEAD");
     println!("cargo:rerun-if-changed=../../.git/refs/heads");

@@ -242,6 +242,7 @@ impl ConfigDocument {
             .permissions(std::fs::Permissions::from_mode(0o600))
             .tempfile_in(&dir)
             .map_err(write_err)?;
+        keep_owner(&target, tmp.as_file()).map_err(write_err)?;
         tmp.write_all(self.doc.to_string().as_bytes())
             .map_err(write_err)?;
         tmp.as_file().sync_all().map_err(write_err)?;
@@ -251,6 +252,20 @@ impl ConfigDocument {
             let _ = d.sync_all();
         }
         Ok(())
+    }
+}
+
+/// Root replacing another user's file (`sudo oxrunner register` over a service user's config) gives the new
+/// file the old one's owner: a rename would otherwise leave it root's, and the service could no longer read it.
+fn keep_owner(target: &Path, tmp: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    match std::fs::metadata(target) {
+        Ok(old) => std::os::unix::fs::fchown(tmp, Some(old.uid()), Some(old.gid())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

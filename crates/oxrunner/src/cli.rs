@@ -194,7 +194,7 @@ pub struct VerifyArgs {
     pub delete: Option<bool>,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct UnregisterArgs {
     #[command(flatten)]
     pub config: ConfigArg,

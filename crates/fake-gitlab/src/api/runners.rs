@@ -216,15 +216,18 @@ pub(crate) async fn reset_token_by_id(
     axum::extract::Path(id): axum::extract::Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let pat = crate::http::header_str(&headers, "private-token").unwrap_or("");
+    // GitLab takes the token in `PRIVATE-TOKEN` or as `Authorization: Bearer`.
+    let pat = crate::http::header_str(&headers, "private-token")
+        .or_else(|| {
+            crate::http::header_str(&headers, "authorization").and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .unwrap_or("");
     if pat.is_empty() || pat != shared.opts.admin_personal_access_token {
         return message(StatusCode::UNAUTHORIZED, None);
     }
+    // GitLab validates `:id` as an integer before looking anything up.
     let Ok(id) = id.parse::<i64>() else {
-        return json(
-            StatusCode::NOT_FOUND,
-            json!({ "message": "404 Runner Not Found" }),
-        );
+        return json(StatusCode::BAD_REQUEST, json!({ "error": "id is invalid" }));
     };
     let mut inner = lock(&shared.inner);
     let Some(runner) = inner.runners.iter_mut().find(|r| r.id == id) else {

@@ -109,3 +109,17 @@ async fn a_personal_access_token_revives_a_runner_whose_token_expired() {
     let body: Value = resp.json().await.unwrap();
     assert_ne!(body["token"].as_str().unwrap(), old);
 }
+
+/// Like GitLab: `Authorization: Bearer` works as well as `PRIVATE-TOKEN`, and a non-numeric id is a 400.
+#[tokio::test]
+async fn bearer_tokens_work_and_a_non_numeric_id_is_a_bad_request() {
+    let fake = FakeGitlab::start(common::opts()).await.unwrap();
+    let c = client();
+    let pat = FakeOptions::default().admin_personal_access_token;
+    let _ = fake.create_runner_token("r");
+    let id = fake.runners()[0].id.to_string();
+    let url = |id: &str| format!("{}/api/v4/runners/{id}/reset_authentication_token", fake.url());
+    let resp = c.post(url(&id)).bearer_auth(&pat).send().await.unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(reset(&c, &fake, "abc", Some(&pat)).await.status(), 400);
+}

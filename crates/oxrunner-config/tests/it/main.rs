@@ -3,6 +3,7 @@
 
 mod document;
 mod fixtures;
+mod ownership;
 mod ranges;
 mod support;
 mod system_id;

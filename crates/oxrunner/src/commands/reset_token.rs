@@ -32,8 +32,9 @@ pub struct ResetTokenArgs {
     /// Reset the tokens of every runner in the config file.
     #[arg(long = "all-runners", value_parser = parse_go_bool, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub all_runners: Option<bool>,
-    /// Personal access token to use instead of the runner's current token.
-    #[arg(long = "pat", hide_env_values = true)]
+    /// Personal access token to use instead of the runner's current token (from OXRUNNER_PAT keeps it out of
+    /// the process list).
+    #[arg(long = "pat", env = "OXRUNNER_PAT", hide_env_values = true)]
     pub pat: Option<String>,
 }
 
@@ -96,12 +97,15 @@ pub async fn run(args: ResetTokenArgs) -> anyhow::Result<ExitCode> {
         match reset_one(runner, pat, &path).await {
             Ok((token, expires_at)) => {
                 let now = OffsetDateTime::now_utc();
+                // GitLab has already revoked the old token: the new one goes to disk now, before the next
+                // runner's request (which may hang or be interrupted) can lose it.
                 doc.set_runner_token(
                     index,
                     &token,
                     Some(now.replace_nanosecond(0).unwrap_or(now)),
                     expires_at,
                 )?;
+                save(&doc)?;
                 reset += 1;
                 errln!(
                     "{:<52}runner={} name={}",
@@ -122,7 +126,6 @@ pub async fn run(args: ResetTokenArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if reset > 0 {
-        save(&doc)?;
         errln!("Updated {}", path.display());
     }
     Ok(if failed > 0 {

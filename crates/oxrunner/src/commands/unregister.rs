@@ -29,8 +29,25 @@ pub async fn run(args: UnregisterArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .filter(|r| r.token.expose() == token && args.name.as_ref().is_none_or(|n| &r.name == n))
             .collect();
-        if found.is_empty() {
+        // Only a token the file does not know at all, with no --name, may go to GitLab unlisted: a name that
+        // does not match its token is a mistake (upstream fails: RunnerByNameAndToken), and with the URL coming
+        // from CI_SERVER_URL it would otherwise unregister some other runner.
+        let token_known = config.runners.iter().any(|r| r.token.expose() == token);
+        if found.is_empty() && !token_known && args.name.is_none() {
             return unregister_unlisted(&args, token, &path, &system_id).await;
+        }
+        if found.is_empty() {
+            let whose = args
+                .name
+                .as_deref()
+                .map(|n| format!(" named `{n}`"))
+                .unwrap_or_default();
+            bail!(
+                "no runner{whose} with that token in {}\nhint: `oxrunner list -c {}` shows the names; give the \
+                 name and token of the same runner",
+                path.display(),
+                path.display()
+            );
         }
         found
     } else if let Some(name) = &args.name {
@@ -125,4 +142,41 @@ async fn unregister_token(client: &oxrunner_api::Client, token: &str, system_id:
         client.unregister_runner(token).await?;
     }
     Ok(())
+}
+
+// By hand, so the runner token (often from CI_SERVER_TOKEN) never reaches a log or a panic message.
+impl std::fmt::Debug for UnregisterArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnregisterArgs")
+            .field("config", &self.config)
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "[MASKED]"))
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("all_runners", &self.all_runners)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::UnregisterArgs;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: UnregisterArgs,
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let wrap = Wrap::try_parse_from(["x", "-n", "alpha", "-t", "glrt-secret-token-1234"]).unwrap();
+        let shown = format!("{:?}", wrap.args);
+        assert!(!shown.contains("glrt-secret-token-1234"), "{shown}");
+        assert!(shown.contains("alpha") && shown.contains("[MASKED]"), "{shown}");
+    }
 }

@@ -206,6 +206,76 @@ async fn reset_token_with_a_personal_access_token_by_url_and_id() {
     assert_eq!(server_token(&fake, b_id), b);
 }
 
+/// `--all-runners` saves each new token as soon as GitLab issues it: while the next runner's reset hangs (its
+/// GitLab accepts the connection and never answers), the first runner's new token is already in the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn all_runners_saves_each_new_token_before_the_next_reset() {
+    let fake = fake(Duration::from_secs(3600)).await;
+    let sb = Sandbox::new();
+    let [(a_id, a), _] = two_runners(&fake, &sb);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let text = sb.read_config();
+    let at = text.rfind(&fake.url()).unwrap();
+    let text = format!("{}{silent_url}{}", &text[..at], &text[at + fake.url().len()..]);
+    std::fs::write(sb.config(), text).unwrap();
+
+    let mut child = sb
+        .command()
+        .args(["reset-token", "-c", &sb.config_str(), "--all-runners"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let saved = loop {
+        let new = server_token(&fake, a_id);
+        let cfg = sb.read_config().parse::<toml::Table>().ok();
+        if new != a && cfg.as_ref().map(|c| runner(c, "alpha")["token"].as_str()) == Some(Some(new.as_str()))
+        {
+            break true;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let still_running = child.try_wait().unwrap().is_none();
+    child.kill().await.unwrap();
+    assert!(
+        saved,
+        "alpha's new token was not saved while beta's reset was pending"
+    );
+    assert!(
+        still_running,
+        "the reset of beta should still be waiting for its GitLab"
+    );
+    drop(silent);
+}
+
+/// The PAT can come from `OXRUNNER_PAT` alone, so it never appears in the process list.
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_token_takes_the_personal_access_token_from_the_environment() {
+    let fake = fake(Duration::ZERO).await;
+    let sb = Sandbox::new();
+    let [(a_id, a), (b_id, b)] = two_runners(&fake, &sb);
+    let cfg = sb.config_str();
+    let url = fake.url();
+    let id = a_id.to_string();
+    let pat = FakeOptions::default().admin_personal_access_token;
+    let out = sb
+        .run(
+            &["reset-token", "-c", &cfg, "-u", &url, "-i", &id],
+            &[("OXRUNNER_PAT", pat.as_str())],
+            None,
+        )
+        .await;
+    out.assert_ok();
+    assert!(!out.all().contains(&pat), "the PAT leaked:\n{}", out.all());
+    assert_saved(&sb, &fake, "alpha", a_id, &a, &out);
+    assert_eq!(server_token(&fake, b_id), b);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reset_token_says_which_runner_is_missing() {
     let fake = fake(Duration::from_secs(3600)).await;

@@ -224,7 +224,7 @@ async fn install_writes_upstreams_unit_for_a_custom_name_user_and_working_direct
     assert_eq!(one(&unit, "Install", "WantedBy"), "multi-user.target");
     assert_eq!(
         unit["Service"].len(),
-        11,
+        12,
         "unexpected settings: {:?}",
         unit["Service"]
     );
@@ -277,6 +277,8 @@ async fn init_user_and_syslog_and_a_missing_config_file() {
     );
     // The default shutdown_timeout (30 s) plus the margin.
     assert_eq!(one(&unit, "Service", "TimeoutAbortSec"), "45");
+    // `systemctl reload` sends the daemon SIGHUP, which re-reads config.toml.
+    assert_eq!(one(&unit, "Service", "ExecReload"), "/bin/kill -HUP $MAINPID");
     assert_verifies(&path);
 
     let out = svc.run(&["uninstall", "-n", "oxrt-svc-init"]).await;
@@ -289,6 +291,133 @@ async fn init_user_and_syslog_and_a_missing_config_file() {
         "{}",
         out.all()
     );
+}
+
+/// `--init-user U` runs everything as U, so the config file install creates (and the directories it makes for
+/// it) belong to U.
+#[tokio::test]
+async fn init_user_owns_the_config_file_install_creates() {
+    use std::os::unix::fs::MetadataExt;
+    if !root_or_skip() {
+        return;
+    }
+    let name = format!("oxrt-svcown-{}", std::process::id());
+    let _ = std::process::Command::new("userdel").arg(&name).output();
+    let made = std::process::Command::new("useradd")
+        .args(["-M", "-U", "-s", "/usr/sbin/nologin", &name])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "useradd: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("userdel").arg(&self.0).output();
+        }
+    }
+    let _gone = Gone(name.clone());
+    let user = nix::unistd::User::from_name(&name).unwrap().unwrap();
+    let ids = (user.uid.as_raw(), user.gid.as_raw());
+
+    let svc = Svc::new();
+    let cfg = svc.sb.path("made/here/config.toml");
+    let out = svc
+        .run(&[
+            "install",
+            "-n",
+            "oxrt-svc-own",
+            "-c",
+            &cfg.to_string_lossy(),
+            "--init-user",
+            &name,
+        ])
+        .await;
+    out.assert_ok();
+    for path in [cfg.clone(), svc.sb.path("made/here"), svc.sb.path("made")] {
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), ids, "{}", path.display());
+    }
+    let sandbox_root = std::fs::metadata(svc.sb.path("")).unwrap();
+    assert_eq!(
+        sandbox_root.uid(),
+        0,
+        "only the directories install made change owner"
+    );
+    svc.run(&["uninstall", "-n", "oxrt-svc-own"]).await.assert_ok();
+}
+
+/// Replacing a runner unit keeps its `--config`, `--working-directory`, `--user` and `--syslog` when `install`
+/// does not give them again (gitlab-runner's package scripts and the README's `install --service gitlab-runner`).
+#[tokio::test]
+async fn replacing_a_runner_unit_keeps_its_config_workdir_user_and_syslog() {
+    if !root_or_skip() {
+        return;
+    }
+    let svc = Svc::new();
+    std::fs::create_dir_all(&svc.units).unwrap();
+    let path = svc.unit_path("oxrt-carry");
+    let cfg = svc.sb.config_str();
+    let work = svc.sb.path("old-work").to_string_lossy().into_owned();
+    std::fs::write(
+        &path,
+        format!(
+            "[Service]\nExecStart=/usr/bin/gitlab-runner \"run\" \"--config\" \"{cfg}\" \"--working-directory\" \
+             \"{work}\" \"--service\" \"oxrt-carry\" \"--syslog\" \"--user\" \"oxrt-jobs\"\n"
+        ),
+    )
+    .unwrap();
+    let out = svc.run(&["install", "-n", "oxrt-carry"]).await;
+    out.assert_ok();
+    let unit = parse_unit(&std::fs::read_to_string(&path).unwrap());
+    assert_eq!(
+        exec_words(one(&unit, "Service", "ExecStart"))[1..],
+        [
+            "run",
+            "--config",
+            cfg.as_str(),
+            "--working-directory",
+            work.as_str(),
+            "--service",
+            "oxrt-carry",
+            "--syslog",
+            "--user",
+            "oxrt-jobs",
+        ]
+    );
+    svc.run(&["uninstall", "-n", "oxrt-carry"]).await.assert_ok();
+}
+
+/// `uninstall` leaves a unit that does not start a runner alone (`uninstall -n ssh`), and a service name that
+/// starts with `-` (it would read as an option to systemctl) is refused.
+#[tokio::test]
+async fn uninstall_leaves_foreign_units_alone_and_dash_names_are_refused() {
+    if !root_or_skip() {
+        return;
+    }
+    let svc = Svc::new();
+    std::fs::create_dir_all(&svc.units).unwrap();
+    let other = svc.unit_path("oxrt-sshd");
+    let sshd = "[Service]\nExecStart=/usr/sbin/sshd -D\n";
+    std::fs::write(&other, sshd).unwrap();
+    let out = svc.run(&["uninstall", "-n", "oxrt-sshd"]).await;
+    out.assert_failed();
+    assert!(
+        out.stderr.contains("does not start a GitLab runner") && out.stderr.contains("hint:"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), sshd);
+
+    let cfg = svc.sb.config_str();
+    let out = svc
+        .run(&["install", "--service=-oxrt-dash", "-c", &cfg, "-u", "oxrt-jobs"])
+        .await;
+    out.assert_failed();
+    assert!(out.stderr.contains("invalid service name"), "{}", out.all());
+    assert!(!svc.unit_path("-oxrt-dash").exists());
 }
 
 /// gitlab-runner's own unit (as `gitlab-runner install --user gitlab-runner` writes it) is replaced in place by

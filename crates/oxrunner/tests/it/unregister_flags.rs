@@ -99,6 +99,43 @@ async fn a_token_alone_or_with_its_name_selects_the_configured_runner() {
     assert_eq!((managers(&fake, &a), managers(&fake, &b)), (0, 0));
 }
 
+/// A name and a token of different runners fail even with a URL at hand (flag or CI_SERVER_URL, which every CI
+/// job has): neither runner is unregistered at GitLab nor removed from the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_and_token_mismatch_with_a_url_unregisters_nothing() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let (a, b) = two_runners(&fake, &sb);
+    let cfg = sb.config_str();
+    sb.run(&["verify", "-c", &cfg], &[], None).await.assert_ok();
+    let url = fake.url();
+
+    let by_flag = sb
+        .run(
+            &["unregister", "-c", &cfg, "-n", "beta", "-t", &a, "--url", &url],
+            &[],
+            None,
+        )
+        .await;
+    let by_env = sb
+        .run(
+            &["unregister", "-c", &cfg, "-n", "alpha"],
+            &[("CI_SERVER_URL", url.as_str()), ("CI_SERVER_TOKEN", b.as_str())],
+            None,
+        )
+        .await;
+    for out in [&by_flag, &by_env] {
+        out.assert_failed();
+        assert!(
+            out.stderr.contains("with that token") && out.stderr.contains("hint:"),
+            "{}",
+            out.all()
+        );
+    }
+    assert_eq!(names(&sb), ["alpha", "beta"]);
+    assert_eq!((managers(&fake, &a), managers(&fake, &b)), (1, 1));
+}
+
 /// A runner that is not in this config file is unregistered over HTTPS with the CA given by `--tls-ca-file`, or
 /// by `CI_SERVER_TLS_CA_FILE`; without it the TLS error says what to pass.
 #[tokio::test(flavor = "multi_thread")]

@@ -3,6 +3,8 @@
 //! gitlab-runner` replaces gitlab-runner's own unit in place. Only systemd is supported (see `systemd.rs` for what
 //! happens without it); the unit's content is in `unit.rs`.
 
+mod carry;
+mod owner;
 mod systemd;
 mod unit;
 
@@ -90,17 +92,17 @@ fn user_service(args: &ServiceArgs) -> anyhow::Result<bool> {
     Ok(wanted)
 }
 
-pub async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
+pub async fn install(mut args: InstallArgs) -> anyhow::Result<ExitCode> {
     let name = args.service.service.clone();
     unit::check_service_name(&name)?;
     let user_service = user_service(&args.service)?;
-    check_users(&args)?;
     let target = systemd::unit_target("install", user_service)?;
     let path = target.unit_path(&name);
     // Checked before anything is written: a refused install leaves no config file behind either.
     match std::fs::read_to_string(&path) {
         Ok(existing) if unit::runs_a_runner(&existing) => {
             errln!("Replacing the existing runner unit {}", path.display());
+            carry::carry_over(&existing, &mut args);
         }
         Ok(_) => bail!(
             "{} already exists and does not start a GitLab runner\nhint: choose another name with \
@@ -110,6 +112,8 @@ pub async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
+    // After the carry-over: the old unit's `--user` counts as given.
+    check_users(&args)?;
     let spec = unit_spec(&args, user_service)?;
     let text = unit::render(&spec)?;
     write_unit(&path, &text)?;
@@ -174,7 +178,11 @@ fn unit_spec(args: &InstallArgs, user_service: bool) -> anyhow::Result<unit::Uni
     };
     let doc = oxrunner_config::ConfigDocument::open_or_new(&config)?;
     if !config.exists() {
+        let created = owner::first_missing_dir(&config);
         doc.save()?;
+        if let Some(user) = &args.init_user {
+            owner::give_to(user, &config, created.as_deref())?;
+        }
         errln!("Created {}", config.display());
     }
     let shutdown_timeout = doc.config()?.shutdown_timeout();
@@ -272,11 +280,19 @@ pub async fn control(action: Action, args: ServiceArgs) -> anyhow::Result<ExitCo
 async fn uninstall(name: &str, user_service: bool) -> anyhow::Result<ExitCode> {
     let target = systemd::unit_target("uninstall", user_service)?;
     let path = target.unit_path(name);
-    if !path.exists() {
-        bail!(
+    match std::fs::read_to_string(&path) {
+        // The same guard as install: `uninstall -n ssh` must not disable and delete someone else's service.
+        Ok(existing) if !unit::runs_a_runner(&existing) => bail!(
+            "{} does not start a GitLab runner: left alone\nhint: pass the name the runner was installed under \
+             with --service",
+            path.display()
+        ),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "{} does not exist: nothing to uninstall\nhint: pass the name it was installed under with --service",
             path.display()
-        );
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
     let unit_name = format!("{name}.service");
     if target.manage {

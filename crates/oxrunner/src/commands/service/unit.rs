@@ -48,7 +48,7 @@ pub struct UnitSpec {
 pub fn check_service_name(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 200
-        && !name.starts_with('.')
+        && !name.starts_with(['.', '-'])
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
@@ -145,6 +145,8 @@ pub fn render(spec: &UnitSpec) -> anyhow::Result<String> {
     let _ = writeln!(u);
     let _ = writeln!(u, "[Service]");
     let _ = writeln!(u, "ExecStart={exec_start}");
+    // `systemctl reload` re-reads config.toml without touching running jobs (the daemon's SIGHUP handler).
+    let _ = writeln!(u, "ExecReload=/bin/kill -HUP $MAINPID");
     if let Some(user) = &spec.user {
         check_user_name(user)?;
         let _ = writeln!(u, "User={user}");
