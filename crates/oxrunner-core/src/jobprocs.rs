@@ -472,8 +472,12 @@ mod tests {
         // Between fork and exec a child still shows the parent's environment: wait until `sleep` runs with its own.
         let environ = format!("/proc/{}/environ", marked.id());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !std::fs::read(&environ).is_ok_and(|e| e.windows(marker.len()).any(|w| w == marker.as_bytes())) {
-            assert!(std::time::Instant::now() < deadline, "the marked child never showed its marker");
+        while !std::fs::read(&environ).is_ok_and(|e| e.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the marked child never showed its marker"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let spared = !signal_if_marked(pid(&unmarked), &marker, Signal::SIGKILL);
