@@ -6,6 +6,7 @@
 //! code that acts on a flag reads it with [`is_on`], which falls back to the table's default for a hand-made plan.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::variables::{Variable, Variables, parse_bool};
 
@@ -140,11 +141,7 @@ pub const FLAGS: &[FeatureFlag] = &[
         Ignored("there is no metrics server"),
     ),
     flag("FF_USE_FLEETING_ACQUIRE_HEARTBEATS", false, FLEETING),
-    flag(
-        "FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY",
-        true,
-        Ignored("stage retries (GET_SOURCES_ATTEMPTS & co.) follow immediately"),
-    ),
+    flag("FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY", true, Honoured),
     flag(
         "FF_USE_ADAPTIVE_REQUEST_CONCURRENCY",
         true,
@@ -190,6 +187,19 @@ pub const FLAGS: &[FeatureFlag] = &[
         Ignored("a cancelled container's processes are always signalled by the runner"),
     ),
 ];
+
+/// How long to wait before retry number `retry` (0 for the first retry) of a stage with attempts
+/// (`GET_SOURCES_ATTEMPTS`, `ARTIFACT_DOWNLOAD_ATTEMPTS`). Upstream doubles the wait from 5 s up to 5 min with
+/// `FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY`, and from 1 s up to 5 s without it (its retry helper's default).
+pub fn stage_retry_backoff(vars: &Variables, retry: u32) -> Duration {
+    let (min, max) = if is_on(vars, "FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY") {
+        (Duration::from_secs(5), Duration::from_secs(300))
+    } else {
+        (Duration::from_secs(1), Duration::from_secs(5))
+    };
+    // Past 2^16 the product is far beyond `max` anyway; the cap keeps the multiplication finite.
+    min.checked_mul(1u32 << retry.min(16)).map_or(max, |d| d.min(max))
+}
 
 /// The table entry of `name`.
 pub fn find(name: &str) -> Option<&'static FeatureFlag> {
