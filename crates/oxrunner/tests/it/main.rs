@@ -41,6 +41,7 @@ mod metrics_server;
 mod reset_token;
 mod robustness;
 mod service;
+mod stage_retry_backoff;
 mod support;
 mod unregister_flags;
 mod web_terminal;
