@@ -101,3 +101,18 @@ fn config_flags_without_effect_are_named() {
         }
     }
 }
+
+#[test]
+fn stage_retry_backoff_doubles_up_to_its_cap() {
+    use oxrunner_core::feature_flags::stage_retry_backoff;
+    let on = Variables::default();
+    let secs = |vars: &Variables| {
+        (0..9)
+            .map(|n| stage_retry_backoff(vars, n).as_secs())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(secs(&on), [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    assert_eq!(stage_retry_backoff(&on, u32::MAX).as_secs(), 300);
+    let off: Variables = vec![Variable::new("FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY", "false")].into();
+    assert_eq!(secs(&off), [1, 2, 4, 5, 5, 5, 5, 5, 5]);
+}
