@@ -117,11 +117,7 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag("FF_USE_INIT_WITH_DOCKER_EXECUTOR", false, Honoured),
     flag("FF_LOG_IMAGES_CONFIGURED_FOR_JOB", false, Honoured),
     flag("FF_USE_DOCKER_AUTOSCALER_DIAL_STDIO", true, FLEETING),
-    flag(
-        "FF_CLEAN_UP_FAILED_CACHE_EXTRACT",
-        false,
-        Ignored("a failed cache extraction is not cleaned up yet"),
-    ),
+    flag("FF_CLEAN_UP_FAILED_CACHE_EXTRACT", false, Honoured),
     flag("FF_USE_WINDOWS_JOB_OBJECT", false, WINDOWS),
     flag("FF_TIMESTAMPS", true, Honoured),
     flag("FF_DISABLE_AUTOMATIC_TOKEN_ROTATION", false, Honoured),

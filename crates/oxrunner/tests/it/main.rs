@@ -5,6 +5,7 @@
 
 mod artifacts_flow;
 mod cache_concurrency;
+mod cache_failed_extract;
 mod cache_fleet;
 mod clone_url_hint;
 mod completion_man;
