@@ -17,6 +17,9 @@ pub enum Support {
     Honoured,
     /// The flag cannot change anything here; the text says why (named in a warning when set in `config.toml`).
     Ignored(&'static str),
+    /// This build always behaves as gitlab-runner does with the flag at the given value; the other value is not
+    /// reproduced for the reason given (named in a warning when `config.toml` asks for it).
+    Fixed(bool, &'static str),
 }
 
 /// One upstream feature flag.
@@ -46,7 +49,7 @@ const fn deprecated(name: &'static str, default: bool, support: Support) -> Feat
     }
 }
 
-use Support::{Honoured, Ignored};
+use Support::{Fixed, Honoured, Ignored};
 
 const K8S: Support = Ignored("the kubernetes executor is not part of this build");
 const WINDOWS: Support = Ignored("Windows and PowerShell are not supported");
@@ -127,7 +130,11 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag(
         "FF_GIT_URLS_WITHOUT_TOKENS",
         false,
-        Ignored("the job token never goes into a remote URL; git gets it from a credential helper"),
+        Fixed(
+            true,
+            "the job token never goes into a remote URL or .git/config (as with the flag on); git reads it from a \
+             runner-owned config file outside the checkout",
+        ),
     ),
     flag("FF_WAIT_FOR_POD_TO_BE_REACHABLE", false, K8S),
     flag("FF_MASK_ALL_DEFAULT_TOKENS", true, Honoured),
@@ -301,6 +308,7 @@ pub fn config_warnings(config: &BTreeMap<String, bool>) -> Vec<String> {
             None => Some(format!("{name} is not a gitlab-runner feature flag")),
             Some(f) => match f.support {
                 Ignored(why) if *value != f.default => Some(format!("{name} = {value}: {why}")),
+                Fixed(only, why) if *value != only => Some(format!("{name} = {value}: {why}")),
                 _ => None,
             },
         })
