@@ -6,6 +6,7 @@
 //! code that acts on a flag reads it with [`is_on`], which falls back to the table's default for a hand-made plan.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::variables::{Variable, Variables, parse_bool};
 
@@ -16,6 +17,9 @@ pub enum Support {
     Honoured,
     /// The flag cannot change anything here; the text says why (named in a warning when set in `config.toml`).
     Ignored(&'static str),
+    /// This build always behaves as gitlab-runner does with the flag at the given value; the other value is not
+    /// reproduced for the reason given (named in a warning when `config.toml` asks for it).
+    Fixed(bool, &'static str),
 }
 
 /// One upstream feature flag.
@@ -45,7 +49,7 @@ const fn deprecated(name: &'static str, default: bool, support: Support) -> Feat
     }
 }
 
-use Support::{Honoured, Ignored};
+use Support::{Fixed, Honoured, Ignored};
 
 const K8S: Support = Ignored("the kubernetes executor is not part of this build");
 const WINDOWS: Support = Ignored("Windows and PowerShell are not supported");
@@ -116,11 +120,7 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag("FF_USE_INIT_WITH_DOCKER_EXECUTOR", false, Honoured),
     flag("FF_LOG_IMAGES_CONFIGURED_FOR_JOB", false, Honoured),
     flag("FF_USE_DOCKER_AUTOSCALER_DIAL_STDIO", true, FLEETING),
-    flag(
-        "FF_CLEAN_UP_FAILED_CACHE_EXTRACT",
-        false,
-        Ignored("a failed cache extraction is not cleaned up yet"),
-    ),
+    flag("FF_CLEAN_UP_FAILED_CACHE_EXTRACT", false, Honoured),
     flag("FF_USE_WINDOWS_JOB_OBJECT", false, WINDOWS),
     flag("FF_TIMESTAMPS", true, Honoured),
     flag("FF_DISABLE_AUTOMATIC_TOKEN_ROTATION", false, Honoured),
@@ -130,7 +130,11 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag(
         "FF_GIT_URLS_WITHOUT_TOKENS",
         false,
-        Ignored("the job token never goes into a remote URL; git gets it from a credential helper"),
+        Fixed(
+            true,
+            "the job token never goes into a remote URL or .git/config (as with the flag on); git reads it from a \
+             runner-owned config file outside the checkout",
+        ),
     ),
     flag("FF_WAIT_FOR_POD_TO_BE_REACHABLE", false, K8S),
     flag("FF_MASK_ALL_DEFAULT_TOKENS", true, Honoured),
@@ -140,11 +144,7 @@ pub const FLAGS: &[FeatureFlag] = &[
         Ignored("there is no metrics server"),
     ),
     flag("FF_USE_FLEETING_ACQUIRE_HEARTBEATS", false, FLEETING),
-    flag(
-        "FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY",
-        true,
-        Ignored("stage retries (GET_SOURCES_ATTEMPTS & co.) follow immediately"),
-    ),
+    flag("FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY", true, Honoured),
     flag(
         "FF_USE_ADAPTIVE_REQUEST_CONCURRENCY",
         true,
@@ -190,6 +190,19 @@ pub const FLAGS: &[FeatureFlag] = &[
         Ignored("a cancelled container's processes are always signalled by the runner"),
     ),
 ];
+
+/// How long to wait before retry number `retry` (0 for the first retry) of a stage with attempts
+/// (`GET_SOURCES_ATTEMPTS`, `ARTIFACT_DOWNLOAD_ATTEMPTS`). Upstream doubles the wait from 5 s up to 5 min with
+/// `FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY`, and from 1 s up to 5 s without it (its retry helper's default).
+pub fn stage_retry_backoff(vars: &Variables, retry: u32) -> Duration {
+    let (min, max) = if is_on(vars, "FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY") {
+        (Duration::from_secs(5), Duration::from_secs(300))
+    } else {
+        (Duration::from_secs(1), Duration::from_secs(5))
+    };
+    // Past 2^16 the product is far beyond `max` anyway; the cap keeps the multiplication finite.
+    min.checked_mul(1u32 << retry.min(16)).map_or(max, |d| d.min(max))
+}
 
 /// The table entry of `name`.
 pub fn find(name: &str) -> Option<&'static FeatureFlag> {
@@ -295,6 +308,7 @@ pub fn config_warnings(config: &BTreeMap<String, bool>) -> Vec<String> {
             None => Some(format!("{name} is not a gitlab-runner feature flag")),
             Some(f) => match f.support {
                 Ignored(why) if *value != f.default => Some(format!("{name} = {value}: {why}")),
+                Fixed(only, why) if *value != only => Some(format!("{name} = {value}: {why}")),
                 _ => None,
             },
         })

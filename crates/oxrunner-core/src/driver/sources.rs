@@ -169,11 +169,16 @@ impl Driver<'_> {
             self.section_end(&stage);
             match result {
                 StageResult::Exit(status) if !status.success() && attempt < settings.attempts => {
+                    let wait = crate::feature_flags::stage_retry_backoff(&self.vars, attempt - 1);
                     self.trace.warning(&format!(
-                        "Getting sources failed ({status}), retrying (attempt {} of {})",
+                        "Getting sources failed ({status}), retrying in {}s (attempt {} of {})",
+                        wait.as_secs(),
                         attempt + 1,
                         settings.attempts
                     ));
+                    if let Err(interrupt) = guard(tokio::time::sleep(wait), &self.control, limits).await {
+                        return self.settle(StageResult::Interrupted(interrupt));
+                    }
                 }
                 other => return self.settle(other),
             }

@@ -6,7 +6,7 @@ pub(crate) mod host_fetch;
 /// Shell quoting and gitlab-runner's coloured notices, for front ends that render stage scripts of their own (the
 /// in-script cache and artifact stages).
 pub mod words {
-    pub use super::bash::{notice, quote, quote_path, warning};
+    pub use super::bash::{notice, print_line, quote, quote_path, warning};
 }
 pub mod git;
 

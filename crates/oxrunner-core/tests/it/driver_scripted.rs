@@ -687,3 +687,70 @@ async fn prepare_and_get_sources_timeouts_end_a_hanging_phase() {
         "{log}"
     );
 }
+
+/// The virtual times at which each get_sources attempt started, with `GET_SOURCES_ATTEMPTS=4` and every attempt
+/// failing; `ff` sets FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY when given.
+async fn get_sources_attempt_times(ff: Option<&str>) -> Vec<Duration> {
+    let env = Env::new();
+    let mut plan = env.plan();
+    plan.variables.push(Variable::new("GET_SOURCES_ATTEMPTS", "4"));
+    if let Some(v) = ff {
+        plan.variables
+            .push(Variable::new("FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY", v));
+    }
+    let mut exec = Scripted::new(&[("get_sources", Reply::Exit(1))]);
+    let (outcome, log) = env.run(&plan, &mut exec, JobCancel::new()).await;
+    assert_eq!(
+        outcome.failure_reason(),
+        Some(FailureReason::ScriptFailure),
+        "{log}"
+    );
+    let calls = exec.calls.lock().unwrap().clone();
+    let times: Vec<Duration> = calls
+        .iter()
+        .filter(|c| c.what == "get_sources")
+        .map(|c| c.at)
+        .collect();
+    assert_eq!(times.len(), 4, "{log}");
+    times
+}
+
+fn gaps(times: &[Duration]) -> Vec<u64> {
+    times.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn get_sources_retries_back_off_exponentially_from_5s_by_default() {
+    let times = get_sources_attempt_times(None).await;
+    assert_eq!(gaps(&times), [5, 10, 20]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn get_sources_retries_back_off_from_1s_to_5s_with_the_flag_off() {
+    let times = get_sources_attempt_times(Some("false")).await;
+    assert_eq!(gaps(&times), [1, 2, 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_during_the_get_sources_backoff_ends_the_wait() {
+    let env = Env::new();
+    let mut plan = env.plan();
+    plan.variables.push(Variable::new("GET_SOURCES_ATTEMPTS", "3"));
+    let mut exec = Scripted::new(&[("get_sources", Reply::Exit(1))]);
+    let control = JobCancel::new();
+    let abort = control.abort.clone();
+    let start = Instant::now();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        abort.cancel();
+    });
+    let (outcome, log) = env.run(&plan, &mut exec, control).await;
+    assert_eq!(
+        outcome.failure_reason(),
+        Some(FailureReason::JobCanceled),
+        "{log}"
+    );
+    let attempts = exec.calls().iter().filter(|c| *c == "get_sources").count();
+    assert_eq!(attempts, 1, "{log}");
+    assert!(start.elapsed() < Duration::from_secs(5), "{log}");
+}

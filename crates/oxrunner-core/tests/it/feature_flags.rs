@@ -101,3 +101,34 @@ fn config_flags_without_effect_are_named() {
         }
     }
 }
+
+#[test]
+fn stage_retry_backoff_doubles_up_to_its_cap() {
+    use oxrunner_core::feature_flags::stage_retry_backoff;
+    let on = Variables::default();
+    let secs = |vars: &Variables| {
+        (0..9)
+            .map(|n| stage_retry_backoff(vars, n).as_secs())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(secs(&on), [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    assert_eq!(stage_retry_backoff(&on, u32::MAX).as_secs(), 300);
+    let off: Variables = vec![Variable::new("FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY", "false")].into();
+    assert_eq!(secs(&off), [1, 2, 4, 5, 5, 5, 5, 5, 5]);
+}
+
+#[test]
+fn git_urls_without_tokens_is_warned_about_only_when_set_to_false() {
+    let warn = |value: bool| {
+        let config = BTreeMap::from([("FF_GIT_URLS_WITHOUT_TOKENS".to_owned(), value)]);
+        feature_flags::config_warnings(&config)
+    };
+    // This build always keeps the token out of remote URLs, as upstream does with the flag on.
+    assert_eq!(warn(true), Vec::<String>::new());
+    let off = warn(false);
+    assert_eq!(off.len(), 1, "{off:?}");
+    assert!(
+        off[0].starts_with("FF_GIT_URLS_WITHOUT_TOKENS = false: the job token never goes into a remote URL"),
+        "{off:?}"
+    );
+}

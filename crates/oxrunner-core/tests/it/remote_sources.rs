@@ -386,7 +386,7 @@ async fn a_retry_clears_the_runner_side_checkout_and_the_job_worktree() {
     std::fs::write(stale.join("stale.txt"), "from an older job").unwrap();
     let (outcome, log) = env.run(&plan, &env.ctx(), EnvironmentFacts::default()).await;
     assert!(matches!(outcome, JobOutcome::Failed { .. }), "{log}");
-    assert!(log.contains("retrying (attempt 2 of 2)"), "{log}");
+    assert!(log.contains("retrying in 5s (attempt 2 of 2)"), "{log}");
     assert!(!log.contains("never\n"), "{log}");
     assert!(!stale.join("stale.txt").exists(), "{log}");
     assert_eq!(env.scripts_of("clear_worktree").len(), 1, "{:?}", env.kinds());

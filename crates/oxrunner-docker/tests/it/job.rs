@@ -163,7 +163,7 @@ async fn a_failed_fetch_is_retried_from_a_cleared_runner_side_checkout() {
 
     let (outcome, log) = common::run_job_in(&plan, &ctx, common::config(), host.path()).await;
     assert!(matches!(outcome, JobOutcome::Failed { .. }), "{log}");
-    assert!(log.contains("retrying (attempt 2 of 2)"), "{log}");
+    assert!(log.contains("retrying in 5s (attempt 2 of 2)"), "{log}");
     assert!(!log.contains("never\n"), "{log}");
     assert!(!stale.join("stale.txt").exists(), "{log}");
 }

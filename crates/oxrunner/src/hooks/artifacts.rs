@@ -3,10 +3,10 @@
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use oxrunner_api::ArtifactUpload;
 use oxrunner_archive::{FileSet, Format, Level, ZipStats};
+use oxrunner_core::feature_flags::stage_retry_backoff;
 use oxrunner_core::{ArtifactSpec, Dependency, FailureReason, HookError, StageCtx, TraceWriter};
 use oxrunner_fs::Dir;
 
@@ -16,7 +16,6 @@ use super::units::human_bytes;
 
 /// gitlab-runner allows 1..=10 attempts for the download stage.
 const MAX_ATTEMPTS: u32 = 10;
-const RETRY_WAIT: Duration = Duration::from_secs(1);
 
 pub(crate) fn attempts(ctx: &StageCtx<'_>) -> u32 {
     ctx.variables
@@ -87,14 +86,16 @@ pub(crate) async fn download(
                 }
                 Err(DownloadError::Fatal(err)) => return Err(err),
                 Err(DownloadError::Retry(detail)) if attempt < tries => {
+                    let wait = stage_retry_backoff(ctx.variables, attempt - 1);
                     trace.warning(&format!(
-                        "Downloading artifacts for {} ({}) failed: {detail}; retrying (attempt {} of {tries})",
+                        "Downloading artifacts for {} ({}) failed: {detail}; retrying in {}s (attempt {} of {tries})",
                         dep.name,
                         dep.id,
+                        wait.as_secs(),
                         attempt + 1
                     ));
+                    tokio::time::sleep(wait).await;
                     attempt += 1;
-                    tokio::time::sleep(RETRY_WAIT).await;
                 }
                 Err(DownloadError::Retry(detail)) => {
                     return Err(HookError::with_reason(

@@ -2,7 +2,9 @@
 //! (`remote/`), with gitlab-runner's key rules and log lines. Cache problems are warnings; they never fail a job.
 
 use oxrunner_archive::{CacheStore, FileSet, Level, SaveOutcome};
-use oxrunner_core::{CachePolicy, CacheSpec, StageCtx, TraceWriter, project_slug};
+use std::path::Path;
+
+use oxrunner_core::{CachePolicy, CacheSpec, StageCtx, TraceWriter, feature_flags, project_slug};
 
 use super::jobdir::open_project;
 use crate::metrics::{Metrics, TransferKind};
@@ -109,6 +111,9 @@ pub(crate) async fn restore(
                     }
                 }
             }
+            if feature_flags::is_on(ctx.variables, "FF_CLEAN_UP_FAILED_CACHE_EXTRACT") {
+                remove_cache_paths(spec, ctx, trace).await;
+            }
         }
         if let Some(t) = transfer {
             match &restored {
@@ -119,6 +124,41 @@ pub(crate) async fn restore(
         if restored.is_none() {
             trace.warning("Failed to extract cache");
         }
+    }
+}
+
+/// `FF_CLEAN_UP_FAILED_CACHE_EXTRACT`: a failed extraction may have left half an archive in the cache's paths, so
+/// upstream removes each of them before the next key. Like its quoted `rm -r -f`, a path is taken literally (no
+/// glob, no variable); one that leaves the project directory, also through a link, is refused, not removed.
+async fn remove_cache_paths(spec: &CacheSpec, ctx: &StageCtx<'_>, trace: &TraceWriter) {
+    let (builds_dir, project_dir) = (ctx.runner.builds_dir.clone(), ctx.project_dir.clone());
+    let paths = spec.paths.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let root = open_project(&builds_dir, &project_dir, false)?;
+        Ok::<_, String>(
+            paths
+                .into_iter()
+                .map(|p| {
+                    let outcome = root
+                        .open_parent_in_tree(Path::new(&p))
+                        .and_then(|(dir, name)| dir.remove_all(name));
+                    (p, outcome)
+                })
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await;
+    match res {
+        Ok(Ok(outcomes)) => {
+            for (path, outcome) in outcomes {
+                trace.println(&format!("Removing {path}"));
+                if let Err(e) = outcome {
+                    trace.warning(&format!("could not remove cache path {path:?}: {e}"));
+                }
+            }
+        }
+        Ok(Err(e)) => trace.warning(&format!("could not clean up the cache paths: {e}")),
+        Err(e) => trace.warning(&format!("cache path clean-up stopped: {e}")),
     }
 }
 

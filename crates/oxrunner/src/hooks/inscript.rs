@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use oxrunner_archive::CacheStore;
-use oxrunner_core::script::words::{notice, quote, quote_path, warning};
+use oxrunner_core::script::words::{notice, print_line, quote, quote_path, warning};
 use oxrunner_core::{CachePolicy, CacheSpec, HookError, Stage, StageCtx, TraceWriter, project_slug};
 
 use super::RunnerHooks;
@@ -108,13 +108,26 @@ fn restore_cache(hooks: &RunnerHooks, bin: &Path, ctx: &StageCtx<'_>, trace: &Tr
                 (k, file.to_string_lossy().into_owned(), url)
             })
             .collect();
-        out.push_str(&guarded(bin, "Extracting cache", &extract_chain(bin, &files)));
+        // FF_CLEAN_UP_FAILED_CACHE_EXTRACT: a failed extraction may leave half an archive behind; upstream
+        // removes the cache's paths (taken literally) before trying the next key. This runs inside the job's
+        // own environment, as the job's user, so it can reach nothing the job could not.
+        let cleanup: &[String] =
+            if oxrunner_core::feature_flags::is_on(ctx.variables, "FF_CLEAN_UP_FAILED_CACHE_EXTRACT") {
+                &spec.paths
+            } else {
+                &[]
+            };
+        out.push_str(&guarded(
+            bin,
+            "Extracting cache",
+            &extract_chain(bin, &files, cleanup),
+        ));
     }
     out
 }
 
 /// Tries each key in turn, like upstream's nested `if cache-extractor ...; else <next key>; fi`.
-fn extract_chain(bin: &Path, files: &[(String, String, Option<String>)]) -> String {
+fn extract_chain(bin: &Path, files: &[(String, String, Option<String>)], cleanup: &[String]) -> String {
     let Some(((key, file, url), rest)) = files.split_first() else {
         return String::new();
     };
@@ -128,7 +141,11 @@ fn extract_chain(bin: &Path, files: &[(String, String, Option<String>)]) -> Stri
     out.push_str(&notice("Successfully extracted cache"));
     out.push_str("else\n");
     out.push_str(&warning("Failed to extract cache"));
-    out.push_str(&extract_chain(bin, rest));
+    for path in cleanup {
+        out.push_str(&print_line(&format!("Removing {path}")));
+        let _ = writeln!(out, "rm -r -f -- {}", quote(path));
+    }
+    out.push_str(&extract_chain(bin, rest, cleanup));
     out.push_str("fi\n");
     out
 }

@@ -520,3 +520,40 @@ async fn artifact_paths_starting_with_a_dash_are_uploaded() {
         "{trace}\n{stored:?}"
     );
 }
+
+/// FF_CLEAN_UP_FAILED_CACHE_EXTRACT in script: a cache archive that cannot be extracted gets the cache's paths
+/// removed before the job's script runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_extract_removes_the_cache_paths_in_script() {
+    let env = env().await;
+    let runner = env.fake.create_runner_token("inscript");
+    let none = |plan: &mut JobPlan, ff: bool| {
+        // GIT_STRATEGY=none keeps the project directory, so `vendor/` survives unless the clean-up removes it.
+        let mut vars: Vec<Variable> = plan
+            .variables
+            .iter()
+            .filter(|v| v.key != "GIT_STRATEGY")
+            .cloned()
+            .collect();
+        vars.push(Variable::new("GIT_STRATEGY", "none"));
+        if ff {
+            vars.push(Variable::new("FF_CLEAN_UP_FAILED_CACHE_EXTRACT", "true"));
+        }
+        plan.variables = vars.into();
+    };
+    let save = running_job(&env.fake, &env.client, &runner, "save").await;
+    let mut plan = env.plan(&save, "save", &["mkdir -p vendor", "echo old > vendor/lib"]);
+    none(&mut plan, false);
+    let (outcome, trace, _) = env.run(&plan, &env.hooks(&save)).await;
+    assert!(outcome.is_success(), "{trace}");
+    let archive = env.root.join("cache/group/project/deps/cache.zip");
+    std::fs::write(&archive, b"this is not a zip archive").unwrap();
+
+    let restore = running_job(&env.fake, &env.client, &runner, "restore").await;
+    let mut plan = env.plan(&restore, "restore", &["test ! -e vendor"]);
+    none(&mut plan, true);
+    let (outcome, trace, _) = env.run(&plan, &env.hooks(&restore)).await;
+    assert!(trace.contains("Failed to extract cache"), "{trace}");
+    assert!(trace.contains("Removing vendor/"), "{trace}");
+    assert!(outcome.is_success(), "{trace}");
+}

@@ -5,6 +5,7 @@
 
 mod artifacts_flow;
 mod cache_concurrency;
+mod cache_failed_extract;
 mod cache_fleet;
 mod clone_url_hint;
 mod completion_man;
@@ -42,6 +43,7 @@ mod register_sections;
 mod reset_token;
 mod robustness;
 mod service;
+mod stage_retry_backoff;
 mod support;
 mod unregister_flags;
 mod web_terminal;
