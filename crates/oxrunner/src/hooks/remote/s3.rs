@@ -160,11 +160,26 @@ fn endpoint(cfg: &CacheS3Config) -> Result<reqwest::Url, String> {
         format!("{scheme}://{address}")
     };
     reqwest::Url::parse(&text).map_err(|e| {
+        let address = without_user_info(address);
         format!(
             "[runners.cache.s3] ServerAddress = {address:?} is not a valid address: {e}\n\
              hint: write host[:port], e.g. \"s3.amazonaws.com\" or \"minio.internal:9000\""
         )
     })
+}
+
+/// `address` with any `user:password@` before the host replaced: a secret written into `ServerAddress` must not
+/// reach a job log through an error message.
+fn without_user_info(address: &str) -> String {
+    let (scheme, rest) = match address.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), address),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}<redacted>{}", &rest[at..]),
+        None => address.to_owned(),
+    }
 }
 
 /// minio-go's automatic lookup, which upstream relies on unless `PathStyle` is set: virtual-host style on AWS,
