@@ -115,6 +115,22 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     assert!(trace.contains("Downloading cache from http://"), "{trace}");
     assert!(trace.contains("Successfully extracted cache"), "{trace}");
 
+    // The download became B's local copy: a job on B that changes nothing finds the archive up to date and
+    // sends nothing back.
+    let again = job(
+        "unchanged on b",
+        "b",
+        &["test \"$(cat vendor/lib)\" = from-a"],
+        CacheSpec::new("deps-$CI_COMMIT_REF_SLUG", &["vendor/"]),
+    );
+    let rec = finished(&fake, fake.enqueue_job(again), FINISH, &db).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Downloading cache from http://"), "{trace}");
+    assert!(trace.contains("Archive is up to date!"), "{trace}");
+    assert!(!trace.contains("Uploading cache.zip"), "{trace}");
+    assert!(trace.contains("Created cache"), "{trace}");
+
     // A key nobody pushed misses in the bucket, then its fallback key is found there.
     let fallback = job(
         "fallback",
@@ -251,7 +267,7 @@ async fn a_docker_machine_pushes_and_a_shell_machine_restores() {
         "docker push",
         &[
             "mkdir -p vendor && echo from-docker > vendor/lib",
-            "env | grep -c X-Amz || true",
+            "echo \"signed=$(env | grep -c -e X-Amz- -e OXRUNNER_CACHE_URL || true)\"",
         ],
     )
     .variable("GIT_STRATEGY", "empty")
@@ -265,6 +281,9 @@ async fn a_docker_machine_pushes_and_a_shell_machine_restores() {
         !trace.contains(&cluster.secret) && !trace.contains("X-Amz-Signature"),
         "{trace}"
     );
+    // Nothing signed reaches the job's environment: the count the script printed is zero.
+    assert!(trace.contains("signed=0"), "{trace}");
+    assert!(!trace.contains("X-Amz-Credential"), "{trace}");
 
     let b = Sandbox::new();
     let token = env.fake.create_runner_token_with_tags("b", &["b"], false);
