@@ -131,6 +131,23 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     assert!(!trace.contains("Uploading cache.zip"), "{trace}");
     assert!(trace.contains("Created cache"), "{trace}");
 
+    // A damaged local archive of a key the bucket lacks is a named extraction failure, not a cache miss.
+    let copy = find_archive(b.dir.path(), "deps-main").expect("B keeps the downloaded archive");
+    let damaged = copy.parent().unwrap().with_file_name("damaged").join("cache.zip");
+    std::fs::create_dir_all(damaged.parent().unwrap()).unwrap();
+    std::fs::write(&damaged, b"not a zip archive").unwrap();
+    let rec = finished(
+        &fake,
+        fake.enqueue_job(job("damaged", "b", &["true"], pull("damaged"))),
+        FINISH,
+        &db,
+    )
+    .await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Failed to extract cache for key"), "{trace}");
+    assert!(!trace.contains("Cache file does not exist"), "{trace}");
+
     // A key nobody pushed misses in the bucket, then its fallback key is found there.
     let fallback = job(
         "fallback",
@@ -179,6 +196,24 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     }
     crate::support::quit_ok(da).await;
     crate::support::quit_ok(db).await;
+}
+
+/// The local store's archive of `key` somewhere below `dir`.
+fn find_archive(dir: &std::path::Path, key: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if !entry.file_type().ok()?.is_dir() {
+            continue;
+        }
+        let zip = path.join("cache.zip");
+        if path.file_name().is_some_and(|n| n == key) && zip.is_file() {
+            return Some(zip);
+        }
+        if let Some(found) = find_archive(&path, key) {
+            return Some(found);
+        }
+    }
+    None
 }
 
 /// Shared = false: A's private cache lives under its runner prefix, B's private runner does not see it.
