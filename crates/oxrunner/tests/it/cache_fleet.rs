@@ -80,7 +80,7 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     std::fs::write(b.config(), b_text).unwrap();
     let (a_cfg, b_cfg) = (a.config_str(), b.config_str());
     let da = a.spawn(&["run", "-c", &a_cfg]);
-    let db = b.spawn(&["run", "-c", &b_cfg]);
+    let db = b.spawn(&["run", "-c", &b_cfg, "--listen-address", "127.0.0.1:0"]);
 
     // A pushes, B restores.
     let push = job(
@@ -191,11 +191,56 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     assert_eq!(rec.status, "success", "{}", rec.trace_text());
 
     wrong_secret_is_a_named_warning(&fake, &cluster, &db).await;
+    remote_transfers_are_counted(&db).await;
     for d in [&da, &db] {
         assert!(!d.log().contains(WRONG_SECRET) && !d.log().contains(&cluster.secret));
     }
     crate::support::quit_ok(da).await;
     crate::support::quit_ok(db).await;
+}
+
+/// B's metrics count what moved over the network: downloads with their bytes, refused uploads as failures.
+async fn remote_transfers_are_counted(db: &Daemon) {
+    let deadline = tokio::time::Instant::now() + FINISH;
+    let addr = loop {
+        let log = db.log();
+        if let Some(rest) = log
+            .lines()
+            .find(|l| l.contains("Metrics server listening"))
+            .and_then(|l| l.split("address=").nth(1))
+        {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no metrics server:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |name: &str, direction: &str, outcome: &str| {
+        let want = [
+            "kind=\"cache\"".to_owned(),
+            format!("direction=\"{direction}\""),
+            format!("outcome=\"{outcome}\""),
+        ];
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && want.iter().all(|w| l.contains(w.as_str())))
+            .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+    };
+    let downloaded = sample("gitlab_runner_transfer_bytes_total", "download", "success");
+    assert!(downloaded.is_some_and(|b| b > 0.0), "{text}");
+    let refused = sample(
+        "gitlab_runner_transfer_duration_seconds_count",
+        "upload",
+        "failure",
+    );
+    assert!(refused.is_some_and(|n| n >= 1.0), "{text}");
 }
 
 /// The local store's archive of `key` somewhere below `dir`.
