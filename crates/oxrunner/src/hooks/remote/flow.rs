@@ -140,7 +140,8 @@ async fn partial_file(dest: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     tokio::fs::create_dir_all(&dir).await?;
     tokio::task::spawn_blocking(move || {
         tempfile::Builder::new()
-            .prefix("cache.zip.download-")
+            // The store's own temporary prefix: one left by a crash is swept like an interrupted local save.
+            .prefix("cache.zip.tmp-")
             .tempfile_in(dir)
     })
     .await
