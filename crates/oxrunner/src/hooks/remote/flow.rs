@@ -86,6 +86,7 @@ pub(crate) async fn download_key(
     let Some(name) = object(remote, ctx, key, trace) else {
         return Restored::Failed;
     };
+    remote.store.detect_region().await;
     let signed = remote.store.presign_get(&name, url_lifetime(ctx));
     let http = match transfer::client(request_timeout(ctx)) {
         Ok(c) => c,
@@ -159,6 +160,7 @@ pub(crate) async fn remote_has(
     let Some(name) = object(remote, ctx, key, trace) else {
         return false;
     };
+    remote.store.detect_region().await;
     let signed = remote.store.presign_head(&name, url_lifetime(ctx));
     match transfer::client(request_timeout(ctx)) {
         Ok(http) => transfer::exists(&http, &signed).await,
@@ -188,6 +190,7 @@ pub(crate) async fn upload_key(
         ));
         return Ok(0);
     }
+    remote.store.detect_region().await;
     let signed = remote.store.presign_put(&name, url_lifetime(ctx));
     let http = transfer::client(request_timeout(ctx))?;
     trace.println(&format!(

@@ -210,3 +210,29 @@ async fn a_wrong_region_answer_names_bucket_location() {
     assert!(why.contains("400 Bad Request"), "{why}");
     assert!(why.contains("hint:") && why.contains("BucketLocation"), "{why}");
 }
+
+#[tokio::test]
+async fn an_aws_bucket_without_location_is_signed_for_the_region_it_names() {
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::MOVED_PERMANENTLY,
+            [("x-amz-bucket-region", "eu-west-3")],
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let cfg = s3(|c| c.bucket_location = None);
+    let store = super::S3Store::from_config(cfg.s3.as_ref().unwrap())
+        .unwrap()
+        .with_region_probe(format!("http://{addr}/runner-cache/").parse().unwrap());
+    let before = store.presign_get("k", Duration::from_secs(60)).url.to_string();
+    assert!(before.contains("us-east-1"), "{before}");
+    store.detect_region().await;
+    server.abort();
+    let after = store.presign_get("k", Duration::from_secs(60)).url.to_string();
+    assert!(
+        after.contains("eu-west-3") && !after.contains("us-east-1"),
+        "{after}"
+    );
+}
