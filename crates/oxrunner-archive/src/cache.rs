@@ -19,8 +19,9 @@
 //! through the runner), so no other user can put a link there.
 
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -79,6 +80,8 @@ pub struct RestoreReport {
     pub restored: Option<String>,
     /// Lines for the job log, in order.
     pub warnings: Vec<String>,
+    /// An archive was there but could not be used (as opposed to no archive for any key).
+    pub failed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -232,6 +235,7 @@ impl CacheStore {
                 report
                     .warnings
                     .push(format!("cache key {raw:?} could not be sanitized; skipping it"));
+                report.failed = true;
                 continue;
             };
             let path = self.archive_path(project_slug, &key);
@@ -250,9 +254,12 @@ impl CacheStore {
                     report.restored = Some(key);
                     return Ok(report);
                 }
-                Err(e) => report
-                    .warnings
-                    .push(format!("Failed to extract cache for key {key:?}: {e}")),
+                Err(e) => {
+                    report.failed = true;
+                    report
+                        .warnings
+                        .push(format!("Failed to extract cache for key {key:?}: {e}"));
+                }
             }
         }
         Ok(report)
@@ -298,6 +305,55 @@ impl CacheStore {
         remove_stale_temporaries(&dir.proc_path());
         let stats = write_zip_atomically(root, files, level, &dest, comment.as_bytes())?;
         Ok(SaveOutcome::Written(stats))
+    }
+}
+
+impl CacheStore {
+    /// Called after the archive of `key` was extracted into `root` when it came from a remote store: its digest
+    /// describes the files (with their times) on the machine that made it, so it is replaced by the digest of the
+    /// files just extracted here. The next save of unchanged files then finds the archive up to date instead of
+    /// writing and uploading it again. Archives without our digest (made by gitlab-runner) are left as they are.
+    pub fn adopt_extracted(&self, project_slug: &str, key: &str, root: &Dir) -> Result<(), ArchiveError> {
+        check_slug(project_slug)?;
+        let clean = Self::sanitize_key(key).ok_or_else(|| ArchiveError::InvalidCacheKey(key.to_owned()))?;
+        let path = self.archive_path(project_slug, &clean);
+        let Some((offset, old)) = zip_comment_at(&path) else {
+            return Ok(());
+        };
+        if !old.starts_with(DIGEST_PREFIX.as_bytes()) {
+            return Ok(());
+        }
+        let file = crate::extract::open_archive(&path).map_err(|e| ArchiveError::io("opening", &path, e))?;
+        let mut zip = zip::ZipArchive::new(file)
+            .map_err(|e| ArchiveError::io("reading", &path, io::Error::other(e)))?;
+        let mut files = Vec::with_capacity(zip.len());
+        for i in 0..zip.len() {
+            let entry = zip
+                .by_index_raw(i)
+                .map_err(|e| ArchiveError::io("reading", &path, io::Error::other(e)))?;
+            let name = entry
+                .name()
+                .map_err(|e| ArchiveError::io("reading", &path, io::Error::other(e)))?;
+            files.push(PathBuf::from(name.trim_end_matches('/')));
+        }
+        let set = FileSet {
+            files,
+            warnings: Vec::new(),
+        };
+        let comment = format!("{DIGEST_PREFIX}{}", content_digest(root, &set)?);
+        // Same length (one hash for another): the comment is rewritten in place, the entries stay untouched.
+        if comment.len() != old.len() {
+            return Ok(());
+        }
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&path)
+            .map_err(|e| ArchiveError::io("opening", &path, e))?;
+        out.seek(SeekFrom::Start(offset))
+            .and_then(|_| out.write_all(comment.as_bytes()))
+            .and_then(|_| out.sync_all())
+            .map_err(|e| ArchiveError::io("writing", &path, e))
     }
 }
 
@@ -403,6 +459,11 @@ fn content_digest(root: &Dir, files: &FileSet) -> Result<String, ArchiveError> {
 
 /// The archive comment from the end-of-central-directory record, read from the file's tail only.
 fn read_zip_comment(path: &Path) -> Option<Vec<u8>> {
+    zip_comment_at(path).map(|(_, comment)| comment)
+}
+
+/// The archive comment and the file offset it starts at.
+fn zip_comment_at(path: &Path) -> Option<(u64, Vec<u8>)> {
     let mut f = crate::extract::open_archive(path).ok()?;
     let len = f.metadata().ok()?.len();
     let tail_len = len.min(22 + 0xFFFF);
@@ -415,7 +476,7 @@ fn read_zip_comment(path: &Path) -> Option<Vec<u8>> {
             i + 22 + clen == tail.len()
         }
     })?;
-    Some(tail[pos + 22..].to_vec())
+    Some((len - tail_len + (pos + 22) as u64, tail[pos + 22..].to_vec()))
 }
 
 fn remove_stale_temporaries(dir: &Path) {

@@ -78,17 +78,22 @@ pub(crate) async fn restore(
         let transfer = metrics.map(|m| m.transfer(TransferKind::CacheExtract));
         let mut restored = None;
         let mut failed = false;
+        let mut downloaded = 0u64;
         for candidate in keys {
+            downloaded = 0;
             trace.println(&format!("Checking cache for {candidate}..."));
             if let RemoteSetup::Ready(r) = remote
-                && flow::restore_key(r, ctx, &candidate, trace).await == Restored::Extracted
+                && let Some(clean) = CacheStore::sanitize_key(&candidate)
             {
-                trace.println("Successfully extracted cache");
-                restored = Some(candidate);
-                break;
+                let dest = store.archive_path(&slug, &clean);
+                if let Restored::Downloaded { bytes } =
+                    flow::download_key(r, ctx, &candidate, &dest, trace).await
+                {
+                    downloaded = bytes;
+                }
             }
-            match restore_one(store, &slug, candidate, ctx).await {
-                Ok(Some(k)) => {
+            match restore_one(store, &slug, candidate, ctx, downloaded > 0).await {
+                LocalRestore::Extracted(k) => {
                     if !matches!(remote, RemoteSetup::Ready(_)) {
                         trace.println(
                             "No URL provided, cache will not be downloaded from shared cache server. \
@@ -99,12 +104,17 @@ pub(crate) async fn restore(
                     restored = Some(k);
                     break;
                 }
-                Ok(None) => {}
                 // Neither the bucket nor the local copy has it: upstream's line for a cache miss.
-                Err(_) if matches!(remote, RemoteSetup::Ready(_)) => {
+                LocalRestore::Missing(_) if matches!(remote, RemoteSetup::Ready(_)) => {
                     trace.warning("Cache file does not exist")
                 }
-                Err(lines) => {
+                LocalRestore::Missing(lines) => {
+                    failed = true;
+                    for line in lines {
+                        trace.warning(&line);
+                    }
+                }
+                LocalRestore::Failed(lines) => {
                     failed = true;
                     for line in lines {
                         trace.warning(&line);
@@ -117,6 +127,7 @@ pub(crate) async fn restore(
         }
         if let Some(t) = transfer {
             match &restored {
+                Some(_) if downloaded > 0 => t.finish("success", downloaded),
                 Some(k) => t.finish("success", archive_size(store, &slug, k).await),
                 None => t.finish(if failed { "failure" } else { "miss" }, 0),
             }
@@ -162,28 +173,51 @@ async fn remove_cache_paths(spec: &CacheSpec, ctx: &StageCtx<'_>, trace: &TraceW
     }
 }
 
-/// One key: `Ok(Some(key))` when extracted, `Err(warnings)` otherwise.
+/// What the local store gave for one key; the lines are warnings for the job log.
+enum LocalRestore {
+    Extracted(String),
+    /// No archive for the key.
+    Missing(Vec<String>),
+    /// An archive was there but could not be extracted.
+    Failed(Vec<String>),
+}
+
+/// `downloaded`: the archive just came from the remote store and is adopted as this machine's copy.
 async fn restore_one(
     store: &CacheStore,
     slug: &str,
     key: String,
     ctx: &StageCtx<'_>,
-) -> Result<Option<String>, Vec<String>> {
+    downloaded: bool,
+) -> LocalRestore {
     let store = store.clone();
     let slug = slug.to_owned();
     let (builds_dir, project_dir) = (ctx.runner.builds_dir.clone(), ctx.project_dir.clone());
     let res = tokio::task::spawn_blocking(move || {
         let root = open_project(&builds_dir, &project_dir, true)?;
-        store
+        let mut report = store
             .restore_into(&slug, std::slice::from_ref(&key), &root)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if downloaded
+            && let Some(k) = &report.restored
+            && let Err(e) = store.adopt_extracted(&slug, k, &root)
+        {
+            // Only costs a second upload of an unchanged cache.
+            report
+                .warnings
+                .push(format!("cannot record the downloaded cache as local copy: {e}"));
+        }
+        Ok(report)
     })
     .await;
     match res {
-        Ok(Ok(report)) if report.restored.is_some() => Ok(report.restored),
-        Ok(Ok(report)) => Err(report.warnings),
-        Ok(Err(e)) => Err(vec![e]),
-        Err(e) => Err(vec![format!("cache extraction stopped: {e}")]),
+        Ok(Ok(report)) => match report.restored {
+            Some(k) => LocalRestore::Extracted(k),
+            None if report.failed => LocalRestore::Failed(report.warnings),
+            None => LocalRestore::Missing(report.warnings),
+        },
+        Ok(Err(e)) => LocalRestore::Failed(vec![e]),
+        Err(e) => LocalRestore::Failed(vec![format!("cache extraction stopped: {e}")]),
     }
 }
 
@@ -218,51 +252,67 @@ pub(crate) async fn archive(
             continue;
         }
         trace.println(&format!("Creating cache {key}..."));
+        // Started before archiving: the duration covers the upload to a remote store as well.
         let transfer = metrics.map(|m| m.transfer(TransferKind::CacheArchive));
-        let saved = save_one(store, &slug, &key, ctx, spec, level).await;
-        if let Some(t) = transfer {
-            match &saved {
-                Ok((_, SaveOutcome::Unchanged)) => t.finish("unchanged", 0),
-                Ok(_) => t.finish("success", archive_size(store, &slug, &key).await),
-                Err(_) => t.finish("failure", 0),
-            }
-        }
-        match saved {
-            Ok((files, outcome)) => {
-                for w in &files.warnings {
-                    trace.warning(w);
-                }
-                trace.println(&format!(
-                    "found {} matching files and directories",
-                    files.files.len()
-                ));
-                let unchanged = outcome == SaveOutcome::Unchanged;
-                if unchanged {
-                    trace.println("Archive is up to date!");
-                }
-                match remote {
-                    // As upstream: an unchanged archive is not sent again while the bucket has it.
-                    RemoteSetup::Ready(r) if unchanged && flow::remote_has(r, ctx, &key, trace).await => {}
-                    RemoteSetup::Ready(r) => {
-                        let archive = store.archive_path(&slug, &key);
-                        if let Err(e) = flow::upload_key(r, ctx, &key, &archive, trace).await {
-                            trace.warning(&e);
-                            trace.warning("Failed to create cache");
-                            continue;
-                        }
-                    }
-                    RemoteSetup::Broken(message) => trace.warning(message),
-                    RemoteSetup::None => trace.println(
-                        "No URL provided, cache will not be uploaded to shared cache server. \
-                         Cache will be stored only locally.",
-                    ),
-                }
-                trace.println("Created cache");
-            }
+        let (files, outcome) = match save_one(store, &slug, &key, ctx, spec, level).await {
+            Ok(saved) => saved,
             Err(message) => {
+                if let Some(t) = transfer {
+                    t.finish("failure", 0);
+                }
                 trace.warning(&message);
                 trace.warning("Failed to create cache");
+                continue;
             }
+        };
+        for w in &files.warnings {
+            trace.warning(w);
+        }
+        trace.println(&format!(
+            "found {} matching files and directories",
+            files.files.len()
+        ));
+        let unchanged = outcome == SaveOutcome::Unchanged;
+        if unchanged {
+            trace.println("Archive is up to date!");
+        }
+        // Bytes sent to the remote store; `None` when nothing was sent.
+        let uploaded: Result<Option<u64>, ()> = match remote {
+            // As upstream: an unchanged archive is not sent again while the bucket has it.
+            RemoteSetup::Ready(r) if unchanged && flow::remote_has(r, ctx, &key, trace).await => Ok(None),
+            RemoteSetup::Ready(r) => {
+                let archive = store.archive_path(&slug, &key);
+                match flow::upload_key(r, ctx, &key, &archive, trace).await {
+                    Ok(bytes) => Ok(Some(bytes).filter(|b| *b > 0)),
+                    Err(e) => {
+                        trace.warning(&e);
+                        trace.warning("Failed to create cache");
+                        Err(())
+                    }
+                }
+            }
+            RemoteSetup::Broken(message) => {
+                trace.warning(message);
+                Ok(None)
+            }
+            RemoteSetup::None => {
+                trace.println(
+                    "No URL provided, cache will not be uploaded to shared cache server. \
+                     Cache will be stored only locally.",
+                );
+                Ok(None)
+            }
+        };
+        if let Some(t) = transfer {
+            match uploaded {
+                Err(()) => t.finish("failure", 0),
+                Ok(Some(bytes)) => t.finish("success", bytes),
+                Ok(None) if unchanged => t.finish("unchanged", 0),
+                Ok(None) => t.finish("success", archive_size(store, &slug, &key).await),
+            }
+        }
+        if uploaded.is_ok() {
+            trace.println("Created cache");
         }
     }
 }

@@ -80,7 +80,7 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     std::fs::write(b.config(), b_text).unwrap();
     let (a_cfg, b_cfg) = (a.config_str(), b.config_str());
     let da = a.spawn(&["run", "-c", &a_cfg]);
-    let db = b.spawn(&["run", "-c", &b_cfg]);
+    let db = b.spawn(&["run", "-c", &b_cfg, "--listen-address", "127.0.0.1:0"]);
 
     // A pushes, B restores.
     let push = job(
@@ -114,6 +114,39 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     assert_eq!(rec.status, "success", "{trace}");
     assert!(trace.contains("Downloading cache from http://"), "{trace}");
     assert!(trace.contains("Successfully extracted cache"), "{trace}");
+
+    // The download became B's local copy: a job on B that changes nothing finds the archive up to date and
+    // sends nothing back.
+    let again = job(
+        "unchanged on b",
+        "b",
+        &["test \"$(cat vendor/lib)\" = from-a"],
+        CacheSpec::new("deps-$CI_COMMIT_REF_SLUG", &["vendor/"]),
+    );
+    let rec = finished(&fake, fake.enqueue_job(again), FINISH, &db).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Downloading cache from http://"), "{trace}");
+    assert!(trace.contains("Archive is up to date!"), "{trace}");
+    assert!(!trace.contains("Uploading cache.zip"), "{trace}");
+    assert!(trace.contains("Created cache"), "{trace}");
+
+    // A damaged local archive of a key the bucket lacks is a named extraction failure, not a cache miss.
+    let copy = find_archive(b.dir.path(), "deps-main").expect("B keeps the downloaded archive");
+    let damaged = copy.parent().unwrap().with_file_name("damaged").join("cache.zip");
+    std::fs::create_dir_all(damaged.parent().unwrap()).unwrap();
+    std::fs::write(&damaged, b"not a zip archive").unwrap();
+    let rec = finished(
+        &fake,
+        fake.enqueue_job(job("damaged", "b", &["true"], pull("damaged"))),
+        FINISH,
+        &db,
+    )
+    .await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Failed to extract cache for key"), "{trace}");
+    assert!(!trace.contains("Cache file does not exist"), "{trace}");
 
     // A key nobody pushed misses in the bucket, then its fallback key is found there.
     let fallback = job(
@@ -158,11 +191,74 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     assert_eq!(rec.status, "success", "{}", rec.trace_text());
 
     wrong_secret_is_a_named_warning(&fake, &cluster, &db).await;
+    remote_transfers_are_counted(&db).await;
     for d in [&da, &db] {
         assert!(!d.log().contains(WRONG_SECRET) && !d.log().contains(&cluster.secret));
     }
     crate::support::quit_ok(da).await;
     crate::support::quit_ok(db).await;
+}
+
+/// B's metrics count what moved over the network: downloads with their bytes, refused uploads as failures.
+async fn remote_transfers_are_counted(db: &Daemon) {
+    let deadline = tokio::time::Instant::now() + FINISH;
+    let addr = loop {
+        let log = db.log();
+        if let Some(rest) = log
+            .lines()
+            .find(|l| l.contains("Metrics server listening"))
+            .and_then(|l| l.split("address=").nth(1))
+        {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no metrics server:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |name: &str, direction: &str, outcome: &str| {
+        let want = [
+            "kind=\"cache\"".to_owned(),
+            format!("direction=\"{direction}\""),
+            format!("outcome=\"{outcome}\""),
+        ];
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && want.iter().all(|w| l.contains(w.as_str())))
+            .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+    };
+    let downloaded = sample("gitlab_runner_transfer_bytes_total", "download", "success");
+    assert!(downloaded.is_some_and(|b| b > 0.0), "{text}");
+    let refused = sample(
+        "gitlab_runner_transfer_duration_seconds_count",
+        "upload",
+        "failure",
+    );
+    assert!(refused.is_some_and(|n| n >= 1.0), "{text}");
+}
+
+/// The local store's archive of `key` somewhere below `dir`.
+fn find_archive(dir: &std::path::Path, key: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if !entry.file_type().ok()?.is_dir() {
+            continue;
+        }
+        let zip = path.join("cache.zip");
+        if path.file_name().is_some_and(|n| n == key) && zip.is_file() {
+            return Some(zip);
+        }
+        if let Some(found) = find_archive(&path, key) {
+            return Some(found);
+        }
+    }
+    None
 }
 
 /// Shared = false: A's private cache lives under its runner prefix, B's private runner does not see it.
@@ -251,7 +347,7 @@ async fn a_docker_machine_pushes_and_a_shell_machine_restores() {
         "docker push",
         &[
             "mkdir -p vendor && echo from-docker > vendor/lib",
-            "env | grep -c X-Amz || true",
+            "echo \"signed=$(env | grep -c -e X-Amz- -e OXRUNNER_CACHE_URL || true)\"",
         ],
     )
     .variable("GIT_STRATEGY", "empty")
@@ -265,6 +361,9 @@ async fn a_docker_machine_pushes_and_a_shell_machine_restores() {
         !trace.contains(&cluster.secret) && !trace.contains("X-Amz-Signature"),
         "{trace}"
     );
+    // Nothing signed reaches the job's environment: the count the script printed is zero.
+    assert!(trace.contains("signed=0"), "{trace}");
+    assert!(!trace.contains("X-Amz-Credential"), "{trace}");
 
     let b = Sandbox::new();
     let token = env.fake.create_runner_token_with_tags("b", &["b"], false);

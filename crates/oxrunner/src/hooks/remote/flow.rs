@@ -1,5 +1,6 @@
 //! The runner-side steps of a remote cache inside `restore_cache` and `archive_cache`, with gitlab-runner's log
-//! lines: download one key into a private temporary file and extract it; upload a freshly written archive.
+//! lines: download one key over the local store's archive of it (extracted by the caller); upload a freshly
+//! written archive.
 //! Every problem is a warning: the caller falls back to the local store, and a job never fails over its cache.
 
 use std::path::Path;
@@ -10,17 +11,17 @@ use oxrunner_core::{StageCtx, TraceWriter};
 use super::RemoteCache;
 use super::s3::Presigned;
 use super::transfer::{self, Fetched, clean_url};
-use crate::hooks::jobdir::open_project;
 
 /// gitlab-runner's `CACHE_REQUEST_TIMEOUT` default, in minutes.
 const DEFAULT_REQUEST_TIMEOUT_MIN: u64 = 10;
 /// Signed URLs outlive the request that uses them by a margin, never less than this.
 const MIN_URL_LIFETIME: Duration = Duration::from_secs(3600);
 
-/// What restoring one key from the remote store gave.
+/// What downloading one key from the remote store gave.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Restored {
-    Extracted,
+    /// The object now is the local copy of the key; `bytes` came over the network.
+    Downloaded { bytes: u64 },
     /// No object under this key.
     Missing,
     /// The store could not be used (already reported as a warning).
@@ -72,16 +73,20 @@ pub(crate) fn presign_for_script(
     })
 }
 
-/// Downloads `key` and extracts it into the project.
-pub(crate) async fn restore_key(
+/// Downloads `key` to `dest`, the local store's archive of the key, replacing it only once the download is
+/// complete. The caller extracts it like any local archive, and the archive stage then compares the job's files
+/// with what came from the bucket, so an unchanged cache is not uploaded again from another machine.
+pub(crate) async fn download_key(
     remote: &RemoteCache,
     ctx: &StageCtx<'_>,
     key: &str,
+    dest: &Path,
     trace: &TraceWriter,
 ) -> Restored {
     let Some(name) = object(remote, ctx, key, trace) else {
         return Restored::Failed;
     };
+    remote.store.detect_region().await;
     let signed = remote.store.presign_get(&name, url_lifetime(ctx));
     let http = match transfer::client(request_timeout(ctx)) {
         Ok(c) => c,
@@ -90,13 +95,14 @@ pub(crate) async fn restore_key(
             return Restored::Failed;
         }
     };
-    // A private file (0600, O_EXCL) outside anything the job can reach: the archive is untrusted until extracted
-    // by the same code as a local one.
-    let tmp = match tempfile::Builder::new().prefix("oxrunner-cache-dl-").tempfile() {
+    // The runner-owned cache directory, not $TMPDIR (often RAM-backed): a private file (0600, O_EXCL) next to
+    // the archive so the final rename is atomic and a failed download never leaves half an archive behind.
+    let tmp = match partial_file(dest).await {
         Ok(t) => t,
         Err(e) => {
             trace.warning(&format!(
-                "cannot create a temporary file for the cache download: {e}"
+                "cannot create a file for the cache download next to {}: {e}",
+                dest.display()
             ));
             return Restored::Failed;
         }
@@ -106,33 +112,41 @@ pub(crate) async fn restore_key(
         clean_url(signed.url.as_str())
     ));
     let warn = |m: &str| trace.warning(m);
-    match transfer::download(&http, &signed, tmp.path(), &remote.store.describe(), &warn).await {
-        Ok(Fetched::Found { .. }) => {}
+    let bytes = match transfer::download(&http, &signed, tmp.path(), &remote.store.describe(), &warn).await {
+        Ok(Fetched::Found { bytes }) => bytes,
         Ok(Fetched::Missing) => return Restored::Missing,
         Err(e) => {
             trace.warning(&e);
             return Restored::Failed;
         }
-    }
-    match extract(ctx, tmp.path().to_path_buf()).await {
-        Ok(()) => Restored::Extracted,
+    };
+    match tmp.persist(dest) {
+        Ok(_) => Restored::Downloaded { bytes },
         Err(e) => {
-            trace.warning(&e);
+            trace.warning(&format!(
+                "saving the downloaded cache as {}: {}",
+                dest.display(),
+                e.error
+            ));
             Restored::Failed
         }
     }
 }
 
-async fn extract(ctx: &StageCtx<'_>, archive: std::path::PathBuf) -> Result<(), String> {
-    let (builds_dir, project_dir) = (ctx.runner.builds_dir.clone(), ctx.project_dir.clone());
+async fn partial_file(dest: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let dir = dest
+        .parent()
+        .ok_or_else(|| std::io::Error::other("the archive path has no directory"))?
+        .to_path_buf();
+    tokio::fs::create_dir_all(&dir).await?;
     tokio::task::spawn_blocking(move || {
-        let root = open_project(&builds_dir, &project_dir, true)?;
-        oxrunner_archive::extract_zip_into(&archive, &root)
-            .map(|_| ())
-            .map_err(|e| format!("extracting the downloaded cache: {e}"))
+        tempfile::Builder::new()
+            // The store's own temporary prefix: one left by a crash is swept like an interrupted local save.
+            .prefix("cache.zip.tmp-")
+            .tempfile_in(dir)
     })
     .await
-    .map_err(|e| format!("cache extraction stopped: {e}"))?
+    .map_err(std::io::Error::other)?
 }
 
 /// Whether the bucket already holds `key`. An unchanged local archive is uploaded again when it does not: an
@@ -146,6 +160,7 @@ pub(crate) async fn remote_has(
     let Some(name) = object(remote, ctx, key, trace) else {
         return false;
     };
+    remote.store.detect_region().await;
     let signed = remote.store.presign_head(&name, url_lifetime(ctx));
     match transfer::client(request_timeout(ctx)) {
         Ok(http) => transfer::exists(&http, &signed).await,
@@ -161,7 +176,7 @@ pub(crate) async fn upload_key(
     key: &str,
     archive: &Path,
     trace: &TraceWriter,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let Some(name) = object(remote, ctx, key, trace) else {
         return Err("the cache key leaves the project's prefix in the bucket".to_owned());
     };
@@ -173,8 +188,9 @@ pub(crate) async fn upload_key(
         trace.println(&format!(
             "Cache archive size ({size}) is too big (Limit is set to {limit}). Cache will be stored only locally."
         ));
-        return Ok(());
+        return Ok(0);
     }
+    remote.store.detect_region().await;
     let signed = remote.store.presign_put(&name, url_lifetime(ctx));
     let http = transfer::client(request_timeout(ctx))?;
     trace.println(&format!(
@@ -182,7 +198,5 @@ pub(crate) async fn upload_key(
         clean_url(signed.url.as_str())
     ));
     let warn = |m: &str| trace.warning(m);
-    transfer::upload(&http, &signed, archive, &remote.store.describe(), &warn)
-        .await
-        .map(|_| ())
+    transfer::upload(&http, &signed, archive, &remote.store.describe(), &warn).await
 }

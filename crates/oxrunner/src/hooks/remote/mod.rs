@@ -1,6 +1,7 @@
 //! The distributed cache (`[runners.cache] Type = "s3"`): where a cache key lives in the bucket, and the S3
 //! store behind it. The local store stays the working copy: an archive is written there and then uploaded, and a
-//! restore downloads into a private temporary file and extracts that.
+//! restore downloads over the local archive of the key (atomically) and extracts that, so the local copy always is
+//! what the bucket holds.
 //!
 //! Object names follow gitlab-runner exactly (`cache/cache.go`), so a mixed fleet of gitlab-runner and oxrunner
 //! shares one bucket: `[<Path>/][runner/<short token>/]project/<project id>/<key>`, the runner part only when

@@ -39,6 +39,13 @@ pub(crate) struct S3Store {
     sse_headers: Vec<(String, String)>,
     /// `scheme://host[:port]`, for messages.
     endpoint: String,
+    /// With no `BucketLocation` on AWS: the bucket's URL, asked (unsigned) for the region it lives in.
+    region_probe: Option<reqwest::Url>,
+    /// `ServerAddress` as a URL and the style derived from it, to sign for another region.
+    base: reqwest::Url,
+    style: UrlStyle,
+    /// The bucket signed for the region the probe found, once per runner.
+    regional: std::sync::OnceLock<Bucket>,
 }
 
 impl fmt::Debug for S3Store {
@@ -160,11 +167,26 @@ fn endpoint(cfg: &CacheS3Config) -> Result<reqwest::Url, String> {
         format!("{scheme}://{address}")
     };
     reqwest::Url::parse(&text).map_err(|e| {
+        let address = without_user_info(address);
         format!(
             "[runners.cache.s3] ServerAddress = {address:?} is not a valid address: {e}\n\
              hint: write host[:port], e.g. \"s3.amazonaws.com\" or \"minio.internal:9000\""
         )
     })
+}
+
+/// `address` with any `user:password@` before the host replaced: a secret written into `ServerAddress` must not
+/// reach a job log through an error message.
+fn without_user_info(address: &str) -> String {
+    let (scheme, rest) = match address.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), address),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}<redacted>{}", &rest[at..]),
+        None => address.to_owned(),
+    }
 }
 
 /// minio-go's automatic lookup, which upstream relies on unless `PathStyle` is set: virtual-host style on AWS,
@@ -200,12 +222,69 @@ impl S3Store {
                  hint: check ServerAddress and BucketName (PathStyle = true for stores without virtual-host buckets)"
             )
         })?;
+        let on_aws = endpoint.host_str().is_some_and(|h| h.ends_with(".amazonaws.com"));
+        let region_probe =
+            (on_aws && non_empty(cfg.bucket_location.as_deref()).is_none()).then(|| bucket.object_url(""));
         Ok(S3Store {
             bucket,
             credentials: credentials(cfg)?,
             sse_headers: sse_headers(cfg)?,
             endpoint: shown,
+            region_probe,
+            style: url_style(cfg, &endpoint),
+            base: endpoint,
+            regional: std::sync::OnceLock::new(),
         })
+    }
+
+    /// As upstream (minio-go's bucket location lookup): with no `BucketLocation`, an AWS bucket is signed for the
+    /// region its unsigned `HEAD` names in `x-amz-bucket-region` (S3 answers it even when it refuses the request).
+    /// Asked until it answers, then kept; without an answer us-east-1 is signed, and a wrong-region answer to the
+    /// signed request carries a hint naming `BucketLocation`.
+    pub(crate) async fn detect_region(&self) {
+        let Some(probe) = &self.region_probe else {
+            return;
+        };
+        if self.regional.get().is_some() {
+            return;
+        }
+        let Ok(http) = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+        else {
+            return;
+        };
+        let Ok(resp) = http.head(probe.clone()).send().await else {
+            return;
+        };
+        let Some(region) = resp
+            .headers()
+            .get("x-amz-bucket-region")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|r| !r.is_empty() && r.len() < 64)
+        else {
+            return;
+        };
+        if let Ok(b) = Bucket::new(
+            self.base.clone(),
+            self.style,
+            self.bucket.name().to_owned(),
+            region.to_owned(),
+        ) {
+            let _ = self.regional.set(b);
+        }
+    }
+
+    fn signer(&self) -> &Bucket {
+        self.regional.get().unwrap_or(&self.bucket)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn with_region_probe(mut self, url: reqwest::Url) -> S3Store {
+        self.region_probe = Some(url);
+        self
     }
 
     /// `bucket "<name>" at <endpoint>`, for messages.
@@ -214,7 +293,7 @@ impl S3Store {
     }
 
     pub(crate) fn presign_get(&self, object: &str, expires: Duration) -> Presigned {
-        let action = self.bucket.get_object(Some(&self.credentials), object);
+        let action = self.signer().get_object(Some(&self.credentials), object);
         Presigned {
             url: action.sign(expires.min(MAX_EXPIRY)),
             headers: Vec::new(),
@@ -222,7 +301,7 @@ impl S3Store {
     }
 
     pub(crate) fn presign_head(&self, object: &str, expires: Duration) -> Presigned {
-        let action = self.bucket.head_object(Some(&self.credentials), object);
+        let action = self.signer().head_object(Some(&self.credentials), object);
         Presigned {
             url: action.sign(expires.min(MAX_EXPIRY)),
             headers: Vec::new(),
@@ -230,7 +309,7 @@ impl S3Store {
     }
 
     pub(crate) fn presign_put(&self, object: &str, expires: Duration) -> Presigned {
-        let mut action = self.bucket.put_object(Some(&self.credentials), object);
+        let mut action = self.signer().put_object(Some(&self.credentials), object);
         for (k, v) in &self.sse_headers {
             action.headers_mut().insert(k.clone(), v.clone());
         }

@@ -146,6 +146,16 @@ fn configuration_errors_are_named_with_a_hint() {
 }
 
 #[test]
+fn a_bad_server_address_is_shown_without_its_user_info() {
+    let why = broken(&s3(|c| {
+        c.server_address = Some("admin:Hunter2Secret@bad host:9000".into())
+    }));
+    assert!(why.contains("ServerAddress"), "{why}");
+    assert!(why.contains("<redacted>@bad host:9000"), "{why}");
+    assert!(!why.contains("Hunter2Secret") && !why.contains("admin:"), "{why}");
+}
+
+#[test]
 fn iam_without_credentials_in_the_environment_is_a_clear_error() {
     if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
         // The runner's own environment answers IAM here; the error case cannot be shown.
@@ -171,4 +181,58 @@ fn other_types_and_no_type_leave_the_local_cache() {
         RemoteSetup::from_config(Some(&cfg), "abcdefghi"),
         RemoteSetup::None
     ));
+}
+
+#[tokio::test]
+async fn a_wrong_region_answer_names_bucket_location() {
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            "<Error><Code>AuthorizationQueryParametersError</Code><Message>Error parsing the \
+             X-Amz-Credential parameter; the region 'us-east-1' is wrong; expecting 'eu-west-3'</Message></Error>",
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let signed = super::s3::Presigned {
+        url: format!("http://{addr}/bucket/key?X-Amz-Signature=abc")
+            .parse()
+            .unwrap(),
+        headers: Vec::new(),
+    };
+    let http = super::transfer::client(std::time::Duration::from_secs(30)).unwrap();
+    let dest = tempfile::NamedTempFile::new().unwrap();
+    let why = super::transfer::download(&http, &signed, dest.path(), "S3 bucket", &|_| {})
+        .await
+        .unwrap_err();
+    server.abort();
+    assert!(why.contains("400 Bad Request"), "{why}");
+    assert!(why.contains("hint:") && why.contains("BucketLocation"), "{why}");
+}
+
+#[tokio::test]
+async fn an_aws_bucket_without_location_is_signed_for_the_region_it_names() {
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::MOVED_PERMANENTLY,
+            [("x-amz-bucket-region", "eu-west-3")],
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let cfg = s3(|c| c.bucket_location = None);
+    let store = super::S3Store::from_config(cfg.s3.as_ref().unwrap())
+        .unwrap()
+        .with_region_probe(format!("http://{addr}/runner-cache/").parse().unwrap());
+    let before = store.presign_get("k", Duration::from_secs(60)).url.to_string();
+    assert!(before.contains("us-east-1"), "{before}");
+    store.detect_region().await;
+    server.abort();
+    let after = store.presign_get("k", Duration::from_secs(60)).url.to_string();
+    assert!(
+        after.contains("eu-west-3") && !after.contains("us-east-1"),
+        "{after}"
+    );
 }

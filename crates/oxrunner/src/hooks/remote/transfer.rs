@@ -91,7 +91,15 @@ async fn status_failure(resp: reqwest::Response, shown: &str, store: &str) -> Fa
         (Some(c), None) => format!(": {c}"),
         _ => String::new(),
     };
-    let hint = if status == reqwest::StatusCode::FORBIDDEN {
+    let code = field("Code");
+    let wrong_region = matches!(
+        code.as_deref(),
+        Some("AuthorizationQueryParametersError" | "AuthorizationHeaderMalformed")
+    );
+    let hint = if status == reqwest::StatusCode::BAD_REQUEST && wrong_region {
+        "\nhint: the request was signed for another region than the bucket's; set [runners.cache.s3] \
+         BucketLocation to the bucket's region (e.g. \"eu-central-1\")"
+    } else if status == reqwest::StatusCode::FORBIDDEN {
         "\nhint: check AccessKey, SecretKey (and SessionToken), BucketLocation and the runner's clock; the key \
          needs read and write access to the bucket"
     } else {
