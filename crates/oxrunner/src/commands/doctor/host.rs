@@ -4,8 +4,6 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use oxrunner_config::RunnerConfig;
-
 use super::report::Check;
 use super::shell::Account;
 
