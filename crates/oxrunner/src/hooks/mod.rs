@@ -11,7 +11,7 @@ mod cache;
 mod inscript;
 mod jobdir;
 mod metered;
-mod remote;
+pub(crate) mod remote;
 mod transport;
 mod units;
 

@@ -17,6 +17,7 @@ mod docker_in_container;
 mod docker_seed;
 mod docs_commands;
 mod doctor;
+mod doctor_s3;
 mod doctor_tls;
 mod e2e_daemon;
 mod e2e_feature_flags;

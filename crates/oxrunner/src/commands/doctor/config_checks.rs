@@ -84,10 +84,11 @@ fn unsupported(line: &str) -> Check {
 /// The runner's token and the keys of its entry this build does not act on.
 pub fn runner(_config: &Config, r: &RunnerConfig) -> Vec<Check> {
     let mut out = vec![token(r, OffsetDateTime::now_utc())];
-    // A distributed cache gets its own line from the cache checks, which say what was not checked.
+    // The cache check (`cache.rs`) has its own line for an unsupported Type and for a broken S3 section (a ✗
+    // there, with the fix), so the daemon's wording of both is left out here.
     for line in crate::daemon::unsupported::runner(r)
         .into_iter()
-        .filter(|l| !l.contains("[runners.cache] Type"))
+        .filter(|l| !l.contains("[runners.cache] Type") && !l.contains("the shared cache is not used"))
     {
         out.push(unsupported(&line));
     }

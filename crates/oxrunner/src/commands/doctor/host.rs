@@ -4,8 +4,6 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use oxrunner_config::RunnerConfig;
-
 use super::report::Check;
 use super::shell::Account;
 
@@ -92,24 +90,6 @@ pub fn writable(what: &str, dir: &Path, account: &Account) -> Check {
         dir.display(),
         account.name
     ))
-}
-
-/// The local cache store: one directory for all jobs of the runner; distributed caches are not supported yet.
-pub fn cache(r: &RunnerConfig) -> Vec<Check> {
-    let mut out = Vec::new();
-    if let Some(kind) = r
-        .cache
-        .as_ref()
-        .and_then(|c| c.cache_type.as_deref())
-        .filter(|t| !t.is_empty())
-    {
-        out.push(Check::warn(
-            format!("cache: Type = \"{kind}\" is not supported yet; its bucket was not checked"),
-            "this build keeps caches in the local store only, so runners on other hosts do not share them",
-            "run the jobs that share a cache on one runner, or use artifacts to pass files between jobs",
-        ));
-    }
-    out
 }
 
 /// Free space where builds and caches are written.

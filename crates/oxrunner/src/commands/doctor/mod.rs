@@ -1,9 +1,10 @@
 //! `oxrunner doctor`: finds what would make jobs fail before a job does. For the config file and each runner it
 //! checks the file, the token, the connection to GitLab (DNS, TCP, TLS with the presented chain), `clone_url`, the
-//! executor's host (shell: shell, git, account, directories; docker: engine, socket, image, volumes), the local
-//! cache, free disk and the clock, and prints one line per check. Nothing is changed anywhere: config.toml is only
+//! executor's host (shell: shell, git, account, directories; docker: engine, socket, image, volumes), the S3
+//! cache's bucket, free disk and the clock, and prints one line per check. Nothing is changed anywhere: config.toml is only
 //! read, no system id is created, and GitLab sees one `verify` call with the runner's existing system id.
 
+mod cache;
 mod config_checks;
 mod docker;
 mod gitlab;
@@ -149,7 +150,7 @@ async fn check_runner(ctx: &Context, config: &oxrunner_config::Config, r: &Runne
     for (what, dir) in &dirs {
         s.push(host::writable(what, dir, &account));
     }
-    s.extend(host::cache(r));
+    s.extend(cache::check(r).await);
     s.extend(host::disk(&dirs));
     s
 }

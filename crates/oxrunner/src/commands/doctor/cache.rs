@@ -1,0 +1,197 @@
+//! The runner's distributed cache: for `Type = "s3"` one signed GET of an object that never exists, under the
+//! runner's own prefix, tells apart a reachable bucket with accepted keys (S3 answers 404 NoSuchKey), a missing
+//! bucket, refused credentials and an unreachable endpoint. Messages name the bucket, the endpoint and the config
+//! keys to check; never the secret nor the signed URL (its query is the signature).
+
+use std::time::Duration;
+
+use oxrunner_config::RunnerConfig;
+
+use super::report::Check;
+use crate::hooks::RemoteSetup;
+use crate::hooks::remote::RemoteCache;
+
+/// The probe's object name under `project/0/`: no GitLab project has id 0, so no real cache is ever read.
+const PROBE: &str = "oxrunner-doctor-probe";
+/// A signed URL only needs to outlive the one request.
+const SIGNED_FOR: Duration = Duration::from_secs(60);
+const TIMEOUT: Duration = Duration::from_secs(15);
+/// Only the `<Code>` of an S3 error body is read; the body is small XML, bounded anyway.
+const BODY_LIMIT: usize = 16 * 1024;
+
+pub async fn check(r: &RunnerConfig) -> Vec<Check> {
+    let Some(kind) = r
+        .cache
+        .as_ref()
+        .and_then(|c| c.cache_type.as_deref())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
+        return Vec::new();
+    };
+    if kind != "s3" {
+        return vec![Check::warn(
+            format!("cache: Type = \"{kind}\" is not supported yet; its bucket was not checked"),
+            "this build shares caches through S3 only, so runners on other hosts do not share these caches",
+            "use Type = \"s3\" (any S3-compatible store), or run the jobs that share a cache on one runner",
+        )];
+    }
+    match RemoteSetup::from_config(r.cache.as_ref(), &r.short_token()) {
+        RemoteSetup::Ready(remote) => vec![probe(&remote).await],
+        RemoteSetup::Broken(msg) => {
+            let (what, hint) = msg.split_once("\nhint: ").unwrap_or((msg.as_str(), ""));
+            let what = what.lines().next().unwrap_or(what);
+            let hint = hint.lines().next().unwrap_or_default();
+            vec![Check::fail(
+                format!("cache: {what}"),
+                "jobs keep their caches in the local cache_dir only; other runners do not see them",
+                if hint.is_empty() {
+                    "fix [runners.cache.s3] in config.toml".to_owned()
+                } else {
+                    hint.to_owned()
+                },
+            )]
+        }
+        RemoteSetup::None => Vec::new(),
+    }
+}
+
+async fn probe(remote: &RemoteCache) -> Check {
+    let place = remote.store.describe();
+    let Some(object) = remote.object_name(0, PROBE, false) else {
+        return Check::fail(
+            format!("cache: {place}: Path leaves the bucket's prefix"),
+            "object names are built from [runners.cache] Path; a `..` climbing above it is refused",
+            "remove `..` from [runners.cache] Path",
+        );
+    };
+    let signed = remote.store.presign_get(&object, SIGNED_FOR);
+    let http = match reqwest::Client::builder()
+        .connect_timeout(TIMEOUT)
+        .timeout(TIMEOUT)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return Check::fail(
+                format!("cache: cannot set up an HTTP client: {e}"),
+                "the bucket was not checked",
+                "check the system's TLS setup",
+            );
+        }
+    };
+    let resp = match http.get(signed.url.clone()).send().await {
+        Ok(resp) => resp,
+        Err(e) => return unreachable_endpoint(&place, &e),
+    };
+    let status = resp.status();
+    if status.is_success() {
+        // Someone stored an object by that name; reading it worked, so do the keys.
+        return reachable(&place);
+    }
+    let code = error_code(resp).await;
+    judge(&place, status.as_u16(), code.as_deref())
+}
+
+fn reachable(place: &str) -> Check {
+    Check::ok(format!("cache: {place} reachable, credentials accepted"))
+}
+
+/// The verdict on an error answer; pure, so each S3 code is testable without a store.
+fn judge(place: &str, status: u16, code: Option<&str>) -> Check {
+    match (status, code) {
+        (404, Some("NoSuchKey") | None) => reachable(place),
+        (404, Some("NoSuchBucket")) => Check::fail(
+            format!("cache: {place}: the bucket does not exist (NoSuchBucket)"),
+            "every cache upload and download of this runner fails; jobs keep the local cache only",
+            "create the bucket, or fix BucketName (and ServerAddress) in [runners.cache.s3]",
+        ),
+        (403 | 400 | 401, Some(code)) => Check::fail(
+            format!("cache: {place} refused the credentials ({code})"),
+            "every cache upload and download of this runner fails; jobs keep the local cache only",
+            refusal_fix(code),
+        ),
+        (_, code) => Check::fail(
+            format!(
+                "cache: {place} answered HTTP {status}{}",
+                code.map(|c| format!(" ({c})")).unwrap_or_default()
+            ),
+            "the cache store did not accept a read of the runner's prefix",
+            "check ServerAddress, BucketName, BucketLocation and the keys in [runners.cache.s3]",
+        ),
+    }
+}
+
+fn refusal_fix(code: &str) -> String {
+    match code {
+        "SignatureDoesNotMatch" => {
+            "check SecretKey (and SessionToken) in [runners.cache.s3]; BucketLocation must be the bucket's region"
+                .to_owned()
+        }
+        "InvalidAccessKeyId" => "check AccessKey in [runners.cache.s3]: the store does not know this key".to_owned(),
+        "AccessDenied" => {
+            "check AccessKey and SecretKey in [runners.cache.s3] (some stores, Garage among them, answer a wrong \
+             secret so), or grant the key read and write on the bucket"
+                .to_owned()
+        }
+        _ => "check AccessKey, SecretKey, SessionToken and BucketLocation in [runners.cache.s3]".to_owned(),
+    }
+}
+
+fn unreachable_endpoint(place: &str, err: &reqwest::Error) -> Check {
+    // The URL carries the signature: only the cause chain goes into the message.
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() {
+        cause = if err.is_timeout() {
+            "timed out"
+        } else {
+            "request failed"
+        }
+        .to_owned();
+    }
+    Check::fail(
+        format!("cache: {place} is not reachable: {cause}"),
+        "every cache upload and download of this runner fails; jobs keep the local cache only",
+        "check ServerAddress (and Insecure = true for plain http) in [runners.cache.s3], and the network path",
+    )
+}
+
+/// The `<Code>` of an S3 XML error body, read no further than [`BODY_LIMIT`].
+async fn error_code(mut resp: reqwest::Response) -> Option<String> {
+    let mut body = Vec::new();
+    while body.len() < BODY_LIMIT {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    let start = text.find("<Code>")? + "<Code>".len();
+    let len = text[start..].find("</Code>")?;
+    let code = text[start..start + len].trim();
+    (!code.is_empty() && code.len() < 64).then(|| code.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::judge;
+
+    #[test]
+    fn each_s3_code_gets_its_verdict() {
+        let p = "bucket \"b\" at http://127.0.0.1:1";
+        assert!(judge(p, 404, Some("NoSuchKey")).message.contains("reachable"));
+        let missing = judge(p, 404, Some("NoSuchBucket"));
+        assert!(missing.message.contains("does not exist"), "{}", missing.message);
+        let sig = judge(p, 403, Some("SignatureDoesNotMatch"));
+        assert!(sig.message.contains("SignatureDoesNotMatch"));
+        assert!(sig.fix.as_deref().unwrap_or_default().contains("SecretKey"));
+        let key = judge(p, 403, Some("InvalidAccessKeyId"));
+        assert!(key.fix.as_deref().unwrap_or_default().contains("AccessKey"));
+        assert!(judge(p, 500, None).message.contains("HTTP 500"));
+    }
+}
