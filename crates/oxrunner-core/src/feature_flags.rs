@@ -138,11 +138,8 @@ pub const FLAGS: &[FeatureFlag] = &[
     ),
     flag("FF_WAIT_FOR_POD_TO_BE_REACHABLE", false, K8S),
     flag("FF_MASK_ALL_DEFAULT_TOKENS", true, Honoured),
-    flag(
-        "FF_EXPORT_HIGH_CARDINALITY_METRICS",
-        false,
-        Ignored("there is no metrics server"),
-    ),
+    // Read by the metrics server from the job's resolved variables (stage durations).
+    flag("FF_EXPORT_HIGH_CARDINALITY_METRICS", false, Honoured),
     flag("FF_USE_FLEETING_ACQUIRE_HEARTBEATS", false, FLEETING),
     flag("FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY", true, Honoured),
     flag(
