@@ -69,3 +69,38 @@ async fn a_failed_extract_leaves_the_cache_paths_with_the_flag_off() {
     assert!(left, "{trace}");
     assert!(!trace.contains("Removing data/"), "{trace}");
 }
+
+/// A job may replace a cache path's parent with a link out of the project between its jobs: the clean-up then
+/// refuses that path instead of removing what the link points at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clean_up_never_follows_a_link_out_of_the_project() {
+    let env = Env::start(fake_options(), 1).await;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir(outside.path().join("sub")).unwrap();
+    std::fs::write(outside.path().join("sub/keep.txt"), "keep").unwrap();
+    let producer = JobSpec::new("save", &["mkdir -p data/sub", "echo old > data/sub/stale.txt"])
+        .variable("GIT_STRATEGY", "none")
+        .cache(CacheSpec::new("broken", &["data/"]));
+    env.succeeded(env.fake.enqueue_job(producer)).await;
+    let found = archives(&env.cache_dir());
+    assert_eq!(found.len(), 1, "{found:?}");
+    std::fs::write(&found[0], b"this is not a zip archive").unwrap();
+    let swap = format!("rm -rf data && ln -s {} data", outside.path().display());
+    let swapper = JobSpec::new("swap", &[swap.as_str()]).variable("GIT_STRATEGY", "none");
+    env.succeeded(env.fake.enqueue_job(swapper)).await;
+
+    let consumer = JobSpec::new("restore", &["true"])
+        .variable("GIT_STRATEGY", "none")
+        .variable("FF_CLEAN_UP_FAILED_CACHE_EXTRACT", "true")
+        .cache(CacheSpec {
+            policy: "pull".into(),
+            ..CacheSpec::new("broken", &["data/sub/"])
+        });
+    let rec = env.succeeded(env.fake.enqueue_job(consumer)).await;
+    let trace = rec.trace_text();
+    assert!(trace.contains("Failed to extract cache"), "{trace}");
+    assert!(
+        outside.path().join("sub/keep.txt").exists(),
+        "the clean-up removed a directory outside the project through a link:\n{trace}"
+    );
+}
