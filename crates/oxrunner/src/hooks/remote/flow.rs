@@ -86,7 +86,7 @@ pub(crate) async fn download_key(
     let Some(name) = object(remote, ctx, key, trace) else {
         return Restored::Failed;
     };
-    remote.store.detect_region().await;
+    remote.store.prepare().await;
     let signed = remote.store.presign_get(&name, url_lifetime(ctx));
     let http = match transfer::client(request_timeout(ctx)) {
         Ok(c) => c,
@@ -160,7 +160,7 @@ pub(crate) async fn remote_has(
     let Some(name) = object(remote, ctx, key, trace) else {
         return false;
     };
-    remote.store.detect_region().await;
+    remote.store.prepare().await;
     let signed = remote.store.presign_head(&name, url_lifetime(ctx));
     match transfer::client(request_timeout(ctx)) {
         Ok(http) => transfer::exists(&http, &signed).await,
@@ -190,7 +190,7 @@ pub(crate) async fn upload_key(
         ));
         return Ok(0);
     }
-    remote.store.detect_region().await;
+    remote.store.prepare().await;
     let signed = remote.store.presign_put(&name, url_lifetime(ctx));
     let http = transfer::client(request_timeout(ctx))?;
     trace.println(&format!(

@@ -9,6 +9,7 @@
 
 pub(crate) mod flow;
 pub(crate) mod s3;
+pub(crate) mod store;
 pub(crate) mod transfer;
 
 use std::fmt;
@@ -17,10 +18,11 @@ use std::sync::Arc;
 use oxrunner_config::CacheConfig;
 
 pub(crate) use s3::S3Store;
+pub(crate) use store::ObjectStore;
 
 /// A remote cache as configured for one runner.
 pub struct RemoteCache {
-    pub(crate) store: S3Store,
+    pub(crate) store: ObjectStore,
     path: String,
     shared: bool,
     short_token: String,
@@ -61,7 +63,7 @@ impl RemoteSetup {
                 let s3 = cfg.s3.clone().unwrap_or_default();
                 match S3Store::from_config(&s3) {
                     Ok(store) => RemoteSetup::Ready(Arc::new(RemoteCache {
-                        store,
+                        store: ObjectStore::S3(store),
                         path: cfg.path.clone().unwrap_or_default(),
                         shared: cfg.is_shared(),
                         short_token: short_token.to_owned(),

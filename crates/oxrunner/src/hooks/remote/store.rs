@@ -1,0 +1,55 @@
+//! The object stores a distributed cache can live in. Each one only signs: it hands out pre-signed GET/HEAD/PUT
+//! requests that `transfer` carries out, as gitlab-runner's cache adapters do, so credentials never leave the
+//! runner. A new store kind is one more variant here and one module beside `s3`.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::s3::{Presigned, S3Store};
+
+/// One configured store of `[runners.cache]`.
+pub(crate) enum ObjectStore {
+    S3(S3Store),
+}
+
+impl fmt::Debug for ObjectStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ObjectStore::S3(s) => s.fmt(f),
+        }
+    }
+}
+
+impl ObjectStore {
+    /// Anything the store must learn once before its URLs are right (S3 on AWS: the bucket's region).
+    pub(crate) async fn prepare(&self) {
+        match self {
+            ObjectStore::S3(s) => s.detect_region().await,
+        }
+    }
+
+    /// `bucket "<name>" at <endpoint>` (or the store's own words), for messages; never a secret.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            ObjectStore::S3(s) => s.describe(),
+        }
+    }
+
+    pub(crate) fn presign_get(&self, object: &str, expires: Duration) -> Presigned {
+        match self {
+            ObjectStore::S3(s) => s.presign_get(object, expires),
+        }
+    }
+
+    pub(crate) fn presign_head(&self, object: &str, expires: Duration) -> Presigned {
+        match self {
+            ObjectStore::S3(s) => s.presign_head(object, expires),
+        }
+    }
+
+    pub(crate) fn presign_put(&self, object: &str, expires: Duration) -> Presigned {
+        match self {
+            ObjectStore::S3(s) => s.presign_put(object, expires),
+        }
+    }
+}
