@@ -290,3 +290,99 @@ fn assert_exited_cleanly(name: &str) {
         runner_log(name)
     );
 }
+
+/// A plain HTTP/1.0 GET on 127.0.0.1; `None` while nothing answers yet.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let status = body.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body))
+}
+
+/// README's container form with metrics: `docker run -p 9252:9252 ... run --listen-address :9252`. The runner's
+/// container sits on a bridge network of the test's own (not the host's network) and publishes the metrics port
+/// on a loopback port of the host, which serves `/metrics` and `/health/ready` from inside the container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run with --include-ignored (CI=true runs it)"]
+async fn oxrunner_container_publishes_its_metrics_port_when_asked() {
+    if !engine_ready() {
+        return;
+    }
+    build_oxrunner_image(IMAGE);
+    let sb = Sandbox::new();
+    std::fs::write(sb.config(), "concurrent = 3\n").unwrap();
+    let config_dir = sb.config().parent().unwrap().to_string_lossy().into_owned();
+    let config_mount = format!("{config_dir}:/etc/gitlab-runner");
+    // Declared before the engine guard, so that on a failure the container goes first and then its network.
+    let network = NetworkGuard(unique_name("oxrunner-test-metrics-net"));
+    docker_ok(&["network", "create", &network.0]);
+    let mut guard = EngineGuard::new();
+    let name = unique_name("oxrunner-test-metrics");
+    guard.containers.push(name.clone());
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        &network.0,
+        "-p",
+        "127.0.0.1::9252",
+        "-v",
+        &config_mount,
+        IMAGE,
+        "run",
+        "--listen-address",
+        ":9252",
+    ]);
+    let published = docker_ok(&["port", &name, "9252/tcp"]);
+    let port: u16 = published
+        .lines()
+        .find_map(|l| l.strip_prefix("127.0.0.1:"))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no loopback port published for 9252: {published:?}"));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        match http_get(port, "/metrics") {
+            Some((200, body)) if body.contains("gitlab_runner_concurrent") => break body,
+            _ if tokio::time::Instant::now() > deadline => {
+                panic!(
+                    "no metrics on 127.0.0.1:{port}; runner log:\n{}",
+                    runner_log(&name)
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let concurrent = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gitlab_runner_concurrent "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(
+        concurrent,
+        Some(3.0),
+        "the published metrics do not show config.toml's concurrent = 3:\n{metrics}"
+    );
+    assert!(metrics.contains("gitlab_runner_version_info{"), "{metrics}");
+    let ready = http_get(port, "/health/ready").map(|(s, _)| s);
+    assert_eq!(ready, Some(200), "runner log:\n{}", runner_log(&name));
+
+    docker_ok(&["stop", "-t", "30", &name]);
+    assert_exited_cleanly(&name);
+    drop(guard);
+    drop(network);
+}
+
+/// A network the test created, removed when dropped (after the containers on it: drop the engine guard first).
+struct NetworkGuard(String);
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        let _ = docker(&["network", "rm", &self.0]);
+    }
+}
