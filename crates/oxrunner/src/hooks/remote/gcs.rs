@@ -301,8 +301,8 @@ fn read_credentials_file(path: &str, origin: &str) -> Result<Signer, String> {
 }
 
 /// Upstream's order: `CredentialsFile`, then `AccessID` + `PrivateKey`; with neither it asks the metadata server,
-/// which this build replaces by `GOOGLE_APPLICATION_CREDENTIALS` (or a clear error).
-fn signer(cfg: &CacheGcsConfig) -> Result<Signer, String> {
+/// which this build replaces by `adc`, the value of `GOOGLE_APPLICATION_CREDENTIALS` (or a clear error).
+fn signer(cfg: &CacheGcsConfig, adc: Option<&str>) -> Result<Signer, String> {
     if let Some(path) = non_empty(cfg.credentials_file.as_deref()) {
         return read_credentials_file(path, "CredentialsFile");
     }
@@ -319,11 +319,8 @@ fn signer(cfg: &CacheGcsConfig) -> Result<Signer, String> {
              hint: set both (the service account's e-mail and its PEM key), or CredentialsFile instead"
                 .to_owned(),
         ),
-        (None, None) => match std::env::var("GOOGLE_APPLICATION_CREDENTIALS")
-            .ok()
-            .filter(|p| !p.trim().is_empty())
-        {
-            Some(path) => read_credentials_file(path.trim(), "GOOGLE_APPLICATION_CREDENTIALS"),
+        (None, None) => match adc.map(str::trim).filter(|p| !p.is_empty()) {
+            Some(path) => read_credentials_file(path, "GOOGLE_APPLICATION_CREDENTIALS"),
             None => Err(
                 "[runners.cache.gcs] no credentials: CredentialsFile, AccessID/PrivateKey and \
                  GOOGLE_APPLICATION_CREDENTIALS are all unset, and signing through the GCE metadata server \
@@ -363,7 +360,10 @@ impl GcsStore {
             scheme: "https".to_owned(),
             host,
             base,
-            signer: signer(cfg)?,
+            signer: signer(
+                cfg,
+                std::env::var("GOOGLE_APPLICATION_CREDENTIALS").ok().as_deref(),
+            )?,
             upload_headers,
         })
     }

@@ -78,7 +78,8 @@ impl RemoteSetup {
                     )),
                 }
             }
-            "gcs" => gcs::setup(cfg, short_token),
+            // gitlab-runner's two GCS adapters read the same `[runners.cache.gcs]`.
+            "gcs" | "gcsv2" => gcs::setup(cfg, short_token),
             // The daemon names these at start (`daemon/unsupported.rs`); jobs silently keep the local cache.
             _ => RemoteSetup::None,
         }
