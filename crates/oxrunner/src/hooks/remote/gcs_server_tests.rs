@@ -141,13 +141,13 @@ async fn serve(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, String) {
+) -> (StatusCode, Vec<u8>) {
     if let Err((status, code)) = check(&bucket, &method, &uri, &headers) {
         bucket.refused.lock().unwrap().push(code.clone());
         let body = format!(
             "<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>refused</Message></Error>"
         );
-        return (status, body);
+        return (status, body.into_bytes());
     }
     let key = uri.path().to_owned();
     let mut objects = bucket.objects.lock().unwrap();
@@ -159,18 +159,17 @@ async fn serve(
                 .unwrap_or_default();
             bucket.content_types.lock().unwrap().push(ct.to_owned());
             objects.insert(key, body.to_vec());
-            (StatusCode::OK, String::new())
+            (StatusCode::OK, Vec::new())
         }
         Method::GET | Method::HEAD => match objects.get(&key) {
-            // The test archives are text, so the body can go back as a string.
-            Some(data) => (StatusCode::OK, String::from_utf8(data.clone()).unwrap()),
+            Some(data) => (StatusCode::OK, data.clone()),
             None => (
                 StatusCode::NOT_FOUND,
-                "<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>"
-                    .to_owned(),
+                b"<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>"
+                    .to_vec(),
             ),
         },
-        _ => (StatusCode::METHOD_NOT_ALLOWED, String::new()),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, Vec::new()),
     }
 }
 
@@ -366,5 +365,91 @@ async fn altered_or_expired_urls_are_refused_with_a_readable_error() {
         *bucket.refused.lock().unwrap(),
         vec!["SignatureDoesNotMatch".to_owned(), "ExpiredToken".to_owned()]
     );
+    server.abort();
+}
+
+/// The `oxrunner` binary next to the test harness (cargo builds it for the crate's integration tests).
+fn helper_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("oxrunner");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the binary first (`cargo build -p oxrunner`)",
+        bin.display()
+    );
+    bin
+}
+
+/// Where the job's files are out of the runner's reach (custom executor), the job-side helpers move the cache
+/// with the URL and headers the runner signed, as `hooks/inscript.rs` hands them over: the URL in the
+/// environment, the signed headers as `--header`.
+#[tokio::test]
+async fn the_job_side_helpers_push_and_restore_through_gcs_signed_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = account_file(dir.path());
+    let (email, pem) = super::tests::test_account();
+    let signer = Signer::new(&email, &pem, "test").unwrap();
+    let bucket = Arc::new(Bucket {
+        public_key: signer.key.public_key().as_ref().to_vec(),
+        ..Bucket::default()
+    });
+    let (addr, server) = start(Arc::clone(&bucket)).await;
+    let remote = remote_for(addr, &account);
+    let object = remote.object_name(7, "deps", false).unwrap();
+
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("vendor")).unwrap();
+    std::fs::write(project.join("vendor/lib.txt"), "vendored").unwrap();
+    let put = remote.store.presign_put(&object, Duration::from_secs(600));
+    let mut archiver = tokio::process::Command::new(helper_binary());
+    archiver
+        .current_dir(&project)
+        .env("OXRUNNER_CACHE_URL", put.url.as_str())
+        .args(["cache-archiver", "--path", "vendor/", "--file"])
+        .arg(dir.path().join("a/cache.zip"));
+    for (k, v) in &put.headers {
+        archiver.arg(format!("--header={k}: {v}"));
+    }
+    let out = archiver.output().await.unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{log}");
+    assert_eq!(*bucket.refused.lock().unwrap(), Vec::<String>::new(), "{log}");
+    assert!(!log.contains("X-Goog-Signature"), "{log}");
+    assert_eq!(
+        *bucket.content_types.lock().unwrap(),
+        vec!["application/octet-stream".to_owned()]
+    );
+
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let get = remote.store.presign_get(&object, Duration::from_secs(600));
+    let out = tokio::process::Command::new(helper_binary())
+        .current_dir(&elsewhere)
+        .env("OXRUNNER_CACHE_URL", get.url.as_str())
+        .args(["cache-extractor", "--file"])
+        .arg(dir.path().join("b/cache.zip"))
+        .output()
+        .await
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(elsewhere.join("vendor/lib.txt")).unwrap(),
+        "vendored",
+        "{log}"
+    );
+    assert_eq!(*bucket.refused.lock().unwrap(), Vec::<String>::new(), "{log}");
     server.abort();
 }
