@@ -379,7 +379,8 @@ impl GcsStore {
         self
     }
 
-    /// `bucket "<name>" at https://storage.googleapis.com`, for messages.
+    /// `GCS bucket "<name>" at https://storage.googleapis.com`, for messages; `transfer` picks its 403 hint by the
+    /// `GCS ` prefix.
     pub(crate) fn describe(&self) -> String {
         format!("GCS bucket {:?} at {}://{}", self.bucket, self.scheme, self.host)
     }
