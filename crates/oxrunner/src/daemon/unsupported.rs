@@ -68,8 +68,15 @@ fn cache(r: &RunnerConfig) -> Vec<String> {
                 out.push(format!("runner `{name}`: {why}"));
             }
         }
+        "gcs" | "gcsv2" => {
+            if let crate::hooks::RemoteSetup::Broken(why) =
+                crate::hooks::RemoteSetup::from_config(Some(cache), &r.short_token())
+            {
+                out.push(format!("runner `{name}`: {why}"));
+            }
+        }
         kind => out.push(format!(
-            "runner `{name}`: [runners.cache] Type = \"{kind}\": this cache type is not supported yet (only \"s3\"); \
+            "runner `{name}`: [runners.cache] Type = \"{kind}\": this cache type is not supported yet (only \"s3\" and \"gcs\"); \
              caches stay in the local cache_dir (shared by all jobs of this runner)"
         )),
     }
@@ -110,7 +117,12 @@ sentry_dsn = "https://key@sentry.example/1"
         let g = global(&config);
         assert!(g.iter().any(|w| w.starts_with("sentry_dsn")), "{g:?}");
         let r = runner(&config.runners[0]);
-        assert!(r.iter().any(|w| w.contains("Type = \"gcs\"")), "{r:?}");
+        // GCS is served; a GCS section that cannot work is named with what is wrong.
+        assert!(
+            r.iter()
+                .any(|w| w.contains("[runners.cache.gcs] BucketName is missing")),
+            "{r:?}"
+        );
         assert!(r.iter().any(|w| w.contains("shell = \"pwsh\"")), "{r:?}");
         let d = runner(&config.runners[1]);
         assert!(

@@ -462,7 +462,7 @@ async fn warnings_name_the_mode_a_misspelled_key_and_an_unsupported_remote_cache
     let sb = Sandbox::new();
     let fake = common::fake(2, 1).await;
     let token = fake.create_runner_token("doc");
-    let extra = "  colume = 1\n  [runners.cache]\n    Type = \"gcs\"\n";
+    let extra = "  colume = 1\n  [runners.cache]\n    Type = \"s3v2\"\n";
     write_config(&sb, &healthy_shell_toml(&sb, &fake.url(), &token, extra));
     std::fs::set_permissions(sb.config(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = doctor(&sb, &[]).await;
@@ -476,7 +476,7 @@ async fn warnings_name_the_mode_a_misspelled_key_and_an_unsupported_remote_cache
     );
     assert!(warnings[1].contains("mode 0644"), "{}", out.all());
     assert!(
-        warnings[2].contains("Type = \"gcs\" is not supported yet"),
+        warnings[2].contains("Type = \"s3v2\" is not supported yet"),
         "{}",
         out.all()
     );

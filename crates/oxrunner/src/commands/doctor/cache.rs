@@ -1,4 +1,4 @@
-//! The runner's distributed cache: for `Type = "s3"` one signed GET of an object that never exists, under the
+//! The runner's distributed cache: for `Type = "s3"` or `"gcs"` one signed GET of an object that never exists, under the
 //! runner's own prefix, tells apart a reachable bucket with accepted keys (S3 answers 404 NoSuchKey), a missing
 //! bucket, refused credentials and an unreachable endpoint. Messages name the bucket, the endpoint and the config
 //! keys to check; never the secret nor the signed URL (its query is the signature).
@@ -29,15 +29,16 @@ pub async fn check(r: &RunnerConfig) -> Vec<Check> {
     else {
         return Vec::new();
     };
-    if kind != "s3" {
+    let gcs = matches!(kind, "gcs" | "gcsv2");
+    if kind != "s3" && !gcs {
         return vec![Check::warn(
             format!("cache: Type = \"{kind}\" is not supported yet; its bucket was not checked"),
-            "this build shares caches through S3 only, so runners on other hosts do not share these caches",
-            "use Type = \"s3\" (any S3-compatible store), or run the jobs that share a cache on one runner",
+            "this build shares caches through S3 and GCS only, so runners on other hosts do not share these caches",
+            "use Type = \"s3\" (any S3-compatible store) or \"gcs\", or run the jobs that share a cache on one runner",
         )];
     }
     match RemoteSetup::from_config(r.cache.as_ref(), &r.short_token()) {
-        RemoteSetup::Ready(remote) => vec![probe(&remote).await],
+        RemoteSetup::Ready(remote) => vec![probe(&remote, gcs).await],
         RemoteSetup::Broken(msg) => {
             let (what, hint) = msg.split_once("\nhint: ").unwrap_or((msg.as_str(), ""));
             let what = what.lines().next().unwrap_or(what);
@@ -46,7 +47,10 @@ pub async fn check(r: &RunnerConfig) -> Vec<Check> {
                 format!("cache: {what}"),
                 "jobs keep their caches in the local cache_dir only; other runners do not see them",
                 if hint.is_empty() {
-                    "fix [runners.cache.s3] in config.toml".to_owned()
+                    format!(
+                        "fix [runners.cache.{}] in config.toml",
+                        if gcs { "gcs" } else { "s3" }
+                    )
                 } else {
                     hint.to_owned()
                 },
@@ -56,7 +60,7 @@ pub async fn check(r: &RunnerConfig) -> Vec<Check> {
     }
 }
 
-async fn probe(remote: &RemoteCache) -> Check {
+async fn probe(remote: &RemoteCache, gcs: bool) -> Check {
     let place = remote.store.describe();
     let Some(object) = remote.object_name(0, PROBE, false) else {
         return Check::fail(
@@ -90,6 +94,9 @@ async fn probe(remote: &RemoteCache) -> Check {
         return reachable(&place);
     }
     let code = error_code(resp).await;
+    if gcs {
+        return judge_gcs(&place, status.as_u16(), code.as_deref());
+    }
     judge(&place, status.as_u16(), code.as_deref())
 }
 
@@ -118,6 +125,36 @@ fn judge(place: &str, status: u16, code: Option<&str>) -> Check {
             ),
             "the cache store did not accept a read of the runner's prefix",
             "check ServerAddress, BucketName, BucketLocation and the keys in [runners.cache.s3]",
+        ),
+    }
+}
+
+/// [`judge`] for GCS, whose XML error codes are S3's for these cases but whose settings are others.
+fn judge_gcs(place: &str, status: u16, code: Option<&str>) -> Check {
+    let lost = "every cache upload and download of this runner fails; jobs keep the local cache only";
+    match (status, code) {
+        (404, Some("NoSuchKey") | None) => reachable(place),
+        (404, Some("NoSuchBucket")) => Check::fail(
+            format!("cache: {place}: the bucket does not exist (NoSuchBucket)"),
+            lost,
+            "create the bucket, or fix BucketName in [runners.cache.gcs]",
+        ),
+        (403 | 400 | 401, code) => Check::fail(
+            format!(
+                "cache: {place} refused the signed request{}",
+                code.map(|c| format!(" ({c})")).unwrap_or_default()
+            ),
+            lost,
+            "check the service account's key in [runners.cache.gcs] (CredentialsFile, or AccessID and PrivateKey), \
+             that it may read and write objects in the bucket, and the runner's clock",
+        ),
+        (_, code) => Check::fail(
+            format!(
+                "cache: {place} answered HTTP {status}{}",
+                code.map(|c| format!(" ({c})")).unwrap_or_default()
+            ),
+            "the cache store did not accept a read of the runner's prefix",
+            "check BucketName and UniverseDomain in [runners.cache.gcs]",
         ),
     }
 }
@@ -179,7 +216,7 @@ async fn error_code(mut resp: reqwest::Response) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::judge;
+    use super::{judge, judge_gcs};
 
     #[test]
     fn each_s3_code_gets_its_verdict() {
@@ -193,5 +230,26 @@ mod tests {
         let key = judge(p, 403, Some("InvalidAccessKeyId"));
         assert!(key.fix.as_deref().unwrap_or_default().contains("AccessKey"));
         assert!(judge(p, 500, None).message.contains("HTTP 500"));
+    }
+
+    #[test]
+    fn gcs_answers_name_the_gcs_settings() {
+        let p = "GCS bucket \"b\" at https://storage.googleapis.com";
+        assert!(judge_gcs(p, 404, Some("NoSuchKey")).message.contains("reachable"));
+        let missing = judge_gcs(p, 404, Some("NoSuchBucket"));
+        assert!(
+            missing
+                .fix
+                .as_deref()
+                .unwrap_or_default()
+                .contains("[runners.cache.gcs]")
+        );
+        let sig = judge_gcs(p, 403, Some("SignatureDoesNotMatch"));
+        assert!(sig.message.contains("SignatureDoesNotMatch"), "{}", sig.message);
+        let fix = sig.fix.as_deref().unwrap_or_default();
+        assert!(
+            fix.contains("CredentialsFile") && !fix.contains("SecretKey"),
+            "{fix}"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! The distributed cache (`[runners.cache] Type = "s3"`): where a cache key lives in the bucket, and the S3
-//! store behind it. The local store stays the working copy: an archive is written there and then uploaded, and a
+//! The distributed cache (`[runners.cache] Type = "s3"` or `"gcs"`): where a cache key lives in the bucket, and
+//! the store behind it. The local store stays the working copy: an archive is written there and then uploaded, and a
 //! restore downloads over the local archive of the key (atomically) and extracts that, so the local copy always is
 //! what the bucket holds.
 //!
@@ -8,6 +8,7 @@
 //! `Shared` is false, and with `FF_HASH_CACHE_KEYS` the key's first two characters as an extra level.
 
 pub(crate) mod flow;
+pub(crate) mod gcs;
 pub(crate) mod s3;
 pub(crate) mod store;
 pub(crate) mod transfer;
@@ -77,6 +78,8 @@ impl RemoteSetup {
                     )),
                 }
             }
+            // gitlab-runner's two GCS adapters read the same `[runners.cache.gcs]`.
+            "gcs" | "gcsv2" => gcs::setup(cfg, short_token),
             // The daemon names these at start (`daemon/unsupported.rs`); jobs silently keep the local cache.
             _ => RemoteSetup::None,
         }

@@ -5,17 +5,22 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::gcs::GcsStore;
 use super::s3::{Presigned, S3Store};
 
 /// One configured store of `[runners.cache]`.
+// One per runner, behind an `Arc`: the size of the largest variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum ObjectStore {
     S3(S3Store),
+    Gcs(GcsStore),
 }
 
 impl fmt::Debug for ObjectStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ObjectStore::S3(s) => s.fmt(f),
+            ObjectStore::Gcs(s) => s.fmt(f),
         }
     }
 }
@@ -25,6 +30,7 @@ impl ObjectStore {
     pub(crate) async fn prepare(&self) {
         match self {
             ObjectStore::S3(s) => s.detect_region().await,
+            ObjectStore::Gcs(_) => {}
         }
     }
 
@@ -32,24 +38,28 @@ impl ObjectStore {
     pub(crate) fn describe(&self) -> String {
         match self {
             ObjectStore::S3(s) => s.describe(),
+            ObjectStore::Gcs(s) => s.describe(),
         }
     }
 
     pub(crate) fn presign_get(&self, object: &str, expires: Duration) -> Presigned {
         match self {
             ObjectStore::S3(s) => s.presign_get(object, expires),
+            ObjectStore::Gcs(s) => s.presign_get(object, expires),
         }
     }
 
     pub(crate) fn presign_head(&self, object: &str, expires: Duration) -> Presigned {
         match self {
             ObjectStore::S3(s) => s.presign_head(object, expires),
+            ObjectStore::Gcs(s) => s.presign_head(object, expires),
         }
     }
 
     pub(crate) fn presign_put(&self, object: &str, expires: Duration) -> Presigned {
         match self {
             ObjectStore::S3(s) => s.presign_put(object, expires),
+            ObjectStore::Gcs(s) => s.presign_put(object, expires),
         }
     }
 }

@@ -174,7 +174,7 @@ fn other_types_and_no_type_leave_the_local_cache() {
         RemoteSetup::None
     ));
     let cfg = CacheConfig {
-        cache_type: Some("gcs".into()),
+        cache_type: Some("s3v2".into()),
         ..CacheConfig::default()
     };
     assert!(matches!(

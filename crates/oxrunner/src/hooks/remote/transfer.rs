@@ -99,6 +99,8 @@ async fn status_failure(resp: reqwest::Response, shown: &str, store: &str) -> Fa
     let hint = if status == reqwest::StatusCode::BAD_REQUEST && wrong_region {
         "\nhint: the request was signed for another region than the bucket's; set [runners.cache.s3] \
          BucketLocation to the bucket's region (e.g. \"eu-central-1\")"
+    } else if status == reqwest::StatusCode::FORBIDDEN && store.starts_with("GCS ") {
+        super::gcs::FORBIDDEN_HINT
     } else if status == reqwest::StatusCode::FORBIDDEN {
         "\nhint: check AccessKey, SecretKey (and SessionToken), BucketLocation and the runner's clock; the key \
          needs read and write access to the bucket"
@@ -238,8 +240,15 @@ pub(crate) async fn upload(
             let mut req = http
                 .put(signed.url.clone())
                 .header(reqwest::header::CONTENT_LENGTH, len)
-                .header(reqwest::header::CONTENT_TYPE, "application/zip")
                 .body(reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f)));
+            // A store that signed a content type (GCS) gets exactly that one; a second would break the signature.
+            if !signed
+                .headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            {
+                req = req.header(reqwest::header::CONTENT_TYPE, "application/zip");
+            }
             for (k, v) in &signed.headers {
                 req = req.header(k.as_str(), v.as_str());
             }

@@ -1,0 +1,443 @@
+//! `[runners.cache.gcs]`: V4 signed URLs (`GOOG4-RSA-SHA256`) for cache objects, made runner-side with the
+//! service account's RSA key, so the job never holds it. `transfer` moves the bytes, as for S3.
+//!
+//! gitlab-runner's adapter leaves the Go client's signing scheme at its default (V2, `GoogleAccessId`/`Signature`
+//! query); GCS accepts both, the object names are the same, so a mixed fleet shares one bucket either way. V4 is
+//! what Google documents today and what its published conformance vectors cover (`tests/data/gcs-v4/`).
+//!
+//! Credentials as upstream: `CredentialsFile` (a service-account JSON) first, else `AccessID` + `PrivateKey`,
+//! else (like Google's application-default credentials) the file `GOOGLE_APPLICATION_CREDENTIALS` names. Signing
+//! through the metadata server's `signBlob` needs a live GCE instance and is not built: it is a clear error.
+
+use std::fmt;
+use std::io::Read;
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use oxrunner_config::{CacheConfig, CacheGcsConfig};
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
+use time::OffsetDateTime;
+
+use super::s3::Presigned;
+use super::{ObjectStore, RemoteCache, RemoteSetup};
+
+/// Google's public universe; `UniverseDomain` replaces it.
+const DEFAULT_UNIVERSE: &str = "googleapis.com";
+/// V4 signed URLs are refused when valid for longer than a week.
+const MAX_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A service-account JSON is a few KiB; anything far larger is not one (and is not read whole).
+const CREDENTIALS_FILE_LIMIT: u64 = 1024 * 1024;
+/// The content type upstream signs for uploads (its helper sends it with the archive).
+const UPLOAD_CONTENT_TYPE: &str = "application/octet-stream";
+const ALGORITHM: &str = "GOOG4-RSA-SHA256";
+/// What a 403 from GCS usually means, for `transfer`'s error (whose store name starts with `GCS `).
+pub(crate) const FORBIDDEN_HINT: &str = "\nhint: check the service account's key (CredentialsFile, or AccessID and \
+     PrivateKey), that the account may read and write objects in the bucket, and the runner's clock";
+
+/// A service account able to sign: its e-mail and RSA key. `Debug` shows the e-mail only.
+pub(crate) struct Signer {
+    client_email: String,
+    key: RsaKeyPair,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("client_email", &self.client_email)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One request to sign. `host` is the URL's authority (`host[:port]`); `path` is already encoded (see
+/// [`encode_path`]) and starts with `/`.
+pub(crate) struct V4Request<'a> {
+    pub method: &'a str,
+    pub scheme: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub headers: &'a [(String, String)],
+    pub query: &'a [(String, String)],
+    pub timestamp: OffsetDateTime,
+    pub expires_secs: u64,
+}
+
+/// RFC 3986 encoding as V4 wants it: everything but the unreserved characters (and `/` in paths) as `%XX`.
+fn encode(text: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || (keep_slash && b == b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An object's path in path style: `/<bucket>/<object>`, slashes kept.
+pub(crate) fn encode_path(segments: &[&str]) -> String {
+    segments.iter().fold(String::new(), |mut acc, s| {
+        acc.push('/');
+        acc.push_str(&encode(s, true));
+        acc
+    })
+}
+
+fn hex_digest(data: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
+}
+
+/// The signed host header: the host without a port, as Google's client libraries sign it (conformance vectors
+/// "Simple GET with non-default hostname", "Simple GET with endpoint on client").
+fn host_without_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.find(']').map_or(authority, |end| &authority[..=end]);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+impl Signer {
+    /// From a PEM key (`PRIVATE KEY` or `RSA PRIVATE KEY`); `origin` names where it came from in errors.
+    pub(crate) fn new(client_email: &str, pem: &str, origin: &str) -> Result<Signer, String> {
+        let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| {
+            format!(
+                "[runners.cache.gcs] the private key from {origin} is not a PEM private key\n\
+                 hint: use the service account's key as Google gives it (-----BEGIN PRIVATE KEY----- ...)"
+            )
+        })?;
+        let key = match &der {
+            PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+            PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
+            _ => {
+                return Err(format!(
+                    "[runners.cache.gcs] the private key from {origin} is not an RSA key\n\
+                     hint: GCS signs with the service account's RSA key; create a JSON key for it in IAM"
+                ));
+            }
+        }
+        .map_err(|e| {
+            format!(
+                "[runners.cache.gcs] the private key from {origin} is not a usable RSA key: {e}\n\
+                 hint: create a new JSON key for the service account in IAM"
+            )
+        })?;
+        Ok(Signer {
+            client_email: client_email.to_owned(),
+            key,
+        })
+    }
+
+    /// The signed URL of `req`, byte for byte as Google's client libraries build it.
+    pub(crate) fn sign_url(&self, req: &V4Request<'_>) -> Result<String, String> {
+        let date_time = req
+            .timestamp
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .map_err(|e| format!("cannot format the signing time: {e}"))?;
+        let date = date_time.get(..8).unwrap_or_default();
+        let scope = format!("{date}/auto/storage/goog4_request");
+
+        let mut headers: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let value = v.split_whitespace().collect::<Vec<_>>().join(" ");
+                (k.trim().to_ascii_lowercase(), value)
+            })
+            .filter(|(k, _)| k != "host")
+            .collect();
+        headers.push(("host".to_owned(), host_without_port(req.host).to_owned()));
+        headers.sort();
+        let signed_headers = headers
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+            .join(";");
+        let payload = headers
+            .iter()
+            .find(|(k, _)| k == "x-goog-content-sha256")
+            .map_or("UNSIGNED-PAYLOAD", |(_, v)| v.as_str());
+
+        let mut query: Vec<(String, String)> = [
+            ("X-Goog-Algorithm", ALGORITHM.to_owned()),
+            ("X-Goog-Credential", format!("{}/{scope}", self.client_email)),
+            ("X-Goog-Date", date_time.clone()),
+            ("X-Goog-Expires", req.expires_secs.to_string()),
+            ("X-Goog-SignedHeaders", signed_headers.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .chain(req.query.iter().cloned())
+        .map(|(k, v)| (encode(&k, false), encode(&v, false)))
+        .collect();
+        query.sort();
+        let canonical_query = query
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+        let canonical = format!(
+            "{}\n{}\n{canonical_query}\n{canonical_headers}\n{signed_headers}\n{payload}",
+            req.method, req.path
+        );
+        let to_sign = format!(
+            "{ALGORITHM}\n{date_time}\n{scope}\n{}",
+            hex_digest(canonical.as_bytes())
+        );
+        let mut signature = vec![0u8; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                to_sign.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| "the RSA signature of a GCS URL failed".to_owned())?;
+        Ok(format!(
+            "{}://{}{}?{canonical_query}&X-Goog-Signature={}",
+            req.scheme,
+            req.host,
+            req.path,
+            hex::encode(signature)
+        ))
+    }
+}
+
+/// `[runners.cache] Type = "gcs"` as the runner's remote cache, or why not.
+pub(crate) fn setup(cfg: &CacheConfig, short_token: &str) -> RemoteSetup {
+    let max_upload = cfg
+        .max_uploaded_archive_size
+        .filter(|n| *n > 0)
+        .and_then(|n| u64::try_from(n).ok());
+    let gcs = cfg.gcs.clone().unwrap_or_default();
+    match GcsStore::from_config(&gcs, max_upload) {
+        Ok(store) => RemoteSetup::Ready(std::sync::Arc::new(RemoteCache {
+            store: ObjectStore::Gcs(store),
+            path: cfg.path.clone().unwrap_or_default(),
+            shared: cfg.is_shared(),
+            short_token: short_token.to_owned(),
+            max_upload,
+        })),
+        Err(e) => RemoteSetup::Broken(format!(
+            "{e}\nthe shared cache is not used; caches stay in the local cache_dir"
+        )),
+    }
+}
+
+fn non_empty(v: Option<&str>) -> Option<&str> {
+    v.map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A configured GCS bucket with the account that signs for it.
+pub(crate) struct GcsStore {
+    bucket: String,
+    scheme: String,
+    /// `storage.<universe>`, or the test server's address.
+    host: String,
+    /// `<scheme>://<host>/`, checked to parse.
+    base: reqwest::Url,
+    signer: Signer,
+    /// Signed into every upload and sent with it.
+    upload_headers: Vec<(String, String)>,
+}
+
+impl fmt::Debug for GcsStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GcsStore")
+            .field("bucket", &self.bucket)
+            .field("host", &self.host)
+            .field("signer", &self.signer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The fields of a service-account JSON this store reads (no `Debug`: it holds the key).
+#[derive(serde::Deserialize)]
+struct CredentialsFile {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    client_email: String,
+    #[serde(default)]
+    private_key: String,
+}
+
+fn read_credentials_file(path: &str, origin: &str) -> Result<Signer, String> {
+    let place = format!("{origin} {path:?}");
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(CREDENTIALS_FILE_LIMIT).read_to_string(&mut text))
+        .map_err(|e| {
+            format!(
+                "[runners.cache.gcs] cannot read {place}: {e}\n\
+                 hint: point it at the service account's JSON key file, readable by the runner"
+            )
+        })?;
+    // serde_json's message names line and column only, never the file's content.
+    let file: CredentialsFile = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "[runners.cache.gcs] {place} is not a service-account JSON file: {e}\n\
+             hint: download a JSON key for the service account in IAM"
+        )
+    })?;
+    if file.kind != "service_account" {
+        return Err(format!(
+            "[runners.cache.gcs] {place} holds credentials of type {:?}, not \"service_account\"\n\
+             hint: URLs are signed with a service account's key; user and external-account credentials cannot sign",
+            file.kind
+        ));
+    }
+    if file.client_email.trim().is_empty() || file.private_key.trim().is_empty() {
+        return Err(format!(
+            "[runners.cache.gcs] {place} has no client_email or no private_key\n\
+             hint: download a complete JSON key for the service account in IAM"
+        ));
+    }
+    Signer::new(file.client_email.trim(), &file.private_key, &place)
+}
+
+/// Upstream's order: `CredentialsFile`, then `AccessID` + `PrivateKey`; with neither it asks the metadata server,
+/// which this build replaces by `adc`, the value of `GOOGLE_APPLICATION_CREDENTIALS` (or a clear error).
+fn signer(cfg: &CacheGcsConfig, adc: Option<&str>) -> Result<Signer, String> {
+    if let Some(path) = non_empty(cfg.credentials_file.as_deref()) {
+        return read_credentials_file(path, "CredentialsFile");
+    }
+    let access_id = non_empty(cfg.access_id.as_deref());
+    let private_key = cfg
+        .private_key
+        .as_ref()
+        .map(|s| s.expose())
+        .filter(|k| !k.trim().is_empty());
+    match (access_id, private_key) {
+        (Some(id), Some(key)) => Signer::new(id, key, "PrivateKey"),
+        (Some(_), None) | (None, Some(_)) => Err(
+            "[runners.cache.gcs] AccessID and PrivateKey must be set together\n\
+             hint: set both (the service account's e-mail and its PEM key), or CredentialsFile instead"
+                .to_owned(),
+        ),
+        (None, None) => match adc.map(str::trim).filter(|p| !p.is_empty()) {
+            Some(path) => read_credentials_file(path, "GOOGLE_APPLICATION_CREDENTIALS"),
+            None => Err(
+                "[runners.cache.gcs] no credentials: CredentialsFile, AccessID/PrivateKey and \
+                 GOOGLE_APPLICATION_CREDENTIALS are all unset, and signing through the GCE metadata server \
+                 (signBlob) is not supported by this build\n\
+                 hint: set CredentialsFile to the service account's JSON key file"
+                    .to_owned(),
+            ),
+        },
+    }
+}
+
+impl GcsStore {
+    /// `max_upload` is `MaxUploadedArchiveSize`: GCS itself refuses a larger upload, as upstream asks it to.
+    pub(crate) fn from_config(cfg: &CacheGcsConfig, max_upload: Option<u64>) -> Result<GcsStore, String> {
+        let Some(bucket) = non_empty(cfg.bucket_name.as_deref()) else {
+            return Err(
+                "[runners.cache.gcs] BucketName is missing\nhint: name the bucket caches go to".to_owned(),
+            );
+        };
+        let universe = non_empty(cfg.universe_domain.as_deref()).unwrap_or(DEFAULT_UNIVERSE);
+        let host = format!("storage.{universe}");
+        let base = reqwest::Url::parse(&format!("https://{host}/"))
+            .ok()
+            .filter(|_| !host.contains(['/', '@', '?', '#', ':']));
+        let Some(base) = base else {
+            return Err(format!(
+                "[runners.cache.gcs] UniverseDomain = {universe:?} is not a domain name\n\
+                 hint: leave it unset for Google Cloud, or write the universe's domain, e.g. \"googleapis.com\""
+            ));
+        };
+        let mut upload_headers = vec![("Content-Type".to_owned(), UPLOAD_CONTENT_TYPE.to_owned())];
+        if let Some(limit) = max_upload {
+            upload_headers.push(("X-Goog-Content-Length-Range".to_owned(), format!("0,{limit}")));
+        }
+        Ok(GcsStore {
+            bucket: bucket.to_owned(),
+            scheme: "https".to_owned(),
+            host,
+            base,
+            signer: signer(
+                cfg,
+                std::env::var("GOOGLE_APPLICATION_CREDENTIALS").ok().as_deref(),
+            )?,
+            upload_headers,
+        })
+    }
+
+    /// Points the store at a local test server (`http://127.0.0.1:port`): GCS has no endpoint setting upstream.
+    #[cfg(test)]
+    pub(crate) fn with_endpoint(mut self, addr: std::net::SocketAddr) -> GcsStore {
+        self.scheme = "http".to_owned();
+        self.host = addr.to_string();
+        if let Ok(base) = reqwest::Url::parse(&format!("http://{addr}/")) {
+            self.base = base;
+        }
+        self
+    }
+
+    /// `GCS bucket "<name>" at https://storage.googleapis.com`, for messages; `transfer` picks its 403 hint by the
+    /// `GCS ` prefix.
+    pub(crate) fn describe(&self) -> String {
+        format!("GCS bucket {:?} at {}://{}", self.bucket, self.scheme, self.host)
+    }
+
+    fn presign(
+        &self,
+        method: &str,
+        object: &str,
+        expires: Duration,
+        headers: &[(String, String)],
+    ) -> Presigned {
+        let path = encode_path(&[&self.bucket, object]);
+        let req = V4Request {
+            method,
+            scheme: &self.scheme,
+            host: &self.host,
+            path: &path,
+            headers,
+            query: &[],
+            timestamp: OffsetDateTime::now_utc(),
+            expires_secs: expires.min(MAX_EXPIRY).as_secs().max(1),
+        };
+        let url = self
+            .signer
+            .sign_url(&req)
+            .and_then(|u| reqwest::Url::parse(&u).map_err(|e| format!("the signed URL does not parse: {e}")));
+        let url = url.unwrap_or_else(|e| {
+            // Not reachable with a key that parsed: the unsigned URL makes GCS refuse the request, and the
+            // transfer's error names the bucket.
+            tracing::error!("GCS cache: {e}");
+            let mut unsigned = self.base.clone();
+            unsigned.set_path(&path);
+            unsigned
+        });
+        Presigned {
+            url,
+            headers: headers.to_vec(),
+        }
+    }
+
+    pub(crate) fn presign_get(&self, object: &str, expires: Duration) -> Presigned {
+        self.presign("GET", object, expires, &[])
+    }
+
+    pub(crate) fn presign_head(&self, object: &str, expires: Duration) -> Presigned {
+        self.presign("HEAD", object, expires, &[])
+    }
+
+    pub(crate) fn presign_put(&self, object: &str, expires: Duration) -> Presigned {
+        self.presign("PUT", object, expires, &self.upload_headers)
+    }
+}
+
+#[cfg(test)]
+#[path = "gcs_tests.rs"]
+mod tests;
+
+#[cfg(test)]
+#[path = "gcs_server_tests.rs"]
+mod server_tests;
