@@ -1,21 +1,24 @@
 //! The object stores a distributed cache can live in. Each one only signs: it hands out pre-signed GET/HEAD/PUT
 //! requests that `transfer` carries out, as gitlab-runner's cache adapters do, so credentials never leave the
-//! runner. A new store kind is one more variant here and one module beside `s3`.
+//! runner. A new store kind is one more variant here and one module beside `s3` (`azure` is one).
 
 use std::fmt;
 use std::time::Duration;
 
+use super::azure::AzureStore;
 use super::s3::{Presigned, S3Store};
 
-/// One configured store of `[runners.cache]`.
+/// One configured store of `[runners.cache]`. S3's signer state is large beside the others: boxed.
 pub(crate) enum ObjectStore {
-    S3(S3Store),
+    S3(Box<S3Store>),
+    Azure(AzureStore),
 }
 
 impl fmt::Debug for ObjectStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ObjectStore::S3(s) => s.fmt(f),
+            ObjectStore::Azure(a) => a.fmt(f),
         }
     }
 }
@@ -25,6 +28,7 @@ impl ObjectStore {
     pub(crate) async fn prepare(&self) {
         match self {
             ObjectStore::S3(s) => s.detect_region().await,
+            ObjectStore::Azure(_) => {}
         }
     }
 
@@ -32,24 +36,28 @@ impl ObjectStore {
     pub(crate) fn describe(&self) -> String {
         match self {
             ObjectStore::S3(s) => s.describe(),
+            ObjectStore::Azure(a) => a.describe(),
         }
     }
 
     pub(crate) fn presign_get(&self, object: &str, expires: Duration) -> Presigned {
         match self {
             ObjectStore::S3(s) => s.presign_get(object, expires),
+            ObjectStore::Azure(a) => a.presign_get(object, expires),
         }
     }
 
     pub(crate) fn presign_head(&self, object: &str, expires: Duration) -> Presigned {
         match self {
             ObjectStore::S3(s) => s.presign_head(object, expires),
+            ObjectStore::Azure(a) => a.presign_head(object, expires),
         }
     }
 
     pub(crate) fn presign_put(&self, object: &str, expires: Duration) -> Presigned {
         match self {
             ObjectStore::S3(s) => s.presign_put(object, expires),
+            ObjectStore::Azure(a) => a.presign_put(object, expires),
         }
     }
 }

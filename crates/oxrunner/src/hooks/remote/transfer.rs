@@ -100,8 +100,7 @@ async fn status_failure(resp: reqwest::Response, shown: &str, store: &str) -> Fa
         "\nhint: the request was signed for another region than the bucket's; set [runners.cache.s3] \
          BucketLocation to the bucket's region (e.g. \"eu-central-1\")"
     } else if status == reqwest::StatusCode::FORBIDDEN {
-        "\nhint: check AccessKey, SecretKey (and SessionToken), BucketLocation and the runner's clock; the key \
-         needs read and write access to the bucket"
+        super::azure::refused_hint(store)
     } else {
         ""
     };
