@@ -233,3 +233,44 @@ async fn a_docker_machine_pushes_to_azurite_and_a_shell_machine_restores() {
     assert!(trace.contains("Successfully extracted cache"), "{trace}");
     crate::support::quit_ok(db).await;
 }
+
+/// `oxrunner doctor` probes the container with a signed GET: the right key is a ✓ naming container and endpoint,
+/// a wrong key a ✗ naming the Azure keys to fix; neither shows the key or a signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_probes_the_azure_container_with_the_configured_key() {
+    use crate::doctor::{assert_fails_with, doctor, healthy_shell_toml, write_config};
+    let Some(bin) = azurite::binary() else {
+        return;
+    };
+    let az = Azurite::start(&bin).await;
+    let sb = Sandbox::new();
+    let fake = fake(2, 1).await;
+    let token = fake.create_runner_token("doc");
+    let place = format!("Azure container \"{CONTAINER}\" at {}", az.endpoint());
+
+    write_config(
+        &sb,
+        &healthy_shell_toml(&sb, &fake.url(), &token, &cache_toml(&az, false, KEY)),
+    );
+    let out = doctor(&sb, &[]).await;
+    assert!(
+        out.stdout
+            .contains(&format!("  ✓ cache: {place} reachable, credentials accepted")),
+        "{}",
+        out.all()
+    );
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_no_secret(&out.all());
+
+    write_config(
+        &sb,
+        &healthy_shell_toml(&sb, &fake.url(), &token, &cache_toml(&az, false, WRONG_KEY)),
+    );
+    let out = doctor(&sb, &[]).await;
+    assert_fails_with(
+        &out,
+        &format!("cache: {place} refused the credentials ("),
+        "AccountKey",
+    );
+    assert_no_secret(&out.all());
+}
