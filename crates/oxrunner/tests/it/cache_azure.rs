@@ -274,3 +274,81 @@ async fn doctor_probes_the_azure_container_with_the_configured_key() {
     );
     assert_no_secret(&out.all());
 }
+
+/// Custom executor: the cache stages run job-side (`oxrunner cache-archiver` gets the SAS URL and the
+/// `x-ms-blob-type` header Azure needs on a Put Blob); a shell machine restores what the helper uploaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_machine_uploads_through_the_job_side_helper() {
+    let Some(bin) = azurite::binary() else {
+        return;
+    };
+    let az = Azurite::start(&bin).await;
+    let fake = fake(1, 1).await;
+    let url = fake.url();
+
+    let c = Sandbox::new();
+    let driver = c.path("driver");
+    std::fs::create_dir_all(&driver).unwrap();
+    let (config, run) = (driver.join("config.sh"), driver.join("run.sh"));
+    let root = c.dir.path().display().to_string();
+    std::fs::write(
+        &config,
+        format!(
+            "#!/usr/bin/env bash\necho '{{\"builds_dir\": \"{root}/b\", \"cache_dir\": \"{root}/c\"}}'\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(&run, "#!/usr/bin/env bash\nexec bash \"$1\"\n").unwrap();
+    for p in [&config, &run] {
+        let mut perm = std::fs::metadata(p).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(p, perm).unwrap();
+    }
+    let token = fake.create_runner_token_with_tags("c", &["c"], false);
+    let text = global_toml(1, "")
+        + &format!(
+            "\n[[runners]]\n  name = \"c\"\n  url = \"{url}\"\n  token = \"{token}\"\n  executor = \"custom\"\n  \
+             [runners.custom]\n    config_exec = \"{}\"\n    run_exec = \"{}\"\n{}",
+            config.display(),
+            run.display(),
+            cache_toml(&az, true, KEY),
+        );
+    std::fs::write(c.config(), text).unwrap();
+    let c_cfg = c.config_str();
+    let dc = c.spawn(&["run", "-c", &c_cfg]);
+
+    let s = Sandbox::new();
+    let token = fake.create_runner_token_with_tags("s", &["s"], false);
+    let text =
+        global_toml(1, "") + &shell_runner_toml("s", &url, &token, &s.path("s"), &cache_toml(&az, true, KEY));
+    std::fs::write(s.config(), text).unwrap();
+    let s_cfg = s.config_str();
+    let ds = s.spawn(&["run", "-c", &s_cfg]);
+
+    let push = job(
+        "custom push",
+        "c",
+        &["mkdir -p vendor && echo from-custom > vendor/lib"],
+        CacheSpec::new("custom-deps", &["vendor/"]),
+    );
+    let rec = finished(&fake, fake.enqueue_job(push), FINISH, &dc).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Uploading cache.zip to http://"), "{trace}");
+    assert!(!trace.contains("Failed to create cache"), "{trace}\n{}", az.log());
+    assert_no_secret(&trace);
+
+    let restore = job(
+        "restore on shell",
+        "s",
+        &["test \"$(cat vendor/lib)\" = from-custom"],
+        pull("custom-deps"),
+    );
+    let rec = finished(&fake, fake.enqueue_job(restore), FINISH, &ds).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Successfully extracted cache"), "{trace}");
+    for d in [dc, ds] {
+        crate::support::quit_ok(d).await;
+    }
+}
