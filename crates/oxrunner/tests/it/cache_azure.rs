@@ -113,6 +113,20 @@ async fn two_machines_share_caches_through_azurite() {
     assert!(trace.contains("Successfully extracted cache"), "{trace}");
     assert_no_secret(&trace);
 
+    // The download became B's local copy: a job on B that changes nothing finds the archive up to date, asks
+    // the container whether it holds the blob (a HEAD signed for reading) and sends nothing back.
+    let again = job(
+        "unchanged on b",
+        "b",
+        &["test \"$(cat vendor/lib)\" = from-a"],
+        CacheSpec::new("deps-$CI_COMMIT_REF_SLUG", &["vendor/"]),
+    );
+    let rec = finished(&fake, fake.enqueue_job(again), FINISH, &db).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Archive is up to date!"), "{trace}");
+    assert!(!trace.contains("Uploading cache.zip"), "{trace}");
+
     // A key nobody pushed is a cache miss (404 from the container), not a failure.
     let rec = finished(
         &fake,
@@ -160,7 +174,7 @@ async fn two_machines_share_caches_through_azurite() {
     assert_eq!(rec.status, "success", "{trace}");
     let named = format!("Azure container \"{CONTAINER}\" at {}", az.endpoint());
     assert!(trace.contains(&named), "{trace}");
-    assert!(trace.contains("403"), "{trace}");
+    assert!(trace.contains("403 Forbidden: AuthorizationFailure"), "{trace}");
     assert!(trace.contains("hint: check AccountName, AccountKey"), "{trace}");
     assert!(trace.contains("Failed to create cache"), "{trace}");
     assert_no_secret(&trace);
