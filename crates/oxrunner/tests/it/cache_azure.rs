@@ -127,6 +127,32 @@ async fn two_machines_share_caches_through_azurite() {
     assert!(trace.contains("Archive is up to date!"), "{trace}");
     assert!(!trace.contains("Uploading cache.zip"), "{trace}");
 
+    // A key with characters the URL path must escape: Azure signs the decoded blob name, so the SAS and the
+    // escaped path must agree.
+    let odd = "odd key+plus=%41";
+    let push = job(
+        "odd push",
+        "a",
+        &["mkdir -p vendor && echo odd > vendor/lib"],
+        CacheSpec::new(odd, &["vendor/"]),
+    );
+    let rec = finished(&fake, fake.enqueue_job(push), FINISH, &da).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("/project/0/odd%20key+plus=%2541"), "{trace}");
+    assert!(trace.contains("Created cache"), "{trace}");
+    assert!(!trace.contains("Failed to create cache"), "{trace}");
+    let restore = job(
+        "odd restore",
+        "b",
+        &["test \"$(cat vendor/lib)\" = odd"],
+        pull(odd),
+    );
+    let rec = finished(&fake, fake.enqueue_job(restore), FINISH, &db).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Successfully extracted cache"), "{trace}");
+
     // A key nobody pushed is a cache miss (404 from the container), not a failure.
     let rec = finished(
         &fake,
