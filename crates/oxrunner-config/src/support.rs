@@ -26,8 +26,6 @@ use Support::{Acted, Inert, Warned};
 pub const ALL: &str = "*";
 
 const EXECUTOR: &str = "this executor is not part of this build (the runner refuses its jobs)";
-const DIST_CACHE: &str =
-    "Azure caches are not supported yet (S3 and GCS are); caches stay in the local cache_dir";
 
 /// Every key of gitlab-runner's config structs, by section (`.` = top level), with what happens to it here.
 pub const KEYS: &[(&str, &str, Support)] = &[
@@ -148,17 +146,18 @@ pub const KEYS: &[(&str, &str, Support)] = &[
     ("runners.kubernetes", ALL, Inert("runners.kubernetes")),
     ("runners.autoscaler", ALL, Inert("runners.autoscaler")),
     ("runners.custom", ALL, Acted),
-    // `Type` other than "s3"/"gcs", and the S3 keys this build does not use, are named by the daemon's cache check.
+    // `Type` other than "s3"/"gcs"/"azure", and the S3 keys this build does not use, are named by the daemon's
+    // cache check.
     ("runners.cache", "Type", Acted),
     ("runners.cache", "Path", Acted),
     ("runners.cache", "Shared", Acted),
     ("runners.cache", "MaxUploadedArchiveSize", Acted),
     ("runners.cache", "s3", Acted),
     ("runners.cache", "gcs", Acted),
-    ("runners.cache", "azure", Warned(DIST_CACHE)),
+    ("runners.cache", "azure", Acted),
     ("runners.cache.s3", ALL, Acted),
     ("runners.cache.gcs", ALL, Acted),
-    ("runners.cache.azure", ALL, Inert("runners.cache.azure")),
+    ("runners.cache.azure", ALL, Acted),
     ("runners.docker.services", "name", Acted),
     ("runners.docker.services", "alias", Acted),
     ("runners.docker.services", "command", Acted),

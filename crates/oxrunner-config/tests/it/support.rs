@@ -172,3 +172,20 @@ fn what_register_writes_is_not_warned_about() {
     let loaded = parse_str(&text, Path::new("config.toml")).unwrap();
     assert_eq!(warnings_of(&loaded), Vec::<String>::new());
 }
+
+#[test]
+fn azure_cache_keys_are_acted_on_not_warned() {
+    let text = format!(
+        "{RUNNER}[runners.cache]\n  Type = \"azure\"\n  [runners.cache.azure]\n    AccountName = \"acct\"\n    \
+         AccountKey = \"a2V5\"\n    ContainerName = \"c\"\n    StorageDomain = \"blob.core.windows.net\"\n"
+    );
+    let loaded = parse_str(&text, Path::new("config.toml")).unwrap();
+    assert_eq!(warnings_of(&loaded), Vec::<String>::new());
+    assert_eq!(support::classify("runners.cache", "azure"), Some(Support::Acted));
+    for key in ["AccountName", "AccountKey", "ContainerName", "StorageDomain"] {
+        assert!(
+            support::classify("runners.cache.azure", key) == Some(Support::Acted),
+            "{key}"
+        );
+    }
+}

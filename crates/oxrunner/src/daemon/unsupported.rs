@@ -34,7 +34,7 @@ pub fn runner(r: &RunnerConfig) -> Vec<String> {
     out
 }
 
-/// `[runners.cache]`: S3 is served (`hooks/remote/`); other types and the AWS-only S3 keys are named.
+/// `[runners.cache]`: S3 and Azure are served (`hooks/remote/`); other types and the AWS-only S3 keys are named.
 fn cache(r: &RunnerConfig) -> Vec<String> {
     let mut out = Vec::new();
     let name = &r.name;
@@ -43,8 +43,8 @@ fn cache(r: &RunnerConfig) -> Vec<String> {
     };
     match cache.cache_type.as_deref().map(str::trim).unwrap_or_default() {
         "" => {}
-        "s3" => {
-            if let Some(s3) = &cache.s3 {
+        kind @ ("s3" | "azure" | "gcs" | "gcsv2") => {
+            if let Some(s3) = cache.s3.as_ref().filter(|_| kind == "s3") {
                 let set = [
                     ("DualStack", s3.dual_stack.is_some()),
                     ("Accelerate", s3.accelerate.is_some()),
@@ -68,15 +68,9 @@ fn cache(r: &RunnerConfig) -> Vec<String> {
                 out.push(format!("runner `{name}`: {why}"));
             }
         }
-        "gcs" | "gcsv2" => {
-            if let crate::hooks::RemoteSetup::Broken(why) =
-                crate::hooks::RemoteSetup::from_config(Some(cache), &r.short_token())
-            {
-                out.push(format!("runner `{name}`: {why}"));
-            }
-        }
         kind => out.push(format!(
-            "runner `{name}`: [runners.cache] Type = \"{kind}\": this cache type is not supported yet (only \"s3\" and \"gcs\"); \
+            "runner `{name}`: [runners.cache] Type = \"{kind}\": this cache type is not supported yet (only \"s3\", \"gcs\" \
+             and \"azure\"); \
              caches stay in the local cache_dir (shared by all jobs of this runner)"
         )),
     }
@@ -217,6 +211,30 @@ sentry_dsn = "https://key@sentry.example/1"
             runner(&config.runners[1]).is_empty(),
             "{:?}",
             runner(&config.runners[1])
+        );
+    }
+
+    #[test]
+    fn azure_caches_are_served_and_only_broken_settings_named() {
+        let runner_with = |azure: &str| {
+            let text = format!(
+                "[[runners]]\n  name = \"az\"\n  url = \"https://gitlab.example.com\"\n  token = \"glrt-az\"\n  \
+                 executor = \"shell\"\n  [runners.cache]\n    Type = \"azure\"\n  [runners.cache.azure]\n{azure}"
+            );
+            match oxrunner_config::parse_str(&text, std::path::Path::new("config.toml")) {
+                Ok(l) => runner(&l.config.runners[0]),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let ok =
+            runner_with("    AccountName = \"acct\"\n    AccountKey = \"a2V5\"\n    ContainerName = \"c\"\n");
+        assert_eq!(ok, Vec::<String>::new());
+        let broken = runner_with("    AccountName = \"acct\"\n    ContainerName = \"c\"\n");
+        assert!(
+            broken
+                .iter()
+                .any(|w| w.contains("AccountKey is missing") && w.contains("hint:")),
+            "{broken:?}"
         );
     }
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod artifacts_flow;
+mod cache_azure;
 mod cache_concurrency;
 mod cache_failed_extract;
 mod cache_fleet;

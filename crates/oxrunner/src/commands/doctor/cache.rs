@@ -1,6 +1,7 @@
-//! The runner's distributed cache: for `Type = "s3"` or `"gcs"` one signed GET of an object that never exists, under the
-//! runner's own prefix, tells apart a reachable bucket with accepted keys (S3 answers 404 NoSuchKey), a missing
-//! bucket, refused credentials and an unreachable endpoint. Messages name the bucket, the endpoint and the config
+//! The runner's distributed cache: for `Type = "s3"`, `"gcs"` or `"azure"` one signed GET of an object that never
+//! exists, under the runner's own prefix, tells apart a reachable bucket (container) with accepted keys (404
+//! NoSuchKey or BlobNotFound), a missing bucket, refused credentials and an unreachable endpoint. Messages name the
+//! bucket, the endpoint and the config
 //! keys to check; never the secret nor the signed URL (its query is the signature).
 
 use std::time::Duration;
@@ -30,11 +31,12 @@ pub async fn check(r: &RunnerConfig) -> Vec<Check> {
         return Vec::new();
     };
     let gcs = matches!(kind, "gcs" | "gcsv2");
-    if kind != "s3" && !gcs {
+    if !gcs && !matches!(kind, "s3" | "azure") {
         return vec![Check::warn(
             format!("cache: Type = \"{kind}\" is not supported yet; its bucket was not checked"),
-            "this build shares caches through S3 and GCS only, so runners on other hosts do not share these caches",
-            "use Type = \"s3\" (any S3-compatible store) or \"gcs\", or run the jobs that share a cache on one runner",
+            "this build shares caches through S3, GCS and Azure only, so runners on other hosts do not share these caches",
+            "use Type = \"s3\" (any S3-compatible store), \"gcs\" or \"azure\", or run the jobs that share a cache on one \
+             runner",
         )];
     }
     match RemoteSetup::from_config(r.cache.as_ref(), &r.short_token()) {
@@ -49,7 +51,7 @@ pub async fn check(r: &RunnerConfig) -> Vec<Check> {
                 if hint.is_empty() {
                     format!(
                         "fix [runners.cache.{}] in config.toml",
-                        if gcs { "gcs" } else { "s3" }
+                        if gcs { "gcs" } else { kind }
                     )
                 } else {
                     hint.to_owned()
@@ -107,7 +109,12 @@ fn reachable(place: &str) -> Check {
 /// The verdict on an error answer; pure, so each S3 code is testable without a store.
 fn judge(place: &str, status: u16, code: Option<&str>) -> Check {
     match (status, code) {
-        (404, Some("NoSuchKey") | None) => reachable(place),
+        (404, Some("NoSuchKey" | "BlobNotFound") | None) => reachable(place),
+        (404, Some("ContainerNotFound")) => Check::fail(
+            format!("cache: {place}: the container does not exist (ContainerNotFound)"),
+            "every cache upload and download of this runner fails; jobs keep the local cache only",
+            "create the container, or fix ContainerName (and AccountName, StorageDomain) in [runners.cache.azure]",
+        ),
         (404, Some("NoSuchBucket")) => Check::fail(
             format!("cache: {place}: the bucket does not exist (NoSuchBucket)"),
             "every cache upload and download of this runner fails; jobs keep the local cache only",
@@ -161,6 +168,12 @@ fn judge_gcs(place: &str, status: u16, code: Option<&str>) -> Check {
 
 fn refusal_fix(code: &str) -> String {
     match code {
+        // Azure's answer to a SAS signed with another key (Azurite: AuthorizationFailure).
+        "AuthenticationFailed" | "AuthorizationFailure" => {
+            "check AccountName and AccountKey in [runners.cache.azure] (the key must be a current access key of \
+             the account), and the runner's clock"
+                .to_owned()
+        }
         "SignatureDoesNotMatch" => {
             "check SecretKey (and SessionToken) in [runners.cache.s3]; BucketLocation must be the bucket's region"
                 .to_owned()
@@ -194,7 +207,11 @@ fn unreachable_endpoint(place: &str, err: &reqwest::Error) -> Check {
     Check::fail(
         format!("cache: {place} is not reachable: {cause}"),
         "every cache upload and download of this runner fails; jobs keep the local cache only",
-        "check ServerAddress (and Insecure = true for plain http) in [runners.cache.s3], and the network path",
+        if place.starts_with(crate::hooks::remote::azure::DESCRIBE_PREFIX) {
+            "check AccountName and StorageDomain in [runners.cache.azure], and the network path"
+        } else {
+            "check ServerAddress (and Insecure = true for plain http) in [runners.cache.s3], and the network path"
+        },
     )
 }
 
@@ -251,5 +268,29 @@ mod tests {
             fix.contains("CredentialsFile") && !fix.contains("SecretKey"),
             "{fix}"
         );
+    }
+
+    #[test]
+    fn each_azure_code_gets_its_verdict() {
+        let p = "Azure container \"c\" at http://127.0.0.1:1/devstoreaccount1";
+        assert!(judge(p, 404, Some("BlobNotFound")).message.contains("reachable"));
+        let missing = judge(p, 404, Some("ContainerNotFound"));
+        assert!(
+            missing.message.contains("container does not exist"),
+            "{}",
+            missing.message
+        );
+        assert!(
+            missing
+                .fix
+                .as_deref()
+                .unwrap_or_default()
+                .contains("ContainerName")
+        );
+        for code in ["AuthenticationFailed", "AuthorizationFailure"] {
+            let refused = judge(p, 403, Some(code));
+            assert!(refused.message.contains(code), "{}", refused.message);
+            assert!(refused.fix.as_deref().unwrap_or_default().contains("AccountKey"));
+        }
     }
 }

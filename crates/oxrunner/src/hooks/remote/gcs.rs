@@ -15,13 +15,12 @@ use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
-use oxrunner_config::{CacheConfig, CacheGcsConfig};
+use oxrunner_config::CacheGcsConfig;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
 
 use super::s3::Presigned;
-use super::{ObjectStore, RemoteCache, RemoteSetup};
 
 /// Google's public universe; `UniverseDomain` replaces it.
 const DEFAULT_UNIVERSE: &str = "googleapis.com";
@@ -204,27 +203,6 @@ impl Signer {
             req.path,
             hex::encode(signature)
         ))
-    }
-}
-
-/// `[runners.cache] Type = "gcs"` as the runner's remote cache, or why not.
-pub(crate) fn setup(cfg: &CacheConfig, short_token: &str) -> RemoteSetup {
-    let max_upload = cfg
-        .max_uploaded_archive_size
-        .filter(|n| *n > 0)
-        .and_then(|n| u64::try_from(n).ok());
-    let gcs = cfg.gcs.clone().unwrap_or_default();
-    match GcsStore::from_config(&gcs, max_upload) {
-        Ok(store) => RemoteSetup::Ready(std::sync::Arc::new(RemoteCache {
-            store: ObjectStore::Gcs(store),
-            path: cfg.path.clone().unwrap_or_default(),
-            shared: cfg.is_shared(),
-            short_token: short_token.to_owned(),
-            max_upload,
-        })),
-        Err(e) => RemoteSetup::Broken(format!(
-            "{e}\nthe shared cache is not used; caches stay in the local cache_dir"
-        )),
     }
 }
 

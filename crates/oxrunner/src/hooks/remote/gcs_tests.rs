@@ -141,20 +141,20 @@ fn config(extra: impl FnOnce(&mut oxrunner_config::CacheGcsConfig)) -> oxrunner_
     }
 }
 
-fn setup(cfg: &oxrunner_config::CacheConfig) -> super::RemoteSetup {
-    super::RemoteSetup::from_config(Some(cfg), "abcdefghi")
+fn setup(cfg: &oxrunner_config::CacheConfig) -> crate::hooks::remote::RemoteSetup {
+    crate::hooks::remote::RemoteSetup::from_config(Some(cfg), "abcdefghi")
 }
 
-fn ready(cfg: &oxrunner_config::CacheConfig) -> std::sync::Arc<super::RemoteCache> {
+fn ready(cfg: &oxrunner_config::CacheConfig) -> std::sync::Arc<crate::hooks::remote::RemoteCache> {
     match setup(cfg) {
-        super::RemoteSetup::Ready(r) => r,
+        crate::hooks::remote::RemoteSetup::Ready(r) => r,
         other => panic!("not ready: {other:?}"),
     }
 }
 
 fn broken(cfg: &oxrunner_config::CacheConfig) -> String {
     match setup(cfg) {
-        super::RemoteSetup::Broken(why) => why,
+        crate::hooks::remote::RemoteSetup::Broken(why) => why,
         other => panic!("not broken: {other:?}"),
     }
 }
@@ -195,7 +195,7 @@ fn gcs_and_gcsv2_caches_are_served_through_signed_urls() {
 
     let mut v2 = config(|_| {});
     v2.cache_type = Some("gcsv2".into());
-    assert!(matches!(setup(&v2), super::RemoteSetup::Ready(_)));
+    assert!(matches!(setup(&v2), crate::hooks::remote::RemoteSetup::Ready(_)));
 }
 
 #[test]

@@ -1,12 +1,13 @@
-//! The distributed cache (`[runners.cache] Type = "s3"` or `"gcs"`): where a cache key lives in the bucket, and
-//! the store behind it. The local store stays the working copy: an archive is written there and then uploaded, and a
-//! restore downloads over the local archive of the key (atomically) and extracts that, so the local copy always is
-//! what the bucket holds.
+//! The distributed cache (`[runners.cache] Type = "s3"`, `"azure"` or `"gcs"`): where a cache key lives in the bucket (or
+//! container), and the store behind it. The local store stays the working copy: an archive is written there and
+//! then uploaded, and a restore downloads over the local archive of the key (atomically) and extracts that, so
+//! the local copy always is what the bucket holds.
 //!
 //! Object names follow gitlab-runner exactly (`cache/cache.go`), so a mixed fleet of gitlab-runner and oxrunner
 //! shares one bucket: `[<Path>/][runner/<short token>/]project/<project id>/<key>`, the runner part only when
 //! `Shared` is false, and with `FF_HASH_CACHE_KEYS` the key's first two characters as an extra level.
 
+pub(crate) mod azure;
 pub(crate) mod flow;
 pub(crate) mod gcs;
 pub(crate) mod s3;
@@ -18,6 +19,8 @@ use std::sync::Arc;
 
 use oxrunner_config::CacheConfig;
 
+pub(crate) use azure::AzureStore;
+pub(crate) use gcs::GcsStore;
 pub(crate) use s3::S3Store;
 pub(crate) use store::ObjectStore;
 
@@ -58,30 +61,35 @@ impl RemoteSetup {
             return RemoteSetup::None;
         };
         let kind = cfg.cache_type.as_deref().map(str::trim).unwrap_or_default();
-        match kind {
-            "" => RemoteSetup::None,
-            "s3" => {
-                let s3 = cfg.s3.clone().unwrap_or_default();
-                match S3Store::from_config(&s3) {
-                    Ok(store) => RemoteSetup::Ready(Arc::new(RemoteCache {
-                        store: ObjectStore::S3(store),
-                        path: cfg.path.clone().unwrap_or_default(),
-                        shared: cfg.is_shared(),
-                        short_token: short_token.to_owned(),
-                        max_upload: cfg
-                            .max_uploaded_archive_size
-                            .filter(|n| *n > 0)
-                            .and_then(|n| u64::try_from(n).ok()),
-                    })),
-                    Err(e) => RemoteSetup::Broken(format!(
-                        "{e}\nthe shared cache is not used; caches stay in the local cache_dir"
-                    )),
-                }
+        let max_upload = cfg
+            .max_uploaded_archive_size
+            .filter(|n| *n > 0)
+            .and_then(|n| u64::try_from(n).ok());
+        let store = match kind {
+            "" => return RemoteSetup::None,
+            "s3" => S3Store::from_config(&cfg.s3.clone().unwrap_or_default())
+                .map(|s| ObjectStore::S3(Box::new(s))),
+            "azure" => {
+                AzureStore::from_config(&cfg.azure.clone().unwrap_or_default()).map(ObjectStore::Azure)
             }
             // gitlab-runner's two GCS adapters read the same `[runners.cache.gcs]`.
-            "gcs" | "gcsv2" => gcs::setup(cfg, short_token),
+            "gcs" | "gcsv2" => {
+                GcsStore::from_config(&cfg.gcs.clone().unwrap_or_default(), max_upload).map(ObjectStore::Gcs)
+            }
             // The daemon names these at start (`daemon/unsupported.rs`); jobs silently keep the local cache.
-            _ => RemoteSetup::None,
+            _ => return RemoteSetup::None,
+        };
+        match store {
+            Ok(store) => RemoteSetup::Ready(Arc::new(RemoteCache {
+                store,
+                path: cfg.path.clone().unwrap_or_default(),
+                shared: cfg.is_shared(),
+                short_token: short_token.to_owned(),
+                max_upload,
+            })),
+            Err(e) => RemoteSetup::Broken(format!(
+                "{e}\nthe shared cache is not used; caches stay in the local cache_dir"
+            )),
         }
     }
 }

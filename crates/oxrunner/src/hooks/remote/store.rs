@@ -1,18 +1,18 @@
 //! The object stores a distributed cache can live in. Each one only signs: it hands out pre-signed GET/HEAD/PUT
 //! requests that `transfer` carries out, as gitlab-runner's cache adapters do, so credentials never leave the
-//! runner. A new store kind is one more variant here and one module beside `s3`.
+//! runner. A new store kind is one more variant here and one module beside `s3` (`azure` is one).
 
 use std::fmt;
 use std::time::Duration;
 
+use super::azure::AzureStore;
 use super::gcs::GcsStore;
 use super::s3::{Presigned, S3Store};
 
-/// One configured store of `[runners.cache]`.
-// One per runner, behind an `Arc`: the size of the largest variant costs nothing worth a box.
-#[allow(clippy::large_enum_variant)]
+/// One configured store of `[runners.cache]`. S3's signer state is large beside the others: boxed.
 pub(crate) enum ObjectStore {
-    S3(S3Store),
+    S3(Box<S3Store>),
+    Azure(AzureStore),
     Gcs(GcsStore),
 }
 
@@ -21,6 +21,7 @@ impl fmt::Debug for ObjectStore {
         match self {
             ObjectStore::S3(s) => s.fmt(f),
             ObjectStore::Gcs(s) => s.fmt(f),
+            ObjectStore::Azure(a) => a.fmt(f),
         }
     }
 }
@@ -30,7 +31,7 @@ impl ObjectStore {
     pub(crate) async fn prepare(&self) {
         match self {
             ObjectStore::S3(s) => s.detect_region().await,
-            ObjectStore::Gcs(_) => {}
+            ObjectStore::Azure(_) | ObjectStore::Gcs(_) => {}
         }
     }
 
@@ -39,6 +40,7 @@ impl ObjectStore {
         match self {
             ObjectStore::S3(s) => s.describe(),
             ObjectStore::Gcs(s) => s.describe(),
+            ObjectStore::Azure(a) => a.describe(),
         }
     }
 
@@ -46,6 +48,7 @@ impl ObjectStore {
         match self {
             ObjectStore::S3(s) => s.presign_get(object, expires),
             ObjectStore::Gcs(s) => s.presign_get(object, expires),
+            ObjectStore::Azure(a) => a.presign_get(object, expires),
         }
     }
 
@@ -53,6 +56,7 @@ impl ObjectStore {
         match self {
             ObjectStore::S3(s) => s.presign_head(object, expires),
             ObjectStore::Gcs(s) => s.presign_head(object, expires),
+            ObjectStore::Azure(a) => a.presign_head(object, expires),
         }
     }
 
@@ -60,6 +64,7 @@ impl ObjectStore {
         match self {
             ObjectStore::S3(s) => s.presign_put(object, expires),
             ObjectStore::Gcs(s) => s.presign_put(object, expires),
+            ObjectStore::Azure(a) => a.presign_put(object, expires),
         }
     }
 }

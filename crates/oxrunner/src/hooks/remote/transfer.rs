@@ -102,8 +102,7 @@ async fn status_failure(resp: reqwest::Response, shown: &str, store: &str) -> Fa
     } else if status == reqwest::StatusCode::FORBIDDEN && store.starts_with("GCS ") {
         super::gcs::FORBIDDEN_HINT
     } else if status == reqwest::StatusCode::FORBIDDEN {
-        "\nhint: check AccessKey, SecretKey (and SessionToken), BucketLocation and the runner's clock; the key \
-         needs read and write access to the bucket"
+        super::azure::refused_hint(store)
     } else {
         ""
     };

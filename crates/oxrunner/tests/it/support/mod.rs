@@ -5,6 +5,7 @@
 //! `CI_SERVER_URL`, `CONFIG_FILE` or `~/.gitlab-runner` can never leak into a test.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod azurite;
 pub mod docker;
 pub mod docker_e2e;
 pub mod exec;
