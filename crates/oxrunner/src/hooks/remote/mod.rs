@@ -8,6 +8,8 @@
 //! `Shared` is false, and with `FF_HASH_CACHE_KEYS` the key's first two characters as an extra level.
 
 pub(crate) mod flow;
+pub(crate) mod multipart;
+pub(crate) mod parts;
 pub(crate) mod s3;
 pub(crate) mod store;
 pub(crate) mod transfer;
@@ -28,6 +30,8 @@ pub struct RemoteCache {
     short_token: String,
     /// `MaxUploadedArchiveSize`; `None` = no limit.
     pub(crate) max_upload: Option<u64>,
+    /// When archives move in parallel parts.
+    pub(crate) parts: parts::PartPlan,
 }
 
 impl fmt::Debug for RemoteCache {
@@ -71,6 +75,7 @@ impl RemoteSetup {
                             .max_uploaded_archive_size
                             .filter(|n| *n > 0)
                             .and_then(|n| u64::try_from(n).ok()),
+                        parts: parts::PartPlan::from_env(),
                     })),
                     Err(e) => RemoteSetup::Broken(format!(
                         "{e}\nthe shared cache is not used; caches stay in the local cache_dir"
