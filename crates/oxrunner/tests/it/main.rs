@@ -7,6 +7,7 @@ mod artifacts_flow;
 mod cache_concurrency;
 mod cache_failed_extract;
 mod cache_fleet;
+mod cache_parts;
 mod clone_url_hint;
 mod completion_man;
 mod custom_executor;
