@@ -32,6 +32,7 @@ mod exec_dag;
 mod exec_docker;
 mod exec_flow;
 mod exec_live;
+mod exec_remote_cache;
 mod exec_semantics;
 mod exec_sources;
 mod exec_speed;
