@@ -172,8 +172,13 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         ));
     }
     let transport = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
-    let hooks = RunnerHooks::new(Arc::new(transport), cache_store(&ctx))
-        .with_remote_cache(env.opts.remote_cache.clone());
+    let hooks = RunnerHooks::new(Arc::new(transport), cache_store(&ctx)).with_remote_cache(
+        env.opts
+            .remote_cache
+            .clone()
+            .prepared(!plan.caches.is_empty())
+            .await,
+    );
     // Ctrl-C of the whole run aborts this job through its own child token.
     let cancel = JobCancel {
         abort: env.abort.child_token(),

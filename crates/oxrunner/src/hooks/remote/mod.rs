@@ -88,6 +88,35 @@ impl RemoteSetup {
     }
 }
 
+impl RemoteSetup {
+    /// Learns what the store needs before any URL is signed (S3 on AWS without `BucketLocation`: the bucket's
+    /// region), once per job that has caches. Runner-side transfers would ask on their own, but the URLs handed to
+    /// job-side helpers (`hooks/inscript.rs`) are signed while a stage script is rendered, which cannot wait.
+    pub async fn prepared(self, has_caches: bool) -> RemoteSetup {
+        if let (RemoteSetup::Ready(remote), true) = (&self, has_caches) {
+            remote.store.prepare().await;
+        }
+        self
+    }
+
+    /// The S3 store asks `url` for its bucket's region (as on AWS without `BucketLocation`).
+    #[cfg(test)]
+    pub(crate) fn with_region_probe(self, url: reqwest::Url) -> RemoteSetup {
+        let RemoteSetup::Ready(remote) = self else {
+            return self;
+        };
+        let Ok(mut cache) = Arc::try_unwrap(remote) else {
+            panic!("the remote cache is shared already");
+        };
+        cache.store = match cache.store {
+            ObjectStore::S3(s) => ObjectStore::S3(s.with_region_probe(url)),
+            #[allow(unreachable_patterns)]
+            other => other,
+        };
+        RemoteSetup::Ready(Arc::new(cache))
+    }
+}
+
 /// Go's `path.Clean` on a relative object path, as segments: `a/b/../c` → `a/c`; a `..` that climbs above the
 /// start stays (then the prefix check below refuses the key).
 fn clean_object_path(p: &str) -> Vec<&str> {
@@ -128,5 +157,7 @@ impl RemoteCache {
     }
 }
 
+#[cfg(test)]
+mod prepare_tests;
 #[cfg(test)]
 mod tests;
