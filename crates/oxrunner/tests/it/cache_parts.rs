@@ -274,6 +274,13 @@ async fn large_archives_move_in_parts_through_garage() {
     assert!(restored.contains("Retrying"), "{restored}");
 
     aborted_upload_leaves_no_object(&fake, &proxy, (&da, &db)).await;
+    // The store itself holds one object: `big`; nothing of `doomed`.
+    let info = cluster.cli(0, &["bucket", "info", BUCKET]);
+    let objects = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Objects:"))
+        .map(str::trim);
+    assert_eq!(objects, Some("1"), "{info}");
     crate::support::quit_ok(da).await;
     crate::support::quit_ok(db).await;
 }
