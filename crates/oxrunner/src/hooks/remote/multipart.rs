@@ -195,3 +195,7 @@ fn error_code(body: &str) -> String {
         .filter(|c| !c.is_empty() && c.len() < 128)
         .unwrap_or_else(|| "unreadable answer".to_owned())
 }
+
+#[cfg(test)]
+#[path = "multipart_tests.rs"]
+mod tests;
