@@ -209,7 +209,6 @@ pub(crate) async fn upload_key(
                 store,
                 object: &name,
                 src: archive,
-                size,
                 plan: remote.parts,
                 lifetime: url_lifetime(ctx),
                 describe: &describe,

@@ -6,20 +6,53 @@
 use std::path::Path;
 use std::time::Duration;
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
 use futures::{StreamExt, TryStreamExt};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::parts::PartPlan;
 use super::s3::{Presigned, S3Store};
 use super::transfer::{Failure, bounded_body, clean_url, network, status_failure, with_retries};
 
-/// One multipart upload of `src` (`size` bytes) as `object`.
+/// What one read of a part's body takes from the archive.
+const READ_CHUNK: u64 = 256 * 1024;
+
+/// The archive being uploaded, open once.
+struct Source {
+    file: Arc<File>,
+    size: u64,
+}
+
+impl Source {
+    /// `[start, end)` as a request body, read chunk by chunk at its offsets (parts never share a file position).
+    fn body(&self, start: u64, end: u64) -> reqwest::Body {
+        let stream =
+            futures::stream::try_unfold((Arc::clone(&self.file), start), move |(file, pos)| async move {
+                if pos >= end {
+                    return Ok(None);
+                }
+                let len = usize::try_from((end - pos).min(READ_CHUNK)).unwrap_or(64 * 1024);
+                let reader = Arc::clone(&file);
+                let chunk = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; len];
+                    reader.read_exact_at(&mut buf, pos).map(|()| buf)
+                })
+                .await
+                .map_err(std::io::Error::other)??;
+                Ok::<_, std::io::Error>(Some((chunk, (file, pos + len as u64))))
+            });
+        reqwest::Body::wrap_stream(stream)
+    }
+}
+
+/// One multipart upload of the archive at `src` as `object`.
 pub(crate) struct Upload<'a> {
     pub(crate) http: &'a reqwest::Client,
     pub(crate) store: &'a S3Store,
     pub(crate) object: &'a str,
     pub(crate) src: &'a Path,
-    pub(crate) size: u64,
     pub(crate) plan: PartPlan,
     pub(crate) lifetime: Duration,
     /// The store as messages name it.
@@ -28,11 +61,19 @@ pub(crate) struct Upload<'a> {
 
 impl Upload<'_> {
     pub(crate) async fn run(&self, warn: &(dyn Fn(&str) + Sync)) -> Result<u64, String> {
+        // Opened once: every part reads the same file even if a newer archive replaces the path meanwhile.
+        let cannot = |e: std::io::Error| format!("cannot read {}: {e}", self.src.display());
+        let file = tokio::fs::File::open(self.src).await.map_err(cannot)?;
+        let size = file.metadata().await.map_err(cannot)?.len();
+        let source = Source {
+            file: Arc::new(file.into_std().await),
+            size,
+        };
         let create = self.store.presign_create_multipart(self.object, self.lifetime);
         let shown = clean_url(create.url.as_str());
         let upload_id = with_retries(|| self.create(&create, &shown), warn).await?;
-        match self.parts_and_complete(&upload_id, &shown, warn).await {
-            Ok(()) => Ok(self.size),
+        match self.parts_and_complete(&source, &upload_id, &shown, warn).await {
+            Ok(()) => Ok(size),
             Err(e) => {
                 self.abort(&upload_id, &shown, warn).await;
                 Err(e)
@@ -67,11 +108,12 @@ impl Upload<'_> {
 
     async fn parts_and_complete(
         &self,
+        source: &Source,
         upload_id: &str,
         shown: &str,
         warn: &(dyn Fn(&str) + Sync),
     ) -> Result<(), String> {
-        let ranges = self.plan.ranges(0, self.size);
+        let ranges = self.plan.ranges(0, source.size);
         let mut etags: Vec<(usize, String)> = futures::stream::iter(ranges.into_iter().enumerate())
             .map(|(i, range)| async move {
                 let number = u16::try_from(i + 1)
@@ -79,7 +121,7 @@ impl Upload<'_> {
                 let signed = self
                     .store
                     .presign_upload_part(self.object, number, upload_id, self.lifetime);
-                let etag = with_retries(|| self.part(&signed, range, shown), warn).await?;
+                let etag = with_retries(|| self.part(source, &signed, range, shown), warn).await?;
                 Ok::<_, String>((i, etag))
             })
             .buffer_unordered(self.plan.in_flight.max(1))
@@ -96,22 +138,16 @@ impl Upload<'_> {
     /// One part: `[start, end)` of the archive, streamed from its offset; answers the part's ETag.
     async fn part(
         &self,
+        source: &Source,
         signed: &Presigned,
         (start, end): (u64, u64),
         shown: &str,
     ) -> Result<String, Failure> {
-        let local = |e: std::io::Error| Failure {
-            message: format!("cannot read {}: {e}", self.src.display()),
-            retry: false,
-        };
-        let mut f = tokio::fs::File::open(self.src).await.map_err(local)?;
-        f.seek(std::io::SeekFrom::Start(start)).await.map_err(local)?;
-        let body = tokio_util::io::ReaderStream::new(f.take(end - start));
         let resp = self
             .http
             .put(signed.url.clone())
             .header(reqwest::header::CONTENT_LENGTH, end - start)
-            .body(reqwest::Body::wrap_stream(body))
+            .body(source.body(start, end))
             .send()
             .await
             .map_err(|e| network(&e, shown))?;

@@ -74,7 +74,6 @@ async fn a_complete_that_keeps_failing_in_its_body_aborts_the_upload() {
         store: &store,
         object: "project/1/k",
         src: src.path(),
-        size: 2_500,
         plan: PartPlan {
             threshold: 1_000,
             part_size: 1_000,
