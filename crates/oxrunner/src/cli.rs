@@ -300,6 +300,13 @@ pub struct ExecArgs {
     /// Start `when: delayed` jobs without waiting for `start_in`.
     #[arg(long = "no-delay", env = "OXRUNNER_EXEC_NO_DELAY", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_delay: bool,
+    /// Share caches with CI: use the `[runners.cache]` of the runner in this config.toml (S3). Pass
+    /// `--variable CI_PROJECT_ID=<id>` so the object names are the project's.
+    #[arg(long = "cache-config", env = "OXRUNNER_CACHE_CONFIG")]
+    pub cache_config: Option<PathBuf>,
+    /// With --cache-config: the runner (its `name`) whose cache to use when the file has several.
+    #[arg(long = "cache-runner", requires = "cache_config")]
+    pub cache_runner: Option<String>,
 }
 
 /// Go's `strconv.ParseBool`, which is what gitlab-runner accepts for boolean flags and variables.

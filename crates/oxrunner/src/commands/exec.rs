@@ -38,6 +38,10 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         committed_only: args.committed_only,
         write_back: args.write_back,
         no_delay: args.no_delay,
+        remote_cache: match &args.cache_config {
+            Some(path) => crate::exec::remote_cache::setup(path, args.cache_runner.as_deref())?,
+            None => crate::hooks::RemoteSetup::None,
+        },
     };
     crate::exec::run(&opts, &ctx, pipeline).await
 }

@@ -334,10 +334,11 @@ async fn start(
         .map(oxrunner_config::ArtifactConfig::upload_timeout);
     let hooks = RunnerHooks::for_gitlab_with(env.client.clone(), job_id, token, &ctx, upload_timeout)
         .with_metrics(Arc::clone(&env.metrics))
-        .with_remote_cache(crate::hooks::RemoteSetup::from_config(
-            env.runner.cache.as_ref(),
-            &env.runner.short_token(),
-        ));
+        .with_remote_cache(
+            crate::hooks::RemoteSetup::from_config(env.runner.cache.as_ref(), &env.runner.short_token())
+                .prepared(!plan.caches.is_empty())
+                .await,
+        );
     let outcome = oxrunner_core::run_job_with_session(
         plan,
         &ctx,

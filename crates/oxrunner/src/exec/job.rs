@@ -172,7 +172,13 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         ));
     }
     let transport = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
-    let hooks = RunnerHooks::new(Arc::new(transport), cache_store(&ctx));
+    let hooks = RunnerHooks::new(Arc::new(transport), cache_store(&ctx)).with_remote_cache(
+        env.opts
+            .remote_cache
+            .clone()
+            .prepared(!plan.caches.is_empty())
+            .await,
+    );
     // Ctrl-C of the whole run aborts this job through its own child token.
     let cancel = JobCancel {
         abort: env.abort.child_token(),
@@ -240,6 +246,9 @@ fn job_payload(env: &Env, spec: &JobSpec) -> JobResponse {
     }
     for (k, v) in &env.cli_variables {
         push_var(&mut job, k, v);
+    }
+    if let Some(id) = super::remote_cache::project_id(&env.cli_variables) {
+        job.job_info.project_id = id;
     }
     job
 }

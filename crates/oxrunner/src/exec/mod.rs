@@ -17,6 +17,7 @@ mod job;
 mod junit;
 mod local_shell;
 mod output;
+pub mod remote_cache;
 mod scheduler;
 mod select;
 pub mod source;
@@ -51,6 +52,8 @@ pub struct Options {
     pub write_back: bool,
     /// `when: delayed` jobs start without waiting (`OXRUNNER_EXEC_NO_DELAY`).
     pub no_delay: bool,
+    /// `--cache-config`: the remote cache jobs share with CI.
+    pub remote_cache: crate::hooks::RemoteSetup,
 }
 
 /// Runs `pipeline` for the repository of `ctx`; the exit code is 0 only when the pipeline passed.

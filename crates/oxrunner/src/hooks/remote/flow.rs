@@ -9,6 +9,8 @@ use std::time::Duration;
 use oxrunner_core::{StageCtx, TraceWriter};
 
 use super::RemoteCache;
+use super::multipart::Upload;
+use super::parts;
 use super::s3::Presigned;
 use super::transfer::{self, Fetched, clean_url};
 
@@ -112,7 +114,8 @@ pub(crate) async fn download_key(
         clean_url(signed.url.as_str())
     ));
     let warn = |m: &str| trace.warning(m);
-    let bytes = match transfer::download(&http, &signed, tmp.path(), &remote.store.describe(), &warn).await {
+    let store = remote.store.describe();
+    let bytes = match parts::download(&http, &signed, tmp.as_file(), remote.parts, &store, &warn).await {
         Ok(Fetched::Found { bytes }) => bytes,
         Ok(Fetched::Missing) => return Restored::Missing,
         Err(e) => {
@@ -198,5 +201,20 @@ pub(crate) async fn upload_key(
         clean_url(signed.url.as_str())
     ));
     let warn = |m: &str| trace.warning(m);
-    transfer::upload(&http, &signed, archive, &remote.store.describe(), &warn).await
+    let describe = remote.store.describe();
+    match remote.store.multipart() {
+        Some(store) if size > remote.parts.threshold => {
+            let upload = Upload {
+                http: &http,
+                store,
+                object: &name,
+                src: archive,
+                plan: remote.parts,
+                lifetime: url_lifetime(ctx),
+                describe: &describe,
+            };
+            upload.run(&warn).await
+        }
+        _ => transfer::upload(&http, &signed, archive, &describe, &warn).await,
+    }
 }

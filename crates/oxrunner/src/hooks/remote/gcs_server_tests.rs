@@ -209,6 +209,7 @@ fn remote_for(addr: std::net::SocketAddr, account: &std::path::Path) -> RemoteCa
         shared: false,
         short_token: "abcdefghi".into(),
         max_upload: Some(1 << 20),
+        parts: super::super::parts::PartPlan::default(),
     }
 }
 
@@ -324,10 +325,16 @@ async fn altered_or_expired_urls_are_refused_with_a_readable_error() {
         .presign_get("project/7/deps", Duration::from_secs(600));
     let other = signed.url.path().replace("/deps", "/other");
     signed.url.set_path(&other);
-    let why =
-        super::super::transfer::download(&http, &signed, dest.path(), &remote.store.describe(), &|_| {})
-            .await
-            .unwrap_err();
+    let why = super::super::parts::download(
+        &http,
+        &signed,
+        dest.as_file(),
+        super::super::parts::PartPlan::default(),
+        &remote.store.describe(),
+        &|_| {},
+    )
+    .await
+    .unwrap_err();
     assert!(
         why.contains("403 Forbidden") && why.contains("SignatureDoesNotMatch"),
         "{why}"
@@ -357,9 +364,16 @@ async fn altered_or_expired_urls_are_refused_with_a_readable_error() {
         url: old.parse().unwrap(),
         headers: Vec::new(),
     };
-    let why = super::super::transfer::download(&http, &expired, dest.path(), "GCS bucket", &|_| {})
-        .await
-        .unwrap_err();
+    let why = super::super::parts::download(
+        &http,
+        &expired,
+        dest.as_file(),
+        super::super::parts::PartPlan::default(),
+        "GCS bucket",
+        &|_| {},
+    )
+    .await
+    .unwrap_err();
     assert!(why.contains("ExpiredToken"), "{why}");
     assert_eq!(
         *bucket.refused.lock().unwrap(),

@@ -10,6 +10,8 @@
 pub(crate) mod azure;
 pub(crate) mod flow;
 pub(crate) mod gcs;
+pub(crate) mod multipart;
+pub(crate) mod parts;
 pub(crate) mod s3;
 pub(crate) mod store;
 pub(crate) mod transfer;
@@ -32,6 +34,8 @@ pub struct RemoteCache {
     short_token: String,
     /// `MaxUploadedArchiveSize`; `None` = no limit.
     pub(crate) max_upload: Option<u64>,
+    /// When archives move in parallel parts.
+    pub(crate) parts: parts::PartPlan,
 }
 
 impl fmt::Debug for RemoteCache {
@@ -86,11 +90,40 @@ impl RemoteSetup {
                 shared: cfg.is_shared(),
                 short_token: short_token.to_owned(),
                 max_upload,
+                parts: parts::PartPlan::from_env(),
             })),
             Err(e) => RemoteSetup::Broken(format!(
                 "{e}\nthe shared cache is not used; caches stay in the local cache_dir"
             )),
         }
+    }
+}
+
+impl RemoteSetup {
+    /// Learns what the store needs before any URL is signed (S3 on AWS without `BucketLocation`: the bucket's
+    /// region), once per job that has caches. Runner-side transfers would ask on their own, but the URLs handed to
+    /// job-side helpers (`hooks/inscript.rs`) are signed while a stage script is rendered, which cannot wait.
+    pub async fn prepared(self, has_caches: bool) -> RemoteSetup {
+        if let (RemoteSetup::Ready(remote), true) = (&self, has_caches) {
+            remote.store.prepare().await;
+        }
+        self
+    }
+
+    /// The S3 store asks `url` for its bucket's region (as on AWS without `BucketLocation`).
+    #[cfg(test)]
+    pub(crate) fn with_region_probe(self, url: reqwest::Url) -> RemoteSetup {
+        let RemoteSetup::Ready(remote) = self else {
+            return self;
+        };
+        let Ok(mut cache) = Arc::try_unwrap(remote) else {
+            panic!("the remote cache is shared already");
+        };
+        cache.store = match cache.store {
+            ObjectStore::S3(s) => ObjectStore::S3(Box::new(s.with_region_probe(url))),
+            other => other,
+        };
+        RemoteSetup::Ready(Arc::new(cache))
     }
 }
 
@@ -134,5 +167,7 @@ impl RemoteCache {
     }
 }
 
+#[cfg(test)]
+mod prepare_tests;
 #[cfg(test)]
 mod tests;

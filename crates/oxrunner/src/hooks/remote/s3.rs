@@ -8,6 +8,8 @@ use std::time::Duration;
 use oxrunner_config::CacheS3Config;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
+mod multipart;
+
 /// gitlab-runner's default endpoint when `ServerAddress` is empty.
 const AWS_SERVER: &str = "s3.amazonaws.com";
 /// The region SigV4 signs with when `BucketLocation` is empty (what S3-compatible stores accept by default).

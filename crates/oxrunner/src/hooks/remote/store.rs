@@ -44,6 +44,14 @@ impl ObjectStore {
         }
     }
 
+    /// The S3 signer when the store takes multipart uploads (large archives go up in parallel parts).
+    pub(crate) fn multipart(&self) -> Option<&S3Store> {
+        match self {
+            ObjectStore::S3(s) => Some(s),
+            ObjectStore::Azure(_) | ObjectStore::Gcs(_) => None,
+        }
+    }
+
     pub(crate) fn presign_get(&self, object: &str, expires: Duration) -> Presigned {
         match self {
             ObjectStore::S3(s) => s.presign_get(object, expires),

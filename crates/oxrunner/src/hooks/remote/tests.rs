@@ -203,7 +203,8 @@ async fn a_wrong_region_answer_names_bucket_location() {
     };
     let http = super::transfer::client(std::time::Duration::from_secs(30)).unwrap();
     let dest = tempfile::NamedTempFile::new().unwrap();
-    let why = super::transfer::download(&http, &signed, dest.path(), "S3 bucket", &|_| {})
+    let plan = super::parts::PartPlan::default();
+    let why = super::parts::download(&http, &signed, dest.as_file(), plan, "S3 bucket", &|_| {})
         .await
         .unwrap_err();
     server.abort();

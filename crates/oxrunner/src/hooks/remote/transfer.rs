@@ -5,8 +5,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-
 use super::s3::Presigned;
 
 /// As gitlab-runner's cache helpers: a few attempts, a short wait between them.
@@ -39,12 +37,12 @@ pub(crate) enum Fetched {
     Missing,
 }
 
-struct Failure {
-    message: String,
-    retry: bool,
+pub(super) struct Failure {
+    pub(super) message: String,
+    pub(super) retry: bool,
 }
 
-fn network(err: &reqwest::Error, shown: &str) -> Failure {
+pub(super) fn network(err: &reqwest::Error, shown: &str) -> Failure {
     let err = reqwest_message(err);
     Failure {
         message: format!("request to {shown} failed: {err}"),
@@ -76,7 +74,7 @@ fn reqwest_message(err: &reqwest::Error) -> String {
 }
 
 /// An S3 error answer: its status, and the `<Code>`/`<Message>` of the XML body when there is one.
-async fn status_failure(resp: reqwest::Response, shown: &str, store: &str) -> Failure {
+pub(super) async fn status_failure(resp: reqwest::Response, shown: &str, store: &str) -> Failure {
     let status = resp.status();
     let body = bounded_body(resp).await;
     let field = |tag: &str| {
@@ -112,7 +110,7 @@ async fn status_failure(resp: reqwest::Response, shown: &str, store: &str) -> Fa
     }
 }
 
-async fn bounded_body(mut resp: reqwest::Response) -> String {
+pub(super) async fn bounded_body(mut resp: reqwest::Response) -> String {
     let mut buf = Vec::new();
     while buf.len() < ERROR_BODY_LIMIT {
         match resp.chunk().await {
@@ -126,7 +124,7 @@ async fn bounded_body(mut resp: reqwest::Response) -> String {
 
 /// Runs `attempt` up to [`ATTEMPTS`] times while it fails in a way another try may fix; `warn` hears about
 /// each retry.
-async fn with_retries<T, F, Fut>(mut attempt: F, warn: &(dyn Fn(&str) + Sync)) -> Result<T, String>
+pub(super) async fn with_retries<T, F, Fut>(mut attempt: F, warn: &(dyn Fn(&str) + Sync)) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Failure>>,
@@ -151,61 +149,6 @@ pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, String> {
         .timeout(timeout)
         .build()
         .map_err(|e| format!("cannot set up the HTTP client for the cache: {e}"))
-}
-
-/// `GET` the object into `dest` (a file the caller owns; truncated per attempt so a retry starts clean).
-pub(crate) async fn download(
-    http: &reqwest::Client,
-    signed: &Presigned,
-    dest: &Path,
-    store: &str,
-    warn: &(dyn Fn(&str) + Sync),
-) -> Result<Fetched, String> {
-    let shown = clean_url(signed.url.as_str());
-    with_retries(
-        || async {
-            let resp = http
-                .get(signed.url.clone())
-                .send()
-                .await
-                .map_err(|e| network(&e, &shown))?;
-            if resp.status() == reqwest::StatusCode::NOT_FOUND {
-                return Ok(Fetched::Missing);
-            }
-            if !resp.status().is_success() {
-                return Err(status_failure(resp, &shown, store).await);
-            }
-            write_body(resp, dest, &shown).await
-        },
-        warn,
-    )
-    .await
-}
-
-async fn write_body(mut resp: reqwest::Response, dest: &Path, shown: &str) -> Result<Fetched, Failure> {
-    let local = |e: std::io::Error| Failure {
-        message: format!("writing {}: {e}", dest.display()),
-        retry: false,
-    };
-    let mut out = tokio::fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(dest)
-        .await
-        .map_err(local)?;
-    let mut bytes = 0u64;
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                out.write_all(&chunk).await.map_err(local)?;
-                bytes += chunk.len() as u64;
-            }
-            Ok(None) => break,
-            Err(e) => return Err(network(&e, shown)),
-        }
-    }
-    out.flush().await.map_err(local)?;
-    Ok(Fetched::Found { bytes })
 }
 
 /// Whether the object exists: a `HEAD` that succeeds. Anything else (404, or the 403 S3 answers without list

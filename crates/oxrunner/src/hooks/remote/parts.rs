@@ -1,0 +1,319 @@
+//! Large archives in parallel parts. A download asks for its first part with `Range:`; the answer's
+//! `Content-Range` tells the object's size, and above the threshold the rest comes as parts fetched side by side
+//! and written at their offsets into the download file, each part retried on its own. A store that ignores
+//! `Range` (a plain `200`) is read as one stream. Uploads in parts live in `multipart` (S3 only).
+//! Memory stays flat: a part is written out every [`WRITE_BUFFER`] bytes, so at most parts-in-flight buffers
+//! are held, whatever the archive's size.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_RANGE, ETAG, RANGE};
+
+use super::s3::Presigned;
+use super::transfer::{Failure, Fetched, clean_url, network, status_failure, with_retries};
+
+const MIB: u64 = 1024 * 1024;
+const DEFAULT_THRESHOLD: u64 = 64 * MIB;
+const DEFAULT_PART_SIZE: u64 = 16 * MIB;
+const DEFAULT_IN_FLIGHT: usize = 4;
+/// S3's limit of parts in one multipart upload; larger archives get larger parts.
+const MAX_PARTS: u64 = 10_000;
+/// What one part gathers before writing it at its offset.
+const WRITE_BUFFER: usize = 1024 * 1024;
+/// `<threshold>,<part size>` in bytes: lets the tests move archives of a few MiB in parts instead of hundreds of
+/// MiB. Not a user setting, and not documented as one.
+pub(crate) const TEST_KNOB: &str = "OXRUNNER_TEST_CACHE_PARTS";
+
+/// When and how an archive moves in parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PartPlan {
+    /// Archives larger than this move in parts.
+    pub(crate) threshold: u64,
+    pub(crate) part_size: u64,
+    pub(crate) in_flight: usize,
+}
+
+impl Default for PartPlan {
+    fn default() -> Self {
+        PartPlan {
+            threshold: DEFAULT_THRESHOLD,
+            part_size: DEFAULT_PART_SIZE,
+            in_flight: DEFAULT_IN_FLIGHT,
+        }
+    }
+}
+
+impl PartPlan {
+    /// The defaults, unless [`TEST_KNOB`] holds two numbers.
+    pub(crate) fn from_env() -> PartPlan {
+        let plan = PartPlan::default();
+        let Ok(text) = std::env::var(TEST_KNOB) else {
+            return plan;
+        };
+        let mut numbers = text.split(',').map(|n| n.trim().parse::<u64>().ok());
+        match (numbers.next().flatten(), numbers.next().flatten()) {
+            (Some(threshold), Some(part_size)) if part_size > 0 => PartPlan {
+                threshold,
+                part_size,
+                ..plan
+            },
+            _ => plan,
+        }
+    }
+
+    /// The part size for an object of `total` bytes: never more than [`MAX_PARTS`] parts.
+    pub(crate) fn part_size_for(&self, total: u64) -> u64 {
+        self.part_size.max(total.div_ceil(MAX_PARTS)).max(1)
+    }
+
+    /// `[start, end)` ranges from `from` to `total`, one per part.
+    pub(crate) fn ranges(&self, from: u64, total: u64) -> Vec<(u64, u64)> {
+        let size = self.part_size_for(total);
+        let mut out = Vec::new();
+        let mut start = from;
+        while start < total {
+            let end = start.saturating_add(size).min(total);
+            out.push((start, end));
+            start = end;
+        }
+        out
+    }
+}
+
+/// What the first request of a download found.
+enum First {
+    Missing,
+    /// The whole object came in this answer (the store ignored `Range`, or none was asked).
+    Whole(u64),
+    /// Part one came; the object has `total` bytes.
+    Part {
+        total: u64,
+        etag: Option<String>,
+    },
+    /// `416`: S3's answer to a range on an empty object; asked again without one.
+    Unranged,
+}
+
+/// The download file and where answers are shown.
+struct Target<'a> {
+    file: Arc<File>,
+    shown: &'a str,
+    store: &'a str,
+}
+
+/// `GET` the object into `file` (the caller's fresh, private file), in parallel parts when it is larger than
+/// the plan's threshold.
+pub(crate) async fn download(
+    http: &reqwest::Client,
+    signed: &Presigned,
+    file: &File,
+    plan: PartPlan,
+    store: &str,
+    warn: &(dyn Fn(&str) + Sync),
+) -> Result<Fetched, String> {
+    let shown = clean_url(signed.url.as_str());
+    let file = file
+        .try_clone()
+        .map_err(|e| format!("cannot write the cache download: {e}"))?;
+    let target = Target {
+        file: Arc::new(file),
+        shown: &shown,
+        store,
+    };
+    let first_len = plan.part_size.max(1);
+    let mut first = with_retries(|| first_part(http, signed, &target, Some(first_len)), warn).await?;
+    if matches!(first, First::Unranged) {
+        first = with_retries(|| first_part(http, signed, &target, None), warn).await?;
+    }
+    let (total, etag) = match first {
+        First::Missing => return Ok(Fetched::Missing),
+        First::Whole(bytes) => return Ok(Fetched::Found { bytes }),
+        First::Unranged => return Err(format!("{store}: {shown} refused a download without a range")),
+        First::Part { total, etag } => (total, etag),
+    };
+    if total <= first_len {
+        return Ok(Fetched::Found { bytes: total });
+    }
+    let rest = if total > plan.threshold {
+        plan.ranges(first_len, total)
+    } else {
+        vec![(first_len, total)]
+    };
+    let (target, etag) = (&target, etag.as_deref());
+    futures::stream::iter(rest)
+        .map(|(start, end)| async move {
+            with_retries(
+                || range_part(http, signed, target, (start, end, total), etag),
+                warn,
+            )
+            .await
+        })
+        .buffer_unordered(plan.in_flight.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(Fetched::Found { bytes: total })
+}
+
+/// The first request: part one (`len` bytes) when `len` is given, else the whole object.
+async fn first_part(
+    http: &reqwest::Client,
+    signed: &Presigned,
+    target: &Target<'_>,
+    len: Option<u64>,
+) -> Result<First, Failure> {
+    let mut req = http.get(signed.url.clone());
+    if let Some(len) = len {
+        req = req.header(RANGE, format!("bytes=0-{}", len - 1));
+    }
+    let resp = req.send().await.map_err(|e| network(&e, target.shown))?;
+    match resp.status() {
+        StatusCode::NOT_FOUND => Ok(First::Missing),
+        StatusCode::RANGE_NOT_SATISFIABLE if len.is_some() => Ok(First::Unranged),
+        StatusCode::PARTIAL_CONTENT if len.is_some() => {
+            let (start, total) =
+                content_range(&resp).ok_or_else(|| target.bad("a part without a usable Content-Range"))?;
+            if start != 0 {
+                return Err(target.bad("another range than the one asked for"));
+            }
+            let etag = etag(&resp);
+            let expected = total.min(len.unwrap_or(total));
+            write_body(resp, target, 0, Some(expected)).await?;
+            Ok(First::Part { total, etag })
+        }
+        s if s.is_success() => {
+            // A retry may follow a longer, broken attempt: start from an empty file.
+            target.file.set_len(0).map_err(|e| target.local(&e))?;
+            Ok(First::Whole(write_body(resp, target, 0, None).await?))
+        }
+        _ => Err(status_failure(resp, target.shown, target.store).await),
+    }
+}
+
+/// One more part, `[start, end)` of an object of `total` bytes whose first part carried `etag`.
+async fn range_part(
+    http: &reqwest::Client,
+    signed: &Presigned,
+    target: &Target<'_>,
+    (start, end, total): (u64, u64, u64),
+    first_etag: Option<&str>,
+) -> Result<(), Failure> {
+    let resp = http
+        .get(signed.url.clone())
+        .header(RANGE, format!("bytes={start}-{}", end - 1))
+        .send()
+        .await
+        .map_err(|e| network(&e, target.shown))?;
+    if resp.status() != StatusCode::PARTIAL_CONTENT {
+        if resp.status().is_success() {
+            return Err(target.bad("the whole object to a request for one part"));
+        }
+        return Err(status_failure(resp, target.shown, target.store).await);
+    }
+    if content_range(&resp) != Some((start, total)) {
+        return Err(target.bad("another range than the one asked for"));
+    }
+    // Another machine may replace the object mid-download: parts of two archives never make one file.
+    if first_etag.is_some() && etag(&resp).as_deref() != first_etag {
+        return Err(Failure {
+            message: format!(
+                "{}: {} changed while it was downloaded; the cache is not used this time",
+                target.store, target.shown
+            ),
+            retry: false,
+        });
+    }
+    write_body(resp, target, start, Some(end - start)).await?;
+    Ok(())
+}
+
+impl Target<'_> {
+    fn bad(&self, what: &str) -> Failure {
+        Failure {
+            message: format!("{}: {} answered {what}", self.store, self.shown),
+            retry: false,
+        }
+    }
+
+    fn local(&self, e: &std::io::Error) -> Failure {
+        Failure {
+            message: format!("writing the cache download: {e}"),
+            retry: false,
+        }
+    }
+}
+
+/// `Content-Range: bytes <start>-<end>/<total>` as (start, total).
+fn content_range(resp: &reqwest::Response) -> Option<(u64, u64)> {
+    let text = resp.headers().get(CONTENT_RANGE)?.to_str().ok()?;
+    let (range, total) = text.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (start, _) = range.split_once('-')?;
+    Some((start.trim().parse().ok()?, total.trim().parse().ok()?))
+}
+
+fn etag(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Streams an answer's body into the file from `offset`; `expected` bytes exactly when given (a short answer is
+/// retried, a long one refused).
+async fn write_body(
+    mut resp: reqwest::Response,
+    target: &Target<'_>,
+    offset: u64,
+    expected: Option<u64>,
+) -> Result<u64, Failure> {
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER);
+    let mut written = 0u64;
+    loop {
+        let chunk = match resp.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => return Err(network(&e, target.shown)),
+        };
+        buf.extend_from_slice(&chunk);
+        if expected.is_some_and(|n| written + buf.len() as u64 > n) {
+            return Err(target.bad("more bytes than the range asked for"));
+        }
+        if buf.len() >= WRITE_BUFFER {
+            let full = std::mem::replace(&mut buf, Vec::with_capacity(WRITE_BUFFER));
+            written += write_at(target, full, offset + written).await?;
+        }
+    }
+    written += write_at(target, buf, offset + written).await?;
+    if let Some(n) = expected.filter(|n| *n != written) {
+        return Err(Failure {
+            message: format!(
+                "{}: {} sent {written} of {n} bytes of a part",
+                target.store, target.shown
+            ),
+            retry: true,
+        });
+    }
+    Ok(written)
+}
+
+/// A positional write off the async workers: parts never share a file position.
+async fn write_at(target: &Target<'_>, buf: Vec<u8>, offset: u64) -> Result<u64, Failure> {
+    if buf.is_empty() {
+        return Ok(0);
+    }
+    let file = Arc::clone(&target.file);
+    let len = buf.len() as u64;
+    tokio::task::spawn_blocking(move || file.write_all_at(&buf, offset))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| target.local(&e))?;
+    Ok(len)
+}
+
+#[cfg(test)]
+#[path = "parts_tests.rs"]
+mod tests;

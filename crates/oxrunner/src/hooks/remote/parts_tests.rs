@@ -1,0 +1,182 @@
+//! Ranged downloads against small in-test servers: parts land at their offsets, a failing part is retried on
+//! its own, a store that ignores `Range` is read as one stream, and an object replaced mid-download is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{PartPlan, download};
+use crate::hooks::remote::s3::Presigned;
+use crate::hooks::remote::transfer::{Fetched, client};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Ranges,
+    IgnoresRange,
+    /// Every part after the first carries another ETag (the object was replaced).
+    Replaced,
+}
+
+#[derive(Clone)]
+struct Server {
+    data: Arc<Vec<u8>>,
+    mode: Mode,
+    /// The `Range` of every request, `-` for none.
+    seen: Arc<Mutex<Vec<String>>>,
+    /// Requests for this range start fail once with a 500.
+    fail_once_at: Option<u64>,
+}
+
+fn answer(s: &Server, headers: &HeaderMap) -> Response {
+    let range = headers.get(header::RANGE).map(|v| v.to_str().unwrap().to_owned());
+    let mut seen = s.seen.lock().unwrap();
+    seen.push(range.clone().unwrap_or_else(|| "-".into()));
+    let Some(range) = range.filter(|_| s.mode != Mode::IgnoresRange) else {
+        return (StatusCode::OK, s.data.as_ref().clone()).into_response();
+    };
+    let (a, b) = range.strip_prefix("bytes=").unwrap().split_once('-').unwrap();
+    let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+    if Some(a) == s.fail_once_at
+        && seen
+            .iter()
+            .filter(|r| r.starts_with(&format!("bytes={a}-")))
+            .count()
+            == 1
+    {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let total = s.data.len() as u64;
+    let b = b.min(total - 1);
+    let etag = if s.mode == Mode::Replaced && a > 0 {
+        "\"two\""
+    } else {
+        "\"one\""
+    };
+    (
+        StatusCode::PARTIAL_CONTENT,
+        [
+            (header::CONTENT_RANGE, format!("bytes {a}-{b}/{total}")),
+            (header::ETAG, etag.to_owned()),
+        ],
+        s.data[a as usize..=b as usize].to_vec(),
+    )
+        .into_response()
+}
+
+async fn serve(s: Server) -> (String, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let s = s.clone();
+        async move { answer(&s, &headers) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (format!("http://{addr}/bucket/key?X-Amz-Signature=abc"), task)
+}
+
+fn server(mode: Mode, fail_once_at: Option<u64>) -> Server {
+    Server {
+        data: Arc::new((0..10_000u32).map(|i| (i * 7 % 251) as u8).collect()),
+        mode,
+        seen: Arc::default(),
+        fail_once_at,
+    }
+}
+
+const PLAN: PartPlan = PartPlan {
+    threshold: 3_000,
+    part_size: 1_000,
+    in_flight: 3,
+};
+
+async fn fetch(s: &Server) -> (Result<Fetched, String>, Vec<u8>, Vec<String>) {
+    let (url, task) = serve(s.clone()).await;
+    let signed = Presigned {
+        url: url.parse().unwrap(),
+        headers: Vec::new(),
+    };
+    let http = client(std::time::Duration::from_secs(30)).unwrap();
+    let dest = tempfile::NamedTempFile::new().unwrap();
+    let warnings = Mutex::new(Vec::new());
+    let warn = |m: &str| warnings.lock().unwrap().push(m.to_owned());
+    let got = download(&http, &signed, dest.as_file(), PLAN, "S3 bucket", &warn).await;
+    task.abort();
+    let bytes = std::fs::read(dest.path()).unwrap();
+    (got, bytes, warnings.into_inner().unwrap())
+}
+
+#[tokio::test]
+async fn a_large_object_comes_in_parts_and_a_failed_part_is_retried_alone() {
+    let s = server(Mode::Ranges, Some(4_000));
+    let (got, bytes, warnings) = fetch(&s).await;
+    assert_eq!(got, Ok(Fetched::Found { bytes: 10_000 }));
+    assert!(bytes == *s.data, "the parts do not make the object");
+    let seen = s.seen.lock().unwrap().clone();
+    // Ten parts and one retry of the part at 4000; nothing else asked twice.
+    assert_eq!(seen.len(), 11, "{seen:?}");
+    assert_eq!(seen[0], "bytes=0-999");
+    assert_eq!(
+        seen.iter().filter(|r| *r == "bytes=4000-4999").count(),
+        2,
+        "{seen:?}"
+    );
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("Retrying"), "{warnings:?}");
+    assert!(!warnings[0].contains("X-Amz-Signature"), "{warnings:?}");
+}
+
+#[tokio::test]
+async fn below_the_threshold_the_rest_is_one_range() {
+    let s = server(Mode::Ranges, None);
+    let plan = PartPlan {
+        threshold: 20_000,
+        ..PLAN
+    };
+    let (url, task) = serve(s.clone()).await;
+    let signed = Presigned {
+        url: url.parse().unwrap(),
+        headers: Vec::new(),
+    };
+    let http = client(std::time::Duration::from_secs(30)).unwrap();
+    let dest = tempfile::NamedTempFile::new().unwrap();
+    let got = download(&http, &signed, dest.as_file(), plan, "S3 bucket", &|_| {}).await;
+    task.abort();
+    assert_eq!(got, Ok(Fetched::Found { bytes: 10_000 }));
+    assert!(std::fs::read(dest.path()).unwrap() == *s.data);
+    let seen = s.seen.lock().unwrap().clone();
+    assert_eq!(seen, vec!["bytes=0-999", "bytes=1000-9999"]);
+}
+
+#[tokio::test]
+async fn a_store_that_ignores_range_is_read_as_one_stream() {
+    let s = server(Mode::IgnoresRange, None);
+    let (got, bytes, warnings) = fetch(&s).await;
+    assert_eq!(got, Ok(Fetched::Found { bytes: 10_000 }));
+    assert!(bytes == *s.data);
+    assert_eq!(s.seen.lock().unwrap().len(), 1);
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+#[tokio::test]
+async fn an_object_replaced_mid_download_is_refused() {
+    let s = server(Mode::Replaced, None);
+    let (got, _, _) = fetch(&s).await;
+    let why = got.unwrap_err();
+    assert!(why.contains("changed while it was downloaded"), "{why}");
+    assert!(!why.contains("X-Amz-Signature"), "{why}");
+}
+
+#[test]
+fn huge_archives_get_larger_parts_within_the_part_limit() {
+    let plan = PartPlan::default();
+    let total = 400 * 1024 * 1024 * 1024u64;
+    let ranges = plan.ranges(0, total);
+    assert!(ranges.len() <= 10_000, "{}", ranges.len());
+    assert_eq!(ranges.last().unwrap().1, total);
+    assert!(ranges.windows(2).all(|w| w[0].1 == w[1].0));
+    assert_eq!(plan.ranges(0, 0), Vec::<(u64, u64)>::new());
+}

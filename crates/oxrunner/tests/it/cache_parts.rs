@@ -1,0 +1,345 @@
+//! Large cache archives through a real three-node Garage cluster in parallel parts: a multipart upload and a
+//! ranged download that come back byte-identical, a part that fails once retried on its own, and an upload whose
+//! part keeps failing aborted so the bucket holds no object. The runners talk to Garage through a small HTTP
+//! proxy on 127.0.0.1 (in this test) that records every request and fails the ones the test picks; it passes the
+//! `Host` header through, so the signatures still match.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use fake_gitlab::{CacheSpec, JobSpec};
+
+use crate::support::garage::{self, BUCKET, Cluster, REGION};
+use crate::support::{Sandbox, fake, finished, global_toml, shell_runner_toml};
+
+const FINISH: Duration = Duration::from_secs(180);
+/// `oxrunner-cache-digest:sha256:<64 hex>`, the zip comment closing each archive.
+const DIGEST_COMMENT: usize = 29 + 64;
+const PART: u64 = 5 * 1024 * 1024;
+/// Archives above 8 MiB move in 5 MiB parts (S3's smallest part size).
+const KNOB: &str = "8388608,5242880";
+
+/// A request the proxy saw: method, path, query and `Range` header.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    query: String,
+    range: String,
+}
+
+type Rule = dyn Fn(&Seen, &[Seen]) -> Option<StatusCode> + Send + Sync;
+
+#[derive(Clone)]
+struct Proxy {
+    upstream: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// Whether to answer a request with an error instead of forwarding it (given the requests before it).
+    fail: Arc<Rule>,
+    http: reqwest::Client,
+}
+
+async fn forward(State(p): State<Proxy>, req: Request) -> Response {
+    let seen = Seen {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().unwrap_or_default().to_owned(),
+        range: req
+            .headers()
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    let verdict = {
+        let mut log = p.seen.lock().unwrap();
+        let verdict = (p.fail)(&seen, &log);
+        log.push(seen);
+        verdict
+    };
+    if let Some(status) = verdict {
+        return (status, "<Error><Code>InjectedByTest</Code></Error>").into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let target = format!(
+        "{}{}",
+        p.upstream,
+        parts.uri.path_and_query().map(|q| q.as_str()).unwrap_or("/")
+    );
+    let mut out = p
+        .http
+        .request(parts.method.clone(), target)
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    for (k, v) in &parts.headers {
+        if k != "connection" && k != "transfer-encoding" {
+            out = out.header(k, v);
+        }
+    }
+    match out.send().await {
+        Ok(resp) => {
+            let mut answer = Response::builder().status(resp.status());
+            for (k, v) in resp.headers() {
+                if k != "connection" && k != "transfer-encoding" {
+                    answer = answer.header(k, v);
+                }
+            }
+            answer.body(Body::from_stream(resp.bytes_stream())).unwrap()
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+async fn start_proxy(upstream: String, fail: Arc<Rule>) -> (String, Proxy) {
+    let proxy = Proxy {
+        upstream: format!("http://{upstream}"),
+        seen: Arc::default(),
+        fail,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+    };
+    let app = axum::Router::new().fallback(forward).with_state(proxy.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, proxy)
+}
+
+fn cache_toml(address: &str, cluster: &Cluster) -> String {
+    format!(
+        "  [runners.cache]\n    Type = \"s3\"\n    Shared = true\n  [runners.cache.s3]\n    ServerAddress = \"{address}\"\n    \
+         AccessKey = \"{key}\"\n    SecretKey = \"{secret}\"\n    BucketName = \"{BUCKET}\"\n    \
+         BucketLocation = \"{REGION}\"\n    Insecure = true\n",
+        key = cluster.key_id,
+        secret = cluster.secret,
+    )
+}
+
+fn job(name: &str, tag: &str, script: &[&str], cache: CacheSpec) -> JobSpec {
+    JobSpec::new(name, script)
+        .variable("GIT_STRATEGY", "empty")
+        .tags(&[tag])
+        .cache(cache)
+}
+
+/// The failures this test injects: part 2 of `big` once (upload) and the second range of its download once; every
+/// part 2 of `doomed` with a 403, which is not retried.
+fn rule(s: &Seen, before: &[Seen]) -> Option<StatusCode> {
+    let first = |pred: &dyn Fn(&Seen) -> bool| !before.iter().any(pred);
+    let part2 = |r: &Seen| r.method == "PUT" && r.param("partNumber") == Some("2");
+    if s.path.ends_with("/big") && part2(s) && first(&|r| r.path.ends_with("/big") && part2(r)) {
+        return Some(StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let second_range = format!("bytes={PART}-");
+    let ranged = |r: &Seen| r.method == "GET" && r.range.starts_with(&second_range);
+    if s.path.ends_with("/big") && ranged(s) && first(&|r| r.path.ends_with("/big") && ranged(r)) {
+        return Some(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    if s.path.ends_with("/doomed") && part2(s) {
+        return Some(StatusCode::FORBIDDEN);
+    }
+    None
+}
+
+impl Seen {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.param(name).is_some()
+    }
+}
+
+fn of<'a>(seen: &'a [Seen], object: &str) -> Vec<&'a Seen> {
+    seen.iter().filter(|r| r.path.ends_with(object)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_archives_move_in_parts_through_garage() {
+    let Some(bin) = garage::binary() else {
+        return;
+    };
+    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&bin))
+        .await
+        .unwrap();
+    let (proxy_addr, proxy) = start_proxy(cluster.s3_address(0), Arc::new(rule)).await;
+    let fake = fake(1, 1).await;
+    let url = fake.url();
+    let (a, b) = (Sandbox::new(), Sandbox::new());
+    let ta = fake.create_runner_token_with_tags("a", &["a"], false);
+    let tb = fake.create_runner_token_with_tags("b", &["b"], false);
+    let cache = cache_toml(&proxy_addr, &cluster);
+    std::fs::write(
+        a.config(),
+        global_toml(1, "") + &shell_runner_toml("a", &url, &ta, &a.path("a"), &cache),
+    )
+    .unwrap();
+    std::fs::write(
+        b.config(),
+        global_toml(1, "") + &shell_runner_toml("b", &url, &tb, &b.path("b"), &cache),
+    )
+    .unwrap();
+    let env = [("OXRUNNER_TEST_CACHE_PARTS", KNOB)];
+    let (a_cfg, b_cfg) = (a.config_str(), b.config_str());
+    let da = a.spawn_with_env(&["run", "-c", &a_cfg], &env);
+    let db = b.spawn_with_env(&["run", "-c", &b_cfg], &env);
+
+    // 13 MB of noise: the archive cannot shrink below the threshold, and goes up in three parts.
+    let push = job(
+        "push big",
+        "a",
+        &["mkdir -p vendor && head -c 13000000 /dev/urandom > vendor/blob && sha256sum vendor/blob"],
+        CacheSpec::new("big", &["vendor/"]),
+    );
+    let rec = finished(&fake, fake.enqueue_job(push), FINISH, &da).await;
+    let pushed = rec.trace_text();
+    assert_eq!(rec.status, "success", "{pushed}");
+    assert!(pushed.contains("Created cache"), "{pushed}");
+    assert!(!pushed.contains("Failed to create cache"), "{pushed}");
+    assert!(
+        pushed.contains("Retrying") && !pushed.contains("X-Amz-Signature"),
+        "{pushed}"
+    );
+    let seen = proxy.seen.lock().unwrap().clone();
+    let big = of(&seen, "/big");
+    assert!(
+        big.iter().any(|r| r.method == "POST" && r.has("uploads")),
+        "{big:#?}"
+    );
+    let parts: Vec<&str> = big
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .map(|r| r.param("partNumber").unwrap())
+        .collect();
+    let mut sorted = parts.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["1", "2", "2", "3"], "{big:#?}");
+    assert!(
+        big.iter().any(|r| r.method == "POST" && r.has("uploadId")),
+        "{big:#?}"
+    );
+
+    let restore = job(
+        "restore big",
+        "b",
+        &["sha256sum vendor/blob"],
+        CacheSpec {
+            policy: "pull".into(),
+            ..CacheSpec::new("big", &["vendor/"])
+        },
+    );
+    let before = proxy.seen.lock().unwrap().len();
+    let rec = finished(&fake, fake.enqueue_job(restore), FINISH, &db).await;
+    let restored = rec.trace_text();
+    assert_eq!(rec.status, "success", "{restored}");
+    assert!(restored.contains("Successfully extracted cache"), "{restored}");
+    let digest = |t: &str| {
+        t.lines()
+            .find(|l| l.contains("vendor/blob") && !l.contains("sha256sum"))
+            .map(|l| l.split_whitespace().next().unwrap().to_owned())
+    };
+    assert!(digest(&pushed).is_some(), "{pushed}");
+    assert_eq!(digest(&pushed), digest(&restored), "{restored}");
+    // The two machines' local copies of the archive are the same bytes, up to the digest in the zip comment that
+    // B rewrote for the files as extracted there (`CacheStore::adopt_extracted`).
+    let (in_a, in_b) = (archive(a.dir.path(), "big"), archive(b.dir.path(), "big"));
+    let (in_a, in_b) = (
+        in_a.expect("A keeps its archive"),
+        in_b.expect("B keeps the download"),
+    );
+    assert_eq!(in_a.len(), in_b.len());
+    assert!(in_a.len() > 12_000_000, "{}", in_a.len());
+    let entries = |z: &[u8]| z[..z.len() - DIGEST_COMMENT].to_vec();
+    assert!(entries(&in_a) == entries(&in_b), "the archives differ");
+    let seen = proxy.seen.lock().unwrap().clone();
+    let gets: Vec<&str> = of(&seen[before..], "/big")
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.range.as_str())
+        .collect();
+    assert_eq!(
+        gets.first().copied(),
+        Some(format!("bytes=0-{}", PART - 1)).as_deref(),
+        "{gets:?}"
+    );
+    assert_eq!(gets.len(), 4, "three parts and one retry: {gets:?}");
+    assert!(restored.contains("Retrying"), "{restored}");
+
+    aborted_upload_leaves_no_object(&fake, &proxy, (&da, &db)).await;
+    // The store itself holds one object: `big`; nothing of `doomed`.
+    let info = cluster.cli(0, &["bucket", "info", BUCKET]);
+    let objects = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Objects:"))
+        .map(str::trim);
+    assert_eq!(objects, Some("1"), "{info}");
+    crate::support::quit_ok(da).await;
+    crate::support::quit_ok(db).await;
+}
+
+/// Part 2 keeps failing: the job still succeeds, the upload is aborted, and B finds no object under the key.
+async fn aborted_upload_leaves_no_object(
+    fake: &fake_gitlab::FakeGitlab,
+    proxy: &Proxy,
+    (da, db): (&crate::support::Daemon, &crate::support::Daemon),
+) {
+    let push = job(
+        "push doomed",
+        "a",
+        &["mkdir -p vendor && head -c 13000000 /dev/urandom > vendor/blob"],
+        CacheSpec::new("doomed", &["vendor/"]),
+    );
+    let rec = finished(fake, fake.enqueue_job(push), FINISH, da).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Failed to create cache"), "{trace}");
+    assert!(trace.contains("403"), "{trace}");
+    let seen = proxy.seen.lock().unwrap().clone();
+    let doomed = of(&seen, "/doomed");
+    assert!(
+        doomed.iter().any(|r| r.method == "DELETE" && r.has("uploadId")),
+        "{doomed:#?}"
+    );
+    assert!(
+        !doomed.iter().any(|r| r.method == "POST" && r.has("uploadId")),
+        "{doomed:#?}"
+    );
+    let miss = job(
+        "restore doomed",
+        "b",
+        &["test ! -e vendor/blob"],
+        CacheSpec {
+            policy: "pull".into(),
+            ..CacheSpec::new("doomed", &["vendor/"])
+        },
+    );
+    let rec = finished(fake, fake.enqueue_job(miss), FINISH, db).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Cache file does not exist"), "{trace}");
+}
+
+/// The bytes of the local store's archive of `key` somewhere below `dir`.
+fn archive(dir: &std::path::Path, key: &str) -> Option<Vec<u8>> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if !entry.file_type().ok()?.is_dir() {
+            continue;
+        }
+        if path.file_name().is_some_and(|n| n == key) && path.join("cache.zip").is_file() {
+            return std::fs::read(path.join("cache.zip")).ok();
+        }
+        if let Some(found) = archive(&path, key) {
+            return Some(found);
+        }
+    }
+    None
+}
