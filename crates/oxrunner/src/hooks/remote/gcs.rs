@@ -5,9 +5,12 @@
 //! query); GCS accepts both, the object names are the same, so a mixed fleet shares one bucket either way. V4 is
 //! what Google documents today and what its published conformance vectors cover (`tests/data/gcs-v4/`).
 //!
-//! Credentials as upstream: `CredentialsFile` (a service-account JSON) first, else `AccessID` + `PrivateKey`,
-//! else (like Google's application-default credentials) the file `GOOGLE_APPLICATION_CREDENTIALS` names. Signing
-//! through the metadata server's `signBlob` needs a live GCE instance and is not built: it is a clear error.
+//! Credentials, for `gcs` and `gcsv2` alike: `CredentialsFile` (a service-account JSON) first, else `AccessID` +
+//! `PrivateKey`, else the file `GOOGLE_APPLICATION_CREDENTIALS` names. This is upstream's `gcs` order except for
+//! the last step, and differs from upstream in two ways: upstream's `gcs` never reads
+//! `GOOGLE_APPLICATION_CREDENTIALS` (with no key it signs through the GCE metadata server's account and IAM
+//! `signBlob`), and upstream's `gcsv2` with both `CredentialsFile` and `PrivateKey` set signs with `PrivateKey`
+//! (the file only authenticates its client). Signing through the metadata server is not built: a clear error.
 
 use std::fmt;
 use std::io::Read;
@@ -31,6 +34,8 @@ const CREDENTIALS_FILE_LIMIT: u64 = 1024 * 1024;
 /// The content type upstream signs for uploads (its helper sends it with the archive).
 const UPLOAD_CONTENT_TYPE: &str = "application/octet-stream";
 const ALGORITHM: &str = "GOOG4-RSA-SHA256";
+/// How [`GcsStore::describe`] starts: `transfer` and doctor pick GCS advice by it.
+pub(crate) const DESCRIBE_PREFIX: &str = "GCS bucket";
 /// What a 403 from GCS usually means, for `transfer`'s error (whose store name starts with `GCS `).
 pub(crate) const FORBIDDEN_HINT: &str = "\nhint: check the service account's key (CredentialsFile, or AccessID and \
      PrivateKey), that the account may read and write objects in the bucket, and the runner's clock";
@@ -244,29 +249,104 @@ struct CredentialsFile {
     private_key: String,
 }
 
+/// Credential types Google's libraries know, named in errors; any other `type` value is not echoed (a damaged file
+/// could hold anything there, the key included).
+const KNOWN_TYPES: &[&str] = &[
+    "authorized_user",
+    "external_account",
+    "external_account_authorized_user",
+    "impersonated_service_account",
+    "gdch_service_account",
+];
+
+/// The file's bytes, or why not. Only a regular file no larger than [`CREDENTIALS_FILE_LIMIT`] is read: a FIFO
+/// or device would block (or never end) on the thread that asks, and a truncated read would be reported as
+/// broken JSON.
+fn read_bounded(path: &str, place: &str) -> Result<String, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| {
+        format!(
+            "[runners.cache.gcs] cannot read {place}: {e}\n\
+             hint: point it at the service account's JSON key file, readable by the runner"
+        )
+    };
+    let not_regular = || {
+        format!(
+            "[runners.cache.gcs] {place} is not a regular file\n\
+             hint: point it at the service account's JSON key file itself, not a pipe or device"
+        )
+    };
+    let too_large = || {
+        format!(
+            "[runners.cache.gcs] {place} is larger than {} KiB, the most a service-account JSON key is read up to\n\
+             hint: point it at the service account's JSON key file (a few KiB)",
+            CREDENTIALS_FILE_LIMIT / 1024
+        )
+    };
+    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
+        return Err(not_regular());
+    }
+    // Non-blocking open: should the path turn into a FIFO after the check, opening it still returns at once.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    if meta.len() > CREDENTIALS_FILE_LIMIT {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(CREDENTIALS_FILE_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > CREDENTIALS_FILE_LIMIT {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        format!(
+            "[runners.cache.gcs] {place} is not UTF-8 text, so not a service-account JSON file\n\
+             hint: download a JSON key for the service account in IAM"
+        )
+    })
+}
+
+/// What is wrong with the JSON, by category and position only: serde_json's own message quotes values it did not
+/// expect (`invalid type: string "..."`), which would put the file's content, the key perhaps, into logs.
+fn json_problem(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "it cannot be read",
+        serde_json::error::Category::Syntax => "it is not valid JSON",
+        serde_json::error::Category::Data => "a field has the wrong type or the top level is not an object",
+        serde_json::error::Category::Eof => "it ends early",
+    };
+    format!("{what} (line {}, column {})", e.line(), e.column())
+}
+
 fn read_credentials_file(path: &str, origin: &str) -> Result<Signer, String> {
     let place = format!("{origin} {path:?}");
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(CREDENTIALS_FILE_LIMIT).read_to_string(&mut text))
-        .map_err(|e| {
-            format!(
-                "[runners.cache.gcs] cannot read {place}: {e}\n\
-                 hint: point it at the service account's JSON key file, readable by the runner"
-            )
-        })?;
-    // serde_json's message names line and column only, never the file's content.
+    let text = read_bounded(path, &place)?;
     let file: CredentialsFile = serde_json::from_str(&text).map_err(|e| {
         format!(
-            "[runners.cache.gcs] {place} is not a service-account JSON file: {e}\n\
-             hint: download a JSON key for the service account in IAM"
+            "[runners.cache.gcs] {place} is not a service-account JSON file: {}\n\
+             hint: download a JSON key for the service account in IAM",
+            json_problem(&e)
         )
     })?;
     if file.kind != "service_account" {
+        let kind = if KNOWN_TYPES.contains(&file.kind.as_str()) {
+            format!("credentials of type \"{}\"", file.kind)
+        } else if file.kind.is_empty() {
+            "credentials without a \"type\"".to_owned()
+        } else {
+            "credentials of an unknown type".to_owned()
+        };
         return Err(format!(
-            "[runners.cache.gcs] {place} holds credentials of type {:?}, not \"service_account\"\n\
-             hint: URLs are signed with a service account's key; user and external-account credentials cannot sign",
-            file.kind
+            "[runners.cache.gcs] {place} holds {kind}, not \"service_account\"\n\
+             hint: URLs are signed with a service account's key; user and external-account credentials cannot sign"
         ));
     }
     if file.client_email.trim().is_empty() || file.private_key.trim().is_empty() {
@@ -278,8 +358,8 @@ fn read_credentials_file(path: &str, origin: &str) -> Result<Signer, String> {
     Signer::new(file.client_email.trim(), &file.private_key, &place)
 }
 
-/// Upstream's order: `CredentialsFile`, then `AccessID` + `PrivateKey`; with neither it asks the metadata server,
-/// which this build replaces by `adc`, the value of `GOOGLE_APPLICATION_CREDENTIALS` (or a clear error).
+/// `CredentialsFile`, then `AccessID` + `PrivateKey`, then `adc` (the value of `GOOGLE_APPLICATION_CREDENTIALS`),
+/// else a clear error; where this differs from upstream is in the module docs.
 fn signer(cfg: &CacheGcsConfig, adc: Option<&str>) -> Result<Signer, String> {
     if let Some(path) = non_empty(cfg.credentials_file.as_deref()) {
         return read_credentials_file(path, "CredentialsFile");
@@ -323,12 +403,14 @@ impl GcsStore {
         let base = reqwest::Url::parse(&format!("https://{host}/"))
             .ok()
             .filter(|_| !host.contains(['/', '@', '?', '#', ':']));
-        let Some(base) = base else {
+        let Some((base, host)) = base.and_then(|b| b.host_str().map(str::to_owned).map(|h| (b, h))) else {
             return Err(format!(
                 "[runners.cache.gcs] UniverseDomain = {universe:?} is not a domain name\n\
                  hint: leave it unset for Google Cloud, or write the universe's domain, e.g. \"googleapis.com\""
             ));
         };
+        // The host as the URL carries it (lowercased, IDNA-encoded) is what the HTTP client sends and GCS
+        // checks the signature against; signing the configured spelling gets a 403 for "Example.COM".
         let mut upload_headers = vec![("Content-Type".to_owned(), UPLOAD_CONTENT_TYPE.to_owned())];
         if let Some(limit) = max_upload {
             upload_headers.push(("X-Goog-Content-Length-Range".to_owned(), format!("0,{limit}")));
@@ -360,7 +442,10 @@ impl GcsStore {
     /// `GCS bucket "<name>" at https://storage.googleapis.com`, for messages; `transfer` picks its 403 hint by the
     /// `GCS ` prefix.
     pub(crate) fn describe(&self) -> String {
-        format!("GCS bucket {:?} at {}://{}", self.bucket, self.scheme, self.host)
+        format!(
+            "{DESCRIBE_PREFIX} {:?} at {}://{}",
+            self.bucket, self.scheme, self.host
+        )
     }
 
     fn presign(
