@@ -71,7 +71,17 @@ async fn probe(remote: &RemoteCache, gcs: bool) -> Check {
             "remove `..` from [runners.cache] Path",
         );
     };
-    let signed = remote.store.presign_get(&object, SIGNED_FOR);
+    let signed = match remote.store.signed_get(&object, SIGNED_FOR).await {
+        Ok(s) => s,
+        Err(e) => {
+            let (what, hint) = e.split_once("\nhint: ").unwrap_or((e.as_str(), ""));
+            return Check::fail(
+                format!("cache: {place}: {what}"),
+                "every cache upload and download of this runner fails; jobs keep the local cache only",
+                hint,
+            );
+        }
+    };
     let http = match reqwest::Client::builder()
         .connect_timeout(TIMEOUT)
         .timeout(TIMEOUT)

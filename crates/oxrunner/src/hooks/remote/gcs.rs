@@ -23,6 +23,7 @@ use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
 
+use super::gcs_metadata::{MetadataSigner, block_on};
 use super::s3::Presigned;
 
 /// Google's public universe; `UniverseDomain` replaces it.
@@ -135,6 +136,29 @@ impl Signer {
 
     /// The signed URL of `req`, byte for byte as Google's client libraries build it.
     pub(crate) fn sign_url(&self, req: &V4Request<'_>) -> Result<String, String> {
+        let unsigned = Unsigned::new(&self.client_email, req)?;
+        let mut signature = vec![0u8; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                unsigned.to_sign.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| "the RSA signature of a GCS URL failed".to_owned())?;
+        Ok(unsigned.finish(&signature))
+    }
+}
+
+/// A V4 request ready to be signed by whoever holds the key: the string to sign, and the URL it completes.
+pub(crate) struct Unsigned {
+    to_sign: String,
+    /// `<scheme>://<host><path>?<canonical query>`, to which the signature is appended.
+    url: String,
+}
+
+impl Unsigned {
+    pub(crate) fn new(client_email: &str, req: &V4Request<'_>) -> Result<Unsigned, String> {
         let date_time = req
             .timestamp
             .format(time::macros::format_description!(
@@ -167,7 +191,7 @@ impl Signer {
 
         let mut query: Vec<(String, String)> = [
             ("X-Goog-Algorithm", ALGORITHM.to_owned()),
-            ("X-Goog-Credential", format!("{}/{scope}", self.client_email)),
+            ("X-Goog-Credential", format!("{client_email}/{scope}")),
             ("X-Goog-Date", date_time.clone()),
             ("X-Goog-Expires", req.expires_secs.to_string()),
             ("X-Goog-SignedHeaders", signed_headers.clone()),
@@ -192,22 +216,14 @@ impl Signer {
             "{ALGORITHM}\n{date_time}\n{scope}\n{}",
             hex_digest(canonical.as_bytes())
         );
-        let mut signature = vec![0u8; self.key.public_modulus_len()];
-        self.key
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &SystemRandom::new(),
-                to_sign.as_bytes(),
-                &mut signature,
-            )
-            .map_err(|_| "the RSA signature of a GCS URL failed".to_owned())?;
-        Ok(format!(
-            "{}://{}{}?{canonical_query}&X-Goog-Signature={}",
-            req.scheme,
-            req.host,
-            req.path,
-            hex::encode(signature)
-        ))
+        Ok(Unsigned {
+            to_sign,
+            url: format!("{}://{}{}?{canonical_query}", req.scheme, req.host, req.path),
+        })
+    }
+
+    pub(crate) fn finish(self, signature: &[u8]) -> String {
+        format!("{}&X-Goog-Signature={}", self.url, hex::encode(signature))
     }
 }
 
@@ -223,7 +239,7 @@ pub(crate) struct GcsStore {
     host: String,
     /// `<scheme>://<host>/`, checked to parse.
     base: reqwest::Url,
-    signer: Signer,
+    signer: Credentials,
     /// Signed into every upload and sent with it.
     upload_headers: Vec<(String, String)>,
 }
@@ -358,11 +374,35 @@ fn read_credentials_file(path: &str, origin: &str) -> Result<Signer, String> {
     Signer::new(file.client_email.trim(), &file.private_key, &place)
 }
 
-/// `CredentialsFile`, then `AccessID` + `PrivateKey`, then `adc` (the value of `GOOGLE_APPLICATION_CREDENTIALS`),
-/// else a clear error; where this differs from upstream is in the module docs.
-fn signer(cfg: &CacheGcsConfig, adc: Option<&str>) -> Result<Signer, String> {
+/// Who signs the URLs: a key the runner holds, or the metadata server's account through `signBlob`.
+#[derive(Debug)]
+pub(crate) enum Credentials {
+    Key(Signer),
+    Metadata(MetadataSigner),
+}
+
+/// What the process environment says about credentials: `GOOGLE_APPLICATION_CREDENTIALS` and
+/// `GCE_METADATA_HOST`, passed in so tests never depend on (or change) the real environment.
+#[derive(Default)]
+pub(crate) struct GoogleEnv {
+    pub adc: Option<String>,
+    pub metadata_host: Option<String>,
+}
+
+impl GoogleEnv {
+    fn from_process() -> GoogleEnv {
+        GoogleEnv {
+            adc: std::env::var("GOOGLE_APPLICATION_CREDENTIALS").ok(),
+            metadata_host: std::env::var("GCE_METADATA_HOST").ok(),
+        }
+    }
+}
+
+/// `CredentialsFile`, then `AccessID` + `PrivateKey`, then the file `GOOGLE_APPLICATION_CREDENTIALS` names, else
+/// the metadata server; where this differs from upstream is in the module docs.
+fn signer(cfg: &CacheGcsConfig, env: &GoogleEnv, universe: &str) -> Result<Credentials, String> {
     if let Some(path) = non_empty(cfg.credentials_file.as_deref()) {
-        return read_credentials_file(path, "CredentialsFile");
+        return read_credentials_file(path, "CredentialsFile").map(Credentials::Key);
     }
     let access_id = non_empty(cfg.access_id.as_deref());
     let private_key = cfg
@@ -371,21 +411,15 @@ fn signer(cfg: &CacheGcsConfig, adc: Option<&str>) -> Result<Signer, String> {
         .map(|s| s.expose())
         .filter(|k| !k.trim().is_empty());
     match (access_id, private_key) {
-        (Some(id), Some(key)) => Signer::new(id, key, "PrivateKey"),
+        (Some(id), Some(key)) => Signer::new(id, key, "PrivateKey").map(Credentials::Key),
         (Some(_), None) | (None, Some(_)) => Err(
             "[runners.cache.gcs] AccessID and PrivateKey must be set together\n\
              hint: set both (the service account's e-mail and its PEM key), or CredentialsFile instead"
                 .to_owned(),
         ),
-        (None, None) => match adc.map(str::trim).filter(|p| !p.is_empty()) {
-            Some(path) => read_credentials_file(path, "GOOGLE_APPLICATION_CREDENTIALS"),
-            None => Err(
-                "[runners.cache.gcs] no credentials: CredentialsFile, AccessID/PrivateKey and \
-                 GOOGLE_APPLICATION_CREDENTIALS are all unset, and signing through the GCE metadata server \
-                 (signBlob) is not supported by this build\n\
-                 hint: set CredentialsFile to the service account's JSON key file"
-                    .to_owned(),
-            ),
+        (None, None) => match non_empty(env.adc.as_deref()) {
+            Some(path) => read_credentials_file(path, "GOOGLE_APPLICATION_CREDENTIALS").map(Credentials::Key),
+            None => MetadataSigner::new(env.metadata_host.as_deref(), universe).map(Credentials::Metadata),
         },
     }
 }
@@ -393,6 +427,14 @@ fn signer(cfg: &CacheGcsConfig, adc: Option<&str>) -> Result<Signer, String> {
 impl GcsStore {
     /// `max_upload` is `MaxUploadedArchiveSize`: GCS itself refuses a larger upload, as upstream asks it to.
     pub(crate) fn from_config(cfg: &CacheGcsConfig, max_upload: Option<u64>) -> Result<GcsStore, String> {
+        GcsStore::with_env(cfg, max_upload, &GoogleEnv::from_process())
+    }
+
+    pub(crate) fn with_env(
+        cfg: &CacheGcsConfig,
+        max_upload: Option<u64>,
+        env: &GoogleEnv,
+    ) -> Result<GcsStore, String> {
         let Some(bucket) = non_empty(cfg.bucket_name.as_deref()) else {
             return Err(
                 "[runners.cache.gcs] BucketName is missing\nhint: name the bucket caches go to".to_owned(),
@@ -420,10 +462,7 @@ impl GcsStore {
             scheme: "https".to_owned(),
             host,
             base,
-            signer: signer(
-                cfg,
-                std::env::var("GOOGLE_APPLICATION_CREDENTIALS").ok().as_deref(),
-            )?,
+            signer: signer(cfg, env, universe)?,
             upload_headers,
         })
     }
@@ -439,6 +478,15 @@ impl GcsStore {
         self
     }
 
+    /// Test-only: a store signing through the metadata server asks IAM Credentials at `base`.
+    #[cfg(test)]
+    pub(crate) fn with_iam_base(mut self, base: reqwest::Url) -> GcsStore {
+        if let Credentials::Metadata(m) = self.signer {
+            self.signer = Credentials::Metadata(m.with_iam_base(base));
+        }
+        self
+    }
+
     /// `GCS bucket "<name>" at https://storage.googleapis.com`, for messages; `transfer` picks its 403 hint by the
     /// `GCS ` prefix.
     pub(crate) fn describe(&self) -> String {
@@ -448,6 +496,44 @@ impl GcsStore {
         )
     }
 
+    fn request<'a>(
+        &'a self,
+        method: &'a str,
+        path: &'a str,
+        expires: Duration,
+        headers: &'a [(String, String)],
+    ) -> V4Request<'a> {
+        V4Request {
+            method,
+            scheme: &self.scheme,
+            host: &self.host,
+            path,
+            headers,
+            query: &[],
+            timestamp: OffsetDateTime::now_utc(),
+            expires_secs: expires.min(MAX_EXPIRY).as_secs().max(1),
+        }
+    }
+
+    /// The signed URL, signing through the metadata server where there is no key: for runner-side transfers.
+    async fn sign(
+        &self,
+        method: &str,
+        object: &str,
+        expires: Duration,
+        headers: &[(String, String)],
+    ) -> Result<Presigned, String> {
+        let path = encode_path(&[&self.bucket, object]);
+        let req = self.request(method, &path, expires, headers);
+        let url = match &self.signer {
+            Credentials::Key(k) => k.sign_url(&req),
+            Credentials::Metadata(m) => sign_through_metadata(m, &req).await,
+        }?;
+        parsed(url, headers)
+    }
+
+    /// [`Self::sign`] from synchronous code (URLs put into a stage script while it is rendered). A failure is
+    /// logged and gives the unsigned URL: GCS refuses it, and the job-side helper's error names the bucket.
     fn presign(
         &self,
         method: &str,
@@ -456,32 +542,20 @@ impl GcsStore {
         headers: &[(String, String)],
     ) -> Presigned {
         let path = encode_path(&[&self.bucket, object]);
-        let req = V4Request {
-            method,
-            scheme: &self.scheme,
-            host: &self.host,
-            path: &path,
-            headers,
-            query: &[],
-            timestamp: OffsetDateTime::now_utc(),
-            expires_secs: expires.min(MAX_EXPIRY).as_secs().max(1),
+        let req = self.request(method, &path, expires, headers);
+        let signed = match &self.signer {
+            Credentials::Key(k) => k.sign_url(&req),
+            Credentials::Metadata(m) => block_on(sign_through_metadata(m, &req)),
         };
-        let url = self
-            .signer
-            .sign_url(&req)
-            .and_then(|u| reqwest::Url::parse(&u).map_err(|e| format!("the signed URL does not parse: {e}")));
-        let url = url.unwrap_or_else(|e| {
-            // Not reachable with a key that parsed: the unsigned URL makes GCS refuse the request, and the
-            // transfer's error names the bucket.
+        signed.and_then(|url| parsed(url, headers)).unwrap_or_else(|e| {
             tracing::error!("GCS cache: {e}");
             let mut unsigned = self.base.clone();
             unsigned.set_path(&path);
-            unsigned
-        });
-        Presigned {
-            url,
-            headers: headers.to_vec(),
-        }
+            Presigned {
+                url: unsigned,
+                headers: headers.to_vec(),
+            }
+        })
     }
 
     pub(crate) fn presign_get(&self, object: &str, expires: Duration) -> Presigned {
@@ -495,6 +569,34 @@ impl GcsStore {
     pub(crate) fn presign_put(&self, object: &str, expires: Duration) -> Presigned {
         self.presign("PUT", object, expires, &self.upload_headers)
     }
+
+    pub(crate) async fn signed_get(&self, object: &str, expires: Duration) -> Result<Presigned, String> {
+        self.sign("GET", object, expires, &[]).await
+    }
+
+    pub(crate) async fn signed_head(&self, object: &str, expires: Duration) -> Result<Presigned, String> {
+        self.sign("HEAD", object, expires, &[]).await
+    }
+
+    pub(crate) async fn signed_put(&self, object: &str, expires: Duration) -> Result<Presigned, String> {
+        self.sign("PUT", object, expires, &self.upload_headers).await
+    }
+}
+
+fn parsed(url: String, headers: &[(String, String)]) -> Result<Presigned, String> {
+    let url = reqwest::Url::parse(&url).map_err(|e| format!("the signed URL does not parse: {e}"))?;
+    Ok(Presigned {
+        url,
+        headers: headers.to_vec(),
+    })
+}
+
+/// V4 through `signBlob`: the account's e-mail is part of what is signed, so it is learnt first.
+async fn sign_through_metadata(m: &MetadataSigner, req: &V4Request<'_>) -> Result<String, String> {
+    let email = m.email().await?;
+    let unsigned = Unsigned::new(&email, req)?;
+    let signature = m.sign_blob(&email, unsigned.to_sign.as_bytes()).await?;
+    Ok(unsigned.finish(&signature))
 }
 
 #[cfg(test)]
@@ -504,3 +606,7 @@ mod tests;
 #[cfg(test)]
 #[path = "gcs_server_tests.rs"]
 mod server_tests;
+
+#[cfg(test)]
+#[path = "gcs_metadata_tests.rs"]
+mod metadata_tests;

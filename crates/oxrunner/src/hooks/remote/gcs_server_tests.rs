@@ -21,12 +21,12 @@ use super::super::{ObjectStore, RemoteCache};
 use super::{GcsStore, Signer, V4Request, encode_path};
 
 #[derive(Default)]
-struct Bucket {
-    public_key: Vec<u8>,
-    objects: Mutex<HashMap<String, Vec<u8>>>,
+pub(super) struct Bucket {
+    pub(super) public_key: Vec<u8>,
+    pub(super) objects: Mutex<HashMap<String, Vec<u8>>>,
     /// Every refusal, with its reason, for the assertions.
-    refused: Mutex<Vec<String>>,
-    content_types: Mutex<Vec<String>>,
+    pub(super) refused: Mutex<Vec<String>>,
+    pub(super) content_types: Mutex<Vec<String>>,
 }
 
 fn decode(text: &str) -> String {
@@ -173,7 +173,7 @@ async fn serve(
     }
 }
 
-async fn start(bucket: Arc<Bucket>) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+pub(super) async fn start(bucket: Arc<Bucket>) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let app = axum::Router::new().fallback(serve).with_state(bucket);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -318,20 +318,43 @@ fn configuration_errors_name_the_key_with_a_hint_and_never_the_key_material() {
 }
 
 #[test]
-fn without_settings_the_application_default_file_is_used_and_else_the_metadata_server_is_refused() {
+fn without_settings_the_application_default_file_is_used_and_else_the_metadata_server() {
     let cfg = config(|g| g.credentials_file = None);
     let gcs = cfg.gcs.as_ref().unwrap();
-    let why = super::signer(gcs, None).unwrap_err();
+    let env = |adc: Option<&str>, host: Option<&str>| super::GoogleEnv {
+        adc: adc.map(str::to_owned),
+        metadata_host: host.map(str::to_owned),
+    };
+    let path = data("test_service_account.not-a-test.json").display().to_string();
+    let signer = super::signer(gcs, &env(Some(&path), None), "googleapis.com").unwrap();
+    assert!(format!("{signer:?}").contains("test-iam-credentials@"));
+    let why = super::signer(
+        gcs,
+        &env(Some("/nonexistent/oxrt-adc.json"), None),
+        "googleapis.com",
+    )
+    .unwrap_err();
+    assert!(why.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{why}");
+
+    // No key anywhere: Google's link-local metadata server, or GCE_METADATA_HOST; IAM in the bucket's universe.
+    let shown = format!(
+        "{:?}",
+        super::signer(gcs, &env(None, None), "example.test").unwrap()
+    );
     assert!(
-        why.contains("metadata server") && why.contains("not supported"),
+        shown.contains("http://169.254.169.254/") && shown.contains("https://iamcredentials.example.test/"),
+        "{shown}"
+    );
+    let shown = format!(
+        "{:?}",
+        super::signer(gcs, &env(None, Some("127.0.0.1:9")), "googleapis.com").unwrap()
+    );
+    assert!(shown.contains("http://127.0.0.1:9/"), "{shown}");
+    let why = super::signer(gcs, &env(None, Some("a/b?c")), "googleapis.com").unwrap_err();
+    assert!(
+        why.contains("GCE_METADATA_HOST") && why.contains("hint:"),
         "{why}"
     );
-    assert!(why.contains("hint: set CredentialsFile"), "{why}");
-    let path = data("test_service_account.not-a-test.json").display().to_string();
-    let signer = super::signer(gcs, Some(&path)).unwrap();
-    assert!(format!("{signer:?}").contains("test-iam-credentials@"));
-    let why = super::signer(gcs, Some("/nonexistent/oxrt-adc.json")).unwrap_err();
-    assert!(why.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{why}");
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
