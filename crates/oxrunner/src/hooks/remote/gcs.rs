@@ -6,11 +6,11 @@
 //! what Google documents today and what its published conformance vectors cover (`tests/data/gcs-v4/`).
 //!
 //! Credentials, for `gcs` and `gcsv2` alike: `CredentialsFile` (a service-account JSON) first, else `AccessID` +
-//! `PrivateKey`, else the file `GOOGLE_APPLICATION_CREDENTIALS` names. This is upstream's `gcs` order except for
-//! the last step, and differs from upstream in two ways: upstream's `gcs` never reads
-//! `GOOGLE_APPLICATION_CREDENTIALS` (with no key it signs through the GCE metadata server's account and IAM
-//! `signBlob`), and upstream's `gcsv2` with both `CredentialsFile` and `PrivateKey` set signs with `PrivateKey`
-//! (the file only authenticates its client). Signing through the metadata server is not built: a clear error.
+//! `PrivateKey`, else the file `GOOGLE_APPLICATION_CREDENTIALS` names, else the GCE metadata server's account,
+//! signing through IAM Credentials' `signBlob` (`gcs_metadata.rs`). Two differences from upstream: its `gcs` never
+//! reads `GOOGLE_APPLICATION_CREDENTIALS` (with no key it goes straight to the metadata server), and its `gcsv2`
+//! with both `CredentialsFile` and `PrivateKey` set signs with `PrivateKey` (the file only authenticates its
+//! client), where this takes `CredentialsFile` first for both.
 
 use std::fmt;
 use std::io::Read;
@@ -378,7 +378,8 @@ fn read_credentials_file(path: &str, origin: &str) -> Result<Signer, String> {
 #[derive(Debug)]
 pub(crate) enum Credentials {
     Key(Signer),
-    Metadata(MetadataSigner),
+    /// Boxed: URLs, caches and locks, much larger than a key.
+    Metadata(Box<MetadataSigner>),
 }
 
 /// What the process environment says about credentials: `GOOGLE_APPLICATION_CREDENTIALS` and
@@ -419,7 +420,8 @@ fn signer(cfg: &CacheGcsConfig, env: &GoogleEnv, universe: &str) -> Result<Crede
         ),
         (None, None) => match non_empty(env.adc.as_deref()) {
             Some(path) => read_credentials_file(path, "GOOGLE_APPLICATION_CREDENTIALS").map(Credentials::Key),
-            None => MetadataSigner::new(env.metadata_host.as_deref(), universe).map(Credentials::Metadata),
+            None => MetadataSigner::new(env.metadata_host.as_deref(), universe)
+                .map(|m| Credentials::Metadata(Box::new(m))),
         },
     }
 }
@@ -482,7 +484,7 @@ impl GcsStore {
     #[cfg(test)]
     pub(crate) fn with_iam_base(mut self, base: reqwest::Url) -> GcsStore {
         if let Credentials::Metadata(m) = self.signer {
-            self.signer = Credentials::Metadata(m.with_iam_base(base));
+            self.signer = Credentials::Metadata(Box::new(m.with_iam_base(base)));
         }
         self
     }
