@@ -335,7 +335,8 @@ async fn start(
     let hooks = RunnerHooks::for_gitlab_with(env.client.clone(), job_id, token, &ctx, upload_timeout)
         .with_metrics(Arc::clone(&env.metrics))
         .with_remote_cache(
-            crate::hooks::RemoteSetup::from_config(env.runner.cache.as_ref(), &env.runner.short_token())
+            remote_setup(&env.runner)
+                .await
                 .prepared(!plan.caches.is_empty())
                 .await,
         );
@@ -441,4 +442,15 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
 
 fn debug_trace_disabled(r: &RunnerConfig) -> bool {
     r.debug_trace_disabled.unwrap_or(false)
+}
+
+/// The runner's remote cache, set up off the async workers: a GCS store reads its credentials file and parses
+/// its RSA key, which is file I/O and CPU work the job's other tasks must not wait behind.
+async fn remote_setup(runner: &oxrunner_config::RunnerConfig) -> crate::hooks::RemoteSetup {
+    let (cache, token) = (runner.cache.clone(), runner.short_token());
+    tokio::task::spawn_blocking(move || crate::hooks::RemoteSetup::from_config(cache.as_ref(), &token))
+        .await
+        .unwrap_or_else(|e| {
+            crate::hooks::RemoteSetup::Broken(format!("setting up the remote cache failed: {e}"))
+        })
 }

@@ -71,7 +71,17 @@ async fn probe(remote: &RemoteCache, gcs: bool) -> Check {
             "remove `..` from [runners.cache] Path",
         );
     };
-    let signed = remote.store.presign_get(&object, SIGNED_FOR);
+    let signed = match remote.store.signed_get(&object, SIGNED_FOR).await {
+        Ok(s) => s,
+        Err(e) => {
+            let (what, hint) = e.split_once("\nhint: ").unwrap_or((e.as_str(), ""));
+            return Check::fail(
+                format!("cache: {place}: {what}"),
+                "every cache upload and download of this runner fails; jobs keep the local cache only",
+                hint,
+            );
+        }
+    };
     let http = match reqwest::Client::builder()
         .connect_timeout(TIMEOUT)
         .timeout(TIMEOUT)
@@ -155,6 +165,14 @@ fn judge_gcs(place: &str, status: u16, code: Option<&str>) -> Check {
             "check the service account's key in [runners.cache.gcs] (CredentialsFile, or AccessID and PrivateKey), \
              that it may read and write objects in the bucket, and the runner's clock",
         ),
+        (500..=599, code) => Check::fail(
+            format!(
+                "cache: {place} answered HTTP {status}{}, a GCS server error",
+                code.map(|c| format!(" ({c})")).unwrap_or_default()
+            ),
+            "cache transfers fail while GCS answers so; jobs keep the local cache meanwhile",
+            "retry later (see https://status.cloud.google.com); nothing in [runners.cache.gcs] causes this",
+        ),
         (_, code) => Check::fail(
             format!(
                 "cache: {place} answered HTTP {status}{}",
@@ -209,6 +227,9 @@ fn unreachable_endpoint(place: &str, err: &reqwest::Error) -> Check {
         "every cache upload and download of this runner fails; jobs keep the local cache only",
         if place.starts_with(crate::hooks::remote::azure::DESCRIBE_PREFIX) {
             "check AccountName and StorageDomain in [runners.cache.azure], and the network path"
+        } else if place.starts_with(crate::hooks::remote::gcs::DESCRIBE_PREFIX) {
+            "check the network path to GCS (DNS, firewall, HTTPS_PROXY/NO_PROXY), and UniverseDomain in \
+             [runners.cache.gcs] when the bucket is not in Google's public cloud"
         } else {
             "check ServerAddress (and Insecure = true for plain http) in [runners.cache.s3], and the network path"
         },
@@ -233,6 +254,7 @@ async fn error_code(mut resp: reqwest::Response) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::{judge, judge_gcs};
 
     #[test]
@@ -268,6 +290,38 @@ mod tests {
             fix.contains("CredentialsFile") && !fix.contains("SecretKey"),
             "{fix}"
         );
+    }
+
+    #[test]
+    fn gcs_server_errors_say_retry_not_check_settings() {
+        let p = "GCS bucket \"b\" at https://storage.googleapis.com";
+        for status in [500, 503] {
+            let c = judge_gcs(p, status, None);
+            let fix = c.fix.as_deref().unwrap_or_default();
+            assert!(c.message.contains("GCS server error"), "{}", c.message);
+            assert!(
+                fix.contains("retry later") && !fix.contains("BucketName"),
+                "{fix}"
+            );
+        }
+    }
+
+    /// An unreachable GCS endpoint gets GCS advice, not S3's `ServerAddress` (GCS has none).
+    #[tokio::test]
+    async fn an_unreachable_gcs_endpoint_gets_gcs_advice() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let err = reqwest::get(format!("http://{addr}/"))
+            .await
+            .expect_err("nothing listens there");
+        let c = super::unreachable_endpoint("GCS bucket \"b\" at https://storage.googleapis.com", &err);
+        let fix = c.fix.as_deref().unwrap_or_default();
+        assert!(
+            fix.contains("UniverseDomain") && fix.contains("[runners.cache.gcs]"),
+            "{fix}"
+        );
+        assert!(!fix.contains("ServerAddress") && !fix.contains("s3"), "{fix}");
     }
 
     #[test]

@@ -89,7 +89,13 @@ pub(crate) async fn download_key(
         return Restored::Failed;
     };
     remote.store.prepare().await;
-    let signed = remote.store.presign_get(&name, url_lifetime(ctx));
+    let signed = match remote.store.signed_get(&name, url_lifetime(ctx)).await {
+        Ok(s) => s,
+        Err(e) => {
+            trace.warning(&e);
+            return Restored::Failed;
+        }
+    };
     let http = match transfer::client(request_timeout(ctx)) {
         Ok(c) => c,
         Err(e) => {
@@ -164,7 +170,10 @@ pub(crate) async fn remote_has(
         return false;
     };
     remote.store.prepare().await;
-    let signed = remote.store.presign_head(&name, url_lifetime(ctx));
+    // A signing failure is told by the upload that follows a `false`.
+    let Ok(signed) = remote.store.signed_head(&name, url_lifetime(ctx)).await else {
+        return false;
+    };
     match transfer::client(request_timeout(ctx)) {
         Ok(http) => transfer::exists(&http, &signed).await,
         Err(_) => false,
@@ -194,7 +203,7 @@ pub(crate) async fn upload_key(
         return Ok(0);
     }
     remote.store.prepare().await;
-    let signed = remote.store.presign_put(&name, url_lifetime(ctx));
+    let signed = remote.store.signed_put(&name, url_lifetime(ctx)).await?;
     let http = transfer::client(request_timeout(ctx))?;
     trace.println(&format!(
         "Uploading cache.zip to {}",

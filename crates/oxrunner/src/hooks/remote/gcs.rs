@@ -5,9 +5,12 @@
 //! query); GCS accepts both, the object names are the same, so a mixed fleet shares one bucket either way. V4 is
 //! what Google documents today and what its published conformance vectors cover (`tests/data/gcs-v4/`).
 //!
-//! Credentials as upstream: `CredentialsFile` (a service-account JSON) first, else `AccessID` + `PrivateKey`,
-//! else (like Google's application-default credentials) the file `GOOGLE_APPLICATION_CREDENTIALS` names. Signing
-//! through the metadata server's `signBlob` needs a live GCE instance and is not built: it is a clear error.
+//! Credentials, for `gcs` and `gcsv2` alike: `CredentialsFile` (a service-account JSON) first, else `AccessID` +
+//! `PrivateKey`, else the file `GOOGLE_APPLICATION_CREDENTIALS` names, else the GCE metadata server's account,
+//! signing through IAM Credentials' `signBlob` (`gcs_metadata.rs`). Two differences from upstream: its `gcs` never
+//! reads `GOOGLE_APPLICATION_CREDENTIALS` (with no key it goes straight to the metadata server), and its `gcsv2`
+//! with both `CredentialsFile` and `PrivateKey` set signs with `PrivateKey` (the file only authenticates its
+//! client), where this takes `CredentialsFile` first for both.
 
 use std::fmt;
 use std::io::Read;
@@ -20,6 +23,7 @@ use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
 
+use super::gcs_metadata::{MetadataSigner, block_on};
 use super::s3::Presigned;
 
 /// Google's public universe; `UniverseDomain` replaces it.
@@ -31,6 +35,8 @@ const CREDENTIALS_FILE_LIMIT: u64 = 1024 * 1024;
 /// The content type upstream signs for uploads (its helper sends it with the archive).
 const UPLOAD_CONTENT_TYPE: &str = "application/octet-stream";
 const ALGORITHM: &str = "GOOG4-RSA-SHA256";
+/// How [`GcsStore::describe`] starts: `transfer` and doctor pick GCS advice by it.
+pub(crate) const DESCRIBE_PREFIX: &str = "GCS bucket";
 /// What a 403 from GCS usually means, for `transfer`'s error (whose store name starts with `GCS `).
 pub(crate) const FORBIDDEN_HINT: &str = "\nhint: check the service account's key (CredentialsFile, or AccessID and \
      PrivateKey), that the account may read and write objects in the bucket, and the runner's clock";
@@ -130,6 +136,29 @@ impl Signer {
 
     /// The signed URL of `req`, byte for byte as Google's client libraries build it.
     pub(crate) fn sign_url(&self, req: &V4Request<'_>) -> Result<String, String> {
+        let unsigned = Unsigned::new(&self.client_email, req)?;
+        let mut signature = vec![0u8; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                unsigned.to_sign.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| "the RSA signature of a GCS URL failed".to_owned())?;
+        Ok(unsigned.finish(&signature))
+    }
+}
+
+/// A V4 request ready to be signed by whoever holds the key: the string to sign, and the URL it completes.
+pub(crate) struct Unsigned {
+    to_sign: String,
+    /// `<scheme>://<host><path>?<canonical query>`, to which the signature is appended.
+    url: String,
+}
+
+impl Unsigned {
+    pub(crate) fn new(client_email: &str, req: &V4Request<'_>) -> Result<Unsigned, String> {
         let date_time = req
             .timestamp
             .format(time::macros::format_description!(
@@ -162,7 +191,7 @@ impl Signer {
 
         let mut query: Vec<(String, String)> = [
             ("X-Goog-Algorithm", ALGORITHM.to_owned()),
-            ("X-Goog-Credential", format!("{}/{scope}", self.client_email)),
+            ("X-Goog-Credential", format!("{client_email}/{scope}")),
             ("X-Goog-Date", date_time.clone()),
             ("X-Goog-Expires", req.expires_secs.to_string()),
             ("X-Goog-SignedHeaders", signed_headers.clone()),
@@ -187,22 +216,14 @@ impl Signer {
             "{ALGORITHM}\n{date_time}\n{scope}\n{}",
             hex_digest(canonical.as_bytes())
         );
-        let mut signature = vec![0u8; self.key.public_modulus_len()];
-        self.key
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &SystemRandom::new(),
-                to_sign.as_bytes(),
-                &mut signature,
-            )
-            .map_err(|_| "the RSA signature of a GCS URL failed".to_owned())?;
-        Ok(format!(
-            "{}://{}{}?{canonical_query}&X-Goog-Signature={}",
-            req.scheme,
-            req.host,
-            req.path,
-            hex::encode(signature)
-        ))
+        Ok(Unsigned {
+            to_sign,
+            url: format!("{}://{}{}?{canonical_query}", req.scheme, req.host, req.path),
+        })
+    }
+
+    pub(crate) fn finish(self, signature: &[u8]) -> String {
+        format!("{}&X-Goog-Signature={}", self.url, hex::encode(signature))
     }
 }
 
@@ -218,7 +239,7 @@ pub(crate) struct GcsStore {
     host: String,
     /// `<scheme>://<host>/`, checked to parse.
     base: reqwest::Url,
-    signer: Signer,
+    signer: Credentials,
     /// Signed into every upload and sent with it.
     upload_headers: Vec<(String, String)>,
 }
@@ -244,29 +265,104 @@ struct CredentialsFile {
     private_key: String,
 }
 
+/// Credential types Google's libraries know, named in errors; any other `type` value is not echoed (a damaged file
+/// could hold anything there, the key included).
+const KNOWN_TYPES: &[&str] = &[
+    "authorized_user",
+    "external_account",
+    "external_account_authorized_user",
+    "impersonated_service_account",
+    "gdch_service_account",
+];
+
+/// The file's bytes, or why not. Only a regular file no larger than [`CREDENTIALS_FILE_LIMIT`] is read: a FIFO
+/// or device would block (or never end) on the thread that asks, and a truncated read would be reported as
+/// broken JSON.
+fn read_bounded(path: &str, place: &str) -> Result<String, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| {
+        format!(
+            "[runners.cache.gcs] cannot read {place}: {e}\n\
+             hint: point it at the service account's JSON key file, readable by the runner"
+        )
+    };
+    let not_regular = || {
+        format!(
+            "[runners.cache.gcs] {place} is not a regular file\n\
+             hint: point it at the service account's JSON key file itself, not a pipe or device"
+        )
+    };
+    let too_large = || {
+        format!(
+            "[runners.cache.gcs] {place} is larger than {} KiB, the most a service-account JSON key is read up to\n\
+             hint: point it at the service account's JSON key file (a few KiB)",
+            CREDENTIALS_FILE_LIMIT / 1024
+        )
+    };
+    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
+        return Err(not_regular());
+    }
+    // Non-blocking open: should the path turn into a FIFO after the check, opening it still returns at once.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    if meta.len() > CREDENTIALS_FILE_LIMIT {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(CREDENTIALS_FILE_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > CREDENTIALS_FILE_LIMIT {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        format!(
+            "[runners.cache.gcs] {place} is not UTF-8 text, so not a service-account JSON file\n\
+             hint: download a JSON key for the service account in IAM"
+        )
+    })
+}
+
+/// What is wrong with the JSON, by category and position only: serde_json's own message quotes values it did not
+/// expect (`invalid type: string "..."`), which would put the file's content, the key perhaps, into logs.
+fn json_problem(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "it cannot be read",
+        serde_json::error::Category::Syntax => "it is not valid JSON",
+        serde_json::error::Category::Data => "a field has the wrong type or the top level is not an object",
+        serde_json::error::Category::Eof => "it ends early",
+    };
+    format!("{what} (line {}, column {})", e.line(), e.column())
+}
+
 fn read_credentials_file(path: &str, origin: &str) -> Result<Signer, String> {
     let place = format!("{origin} {path:?}");
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(CREDENTIALS_FILE_LIMIT).read_to_string(&mut text))
-        .map_err(|e| {
-            format!(
-                "[runners.cache.gcs] cannot read {place}: {e}\n\
-                 hint: point it at the service account's JSON key file, readable by the runner"
-            )
-        })?;
-    // serde_json's message names line and column only, never the file's content.
+    let text = read_bounded(path, &place)?;
     let file: CredentialsFile = serde_json::from_str(&text).map_err(|e| {
         format!(
-            "[runners.cache.gcs] {place} is not a service-account JSON file: {e}\n\
-             hint: download a JSON key for the service account in IAM"
+            "[runners.cache.gcs] {place} is not a service-account JSON file: {}\n\
+             hint: download a JSON key for the service account in IAM",
+            json_problem(&e)
         )
     })?;
     if file.kind != "service_account" {
+        let kind = if KNOWN_TYPES.contains(&file.kind.as_str()) {
+            format!("credentials of type \"{}\"", file.kind)
+        } else if file.kind.is_empty() {
+            "credentials without a \"type\"".to_owned()
+        } else {
+            "credentials of an unknown type".to_owned()
+        };
         return Err(format!(
-            "[runners.cache.gcs] {place} holds credentials of type {:?}, not \"service_account\"\n\
-             hint: URLs are signed with a service account's key; user and external-account credentials cannot sign",
-            file.kind
+            "[runners.cache.gcs] {place} holds {kind}, not \"service_account\"\n\
+             hint: URLs are signed with a service account's key; user and external-account credentials cannot sign"
         ));
     }
     if file.client_email.trim().is_empty() || file.private_key.trim().is_empty() {
@@ -278,11 +374,36 @@ fn read_credentials_file(path: &str, origin: &str) -> Result<Signer, String> {
     Signer::new(file.client_email.trim(), &file.private_key, &place)
 }
 
-/// Upstream's order: `CredentialsFile`, then `AccessID` + `PrivateKey`; with neither it asks the metadata server,
-/// which this build replaces by `adc`, the value of `GOOGLE_APPLICATION_CREDENTIALS` (or a clear error).
-fn signer(cfg: &CacheGcsConfig, adc: Option<&str>) -> Result<Signer, String> {
+/// Who signs the URLs: a key the runner holds, or the metadata server's account through `signBlob`.
+#[derive(Debug)]
+pub(crate) enum Credentials {
+    Key(Signer),
+    /// Boxed: URLs, caches and locks, much larger than a key.
+    Metadata(Box<MetadataSigner>),
+}
+
+/// What the process environment says about credentials: `GOOGLE_APPLICATION_CREDENTIALS` and
+/// `GCE_METADATA_HOST`, passed in so tests never depend on (or change) the real environment.
+#[derive(Default)]
+pub(crate) struct GoogleEnv {
+    pub adc: Option<String>,
+    pub metadata_host: Option<String>,
+}
+
+impl GoogleEnv {
+    fn from_process() -> GoogleEnv {
+        GoogleEnv {
+            adc: std::env::var("GOOGLE_APPLICATION_CREDENTIALS").ok(),
+            metadata_host: std::env::var("GCE_METADATA_HOST").ok(),
+        }
+    }
+}
+
+/// `CredentialsFile`, then `AccessID` + `PrivateKey`, then the file `GOOGLE_APPLICATION_CREDENTIALS` names, else
+/// the metadata server; where this differs from upstream is in the module docs.
+fn signer(cfg: &CacheGcsConfig, env: &GoogleEnv, universe: &str) -> Result<Credentials, String> {
     if let Some(path) = non_empty(cfg.credentials_file.as_deref()) {
-        return read_credentials_file(path, "CredentialsFile");
+        return read_credentials_file(path, "CredentialsFile").map(Credentials::Key);
     }
     let access_id = non_empty(cfg.access_id.as_deref());
     let private_key = cfg
@@ -291,21 +412,16 @@ fn signer(cfg: &CacheGcsConfig, adc: Option<&str>) -> Result<Signer, String> {
         .map(|s| s.expose())
         .filter(|k| !k.trim().is_empty());
     match (access_id, private_key) {
-        (Some(id), Some(key)) => Signer::new(id, key, "PrivateKey"),
+        (Some(id), Some(key)) => Signer::new(id, key, "PrivateKey").map(Credentials::Key),
         (Some(_), None) | (None, Some(_)) => Err(
             "[runners.cache.gcs] AccessID and PrivateKey must be set together\n\
              hint: set both (the service account's e-mail and its PEM key), or CredentialsFile instead"
                 .to_owned(),
         ),
-        (None, None) => match adc.map(str::trim).filter(|p| !p.is_empty()) {
-            Some(path) => read_credentials_file(path, "GOOGLE_APPLICATION_CREDENTIALS"),
-            None => Err(
-                "[runners.cache.gcs] no credentials: CredentialsFile, AccessID/PrivateKey and \
-                 GOOGLE_APPLICATION_CREDENTIALS are all unset, and signing through the GCE metadata server \
-                 (signBlob) is not supported by this build\n\
-                 hint: set CredentialsFile to the service account's JSON key file"
-                    .to_owned(),
-            ),
+        (None, None) => match non_empty(env.adc.as_deref()) {
+            Some(path) => read_credentials_file(path, "GOOGLE_APPLICATION_CREDENTIALS").map(Credentials::Key),
+            None => MetadataSigner::new(env.metadata_host.as_deref(), universe)
+                .map(|m| Credentials::Metadata(Box::new(m))),
         },
     }
 }
@@ -313,6 +429,14 @@ fn signer(cfg: &CacheGcsConfig, adc: Option<&str>) -> Result<Signer, String> {
 impl GcsStore {
     /// `max_upload` is `MaxUploadedArchiveSize`: GCS itself refuses a larger upload, as upstream asks it to.
     pub(crate) fn from_config(cfg: &CacheGcsConfig, max_upload: Option<u64>) -> Result<GcsStore, String> {
+        GcsStore::with_env(cfg, max_upload, &GoogleEnv::from_process())
+    }
+
+    pub(crate) fn with_env(
+        cfg: &CacheGcsConfig,
+        max_upload: Option<u64>,
+        env: &GoogleEnv,
+    ) -> Result<GcsStore, String> {
         let Some(bucket) = non_empty(cfg.bucket_name.as_deref()) else {
             return Err(
                 "[runners.cache.gcs] BucketName is missing\nhint: name the bucket caches go to".to_owned(),
@@ -323,12 +447,14 @@ impl GcsStore {
         let base = reqwest::Url::parse(&format!("https://{host}/"))
             .ok()
             .filter(|_| !host.contains(['/', '@', '?', '#', ':']));
-        let Some(base) = base else {
+        let Some((base, host)) = base.and_then(|b| b.host_str().map(str::to_owned).map(|h| (b, h))) else {
             return Err(format!(
                 "[runners.cache.gcs] UniverseDomain = {universe:?} is not a domain name\n\
                  hint: leave it unset for Google Cloud, or write the universe's domain, e.g. \"googleapis.com\""
             ));
         };
+        // The host as the URL carries it (lowercased, IDNA-encoded) is what the HTTP client sends and GCS
+        // checks the signature against; signing the configured spelling gets a 403 for "Example.COM".
         let mut upload_headers = vec![("Content-Type".to_owned(), UPLOAD_CONTENT_TYPE.to_owned())];
         if let Some(limit) = max_upload {
             upload_headers.push(("X-Goog-Content-Length-Range".to_owned(), format!("0,{limit}")));
@@ -338,10 +464,7 @@ impl GcsStore {
             scheme: "https".to_owned(),
             host,
             base,
-            signer: signer(
-                cfg,
-                std::env::var("GOOGLE_APPLICATION_CREDENTIALS").ok().as_deref(),
-            )?,
+            signer: signer(cfg, env, universe)?,
             upload_headers,
         })
     }
@@ -357,12 +480,62 @@ impl GcsStore {
         self
     }
 
+    /// Test-only: a store signing through the metadata server asks IAM Credentials at `base`.
+    #[cfg(test)]
+    pub(crate) fn with_iam_base(mut self, base: reqwest::Url) -> GcsStore {
+        if let Credentials::Metadata(m) = self.signer {
+            self.signer = Credentials::Metadata(Box::new(m.with_iam_base(base)));
+        }
+        self
+    }
+
     /// `GCS bucket "<name>" at https://storage.googleapis.com`, for messages; `transfer` picks its 403 hint by the
     /// `GCS ` prefix.
     pub(crate) fn describe(&self) -> String {
-        format!("GCS bucket {:?} at {}://{}", self.bucket, self.scheme, self.host)
+        format!(
+            "{DESCRIBE_PREFIX} {:?} at {}://{}",
+            self.bucket, self.scheme, self.host
+        )
     }
 
+    fn request<'a>(
+        &'a self,
+        method: &'a str,
+        path: &'a str,
+        expires: Duration,
+        headers: &'a [(String, String)],
+    ) -> V4Request<'a> {
+        V4Request {
+            method,
+            scheme: &self.scheme,
+            host: &self.host,
+            path,
+            headers,
+            query: &[],
+            timestamp: OffsetDateTime::now_utc(),
+            expires_secs: expires.min(MAX_EXPIRY).as_secs().max(1),
+        }
+    }
+
+    /// The signed URL, signing through the metadata server where there is no key: for runner-side transfers.
+    async fn sign(
+        &self,
+        method: &str,
+        object: &str,
+        expires: Duration,
+        headers: &[(String, String)],
+    ) -> Result<Presigned, String> {
+        let path = encode_path(&[&self.bucket, object]);
+        let req = self.request(method, &path, expires, headers);
+        let url = match &self.signer {
+            Credentials::Key(k) => k.sign_url(&req),
+            Credentials::Metadata(m) => sign_through_metadata(m, &req).await,
+        }?;
+        parsed(url, headers)
+    }
+
+    /// [`Self::sign`] from synchronous code (URLs put into a stage script while it is rendered). A failure is
+    /// logged and gives the unsigned URL: GCS refuses it, and the job-side helper's error names the bucket.
     fn presign(
         &self,
         method: &str,
@@ -371,32 +544,20 @@ impl GcsStore {
         headers: &[(String, String)],
     ) -> Presigned {
         let path = encode_path(&[&self.bucket, object]);
-        let req = V4Request {
-            method,
-            scheme: &self.scheme,
-            host: &self.host,
-            path: &path,
-            headers,
-            query: &[],
-            timestamp: OffsetDateTime::now_utc(),
-            expires_secs: expires.min(MAX_EXPIRY).as_secs().max(1),
+        let req = self.request(method, &path, expires, headers);
+        let signed = match &self.signer {
+            Credentials::Key(k) => k.sign_url(&req),
+            Credentials::Metadata(m) => block_on(sign_through_metadata(m, &req)),
         };
-        let url = self
-            .signer
-            .sign_url(&req)
-            .and_then(|u| reqwest::Url::parse(&u).map_err(|e| format!("the signed URL does not parse: {e}")));
-        let url = url.unwrap_or_else(|e| {
-            // Not reachable with a key that parsed: the unsigned URL makes GCS refuse the request, and the
-            // transfer's error names the bucket.
+        signed.and_then(|url| parsed(url, headers)).unwrap_or_else(|e| {
             tracing::error!("GCS cache: {e}");
             let mut unsigned = self.base.clone();
             unsigned.set_path(&path);
-            unsigned
-        });
-        Presigned {
-            url,
-            headers: headers.to_vec(),
-        }
+            Presigned {
+                url: unsigned,
+                headers: headers.to_vec(),
+            }
+        })
     }
 
     pub(crate) fn presign_get(&self, object: &str, expires: Duration) -> Presigned {
@@ -410,6 +571,34 @@ impl GcsStore {
     pub(crate) fn presign_put(&self, object: &str, expires: Duration) -> Presigned {
         self.presign("PUT", object, expires, &self.upload_headers)
     }
+
+    pub(crate) async fn signed_get(&self, object: &str, expires: Duration) -> Result<Presigned, String> {
+        self.sign("GET", object, expires, &[]).await
+    }
+
+    pub(crate) async fn signed_head(&self, object: &str, expires: Duration) -> Result<Presigned, String> {
+        self.sign("HEAD", object, expires, &[]).await
+    }
+
+    pub(crate) async fn signed_put(&self, object: &str, expires: Duration) -> Result<Presigned, String> {
+        self.sign("PUT", object, expires, &self.upload_headers).await
+    }
+}
+
+fn parsed(url: String, headers: &[(String, String)]) -> Result<Presigned, String> {
+    let url = reqwest::Url::parse(&url).map_err(|e| format!("the signed URL does not parse: {e}"))?;
+    Ok(Presigned {
+        url,
+        headers: headers.to_vec(),
+    })
+}
+
+/// V4 through `signBlob`: the account's e-mail is part of what is signed, so it is learnt first.
+async fn sign_through_metadata(m: &MetadataSigner, req: &V4Request<'_>) -> Result<String, String> {
+    let email = m.email().await?;
+    let unsigned = Unsigned::new(&email, req)?;
+    let signature = m.sign_blob(&email, unsigned.to_sign.as_bytes()).await?;
+    Ok(unsigned.finish(&signature))
 }
 
 #[cfg(test)]
@@ -419,3 +608,7 @@ mod tests;
 #[cfg(test)]
 #[path = "gcs_server_tests.rs"]
 mod server_tests;
+
+#[cfg(test)]
+#[path = "gcs_metadata_tests.rs"]
+mod metadata_tests;

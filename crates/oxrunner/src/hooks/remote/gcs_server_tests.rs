@@ -21,12 +21,12 @@ use super::super::{ObjectStore, RemoteCache};
 use super::{GcsStore, Signer, V4Request, encode_path};
 
 #[derive(Default)]
-struct Bucket {
-    public_key: Vec<u8>,
-    objects: Mutex<HashMap<String, Vec<u8>>>,
+pub(super) struct Bucket {
+    pub(super) public_key: Vec<u8>,
+    pub(super) objects: Mutex<HashMap<String, Vec<u8>>>,
     /// Every refusal, with its reason, for the assertions.
-    refused: Mutex<Vec<String>>,
-    content_types: Mutex<Vec<String>>,
+    pub(super) refused: Mutex<Vec<String>>,
+    pub(super) content_types: Mutex<Vec<String>>,
 }
 
 fn decode(text: &str) -> String {
@@ -173,7 +173,7 @@ async fn serve(
     }
 }
 
-async fn start(bucket: Arc<Bucket>) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+pub(super) async fn start(bucket: Arc<Bucket>) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let app = axum::Router::new().fallback(serve).with_state(bucket);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -466,4 +466,35 @@ async fn the_job_side_helpers_push_and_restore_through_gcs_signed_urls() {
     );
     assert_eq!(*bucket.refused.lock().unwrap(), Vec::<String>::new(), "{log}");
     server.abort();
+}
+
+/// GCS checks the signature against the Host the client sent, which is the URL's host, lowercased: a
+/// `UniverseDomain` written in capitals must be signed that way too.
+#[test]
+fn a_mixed_case_universe_domain_signs_the_host_the_request_carries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (email, pem) = super::tests::test_account();
+    let bucket = Bucket {
+        public_key: Signer::new(&email, &pem, "test")
+            .unwrap()
+            .key
+            .public_key()
+            .as_ref()
+            .to_vec(),
+        ..Bucket::default()
+    };
+    let cfg = CacheGcsConfig {
+        credentials_file: Some(account_file(dir.path()).display().to_string()),
+        bucket_name: Some("runner-cache".into()),
+        universe_domain: Some("Example.TEST".into()),
+        ..CacheGcsConfig::default()
+    };
+    let signed = GcsStore::from_config(&cfg, None)
+        .unwrap()
+        .presign_get("o", Duration::from_secs(60));
+    let uri: Uri = signed.url.as_str().parse().unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("host", signed.url.host_str().unwrap().parse().unwrap());
+    assert_eq!(headers["host"], "storage.example.test");
+    check(&bucket, &Method::GET, &uri, &headers).unwrap();
 }

@@ -318,18 +318,231 @@ fn configuration_errors_name_the_key_with_a_hint_and_never_the_key_material() {
 }
 
 #[test]
-fn without_settings_the_application_default_file_is_used_and_else_the_metadata_server_is_refused() {
+fn without_settings_the_application_default_file_is_used_and_else_the_metadata_server() {
     let cfg = config(|g| g.credentials_file = None);
     let gcs = cfg.gcs.as_ref().unwrap();
-    let why = super::signer(gcs, None).unwrap_err();
+    let env = |adc: Option<&str>, host: Option<&str>| super::GoogleEnv {
+        adc: adc.map(str::to_owned),
+        metadata_host: host.map(str::to_owned),
+    };
+    let path = data("test_service_account.not-a-test.json").display().to_string();
+    let signer = super::signer(gcs, &env(Some(&path), None), "googleapis.com").unwrap();
+    assert!(format!("{signer:?}").contains("test-iam-credentials@"));
+    let why = super::signer(
+        gcs,
+        &env(Some("/nonexistent/oxrt-adc.json"), None),
+        "googleapis.com",
+    )
+    .unwrap_err();
+    assert!(why.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{why}");
+
+    // No key anywhere: Google's link-local metadata server, or GCE_METADATA_HOST; IAM in the bucket's universe.
+    let shown = format!(
+        "{:?}",
+        super::signer(gcs, &env(None, None), "example.test").unwrap()
+    );
     assert!(
-        why.contains("metadata server") && why.contains("not supported"),
+        shown.contains("http://169.254.169.254/") && shown.contains("https://iamcredentials.example.test/"),
+        "{shown}"
+    );
+    let shown = format!(
+        "{:?}",
+        super::signer(gcs, &env(None, Some("127.0.0.1:9")), "googleapis.com").unwrap()
+    );
+    assert!(shown.contains("http://127.0.0.1:9/"), "{shown}");
+    let why = super::signer(gcs, &env(None, Some("a/b?c")), "googleapis.com").unwrap_err();
+    assert!(
+        why.contains("GCE_METADATA_HOST") && why.contains("hint:"),
         "{why}"
     );
-    assert!(why.contains("hint: set CredentialsFile"), "{why}");
-    let path = data("test_service_account.not-a-test.json").display().to_string();
-    let signer = super::signer(gcs, Some(&path)).unwrap();
-    assert!(format!("{signer:?}").contains("test-iam-credentials@"));
-    let why = super::signer(gcs, Some("/nonexistent/oxrt-adc.json")).unwrap_err();
-    assert!(why.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{why}");
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let body: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        body.join("\n")
+    )
+}
+
+/// One DER element at the start of `der`: (tag, content, rest).
+fn der_element(der: &[u8]) -> (u8, &[u8], &[u8]) {
+    let (tag, first) = (der[0], der[1]);
+    let (len, start) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        let len = der[2..2 + n]
+            .iter()
+            .fold(0usize, |acc, b| acc << 8 | usize::from(*b));
+        (len, 2 + n)
+    };
+    (tag, &der[start..start + len], &der[start + len..])
+}
+
+/// The test key as PKCS#1 (`RSA PRIVATE KEY`): the octet string inside its PKCS#8 `PrivateKeyInfo`.
+fn test_key_pkcs1() -> String {
+    use rustls_pki_types::pem::PemObject;
+    let (_, pkcs8_pem) = test_account();
+    let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(pkcs8_pem.as_bytes()).unwrap();
+    let (_, info, _) = der_element(der.secret_pkcs8_der());
+    let (_, _version, rest) = der_element(info);
+    let (_, _algorithm, rest) = der_element(rest);
+    let (tag, rsa_key, _) = der_element(rest);
+    assert_eq!(tag, 0x04, "PKCS#8 holds the key in an OCTET STRING");
+    pem("RSA PRIVATE KEY", rsa_key)
+}
+
+/// A fixed upload request: its signed URL is the one Google's own Python library makes. Generated with
+/// google-cloud-storage 3.x (`PYTHONPATH=<site-packages> python3`):
+/// ```text
+/// from google.oauth2 import service_account
+/// from google.cloud.storage import _signing
+/// creds = service_account.Credentials.from_service_account_file(
+///     "crates/oxrunner/tests/data/gcs-v4/test_service_account.not-a-test.json")
+/// print(_signing.generate_signed_url_v4(
+///     creds, "/runner-cache/runner/abcdefghi/project/1/deps",
+///     expiration=3600, api_access_endpoint="https://storage.googleapis.com", method="PUT",
+///     headers={"Content-Type": "application/octet-stream", "X-Goog-Content-Length-Range": "0,1000"},
+///     _request_timestamp="20261207T053000Z"))
+/// ```
+const PYTHON_PUT_URL: &str = "https://storage.googleapis.com/runner-cache/runner/abcdefghi/project/1/deps?\
+    X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=test-iam-credentials%40dummy-project-id.iam.\
+    gserviceaccount.com%2F20261207%2Fauto%2Fstorage%2Fgoog4_request&X-Goog-Date=20261207T053000Z&\
+    X-Goog-Expires=3600&X-Goog-SignedHeaders=content-type%3Bhost%3Bx-goog-content-length-range&X-Goog-Signature=\
+    3338946f8de23302e378ca26369ad3d3d795060c1a87f03b563d2e85f591e1eaec5fadea57d10e043427b04d8f016a261b24074a0128c0ac8\
+    b7088ca994cfdd6e9544344871fcf9b17dd62d2c3bf5b61e043f061a4d8ec4c592af2da1809218bbcc10377e28f6eeaf1bdbbd779ae761ca5\
+    0288a52335c55772370a555b9755066e0805739ab09d80f5385e39cd11df279fe4136b1ed06a426674590c416379cd616d03c3904cdcb9144\
+    4ecf2eea59a5c81e550c3bca4ccb622d60338cf88d2ea2a82ae2493027818506b69a161c63a393dcdfbe28c88b33b26c9e23220976db80e1f\
+    06f6a92050fb4f83dfb0e933f4bb1eabc6bb297827d7201fed86f0dec9b7";
+
+fn fixed_put(signer: &Signer) -> String {
+    let headers = [
+        ("Content-Type".to_owned(), "application/octet-stream".to_owned()),
+        ("X-Goog-Content-Length-Range".to_owned(), "0,1000".to_owned()),
+    ];
+    let path = encode_path(&["runner-cache", "runner/abcdefghi/project/1/deps"]);
+    signer
+        .sign_url(&V4Request {
+            method: "PUT",
+            scheme: "https",
+            host: "storage.googleapis.com",
+            path: &path,
+            headers: &headers,
+            query: &[],
+            timestamp: time::macros::datetime!(2026-12-07 05:30:00 UTC),
+            expires_secs: 3600,
+        })
+        .unwrap()
+}
+
+#[test]
+fn an_upload_url_matches_googles_python_library_with_pkcs8_and_pkcs1_keys() {
+    let (email, pkcs8) = test_account();
+    assert_eq!(
+        fixed_put(&Signer::new(&email, &pkcs8, "test").unwrap()),
+        PYTHON_PUT_URL
+    );
+    let pkcs1 = test_key_pkcs1();
+    assert!(pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    assert_eq!(
+        fixed_put(&Signer::new(&email, &pkcs1, "test").unwrap()),
+        PYTHON_PUT_URL
+    );
+}
+
+#[test]
+fn an_ec_key_is_refused_as_not_an_rsa_key() {
+    use aws_lc_rs::encoding::AsDer;
+    let ec =
+        aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING)
+            .unwrap();
+    let sec1 = pem("EC PRIVATE KEY", ec.private_key().as_der().unwrap().as_ref());
+    let why = Signer::new("a@b", &sec1, "PrivateKey").unwrap_err();
+    assert!(
+        why.contains("from PrivateKey is not an RSA key") && why.contains("hint:"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_mixed_case_universe_domain_is_signed_lowercased_as_the_url_carries_it() {
+    let r = ready(&config(|g| g.universe_domain = Some("Example.TEST".into())));
+    let url = r.store.presign_get("o", std::time::Duration::from_secs(60)).url;
+    assert_eq!(url.host_str(), Some("storage.example.test"));
+    assert!(
+        r.store.describe().ends_with("at https://storage.example.test"),
+        "{}",
+        r.store.describe()
+    );
+}
+
+/// Bad credentials files are refused by what they are, never by quoting what they hold.
+#[test]
+fn credentials_file_errors_never_quote_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = key_fragment();
+    let cases = [
+        ("string.json", format!("\"{secret}\"")),
+        ("type.json", format!("{{\"type\":\"{secret}\"}}")),
+        (
+            "number.json",
+            format!("{{\"type\":\"service_account\",\"client_email\":[\"{secret}\"]}}"),
+        ),
+    ];
+    for (name, content) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let why = broken(&config(|g| g.credentials_file = Some(path.display().to_string())));
+        assert!(!why.contains(&secret), "{name}: {why}");
+        assert!(why.contains("hint:") && why.contains(name), "{name}: {why}");
+    }
+    let why = broken(&config(|g| {
+        g.credentials_file = Some(dir.path().join("string.json").display().to_string())
+    }));
+    assert!(why.contains("line 1, column"), "{why}");
+}
+
+#[test]
+fn a_credentials_file_over_the_limit_is_refused_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.json");
+    // Valid JSON throughout: cut at the limit, it would read as broken JSON instead.
+    let padding = " ".repeat(usize::try_from(super::CREDENTIALS_FILE_LIMIT).unwrap());
+    std::fs::write(&path, format!("{{\"type\":\"service_account\"{padding}}}")).unwrap();
+    let why = broken(&config(|g| g.credentials_file = Some(path.display().to_string())));
+    assert!(
+        why.contains("larger than 1024 KiB") && why.contains("hint:"),
+        "{why}"
+    );
+}
+
+/// A FIFO as CredentialsFile: refused at once, where opening it used to block the thread until a writer came.
+#[test]
+fn a_fifo_as_credentials_file_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("creds.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let cfg = config(|g| g.credentials_file = Some(fifo.display().to_string()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(broken(&cfg));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(why) => assert!(
+            why.contains("is not a regular file") && why.contains("hint:"),
+            "{why}"
+        ),
+        Err(_) => {
+            // Unblock the stuck reader so the test process can end.
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+            panic!("reading a FIFO as CredentialsFile blocked for 30 s");
+        }
+    }
 }

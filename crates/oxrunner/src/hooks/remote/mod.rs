@@ -10,6 +10,7 @@
 pub(crate) mod azure;
 pub(crate) mod flow;
 pub(crate) mod gcs;
+pub(crate) mod gcs_metadata;
 pub(crate) mod multipart;
 pub(crate) mod parts;
 pub(crate) mod s3;

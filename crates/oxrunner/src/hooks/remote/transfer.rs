@@ -97,7 +97,7 @@ pub(super) async fn status_failure(resp: reqwest::Response, shown: &str, store: 
     let hint = if status == reqwest::StatusCode::BAD_REQUEST && wrong_region {
         "\nhint: the request was signed for another region than the bucket's; set [runners.cache.s3] \
          BucketLocation to the bucket's region (e.g. \"eu-central-1\")"
-    } else if status == reqwest::StatusCode::FORBIDDEN && store.starts_with("GCS ") {
+    } else if status == reqwest::StatusCode::FORBIDDEN && store.starts_with(super::gcs::DESCRIBE_PREFIX) {
         super::gcs::FORBIDDEN_HINT
     } else if status == reqwest::StatusCode::FORBIDDEN {
         super::azure::refused_hint(store)
