@@ -85,13 +85,8 @@ pub const FLAGS: &[FeatureFlag] = &[
         Ignored("the project directory is not removed after the job yet"),
     ),
     flag("FF_KUBERNETES_HONOR_ENTRYPOINT", false, K8S),
-    flag(
-        "FF_POSIXLY_CORRECT_ESCAPES",
-        false,
-        Ignored(
-            "command echoes always use POSIX single quotes (printf), which print the same text either way",
-        ),
-    ),
+    // Selects the quoting of values and the eval'd body (`script/escape.rs`).
+    flag("FF_POSIXLY_CORRECT_ESCAPES", false, Honoured),
     flag(
         "FF_RESOLVE_FULL_TLS_CHAIN",
         false,
