@@ -176,11 +176,8 @@ pub const FLAGS: &[FeatureFlag] = &[
         false,
         Ignored("job environments cannot be suspended"),
     ),
-    flag(
-        "FF_USE_NATIVE_CONTAINER_STOP",
-        false,
-        Ignored("a cancelled container's processes are always signalled by the runner"),
-    ),
+    // How the Docker executor stops a cancelled stage (`oxrunner-docker/src/stop.rs`).
+    flag("FF_USE_NATIVE_CONTAINER_STOP", false, Honoured),
 ];
 
 /// How long to wait before retry number `retry` (0 for the first retry) of a stage with attempts
