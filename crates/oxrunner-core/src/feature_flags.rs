@@ -106,11 +106,8 @@ pub const FLAGS: &[FeatureFlag] = &[
         true,
         Ignored("git bundle URIs are not used"),
     ),
-    flag(
-        "FF_USE_GIT_NATIVE_CLONE",
-        false,
-        Ignored("sources are always fetched with init + fetch"),
-    ),
+    // `git clone` for GIT_STRATEGY=clone where git allows it (`script/git_clone.rs`).
+    flag("FF_USE_GIT_NATIVE_CLONE", false, Honoured),
     flag("FF_USE_DUMB_INIT_WITH_KUBERNETES_EXECUTOR", false, K8S),
     flag("FF_USE_INIT_WITH_DOCKER_EXECUTOR", false, Honoured),
     flag("FF_LOG_IMAGES_CONFIGURED_FOR_JOB", false, Honoured),

@@ -10,6 +10,7 @@ pub mod words {
     pub use super::bash::{notice, print_line, quote, quote_path, warning};
 }
 pub mod git;
+mod git_clone;
 
 use std::fmt::Write as _;
 use std::path::Path;

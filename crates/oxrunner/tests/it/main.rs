@@ -21,6 +21,7 @@ mod doctor_s3;
 mod doctor_tls;
 mod e2e_daemon;
 mod e2e_feature_flags;
+mod e2e_native_clone;
 mod e2e_procs;
 mod e2e_register;
 mod e2e_settings;
