@@ -210,7 +210,10 @@ impl FakeGitlab {
                     .map_err(bind_err)?
                     .handle(handle.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = server.serve(app.into_make_service()).await {
+                    if let Err(e) = server
+                        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                        .await
+                    {
                         tracing::error!(error = %e, "fake GitLab server stopped");
                     }
                 })
@@ -220,7 +223,10 @@ impl FakeGitlab {
                     .map_err(bind_err)?
                     .handle(handle.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = server.serve(app.into_make_service()).await {
+                    if let Err(e) = server
+                        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                        .await
+                    {
                         tracing::error!(error = %e, "fake GitLab server stopped");
                     }
                 })
@@ -317,6 +323,12 @@ impl FakeGitlab {
     /// Every request seen so far (admin requests excluded).
     pub fn requests(&self) -> Vec<RequestLog> {
         ops::requests(&self.shared)
+    }
+
+    /// How many TCP connections the requests so far came over (distinct client addresses).
+    pub fn connections(&self) -> usize {
+        let peers: std::collections::HashSet<_> = self.requests().iter().filter_map(|r| r.peer).collect();
+        peers.len()
     }
 }
 

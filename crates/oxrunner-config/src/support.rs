@@ -45,11 +45,7 @@ pub const KEYS: &[(&str, &str, Support)] = &[
         "sentry_dsn",
         Warned("error reporting to Sentry is not supported"),
     ),
-    (
-        ".",
-        "connection_max_age",
-        Warned("connections to GitLab are closed after 90 s idle; a maximum age is not supported"),
-    ),
+    (".", "connection_max_age", Acted),
     (
         ".",
         "machine",

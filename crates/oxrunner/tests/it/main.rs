@@ -19,6 +19,7 @@ mod docs_commands;
 mod doctor;
 mod doctor_s3;
 mod doctor_tls;
+mod e2e_connection_age;
 mod e2e_daemon;
 mod e2e_feature_flags;
 mod e2e_native_clone;
