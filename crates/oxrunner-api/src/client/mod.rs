@@ -2,6 +2,7 @@
 //! sibling modules, the retry layer in `transport`.
 
 mod artifacts;
+mod header_wait;
 mod jobs;
 mod pool;
 pub mod probe;
