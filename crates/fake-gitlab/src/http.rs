@@ -85,6 +85,10 @@ pub(crate) async fn log_layer(State(shared): State<Arc<Shared>>, req: Request, n
         return next.run(req).await;
     }
     let method = req.method().to_string();
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
     let headers = req
         .headers()
         .iter()
@@ -108,6 +112,7 @@ pub(crate) async fn log_layer(State(shared): State<Arc<Shared>>, req: Request, n
         path: redact_query(&path),
         headers,
         status: resp.status().as_u16(),
+        peer,
     });
     resp
 }

@@ -27,6 +27,7 @@ mod error;
 mod faults;
 mod git;
 mod http;
+mod mtls;
 mod ops;
 mod payload;
 mod records;
@@ -57,6 +58,8 @@ use state::{Inner, Shared};
 pub struct FakeOptions {
     /// Serve HTTPS with this certificate (the URL then uses `localhost`).
     pub tls: Option<TlsMaterial>,
+    /// With `tls`: require a client certificate issued by this CA (PEM), as a proxy in front of GitLab can.
+    pub client_ca: Option<String>,
     /// Workhorse long-poll duration for `jobs/request` (GitLab's default is 50 s). Zero turns
     /// long polling off, like `-apiCiLongPollingDuration 0`.
     pub long_poll: Duration,
@@ -82,6 +85,7 @@ impl Default for FakeOptions {
     fn default() -> Self {
         FakeOptions {
             tls: None,
+            client_ca: None,
             long_poll: Duration::from_secs(50),
             max_artifact_size: None,
             trace_update_interval: 3,
@@ -200,17 +204,25 @@ impl FakeGitlab {
         };
         let task = match &opts.tls {
             Some(tls) => {
-                let config = axum_server::tls_rustls::RustlsConfig::from_pem(
-                    tls.cert_pem.clone().into_bytes(),
-                    tls.key_pem.clone().into_bytes(),
-                )
-                .await
-                .map_err(|source| FakeError::Tls { source })?;
+                let config = match &opts.client_ca {
+                    Some(ca) => {
+                        axum_server::tls_rustls::RustlsConfig::from_config(mtls::server_config(tls, ca)?)
+                    }
+                    None => axum_server::tls_rustls::RustlsConfig::from_pem(
+                        tls.cert_pem.clone().into_bytes(),
+                        tls.key_pem.clone().into_bytes(),
+                    )
+                    .await
+                    .map_err(|source| FakeError::Tls { source })?,
+                };
                 let server = axum_server::from_tcp_rustls(listener, config)
                     .map_err(bind_err)?
                     .handle(handle.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = server.serve(app.into_make_service()).await {
+                    if let Err(e) = server
+                        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                        .await
+                    {
                         tracing::error!(error = %e, "fake GitLab server stopped");
                     }
                 })
@@ -220,7 +232,10 @@ impl FakeGitlab {
                     .map_err(bind_err)?
                     .handle(handle.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = server.serve(app.into_make_service()).await {
+                    if let Err(e) = server
+                        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                        .await
+                    {
                         tracing::error!(error = %e, "fake GitLab server stopped");
                     }
                 })
@@ -317,6 +332,12 @@ impl FakeGitlab {
     /// Every request seen so far (admin requests excluded).
     pub fn requests(&self) -> Vec<RequestLog> {
         ops::requests(&self.shared)
+    }
+
+    /// How many TCP connections the requests so far came over (distinct client addresses).
+    pub fn connections(&self) -> usize {
+        let peers: std::collections::HashSet<_> = self.requests().iter().filter_map(|r| r.peer).collect();
+        peers.len()
     }
 }
 

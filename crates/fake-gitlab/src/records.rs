@@ -184,6 +184,8 @@ pub struct RequestLog {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub status: u16,
+    /// The client's address: one per TCP connection (tests count connections with it).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl RequestLog {

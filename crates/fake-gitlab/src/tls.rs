@@ -56,6 +56,8 @@ pub struct TestPki {
     pub ca_pem: String,
     /// Server certificate (leaf, followed by nothing else) and key for [`crate::FakeOptions::tls`].
     pub server: TlsMaterial,
+    /// A client certificate signed by the same CA (for [`crate::FakeOptions::client_ca`]).
+    pub client: TlsMaterial,
 }
 
 impl TestPki {
@@ -84,11 +86,23 @@ impl TestPki {
             .distinguished_name
             .push(DnType::CommonName, "localhost");
         let leaf = leaf_params.signed_by(&leaf_key, &issuer)?;
+
+        let client_key = KeyPair::generate()?;
+        let mut client_params = CertificateParams::new(Vec::<String>::new())?;
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, "fake-gitlab test client");
+        client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client = client_params.signed_by(&client_key, &issuer)?;
         Ok(TestPki {
             ca_pem: ca_cert.pem(),
             server: TlsMaterial {
                 cert_pem: leaf.pem(),
                 key_pem: leaf_key.serialize_pem(),
+            },
+            client: TlsMaterial {
+                cert_pem: client.pem(),
+                key_pem: client_key.serialize_pem(),
             },
         })
     }

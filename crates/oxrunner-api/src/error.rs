@@ -46,6 +46,16 @@ pub enum ApiError {
         /// Request URL with credentials removed.
         url_redacted: String,
     },
+    /// An artifact upload was written in full, but the server sent no response headers in time.
+    #[error(
+        "{url_redacted} sent no response headers within {limit_s}s after the upload was written\nhint: raise [runners.artifact] response_header_timeout in config.toml if GitLab (or a proxy in front of it) takes this long to store large artifacts"
+    )]
+    NoResponseHeaders {
+        /// Request URL with credentials removed.
+        url_redacted: String,
+        /// The configured wait, in seconds.
+        limit_s: f64,
+    },
     /// Any other transport failure (connection reset, malformed response, ...).
     #[error("request to {url_redacted} failed: {detail}")]
     Transport {

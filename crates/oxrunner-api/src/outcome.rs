@@ -119,6 +119,9 @@ pub struct ArtifactUpload {
     pub expire_in: Option<String>,
     /// `[runners.artifact] upload_timeout`: bounds each upload request (None = the client's transfer timeout).
     pub timeout: Option<std::time::Duration>,
+    /// `[runners.artifact] response_header_timeout`: how long to wait for the answer once the upload is written
+    /// (None = no limit).
+    pub response_header_timeout: Option<std::time::Duration>,
 }
 
 impl Default for ArtifactUpload {
@@ -129,6 +132,7 @@ impl Default for ArtifactUpload {
             artifact_type: "archive".to_string(),
             expire_in: None,
             timeout: None,
+            response_header_timeout: None,
         }
     }
 }

@@ -43,11 +43,7 @@ pub const KEYS: &[(&str, &str, Support)] = &[
         "sentry_dsn",
         Warned("error reporting to Sentry is not supported"),
     ),
-    (
-        ".",
-        "connection_max_age",
-        Warned("connections to GitLab are closed after 90 s idle; a maximum age is not supported"),
-    ),
+    (".", "connection_max_age", Acted),
     (
         ".",
         "machine",
@@ -130,11 +126,7 @@ pub const KEYS: &[(&str, &str, Support)] = &[
     ),
     ("runners.custom_build_dir", "enabled", Acted),
     ("runners.artifact", "upload_timeout", Acted),
-    (
-        "runners.artifact",
-        "response_header_timeout",
-        Warned("artifact uploads are bounded by the runner's own transfer timeout"),
-    ),
+    ("runners.artifact", "response_header_timeout", Acted),
     ("runners.experimental", ALL, Inert("runners.experimental")),
     ("runners.monitoring", ALL, Inert("runners.monitoring")),
     ("runners.referees", ALL, Inert("runners.referees")),

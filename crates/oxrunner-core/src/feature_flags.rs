@@ -85,13 +85,8 @@ pub const FLAGS: &[FeatureFlag] = &[
         Ignored("the project directory is not removed after the job yet"),
     ),
     flag("FF_KUBERNETES_HONOR_ENTRYPOINT", false, K8S),
-    flag(
-        "FF_POSIXLY_CORRECT_ESCAPES",
-        false,
-        Ignored(
-            "command echoes always use POSIX single quotes (printf), which print the same text either way",
-        ),
-    ),
+    // Selects the quoting of values and the eval'd body (`script/escape.rs`).
+    flag("FF_POSIXLY_CORRECT_ESCAPES", false, Honoured),
     flag(
         "FF_RESOLVE_FULL_TLS_CHAIN",
         false,
@@ -111,11 +106,8 @@ pub const FLAGS: &[FeatureFlag] = &[
         true,
         Ignored("git bundle URIs are not used"),
     ),
-    flag(
-        "FF_USE_GIT_NATIVE_CLONE",
-        false,
-        Ignored("sources are always fetched with init + fetch"),
-    ),
+    // `git clone` for GIT_STRATEGY=clone where git allows it (`script/git_clone.rs`).
+    flag("FF_USE_GIT_NATIVE_CLONE", false, Honoured),
     flag("FF_USE_DUMB_INIT_WITH_KUBERNETES_EXECUTOR", false, K8S),
     flag("FF_USE_INIT_WITH_DOCKER_EXECUTOR", false, Honoured),
     flag("FF_LOG_IMAGES_CONFIGURED_FOR_JOB", false, Honoured),
@@ -181,11 +173,8 @@ pub const FLAGS: &[FeatureFlag] = &[
         false,
         Ignored("job environments cannot be suspended"),
     ),
-    flag(
-        "FF_USE_NATIVE_CONTAINER_STOP",
-        false,
-        Ignored("a cancelled container's processes are always signalled by the runner"),
-    ),
+    // How the Docker executor stops a cancelled stage (`oxrunner-docker/src/stop.rs`).
+    flag("FF_USE_NATIVE_CONTAINER_STOP", false, Honoured),
 ];
 
 /// How long to wait before retry number `retry` (0 for the first retry) of a stage with attempts

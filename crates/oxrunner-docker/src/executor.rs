@@ -48,6 +48,8 @@ pub struct DockerExecutor {
     user: Option<String>,
     /// The configured soft `nofile` limit, which each stage's shell sets again (see `run::stage_command`).
     nofile_soft: Option<i64>,
+    /// `FF_USE_NATIVE_CONTAINER_STOP`, read at prepare.
+    stop: crate::stop::StopMode,
     services: Vec<String>,
     volumes: Vec<String>,
     networks: Vec<String>,
@@ -91,6 +93,7 @@ impl DockerExecutor {
             running: false,
             user: None,
             nofile_soft: None,
+            stop: crate::stop::StopMode::default(),
             services: Vec::new(),
             volumes: Vec::new(),
             networks: Vec::new(),
@@ -280,6 +283,10 @@ impl DockerExecutor {
         trace.info(&format!("Using Docker executor with image {image} ..."));
         let docker = endpoint.connect().await?;
         self.docker = Some(docker.clone());
+        self.stop = crate::stop::StopMode::from_flag(feature_flags::is_on(
+            &plan.variables,
+            "FF_USE_NATIVE_CONTAINER_STOP",
+        ));
 
         let job_policies = plan
             .image
@@ -627,6 +634,7 @@ impl Executor for DockerExecutor {
             let how = run::StageExec {
                 user: self.user.as_deref(),
                 nofile_soft: self.nofile_soft,
+                stop: self.stop,
             };
             run::run_stage(docker, container, how, &mut self.running, &cmd, trace, cancel)
                 .await

@@ -40,6 +40,7 @@ mod run;
 pub mod services;
 pub mod settings;
 mod shortcuts;
+mod stop;
 mod terminal;
 
 pub use archive::Permissions;

@@ -21,6 +21,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::DockerError;
 use crate::health;
+use crate::stop::{self, StopMode};
 
 /// The container command: exec the first shell found, preferring bash (scripts use bash features when present)
 /// and falling back to POSIX sh and busybox. The job container runs it on a terminal nobody writes to, so it
@@ -33,16 +34,21 @@ pub const DETECT_SHELL: &str = "for s in /usr/local/bin/bash /usr/bin/bash /bin/
 /// have nothing else. Field 4 after the command name in `/proc/<pid>/stat` is the session id; zombies are already
 /// dead.
 ///
+/// The wrapper outlives a SIGTERM the runner sends to every process on cancel (`stop.rs`): the trap only notes it,
+/// and after a cancel the wrapper leaves the remaining processes alone, so that a job's own SIGTERM trap can still
+/// finish writing to the log; the runner kills the container once the stage has ended. The trap is a handler, not
+/// an ignore, so the job's shell starts with SIGTERM at its default.
+///
 /// Why `exec 2>&1`: the engine reads an exec's stdout and stderr from two pipes, each copied on its own, so lines
 /// the job wrote alternately to the two reach the log out of order. With one pipe for both, as the shell executor
 /// has, the log keeps the order of the job's writes. (gitlab-runner copies both streams into the trace too, with
 /// the same loss of order.)
 const STAGE_SHELL: &str = concat!(
-    "exec 2>&1; ",
+    "exec 2>&1; oxr_term=; trap oxr_term=1 TERM; ",
     "for s in /usr/local/bin/bash /usr/bin/bash /bin/bash /usr/local/bin/sh /usr/bin/sh /bin/sh /busybox/sh; ",
     "do [ -x \"$s\" ] && break; s=; done; ",
     "if [ -z \"$s\" ]; then echo 'oxrunner: no shell (bash or sh) found in the image' >&2; exit 1; fi; ",
-    "\"$s\"; rc=$?; ",
+    "\"$s\"; rc=$?; [ -n \"$oxr_term\" ] && exit $rc; ",
     "read -r me < /proc/$$/stat && set -- ${me##*)} && [ \"$4\" = $$ ] || exit $rc; ",
     "n=0; while [ $n -lt 50 ]; do n=$((n+1)); k=; ",
     "for d in /proc/[0-9]*; do p=${d#/proc/}; [ \"$p\" = $$ ] && continue; ",
@@ -58,6 +64,8 @@ pub struct StageExec<'a> {
     pub user: Option<&'a str>,
     /// The configured soft limit of `ulimit = {nofile = "soft:hard"}`.
     pub nofile_soft: Option<i64>,
+    /// How the stage is stopped on cancel.
+    pub stop: StopMode,
 }
 
 /// The command of a stage's exec: [`STAGE_SHELL`], after setting the configured soft `nofile` limit again.
@@ -147,7 +155,7 @@ fn stdin_payload(cmd: &StageCommand) -> Vec<u8> {
 }
 
 /// Kills the job container and returns once the engine has it stopped, so nothing of the stage runs any more.
-async fn kill(docker: &Docker, container: &str) {
+pub(crate) async fn kill(docker: &Docker, container: &str) {
     let opts = KillContainerOptions {
         signal: "KILL".to_owned(),
     };
@@ -300,7 +308,7 @@ pub async fn run_stage(
         let _ = input.shutdown().await;
     });
 
-    let mut canceled = false;
+    let mut stopping = None;
     let mut no_daemon = Scanner::new(NO_DAEMON);
     loop {
         tokio::select! {
@@ -316,14 +324,17 @@ pub async fn run_stage(
                 }
                 None => break,
             },
-            _ = cancel.cancelled(), if !canceled => {
-                canceled = true;
-                kill(docker, container).await;
-                *running = false;
+            _ = cancel.cancelled(), if stopping.is_none() => {
+                stopping = Some(stop::begin(docker, container, how.stop));
             }
         }
     }
     feeder.abort();
+    let canceled = stopping.is_some();
+    if let Some(stopping) = stopping {
+        stop::finish(docker, container, how.stop, stopping).await;
+        *running = false;
+    }
     trace.flush();
     let code = if canceled {
         None

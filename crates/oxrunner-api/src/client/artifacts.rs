@@ -7,6 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::io::AsyncWriteExt;
 
 use super::Client;
+use super::header_wait::HeaderWait;
 use super::transport::{JOB_TOKEN, backoff, error_message, header_str, status_error};
 use crate::error::ApiError;
 use crate::outcome::ArtifactUpload;
@@ -44,38 +45,40 @@ impl Client {
         let mut base = self.inner.base.clone();
         let mut tries = 0u32;
         let mut redirects = 0u32;
+        let wait = HeaderWait::new(opts.response_header_timeout);
         loop {
             tries += 1;
             let url = upload_url(&base, job_id, opts)?;
             let shown = redact_url(url.as_str());
-            let sent = self
-                .send_transfer(&url, |http| {
-                    let url = url.clone();
-                    let path = file.to_path_buf();
-                    let filename = opts.filename.clone();
-                    let token = job_token.to_string();
-                    let timeout = opts.timeout;
-                    async move {
-                        // Open per attempt: a retry must stream the archive from the start.
-                        let f = tokio::fs::File::open(&path)
-                            .await
-                            .map_err(io_err("cannot open artifact archive", &path))?;
-                        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f));
-                        let part = reqwest::multipart::Part::stream(body)
-                            .file_name(filename)
-                            .mime_str("application/octet-stream")
-                            .map_err(|e| ApiError::ClientSetup {
-                                detail: e.to_string(),
-                            })?;
-                        let form = reqwest::multipart::Form::new().part("file", part);
-                        let req = http.post(url).header(JOB_TOKEN, token).multipart(form);
-                        Ok(match timeout {
-                            Some(t) => req.timeout(t),
-                            None => req,
-                        })
-                    }
-                })
-                .await;
+            let send = self.send_transfer(&url, |http| {
+                let url = url.clone();
+                let path = file.to_path_buf();
+                let filename = opts.filename.clone();
+                let token = job_token.to_string();
+                let timeout = opts.timeout;
+                let body_end = wait.attempt();
+                async move {
+                    // Open per attempt: a retry must stream the archive from the start.
+                    let f = tokio::fs::File::open(&path)
+                        .await
+                        .map_err(io_err("cannot open artifact archive", &path))?;
+                    let body =
+                        reqwest::Body::wrap_stream(body_end.wrap(tokio_util::io::ReaderStream::new(f)));
+                    let part = reqwest::multipart::Part::stream(body)
+                        .file_name(filename)
+                        .mime_str("application/octet-stream")
+                        .map_err(|e| ApiError::ClientSetup {
+                            detail: e.to_string(),
+                        })?;
+                    let form = reqwest::multipart::Form::new().part("file", part);
+                    let req = http.post(url).header(JOB_TOKEN, token).multipart(form);
+                    Ok(match timeout {
+                        Some(t) => req.timeout(t),
+                        None => req,
+                    })
+                }
+            });
+            let sent = wait.bound(&shown, send).await;
             let (retryable, err) = match sent {
                 Ok(resp) => match resp.status().as_u16() {
                     201 => return Ok(()),
@@ -308,6 +311,7 @@ mod tests {
             artifact_type: "archive".into(),
             expire_in: Some("7 days".into()),
             timeout: None,
+            response_header_timeout: None,
         };
         let got = base
             .and_then(|b| upload_url(&b, 5, &opts).ok())

@@ -2,7 +2,9 @@
 //! sibling modules, the retry layer in `transport`.
 
 mod artifacts;
+mod header_wait;
 mod jobs;
+mod pool;
 pub mod probe;
 mod runners;
 mod tls;
@@ -75,9 +77,11 @@ pub struct Client {
 
 struct Inner {
     /// API calls: long-poll friendly read timeout.
-    http: reqwest::Client,
+    http: pool::AgedClient,
     /// Artifact transfers: same TLS setup, no read timeout.
-    transfer: reqwest::Client,
+    transfer: pool::AgedClient,
+    /// `connection_max_age`; `None` keeps connections as long as they are reused (until set by the daemon).
+    max_age: Mutex<Option<Duration>>,
     /// `<gitlab>/api/v4/`, always with a trailing slash so `join` appends.
     base: url::Url,
     base_str: String,
@@ -149,9 +153,10 @@ impl Client {
         // One rustls configuration for both clients, so every request to GitLab (API calls,
         // artifact transfers) verifies the server the same way.
         let tls_config = tls::client_config(trust.as_ref(), identity)?;
-        let build = |read_timeout: Option<Duration>| -> Result<reqwest::Client, ApiError> {
+        let agent = user_agent.clone();
+        let build = move |read_timeout: Option<Duration>| -> Result<reqwest::Client, ApiError> {
             let mut builder = reqwest::Client::builder()
-                .user_agent(user_agent.clone())
+                .user_agent(agent.clone())
                 .connect_timeout(CONNECT_TIMEOUT)
                 .timeout(TOTAL_TIMEOUT)
                 .tcp_keepalive(Duration::from_secs(30))
@@ -168,15 +173,21 @@ impl Client {
                 detail: crate::error::chain_text(&e),
             })
         };
-        let http = build(Some(READ_TIMEOUT))?;
+        let build = Arc::new(build);
+        let make = |read_timeout: Option<Duration>| {
+            let build = Arc::clone(&build);
+            pool::AgedClient::new(Arc::new(move || build(read_timeout)))
+        };
+        let http = make(Some(READ_TIMEOUT))?;
         // reqwest's read timeout also runs while the request body is being written, so a long
         // artifact upload would hit it; transfers rely on the overall timeout instead.
-        let transfer = build(None)?;
+        let transfer = make(None)?;
         let base_str = base.to_string();
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
                 transfer,
+                max_age: Mutex::new(None),
                 base,
                 base_str,
                 ca_chain_pem,
@@ -206,6 +217,35 @@ impl Client {
     /// The `User-Agent` sent with every request.
     pub fn user_agent(&self) -> &str {
         &self.inner.user_agent
+    }
+
+    /// gitlab-runner's `connection_max_age` for this client and its clones: a request made once this age has
+    /// passed since the connections were opened goes over new ones. `None` (or zero, as upstream) never renews them.
+    pub fn set_connection_max_age(&self, age: Option<Duration>) {
+        let mut g = self
+            .inner
+            .max_age
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *g = age.filter(|a| !a.is_zero());
+    }
+
+    fn max_age(&self) -> Option<Duration> {
+        *self
+            .inner
+            .max_age
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The API client for the next request.
+    pub(crate) fn http(&self) -> reqwest::Client {
+        self.inner.http.get(self.max_age())
+    }
+
+    /// The transfer client for the next request.
+    pub(crate) fn transfer(&self) -> reqwest::Client {
+        self.inner.transfer.get(self.max_age())
     }
 
     /// Reports every request of this client and its clones to `observer`; the first one installed stays.

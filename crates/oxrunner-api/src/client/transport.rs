@@ -42,7 +42,7 @@ impl Client {
         F: FnMut(reqwest::Client) -> Fut,
         Fut: Future<Output = Result<reqwest::RequestBuilder, ApiError>>,
     {
-        self.send_via(&self.inner.http, url, build).await
+        self.send_via(&self.http(), url, build).await
     }
 
     /// [`Client::send`] on the transfer client (no read timeout), for artifact bodies.
@@ -55,7 +55,7 @@ impl Client {
         F: FnMut(reqwest::Client) -> Fut,
         Fut: Future<Output = Result<reqwest::RequestBuilder, ApiError>>,
     {
-        self.send_via(&self.inner.transfer, url, build).await
+        self.send_via(&self.transfer(), url, build).await
     }
 
     async fn send_via<F, Fut>(

@@ -26,6 +26,7 @@ async fn upload_is_multipart_with_query_params() {
         artifact_type: "archive".into(),
         expire_in: Some("7d".into()),
         timeout: None,
+        response_header_timeout: None,
     };
     srv.client()
         .upload_artifacts(42, "job-tok", &file, &opts)

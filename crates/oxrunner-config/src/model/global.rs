@@ -102,14 +102,16 @@ impl Config {
         positive_secs(self.shutdown_timeout).unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT)
     }
 
-    /// Idle-connection age limit; 15 min when unset or unparsable (load already rejected
-    /// unparsable values, so the fallback only covers hand-built configs).
-    pub fn connection_max_age(&self) -> Duration {
-        self.connection_max_age
+    /// How long connections to GitLab may be kept: 15 min when unset or unparsable (load already rejected
+    /// unparsable values, so the fallback only covers hand-built configs); `None` for zero, which upstream
+    /// takes as "no limit".
+    pub fn connection_max_age(&self) -> Option<Duration> {
+        let age = self
+            .connection_max_age
             .as_deref()
             .and_then(|s| parse_go_duration(s).ok())
-            .filter(|d| !d.is_zero())
-            .unwrap_or(DEFAULT_CONNECTION_MAX_AGE)
+            .unwrap_or(DEFAULT_CONNECTION_MAX_AGE);
+        (!age.is_zero()).then_some(age)
     }
 
     /// Session timeout of the web terminal server in seconds (1800 by default).

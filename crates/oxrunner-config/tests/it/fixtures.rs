@@ -61,7 +61,7 @@ fn global_keys_and_defaults() {
     assert_eq!(c.concurrent, 3);
     assert_eq!(c.check_interval().as_secs(), 1);
     assert_eq!(c.log_level.as_deref(), Some("debug"));
-    assert_eq!(c.connection_max_age().as_secs(), 900);
+    assert_eq!(c.connection_max_age(), Some(std::time::Duration::from_secs(900)));
     assert_eq!(c.shutdown_timeout().as_secs(), 30);
     assert_eq!(c.session_server.as_ref().unwrap().session_timeout, 1800);
     let r = &c.runners[0];

@@ -66,14 +66,16 @@ impl SourceHooks {
             ca_file_path: None,
             client_cert_paths: None,
         };
+        let quoting = scripts.quoting();
         let script = |body: String| {
             wrap(
                 &format!(
                     "{}{GIT_PROMPTS_OFF}{body}",
-                    exports(scripts.vars, scripts.tmp_dir)
+                    exports(scripts.vars, scripts.tmp_dir, quoting)
                 ),
                 scripts.xtrace,
                 crate::feature_flags::is_on(scripts.vars, "FF_USE_LEGACY_BASH_EVAL"),
+                quoting,
             )
         };
         Self {

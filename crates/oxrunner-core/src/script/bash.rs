@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::escape::Quoting;
 use crate::variables::Variables;
 
 /// Name of the env file that `GITLAB_ENV` points to (inside the temp dir).
@@ -58,7 +59,7 @@ pub fn file_var_path(tmp_dir: &Path, key: &str) -> String {
 /// Exports every variable in order (file variables are written to `<tmp>/<KEY>` first), then `GITLAB_ENV`.
 ///
 /// The values end up only in the script text the shell reads on stdin, never on a command line.
-pub fn exports(vars: &Variables, tmp_dir: &Path) -> String {
+pub fn exports(vars: &Variables, tmp_dir: &Path, quoting: Quoting) -> String {
     let mut out = String::new();
     // `[` is a builtin: an existing tmp dir (every stage after the first, or one the executor made) costs no
     // `mkdir` process.
@@ -70,10 +71,10 @@ pub fn exports(vars: &Variables, tmp_dir: &Path) -> String {
         }
         if v.file {
             let path = file_var_path(tmp_dir, &v.key);
-            let _ = writeln!(out, "printf '%s' {} > {}", quote(&v.value), quote(&path));
+            let _ = writeln!(out, "printf '%s' {} > {}", quoting.word(&v.value), quote(&path));
             let _ = writeln!(out, "export {}={}", v.key, quote(&path));
         } else {
-            let _ = writeln!(out, "export {}={}", v.key, quote(&v.value));
+            let _ = writeln!(out, "export {}={}", v.key, quoting.word(&v.value));
         }
     }
     let env_file = tmp_dir.join(ENV_FILE);
@@ -153,8 +154,9 @@ pub fn commands(lines: &[String]) -> String {
 /// `eval` in a subshell whose stdin is `/dev/null` (so commands cannot eat the rest of the script, which the
 /// shell itself reads from stdin), and `exit 0`.
 ///
-/// `legacy_eval` (`FF_USE_LEGACY_BASH_EVAL`) restores gitlab-runner's older `: | eval '...'` form.
-pub fn wrap(body: &str, xtrace: bool, legacy_eval: bool) -> String {
+/// `legacy_eval` (`FF_USE_LEGACY_BASH_EVAL`) restores gitlab-runner's older `: | eval '...'` form; `quoting`
+/// is the form the body is quoted in.
+pub fn wrap(body: &str, xtrace: bool, legacy_eval: bool, quoting: Quoting) -> String {
     let mut out = String::new();
     out.push_str("trap 'exit 1' TERM\n");
     // dash has no pipefail; probing in a subshell keeps `sh` from exiting on the unknown option.
@@ -165,9 +167,13 @@ pub fn wrap(body: &str, xtrace: bool, legacy_eval: bool) -> String {
         out.push_str("set -o xtrace\n");
     }
     if legacy_eval {
-        let _ = writeln!(out, ": | eval {}", quote(body));
+        let _ = writeln!(out, ": | eval {}", quoting.word(body));
     } else {
-        let _ = writeln!(out, "(trap 'exit 1' TERM; eval {}) < /dev/null", quote(body));
+        let _ = writeln!(
+            out,
+            "(trap 'exit 1' TERM; eval {}) < /dev/null",
+            quoting.word(body)
+        );
     }
     out.push_str("exit 0\n");
     out

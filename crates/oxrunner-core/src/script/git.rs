@@ -30,6 +30,10 @@ pub struct GitSettings {
     pub clean_flags: Option<String>,
     /// Extra `git fetch` flags.
     pub fetch_extra_flags: String,
+    /// `FF_USE_GIT_NATIVE_CLONE`: `GIT_STRATEGY=clone` runs `git clone` where git is new enough.
+    pub native_clone: bool,
+    /// Extra `git clone` flags (`GIT_CLONE_EXTRA_FLAGS`, used by the native clone only, as upstream).
+    pub clone_extra_flags: String,
     /// Submodule strategy.
     pub submodule_strategy: SubmoduleStrategy,
     /// Submodule depth.
@@ -86,6 +90,8 @@ impl GitSettings {
             .filter(|v| !v.is_empty())
             .unwrap_or(&src.fetch_extra_flags)
             .to_owned();
+        let native_clone = crate::feature_flags::is_on(vars, "FF_USE_GIT_NATIVE_CLONE");
+        let clone_extra_flags = vars.value("GIT_CLONE_EXTRA_FLAGS").unwrap_or_default().to_owned();
         let mut submodule_strategy = src.submodule_strategy;
         if let Some(v) = vars.value("GIT_SUBMODULE_STRATEGY").filter(|v| !v.is_empty()) {
             match SubmoduleStrategy::parse(v) {
@@ -124,6 +130,8 @@ impl GitSettings {
             checkout,
             clean_flags,
             fetch_extra_flags,
+            native_clone,
+            clone_extra_flags,
             submodule_strategy,
             submodule_depth,
             submodule_paths,
@@ -225,7 +233,7 @@ fn credential_config(with_creds: &Secret, base: &str, job_token: &str) -> String
     }
 }
 
-fn git_config_string(s: &str) -> String {
+pub(super) fn git_config_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
@@ -242,7 +250,7 @@ fn regex_literal(s: &str) -> String {
     out
 }
 
-fn words(flags: &str) -> String {
+pub(super) fn words(flags: &str) -> String {
     flags.split_whitespace().map(quote).collect::<Vec<_>>().join(" ")
 }
 
@@ -339,21 +347,38 @@ impl SourcesScript<'_> {
     fn fetch(&self, out: &mut String) {
         let s = self.settings;
         let dir = quote_path(self.project_dir);
-        let template = self.tmp_dir.join(TEMPLATE_DIR);
-        let ext = self.tmp_dir.join(EXT_CONFIG);
         let url = authenticated_url(self.plan, self.ctx);
         let (remote, rewrite) = credential_rewrite(&url);
-
-        if s.depth > 0 {
-            out.push_str(&notice(&format!(
-                "Fetching changes with git depth set to {}...",
-                s.depth
-            )));
-        } else {
-            out.push_str(&notice("Fetching changes..."));
+        if s.strategy == GitStrategy::Clone && s.native_clone {
+            // As upstream: the set-up first, then `git clone` or, with an older git, the init + fetch path.
+            self.git_setup(out, &remote, rewrite.as_ref());
+            let _ = writeln!(out, "rm -rf {dir}");
+            let mut fallback = self.fetch_notice();
+            self.init_and_fetch(&mut fallback, &remote);
+            self.native_clone(out, &remote, &fallback);
+            return;
         }
+        out.push_str(&self.fetch_notice());
+        self.git_setup(out, &remote, rewrite.as_ref());
+        if s.strategy == GitStrategy::Clone {
+            let _ = writeln!(out, "rm -rf {dir}");
+        }
+        self.init_and_fetch(out, &remote);
+    }
 
-        let ext_conf = self.ext_config(&remote, rewrite.as_ref());
+    fn fetch_notice(&self) -> String {
+        match self.settings.depth {
+            0 => notice("Fetching changes..."),
+            depth => notice(&format!("Fetching changes with git depth set to {depth}...")),
+        }
+    }
+
+    /// The git template and the external config (credentials, TLS), stale locks and an old `.git/config` gone.
+    fn git_setup(&self, out: &mut String, remote: &str, rewrite: Option<&(Secret, String)>) {
+        let dir = quote_path(self.project_dir);
+        let template = self.tmp_dir.join(TEMPLATE_DIR);
+        let ext = self.tmp_dir.join(EXT_CONFIG);
+        let ext_conf = self.ext_config(remote, rewrite);
         let template_conf = format!(
             "[init]\n\tdefaultBranch = none\n[fetch]\n\trecurseSubmodules = false\n[credential]\n\tinteractive = never\n[gc]\n\tautoDetach = false\n[include]\n\tpath = {}\n",
             git_config_string(&ext.to_string_lossy())
@@ -391,9 +416,14 @@ impl SourcesScript<'_> {
                 m = quote_path(&git.join("modules"))
             );
         }
-        if s.strategy == GitStrategy::Clone {
-            let _ = writeln!(out, "rm -rf {dir}");
-        }
+    }
+
+    /// `git init` (or reuse) of the project directory, the remote, and the fetch.
+    fn init_and_fetch(&self, out: &mut String, remote: &str) {
+        let s = self.settings;
+        let dir = quote_path(self.project_dir);
+        let template = self.tmp_dir.join(TEMPLATE_DIR);
+        let ext = self.tmp_dir.join(EXT_CONFIG);
         let _ = writeln!(
             out,
             "if [ -d {git} ]; then __oxr_fresh=0; else __oxr_fresh=1; fi",
@@ -416,7 +446,7 @@ impl SourcesScript<'_> {
         let _ = writeln!(
             out,
             "if git remote get-url origin >/dev/null 2>&1; then git remote set-url origin {r}; else git remote add origin {r}; fi",
-            r = quote(&remote)
+            r = quote(remote)
         );
         let fetch = self.fetch_command();
         let line = if s.depth == 0 {
@@ -424,6 +454,11 @@ impl SourcesScript<'_> {
         } else {
             fetch
         };
+        self.remote_command(out, &line);
+    }
+
+    /// Writes `line`, a git command that talks to the remote, followed by the `clone_url` hint if it fails.
+    pub(super) fn remote_command(&self, out: &mut String, line: &str) {
         match unreachable_host_hint(self.plan, self.ctx) {
             Some(hint) => {
                 let _ = writeln!(
@@ -439,6 +474,19 @@ __oxr_rc=$?
                 let _ = writeln!(out, "{line}");
             }
         }
+    }
+
+    /// git's `-c http.userAgent=…` option, as gitlab-runner sends it.
+    pub(super) fn user_agent(&self) -> String {
+        format!(
+            "-c http.userAgent={}",
+            quote(&format!(
+                "gitlab-runner {} {}/{}",
+                self.ctx.version,
+                std::env::consts::OS,
+                go_arch()
+            ))
+        )
     }
 
     /// The git config included from the template: credentials (kept out of the remote URL) and the CA file for
@@ -501,15 +549,7 @@ __oxr_rc=$?
     /// `git fetch` with the refspecs, depth and extra flags, but without `--unshallow` (the caller decides).
     fn fetch_command(&self) -> String {
         let s = self.settings;
-        let mut fetch = format!(
-            "git -c http.userAgent={} fetch origin --no-recurse-submodules",
-            quote(&format!(
-                "gitlab-runner {} {}/{}",
-                self.ctx.version,
-                std::env::consts::OS,
-                go_arch()
-            ))
-        );
+        let mut fetch = format!("git {} fetch origin --no-recurse-submodules", self.user_agent());
         for refspec in &self.plan.sources.refspecs {
             fetch.push(' ');
             fetch.push_str(&quote(refspec));

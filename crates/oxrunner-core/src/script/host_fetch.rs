@@ -154,6 +154,7 @@ fn first_refused(flags: &str) -> Option<&str> {
 pub(crate) fn check_flags(settings: &GitSettings) -> Result<(), RefusedFlag> {
     let lists = [
         ("GIT_FETCH_EXTRA_FLAGS", settings.fetch_extra_flags.as_str()),
+        ("GIT_CLONE_EXTRA_FLAGS", settings.clone_extra_flags.as_str()),
         ("GIT_CLEAN_FLAGS", settings.clean_flags.as_deref().unwrap_or("")),
         (
             "GIT_SUBMODULE_UPDATE_FLAGS",
@@ -229,6 +230,18 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("\nhint: "), "{err}");
+    }
+
+    #[test]
+    fn clone_flags_are_checked_too() {
+        let mut vars = Variables::new();
+        vars.push(Variable::new(
+            "GIT_CLONE_EXTRA_FLAGS",
+            "--config=core.sshCommand=x",
+        ));
+        let settings = GitSettings::resolve(&JobPlan::default(), &vars);
+        let err = check_flags(&settings).unwrap_err().to_string();
+        assert!(err.starts_with("GIT_CLONE_EXTRA_FLAGS: "), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Stage scripts (bash flavour, also valid for POSIX `sh` where bash is missing).
 
 pub(crate) mod bash;
+pub(crate) mod escape;
 pub(crate) mod host_fetch;
 
 /// Shell quoting and gitlab-runner's coloured notices, for front ends that render stage scripts of their own (the
@@ -9,6 +10,7 @@ pub mod words {
     pub use super::bash::{notice, print_line, quote, quote_path, warning};
 }
 pub mod git;
+mod git_clone;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -37,11 +39,18 @@ pub struct ScriptContext<'a> {
 
 impl ScriptContext<'_> {
     fn with_exports(&self, body: &str) -> String {
+        let quoting = self.quoting();
         wrap(
-            &format!("{}{body}", exports(self.vars, self.tmp_dir)),
+            &format!("{}{body}", exports(self.vars, self.tmp_dir, quoting)),
             self.xtrace,
             self.flag("FF_USE_LEGACY_BASH_EVAL"),
+            quoting,
         )
+    }
+
+    /// The quoting form `FF_POSIXLY_CORRECT_ESCAPES` selects.
+    pub(crate) fn quoting(&self) -> escape::Quoting {
+        escape::Quoting::from_flag(self.flag("FF_POSIXLY_CORRECT_ESCAPES"))
     }
 
     fn flag(&self, name: &str) -> bool {
@@ -143,7 +152,7 @@ impl ScriptContext<'_> {
             let _ = writeln!(body, "rm -f {}", quote_path(&self.tmp_dir.join(name)));
         }
         let _ = writeln!(body, "rm -rf {}", quote_path(&self.tmp_dir.join(TEMPLATE_DIR)));
-        wrap(&body, false, self.flag("FF_USE_LEGACY_BASH_EVAL"))
+        wrap(&body, false, self.flag("FF_USE_LEGACY_BASH_EVAL"), self.quoting())
     }
 
     /// A notice line in a script (exposed for executors that add their own stages).

@@ -13,6 +13,7 @@ mod job;
 mod job_processes;
 mod mask_reference;
 mod mask_scale;
+mod posix_escapes;
 mod remote_sources;
 mod runner_fetch_env;
 mod script;

@@ -13,6 +13,7 @@ mod images;
 mod in_container;
 mod job;
 mod leftovers;
+mod native_stop;
 mod permissions;
 mod readiness;
 mod registry;

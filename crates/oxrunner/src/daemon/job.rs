@@ -326,13 +326,16 @@ async fn start(
         user: env.user.clone(),
     };
     let record = stale::JobRecord::write(&env.state_dir, &env.runner, job_id, token, leftovers);
-    let upload_timeout = env
-        .runner
-        .artifact
-        .as_ref()
-        .filter(|a| a.upload_timeout.is_some())
-        .map(oxrunner_config::ArtifactConfig::upload_timeout);
-    let hooks = RunnerHooks::for_gitlab_with(env.client.clone(), job_id, token, &ctx, upload_timeout)
+    let artifact = env.runner.artifact.clone().unwrap_or_default();
+    let timeouts = crate::hooks::ArtifactTimeouts {
+        upload: artifact
+            .upload_timeout
+            .is_some()
+            .then(|| artifact.upload_timeout()),
+        // Upstream's default (10 min) applies without the section too.
+        response_header: Some(artifact.response_header_timeout()),
+    };
+    let hooks = RunnerHooks::for_gitlab_with(env.client.clone(), job_id, token, &ctx, timeouts)
         .with_metrics(Arc::clone(&env.metrics))
         .with_remote_cache(
             remote_setup(&env.runner)

@@ -436,6 +436,7 @@ impl Daemon {
         count: u32,
     ) -> anyhow::Result<()> {
         let client = crate::runner::client_for_runner(runner, &self.opts.config_path)?;
+        client.set_connection_max_age(config.connection_max_age());
         client.observe(Arc::new(self.metrics.api_observer(&runner.short_token())));
         let mut info = crate::runner::runner_info(&runner.executor_kind(), runner.shell.as_deref());
         let session_server = self

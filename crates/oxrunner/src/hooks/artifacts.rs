@@ -239,6 +239,7 @@ async fn upload_one(
         artifact_type: kind.clone(),
         expire_in: spec.expire_in.clone().filter(|e| !e.trim().is_empty()),
         timeout: None,
+        response_header_timeout: None,
     };
     let result = transport.upload(tmp.path(), &opts).await;
     drop(tmp);

@@ -94,21 +94,29 @@ impl RunnerHooks {
         job_token: &str,
         ctx: &RunnerContext,
     ) -> Self {
-        Self::for_gitlab_with(client, job_id, job_token, ctx, None)
+        Self::for_gitlab_with(client, job_id, job_token, ctx, ArtifactTimeouts::default())
     }
 
-    /// [`for_gitlab`](Self::for_gitlab) with `[runners.artifact] upload_timeout`.
+    /// [`for_gitlab`](Self::for_gitlab) with the `[runners.artifact]` timeouts.
     pub fn for_gitlab_with(
         client: oxrunner_api::Client,
         job_id: i64,
         job_token: &str,
         ctx: &RunnerContext,
-        upload_timeout: Option<std::time::Duration>,
+        timeouts: ArtifactTimeouts,
     ) -> Self {
         let transport = GitlabTransport::new(client, job_id, oxrunner_core::Secret::new(job_token))
-            .with_upload_timeout(upload_timeout);
+            .with_upload_timeout(timeouts.upload)
+            .with_response_header_timeout(timeouts.response_header);
         Self::new(Arc::new(transport), cache_store(ctx))
     }
+}
+
+/// `[runners.artifact] upload_timeout` and `response_header_timeout` (`None`: no limit of that kind).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ArtifactTimeouts {
+    pub upload: Option<std::time::Duration>,
+    pub response_header: Option<std::time::Duration>,
 }
 
 /// The store for a runner: every job of every concurrent slot gets the same root, so they share archives.

@@ -126,6 +126,8 @@ pub struct GitlabTransport {
     job_token: Secret,
     /// `[runners.artifact] upload_timeout`.
     upload_timeout: Option<std::time::Duration>,
+    /// `[runners.artifact] response_header_timeout`.
+    response_header_timeout: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for GitlabTransport {
@@ -149,7 +151,15 @@ impl GitlabTransport {
             job_id,
             job_token,
             upload_timeout: None,
+            response_header_timeout: None,
         }
+    }
+
+    /// Bounds the wait for GitLab's answer once an upload is written (`[runners.artifact]
+    /// response_header_timeout`).
+    pub fn with_response_header_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.response_header_timeout = timeout;
+        self
     }
 
     /// Bounds each artifact upload request (`[runners.artifact] upload_timeout`).
@@ -168,6 +178,7 @@ impl ArtifactTransport for GitlabTransport {
         Box::pin(async move {
             let opts = ArtifactUpload {
                 timeout: self.upload_timeout.or(opts.timeout),
+                response_header_timeout: self.response_header_timeout.or(opts.response_header_timeout),
                 ..opts.clone()
             };
             self.client

@@ -48,7 +48,7 @@ async fn config_beats_the_job_and_every_flag_reaches_the_job() {
         &fake,
         &sb,
         "  environment = [\"FF_HASH_CACHE_KEYS=true\", \"FF_SCRIPT_TO_STEP_MIGRATION=false\"]\n  \
-         [runners.feature_flags]\n    FF_TIMESTAMPS = false\n    FF_USE_GIT_NATIVE_CLONE = true\n",
+         [runners.feature_flags]\n    FF_TIMESTAMPS = false\n    FF_USE_GIT_BUNDLE_URIS = false\n",
     );
     let id = fake.enqueue_job(
         JobSpec::new(
@@ -70,7 +70,7 @@ async fn config_beats_the_job_and_every_flag_reaches_the_job() {
         "FF_ENABLE_BASH_EXIT_CODE_CHECK=true",
         "FF_HASH_CACHE_KEYS=true",
         "FF_USE_DIRECT_DOWNLOAD=true",
-        "FF_USE_GIT_NATIVE_CLONE=true",
+        "FF_USE_GIT_BUNDLE_URIS=false",
         "FF_NETWORK_PER_BUILD=false",
     ] {
         assert!(trace.contains(&format!("\n{line}\n")), "{line} missing:\n{trace}");
@@ -78,7 +78,7 @@ async fn config_beats_the_job_and_every_flag_reaches_the_job() {
     assert!(trace.contains(&format!("\ncount={FLAG_COUNT}\n")), "{trace}");
     assert!(
         trace.contains(
-            "  feature flags: FF_ENABLE_BASH_EXIT_CODE_CHECK:true, FF_USE_GIT_NATIVE_CLONE:true, \
+            "  feature flags: FF_ENABLE_BASH_EXIT_CODE_CHECK:true, FF_USE_GIT_BUNDLE_URIS:false, \
              FF_TIMESTAMPS:false, FF_HASH_CACHE_KEYS:true"
         ),
         "{trace}"
@@ -88,7 +88,7 @@ async fn config_beats_the_job_and_every_flag_reaches_the_job() {
     let log = d.log();
     assert!(
         log.contains("[runners.feature_flags] without effect in this build")
-            && log.contains("FF_USE_GIT_NATIVE_CLONE = true: sources are always fetched"),
+            && log.contains("FF_USE_GIT_BUNDLE_URIS = false: git bundle URIs are not used"),
         "{log}"
     );
     assert!(!log.contains("FF_TIMESTAMPS = false"), "{log}");

@@ -160,6 +160,7 @@ pub(super) async fn upload(args: UploaderArgs) -> anyhow::Result<ExitCode> {
         artifact_type: kind.clone(),
         expire_in: args.expire_in.clone().filter(|e| !e.trim().is_empty()),
         timeout: None,
+        response_header_timeout: None,
     };
     let sent = transport.upload(tmp.path(), &opts);
     let result = match timeout {
