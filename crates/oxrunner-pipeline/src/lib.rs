@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 pub use context::{MergeRequest, PipelineContext, PipelineSource};
 pub use coverage::{coverage_regex, extract_coverage};
-pub use dynamic::DynamicChild;
+pub use dynamic::{ArtifactFile, ArtifactText, DynamicChild};
 pub use error::{Loc, PipelineError, Warning};
 pub use expr::{Expr, ExprError};
 pub use model::{AllowFailure, ChildPipeline, JobVariable, Need, Pipeline, PipelineJob, Retry, When};
@@ -55,18 +55,18 @@ const MAX_CHILD_DEPTH: usize = 2;
 
 /// Resolve the pipeline for `ctx` from `ctx.ci_file`.
 pub fn resolve(ctx: &PipelineContext) -> Result<Pipeline, PipelineError> {
-    resolve_inner(ctx, None, 0)
+    resolve_inner(ctx, None, &[], 0)
 }
 
 /// Resolve from the given text of the main CI file (includes are still read from `ctx.project_dir`).
 pub fn resolve_str(ctx: &PipelineContext, text: &str) -> Result<Pipeline, PipelineError> {
-    resolve_inner(ctx, Some(text), 0)
+    resolve_inner(ctx, Some(text), &[], 0)
 }
 
 /// The configuration after includes, `extends`, `!reference` and `default`, as YAML.
 pub fn merged_config(ctx: &PipelineContext) -> Result<String, PipelineError> {
     let facts = Facts::new(ctx);
-    let (cfg, _) = prepare(ctx, None, &facts)?;
+    let (cfg, _) = prepare(ctx, None, &[], &facts)?;
     Ok(render::to_yaml(&merged_view(&cfg)?))
 }
 
@@ -101,12 +101,14 @@ fn base_lookup(ctx: &PipelineContext) -> HashMap<String, String> {
 fn prepare(
     ctx: &PipelineContext,
     text: Option<&str>,
+    artifacts: &[ArtifactText],
     facts: &Facts<'_>,
 ) -> Result<(Map, Vec<Warning>), PipelineError> {
     let table = base_lookup(ctx);
     let lookup = |n: &str| table.get(n).cloned();
     let name = file_name(ctx);
     let mut loader = Loader::new(facts, &lookup);
+    loader.artifacts = artifacts;
     let loc = Loc::new(&Arc::from(name.as_str()), 1, 1);
     let args = InputArgs::from_cli(&ctx.inputs, &loc);
     let src = match text {
@@ -167,9 +169,14 @@ fn merged_view(cfg: &Map) -> Result<Node, PipelineError> {
     Ok(Node::new(Val::Map(out), top))
 }
 
-fn resolve_inner(ctx: &PipelineContext, text: Option<&str>, depth: usize) -> Result<Pipeline, PipelineError> {
+fn resolve_inner(
+    ctx: &PipelineContext,
+    text: Option<&str>,
+    artifacts: &[ArtifactText],
+    depth: usize,
+) -> Result<Pipeline, PipelineError> {
     let facts = Facts::new(ctx);
-    let (cfg, mut warnings) = prepare(ctx, text, &facts)?;
+    let (cfg, mut warnings) = prepare(ctx, text, artifacts, &facts)?;
     let stages = stages(&cfg)?;
     if let Some(t) = cfg.get("types") {
         warnings.push(Warning::at(&t.loc, "`types` is deprecated: use `stages`"));
@@ -419,9 +426,15 @@ struct Parent<'a> {
     jobs: &'a HashSet<String>,
 }
 
-/// A dynamic child pipeline's configuration, resolved in the context [`trigger`] prepared for it.
-fn resolve_child_text(child: &PipelineContext, text: &str, depth: usize) -> Result<Pipeline, PipelineError> {
-    resolve_inner(child, Some(text), depth)
+/// A dynamic child pipeline's configuration, resolved in the context [`trigger`] prepared for it: `text` is the
+/// root file, whose `include: artifact:` entries read `artifacts`.
+fn resolve_child_text(
+    child: &PipelineContext,
+    text: &str,
+    artifacts: &[ArtifactText],
+    depth: usize,
+) -> Result<Pipeline, PipelineError> {
+    resolve_inner(child, Some(text), artifacts, depth)
 }
 
 fn trigger(
@@ -473,7 +486,12 @@ fn trigger(
         .map(|v| (v.key.clone(), v.value.clone()))
         .collect();
     child.variables.extend(ctx.variables.iter().cloned());
-    if let Some(d) = dynamic::from_include(inc, child.clone(), depth + 1, &path, parent.jobs, warnings)? {
+    let site = dynamic::Site {
+        path: &path,
+        trigger_job: &b.job.name,
+        jobs: parent.jobs,
+    };
+    if let Some(d) = dynamic::from_include(inc, child.clone(), depth + 1, &site, warnings)? {
         return Ok(ChildPipeline {
             strategy_depend,
             project: None,
@@ -491,7 +509,7 @@ fn trigger(
             Some(format!("include: {}\n", inc.to_json()))
         }
     };
-    let p = resolve_inner(&child, text.as_deref(), depth + 1)?;
+    let p = resolve_inner(&child, text.as_deref(), &[], depth + 1)?;
     Ok(ChildPipeline {
         strategy_depend,
         project: None,

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::dynamic::ArtifactText;
 use crate::error::{Loc, PipelineError, Warning};
 use crate::inputs::{InputArgs, interpolate, resolve_inputs};
 use crate::rules::{Facts, Lookup, eval_include_rules};
@@ -31,6 +32,9 @@ pub struct Loader<'a> {
     /// Bytes of every file read so far (`ci_max_total_yaml_size_bytes`).
     total_bytes: usize,
     stack: Vec<String>,
+    /// The texts of a dynamic child pipeline's `artifact:` includes, read by the runner from the generators'
+    /// archives; empty when resolving anything else.
+    pub artifacts: &'a [ArtifactText],
 }
 
 /// Where a file's text comes from.
@@ -48,6 +52,7 @@ impl<'a> Loader<'a> {
             count: 0,
             total_bytes: 0,
             stack: Vec::new(),
+            artifacts: &[],
         }
     }
 
@@ -155,11 +160,39 @@ impl<'a> Loader<'a> {
                 ),
                 "vendor the component's template into the repository and use include:local with inputs",
             )),
-            _ => Err(PipelineError::at(
-                &item.loc,
-                "include:artifact is only allowed in trigger:include of a child pipeline, and needs job artifacts that do not exist locally",
-            )),
+            _ => self.include_artifact(&target, m, &args, &item.loc),
         }
+    }
+
+    /// `artifact: FILE` with `job: GENERATOR`: only a dynamic child pipeline's root has it, and the runner has
+    /// read FILE from GENERATOR's archive by the time the child is resolved.
+    fn include_artifact(
+        &mut self,
+        target: &str,
+        m: Option<&Map>,
+        args: &InputArgs,
+        loc: &Loc,
+    ) -> Result<Vec<Map>, PipelineError> {
+        let job = m.and_then(|m| m.get("job")).and_then(Node::scalar_string);
+        let path = crate::dynamic::normalize(target);
+        let found = self
+            .artifacts
+            .iter()
+            .find(|a| a.file.artifact == path && Some(&a.file.job) == job.as_ref());
+        let Some(found) = found else {
+            return Err(PipelineError::at(
+                loc,
+                "include:artifact is only allowed in trigger:include of a child pipeline, and needs job artifacts that do not exist locally",
+            ));
+        };
+        self.count_one(loc)?;
+        Ok(vec![self.load(
+            &path,
+            Source::Text(&found.text),
+            args,
+            false,
+            Some(loc),
+        )?])
     }
 
     /// An `include` entry's kind, its unexpanded target and, for the hash form, its other keys; a bare

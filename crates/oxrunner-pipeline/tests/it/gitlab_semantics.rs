@@ -6,7 +6,7 @@
 use crate::support as common;
 
 use common::*;
-use oxrunner_pipeline::{AllowFailure, When, extract_coverage, resolve};
+use oxrunner_pipeline::{AllowFailure, ArtifactFile, When, extract_coverage, resolve};
 use sha1::{Digest, Sha1};
 
 fn deps(p: &oxrunner_pipeline::Pipeline, job: &str) -> Vec<String> {
@@ -428,10 +428,15 @@ run-child:
     let t = p.job("run-child").unwrap().trigger.as_ref().unwrap();
     assert!(t.pipeline.is_none());
     let dynamic = t.dynamic.as_ref().expect("a dynamic child");
-    assert_eq!(dynamic.job, "generate");
-    assert_eq!(dynamic.artifact, "child.yml");
+    assert_eq!(
+        dynamic.files,
+        [ArtifactFile {
+            job: "generate".into(),
+            artifact: "child.yml".into()
+        }]
+    );
     let child = dynamic
-        .resolve("stages: [a]\nfrom-artifact:\n  stage: a\n  script: echo $PARENT_VAR\n")
+        .resolve(&["stages: [a]\nfrom-artifact:\n  stage: a\n  script: echo $PARENT_VAR\n".into()])
         .unwrap();
     assert_eq!(names(&child), ["from-artifact"]);
     assert_eq!(
@@ -453,4 +458,58 @@ run-child:
         "{:?}",
         p.warnings
     );
+}
+
+/// GitLab's own jsonnet project template mixes `local:` and `artifact:` in one `trigger:include` list: the child
+/// pipeline is the merge of all entries, in list order (a later file's keys win).
+#[test]
+fn dynamic_child_merges_artifact_with_other_includes() {
+    let ci = r#"
+generate:
+  stage: build
+  script: echo
+  artifacts:
+    paths: [gen/child.yml]
+run-child:
+  stage: test
+  needs: [generate]
+  trigger:
+    include:
+      - local: ci/base.yml
+      - artifact: ./gen/child.yml
+        job: generate
+      - local: ci/last.yml
+"#;
+    let base = "stages: [a, b]\nvariables:\n  FROM: base\n  ORDER: base\nfrom-local:\n  stage: a\n  script: echo local\n";
+    let last = "variables:\n  ORDER: last\n";
+    let d = repo(&[
+        (".gitlab-ci.yml", ci),
+        ("ci/base.yml", base),
+        ("ci/last.yml", last),
+    ]);
+    let p = resolve(&ctx(d.path())).unwrap();
+    let t = p.job("run-child").unwrap().trigger.as_ref().unwrap();
+    assert!(t.pipeline.is_none(), "the child waits for the generator");
+    let dynamic = t.dynamic.as_ref().expect("a dynamic child");
+    assert_eq!(
+        dynamic.files,
+        [ArtifactFile {
+            job: "generate".into(),
+            artifact: "gen/child.yml".into()
+        }]
+    );
+    let generated = "variables:\n  ORDER: artifact\n  GEN: made\nfrom-artifact:\n  stage: b\n  script: echo $FROM $ORDER\n";
+    let child = dynamic.resolve(&[generated.into()]).unwrap();
+    assert_eq!(names(&child), ["from-local", "from-artifact"]);
+    let job = child.job("from-artifact").unwrap();
+    assert_eq!(job.variable("FROM").as_deref(), Some("base"));
+    assert_eq!(job.variable("GEN").as_deref(), Some("made"));
+    assert_eq!(job.variable("ORDER").as_deref(), Some("last"));
+
+    // An error in the generated file names the file, as the lone-artifact form does.
+    let err = dynamic
+        .resolve(&["from-artifact: [\n".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gen/child.yml"), "{err}");
 }

@@ -1,10 +1,11 @@
 //! Dynamic child pipelines (`trigger: include: - artifact: FILE, job: GENERATOR`): when the trigger job runs, its
 //! child pipeline's configuration is read from FILE in the artifacts archive GENERATOR left in the local store,
-//! and resolved the way GitLab resolves it when it creates the downstream pipeline.
+//! and resolved the way GitLab resolves it when it creates the downstream pipeline (merged with the list's other
+//! entries, `local`, `project`, ..., when there are any).
 
 use std::io::Read;
 
-use oxrunner_pipeline::{DynamicChild, Pipeline};
+use oxrunner_pipeline::{ArtifactFile, DynamicChild, Pipeline};
 
 use super::job::{Env, JobSpec, archive_in};
 use crate::hooks::LocalTransport;
@@ -12,26 +13,33 @@ use crate::hooks::LocalTransport;
 /// GitLab's `max_yaml_size_bytes` default: a bigger configuration is refused before it is parsed.
 const MAX_CONFIG_BYTES: u64 = 2 * 1024 * 1024;
 
-/// The child pipeline of `spec` from its generator's artifact, or the message the trigger job fails with.
+/// The child pipeline of `spec` from its generators' artifacts, or the message the trigger job fails with.
 pub async fn load(env: &Env, spec: &JobSpec, dynamic: &DynamicChild) -> Result<Pipeline, String> {
-    let not_found = || dynamic.not_found();
-    let Some((id, name, _)) = spec.deps.iter().find(|(_, n, _)| *n == dynamic.job) else {
+    let mut texts = Vec::with_capacity(dynamic.files.len());
+    for file in &dynamic.files {
+        texts.push(read_file(env, spec, file).await?);
+    }
+    let dynamic = dynamic.clone();
+    tokio::task::spawn_blocking(move || dynamic.resolve(&texts))
+        .await
+        .map_err(|e| format!("resolving the child pipeline stopped: {e}"))?
+        .map_err(|e| e.to_string())
+}
+
+/// One `artifact:` entry's text, from the archive its generator left in the local store.
+async fn read_file(env: &Env, spec: &JobSpec, file: &ArtifactFile) -> Result<String, String> {
+    let not_found = || DynamicChild::not_found(file);
+    let Some((id, name, _)) = spec.deps.iter().find(|(_, n, _)| *n == file.job) else {
         return Err(not_found());
     };
     let store = LocalTransport::new(env.artifacts(), spec.id, spec.job.name.clone());
     let dir = store.job_dir(*id, name).join("archive");
     let archive = archive_in(&dir).ok_or_else(not_found)?;
     let path = dir.join(&archive.filename);
-    let entry = dynamic.artifact.clone();
-    let generator = dynamic.job.clone();
-    let text = tokio::task::spawn_blocking(move || read_entry(&path, &entry, &generator))
+    let (entry, generator) = (file.artifact.clone(), file.job.clone());
+    tokio::task::spawn_blocking(move || read_entry(&path, &entry, &generator))
         .await
-        .map_err(|e| format!("reading the artifact stopped: {e}"))??;
-    let dynamic = dynamic.clone();
-    tokio::task::spawn_blocking(move || dynamic.resolve(&text))
-        .await
-        .map_err(|e| format!("resolving the child pipeline stopped: {e}"))?
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("reading the artifact stopped: {e}"))?
 }
 
 /// One regular file of a zip archive, as text; links and oversized files are refused. Messages are GitLab's

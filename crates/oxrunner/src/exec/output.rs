@@ -134,16 +134,19 @@ impl Console {
             return;
         }
         let mut screen = lock(&self.out);
-        let mut buf = Vec::with_capacity(bytes.len() + 256);
         let live = self.board.as_ref().filter(|b| !b.stop.load(Ordering::Acquire));
-        if live.is_some() {
-            buf.extend_from_slice(&erase(screen.board_lines));
-            screen.board_lines = 0;
-        }
+        let Some(board) = live else {
+            // Piped output: the lines go out as they are, without a copy (a big log is most of exec's work). The
+            // screen lock is held until then, so lines of concurrent jobs never interleave.
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(bytes);
+            let _ = out.flush();
+            return;
+        };
+        let mut buf = Vec::with_capacity(bytes.len() + 256);
+        buf.extend_from_slice(&erase(screen.board_lines));
         buf.extend_from_slice(bytes);
-        if let Some(board) = live {
-            screen.board_lines = draw(board, self.colour, &mut buf);
-        }
+        screen.board_lines = draw(board, self.colour, &mut buf);
         let mut out = io::stdout().lock();
         // A closed stdout (e.g. piped into `head`) must not stop the pipeline; the log files stay complete.
         let _ = out.write_all(&buf);
@@ -242,9 +245,14 @@ impl LinePrinter {
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(chunk.len() + chunk.len() / 8);
         let mut rest = chunk;
-        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-            self.pending.extend_from_slice(&rest[..pos]);
-            self.emit(&mut out);
+        while let Some(pos) = memchr::memchr(b'\n', rest) {
+            if self.pending.is_empty() {
+                // A whole line inside the chunk goes straight to the output, not through `pending`.
+                self.emit_line(&rest[..pos], &mut out);
+            } else {
+                self.pending.extend_from_slice(&rest[..pos]);
+                self.emit(&mut out);
+            }
             rest = &rest[pos + 1..];
         }
         self.pending.extend_from_slice(rest);
@@ -264,14 +272,20 @@ impl LinePrinter {
     }
 
     fn emit(&mut self, out: &mut Vec<u8>) {
+        let line = std::mem::take(&mut self.pending);
+        self.emit_line(&line, out);
+        self.pending = line;
+        self.pending.clear();
+    }
+
+    fn emit_line(&self, line: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(&self.prefix);
         // Section markers and colours always contain `\r` or ESC; most lines have neither and are copied as is.
-        if self.pending.iter().any(|&b| b == b'\r' || b == 0x1b) {
-            out.extend_from_slice(&clean_line(&self.pending, self.colour));
+        if memchr::memchr2(b'\r', 0x1b, line).is_some() {
+            out.extend_from_slice(&clean_line(line, self.colour));
         } else {
-            out.extend_from_slice(&self.pending);
+            out.extend_from_slice(line);
         }
-        self.pending.clear();
         if self.colour {
             // A colour left open by the job must not leak into the next job's prefix.
             out.extend_from_slice(b"\x1b[0m");

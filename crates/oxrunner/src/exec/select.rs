@@ -91,7 +91,11 @@ pub fn dependency_names(job: &PipelineJob) -> Vec<String> {
     let mut names: Vec<String> = job.payload.dependencies.iter().map(|d| d.name.clone()).collect();
     // A dynamic child pipeline's trigger job reads its configuration from the generator's artifacts.
     if let Some(d) = job.trigger.as_ref().and_then(|t| t.dynamic.as_ref()) {
-        names.push(d.job.clone());
+        for f in &d.files {
+            if !names.contains(&f.job) {
+                names.push(f.job.clone());
+            }
+        }
     }
     names
 }

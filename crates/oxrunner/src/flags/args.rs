@@ -162,12 +162,15 @@ macro_rules! flag_set {
             }
         }
 
+        // Deferred: clap adds the table's hundreds of arguments only when this subcommand is parsed (or help,
+        // completion and man pages are built), so every other command (`exec`, `run`, ...) starts without them.
+        // The deferred step runs on the whole subcommand, after its typed flags.
         impl Args for $name {
             fn augment_args(cmd: Command) -> Command {
-                augment(cmd, $command)
+                cmd.defer(|cmd| augment(cmd, $command))
             }
             fn augment_args_for_update(cmd: Command) -> Command {
-                augment(cmd, $command)
+                cmd.defer(|cmd| augment(cmd, $command))
             }
         }
     };
@@ -183,3 +186,36 @@ flag_set!(
     RunSingleFlags,
     "run-single"
 );
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use crate::cli::Cli;
+
+    fn has(cmd: &clap::Command, id: &str) -> bool {
+        cmd.get_arguments().any(|a| a.get_id() == id)
+    }
+
+    /// `oxrunner exec` and the other commands start without building the table's hundreds of arguments (over
+    /// half of a trivial `exec` run's instructions); `register` and `run-single` still get every one of them.
+    #[test]
+    fn table_flags_are_built_only_for_their_subcommand() {
+        let cli = Cli::command();
+        for name in ["register", "run-single"] {
+            let sub = cli.find_subcommand(name).expect("subcommand");
+            assert!(!has(sub, "docker-privileged"), "{name} built eagerly");
+            let mut built = sub.clone();
+            built.build();
+            assert!(has(&built, "docker-privileged"), "{name} lacks the table flags");
+        }
+        let parsed = Cli::try_parse_from([
+            "oxrunner",
+            "register",
+            "--docker-privileged",
+            "--executor",
+            "docker",
+        ]);
+        assert!(parsed.is_ok(), "{:?}", parsed.err());
+    }
+}

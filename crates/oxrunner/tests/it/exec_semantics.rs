@@ -201,6 +201,63 @@ fn dynamic_child_pipeline_runs_from_the_generator_artifact() {
     );
 }
 
+/// A `trigger:include` list mixing repository files and a generator's artifact (GitLab's jsonnet project
+/// template does this): the child pipeline is all of them merged, in list order.
+#[test]
+fn dynamic_child_pipeline_merges_the_artifact_with_other_includes() {
+    let ci = r#"
+stages: [generate, run]
+generate:
+  stage: generate
+  script:
+    - |
+      cat > child.yml <<'YAML'
+      variables:
+        WHO: artifact
+      from-artifact:
+        stage: deploy
+        script: touch "$MARKERS/artifact-$WHO-$SHARED"
+      YAML
+  artifacts:
+    paths: [child.yml]
+run-child:
+  stage: run
+  needs: [generate]
+  trigger:
+    include:
+      - local: ci/base.yml
+      - artifact: child.yml
+        job: generate
+    strategy: depend
+"#;
+    let base = r#"
+stages: [build, deploy]
+variables:
+  WHO: base
+  SHARED: from-base
+from-local:
+  stage: build
+  script: touch "$MARKERS/local-$WHO"
+"#;
+    let repo = Repo::new(ci, &[("ci/base.yml", base)]);
+    let markers = repo.markers();
+    let run = repo.exec(&[]);
+    assert!(run.ok(), "{}", run.dump());
+    assert!(
+        run.stdout().contains("child pipeline with 2 jobs"),
+        "{}",
+        run.dump()
+    );
+    // The artifact comes later in the list, so its WHO wins for both jobs; SHARED comes from the local file.
+    assert!(markers.join("local-artifact").exists(), "{}", run.dump());
+    assert!(
+        markers.join("artifact-artifact-from-base").exists(),
+        "{}",
+        run.dump()
+    );
+    assert!(run.summary("run-child").contains("passed"), "{}", run.dump());
+}
+
 #[test]
 fn depend_trigger_waits_for_a_blocked_child_pipeline() {
     let ci = r#"
