@@ -162,12 +162,14 @@ macro_rules! flag_set {
             }
         }
 
+        // Deferred: clap builds a subcommand only when it is the one given (or for help, completion and man
+        // pages), so `run` and every other command start without parsing the table into ~700 arguments.
         impl Args for $name {
             fn augment_args(cmd: Command) -> Command {
-                augment(cmd, $command)
+                cmd.defer(|cmd| augment(cmd, $command))
             }
             fn augment_args_for_update(cmd: Command) -> Command {
-                augment(cmd, $command)
+                cmd.defer(|cmd| augment(cmd, $command))
             }
         }
     };
