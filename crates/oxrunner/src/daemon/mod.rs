@@ -510,6 +510,7 @@ impl Daemon {
                 self.opts.config_path.clone(),
                 runner_arc,
                 stop.clone(),
+                Arc::clone(&self.metrics),
             ));
         }
         Ok(())

@@ -12,6 +12,8 @@ use oxrunner_core::CancellationToken;
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
+use crate::metrics::Metrics;
+
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
 
 pub async fn rotate(
@@ -19,6 +21,7 @@ pub async fn rotate(
     config_path: PathBuf,
     runner: Arc<RunnerConfig>,
     stop: CancellationToken,
+    metrics: Arc<Metrics>,
 ) {
     if runner.feature_flag("FF_DISABLE_AUTOMATIC_TOKEN_ROTATION") == Some(true) {
         return;
@@ -44,7 +47,11 @@ pub async fn rotate(
                         OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
                     })
                     .filter(|t| t.year() > 1);
-                match save_token(&config_path, &runner, &resp.token, expires_at) {
+                // Counted like gitlab-runner's every config save: an operator alerts on a rotated token that
+                // never reached config.toml (the old one is already revoked).
+                let saved = save_token(&config_path, &runner, &resp.token, expires_at);
+                metrics.config_saved(saved.is_ok());
+                match saved {
                     Ok(()) => {
                         info!(runner = %runner.short_token(), "runner token rotated; config.toml updated");
                         return;

@@ -340,7 +340,7 @@ impl Metrics {
         }
     }
 
-    /// A configuration save (token rotation): success or failure.
+    /// A save of config.toml by the daemon (today only the token rotation writes it): success or failure.
     pub fn config_saved(&self, ok: bool) {
         if ok {
             self.families.config_saved.inc();

@@ -386,3 +386,39 @@ async fn a_reload_keeps_the_bound_address_and_names_the_change() {
     );
     quit_ok(d).await;
 }
+
+/// The token rotation's write of config.toml is a configuration save: `gitlab_runner_configuration_saved_total`
+/// goes to 1 (and no saving error) once GitLab has handed out the new token.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_rotation_counts_as_a_configuration_save() {
+    let fake = fake(1, 1).await;
+    let sb = Sandbox::new();
+    let token = fake.create_runner_token("rotate-metrics");
+    let expires = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    // Obtained long ago, expiring tomorrow: past 75% of its lifetime, so it is rotated at once.
+    let extra = format!("  token_obtained_at = 2020-01-01T00:00:00Z\n  token_expires_at = {expires}\n");
+    let text =
+        global_toml(1, "") + &shell_runner_toml("rotate-metrics", &fake.url(), &token, sb.dir.path(), &extra);
+    std::fs::write(sb.config(), text).unwrap();
+    let cfg = sb.config_str();
+    let d = sb.spawn(&["run", "-c", &cfg, "--listen-address", "127.0.0.1:0"]);
+    let addr = metrics_address(&d).await;
+    let text = wait_value(&addr, "gitlab_runner_configuration_saved_total", &[], 1.0).await;
+    assert_eq!(
+        value(&text, "gitlab_runner_configuration_saving_error_total", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    let runner = fake
+        .runners()
+        .into_iter()
+        .find(|r| r.description == "rotate-metrics")
+        .unwrap();
+    assert_ne!(runner.token, token, "counted a save without a rotation");
+    assert!(sb.read_config().contains(&runner.token));
+    quit_ok(d).await;
+}

@@ -603,16 +603,15 @@ fn shipped_unit_verifies() {
     assert_verifies(&copy);
 }
 
-/// The generated `ExecStart=` is a command line `oxrunner run` accepts, and the runner honours the unit's stop
-/// sequence: `KillSignal=SIGQUIT` lets the running job go on, the escalation to `WatchdogSignal=SIGTERM` (after
-/// `TimeoutStopSec`) aborts and reports it, and the runner exits 0 (before `TimeoutAbortSec` runs out).
-#[tokio::test(flavor = "multi_thread")]
-async fn the_units_exec_start_runs_the_daemon_and_its_stop_sequence_drains_then_aborts() {
-    if !root_or_skip() {
-        return;
-    }
-    let fake = crate::support::fake(1, 1).await;
-    let svc = Svc::new();
+/// A daemon started from the `ExecStart=` line `install` wrote, running a shell job whose first line has reached
+/// the trace and whose script then waits for the file `release` (returned with the job's id); then SIGQUIT, as
+/// `systemctl stop` sends it, has been seen and has left the job running.
+async fn unit_daemon_with_a_job_at_sigquit(
+    svc: &Svc,
+    fake: &fake_gitlab::FakeGitlab,
+    name: &str,
+    release: &Path,
+) -> (crate::support::Daemon, i64) {
     let token = fake.create_runner_token("svc");
     let mut cfg_text = crate::support::global_toml(1, "");
     cfg_text.push_str(&crate::support::shell_runner_toml(
@@ -629,7 +628,7 @@ async fn the_units_exec_start_runs_the_daemon_and_its_stop_sequence_drains_then_
         .run(&[
             "install",
             "-n",
-            "oxrt-svc-exec",
+            name,
             "-c",
             &svc.sb.config_str(),
             "-d",
@@ -640,16 +639,20 @@ async fn the_units_exec_start_runs_the_daemon_and_its_stop_sequence_drains_then_
         ])
         .await;
     out.assert_ok();
-    let unit = parse_unit(&std::fs::read_to_string(svc.unit_path("oxrt-svc-exec")).unwrap());
+    let unit = parse_unit(&std::fs::read_to_string(svc.unit_path(name)).unwrap());
     assert_eq!(one(&unit, "Service", "KillSignal"), "SIGQUIT");
     let words = exec_words(one(&unit, "Service", "ExecStart"));
     assert_eq!(words[0], bin());
     let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
     let mut daemon = svc.sb.spawn(&args);
     let wait = std::time::Duration::from_secs(60);
-    crate::support::wait_polling(&fake, &daemon, wait).await;
+    crate::support::wait_polling(fake, &daemon, wait).await;
+    let script = format!(
+        "while [ ! -e '{}' ]; do sleep 0.1; done; echo released",
+        release.display()
+    );
     let id = fake.enqueue_job(
-        fake_gitlab::JobSpec::new("long", &["echo started", "sleep 600"]).variable("GIT_STRATEGY", "none"),
+        fake_gitlab::JobSpec::new("long", &["echo started", &script]).variable("GIT_STRATEGY", "none"),
     );
     let deadline = tokio::time::Instant::now() + wait;
     // The script is running once its first line reached the trace.
@@ -681,6 +684,22 @@ async fn the_units_exec_start_runs_the_daemon_and_its_stop_sequence_drains_then_
         daemon.wait(std::time::Duration::ZERO).await.is_none(),
         "the runner left its job"
     );
+    (daemon, id)
+}
+
+/// The generated `ExecStart=` is a command line `oxrunner run` accepts, and the runner honours the unit's stop
+/// sequence: `KillSignal=SIGQUIT` lets the running job go on, the escalation to `WatchdogSignal=SIGTERM` (after
+/// `TimeoutStopSec`) aborts and reports it, and the runner exits 0 (before `TimeoutAbortSec` runs out).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_units_exec_start_runs_the_daemon_and_its_stop_sequence_drains_then_aborts() {
+    if !root_or_skip() {
+        return;
+    }
+    let fake = crate::support::fake(1, 1).await;
+    let svc = Svc::new();
+    let release = svc.sb.path("never-released");
+    let (mut daemon, id) = unit_daemon_with_a_job_at_sigquit(&svc, &fake, "oxrt-svc-exec", &release).await;
+    let wait = std::time::Duration::from_secs(60);
 
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     let job = crate::support::wait_status(&fake, id, "failed", wait).await;
@@ -694,4 +713,39 @@ async fn the_units_exec_start_runs_the_daemon_and_its_stop_sequence_drains_then_
         .await
         .expect("the runner did not exit after SIGTERM");
     assert!(status.success(), "{status:?}\n{}", daemon.log());
+}
+
+/// The drain half of `systemctl stop`: after SIGQUIT the running job goes on to finish with success on GitLab,
+/// with its whole log, no further job is taken, and the runner then exits 0 by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_units_stop_signal_lets_the_running_job_succeed_then_the_runner_exits_0() {
+    if !root_or_skip() {
+        return;
+    }
+    let fake = crate::support::fake(1, 1).await;
+    let svc = Svc::new();
+    let release = svc.sb.path("release");
+    let (mut daemon, id) = unit_daemon_with_a_job_at_sigquit(&svc, &fake, "oxrt-svc-drain", &release).await;
+    let wait = std::time::Duration::from_secs(60);
+    let second = fake.enqueue_job(
+        fake_gitlab::JobSpec::new("after-stop", &["echo too-late"]).variable("GIT_STRATEGY", "none"),
+    );
+
+    std::fs::write(&release, "").unwrap();
+    let job = crate::support::wait_status(&fake, id, "success", wait).await;
+    assert!(
+        job.trace_text().contains("\nreleased"),
+        "the job's log after SIGQUIT was lost:\n{}",
+        job.trace_text()
+    );
+    let status = daemon
+        .wait(wait)
+        .await
+        .expect("the runner did not exit after its last job");
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+    assert_eq!(
+        fake.job(second).unwrap().status,
+        "pending",
+        "a job was taken after SIGQUIT"
+    );
 }

@@ -7,6 +7,7 @@ mod carry;
 mod owner;
 mod systemd;
 mod unit;
+mod version;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -114,7 +115,20 @@ pub async fn install(mut args: InstallArgs) -> anyhow::Result<ExitCode> {
     }
     // After the carry-over: the old unit's `--user` counts as given.
     check_users(&args)?;
-    let spec = unit_spec(&args, user_service)?;
+    // Only the systemd that will run the unit counts: with UNIT_DIR_ENV the unit is for another host.
+    let systemd_version = if target.manage {
+        systemd::version(user_service).await
+    } else {
+        None
+    };
+    let mut spec = unit_spec(&args, user_service)?;
+    spec.abort_on_stop_timeout = version::has_abort_on_stop_timeout(systemd_version);
+    if let Some(v) = systemd_version.filter(|_| !spec.abort_on_stop_timeout) {
+        errln!(
+            "{}",
+            version::old_systemd_warning(v, &name, unit::GRACEFUL_STOP.as_secs())
+        );
+    }
     let text = unit::render(&spec)?;
     write_unit(&path, &text)?;
     errln!("Installed {}", path.display());
@@ -207,6 +221,7 @@ fn unit_spec(args: &InstallArgs, user_service: bool) -> anyhow::Result<unit::Uni
         user: args.init_user.clone(),
         user_service,
         shutdown_timeout,
+        abort_on_stop_timeout: true,
     })
 }
 

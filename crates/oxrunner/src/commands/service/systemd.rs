@@ -88,6 +88,16 @@ pub async fn systemctl(user_service: bool, args: &[&str]) -> anyhow::Result<Outc
     })
 }
 
+/// The version of the systemd `systemctl` talks to (`None` when it cannot be told: the unit then gets every
+/// key, which an older systemd ignores with a log line).
+pub async fn version(user_service: bool) -> Option<u32> {
+    let out = systemctl(user_service, &["--version"]).await.ok()?;
+    if !out.success {
+        return None;
+    }
+    super::version::parse(&out.stdout)
+}
+
 /// Runs `systemctl [--user] ARGS` and turns a failure into an error naming the call.
 pub async fn systemctl_ok(user_service: bool, args: &[&str]) -> anyhow::Result<()> {
     let out = systemctl(user_service, args).await?;

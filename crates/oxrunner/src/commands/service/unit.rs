@@ -13,6 +13,7 @@
 //!   them and exits within `shutdown_timeout`; `TimeoutAbortSec` is that timeout plus a margin, after which
 //!   systemd kills what is left. So a stop never loses a job's log to a bare SIGKILL while the runner keeps its
 //!   promise to exit.
+//!   systemd before 246 has no `TimeoutStopFailureMode=`: there the three abort keys are left out (`version.rs`).
 //! - `Delegate=yes`, so that the shell executor's per-job cgroups under the unit's cgroup are the runner's own.
 
 use std::fmt::Write as _;
@@ -42,6 +43,8 @@ pub struct UnitSpec {
     pub user_service: bool,
     /// `shutdown_timeout` of the config file.
     pub shutdown_timeout: Duration,
+    /// The abort path after the graceful stop (systemd ≥ 246, see `version.rs`).
+    pub abort_on_stop_timeout: bool,
 }
 
 /// A service name systemd accepts as a unit name prefix and that cannot reach outside the unit directory.
@@ -157,9 +160,11 @@ pub fn render(spec: &UnitSpec) -> anyhow::Result<String> {
     let _ = writeln!(u, "KillSignal=SIGQUIT");
     let _ = writeln!(u, "KillMode=mixed");
     let _ = writeln!(u, "TimeoutStopSec={}", GRACEFUL_STOP.as_secs());
-    let _ = writeln!(u, "TimeoutStopFailureMode=abort");
-    let _ = writeln!(u, "WatchdogSignal=SIGTERM");
-    let _ = writeln!(u, "TimeoutAbortSec={abort}");
+    if spec.abort_on_stop_timeout {
+        let _ = writeln!(u, "TimeoutStopFailureMode=abort");
+        let _ = writeln!(u, "WatchdogSignal=SIGTERM");
+        let _ = writeln!(u, "TimeoutAbortSec={abort}");
+    }
     let _ = writeln!(u, "Delegate=yes");
     let _ = writeln!(u);
     let _ = writeln!(u, "[Install]");
@@ -235,6 +240,7 @@ mod tests {
             user: None,
             user_service: false,
             shutdown_timeout: Duration::from_secs(30),
+            abort_on_stop_timeout: true,
         };
         assert_eq!(
             render(&spec).unwrap(),
@@ -251,11 +257,42 @@ mod tests {
             user: None,
             user_service: true,
             shutdown_timeout: Duration::from_secs(30),
+            abort_on_stop_timeout: true,
         };
         let text = render(&spec).unwrap();
         // multi-user.target does not exist in a user's systemd instance: enabling there would never start it.
         assert!(text.ends_with("[Install]\nWantedBy=default.target\n"), "{text}");
         assert!(!text.contains("\nUser="), "{text}");
+    }
+
+    /// For systemd < 246 the abort keys are left out and nothing else changes.
+    #[test]
+    fn without_the_abort_path_only_its_three_keys_go() {
+        let mut spec = UnitSpec {
+            name: "oxrunner".into(),
+            exec: "/usr/bin/oxrunner".into(),
+            args: vec!["run".into()],
+            user: None,
+            user_service: false,
+            shutdown_timeout: Duration::from_secs(30),
+            abort_on_stop_timeout: true,
+        };
+        let full = render(&spec).unwrap();
+        spec.abort_on_stop_timeout = false;
+        let old = render(&spec).unwrap();
+        let dropped: Vec<&str> = full.lines().filter(|l| !old.lines().any(|o| o == *l)).collect();
+        assert_eq!(
+            dropped,
+            [
+                "TimeoutStopFailureMode=abort",
+                "WatchdogSignal=SIGTERM",
+                "TimeoutAbortSec=45"
+            ]
+        );
+        assert!(
+            old.contains("\nKillSignal=SIGQUIT\nKillMode=mixed\nTimeoutStopSec=7200\n"),
+            "{old}"
+        );
     }
 
     #[test]
