@@ -54,7 +54,6 @@ use Support::{Fixed, Honoured, Ignored};
 const K8S: Support = Ignored("the kubernetes executor is not part of this build");
 const WINDOWS: Support = Ignored("Windows and PowerShell are not supported");
 const FLEETING: Support = Ignored("docker-autoscaler (fleeting) is not part of this build");
-const DIST_CACHE: Support = Ignored("distributed caches (S3, GCS) are not supported");
 const STEPS: Support = Ignored("native steps (`run:`) are not supported");
 
 /// Every flag of gitlab-runner 19.x, in upstream's order.
@@ -116,9 +115,21 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag("FF_USE_WINDOWS_JOB_OBJECT", false, WINDOWS),
     flag("FF_TIMESTAMPS", true, Honoured),
     flag("FF_DISABLE_AUTOMATIC_TOKEN_ROTATION", false, Honoured),
-    flag("FF_USE_LEGACY_GCS_CACHE_ADAPTER", false, DIST_CACHE),
+    // Upstream picks one of two GCS client libraries; both sign URLs for the same objects.
+    flag(
+        "FF_USE_LEGACY_GCS_CACHE_ADAPTER",
+        false,
+        Ignored("this build has one GCS signer (V4 URLs) for Type = \"gcs\" and \"gcsv2\""),
+    ),
     flag("FF_DISABLE_UMASK_FOR_KUBERNETES_EXECUTOR", false, K8S),
-    flag("FF_USE_LEGACY_S3_CACHE_ADAPTER", false, DIST_CACHE),
+    // Upstream picks minio-go or the AWS SDK; both pre-sign SigV4 URLs for the same objects.
+    flag(
+        "FF_USE_LEGACY_S3_CACHE_ADAPTER",
+        false,
+        Ignored(
+            "this build has one S3 signer (SigV4 pre-signed URLs), whichever adapter the flag would pick",
+        ),
+    ),
     flag(
         "FF_GIT_URLS_WITHOUT_TOKENS",
         false,
@@ -161,7 +172,15 @@ pub const FLAGS: &[FeatureFlag] = &[
         Ignored("the job router is not supported"),
     ),
     flag("FF_SCRIPT_TO_STEP_MIGRATION", false, STEPS),
-    flag("FF_USE_PARALLEL_CACHE_TRANSFER", false, DIST_CACHE),
+    // `hooks/remote/parts.rs`: large archives always move in parts; the flag cannot turn that off.
+    flag(
+        "FF_USE_PARALLEL_CACHE_TRANSFER",
+        false,
+        Fixed(
+            true,
+            "cache archives above 64 MiB always move in parallel 16 MiB parts (4 at a time) through the distributed cache",
+        ),
+    ),
     flag(
         "FF_USE_PARALLEL_ARTIFACT_TRANSFER",
         false,
