@@ -70,13 +70,13 @@ pub fn setup(
         RemoteSetup::Broken(why) => bail!("{}: runner {:?}: {why}", path.display(), runner.name),
         RemoteSetup::None if kind.is_empty() => bail!(
             "{}: runner {:?} has no [runners.cache] with a Type\nhint: give it a [runners.cache] section with \
-             Type = \"s3\", or pick another runner with --cache-runner",
+             Type = \"s3\" (or \"gcs\", \"azure\"), or pick another runner with --cache-runner",
             path.display(),
             runner.name
         ),
         RemoteSetup::None => bail!(
             "{}: runner {:?}: [runners.cache] Type = {kind:?} is not supported by oxrunner exec\nhint: use Type = \
-             \"s3\"",
+             \"s3\", \"gcs\" or \"azure\"",
             path.display(),
             runner.name
         ),
