@@ -192,7 +192,9 @@ pub(crate) async fn download(
     match with_retries(|| first_part(http, signed, &target, None), warn).await? {
         First::Missing => Ok(Fetched::Missing),
         First::Whole(bytes) => Ok(Fetched::Found { bytes }),
-        First::Part { .. } | First::Unranged => Err(format!("{store}: {shown} refused a download without a range")),
+        First::Part { .. } | First::Unranged => {
+            Err(format!("{store}: {shown} refused a download without a range"))
+        }
     }
 }
 

@@ -139,7 +139,9 @@ fn backoff(tries: u32) -> Duration {
     use std::hash::{BuildHasher, Hasher};
     let base = FIRST_WAIT.saturating_mul(1 << tries.saturating_sub(1).min(8));
     // A fresh `RandomState` is randomly keyed: enough spread for jitter, no random-number crate needed.
-    let noise = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let noise = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     let factor = 0.75 + (noise % 1001) as f64 / 2000.0;
     base.mul_f64(factor)
 }
