@@ -82,14 +82,14 @@ impl Upload<'_> {
             ),
         };
         let result = self.parts_and_complete(&source, &upload_id, &shown, warn).await;
-        guard.url = None;
-        match result {
-            Ok(()) => Ok(size),
-            Err(e) => {
-                self.abort(&upload_id, &shown, warn).await;
-                Err(e)
-            }
+        if let Err(e) = result {
+            // Still armed meanwhile: a cancel during this abort's retries leaves it to the guard.
+            self.abort(&upload_id, &shown, warn).await;
+            guard.url = None;
+            return Err(e);
         }
+        guard.url = None;
+        Ok(size)
     }
 
     async fn create(&self, signed: &Presigned, shown: &str) -> Result<String, Failure> {
