@@ -299,11 +299,12 @@ fn caches(
             format!("{path} config must be less than or equal to 4 caches"),
         ));
     }
+    // GitLab separates the caches of protected and unprotected refs by a suffix on every key (fallback keys
+    // too); `unprotect: true` makes a protected ref use the unprotected caches, so it is `-non_protected` as
+    // well, never the bare key. exec's runs count as unprotected refs.
     let protected = false;
     let suffix = |k: &str, unprotect: bool| {
-        if unprotect {
-            k.to_string()
-        } else if protected {
+        if protected && !unprotect {
             format!("{k}-protected")
         } else {
             format!("{k}-non_protected")

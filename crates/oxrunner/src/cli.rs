@@ -300,8 +300,8 @@ pub struct ExecArgs {
     /// Start `when: delayed` jobs without waiting for `start_in`.
     #[arg(long = "no-delay", env = "OXRUNNER_EXEC_NO_DELAY", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_delay: bool,
-    /// Share caches with CI: use the `[runners.cache]` of the runner in this config.toml (S3). Pass
-    /// `--variable CI_PROJECT_ID=<id>` so the object names are the project's.
+    /// Share caches with CI: use the `[runners.cache]` (S3, GCS or Azure) of the runner in this config.toml.
+    /// Requires `--variable CI_PROJECT_ID=<id>`: the object names are the project's.
     #[arg(long = "cache-config", env = "OXRUNNER_CACHE_CONFIG")]
     pub cache_config: Option<PathBuf>,
     /// With --cache-config: the runner (its `name`) whose cache to use when the file has several.

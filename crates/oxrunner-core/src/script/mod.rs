@@ -133,12 +133,21 @@ impl ScriptContext<'_> {
     }
 
     /// A cache or artifact stage rendered by the job hooks (executors the runner cannot reach files in): the
-    /// exports, then `body` in the project directory, as gitlab-runner's cache and artifact stages run.
+    /// exports, then `body` in the project directory, as gitlab-runner's cache and artifact stages run, but
+    /// without xtrace.
     pub fn transfer_stage(&self, body: &str) -> String {
         let mut text = String::new();
         let _ = writeln!(text, "cd {}", quote_path(self.project_dir));
         text.push_str(body);
-        self.with_exports(&text)
+        // Never traced, even under CI_DEBUG_TRACE: the lines are the runner's own, and they hand pre-signed cache
+        // URLs to the helpers, which xtrace would print into the job log (the eval'd body, then each command).
+        let quoting = self.quoting();
+        wrap(
+            &format!("{}{text}", exports(self.vars, self.tmp_dir, quoting)),
+            false,
+            self.flag("FF_USE_LEGACY_BASH_EVAL"),
+            quoting,
+        )
     }
 
     /// `cleanup_file_variables`: removes file variables, the env file and the git credential files.

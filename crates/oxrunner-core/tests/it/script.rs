@@ -245,3 +245,30 @@ fn expansion_rules() {
     assert_eq!(e.value("CHAIN"), Some("${A}-$A-$$A-$UNDEFINED-$1-${}-$"));
     assert_eq!(e.value("F"), Some("content"));
 }
+
+/// Under CI_DEBUG_TRACE a transfer stage is still not traced: its helper lines carry pre-signed cache URLs that
+/// must not reach the job log.
+#[test]
+fn transfer_stages_are_not_traced_under_debug_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("g/p");
+    std::fs::create_dir_all(&project).unwrap();
+    let tmp = dir.path().join("g/p.tmp");
+    let (plan, ctx, vars) = context_parts(dir.path());
+    let sc = ScriptContext {
+        plan: &plan,
+        ctx: &ctx,
+        vars: &vars,
+        project_dir: &project,
+        tmp_dir: &tmp,
+        xtrace: true,
+    };
+    let script = sc.transfer_stage(
+        "OXRUNNER_CACHE_URL='http://127.0.0.1:9/b/k?X-Amz-Signature=s3cr3t' sh -c 'echo helper-ran'\n",
+    );
+    assert!(!script.lines().any(|l| l == "set -o xtrace"), "{script}");
+    let (code, out) = run_in("bash", &script, dir.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("helper-ran"), "{out}");
+    assert!(!out.contains("s3cr3t"), "{out}");
+}

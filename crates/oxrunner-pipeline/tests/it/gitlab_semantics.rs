@@ -513,3 +513,28 @@ run-child:
         .to_string();
     assert!(err.contains("gen/child.yml"), "{err}");
 }
+
+/// GitLab appends `-non_protected` to an `unprotect: true` cache's key and to its fallback keys (never the bare
+/// key), so exec's objects are the ones CI jobs on unprotected refs read and write.
+#[test]
+fn unprotect_caches_and_fallback_keys_carry_the_non_protected_suffix() {
+    let ci = r#"
+shared:
+  script: x
+  cache:
+    - key: deps
+      unprotect: true
+      fallback_keys: [main-deps]
+      paths: [t/]
+    - key: plain
+      fallback_keys: [older]
+      paths: [u/]
+"#;
+    let d = repo(&[(".gitlab-ci.yml", ci)]);
+    let p = resolve(&ctx(d.path())).unwrap();
+    let caches = &p.job("shared").unwrap().payload.cache;
+    assert_eq!(caches[0].key, "deps-non_protected");
+    assert_eq!(caches[0].fallback_keys, ["main-deps-non_protected"]);
+    assert_eq!(caches[1].key, "plain-non_protected");
+    assert_eq!(caches[1].fallback_keys, ["older-non_protected"]);
+}

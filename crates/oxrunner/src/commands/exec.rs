@@ -39,7 +39,9 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         write_back: args.write_back,
         no_delay: args.no_delay,
         remote_cache: match &args.cache_config {
-            Some(path) => crate::exec::remote_cache::setup(path, args.cache_runner.as_deref())?,
+            Some(path) => {
+                crate::exec::remote_cache::setup(path, args.cache_runner.as_deref(), &ctx.variables)?
+            }
             None => crate::hooks::RemoteSetup::None,
         },
     };

@@ -2,8 +2,10 @@
 //! ranged download that come back byte-identical, a part that fails once retried on its own, and an upload whose
 //! part keeps failing aborted so the bucket holds no object. The runners talk to Garage through a small HTTP
 //! proxy on 127.0.0.1 (in this test) that records every request and fails the ones the test picks; it passes the
-//! `Host` header through, so the signatures still match.
+//! `Host` header through, so the signatures still match. It also counts part uploads in flight (the parts must
+//! overlap) and holds part 2 of `stalled` forever, so a job can be cancelled mid-upload.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +43,18 @@ struct Proxy {
     /// Whether to answer a request with an error instead of forwarding it (given the requests before it).
     fail: Arc<Rule>,
     http: reqwest::Client,
+    /// Part uploads being forwarded now, and the most there ever were at once.
+    parts_now: Arc<AtomicUsize>,
+    parts_peak: Arc<AtomicUsize>,
+}
+
+/// One part upload in flight while it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 async fn forward(State(p): State<Proxy>, req: Request) -> Response {
@@ -55,6 +69,13 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
             .unwrap_or_default()
             .to_owned(),
     };
+    let is_part = seen.method == "PUT" && seen.has("partNumber");
+    let stall = is_part && seen.path.ends_with("/stalled") && seen.param("partNumber") == Some("2");
+    let _in_flight = is_part.then(|| {
+        let now = p.parts_now.fetch_add(1, Ordering::SeqCst) + 1;
+        p.parts_peak.fetch_max(now, Ordering::SeqCst);
+        InFlight(Arc::clone(&p.parts_now))
+    });
     let verdict = {
         let mut log = p.seen.lock().unwrap();
         let verdict = (p.fail)(&seen, &log);
@@ -63,6 +84,10 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
     };
     if let Some(status) = verdict {
         return (status, "<Error><Code>InjectedByTest</Code></Error>").into_response();
+    }
+    if stall {
+        // Until the runner gives up on the request (it drops the connection when the job is cancelled).
+        std::future::pending::<()>().await;
     }
     let (parts, body) = req.into_parts();
     let target = format!(
@@ -102,6 +127,8 @@ async fn start_proxy(upstream: String, fail: Arc<Rule>) -> (String, Proxy) {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
+        parts_now: Arc::default(),
+        parts_peak: Arc::default(),
     };
     let app = axum::Router::new().fallback(forward).with_state(proxy.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -226,6 +253,8 @@ async fn large_archives_move_in_parts_through_garage() {
         big.iter().any(|r| r.method == "POST" && r.has("uploadId")),
         "{big:#?}"
     );
+    let peak = proxy.parts_peak.load(Ordering::SeqCst);
+    assert!(peak > 1, "the parts went up one at a time (peak {peak})");
 
     let restore = job(
         "restore big",
@@ -274,6 +303,9 @@ async fn large_archives_move_in_parts_through_garage() {
     assert!(restored.contains("Retrying"), "{restored}");
 
     aborted_upload_leaves_no_object(&fake, &proxy, (&da, &db)).await;
+    upload_is_gone(&cluster, &proxy, "/doomed").await;
+    cancelled_upload_is_aborted(&fake, &proxy, &da).await;
+    upload_is_gone(&cluster, &proxy, "/stalled").await;
     // The store itself holds one object: `big`; nothing of `doomed`.
     let info = cluster.cli(0, &["bucket", "info", BUCKET]);
     let objects = info
@@ -325,6 +357,74 @@ async fn aborted_upload_leaves_no_object(
     let trace = rec.trace_text();
     assert_eq!(rec.status, "success", "{trace}");
     assert!(trace.contains("Cache file does not exist"), "{trace}");
+}
+
+/// The job is force-cancelled while part 2 hangs: the runner drops the upload, and the abort still reaches the
+/// store.
+async fn cancelled_upload_is_aborted(
+    fake: &fake_gitlab::FakeGitlab,
+    proxy: &Proxy,
+    da: &crate::support::Daemon,
+) {
+    let push = job(
+        "push stalled",
+        "a",
+        &["mkdir -p vendor && head -c 13000000 /dev/urandom > vendor/blob"],
+        CacheSpec::new("stalled", &["vendor/"]),
+    );
+    let id = fake.enqueue_job(push);
+    let stalled = |r: &Seen| r.path.ends_with("/stalled") && r.param("partNumber") == Some("2");
+    let deadline = tokio::time::Instant::now() + FINISH;
+    while !proxy.seen.lock().unwrap().iter().any(stalled) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "part 2 never started: {:?}\n{}",
+            fake.job(id),
+            da.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // "Cancel" lets a job finish its cache upload (graceful); "Force cancel" then ends it: the runner learns from
+    // GitLab's 403 to its next trace update and aborts the job's hooks, dropping the upload midway.
+    fake.cancel_job(id);
+    assert_eq!(fake.job(id).map(|j| j.status), Some("canceling".to_owned()));
+    fake.cancel_job(id);
+    let aborted = |r: &Seen| r.path.ends_with("/stalled") && r.method == "DELETE" && r.has("uploadId");
+    while !proxy.seen.lock().unwrap().iter().any(aborted) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no abort after the cancel: {:#?}",
+            of(&proxy.seen.lock().unwrap(), "/stalled")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Garage no longer knows the upload that the runner aborted on `object`: listing its parts is `NoSuchUpload`
+/// (the parts sent so far are gone with it).
+async fn upload_is_gone(cluster: &Cluster, proxy: &Proxy, object: &str) {
+    let seen = proxy.seen.lock().unwrap().clone();
+    let abort = of(&seen, object)
+        .into_iter()
+        .find(|r| r.method == "DELETE" && r.has("uploadId"))
+        .expect("an abort was sent");
+    let upload_id = abort.param("uploadId").unwrap();
+    let key = abort.path.strip_prefix(&format!("/{BUCKET}/")).unwrap();
+    let bucket = rusty_s3::Bucket::new(
+        format!("http://{}", cluster.s3_address(0)).parse().unwrap(),
+        rusty_s3::UrlStyle::Path,
+        BUCKET.to_owned(),
+        REGION.to_owned(),
+    )
+    .unwrap();
+    let creds = rusty_s3::Credentials::new(cluster.key_id.clone(), cluster.secret.clone());
+    let list = rusty_s3::actions::ListParts::new(&bucket, Some(&creds), key, upload_id);
+    let url = rusty_s3::S3Action::sign(&list, Duration::from_secs(300));
+    let resp = reqwest::get(url).await.unwrap();
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("NoSuchUpload"), "{body}");
 }
 
 /// The bytes of the local store's archive of `key` somewhere below `dir`.

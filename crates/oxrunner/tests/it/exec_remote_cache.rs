@@ -166,3 +166,40 @@ fn a_runner_without_a_cache_section_is_refused() {
     );
     assert!(!repo.path().join(".oxrunner/logs/push.log").exists());
 }
+
+/// Without the project's id exec would use another project's caches: refused before any job runs, whether the
+/// id is missing or not a number. The cache section is complete, so nothing else stops the run.
+#[test]
+fn a_missing_or_bad_project_id_is_refused() {
+    let sb = Sandbox::new();
+    let cache = "  [runners.cache]\n    Type = \"s3\"\n  [runners.cache.s3]\n    ServerAddress = \"127.0.0.1:9\"\n    \
+                 AccessKey = \"k\"\n    SecretKey = \"s\"\n    BucketName = \"b\"\n    BucketLocation = \"r\"\n    \
+                 Insecure = true\n";
+    let text = global_toml(1, "")
+        + &shell_runner_toml(
+            "ci",
+            "http://127.0.0.1:9",
+            "glrt-cirunnertoken0",
+            &sb.path("p"),
+            cache,
+        );
+    std::fs::write(sb.config(), text).unwrap();
+    let repo = Repo::new(CI, &[]);
+    let cfg = sb.config_str();
+    for extra in [&[][..], &["--variable", "CI_PROJECT_ID=abc"][..]] {
+        let mut args = vec!["push", "--cache-config", cfg.as_str()];
+        args.extend_from_slice(extra);
+        let run = repo.exec(&args);
+        assert!(!run.ok(), "{}", run.dump());
+        assert!(
+            run.stderr().contains("CI_PROJECT_ID") && run.stderr().contains("hint:"),
+            "{}",
+            run.dump()
+        );
+        assert!(
+            !repo.path().join(".oxrunner/logs/push.log").exists(),
+            "{}",
+            run.dump()
+        );
+    }
+}

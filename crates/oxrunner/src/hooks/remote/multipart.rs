@@ -1,7 +1,7 @@
 //! A large archive up to S3 as a multipart upload: create, parts read from the archive file and sent side by
 //! side (each retried on its own, at most parts-in-flight open at once, each streamed from its offset so memory
-//! stays flat), then complete. Any failure after create aborts the upload, so the bucket keeps neither a half
-//! object nor the parts sent so far.
+//! stays flat), then complete. Any failure after create aborts the upload, and so does a cancel that drops the
+//! upload midway, so the bucket keeps neither a half object nor the parts sent so far.
 
 use std::path::Path;
 use std::time::Duration;
@@ -72,13 +72,24 @@ impl Upload<'_> {
         let create = self.store.presign_create_multipart(self.object, self.lifetime);
         let shown = clean_url(create.url.as_str());
         let upload_id = with_retries(|| self.create(&create, &shown), warn).await?;
-        match self.parts_and_complete(&source, &upload_id, &shown, warn).await {
-            Ok(()) => Ok(size),
-            Err(e) => {
-                self.abort(&upload_id, &shown, warn).await;
-                Err(e)
-            }
+        // A cancelled job drops this future between awaits; the guard then still sends the abort.
+        let mut guard = AbortOnDrop {
+            http: self.http.clone(),
+            url: Some(
+                self.store
+                    .presign_abort_multipart(self.object, &upload_id, self.lifetime)
+                    .url,
+            ),
+        };
+        let result = self.parts_and_complete(&source, &upload_id, &shown, warn).await;
+        if let Err(e) = result {
+            // Still armed meanwhile: a cancel during this abort's retries leaves it to the guard.
+            self.abort(&upload_id, &shown, warn).await;
+            guard.url = None;
+            return Err(e);
         }
+        guard.url = None;
+        Ok(size)
     }
 
     async fn create(&self, signed: &Presigned, shown: &str) -> Result<String, Failure> {
@@ -89,7 +100,12 @@ impl Upload<'_> {
         for (k, v) in &signed.headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        let resp = req.send().await.map_err(|e| network(&e, shown))?;
+        // Once the request may have reached the store, another try could start a second upload while the first
+        // (whose id never came back) is never aborted: only a connection that failed is tried again.
+        let resp = req.send().await.map_err(|e| Failure {
+            retry: e.is_connect(),
+            ..network(&e, shown)
+        })?;
         if !resp.status().is_success() {
             return Err(status_failure(resp, shown, self.describe).await);
         }
@@ -102,6 +118,7 @@ impl Upload<'_> {
                     self.describe
                 ),
                 retry: true,
+                retry_after: None,
             }),
         }
     }
@@ -164,6 +181,7 @@ impl Upload<'_> {
                     self.describe
                 ),
                 retry: false,
+                retry_after: None,
             })
     }
 
@@ -190,6 +208,7 @@ impl Upload<'_> {
                     error_code(&answer)
                 ),
                 retry: true,
+                retry_after: None,
             }),
         }
     }
@@ -220,6 +239,39 @@ impl Upload<'_> {
         if let Err(e) = result {
             warn(&format!("the failed multipart upload could not be aborted: {e}"));
         }
+    }
+}
+
+/// How long the abort of a dropped upload may take: it runs after its job ended, unobserved.
+const DROPPED_ABORT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends the pre-signed abort of an upload that was dropped before it finished (the job was cancelled, the
+/// runner is shutting down): otherwise the parts sent so far stay in the bucket, unseen and billed, until a
+/// lifecycle rule removes them. Unset `url` once the upload completed or was aborted in line.
+struct AbortOnDrop {
+    http: reqwest::Client,
+    url: Option<reqwest::Url>,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some(url) = self.url.take() else {
+            return;
+        };
+        // Outside a runtime (the process is going away) there is nothing left to send it with.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let http = self.http.clone();
+        runtime.spawn(async move {
+            let sent = http.delete(url).timeout(DROPPED_ABORT_TIMEOUT).send().await;
+            if let Err(e) = sent {
+                tracing::warn!(
+                    "the multipart upload of a cancelled cache push could not be aborted: {}",
+                    super::transfer::network(&e, "the store").message
+                );
+            }
+        });
     }
 }
 

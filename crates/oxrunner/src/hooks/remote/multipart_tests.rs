@@ -160,3 +160,49 @@ async fn parts_come_from_the_archive_that_was_opened_even_if_the_path_is_replace
         ]
     );
 }
+
+/// A create whose answer never comes may have started an upload: trying again would start a second one and
+/// leave the first behind, so it is not retried.
+#[tokio::test]
+async fn a_create_without_an_answer_is_not_sent_twice() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(Mutex::new(0usize));
+    let server = tokio::spawn({
+        let accepted = Arc::clone(&accepted);
+        async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                *accepted.lock().unwrap() += 1;
+                held.push(conn);
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("cache.zip");
+    std::fs::write(&src, vec![7u8; 2_500]).unwrap();
+    let cfg: oxrunner_config::CacheS3Config = toml::from_str(&format!(
+        "ServerAddress = \"{addr}\"\nAccessKey = \"AK\"\nSecretKey = \"sk\"\nBucketName = \"b\"\n\
+         BucketLocation = \"garage\"\nInsecure = true\n"
+    ))
+    .unwrap();
+    let store = S3Store::from_config(&cfg).unwrap();
+    let http = client(Duration::from_secs(1)).unwrap();
+    let upload = Upload {
+        http: &http,
+        store: &store,
+        object: "project/1/k",
+        src: &src,
+        plan: PartPlan {
+            threshold: 1_000,
+            part_size: 1_000,
+            in_flight: 2,
+        },
+        lifetime: Duration::from_secs(600),
+        describe: "bucket \"b\"",
+    };
+    let why = upload.run(&|_| {}).await.unwrap_err();
+    server.abort();
+    assert!(why.contains("timed out") || why.contains("failed"), "{why}");
+    assert_eq!(*accepted.lock().unwrap(), 1, "{why}");
+}

@@ -25,8 +25,10 @@ const MAX_PARTS: u64 = 10_000;
 /// What one part gathers before writing it at its offset.
 const WRITE_BUFFER: usize = 1024 * 1024;
 /// `<threshold>,<part size>` in bytes: lets the tests move archives of a few MiB in parts instead of hundreds of
-/// MiB. Not a user setting, and not documented as one.
+/// MiB. Test-only (documented as such); whoever sets it is warned, and it can never go below S3's smallest part.
 pub(crate) const TEST_KNOB: &str = "OXRUNNER_TEST_CACHE_PARTS";
+/// S3 refuses parts (but the last) under 5 MiB, so no plan may ask for smaller ones.
+const MIN_PART_SIZE: u64 = 5 * MIB;
 
 /// When and how an archive moves in parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,20 +50,46 @@ impl Default for PartPlan {
 }
 
 impl PartPlan {
-    /// The defaults, unless [`TEST_KNOB`] holds two numbers.
+    /// The defaults, unless [`TEST_KNOB`] is set (with a warning, once per process).
     pub(crate) fn from_env() -> PartPlan {
-        let plan = PartPlan::default();
+        static WARNED: std::sync::Once = std::sync::Once::new();
         let Ok(text) = std::env::var(TEST_KNOB) else {
-            return plan;
+            return PartPlan::default();
         };
-        let mut numbers = text.split(',').map(|n| n.trim().parse::<u64>().ok());
-        match (numbers.next().flatten(), numbers.next().flatten()) {
-            (Some(threshold), Some(part_size)) if part_size > 0 => PartPlan {
-                threshold,
-                part_size,
-                ..plan
-            },
-            _ => plan,
+        let (plan, message) = match PartPlan::from_knob(&text) {
+            Ok(plan) => (
+                plan,
+                format!(
+                    "{TEST_KNOB} is set (a test-only setting): caches above {} bytes move in parts of {} bytes",
+                    plan.threshold, plan.part_size
+                ),
+            ),
+            Err(why) => (
+                PartPlan::default(),
+                format!("{TEST_KNOB} (a test-only setting) is ignored: {why}; the defaults apply"),
+            ),
+        };
+        WARNED.call_once(|| tracing::warn!("{message}"));
+        plan
+    }
+
+    /// `<threshold>,<part size>`, raised to what S3 accepts: parts of at least 5 MiB, a threshold no smaller
+    /// than one part.
+    pub(crate) fn from_knob(text: &str) -> Result<PartPlan, String> {
+        let numbers: Vec<&str> = text.split(',').map(str::trim).collect();
+        let [threshold, part_size] = numbers.as_slice() else {
+            return Err(format!("{text:?} is not <threshold>,<part size> in bytes"));
+        };
+        match (threshold.parse::<u64>(), part_size.parse::<u64>()) {
+            (Ok(threshold), Ok(part_size)) => {
+                let part_size = part_size.max(MIN_PART_SIZE);
+                Ok(PartPlan {
+                    threshold: threshold.max(part_size),
+                    part_size,
+                    ..PartPlan::default()
+                })
+            }
+            _ => Err(format!("{text:?} is not <threshold>,<part size> in bytes")),
         }
     }
 
@@ -94,7 +122,8 @@ enum First {
         total: u64,
         etag: Option<String>,
     },
-    /// `416`: S3's answer to a range on an empty object; asked again without one.
+    /// `416` (S3's answer to a range on an empty object), or a part whose `Content-Range` does not say where it
+    /// lies in how large an object (`bytes 0-N/*`): asked again without a range.
     Unranged,
 }
 
@@ -143,19 +172,30 @@ pub(crate) async fn download(
     } else {
         vec![(first_len, total)]
     };
-    let (target, etag) = (&target, etag.as_deref());
-    futures::stream::iter(rest)
+    let (target_ref, etag) = (&target, etag.as_deref());
+    let parts: Vec<bool> = futures::stream::iter(rest)
         .map(|(start, end)| async move {
             with_retries(
-                || range_part(http, signed, target, (start, end, total), etag),
+                || range_part(http, signed, target_ref, (start, end, total), etag),
                 warn,
             )
             .await
         })
         .buffer_unordered(plan.in_flight.max(1))
-        .try_collect::<Vec<()>>()
+        .try_collect()
         .await?;
-    Ok(Fetched::Found { bytes: total })
+    if parts.iter().all(|ranged| *ranged) {
+        return Ok(Fetched::Found { bytes: total });
+    }
+    // The store stopped honouring ranges midway (a proxy, a CDN): every part has ended, so the file is
+    // rewritten from the start by one plain request.
+    match with_retries(|| first_part(http, signed, &target, None), warn).await? {
+        First::Missing => Ok(Fetched::Missing),
+        First::Whole(bytes) => Ok(Fetched::Found { bytes }),
+        First::Part { .. } | First::Unranged => {
+            Err(format!("{store}: {shown} refused a download without a range"))
+        }
+    }
 }
 
 /// The first request: part one (`len` bytes) when `len` is given, else the whole object.
@@ -174,11 +214,9 @@ async fn first_part(
         StatusCode::NOT_FOUND => Ok(First::Missing),
         StatusCode::RANGE_NOT_SATISFIABLE if len.is_some() => Ok(First::Unranged),
         StatusCode::PARTIAL_CONTENT if len.is_some() => {
-            let (start, total) =
-                content_range(&resp).ok_or_else(|| target.bad("a part without a usable Content-Range"))?;
-            if start != 0 {
-                return Err(target.bad("another range than the one asked for"));
-            }
+            let Some((0, total)) = content_range(&resp) else {
+                return Ok(First::Unranged);
+            };
             let etag = etag(&resp);
             let expected = total.min(len.unwrap_or(total));
             write_body(resp, target, 0, Some(expected)).await?;
@@ -193,14 +231,16 @@ async fn first_part(
     }
 }
 
-/// One more part, `[start, end)` of an object of `total` bytes whose first part carried `etag`.
+/// One more part, `[start, end)` of an object of `total` bytes whose first part carried `etag`. `false` when the
+/// store answered something else than that range (the whole object, another range): nothing was written, and
+/// the caller reads the object as one stream instead.
 async fn range_part(
     http: &reqwest::Client,
     signed: &Presigned,
     target: &Target<'_>,
     (start, end, total): (u64, u64, u64),
     first_etag: Option<&str>,
-) -> Result<(), Failure> {
+) -> Result<bool, Failure> {
     let resp = http
         .get(signed.url.clone())
         .header(RANGE, format!("bytes={start}-{}", end - 1))
@@ -209,12 +249,12 @@ async fn range_part(
         .map_err(|e| network(&e, target.shown))?;
     if resp.status() != StatusCode::PARTIAL_CONTENT {
         if resp.status().is_success() {
-            return Err(target.bad("the whole object to a request for one part"));
+            return Ok(false);
         }
         return Err(status_failure(resp, target.shown, target.store).await);
     }
     if content_range(&resp) != Some((start, total)) {
-        return Err(target.bad("another range than the one asked for"));
+        return Ok(false);
     }
     // Another machine may replace the object mid-download: parts of two archives never make one file.
     if first_etag.is_some() && etag(&resp).as_deref() != first_etag {
@@ -224,10 +264,11 @@ async fn range_part(
                 target.store, target.shown
             ),
             retry: false,
+            retry_after: None,
         });
     }
     write_body(resp, target, start, Some(end - start)).await?;
-    Ok(())
+    Ok(true)
 }
 
 impl Target<'_> {
@@ -235,6 +276,7 @@ impl Target<'_> {
         Failure {
             message: format!("{}: {} answered {what}", self.store, self.shown),
             retry: false,
+            retry_after: None,
         }
     }
 
@@ -242,6 +284,7 @@ impl Target<'_> {
         Failure {
             message: format!("writing the cache download: {e}"),
             retry: false,
+            retry_after: None,
         }
     }
 }
@@ -294,6 +337,7 @@ async fn write_body(
                 target.store, target.shown
             ),
             retry: true,
+            retry_after: None,
         });
     }
     Ok(written)

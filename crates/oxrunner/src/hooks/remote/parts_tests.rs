@@ -17,6 +17,10 @@ enum Mode {
     IgnoresRange,
     /// Every part after the first carries another ETag (the object was replaced).
     Replaced,
+    /// Parts say `bytes a-b/*`: the object's size is not told.
+    UnknownTotal,
+    /// The first part is a part; later ones are answered with the whole object.
+    WholeLater,
 }
 
 #[derive(Clone)]
@@ -48,7 +52,15 @@ fn answer(s: &Server, headers: &HeaderMap) -> Response {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     let total = s.data.len() as u64;
+    if s.mode == Mode::WholeLater && a > 0 {
+        return (StatusCode::OK, s.data.as_ref().clone()).into_response();
+    }
     let b = b.min(total - 1);
+    let shown_total = if s.mode == Mode::UnknownTotal {
+        "*".to_owned()
+    } else {
+        total.to_string()
+    };
     let etag = if s.mode == Mode::Replaced && a > 0 {
         "\"two\""
     } else {
@@ -57,7 +69,7 @@ fn answer(s: &Server, headers: &HeaderMap) -> Response {
     (
         StatusCode::PARTIAL_CONTENT,
         [
-            (header::CONTENT_RANGE, format!("bytes {a}-{b}/{total}")),
+            (header::CONTENT_RANGE, format!("bytes {a}-{b}/{shown_total}")),
             (header::ETAG, etag.to_owned()),
         ],
         s.data[a as usize..=b as usize].to_vec(),
@@ -179,4 +191,42 @@ fn huge_archives_get_larger_parts_within_the_part_limit() {
     assert_eq!(ranges.last().unwrap().1, total);
     assert!(ranges.windows(2).all(|w| w[0].1 == w[1].0));
     assert_eq!(plan.ranges(0, 0), Vec::<(u64, u64)>::new());
+}
+
+/// The test knob can never ask for parts S3 refuses, nor a threshold below one part; garbage is refused whole.
+#[test]
+fn the_test_knob_is_raised_to_what_s3_accepts_and_garbage_is_refused() {
+    const MIB: u64 = 1024 * 1024;
+    let plan = PartPlan::from_knob("8388608,5242880").unwrap();
+    assert_eq!((plan.threshold, plan.part_size), (8 * MIB, 5 * MIB));
+    let plan = PartPlan::from_knob("1000,1").unwrap();
+    assert_eq!((plan.threshold, plan.part_size), (5 * MIB, 5 * MIB));
+    let plan = PartPlan::from_knob(" 0 , 0 ").unwrap();
+    assert_eq!((plan.threshold, plan.part_size), (5 * MIB, 5 * MIB));
+    for bad in ["", "12", "a,b", "1,2,3", "-1,5242880"] {
+        let err = PartPlan::from_knob(bad).unwrap_err();
+        assert!(err.contains("<threshold>,<part size>"), "{bad:?}: {err}");
+    }
+}
+
+/// A store that does not tell the object's size (`bytes 0-999/*`) is read as one plain stream.
+#[tokio::test]
+async fn a_part_without_the_total_size_falls_back_to_one_stream() {
+    let s = server(Mode::UnknownTotal, None);
+    let (got, bytes, _) = fetch(&s).await;
+    assert_eq!(got, Ok(Fetched::Found { bytes: 10_000 }));
+    assert!(bytes == *s.data, "the download is not the object");
+    assert_eq!(*s.seen.lock().unwrap(), ["bytes=0-999", "-"]);
+}
+
+/// A store that answers a later part with the whole object: the parts stop and one plain stream replaces them.
+#[tokio::test]
+async fn a_whole_object_for_a_later_part_falls_back_to_one_stream() {
+    let s = server(Mode::WholeLater, None);
+    let (got, bytes, _) = fetch(&s).await;
+    assert_eq!(got, Ok(Fetched::Found { bytes: 10_000 }));
+    assert!(bytes == *s.data, "the download is not the object");
+    let seen = s.seen.lock().unwrap().clone();
+    assert_eq!(seen.first().map(String::as_str), Some("bytes=0-999"));
+    assert_eq!(seen.last().map(String::as_str), Some("-"), "{seen:?}");
 }

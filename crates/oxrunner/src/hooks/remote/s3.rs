@@ -12,6 +12,26 @@ mod multipart;
 
 /// gitlab-runner's default endpoint when `ServerAddress` is empty.
 const AWS_SERVER: &str = "s3.amazonaws.com";
+/// How long a job may wait for the bucket's region (it runs before the job's log starts, and cannot be
+/// cancelled); without an answer the default region is signed.
+const REGION_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Regions found by probes in this process, by the probed bucket URL.
+static REGIONS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+    std::sync::OnceLock::new();
+
+fn known_region(probe: &str) -> Option<String> {
+    let map = REGIONS.get()?.lock().ok()?;
+    map.get(probe).cloned()
+}
+
+fn remember_region(probe: &str, region: &str) {
+    let map = REGIONS.get_or_init(Default::default);
+    if let Ok(mut map) = map.lock() {
+        map.insert(probe.to_owned(), region.to_owned());
+    }
+}
+
 /// The region SigV4 signs with when `BucketLocation` is empty (what S3-compatible stores accept by default).
 const DEFAULT_REGION: &str = "us-east-1";
 /// S3 refuses pre-signed URLs valid for longer than a week.
@@ -243,6 +263,9 @@ impl S3Store {
     /// region its unsigned `HEAD` names in `x-amz-bucket-region` (S3 answers it even when it refuses the request).
     /// Asked until it answers, then kept; without an answer us-east-1 is signed, and a wrong-region answer to the
     /// signed request carries a hint naming `BucketLocation`.
+    ///
+    /// A job's store is built afresh from the runner's config, so what a probe found is also kept per process,
+    /// by bucket URL: only a runner's first job waits for it (a few seconds at most, before the job's log starts).
     pub(crate) async fn detect_region(&self) {
         let Some(probe) = &self.region_probe else {
             return;
@@ -250,9 +273,14 @@ impl S3Store {
         if self.regional.get().is_some() {
             return;
         }
+        if let Some(region) = known_region(probe.as_str()) {
+            self.sign_for(&region);
+            return;
+        }
         let Ok(http) = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30))
+            .connect_timeout(REGION_PROBE_TIMEOUT)
+            .timeout(REGION_PROBE_TIMEOUT)
             .build()
         else {
             return;
@@ -269,13 +297,24 @@ impl S3Store {
         else {
             return;
         };
-        if let Ok(b) = Bucket::new(
+        if self.sign_for(region) {
+            remember_region(probe.as_str(), region);
+        }
+    }
+
+    /// Signs from now on for `region`; false when no bucket can be made for it.
+    fn sign_for(&self, region: &str) -> bool {
+        match Bucket::new(
             self.base.clone(),
             self.style,
             self.bucket.name().to_owned(),
             region.to_owned(),
         ) {
-            let _ = self.regional.set(b);
+            Ok(b) => {
+                let _ = self.regional.set(b);
+                true
+            }
+            Err(_) => false,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Moving a cache archive to and from an object store through pre-signed URLs, runner-side: streamed from and to
-//! files (memory stays flat whatever the archive's size), retried on network errors and 5xx answers. A pre-signed
+//! files (memory stays flat whatever the archive's size), retried with backoff on network errors, 5xx, 408, 429
+//! and S3's `RequestTimeout`, waiting as long as a `Retry-After` asks (up to a limit). A pre-signed
 //! URL's query is its signature, so only the URL without it ever reaches a message.
 
 use std::path::Path;
@@ -7,9 +8,12 @@ use std::time::Duration;
 
 use super::s3::Presigned;
 
-/// As gitlab-runner's cache helpers: a few attempts, a short wait between them.
+/// As gitlab-runner's cache helpers, three attempts; the waits double from 1 s, each ± 25 % so runners that
+/// failed together do not retry together.
 const ATTEMPTS: u32 = 3;
-const RETRY_WAIT: Duration = Duration::from_secs(1);
+const FIRST_WAIT: Duration = Duration::from_secs(1);
+/// The longest wait a store's `Retry-After` may ask for; a job should not hang on it.
+const RETRY_AFTER_LIMIT: Duration = Duration::from_secs(30);
 /// An error answer's body is read only this far (it is XML naming the problem, never needed whole).
 const ERROR_BODY_LIMIT: usize = 16 * 1024;
 
@@ -40,6 +44,8 @@ pub(crate) enum Fetched {
 pub(super) struct Failure {
     pub(super) message: String,
     pub(super) retry: bool,
+    /// How long the store asked to wait (`Retry-After`), instead of the backoff.
+    pub(super) retry_after: Option<Duration>,
 }
 
 pub(super) fn network(err: &reqwest::Error, shown: &str) -> Failure {
@@ -47,6 +53,7 @@ pub(super) fn network(err: &reqwest::Error, shown: &str) -> Failure {
     Failure {
         message: format!("request to {shown} failed: {err}"),
         retry: true,
+        retry_after: None,
     }
 }
 
@@ -76,6 +83,12 @@ fn reqwest_message(err: &reqwest::Error) -> String {
 /// An S3 error answer: its status, and the `<Code>`/`<Message>` of the XML body when there is one.
 pub(super) async fn status_failure(resp: reqwest::Response, shown: &str, store: &str) -> Failure {
     let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|secs| Duration::from_secs(secs).min(RETRY_AFTER_LIMIT));
     let body = bounded_body(resp).await;
     let field = |tag: &str| {
         let open = format!("<{tag}>");
@@ -106,8 +119,31 @@ pub(super) async fn status_failure(resp: reqwest::Response, shown: &str, store: 
     };
     Failure {
         message: format!("{store}: {shown} answered {status}{detail}{hint}"),
-        retry: status.is_server_error(),
+        retry: retryable(status, code.as_deref()),
+        retry_after,
     }
+}
+
+/// 5xx, and the answers that say "too slow" or "too many": 408, 429, and S3's `400 RequestTimeout` (the store
+/// gave up waiting for the body).
+fn retryable(status: reqwest::StatusCode, code: Option<&str>) -> bool {
+    use reqwest::StatusCode as S;
+    status.is_server_error()
+        || status == S::REQUEST_TIMEOUT
+        || status == S::TOO_MANY_REQUESTS
+        || (status == S::BAD_REQUEST && code == Some("RequestTimeout"))
+}
+
+/// The wait before attempt `tries + 1`: `FIRST_WAIT` doubled per attempt so far, ± 25 %.
+fn backoff(tries: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let base = FIRST_WAIT.saturating_mul(1 << tries.saturating_sub(1).min(8));
+    // A fresh `RandomState` is randomly keyed: enough spread for jitter, no random-number crate needed.
+    let noise = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let factor = 0.75 + (noise % 1001) as f64 / 2000.0;
+    base.mul_f64(factor)
 }
 
 pub(super) async fn bounded_body(mut resp: reqwest::Response) -> String {
@@ -134,9 +170,9 @@ where
         match attempt().await {
             Ok(v) => return Ok(v),
             Err(f) if f.retry && tries < ATTEMPTS => {
-                tries += 1;
                 warn(&format!("Retrying...  error={}", f.message));
-                tokio::time::sleep(RETRY_WAIT).await;
+                tokio::time::sleep(f.retry_after.unwrap_or_else(|| backoff(tries))).await;
+                tries += 1;
             }
             Err(f) => return Err(f.message),
         }
@@ -174,10 +210,12 @@ pub(crate) async fn upload(
             let f = tokio::fs::File::open(src).await.map_err(|e| Failure {
                 message: format!("cannot read {}: {e}", src.display()),
                 retry: false,
+                retry_after: None,
             })?;
             let len = f.metadata().await.map(|m| m.len()).map_err(|e| Failure {
                 message: format!("cannot read {}: {e}", src.display()),
                 retry: false,
+                retry_after: None,
             })?;
             let mut req = http
                 .put(signed.url.clone())
@@ -205,3 +243,7 @@ pub(crate) async fn upload(
     )
     .await
 }
+
+#[cfg(test)]
+#[path = "transfer_tests.rs"]
+mod tests;
