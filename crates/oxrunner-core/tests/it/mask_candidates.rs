@@ -71,6 +71,10 @@ fn overlapping_and_adjacent_secrets_are_masked_as_one() {
     assert_every_cut(&s, b"xx abcdefghijklmnopqr yy", b"xx [MASKED] yy");
     assert_every_cut(&s, b"xx abcdefghklmnopqr yy", b"xx [MASKED] yy");
     assert_every_cut(&s, b"xx abcdefgzefghijkl yy", b"xx abcdefgz[MASKED] yy");
+    // Cut after `abcde`, the tail `bcde` is held back (it may start the second value): the first value's
+    // match starts before the held bytes but its head reaches into them.
+    let s = set(&["abcde", "bcdeXYZW"]);
+    assert_every_cut(&s, b"xx abcde yy bcdeXYZW", b"xx [MASKED] yy [MASKED]");
 }
 
 #[test]
@@ -91,6 +95,18 @@ fn secret_after_a_crowd_of_near_candidates_is_masked() {
             want,
             "secret at {at}, split"
         );
+    }
+}
+
+#[test]
+fn secret_overlapping_a_failed_candidate_is_masked() {
+    // The head `aaaa` occurs at every position of the run; only the last five `a`s start the secret, so the
+    // search must go on one byte after each candidate that fails, not past it.
+    let s = set(&["aaaaaSECRET"]);
+    for run in 5..40 {
+        let text = format!("{}{} tail", "x".repeat(100), "a".repeat(run) + "SECRET");
+        let want = format!("{}{}[MASKED] tail", "x".repeat(100), "a".repeat(run - 5));
+        assert_eq!(stream(&s, &[text.as_bytes()]), want.as_bytes(), "run of {run}");
     }
 }
 
