@@ -2,7 +2,7 @@
 # Masker benchmark (issue #11 item 2): build time, scan throughput and memory growth of the job log masker for
 # one 1 MiB masked value (distinct bytes; one repeated character), 10,000 masked 64-byte values, and the most
 # compare work a log built for it can cause (worst).
-#   bench/mask/run.sh [one-mib|one-mib-repeated|many|worst]...     (from anywhere; no case = all)
+#   bench/mask/run.sh [one-mib|one-mib-repeated|many|worst|token]...     (from anywhere; no case = all)
 # Environment: BENCH_RUNS (5): each case is run this many times (a fresh process each time); take the median.
 # CARGO_TARGET_DIR (default: the checkout's target/). No network. Results are `name value unit goal` lines.
 set -euo pipefail

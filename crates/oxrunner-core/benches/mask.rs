@@ -1,9 +1,10 @@
 //! Masker benchmark (issue #11 item 2): build time, scan throughput and memory growth of the trace masker for
 //! one 1 MiB masked value (distinct bytes, and one repeated character), for 10,000 masked 64-byte values, and
-//! for a log built to cause as much compare work as it can (`worst`: no goal of its own, it shows the bound).
+//! for a log built to cause as much compare work as it can (`worst`: no goal of its own, it shows the bound), and
+//! for the usual job's set, the job token alone (`token`).
 //!
 //! `cargo bench -p oxrunner-core --bench mask [-- CASE...]`, CASE = `one-mib`, `one-mib-repeated`, `many`,
-//! `worst` (default: all). Each case runs in a child process of its own so that its memory figures start clean.
+//! `worst`, `token` (default: all). Each case runs in a child process of its own so that its memory figures start clean.
 //! Prints `name value unit goal` lines; `_wall` figures are elapsed time, `_cpu` figures the benchmark thread's
 //! CPU time (on a shared machine the closer one to what an idle core would do).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,7 +14,7 @@ use std::time::Instant;
 
 use oxrunner_core::trace::{CHUNK, MASKED, MaskSet, Masker};
 
-const CASES: &[&str] = &["one-mib", "one-mib-repeated", "many", "worst"];
+const CASES: &[&str] = &["one-mib", "one-mib-repeated", "many", "worst", "token"];
 /// Bytes of log scanned per repetition.
 const SCAN_BYTES: usize = 64 << 20;
 /// Size of each write into the masker (the executors read output in chunks of this order).
@@ -93,6 +94,9 @@ fn run_case(case: &str) {
             .iter()
             .map(|&last| "a".repeat(2 * CHUNK - 2) + &char::from(last).to_string())
             .collect(),
+        // The usual job: no masked variable of its own, only the job token (and the default token prefixes and
+        // URL parameters every set has), so the scan is over text that holds almost no candidate.
+        "token" => vec![format!("glcbt-64_{}", distinct_hex(11, 20))],
         other => panic!("unknown case {other}; cases: {CASES:?}"),
     };
     // The first 600 bytes of (up to 100 of) the values go into the text (a whole 1 MiB value every 256 lines

@@ -5,7 +5,7 @@
 //! and [`TraceWriter::lost`] tells the driver not to report the job as successful.
 
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -630,10 +630,7 @@ impl TraceFollower {
             let committed = *self.committed.borrow_and_update();
             if committed > self.offset {
                 let len = (committed - self.offset).min(FOLLOW_CHUNK);
-                let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
-                std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut buf, self.offset)?;
-                self.offset += len;
-                return Ok(Some(buf));
+                return self.read_committed(len).map(Some);
             }
             if finished {
                 return Ok(None);
@@ -643,5 +640,26 @@ impl TraceFollower {
                 res = self.finished.changed() => if res.is_err() { return Ok(None) },
             }
         }
+    }
+
+    /// The next `len` spool bytes, read into the spare capacity of a new buffer: `read_to_end` does not zero it
+    /// first, where `vec![0; len]` cleared up to 1 MiB per chunk only to overwrite it (5% of `exec`'s
+    /// instructions on a 50 MiB log).
+    fn read_committed(&mut self, len: u64) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        self.file.seek(SeekFrom::Start(self.offset))?;
+        Read::take(&self.file, len).read_to_end(&mut buf)?;
+        if buf.len() as u64 != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the trace spool ends before its committed length ({} of {len} bytes at offset {})",
+                    buf.len(),
+                    self.offset
+                ),
+            ));
+        }
+        self.offset += len;
+        Ok(buf)
     }
 }

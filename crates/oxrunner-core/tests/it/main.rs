@@ -11,6 +11,7 @@ mod feature_flags_jobs;
 mod inscript_stages;
 mod job;
 mod job_processes;
+mod mask_candidates;
 mod mask_reference;
 mod mask_scale;
 mod posix_escapes;

@@ -216,3 +216,34 @@ async fn follower_sees_bytes_as_they_are_committed() {
     handle.finish().await;
     assert_eq!(reader.await.unwrap(), b"second");
 }
+
+#[tokio::test]
+async fn follower_returns_a_large_log_exactly_in_chunks_of_at_most_one_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, handle) = TraceWriter::new(dir.path(), MaskSet::new(Vec::new(), &[]), 0).unwrap();
+    w.plain();
+    let mut follower = handle.follow().unwrap();
+    // Distinct lines, so a chunk read from the wrong offset or cut short shows.
+    let mut want = Vec::new();
+    for i in 0..40_000 {
+        want.extend_from_slice(format!("line {i:08} of a log longer than three read chunks\n").as_bytes());
+    }
+    for part in want.chunks(100_000) {
+        w.write(part);
+    }
+    handle.finish().await;
+    let mut got = Vec::new();
+    let mut chunks = 0;
+    while let Some(chunk) = follower.next_chunk().await.unwrap() {
+        assert!(
+            !chunk.is_empty() && chunk.len() <= 1024 * 1024,
+            "chunk of {} bytes",
+            chunk.len()
+        );
+        got.extend_from_slice(&chunk);
+        chunks += 1;
+    }
+    assert!(chunks >= 2, "{chunks} chunks");
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the followed bytes differ from the written log");
+}
