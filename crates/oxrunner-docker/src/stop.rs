@@ -7,7 +7,8 @@
 //!
 //! Here the stage is an exec beside PID 1 (see `run.rs`), so the first way signals every process but PID 1, and
 //! the stage ends when its shell has ended (the grace is the upper bound); the container is killed after either
-//! way, as after any cancelled stage.
+//! way, as after any cancelled stage. The signalling shell runs as the stage's user, as gitlab-runner's exec does:
+//! it is the image's `sh`, so running it as root would give the job's author root in the container.
 
 use std::time::Duration;
 
@@ -43,8 +44,16 @@ pub enum StopMode {
 }
 
 impl StopMode {
-    pub fn from_flag(native: bool) -> Self {
-        if native {
+    /// The mode for a job: `FF_USE_NATIVE_CONTAINER_STOP`, and the build container's `pid_mode`. A container that
+    /// shares a PID namespace (`host`, `container:<name>`) sees processes that are not the job's, and signalling
+    /// every process it sees would end those too (the host's own with `host`); it gets the engine's stop, which
+    /// signals the container's own PID 1 only.
+    pub fn for_job(native: bool, pid_mode: Option<&str>) -> Self {
+        let shared_pids = pid_mode.is_some_and(|m| {
+            let m = m.trim();
+            m == "host" || m.starts_with("container:")
+        });
+        if native || shared_pids {
             Self::Native
         } else {
             Self::SignalProcesses
@@ -54,13 +63,15 @@ impl StopMode {
 
 /// Starts stopping the stage; it runs beside the reading of the stage's output, which goes on until the stage's
 /// exec ends, and [`finish`] completes it.
-pub(crate) fn begin(docker: &Docker, container: &str, mode: StopMode) -> JoinHandle<()> {
+/// `user` is the stage's user (`None`: the container's), the one the signalling shell runs as.
+pub(crate) fn begin(docker: &Docker, container: &str, mode: StopMode, user: Option<&str>) -> JoinHandle<()> {
     let docker = docker.clone();
     let container = container.to_owned();
+    let config = signal_exec(user);
     tokio::spawn(async move {
         match mode {
             StopMode::SignalProcesses => {
-                if tokio::time::timeout(SIGNAL_BOUND, signal_processes(&docker, &container))
+                if tokio::time::timeout(SIGNAL_BOUND, signal_processes(&docker, &container, config))
                     .await
                     .is_err()
                 {
@@ -98,15 +109,22 @@ pub(crate) async fn finish(docker: &Docker, container: &str, mode: StopMode, sto
     kill(docker, container).await;
 }
 
-/// Runs [`SIGNAL_ALL`] as root in the container and waits for it to end.
-async fn signal_processes(docker: &Docker, container: &str) {
-    let config = ExecConfig {
+/// The exec of [`SIGNAL_ALL`], as the stage's user, as gitlab-runner runs it (no user of its own). Never root
+/// when the job runs as another user: the `sh` it runs is the image's, which is the job author's, so running it
+/// as root would hand root in the container to any job that times out. The stage's processes are that user's
+/// own, so it may signal them.
+fn signal_exec(user: Option<&str>) -> ExecConfig {
+    ExecConfig {
         attach_stdout: Some(true),
         attach_stderr: Some(true),
-        user: Some("0".to_owned()),
+        user: user.map(str::to_owned),
         cmd: Some(vec!["sh".to_owned(), "-c".to_owned(), SIGNAL_ALL.to_owned()]),
         ..Default::default()
-    };
+    }
+}
+
+/// Runs the [`signal_exec`] in the container and waits for it to end.
+async fn signal_processes(docker: &Docker, container: &str, config: ExecConfig) {
     let exec = match docker.create_exec(container, config).await {
         Ok(exec) => exec.id,
         Err(e) => {
@@ -124,5 +142,41 @@ async fn signal_processes(docker: &Docker, container: &str) {
         }
         Ok(StartExecResults::Detached) => {}
         Err(e) => tracing::debug!(error = %e, container, "starting the SIGTERM exec"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signalling_shell_runs_as_the_stages_user_never_as_root() {
+        assert_eq!(signal_exec(Some("nobody")).user.as_deref(), Some("nobody"));
+        assert_eq!(signal_exec(Some("1000:1000")).user.as_deref(), Some("1000:1000"));
+        // No configured user: the container's own, as the stage's exec.
+        assert_eq!(signal_exec(None).user, None);
+    }
+
+    #[test]
+    fn a_shared_pid_namespace_gets_the_engines_stop_not_a_signal_to_every_process() {
+        for pid_mode in ["host", " host ", "container:other", "container:0123abc"] {
+            assert_eq!(
+                StopMode::for_job(false, Some(pid_mode)),
+                StopMode::Native,
+                "{pid_mode}"
+            );
+        }
+        for pid_mode in [None, Some(""), Some("private")] {
+            assert_eq!(
+                StopMode::for_job(false, pid_mode),
+                StopMode::SignalProcesses,
+                "{pid_mode:?}"
+            );
+            assert_eq!(
+                StopMode::for_job(true, pid_mode),
+                StopMode::Native,
+                "{pid_mode:?}"
+            );
+        }
     }
 }

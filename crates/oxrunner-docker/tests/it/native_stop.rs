@@ -30,6 +30,16 @@ const ENTRYPOINT: &[&str] = &[
 /// Runs a job whose script traps SIGTERM, cancels it gracefully once it has started (or lets `timeout` end it),
 /// and returns the outcome and the log.
 async fn cancelled_job(job_id: i64, native: Option<&str>, timeout: Option<Duration>) -> (JobOutcome, String) {
+    cancelled_job_as(job_id, native, timeout, None).await
+}
+
+/// [`cancelled_job`] with `[runners.docker] user`.
+async fn cancelled_job_as(
+    job_id: i64,
+    native: Option<&str>,
+    timeout: Option<Duration>,
+    user: Option<&str>,
+) -> (JobOutcome, String) {
     let ctx = runner();
     let mut plan = plan(job_id);
     plan.image = Some(ImageSpec {
@@ -56,7 +66,9 @@ async fn cancelled_job(job_id: i64, native: Option<&str>, timeout: Option<Durati
         script: vec!["echo after-script-ran; cat /builds/pid1-term 2>/dev/null || echo no-pid1-term".into()],
         ..Step::default()
     });
-    let mut exec = DockerExecutor::new(config(), ctx.clone());
+    let mut config = config();
+    config.user = user.map(str::to_owned);
+    let mut exec = DockerExecutor::new(config, ctx.clone());
     let trace = Trace::new();
     let cancel = JobCancel::new();
     let fire = async {
@@ -91,6 +103,13 @@ async fn without_the_flag_the_runner_sends_sigterm_to_the_jobs_processes() {
         // PID 1 (the image's process here, the runner's keep-alive shell otherwise) is left alone.
         assert!(log.contains("\nno-pid1-term\n"), "{log}");
     }
+    // As a configured user the runner's SIGTERM (sent as that user, never as root) still reaches the job.
+    let (outcome, log) = cancelled_job_as(844, None, None, Some("nobody")).await;
+    assert!(matches!(outcome, JobOutcome::Failed { .. }), "{outcome:?}\n{log}");
+    assert!(
+        trapped(&log),
+        "the job's SIGTERM trap must run as user nobody:\n{log}"
+    );
     // A script timeout stops the stage the same way.
     let (_, log) = cancelled_job(843, None, Some(Duration::from_secs(3))).await;
     assert!(
