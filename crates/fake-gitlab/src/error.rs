@@ -20,6 +20,10 @@ pub enum FakeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "client_ca is set without tls: a client certificate needs HTTPS\nhint: set FakeOptions::tls too, or drop client_ca"
+    )]
+    ClientCaWithoutTls,
     #[error("cannot generate a test certificate: {0}")]
     CertGen(#[from] rcgen::Error),
     #[error("`git {args}` failed in {}: {stderr}\nhint: the fake needs a working `git` on PATH", dir.display())]

@@ -58,7 +58,8 @@ use state::{Inner, Shared};
 pub struct FakeOptions {
     /// Serve HTTPS with this certificate (the URL then uses `localhost`).
     pub tls: Option<TlsMaterial>,
-    /// With `tls`: require a client certificate issued by this CA (PEM), as a proxy in front of GitLab can.
+    /// With `tls`: require a client certificate issued by this CA (PEM), as a proxy in front of GitLab can. Without
+    /// `tls`, `start` fails.
     pub client_ca: Option<String>,
     /// Workhorse long-poll duration for `jobs/request` (GitLab's default is 50 s). Zero turns
     /// long polling off, like `-apiCiLongPollingDuration 0`.
@@ -169,6 +170,10 @@ impl FakeGitlab {
             return Err(FakeError::NotLoopback {
                 addr: opts.listen.to_string(),
             });
+        }
+        // A test asking for mutual TLS over plain HTTP would otherwise pass without what it meant to check.
+        if opts.client_ca.is_some() && opts.tls.is_none() {
+            return Err(FakeError::ClientCaWithoutTls);
         }
         let listener = std::net::TcpListener::bind(opts.listen).map_err(|source| FakeError::Bind {
             addr: opts.listen.to_string(),

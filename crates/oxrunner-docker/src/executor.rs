@@ -283,10 +283,10 @@ impl DockerExecutor {
         trace.info(&format!("Using Docker executor with image {image} ..."));
         let docker = endpoint.connect().await?;
         self.docker = Some(docker.clone());
-        self.stop = crate::stop::StopMode::from_flag(feature_flags::is_on(
-            &plan.variables,
-            "FF_USE_NATIVE_CONTAINER_STOP",
-        ));
+        self.stop = crate::stop::StopMode::for_job(
+            feature_flags::is_on(&plan.variables, "FF_USE_NATIVE_CONTAINER_STOP"),
+            self.config.pid_mode.as_deref(),
+        );
 
         let job_policies = plan
             .image

@@ -325,7 +325,7 @@ pub async fn run_stage(
                 None => break,
             },
             _ = cancel.cancelled(), if stopping.is_none() => {
-                stopping = Some(stop::begin(docker, container, how.stop));
+                stopping = Some(stop::begin(docker, container, how.stop, how.user));
             }
         }
     }

@@ -35,7 +35,7 @@ fn shell_command() -> Vec<String> {
     ]
 }
 
-/// Run as root in the container with the marker as `$1`: hang up every process carrying it (pid 1, the container's
+/// Run as the terminal's user in the container with the marker as `$1`: hang up every process carrying it (pid 1, the container's
 /// own, never), give them a second, then kill what is left. Only numbers from `/proc` reach `kill`.
 const CLOSE_SCRIPT: &str = r#"sig_marked() {
   for d in /proc/[0-9]*; do
@@ -130,6 +130,7 @@ impl Terminal for DockerTerminal {
             let control = ExecControl {
                 docker: self.docker.clone(),
                 container: self.container.clone(),
+                user: self.user.clone(),
                 exec,
                 marker,
             };
@@ -159,8 +160,30 @@ fn rand_suffix() -> String {
 struct ExecControl {
     docker: Docker,
     container: String,
+    /// The terminal's user, whose processes closing ends.
+    user: Option<String>,
     exec: String,
     marker: String,
+}
+
+/// The exec that ends a terminal: as the terminal's own user, never root. Its `sh` is the image's, the job
+/// author's, so a root exec of it would give the job root in the container whenever a terminal closes; the
+/// terminal's processes are that user's, so it may signal them.
+fn close_exec(user: Option<&str>, marker: &str) -> ExecConfig {
+    ExecConfig {
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        user: user.map(str::to_owned),
+        cmd: Some(vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            CLOSE_SCRIPT.to_owned(),
+            "oxrunner-terminal-close".to_owned(),
+            marker.to_owned(),
+            MARKER_VAR.to_owned(),
+        ]),
+        ..Default::default()
+    }
 }
 
 impl TerminalControl for ExecControl {
@@ -179,20 +202,7 @@ impl TerminalControl for ExecControl {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let config = ExecConfig {
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                user: Some("0".to_owned()),
-                cmd: Some(vec![
-                    "sh".to_owned(),
-                    "-c".to_owned(),
-                    CLOSE_SCRIPT.to_owned(),
-                    "oxrunner-terminal-close".to_owned(),
-                    self.marker.clone(),
-                    MARKER_VAR.to_owned(),
-                ]),
-                ..Default::default()
-            };
+            let config = close_exec(self.user.as_deref(), &self.marker);
             let Ok(exec) = self.docker.create_exec(&self.container, config).await else {
                 return;
             };
@@ -234,4 +244,18 @@ pub fn container_terminal(
         workdir,
         env,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closing_runs_as_the_terminals_user_never_as_root() {
+        let config = close_exec(Some("nobody"), "m-1");
+        assert_eq!(config.user.as_deref(), Some("nobody"));
+        assert_eq!(close_exec(None, "m-1").user, None);
+        let cmd = config.cmd.unwrap_or_default();
+        assert_eq!(cmd[3..], ["oxrunner-terminal-close", "m-1", MARKER_VAR]);
+    }
 }

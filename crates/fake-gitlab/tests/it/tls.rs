@@ -108,3 +108,19 @@ async fn serves_a_self_signed_ca_certificate() {
         "the fake serves exactly that certificate:\n{shown}"
     );
 }
+
+#[tokio::test]
+async fn a_client_ca_without_tls_is_refused_not_ignored() {
+    let pki = TestPki::generate().unwrap();
+    let Err(err) = FakeGitlab::start(FakeOptions {
+        client_ca: Some(pki.ca_pem.clone()),
+        ..FakeOptions::default()
+    })
+    .await
+    else {
+        panic!("the fake served plain HTTP although a client CA was asked for");
+    };
+    let text = err.to_string();
+    assert!(text.contains("client_ca is set without tls"), "{text}");
+    assert!(text.contains("\nhint: "), "{text}");
+}

@@ -41,7 +41,11 @@ impl HeaderWait {
         let Some(limit) = self.limit else {
             return send.await;
         };
+        // The previous attempt's body end is no deadline for this one: a retry after a backoff longer than the limit
+        // would otherwise fail before it has sent anything.
+        self.tx.send_replace(None);
         tokio::select! {
+            biased;
             sent = send => sent,
             () = expired(self.tx.subscribe(), limit) => Err(ApiError::NoResponseHeaders {
                 url_redacted: shown.to_owned(),
@@ -91,6 +95,37 @@ async fn expired(mut rx: watch::Receiver<Option<Instant>>, limit: Duration) {
                     },
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent_marker() -> ApiError {
+        ApiError::ClientSetup {
+            detail: "the attempt got its answer".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_is_not_bounded_by_the_previous_attempts_body_end() {
+        let wait = HeaderWait::new(Some(Duration::from_millis(1)));
+        // The first attempt wrote its whole body; its answer never came (that attempt failed).
+        let body = wait
+            .attempt()
+            .wrap(futures::stream::empty::<Result<Vec<u8>, ApiError>>());
+        assert_eq!(body.collect::<Vec<_>>().await.len(), 0);
+        // The retry's request takes longer than the limit before it has written its body: no deadline runs yet.
+        // Ordering only: a timer already due fires before one 200 ms ahead.
+        let retry = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Err(sent_marker())
+        };
+        match wait.bound("http://127.0.0.1/x", retry).await {
+            Err(ApiError::ClientSetup { detail }) => assert_eq!(detail, "the attempt got its answer"),
+            other => panic!("the retry failed on the stale deadline: {other:?}"),
         }
     }
 }

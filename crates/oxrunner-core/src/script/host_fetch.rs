@@ -80,10 +80,11 @@ fn raw(mut v: Variable) -> Variable {
 /// `env` and `sed` rather than bash's `compgen`: the script may run under a POSIX `sh`.
 pub(crate) const CLEAN_INHERITED_ENV: &str = "for __oxr_name in $(env | sed -n -e 's/^\\(GIT_[A-Za-z0-9_]*\\)=.*/\\1/p' -e 's/^\\(LD_[A-Za-z0-9_]*\\)=.*/\\1/p' -e 's/^\\(OXRUNNER_JOB_MARKER\\)=.*/\\1/p'); do unset \"$__oxr_name\"; done\nunset __oxr_name\n";
 
-/// Long options that make git run a program, read configuration, hooks or objects from a path, or act on another
-/// repository; refused in any spelling git accepts (`--opt`, `--opt=value`, a unique abbreviation).
+/// Long options that make git run a program, read configuration, hooks, bundles or objects from a path, or act on
+/// another repository; refused in any spelling git accepts (`--opt`, `--opt=value`, a unique abbreviation).
 const REFUSED_LONG: &[&str] = &[
     "upload-pack",
+    "bundle-uri",
     "receive-pack",
     "exec",
     "exec-path",
@@ -114,7 +115,7 @@ impl fmt::Display for RefusedFlag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: the flag {:?} is not allowed here: it can run a program or load git configuration\n\
+            "{}: the flag {:?} is not allowed here: it can run a program, load git configuration or read a file\n\
              hint: this executor fetches the repository on the runner host (the Docker executor does), where a \
              flag like this would run a program with the runner's privileges; remove it from {}",
             self.variable, self.flag, self.variable
@@ -141,13 +142,12 @@ fn refused_word(word: &str) -> bool {
     false
 }
 
-/// The first refused word of `flags` (split on white space, as the script passes them); none after a `--`, where
-/// git reads no more options.
+/// The first refused word of `flags` (split on white space, as the script passes them). Every word is checked: a
+/// `--` is not the end of the options when it is the value of the option before it (`--server-option -- -c x=y`
+/// sets `x`), and telling the two apart means knowing which options of which git version take a value. So a bare
+/// `--` is refused too: no flag list here needs pathspecs.
 fn first_refused(flags: &str) -> Option<&str> {
-    flags
-        .split_whitespace()
-        .take_while(|w| *w != "--")
-        .find(|w| refused_word(w))
+    flags.split_whitespace().find(|w| *w == "--" || refused_word(w))
 }
 
 /// Checks every job-supplied flag list the runner-side script hands to git.
@@ -196,6 +196,15 @@ mod tests {
             "--reference-if-able=/srv/x",
             "--receive-pack=x",
             "--git-dir=/x",
+            "--server-option -- --config=core.fsmonitor=touch${IFS}/tmp/pwned",
+            "--origin -- --config=core.fsmonitor=x",
+            "-o -- -c core.fsmonitor=x",
+            "--jobs -- --upload-pack=x",
+            "-ffdx -- --upload-pack=x",
+            "--",
+            "--bundle-uri=file:///etc/shadow",
+            "--bundle-uri /root/x.bundle",
+            "--bundle=file:///x",
         ] {
             assert!(first_refused(flags).is_some(), "{flags:?} passed");
         }
@@ -211,7 +220,6 @@ mod tests {
             "-ffdx -ecache",
             "--no-tags --filter=blob:none",
             "--jobs 2 --recommend-shallow",
-            "-ffdx -- --upload-pack=only-a-path",
             "--no-template",
         ] {
             assert_eq!(first_refused(flags), None, "{flags:?} refused");

@@ -76,7 +76,14 @@ async fn git_environment_of_the_job_does_not_reach_the_runner_side_git() {
 
 #[tokio::test]
 async fn an_extra_fetch_flag_that_runs_a_program_is_refused_with_a_hint() {
-    for form in ["--upload-pack={spy}", "--upload-pack {spy}", "--upload-p={spy}"] {
+    for form in [
+        "--upload-pack={spy}",
+        "--upload-pack {spy}",
+        "--upload-p={spy}",
+        // git takes a `--` after an option that needs a value as that value, so what follows is still an option.
+        "--server-option -- --upload-pack={spy}",
+        "-o -- --upload-pack {spy}",
+    ] {
         let env = env();
         let marker = env.root.join("upload-pack-ran");
         let spy = upload_pack_spy(&env, &marker);

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! FF_USE_NATIVE_CONTAINER_STOP against the real engine: without it a cancelled job's processes get SIGTERM from
-//! the runner (a job's own trap runs and writes to the log), with it only the engine's stop signals PID 1 (here an
-//! image ENTRYPOINT that traps SIGTERM and leaves a mark in the build volume).
+//! the runner (a job's own trap runs and writes to the log), with it the stage's processes get SIGTERM (as
+//! upstream's shell, PID 1 there, does) but PID 1 only from the engine's stop (here an image ENTRYPOINT that traps
+//! SIGTERM and leaves a mark in the build volume).
 
 use crate::support as common;
 
@@ -30,6 +31,16 @@ const ENTRYPOINT: &[&str] = &[
 /// Runs a job whose script traps SIGTERM, cancels it gracefully once it has started (or lets `timeout` end it),
 /// and returns the outcome and the log.
 async fn cancelled_job(job_id: i64, native: Option<&str>, timeout: Option<Duration>) -> (JobOutcome, String) {
+    cancelled_job_as(job_id, native, timeout, None).await
+}
+
+/// [`cancelled_job`] with `[runners.docker] user`.
+async fn cancelled_job_as(
+    job_id: i64,
+    native: Option<&str>,
+    timeout: Option<Duration>,
+    user: Option<&str>,
+) -> (JobOutcome, String) {
     let ctx = runner();
     let mut plan = plan(job_id);
     plan.image = Some(ImageSpec {
@@ -56,7 +67,9 @@ async fn cancelled_job(job_id: i64, native: Option<&str>, timeout: Option<Durati
         script: vec!["echo after-script-ran; cat /builds/pid1-term 2>/dev/null || echo no-pid1-term".into()],
         ..Step::default()
     });
-    let mut exec = DockerExecutor::new(config(), ctx.clone());
+    let mut config = config();
+    config.user = user.map(str::to_owned);
+    let mut exec = DockerExecutor::new(config, ctx.clone());
     let trace = Trace::new();
     let cancel = JobCancel::new();
     let fire = async {
@@ -91,6 +104,13 @@ async fn without_the_flag_the_runner_sends_sigterm_to_the_jobs_processes() {
         // PID 1 (the image's process here, the runner's keep-alive shell otherwise) is left alone.
         assert!(log.contains("\nno-pid1-term\n"), "{log}");
     }
+    // As a configured user the runner's SIGTERM (sent as that user, never as root) still reaches the job.
+    let (outcome, log) = cancelled_job_as(844, None, None, Some("nobody")).await;
+    assert!(matches!(outcome, JobOutcome::Failed { .. }), "{outcome:?}\n{log}");
+    assert!(
+        trapped(&log),
+        "the job's SIGTERM trap must run as user nobody:\n{log}"
+    );
     // A script timeout stops the stage the same way.
     let (_, log) = cancelled_job(843, None, Some(Duration::from_secs(3))).await;
     assert!(
@@ -102,19 +122,23 @@ async fn without_the_flag_the_runner_sends_sigterm_to_the_jobs_processes() {
 
 #[tokio::test]
 #[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
-async fn with_the_flag_only_the_engines_stop_signals_pid_1() {
+async fn with_the_flag_the_stages_shell_and_pid_1_get_sigterm() {
+    // gitlab-runner's Test_FF_USE_NATIVE_CONTAINER_STOP: the script's own TERM trap runs on a cancel and on a script
+    // timeout (its shell is PID 1 there; here the stage's processes get it beside PID 1), and the engine's stop
+    // still signals PID 1.
     let Some(docker) = engine().await else { return };
     let (outcome, log) = cancelled_job(845, Some("true"), None).await;
     assert!(matches!(outcome, JobOutcome::Failed { .. }), "{outcome:?}\n{log}");
+    assert!(trapped(&log), "the stage's shell must get SIGTERM:\n{log}");
     assert!(log.contains("after-script-ran"), "{log}");
     assert!(
         log.contains("\npid1-got-sigterm\n"),
         "the engine's stop must signal PID 1:\n{log}"
     );
-    // PID 1 does not pass SIGTERM on to the stage's processes here: they end with the container, untrapped.
+    let (_, log) = cancelled_job(846, Some("true"), Some(Duration::from_secs(3))).await;
     assert!(
-        !trapped(&log),
-        "the runner must not signal the job's processes:\n{log}"
+        trapped(&log),
+        "the stage's shell must get SIGTERM on a timeout:\n{log}"
     );
     assert_eq!(objects_of(&docker, &runner().short_token).await, (vec![], vec![]));
 }

@@ -59,43 +59,51 @@ async fn closing_ends_the_shell_in_a_read_only_container() {
     let container = Container(name.clone());
     docker.start_container(&name, None).await.unwrap();
 
-    let terminal =
-        oxrunner_docker::container_terminal(docker.clone(), name.clone(), None, "/".into(), vec![]);
-    let mut conn = terminal.open(TermSize::default()).await.unwrap();
-    conn.input
-        .write_all(b"trap '' HUP; echo RE''ADY-$((40+2))\r")
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !String::from_utf8_lossy(&seen).contains("READY-42") {
-            let n = conn.output.read(&mut buf).await.unwrap();
-            assert!(
-                n > 0,
-                "the terminal ended early: {}",
-                String::from_utf8_lossy(&seen)
-            );
-            seen.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no READY from the terminal: {}", String::from_utf8_lossy(&seen)));
-
-    conn.control.close().await;
-    // The exec's output ends once its shell is gone.
-    let ended = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match conn.output.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+    // The close runs as the terminal's user (never root: its `sh` is the image's), which may end its own shell.
+    for user in [None, Some("nobody")] {
+        let terminal = oxrunner_docker::container_terminal(
+            docker.clone(),
+            name.clone(),
+            user.map(str::to_owned),
+            "/".into(),
+            vec![],
+        );
+        let mut conn = terminal.open(TermSize::default()).await.unwrap();
+        conn.input
+            .write_all(b"trap '' HUP; echo RE''ADY-$((40+2))\r")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while !String::from_utf8_lossy(&seen).contains("READY-42") {
+                let n = conn.output.read(&mut buf).await.unwrap();
+                assert!(
+                    n > 0,
+                    "the terminal ended early: {}",
+                    String::from_utf8_lossy(&seen)
+                );
+                seen.extend_from_slice(&buf[..n]);
             }
-        }
-    })
-    .await;
-    assert!(
-        ended.is_ok(),
-        "the terminal's shell outlived close in a read-only container"
-    );
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no READY from the terminal: {}", String::from_utf8_lossy(&seen)));
+
+        conn.control.close().await;
+        // The exec's output ends once its shell is gone.
+        let ended = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match conn.output.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "the terminal's shell (user {user:?}) outlived close in a read-only container"
+        );
+    }
     drop(container);
 }

@@ -61,6 +61,8 @@ pub struct SingleOptions {
 struct Running {
     runner: RunnerConfig,
     stop: CancellationToken,
+    /// Its API client, shared by its pollers and jobs: a reload that keeps the runner updates its global settings.
+    client: oxrunner_api::Client,
 }
 
 struct Daemon {
@@ -385,9 +387,13 @@ impl Daemon {
             .iter()
             .map(|r| (r.token.expose().to_string(), *r))
             .collect();
+        let max_age = config.connection_max_age();
         self.running.retain(|token, running| {
             let same = keep.get(token).is_some_and(|r| **r == running.runner);
-            if !same {
+            if same {
+                // A global key: the runner's section is unchanged, so the runner is kept, with the new age.
+                running.client.set_connection_max_age(max_age);
+            } else {
                 running.stop.cancel();
             }
             same
@@ -413,12 +419,13 @@ impl Daemon {
             }
             let stop = self.stop_polling.child_token();
             match self.start_runner(runner, config, &stop, i, count) {
-                Ok(()) => {
+                Ok(client) => {
                     self.running.insert(
                         token,
                         Running {
                             runner: (*runner).clone(),
                             stop,
+                            client,
                         },
                     );
                 }
@@ -434,7 +441,7 @@ impl Daemon {
         stop: &CancellationToken,
         index: usize,
         count: u32,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<oxrunner_api::Client> {
         let client = crate::runner::client_for_runner(runner, &self.opts.config_path)?;
         client.set_connection_max_age(config.connection_max_age());
         client.observe(Arc::new(self.metrics.api_observer(&runner.short_token())));
@@ -506,14 +513,14 @@ impl Daemon {
         });
         if self.opts.single.is_none() {
             tokio::spawn(tokens::rotate(
-                client,
+                client.clone(),
                 self.opts.config_path.clone(),
                 runner_arc,
                 stop.clone(),
                 Arc::clone(&self.metrics),
             ));
         }
-        Ok(())
+        Ok(client)
     }
 }
 

@@ -43,6 +43,7 @@ mod exec_speed;
 mod exec_status;
 mod flags_compat;
 mod helper_commands;
+mod helper_header_timeout;
 mod identity;
 mod logs_format;
 mod metrics_server;

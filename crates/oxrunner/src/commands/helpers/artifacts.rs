@@ -49,6 +49,10 @@ pub struct UploaderArgs {
     #[arg(long = "timeout")]
     pub timeout: Option<String>,
 
+    /// How long to wait for the response headers once the archive is sent (Go duration; `0`: no limit).
+    #[arg(long = "response-header-timeout", default_value = "10m")]
+    pub response_header_timeout: String,
+
     /// oxrunner only, with `--local-artifacts-dir`: the job's name, which the local store files archives under.
     #[arg(long = "job-name", env = "CI_JOB_NAME", default_value = "")]
     pub job_name: String,
@@ -92,6 +96,11 @@ pub(super) async fn upload(args: UploaderArgs) -> anyhow::Result<ExitCode> {
         .filter(|t| !t.trim().is_empty())
         .map(|t| go_duration("--timeout", t))
         .transpose()?;
+    let header_timeout = Some(args.response_header_timeout.trim())
+        .filter(|t| !t.is_empty())
+        .map(|t| go_duration("--response-header-timeout", t))
+        .transpose()?
+        .filter(|t| !t.is_zero());
     let (level, level_warning) =
         Level::from_variable(args.compression_level.as_deref().filter(|v| !v.is_empty()));
     if let Some(w) = level_warning {
@@ -160,7 +169,7 @@ pub(super) async fn upload(args: UploaderArgs) -> anyhow::Result<ExitCode> {
         artifact_type: kind.clone(),
         expire_in: args.expire_in.clone().filter(|e| !e.trim().is_empty()),
         timeout: None,
-        response_header_timeout: None,
+        response_header_timeout: header_timeout,
     };
     let sent = transport.upload(tmp.path(), &opts);
     let result = match timeout {
