@@ -43,8 +43,9 @@ const SIGNAL_ALL: &str = "for d in /proc/[0-9]*; do p=${d#/proc/}; [ \"$p\" = 1 
 /// script runs in a child of that shell. So: every process without a terminal (the web terminal's have one)
 /// outside PID 1's session (the image's own processes, left to the engine's stop) and the signalling shell's own.
 /// The exec's wrapper gets it too, so that it leaves the job's trap to finish (see `run.rs`). Fields after the
-/// command name in `/proc/<pid>/stat`: state, ppid, pgrp, session, tty. Builtins only.
-const SIGNAL_STAGE: &str = "for d in /proc/[0-9]*; do p=${d#/proc/}; [ \"$p\" = $$ ] && continue; read -r st < \"$d/stat\" 2>/dev/null || continue; set -- ${st##*)}; [ \"$4\" != 1 ] && [ \"$4\" != $$ ] && [ \"$5\" = 0 ] && kill -TERM \"$p\" 2>/dev/null; done; exit 0";
+/// command name in `/proc/<pid>/stat`: state, ppid, pgrp, session, tty. PID 1 is skipped by number too, for a
+/// runtime that does not make it a session leader. Builtins only.
+const SIGNAL_STAGE: &str = "for d in /proc/[0-9]*; do p=${d#/proc/}; [ \"$p\" = 1 ] && continue; [ \"$p\" = $$ ] && continue; read -r st < \"$d/stat\" 2>/dev/null || continue; set -- ${st##*)}; [ \"$4\" != 1 ] && [ \"$4\" != $$ ] && [ \"$5\" = 0 ] && kill -TERM \"$p\" 2>/dev/null; done; exit 0";
 
 /// How a stage is stopped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -194,6 +195,22 @@ mod tests {
             );
             // No configured user: the container's own, as the stage's exec.
             assert_eq!(signal_exec(None, script).user, None);
+        }
+    }
+
+    /// Both scripts run for real against this machine's `/proc`, with `kill` shadowed by a function that only
+    /// prints: PID 1 is never chosen, whether or not it leads a session (outside a container it may not).
+    #[test]
+    fn pid_1_is_never_signalled() {
+        for script in [SIGNAL_ALL, SIGNAL_STAGE] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("kill() {{ echo \"K $2\"; }}; {script}"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let chosen = String::from_utf8_lossy(&out.stdout);
+            assert!(!chosen.lines().any(|l| l == "K 1"), "{script}: {chosen}");
         }
     }
 
