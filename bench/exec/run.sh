@@ -9,7 +9,8 @@
 # Each run rebuilds fresh repositories for both tools (not timed), then runs the two tools one after the other,
 # alternating which goes first, so a slow minute of a shared machine hits both. Wall time comes from
 # `date +%s%N` around the command (nanoseconds, not `time`'s 10 ms), peak RSS from `/usr/bin/time -f %M`,
-# output goes to a file. Prints one TSV line per run and tool, then the medians and the ratios.
+# output goes to a file. Each timed run starts after an untimed `sync`, so it does not pay for the previous run's
+# dirty pages. Prints one TSV line per run and tool, then the medians and the ratios.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -39,6 +40,9 @@ run_one() {
   local cmd=("$bin" exec)
   [ "$tool" = gcl ] && cmd=(gitlab-ci-local --shell-executor-no-image)
   local t0 t1 rc=0
+  # Untimed: write back what the previous run (of either tool) left dirty, so neither tool is throttled by the
+  # other's writes (the box's writeback is slow: a run right after 400 MB of dirty pages took 10x longer).
+  sync
   t0=$(date +%s%N)
   ( cd "$dir" && /usr/bin/time -f %M -o "$log.rss" "${cmd[@]}" >"$log.out" 2>&1 ) || rc=$?
   t1=$(date +%s%N)
