@@ -90,6 +90,9 @@ pub struct FaultConfig {
     pub fail_next: Vec<FailRule>,
     /// `Retry-After` seconds sent with injected 429/5xx answers.
     pub retry_after: Option<u64>,
+    /// The object storage behind `direct_download` answers every GET with the whole object (`200`), as a store
+    /// or proxy that does not implement `Range` does.
+    pub object_storage_ignores_range: bool,
 }
 
 pub(crate) struct FaultState {
@@ -181,6 +184,10 @@ impl FaultHandle {
     }
     pub fn retry_after(&self, seconds: Option<u64>) {
         self.with(|s| s.config.retry_after = seconds);
+    }
+    /// See [`FaultConfig::object_storage_ignores_range`].
+    pub fn object_storage_ignores_range(&self, ignore: bool) {
+        self.with(|s| s.config.object_storage_ignores_range = ignore);
     }
     /// Remove every fault.
     pub fn clear(&self) {

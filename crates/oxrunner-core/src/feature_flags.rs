@@ -181,11 +181,8 @@ pub const FLAGS: &[FeatureFlag] = &[
             "cache archives above 64 MiB always move in parallel 16 MiB parts (4 at a time) through the distributed cache",
         ),
     ),
-    flag(
-        "FF_USE_PARALLEL_ARTIFACT_TRANSFER",
-        false,
-        Ignored("artifacts move in one request"),
-    ),
+    // `hooks/artifact_parts.rs`: a redirected dependency download in 16 MiB ranges, 16 at a time.
+    flag("FF_USE_PARALLEL_ARTIFACT_TRANSFER", false, Honoured),
     flag("FF_CONCRETE", false, STEPS),
     flag(
         "FF_SUSPENDABLE_ENVIRONMENTS",

@@ -193,6 +193,8 @@ pub(crate) async fn object_storage(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
+    let ignore_range = lock(&shared.faults).config.object_storage_ignores_range;
+    let range = header_str(&headers, "range").filter(|_| !ignore_range);
     let inner = lock(&shared.inner);
     let Some(job) = inner.jobs.get(&id) else {
         return storage_error(
@@ -214,7 +216,7 @@ pub(crate) async fn object_storage(
         .iter()
         .find(|a| a.artifact_type == "archive" && a.filename == filename)
     {
-        Some(a) => ranged_response(&a.filename, &a.bytes, header_str(&headers, "range")),
+        Some(a) => ranged_response(&a.filename, &a.bytes, range),
         None => storage_error(
             StatusCode::NOT_FOUND,
             "NoSuchKey",

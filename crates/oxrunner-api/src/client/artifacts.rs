@@ -167,6 +167,43 @@ impl Client {
         dest: &Path,
         direct: bool,
     ) -> Result<(), ApiError> {
+        let (resp, shown) = match self.artifact_answer(job_id, token, direct).await? {
+            Answer::Body(resp, shown) => (resp, shown),
+            Answer::Redirect(target) => {
+                // Object storage authenticates with the signed URL; the job token must not leak there.
+                let next = self
+                    .send_transfer(&target, |http| {
+                        let b = http.get(target.clone());
+                        async move { Ok(b) }
+                    })
+                    .await?;
+                (next, redact_url(target.as_str()))
+            }
+        };
+        save_answer(resp, dest, shown).await
+    }
+
+    /// One `direct_download` request for job `job_id`'s archive that does not follow GitLab's redirect: the
+    /// object-storage URL comes back for the caller to fetch (gitlab-runner's parallel artifact download), and
+    /// an archive GitLab serves itself is written to `dest` as [`download_artifacts`](Self::download_artifacts)
+    /// does. One try: the caller falls back to `download_artifacts`, which retries.
+    pub async fn download_artifacts_or_redirect(
+        &self,
+        job_id: i64,
+        token: &str,
+        dest: &Path,
+    ) -> Result<DirectDownload, ApiError> {
+        match self.artifact_answer(job_id, token, true).await? {
+            Answer::Body(resp, shown) => {
+                save_answer(resp, dest, shown).await?;
+                Ok(DirectDownload::Written)
+            }
+            Answer::Redirect(target) => Ok(DirectDownload::Redirect(target)),
+        }
+    }
+
+    /// GitLab's answer to `GET /jobs/:id/artifacts`, a redirect resolved against the request's URL.
+    async fn artifact_answer(&self, job_id: i64, token: &str, direct: bool) -> Result<Answer, ApiError> {
         let mut url = self.endpoint(&format!("jobs/{job_id}/artifacts"))?;
         if direct {
             url.query_pairs_mut().append_pair("direct_download", "true");
@@ -177,7 +214,7 @@ impl Client {
                 async move { Ok(b) }
             })
             .await?;
-        let (resp, shown) = match resp.status().as_u16() {
+        match resp.status().as_u16() {
             301 | 302 | 303 | 307 | 308 => {
                 let location = header_str(resp.headers(), "Location").unwrap_or_default();
                 let target = url.join(&location).map_err(|e| ApiError::Status {
@@ -185,27 +222,37 @@ impl Client {
                     status: resp.status().as_u16(),
                     message: format!("bad redirect location {}: {e}", redact_url(&location)),
                 })?;
-                // Object storage authenticates with the signed URL; the job token must not leak there.
-                let next = self
-                    .send_transfer(&target, |http| {
-                        let b = http.get(target.clone());
-                        async move { Ok(b) }
-                    })
-                    .await?;
-                (next, redact_url(target.as_str()))
+                Ok(Answer::Redirect(target))
             }
-            _ => (resp, redact_url(url.as_str())),
-        };
-        match resp.status().as_u16() {
-            200 => write_atomically(resp, dest, &shown).await,
-            404 => Err(ApiError::NotFound),
-            401 | 403 => Err(status_error(resp, &shown).await),
-            status => Err(ApiError::Status {
-                url_redacted: shown,
-                status,
-                message: error_message(resp).await,
-            }),
+            _ => Ok(Answer::Body(resp, redact_url(url.as_str()))),
         }
+    }
+}
+
+/// What a `direct_download` request without following the redirect led to.
+#[derive(Debug)]
+pub enum DirectDownload {
+    /// GitLab sent the archive itself; it is in place at the destination.
+    Written,
+    /// GitLab redirected to this (signed) object-storage URL; nothing was fetched from it yet.
+    Redirect(url::Url),
+}
+
+enum Answer {
+    Body(reqwest::Response, String),
+    Redirect(url::Url),
+}
+
+async fn save_answer(resp: reqwest::Response, dest: &Path, shown: String) -> Result<(), ApiError> {
+    match resp.status().as_u16() {
+        200 => write_atomically(resp, dest, &shown).await,
+        404 => Err(ApiError::NotFound),
+        401 | 403 => Err(status_error(resp, &shown).await),
+        status => Err(ApiError::Status {
+            url_redacted: shown,
+            status,
+            message: error_message(resp).await,
+        }),
     }
 }
 

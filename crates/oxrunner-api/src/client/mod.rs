@@ -11,6 +11,7 @@ mod tls;
 mod transport;
 mod unreadable;
 
+pub use artifacts::DirectDownload;
 pub(crate) use tls::{Presented, Rejected};
 pub(crate) use transport::backoff;
 
@@ -246,6 +247,13 @@ impl Client {
     /// The transfer client for the next request.
     pub(crate) fn transfer(&self) -> reqwest::Client {
         self.inner.transfer.get(self.max_age())
+    }
+
+    /// The HTTP client artifact transfers use (GitLab's TLS settings, no read timeout, redirects not followed),
+    /// for an object-storage URL GitLab handed out ([`DirectDownload::Redirect`]). It sends no credentials of
+    /// its own.
+    pub fn transfer_http(&self) -> reqwest::Client {
+        self.transfer()
     }
 
     /// Reports every request of this client and its clones to `observer`; the first one installed stays.

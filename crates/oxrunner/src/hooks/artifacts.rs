@@ -11,7 +11,7 @@ use oxrunner_core::{ArtifactSpec, Dependency, FailureReason, HookError, StageCtx
 use oxrunner_fs::Dir;
 
 use super::jobdir::open_project;
-use super::transport::{ArtifactTransport, TransportError};
+use super::transport::{ArtifactTransport, DownloadMode, TransportError};
 use super::units::human_bytes;
 
 /// gitlab-runner allows 1..=10 attempts for the download stage.
@@ -127,8 +127,11 @@ async fn download_one(
 ) -> Result<(), DownloadError> {
     let tmp = temp_file(scratch, "artifacts-download-").map_err(DownloadError::Fatal)?;
     let path = tmp.path().to_path_buf();
-    let direct = oxrunner_core::feature_flags::is_on(ctx.variables, "FF_USE_DIRECT_DOWNLOAD");
-    match transport.download(dep, &path, direct).await {
+    let mode = DownloadMode {
+        direct: oxrunner_core::feature_flags::is_on(ctx.variables, "FF_USE_DIRECT_DOWNLOAD"),
+        parallel: oxrunner_core::feature_flags::is_on(ctx.variables, "FF_USE_PARALLEL_ARTIFACT_TRANSFER"),
+    };
+    match transport.download(dep, &path, mode).await {
         Ok(status) => trace.println(&format!("Downloading artifacts from coordinator... {status}")),
         Err(TransportError::NotFound { .. }) => return Err(DownloadError::Missing),
         Err(e @ TransportError::Forbidden { .. }) => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use oxrunner_api::ArtifactUpload;
 use oxrunner_core::Dependency;
 
-use super::{ArtifactTransport, BoxFuture, TransportError};
+use super::{ArtifactTransport, BoxFuture, DownloadMode, TransportError};
 use crate::metrics::{Metrics, TransferKind};
 
 pub struct MeteredTransport {
@@ -48,11 +48,11 @@ impl ArtifactTransport for MeteredTransport {
         &'a self,
         dependency: &'a Dependency,
         dest: &'a Path,
-        direct: bool,
+        mode: DownloadMode,
     ) -> BoxFuture<'a, Result<String, TransportError>> {
         Box::pin(async move {
             let transfer = self.metrics.transfer(TransferKind::ArtifactDownload);
-            let result = self.inner.download(dependency, dest, direct).await;
+            let result = self.inner.download(dependency, dest, mode).await;
             let bytes = if result.is_ok() { size(dest).await } else { 0 };
             transfer.finish(outcome(&result), bytes);
             result

@@ -6,6 +6,7 @@
 //! - [`artifacts`]: dependency downloads and uploads through an [`ArtifactTransport`], so the daemon
 //!   (GitLab API) and `oxrunner exec` (a local directory) share one implementation.
 
+mod artifact_parts;
 mod artifacts;
 mod cache;
 mod inscript;
@@ -24,7 +25,9 @@ use oxrunner_core::{HookError, JobHooks, RunnerContext, StageCtx, TraceWriter};
 
 pub(crate) use artifacts::{BuildError, build_archive, too_large_explanation};
 pub use remote::RemoteSetup;
-pub use transport::{ArtifactTransport, BoxFuture, GitlabTransport, LocalTransport, TransportError};
+pub use transport::{
+    ArtifactTransport, BoxFuture, DownloadMode, GitlabTransport, LocalTransport, TransportError,
+};
 pub(crate) use units::human_bytes;
 
 /// `JobHooks` backed by a local [`CacheStore`] and an artifact transport.

@@ -63,6 +63,15 @@ impl From<ApiError> for TransportError {
     }
 }
 
+/// How a dependency's archive may be fetched, from the job's feature flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DownloadMode {
+    /// `FF_USE_DIRECT_DOWNLOAD`: GitLab may redirect the request to object storage.
+    pub direct: bool,
+    /// `FF_USE_PARALLEL_ARTIFACT_TRANSFER`: a redirected download may come in parallel ranged GETs.
+    pub parallel: bool,
+}
+
 /// Moves artifact archives. Returned `Ok` strings complete gitlab-runner's progress lines
 /// (`... 201 Created  id=1 responseStatus=201 Created token=abcd1234`).
 pub trait ArtifactTransport: Send + Sync {
@@ -73,13 +82,13 @@ pub trait ArtifactTransport: Send + Sync {
         opts: &'a ArtifactUpload,
     ) -> BoxFuture<'a, Result<String, TransportError>>;
 
-    /// Fetches the archive artifact of `dependency` into `dest` (complete or absent afterwards). `direct`
-    /// (`FF_USE_DIRECT_DOWNLOAD`) lets GitLab redirect the first try to object storage.
+    /// Fetches the archive artifact of `dependency` into `dest` (complete or absent afterwards), as `mode`
+    /// allows.
     fn download<'a>(
         &'a self,
         dependency: &'a Dependency,
         dest: &'a Path,
-        direct: bool,
+        mode: DownloadMode,
     ) -> BoxFuture<'a, Result<String, TransportError>>;
 
     /// The fields of a log line about this job's upload, around `status` (`id=.. <status> token=..`, the order
@@ -196,7 +205,7 @@ impl ArtifactTransport for GitlabTransport {
         &'a self,
         dependency: &'a Dependency,
         dest: &'a Path,
-        direct: bool,
+        mode: DownloadMode,
     ) -> BoxFuture<'a, Result<String, TransportError>> {
         Box::pin(async move {
             // GitLab may hand out an empty per-dependency token; the running job's token works then.
@@ -205,9 +214,13 @@ impl ArtifactTransport for GitlabTransport {
             } else {
                 &dependency.token
             };
-            self.client
-                .download_artifacts(dependency.id, token.expose(), dest, direct)
-                .await?;
+            if mode.direct && mode.parallel {
+                super::artifact_parts::download(&self.client, dependency.id, token.expose(), dest).await?;
+            } else {
+                self.client
+                    .download_artifacts(dependency.id, token.expose(), dest, mode.direct)
+                    .await?;
+            }
             Ok(format!(
                 "ok  id={} responseStatus=200 OK token={}",
                 dependency.id,
@@ -354,7 +367,7 @@ impl ArtifactTransport for LocalTransport {
         &'a self,
         dependency: &'a Dependency,
         dest: &'a Path,
-        _direct: bool,
+        _mode: DownloadMode,
     ) -> BoxFuture<'a, Result<String, TransportError>> {
         Box::pin(async move {
             let dir = self.job_dir(dependency.id, &dependency.name).join("archive");

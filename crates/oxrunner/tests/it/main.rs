@@ -47,6 +47,7 @@ mod helper_header_timeout;
 mod identity;
 mod logs_format;
 mod metrics_server;
+mod parallel_artifacts;
 mod register_sections;
 mod reset_token;
 mod robustness;

@@ -13,7 +13,8 @@ use oxrunner_core::Dependency;
 
 use super::{FileArgs, JobCredentials, error, info, scratch_file, warning, work_dir};
 use crate::hooks::{
-    ArtifactTransport, BuildError, TransportError, build_archive, human_bytes, too_large_explanation,
+    ArtifactTransport, BuildError, DownloadMode, TransportError, build_archive, human_bytes,
+    too_large_explanation,
 };
 
 /// `artifacts-uploader` flags.
@@ -235,13 +236,22 @@ pub(super) async fn download(args: DownloaderArgs) -> anyhow::Result<ExitCode> {
     let tmp = scratch_file(args.staging_dir.as_deref(), "artifacts")?;
     // gitlab-runner's `--direct-download` takes its value from FF_USE_DIRECT_DOWNLOAD, which the job's stage
     // script exports.
-    let direct = std::env::var("FF_USE_DIRECT_DOWNLOAD")
-        .ok()
-        .and_then(|v| oxrunner_core::variables::parse_bool(&v))
-        .unwrap_or(false);
+    let flag = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| oxrunner_core::variables::parse_bool(&v))
+            .unwrap_or(false)
+    };
+    let direct = flag("FF_USE_DIRECT_DOWNLOAD");
+    // As gitlab-runner's downloader, which reads FF_USE_PARALLEL_ARTIFACT_TRANSFER from its environment.
+    let parallel = flag("FF_USE_PARALLEL_ARTIFACT_TRANSFER");
     let mut retry = 0;
     loop {
-        match transport.download(&dep, tmp.path(), direct && retry == 0).await {
+        let mode = DownloadMode {
+            direct: direct && retry == 0,
+            parallel,
+        };
+        match transport.download(&dep, tmp.path(), mode).await {
             Ok(status) => {
                 info(&format!("Downloading artifacts from coordinator... {status}"))?;
                 break;

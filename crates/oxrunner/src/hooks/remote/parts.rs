@@ -1,4 +1,5 @@
-//! Large archives in parallel parts. A download asks for its first part with `Range:`; the answer's
+//! Large archives in parallel parts: caches in the distributed cache, and artifacts GitLab redirects to object
+//! storage under `FF_USE_PARALLEL_ARTIFACT_TRANSFER` (`hooks/artifact_parts.rs`). A download asks for its first part with `Range:`; the answer's
 //! `Content-Range` tells the object's size, and above the threshold the rest comes as parts fetched side by side
 //! and written at their offsets into the download file, each part retried on its own. A store that ignores
 //! `Range` (a plain `200`) is read as one stream. Uploads in parts live in `multipart` (S3 only).
@@ -27,6 +28,11 @@ const WRITE_BUFFER: usize = 1024 * 1024;
 /// `<threshold>,<part size>` in bytes: lets the tests move archives of a few MiB in parts instead of hundreds of
 /// MiB. Test-only (documented as such); whoever sets it is warned, and it can never go below S3's smallest part.
 pub(crate) const TEST_KNOB: &str = "OXRUNNER_TEST_CACHE_PARTS";
+/// The same for artifact downloads ([`PartPlan::for_artifacts`]).
+pub(crate) const ARTIFACT_TEST_KNOB: &str = "OXRUNNER_TEST_ARTIFACT_PARTS";
+/// gitlab-runner's parallel artifact download: 16 MiB chunks, 16 at a time, for objects above one chunk.
+const ARTIFACT_PART_SIZE: u64 = 16 * MIB;
+const ARTIFACT_IN_FLIGHT: usize = 16;
 /// S3 refuses parts (but the last) under 5 MiB, so no plan may ask for smaller ones.
 const MIN_PART_SIZE: u64 = 5 * MIB;
 
@@ -53,23 +59,42 @@ impl PartPlan {
     /// The defaults, unless [`TEST_KNOB`] is set (with a warning, once per process).
     pub(crate) fn from_env() -> PartPlan {
         static WARNED: std::sync::Once = std::sync::Once::new();
-        let Ok(text) = std::env::var(TEST_KNOB) else {
-            return PartPlan::default();
+        Self::knob_or(TEST_KNOB, "caches", PartPlan::default(), &WARNED)
+    }
+
+    /// Artifact downloads redirected to object storage (gitlab-runner's fixed chunk size and concurrency, not
+    /// the cache's), unless [`ARTIFACT_TEST_KNOB`] is set.
+    pub(crate) fn for_artifacts() -> PartPlan {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        let plan = PartPlan {
+            threshold: ARTIFACT_PART_SIZE,
+            part_size: ARTIFACT_PART_SIZE,
+            in_flight: ARTIFACT_IN_FLIGHT,
+        };
+        Self::knob_or(ARTIFACT_TEST_KNOB, "artifacts", plan, &WARNED)
+    }
+
+    fn knob_or(knob: &str, what: &str, default: PartPlan, warned: &std::sync::Once) -> PartPlan {
+        let Ok(text) = std::env::var(knob) else {
+            return default;
         };
         let (plan, message) = match PartPlan::from_knob(&text) {
             Ok(plan) => (
-                plan,
+                PartPlan {
+                    in_flight: default.in_flight,
+                    ..plan
+                },
                 format!(
-                    "{TEST_KNOB} is set (a test-only setting): caches above {} bytes move in parts of {} bytes",
+                    "{knob} is set (a test-only setting): {what} above {} bytes move in parts of {} bytes",
                     plan.threshold, plan.part_size
                 ),
             ),
             Err(why) => (
-                PartPlan::default(),
-                format!("{TEST_KNOB} (a test-only setting) is ignored: {why}; the defaults apply"),
+                default,
+                format!("{knob} (a test-only setting) is ignored: {why}; the defaults apply"),
             ),
         };
-        WARNED.call_once(|| tracing::warn!("{message}"));
+        warned.call_once(|| tracing::warn!("{message}"));
         plan
     }
 
@@ -147,7 +172,7 @@ pub(crate) async fn download(
     let shown = clean_url(signed.url.as_str());
     let file = file
         .try_clone()
-        .map_err(|e| format!("cannot write the cache download: {e}"))?;
+        .map_err(|e| format!("cannot write the download: {e}"))?;
     let target = Target {
         file: Arc::new(file),
         shown: &shown,
@@ -260,7 +285,7 @@ async fn range_part(
     if first_etag.is_some() && etag(&resp).as_deref() != first_etag {
         return Err(Failure {
             message: format!(
-                "{}: {} changed while it was downloaded; the cache is not used this time",
+                "{}: {} changed while it was downloaded; the download is abandoned",
                 target.store, target.shown
             ),
             retry: false,
@@ -282,7 +307,7 @@ impl Target<'_> {
 
     fn local(&self, e: &std::io::Error) -> Failure {
         Failure {
-            message: format!("writing the cache download: {e}"),
+            message: format!("writing the download: {e}"),
             retry: false,
             retry_after: None,
         }

@@ -27,6 +27,11 @@ pub fn fake_options() -> FakeOptions {
 impl Env {
     /// Starts the fake with `opts` and `oxrunner run` with `concurrent` jobs at most.
     pub async fn start(opts: FakeOptions, concurrent: u32) -> Env {
+        Env::start_with_env(opts, concurrent, &[]).await
+    }
+
+    /// [`Env::start`] with extra environment variables for the runner.
+    pub async fn start_with_env(opts: FakeOptions, concurrent: u32, env: &[(&str, &str)]) -> Env {
         let fake = FakeGitlab::start(opts).await.unwrap();
         let token = fake.create_runner_token("hooks-test");
         let dir = tempfile::Builder::new()
@@ -46,6 +51,7 @@ impl Env {
         let runner = Command::new(env!("CARGO_BIN_EXE_oxrunner"))
             .args(["run", "-c"])
             .arg(&config_path)
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

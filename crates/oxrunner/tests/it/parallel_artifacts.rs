@@ -1,0 +1,103 @@
+//! `FF_USE_PARALLEL_ARTIFACT_TRANSFER`: a dependency's archive that GitLab redirects to object storage comes in
+//! parallel ranged GETs written at their offsets (checked byte for byte by the consuming job), one stream without
+//! the flag, and one stream when the store ignores `Range`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use fake_gitlab::{ArtifactSpec, JobSpec, RequestLog};
+
+use crate::support::hooks::{Env, fake_options};
+
+/// 5 MiB parts (the smallest the knob allows) instead of gitlab-runner's 16 MiB, so a 12 MB archive has three.
+const PART: u64 = 5 * 1024 * 1024;
+
+async fn env_with_producer() -> (Env, i64, u64) {
+    let knob = format!("{PART},{PART}");
+    let env = Env::start_with_env(
+        fake_options(),
+        1,
+        &[("OXRUNNER_TEST_ARTIFACT_PARTS", knob.as_str())],
+    )
+    .await;
+    // Random bytes do not compress: the archive stays above two parts.
+    let producer = JobSpec::new(
+        "build",
+        &[
+            "head -c 12000000 /dev/urandom > big.bin",
+            "sha256sum big.bin > big.sum",
+        ],
+    )
+    .variable("GIT_STRATEGY", "empty")
+    .artifact(ArtifactSpec {
+        paths: vec!["big.bin".into(), "big.sum".into()],
+        ..ArtifactSpec::default()
+    });
+    let a = env.fake.enqueue_job(producer);
+    env.succeeded(a).await;
+    let size = env.fake.job(a).unwrap().artifacts[0].bytes.len() as u64;
+    assert!(size > 2 * PART, "archive of {size} bytes");
+    (env, a, size)
+}
+
+fn consumer(a: i64, parallel: &str) -> JobSpec {
+    JobSpec::new("test", &["sha256sum -c big.sum"])
+        .variable("GIT_STRATEGY", "empty")
+        .variable("FF_USE_PARALLEL_ARTIFACT_TRANSFER", parallel)
+        .dependency(a)
+}
+
+/// The object-storage GETs of job `a`'s archive, in the order the fake answered them.
+fn storage_gets(env: &Env, a: i64) -> Vec<RequestLog> {
+    let prefix = format!("/object-storage/artifacts/{a}/");
+    env.fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with(&prefix))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirected_download_comes_in_parallel_ranges_with_the_flag_and_in_one_stream_without() {
+    let (env, a, size) = env_with_producer().await;
+
+    let b = env.fake.enqueue_job(consumer(a, "false"));
+    env.succeeded(b).await;
+    let gets = storage_gets(&env, a);
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert_eq!(gets[0].header("range"), None, "{gets:?}");
+
+    let c = env.fake.enqueue_job(consumer(a, "true"));
+    env.succeeded(c).await;
+    let gets: Vec<RequestLog> = storage_gets(&env, a).into_iter().skip(1).collect();
+    let mut ranges: Vec<(u64, u64)> = gets
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 206, "{r:?}");
+            let spec = r.header("range").expect("every GET asks for a range");
+            let (from, to) = spec.strip_prefix("bytes=").unwrap().split_once('-').unwrap();
+            (from.parse().unwrap(), to.parse().unwrap())
+        })
+        .collect();
+    ranges.sort_unstable();
+    let want = vec![
+        (0, PART - 1),
+        (PART, 2 * PART - 1),
+        (2 * PART, (3 * PART).min(size) - 1),
+    ];
+    assert_eq!(ranges, want, "archive of {size} bytes: {gets:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_ignores_range_is_read_as_one_stream() {
+    let (env, a, _) = env_with_producer().await;
+    env.fake.faults().object_storage_ignores_range(true);
+
+    let b = env.fake.enqueue_job(consumer(a, "true"));
+    env.succeeded(b).await;
+    let gets = storage_gets(&env, a);
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert_eq!(gets[0].status, 200, "{gets:?}");
+    assert!(
+        gets[0].header("range").is_some(),
+        "asked for a range first: {gets:?}"
+    );
+}
