@@ -23,6 +23,7 @@
 
 mod admin;
 mod api;
+mod chain;
 mod error;
 mod faults;
 mod git;
@@ -45,6 +46,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, patch, post, put};
 use tokio::sync::Notify;
 
+pub use chain::TestChain;
 pub use error::FakeError;
 pub use faults::{Endpoint, FailRule, FaultConfig, FaultHandle};
 pub use records::{JobRecord, Project, RequestLog, RunnerManager, RunnerRecord, StoredArtifact};

@@ -86,11 +86,8 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag("FF_KUBERNETES_HONOR_ENTRYPOINT", false, K8S),
     // Selects the quoting of values and the eval'd body (`script/escape.rs`).
     flag("FF_POSIXLY_CORRECT_ESCAPES", false, Honoured),
-    flag(
-        "FF_RESOLVE_FULL_TLS_CHAIN",
-        false,
-        Ignored("the CA chain passed to jobs is the configured one"),
-    ),
+    // Read from `[runners.feature_flags]` only, as upstream (`oxrunner-api/src/client/ca_chain.rs`).
+    flag("FF_RESOLVE_FULL_TLS_CHAIN", false, Honoured),
     flag("FF_DISABLE_POWERSHELL_STDIN", false, WINDOWS),
     flag("FF_USE_POD_ACTIVE_DEADLINE_SECONDS", true, K8S),
     flag("FF_USE_ADVANCED_POD_SPEC_CONFIGURATION", false, K8S),

@@ -2,6 +2,7 @@
 //! sibling modules, the retry layer in `transport`.
 
 mod artifacts;
+mod ca_chain;
 mod header_wait;
 mod jobs;
 mod pool;
@@ -87,6 +88,8 @@ struct Inner {
     base: url::Url,
     base_str: String,
     ca_chain_pem: Option<String>,
+    /// What the verifier accepted last, for the job's chain when no CA file is in use.
+    chain_record: Arc<ca_chain::ChainRecord>,
     client_pem: Option<TlsClientPem>,
     user_agent: String,
     last_update: Mutex<String>,
@@ -153,7 +156,7 @@ impl Client {
         }
         // One rustls configuration for both clients, so every request to GitLab (API calls,
         // artifact transfers) verifies the server the same way.
-        let tls_config = tls::client_config(trust.as_ref(), identity)?;
+        let (tls_config, chain_record) = tls::client_config_recording(trust.as_ref(), identity)?;
         let agent = user_agent.clone();
         let build = move |read_timeout: Option<Duration>| -> Result<reqwest::Client, ApiError> {
             let mut builder = reqwest::Client::builder()
@@ -192,6 +195,7 @@ impl Client {
                 base,
                 base_str,
                 ca_chain_pem,
+                chain_record,
                 client_pem,
                 user_agent,
                 last_update: Mutex::new(String::new()),
@@ -208,6 +212,20 @@ impl Client {
     /// Content of the CA file in use (configured or auto-picked), for `CI_SERVER_TLS_CA_FILE`.
     pub fn ca_chain_pem(&self) -> Option<String> {
         self.inner.ca_chain_pem.clone()
+    }
+
+    /// The CA chain a job gets as `CI_SERVER_TLS_CA_FILE`, as gitlab-runner builds it: the CA file in use, else
+    /// the chain that verified GitLab's certificate on the last handshake (leaf to trusted root), resolved past
+    /// a root that is not self-signed when `resolve_full` (`FF_RESOLVE_FULL_TLS_CHAIN` of the runner's
+    /// `[runners.feature_flags]`). `None` over plain HTTP, before any handshake, or when resolving failed.
+    pub async fn job_ca_chain(&self, resolve_full: bool) -> Option<String> {
+        if let Some(pem) = &self.inner.ca_chain_pem {
+            return Some(pem.clone());
+        }
+        if self.inner.base.scheme() != "https" {
+            return None;
+        }
+        self.inner.chain_record.job_chain(resolve_full).await
     }
 
     /// Client certificate and key in use (configured or auto-picked), if any.

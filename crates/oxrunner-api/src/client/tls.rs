@@ -22,6 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use super::ca_chain::ChainRecord;
 use crate::error::ApiError;
 
 /// The certificates of the CA file in use (`tls-ca-file` or `certs/<host>.crt`).
@@ -86,29 +87,50 @@ impl Identity {
     }
 }
 
-/// Build the rustls configuration shared by the API and transfer clients.
-pub(crate) fn client_config(
+/// Build the rustls configuration shared by the API and transfer clients; its verifier records each chain it
+/// accepts, for the job's CA chain (`ca_chain.rs`).
+pub(crate) fn client_config_recording(
     trust: Option<&TrustFile>,
     identity: Option<(&Path, Identity)>,
-) -> Result<rustls::ClientConfig, ApiError> {
-    client_config_with(trust, identity, |v| v)
+) -> Result<(rustls::ClientConfig, Arc<ChainRecord>), ApiError> {
+    let mut record = None;
+    let config = build_config(trust, identity, |v| v, Some(&mut record))?;
+    let record = record.ok_or_else(|| ApiError::ClientSetup {
+        detail: "the certificate verifier was not set up".to_string(),
+    })?;
+    Ok((config, record))
 }
 
-/// [`client_config`] with the certificate verifier wrapped by `wrap` (the doctor's probe records
+/// [`client_config_recording`] with the certificate verifier wrapped by `wrap` (the doctor's probe records
 /// the presented chain, then delegates), so a probe decides exactly as the client would.
 pub(crate) fn client_config_with(
     trust: Option<&TrustFile>,
     identity: Option<(&Path, Identity)>,
     wrap: impl FnOnce(Arc<dyn ServerCertVerifier>) -> Arc<dyn ServerCertVerifier>,
 ) -> Result<rustls::ClientConfig, ApiError> {
+    build_config(trust, identity, wrap, None)
+}
+
+fn build_config(
+    trust: Option<&TrustFile>,
+    identity: Option<(&Path, Identity)>,
+    wrap: impl FnOnce(Arc<dyn ServerCertVerifier>) -> Arc<dyn ServerCertVerifier>,
+    record: Option<&mut Option<Arc<ChainRecord>>>,
+) -> Result<rustls::ClientConfig, ApiError> {
     let setup = |detail: String| ApiError::ClientSetup { detail };
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-    let standard = standard_verifier(trust, provider.clone())?;
+    let (standard, system_roots) = standard_verifier(trust, provider.clone())?;
+    let chain_record = record.map(|slot| {
+        let r = ChainRecord::new(system_roots, provider.signature_verification_algorithms);
+        *slot = Some(Arc::clone(&r));
+        r
+    });
     let verifier = GitlabVerifier {
         standard,
         trust: trust.cloned(),
+        record: chain_record,
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -134,10 +156,11 @@ pub(crate) fn client_config_with(
 /// webpki over the system roots plus the trust file: what reqwest's platform verifier does on
 /// Linux, minus its error logging, which would report every accepted self-signed handshake as an
 /// error.
+/// Also returns the system roots, which the job's CA chain is built over.
 fn standard_verifier(
     trust: Option<&TrustFile>,
     provider: Arc<rustls::crypto::CryptoProvider>,
-) -> Result<Arc<dyn ServerCertVerifier>, ApiError> {
+) -> Result<(Arc<dyn ServerCertVerifier>, Vec<CertificateDer<'static>>), ApiError> {
     let mut roots = rustls::RootCertStore::empty();
     if let Some(t) = trust {
         for cert in &t.certs {
@@ -151,6 +174,7 @@ fn standard_verifier(
     for e in &system.errors {
         tracing::warn!(error = %e, "cannot load a system CA certificate");
     }
+    let system_roots = system.certs.clone();
     let (_, ignored) = roots.add_parsable_certificates(system.certs);
     if ignored > 0 {
         tracing::warn!(ignored, "system CA certificates ignored: they cannot be parsed");
@@ -165,13 +189,15 @@ fn standard_verifier(
         .map_err(|e| ApiError::ClientSetup {
             detail: e.to_string(),
         })?;
-    Ok(verifier)
+    Ok((verifier, system_roots))
 }
 
 /// See the module comment.
 struct GitlabVerifier {
     standard: Arc<dyn ServerCertVerifier>,
     trust: Option<TrustFile>,
+    /// The API and transfer clients record what they accepted; the doctor's probe does not.
+    record: Option<Arc<ChainRecord>>,
 }
 
 impl fmt::Debug for GitlabVerifier {
@@ -196,7 +222,12 @@ impl ServerCertVerifier for GitlabVerifier {
                 .standard
                 .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
             {
-                Ok(ok) => return Ok(ok),
+                Ok(ok) => {
+                    if let Some(record) = &self.record {
+                        record.record(end_entity, intermediates);
+                    }
+                    return Ok(ok);
+                }
                 Err(e) => e,
             };
         let listed = self

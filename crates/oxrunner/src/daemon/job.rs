@@ -58,7 +58,14 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
         return;
     };
 
-    let mut plan = job_plan(&job, env.client.ca_chain_pem());
+    // Upstream reads this flag from `[runners.feature_flags]` only: the chain is built before the job's variables.
+    let resolve_full = env
+        .runner
+        .feature_flags
+        .get("FF_RESOLVE_FULL_TLS_CHAIN")
+        .copied()
+        .unwrap_or_else(|| oxrunner_core::feature_flags::default_of("FF_RESOLVE_FULL_TLS_CHAIN"));
+    let mut plan = job_plan(&job, env.client.job_ca_chain(resolve_full).await);
     if let Some(pem) = env.client.tls_client_pem() {
         plan.sources.tls_cert = Some(pem.cert);
         plan.sources.tls_key = Some(oxrunner_core::Secret::new(pem.key));

@@ -54,5 +54,6 @@ mod robustness;
 mod service;
 mod stage_retry_backoff;
 mod support;
+mod tls_chain;
 mod unregister_flags;
 mod web_terminal;

@@ -12,10 +12,11 @@ const PART: u64 = 5 * 1024 * 1024;
 
 async fn env_with_producer() -> (Env, i64, u64) {
     let knob = format!("{PART},{PART}");
-    let env = Env::start_with_env(
+    let env = Env::start_with(
         fake_options(),
         1,
         &[("OXRUNNER_TEST_ARTIFACT_PARTS", knob.as_str())],
+        "",
     )
     .await;
     // Random bytes do not compress: the archive stays above two parts.

@@ -27,11 +27,17 @@ pub fn fake_options() -> FakeOptions {
 impl Env {
     /// Starts the fake with `opts` and `oxrunner run` with `concurrent` jobs at most.
     pub async fn start(opts: FakeOptions, concurrent: u32) -> Env {
-        Env::start_with_env(opts, concurrent, &[]).await
+        Env::start_with(opts, concurrent, &[], "").await
     }
 
-    /// [`Env::start`] with extra environment variables for the runner.
-    pub async fn start_with_env(opts: FakeOptions, concurrent: u32, env: &[(&str, &str)]) -> Env {
+    /// [`Env::start`] with extra environment variables for the runner and `runner_extra` appended to its
+    /// `[[runners]]` entry.
+    pub async fn start_with(
+        opts: FakeOptions,
+        concurrent: u32,
+        env: &[(&str, &str)],
+        runner_extra: &str,
+    ) -> Env {
         let fake = FakeGitlab::start(opts).await.unwrap();
         let token = fake.create_runner_token("hooks-test");
         let dir = tempfile::Builder::new()
@@ -44,7 +50,7 @@ impl Env {
             fake.url(),
             dir.path().join("builds").display(),
             dir.path().join("cache").display(),
-        );
+        ) + runner_extra;
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("runner.log")).unwrap();

@@ -1,0 +1,351 @@
+//! The CA chain a job gets as `CI_SERVER_TLS_CA_FILE` when no CA file is configured, as gitlab-runner builds it
+//! (`helpers/tls/ca_chain`): the chain that verified GitLab's certificate (the leaf, its intermediates, the
+//! trusted anchor), each certificate once. With `FF_RESOLVE_FULL_TLS_CHAIN` the chain is then extended past an
+//! anchor that is not self-signed: first by fetching issuers from the last certificate's Authority Information
+//! Access URL (`caIssuers`, at most 14 hops, until a self-signed one), then by looking the last certificate's
+//! issuers up in the system's trusted roots. A failed fetch fails the whole chain, and the job then gets none,
+//! as upstream.
+//!
+//! The certificates the server presented are recorded by the client's verifier after the standard check
+//! accepted them ([`ChainRecord`]); the path is rebuilt here by name and signature over the presented
+//! certificates and the system roots, the same certificates that check used.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
+
+/// gitlab-runner's URL resolver stops after this many rounds (the 15th round ends the loop before fetching).
+const AIA_LOOP_LIMIT: usize = 15;
+const AIA_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+/// An issuer certificate (or a PKCS#7 bundle of a few) is a few KiB; anything far larger is not one.
+const AIA_MAX_BYTES: usize = 1024 * 1024;
+/// A verified path longer than this is a loop in what the server sent.
+const MAX_DEPTH: usize = 16;
+const CA_ISSUERS_OID: &str = "1.3.6.1.5.5.7.48.2";
+
+/// What the verifier saw on the last accepted handshake, and the roots it trusted.
+pub(crate) struct ChainRecord {
+    presented: Mutex<Option<Vec<CertificateDer<'static>>>>,
+    roots: Vec<CertificateDer<'static>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ChainRecord {
+    pub(crate) fn new(
+        roots: Vec<CertificateDer<'static>>,
+        algorithms: WebPkiSupportedAlgorithms,
+    ) -> Arc<Self> {
+        Arc::new(ChainRecord {
+            presented: Mutex::new(None),
+            roots,
+            algorithms,
+        })
+    }
+
+    /// Called by the verifier once the standard check accepted `end_entity` with `intermediates`.
+    pub(crate) fn record(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) {
+        let mut chain = Vec::with_capacity(intermediates.len() + 1);
+        chain.push(end_entity.clone().into_owned());
+        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+        *self
+            .presented
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(chain);
+    }
+
+    fn presented(&self) -> Option<Vec<CertificateDer<'static>>> {
+        self.presented
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The chain for a job as PEM, `None` before any verified handshake (plain HTTP) or when resolving failed
+    /// (logged, as upstream logs it).
+    pub(crate) async fn job_chain(&self, resolve_full: bool) -> Option<String> {
+        let presented = self.presented()?;
+        let mut chain = self.verified_path(&presented);
+        if resolve_full {
+            match self.resolve_full(chain).await {
+                Ok(full) => chain = full,
+                Err(e) => {
+                    tracing::error!(error = %e, "Error on fetching TLS Data from API response... couldn't resolve certificates chain from the leaf certificate");
+                    return None;
+                }
+            }
+        }
+        Some(pem_chain(&chain))
+    }
+
+    /// Leaf, then each issuer: a trusted root ends the path (as Go's verified chain ends at its root), else a
+    /// presented intermediate continues it.
+    fn verified_path(&self, presented: &[CertificateDer<'static>]) -> Vec<CertificateDer<'static>> {
+        let mut path = vec![presented[0].clone()];
+        while path.len() < MAX_DEPTH {
+            let current = &path[path.len() - 1];
+            if let Some(root) = self.roots.iter().find(|r| self.issued(current, r)) {
+                if root.as_ref() != current.as_ref() {
+                    path.push(root.clone());
+                }
+                break;
+            }
+            let next = presented[1..]
+                .iter()
+                .find(|c| !path.iter().any(|p| p.as_ref() == c.as_ref()) && self.issued(current, c));
+            match next {
+                Some(c) => path.push(c.clone()),
+                None => break,
+            }
+        }
+        path
+    }
+
+    async fn resolve_full(
+        &self,
+        mut chain: Vec<CertificateDer<'static>>,
+    ) -> Result<Vec<CertificateDer<'static>>, String> {
+        let http = reqwest::Client::builder()
+            .timeout(AIA_FETCH_TIMEOUT)
+            .build()
+            .map_err(|e| format!("cannot set up the issuer fetch: {e}"))?;
+        for _ in 1..AIA_LOOP_LIMIT {
+            let Some(url) = chain.last().and_then(ca_issuers_url) else {
+                break;
+            };
+            let Some(issuer) = fetch_issuer(&http, &url).await? else {
+                break;
+            };
+            let root = self.self_signed(&issuer);
+            chain.push(issuer);
+            if root {
+                break;
+            }
+        }
+        // The verify step: a last certificate that is not self-signed gets its issuers from the system roots;
+        // an unknown authority leaves the chain as it is.
+        if let Some(last) = chain.last().cloned()
+            && !self.self_signed(&last)
+            && let Some(root) = self.roots.iter().find(|r| self.issued(&last, r))
+            && root.as_ref() != last.as_ref()
+        {
+            chain.push(root.clone());
+        }
+        Ok(chain)
+    }
+
+    fn self_signed(&self, cert: &CertificateDer<'_>) -> bool {
+        signed_by(cert, cert, &self.algorithms)
+    }
+
+    /// `parent` names `child`'s issuer and signed it.
+    fn issued(&self, child: &CertificateDer<'_>, parent: &CertificateDer<'_>) -> bool {
+        let names_match = match (
+            X509Certificate::from_der(child.as_ref()),
+            X509Certificate::from_der(parent.as_ref()),
+        ) {
+            (Ok((_, c)), Ok((_, p))) => c.issuer().as_raw() == p.subject().as_raw(),
+            _ => false,
+        };
+        names_match && signed_by(child, parent, &self.algorithms)
+    }
+}
+
+/// Go's `CheckSignatureFrom`: the parent may sign certificates (a CA, with `keyCertSign` when it lists key
+/// usages) and its key verifies the child's signature.
+fn signed_by(
+    child: &CertificateDer<'_>,
+    parent: &CertificateDer<'_>,
+    algs: &WebPkiSupportedAlgorithms,
+) -> bool {
+    let (Ok((_, c)), Ok((_, p))) = (
+        X509Certificate::from_der(child.as_ref()),
+        X509Certificate::from_der(parent.as_ref()),
+    ) else {
+        return false;
+    };
+    let is_ca = matches!(p.basic_constraints(), Ok(Some(bc)) if bc.value.ca);
+    let may_sign = match p.key_usage() {
+        Ok(Some(ku)) => ku.value.key_cert_sign(),
+        Ok(None) => true,
+        Err(_) => false,
+    };
+    if !is_ca || !may_sign {
+        return false;
+    }
+    let (Some(sig_alg), Some(key_alg)) = (
+        signature_algorithm_id(child.as_ref()),
+        sequence_contents(p.tbs_certificate.subject_pki.raw).and_then(|spki| first_tlv_contents(spki)),
+    ) else {
+        return false;
+    };
+    let key = p.tbs_certificate.subject_pki.subject_public_key.data.as_ref();
+    algs.all.iter().any(|alg| {
+        alg.signature_alg_id().as_ref() == sig_alg
+            && alg.public_key_alg_id().as_ref() == key_alg
+            && alg
+                .verify_signature(key, c.tbs_certificate.as_ref(), c.signature_value.data.as_ref())
+                .is_ok()
+    })
+}
+
+/// The contents of a certificate's `signatureAlgorithm` (the second element of its outer SEQUENCE), the form
+/// rustls names algorithms in.
+fn signature_algorithm_id(der: &[u8]) -> Option<&[u8]> {
+    let body = sequence_contents(der)?;
+    let (_, _, rest) = tlv(body)?;
+    first_tlv_contents(rest)
+}
+
+fn sequence_contents(der: &[u8]) -> Option<&[u8]> {
+    match tlv(der)? {
+        (0x30, contents, _) => Some(contents),
+        _ => None,
+    }
+}
+
+fn first_tlv_contents(der: &[u8]) -> Option<&[u8]> {
+    tlv(der).map(|(_, contents, _)| contents)
+}
+
+/// One DER element: (tag, contents, what follows). Definite lengths only, as DER requires.
+fn tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The first `caIssuers` URL of a certificate's Authority Information Access extension.
+fn ca_issuers_url(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    parsed
+        .extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityInfoAccess(aia) => aia.accessdescs.iter().find_map(|d| {
+                match (
+                    &d.access_location,
+                    d.access_method.to_id_string() == CA_ISSUERS_OID,
+                ) {
+                    (GeneralName::URI(uri), true) => Some((*uri).to_string()),
+                    _ => None,
+                }
+            }),
+            _ => None,
+        })
+}
+
+/// The issuer certificate at `url`: PEM, DER or a PKCS#7 bundle (its first certificate). `None` when the file
+/// holds no certificate.
+async fn fetch_issuer(http: &reqwest::Client, url: &str) -> Result<Option<CertificateDer<'static>>, String> {
+    let shown = crate::redact::redact_url(url);
+    let mut resp = http.get(url).send().await.map_err(|e| {
+        format!(
+            "remote fetch failure from {shown}: {}",
+            crate::error::chain_text(&e)
+        )
+    })?;
+    if resp.status() != reqwest::StatusCode::OK {
+        return Err(format!(
+            "remote fetch failure from {shown}: HTTP request failed with status code: {}",
+            resp.status().as_u16()
+        ));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        format!(
+            "remote fetch failure from {shown}: {}",
+            crate::error::chain_text(&e)
+        )
+    })? {
+        if body.len() + chunk.len() > AIA_MAX_BYTES {
+            return Err(format!(
+                "remote fetch failure from {shown}: more than {AIA_MAX_BYTES} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    decode_certificate(&body).map_err(|e| format!("decoding failure of {shown}: {e}"))
+}
+
+fn decode_certificate(data: &[u8]) -> Result<Option<CertificateDer<'static>>, String> {
+    let der = if data.starts_with(b"-----BEGIN ") {
+        match CertificateDer::from_pem_slice(data) {
+            Ok(cert) => cert.as_ref().to_vec(),
+            Err(e) => return Err(format!("invalid certificate: {e}")),
+        }
+    } else {
+        data.to_vec()
+    };
+    if X509Certificate::from_der(&der).is_ok() {
+        return Ok(Some(CertificateDer::from(der)));
+    }
+    pkcs7_first_certificate(&der).map(|c| c.map(|c| CertificateDer::from(c.to_vec())))
+}
+
+/// `ContentInfo { contentType, [0] SignedData { version, digestAlgorithms, encapContentInfo, [0] certificates } }`:
+/// the first certificate of a certs-only PKCS#7 bundle (`.p7c`, what many CAs publish at their AIA URL).
+fn pkcs7_first_certificate(der: &[u8]) -> Result<Option<&[u8]>, String> {
+    let bad = || "invalid certificate: neither a certificate nor a PKCS#7 bundle".to_string();
+    let info = sequence_contents(der).ok_or_else(bad)?;
+    let (oid_tag, _, rest) = tlv(info).ok_or_else(bad)?;
+    let (explicit, signed, _) = tlv(rest).ok_or_else(bad)?;
+    if oid_tag != 0x06 || explicit != 0xa0 {
+        return Err(bad());
+    }
+    let mut fields = sequence_contents(signed).ok_or_else(bad)?;
+    for _ in 0..3 {
+        let (_, _, rest) = tlv(fields).ok_or_else(bad)?;
+        fields = rest;
+    }
+    match tlv(fields) {
+        Some((0xa0, certs, _)) => match tlv(certs) {
+            Some((0x30, _, rest)) => Ok(Some(&certs[..certs.len() - rest.len()])),
+            _ => Ok(None),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// Each certificate once (by signature, as upstream), PEM-encoded as Go's `pem.Encode`, without trailing space.
+fn pem_chain(chain: &[CertificateDer<'_>]) -> String {
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    let mut out = String::new();
+    for cert in chain {
+        let signature = X509Certificate::from_der(cert.as_ref())
+            .map(|(_, c)| c.signature_value.data.to_vec())
+            .unwrap_or_else(|_| cert.as_ref().to_vec());
+        if seen.contains(&signature) {
+            continue;
+        }
+        seen.push(signature);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(&String::from_utf8_lossy(line));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    out.trim_end().to_string()
+}
+
+#[cfg(test)]
+#[path = "ca_chain_tests.rs"]
+mod tests;

@@ -1,0 +1,142 @@
+//! Unit tests of the CA chain builder: path building by name and signature, the PEM form, and the issuer file
+//! formats an AIA URL may serve (PEM, DER, certs-only PKCS#7).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+use super::*;
+
+struct Pki {
+    root: CertificateDer<'static>,
+    intermediate: CertificateDer<'static>,
+    leaf: CertificateDer<'static>,
+}
+
+fn ca(name: &str) -> CertificateParams {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    p
+}
+
+fn pki() -> Pki {
+    let root_key = KeyPair::generate().unwrap();
+    let root_params = ca("root");
+    let root = root_params.self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(root_params, root_key);
+    let int_key = KeyPair::generate().unwrap();
+    let int_params = ca("intermediate");
+    let intermediate = int_params.signed_by(&int_key, &root_issuer).unwrap();
+    let int_issuer = Issuer::new(int_params, int_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &int_issuer)
+        .unwrap();
+    Pki {
+        root: root.der().clone(),
+        intermediate: intermediate.der().clone(),
+        leaf: leaf.der().clone(),
+    }
+}
+
+fn record(roots: Vec<CertificateDer<'static>>) -> Arc<ChainRecord> {
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    ChainRecord::new(roots, provider.signature_verification_algorithms)
+}
+
+#[test]
+fn the_path_ends_at_the_first_trusted_certificate() {
+    let p = pki();
+    let presented = vec![p.leaf.clone(), p.intermediate.clone()];
+    let to_root = record(vec![p.root.clone()]).verified_path(&presented);
+    assert_eq!(
+        to_root,
+        vec![p.leaf.clone(), p.intermediate.clone(), p.root.clone()]
+    );
+    let to_intermediate = record(vec![p.intermediate.clone()]).verified_path(&presented);
+    assert_eq!(to_intermediate, vec![p.leaf.clone(), p.intermediate.clone()]);
+}
+
+#[test]
+fn signatures_are_checked_not_only_names() {
+    let p = pki();
+    let other = pki();
+    let r = record(Vec::new());
+    assert!(r.issued(&p.leaf, &p.intermediate));
+    assert!(!r.issued(&p.leaf, &other.intermediate), "same name, other key");
+    assert!(!r.issued(&p.intermediate, &p.leaf), "a leaf signs nothing");
+    assert!(r.self_signed(&p.root));
+    assert!(!r.self_signed(&p.intermediate));
+}
+
+#[test]
+fn pem_chain_is_gos_encoding_without_duplicates_or_trailing_newline() {
+    let p = pki();
+    let pem = pem_chain(&[p.leaf.clone(), p.root.clone(), p.leaf.clone()]);
+    assert_eq!(pem.matches("-----BEGIN CERTIFICATE-----\n").count(), 2);
+    assert!(pem.ends_with("-----END CERTIFICATE-----"));
+    assert!(pem.lines().all(|l| l.len() <= 64 || l.starts_with("-----")));
+    let back: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(back, vec![p.leaf, p.root]);
+}
+
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(u8::try_from(len).unwrap());
+    } else {
+        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        out.push(0x80 | u8::try_from(bytes.len()).unwrap());
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+#[test]
+fn issuer_files_in_pem_der_and_pkcs7() {
+    let p = pki();
+    let pem = pem_chain(std::slice::from_ref(&p.root));
+    assert_eq!(decode_certificate(pem.as_bytes()).unwrap(), Some(p.root.clone()));
+    assert_eq!(decode_certificate(p.root.as_ref()).unwrap(), Some(p.root.clone()));
+
+    // ContentInfo { signedData, [0] SignedData { 1, {}, { data }, [0] { root, intermediate }, {} } }
+    let signed_data_oid = [0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+    let data_oid = [0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
+    let mut certs = p.root.as_ref().to_vec();
+    certs.extend_from_slice(p.intermediate.as_ref());
+    let mut fields = vec![0x02, 0x01, 0x01];
+    fields.extend(der(0x31, &[]));
+    fields.extend(der(0x30, &data_oid));
+    fields.extend(der(0xa0, &certs));
+    fields.extend(der(0x31, &[]));
+    let mut info = signed_data_oid.to_vec();
+    info.extend(der(0xa0, &der(0x30, &fields)));
+    let p7 = der(0x30, &info);
+    assert_eq!(decode_certificate(&p7).unwrap(), Some(p.root.clone()));
+
+    // A bundle without certificates holds no issuer; garbage is an error.
+    let mut empty = vec![0x02, 0x01, 0x01];
+    empty.extend(der(0x31, &[]));
+    empty.extend(der(0x30, &data_oid));
+    empty.extend(der(0x31, &[]));
+    let mut info = signed_data_oid.to_vec();
+    info.extend(der(0xa0, &der(0x30, &empty)));
+    assert_eq!(decode_certificate(&der(0x30, &info)).unwrap(), None);
+    assert!(decode_certificate(b"not a certificate").is_err());
+}
+
+#[test]
+fn a_truncated_length_is_no_element() {
+    assert!(tlv(&[0x30, 0x05, 0x01]).is_none());
+    assert!(tlv(&[0x30, 0x81]).is_none());
+    assert_eq!(
+        tlv(&[0x04, 0x01, 0xaa, 0xbb]),
+        Some((0x04, &[0xaa][..], &[0xbb][..]))
+    );
+}
