@@ -89,7 +89,11 @@ async fn a_job_gets_the_verified_chain_up_to_the_trusted_root() {
         .iter()
         .flat_map(|p| ders(p))
         .collect();
-    assert_eq!(got, want, "leaf, intermediate and root, in that order");
+    assert!(
+        got == want,
+        "want leaf, intermediate and root in that order; got {} certificates",
+        got.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +109,11 @@ async fn the_full_chain_flag_fetches_the_issuer_of_a_trusted_intermediate() {
 
     // Without the flag the chain ends at the trusted intermediate, and nothing is fetched.
     let got = job_chain(&chain, &chain.intermediate_pem, "").await;
-    assert_eq!(got, leaf_and_intermediate);
+    assert!(
+        got == leaf_and_intermediate,
+        "want leaf and intermediate; got {} certificates",
+        got.len()
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 
     let got = job_chain(
