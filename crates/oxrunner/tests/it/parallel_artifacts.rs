@@ -1,6 +1,7 @@
 //! `FF_USE_PARALLEL_ARTIFACT_TRANSFER`: a dependency's archive that GitLab redirects to object storage comes in
 //! parallel ranged GETs written at their offsets (checked byte for byte by the consuming job), one stream without
-//! the flag, and one stream when the store ignores `Range`.
+//! the flag, and one stream when the store ignores `Range`; the `artifacts-downloader` helper does the same when
+//! its environment has the flag.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use fake_gitlab::{ArtifactSpec, JobSpec, RequestLog};
@@ -79,6 +80,10 @@ async fn a_redirected_download_comes_in_parallel_ranges_with_the_flag_and_in_one
         })
         .collect();
     ranges.sort_unstable();
+    assert!(
+        gets.iter().all(|r| r.header("job-token").is_none()),
+        "the job token never goes to object storage: {gets:?}"
+    );
     let want = vec![
         (0, PART - 1),
         (PART, 2 * PART - 1),
@@ -100,5 +105,29 @@ async fn a_store_that_ignores_range_is_read_as_one_stream() {
     assert!(
         gets[0].header("range").is_some(),
         "asked for a range first: {gets:?}"
+    );
+}
+
+/// The `artifacts-downloader` helper (what a custom executor's stage runs) reads the flag from its environment,
+/// as gitlab-runner's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_downloader_helper_takes_the_flag_from_its_environment() {
+    let (env, a, _) = env_with_producer().await;
+    let bin = crate::support::bin();
+    let script =
+        format!("mkdir dl && cd dl && \"$HELPER_BIN\" artifacts-downloader --id {a} && sha256sum -c big.sum");
+    let job = JobSpec::new("helper", &[script.as_str()])
+        .variable("GIT_STRATEGY", "empty")
+        .variable("HELPER_BIN", bin)
+        .variable("FF_USE_PARALLEL_ARTIFACT_TRANSFER", "true")
+        .variable("OXRUNNER_TEST_ARTIFACT_PARTS", &format!("{PART},{PART}"));
+    let b = env.fake.enqueue_job(job);
+    env.succeeded(b).await;
+    let gets = storage_gets(&env, a);
+    assert_eq!(gets.len(), 3, "{gets:?}");
+    assert!(
+        gets.iter()
+            .all(|r| r.status == 206 && r.header("range").is_some()),
+        "{gets:?}"
     );
 }
