@@ -10,7 +10,7 @@
 //! accepted them ([`ChainRecord`]); the path is rebuilt here by name and signature over the presented
 //! certificates and the system roots, the same certificates that check used.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -31,8 +31,11 @@ const CA_ISSUERS_OID: &str = "1.3.6.1.5.5.7.48.2";
 /// What the verifier saw on the last accepted handshake, and the roots it trusted.
 pub(crate) struct ChainRecord {
     presented: Mutex<Option<Vec<CertificateDer<'static>>>>,
-    roots: Vec<CertificateDer<'static>>,
+    /// The system roots with their subjects (DER), so an issuer is looked up without parsing every root.
+    roots: Vec<(Vec<u8>, CertificateDer<'static>)>,
     algorithms: WebPkiSupportedAlgorithms,
+    /// The issuer fetches' client, made on the first use of `FF_RESOLVE_FULL_TLS_CHAIN`.
+    aia_http: OnceLock<reqwest::Client>,
 }
 
 impl ChainRecord {
@@ -40,11 +43,31 @@ impl ChainRecord {
         roots: Vec<CertificateDer<'static>>,
         algorithms: WebPkiSupportedAlgorithms,
     ) -> Arc<Self> {
+        let roots = roots
+            .into_iter()
+            .filter_map(|der| {
+                let (_, parsed) = X509Certificate::from_der(der.as_ref()).ok()?;
+                let subject = parsed.subject().as_raw().to_vec();
+                Some((subject, der))
+            })
+            .collect();
         Arc::new(ChainRecord {
             presented: Mutex::new(None),
             roots,
             algorithms,
+            aia_http: OnceLock::new(),
         })
+    }
+
+    /// A system root that issued `cert`.
+    fn root_issuer_of(&self, cert: &CertificateDer<'_>) -> Option<&CertificateDer<'static>> {
+        let (_, parsed) = X509Certificate::from_der(cert.as_ref()).ok()?;
+        let issuer = parsed.issuer().as_raw();
+        self.roots
+            .iter()
+            .filter(|(subject, _)| subject.as_slice() == issuer)
+            .map(|(_, root)| root)
+            .find(|root| signed_by(cert, root, &self.algorithms))
     }
 
     /// Called by the verifier once the standard check accepted `end_entity` with `intermediates`.
@@ -85,16 +108,19 @@ impl ChainRecord {
     /// Leaf, then each issuer: a trusted root ends the path (as Go's verified chain ends at its root), else a
     /// presented intermediate continues it.
     fn verified_path(&self, presented: &[CertificateDer<'static>]) -> Vec<CertificateDer<'static>> {
-        let mut path = vec![presented[0].clone()];
+        let Some((leaf, others)) = presented.split_first() else {
+            return Vec::new();
+        };
+        let mut path = vec![leaf.clone()];
         while path.len() < MAX_DEPTH {
             let current = &path[path.len() - 1];
-            if let Some(root) = self.roots.iter().find(|r| self.issued(current, r)) {
+            if let Some(root) = self.root_issuer_of(current) {
                 if root.as_ref() != current.as_ref() {
                     path.push(root.clone());
                 }
                 break;
             }
-            let next = presented[1..]
+            let next = others
                 .iter()
                 .find(|c| !path.iter().any(|p| p.as_ref() == c.as_ref()) && self.issued(current, c));
             match next {
@@ -109,10 +135,16 @@ impl ChainRecord {
         &self,
         mut chain: Vec<CertificateDer<'static>>,
     ) -> Result<Vec<CertificateDer<'static>>, String> {
-        let http = reqwest::Client::builder()
-            .timeout(AIA_FETCH_TIMEOUT)
-            .build()
-            .map_err(|e| format!("cannot set up the issuer fetch: {e}"))?;
+        let http = match self.aia_http.get() {
+            Some(http) => http.clone(),
+            None => {
+                let http = reqwest::Client::builder()
+                    .timeout(AIA_FETCH_TIMEOUT)
+                    .build()
+                    .map_err(|e| format!("cannot set up the issuer fetch: {e}"))?;
+                self.aia_http.get_or_init(|| http).clone()
+            }
+        };
         for _ in 1..AIA_LOOP_LIMIT {
             let Some(url) = chain.last().and_then(ca_issuers_url) else {
                 break;
@@ -130,7 +162,7 @@ impl ChainRecord {
         // an unknown authority leaves the chain as it is.
         if let Some(last) = chain.last().cloned()
             && !self.self_signed(&last)
-            && let Some(root) = self.roots.iter().find(|r| self.issued(&last, r))
+            && let Some(root) = self.root_issuer_of(&last)
             && root.as_ref() != last.as_ref()
         {
             chain.push(root.clone());
