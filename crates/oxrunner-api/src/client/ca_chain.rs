@@ -7,8 +7,8 @@
 //! as upstream.
 //!
 //! The certificates the server presented are recorded by the client's verifier after the standard check
-//! accepted them ([`ChainRecord`]); the path is rebuilt here by name and signature over the presented
-//! certificates and the system roots, the same certificates that check used.
+//! accepted them ([`ChainRecord`]); the paths Go's verifier would list are rebuilt here by name and signature
+//! over the presented certificates and the system roots, the same certificates that check used.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -24,8 +24,10 @@ const AIA_LOOP_LIMIT: usize = 15;
 const AIA_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 /// An issuer certificate (or a PKCS#7 bundle of a few) is a few KiB; anything far larger is not one.
 const AIA_MAX_BYTES: usize = 1024 * 1024;
-/// A verified path longer than this is a loop in what the server sent.
+/// Bounds on the paths built over what the server presented (Go bounds its chain building similarly).
 const MAX_DEPTH: usize = 16;
+const MAX_PATHS: usize = 16;
+const MAX_PRESENTED: usize = 32;
 const CA_ISSUERS_OID: &str = "1.3.6.1.5.5.7.48.2";
 
 /// What the verifier saw on the last accepted handshake, and the roots it trusted.
@@ -59,15 +61,18 @@ impl ChainRecord {
         })
     }
 
-    /// A system root that issued `cert`.
-    fn root_issuer_of(&self, cert: &CertificateDer<'_>) -> Option<&CertificateDer<'static>> {
-        let (_, parsed) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    /// The system roots that issued `cert`.
+    fn root_issuers_of(&self, cert: &CertificateDer<'_>) -> Vec<&CertificateDer<'static>> {
+        let Ok((_, parsed)) = X509Certificate::from_der(cert.as_ref()) else {
+            return Vec::new();
+        };
         let issuer = parsed.issuer().as_raw();
         self.roots
             .iter()
             .filter(|(subject, _)| subject.as_slice() == issuer)
             .map(|(_, root)| root)
-            .find(|root| signed_by(cert, root, &self.algorithms))
+            .filter(|root| signed_by(cert, root, &self.algorithms))
+            .collect()
     }
 
     /// Called by the verifier once the standard check accepted `end_entity` with `intermediates`.
@@ -92,43 +97,70 @@ impl ChainRecord {
     /// (logged, as upstream logs it).
     pub(crate) async fn job_chain(&self, resolve_full: bool) -> Option<String> {
         let presented = self.presented()?;
-        let mut chain = self.verified_path(&presented);
-        if resolve_full {
-            match self.resolve_full(chain).await {
-                Ok(full) => chain = full,
+        let mut all = Vec::new();
+        for path in self.verified_paths(&presented) {
+            if !resolve_full {
+                all.extend(path);
+                continue;
+            }
+            match self.resolve_full(path).await {
+                Ok(full) => all.extend(full),
                 Err(e) => {
                     tracing::error!(error = %e, "Error on fetching TLS Data from API response... couldn't resolve certificates chain from the leaf certificate");
                     return None;
                 }
             }
         }
-        Some(pem_chain(&chain))
+        let pem = pem_chain(&all);
+        (!pem.is_empty()).then_some(pem)
     }
 
-    /// Leaf, then each issuer: a trusted root ends the path (as Go's verified chain ends at its root), else a
-    /// presented intermediate continues it.
-    fn verified_path(&self, presented: &[CertificateDer<'static>]) -> Vec<CertificateDer<'static>> {
+    /// Every path from the leaf to a trusted root, as Go's verifier lists its verified chains: at each step a
+    /// system root that issued the certificate ends a path (roots first), and a presented certificate that
+    /// issued it continues one, even when it is a root itself. Bounded in depth and count: the presented
+    /// certificates are the server's to choose.
+    fn verified_paths(&self, presented: &[CertificateDer<'static>]) -> Vec<Vec<CertificateDer<'static>>> {
         let Some((leaf, others)) = presented.split_first() else {
             return Vec::new();
         };
-        let mut path = vec![leaf.clone()];
-        while path.len() < MAX_DEPTH {
-            let current = &path[path.len() - 1];
-            if let Some(root) = self.root_issuer_of(current) {
-                if root.as_ref() != current.as_ref() {
-                    path.push(root.clone());
-                }
-                break;
+        let mut out = Vec::new();
+        self.extend_paths(&mut vec![leaf.clone()], others, &mut out);
+        out
+    }
+
+    fn extend_paths(
+        &self,
+        path: &mut Vec<CertificateDer<'static>>,
+        others: &[CertificateDer<'static>],
+        out: &mut Vec<Vec<CertificateDer<'static>>>,
+    ) {
+        let Some(current) = path.last().cloned() else {
+            return;
+        };
+        for root in self.root_issuers_of(&current) {
+            if out.len() >= MAX_PATHS {
+                return;
             }
-            let next = others
-                .iter()
-                .find(|c| !path.iter().any(|p| p.as_ref() == c.as_ref()) && self.issued(current, c));
-            match next {
-                Some(c) => path.push(c.clone()),
-                None => break,
+            let mut done = path.clone();
+            if root.as_ref() != current.as_ref() {
+                done.push(root.clone());
             }
+            out.push(done);
         }
-        path
+        if path.len() >= MAX_DEPTH {
+            return;
+        }
+        for next in others.iter().take(MAX_PRESENTED) {
+            if out.len() >= MAX_PATHS {
+                return;
+            }
+            if path.iter().any(|p| p.as_ref() == next.as_ref()) || !self.issued(&current, next) {
+                continue;
+            }
+            path.push(next.clone());
+            self.extend_paths(path, others, out);
+            path.pop();
+        }
     }
 
     async fn resolve_full(
@@ -162,7 +194,7 @@ impl ChainRecord {
         // an unknown authority leaves the chain as it is.
         if let Some(last) = chain.last().cloned()
             && !self.self_signed(&last)
-            && let Some(root) = self.root_issuer_of(&last)
+            && let Some(root) = self.root_issuers_of(&last).first().copied()
             && root.as_ref() != last.as_ref()
         {
             chain.push(root.clone());

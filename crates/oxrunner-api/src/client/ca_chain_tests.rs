@@ -47,16 +47,69 @@ fn record(roots: Vec<CertificateDer<'static>>) -> Arc<ChainRecord> {
 }
 
 #[test]
-fn the_path_ends_at_the_first_trusted_certificate() {
+fn every_path_to_a_trusted_root_is_listed() {
     let p = pki();
     let presented = vec![p.leaf.clone(), p.intermediate.clone()];
-    let to_root = record(vec![p.root.clone()]).verified_path(&presented);
+    let to_root = record(vec![p.root.clone()]).verified_paths(&presented);
     assert_eq!(
         to_root,
-        vec![p.leaf.clone(), p.intermediate.clone(), p.root.clone()]
+        vec![vec![p.leaf.clone(), p.intermediate.clone(), p.root.clone()]]
     );
-    let to_intermediate = record(vec![p.intermediate.clone()]).verified_path(&presented);
-    assert_eq!(to_intermediate, vec![p.leaf.clone(), p.intermediate.clone()]);
+    let to_intermediate = record(vec![p.intermediate.clone()]).verified_paths(&presented);
+    assert_eq!(
+        to_intermediate,
+        vec![vec![p.leaf.clone(), p.intermediate.clone()]]
+    );
+    // Both trusted: Go lists the short path and the one through the presented intermediate up to the root.
+    let both = record(vec![p.intermediate.clone(), p.root.clone()]).verified_paths(&presented);
+    assert_eq!(
+        both,
+        vec![
+            vec![p.leaf.clone(), p.intermediate.clone()],
+            vec![p.leaf.clone(), p.intermediate.clone(), p.root.clone()],
+        ]
+    );
+    assert!(record(Vec::new()).verified_paths(&presented).is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_issuer_fetch_leaves_the_job_without_a_chain_only_with_the_flag() {
+    // A caIssuers URL on a port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/root.der", closed.local_addr().unwrap());
+    drop(closed);
+    let root_key = KeyPair::generate().unwrap();
+    let root_params = ca("root");
+    let root_issuer = Issuer::new(root_params, root_key);
+    let int_key = KeyPair::generate().unwrap();
+    let mut int_params = ca("intermediate");
+    int_params.custom_extensions = vec![aia(&url)];
+    let intermediate = int_params.signed_by(&int_key, &root_issuer).unwrap();
+    let int_issuer = Issuer::new(int_params, int_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &int_issuer)
+        .unwrap();
+    assert_eq!(ca_issuers_url(intermediate.der()).as_deref(), Some(url.as_str()));
+
+    let r = record(vec![intermediate.der().clone()]);
+    assert_eq!(r.job_chain(false).await, None, "nothing recorded yet");
+    r.record(leaf.der(), std::slice::from_ref(intermediate.der()));
+    let plain = r.job_chain(false).await.unwrap();
+    assert_eq!(plain.matches("BEGIN CERTIFICATE").count(), 2);
+    assert_eq!(r.job_chain(true).await, None);
+}
+
+/// `SEQUENCE { SEQUENCE { id-ad-caIssuers, [6] url } }` as an Authority Information Access extension.
+fn aia(url: &str) -> rcgen::CustomExtension {
+    let ca_issuers = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02];
+    let mut description = ca_issuers.to_vec();
+    description.extend(der(0x86, url.as_bytes()));
+    rcgen::CustomExtension::from_oid_content(
+        &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+        der(0x30, &der(0x30, &description)),
+    )
 }
 
 #[test]
