@@ -72,11 +72,8 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag("FF_USE_WINDOWS_LEGACY_PROCESS_STRATEGY", false, WINDOWS),
     flag("FF_USE_LEGACY_BASH_EVAL", false, Honoured),
     flag("FF_USE_POWERSHELL_PATH_RESOLVER", false, WINDOWS),
-    flag(
-        "FF_USE_DYNAMIC_TRACE_FORCE_SEND_INTERVAL",
-        false,
-        Ignored("the trace is sent at the interval GitLab asks for"),
-    ),
+    // Runner-level (`[runners.feature_flags]` only, as upstream): the trace sender's keep-alive interval.
+    flag("FF_USE_DYNAMIC_TRACE_FORCE_SEND_INTERVAL", false, Honoured),
     flag("FF_SCRIPT_SECTIONS", false, Honoured),
     flag(
         "FF_ENABLE_JOB_CLEANUP",
@@ -145,11 +142,8 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag("FF_EXPORT_HIGH_CARDINALITY_METRICS", false, Honoured),
     flag("FF_USE_FLEETING_ACQUIRE_HEARTBEATS", false, FLEETING),
     flag("FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY", true, Honoured),
-    flag(
-        "FF_USE_ADAPTIVE_REQUEST_CONCURRENCY",
-        true,
-        Ignored("request_concurrency is a fixed number of pollers"),
-    ),
+    // Runner-level: the daemon's request gate (`daemon/request_gate.rs`).
+    flag("FF_USE_ADAPTIVE_REQUEST_CONCURRENCY", true, Honoured),
     flag(
         "FF_USE_GITALY_CORRELATION_ID",
         true,
@@ -222,6 +216,13 @@ pub fn default_of(name: &str) -> bool {
 /// Whether `name` is on for a job whose variables are `vars`: the resolved `FF_*` variable, else the default.
 pub fn is_on(vars: &Variables, name: &str) -> bool {
     vars.bool(name).unwrap_or_else(|| default_of(name))
+}
+
+/// Whether `name` is on for a runner whose `[runners.feature_flags]` is `config`: the configured value, else the
+/// default. Flags that govern the runner's own traffic with GitLab (not one job) are read this way upstream, so a
+/// job variable cannot change them.
+pub fn runner_is_on(config: &BTreeMap<String, bool>, name: &str) -> bool {
+    config.get(name).copied().unwrap_or_else(|| default_of(name))
 }
 
 /// `CI_BUILD_NETWORK_NAME` and the name of the job's network under `FF_NETWORK_PER_BUILD`: gitlab-runner's

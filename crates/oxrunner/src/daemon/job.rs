@@ -99,6 +99,10 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
         env.info.clone(),
         TraceOptions {
             final_update_tries: env.runner.job_status_final_update_retry_limit(),
+            dynamic_force_send: oxrunner_core::feature_flags::runner_is_on(
+                &env.runner.feature_flags,
+                "FF_USE_DYNAMIC_TRACE_FORCE_SEND_INTERVAL",
+            ),
             ..TraceOptions::default()
         },
     );
