@@ -98,6 +98,9 @@ impl Client {
                 attempt,
                 "api response"
             );
+            if is_retryable(status) {
+                super::retry_signal::note_retryable();
+            }
             if !is_retryable(status) || attempt >= MAX_ATTEMPTS {
                 break Ok(resp);
             }

@@ -41,6 +41,7 @@ mod exec_semantics;
 mod exec_sources;
 mod exec_speed;
 mod exec_status;
+mod ff_gitlab_traffic;
 mod flags_compat;
 mod helper_commands;
 mod helper_header_timeout;
