@@ -289,9 +289,10 @@ impl Driver<'_> {
             return;
         }
         let stage = Stage::CleanupFileVariables;
-        if self.environment.tmp_dir_dies_with_job {
+        if self.environment.tmp_dir_dies_with_job && !self.scripts(&self.vars).cleans_project_dir() {
             // One more exec (and a container start after a cancel) would only delete files that the executor's
-            // cleanup removes with the environment right after.
+            // cleanup removes with the environment right after. FF_ENABLE_JOB_CLEANUP still runs: a volume
+            // bound below the project directory outlives the job.
             self.section_start(&stage);
             self.section_end(&stage);
             return;

@@ -34,6 +34,10 @@ pub struct GitSettings {
     pub native_clone: bool,
     /// Extra `git clone` flags (`GIT_CLONE_EXTRA_FLAGS`, used by the native clone only, as upstream).
     pub clone_extra_flags: String,
+    /// `FF_USE_GIT_BUNDLE_URIS`, `FF_USE_GIT_PROACTIVE_AUTH`, `FF_USE_GITALY_CORRELATION_ID` (`script/git_flags.rs`).
+    pub bundle_uris: bool,
+    pub proactive_auth: bool,
+    pub gitaly_correlation_id: bool,
     /// Submodule strategy.
     pub submodule_strategy: SubmoduleStrategy,
     /// Submodule depth.
@@ -92,6 +96,7 @@ impl GitSettings {
             .to_owned();
         let native_clone = crate::feature_flags::is_on(vars, "FF_USE_GIT_NATIVE_CLONE");
         let clone_extra_flags = vars.value("GIT_CLONE_EXTRA_FLAGS").unwrap_or_default().to_owned();
+        let flag = |name| crate::feature_flags::is_on(vars, name);
         let mut submodule_strategy = src.submodule_strategy;
         if let Some(v) = vars.value("GIT_SUBMODULE_STRATEGY").filter(|v| !v.is_empty()) {
             match SubmoduleStrategy::parse(v) {
@@ -132,6 +137,9 @@ impl GitSettings {
             fetch_extra_flags,
             native_clone,
             clone_extra_flags,
+            bundle_uris: flag("FF_USE_GIT_BUNDLE_URIS"),
+            proactive_auth: flag("FF_USE_GIT_PROACTIVE_AUTH"),
+            gitaly_correlation_id: flag("FF_USE_GITALY_CORRELATION_ID"),
             submodule_strategy,
             submodule_depth,
             submodule_paths,
@@ -389,6 +397,7 @@ impl SourcesScript<'_> {
             // As gitlab-runner: lets git work in a directory another user (an earlier job's image user) owns.
             let _ = writeln!(out, "git config --global --add safe.directory {dir}");
         }
+        out.push_str(&self.correlation_notice());
         let _ = writeln!(out, "mkdir -p {}", quote_path(&template));
         // printf is a shell builtin: the credentials never appear in a process argv.
         let _ = writeln!(
@@ -448,7 +457,7 @@ impl SourcesScript<'_> {
             "if git remote get-url origin >/dev/null 2>&1; then git remote set-url origin {r}; else git remote add origin {r}; fi",
             r = quote(remote)
         );
-        let fetch = self.fetch_command();
+        let fetch = self.fetch_command(out, remote);
         let line = if s.depth == 0 {
             format!("if [ -f .git/shallow ]; then {fetch} --unshallow; else {fetch}; fi")
         } else {
@@ -492,7 +501,7 @@ __oxr_rc=$?
     /// The git config included from the template: credentials (kept out of the remote URL) and the CA file for
     /// the server's host.
     fn ext_config(&self, remote: &str, rewrite: Option<&(Secret, String)>) -> String {
-        let mut ext_conf = String::new();
+        let mut ext_conf = self.flag_config();
         if let Some((with_creds, base)) = rewrite {
             ext_conf.push_str(&credential_config(with_creds, base, self.plan.job_token.expose()));
         }
@@ -547,9 +556,13 @@ __oxr_rc=$?
     }
 
     /// `git fetch` with the refspecs, depth and extra flags, but without `--unshallow` (the caller decides).
-    fn fetch_command(&self) -> String {
+    fn fetch_command(&self, out: &mut String, remote: &str) -> String {
         let s = self.settings;
-        let mut fetch = format!("git {} fetch origin --no-recurse-submodules", self.user_agent());
+        let mut fetch = format!(
+            "git {}{} fetch origin --no-recurse-submodules",
+            self.user_agent(),
+            self.proactive_auth(out, remote)
+        );
         for refspec in &self.plan.sources.refspecs {
             fetch.push(' ');
             fetch.push_str(&quote(refspec));
