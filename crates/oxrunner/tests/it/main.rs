@@ -24,6 +24,7 @@ mod doctor_tls;
 mod e2e_connection_age;
 mod e2e_daemon;
 mod e2e_feature_flags;
+mod e2e_git_flags;
 mod e2e_mtls;
 mod e2e_native_clone;
 mod e2e_procs;
