@@ -285,6 +285,7 @@ impl Driver<'_> {
     /// Removes file variables and git credentials. Runs even after an abort (with its own short deadline):
     /// the shell executor would otherwise leave secrets on disk.
     async fn cleanup_file_variables(&mut self) {
+        self.remove_runner_checkout().await;
         if !self.scripts_ran {
             return;
         }

@@ -112,3 +112,31 @@ fn assert_kept(outside: &Path) {
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(outside).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o500, "the target's mode was changed");
 }
+
+/// An executor with remote files: the runner-side checkout goes with a `clone` job's project dir under the flag,
+/// and stays without it or for `fetch`.
+#[tokio::test]
+async fn the_runner_side_checkout_goes_with_a_clone() {
+    let env = crate::remote_sources::env();
+    for (vars, removed) in [
+        (&[("GIT_STRATEGY", "clone"), ON][..], true),
+        (&[("GIT_STRATEGY", "clone")][..], false),
+        (&[("GIT_STRATEGY", "fetch"), ON][..], false),
+    ] {
+        let mut plan = env.plan(&["true"]);
+        for (k, v) in vars {
+            plan.variables.push(Variable::new(*k, *v));
+        }
+        let (outcome, log) = env
+            .run(&plan, &env.ctx(), oxrunner_core::EnvironmentFacts::default())
+            .await;
+        assert_eq!(outcome, JobOutcome::Success, "{log}");
+        let checkout = env.checkout(&plan);
+        assert_eq!(
+            !checkout.exists(),
+            removed,
+            "{vars:?}: {}\n{log}",
+            checkout.display()
+        );
+    }
+}
