@@ -15,6 +15,7 @@ mod custom_executor;
 mod daemon_inprocess;
 mod docker_cleanup;
 mod docker_daemon;
+mod docker_git_flags;
 mod docker_in_container;
 mod docker_seed;
 mod docs_commands;
