@@ -357,6 +357,8 @@ impl SourcesScript<'_> {
         let dir = quote_path(self.project_dir);
         let url = authenticated_url(self.plan, self.ctx);
         let (remote, rewrite) = credential_rewrite(&url);
+        // Upstream names the id while it writes the git config, before any "Fetching"/"Cloning" line.
+        out.push_str(&self.correlation_notice());
         if s.strategy == GitStrategy::Clone && s.native_clone {
             // As upstream: the set-up first, then `git clone` or, with an older git, the init + fetch path.
             self.git_setup(out, &remote, rewrite.as_ref());
@@ -397,7 +399,6 @@ impl SourcesScript<'_> {
             // As gitlab-runner: lets git work in a directory another user (an earlier job's image user) owns.
             let _ = writeln!(out, "git config --global --add safe.directory {dir}");
         }
-        out.push_str(&self.correlation_notice());
         let _ = writeln!(out, "mkdir -p {}", quote_path(&template));
         // printf is a shell builtin: the credentials never appear in a process argv.
         let _ = writeln!(

@@ -147,7 +147,8 @@ mod tests {
             text.contains("extraHeader = \"X-Gitaly-Correlation-ID: 0123abcd\""),
             "{text}"
         );
-        assert!(text.contains("Gitaly correlation ID: 0123abcd"), "{text}");
+        let named = text.find("Gitaly correlation ID: 0123abcd").expect(&text);
+        assert!(named < text.find("Fetching changes").expect(&text), "{text}");
         assert!(text.contains("bundleURI = true"), "{text}");
         let off = render(
             "https://h.example/g/p.git",
