@@ -591,9 +591,12 @@ __oxr_rc=$?
             "Checking out {short} as detached HEAD (ref is {})...",
             sources.ref_name
         )));
+        // A checkout in a partial clone fetches missing objects from the remote: it authenticates like the fetch.
+        let (remote, _) = credential_rewrite(&authenticated_url(self.plan, self.ctx));
+        let proactive = self.proactive_auth(out, &remote);
         let _ = writeln!(
             out,
-            "git -c submodule.recurse=false checkout -f -q {}",
+            "git -c submodule.recurse=false{proactive} checkout -f -q {}",
             quote(&sources.sha)
         );
         if let Some(flags) = &s.clean_flags {

@@ -5,8 +5,8 @@
 //!   notice, as upstream does (it is a request id, not a secret).
 //! - `FF_USE_GIT_BUNDLE_URIS` (on by default): `transfer.bundleURI = true`, which lets `git clone` download the
 //!   bundles the server advertises before it fetches the rest (a fetch into an existing repository ignores it).
-//! - `FF_USE_GIT_PROACTIVE_AUTH` (off by default): `-c http.<scheme://host>.proactiveAuth=basic` on `git fetch` and
-//!   `git clone`, so git sends the credentials with its first request instead of after a 401 (GitLab then knows
+//! - `FF_USE_GIT_PROACTIVE_AUTH` (off by default): `-c http.<scheme://host>.proactiveAuth=basic` on `git fetch`,
+//!   `git clone` and `git checkout` (which fetches missing objects in a partial clone), so git sends the credentials with its first request instead of after a 401 (GitLab then knows
 //!   the user for a public project too). Scoped to the server so bundle downloads from other hosts do not get it.
 //!   git before 2.46 does not know the setting and ignores it, as it ignores every unknown key; upstream applies no
 //!   version test, and neither does this.
@@ -125,6 +125,12 @@ mod tests {
         let text = render("https://gitlab-ci-token:t@h.example:1/g/p.git", &on);
         assert!(
             text.contains(" -c 'http.https://h.example:1.proactiveAuth=basic' fetch origin"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "git -c submodule.recurse=false -c 'http.https://h.example:1.proactiveAuth=basic' checkout"
+            ),
             "{text}"
         );
         let scp = render("git@h.example:g/p.git", &on);

@@ -88,6 +88,9 @@ async fn git_requests_follow_the_flags() {
             ("FF_USE_GITALY_CORRELATION_ID", "false"),
             ("FF_USE_GIT_BUNDLE_URIS", "false"),
             ("FF_USE_GIT_PROACTIVE_AUTH", "true"),
+            // A partial clone: the checkout fetches the blobs, and authenticates up front as well.
+            ("GIT_FETCH_EXTRA_FLAGS", "--filter=blob:none --prune"),
+            ("GIT_STRATEGY", "clone"),
         ],
     )
     .await;
@@ -99,6 +102,9 @@ async fn git_requests_follow_the_flags() {
     assert!(trace.contains("\nbundle=unset\n"), "{trace}");
     assert!(git[0].header("authorization").is_some(), "{:?}", git[0]);
     assert!(git.iter().all(|r| r.status == 200), "{git:#?}");
+    // The fetch's handshake, then the checkout's own fetch of the missing blobs.
+    let handshakes = git.iter().filter(|r| r.path.contains("/info/refs")).count();
+    assert_eq!(handshakes, 2, "the checkout fetched no blobs: {git:#?}");
 
     // No start-up warning names the flags: they are honoured.
     for name in [
