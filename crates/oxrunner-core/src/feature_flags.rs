@@ -75,11 +75,8 @@ pub const FLAGS: &[FeatureFlag] = &[
     // Runner-level (`[runners.feature_flags]` only, as upstream): the trace sender's keep-alive interval.
     flag("FF_USE_DYNAMIC_TRACE_FORCE_SEND_INTERVAL", false, Honoured),
     flag("FF_SCRIPT_SECTIONS", false, Honoured),
-    flag(
-        "FF_ENABLE_JOB_CLEANUP",
-        false,
-        Ignored("the project directory is not removed after the job yet"),
-    ),
+    // The project directory cleaned by git strategy at the end of cleanup_file_variables (`script/job_cleanup.rs`).
+    flag("FF_ENABLE_JOB_CLEANUP", false, Honoured),
     flag("FF_KUBERNETES_HONOR_ENTRYPOINT", false, K8S),
     // Selects the quoting of values and the eval'd body (`script/escape.rs`).
     flag("FF_POSIXLY_CORRECT_ESCAPES", false, Honoured),
@@ -97,11 +94,8 @@ pub const FLAGS: &[FeatureFlag] = &[
         Ignored("`secrets:` are not supported"),
     ),
     flag("FF_PRINT_POD_EVENTS", false, K8S),
-    flag(
-        "FF_USE_GIT_BUNDLE_URIS",
-        true,
-        Ignored("git bundle URIs are not used"),
-    ),
+    // `transfer.bundleURI` in the external git config (`script/git_flags.rs`).
+    flag("FF_USE_GIT_BUNDLE_URIS", true, Honoured),
     // `git clone` for GIT_STRATEGY=clone where git allows it (`script/git_clone.rs`).
     flag("FF_USE_GIT_NATIVE_CLONE", false, Honoured),
     flag("FF_USE_DUMB_INIT_WITH_KUBERNETES_EXECUTOR", false, K8S),
@@ -144,16 +138,10 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag("FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY", true, Honoured),
     // Runner-level: the daemon's request gate (`daemon/request_gate.rs`).
     flag("FF_USE_ADAPTIVE_REQUEST_CONCURRENCY", true, Honoured),
-    flag(
-        "FF_USE_GITALY_CORRELATION_ID",
-        true,
-        Ignored("no correlation id is passed to git"),
-    ),
-    flag(
-        "FF_USE_GIT_PROACTIVE_AUTH",
-        false,
-        Ignored("git authenticates through a credential helper"),
-    ),
+    // `X-Gitaly-Correlation-ID` on git's requests, `http.<host>.proactiveAuth` on fetch and clone
+    // (`script/git_flags.rs`).
+    flag("FF_USE_GITALY_CORRELATION_ID", true, Honoured),
+    flag("FF_USE_GIT_PROACTIVE_AUTH", false, Honoured),
     flag("FF_HASH_CACHE_KEYS", false, Honoured),
     flag(
         "FF_ENABLE_JOB_INPUTS_INTERPOLATION",
