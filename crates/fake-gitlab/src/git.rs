@@ -183,6 +183,10 @@ async fn cgi(
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_PROJECT_ROOT", shared.repos.path())
         .env("GIT_HTTP_EXPORT_ALL", "1")
+        // Gitaly serves partial clones (`--filter`); a checkout then fetches missing blobs on demand.
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "uploadpack.allowFilter")
+        .env("GIT_CONFIG_VALUE_0", "true")
         .env("PATH_INFO", format!("/{project_path}.git{service_path}"))
         .env("QUERY_STRING", query)
         .env("REQUEST_METHOD", parts.method.as_str())

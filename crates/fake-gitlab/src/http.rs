@@ -113,6 +113,7 @@ pub(crate) async fn log_layer(State(shared): State<Arc<Shared>>, req: Request, n
         headers,
         status: resp.status().as_u16(),
         peer,
+        request_id,
     });
     resp
 }

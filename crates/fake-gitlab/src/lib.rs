@@ -38,6 +38,7 @@ mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -202,6 +203,8 @@ impl FakeGitlab {
             job_changed: Notify::new(),
             faults: Mutex::new(faults::FaultState::new()),
             repos,
+            job_requests_in_flight: AtomicUsize::new(0),
+            job_requests_max_in_flight: AtomicUsize::new(0),
         });
         let app = router(shared.clone());
         let handle = axum_server::Handle::new();
@@ -334,6 +337,16 @@ impl FakeGitlab {
     /// The highest number of jobs that were running at the same time.
     pub fn max_concurrent_running(&self) -> usize {
         state::lock(&self.shared.inner).max_running
+    }
+
+    /// `POST /jobs/request` calls in flight right now (held by long polling or being answered).
+    pub fn job_requests_in_flight(&self) -> usize {
+        self.shared.job_requests_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most `POST /jobs/request` calls that were in flight at the same time (a runner's request concurrency).
+    pub fn max_job_requests_in_flight(&self) -> usize {
+        self.shared.job_requests_max_in_flight.load(Ordering::SeqCst)
     }
 
     /// Every request seen so far (admin requests excluded).

@@ -186,6 +186,8 @@ pub struct RequestLog {
     pub status: u16,
     /// The client's address: one per TCP connection (tests count connections with it).
     pub peer: Option<std::net::SocketAddr>,
+    /// The `X-Request-Id` the fake answered with (GitLab's correlation id of the request).
+    pub request_id: String,
 }
 
 impl RequestLog {

@@ -1,6 +1,7 @@
 //! Shared server state. A std mutex is enough: no lock is held across an await.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -73,6 +74,27 @@ pub(crate) struct Shared {
     pub job_changed: Notify,
     pub faults: Mutex<FaultState>,
     pub repos: tempfile::TempDir,
+    /// `POST /jobs/request` calls being answered (or held by long polling) right now, and the most seen at once.
+    pub job_requests_in_flight: AtomicUsize,
+    pub job_requests_max_in_flight: AtomicUsize,
+}
+
+/// Counts one `POST /jobs/request` in [`Shared::job_requests_in_flight`] while it lives (also when the client
+/// goes away and the handler is dropped mid-poll).
+pub(crate) struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    pub fn enter(shared: &'a Shared) -> InFlight<'a> {
+        let now = shared.job_requests_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.job_requests_max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.job_requests_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub(crate) type SharedRef = Arc<Shared>;

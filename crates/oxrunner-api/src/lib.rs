@@ -23,6 +23,7 @@ pub use oxrunner_wire as wire;
 pub use oxrunner_wire::redact;
 
 pub use client::probe;
+pub use client::retry_signal::track_retries;
 pub use client::{Client, ClientConfig, DirectDownload, TlsClientPem};
 pub use error::ApiError;
 pub use observe::RequestObserver;

@@ -30,6 +30,12 @@ pub const MAX_PATCH_BYTES: u64 = 1024 * 1024;
 const MAX_RESYNCS_PER_CYCLE: u32 = 3;
 /// 202/412 answers tolerated in the final update before giving up.
 const MAX_FINAL_PASSES: u32 = 200;
+/// Bounds and factor of the keep-alive interval derived from GitLab's update interval with
+/// `FF_USE_DYNAMIC_TRACE_FORCE_SEND_INTERVAL` (gitlab-runner's `MinTraceForceSendInterval`,
+/// `MaxTraceForceSendInterval`, `TraceForceSendUpdateIntervalMultiplier`).
+pub const MIN_FORCE_SEND_INTERVAL: Duration = Duration::from_secs(30);
+pub const MAX_FORCE_SEND_INTERVAL: Duration = Duration::from_secs(30 * 60);
+const FORCE_SEND_UPDATE_INTERVAL_FACTOR: u32 = 4;
 
 /// The trace spool of a running job.
 #[derive(Debug)]
@@ -77,6 +83,9 @@ pub struct TraceOptions {
     pub update_interval: Duration,
     /// Send a `running` keep-alive update after this long without contact (30 s).
     pub force_send_interval: Duration,
+    /// `FF_USE_DYNAMIC_TRACE_FORCE_SEND_INTERVAL`: each update interval GitLab sends replaces the keep-alive
+    /// interval by four times that interval, within [`MIN_FORCE_SEND_INTERVAL`, `MAX_FORCE_SEND_INTERVAL`].
+    pub dynamic_force_send: bool,
     /// Tries of the final flush + update (10).
     pub final_update_tries: u32,
     /// First backoff between final-update tries (1 s); doubles with jitter.
@@ -89,7 +98,8 @@ impl Default for TraceOptions {
     fn default() -> Self {
         TraceOptions {
             update_interval: Duration::from_secs(3),
-            force_send_interval: Duration::from_secs(30),
+            force_send_interval: MIN_FORCE_SEND_INTERVAL,
+            dynamic_force_send: false,
             final_update_tries: 10,
             final_backoff_min: Duration::from_secs(1),
             final_backoff_max: Duration::from_secs(60 * 60),
@@ -143,6 +153,7 @@ enum Stopped {
 struct State {
     sent: u64,
     interval: Duration,
+    force_send: Duration,
     last_contact: Instant,
     stopped: Stopped,
     cancel_signalled: bool,
@@ -157,6 +168,7 @@ impl State {
         State {
             sent: 0,
             interval: ctx.opts.update_interval,
+            force_send: ctx.opts.force_send_interval,
             last_contact: Instant::now(),
             stopped: Stopped::No,
             cancel_signalled: false,
@@ -398,8 +410,7 @@ async fn run_loop(ctx: Arc<Ctx>, mut committed: watch::Receiver<u64>, stop: Canc
         let cycle = send_cycle(&ctx, &mut st, limit).await;
         match cycle {
             Ok(()) => {
-                if st.stopped != Stopped::Aborted && st.last_contact.elapsed() >= ctx.opts.force_send_interval
-                {
+                if st.stopped != Stopped::Aborted && st.last_contact.elapsed() >= st.force_send {
                     keep_alive(&ctx, &mut st, limit).await;
                 }
             }
@@ -529,10 +540,21 @@ fn job_url(ctx: &Ctx, suffix: &str) -> String {
 fn apply_signals(ctx: &Ctx, st: &mut State, cancel_requested: bool, interval: Option<Duration>) {
     if let Some(i) = interval {
         st.interval = i;
+        if ctx.opts.dynamic_force_send {
+            st.force_send = dynamic_force_send(i);
+        }
     }
     if cancel_requested {
         signal(ctx, st, JobControl::CancelRequested);
     }
+}
+
+/// The keep-alive interval gitlab-runner derives from an update interval under
+/// `FF_USE_DYNAMIC_TRACE_FORCE_SEND_INTERVAL`: a server that slows the trace down also gets fewer keep-alives.
+pub fn dynamic_force_send(update_interval: Duration) -> Duration {
+    update_interval
+        .saturating_mul(FORCE_SEND_UPDATE_INTERVAL_FACTOR)
+        .clamp(MIN_FORCE_SEND_INTERVAL, MAX_FORCE_SEND_INTERVAL)
 }
 
 /// Deliver each control message once; a full or closed channel means the job side already knows

@@ -72,17 +72,11 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag("FF_USE_WINDOWS_LEGACY_PROCESS_STRATEGY", false, WINDOWS),
     flag("FF_USE_LEGACY_BASH_EVAL", false, Honoured),
     flag("FF_USE_POWERSHELL_PATH_RESOLVER", false, WINDOWS),
-    flag(
-        "FF_USE_DYNAMIC_TRACE_FORCE_SEND_INTERVAL",
-        false,
-        Ignored("the trace is sent at the interval GitLab asks for"),
-    ),
+    // Runner-level (`[runners.feature_flags]` only, as upstream): the trace sender's keep-alive interval.
+    flag("FF_USE_DYNAMIC_TRACE_FORCE_SEND_INTERVAL", false, Honoured),
     flag("FF_SCRIPT_SECTIONS", false, Honoured),
-    flag(
-        "FF_ENABLE_JOB_CLEANUP",
-        false,
-        Ignored("the project directory is not removed after the job yet"),
-    ),
+    // The project directory cleaned by git strategy at the end of cleanup_file_variables (`script/job_cleanup.rs`).
+    flag("FF_ENABLE_JOB_CLEANUP", false, Honoured),
     flag("FF_KUBERNETES_HONOR_ENTRYPOINT", false, K8S),
     // Selects the quoting of values and the eval'd body (`script/escape.rs`).
     flag("FF_POSIXLY_CORRECT_ESCAPES", false, Honoured),
@@ -97,11 +91,8 @@ pub const FLAGS: &[FeatureFlag] = &[
         Ignored("`secrets:` are not supported"),
     ),
     flag("FF_PRINT_POD_EVENTS", false, K8S),
-    flag(
-        "FF_USE_GIT_BUNDLE_URIS",
-        true,
-        Ignored("git bundle URIs are not used"),
-    ),
+    // `transfer.bundleURI` in the external git config (`script/git_flags.rs`).
+    flag("FF_USE_GIT_BUNDLE_URIS", true, Honoured),
     // `git clone` for GIT_STRATEGY=clone where git allows it (`script/git_clone.rs`).
     flag("FF_USE_GIT_NATIVE_CLONE", false, Honoured),
     flag("FF_USE_DUMB_INIT_WITH_KUBERNETES_EXECUTOR", false, K8S),
@@ -142,21 +133,12 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag("FF_EXPORT_HIGH_CARDINALITY_METRICS", false, Honoured),
     flag("FF_USE_FLEETING_ACQUIRE_HEARTBEATS", false, FLEETING),
     flag("FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY", true, Honoured),
-    flag(
-        "FF_USE_ADAPTIVE_REQUEST_CONCURRENCY",
-        true,
-        Ignored("request_concurrency is a fixed number of pollers"),
-    ),
-    flag(
-        "FF_USE_GITALY_CORRELATION_ID",
-        true,
-        Ignored("no correlation id is passed to git"),
-    ),
-    flag(
-        "FF_USE_GIT_PROACTIVE_AUTH",
-        false,
-        Ignored("git authenticates through a credential helper"),
-    ),
+    // Runner-level: the daemon's request gate (`daemon/request_gate.rs`).
+    flag("FF_USE_ADAPTIVE_REQUEST_CONCURRENCY", true, Honoured),
+    // `X-Gitaly-Correlation-ID` on git's requests, `http.<host>.proactiveAuth` on fetch and clone
+    // (`script/git_flags.rs`).
+    flag("FF_USE_GITALY_CORRELATION_ID", true, Honoured),
+    flag("FF_USE_GIT_PROACTIVE_AUTH", false, Honoured),
     flag("FF_HASH_CACHE_KEYS", false, Honoured),
     flag(
         "FF_ENABLE_JOB_INPUTS_INTERPOLATION",
@@ -216,6 +198,13 @@ pub fn default_of(name: &str) -> bool {
 /// Whether `name` is on for a job whose variables are `vars`: the resolved `FF_*` variable, else the default.
 pub fn is_on(vars: &Variables, name: &str) -> bool {
     vars.bool(name).unwrap_or_else(|| default_of(name))
+}
+
+/// Whether `name` is on for a runner whose `[runners.feature_flags]` is `config`: the configured value, else the
+/// default. Flags that govern the runner's own traffic with GitLab (not one job) are read this way upstream, so a
+/// job variable cannot change them.
+pub fn runner_is_on(config: &BTreeMap<String, bool>, name: &str) -> bool {
+    config.get(name).copied().unwrap_or_else(|| default_of(name))
 }
 
 /// `CI_BUILD_NETWORK_NAME` and the name of the job's network under `FF_NETWORK_PER_BUILD`: gitlab-runner's

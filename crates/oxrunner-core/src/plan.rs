@@ -205,6 +205,9 @@ pub struct Sources {
     pub tls_cert: Option<String>,
     /// Its private key (PEM), passed as `CI_SERVER_TLS_KEY_FILE`.
     pub tls_key: Option<Secret>,
+    /// The correlation id of the job request, sent to git's server as `X-Gitaly-Correlation-ID` under
+    /// `FF_USE_GITALY_CORRELATION_ID` (empty for jobs that did not come from GitLab).
+    pub correlation_id: String,
 }
 
 /// Where get_sources takes the project's files from.
@@ -244,6 +247,7 @@ impl Default for Sources {
             ca_file: None,
             tls_cert: None,
             tls_key: None,
+            correlation_id: String::new(),
         }
     }
 }

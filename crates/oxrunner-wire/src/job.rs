@@ -94,6 +94,10 @@ pub struct JobResponse {
     pub policy_options: serde_json::Value,
     /// Suspend options, kept as JSON.
     pub suspend_options: serde_json::Value,
+    /// Not part of the JSON: the correlation id of the `POST /jobs/request` that handed out this job (the
+    /// response's `X-Request-Id`, else the one the runner sent), as gitlab-runner keeps it for Gitaly.
+    #[serde(skip)]
+    pub job_request_correlation_id: String,
 }
 
 impl fmt::Debug for JobResponse {
@@ -120,6 +124,7 @@ impl fmt::Debug for JobResponse {
             .field("run", &self.run)
             .field("policy_options", &self.policy_options)
             .field("suspend_options", &self.suspend_options)
+            .field("job_request_correlation_id", &self.job_request_correlation_id)
             .finish()
     }
 }

@@ -171,6 +171,7 @@ fn sources(job: &JobResponse, ca_chain: Option<String>) -> Sources {
         pre_get_sources_script: hook("pre_get_sources_script"),
         post_get_sources_script: hook("post_get_sources_script"),
         ca_file: ca_chain,
+        correlation_id: job.job_request_correlation_id.clone(),
         ..Sources::default()
     }
 }

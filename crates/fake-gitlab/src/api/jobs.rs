@@ -13,7 +13,7 @@ use crate::http::{
     bad_status, body_json, header_str, json, message, param_error, set_header, status_text, str_field,
 };
 use crate::payload::{self, FAILURE_REASONS, PayloadContext};
-use crate::state::{Inner, JobState, SharedRef, is_processing, lock};
+use crate::state::{InFlight, Inner, JobState, SharedRef, is_processing, lock};
 
 /// GitLab's default `ci_jobs_trace_size_limit` (100 MiB).
 const TRACE_SIZE_LIMIT: usize = 100 * 1024 * 1024;
@@ -33,6 +33,7 @@ fn polling_header(resp: &mut Response, enabled: bool) {
 }
 
 pub(crate) async fn request(State(shared): State<SharedRef>, headers: HeaderMap, body: Bytes) -> Response {
+    let _in_flight = InFlight::enter(&shared);
     let long_poll = shared.opts.long_poll;
     let polling = !long_poll.is_zero();
     let is_json = header_str(&headers, "content-type")

@@ -250,3 +250,51 @@ async fn paused_runners_get_no_jobs_and_router_discovery_is_not_implemented() {
     let resp = c.get(&url).header("RUNNER-TOKEN", "glrt-x").send().await.unwrap();
     assert_eq!(resp.status(), 403);
 }
+
+/// Job requests held by long polling are counted while they are open, so tests can see a runner's request
+/// concurrency.
+#[tokio::test]
+async fn held_job_requests_are_counted_in_flight() {
+    let fake = FakeGitlab::start(FakeOptions {
+        long_poll: Duration::from_secs(60),
+        ..FakeOptions::default()
+    })
+    .await
+    .unwrap();
+    let c = client();
+    let token = fake.create_runner_token("r");
+    let resp = request_job(&c, &fake, &token, None).await;
+    let last = header(&resp, "x-gitlab-last-update").unwrap();
+    assert_eq!(
+        (fake.job_requests_in_flight(), fake.max_job_requests_in_flight()),
+        (0, 1)
+    );
+    let polls: Vec<_> = (0..2)
+        .map(|_| {
+            let (c, url, token, last) = (c.clone(), fake.url(), token.clone(), last.clone());
+            tokio::spawn(async move {
+                c.post(format!("{url}/api/v4/jobs/request"))
+                    .json(&json!({ "token": token, "last_update": last }))
+                    .send()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while fake.job_requests_in_flight() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the two polls were never held"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    fake.enqueue_job(JobSpec::new("j", &["true"]));
+    for p in polls {
+        assert_eq!(p.await.unwrap().status(), 204);
+    }
+    assert_eq!(
+        (fake.job_requests_in_flight(), fake.max_job_requests_in_flight()),
+        (0, 2)
+    );
+}

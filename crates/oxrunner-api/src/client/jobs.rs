@@ -4,7 +4,8 @@ use bytes::Bytes;
 
 use super::Client;
 use super::transport::{
-    JOB_TOKEN, RUNNER_TOKEN, error_message, header_str, is_json, job_status, status_error, update_interval,
+    JOB_TOKEN, RUNNER_TOKEN, correlation_id, error_message, header_str, is_json, job_status, status_error,
+    update_interval,
 };
 use super::unreadable::decode_job;
 use crate::error::ApiError;
@@ -36,11 +37,13 @@ impl Client {
         match resp.status().as_u16() {
             201 => {
                 let content_type_ok = is_json(resp.headers());
+                let correlation_id = correlation_id(&resp);
                 let body = resp
                     .bytes()
                     .await
                     .map_err(|e| ApiError::from_reqwest(&e, shown.clone()))?;
-                Ok(decode_job::<JobResponse>(&body, content_type_ok, |job| {
+                Ok(decode_job::<JobResponse>(&body, content_type_ok, |mut job| {
+                    job.job_request_correlation_id = correlation_id;
                     JobRequestOutcome::Job(Box::new(job))
                 }))
             }

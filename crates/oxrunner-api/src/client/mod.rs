@@ -7,6 +7,7 @@ mod header_wait;
 mod jobs;
 mod pool;
 pub mod probe;
+pub mod retry_signal;
 mod runners;
 mod tls;
 mod transport;

@@ -27,6 +27,18 @@ const ERROR_BODY_MAX: usize = 64 * 1024;
 pub(crate) const RUNNER_TOKEN: &str = "RUNNER-TOKEN";
 pub(crate) const JOB_TOKEN: &str = "JOB-TOKEN";
 
+/// The `X-Request-Id` a response answers, kept in its extensions.
+#[derive(Clone, Debug)]
+pub(crate) struct SentRequestId(pub(crate) String);
+
+/// gitlab-runner's correlation id of a request: the `X-Request-Id` the server answered with, else the one sent.
+pub(crate) fn correlation_id(resp: &reqwest::Response) -> String {
+    header_str(resp.headers(), "X-Request-Id")
+        .filter(|v| !v.is_empty())
+        .or_else(|| resp.extensions().get::<SentRequestId>().map(|s| s.0.clone()))
+        .unwrap_or_default()
+}
+
 /// Statuses the retry layer retries.
 pub(crate) fn is_retryable(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504) || status >= 512
@@ -80,10 +92,11 @@ impl Client {
                 .build_split();
             let req = req.map_err(|e| ApiError::from_reqwest(&e, redact_url(url.as_str())))?;
             let _ = method.set(req.method().clone());
-            let resp = match client.execute(req).await {
+            let mut resp = match client.execute(req).await {
                 Ok(resp) => resp,
                 Err(e) => break Err(ApiError::from_reqwest(&e, redact_url(url.as_str()))),
             };
+            resp.extensions_mut().insert(SentRequestId(request_id.clone()));
             if let Some(v) = header_str(resp.headers(), "X-GitLab-Last-Update")
                 && !v.is_empty()
             {
@@ -98,6 +111,9 @@ impl Client {
                 attempt,
                 "api response"
             );
+            if is_retryable(status) {
+                super::retry_signal::note_retryable();
+            }
             if !is_retryable(status) || attempt >= MAX_ATTEMPTS {
                 break Ok(resp);
             }

@@ -542,3 +542,26 @@ fn invalid_urls_are_rejected_with_redaction() {
     assert!(!err.to_string().contains("pw-secret"), "{err}");
     assert!(!format!("{err:?}").contains("pw-secret"), "{err:?}");
 }
+
+/// The adaptive request concurrency halves on back-pressure: a job request that met a retryable answer says so,
+/// even when a later attempt got through; one that did not, does not.
+#[tokio::test]
+async fn track_retries_tells_whether_gitlab_asked_for_a_retry() {
+    let srv = start(|_r: &Req, n| {
+        if n == 0 {
+            resp(429, &[("Retry-After", "0")], "")
+        } else {
+            resp(204, &[], "")
+        }
+    })
+    .await;
+    let client = srv.client();
+    let req = job_request("glrt-retry");
+    let (out, retried) = oxrunner_api::track_retries(client.request_job(&req)).await;
+    assert!(matches!(out, Ok(JobRequestOutcome::NoJob)), "{out:?}");
+    assert!(retried, "the 429 was not noticed");
+    let (out, retried) = oxrunner_api::track_retries(client.request_job(&req)).await;
+    assert!(matches!(out, Ok(JobRequestOutcome::NoJob)), "{out:?}");
+    assert!(!retried, "a clean 204 counted as a retry");
+    assert_eq!(srv.requests().len(), 3);
+}

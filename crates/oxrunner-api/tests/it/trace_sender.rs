@@ -102,6 +102,7 @@ fn fast() -> TraceOptions {
     TraceOptions {
         update_interval: Duration::from_millis(100),
         force_send_interval: Duration::from_secs(3600),
+        dynamic_force_send: false,
         final_update_tries: 4,
         final_backoff_min: Duration::from_millis(10),
         final_backoff_max: Duration::from_millis(50),
@@ -494,4 +495,16 @@ async fn trace_404_stops_patches_but_not_the_final_update() {
     let g = state.lock().unwrap();
     assert_eq!(g.patches.len(), 1, "{:?}", g.patches);
     assert_eq!(g.puts.last().unwrap()["state"], "success");
+}
+
+/// `FF_USE_DYNAMIC_TRACE_FORCE_SEND_INTERVAL`: four update intervals, never below 30 s nor above 30 min.
+#[test]
+fn dynamic_force_send_interval_follows_the_update_interval_within_bounds() {
+    use oxrunner_api::trace::dynamic_force_send;
+    let s = Duration::from_secs;
+    assert_eq!(dynamic_force_send(s(1)), s(30));
+    assert_eq!(dynamic_force_send(s(3)), s(30));
+    assert_eq!(dynamic_force_send(s(10)), s(40));
+    assert_eq!(dynamic_force_send(s(60)), s(240));
+    assert_eq!(dynamic_force_send(s(15 * 60)), s(30 * 60));
 }

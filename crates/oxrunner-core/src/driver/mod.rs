@@ -285,13 +285,15 @@ impl Driver<'_> {
     /// Removes file variables and git credentials. Runs even after an abort (with its own short deadline):
     /// the shell executor would otherwise leave secrets on disk.
     async fn cleanup_file_variables(&mut self) {
+        self.remove_runner_checkout().await;
         if !self.scripts_ran {
             return;
         }
         let stage = Stage::CleanupFileVariables;
-        if self.environment.tmp_dir_dies_with_job {
+        if self.environment.tmp_dir_dies_with_job && !self.scripts(&self.vars).cleans_project_dir() {
             // One more exec (and a container start after a cancel) would only delete files that the executor's
-            // cleanup removes with the environment right after.
+            // cleanup removes with the environment right after. FF_ENABLE_JOB_CLEANUP still runs: a volume
+            // bound below the project directory outlives the job.
             self.section_start(&stage);
             self.section_end(&stage);
             return;

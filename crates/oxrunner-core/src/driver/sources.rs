@@ -269,6 +269,29 @@ impl Driver<'_> {
         }
     }
 
+    /// `FF_ENABLE_JOB_CLEANUP` with `clone` or `empty` on an executor with remote files: the runner-side checkout
+    /// is this job's project directory as much as the job's copy is, so it goes with it (`script/job_cleanup.rs`
+    /// cleans the job's). A `fetch` keeps it: the job never changes it. The directory is the runner's own and
+    /// `remove_dir_all` removes the links a repository holds, never what they point to.
+    pub(super) async fn remove_runner_checkout(&mut self) {
+        if self.executor.files().is_none()
+            || !crate::feature_flags::is_on(&self.vars, "FF_ENABLE_JOB_CLEANUP")
+        {
+            return;
+        }
+        let strategy = GitSettings::resolve(self.plan, &self.vars).strategy;
+        if !matches!(strategy, GitStrategy::Clone | GitStrategy::Empty) {
+            return;
+        }
+        let dir = runner_checkout_dir(self.plan, &self.ctx);
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            self.trace
+                .warning(&format!("could not remove {}: {e}", dir.display()));
+        }
+    }
+
     /// Runs the fetch script with a shell on the runner, under the stage's limits.
     async fn fetch_on_runner(&mut self, script: String, checkout: &Path, limits: Limits) -> StageResult {
         let root = runner_builds_root(&self.ctx);

@@ -34,6 +34,10 @@ pub struct GitSettings {
     pub native_clone: bool,
     /// Extra `git clone` flags (`GIT_CLONE_EXTRA_FLAGS`, used by the native clone only, as upstream).
     pub clone_extra_flags: String,
+    /// `FF_USE_GIT_BUNDLE_URIS`, `FF_USE_GIT_PROACTIVE_AUTH`, `FF_USE_GITALY_CORRELATION_ID` (`script/git_flags.rs`).
+    pub bundle_uris: bool,
+    pub proactive_auth: bool,
+    pub gitaly_correlation_id: bool,
     /// Submodule strategy.
     pub submodule_strategy: SubmoduleStrategy,
     /// Submodule depth.
@@ -92,6 +96,7 @@ impl GitSettings {
             .to_owned();
         let native_clone = crate::feature_flags::is_on(vars, "FF_USE_GIT_NATIVE_CLONE");
         let clone_extra_flags = vars.value("GIT_CLONE_EXTRA_FLAGS").unwrap_or_default().to_owned();
+        let flag = |name| crate::feature_flags::is_on(vars, name);
         let mut submodule_strategy = src.submodule_strategy;
         if let Some(v) = vars.value("GIT_SUBMODULE_STRATEGY").filter(|v| !v.is_empty()) {
             match SubmoduleStrategy::parse(v) {
@@ -132,6 +137,9 @@ impl GitSettings {
             fetch_extra_flags,
             native_clone,
             clone_extra_flags,
+            bundle_uris: flag("FF_USE_GIT_BUNDLE_URIS"),
+            proactive_auth: flag("FF_USE_GIT_PROACTIVE_AUTH"),
+            gitaly_correlation_id: flag("FF_USE_GITALY_CORRELATION_ID"),
             submodule_strategy,
             submodule_depth,
             submodule_paths,
@@ -349,6 +357,8 @@ impl SourcesScript<'_> {
         let dir = quote_path(self.project_dir);
         let url = authenticated_url(self.plan, self.ctx);
         let (remote, rewrite) = credential_rewrite(&url);
+        // Upstream names the id while it writes the git config, before any "Fetching"/"Cloning" line.
+        out.push_str(&self.correlation_notice());
         if s.strategy == GitStrategy::Clone && s.native_clone {
             // As upstream: the set-up first, then `git clone` or, with an older git, the init + fetch path.
             self.git_setup(out, &remote, rewrite.as_ref());
@@ -448,7 +458,7 @@ impl SourcesScript<'_> {
             "if git remote get-url origin >/dev/null 2>&1; then git remote set-url origin {r}; else git remote add origin {r}; fi",
             r = quote(remote)
         );
-        let fetch = self.fetch_command();
+        let fetch = self.fetch_command(out, remote);
         let line = if s.depth == 0 {
             format!("if [ -f .git/shallow ]; then {fetch} --unshallow; else {fetch}; fi")
         } else {
@@ -492,7 +502,7 @@ __oxr_rc=$?
     /// The git config included from the template: credentials (kept out of the remote URL) and the CA file for
     /// the server's host.
     fn ext_config(&self, remote: &str, rewrite: Option<&(Secret, String)>) -> String {
-        let mut ext_conf = String::new();
+        let mut ext_conf = self.flag_config();
         if let Some((with_creds, base)) = rewrite {
             ext_conf.push_str(&credential_config(with_creds, base, self.plan.job_token.expose()));
         }
@@ -547,9 +557,13 @@ __oxr_rc=$?
     }
 
     /// `git fetch` with the refspecs, depth and extra flags, but without `--unshallow` (the caller decides).
-    fn fetch_command(&self) -> String {
+    fn fetch_command(&self, out: &mut String, remote: &str) -> String {
         let s = self.settings;
-        let mut fetch = format!("git {} fetch origin --no-recurse-submodules", self.user_agent());
+        let mut fetch = format!(
+            "git {}{} fetch origin --no-recurse-submodules",
+            self.user_agent(),
+            self.proactive_auth(out, remote)
+        );
         for refspec in &self.plan.sources.refspecs {
             fetch.push(' ');
             fetch.push_str(&quote(refspec));
@@ -577,9 +591,12 @@ __oxr_rc=$?
             "Checking out {short} as detached HEAD (ref is {})...",
             sources.ref_name
         )));
+        // A checkout in a partial clone fetches missing objects from the remote: it authenticates like the fetch.
+        let (remote, _) = credential_rewrite(&authenticated_url(self.plan, self.ctx));
+        let proactive = self.proactive_auth(out, &remote);
         let _ = writeln!(
             out,
-            "git -c submodule.recurse=false checkout -f -q {}",
+            "git -c submodule.recurse=false{proactive} checkout -f -q {}",
             quote(&sources.sha)
         );
         if let Some(flags) = &s.clean_flags {

@@ -43,8 +43,9 @@ impl SourcesScript<'_> {
         out.push_str(&notice(&message));
         let dir = quote_path(self.project_dir);
         let mut clone = format!(
-            "git {} clone --no-checkout {} {dir} --template {}",
+            "git {}{} clone --no-checkout {} {dir} --template {}",
             self.user_agent(),
+            self.proactive_auth(out, remote),
             quote(remote),
             quote_path(&self.tmp_dir.join(TEMPLATE_DIR))
         );

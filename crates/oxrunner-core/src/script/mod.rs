@@ -11,6 +11,8 @@ pub mod words {
 }
 pub mod git;
 mod git_clone;
+mod git_flags;
+mod job_cleanup;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -150,7 +152,8 @@ impl ScriptContext<'_> {
         )
     }
 
-    /// `cleanup_file_variables`: removes file variables, the env file and the git credential files.
+    /// `cleanup_file_variables`: removes file variables, the env file and the git credential files, then cleans
+    /// the project directory under `FF_ENABLE_JOB_CLEANUP` (`job_cleanup.rs`).
     pub fn cleanup_file_variables(&self) -> String {
         // No exports here: re-creating the file variables only to delete them would be pointless.
         let mut body = String::new();
@@ -161,6 +164,7 @@ impl ScriptContext<'_> {
             let _ = writeln!(body, "rm -f {}", quote_path(&self.tmp_dir.join(name)));
         }
         let _ = writeln!(body, "rm -rf {}", quote_path(&self.tmp_dir.join(TEMPLATE_DIR)));
+        body.push_str(&self.project_dir_cleanup());
         wrap(&body, false, self.flag("FF_USE_LEGACY_BASH_EVAL"), self.quoting())
     }
 

@@ -10,6 +10,7 @@ mod feature_flags;
 mod feature_flags_jobs;
 mod inscript_stages;
 mod job;
+mod job_cleanup;
 mod job_processes;
 mod mask_candidates;
 mod mask_reference;

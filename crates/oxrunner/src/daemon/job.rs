@@ -59,12 +59,8 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     };
 
     // Upstream reads this flag from `[runners.feature_flags]` only: the chain is built before the job's variables.
-    let resolve_full = env
-        .runner
-        .feature_flags
-        .get("FF_RESOLVE_FULL_TLS_CHAIN")
-        .copied()
-        .unwrap_or_else(|| oxrunner_core::feature_flags::default_of("FF_RESOLVE_FULL_TLS_CHAIN"));
+    let resolve_full =
+        oxrunner_core::feature_flags::runner_is_on(&env.runner.feature_flags, "FF_RESOLVE_FULL_TLS_CHAIN");
     let mut plan = job_plan(&job, env.client.job_ca_chain(resolve_full).await);
     if let Some(pem) = env.client.tls_client_pem() {
         plan.sources.tls_cert = Some(pem.cert);
@@ -106,6 +102,10 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
         env.info.clone(),
         TraceOptions {
             final_update_tries: env.runner.job_status_final_update_retry_limit(),
+            dynamic_force_send: oxrunner_core::feature_flags::runner_is_on(
+                &env.runner.feature_flags,
+                "FF_USE_DYNAMIC_TRACE_FORCE_SEND_INTERVAL",
+            ),
             ..TraceOptions::default()
         },
     );

@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use oxrunner_api::{ApiError, JobRequest, JobRequestOutcome};
-use oxrunner_core::CancellationToken;
+use oxrunner_api::{ApiError, JobRequest, JobRequestOutcome, track_retries};
+use oxrunner_core::{CancellationToken, feature_flags};
+use oxrunner_session::JobSession;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::job::{self, JobEnv};
+use super::request_gate::{self, Answer};
 use super::unreadable;
 
 /// Shared by all request loops of one runner entry.
@@ -29,6 +31,16 @@ pub struct RunnerState {
     /// Jobs received so far (for run-single's `--max-builds`).
     pub received: Arc<AtomicU64>,
     pub max_builds: u64,
+}
+
+/// One job request's answer, with what the loop needs to act on it.
+struct Asked {
+    answer: Result<JobRequestOutcome, ApiError>,
+    /// The session offered with the request.
+    session: Option<JobSession>,
+    started: Instant,
+    /// The queue state known before the request.
+    last_update_before: String,
 }
 
 pub struct Poller {
@@ -74,23 +86,22 @@ impl Poller {
                 continue;
             }
 
-            // As gitlab-runner does, each request offers a fresh session; it is dropped (unregistered) unless a job
-            // comes with this answer.
-            let session = st.env.session_server.as_ref().map(|s| s.create_session());
-            let req = JobRequest {
-                info: st.env.info.clone(),
-                token: st.env.runner.token.expose().to_string(),
-                system_id: st.env.system_id.clone(),
-                session: session.as_ref().map(|s| s.info().clone()),
-                ..Default::default()
+            let Some(Asked {
+                answer,
+                session,
+                started,
+                last_update_before,
+            }) = self.ask().await
+            else {
+                // `request_concurrency` (or its adaptive part) is in use: as gitlab-runner, try again at the
+                // runner's next turn.
+                debug!(runner = %st.env.runner.short_token(), "request_concurrency reached; not asking for a job");
+                drop((global, limit));
+                if self.sleep(st.check_interval).await {
+                    return;
+                }
+                continue;
             };
-            // An in-flight request is allowed to finish on a graceful stop: GitLab may already have assigned a job
-            // to it, and dropping the answer would orphan that job.
-            let started = Instant::now();
-            let last_update_before = st.env.client.last_update();
-            let in_flight = st.env.metrics.job_request(&st.env.runner);
-            let answer = st.env.client.request_job(&req).await;
-            drop(in_flight);
             let wait = match answer {
                 Ok(JobRequestOutcome::Job(job)) => {
                     st.unhealthy.store(0, Ordering::SeqCst);
@@ -148,6 +159,44 @@ impl Poller {
                 return;
             }
         }
+    }
+
+    /// Asks GitLab for a job through the runner's request gate; `None` when the gate refused.
+    async fn ask(&self) -> Option<Asked> {
+        let st = &self.state;
+        let runner = &st.env.runner;
+        let adaptive = feature_flags::runner_is_on(&runner.feature_flags, request_gate::FLAG);
+        let slot = st
+            .env
+            .metrics
+            .job_request(runner)
+            .try_acquire(runner.request_concurrency(), adaptive)?;
+        // As gitlab-runner does, each request offers a fresh session; it is dropped (unregistered) unless a job
+        // comes with this answer.
+        let session = st.env.session_server.as_ref().map(|s| s.create_session());
+        let req = JobRequest {
+            info: st.env.info.clone(),
+            token: runner.token.expose().to_string(),
+            system_id: st.env.system_id.clone(),
+            session: session.as_ref().map(|s| s.info().clone()),
+            ..Default::default()
+        };
+        // An in-flight request is allowed to finish on a graceful stop: GitLab may already have assigned a job
+        // to it, and dropping the answer would orphan that job.
+        let started = Instant::now();
+        let last_update_before = st.env.client.last_update();
+        let (answer, retried) = track_retries(st.env.client.request_job(&req)).await;
+        slot.finish(match &answer {
+            _ if retried => Answer::Retried,
+            Ok(JobRequestOutcome::Job(_) | JobRequestOutcome::Unreadable(_)) => Answer::Job,
+            _ => Answer::Empty,
+        });
+        Some(Asked {
+            answer,
+            session,
+            started,
+            last_update_before,
+        })
     }
 
     /// A global `concurrent` permit, then the runner's `limit` permit if it has one; `None` once stopped.

@@ -12,6 +12,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::{LOGGED_ERRORS, LOGGED_WARNINGS, Labels, Metrics, lock};
+use crate::daemon::request_gate::GateSnapshot;
 use crate::version;
 
 pub(super) fn register(registry: &mut Registry, metrics: Weak<Metrics>) {
@@ -139,37 +140,42 @@ impl Present {
             "The current value of concurrent setting",
             &rows(&|s, r| (full(s, &r.name), r.limit as f64)),
         )?;
+        let gates: Vec<(Labels, GateSnapshot)> = runners
+            .iter()
+            .map(|(s, r)| (short_only(s), r.gate.snapshot()))
+            .collect();
+        let of = |f: fn(&GateSnapshot) -> f64| -> Vec<(Labels, f64)> {
+            gates.iter().map(|(l, g)| (l.clone(), f(g))).collect()
+        };
         gauge(
             enc,
             "gitlab_runner_request_concurrency",
             "The current number of concurrent requests for a new job",
-            &rows(&|s, r| (short_only(s), r.requests.load(Ordering::SeqCst) as f64)),
+            &of(|g| f64::from(g.requests)),
         )?;
-        // Requests never exceed request_concurrency here: each of that many request loops holds one at a time.
         counter(
             enc,
             "gitlab_runner_request_concurrency_exceeded",
             "Count of excess requests above the configured request_concurrency limit",
-            &rows(&|s, _| (short_only(s), 0.0)),
+            &of(|g| g.exceeded as f64),
         )?;
         gauge(
             enc,
             "gitlab_runner_request_concurrency_hard_limit",
             "Configured request_concurrency limit",
-            &rows(&|s, r| (short_only(s), r.request_concurrency as f64)),
+            &of(|g| f64::from(g.hard_limit)),
         )?;
-        // No adaptive scaling of request loops: the limit in use is the configured one.
         gauge(
             enc,
             "gitlab_runner_request_concurrency_adaptive_limit",
             "Computed adaptive request concurrency limit",
-            &rows(&|s, r| (short_only(s), r.request_concurrency as f64)),
+            &of(|g| g.adaptive_limit),
         )?;
         gauge(
             enc,
             "gitlab_runner_request_concurrency_used_limit",
             "Used request concurrency limit",
-            &rows(&|s, r| (short_only(s), r.request_concurrency as f64)),
+            &of(|g| f64::from(g.used_limit)),
         )
     }
 }

@@ -25,6 +25,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::daemon::request_gate::{self, RequestGate};
+
 pub use self::api::ApiMetrics;
 pub use self::jobs::JobMetrics;
 pub use self::transfer::{Transfer, TransferKind};
@@ -45,9 +47,8 @@ pub(crate) static LOGGED_ERRORS: AtomicU64 = AtomicU64::new(0);
 struct RunnerEntry {
     name: String,
     limit: i64,
-    request_concurrency: i64,
-    /// Job requests in flight right now.
-    requests: Arc<AtomicI64>,
+    /// Requests in flight and the request-concurrency limits (kept across reloads, as upstream keeps them).
+    gate: Arc<RequestGate>,
 }
 
 /// The metrics of one daemon. Cheap to share (`Arc`); every method is quick and never blocks on I/O.
@@ -305,16 +306,17 @@ impl Metrics {
         let old = std::mem::take(&mut *table);
         for r in runners {
             let short = r.short_token();
-            let requests = old
-                .get(&short)
-                .map_or_else(Arc::default, |e| Arc::clone(&e.requests));
+            let gate = old.get(&short).map_or_else(Arc::default, |e| Arc::clone(&e.gate));
+            gate.configure(
+                r.request_concurrency(),
+                oxrunner_core::feature_flags::runner_is_on(&r.feature_flags, request_gate::FLAG),
+            );
             table.insert(
                 short.clone(),
                 RunnerEntry {
                     name: r.name.clone(),
                     limit: i64::from(r.limit().unwrap_or(0)),
-                    request_concurrency: i64::from(r.request_concurrency().max(1)),
-                    requests,
+                    gate,
                 },
             );
             let labels = self.runner_labels(&short, &r.name);
@@ -349,18 +351,18 @@ impl Metrics {
         }
     }
 
-    /// A request loop asks GitLab for a job; the guard marks the request in flight until dropped.
-    pub fn job_request(&self, runner: &RunnerConfig) -> RequestGuard {
+    /// A request loop is about to ask GitLab for a job (upstream's worker feed); the runner's request gate
+    /// decides whether it may. A runner missing from the table (removed by a reload while its loop finishes) gets
+    /// a gate of its own.
+    pub fn job_request(&self, runner: &RunnerConfig) -> Arc<RequestGate> {
         let short = runner.short_token();
         self.families
             .worker_feeds
             .get_or_create(&self.runner_labels(&short, &runner.name))
             .inc();
-        let requests = lock(&self.runners).get(&short).map(|e| Arc::clone(&e.requests));
-        if let Some(r) = &requests {
-            r.fetch_add(1, Ordering::SeqCst);
-        }
-        RequestGuard { requests }
+        lock(&self.runners)
+            .get(&short)
+            .map_or_else(Arc::default, |e| Arc::clone(&e.gate))
     }
 
     /// A request loop could not get an answer (gitlab-runner counts these as processing failures of type
@@ -377,19 +379,6 @@ impl Metrics {
             ("runner_name", name.to_string()),
             ("system_id", self.system_id.clone()),
         ]
-    }
-}
-
-/// Marks a job request in flight (`gitlab_runner_request_concurrency`) while it lives.
-pub struct RequestGuard {
-    requests: Option<Arc<AtomicI64>>,
-}
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        if let Some(r) = &self.requests {
-            r.fetch_sub(1, Ordering::SeqCst);
-        }
     }
 }
 

@@ -25,9 +25,9 @@ use tokio::time::Instant;
 const GUARD: Duration = Duration::from_secs(60);
 
 /// Keeps the paused clock from moving by itself: tokio does not advance it while a blocking task runs.
-struct Freeze(Option<std::sync::mpsc::Sender<()>>);
+pub(crate) struct Freeze(Option<std::sync::mpsc::Sender<()>>);
 
-fn freeze() -> Freeze {
+pub(crate) fn freeze() -> Freeze {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     tokio::task::spawn_blocking(move || {
         // Returns when the sender is dropped.
@@ -50,7 +50,7 @@ async fn real_sleep(d: Duration) {
 }
 
 /// Waits (in real time, at most [`GUARD`]) until `cond` holds, keeping the clock where it is.
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + GUARD;
     while !cond() {
         assert!(
@@ -64,7 +64,7 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 /// [`until`] for waits on the runner's own clean-up after an abort: the daemon polls the job's process group on
 /// its clock (SIGTERM, then SIGKILL after a grace period), so a frozen clock would stall it whenever a process
 /// takes a moment to die. The clock moves with real time here, which keeps every timeout as far away as it is.
-async fn until_ticking(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn until_ticking(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + GUARD;
     while !cond() {
         assert!(
@@ -77,7 +77,7 @@ async fn until_ticking(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// [`until`] for a running clock: polls on the paused clock, so the daemon's timers fire meanwhile.
-async fn until_clock_runs(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn until_clock_runs(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + GUARD;
     while !cond() {
         assert!(
@@ -89,7 +89,7 @@ async fn until_clock_runs(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// True once the runner sent the job's final state (GitLab may still answer 202 and have it come back later).
-fn reported(fake: &FakeGitlab, id: i64) -> bool {
+pub(crate) fn reported(fake: &FakeGitlab, id: i64) -> bool {
     fake.job(id).unwrap().updates.iter().any(|u| {
         u.get("state")
             .and_then(|s| s.as_str())
@@ -115,13 +115,13 @@ async fn fake() -> FakeGitlab {
 }
 
 /// A daemon running as a task of the test's runtime.
-struct InProcess {
+pub(crate) struct InProcess {
     task: JoinHandle<anyhow::Result<ExitCode>>,
     signals: UnboundedSender<Signal>,
 }
 
 impl InProcess {
-    fn start(config_path: PathBuf) -> InProcess {
+    pub(crate) fn start(config_path: PathBuf) -> InProcess {
         let (signals, rx) = signals::channel();
         let opts = DaemonOptions {
             config_path,
@@ -135,12 +135,12 @@ impl InProcess {
         }
     }
 
-    fn send(&self, sig: Signal) {
+    pub(crate) fn send(&self, sig: Signal) {
         self.signals.send(sig).unwrap();
     }
 
     /// The daemon's exit code, waiting for it on a running clock.
-    async fn exit(self) -> ExitCode {
+    pub(crate) async fn exit(self) -> ExitCode {
         until_clock_runs("the daemon to exit", || self.task.is_finished()).await;
         self.task.await.unwrap().unwrap()
     }
@@ -153,7 +153,13 @@ impl InProcess {
 }
 
 /// A config with one shell runner (a new runner token of the fake) under the sandbox.
-fn write_config(fake: &FakeGitlab, sb: &Sandbox, concurrent: u32, global: &str, runner: &str) -> String {
+pub(crate) fn write_config(
+    fake: &FakeGitlab,
+    sb: &Sandbox,
+    concurrent: u32,
+    global: &str,
+    runner: &str,
+) -> String {
     let token = fake.create_runner_token("inproc");
     let text = global_toml(concurrent, global)
         + &shell_runner_toml("inproc", &fake.url(), &token, sb.dir.path(), runner);
@@ -162,7 +168,7 @@ fn write_config(fake: &FakeGitlab, sb: &Sandbox, concurrent: u32, global: &str, 
 }
 
 /// A job whose script says it started, then blocks until `gate` exists.
-fn gated_job(sb: &Sandbox, name: &str) -> (JobSpec, PathBuf, PathBuf) {
+pub(crate) fn gated_job(sb: &Sandbox, name: &str) -> (JobSpec, PathBuf, PathBuf) {
     let started = sb.path(&format!("{name}.started"));
     let gate = sb.path(&format!("{name}.gate"));
     let script = [
