@@ -6,11 +6,11 @@
 # The pipelines (bench.gitlab-ci.yml: 20 jobs incl. a 50 MiB log; trivial.gitlab-ci.yml: one `echo hi`) and
 # make-bench-repo.sh are the project's shared benchmark inputs.
 #
-# Each run builds fresh repositories for both tools in new directories (not timed; see below), then runs the two
-# tools one after the other, alternating which goes first, so a slow minute of a shared machine hits both. Wall time comes from
-# `date +%s%N` around the command (nanoseconds, not `time`'s 10 ms), peak RSS from `/usr/bin/time -f %M`,
-# output goes to a file. Each timed run starts after an untimed `sync`, so it does not pay for the previous run's
-# dirty pages. Prints one TSV line per run and tool, then the medians and the ratios.
+# Each run builds fresh repositories for both tools in new directories (not timed; see below), then runs the two tools
+# one after the other, alternating which goes first, so a slow minute of a shared machine hits both. Wall time comes
+# from `date +%s%N` around the command (nanoseconds, not `time`'s 10 ms), peak RSS from `/usr/bin/time -f %M`, output
+# goes to a file. Each timed run starts after an untimed `sync`, so it does not pay for the previous run's dirty
+# pages. Prints one TSV line per run and tool, then the medians and the ratios.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
