@@ -79,7 +79,9 @@ async fn a_command_reading_stdin_still_consumes_the_rest_of_the_script() {
     let mut script = String::from("echo first\nhead -n 1 > swallowed.txt\necho never-run\necho second\n");
     // Long enough that bash's block reads run ahead of the command that reads stdin.
     for i in 0..400 {
-        script.push_str(&format!(": filler line {i} to make the script longer than one read\n"));
+        script.push_str(&format!(
+            ": filler line {i} to make the script longer than one read\n"
+        ));
     }
     script.push_str("echo last\n");
     let out = run_stage(&mut exec, Stage::Step("script".into()), &script, dir.path()).await;
@@ -98,6 +100,9 @@ async fn the_script_cannot_be_rewritten_by_the_job() {
     let script = "echo 'echo injected' >> /dev/stdin 2>/dev/null || echo write-refused\necho done\n";
     let out = run_stage(&mut exec, Stage::Step("script".into()), script, dir.path()).await;
     assert!(out.contains("write-refused"), "{out}");
-    assert!(!out.contains("injected\n") || out.contains("echo injected"), "{out}");
+    assert!(
+        !out.contains("injected\n") || out.contains("echo injected"),
+        "{out}"
+    );
     assert!(out.contains("done"), "{out}");
 }
