@@ -6,11 +6,11 @@
 # The pipelines (bench.gitlab-ci.yml: 20 jobs incl. a 50 MiB log; trivial.gitlab-ci.yml: one `echo hi`) and
 # make-bench-repo.sh are the project's shared benchmark inputs.
 #
-# Each run rebuilds fresh repositories for both tools (not timed), then runs the two tools one after the other,
-# alternating which goes first, so a slow minute of a shared machine hits both. Wall time comes from
-# `date +%s%N` around the command (nanoseconds, not `time`'s 10 ms), peak RSS from `/usr/bin/time -f %M`,
-# output goes to a file. Each timed run starts after an untimed `sync`, so it does not pay for the previous run's
-# dirty pages. Prints one TSV line per run and tool, then the medians and the ratios.
+# Each run builds fresh repositories for both tools in new directories (not timed; see below), then runs the two tools
+# one after the other, alternating which goes first, so a slow minute of a shared machine hits both. Wall time comes
+# from `date +%s%N` around the command (nanoseconds, not `time`'s 10 ms), peak RSS from `/usr/bin/time -f %M`, output
+# goes to a file. Each timed run starts after an untimed `sync`, so it does not pay for the previous run's dirty
+# pages. Prints one TSV line per run and tool, then the medians and the ratios.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -36,7 +36,8 @@ echo "# $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u
 
 # run TOOL CASE RUN: one timed run in a fresh repository; appends "case tool run rc ms rss_kb" to results.
 run_one() {
-  local tool=$1 case=$2 r=$3 dir="$work/$1/$2" log="$work/$1-$2-$3"
+  local tool=$1 case=$2 r=$3 dir="$work/$1-$3/$2" log="$work/$1-$2-$3"
+  [ "${BENCH_DELETE_BETWEEN:-0}" = 1 ] && dir="$work/$1/$2"
   local cmd=("$bin" exec)
   [ "$tool" = gcl ] && cmd=(gitlab-ci-local --shell-executor-no-image)
   local t0 t1 rc=0
@@ -52,7 +53,18 @@ run_one() {
 
 printf 'case\ttool\trun\trc\twall_ms\tmaxrss_kb\n'
 for r in $(seq 1 "$runs"); do
-  for t in "${tools[@]}"; do "$here/make-bench-repo.sh" "$work/$t" >/dev/null; done
+  # A new directory for every run, and nothing deleted until the end. This box's root file system is ext4 without
+  # a journal, where allocating an inode skips (and reads the inode table for) every inode freed in the last
+  # 60-360 s of its block group: rebuilding the repositories in place (`rm -rf` of the previous run's ~5,000
+  # files right before the timed run) made every file either tool created cost ~250 us (perf: ext4
+  # `recently_deleted`), measuring the harness's own deletions. BENCH_DELETE_BETWEEN=1 rebuilds in place as before.
+  for t in "${tools[@]}"; do
+    if [ "${BENCH_DELETE_BETWEEN:-0}" = 1 ]; then
+      "$here/make-bench-repo.sh" "$work/$t" >/dev/null
+    else
+      "$here/make-bench-repo.sh" "$work/$t-$r" >/dev/null
+    fi
+  done
   order=("${tools[@]}")
   # Odd runs start with oxrunner, even runs with the peer.
   if [ $((r % 2)) = 0 ] && [ ${#tools[@]} = 2 ]; then order=(gcl ox); fi

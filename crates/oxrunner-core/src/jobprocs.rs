@@ -87,6 +87,14 @@ struct Inner {
     cgroup: Option<Cgroup>,
     /// `finish` ran: nothing left for `Drop` to do.
     finished: AtomicBool,
+    /// How many shells were started with the marker ([`JobProcesses::mark`]).
+    started: AtomicU64,
+    /// `started` as it was when a kill pass last found the job with no process left (`u64::MAX`: never). Nothing
+    /// of the job can appear without a new shell, so the next pass is skipped while the two are equal: a `/proc`
+    /// scan reads every process's environment, which is most of a short job's cost on a busy machine.
+    clean_at: AtomicU64,
+    /// Kill passes that looked for processes (for tests and debugging).
+    passes: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -170,6 +178,9 @@ impl JobProcesses {
                 marker: format!("{unique}-{}", random_suffix()),
                 cgroup,
                 finished: AtomicBool::new(false),
+                started: AtomicU64::new(0),
+                clean_at: AtomicU64::new(u64::MAX),
+                passes: AtomicU64::new(0),
             }),
         }
     }
@@ -203,6 +214,7 @@ impl JobProcesses {
 
     /// Puts the job's marker into a stage's environment.
     pub fn mark(&self, cmd: &mut tokio::process::Command) {
+        self.inner.started.fetch_add(1, Ordering::SeqCst);
         cmd.env(MARKER_VAR, &self.inner.marker);
     }
 
@@ -221,11 +233,24 @@ impl JobProcesses {
     }
 
     /// Kills every process of the job and waits until none is left (bounded); returns how many were killed.
+    /// The driver never starts a stage while this runs; a shell marked during the pass keeps the next one from
+    /// being skipped.
     pub async fn kill_all(&self) -> usize {
+        let started = self.inner.started.load(Ordering::SeqCst);
+        if self.inner.clean_at.load(Ordering::SeqCst) == started {
+            return 0;
+        }
         let this = self.clone();
-        tokio::task::spawn_blocking(move || kill_tracked(this.cgroup(), &this.inner.marker))
-            .await
-            .unwrap_or(0)
+        tokio::task::spawn_blocking(move || {
+            this.inner.passes.fetch_add(1, Ordering::SeqCst);
+            let (killed, empty) = kill_tracked_until_empty(this.cgroup(), &this.inner.marker);
+            if empty && this.inner.started.load(Ordering::SeqCst) == started {
+                this.inner.clean_at.store(started, Ordering::SeqCst);
+            }
+            killed
+        })
+        .await
+        .unwrap_or(0)
     }
 
     /// Kills everything and removes the cgroup; called when the job is over.
@@ -241,6 +266,11 @@ impl JobProcesses {
 /// Kills what is left of a job given its cgroup and marker (also used at start-up for the jobs of a runner that
 /// was killed); blocks until nothing is left or a deadline passes. Returns how many processes were signalled.
 pub fn kill_tracked(cgroup: Option<&Path>, marker: &str) -> usize {
+    kill_tracked_until_empty(cgroup, marker).0
+}
+
+/// [`kill_tracked`], also saying whether the job was seen with no process left (false when the deadline passed).
+fn kill_tracked_until_empty(cgroup: Option<&Path>, marker: &str) -> (usize, bool) {
     let start = Instant::now();
     let mut killed = 0;
     loop {
@@ -256,11 +286,11 @@ pub fn kill_tracked(cgroup: Option<&Path>, marker: &str) -> usize {
             }
         }
         if !cg_busy && marked.is_empty() {
-            return killed;
+            return (killed, true);
         }
         if start.elapsed() > KILL_DEADLINE {
             tracing::warn!(marker, "processes of a finished job survive SIGKILL");
-            return killed;
+            return (killed, false);
         }
         std::thread::sleep(KILL_POLL);
     }
@@ -488,6 +518,32 @@ mod tests {
         assert!(signal_if_marked(pid(&marked), &marker, Signal::SIGKILL));
         let status = marked.wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+    }
+
+    /// After a pass found nothing, a second one without a new shell in between is skipped; a new shell makes the
+    /// next pass look again, and finds what that shell left behind.
+    #[test]
+    fn a_pass_is_skipped_only_while_no_shell_started_since_the_job_was_seen_empty() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let procs = JobProcesses::new("skip-test", &CgroupPlacement::Off);
+            let passes = || procs.inner.passes.load(Ordering::SeqCst);
+            assert_eq!(procs.kill_all().await, 0);
+            assert_eq!(procs.kill_all().await, 0);
+            assert_eq!(passes(), 1, "the second pass should have been skipped");
+
+            let mut cmd = tokio::process::Command::new("sh");
+            cmd.args(["-c", "sleep 60 >/dev/null 2>&1 &"]);
+            procs.mark(&mut cmd);
+            assert!(cmd.status().await.unwrap().success());
+            assert_eq!(procs.kill_all().await, 1, "the background sleep must be found");
+            assert_eq!(passes(), 2);
+            procs.finish().await;
+            assert_eq!(passes(), 2, "finish after a clean pass should not scan again");
+        });
     }
 
     #[test]

@@ -58,3 +58,51 @@ async fn output_past_the_limit_is_drained_and_dropped() {
     assert!(out.contains("[MASKED]"));
     assert!(out.len() < 4 * 1024 * 1024 + 1024, "{}", out.len());
 }
+
+/// The script reaches the shell as a seekable file, so bash reads it in blocks instead of one byte per `read` call.
+#[tokio::test]
+async fn the_script_arrives_on_a_seekable_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut exec = ShellExecutor::new().with_login_shell(false);
+    let script = "if [ -f /dev/stdin ]; then echo stdin=file; else echo stdin=other; fi\n";
+    let out = run_stage(&mut exec, Stage::Step("script".into()), script, dir.path()).await;
+    assert!(out.contains("stdin=file"), "{out}");
+}
+
+/// A command that reads stdin gets the rest of the script, as from gitlab-runner's pipe; a POSIX utility that stops
+/// early (`head -n 1`) leaves the file offset after what it used, so the shell goes on with the next line, where
+/// from a pipe it would have swallowed a buffer's worth of the script (documented in ARCHITECTURE.md).
+#[tokio::test]
+async fn a_command_reading_stdin_still_consumes_the_rest_of_the_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut exec = ShellExecutor::new().with_login_shell(false);
+    let mut script = String::from("echo first\nhead -n 1 > swallowed.txt\necho never-run\necho second\n");
+    // Long enough that bash's block reads run ahead of the command that reads stdin.
+    for i in 0..400 {
+        script.push_str(&format!(
+            ": filler line {i} to make the script longer than one read\n"
+        ));
+    }
+    script.push_str("echo last\n");
+    let out = run_stage(&mut exec, Stage::Step("script".into()), &script, dir.path()).await;
+    assert!(out.contains("first"), "{out}");
+    assert!(!out.contains("never-run"), "{out}");
+    assert!(out.contains("second") && out.contains("last"), "{out}");
+    let swallowed = std::fs::read_to_string(dir.path().join("swallowed.txt")).unwrap();
+    assert_eq!(swallowed, "echo never-run\n");
+}
+
+/// The job cannot rewrite the script its own shell is still reading.
+#[tokio::test]
+async fn the_script_cannot_be_rewritten_by_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut exec = ShellExecutor::new().with_login_shell(false);
+    let script = "echo 'echo injected' >> /dev/stdin 2>/dev/null || echo write-refused\necho done\n";
+    let out = run_stage(&mut exec, Stage::Step("script".into()), script, dir.path()).await;
+    assert!(out.contains("write-refused"), "{out}");
+    assert!(
+        !out.contains("injected\n") || out.contains("echo injected"),
+        "{out}"
+    );
+    assert!(out.contains("done"), "{out}");
+}

@@ -181,10 +181,25 @@ fn link_git(src: &Path, dest: &Path) -> Result<(), WorkspaceError> {
         let entry = entry.map_err(io_err("read", src))?;
         let name = entry.file_name();
         // Objects are shared; reflogs and LFS/module stores are large and not needed by a job.
+        // `description`, `COMMIT_EDITMSG` and the hook samples do nothing; each file is an inode to create, and on
+        // a busy file system creating one costs more than copying it (BENCHMARKS.md).
         if matches!(
             name.to_str(),
-            Some("objects" | "logs" | "lfs" | "modules" | "worktrees" | "index.lock")
+            Some(
+                "objects"
+                    | "logs"
+                    | "lfs"
+                    | "modules"
+                    | "worktrees"
+                    | "index.lock"
+                    | "description"
+                    | "COMMIT_EDITMSG"
+            )
         ) {
+            continue;
+        }
+        if name == "hooks" {
+            copy_hooks(&entry.path(), &dest.join(&name))?;
             continue;
         }
         copy_entry(&entry.path(), &dest.join(&name))?;
@@ -207,6 +222,20 @@ fn link_git(src: &Path, dest: &Path) -> Result<(), WorkspaceError> {
     alternates.push('\n');
     let path = dest.join("objects/info/alternates");
     fs::write(&path, alternates).map_err(io_err("write", &path))
+}
+
+/// The user's hooks (a job's `git commit` runs them, as in the user's tree), without git's inert `*.sample` files.
+fn copy_hooks(src: &Path, dest: &Path) -> Result<(), WorkspaceError> {
+    fs::create_dir_all(dest).map_err(io_err("create", dest))?;
+    for entry in fs::read_dir(src).map_err(io_err("read", src))? {
+        let entry = entry.map_err(io_err("read", src))?;
+        let name = entry.file_name();
+        if name.to_string_lossy().ends_with(".sample") {
+            continue;
+        }
+        copy_entry(&entry.path(), &dest.join(&name))?;
+    }
+    Ok(())
 }
 
 /// Makes the copy's `.git` self-contained: the objects it borrows through `objects/info/alternates` are hard-linked

@@ -125,30 +125,18 @@ async fn download_one(
     scratch: &Path,
     trace: &TraceWriter,
 ) -> Result<(), DownloadError> {
-    let tmp = temp_file(scratch, "artifacts-download-").map_err(DownloadError::Fatal)?;
-    let path = tmp.path().to_path_buf();
-    let mode = DownloadMode {
-        direct: oxrunner_core::feature_flags::is_on(ctx.variables, "FF_USE_DIRECT_DOWNLOAD"),
-        parallel: oxrunner_core::feature_flags::is_on(ctx.variables, "FF_USE_PARALLEL_ARTIFACT_TRANSFER"),
-    };
-    match transport.download(dep, &path, mode).await {
-        Ok(status) => trace.println(&format!("Downloading artifacts from coordinator... {status}")),
-        Err(TransportError::NotFound { .. }) => return Err(DownloadError::Missing),
-        Err(e @ TransportError::Forbidden { .. }) => {
-            trace.error(&format!(
-                "Downloading artifacts from coordinator... forbidden  {}",
-                transport.download_fields(dep, "responseStatus=403 Forbidden status=403")
-            ));
-            return Err(DownloadError::Fatal(HookError::with_reason(
-                FailureReason::RunnerSystemFailure,
-                format!(
-                    "downloading the artifacts of job {:?} ({}): {e}",
-                    dep.name, dep.id
-                ),
-            )));
+    let (path, tmp) = match transport.local_archive(dep).await {
+        Some((src, status)) => {
+            trace.println(&format!("Downloading artifacts from coordinator... {status}"));
+            (src, None)
         }
-        Err(e) => return Err(DownloadError::Retry(e.to_string())),
-    }
+        None => {
+            let tmp = temp_file(scratch, "artifacts-download-").map_err(DownloadError::Fatal)?;
+            let path = tmp.path().to_path_buf();
+            fetch(transport, dep, ctx, &path, trace).await?;
+            (path, Some(tmp))
+        }
+    };
     let project_dir = ctx.project_dir.clone();
     let builds_dir = ctx.runner.builds_dir.clone();
     let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -184,6 +172,39 @@ async fn download_one(
             ),
         ))),
     }
+}
+
+/// Downloads `dep`'s archive into `path` through the transport.
+async fn fetch(
+    transport: &dyn ArtifactTransport,
+    dep: &Dependency,
+    ctx: &StageCtx<'_>,
+    path: &Path,
+    trace: &TraceWriter,
+) -> Result<(), DownloadError> {
+    let mode = DownloadMode {
+        direct: oxrunner_core::feature_flags::is_on(ctx.variables, "FF_USE_DIRECT_DOWNLOAD"),
+        parallel: oxrunner_core::feature_flags::is_on(ctx.variables, "FF_USE_PARALLEL_ARTIFACT_TRANSFER"),
+    };
+    match transport.download(dep, path, mode).await {
+        Ok(status) => trace.println(&format!("Downloading artifacts from coordinator... {status}")),
+        Err(TransportError::NotFound { .. }) => return Err(DownloadError::Missing),
+        Err(e @ TransportError::Forbidden { .. }) => {
+            trace.error(&format!(
+                "Downloading artifacts from coordinator... forbidden  {}",
+                transport.download_fields(dep, "responseStatus=403 Forbidden status=403")
+            ));
+            return Err(DownloadError::Fatal(HookError::with_reason(
+                FailureReason::RunnerSystemFailure,
+                format!(
+                    "downloading the artifacts of job {:?} ({}): {e}",
+                    dep.name, dep.id
+                ),
+            )));
+        }
+        Err(e) => return Err(DownloadError::Retry(e.to_string())),
+    }
+    Ok(())
 }
 
 /// Uploads every artifact whose `when` matches; stops at the first failed upload, which fails the job.

@@ -373,3 +373,76 @@ async fn paths_through_in_project_links_are_archived() {
     assert_eq!(content, "v3\n");
     assert!(!out.path().join("releases").exists());
 }
+
+/// A transport whose store is on this machine but that cannot copy: a dependency's archive must be extracted where
+/// it is stored (`local_archive`), never through a temporary copy.
+struct NoCopy(LocalTransport);
+
+impl super::ArtifactTransport for NoCopy {
+    fn upload<'a>(
+        &'a self,
+        file: &'a Path,
+        opts: &'a oxrunner_api::ArtifactUpload,
+    ) -> super::BoxFuture<'a, Result<String, super::TransportError>> {
+        self.0.upload(file, opts)
+    }
+    fn download<'a>(
+        &'a self,
+        _dependency: &'a Dependency,
+        _dest: &'a Path,
+        _mode: super::DownloadMode,
+    ) -> super::BoxFuture<'a, Result<String, super::TransportError>> {
+        Box::pin(async {
+            Err(super::TransportError::Failed {
+                detail: "copy attempted".into(),
+            })
+        })
+    }
+    fn upload_fields(&self, status: &str) -> String {
+        self.0.upload_fields(status)
+    }
+    fn download_fields(&self, dependency: &Dependency, status: &str) -> String {
+        self.0.download_fields(dependency, status)
+    }
+    fn helper_upload_args(&self) -> Vec<String> {
+        self.0.helper_upload_args()
+    }
+    fn helper_download_args(&self, dependency: &Dependency) -> Vec<String> {
+        self.0.helper_download_args(dependency)
+    }
+    fn local_archive<'a>(
+        &'a self,
+        dependency: &'a Dependency,
+    ) -> super::BoxFuture<'a, Option<(PathBuf, String)>> {
+        self.0.local_archive(dependency)
+    }
+}
+
+#[tokio::test]
+async fn a_local_dependency_is_extracted_from_the_store_without_a_copy() {
+    let env = env();
+    let mut build = plan(1, "build", &["mkdir -p out", "echo built > out/app"]);
+    build.artifacts = vec![archive(&["out/"])];
+    let (outcome, trace) = env.run(&build).await;
+    assert!(outcome.is_success(), "{trace}");
+
+    let mut test = plan(2, "test", &["test \"$(cat out/app)\" = built"]);
+    test.dependencies = vec![dependency(1, "build")];
+    let ctx = env.ctx();
+    let transport = NoCopy(LocalTransport::new(env.artifacts(), 2, "test"));
+    let hooks = RunnerHooks::new(Arc::new(transport), CacheStore::new(&ctx.cache_dir));
+    let (trace, handle) = TraceWriter::new(&env.root, MaskSet::empty(), 0).unwrap();
+    let mut exec = ShellExecutor::new().with_login_shell(false);
+    let outcome = run_job(&test, &ctx, &mut exec, &hooks, &trace, JobCancel::new()).await;
+    handle.finish().await;
+    let text = String::from_utf8_lossy(&handle.read_all().unwrap()).into_owned();
+    assert!(outcome.is_success(), "{text}");
+    let stored = env.artifacts().join("build/archive/artifacts.zip");
+    assert!(
+        text.contains(&format!(
+            "Downloading artifacts from coordinator... ok  path={}",
+            stored.display()
+        )),
+        "{text}"
+    );
+}

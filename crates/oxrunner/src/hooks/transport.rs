@@ -104,6 +104,12 @@ pub trait ArtifactTransport: Send + Sync {
 
     /// The same for `artifacts-downloader` and `dependency`.
     fn helper_download_args(&self, dependency: &Dependency) -> Vec<String>;
+
+    /// Where `dependency`'s archive already is on this machine, when the store is local (`oxrunner exec`), with
+    /// the status `download` would report: it is then extracted in place, not copied to a temporary file first.
+    fn local_archive<'a>(&'a self, _dependency: &'a Dependency) -> BoxFuture<'a, Option<(PathBuf, String)>> {
+        Box::pin(async { None })
+    }
 }
 
 /// The GitLab URL for a helper command's `--url`: the client's API base without `api/v4/`. `None` when the URL
@@ -302,6 +308,25 @@ impl LocalTransport {
     pub fn job_dir(&self, job_id: i64, job_name: &str) -> PathBuf {
         self.root.join(job_dir_name(job_id, job_name))
     }
+
+    /// The stored `archive` artifact of `dependency`: the file GitLab would name, else the only one there.
+    async fn stored_archive(&self, dependency: &Dependency) -> Option<PathBuf> {
+        let dir = self.job_dir(dependency.id, &dependency.name).join("archive");
+        let wanted = dependency
+            .artifacts_file
+            .as_ref()
+            .map(|f| safe_component(&f.filename, "artifacts.zip"));
+        let mut found = None;
+        if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if found.is_none() || wanted.as_deref() == Some(name.as_str()) {
+                    found = Some(entry.path());
+                }
+            }
+        }
+        found
+    }
 }
 
 /// A job name as one safe path component: separators and traversal become `_`.
@@ -370,21 +395,8 @@ impl ArtifactTransport for LocalTransport {
         _mode: DownloadMode,
     ) -> BoxFuture<'a, Result<String, TransportError>> {
         Box::pin(async move {
-            let dir = self.job_dir(dependency.id, &dependency.name).join("archive");
-            let wanted = dependency
-                .artifacts_file
-                .as_ref()
-                .map(|f| safe_component(&f.filename, "artifacts.zip"));
-            let mut found = None;
-            if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
-                while let Ok(Some(entry)) = entries.next_entry().await {
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    if found.is_none() || wanted.as_deref() == Some(name.as_str()) {
-                        found = Some(entry.path());
-                    }
-                }
-            }
-            let Some(src) = found else {
+            let Some(src) = self.stored_archive(dependency).await else {
+                let dir = self.job_dir(dependency.id, &dependency.name).join("archive");
                 return Err(TransportError::NotFound {
                     detail: format!("no archive in {}", dir.display()),
                 });
@@ -410,6 +422,14 @@ impl ArtifactTransport for LocalTransport {
             format!("--id={}", self.job_id),
             format!("--job-name={}", self.job_name),
         ]
+    }
+
+    fn local_archive<'a>(&'a self, dependency: &'a Dependency) -> BoxFuture<'a, Option<(PathBuf, String)>> {
+        Box::pin(async move {
+            let src = self.stored_archive(dependency).await?;
+            let status = format!("ok  path={}", src.display());
+            Some((src, status))
+        })
     }
 
     fn helper_download_args(&self, dependency: &Dependency) -> Vec<String> {

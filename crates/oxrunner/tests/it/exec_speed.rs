@@ -180,3 +180,35 @@ fn packed_objects_and_refs_give_the_same_facts() {
         .count();
     assert_eq!(queries, 1, "{calls}");
 }
+
+/// The job's `.git` carries the user's active hooks but none of git's inert files (`*.sample` hooks,
+/// `description`, `COMMIT_EDITMSG`): each is one more file to create per job. `git` still works in the job.
+#[test]
+fn the_job_copy_of_git_has_the_users_hooks_and_no_inert_files() {
+    let ci = r#"
+hooks:
+  script:
+    - ls .git/hooks > "$MARKERS/hooks"
+    - ls .git > "$MARKERS/gitdir"
+    - git log -1 --format=%s > "$MARKERS/log"
+"#;
+    let repo = Repo::new(ci, &[]);
+    let p = repo.path();
+    let hook = p.join(".git/hooks/pre-commit");
+    std::fs::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
+    let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+    std::fs::set_permissions(&hook, mode).unwrap();
+    std::fs::write(p.join(".git/hooks/pre-push.sample"), "#!/bin/sh\n").unwrap();
+    std::fs::write(p.join(".git/COMMIT_EDITMSG"), "message\n").unwrap();
+    std::fs::write(p.join(".git/description"), "Unnamed repository\n").unwrap();
+    let run = repo.exec(&[]);
+    assert!(run.ok(), "{}", run.dump());
+    let hooks = std::fs::read_to_string(repo.markers().join("hooks")).unwrap();
+    assert_eq!(hooks.trim(), "pre-commit", "{hooks}");
+    let gitdir = std::fs::read_to_string(repo.markers().join("gitdir")).unwrap();
+    for inert in ["description", "COMMIT_EDITMSG"] {
+        assert!(!gitdir.lines().any(|l| l == inert), "{inert} copied:\n{gitdir}");
+    }
+    let log = std::fs::read_to_string(repo.markers().join("log")).unwrap();
+    assert!(!log.trim().is_empty(), "git log failed in the job");
+}
