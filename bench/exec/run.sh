@@ -33,6 +33,11 @@ else
 fi
 echo "# oxrunner: $("$bin" -v | head -1) ($bin)"
 echo "# $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u '+%Y-%m-%d %H:%M UTC')"
+if [ "${BENCH_DELETE_BETWEEN:-0}" = 1 ]; then
+  echo "# repositories rebuilt in place before each run (BENCH_DELETE_BETWEEN=1)"
+else
+  echo "# a new directory per run, nothing deleted until the end (needs ~300 MB of disk per run)"
+fi
 
 # run TOOL CASE RUN: one timed run in a fresh repository; appends "case tool run rc ms rss_kb" to results.
 run_one() {

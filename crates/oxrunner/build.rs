@@ -29,7 +29,7 @@ fn main() {
         "cargo:rustc-env=OXRUNNER_TARGET={}",
         std::env::var("TARGET").unwrap_or_default()
     );
-    order_hot_symbols(&rustc_version);
+    order_hot_symbols();
     println!("cargo:rerun-if-env-changed=OXRUNNER_BUILD_REVISION");
     println!("cargo:rerun-if-env-changed=OXRUNNER_BUILD_BRANCH");
     // Rebuild when HEAD moves so the revision stays honest.
@@ -40,36 +40,67 @@ fn main() {
 /// Release builds lay out the functions the daemon and `exec` run (start-up, jobs, polling, metrics; recorded by
 /// `scripts/hot-symbols`) next to each other at the front of `.text`. The kernel maps a binary's code in whole
 /// page-cache folios (up to a few MiB on current kernels), so code spread over the binary makes most of it
-/// resident; packed together it is a few folios (BENCHMARKS.md, idle RSS). Only with rust-lld, the default linker of
-/// x86_64-unknown-linux-gnu since Rust 1.90: other linkers do not know the option. A symbol that is not in the
-/// binary (renamed code, other features) is skipped. `OXRUNNER_NO_SYMBOL_ORDERING=1` turns it off.
-fn order_hot_symbols(rustc_version: &str) {
+/// resident; packed together it is a few folios (BENCHMARKS.md, idle RSS). The option is lld's (rustup's Rust
+/// links x86_64 Linux with rust-lld since 1.90); whether this build's linker takes it is tried on an empty program
+/// first, since a distribution's rustc or a RUSTFLAGS `-fuse-ld=` may link with GNU ld, which does not. A symbol
+/// that is not in the binary (renamed code, other features) is skipped. `OXRUNNER_NO_SYMBOL_ORDERING=1` turns it
+/// off.
+fn order_hot_symbols() {
     println!("cargo:rerun-if-env-changed=OXRUNNER_NO_SYMBOL_ORDERING");
     println!("cargo:rerun-if-changed=link/hot-symbols.txt");
     let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
     let target = std::env::var("TARGET").unwrap_or_default();
     let off = std::env::var("OXRUNNER_NO_SYMBOL_ORDERING").is_ok_and(|v| v == "1");
-    // rustc picks its linker from RUSTFLAGS/config too: any linker setting there may not be lld.
-    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    let custom_linker = flags.contains("linker") || std::env::var_os("RUSTC_LINKER").is_some();
-    let minor = rustc_version
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.split('.').nth(1))
-        .and_then(|m| m.parse::<u32>().ok())
-        .unwrap_or(0);
-    if !release || off || custom_linker || target != "x86_64-unknown-linux-gnu" || minor < 90 {
+    if !release || off || !target.ends_with("-linux-gnu") {
         return;
     }
-    let Ok(dir) = std::env::var("CARGO_MANIFEST_DIR") else {
+    let (Ok(dir), Ok(out)) = (std::env::var("CARGO_MANIFEST_DIR"), std::env::var("OUT_DIR")) else {
         return;
     };
     let list = std::path::Path::new(&dir).join("link/hot-symbols.txt");
-    if list.is_file() {
-        println!(
-            "cargo:rustc-link-arg-bin=oxrunner=-Wl,--symbol-ordering-file={}",
-            list.display()
-        );
-        println!("cargo:rustc-link-arg-bin=oxrunner=-Wl,--no-warn-symbol-ordering");
+    if !list.is_file() {
+        return;
     }
+    let args = [
+        format!("-Wl,--symbol-ordering-file={}", list.display()),
+        "-Wl,--no-warn-symbol-ordering".to_owned(),
+    ];
+    if !links_with(&out, &target, &args) {
+        println!(
+            "cargo:warning=the linker does not take --symbol-ordering-file: hot functions are not grouped \
+             (the daemon's idle RSS is a few MiB higher; rustup's Rust links with rust-lld, which does)"
+        );
+        return;
+    }
+    for arg in args {
+        println!("cargo:rustc-link-arg-bin=oxrunner={arg}");
+    }
+}
+
+/// Whether an empty program links for `target` with this build's rustc, RUSTFLAGS and linker plus `args`.
+fn links_with(out: &str, target: &str, args: &[String]) -> bool {
+    let dir = std::path::Path::new(out).join("link-probe");
+    if std::fs::create_dir_all(&dir).is_err()
+        || std::fs::write(dir.join("probe.rs"), "fn main() {}\n").is_err()
+    {
+        return false;
+    }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let mut cmd = Command::new(rustc);
+    cmd.arg("--target")
+        .arg(target)
+        .arg("-o")
+        .arg(dir.join("probe"))
+        .arg(dir.join("probe.rs"));
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    cmd.args(flags.split('\x1f').filter(|f| !f.is_empty()));
+    if let Some(linker) = std::env::var_os("RUSTC_LINKER") {
+        cmd.arg("-C").arg(format!("linker={}", linker.to_string_lossy()));
+    }
+    for arg in args {
+        cmd.arg("-C").arg(format!("link-arg={arg}"));
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd.status().is_ok_and(|s| s.success())
 }

@@ -95,6 +95,8 @@ struct Inner {
     clean_at: AtomicU64,
     /// Kill passes that looked for processes (for tests and debugging).
     passes: AtomicU64,
+    /// When the job began, in clock ticks since boot (`None`: unknown, so no pass is ever skipped).
+    began: Option<u64>,
 }
 
 impl Drop for Inner {
@@ -181,6 +183,7 @@ impl JobProcesses {
                 started: AtomicU64::new(0),
                 clean_at: AtomicU64::new(u64::MAX),
                 passes: AtomicU64::new(0),
+                began: boot_ticks_now(),
             }),
         }
     }
@@ -237,13 +240,14 @@ impl JobProcesses {
     /// being skipped.
     pub async fn kill_all(&self) -> usize {
         let started = self.inner.started.load(Ordering::SeqCst);
-        if self.inner.clean_at.load(Ordering::SeqCst) == started {
+        if self.inner.began.is_some() && self.inner.clean_at.load(Ordering::SeqCst) == started {
             return 0;
         }
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             this.inner.passes.fetch_add(1, Ordering::SeqCst);
-            let (killed, empty) = kill_tracked_until_empty(this.cgroup(), &this.inner.marker);
+            let (killed, empty) =
+                kill_tracked_until_empty(this.cgroup(), &this.inner.marker, this.inner.began);
             if empty && this.inner.started.load(Ordering::SeqCst) == started {
                 this.inner.clean_at.store(started, Ordering::SeqCst);
             }
@@ -266,19 +270,20 @@ impl JobProcesses {
 /// Kills what is left of a job given its cgroup and marker (also used at start-up for the jobs of a runner that
 /// was killed); blocks until nothing is left or a deadline passes. Returns how many processes were signalled.
 pub fn kill_tracked(cgroup: Option<&Path>, marker: &str) -> usize {
-    kill_tracked_until_empty(cgroup, marker).0
+    kill_tracked_until_empty(cgroup, marker, None).0
 }
 
 /// [`kill_tracked`], also saying whether the job was seen with no process left (false when the deadline passed).
-fn kill_tracked_until_empty(cgroup: Option<&Path>, marker: &str) -> (usize, bool) {
+/// `since` (clock ticks since boot): when the job began, for [`scan_marked`].
+fn kill_tracked_until_empty(cgroup: Option<&Path>, marker: &str, since: Option<u64>) -> (usize, bool) {
     let start = Instant::now();
     let mut killed = 0;
     loop {
         let cg_busy = cgroup.is_some_and(|dir| populated(dir) && kill_cgroup(dir, &mut killed));
-        let marked = if marker.is_empty() {
-            Vec::new()
+        let (marked, unsure) = if marker.is_empty() {
+            (Vec::new(), false)
         } else {
-            marked_pids(marker)
+            scan_marked(marker, since)
         };
         for pid in &marked {
             if signal_if_marked(*pid, marker, Signal::SIGKILL) {
@@ -286,7 +291,7 @@ fn kill_tracked_until_empty(cgroup: Option<&Path>, marker: &str) -> (usize, bool
             }
         }
         if !cg_busy && marked.is_empty() {
-            return (killed, true);
+            return (killed, !unsure);
         }
         if start.elapsed() > KILL_DEADLINE {
             tracing::warn!(marker, "processes of a finished job survive SIGKILL");
@@ -375,12 +380,19 @@ fn has_marker(pid: i32, needle: &str) -> bool {
 
 /// Live processes whose environment holds `OXRUNNER_JOB_MARKER=<marker>` (never this process).
 fn marked_pids(marker: &str) -> Vec<Pid> {
+    scan_marked(marker, None).0
+}
+
+/// [`marked_pids`], also saying whether a process started at or after `since` (clock ticks since boot) could not
+/// be read: it may be the job's, so the scan does not prove the job has no process left.
+fn scan_marked(marker: &str, since: Option<u64>) -> (Vec<Pid>, bool) {
     let needle = format!("{MARKER_VAR}={marker}");
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+        return (Vec::new(), true);
     };
     let mut out = Vec::new();
+    let mut unsure = false;
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
@@ -389,8 +401,16 @@ fn marked_pids(marker: &str) -> Vec<Pid> {
             continue;
         }
         // Zombies have an empty environ, so they never match.
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
+        let environ = match std::fs::read(entry.path().join("environ")) {
+            Ok(environ) => environ,
+            Err(e) => {
+                if let Some(since) = since
+                    && unreadable_may_be_the_jobs(&e, process_start_time(pid), since)
+                {
+                    unsure = true;
+                }
+                continue;
+            }
         };
         if environ.split(|b| *b == 0).any(|var| var == needle.as_bytes())
             && let Ok(pid) = i32::try_from(pid)
@@ -398,7 +418,27 @@ fn marked_pids(marker: &str) -> Vec<Pid> {
             out.push(Pid::from_raw(pid));
         }
     }
-    out
+    (out, unsure)
+}
+
+/// A process whose environment could not be read (not gone: kernel threads and exited processes answer ESRCH or
+/// NotFound) and that started after the job did may carry the job's marker.
+fn unreadable_may_be_the_jobs(err: &std::io::Error, started: Option<u64>, since: u64) -> bool {
+    let gone = err.kind() == ErrorKind::NotFound || err.raw_os_error() == Some(nix::libc::ESRCH);
+    !gone && started.is_some_and(|t| t >= since)
+}
+
+/// Now, in clock ticks since boot (the unit of `/proc/<pid>/stat`'s start time), less a second of margin.
+fn boot_ticks_now() -> Option<u64> {
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()?;
+    let hz = u64::try_from(hz).ok()?;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let ticks = (secs.max(0.0) as u64).saturating_mul(hz);
+    Some(ticks.saturating_sub(hz))
 }
 
 /// The cgroup2 mount point and this process's cgroup path, when the unified hierarchy is mounted.
@@ -544,6 +584,29 @@ mod tests {
             procs.finish().await;
             assert_eq!(passes(), 2, "finish after a clean pass should not scan again");
         });
+    }
+
+    /// A process the scan could not read keeps the next pass from being skipped only if it may be the job's: not
+    /// gone, and started after the job began.
+    #[test]
+    fn an_unreadable_young_process_makes_the_scan_unsure() {
+        let denied = std::io::Error::from(ErrorKind::PermissionDenied);
+        let gone = std::io::Error::from_raw_os_error(nix::libc::ESRCH);
+        let missing = std::io::Error::from(ErrorKind::NotFound);
+        assert!(unreadable_may_be_the_jobs(&denied, Some(500), 400));
+        assert!(
+            !unreadable_may_be_the_jobs(&denied, Some(300), 400),
+            "older than the job"
+        );
+        assert!(
+            !unreadable_may_be_the_jobs(&denied, None, 400),
+            "exited meanwhile"
+        );
+        assert!(!unreadable_may_be_the_jobs(&gone, Some(500), 400));
+        assert!(!unreadable_may_be_the_jobs(&missing, Some(500), 400));
+        let now = boot_ticks_now().unwrap();
+        let me = process_start_time(std::process::id()).unwrap();
+        assert!(me <= now + 200, "start {me} after now {now}");
     }
 
     #[test]

@@ -196,7 +196,10 @@ impl ShellExecutor {
                 true
             }
             Err(e) => {
-                tracing::debug!(error = %e, "stage script goes through a pipe (no sealed memfd)");
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::info!(error = %e, "stage scripts go through a pipe: no sealed memfd (slower for bash)");
+                });
                 false
             }
         };
@@ -291,10 +294,13 @@ impl ShellExecutor {
 fn script_stdin(script: &[u8]) -> std::io::Result<OwnedFd> {
     use rustix::fs::{MemfdFlags, SealFlags};
     use std::io::{Seek, SeekFrom, Write};
-    let fd = rustix::fs::memfd_create(
-        "oxrunner-stage-script",
-        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-    )?;
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    // Not executable (kernels since 6.3 log a notice for a memfd that does not say, and refuse one with
+    // `vm.memfd_noexec = 2`); older kernels do not know the flag.
+    let fd = match rustix::fs::memfd_create("oxrunner-stage-script", flags | MemfdFlags::NOEXEC_SEAL) {
+        Err(rustix::io::Errno::INVAL) => rustix::fs::memfd_create("oxrunner-stage-script", flags)?,
+        other => other?,
+    };
     let mut file = std::fs::File::from(fd);
     file.write_all(script)?;
     file.seek(SeekFrom::Start(0))?;

@@ -64,9 +64,19 @@ async fn output_past_the_limit_is_drained_and_dropped() {
 async fn the_script_arrives_on_a_seekable_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let mut exec = ShellExecutor::new().with_login_shell(false);
-    let script = "if [ -f /dev/stdin ]; then echo stdin=file; else echo stdin=other; fi\n";
+    let script = "if [ -f /dev/stdin ]; then echo stdin=file; else echo stdin=other; fi\n\
+                  if [ -x /dev/stdin ]; then echo stdin=executable; else echo stdin=noexec; fi\n";
     let out = run_stage(&mut exec, Stage::Step("script".into()), script, dir.path()).await;
     assert!(out.contains("stdin=file"), "{out}");
+    // MFD_NOEXEC_SEAL where the kernel has it (6.3+); older kernels make every memfd executable.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    if (major, minor) >= (6, 3) {
+        assert!(out.contains("stdin=noexec"), "{out}");
+    }
 }
 
 /// A command that reads stdin gets the rest of the script, as from gitlab-runner's pipe; a POSIX utility that stops

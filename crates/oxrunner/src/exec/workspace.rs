@@ -198,7 +198,8 @@ fn link_git(src: &Path, dest: &Path) -> Result<(), WorkspaceError> {
         ) {
             continue;
         }
-        if name == "hooks" {
+        // A link or file named `hooks` is copied as it is (`copy_entry`), only a real directory is filtered.
+        if name == "hooks" && entry.file_type().is_ok_and(|t| t.is_dir()) {
             copy_hooks(&entry.path(), &dest.join(&name))?;
             continue;
         }

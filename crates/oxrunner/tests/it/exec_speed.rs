@@ -212,3 +212,17 @@ hooks:
     let log = std::fs::read_to_string(repo.markers().join("log")).unwrap();
     assert!(!log.trim().is_empty(), "git log failed in the job");
 }
+
+/// A `.git/hooks` that is a link (to a shared hooks directory, or dangling) is copied as the link it is.
+#[test]
+fn a_hooks_link_in_git_is_kept_as_a_link() {
+    let ci = "links:\n  script:\n    - readlink .git/hooks > \"$MARKERS/hooks\"\n";
+    let repo = Repo::new(ci, &[]);
+    let p = repo.path();
+    std::fs::remove_dir_all(p.join(".git/hooks")).unwrap();
+    std::os::unix::fs::symlink("../no-such-hooks", p.join(".git/hooks")).unwrap();
+    let run = repo.exec(&[]);
+    assert!(run.ok(), "{}", run.dump());
+    let target = std::fs::read_to_string(repo.markers().join("hooks")).unwrap();
+    assert_eq!(target.trim(), "../no-such-hooks");
+}
