@@ -3,6 +3,7 @@
 
 pub(crate) mod env;
 mod finish;
+mod git_version;
 mod inscript;
 mod remote;
 mod sources;

@@ -161,12 +161,20 @@ impl Driver<'_> {
     pub(super) async fn get_sources(&mut self) -> bool {
         let settings = GitSettings::resolve(self.plan, &self.vars);
         let limits = self.job_limits();
+        let mut too_old = if self.git_runs_on_runner(&settings) {
+            super::git_version::warning(&settings).await
+        } else {
+            None
+        };
         for attempt in 1..=settings.attempts {
             if attempt > 1 && !self.clear_worktree(limits).await {
                 return false;
             }
             let stage = Stage::GetSources;
             self.section_start(&stage);
+            if let Some(warning) = too_old.take() {
+                self.trace.warning(&warning);
+            }
             let result = self.sources_attempt(&settings, limits).await;
             self.section_end(&stage);
             match result {
@@ -186,6 +194,14 @@ impl Driver<'_> {
             }
         }
         false
+    }
+
+    /// Whether this job's get_sources runs git on the runner's host (the shell executor's scripts, or the
+    /// runner-side fetch), so the runner knows which git it is.
+    fn git_runs_on_runner(&self, settings: &GitSettings) -> bool {
+        self.plan.sources.origin == SourceOrigin::Git
+            && matches!(settings.strategy, GitStrategy::Clone | GitStrategy::Fetch)
+            && !matches!(self.executor.file_access(), crate::executor::FileAccess::InScript)
     }
 
     async fn clear_worktree(&mut self, limits: Limits) -> bool {

@@ -47,9 +47,18 @@ async fn the_runner_side_fetch_sends_the_flags_headers_and_the_cleanup_removes_i
     assert!(!git.is_empty(), "{trace}");
     for r in &git {
         assert_eq!(r.header("x-gitaly-correlation-id"), Some(request_id), "{r:?}");
-        assert_eq!(r.status, 200, "{r:?}");
     }
-    assert!(git[0].header("authorization").is_some(), "{:?}", git[0]);
+    // The runner's git decides: an older one ignores proactive auth, and the job log says so.
+    if crate::e2e_git_flags::git_version() >= (2, 46) {
+        assert!(git.iter().all(|r| r.status == 200), "{git:#?}");
+        assert!(git[0].header("authorization").is_some(), "{:?}", git[0]);
+        assert!(!trace.contains("has no effect"), "{trace}");
+    } else {
+        assert!(
+            trace.contains("FF_USE_GIT_PROACTIVE_AUTH (needs git 2.46.0 or later) has no effect"),
+            "{trace}"
+        );
+    }
 
     // The runner-side checkout (beside config.toml) went with the job.
     let checkouts = walk(&env.sb.path("etc/builds"));
