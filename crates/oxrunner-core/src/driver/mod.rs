@@ -6,6 +6,7 @@ mod finish;
 mod git_version;
 mod inscript;
 mod remote;
+mod removal;
 mod sources;
 mod terminal;
 

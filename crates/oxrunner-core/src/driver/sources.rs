@@ -285,24 +285,21 @@ impl Driver<'_> {
         }
     }
 
-    /// `FF_ENABLE_JOB_CLEANUP` with `clone` or `empty` on an executor with remote files: the runner-side checkout
-    /// is this job's project directory as much as the job's copy is, so it goes with it (`script/job_cleanup.rs`
-    /// cleans the job's). A `fetch` keeps it: the job never changes it. The directory is the runner's own and
-    /// `remove_dir_all` removes the links a repository holds, never what they point to.
+    /// `FF_ENABLE_JOB_CLEANUP` with `clone` on an executor with remote files: the runner-side checkout is this
+    /// job's project directory as much as the job's copy is, so it goes with it (`script/job_cleanup.rs` cleans the
+    /// job's). A `fetch` keeps it: the job never changes it. An `empty` job has its own `<dir>-empty` in the job and
+    /// none on the runner, so the checkout an earlier job of the slot left is not its to remove (as upstream). The
+    /// directory is the runner's own and is renamed away at once; the removal runs in the background, so a large
+    /// checkout does not delay the job's final update.
     pub(super) async fn remove_runner_checkout(&mut self) {
         if self.executor.files().is_none()
             || !crate::feature_flags::is_on(&self.vars, "FF_ENABLE_JOB_CLEANUP")
+            || GitSettings::resolve(self.plan, &self.vars).strategy != GitStrategy::Clone
         {
-            return;
-        }
-        let strategy = GitSettings::resolve(self.plan, &self.vars).strategy;
-        if !matches!(strategy, GitStrategy::Clone | GitStrategy::Empty) {
             return;
         }
         let dir = runner_checkout_dir(self.plan, &self.ctx);
-        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
+        if let Err(e) = super::removal::remove_in_background(&dir).await {
             self.trace
                 .warning(&format!("could not remove {}: {e}", dir.display()));
         }

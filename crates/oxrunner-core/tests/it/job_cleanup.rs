@@ -140,3 +140,22 @@ async fn the_runner_side_checkout_goes_with_a_clone() {
         );
     }
 }
+
+/// `empty` under the flag removes only its own `<dir>-empty` project dir, as upstream: the runner-side checkout
+/// that an earlier `fetch` job of the slot left is not that job's, and the next `fetch` builds on it.
+#[tokio::test]
+async fn an_empty_job_leaves_the_slots_runner_side_checkout() {
+    let env = crate::remote_sources::env();
+    let mut checkout = None;
+    for strategy in ["fetch", "empty"] {
+        let mut plan = env.plan(&["true"]);
+        plan.variables.push(Variable::new("GIT_STRATEGY", strategy));
+        plan.variables.push(Variable::new(ON.0, ON.1));
+        let (outcome, log) = env
+            .run(&plan, &env.ctx(), oxrunner_core::EnvironmentFacts::default())
+            .await;
+        assert_eq!(outcome, JobOutcome::Success, "{log}");
+        let dir = checkout.get_or_insert_with(|| env.checkout(&plan)).clone();
+        assert!(dir.join(".git").is_dir(), "after {strategy}: {}\n{log}", dir.display());
+    }
+}
