@@ -55,7 +55,10 @@ mod tests {
         assert!(std::fs::symlink_metadata(&dir).is_err());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while std::fs::read_dir(root.path()).unwrap().count() > 1 {
-            assert!(std::time::Instant::now() < deadline, "the renamed tree was never removed");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the renamed tree was never removed"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert_eq!(std::fs::read_to_string(outside.join("keep")).unwrap(), "k");

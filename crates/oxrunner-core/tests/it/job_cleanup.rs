@@ -156,6 +156,10 @@ async fn an_empty_job_leaves_the_slots_runner_side_checkout() {
             .await;
         assert_eq!(outcome, JobOutcome::Success, "{log}");
         let dir = checkout.get_or_insert_with(|| env.checkout(&plan)).clone();
-        assert!(dir.join(".git").is_dir(), "after {strategy}: {}\n{log}", dir.display());
+        assert!(
+            dir.join(".git").is_dir(),
+            "after {strategy}: {}\n{log}",
+            dir.display()
+        );
     }
 }
