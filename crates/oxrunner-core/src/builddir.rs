@@ -28,13 +28,12 @@ pub fn build_dir(plan: &JobPlan, ctx: &RunnerContext) -> PathBuf {
         .value("GIT_CLONE_PATH")
         .filter(|_| ctx.custom_build_dir)
     {
-        let custom = plan.variables.expand(custom);
-        let path = Path::new(&custom);
+        let path = cleaned(&plan.variables.expand(custom));
         let inside = path.is_absolute()
             && path.starts_with(&ctx.builds_dir)
             && path.components().all(|c| !matches!(c, Component::ParentDir));
         if inside && path != ctx.builds_dir {
-            return path.to_path_buf();
+            return path;
         }
     }
     let mut dir = ctx.builds_dir.clone();
@@ -49,6 +48,13 @@ pub fn build_dir(plan: &JobPlan, ctx: &RunnerContext) -> PathBuf {
         dir = PathBuf::from(s);
     }
     dir
+}
+
+/// `path` rebuilt from its components, as upstream's `path.Clean` leaves it for a path without `..`: no trailing
+/// `/` (with one, `[ -L "$d" ]` tests what a link points to and `"$d".tmp` lands inside the directory), no `.`, no
+/// doubled separators. A `..` stays, and is refused by the callers.
+fn cleaned(path: &str) -> PathBuf {
+    Path::new(path).components().collect()
 }
 
 /// gitlab-runner's rule for `GIT_CLONE_PATH`: allowed only with `[runners.custom_build_dir]` enabled, and only
@@ -70,7 +76,7 @@ pub fn check_clone_path(plan: &JobPlan, ctx: &RunnerContext) -> Result<(), Strin
         );
     }
     let custom = plan.variables.expand(raw);
-    let path = Path::new(&custom);
+    let path = cleaned(&custom);
     let inside = path.is_absolute()
         && path.starts_with(&ctx.builds_dir)
         && path.components().all(|c| !matches!(c, Component::ParentDir));
@@ -130,6 +136,22 @@ pub fn cache_dir(plan: &JobPlan, ctx: &RunnerContext) -> PathBuf {
 mod tests {
     use super::*;
     use crate::variables::Variable;
+
+    #[test]
+    fn a_custom_clone_path_is_cleaned() {
+        let mut plan = JobPlan::default();
+        plan.variables
+            .push(Variable::new("GIT_CLONE_PATH", "/builds/./g//x/"));
+        let ctx = RunnerContext {
+            builds_dir: "/builds".into(),
+            custom_build_dir: true,
+            ..RunnerContext::default()
+        };
+        // `Path` equality ignores a trailing `/`; the scripts see the bytes.
+        assert_eq!(build_dir(&plan, &ctx).as_os_str(), "/builds/g/x");
+        assert_eq!(tmp_dir(&build_dir(&plan, &ctx)).as_os_str(), "/builds/g/x.tmp");
+        assert_eq!(check_clone_path(&plan, &ctx), Ok(()));
+    }
 
     #[test]
     fn layouts() {

@@ -32,9 +32,11 @@ pub(crate) const JOB_TOKEN: &str = "JOB-TOKEN";
 pub(crate) struct SentRequestId(pub(crate) String);
 
 /// gitlab-runner's correlation id of a request: the `X-Request-Id` the server answered with, else the one sent.
+/// An answer that is not printable ASCII without spaces counts as none: the id goes into a git header line and
+/// the job log, where it could not be used, and the sent id still ties the fetch to the request.
 pub(crate) fn correlation_id(resp: &reqwest::Response) -> String {
     header_str(resp.headers(), "X-Request-Id")
-        .filter(|v| !v.is_empty())
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()))
         .or_else(|| resp.extensions().get::<SentRequestId>().map(|s| s.0.clone()))
         .unwrap_or_default()
 }

@@ -40,3 +40,12 @@ async fn without_one_the_sent_id_is_kept() {
     assert_eq!(id, sent);
     assert_eq!(id.len(), 32, "{id}");
 }
+
+/// An id git could not carry in a header line (a space, here) counts as none: the sent id is kept, so the git
+/// requests still name the job's request instead of no id at all.
+#[tokio::test]
+async fn an_unusable_server_id_falls_back_to_the_sent_one() {
+    let (id, sent) = correlation_id(&[("X-Request-Id", "two words")]).await;
+    assert_eq!(id, sent);
+    assert_eq!(id.len(), 32, "{id}");
+}

@@ -3,8 +3,10 @@
 
 pub(crate) mod env;
 mod finish;
+mod git_version;
 mod inscript;
 mod remote;
+mod removal;
 mod sources;
 mod terminal;
 

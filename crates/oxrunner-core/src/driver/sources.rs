@@ -161,12 +161,20 @@ impl Driver<'_> {
     pub(super) async fn get_sources(&mut self) -> bool {
         let settings = GitSettings::resolve(self.plan, &self.vars);
         let limits = self.job_limits();
+        let mut too_old = if self.git_runs_on_runner(&settings) {
+            super::git_version::warning(&settings).await
+        } else {
+            None
+        };
         for attempt in 1..=settings.attempts {
             if attempt > 1 && !self.clear_worktree(limits).await {
                 return false;
             }
             let stage = Stage::GetSources;
             self.section_start(&stage);
+            if let Some(warning) = too_old.take() {
+                self.trace.warning(&warning);
+            }
             let result = self.sources_attempt(&settings, limits).await;
             self.section_end(&stage);
             match result {
@@ -186,6 +194,14 @@ impl Driver<'_> {
             }
         }
         false
+    }
+
+    /// Whether this job's get_sources runs git on the runner's host (the shell executor's scripts, or the
+    /// runner-side fetch), so the runner knows which git it is.
+    fn git_runs_on_runner(&self, settings: &GitSettings) -> bool {
+        self.plan.sources.origin == SourceOrigin::Git
+            && matches!(settings.strategy, GitStrategy::Clone | GitStrategy::Fetch)
+            && !matches!(self.executor.file_access(), crate::executor::FileAccess::InScript)
     }
 
     async fn clear_worktree(&mut self, limits: Limits) -> bool {
@@ -269,24 +285,21 @@ impl Driver<'_> {
         }
     }
 
-    /// `FF_ENABLE_JOB_CLEANUP` with `clone` or `empty` on an executor with remote files: the runner-side checkout
-    /// is this job's project directory as much as the job's copy is, so it goes with it (`script/job_cleanup.rs`
-    /// cleans the job's). A `fetch` keeps it: the job never changes it. The directory is the runner's own and
-    /// `remove_dir_all` removes the links a repository holds, never what they point to.
+    /// `FF_ENABLE_JOB_CLEANUP` with `clone` on an executor with remote files: the runner-side checkout is this
+    /// job's project directory as much as the job's copy is, so it goes with it (`script/job_cleanup.rs` cleans the
+    /// job's). A `fetch` keeps it: the job never changes it. An `empty` job has its own `<dir>-empty` in the job and
+    /// none on the runner, so the checkout an earlier job of the slot left is not its to remove (as upstream). The
+    /// directory is the runner's own and is renamed away at once; the removal runs in the background, so a large
+    /// checkout does not delay the job's final update.
     pub(super) async fn remove_runner_checkout(&mut self) {
         if self.executor.files().is_none()
             || !crate::feature_flags::is_on(&self.vars, "FF_ENABLE_JOB_CLEANUP")
+            || GitSettings::resolve(self.plan, &self.vars).strategy != GitStrategy::Clone
         {
-            return;
-        }
-        let strategy = GitSettings::resolve(self.plan, &self.vars).strategy;
-        if !matches!(strategy, GitStrategy::Clone | GitStrategy::Empty) {
             return;
         }
         let dir = runner_checkout_dir(self.plan, &self.ctx);
-        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
+        if let Err(e) = super::removal::remove_in_background(&dir).await {
             self.trace
                 .warning(&format!("could not remove {}: {e}", dir.display()));
         }

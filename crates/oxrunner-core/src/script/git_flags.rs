@@ -8,8 +8,9 @@
 //! - `FF_USE_GIT_PROACTIVE_AUTH` (off by default): `-c http.<scheme://host>.proactiveAuth=basic` on `git fetch`,
 //!   `git clone` and `git checkout` (which fetches missing objects in a partial clone), so git sends the credentials with its first request instead of after a 401 (GitLab then knows
 //!   the user for a public project too). Scoped to the server so bundle downloads from other hosts do not get it.
-//!   git before 2.46 does not know the setting and ignores it, as it ignores every unknown key; upstream applies no
-//!   version test, and neither does this.
+//!   git before 2.46 does not know the setting and ignores it, as it ignores every unknown key (as git before 2.40
+//!   ignores `transfer.bundleURI`); where git runs on the runner's host the job log names such a flag in a warning
+//!   (`driver/git_version.rs`), a git in a job's image cannot be asked in advance.
 //!
 //! The first two are git configuration in the external config file that the repository includes (also for
 //! submodules and for git commands of the job's own script, until `cleanup_file_variables` removes the file).

@@ -1,7 +1,8 @@
 //! `FF_ENABLE_JOB_CLEANUP`: at the end of `cleanup_file_variables`, which runs after a successful and after a
 //! failed job alike, gitlab-runner cleans the project directory by the job's git strategy: `clone` and `empty`
 //! remove it, `fetch` returns the checkout to its commit (`git clean` with the job's clean flags, `git reset
-//! --hard`, the same in submodules), `none` leaves it and says so.
+//! --hard`, the same in submodules), `none` leaves it and says so. Where no git is found (a Docker job's image:
+//! its sources were fetched on the runner) a `fetch` checkout is removed instead of reset, with a notice.
 //!
 //! It runs in the job's own script context, with the job's rights, as everything else the job did there: `rm`
 //! removes a link a job planted, never what it points to, and `chmod` is skipped for a link.
@@ -28,15 +29,16 @@ impl ScriptContext<'_> {
         let settings = GitSettings::resolve(self.plan, self.vars);
         let dir = quote_path(self.project_dir);
         let mut out = String::new();
+        // A read-only directory (a Go module cache) could not be emptied otherwise.
+        let remove =
+            format!("if [ -d {dir} ] && [ ! -L {dir} ]; then chmod -R u+rwX {dir}; fi\nrm -r -f {dir}\n");
         match settings.strategy {
-            GitStrategy::Clone | GitStrategy::Empty => {
-                // A read-only directory (a Go module cache) could not be emptied otherwise.
-                let _ = writeln!(
-                    out,
-                    "if [ -d {dir} ] && [ ! -L {dir} ]; then chmod -R u+rwX {dir}; fi\nrm -r -f {dir}"
-                );
-            }
+            GitStrategy::Clone | GitStrategy::Empty => out.push_str(&remove),
             GitStrategy::Fetch => {
+                // An executor that fetches on the runner (Docker) runs this in the job's image, which usually has
+                // no git (upstream runs it in its helper image). Removing the directory leaves the next job what a
+                // reset would: its sources are copied in whole from the runner-side checkout.
+                out.push_str("if command -v git >/dev/null 2>&1; then\n");
                 let _ = writeln!(out, "cd {dir}");
                 let clean = settings.clean_flags.as_deref().map(words);
                 if let Some(clean) = &clean {
@@ -54,6 +56,12 @@ impl ScriptContext<'_> {
                     }
                     let _ = writeln!(out, "{foreach} git reset --hard");
                 }
+                out.push_str("else\n");
+                out.push_str(&notice(
+                    "git is not available here: removing the project directory instead of resetting it",
+                ));
+                out.push_str(&remove);
+                out.push_str("fi\n");
             }
             GitStrategy::None => out.push_str(&notice("Skipping build directory cleanup step")),
         }

@@ -129,6 +129,12 @@ impl Env {
         self.run_with(plan, control, &NoopHooks, exec).await
     }
 
+    /// [`Env::run`] under other runner settings.
+    pub(crate) async fn run_in(&self, plan: &JobPlan, ctx: &RunnerContext) -> (JobOutcome, String) {
+        let exec = ShellExecutor::new().with_login_shell(false);
+        self.run_full(plan, ctx, JobCancel::new(), &NoopHooks, exec).await
+    }
+
     async fn run_with(
         &self,
         plan: &JobPlan,
@@ -136,10 +142,20 @@ impl Env {
         hooks: &dyn JobHooks,
         exec: ShellExecutor,
     ) -> (JobOutcome, String) {
-        let ctx = self.ctx();
+        self.run_full(plan, &self.ctx(), control, hooks, exec).await
+    }
+
+    async fn run_full(
+        &self,
+        plan: &JobPlan,
+        ctx: &RunnerContext,
+        control: JobCancel,
+        hooks: &dyn JobHooks,
+        exec: ShellExecutor,
+    ) -> (JobOutcome, String) {
         let (trace, handle) = TraceWriter::new(&self.root, plan.mask_set(), 0).unwrap();
         let mut exec = exec.with_kill_grace(Duration::from_secs(3));
-        let outcome = run_job(plan, &ctx, &mut exec, hooks, &trace, control).await;
+        let outcome = run_job(plan, ctx, &mut exec, hooks, &trace, control).await;
         let (crc, size) = handle.finish().await;
         let bytes = handle.read_all().unwrap();
         assert_eq!(size, bytes.len() as u64);

@@ -140,3 +140,63 @@ async fn the_runner_side_checkout_goes_with_a_clone() {
         );
     }
 }
+
+/// `empty` under the flag removes only its own `<dir>-empty` project dir, as upstream: the runner-side checkout
+/// that an earlier `fetch` job of the slot left is not that job's, and the next `fetch` builds on it.
+#[tokio::test]
+async fn an_empty_job_leaves_the_slots_runner_side_checkout() {
+    let env = crate::remote_sources::env();
+    let mut checkout = None;
+    for strategy in ["fetch", "empty"] {
+        let mut plan = env.plan(&["true"]);
+        plan.variables.push(Variable::new("GIT_STRATEGY", strategy));
+        plan.variables.push(Variable::new(ON.0, ON.1));
+        let (outcome, log) = env
+            .run(&plan, &env.ctx(), oxrunner_core::EnvironmentFacts::default())
+            .await;
+        assert_eq!(outcome, JobOutcome::Success, "{log}");
+        let dir = checkout.get_or_insert_with(|| env.checkout(&plan)).clone();
+        assert!(
+            dir.join(".git").is_dir(),
+            "after {strategy}: {}\n{log}",
+            dir.display()
+        );
+    }
+}
+
+/// `GIT_CLONE_PATH` with a trailing `/`: the project dir is the cleaned path, so a job that swaps it for a link
+/// gets the link removed, not the target emptied through `link/` (and the tmp dir stays beside it, not inside).
+#[tokio::test]
+async fn a_trailing_slash_in_the_clone_path_does_not_defeat_the_link_guard() {
+    let env = env();
+    let ctx = oxrunner_core::RunnerContext {
+        custom_build_dir: true,
+        ..env.ctx()
+    };
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("keep.txt"), "keep").unwrap();
+    std::fs::set_permissions(
+        outside.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o500),
+    )
+    .unwrap();
+    let target = outside.path().display().to_string();
+    let swap = format!("cd .. && mv x x.real && ln -s '{target}' x");
+    let clone_path = format!("{}/x/", ctx.builds_dir.display());
+    let plan = with(
+        &env,
+        &[&swap],
+        &[("GIT_CLONE_PATH", &clone_path), ("GIT_STRATEGY", "clone"), ON],
+    );
+    let dir = build_dir(&plan, &ctx);
+    assert_eq!(dir, ctx.builds_dir.join("x"));
+    let (outcome, log) = env.run_in(&plan, &ctx).await;
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+    assert!(std::fs::symlink_metadata(&dir).is_err(), "{log}");
+    assert_kept(outside.path());
+    std::fs::set_permissions(
+        outside.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+}

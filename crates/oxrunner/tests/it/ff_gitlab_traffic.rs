@@ -119,20 +119,29 @@ async fn adaptive_request_concurrency_settles_at_one_request_when_idle() {
     assert_eq!(idle_request_concurrency(Some(false), 12).await, 4);
 }
 
-/// Adaptive: jobs received raise the limit (by 10 % each), so once the queue is drained more than one long poll
-/// is open again, up to the rounded-up limit, before empty answers bring it back down.
+/// Adaptive: jobs received raise the limit (by 10 % each). The runner first idles with one long poll open (a
+/// runner that opened more from the start would pass the second half without adapting at all), then jobs arrive,
+/// and once the queue is drained more than one long poll is open, up to the rounded-up limit, before empty
+/// answers bring it back down.
 #[tokio::test(start_paused = true)]
 async fn adaptive_request_concurrency_rises_with_jobs() {
-    let frozen = freeze();
     let fake = fake(3, Duration::from_secs(50)).await;
     let sb = Sandbox::new();
     write_config(&fake, &sb, 4, "", "  request_concurrency = 4\n");
+    let d = InProcess::start(sb.config());
+    until_clock_runs("the idle runner's job requests", || job_requests(&fake) >= 6).await;
+    assert_eq!(
+        fake.max_job_requests_in_flight(),
+        1,
+        "an idle runner keeps one long poll open before any job arrived"
+    );
+
+    let frozen = freeze();
     let ids: Vec<i64> = (0..12)
         .map(|i| {
             fake.enqueue_job(JobSpec::new(&format!("quick-{i}"), &["true"]).variable("GIT_STRATEGY", "none"))
         })
         .collect();
-    let d = InProcess::start(sb.config());
     // Jobs run real processes; virtual time follows real time meanwhile, so no long poll expires early.
     until_ticking("every job's final update", || {
         ids.iter().all(|&id| reported(&fake, id))
