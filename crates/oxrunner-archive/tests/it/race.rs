@@ -53,11 +53,16 @@ impl Racer {
             .env("OXRT_RACER_DIR", build)
             .spawn()
             .unwrap();
-        let racer = Racer(child);
-        // The racer announces itself by making `swapping`; until then there is nothing to race.
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut racer = Racer(child);
+        // The racer announces itself by making `swapping`; until then there is nothing to race. A loaded machine
+        // (a full test run beside other builds) can take long to start the test program again as another user:
+        // wait as long as the racer is alive, and say how it ended if it did not get there.
+        let deadline = Instant::now() + Duration::from_secs(180);
         while !build.join("swapping").exists() {
-            assert!(Instant::now() < deadline, "the racer did not start");
+            if let Some(status) = racer.0.try_wait().unwrap() {
+                panic!("the racer exited ({status}) before it started racing");
+            }
+            assert!(Instant::now() < deadline, "the racer did not start in 180 s");
             std::thread::sleep(Duration::from_millis(10));
         }
         racer
