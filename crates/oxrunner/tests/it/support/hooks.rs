@@ -114,6 +114,8 @@ impl Drop for Env {
             }
             let _ = child.kill();
             let _ = child.wait();
+            // Killed, the runner could not remove its trace spool.
+            super::remove_left_spool(&self.runner_log());
         }
     }
 }

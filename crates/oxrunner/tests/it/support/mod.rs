@@ -183,6 +183,44 @@ impl Daemon {
     }
 }
 
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        end_and_clean(&mut self.child, &self.log);
+    }
+}
+
+/// Removes the trace spool a daemon that was killed (SIGKILL, or a test that ended first) left in the temporary
+/// directory: a runner removes its own only when it exits normally. The path comes from the runner's log.
+pub fn remove_left_spool(log: &str) {
+    let Some(at) = log.find("oxrunner-spool-") else {
+        return;
+    };
+    let name: String = log[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    let dir = std::env::temp_dir().join(name);
+    if dir.is_dir() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Ends a daemon a test left running, then removes what a killed runner leaves behind.
+fn end_and_clean(child: &mut tokio::process::Child, log: &Path) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.start_kill();
+        for _ in 0..100 {
+            if !matches!(child.try_wait(), Ok(None)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        remove_left_spool(&std::fs::read_to_string(log).unwrap_or_default());
+    }
+}
+
 pub async fn fake(long_poll_s: u64, trace_update_interval: u64) -> FakeGitlab {
     FakeGitlab::start(FakeOptions {
         long_poll: Duration::from_secs(long_poll_s),
