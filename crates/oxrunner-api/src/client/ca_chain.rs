@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::pki_types::pem::PemObject;
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 
@@ -30,8 +30,11 @@ const MAX_PATHS: usize = 16;
 const MAX_PRESENTED: usize = 32;
 const CA_ISSUERS_OID: &str = "1.3.6.1.5.5.7.48.2";
 
-/// What the verifier saw on the last accepted handshake, and the roots it trusted.
+/// What the verifier saw on the last accepted handshake with GitLab, and the roots it trusted.
 pub(crate) struct ChainRecord {
+    /// GitLab's host as the TLS server name is compared (lower case, IPv6 without brackets). The transfer client
+    /// shares the verifier and also talks to object storage, another host whose chain a job must not get.
+    gitlab_host: String,
     presented: Mutex<Option<Vec<CertificateDer<'static>>>>,
     /// The system roots with their subjects (DER), so an issuer is looked up without parsing every root.
     roots: Vec<(Vec<u8>, CertificateDer<'static>)>,
@@ -42,6 +45,7 @@ pub(crate) struct ChainRecord {
 
 impl ChainRecord {
     pub(crate) fn new(
+        gitlab_host: &str,
         roots: Vec<CertificateDer<'static>>,
         algorithms: WebPkiSupportedAlgorithms,
     ) -> Arc<Self> {
@@ -54,6 +58,7 @@ impl ChainRecord {
             })
             .collect();
         Arc::new(ChainRecord {
+            gitlab_host: gitlab_host.to_ascii_lowercase(),
             presented: Mutex::new(None),
             roots,
             algorithms,
@@ -75,8 +80,23 @@ impl ChainRecord {
             .collect()
     }
 
-    /// Called by the verifier once the standard check accepted `end_entity` with `intermediates`.
-    pub(crate) fn record(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) {
+    /// Called by the verifier once the standard check accepted `end_entity` with `intermediates` for
+    /// `server_name`; only GitLab's own handshakes are kept (upstream reads the chain off the `jobs/request`
+    /// response). A resumed session skips the verifier, so the record stays the last full handshake's with GitLab.
+    pub(crate) fn record(
+        &self,
+        server_name: &ServerName<'_>,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) {
+        let name = match server_name {
+            ServerName::DnsName(d) => d.as_ref().to_ascii_lowercase(),
+            ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+            _ => return,
+        };
+        if name != self.gitlab_host {
+            return;
+        }
         let mut chain = Vec::with_capacity(intermediates.len() + 1);
         chain.push(end_entity.clone().into_owned());
         chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));

@@ -43,7 +43,7 @@ fn pki() -> Pki {
 
 fn record(roots: Vec<CertificateDer<'static>>) -> Arc<ChainRecord> {
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    ChainRecord::new(roots, provider.signature_verification_algorithms)
+    ChainRecord::new("localhost", roots, provider.signature_verification_algorithms)
 }
 
 #[test]
@@ -95,7 +95,7 @@ async fn a_failed_issuer_fetch_leaves_the_job_without_a_chain_only_with_the_flag
 
     let r = record(vec![intermediate.der().clone()]);
     assert_eq!(r.job_chain(false).await, None, "nothing recorded yet");
-    r.record(leaf.der(), std::slice::from_ref(intermediate.der()));
+    r.record(&gitlab(), leaf.der(), std::slice::from_ref(intermediate.der()));
     let plain = r.job_chain(false).await.unwrap();
     assert_eq!(plain.matches("BEGIN CERTIFICATE").count(), 2);
     assert_eq!(r.job_chain(true).await, None);
@@ -192,4 +192,23 @@ fn a_truncated_length_is_no_element() {
         tlv(&[0x04, 0x01, 0xaa, 0xbb]),
         Some((0x04, &[0xaa][..], &[0xbb][..]))
     );
+}
+
+fn gitlab() -> ServerName<'static> {
+    ServerName::try_from("LocalHost").unwrap()
+}
+
+#[tokio::test]
+async fn only_gitlabs_handshakes_are_recorded() {
+    let p = pki();
+    let other = pki();
+    let r = record(vec![p.root.clone(), other.root.clone()]);
+    r.record(&gitlab(), &p.leaf, std::slice::from_ref(&p.intermediate));
+    let store = ServerName::try_from("127.0.0.1").unwrap();
+    r.record(&store, &other.leaf, std::slice::from_ref(&other.intermediate));
+    let pem = r.job_chain(false).await.unwrap();
+    let got: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, vec![p.leaf, p.intermediate, p.root]);
 }
