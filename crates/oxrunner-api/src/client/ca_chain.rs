@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 
 /// gitlab-runner's URL resolver stops after this many rounds (the 15th round ends the loop before fetching).
@@ -28,6 +28,8 @@ const AIA_MAX_BYTES: usize = 1024 * 1024;
 const MAX_DEPTH: usize = 16;
 const MAX_PATHS: usize = 16;
 const MAX_PRESENTED: usize = 32;
+/// Go's `maxChainSignatureChecks`: the signature checks one chain search may spend.
+const MAX_SIGNATURE_CHECKS: usize = 100;
 const CA_ISSUERS_OID: &str = "1.3.6.1.5.5.7.48.2";
 
 /// What the verifier saw on the last accepted handshake with GitLab, and the roots it trusted.
@@ -115,10 +117,19 @@ impl ChainRecord {
 
     /// The chain for a job as PEM, `None` before any verified handshake (plain HTTP) or when resolving failed
     /// (logged, as upstream logs it).
-    pub(crate) async fn job_chain(&self, resolve_full: bool) -> Option<String> {
+    pub(crate) async fn job_chain(self: &Arc<Self>, resolve_full: bool) -> Option<String> {
         let presented = self.presented()?;
+        // Up to a hundred signature checks: not for an async worker.
+        let me = Arc::clone(self);
+        let paths = match tokio::task::spawn_blocking(move || me.verified_paths(&presented).paths).await {
+            Ok(paths) => paths,
+            Err(e) => {
+                tracing::error!(error = %e, "building the job's CA chain failed");
+                return None;
+            }
+        };
         let mut all = Vec::new();
-        for path in self.verified_paths(&presented) {
+        for path in paths {
             if !resolve_full {
                 all.extend(path);
                 continue;
@@ -137,50 +148,94 @@ impl ChainRecord {
 
     /// Every path from the leaf to a trusted root, as Go's verifier lists its verified chains: at each step a
     /// system root that issued the certificate ends a path (roots first), and a presented certificate that
-    /// issued it continues one, even when it is a root itself. Bounded in depth and count: the presented
-    /// certificates are the server's to choose.
-    fn verified_paths(&self, presented: &[CertificateDer<'static>]) -> Vec<Vec<CertificateDer<'static>>> {
-        let Some((leaf, others)) = presented.split_first() else {
-            return Vec::new();
+    /// issued it continues one, even when it is a root itself. The presented certificates are the server's to
+    /// choose, so the search is bounded as Go bounds it: a candidate with the subject and key of one already on
+    /// the path is skipped, and the whole search stops after [`MAX_SIGNATURE_CHECKS`] signature checks.
+    fn verified_paths(&self, presented: &[CertificateDer<'static>]) -> Paths {
+        let mut search = Paths {
+            paths: Vec::new(),
+            signature_checks: 0,
         };
-        let mut out = Vec::new();
-        self.extend_paths(&mut vec![leaf.clone()], others, &mut out);
-        out
+        let Some((leaf, others)) = presented.split_first() else {
+            return search;
+        };
+        let others: Vec<Candidate> = others
+            .iter()
+            .take(MAX_PRESENTED)
+            .map(|der| Candidate {
+                identity: identity(der),
+                der: der.clone(),
+            })
+            .collect();
+        let leaf = Candidate {
+            identity: identity(leaf),
+            der: leaf.clone(),
+        };
+        self.extend_paths(&mut vec![leaf], &others, &mut search);
+        search
     }
 
-    fn extend_paths(
-        &self,
-        path: &mut Vec<CertificateDer<'static>>,
-        others: &[CertificateDer<'static>],
-        out: &mut Vec<Vec<CertificateDer<'static>>>,
-    ) {
-        let Some(current) = path.last().cloned() else {
+    fn extend_paths(&self, path: &mut Vec<Candidate>, others: &[Candidate], search: &mut Paths) {
+        let Some(current) = path.last().map(|c| c.der.clone()) else {
             return;
         };
-        for root in self.root_issuers_of(&current) {
-            if out.len() >= MAX_PATHS {
+        for root in self.root_issuers_counted(&current, search) {
+            if search.paths.len() >= MAX_PATHS {
                 return;
             }
-            let mut done = path.clone();
+            let mut done: Vec<CertificateDer<'static>> = path.iter().map(|c| c.der.clone()).collect();
             if root.as_ref() != current.as_ref() {
                 done.push(root.clone());
             }
-            out.push(done);
+            search.paths.push(done);
         }
         if path.len() >= MAX_DEPTH {
             return;
         }
-        for next in others.iter().take(MAX_PRESENTED) {
-            if out.len() >= MAX_PATHS {
+        for next in others {
+            if search.paths.len() >= MAX_PATHS || search.signature_checks >= MAX_SIGNATURE_CHECKS {
                 return;
             }
-            if path.iter().any(|p| p.as_ref() == next.as_ref()) || !self.issued(&current, next) {
+            let on_path = path.iter().any(|p| {
+                p.der.as_ref() == next.der.as_ref() || (p.identity.is_some() && p.identity == next.identity)
+            });
+            if on_path || !names_issuer(&current, &next.der) {
+                continue;
+            }
+            search.signature_checks += 1;
+            if !signed_by(&current, &next.der, &self.algorithms) {
                 continue;
             }
             path.push(next.clone());
-            self.extend_paths(path, others, out);
+            self.extend_paths(path, others, search);
             path.pop();
         }
+    }
+
+    /// [`Self::root_issuers_of`] within the search's signature budget.
+    fn root_issuers_counted(
+        &self,
+        cert: &CertificateDer<'_>,
+        search: &mut Paths,
+    ) -> Vec<&CertificateDer<'static>> {
+        let Ok((_, parsed)) = X509Certificate::from_der(cert.as_ref()) else {
+            return Vec::new();
+        };
+        let issuer = parsed.issuer().as_raw();
+        let mut found = Vec::new();
+        for (subject, root) in &self.roots {
+            if subject.as_slice() != issuer {
+                continue;
+            }
+            if search.signature_checks >= MAX_SIGNATURE_CHECKS {
+                break;
+            }
+            search.signature_checks += 1;
+            if signed_by(cert, root, &self.algorithms) {
+                found.push(root);
+            }
+        }
+        found
     }
 
     async fn resolve_full(
@@ -227,15 +282,41 @@ impl ChainRecord {
     }
 
     /// `parent` names `child`'s issuer and signed it.
+    #[cfg(test)]
     fn issued(&self, child: &CertificateDer<'_>, parent: &CertificateDer<'_>) -> bool {
-        let names_match = match (
-            X509Certificate::from_der(child.as_ref()),
-            X509Certificate::from_der(parent.as_ref()),
-        ) {
-            (Ok((_, c)), Ok((_, p))) => c.issuer().as_raw() == p.subject().as_raw(),
-            _ => false,
-        };
-        names_match && signed_by(child, parent, &self.algorithms)
+        names_issuer(child, parent) && signed_by(child, parent, &self.algorithms)
+    }
+}
+
+/// The paths found and the signature checks spent on them.
+struct Paths {
+    paths: Vec<Vec<CertificateDer<'static>>>,
+    signature_checks: usize,
+}
+
+/// A certificate of the path search with its subject and public key (Go's "already in chain" test).
+#[derive(Clone)]
+struct Candidate {
+    der: CertificateDer<'static>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+fn identity(cert: &CertificateDer<'_>) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (_, parsed) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    Some((
+        parsed.subject().as_raw().to_vec(),
+        parsed.tbs_certificate.subject_pki.raw.to_vec(),
+    ))
+}
+
+/// `parent`'s subject is `child`'s issuer name.
+fn names_issuer(child: &CertificateDer<'_>, parent: &CertificateDer<'_>) -> bool {
+    match (
+        X509Certificate::from_der(child.as_ref()),
+        X509Certificate::from_der(parent.as_ref()),
+    ) {
+        (Ok((_, c)), Ok((_, p))) => c.issuer().as_raw() == p.subject().as_raw(),
+        _ => false,
     }
 }
 

@@ -50,18 +50,22 @@ fn record(roots: Vec<CertificateDer<'static>>) -> Arc<ChainRecord> {
 fn every_path_to_a_trusted_root_is_listed() {
     let p = pki();
     let presented = vec![p.leaf.clone(), p.intermediate.clone()];
-    let to_root = record(vec![p.root.clone()]).verified_paths(&presented);
+    let to_root = record(vec![p.root.clone()]).verified_paths(&presented).paths;
     assert_eq!(
         to_root,
         vec![vec![p.leaf.clone(), p.intermediate.clone(), p.root.clone()]]
     );
-    let to_intermediate = record(vec![p.intermediate.clone()]).verified_paths(&presented);
+    let to_intermediate = record(vec![p.intermediate.clone()])
+        .verified_paths(&presented)
+        .paths;
     assert_eq!(
         to_intermediate,
         vec![vec![p.leaf.clone(), p.intermediate.clone()]]
     );
     // Both trusted: Go lists the short path and the one through the presented intermediate up to the root.
-    let both = record(vec![p.intermediate.clone(), p.root.clone()]).verified_paths(&presented);
+    let both = record(vec![p.intermediate.clone(), p.root.clone()])
+        .verified_paths(&presented)
+        .paths;
     assert_eq!(
         both,
         vec![
@@ -69,7 +73,7 @@ fn every_path_to_a_trusted_root_is_listed() {
             vec![p.leaf.clone(), p.intermediate.clone(), p.root.clone()],
         ]
     );
-    assert!(record(Vec::new()).verified_paths(&presented).is_empty());
+    assert!(record(Vec::new()).verified_paths(&presented).paths.is_empty());
 }
 
 #[tokio::test]
@@ -211,4 +215,35 @@ async fn only_gitlabs_handshakes_are_recorded() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(got, vec![p.leaf, p.intermediate, p.root]);
+}
+
+/// A server may present many self-issued variants of its intermediate (same name and key, each signing every
+/// other) and no way to a trusted root: without Go's bounds the path search walks their permutations (31!/16!
+/// paths). It has to end within the signature budget.
+#[test]
+fn self_issued_variants_do_not_blow_up_the_path_search() {
+    let root_key = KeyPair::generate().unwrap();
+    let root = ca("root").self_signed(&root_key).unwrap();
+    let int_key = KeyPair::generate().unwrap();
+    let int_params = ca("intermediate");
+    let int_issuer = Issuer::new(int_params.clone(), int_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &int_issuer)
+        .unwrap();
+    let mut presented = vec![leaf.der().clone()];
+    for serial in 0..31u64 {
+        let mut p = int_params.clone();
+        p.serial_number = Some(rcgen::SerialNumber::from(serial + 1));
+        presented.push(p.signed_by(int_issuer.key(), &int_issuer).unwrap().der().clone());
+    }
+    let r = record(vec![root.der().clone()]);
+    let found = r.verified_paths(&presented);
+    assert!(
+        found.signature_checks <= MAX_SIGNATURE_CHECKS,
+        "{} signature checks",
+        found.signature_checks
+    );
+    assert!(found.paths.is_empty());
 }
