@@ -3,12 +3,15 @@
 //! trusted anchor), each certificate once. With `FF_RESOLVE_FULL_TLS_CHAIN` the chain is then extended past an
 //! anchor that is not self-signed: first by fetching issuers from the last certificate's Authority Information
 //! Access URL (`caIssuers`, at most 14 hops, until a self-signed one), then by looking the last certificate's
-//! issuers up in the system's trusted roots. A failed fetch fails the whole chain, and the job then gets none,
-//! as upstream.
+//! issuers up in the system's trusted roots. A failed fetch, or a last certificate or issuer outside its
+//! validity period, fails the whole chain, and the job then gets none, as upstream. Issuer URLs are fetched
+//! without following redirects, under one deadline, and a fetched certificate that did not sign the one naming
+//! it ends the chain.
 //!
-//! The certificates the server presented are recorded by the client's verifier after the standard check
-//! accepted them ([`ChainRecord`]); the paths Go's verifier would list are rebuilt here by name and signature
-//! over the presented certificates and the system roots, the same certificates that check used.
+//! The certificates GitLab presented are recorded by the client's verifier after the standard check accepted
+//! them ([`ChainRecord`]; handshakes with other hosts, such as object storage, are not); the paths Go's verifier
+//! would list are rebuilt here by name and signature over the presented certificates and the system roots, the
+//! same certificates that check used, within Go's bounds on that search.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -22,6 +25,8 @@ use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificat
 /// gitlab-runner's URL resolver stops after this many rounds (the 15th round ends the loop before fetching).
 const AIA_LOOP_LIMIT: usize = 15;
 const AIA_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+/// All the fetches of one chain together.
+const AIA_DEADLINE: Duration = Duration::from_secs(30);
 /// An issuer certificate (or a PKCS#7 bundle of a few) is a few KiB; anything far larger is not one.
 const AIA_MAX_BYTES: usize = 1024 * 1024;
 /// Bounds on the paths built over what the server presented (Go bounds its chain building similarly).
@@ -245,36 +250,82 @@ impl ChainRecord {
         let http = match self.aia_http.get() {
             Some(http) => http.clone(),
             None => {
+                // A redirect would let whoever serves the URL send the runner anywhere; CAs publish issuers at
+                // the URL itself.
                 let http = reqwest::Client::builder()
                     .timeout(AIA_FETCH_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .map_err(|e| format!("cannot set up the issuer fetch: {e}"))?;
                 self.aia_http.get_or_init(|| http).clone()
             }
         };
+        // One deadline for all the fetches: every job start waits for them.
+        tokio::time::timeout(AIA_DEADLINE, self.fetch_issuers(&http, &mut chain))
+            .await
+            .map_err(|_| {
+                format!(
+                    "fetching the issuers took longer than {}s",
+                    AIA_DEADLINE.as_secs()
+                )
+            })??;
+        // The verify step, as Go's `Verify` of the last certificate against the system roots: an unknown
+        // authority leaves the chain as it is, a certificate (or the only issuers) outside its validity period
+        // is an error, which drops the chain.
+        let Some(last) = chain.last().cloned() else {
+            return Ok(chain);
+        };
+        if self.self_signed(&last) {
+            return Ok(chain);
+        }
+        if !valid_now(&last) {
+            return Err("error while verifying last certificate from the chain: x509: certificate has expired or is not yet valid".to_string());
+        }
+        let roots = self.root_issuers_of(&last);
+        if roots.is_empty() {
+            return Ok(chain);
+        }
+        match roots.into_iter().find(|root| valid_now(root)) {
+            Some(root) if root.as_ref() != last.as_ref() => chain.push(root.clone()),
+            Some(_) => {}
+            None => {
+                return Err("error while verifying last certificate from the chain: x509: certificate has expired or is not yet valid".to_string());
+            }
+        }
+        Ok(chain)
+    }
+
+    /// Follows `caIssuers` URLs from the last certificate up, while each fetched certificate signed the one
+    /// before it (a server's certificate names the URL, so what comes back is not trusted to be the issuer).
+    async fn fetch_issuers(
+        &self,
+        http: &reqwest::Client,
+        chain: &mut Vec<CertificateDer<'static>>,
+    ) -> Result<(), String> {
         for _ in 1..AIA_LOOP_LIMIT {
-            let Some(url) = chain.last().and_then(ca_issuers_url) else {
+            let Some(last) = chain.last() else {
                 break;
             };
-            let Some(issuer) = fetch_issuer(&http, &url).await? else {
+            let Some(url) = ca_issuers_url(last) else {
                 break;
             };
+            let Some(issuer) = fetch_issuer(http, &url).await? else {
+                break;
+            };
+            if !signed_by(last, &issuer, &self.algorithms) {
+                tracing::warn!(
+                    url = %crate::redact::redact_url(&url),
+                    "the certificate at a caIssuers URL did not sign the certificate naming it; the chain ends before it"
+                );
+                break;
+            }
             let root = self.self_signed(&issuer);
             chain.push(issuer);
             if root {
                 break;
             }
         }
-        // The verify step: a last certificate that is not self-signed gets its issuers from the system roots;
-        // an unknown authority leaves the chain as it is.
-        if let Some(last) = chain.last().cloned()
-            && !self.self_signed(&last)
-            && let Some(root) = self.root_issuers_of(&last).first().copied()
-            && root.as_ref() != last.as_ref()
-        {
-            chain.push(root.clone());
-        }
-        Ok(chain)
+        Ok(())
     }
 
     fn self_signed(&self, cert: &CertificateDer<'_>) -> bool {
@@ -318,6 +369,11 @@ fn names_issuer(child: &CertificateDer<'_>, parent: &CertificateDer<'_>) -> bool
         (Ok((_, c)), Ok((_, p))) => c.issuer().as_raw() == p.subject().as_raw(),
         _ => false,
     }
+}
+
+/// Within its validity period now (Go checks every certificate of a chain it verifies).
+fn valid_now(cert: &CertificateDer<'_>) -> bool {
+    X509Certificate::from_der(cert.as_ref()).is_ok_and(|(_, c)| c.validity().is_valid())
 }
 
 /// Go's `CheckSignatureFrom`: the parent may sign certificates (a CA, with `keyCertSign` when it lists key

@@ -247,3 +247,117 @@ fn self_issued_variants_do_not_blow_up_the_path_search() {
     );
     assert!(found.paths.is_empty());
 }
+
+/// Serves `answers` in turn (status, extra header, body) on 127.0.0.1; returns the base URL and a request count.
+async fn issuer_host(
+    answers: Vec<(u16, Option<String>, Vec<u8>)>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let Some((status, header, body)) = answers.get(n).cloned() else {
+                continue;
+            };
+            let mut buf = vec![0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let extra = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
+            let head = format!(
+                "HTTP/1.1 {status} X\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&body).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+    (base, hits)
+}
+
+/// leaf <- intermediate (naming `url` as its issuer's) <- root; the intermediate is the trusted anchor.
+fn pki_with_aia(url: &str) -> (Pki, Arc<ChainRecord>) {
+    let root_key = KeyPair::generate().unwrap();
+    let root_params = ca("root");
+    let root = root_params.self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(root_params, root_key);
+    let int_key = KeyPair::generate().unwrap();
+    let mut int_params = ca("intermediate");
+    int_params.custom_extensions = vec![aia(url)];
+    let intermediate = int_params.signed_by(&int_key, &root_issuer).unwrap();
+    let int_issuer = Issuer::new(int_params, int_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &int_issuer)
+        .unwrap();
+    let p = Pki {
+        root: root.der().clone(),
+        intermediate: intermediate.der().clone(),
+        leaf: leaf.der().clone(),
+    };
+    let r = record(vec![p.intermediate.clone()]);
+    r.record(&gitlab(), &p.leaf, std::slice::from_ref(&p.intermediate));
+    (p, r)
+}
+
+fn count(pem: Option<String>) -> usize {
+    pem.map_or(0, |p| p.matches("BEGIN CERTIFICATE").count())
+}
+
+#[tokio::test]
+async fn an_issuer_url_serving_another_ca_ends_the_chain_before_it() {
+    let stranger = pki().root;
+    let (base, hits) = issuer_host(vec![(200, None, stranger.as_ref().to_vec())]).await;
+    let (_, r) = pki_with_aia(&format!("{base}/root.der"));
+    assert_eq!(count(r.job_chain(true).await), 2, "leaf and intermediate only");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_redirect_at_the_issuer_url_is_not_followed() {
+    // Where the redirect points, another CA's root: followed, it would end the chain.
+    let (base, hits) = issuer_host(vec![
+        (302, Some("Location: /moved.der".to_string()), Vec::new()),
+        (200, None, pki().root.as_ref().to_vec()),
+    ])
+    .await;
+    let (_, r) = pki_with_aia(&format!("{base}/root.der"));
+    assert_eq!(
+        r.job_chain(true).await,
+        None,
+        "a fetch that did not answer 200 drops the chain"
+    );
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the redirect was not followed"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_issuer_in_the_system_roots_drops_the_chain() {
+    let root_key = KeyPair::generate().unwrap();
+    let mut root_params = ca("root");
+    root_params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    root_params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    let root = root_params.self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(root_params, root_key);
+    let int_key = KeyPair::generate().unwrap();
+    let int_params = ca("intermediate");
+    let intermediate = int_params.signed_by(&int_key, &root_issuer).unwrap();
+    let int_issuer = Issuer::new(int_params, int_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &int_issuer)
+        .unwrap();
+    let r = record(vec![intermediate.der().clone(), root.der().clone()]);
+    r.record(&gitlab(), leaf.der(), std::slice::from_ref(intermediate.der()));
+    assert!(count(r.job_chain(false).await) >= 2);
+    assert_eq!(r.job_chain(true).await, None);
+}
