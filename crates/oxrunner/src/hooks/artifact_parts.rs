@@ -61,8 +61,10 @@ pub(crate) async fn download(
             Ok(())
         }
         Err(why) => {
-            tracing::info!(job_id, reason = %why, "artifact download in parts failed");
-            note("Artifact download: parallel failed, using single download stream");
+            // `why` names the store by its cleaned URL: no signature.
+            note(&format!(
+                "Artifact download: parallel failed, using single download stream  error={why}"
+            ));
             client.download_artifacts(job_id, token, dest, true).await
         }
     }
