@@ -361,3 +361,24 @@ async fn an_expired_issuer_in_the_system_roots_drops_the_chain() {
     assert!(count(r.job_chain(false).await) >= 2);
     assert_eq!(r.job_chain(true).await, None);
 }
+
+/// Certificates that all carry one name but each its own key, every one signed by the next: the path through
+/// them is long and every step tries every one of them. The signature budget ends the search early.
+#[test]
+fn the_signature_budget_ends_a_long_search() {
+    let keys: Vec<KeyPair> = (0..31).map(|_| KeyPair::generate().unwrap()).collect();
+    let issuers: Vec<Issuer<'_, &KeyPair>> = keys.iter().map(|k| Issuer::new(ca("same"), k)).collect();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuers[0])
+        .unwrap();
+    let mut presented = vec![leaf.der().clone()];
+    for i in 0..keys.len() {
+        let parent = &issuers[(i + 1) % issuers.len()];
+        presented.push(ca("same").signed_by(&keys[i], parent).unwrap().der().clone());
+    }
+    let found = record(Vec::new()).verified_paths(&presented);
+    assert_eq!(found.signature_checks, MAX_SIGNATURE_CHECKS);
+    assert!(found.paths.is_empty());
+}
