@@ -34,6 +34,7 @@ mod payload;
 mod records;
 mod spec;
 mod state;
+mod storage;
 mod tls;
 
 use std::net::SocketAddr;
@@ -83,6 +84,10 @@ pub struct FakeOptions {
     pub admin_personal_access_token: String,
     /// Address to listen on; port 0 picks a free port. Must be a loopback address.
     pub listen: SocketAddr,
+    /// Serve object storage (the targets of `direct_download` redirects) over HTTPS with this certificate on a
+    /// listener of its own, `https://127.0.0.1:PORT`, another host than GitLab's `localhost` as in production.
+    /// Without it the store is served by GitLab's listener.
+    pub object_storage_tls: Option<TlsMaterial>,
 }
 
 impl Default for FakeOptions {
@@ -98,6 +103,7 @@ impl Default for FakeOptions {
             runner_token_expires_in: None,
             admin_personal_access_token: "glpat-fake-admin-0123456789".to_string(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            object_storage_tls: None,
         }
     }
 }
@@ -107,6 +113,7 @@ pub struct FakeGitlab {
     shared: Arc<Shared>,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
+    _storage: Option<storage::Running>,
 }
 
 impl std::fmt::Debug for FakeGitlab {
@@ -191,6 +198,10 @@ impl FakeGitlab {
             Some(_) => format!("https://{addr}"),
             None => format!("http://{addr}"),
         };
+        let storage = opts.object_storage_tls.as_ref().map(storage::bind).transpose()?;
+        let object_storage_url = storage
+            .as_ref()
+            .map_or_else(|| base_url.clone(), |s| s.url.clone());
         let repos = tempfile::Builder::new()
             .prefix("fake-gitlab-repos-")
             .tempdir()
@@ -198,6 +209,7 @@ impl FakeGitlab {
         let shared = Arc::new(Shared {
             opts: opts.clone(),
             base_url,
+            object_storage_url,
             inner: Mutex::new(Inner::new()),
             queue_changed: Notify::new(),
             job_changed: Notify::new(),
@@ -251,12 +263,27 @@ impl FakeGitlab {
                 })
             }
         };
-        Ok(FakeGitlab { shared, handle, task })
+        let storage = match storage {
+            Some(bound) => Some(storage::serve(bound, shared.clone()).await?),
+            None => None,
+        };
+        Ok(FakeGitlab {
+            shared,
+            handle,
+            task,
+            _storage: storage,
+        })
     }
 
     /// `http://127.0.0.1:PORT` or `https://localhost:PORT`.
     pub fn url(&self) -> String {
         self.shared.base_url.clone()
+    }
+
+    /// Where `direct_download` redirects point: [`FakeGitlab::url`], or the store's own listener with
+    /// [`FakeOptions::object_storage_tls`].
+    pub fn object_storage_url(&self) -> String {
+        self.shared.object_storage_url.clone()
     }
 
     /// Like creating a runner in the UI: returns a `glrt-` token usable for verify and jobs.

@@ -67,6 +67,8 @@ pub(crate) struct Inner {
 pub(crate) struct Shared {
     pub opts: FakeOptions,
     pub base_url: String,
+    /// Base of the pre-signed object-storage URLs (GitLab's own URL unless the store has its own listener).
+    pub object_storage_url: String,
     pub inner: Mutex<Inner>,
     /// Woken whenever a runner queue value changes (Workhorse watches these keys).
     pub queue_changed: Notify,

@@ -122,7 +122,7 @@ pub(crate) async fn download(
     if direct {
         let location = format!(
             "{}/object-storage/artifacts/{id}/{}?X-Amz-Expires=3600&X-Amz-Signature={}",
-            shared.base_url, archive.filename, job.download_secret
+            shared.object_storage_url, archive.filename, job.download_secret
         );
         return (StatusCode::FOUND, [(header::LOCATION, location)]).into_response();
     }

@@ -169,7 +169,7 @@ impl Client {
     ) -> Result<(), ApiError> {
         let (resp, shown) = match self.artifact_answer(job_id, token, direct).await? {
             Answer::Body(resp, shown) => (resp, shown),
-            Answer::Redirect(target) => {
+            Answer::Redirect(target, _) => {
                 // Object storage authenticates with the signed URL; the job token must not leak there.
                 let next = self
                     .send_transfer(&target, |http| {
@@ -198,7 +198,14 @@ impl Client {
                 save_answer(resp, dest, shown).await?;
                 Ok(DirectDownload::Written)
             }
-            Answer::Redirect(target) => Ok(DirectDownload::Redirect(target)),
+            // gitlab-runner takes only these two as a hand-over to object storage; the caller falls back to the
+            // ordinary download for any other redirect.
+            Answer::Redirect(target, 302 | 307) => Ok(DirectDownload::Redirect(target)),
+            Answer::Redirect(target, status) => Err(ApiError::Status {
+                url_redacted: redact_url(target.as_str()),
+                status,
+                message: "a redirect other than 302 or 307 is not a direct download".to_string(),
+            }),
         }
     }
 
@@ -215,14 +222,14 @@ impl Client {
             })
             .await?;
         match resp.status().as_u16() {
-            301 | 302 | 303 | 307 | 308 => {
+            status @ (301 | 302 | 303 | 307 | 308) => {
                 let location = header_str(resp.headers(), "Location").unwrap_or_default();
                 let target = url.join(&location).map_err(|e| ApiError::Status {
                     url_redacted: redact_url(url.as_str()),
                     status: resp.status().as_u16(),
                     message: format!("bad redirect location {}: {e}", redact_url(&location)),
                 })?;
-                Ok(Answer::Redirect(target))
+                Ok(Answer::Redirect(target, status))
             }
             _ => Ok(Answer::Body(resp, redact_url(url.as_str()))),
         }
@@ -240,7 +247,7 @@ pub enum DirectDownload {
 
 enum Answer {
     Body(reqwest::Response, String),
-    Redirect(url::Url),
+    Redirect(url::Url, u16),
 }
 
 async fn save_answer(resp: reqwest::Response, dest: &Path, shown: String) -> Result<(), ApiError> {

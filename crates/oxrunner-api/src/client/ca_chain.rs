@@ -3,35 +3,45 @@
 //! trusted anchor), each certificate once. With `FF_RESOLVE_FULL_TLS_CHAIN` the chain is then extended past an
 //! anchor that is not self-signed: first by fetching issuers from the last certificate's Authority Information
 //! Access URL (`caIssuers`, at most 14 hops, until a self-signed one), then by looking the last certificate's
-//! issuers up in the system's trusted roots. A failed fetch fails the whole chain, and the job then gets none,
-//! as upstream.
+//! issuers up in the system's trusted roots. A failed fetch, or a last certificate or issuer outside its
+//! validity period, fails the whole chain, and the job then gets none, as upstream. Issuer URLs are fetched
+//! without following redirects, under one deadline, and a fetched certificate that did not sign the one naming
+//! it ends the chain.
 //!
-//! The certificates the server presented are recorded by the client's verifier after the standard check
-//! accepted them ([`ChainRecord`]); the paths Go's verifier would list are rebuilt here by name and signature
-//! over the presented certificates and the system roots, the same certificates that check used.
+//! The certificates GitLab presented are recorded by the client's verifier after the standard check accepted
+//! them ([`ChainRecord`]; handshakes with other hosts, such as object storage, are not); the paths Go's verifier
+//! would list are rebuilt here by name and signature over the presented certificates and the system roots, the
+//! same certificates that check used, within Go's bounds on that search.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 
 /// gitlab-runner's URL resolver stops after this many rounds (the 15th round ends the loop before fetching).
 const AIA_LOOP_LIMIT: usize = 15;
 const AIA_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+/// All the fetches of one chain together.
+const AIA_DEADLINE: Duration = Duration::from_secs(30);
 /// An issuer certificate (or a PKCS#7 bundle of a few) is a few KiB; anything far larger is not one.
 const AIA_MAX_BYTES: usize = 1024 * 1024;
 /// Bounds on the paths built over what the server presented (Go bounds its chain building similarly).
 const MAX_DEPTH: usize = 16;
 const MAX_PATHS: usize = 16;
 const MAX_PRESENTED: usize = 32;
+/// Go's `maxChainSignatureChecks`: the signature checks one chain search may spend.
+const MAX_SIGNATURE_CHECKS: usize = 100;
 const CA_ISSUERS_OID: &str = "1.3.6.1.5.5.7.48.2";
 
-/// What the verifier saw on the last accepted handshake, and the roots it trusted.
+/// What the verifier saw on the last accepted handshake with GitLab, and the roots it trusted.
 pub(crate) struct ChainRecord {
+    /// GitLab's host as the TLS server name is compared (lower case, IPv6 without brackets). The transfer client
+    /// shares the verifier and also talks to object storage, another host whose chain a job must not get.
+    gitlab_host: String,
     presented: Mutex<Option<Vec<CertificateDer<'static>>>>,
     /// The system roots with their subjects (DER), so an issuer is looked up without parsing every root.
     roots: Vec<(Vec<u8>, CertificateDer<'static>)>,
@@ -42,6 +52,7 @@ pub(crate) struct ChainRecord {
 
 impl ChainRecord {
     pub(crate) fn new(
+        gitlab_host: &str,
         roots: Vec<CertificateDer<'static>>,
         algorithms: WebPkiSupportedAlgorithms,
     ) -> Arc<Self> {
@@ -54,6 +65,7 @@ impl ChainRecord {
             })
             .collect();
         Arc::new(ChainRecord {
+            gitlab_host: gitlab_host.to_ascii_lowercase(),
             presented: Mutex::new(None),
             roots,
             algorithms,
@@ -75,8 +87,23 @@ impl ChainRecord {
             .collect()
     }
 
-    /// Called by the verifier once the standard check accepted `end_entity` with `intermediates`.
-    pub(crate) fn record(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) {
+    /// Called by the verifier once the standard check accepted `end_entity` with `intermediates` for
+    /// `server_name`; only GitLab's own handshakes are kept (upstream reads the chain off the `jobs/request`
+    /// response). A resumed session skips the verifier, so the record stays the last full handshake's with GitLab.
+    pub(crate) fn record(
+        &self,
+        server_name: &ServerName<'_>,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) {
+        let name = match server_name {
+            ServerName::DnsName(d) => d.as_ref().to_ascii_lowercase(),
+            ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+            _ => return,
+        };
+        if name != self.gitlab_host {
+            return;
+        }
         let mut chain = Vec::with_capacity(intermediates.len() + 1);
         chain.push(end_entity.clone().into_owned());
         chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
@@ -95,10 +122,19 @@ impl ChainRecord {
 
     /// The chain for a job as PEM, `None` before any verified handshake (plain HTTP) or when resolving failed
     /// (logged, as upstream logs it).
-    pub(crate) async fn job_chain(&self, resolve_full: bool) -> Option<String> {
+    pub(crate) async fn job_chain(self: &Arc<Self>, resolve_full: bool) -> Option<String> {
         let presented = self.presented()?;
+        // Up to a hundred signature checks: not for an async worker.
+        let me = Arc::clone(self);
+        let paths = match tokio::task::spawn_blocking(move || me.verified_paths(&presented).paths).await {
+            Ok(paths) => paths,
+            Err(e) => {
+                tracing::error!(error = %e, "building the job's CA chain failed");
+                return None;
+            }
+        };
         let mut all = Vec::new();
-        for path in self.verified_paths(&presented) {
+        for path in paths {
             if !resolve_full {
                 all.extend(path);
                 continue;
@@ -117,50 +153,94 @@ impl ChainRecord {
 
     /// Every path from the leaf to a trusted root, as Go's verifier lists its verified chains: at each step a
     /// system root that issued the certificate ends a path (roots first), and a presented certificate that
-    /// issued it continues one, even when it is a root itself. Bounded in depth and count: the presented
-    /// certificates are the server's to choose.
-    fn verified_paths(&self, presented: &[CertificateDer<'static>]) -> Vec<Vec<CertificateDer<'static>>> {
-        let Some((leaf, others)) = presented.split_first() else {
-            return Vec::new();
+    /// issued it continues one, even when it is a root itself. The presented certificates are the server's to
+    /// choose, so the search is bounded as Go bounds it: a candidate with the subject and key of one already on
+    /// the path is skipped, and the whole search stops after [`MAX_SIGNATURE_CHECKS`] signature checks.
+    fn verified_paths(&self, presented: &[CertificateDer<'static>]) -> Paths {
+        let mut search = Paths {
+            paths: Vec::new(),
+            signature_checks: 0,
         };
-        let mut out = Vec::new();
-        self.extend_paths(&mut vec![leaf.clone()], others, &mut out);
-        out
+        let Some((leaf, others)) = presented.split_first() else {
+            return search;
+        };
+        let others: Vec<Candidate> = others
+            .iter()
+            .take(MAX_PRESENTED)
+            .map(|der| Candidate {
+                identity: identity(der),
+                der: der.clone(),
+            })
+            .collect();
+        let leaf = Candidate {
+            identity: identity(leaf),
+            der: leaf.clone(),
+        };
+        self.extend_paths(&mut vec![leaf], &others, &mut search);
+        search
     }
 
-    fn extend_paths(
-        &self,
-        path: &mut Vec<CertificateDer<'static>>,
-        others: &[CertificateDer<'static>],
-        out: &mut Vec<Vec<CertificateDer<'static>>>,
-    ) {
-        let Some(current) = path.last().cloned() else {
+    fn extend_paths(&self, path: &mut Vec<Candidate>, others: &[Candidate], search: &mut Paths) {
+        let Some(current) = path.last().map(|c| c.der.clone()) else {
             return;
         };
-        for root in self.root_issuers_of(&current) {
-            if out.len() >= MAX_PATHS {
+        for root in self.root_issuers_counted(&current, search) {
+            if search.paths.len() >= MAX_PATHS {
                 return;
             }
-            let mut done = path.clone();
+            let mut done: Vec<CertificateDer<'static>> = path.iter().map(|c| c.der.clone()).collect();
             if root.as_ref() != current.as_ref() {
                 done.push(root.clone());
             }
-            out.push(done);
+            search.paths.push(done);
         }
         if path.len() >= MAX_DEPTH {
             return;
         }
-        for next in others.iter().take(MAX_PRESENTED) {
-            if out.len() >= MAX_PATHS {
+        for next in others {
+            if search.paths.len() >= MAX_PATHS || search.signature_checks >= MAX_SIGNATURE_CHECKS {
                 return;
             }
-            if path.iter().any(|p| p.as_ref() == next.as_ref()) || !self.issued(&current, next) {
+            let on_path = path.iter().any(|p| {
+                p.der.as_ref() == next.der.as_ref() || (p.identity.is_some() && p.identity == next.identity)
+            });
+            if on_path || !names_issuer(&current, &next.der) {
+                continue;
+            }
+            search.signature_checks += 1;
+            if !signed_by(&current, &next.der, &self.algorithms) {
                 continue;
             }
             path.push(next.clone());
-            self.extend_paths(path, others, out);
+            self.extend_paths(path, others, search);
             path.pop();
         }
+    }
+
+    /// [`Self::root_issuers_of`] within the search's signature budget.
+    fn root_issuers_counted(
+        &self,
+        cert: &CertificateDer<'_>,
+        search: &mut Paths,
+    ) -> Vec<&CertificateDer<'static>> {
+        let Ok((_, parsed)) = X509Certificate::from_der(cert.as_ref()) else {
+            return Vec::new();
+        };
+        let issuer = parsed.issuer().as_raw();
+        let mut found = Vec::new();
+        for (subject, root) in &self.roots {
+            if subject.as_slice() != issuer {
+                continue;
+            }
+            if search.signature_checks >= MAX_SIGNATURE_CHECKS {
+                break;
+            }
+            search.signature_checks += 1;
+            if signed_by(cert, root, &self.algorithms) {
+                found.push(root);
+            }
+        }
+        found
     }
 
     async fn resolve_full(
@@ -170,36 +250,82 @@ impl ChainRecord {
         let http = match self.aia_http.get() {
             Some(http) => http.clone(),
             None => {
+                // A redirect would let whoever serves the URL send the runner anywhere; CAs publish issuers at
+                // the URL itself.
                 let http = reqwest::Client::builder()
                     .timeout(AIA_FETCH_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .map_err(|e| format!("cannot set up the issuer fetch: {e}"))?;
                 self.aia_http.get_or_init(|| http).clone()
             }
         };
+        // One deadline for all the fetches: every job start waits for them.
+        tokio::time::timeout(AIA_DEADLINE, self.fetch_issuers(&http, &mut chain))
+            .await
+            .map_err(|_| {
+                format!(
+                    "fetching the issuers took longer than {}s",
+                    AIA_DEADLINE.as_secs()
+                )
+            })??;
+        // The verify step, as Go's `Verify` of the last certificate against the system roots: an unknown
+        // authority leaves the chain as it is, a certificate (or the only issuers) outside its validity period
+        // is an error, which drops the chain.
+        let Some(last) = chain.last().cloned() else {
+            return Ok(chain);
+        };
+        if self.self_signed(&last) {
+            return Ok(chain);
+        }
+        if !valid_now(&last) {
+            return Err("error while verifying last certificate from the chain: x509: certificate has expired or is not yet valid".to_string());
+        }
+        let roots = self.root_issuers_of(&last);
+        if roots.is_empty() {
+            return Ok(chain);
+        }
+        match roots.into_iter().find(|root| valid_now(root)) {
+            Some(root) if root.as_ref() != last.as_ref() => chain.push(root.clone()),
+            Some(_) => {}
+            None => {
+                return Err("error while verifying last certificate from the chain: x509: certificate has expired or is not yet valid".to_string());
+            }
+        }
+        Ok(chain)
+    }
+
+    /// Follows `caIssuers` URLs from the last certificate up, while each fetched certificate signed the one
+    /// before it (a server's certificate names the URL, so what comes back is not trusted to be the issuer).
+    async fn fetch_issuers(
+        &self,
+        http: &reqwest::Client,
+        chain: &mut Vec<CertificateDer<'static>>,
+    ) -> Result<(), String> {
         for _ in 1..AIA_LOOP_LIMIT {
-            let Some(url) = chain.last().and_then(ca_issuers_url) else {
+            let Some(last) = chain.last() else {
                 break;
             };
-            let Some(issuer) = fetch_issuer(&http, &url).await? else {
+            let Some(url) = ca_issuers_url(last) else {
                 break;
             };
+            let Some(issuer) = fetch_issuer(http, &url).await? else {
+                break;
+            };
+            if !signed_by(last, &issuer, &self.algorithms) {
+                tracing::warn!(
+                    url = %crate::redact::redact_url(&url),
+                    "the certificate at a caIssuers URL did not sign the certificate naming it; the chain ends before it"
+                );
+                break;
+            }
             let root = self.self_signed(&issuer);
             chain.push(issuer);
             if root {
                 break;
             }
         }
-        // The verify step: a last certificate that is not self-signed gets its issuers from the system roots;
-        // an unknown authority leaves the chain as it is.
-        if let Some(last) = chain.last().cloned()
-            && !self.self_signed(&last)
-            && let Some(root) = self.root_issuers_of(&last).first().copied()
-            && root.as_ref() != last.as_ref()
-        {
-            chain.push(root.clone());
-        }
-        Ok(chain)
+        Ok(())
     }
 
     fn self_signed(&self, cert: &CertificateDer<'_>) -> bool {
@@ -207,16 +333,47 @@ impl ChainRecord {
     }
 
     /// `parent` names `child`'s issuer and signed it.
+    #[cfg(test)]
     fn issued(&self, child: &CertificateDer<'_>, parent: &CertificateDer<'_>) -> bool {
-        let names_match = match (
-            X509Certificate::from_der(child.as_ref()),
-            X509Certificate::from_der(parent.as_ref()),
-        ) {
-            (Ok((_, c)), Ok((_, p))) => c.issuer().as_raw() == p.subject().as_raw(),
-            _ => false,
-        };
-        names_match && signed_by(child, parent, &self.algorithms)
+        names_issuer(child, parent) && signed_by(child, parent, &self.algorithms)
     }
+}
+
+/// The paths found and the signature checks spent on them.
+struct Paths {
+    paths: Vec<Vec<CertificateDer<'static>>>,
+    signature_checks: usize,
+}
+
+/// A certificate of the path search with its subject and public key (Go's "already in chain" test).
+#[derive(Clone)]
+struct Candidate {
+    der: CertificateDer<'static>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+fn identity(cert: &CertificateDer<'_>) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (_, parsed) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    Some((
+        parsed.subject().as_raw().to_vec(),
+        parsed.tbs_certificate.subject_pki.raw.to_vec(),
+    ))
+}
+
+/// `parent`'s subject is `child`'s issuer name.
+fn names_issuer(child: &CertificateDer<'_>, parent: &CertificateDer<'_>) -> bool {
+    match (
+        X509Certificate::from_der(child.as_ref()),
+        X509Certificate::from_der(parent.as_ref()),
+    ) {
+        (Ok((_, c)), Ok((_, p))) => c.issuer().as_raw() == p.subject().as_raw(),
+        _ => false,
+    }
+}
+
+/// Within its validity period now (Go checks every certificate of a chain it verifies).
+fn valid_now(cert: &CertificateDer<'_>) -> bool {
+    X509Certificate::from_der(cert.as_ref()).is_ok_and(|(_, c)| c.validity().is_valid())
 }
 
 /// Go's `CheckSignatureFrom`: the parent may sign certificates (a CA, with `keyCertSign` when it lists key

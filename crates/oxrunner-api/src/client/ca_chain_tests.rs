@@ -43,25 +43,29 @@ fn pki() -> Pki {
 
 fn record(roots: Vec<CertificateDer<'static>>) -> Arc<ChainRecord> {
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    ChainRecord::new(roots, provider.signature_verification_algorithms)
+    ChainRecord::new("localhost", roots, provider.signature_verification_algorithms)
 }
 
 #[test]
 fn every_path_to_a_trusted_root_is_listed() {
     let p = pki();
     let presented = vec![p.leaf.clone(), p.intermediate.clone()];
-    let to_root = record(vec![p.root.clone()]).verified_paths(&presented);
+    let to_root = record(vec![p.root.clone()]).verified_paths(&presented).paths;
     assert_eq!(
         to_root,
         vec![vec![p.leaf.clone(), p.intermediate.clone(), p.root.clone()]]
     );
-    let to_intermediate = record(vec![p.intermediate.clone()]).verified_paths(&presented);
+    let to_intermediate = record(vec![p.intermediate.clone()])
+        .verified_paths(&presented)
+        .paths;
     assert_eq!(
         to_intermediate,
         vec![vec![p.leaf.clone(), p.intermediate.clone()]]
     );
     // Both trusted: Go lists the short path and the one through the presented intermediate up to the root.
-    let both = record(vec![p.intermediate.clone(), p.root.clone()]).verified_paths(&presented);
+    let both = record(vec![p.intermediate.clone(), p.root.clone()])
+        .verified_paths(&presented)
+        .paths;
     assert_eq!(
         both,
         vec![
@@ -69,7 +73,7 @@ fn every_path_to_a_trusted_root_is_listed() {
             vec![p.leaf.clone(), p.intermediate.clone(), p.root.clone()],
         ]
     );
-    assert!(record(Vec::new()).verified_paths(&presented).is_empty());
+    assert!(record(Vec::new()).verified_paths(&presented).paths.is_empty());
 }
 
 #[tokio::test]
@@ -95,7 +99,7 @@ async fn a_failed_issuer_fetch_leaves_the_job_without_a_chain_only_with_the_flag
 
     let r = record(vec![intermediate.der().clone()]);
     assert_eq!(r.job_chain(false).await, None, "nothing recorded yet");
-    r.record(leaf.der(), std::slice::from_ref(intermediate.der()));
+    r.record(&gitlab(), leaf.der(), std::slice::from_ref(intermediate.der()));
     let plain = r.job_chain(false).await.unwrap();
     assert_eq!(plain.matches("BEGIN CERTIFICATE").count(), 2);
     assert_eq!(r.job_chain(true).await, None);
@@ -192,4 +196,189 @@ fn a_truncated_length_is_no_element() {
         tlv(&[0x04, 0x01, 0xaa, 0xbb]),
         Some((0x04, &[0xaa][..], &[0xbb][..]))
     );
+}
+
+fn gitlab() -> ServerName<'static> {
+    ServerName::try_from("LocalHost").unwrap()
+}
+
+#[tokio::test]
+async fn only_gitlabs_handshakes_are_recorded() {
+    let p = pki();
+    let other = pki();
+    let r = record(vec![p.root.clone(), other.root.clone()]);
+    r.record(&gitlab(), &p.leaf, std::slice::from_ref(&p.intermediate));
+    let store = ServerName::try_from("127.0.0.1").unwrap();
+    r.record(&store, &other.leaf, std::slice::from_ref(&other.intermediate));
+    let pem = r.job_chain(false).await.unwrap();
+    let got: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, vec![p.leaf, p.intermediate, p.root]);
+}
+
+/// A server may present many self-issued variants of its intermediate (same name and key, each signing every
+/// other) and no way to a trusted root: without Go's bounds the path search walks their permutations (31!/16!
+/// paths). It has to end within the signature budget.
+#[test]
+fn self_issued_variants_do_not_blow_up_the_path_search() {
+    let root_key = KeyPair::generate().unwrap();
+    let root = ca("root").self_signed(&root_key).unwrap();
+    let int_key = KeyPair::generate().unwrap();
+    let int_params = ca("intermediate");
+    let int_issuer = Issuer::new(int_params.clone(), int_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &int_issuer)
+        .unwrap();
+    let mut presented = vec![leaf.der().clone()];
+    for serial in 0..31u64 {
+        let mut p = int_params.clone();
+        p.serial_number = Some(rcgen::SerialNumber::from(serial + 1));
+        presented.push(p.signed_by(int_issuer.key(), &int_issuer).unwrap().der().clone());
+    }
+    let r = record(vec![root.der().clone()]);
+    let found = r.verified_paths(&presented);
+    assert!(
+        found.signature_checks <= MAX_SIGNATURE_CHECKS,
+        "{} signature checks",
+        found.signature_checks
+    );
+    assert!(found.paths.is_empty());
+}
+
+/// Serves `answers` in turn (status, extra header, body) on 127.0.0.1; returns the base URL and a request count.
+async fn issuer_host(
+    answers: Vec<(u16, Option<String>, Vec<u8>)>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let Some((status, header, body)) = answers.get(n).cloned() else {
+                continue;
+            };
+            let mut buf = vec![0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let extra = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
+            let head = format!(
+                "HTTP/1.1 {status} X\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&body).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+    (base, hits)
+}
+
+/// leaf <- intermediate (naming `url` as its issuer's) <- root; the intermediate is the trusted anchor.
+fn pki_with_aia(url: &str) -> (Pki, Arc<ChainRecord>) {
+    let root_key = KeyPair::generate().unwrap();
+    let root_params = ca("root");
+    let root = root_params.self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(root_params, root_key);
+    let int_key = KeyPair::generate().unwrap();
+    let mut int_params = ca("intermediate");
+    int_params.custom_extensions = vec![aia(url)];
+    let intermediate = int_params.signed_by(&int_key, &root_issuer).unwrap();
+    let int_issuer = Issuer::new(int_params, int_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &int_issuer)
+        .unwrap();
+    let p = Pki {
+        root: root.der().clone(),
+        intermediate: intermediate.der().clone(),
+        leaf: leaf.der().clone(),
+    };
+    let r = record(vec![p.intermediate.clone()]);
+    r.record(&gitlab(), &p.leaf, std::slice::from_ref(&p.intermediate));
+    (p, r)
+}
+
+fn count(pem: Option<String>) -> usize {
+    pem.map_or(0, |p| p.matches("BEGIN CERTIFICATE").count())
+}
+
+#[tokio::test]
+async fn an_issuer_url_serving_another_ca_ends_the_chain_before_it() {
+    let stranger = pki().root;
+    let (base, hits) = issuer_host(vec![(200, None, stranger.as_ref().to_vec())]).await;
+    let (_, r) = pki_with_aia(&format!("{base}/root.der"));
+    assert_eq!(count(r.job_chain(true).await), 2, "leaf and intermediate only");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_redirect_at_the_issuer_url_is_not_followed() {
+    // Where the redirect points, another CA's root: followed, it would end the chain.
+    let (base, hits) = issuer_host(vec![
+        (302, Some("Location: /moved.der".to_string()), Vec::new()),
+        (200, None, pki().root.as_ref().to_vec()),
+    ])
+    .await;
+    let (_, r) = pki_with_aia(&format!("{base}/root.der"));
+    assert_eq!(
+        r.job_chain(true).await,
+        None,
+        "a fetch that did not answer 200 drops the chain"
+    );
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the redirect was not followed"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_issuer_in_the_system_roots_drops_the_chain() {
+    let root_key = KeyPair::generate().unwrap();
+    let mut root_params = ca("root");
+    root_params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    root_params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    let root = root_params.self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(root_params, root_key);
+    let int_key = KeyPair::generate().unwrap();
+    let int_params = ca("intermediate");
+    let intermediate = int_params.signed_by(&int_key, &root_issuer).unwrap();
+    let int_issuer = Issuer::new(int_params, int_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &int_issuer)
+        .unwrap();
+    let r = record(vec![intermediate.der().clone(), root.der().clone()]);
+    r.record(&gitlab(), leaf.der(), std::slice::from_ref(intermediate.der()));
+    assert!(count(r.job_chain(false).await) >= 2);
+    assert_eq!(r.job_chain(true).await, None);
+}
+
+/// Certificates that all carry one name but each its own key, every one signed by the next: the path through
+/// them is long and every step tries every one of them. The signature budget ends the search early.
+#[test]
+fn the_signature_budget_ends_a_long_search() {
+    let keys: Vec<KeyPair> = (0..31).map(|_| KeyPair::generate().unwrap()).collect();
+    let issuers: Vec<Issuer<'_, &KeyPair>> = keys.iter().map(|k| Issuer::new(ca("same"), k)).collect();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuers[0])
+        .unwrap();
+    let mut presented = vec![leaf.der().clone()];
+    for i in 0..keys.len() {
+        let parent = &issuers[(i + 1) % issuers.len()];
+        presented.push(ca("same").signed_by(&keys[i], parent).unwrap().der().clone());
+    }
+    let found = record(Vec::new()).verified_paths(&presented);
+    assert_eq!(found.signature_checks, MAX_SIGNATURE_CHECKS);
+    assert!(found.paths.is_empty());
 }

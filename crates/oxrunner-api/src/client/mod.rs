@@ -157,7 +157,7 @@ impl Client {
         }
         // One rustls configuration for both clients, so every request to GitLab (API calls,
         // artifact transfers) verifies the server the same way.
-        let (tls_config, chain_record) = tls::client_config_recording(trust.as_ref(), identity)?;
+        let (tls_config, chain_record) = tls::client_config_recording(trust.as_ref(), identity, &host)?;
         let agent = user_agent.clone();
         let build = move |read_timeout: Option<Duration>| -> Result<reqwest::Client, ApiError> {
             let mut builder = reqwest::Client::builder()

@@ -88,13 +88,14 @@ impl Identity {
 }
 
 /// Build the rustls configuration shared by the API and transfer clients; its verifier records each chain it
-/// accepts, for the job's CA chain (`ca_chain.rs`).
+/// accepts from `gitlab_host`, for the job's CA chain (`ca_chain.rs`).
 pub(crate) fn client_config_recording(
     trust: Option<&TrustFile>,
     identity: Option<(&Path, Identity)>,
+    gitlab_host: &str,
 ) -> Result<(rustls::ClientConfig, Arc<ChainRecord>), ApiError> {
     let mut record = None;
-    let config = build_config(trust, identity, |v| v, Some(&mut record))?;
+    let config = build_config(trust, identity, |v| v, Some((gitlab_host, &mut record)))?;
     let record = record.ok_or_else(|| ApiError::ClientSetup {
         detail: "the certificate verifier was not set up".to_string(),
     })?;
@@ -115,15 +116,15 @@ fn build_config(
     trust: Option<&TrustFile>,
     identity: Option<(&Path, Identity)>,
     wrap: impl FnOnce(Arc<dyn ServerCertVerifier>) -> Arc<dyn ServerCertVerifier>,
-    record: Option<&mut Option<Arc<ChainRecord>>>,
+    record: Option<(&str, &mut Option<Arc<ChainRecord>>)>,
 ) -> Result<rustls::ClientConfig, ApiError> {
     let setup = |detail: String| ApiError::ClientSetup { detail };
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
     let (standard, system_roots) = standard_verifier(trust, provider.clone())?;
-    let chain_record = record.map(|slot| {
-        let r = ChainRecord::new(system_roots, provider.signature_verification_algorithms);
+    let chain_record = record.map(|(host, slot)| {
+        let r = ChainRecord::new(host, system_roots, provider.signature_verification_algorithms);
         *slot = Some(Arc::clone(&r));
         r
     });
@@ -224,7 +225,7 @@ impl ServerCertVerifier for GitlabVerifier {
             {
                 Ok(ok) => {
                     if let Some(record) = &self.record {
-                        record.record(end_entity, intermediates);
+                        record.record(server_name, end_entity, intermediates);
                     }
                     return Ok(ok);
                 }

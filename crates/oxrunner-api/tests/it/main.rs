@@ -5,6 +5,7 @@ mod artifact_header_timeout;
 mod artifacts;
 mod client;
 mod common;
+mod direct_redirect;
 mod job_correlation;
 mod self_signed;
 mod tls;

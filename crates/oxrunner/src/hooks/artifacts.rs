@@ -186,7 +186,10 @@ async fn fetch(
         direct: oxrunner_core::feature_flags::is_on(ctx.variables, "FF_USE_DIRECT_DOWNLOAD"),
         parallel: oxrunner_core::feature_flags::is_on(ctx.variables, "FF_USE_PARALLEL_ARTIFACT_TRANSFER"),
     };
-    match transport.download(dep, path, mode).await {
+    match transport
+        .download(dep, path, mode, &|line| trace.println(line))
+        .await
+    {
         Ok(status) => trace.println(&format!("Downloading artifacts from coordinator... {status}")),
         Err(TransportError::NotFound { .. }) => return Err(DownloadError::Missing),
         Err(e @ TransportError::Forbidden { .. }) => {

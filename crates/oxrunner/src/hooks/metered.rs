@@ -49,10 +49,11 @@ impl ArtifactTransport for MeteredTransport {
         dependency: &'a Dependency,
         dest: &'a Path,
         mode: DownloadMode,
+        note: super::transport::Note<'a>,
     ) -> BoxFuture<'a, Result<String, TransportError>> {
         Box::pin(async move {
             let transfer = self.metrics.transfer(TransferKind::ArtifactDownload);
-            let result = self.inner.download(dependency, dest, mode).await;
+            let result = self.inner.download(dependency, dest, mode, note).await;
             let bytes = if result.is_ok() { size(dest).await } else { 0 };
             transfer.finish(outcome(&result), bytes);
             result

@@ -391,6 +391,7 @@ impl super::ArtifactTransport for NoCopy {
         _dependency: &'a Dependency,
         _dest: &'a Path,
         _mode: super::DownloadMode,
+        _note: super::transport::Note<'a>,
     ) -> super::BoxFuture<'a, Result<String, super::TransportError>> {
         Box::pin(async {
             Err(super::TransportError::Failed {

@@ -72,6 +72,9 @@ pub struct DownloadMode {
     pub parallel: bool,
 }
 
+/// Where a transfer's progress lines for the job log go.
+pub type Note<'a> = &'a (dyn Fn(&str) + Sync);
+
 /// Moves artifact archives. Returned `Ok` strings complete gitlab-runner's progress lines
 /// (`... 201 Created  id=1 responseStatus=201 Created token=abcd1234`).
 pub trait ArtifactTransport: Send + Sync {
@@ -83,12 +86,14 @@ pub trait ArtifactTransport: Send + Sync {
     ) -> BoxFuture<'a, Result<String, TransportError>>;
 
     /// Fetches the archive artifact of `dependency` into `dest` (complete or absent afterwards), as `mode`
-    /// allows.
+    /// allows. `note` takes the lines gitlab-runner's downloader logs on the way (the object store's host, how a
+    /// parallel transfer went), for the job log.
     fn download<'a>(
         &'a self,
         dependency: &'a Dependency,
         dest: &'a Path,
         mode: DownloadMode,
+        note: Note<'a>,
     ) -> BoxFuture<'a, Result<String, TransportError>>;
 
     /// The fields of a log line about this job's upload, around `status` (`id=.. <status> token=..`, the order
@@ -212,6 +217,7 @@ impl ArtifactTransport for GitlabTransport {
         dependency: &'a Dependency,
         dest: &'a Path,
         mode: DownloadMode,
+        note: Note<'a>,
     ) -> BoxFuture<'a, Result<String, TransportError>> {
         Box::pin(async move {
             // GitLab may hand out an empty per-dependency token; the running job's token works then.
@@ -221,7 +227,8 @@ impl ArtifactTransport for GitlabTransport {
                 &dependency.token
             };
             if mode.direct && mode.parallel {
-                super::artifact_parts::download(&self.client, dependency.id, token.expose(), dest).await?;
+                super::artifact_parts::download(&self.client, dependency.id, token.expose(), dest, note)
+                    .await?;
             } else {
                 self.client
                     .download_artifacts(dependency.id, token.expose(), dest, mode.direct)
@@ -393,6 +400,7 @@ impl ArtifactTransport for LocalTransport {
         dependency: &'a Dependency,
         dest: &'a Path,
         _mode: DownloadMode,
+        _note: Note<'a>,
     ) -> BoxFuture<'a, Result<String, TransportError>> {
         Box::pin(async move {
             let Some(src) = self.stored_archive(dependency).await else {

@@ -68,7 +68,14 @@ async fn a_redirected_download_comes_in_parallel_ranges_with_the_flag_and_in_one
     assert_eq!(gets[0].header("range"), None, "{gets:?}");
 
     let c = env.fake.enqueue_job(consumer(a, "true"));
-    env.succeeded(c).await;
+    let log = env.succeeded(c).await.trace_text();
+    // gitlab-runner's downloader logs these in the job log.
+    for line in [
+        "Direct download from 127.0.0.1",
+        "Artifact download: parallel, 16 streams, 5 MiB chunk size",
+    ] {
+        assert!(log.contains(line), "{line:?} missing from the job log:\n{log}");
+    }
     let gets: Vec<RequestLog> = storage_gets(&env, a).into_iter().skip(1).collect();
     let mut ranges: Vec<(u64, u64)> = gets
         .iter()
@@ -122,7 +129,11 @@ async fn the_downloader_helper_takes_the_flag_from_its_environment() {
         .variable("FF_USE_PARALLEL_ARTIFACT_TRANSFER", "true")
         .variable("OXRUNNER_TEST_ARTIFACT_PARTS", &format!("{PART},{PART}"));
     let b = env.fake.enqueue_job(job);
-    env.succeeded(b).await;
+    let log = env.succeeded(b).await.trace_text();
+    assert!(
+        log.contains("Artifact download: parallel, 16 streams, 5 MiB chunk size"),
+        "{log}"
+    );
     let gets = storage_gets(&env, a);
     assert_eq!(gets.len(), 3, "{gets:?}");
     assert!(

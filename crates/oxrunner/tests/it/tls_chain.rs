@@ -130,3 +130,68 @@ async fn the_full_chain_flag_fetches_the_issuer_of_a_trusted_intermediate() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+/// Object storage is another host with its own chain: downloading a dependency from it must not turn the next
+/// job's `CI_SERVER_TLS_CA_FILE` into the store's chain (git would then refuse GitLab's certificate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_from_object_storage_leaves_the_next_job_with_gitlabs_chain() {
+    let gitlab = TestChain::generate(None).unwrap();
+    let store = TestChain::generate(None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let roots = dir.path().join("roots.pem");
+    std::fs::write(&roots, format!("{}{}", gitlab.root_pem, store.root_pem)).unwrap();
+    let opts = FakeOptions {
+        tls: Some(gitlab.server.clone()),
+        object_storage_tls: Some(store.server.clone()),
+        ..fake_options()
+    };
+    let env = Env::start_with(
+        opts,
+        1,
+        &[
+            ("SSL_CERT_FILE", roots.to_str().unwrap()),
+            ("SSL_CERT_DIR", dir.path().to_str().unwrap()),
+        ],
+        "",
+    )
+    .await;
+    assert_ne!(env.fake.object_storage_url(), env.fake.url());
+    let producer = env.fake.enqueue_job(
+        JobSpec::new("build", &["echo built > out.txt"])
+            .variable("GIT_STRATEGY", "empty")
+            .artifact(fake_gitlab::ArtifactSpec {
+                paths: vec!["out.txt".into()],
+                ..fake_gitlab::ArtifactSpec::default()
+            }),
+    );
+    env.succeeded(producer).await;
+    let consumer = env.fake.enqueue_job(
+        JobSpec::new("test", &["grep built out.txt"])
+            .variable("GIT_STRATEGY", "empty")
+            .dependency(producer),
+    );
+    env.succeeded(consumer).await;
+    let store_gets = env
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/object-storage/"))
+        .count();
+    assert!(store_gets > 0, "the dependency came from object storage");
+
+    let id = env.fake.enqueue_job(
+        JobSpec::new("chain", &["cat \"${CI_SERVER_TLS_CA_FILE:-/dev/null}\""])
+            .variable("GIT_STRATEGY", "empty"),
+    );
+    let got = ders(&env.succeeded(id).await.trace_text());
+    let want: Vec<Vec<u8>> = [&gitlab.leaf_pem, &gitlab.intermediate_pem, &gitlab.root_pem]
+        .iter()
+        .flat_map(|p| ders(p))
+        .collect();
+    let store_leaf = ders(&store.leaf_pem);
+    assert!(
+        !got.iter().any(|c| store_leaf.contains(c)),
+        "the job got the object store's chain"
+    );
+    assert!(got == want, "want GitLab's chain; got {} certificates", got.len());
+}

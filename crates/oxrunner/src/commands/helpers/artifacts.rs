@@ -251,7 +251,9 @@ pub(super) async fn download(args: DownloaderArgs) -> anyhow::Result<ExitCode> {
             direct: direct && retry == 0,
             parallel,
         };
-        match transport.download(&dep, tmp.path(), mode).await {
+        // A note that cannot be written is not worth failing the download for.
+        let note = |line: &str| drop(info(line));
+        match transport.download(&dep, tmp.path(), mode, &note).await {
             Ok(status) => {
                 info(&format!("Downloading artifacts from coordinator... {status}"))?;
                 break;

@@ -189,6 +189,11 @@ pub(crate) async fn download(
         First::Unranged => return Err(format!("{store}: {shown} refused a download without a range")),
         First::Part { total, etag } => (total, etag),
     };
+    // A broken earlier attempt may have written past what the object now holds.
+    target
+        .file
+        .set_len(total)
+        .map_err(|e| format!("cannot write the download: {e}"))?;
     if total <= first_len {
         return Ok(Fetched::Found { bytes: total });
     }
@@ -386,3 +391,7 @@ async fn write_at(target: &Target<'_>, buf: Vec<u8>, offset: u64) -> Result<u64,
 #[cfg(test)]
 #[path = "parts_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "parts_shrink_tests.rs"]
+mod shrink_tests;
