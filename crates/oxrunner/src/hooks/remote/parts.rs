@@ -3,8 +3,8 @@
 //! `Content-Range` tells the object's size, and above the threshold the rest comes as parts fetched side by side
 //! and written at their offsets into the download file, each part retried on its own. A store that ignores
 //! `Range` (a plain `200`) is read as one stream. Uploads in parts live in `multipart` (S3 only).
-//! Memory stays flat: a part is written out every [`WRITE_BUFFER`] bytes, so at most parts-in-flight buffers
-//! are held, whatever the archive's size.
+//! Memory stays flat: a part is written out every [`WRITE_BUFFER`] bytes, so at most two buffers per part in
+//! flight are held (one filling, one being written), whatever the archive's size.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
