@@ -4,7 +4,9 @@
 # same `oxrunner run` daemon (two runners: one local-only, one with [runners.cache] Type = "s3").
 #   bench/cache/run.sh            (from anywhere)
 # Environment: BENCH_BYTES (1 GiB), BENCH_FILES (20000), BENCH_PROFILE (release; `debug` to reuse a debug build),
-# OXRUNNER_GARAGE (scripts/ensure-garage). Times are the job log's restore_cache/archive_cache sections (whole
+# OXRUNNER_GARAGE (scripts/ensure-garage), BENCH_SKIP_BUILD=1 (use the binaries already in
+# ${CARGO_TARGET_DIR:-target}/<profile>, e.g. a quicker non-LTO probe build), BENCH_LOG (copy the daemon's log
+# there; OXRUNNER_LOG=oxrunner=debug adds its debug lines). Times are the job log's restore_cache/archive_cache sections (whole
 # seconds, as GitLab shows them); RSS is the daemon's peak (VmHWM) after each phase. Only 127.0.0.1 is used.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -14,13 +16,18 @@ bytes=${BENCH_BYTES:-$((1 << 30))}
 files=${BENCH_FILES:-20000}
 profile=${BENCH_PROFILE:-release}
 flag=(); [ "$profile" = release ] && flag=(--release)
-cargo build -q "${flag[@]}" -p oxrunner -p fake-gitlab
+[ "${BENCH_SKIP_BUILD:-}" = 1 ] || cargo build -q "${flag[@]}" -p oxrunner -p fake-gitlab
 target="${CARGO_TARGET_DIR:-$repo/target}/$profile"
 garage=${OXRUNNER_GARAGE:-$(scripts/ensure-garage | tail -n 1)}
 
 work=$(mktemp -d /tmp/oxrunner-bench-cache.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -z "${BENCH_LOG:-}" ] || cp "$work/runner.log" "$BENCH_LOG" || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -350,9 +350,10 @@ impl CacheStore {
             .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .open(&path)
             .map_err(|e| ArchiveError::io("opening", &path, e))?;
+        // Not synced: that would force the whole just-downloaded archive to disk inside the restore, and a lost
+        // rewrite only costs one more upload of an unchanged cache.
         out.seek(SeekFrom::Start(offset))
             .and_then(|_| out.write_all(comment.as_bytes()))
-            .and_then(|_| out.sync_all())
             .map_err(|e| ArchiveError::io("writing", &path, e))
     }
 }

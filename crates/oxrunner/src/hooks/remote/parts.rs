@@ -3,8 +3,8 @@
 //! `Content-Range` tells the object's size, and above the threshold the rest comes as parts fetched side by side
 //! and written at their offsets into the download file, each part retried on its own. A store that ignores
 //! `Range` (a plain `200`) is read as one stream. Uploads in parts live in `multipart` (S3 only).
-//! Memory stays flat: a part is written out every [`WRITE_BUFFER`] bytes, so at most parts-in-flight buffers
-//! are held, whatever the archive's size.
+//! Memory stays flat: a part is written out every [`WRITE_BUFFER`] bytes, so at most two buffers per part in
+//! flight are held (one filling, one being written), whatever the archive's size.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -335,7 +335,8 @@ fn etag(resp: &reqwest::Response) -> Option<String> {
 }
 
 /// Streams an answer's body into the file from `offset`; `expected` bytes exactly when given (a short answer is
-/// retried, a long one refused).
+/// retried, a long one refused). A full buffer is written off the async workers while the next one fills, so a
+/// part's reading never waits for the disk; a part holds two buffers at most, reused rather than reallocated.
 async fn write_body(
     mut resp: reqwest::Response,
     target: &Target<'_>,
@@ -344,21 +345,31 @@ async fn write_body(
 ) -> Result<u64, Failure> {
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER);
     let mut written = 0u64;
+    let mut pending = Writing::default();
     loop {
         let chunk = match resp.chunk().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
-            Err(e) => return Err(network(&e, target.shown)),
+            Err(e) => return Err(pending.abandon(network(&e, target.shown)).await),
         };
+        if expected.is_some_and(|n| written + (buf.len() + chunk.len()) as u64 > n) {
+            let failure = target.bad("more bytes than the range asked for");
+            return Err(pending.abandon(failure).await);
+        }
+        // Handed over before it would grow past its capacity: buffers keep their size.
+        if !buf.is_empty() && buf.len() + chunk.len() > WRITE_BUFFER {
+            let spare = pending.finish(target).await?;
+            let full = std::mem::replace(
+                &mut buf,
+                spare.unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER)),
+            );
+            let at = offset + written;
+            written += full.len() as u64;
+            pending.start(&target.file, full, at);
+        }
         buf.extend_from_slice(&chunk);
-        if expected.is_some_and(|n| written + buf.len() as u64 > n) {
-            return Err(target.bad("more bytes than the range asked for"));
-        }
-        if buf.len() >= WRITE_BUFFER {
-            let full = std::mem::replace(&mut buf, Vec::with_capacity(WRITE_BUFFER));
-            written += write_at(target, full, offset + written).await?;
-        }
     }
+    pending.finish(target).await?;
     written += write_at(target, buf, offset + written).await?;
     if let Some(n) = expected.filter(|n| *n != written) {
         return Err(Failure {
@@ -371,6 +382,42 @@ async fn write_body(
         });
     }
     Ok(written)
+}
+
+/// The one write of a part that may still run while the part's next bytes arrive.
+#[derive(Default)]
+struct Writing(Option<tokio::task::JoinHandle<std::io::Result<Vec<u8>>>>);
+
+impl Writing {
+    fn start(&mut self, file: &Arc<File>, mut buf: Vec<u8>, offset: u64) {
+        let file = Arc::clone(file);
+        self.0 = Some(tokio::task::spawn_blocking(move || {
+            file.write_all_at(&buf, offset)?;
+            buf.clear();
+            Ok(buf)
+        }));
+    }
+
+    /// Waits for the running write, if any; its buffer comes back empty, to be filled again.
+    async fn finish(&mut self, target: &Target<'_>) -> Result<Option<Vec<u8>>, Failure> {
+        let Some(running) = self.0.take() else {
+            return Ok(None);
+        };
+        running
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map(Some)
+            .map_err(|e| target.local(&e))
+    }
+
+    /// A part that fails still waits for its running write: a retry of the part must not race it in the file.
+    async fn abandon(&mut self, failure: Failure) -> Failure {
+        if let Some(running) = self.0.take() {
+            let _ = running.await;
+        }
+        failure
+    }
 }
 
 /// A positional write off the async workers: parts never share a file position.

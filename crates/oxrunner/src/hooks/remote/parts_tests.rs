@@ -1,5 +1,6 @@
 //! Ranged downloads against small in-test servers: parts land at their offsets, a failing part is retried on
-//! its own, a store that ignores `Range` is read as one stream, and an object replaced mid-download is refused.
+//! its own, a store that ignores `Range` is read as one stream, an object replaced mid-download is refused, and
+//! parts of many write buffers survive an answer that breaks off.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,8 @@ enum Mode {
     UnknownTotal,
     /// The first part is a part; later ones are answered with the whole object.
     WholeLater,
+    /// The first answer for the range at `fail_once_at` breaks off after half its bytes (the connection drops).
+    BreaksOnce,
 }
 
 #[derive(Clone)]
@@ -49,6 +52,9 @@ fn answer(s: &Server, headers: &HeaderMap) -> Response {
             .count()
             == 1
     {
+        if s.mode == Mode::BreaksOnce {
+            return broken_answer(s, a, b);
+        }
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     let total = s.data.len() as u64;
@@ -77,6 +83,25 @@ fn answer(s: &Server, headers: &HeaderMap) -> Response {
         .into_response()
 }
 
+/// A `206` for `a..=b` whose body stops after half of it with an error, so the client sees the connection drop.
+fn broken_answer(s: &Server, a: u64, b: u64) -> Response {
+    let half = s.data[a as usize..(a + (b - a) / 2) as usize].to_vec();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = half
+        .chunks(64 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .chain(std::iter::once(Err(std::io::Error::other("cut"))))
+        .collect();
+    (
+        StatusCode::PARTIAL_CONTENT,
+        [
+            (header::CONTENT_RANGE, format!("bytes {a}-{b}/{}", s.data.len())),
+            (header::ETAG, "\"one\"".to_owned()),
+        ],
+        axum::body::Body::from_stream(futures::stream::iter(chunks)),
+    )
+        .into_response()
+}
+
 async fn serve(s: Server) -> (String, tokio::task::JoinHandle<()>) {
     let app = axum::Router::new().fallback(move |headers: HeaderMap| {
         let s = s.clone();
@@ -91,8 +116,12 @@ async fn serve(s: Server) -> (String, tokio::task::JoinHandle<()>) {
 }
 
 fn server(mode: Mode, fail_once_at: Option<u64>) -> Server {
+    sized_server(10_000, mode, fail_once_at)
+}
+
+fn sized_server(len: u32, mode: Mode, fail_once_at: Option<u64>) -> Server {
     Server {
-        data: Arc::new((0..10_000u32).map(|i| (i * 7 % 251) as u8).collect()),
+        data: Arc::new((0..len).map(|i| (i * 7 % 251) as u8).collect()),
         mode,
         seen: Arc::default(),
         fail_once_at,
@@ -106,6 +135,10 @@ const PLAN: PartPlan = PartPlan {
 };
 
 async fn fetch(s: &Server) -> (Result<Fetched, String>, Vec<u8>, Vec<String>) {
+    fetch_with(s, PLAN).await
+}
+
+async fn fetch_with(s: &Server, plan: PartPlan) -> (Result<Fetched, String>, Vec<u8>, Vec<String>) {
     let (url, task) = serve(s.clone()).await;
     let signed = Presigned {
         url: url.parse().unwrap(),
@@ -115,7 +148,7 @@ async fn fetch(s: &Server) -> (Result<Fetched, String>, Vec<u8>, Vec<String>) {
     let dest = tempfile::NamedTempFile::new().unwrap();
     let warnings = Mutex::new(Vec::new());
     let warn = |m: &str| warnings.lock().unwrap().push(m.to_owned());
-    let got = download(&http, &signed, dest.as_file(), PLAN, "S3 bucket", &warn).await;
+    let got = download(&http, &signed, dest.as_file(), plan, "S3 bucket", &warn).await;
     task.abort();
     let bytes = std::fs::read(dest.path()).unwrap();
     (got, bytes, warnings.into_inner().unwrap())
@@ -229,4 +262,30 @@ async fn a_whole_object_for_a_later_part_falls_back_to_one_stream() {
     let seen = s.seen.lock().unwrap().clone();
     assert_eq!(seen.first().map(String::as_str), Some("bytes=0-999"));
     assert_eq!(seen.last().map(String::as_str), Some("-"), "{seen:?}");
+}
+
+/// Parts of several write buffers each: a buffer is written while the next one fills, and a part whose answer
+/// breaks off midway (with a write possibly still running) is fetched again and lands whole at its offset.
+#[tokio::test]
+async fn parts_of_many_write_buffers_survive_an_answer_that_breaks_off() {
+    const MIB: u32 = 1024 * 1024;
+    let plan = PartPlan {
+        threshold: 4 * u64::from(MIB),
+        part_size: 3 * u64::from(MIB),
+        in_flight: 2,
+    };
+    let s = sized_server(10 * MIB + 12_345, Mode::BreaksOnce, Some(3 * u64::from(MIB)));
+    let (got, bytes, warnings) = fetch_with(&s, plan).await;
+    assert_eq!(
+        got,
+        Ok(Fetched::Found {
+            bytes: u64::from(10 * MIB + 12_345)
+        })
+    );
+    assert!(bytes == *s.data, "the parts do not make the object");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let seen = s.seen.lock().unwrap().clone();
+    let second = format!("bytes={}-{}", 3 * MIB, 6 * MIB - 1);
+    assert_eq!(seen.iter().filter(|r| **r == second).count(), 2, "{seen:?}");
+    assert_eq!(seen.len(), 5, "{seen:?}");
 }
