@@ -80,23 +80,51 @@ async fn ask(git: &Path) -> Option<(Version, String)> {
     {
         return answer.clone();
     }
-    let run = tokio::process::Command::new(git)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let answer = match tokio::time::timeout(ASK_TIMEOUT, run).await {
-        Ok(Ok(out)) if out.status.success() => {
-            let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            parse(&text).map(|v| (v, text))
-        }
-        _ => None,
-    };
+    // A blocking thread with a wall-clock bound, not a tokio timer: under a paused clock (the in-process tests) a
+    // timer would fire at once while the real process runs, and tokio does not advance time past a blocking task.
+    let path = git.to_path_buf();
+    let answer = tokio::task::spawn_blocking(move || ask_blocking(&path))
+        .await
+        .ok()
+        .flatten();
     if let Ok(mut known) = cache.lock() {
         known.insert(git.to_path_buf(), answer.clone());
     }
     answer
+}
+
+/// `git --version`, waited for at most [`ASK_TIMEOUT`] (then killed).
+fn ask_blocking(git: &Path) -> Option<(Version, String)> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(git)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + ASK_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    };
+    let mut text = String::new();
+    // `git --version` prints one short line: it fits the pipe, so reading after the exit cannot block.
+    child.stdout.take()?.read_to_string(&mut text).ok()?;
+    let text = text.trim().to_owned();
+    status
+        .success()
+        .then(|| parse(&text).map(|v| (v, text)))
+        .flatten()
 }
 
 /// `git version 2.39.5` (also `2.39.0.windows.1`, `2.39.5 (Apple Git-143)`) as `(2, 39, 5)`.

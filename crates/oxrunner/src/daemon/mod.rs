@@ -101,8 +101,6 @@ pub async fn run(opts: DaemonOptions, mut signals: Signals) -> anyhow::Result<Ex
     let spool = spool::create_in(&temp)
         .with_context(|| format!("cannot create a trace spool directory in {}", temp.display()))?;
     let spool_dir = spool.path().to_path_buf();
-    // Where job logs wait until GitLab has them: a runner that is killed leaves this directory behind.
-    info!(dir = %spool_dir.display(), "trace spool");
     let system_id_for_metrics = system_id.clone();
 
     let mut daemon = Daemon {
@@ -144,6 +142,8 @@ impl Daemon {
             concurrent = self.concurrent,
             runners = self.running.len(),
             version = crate::version::VERSION,
+            // Where job logs wait until GitLab has them: a runner that is killed leaves it behind.
+            trace_spool = %self.spool_dir.display(),
             "oxrunner started; listening for jobs"
         );
         let mut check = tokio::time::interval(CONFIG_CHECK_INTERVAL);
