@@ -143,13 +143,13 @@ pub(crate) async fn download_key(
     }
 }
 
-/// Puts the complete download at `dest` in one step. An archive already there is swapped out
-/// (`RENAME_EXCHANGE`) and then removed, not renamed over: ext4 (`auto_da_alloc`) answers a rename over an
-/// existing file by writing the new file's data out before the rename returns, a second of a 1 GiB restore.
-/// The copy is not forced to disk either: the bucket keeps the cache, and an archive a crash left unreadable
-/// is a failed extraction (a warning) that the next download replaces.
+/// Puts the complete download at `dest` in one step: its data is on disk first (the local copy is trusted
+/// later: a save whose digest matches it reports "unchanged" and may upload it again when the bucket lost the
+/// object, so a crash must never leave a name pointing at blocks that were not written). An archive already
+/// there is swapped out (`RENAME_EXCHANGE`) and then removed, not renamed over.
 fn put_in_place(tmp: tempfile::NamedTempFile, dest: &Path) -> std::io::Result<()> {
     use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    tmp.as_file().sync_data()?;
     let tmp = tmp.into_temp_path();
     match renameat2(AT_FDCWD, &*tmp, AT_FDCWD, dest, RenameFlags::RENAME_EXCHANGE) {
         // The temporary name now holds the previous archive: removing it is all that is left. Should that
