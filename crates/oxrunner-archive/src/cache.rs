@@ -31,7 +31,8 @@ use sha2::{Digest, Sha256};
 use crate::create::{open_root, write_zip_atomically};
 use crate::{ArchiveError, FileSet, Level, ZipStats, extract_zip_into};
 
-const ARCHIVE_NAME: &str = "cache.zip";
+/// The file name of a key's archive in the store.
+pub const ARCHIVE_NAME: &str = "cache.zip";
 const DIGEST_PREFIX: &str = "oxrunner-cache-digest:sha256:";
 /// Temporary archives older than this were left by a crashed writer; younger ones may be in use.
 const STALE_TMP_AGE: Duration = Duration::from_secs(6 * 3600);
@@ -309,6 +310,22 @@ impl CacheStore {
 }
 
 impl CacheStore {
+    /// The directory that holds `key`'s archive, made if missing, reached through the store's trusted walk (the
+    /// store refused when another user can change it) and held open: a download writes and renames into it
+    /// through [`Dir::proc_path`], never through a path a job user could redirect. Temporaries an interrupted
+    /// download or save left there (over six hours old) are swept on the way.
+    pub fn key_dir(&self, project_slug: &str, key: &str) -> Result<Dir, ArchiveError> {
+        check_slug(project_slug)?;
+        let clean = Self::sanitize_key(key).ok_or_else(|| ArchiveError::InvalidCacheKey(key.to_owned()))?;
+        let store = self.open_store(true)?;
+        let rel = archive_dir_rel(project_slug, &clean);
+        let dir = store
+            .create_dir_all(&rel, 0o755)
+            .map_err(|e| ArchiveError::io("creating directory", self.root.join(&rel), e))?;
+        remove_stale_temporaries(&dir.proc_path());
+        Ok(dir)
+    }
+
     /// Called after the archive of `key` was extracted into `root` when it came from a remote store: its digest
     /// describes the files (with their times) on the machine that made it, so it is replaced by the digest of the
     /// files just extracted here. The next save of unchanged files then finds the archive up to date instead of

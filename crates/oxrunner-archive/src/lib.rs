@@ -19,7 +19,9 @@ mod simple;
 mod untracked;
 mod zipfmt;
 
-pub use cache::{CachePolicy, CacheStore, RestoreReport, SaveOutcome, save_cache_file};
+pub use cache::{
+    ARCHIVE_NAME as CACHE_ARCHIVE_NAME, CachePolicy, CacheStore, RestoreReport, SaveOutcome, save_cache_file,
+};
 pub use collect::{FileSet, collect, collect_in};
 pub use create::{ZipStats, create_zip, create_zip_file, create_zip_in};
 pub use error::ArchiveError;

@@ -85,11 +85,24 @@ pub(crate) async fn restore(
             if let RemoteSetup::Ready(r) = remote
                 && let Some(clean) = CacheStore::sanitize_key(&candidate)
             {
-                let dest = store.archive_path(&slug, &clean);
-                if let Restored::Downloaded { bytes } =
-                    flow::download_key(r, ctx, &candidate, &dest, trace).await
-                {
-                    downloaded = bytes;
+                // Through the store's held directory: the download's file and rename never follow a path a job
+                // user could have redirected (`cache_dir` may sit in that user's home).
+                let opened = {
+                    let (store, slug, clean) = (store.clone(), slug.clone(), clean.clone());
+                    tokio::task::spawn_blocking(move || store.key_dir(&slug, &clean)).await
+                };
+                match opened {
+                    Ok(Ok(dir)) => {
+                        let dest = dir.proc_path().join(oxrunner_archive::CACHE_ARCHIVE_NAME);
+                        if let Restored::Downloaded { bytes } =
+                            flow::download_key(r, ctx, &candidate, &dest, trace).await
+                        {
+                            downloaded = bytes;
+                        }
+                        drop(dir);
+                    }
+                    Ok(Err(e)) => trace.warning(&format!("the shared cache is not downloaded: {e}")),
+                    Err(e) => trace.warning(&format!("the shared cache is not downloaded: {e}")),
                 }
             }
             match restore_one(store, &slug, candidate, ctx, downloaded > 0).await {

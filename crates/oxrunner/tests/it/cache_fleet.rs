@@ -492,3 +492,60 @@ async fn custom_machines_move_caches_through_the_job_side_helpers() {
         crate::support::quit_ok(d).await;
     }
 }
+
+/// The download of a shared cache goes into the store's directory as the trusted walk opened it: a key directory
+/// swapped for a link (as a job user could where `cache_dir` sits in their home) is not followed, the archive never
+/// lands where the link points, and the job goes on with a named warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_never_follows_a_link_in_the_cache_directory() {
+    let Some(bin) = garage::binary() else {
+        return;
+    };
+    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&bin))
+        .await
+        .unwrap();
+    let fake = fake(1, 1).await;
+    let token = fake.create_runner_token_with_tags("t", &["t"], false);
+    let sb = Sandbox::new();
+    let text = global_toml(1, "")
+        + &shell_runner_toml(
+            "t",
+            &fake.url(),
+            &token,
+            &sb.path("t"),
+            &cache_toml(&cluster, 0, true, &cluster.secret),
+        );
+    std::fs::write(sb.config(), text).unwrap();
+    let cfg = sb.config_str();
+    let d = sb.spawn(&["run", "-c", &cfg]);
+
+    let push = job(
+        "push",
+        "t",
+        &["mkdir -p vendor && echo pushed > vendor/lib"],
+        CacheSpec::new("linked", &["vendor/"]),
+    );
+    let rec = finished(&fake, fake.enqueue_job(push), FINISH, &d).await;
+    assert_eq!(rec.status, "success", "{}", rec.trace_text());
+    let copy = find_archive(sb.dir.path(), "linked").expect("the local copy of the pushed cache");
+    let key_dir = copy.parent().unwrap().to_path_buf();
+    std::fs::remove_dir_all(&key_dir).unwrap();
+    let elsewhere = sb.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &key_dir).unwrap();
+
+    let restore = job("restore", "t", &["test ! -e vendor/lib || true"], pull("linked"));
+    let rec = finished(&fake, fake.enqueue_job(restore), FINISH, &d).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(
+        std::fs::read_dir(&elsewhere).unwrap().next().is_none(),
+        "the download followed the link: {:?}",
+        std::fs::read_dir(&elsewhere)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect::<Vec<_>>()
+    );
+    assert!(trace.contains("the shared cache is not downloaded"), "{trace}");
+    drop(d);
+}
