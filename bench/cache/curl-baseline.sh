@@ -9,33 +9,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-s3=$(port); rpc=$(port)
-mkdir -p "$work/garage"
-cat > "$work/garage/garage.toml" <<TOML
-metadata_dir = "$work/garage/meta"
-data_dir = "$work/garage/data"
-db_engine = "lmdb"
-replication_factor = 1
-${GARAGE_EXTRA:-}
-rpc_bind_addr = "127.0.0.1:$rpc"
-rpc_public_addr = "127.0.0.1:$rpc"
-rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:$s3"
-root_domain = ".s3.garage.localhost"
-TOML
-g() { "$garage" -c "$work/garage/garage.toml" "$@"; }
-"$garage" -c "$work/garage/garage.toml" server > "$work/garage/log" 2>&1 & pids+=($!)
-retry() { for _ in $(seq 200); do "$@" 2>/dev/null && return 0; sleep 0.3; done; "$@"; }
-until id=$(g node id -q 2>/dev/null); do sleep 0.3; done
-retry g layout assign -z dc1 -c 10G "${id%%@*}" >/dev/null
-g layout apply --version 1 >/dev/null
-keys=$(g key create bench)
-key_id=$(awk -F': *' 'tolower($1) ~ /key id/ {print $2}' <<<"$keys" | tr -d ' ')
-secret=$(awk -F': *' 'tolower($1) ~ /secret key/ {print $2}' <<<"$keys" | tr -d ' ')
-g bucket create bench >/dev/null
-g bucket allow --read --write --owner bench --key bench >/dev/null
+here="$(cd "$(dirname "$0")" && pwd)"
+. "$here/garage-node.sh"
 head -c $((1<<30)) /dev/urandom > "$work/blob"
 sync
 c() { curl -sS -f -w "%{http_code} %{size_download} %{size_upload}\n" --aws-sigv4 "aws:amz:garage:s3" --user "$key_id:$secret" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"; }
