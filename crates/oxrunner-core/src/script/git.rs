@@ -693,6 +693,25 @@ pub fn go_arch() -> &'static str {
     }
 }
 
+/// The get_sources script of `plan` with the job variables `vars` on a default runner (`/b/p`), for the script
+/// modules' unit tests.
+#[cfg(test)]
+pub(crate) fn render_sources(plan: &crate::plan::JobPlan, vars: &[(&str, &str)]) -> String {
+    use crate::variables::{Variable, Variables};
+    let vars: Variables = vars.iter().map(|(k, v)| Variable::new(*k, *v)).collect();
+    let settings = GitSettings::resolve(plan, &vars);
+    SourcesScript {
+        plan,
+        ctx: &crate::plan::RunnerContext::default(),
+        settings: &settings,
+        project_dir: std::path::Path::new("/b/p"),
+        tmp_dir: std::path::Path::new("/b/p.tmp"),
+        ca_file_path: None,
+        client_cert_paths: None,
+    }
+    .render()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

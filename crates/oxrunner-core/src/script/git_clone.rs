@@ -69,11 +69,7 @@ impl SourcesScript<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use crate::plan::{JobPlan, RunnerContext, Sources};
-    use crate::script::git::{GitSettings, SourcesScript};
-    use crate::variables::{Variable, Variables};
+    use crate::plan::{JobPlan, Sources};
 
     fn render(ref_name: &str, vars: &[(&str, &str)]) -> String {
         let plan = JobPlan {
@@ -84,18 +80,7 @@ mod tests {
             },
             ..JobPlan::default()
         };
-        let vars: Variables = vars.iter().map(|(k, v)| Variable::new(*k, *v)).collect();
-        let settings = GitSettings::resolve(&plan, &vars);
-        SourcesScript {
-            plan: &plan,
-            ctx: &RunnerContext::default(),
-            settings: &settings,
-            project_dir: Path::new("/b/p"),
-            tmp_dir: Path::new("/b/p.tmp"),
-            ca_file_path: None,
-            client_cert_paths: None,
-        }
-        .render()
+        crate::script::git::render_sources(&plan, vars)
     }
 
     #[test]

@@ -81,12 +81,8 @@ fn scheme_and_host(url: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::scheme_and_host;
-    use crate::plan::{JobPlan, RunnerContext, Sources};
-    use crate::script::git::{GitSettings, SourcesScript};
-    use crate::variables::{Variable, Variables};
+    use crate::plan::{JobPlan, Sources};
 
     fn render(repo_url: &str, vars: &[(&str, &str)]) -> String {
         let plan = JobPlan {
@@ -97,18 +93,7 @@ mod tests {
             },
             ..JobPlan::default()
         };
-        let vars: Variables = vars.iter().map(|(k, v)| Variable::new(*k, *v)).collect();
-        let settings = GitSettings::resolve(&plan, &vars);
-        SourcesScript {
-            plan: &plan,
-            ctx: &RunnerContext::default(),
-            settings: &settings,
-            project_dir: Path::new("/b/p"),
-            tmp_dir: Path::new("/b/p.tmp"),
-            ca_file_path: None,
-            client_cert_paths: None,
-        }
-        .render()
+        crate::script::git::render_sources(&plan, vars)
     }
 
     #[test]
