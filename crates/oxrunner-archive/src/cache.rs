@@ -332,8 +332,9 @@ impl CacheStore {
     /// writing and uploading it again. Archives without our digest (made by gitlab-runner) are left as they are.
     pub fn adopt_extracted(&self, project_slug: &str, key: &str, root: &Dir) -> Result<(), ArchiveError> {
         check_slug(project_slug)?;
-        let clean = Self::sanitize_key(key).ok_or_else(|| ArchiveError::InvalidCacheKey(key.to_owned()))?;
-        let path = self.archive_path(project_slug, &clean);
+        // Through the store's trusted directory, as the download that put the archive there.
+        let dir = self.key_dir(project_slug, key)?;
+        let path = dir.proc_path().join(ARCHIVE_NAME);
         let Some((offset, old)) = zip_comment_at(&path) else {
             return Ok(());
         };
