@@ -327,6 +327,19 @@ pub(crate) fn build(spec: &JobSpec, ctx: &PayloadContext<'_>) -> Value {
     if spec.image.is_none() {
         payload["image"] = Value::Null;
     }
+    if !spec.inputs.is_empty() {
+        payload["inputs"] = Value::Array(
+            spec.inputs
+                .iter()
+                .map(|i| {
+                    json!({
+                        "key": i.key,
+                        "value": {"type": i.kind, "content": i.content, "sensitive": i.sensitive},
+                    })
+                })
+                .collect(),
+        );
+    }
     payload
 }
 
