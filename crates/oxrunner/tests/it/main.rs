@@ -26,6 +26,7 @@ mod e2e_connection_age;
 mod e2e_daemon;
 mod e2e_feature_flags;
 mod e2e_git_flags;
+mod e2e_job_inputs;
 mod e2e_mtls;
 mod e2e_native_clone;
 mod e2e_procs;
