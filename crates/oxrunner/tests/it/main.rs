@@ -38,6 +38,7 @@ mod e2e_trace_limits;
 mod exec_dag;
 mod exec_docker;
 mod exec_flow;
+mod exec_job_inputs;
 mod exec_live;
 mod exec_remote_cache;
 mod exec_semantics;
