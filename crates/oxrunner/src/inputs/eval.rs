@@ -153,17 +153,30 @@ fn index(o: &Val, i: &Val) -> Result<Val, EvalError> {
                 Some(p) => Ok(items[p].clone().taint(i.sensitive)),
                 None => Err(EvalError(format!(
                     "index {} out of range for an array of {} elements",
-                    format_number(*n),
+                    shown(i, format_number(*n)),
                     items.len()
                 ))),
             }
         }
-        (Value::Object(_), Value::String(key)) => member(o, key).map(|v| v.taint(i.sensitive)),
+        (Value::Object(_), Value::String(key)) => match member(o, key) {
+            Ok(v) => Ok(v.taint(i.sensitive)),
+            Err(_) if i.sensitive => Err(EvalError("attribute (a sensitive value) not found".into())),
+            Err(e) => Err(e),
+        },
         _ => Err(EvalError(format!(
             "cannot index a {} with a {}",
             o.kind().name(),
             i.kind().name()
         ))),
+    }
+}
+
+/// A value for an error message, unless it is sensitive: errors reach the job log.
+fn shown(v: &Val, text: String) -> String {
+    if v.sensitive {
+        "(a sensitive value)".into()
+    } else {
+        text
     }
 }
 

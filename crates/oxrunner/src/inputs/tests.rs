@@ -265,6 +265,16 @@ fn sensitive_inputs_are_refused_wherever_they_flow() {
         );
         assert!(!e.to_string().contains("123456"), "{e}");
     }
+    // Errors that would name a value do not name a sensitive one.
+    for text in [
+        "${{ job.inputs.address[job.inputs.password] }}",
+        "${{ job.inputs.friends[num(job.inputs.password)] }}",
+    ] {
+        let e = err(text);
+        assert_eq!(e.kind, FailureKind::Evaluation, "{text}: {e}");
+        assert!(e.to_string().contains("(a sensitive value)"), "{e}");
+        assert!(!e.to_string().contains("123456"), "{e}");
+    }
     // Not reading it is fine.
     assert_eq!(ok("${{ job.inputs.username || job.inputs.password }}"), "fred");
 }
