@@ -197,3 +197,34 @@ async fn inputs_are_interpolated_refused_or_left_alone_as_upstream_does() {
     );
     quit_ok(d).await;
 }
+
+/// The image is one of the interpolated fields: the Docker executor pulls the interpolated name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
+async fn the_docker_executor_runs_the_interpolated_image() {
+    use crate::support::docker::{DockerOpts, Env, docker_available};
+    if !docker_available() {
+        return;
+    }
+    let mut env = Env::start(DockerOpts::default()).await;
+    let id = env.fake.enqueue_job(
+        JobSpec::new(
+            "image",
+            &["cat /etc/oxrunner-image", "echo \"in=${{ job.inputs.flavour }}\""],
+        )
+        .image(fake_gitlab::ImageSpec::new(
+            "oxrunner-test/${{ job.inputs.flavour }}",
+        ))
+        .variable("GIT_STRATEGY", "none")
+        .input("flavour", "string", json!("busybox")),
+    );
+    let job = env.succeeded(id).await;
+    let trace = job.trace_text();
+    assert!(
+        trace.contains("Using Docker executor with image oxrunner-test/busybox"),
+        "{trace}"
+    );
+    assert!(trace.contains("oxrunner busybox test image"), "{trace}");
+    assert!(trace.contains("\nin=busybox\n"), "{trace}");
+    env.daemon().quit().await;
+}
