@@ -332,6 +332,7 @@ async fn altered_or_expired_urls_are_refused_with_a_readable_error() {
         super::super::parts::PartPlan::default(),
         &remote.store.describe(),
         &|_| {},
+        None,
     )
     .await
     .unwrap_err();
@@ -371,6 +372,7 @@ async fn altered_or_expired_urls_are_refused_with_a_readable_error() {
         super::super::parts::PartPlan::default(),
         "GCS bucket",
         &|_| {},
+        None,
     )
     .await
     .unwrap_err();
