@@ -90,6 +90,9 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
         verdict
     };
     if let Some(status) = verdict {
+        // Read first, as a store does: an answer sent while the runner still writes a part's body makes that write
+        // fail with a broken pipe instead of the client reading the status.
+        let _ = axum::body::to_bytes(req.into_body(), usize::MAX).await;
         return (status, "<Error><Code>InjectedByTest</Code></Error>").into_response();
     }
     if stall {
@@ -367,10 +370,14 @@ async fn extraction_overlaps_the_download(
             .count()
     };
     while whole() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no file was extracted while the download was held"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            let seen = proxy.seen.lock().unwrap().clone();
+            let trace = fake.job(id).map(|j| j.trace_text()).unwrap_or_default();
+            panic!(
+                "no file was extracted while the download was held; requests: {:#?}\njob log:\n{trace}",
+                of(&seen, "/many")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(whole() < 3, "every file was in place before the held range came");
