@@ -6,8 +6,9 @@
 # Environment: BENCH_BYTES (1 GiB), BENCH_FILES (20000), BENCH_PROFILE (release; `debug` to reuse a debug build),
 # OXRUNNER_GARAGE (scripts/ensure-garage), BENCH_SKIP_BUILD=1 (use the binaries already in
 # ${CARGO_TARGET_DIR:-target}/<profile>, e.g. a quicker non-LTO probe build), BENCH_LOG (copy the daemon's log
-# there; OXRUNNER_LOG=oxrunner=debug adds its debug lines). Times are the job log's restore_cache/archive_cache sections (whole
-# seconds, as GitLab shows them); RSS is the daemon's peak (VmHWM) after each phase. Only 127.0.0.1 is used.
+# there; OXRUNNER_LOG=oxrunner=debug adds its debug lines), BENCH_RUNS (3: restores per store; the median is printed).
+# Times are the job log's restore_cache/archive_cache sections, from the timestamps (FF_TIMESTAMPS, µs) of the lines
+# that open and close them; RSS is the daemon's peak (VmHWM) after each phase. Only 127.0.0.1 is used.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -62,7 +63,8 @@ job() { # name tag policy script
   admin POST jobs "{\"name\":\"$1\",\"tags\":[\"$2\"],\"script\":[\"$4\"],\"variables\":[[\"GIT_STRATEGY\",\"empty\",{\"public\":true}],[\"CACHE_COMPRESSION_LEVEL\",\"fastest\",{\"public\":true}]],\"cache\":[{\"key\":\"bench\",\"policy\":\"$3\",\"paths\":[\"data/\"]}]}" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
 }
-section() { # id name -> seconds between section_start and section_end
+runs=${BENCH_RUNS:-3}
+section() { # id name -> seconds between the lines that open and close the section
   local trace
   while :; do
     trace=$(admin GET "jobs/$1")
@@ -70,18 +72,28 @@ section() { # id name -> seconds between section_start and section_end
     sleep 1
   done
   python3 - "$trace" "$2" <<'PY'
-import json, re, sys
+import base64, datetime, json, re, sys
 j = json.loads(sys.argv[1]); t = j["trace"]; name = sys.argv[2]
 if j["status"] != "success": sys.exit("job %s %s:\n%s" % (j["id"], j["status"], t))
-s = re.search(r"section_start:(\d+):%s" % name, t); e = re.search(r"section_end:(\d+):%s" % name, t)
-print(int(e.group(1)) - int(s.group(1)))
+raw = base64.b64decode(j["trace_base64"]).decode("utf-8", "replace")
+def at(marker):
+    for line in raw.split("\n"):
+        if re.search(r"%s:\d+:%s\b" % (marker, name), line):
+            stamp = line.split(" ", 1)[0].rstrip("Z")
+            return datetime.datetime.fromisoformat(stamp)
+    sys.exit("no %s of %s in job %s" % (marker, name, j["id"]))
+print("%.2f" % (at("section_end") - at("section_start")).total_seconds())
 PY
 }
 hwm() { awk '/VmHWM/ {print int($2/1024)}' "/proc/$runner_pid/status"; }
 for tag in local remote; do
   save=$(section "$(job "save-$tag" "$tag" pull-push "cp -r $work/src data")" archive_cache)
   echo "cache_save_$tag $save s rss_peak_mib $(hwm)"
-  restore=$(section "$(job "restore-$tag" "$tag" pull "test -d data")" restore_cache)
-  echo "cache_restore_$tag $restore s rss_peak_mib $(hwm)"
+  times=()
+  for _ in $(seq "$runs"); do
+    times+=("$(section "$(job "restore-$tag" "$tag" pull "test -d data")" restore_cache)")
+  done
+  median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
+  echo "cache_restore_$tag $median s (runs: ${times[*]}) rss_peak_mib $(hwm)"
 done
 echo "# goal: remote restore <= 1.5x local restore; RSS flat (<= 64 MiB) while transferring"

@@ -27,6 +27,7 @@ use zip::ZipArchive;
 use zip::extra_fields::ExtraField;
 
 use crate::ArchiveError;
+use crate::arriving::{Arrivals, Journal};
 use crate::zipfmt::unix_from_dos;
 
 /// Symlink targets longer than PATH_MAX are not real link targets.
@@ -77,13 +78,24 @@ pub fn extract_zip_into(archive: &Path, root: &Dir) -> Result<ExtractStats, Arch
         .metadata()
         .map_err(|e| ArchiveError::io("reading metadata of", archive, e))?
         .len();
-    let reader = SharedFile::new(file, len);
+    extract_from(SharedFile::new(file, len, None), archive, root, None)
+}
+
+/// The extraction itself. With a `journal` (an archive still arriving, see [`crate::arriving`]) every path it
+/// writes is recorded, and symlink targets are read when the links are made rather than up front (a link's target
+/// may be the last bytes to arrive).
+pub(crate) fn extract_from(
+    reader: SharedFile,
+    archive: &Path,
+    root: &Dir,
+    journal: Option<&Journal>,
+) -> Result<ExtractStats, ArchiveError> {
     let zip_err = |source| ArchiveError::Zip {
         path: archive.to_path_buf(),
         source,
     };
     let mut zip = ZipArchive::new(reader).map_err(zip_err)?;
-    let (dirs, files, links) = read_entries(&mut zip, archive)?;
+    let (dirs, files, links) = read_entries(&mut zip, archive, journal.is_some())?;
     let owner = owner_for(root);
 
     let unsafe_target = |path: &Path, reason: &'static str| ArchiveError::UnsafeTarget {
@@ -112,6 +124,11 @@ pub fn extract_zip_into(archive: &Path, root: &Dir) -> Result<ExtractStats, Arch
         let (parent, name) = root
             .open_parent(rel)
             .map_err(|e| place_err(rel, "opening the parent of", e))?;
+        if let Some(journal) = journal
+            && parent.lstat(name).is_err()
+        {
+            journal.made_dir(rel.to_path_buf());
+        }
         let dir = parent
             .create_dir(name, 0o755)
             .map_err(|e| place_err(rel, "creating directory", e))?;
@@ -122,14 +139,24 @@ pub fn extract_zip_into(archive: &Path, root: &Dir) -> Result<ExtractStats, Arch
     }
 
     // Phase 2: regular files, in parallel.
-    let bytes = extract_files(&zip, archive, (root, owner), &files, &unsafe_target)?;
+    let bytes = extract_files(&zip, archive, (root, owner, journal), &files, &unsafe_target)?;
 
     // Phase 3: symlinks, once nothing else will be written.
     for (item, target) in &links {
+        let read;
+        let target = if journal.is_some() {
+            read = link_target(&mut zip, item.index, archive)?;
+            &read
+        } else {
+            target
+        };
         let (parent, name) = root
             .open_parent(&item.rel)
             .map_err(|e| place_err(&item.rel, "opening the parent of", e))?;
         remove_non_dir(&parent, name).map_err(|reason| unsafe_target(&item.rel, reason))?;
+        if let Some(journal) = journal {
+            journal.wrote(item.rel.clone());
+        }
         parent
             .symlink(OsStr::from_bytes(target), name)
             .map_err(|e| place_err(&item.rel, "creating symlink", e))?;
@@ -173,8 +200,8 @@ pub fn extract_zip_into(archive: &Path, root: &Dir) -> Result<ExtractStats, Arch
 
 type Entries = (Vec<Item>, Vec<Item>, Vec<(Item, Vec<u8>)>);
 
-/// Where extraction writes, and who gets what it creates.
-type Target<'a> = (&'a Dir, Option<(u32, u32)>);
+/// Where extraction writes, who gets what it creates, and where it records what it wrote.
+type Target<'a> = (&'a Dir, Option<(u32, u32)>, Option<&'a Journal>);
 
 /// The owner new entries get: root extracting into a directory another user owns (a `--user` job's
 /// project) hands them to that user, as gitlab-runner does by extracting as the job user; otherwise the
@@ -188,8 +215,13 @@ fn owner_for(root: &Dir) -> Option<(u32, u32)> {
 }
 
 /// The central directory sorted into directories (deepest first), files (one per path, last wins) and
-/// symlinks with their targets. Names that could escape the target refuse the whole archive.
-fn read_entries(zip: &mut ZipArchive<SharedFile>, archive: &Path) -> Result<Entries, ArchiveError> {
+/// symlinks with their targets (empty when `defer_links`: read by [`link_target`] later). Names that could
+/// escape the target refuse the whole archive.
+fn read_entries(
+    zip: &mut ZipArchive<SharedFile>,
+    archive: &Path,
+    defer_links: bool,
+) -> Result<Entries, ArchiveError> {
     let zip_err = |source| ArchiveError::Zip {
         path: archive.to_path_buf(),
         source,
@@ -220,17 +252,18 @@ fn read_entries(zip: &mut ZipArchive<SharedFile>, archive: &Path) -> Result<Entr
             if entry.size() > MAX_LINK_TARGET {
                 return Err(unsafe_entry(&name, "is a symlink with an oversized target"));
             }
-            let mut target = Vec::new();
-            zip.by_index(index)
-                .map_err(zip_err)?
-                .read_to_end(&mut target)
-                .map_err(|e| ArchiveError::io("reading symlink entry of", archive, e))?;
-            if target.is_empty() || target.contains(&0) {
+            if entry.size() == 0 {
                 return Err(unsafe_entry(
                     &name,
                     "is a symlink with an empty or invalid target",
                 ));
             }
+            drop(entry);
+            let target = if defer_links {
+                Vec::new()
+            } else {
+                link_target(zip, index, archive)?
+            };
             links.push((item, target));
         } else if entry.is_dir() {
             dirs.push(item);
@@ -264,6 +297,32 @@ fn read_entries(zip: &mut ZipArchive<SharedFile>, archive: &Path) -> Result<Entr
         }
     }
     Ok((dirs, files, links))
+}
+
+/// A symlink entry's target, refused when empty or holding a NUL byte.
+fn link_target(
+    zip: &mut ZipArchive<SharedFile>,
+    index: usize,
+    archive: &Path,
+) -> Result<Vec<u8>, ArchiveError> {
+    let mut entry = zip.by_index(index).map_err(|source| ArchiveError::Zip {
+        path: archive.to_path_buf(),
+        source,
+    })?;
+    let name = entry.name_raw().to_vec();
+    let mut target = Vec::new();
+    (&mut entry)
+        .take(MAX_LINK_TARGET + 1)
+        .read_to_end(&mut target)
+        .map_err(|e| ArchiveError::io("reading symlink entry of", archive, e))?;
+    if target.is_empty() || target.contains(&0) || target.len() as u64 > MAX_LINK_TARGET {
+        return Err(ArchiveError::UnsafeEntry {
+            archive: archive.to_path_buf(),
+            entry: String::from_utf8_lossy(&name).into_owned(),
+            reason: "is a symlink with an empty or invalid target",
+        });
+    }
+    Ok(target)
 }
 
 fn extract_files(
@@ -326,7 +385,7 @@ fn extract_files(
 fn extract_one(
     zip: &mut ZipArchive<SharedFile>,
     archive: &Path,
-    (root, owner): Target<'_>,
+    (root, owner, journal): Target<'_>,
     item: &Item,
     unsafe_target: &UnsafeTarget<'_>,
     buf: &mut [u8],
@@ -340,6 +399,9 @@ fn extract_one(
         }
     })?;
     remove_non_dir(&parent, name).map_err(|reason| unsafe_target(&item.rel, reason))?;
+    if let Some(journal) = journal {
+        journal.wrote(item.rel.clone());
+    }
     let mut entry = zip.by_index(item.index).map_err(|source| ArchiveError::Zip {
         path: archive.to_path_buf(),
         source,
@@ -437,8 +499,10 @@ fn system_time(secs: i64) -> SystemTime {
 /// buffer and reads with pread, so parallel readers of one archive never disturb each other. The buffer
 /// matters: the zip reader asks for small pieces, one syscall each without it.
 #[derive(Clone)]
-struct SharedFile {
+pub(crate) struct SharedFile {
     file: Arc<File>,
+    /// An archive still downloading: reads wait for their bytes.
+    arrivals: Option<Arc<Arrivals>>,
     pos: u64,
     len: u64,
     buf: Vec<u8>,
@@ -449,9 +513,10 @@ struct SharedFile {
 const READ_AHEAD: usize = 256 * 1024;
 
 impl SharedFile {
-    fn new(file: File, len: u64) -> Self {
+    pub(crate) fn new(file: File, len: u64, arrivals: Option<Arc<Arrivals>>) -> Self {
         SharedFile {
             file: Arc::new(file),
+            arrivals,
             pos: 0,
             len,
             buf: Vec::new(),
@@ -464,6 +529,13 @@ impl Read for SharedFile {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let in_buf = self.pos >= self.buf_start && self.pos < self.buf_start + self.buf.len() as u64;
         if !in_buf {
+            if let Some(arrivals) = &self.arrivals {
+                let want = out.len().max(READ_AHEAD) as u64;
+                arrivals.wait_for(
+                    self.pos.min(self.len),
+                    self.pos.saturating_add(want).min(self.len),
+                )?;
+            }
             if out.len() >= READ_AHEAD {
                 let n = self.file.read_at(out, self.pos)?;
                 self.pos += n as u64;

@@ -9,6 +9,7 @@
 //! - [`create_gzip`] / [`create_raw`] produce the other artifact formats GitLab accepts;
 //! - [`CacheStore`] keeps one archive per (project, cache key) shared by all concurrent jobs.
 
+mod arriving;
 mod cache;
 mod collect;
 mod create;
@@ -19,6 +20,7 @@ mod simple;
 mod untracked;
 mod zipfmt;
 
+pub use arriving::{Arrivals, Arriving, extract_arriving};
 pub use cache::{
     ARCHIVE_NAME as CACHE_ARCHIVE_NAME, CachePolicy, CacheStore, RestoreReport, SaveOutcome, save_cache_file,
 };

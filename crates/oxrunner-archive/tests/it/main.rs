@@ -3,6 +3,7 @@
 //! One test program per crate: every file of this folder is a module of it, `support` holds the shared helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod arriving;
 mod cache_file;
 mod cache_store;
 mod collect_paths;

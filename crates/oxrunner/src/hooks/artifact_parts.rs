@@ -99,6 +99,7 @@ async fn in_parts(
         plan,
         "object storage",
         &warn,
+        None,
     )
     .await?
     {

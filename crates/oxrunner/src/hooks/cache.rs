@@ -16,7 +16,7 @@ async fn archive_size(store: &CacheStore, slug: &str, key: &str) -> u64 {
         .map_or(0, |m| m.len())
 }
 use super::remote::RemoteSetup;
-use super::remote::flow::{self, Restored};
+use super::remote::flow::{self, Overlapped, Restored};
 
 /// The key a cache is stored under, after expansion, defaulting and (optionally) hashing; `None` when nothing
 /// usable is left. Warnings go to the trace.
@@ -81,6 +81,7 @@ pub(crate) async fn restore(
         let mut downloaded = 0u64;
         for candidate in keys {
             downloaded = 0;
+            let mut overlapped = None;
             trace.println(&format!("Checking cache for {candidate}..."));
             if let RemoteSetup::Ready(r) = remote
                 && let Some(clean) = CacheStore::sanitize_key(&candidate)
@@ -94,10 +95,17 @@ pub(crate) async fn restore(
                 match opened {
                     Ok(Ok(dir)) => {
                         let dest = dir.proc_path().join(oxrunner_archive::CACHE_ARCHIVE_NAME);
-                        if let Restored::Downloaded { bytes } =
-                            flow::download_key(r, ctx, &candidate, &dest, trace).await
-                        {
-                            downloaded = bytes;
+                        let to = extract_to(ctx, store.archive_path(&slug, &clean));
+                        match flow::download_key(r, ctx, &candidate, &dest, trace, Some(to)).await {
+                            Restored::Downloaded { bytes, extracted } => {
+                                downloaded = bytes;
+                                overlapped = Some((clean.clone(), extracted, true));
+                            }
+                            Restored::ExtractedNotKept { bytes } => {
+                                downloaded = bytes;
+                                overlapped = Some((clean.clone(), Overlapped::Extracted, false));
+                            }
+                            Restored::Missing | Restored::Failed => {}
                         }
                         drop(dir);
                     }
@@ -105,7 +113,21 @@ pub(crate) async fn restore(
                     Err(e) => trace.warning(&format!("the shared cache is not downloaded: {e}")),
                 }
             }
-            match restore_one(store, &slug, candidate, ctx, downloaded > 0).await {
+            let outcome = match overlapped {
+                Some((clean, Overlapped::Extracted, kept)) => {
+                    if kept {
+                        adopt_download(store, &slug, &clean, ctx, trace).await;
+                    }
+                    LocalRestore::Extracted(clean)
+                }
+                Some((clean, Overlapped::Failed(e), _)) => {
+                    LocalRestore::Failed(vec![format!("Failed to extract cache for key {clean:?}: {e}")])
+                }
+                Some((_, Overlapped::NotRun, _)) | None => {
+                    restore_one(store, &slug, candidate, ctx, downloaded > 0).await
+                }
+            };
+            match outcome {
                 LocalRestore::Extracted(k) => {
                     if !matches!(remote, RemoteSetup::Ready(_)) {
                         trace.println(
@@ -183,6 +205,35 @@ async fn remove_cache_paths(spec: &CacheSpec, ctx: &StageCtx<'_>, trace: &TraceW
         }
         Ok(Err(e)) => trace.warning(&format!("could not clean up the cache paths: {e}")),
         Err(e) => trace.warning(&format!("cache path clean-up stopped: {e}")),
+    }
+}
+
+/// The extraction beside a remote download, into the project directory (opened as for a local restore).
+fn extract_to(ctx: &StageCtx<'_>, label: std::path::PathBuf) -> flow::ExtractTo {
+    let (builds_dir, project_dir) = (ctx.runner.builds_dir.clone(), ctx.project_dir.clone());
+    flow::ExtractTo {
+        open_root: Box::new(move || open_project(&builds_dir, &project_dir, true)),
+        label,
+    }
+}
+
+/// An archive extracted while it downloaded becomes this machine's copy of the key (see
+/// [`CacheStore::adopt_extracted`]).
+async fn adopt_download(store: &CacheStore, slug: &str, key: &str, ctx: &StageCtx<'_>, trace: &TraceWriter) {
+    let (store, slug, key) = (store.clone(), slug.to_owned(), key.to_owned());
+    let (builds_dir, project_dir) = (ctx.runner.builds_dir.clone(), ctx.project_dir.clone());
+    let adopted = tokio::task::spawn_blocking(move || {
+        let root = open_project(&builds_dir, &project_dir, false)?;
+        store
+            .adopt_extracted(&slug, &key, &root)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    if let Err(e) = adopted {
+        // Only costs a second upload of an unchanged cache.
+        trace.warning(&format!("cannot record the downloaded cache as local copy: {e}"));
     }
 }
 

@@ -3,7 +3,9 @@
 //! part keeps failing aborted so the bucket holds no object. The runners talk to Garage through a small HTTP
 //! proxy on 127.0.0.1 (in this test) that records every request and fails the ones the test picks; it passes the
 //! `Host` header through, so the signatures still match. It also counts part uploads in flight (the parts must
-//! overlap) and holds part 2 of `stalled` forever, so a job can be cancelled mid-upload.
+//! overlap) and holds part 2 of `stalled` forever, so a job can be cancelled mid-upload. It also holds one range of
+//! the download of `many` until the test has seen the restore's first file in place: the extraction runs while
+//! the archive is still arriving.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,6 +48,8 @@ struct Proxy {
     /// Part uploads being forwarded now, and the most there ever were at once.
     parts_now: Arc<AtomicUsize>,
     parts_peak: Arc<AtomicUsize>,
+    /// Set to true to let the held range of `many` through.
+    release: tokio::sync::watch::Sender<bool>,
 }
 
 /// One part upload in flight while it lives.
@@ -71,6 +75,9 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
     };
     let is_part = seen.method == "PUT" && seen.has("partNumber");
     let stall = is_part && seen.path.ends_with("/stalled") && seen.param("partNumber") == Some("2");
+    let held = seen.method == "GET"
+        && seen.path.ends_with("/many")
+        && seen.range.starts_with(&format!("bytes={}-", 2 * PART));
     let _in_flight = is_part.then(|| {
         let now = p.parts_now.fetch_add(1, Ordering::SeqCst) + 1;
         p.parts_peak.fetch_max(now, Ordering::SeqCst);
@@ -83,11 +90,18 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
         verdict
     };
     if let Some(status) = verdict {
+        // Read first, as a store does: an answer sent while the runner still writes a part's body makes that write
+        // fail with a broken pipe instead of the client reading the status.
+        let _ = axum::body::to_bytes(req.into_body(), usize::MAX).await;
         return (status, "<Error><Code>InjectedByTest</Code></Error>").into_response();
     }
     if stall {
         // Until the runner gives up on the request (it drops the connection when the job is cancelled).
         std::future::pending::<()>().await;
+    }
+    if held {
+        let mut released = p.release.subscribe();
+        let _ = released.wait_for(|go| *go).await;
     }
     let (parts, body) = req.into_parts();
     let target = format!(
@@ -129,6 +143,7 @@ async fn start_proxy(upstream: String, fail: Arc<Rule>) -> (String, Proxy) {
             .unwrap(),
         parts_now: Arc::default(),
         parts_peak: Arc::default(),
+        release: tokio::sync::watch::channel(false).0,
     };
     let app = axum::Router::new().fallback(forward).with_state(proxy.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -302,19 +317,103 @@ async fn large_archives_move_in_parts_through_garage() {
     assert_eq!(gets.len(), 4, "three parts and one retry: {gets:?}");
     assert!(restored.contains("Retrying"), "{restored}");
 
+    extraction_overlaps_the_download(&fake, &proxy, (&da, &db), b.dir.path()).await;
+
     aborted_upload_leaves_no_object(&fake, &proxy, (&da, &db)).await;
     upload_is_gone(&cluster, &proxy, "/doomed").await;
     cancelled_upload_is_aborted(&fake, &proxy, &da).await;
     upload_is_gone(&cluster, &proxy, "/stalled").await;
-    // The store itself holds one object: `big`; nothing of `doomed`.
+    // The store itself holds two objects: `big` and `many`; nothing of `doomed`.
     let info = cluster.cli(0, &["bucket", "info", BUCKET]);
     let objects = info
         .lines()
         .find_map(|l| l.strip_prefix("Objects:"))
         .map(str::trim);
-    assert_eq!(objects, Some("1"), "{info}");
+    assert_eq!(objects, Some("2"), "{info}");
     crate::support::quit_ok(da).await;
     crate::support::quit_ok(db).await;
+}
+
+/// Three 6 MB files in an 18 MB archive (parts of 5 MiB: the first, the tail with the central directory, then
+/// the rest in order). The proxy holds the range at 10 MiB: the first entry must be extracted in B's project
+/// directory before that range is let through (the other two reach into it), and the job then finds every file
+/// whole.
+async fn extraction_overlaps_the_download(
+    fake: &fake_gitlab::FakeGitlab,
+    proxy: &Proxy,
+    (da, db): (&crate::support::Daemon, &crate::support::Daemon),
+    b_dir: &std::path::Path,
+) {
+    let make = "mkdir -p many && for f in a b c; do head -c 6000000 /dev/urandom > many/$f.bin; done && \
+                sha256sum many/*.bin";
+    let push = job("push many", "a", &[make], CacheSpec::new("many", &["many/"]));
+    let rec = finished(fake, fake.enqueue_job(push), FINISH, da).await;
+    let pushed = rec.trace_text();
+    assert_eq!(rec.status, "success", "{pushed}");
+    let restore = job(
+        "restore many",
+        "b",
+        &["sha256sum many/*.bin"],
+        CacheSpec {
+            policy: "pull".into(),
+            ..CacheSpec::new("many", &["many/"])
+        },
+    );
+    let id = fake.enqueue_job(restore);
+    let deadline = tokio::time::Instant::now() + FINISH;
+    let whole = || {
+        ["a.bin", "b.bin", "c.bin"]
+            .into_iter()
+            .filter(|f| {
+                find_file(b_dir, f).is_some_and(|p| std::fs::metadata(p).is_ok_and(|m| m.len() == 6_000_000))
+            })
+            .count()
+    };
+    while whole() == 0 {
+        if tokio::time::Instant::now() >= deadline {
+            let seen = proxy.seen.lock().unwrap().clone();
+            let trace = fake.job(id).map(|j| j.trace_text()).unwrap_or_default();
+            panic!(
+                "no file was extracted while the download was held; requests: {:#?}\njob log:\n{trace}",
+                of(&seen, "/many")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(whole() < 3, "every file was in place before the held range came");
+    proxy.release.send_replace(true);
+    let rec = finished(fake, id, FINISH, db).await;
+    let restored = rec.trace_text();
+    assert_eq!(rec.status, "success", "{restored}");
+    assert!(restored.contains("Successfully extracted cache"), "{restored}");
+    let sums = |t: &str| {
+        let mut v: Vec<String> = t
+            .lines()
+            .filter(|l| l.contains("many/") && !l.contains("sha256sum"))
+            .map(str::to_owned)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sums(&pushed).len(), 3, "{pushed}");
+    assert_eq!(sums(&pushed), sums(&restored), "{restored}");
+}
+
+/// The first file called `name` below `dir`.
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let kind = entry.file_type().ok()?;
+        if kind.is_file() && path.file_name().is_some_and(|n| n == name) {
+            return Some(path);
+        }
+        if kind.is_dir()
+            && let Some(found) = find_file(&path, name)
+        {
+            return Some(found);
+        }
+    }
+    None
 }
 
 /// Part 2 keeps failing: the job still succeeds, the upload is aborted, and B finds no object under the key.

@@ -3,16 +3,49 @@
 //! written archive.
 //! Every problem is a warning: the caller falls back to the local store, and a job never fails over its cache.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use oxrunner_archive::{Arrivals, Arriving};
 use oxrunner_core::{StageCtx, TraceWriter};
+use oxrunner_fs::Dir;
 
 use super::RemoteCache;
 use super::multipart::Upload;
 use super::parts;
 use super::s3::Presigned;
 use super::transfer::{self, Fetched, clean_url};
+
+/// The extraction that runs while the archive downloads: it opens the project directory on its own thread;
+/// `label` names the archive in its errors.
+pub(crate) struct ExtractTo {
+    pub(crate) open_root: Box<dyn FnOnce() -> Result<Dir, String> + Send>,
+    pub(crate) label: PathBuf,
+}
+
+/// What the extraction beside a successful download did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Overlapped {
+    /// It did not run (a small archive, one stream, or it could not start): the caller extracts the local copy.
+    NotRun,
+    /// Every entry is in place.
+    Extracted,
+    /// The archive could not be extracted (the message of a local extraction of it).
+    Failed(String),
+}
+
+/// Fails the arrivals when the download is dropped midway (a cancelled job), so the extraction waiting for
+/// bytes takes back what it wrote and ends.
+struct EndOnDrop(Option<Arc<Arrivals>>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if let Some(a) = &self.0 {
+            a.fail("the download was stopped");
+        }
+    }
+}
 
 /// gitlab-runner's `CACHE_REQUEST_TIMEOUT` default, in minutes.
 const DEFAULT_REQUEST_TIMEOUT_MIN: u64 = 10;
@@ -22,8 +55,12 @@ const MIN_URL_LIFETIME: Duration = Duration::from_secs(3600);
 /// What downloading one key from the remote store gave.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Restored {
-    /// The object now is the local copy of the key; `bytes` came over the network.
-    Downloaded { bytes: u64 },
+    /// The object now is the local copy of the key; `bytes` came over the network. `extracted`: what the
+    /// extraction that ran beside the download did.
+    Downloaded { bytes: u64, extracted: Overlapped },
+    /// The extraction beside the download put every entry in place, but the archive could not be kept as the
+    /// key's local copy (warned).
+    ExtractedNotKept { bytes: u64 },
     /// No object under this key.
     Missing,
     /// The store could not be used (already reported as a warning).
@@ -76,14 +113,17 @@ pub(crate) fn presign_for_script(
 }
 
 /// Downloads `key` to `dest`, the local store's archive of the key, replacing it only once the download is
-/// complete. The caller extracts it like any local archive, and the archive stage then compares the job's files
-/// with what came from the bucket, so an unchanged cache is not uploaded again from another machine.
+/// complete. With `extract_to`, an archive that comes in parts is extracted while it arrives (its central
+/// directory fetched first); otherwise the caller extracts it like any local archive. The archive stage then
+/// compares the job's files with what came from the bucket, so an unchanged cache is not uploaded again from
+/// another machine.
 pub(crate) async fn download_key(
     remote: &RemoteCache,
     ctx: &StageCtx<'_>,
     key: &str,
     dest: &Path,
     trace: &TraceWriter,
+    extract_to: Option<ExtractTo>,
 ) -> Restored {
     let Some(name) = object(remote, ctx, key, trace) else {
         return Restored::Failed;
@@ -121,26 +161,111 @@ pub(crate) async fn download_key(
     ));
     let warn = |m: &str| trace.warning(m);
     let store = remote.store.describe();
-    let bytes = match parts::download(&http, &signed, tmp.as_file(), remote.parts, &store, &warn).await {
-        Ok(Fetched::Found { bytes }) => bytes,
-        Ok(Fetched::Missing) => return Restored::Missing,
-        Err(e) => {
-            trace.warning(&e);
-            return Restored::Failed;
-        }
+    let arrivals = extract_to.as_ref().map(|_| Arc::new(Arrivals::default()));
+    let extraction = match (extract_to, &arrivals) {
+        (Some(to), Some(arrivals)) => start_extraction(to, &tmp, arrivals),
+        _ => None,
     };
-    let target = dest.to_path_buf();
-    let placed = tokio::task::spawn_blocking(move || put_in_place(tmp, &target))
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
-    match placed {
-        Ok(()) => Restored::Downloaded { bytes },
-        Err(e) => {
-            trace.warning(&format!("saving the downloaded cache as {}: {e}", dest.display()));
-            Restored::Failed
+    let ender = EndOnDrop(arrivals.clone());
+    let fetched = parts::download(
+        &http,
+        &signed,
+        tmp.as_file(),
+        remote.parts,
+        &store,
+        &warn,
+        arrivals.as_ref(),
+    )
+    .await;
+    if let Some(a) = &arrivals {
+        match &fetched {
+            Ok(Fetched::Found { .. }) => a.complete(),
+            Ok(Fetched::Missing) => a.fail("no such object"),
+            Err(e) => a.fail(e),
         }
     }
+    drop(ender);
+    // The archive is synced and put in place while the extraction finishes its last entries.
+    let placing = match fetched {
+        Ok(Fetched::Found { bytes }) => {
+            let target = dest.to_path_buf();
+            Ok((
+                bytes,
+                tokio::task::spawn_blocking(move || put_in_place(tmp, &target)),
+            ))
+        }
+        Ok(Fetched::Missing) => Err(Restored::Missing),
+        Err(e) => {
+            trace.warning(&e);
+            Err(Restored::Failed)
+        }
+    };
+    let arriving = match extraction {
+        Some(handle) => handle
+            .await
+            .unwrap_or_else(|e| Err(format!("the extraction stopped: {e}"))),
+        None => Ok(Arriving::NotStarted),
+    };
+    let (bytes, placed) = match placing {
+        Ok((bytes, placing)) => (
+            bytes,
+            placing.await.map_err(std::io::Error::other).and_then(|r| r),
+        ),
+        Err(missed) => {
+            return match arriving {
+                // Every entry arrived and passed its CRC before the download failed on what remained.
+                Ok(Arriving::Extracted(_)) => Restored::ExtractedNotKept { bytes: 0 },
+                Ok(Arriving::Abandoned { left }) => {
+                    trace.warning(&abandoned_message(&left));
+                    missed
+                }
+                _ => missed,
+            };
+        }
+    };
+    let extracted = match arriving {
+        Ok(Arriving::Extracted(_)) => Overlapped::Extracted,
+        Ok(Arriving::Failed(e)) => Overlapped::Failed(e.to_string()),
+        // Abandoned while the download went on as one stream: the complete archive is extracted afterwards.
+        Ok(Arriving::NotStarted | Arriving::Abandoned { .. }) | Err(_) => Overlapped::NotRun,
+    };
+    match placed {
+        Ok(()) => Restored::Downloaded { bytes, extracted },
+        Err(e) => {
+            trace.warning(&format!("saving the downloaded cache as {}: {e}", dest.display()));
+            if extracted == Overlapped::Extracted {
+                Restored::ExtractedNotKept { bytes }
+            } else {
+                Restored::Failed
+            }
+        }
+    }
+}
+
+fn abandoned_message(left: &[String]) -> String {
+    if left.is_empty() {
+        return "the files already extracted from the interrupted download were removed again".to_owned();
+    }
+    format!(
+        "the files already extracted from the interrupted download were removed again, except: {}",
+        left.join("; ")
+    )
+}
+
+/// Starts the extraction beside the download, reading the download's file through its own descriptor.
+fn start_extraction(
+    to: ExtractTo,
+    tmp: &tempfile::NamedTempFile,
+    arrivals: &Arc<Arrivals>,
+) -> Option<tokio::task::JoinHandle<Result<Arriving, String>>> {
+    let file = tmp.as_file().try_clone().ok()?;
+    let arrivals = Arc::clone(arrivals);
+    Some(tokio::task::spawn_blocking(move || {
+        let root = (to.open_root)()?;
+        Ok(oxrunner_archive::extract_arriving(
+            file, &to.label, &arrivals, &root,
+        ))
+    }))
 }
 
 /// Puts the complete download at `dest` in one step: its data is on disk first (the local copy is trusted

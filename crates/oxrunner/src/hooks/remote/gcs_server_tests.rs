@@ -258,7 +258,7 @@ async fn a_cache_pushed_through_signed_urls_is_restored_from_the_bucket() {
 
     let restored = dir.path().join("restored/cache.zip");
     assert_eq!(
-        flow::download_key(&remote, &sctx, "deps", &restored, &trace).await,
+        flow::download_key(&remote, &sctx, "deps", &restored, &trace, None).await,
         Restored::Missing
     );
     assert!(!flow::remote_has(&remote, &sctx, "deps", &trace).await);
@@ -282,8 +282,11 @@ async fn a_cache_pushed_through_signed_urls_is_restored_from_the_bucket() {
 
     // A restore elsewhere (a fresh local path) gets it from the bucket.
     assert_eq!(
-        flow::download_key(&remote, &sctx, "deps", &restored, &trace).await,
-        Restored::Downloaded { bytes: 16 }
+        flow::download_key(&remote, &sctx, "deps", &restored, &trace, None).await,
+        Restored::Downloaded {
+            bytes: 16,
+            extracted: flow::Overlapped::NotRun
+        }
     );
     assert_eq!(std::fs::read_to_string(&restored).unwrap(), "PK-archive-bytes");
     assert_eq!(*bucket.refused.lock().unwrap(), Vec::<String>::new());
@@ -332,6 +335,7 @@ async fn altered_or_expired_urls_are_refused_with_a_readable_error() {
         super::super::parts::PartPlan::default(),
         &remote.store.describe(),
         &|_| {},
+        None,
     )
     .await
     .unwrap_err();
@@ -371,6 +375,7 @@ async fn altered_or_expired_urls_are_refused_with_a_readable_error() {
         super::super::parts::PartPlan::default(),
         "GCS bucket",
         &|_| {},
+        None,
     )
     .await
     .unwrap_err();

@@ -14,6 +14,8 @@ use futures::{StreamExt, TryStreamExt};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, ETAG, RANGE};
 
+use oxrunner_archive::Arrivals;
+
 use super::s3::Presigned;
 use super::transfer::{Failure, Fetched, clean_url, network, status_failure, with_retries};
 
@@ -152,15 +154,19 @@ enum First {
     Unranged,
 }
 
-/// The download file and where answers are shown.
+/// The download file, where answers are shown, and who is told what is on disk (an extraction reading the
+/// archive as it arrives).
 struct Target<'a> {
     file: Arc<File>,
     shown: &'a str,
     store: &'a str,
+    arrivals: Option<Arc<Arrivals>>,
 }
 
 /// `GET` the object into `file` (the caller's fresh, private file), in parallel parts when it is larger than
-/// the plan's threshold.
+/// the plan's threshold. With `arrivals`, the file is announced once it has its final size and each written range
+/// is reported, the object's last part (a zip's central directory) fetched right after the first; the caller
+/// completes or fails the arrivals when this returns.
 pub(crate) async fn download(
     http: &reqwest::Client,
     signed: &Presigned,
@@ -168,6 +174,7 @@ pub(crate) async fn download(
     plan: PartPlan,
     store: &str,
     warn: &(dyn Fn(&str) + Sync),
+    arrivals: Option<&Arc<Arrivals>>,
 ) -> Result<Fetched, String> {
     let shown = clean_url(signed.url.as_str());
     let file = file
@@ -177,6 +184,7 @@ pub(crate) async fn download(
         file: Arc::new(file),
         shown: &shown,
         store,
+        arrivals: arrivals.cloned(),
     };
     let first_len = plan.part_size.max(1);
     let mut first = with_retries(|| first_part(http, signed, &target, Some(first_len)), warn).await?;
@@ -197,11 +205,16 @@ pub(crate) async fn download(
     if total <= first_len {
         return Ok(Fetched::Found { bytes: total });
     }
-    let rest = if total > plan.threshold {
+    let mut rest = if total > plan.threshold {
         plan.ranges(first_len, total)
     } else {
         vec![(first_len, total)]
     };
+    if let Some(arrivals) = arrivals {
+        // A zip is read from its end: the central directory first, then the entries in order.
+        rest.rotate_right(1);
+        arrivals.begin(total);
+    }
     let (target_ref, etag) = (&target, etag.as_deref());
     let parts: Vec<bool> = futures::stream::iter(rest)
         .map(|(start, end)| async move {
@@ -218,7 +231,10 @@ pub(crate) async fn download(
         return Ok(Fetched::Found { bytes: total });
     }
     // The store stopped honouring ranges midway (a proxy, a CDN): every part has ended, so the file is
-    // rewritten from the start by one plain request.
+    // rewritten from the start by one plain request. What was read from it so far is not trusted any longer.
+    if let Some(arrivals) = arrivals {
+        arrivals.fail("the store stopped answering in ranges; the archive is downloaded again as one stream");
+    }
     match with_retries(|| first_part(http, signed, &target, None), warn).await? {
         First::Missing => Ok(Fetched::Missing),
         First::Whole(bytes) => Ok(Fetched::Found { bytes }),
@@ -365,7 +381,7 @@ async fn write_body(
             );
             let at = offset + written;
             written += full.len() as u64;
-            pending.start(&target.file, full, at);
+            pending.start(&target.file, full, at, target.arrivals.as_ref());
         }
         buf.extend_from_slice(&chunk);
     }
@@ -389,10 +405,15 @@ async fn write_body(
 struct Writing(Option<tokio::task::JoinHandle<std::io::Result<Vec<u8>>>>);
 
 impl Writing {
-    fn start(&mut self, file: &Arc<File>, mut buf: Vec<u8>, offset: u64) {
+    fn start(&mut self, file: &Arc<File>, mut buf: Vec<u8>, offset: u64, arrivals: Option<&Arc<Arrivals>>) {
         let file = Arc::clone(file);
+        // Told from the writing thread as soon as the bytes are in the file, not when the part reads on.
+        let arrivals = arrivals.cloned();
         self.0 = Some(tokio::task::spawn_blocking(move || {
             file.write_all_at(&buf, offset)?;
+            if let Some(report) = arrivals {
+                report.arrived(offset, offset + buf.len() as u64);
+            }
             buf.clear();
             Ok(buf)
         }));
@@ -432,6 +453,9 @@ async fn write_at(target: &Target<'_>, buf: Vec<u8>, offset: u64) -> Result<u64,
         .map_err(std::io::Error::other)
         .and_then(|r| r)
         .map_err(|e| target.local(&e))?;
+    if let Some(arrivals) = &target.arrivals {
+        arrivals.arrived(offset, offset + len);
+    }
     Ok(len)
 }
 

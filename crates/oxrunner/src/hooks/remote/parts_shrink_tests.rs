@@ -54,7 +54,7 @@ async fn a_retried_first_part_of_a_smaller_object_leaves_no_old_tail() {
     let http = client(std::time::Duration::from_secs(30)).unwrap();
     let dest = tempfile::NamedTempFile::new().unwrap();
     let warn = |_: &str| {};
-    let got = download(&http, &signed, dest.as_file(), plan, "S3 bucket", &warn).await;
+    let got = download(&http, &signed, dest.as_file(), plan, "S3 bucket", &warn, None).await;
     task.abort();
     assert_eq!(calls.load(Ordering::SeqCst), 2, "one retry");
     assert!(matches!(got, Ok(Fetched::Found { bytes: 300 })), "{got:?}");

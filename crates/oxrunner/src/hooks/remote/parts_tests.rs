@@ -148,7 +148,7 @@ async fn fetch_with(s: &Server, plan: PartPlan) -> (Result<Fetched, String>, Vec
     let dest = tempfile::NamedTempFile::new().unwrap();
     let warnings = Mutex::new(Vec::new());
     let warn = |m: &str| warnings.lock().unwrap().push(m.to_owned());
-    let got = download(&http, &signed, dest.as_file(), plan, "S3 bucket", &warn).await;
+    let got = download(&http, &signed, dest.as_file(), plan, "S3 bucket", &warn, None).await;
     task.abort();
     let bytes = std::fs::read(dest.path()).unwrap();
     (got, bytes, warnings.into_inner().unwrap())
@@ -188,7 +188,7 @@ async fn below_the_threshold_the_rest_is_one_range() {
     };
     let http = client(std::time::Duration::from_secs(30)).unwrap();
     let dest = tempfile::NamedTempFile::new().unwrap();
-    let got = download(&http, &signed, dest.as_file(), plan, "S3 bucket", &|_| {}).await;
+    let got = download(&http, &signed, dest.as_file(), plan, "S3 bucket", &|_| {}, None).await;
     task.abort();
     assert_eq!(got, Ok(Fetched::Found { bytes: 10_000 }));
     assert!(std::fs::read(dest.path()).unwrap() == *s.data);

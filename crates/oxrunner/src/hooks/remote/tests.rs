@@ -204,7 +204,7 @@ async fn a_wrong_region_answer_names_bucket_location() {
     let http = super::transfer::client(std::time::Duration::from_secs(30)).unwrap();
     let dest = tempfile::NamedTempFile::new().unwrap();
     let plan = super::parts::PartPlan::default();
-    let why = super::parts::download(&http, &signed, dest.as_file(), plan, "S3 bucket", &|_| {})
+    let why = super::parts::download(&http, &signed, dest.as_file(), plan, "S3 bucket", &|_| {}, None)
         .await
         .unwrap_err();
     server.abort();
