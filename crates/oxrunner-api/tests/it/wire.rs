@@ -63,7 +63,7 @@ fn upstream_fixture_deserialises_completely() {
     );
     let file = dep.artifacts_file.as_ref().unwrap();
     assert_eq!((file.filename.as_str(), file.size), ("binaries.zip", 13_631_488));
-    assert!(job.secrets.is_null());
+    assert!(job.secrets.is_empty());
     assert!(job.hooks.is_empty());
 }
 
