@@ -269,11 +269,17 @@ mod tests {
         assert_eq!(vault.server.auth.data["role"], "deploy");
         assert_eq!(vault.engine.name, "kv-v2");
         assert_eq!(vault.engine.path, "kv");
-        assert_eq!((vault.path.as_str(), vault.field.as_str()), ("production/db", "password"));
+        assert_eq!(
+            (vault.path.as_str(), vault.field.as_str()),
+            ("production/db", "password")
+        );
         assert!(!db.is_file());
         let debug = format!("{s:?}");
         assert!(!debug.contains(JWT), "{debug}");
-        assert!(debug.contains("production/db") && debug.contains("data_keys"), "{debug}");
+        assert!(
+            debug.contains("production/db") && debug.contains("data_keys"),
+            "{debug}"
+        );
     }
 
     #[test]
@@ -308,6 +314,9 @@ mod tests {
         // A custom executor's job-response file gets what GitLab sent.
         let back = serde_json::to_value(&s).unwrap();
         assert_eq!(back["AWS"], json["AWS"]);
-        assert_eq!(back["GSM"]["gitlab_secrets_manager"]["server"]["inline_auth"]["jwt"], JWT);
+        assert_eq!(
+            back["GSM"]["gitlab_secrets_manager"]["server"]["inline_auth"]["jwt"],
+            JWT
+        );
     }
 }

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod plan;
 mod prompt;
 pub mod runner;
+pub mod secrets;
 pub mod version;
 
 use std::process::ExitCode;

@@ -67,6 +67,8 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
         plan.sources.tls_key = Some(oxrunner_core::Secret::new(pem.key));
     }
     let flag_problems = resolve_feature_flags(&mut plan, &env.runner.feature_flags, &env.runner.environment);
+    // Before the trace exists: its masker is built from the plan, secrets included.
+    let secrets_stage = super::job_secrets::resolve(&job, &mut plan, &env.abort_all).await;
     let (trace, handle) = match TraceWriter::create(
         env.spool_dir.clone(),
         plan.mask_set(),
@@ -84,6 +86,9 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     };
     for problem in &flag_problems {
         trace.warning(problem);
+    }
+    if let Some(stage) = &secrets_stage {
+        stage.write(&trace, &plan);
     }
     log_images(job_id, &plan);
     trace.observe_stages(job_metrics.clone());
@@ -125,22 +130,31 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     // containers, which must be gone before the slot takes another job.
     let mut held = None;
     job_metrics.executor_created();
-    let started = match check(&job) {
-        Ok(()) => {
+    let secrets_failure = secrets_stage.and_then(|s| s.failure);
+    let started = match (check(&job), secrets_failure) {
+        (Err(err), _) => Err((FailureReason::RunnerSystemFailure, err.to_string())),
+        // As gitlab-runner: a job whose secrets cannot be resolved never reaches its executor.
+        (Ok(()), Some(failure)) => Err((failure.reason, failure.message)),
+        (Ok(()), None) => {
             let session = session.as_ref().map(|s| s as &dyn TerminalSession);
-            start(&env, &job, job_id, &token, &plan, &trace, &cancel, session).await
+            start(&env, &job, job_id, &token, &plan, &trace, &cancel, session)
+                .await
+                .map_err(|m| (FailureReason::RunnerSystemFailure, m))
         }
-        Err(err) => Err(err.to_string()),
     };
     let outcome = match started {
         Ok((outcome, h)) => {
             held = Some(h);
             outcome
         }
-        Err(message) => {
-            trace.error(&format!("Job failed (system failure): {message}"));
+        Err((reason, message)) => {
+            if reason == FailureReason::RunnerSystemFailure {
+                trace.error(&format!("Job failed (system failure): {message}"));
+            } else {
+                trace.error(&format!("Job failed: {message}"));
+            }
             JobOutcome::Failed {
-                reason: FailureReason::RunnerSystemFailure,
+                reason,
                 exit_code: None,
                 message,
             }
