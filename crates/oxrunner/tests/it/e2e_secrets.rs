@@ -318,3 +318,55 @@ async fn gitlab_secrets_manager_reads_with_inline_auth() {
     assert!(!reqs[0].headers.contains_key("x-vault-token"), "{reqs:?}");
     quit_ok(d).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_server_is_retried_per_secrets_retrieval_attempts() {
+    let fake = fake(1, 1).await;
+    let v = vault().await;
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb);
+    let secrets = json!({"DB_PASSWORD": {
+        "vault": vault_secret(&v.url(), "ops", "deploy", "kv-v2", "kv", "production/db", "password"),
+        "file": false
+    }});
+
+    v.fail_next(1, 503);
+    let retried = fake.enqueue_job(
+        job(
+            "retried",
+            &["printf '%s\\n' \"$DB_PASSWORD\" | rev"],
+            secrets.clone(),
+        )
+        .variable("SECRETS_RETRIEVAL_ATTEMPTS", "2")
+        .variable("FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY", "false"),
+    );
+    let job1 = finished(&fake, retried, FINISH, &d).await;
+    let trace = job1.trace_text();
+    assert_eq!(job1.status, "success", "{trace}");
+    assert!(
+        trace.contains("Retrying... resolving secrets: secret \"DB_PASSWORD\": logging in to ")
+            && trace.contains("api error: status code 503: Vault is sealed")
+            && trace.contains(&rev(DB_PASSWORD)),
+        "{trace}"
+    );
+
+    v.fail_next(1, 503);
+    let once = fake.enqueue_job(job("once", &["echo script-ran"], secrets));
+    let job2 = finished(&fake, once, FINISH, &d).await;
+    let trace = job2.trace_text();
+    assert_eq!(job2.status, "failed", "{trace}");
+    // runner_external_dependency_failure, sent as runner_system_failure where GitLab does not list it.
+    assert_eq!(
+        job2.failure_reason.as_deref(),
+        Some("runner_system_failure"),
+        "{trace}"
+    );
+    assert!(
+        trace.contains("ERROR: Job failed: resolving secrets: secret \"DB_PASSWORD\"")
+            && trace.contains("status code 503: Vault is sealed")
+            && trace.contains("hint: the secrets server failed"),
+        "{trace}"
+    );
+    assert!(!trace.contains("script-ran"), "{trace}");
+    quit_ok(d).await;
+}

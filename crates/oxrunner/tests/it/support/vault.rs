@@ -50,6 +50,8 @@ struct Inner {
     tokens: BTreeMap<String, String>,
     seen: Vec<SeenRequest>,
     next_token: u64,
+    /// The next requests answered with this status, as a sealed or overloaded server answers.
+    failing: Option<(u32, StatusCode)>,
 }
 
 #[derive(Clone)]
@@ -122,6 +124,11 @@ impl FakeVault {
         );
     }
 
+    /// Answers the next `count` requests with `status` (`{"errors": ["Vault is sealed"]}`).
+    pub fn fail_next(&self, count: u32, status: u16) {
+        self.inner.lock().unwrap().failing = Some((count, StatusCode::from_u16(status).unwrap()));
+    }
+
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.inner.lock().unwrap().seen.clone()
     }
@@ -155,6 +162,12 @@ async fn handle(
             .collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
     });
+    if let Some((count, status)) = inner.failing.take() {
+        if count > 1 {
+            inner.failing = Some((count - 1, status));
+        }
+        return errors(status, &["Vault is sealed"]);
+    }
     let namespace = header("x-vault-namespace").trim_matches('/').to_owned();
     let Some(path) = uri.path().strip_prefix("/v1/") else {
         return errors(StatusCode::NOT_FOUND, &[]);
