@@ -370,3 +370,56 @@ async fn a_failing_server_is_retried_per_secrets_retrieval_attempts() {
     assert!(!trace.contains("script-ran"), "{trace}");
     quit_ok(d).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_vault_is_verified_against_bao_cacert() {
+    let fake = fake(1, 1).await;
+    let pki = fake_gitlab::TestPki::generate().unwrap();
+    let trusted = FakeVault::start_tls(&pki.server).await;
+    trusted.mount("", "kv", Engine::KvV2);
+    trusted.put("kv", "app", json!({"password": DB_PASSWORD}));
+    trusted.role("", "jwt", "deploy", JWT);
+    // Another server, whose certificate no CA in BAO_CACERT signed.
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    let stranger =
+        fake_gitlab::TlsMaterial::self_signed_ca("stranger", &["127.0.0.1"], now - day, now + day).unwrap();
+    let untrusted = FakeVault::start_tls(&stranger).await;
+
+    let sb = Sandbox::new();
+    let ca = sb.path("vault-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let token = fake.create_runner_token("secrets-tls");
+    let text = global_toml(1, "") + &shell_runner_toml("secrets-tls", &fake.url(), &token, sb.dir.path(), "");
+    std::fs::write(sb.config(), text).unwrap();
+    let cfg = sb.config_str();
+    let d = sb.spawn_with_env(&["run", "-c", &cfg], &[("BAO_CACERT", ca.to_str().unwrap())]);
+
+    let secret = |url: &str| {
+        json!({"DB_PASSWORD": {"vault": vault_secret(url, "", "deploy", "kv-v2", "kv", "app", "password"),
+                               "file": false}})
+    };
+    let ok = fake.enqueue_job(job(
+        "tls-ok",
+        &["printf '%s\\n' \"$DB_PASSWORD\" | rev"],
+        secret(&trusted.url()),
+    ));
+    let refused = fake.enqueue_job(job("tls-refused", &["echo script-ran"], secret(&untrusted.url())));
+
+    let job1 = finished(&fake, ok, FINISH, &d).await;
+    let trace = job1.trace_text();
+    assert_eq!(job1.status, "success", "{trace}\n{}", d.log());
+    assert!(trace.contains(&rev(DB_PASSWORD)), "{trace}");
+
+    let job2 = finished(&fake, refused, FINISH, &d).await;
+    let trace = job2.trace_text();
+    assert_eq!(job2.status, "failed", "{trace}");
+    assert!(
+        trace.contains(&format!("request to {}/ failed", untrusted.url())) && trace.contains("certificate"),
+        "{trace}"
+    );
+    assert!(!trace.contains("script-ran"), "{trace}");
+    // The untrusted server never saw the login (and its JWT): the handshake failed first.
+    assert!(untrusted.requests().is_empty());
+    quit_ok(d).await;
+}

@@ -85,6 +85,30 @@ impl FakeVault {
         }
     }
 
+    /// The stand-in over HTTPS with `tls`'s certificate (for `127.0.0.1`).
+    pub async fn start_tls(tls: &fake_gitlab::TlsMaterial) -> FakeVault {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = axum::Router::new().fallback(handle).with_state(inner.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+            tls.cert_pem.clone().into_bytes(),
+            tls.key_pem.clone().into_bytes(),
+        )
+        .await
+        .unwrap();
+        let server = axum_server::from_tcp_rustls(listener, config).unwrap();
+        let task = tokio::spawn(async move {
+            let _ = server.serve(app.into_make_service()).await;
+        });
+        FakeVault {
+            inner,
+            url,
+            task: Arc::new(task),
+        }
+    }
+
     pub fn url(&self) -> String {
         self.url.clone()
     }
