@@ -87,9 +87,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     for problem in &flag_problems {
         trace.warning(problem);
     }
-    if let Some(stage) = &secrets_stage {
-        stage.write(&trace, &plan);
-    }
+    secrets_stage.iter().for_each(|stage| stage.write(&trace, &plan));
     log_images(job_id, &plan);
     trace.observe_stages(job_metrics.clone());
     let debug_trace =
@@ -130,12 +128,9 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     // containers, which must be gone before the slot takes another job.
     let mut held = None;
     job_metrics.executor_created();
-    let secrets_failure = secrets_stage.and_then(|s| s.failure);
-    let started = match (check(&job), secrets_failure) {
-        (Err(err), _) => Err((FailureReason::RunnerSystemFailure, err.to_string())),
-        // As gitlab-runner: a job whose secrets cannot be resolved never reaches its executor.
-        (Ok(()), Some(failure)) => Err((failure.reason, failure.message)),
-        (Ok(()), None) => {
+    let started = match refusal(&job, secrets_stage) {
+        Some(refused) => Err(refused),
+        None => {
             let session = session.as_ref().map(|s| s as &dyn TerminalSession);
             start(&env, &job, job_id, &token, &plan, &trace, &cancel, session)
                 .await
@@ -147,18 +142,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
             held = Some(h);
             outcome
         }
-        Err((reason, message)) => {
-            if reason == FailureReason::RunnerSystemFailure {
-                trace.error(&format!("Job failed (system failure): {message}"));
-            } else {
-                trace.error(&format!("Job failed: {message}"));
-            }
-            JobOutcome::Failed {
-                reason,
-                exit_code: None,
-                message,
-            }
-        }
+        Err((reason, message)) => failed_before_start(&trace, reason, message),
     };
     control_task.abort();
 
@@ -181,6 +165,32 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     drop(trace);
     drop(handle);
     drop(job_metrics);
+}
+
+/// Why the job ends before an executor is built: a payload the runner cannot run, or secrets that could not be
+/// resolved (as gitlab-runner, such a job never reaches its executor).
+fn refusal(
+    job: &JobResponse,
+    secrets: Option<super::job_secrets::SecretsStage>,
+) -> Option<(FailureReason, String)> {
+    match (check(job), secrets.and_then(|s| s.failure)) {
+        (Err(err), _) => Some((FailureReason::RunnerSystemFailure, err.to_string())),
+        (Ok(()), Some(failure)) => Some((failure.reason, failure.message)),
+        (Ok(()), None) => None,
+    }
+}
+
+fn failed_before_start(trace: &TraceWriter, reason: FailureReason, message: String) -> JobOutcome {
+    if reason == FailureReason::RunnerSystemFailure {
+        trace.error(&format!("Job failed (system failure): {message}"));
+    } else {
+        trace.error(&format!("Job failed: {message}"));
+    }
+    JobOutcome::Failed {
+        reason,
+        exit_code: None,
+        message,
+    }
 }
 
 /// `FF_LOG_IMAGES_CONFIGURED_FOR_JOB`: the job's image and service images in the runner's log, as gitlab-runner
