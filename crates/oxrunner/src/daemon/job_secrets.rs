@@ -13,13 +13,14 @@ pub struct SecretsStage {
 }
 
 /// Resolves `job`'s secrets into `plan`'s variables (masked, raw, file per `file:`). `None` when the job has
-/// none. A runner shutdown (`abort`) ends the stage at once.
+/// none or is refused before it runs. A runner shutdown (`abort`) ends the stage at once.
 pub async fn resolve(
     job: &JobResponse,
     plan: &mut JobPlan,
     abort: &CancellationToken,
 ) -> Option<SecretsStage> {
-    if job.secrets.is_empty() {
+    // A payload the runner refuses anyway is not worth a login to the secrets server.
+    if job.secrets.is_empty() || crate::plan::check(job).is_err() {
         return None;
     }
     let resolution = tokio::select! {
