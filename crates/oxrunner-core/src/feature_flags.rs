@@ -85,11 +85,8 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag("FF_DISABLE_POWERSHELL_STDIN", false, WINDOWS),
     flag("FF_USE_POD_ACTIVE_DEADLINE_SECONDS", true, K8S),
     flag("FF_USE_ADVANCED_POD_SPEC_CONFIGURATION", false, K8S),
-    flag(
-        "FF_SECRET_RESOLVING_FAILS_IF_MISSING",
-        true,
-        Ignored("`secrets:` are not supported"),
-    ),
+    // A secret that is not found fails the job, or is an empty variable (`crates/oxrunner/src/secrets/`).
+    flag("FF_SECRET_RESOLVING_FAILS_IF_MISSING", true, Honoured),
     flag("FF_PRINT_POD_EVENTS", false, K8S),
     // `transfer.bundleURI` in the external git config (`script/git_flags.rs`).
     flag("FF_USE_GIT_BUNDLE_URIS", true, Honoured),

@@ -9,6 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::redact::{MASK, redact_url, secret};
+use crate::secrets::Secrets;
 
 /// `null` → `T::default()`, so optional objects and lists need no `Option` wrapper.
 fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -82,8 +83,9 @@ pub struct JobResponse {
     /// Server-side feature switches for this job.
     #[serde(deserialize_with = "nullable")]
     pub features: JobFeatures,
-    /// External secrets (`secrets:` keyword), kept as JSON; `null` when absent.
-    pub secrets: serde_json::Value,
+    /// External secrets (`secrets:` keyword); empty when absent.
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "Secrets::is_empty")]
+    pub secrets: Secrets,
     /// `hooks:` (pre/post get_sources scripts).
     #[serde(deserialize_with = "nullable")]
     pub hooks: Vec<Hook>,
@@ -119,7 +121,7 @@ impl fmt::Debug for JobResponse {
             .field("credentials", &self.credentials)
             .field("dependencies", &self.dependencies)
             .field("features", &self.features)
-            .field("secrets", &if self.secrets.is_null() { "null" } else { MASK })
+            .field("secrets", &self.secrets)
             .field("hooks", &self.hooks)
             .field("run", &self.run)
             .field("policy_options", &self.policy_options)

@@ -7,6 +7,8 @@
 mod job;
 pub mod redact;
 mod runner;
+mod secrets;
 
 pub use job::*;
 pub use runner::*;
+pub use secrets::*;

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod plan;
 mod prompt;
 pub mod runner;
+pub mod secrets;
 pub mod version;
 
 use std::process::ExitCode;

@@ -74,7 +74,7 @@ pub fn runner_info(executor: &ExecutorKind, shell: Option<&str>) -> RunnerInfo {
         raw_variables: true,
         artifacts_exclude: true,
         multi_build_steps: true,
-        vault_secrets: false,
+        vault_secrets: true,
         return_exit_code: true,
         service_variables: docker,
         service_multiple_aliases: docker,

@@ -72,6 +72,12 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
         plan.sources.tls_cert = Some(pem.cert);
         plan.sources.tls_key = Some(oxrunner_core::Secret::new(pem.key));
     }
+    // Before the trace exists: its masker is built from the plan, secrets included. A job whose inputs could not
+    // be interpolated fails before anything else.
+    let secrets_stage = match inputs.failure {
+        Some(_) => None,
+        None => super::job_secrets::resolve(&job, &mut plan, &env.abort_all).await,
+    };
     let (trace, handle) = match TraceWriter::create(
         env.spool_dir.clone(),
         plan.mask_set(),
@@ -90,6 +96,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     for problem in &flag_problems {
         trace.warning(problem);
     }
+    secrets_stage.iter().for_each(|stage| stage.write(&trace, &plan));
     log_images(job_id, &plan);
     trace.observe_stages(job_metrics.clone());
     let debug_trace =
@@ -130,29 +137,26 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     // containers, which must be gone before the slot takes another job.
     let mut held = None;
     job_metrics.executor_created();
-    let started = match (crate::inputs::failed_outcome(&inputs, &trace), check(&job)) {
+    let started = match (
+        crate::inputs::failed_outcome(&inputs, &trace),
+        refusal(&job, secrets_stage),
+    ) {
         (Some(failed), _) => Ok((failed, None)),
-        (None, Ok(())) => {
+        (None, Some(refused)) => Err(refused),
+        (None, None) => {
             let session = session.as_ref().map(|s| s as &dyn TerminalSession);
             start(&env, &job, job_id, &token, &plan, &trace, &cancel, session)
                 .await
                 .map(|(outcome, h)| (outcome, Some(h)))
+                .map_err(|m| (FailureReason::RunnerSystemFailure, m))
         }
-        (None, Err(err)) => Err(err.to_string()),
     };
     let outcome = match started {
         Ok((outcome, h)) => {
             held = h;
             outcome
         }
-        Err(message) => {
-            trace.error(&format!("Job failed (system failure): {message}"));
-            JobOutcome::Failed {
-                reason: FailureReason::RunnerSystemFailure,
-                exit_code: None,
-                message,
-            }
-        }
+        Err((reason, message)) => failed_before_start(&trace, reason, message),
     };
     control_task.abort();
 
@@ -175,6 +179,32 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     drop(trace);
     drop(handle);
     drop(job_metrics);
+}
+
+/// Why the job ends before an executor is built: a payload the runner cannot run, or secrets that could not be
+/// resolved (as gitlab-runner, such a job never reaches its executor).
+fn refusal(
+    job: &JobResponse,
+    secrets: Option<super::job_secrets::SecretsStage>,
+) -> Option<(FailureReason, String)> {
+    match (check(job), secrets.and_then(|s| s.failure)) {
+        (Err(err), _) => Some((FailureReason::RunnerSystemFailure, err.to_string())),
+        (Ok(()), Some(failure)) => Some((failure.reason, failure.message)),
+        (Ok(()), None) => None,
+    }
+}
+
+fn failed_before_start(trace: &TraceWriter, reason: FailureReason, message: String) -> JobOutcome {
+    if reason == FailureReason::RunnerSystemFailure {
+        trace.error(&format!("Job failed (system failure): {message}"));
+    } else {
+        trace.error(&format!("Job failed: {message}"));
+    }
+    JobOutcome::Failed {
+        reason,
+        exit_code: None,
+        message,
+    }
 }
 
 /// `FF_LOG_IMAGES_CONFIGURED_FOR_JOB`: the job's image and service images in the runner's log, as gitlab-runner

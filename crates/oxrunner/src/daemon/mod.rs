@@ -7,6 +7,7 @@
 
 mod docker_leftovers;
 pub mod job;
+mod job_secrets;
 mod longpoll;
 mod poller;
 pub(crate) mod request_gate;

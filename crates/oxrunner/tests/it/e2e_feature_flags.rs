@@ -49,7 +49,7 @@ async fn config_beats_the_job_and_every_flag_reaches_the_job() {
         &sb,
         "  environment = [\"FF_HASH_CACHE_KEYS=true\", \"FF_SCRIPT_TO_STEP_MIGRATION=false\"]\n  \
          [runners.feature_flags]\n    FF_TIMESTAMPS = false\n    FF_USE_GIT_BUNDLE_URIS = false\n    \
-         FF_SECRET_RESOLVING_FAILS_IF_MISSING = false\n",
+         FF_SECRET_RESOLVING_FAILS_IF_MISSING = false\n    FF_USE_LEGACY_GCS_CACHE_ADAPTER = true\n",
     );
     let id = fake.enqueue_job(
         JobSpec::new(
@@ -80,7 +80,8 @@ async fn config_beats_the_job_and_every_flag_reaches_the_job() {
     assert!(
         trace.contains(
             "  feature flags: FF_ENABLE_BASH_EXIT_CODE_CHECK:true, FF_SECRET_RESOLVING_FAILS_IF_MISSING:false, \
-             FF_USE_GIT_BUNDLE_URIS:false, FF_TIMESTAMPS:false, FF_HASH_CACHE_KEYS:true"
+             FF_USE_GIT_BUNDLE_URIS:false, FF_TIMESTAMPS:false, FF_USE_LEGACY_GCS_CACHE_ADAPTER:true, \
+             FF_HASH_CACHE_KEYS:true"
         ),
         "{trace}"
     );
@@ -89,11 +90,15 @@ async fn config_beats_the_job_and_every_flag_reaches_the_job() {
     let log = d.log();
     assert!(
         log.contains("[runners.feature_flags] without effect in this build")
-            && log.contains("FF_SECRET_RESOLVING_FAILS_IF_MISSING = false: `secrets:` are not supported"),
+            && log.contains("FF_USE_LEGACY_GCS_CACHE_ADAPTER = true: this build has one GCS signer"),
         "{log}"
     );
     // Honoured flags are not named.
     assert!(!log.contains("FF_USE_GIT_BUNDLE_URIS = false"), "{log}");
+    assert!(
+        !log.contains("FF_SECRET_RESOLVING_FAILS_IF_MISSING = false"),
+        "{log}"
+    );
     assert!(!log.contains("FF_TIMESTAMPS = false"), "{log}");
     quit_ok(d).await;
 }

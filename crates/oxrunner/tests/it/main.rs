@@ -31,6 +31,7 @@ mod e2e_mtls;
 mod e2e_native_clone;
 mod e2e_procs;
 mod e2e_register;
+mod e2e_secrets;
 mod e2e_settings;
 mod e2e_tls;
 mod e2e_tls_self_signed;

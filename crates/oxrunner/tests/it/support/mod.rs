@@ -11,6 +11,7 @@ pub mod docker_e2e;
 pub mod exec;
 pub mod garage;
 pub mod hooks;
+pub mod vault;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};

@@ -1,0 +1,64 @@
+//! The daemon's `resolve_secrets` stage: the job's secrets are resolved before its trace is created, so the
+//! trace's masker knows their values from the first byte; the stage's lines are written once the trace exists.
+
+use oxrunner_api::JobResponse;
+use oxrunner_core::{CancellationToken, FailureReason, JobPlan, TraceWriter, feature_flags};
+
+use crate::secrets::{self, LogLine, Resolution, SecretsFailure};
+
+/// What the stage left for the trace: its lines, and the failure that ends the job before the executor.
+pub struct SecretsStage {
+    lines: Vec<LogLine>,
+    pub failure: Option<SecretsFailure>,
+}
+
+/// Resolves `job`'s secrets into `plan`'s variables (masked, raw, file per `file:`). `None` when the job has
+/// none or is refused before it runs. A runner shutdown (`abort`) ends the stage at once.
+pub async fn resolve(
+    job: &JobResponse,
+    plan: &mut JobPlan,
+    abort: &CancellationToken,
+) -> Option<SecretsStage> {
+    // A payload the runner refuses anyway is not worth a login to the secrets server.
+    if job.secrets.is_empty() || crate::plan::check(job).is_err() {
+        return None;
+    }
+    let resolution = tokio::select! {
+        r = secrets::resolve(&job.secrets, &plan.variables) => r,
+        () = abort.cancelled() => Resolution {
+            lines: Vec::new(),
+            result: Err(SecretsFailure {
+                reason: FailureReason::RunnerSystemFailure,
+                message: "resolving secrets: aborted: the runner is shutting down".into(),
+            }),
+        },
+    };
+    let failure = match resolution.result {
+        Ok(vars) => {
+            plan.variables.extend(vars);
+            None
+        }
+        Err(f) => Some(f),
+    };
+    Some(SecretsStage {
+        lines: resolution.lines,
+        failure,
+    })
+}
+
+impl SecretsStage {
+    /// Writes the stage's section to the job log (with the job's section and timestamp settings, which the driver
+    /// applies only later).
+    pub fn write(&self, trace: &TraceWriter, plan: &JobPlan) {
+        trace.set_sections(plan.features.trace_sections);
+        trace.set_timestamps(feature_flags::is_on(&plan.variables, "FF_TIMESTAMPS"));
+        trace.section_start(secrets::SECTION, secrets::HEADER);
+        for line in &self.lines {
+            match line {
+                LogLine::Println(l) => trace.println(l),
+                LogLine::Warning(l) => trace.warning(l),
+            }
+        }
+        trace.section_end(secrets::SECTION);
+    }
+}
