@@ -182,6 +182,18 @@ pub struct JobSpec {
     pub tags: Vec<String>,
     /// Registry credentials entries to send (`credentials:`), as JSON objects.
     pub credentials: Vec<serde_json::Value>,
+    /// `suspend_options` to send (`FF_SUSPENDABLE_ENVIRONMENTS`); `None` leaves the key out.
+    pub suspend: Option<SuspendSpec>,
+}
+
+/// A job's `suspend_options`: keep its environment at its end, or resume one an earlier job suspended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SuspendSpec {
+    pub on_success: bool,
+    pub on_failure: bool,
+    /// The `runtime_environment_key` an earlier job reported (see `JobRecord::runtime_environment_key`).
+    pub key: Option<String>,
 }
 
 impl Default for JobSpec {
@@ -207,6 +219,7 @@ impl Default for JobSpec {
             ref_name: "main".to_string(),
             tags: Vec::new(),
             credentials: Vec::new(),
+            suspend: None,
         }
     }
 }

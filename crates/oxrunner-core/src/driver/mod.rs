@@ -8,6 +8,7 @@ mod inscript;
 mod remote;
 mod removal;
 mod sources;
+mod suspend;
 mod terminal;
 
 use std::future::Future;
@@ -172,6 +173,7 @@ pub async fn run_job_with_session(
     driver.run().await;
     driver.cleanup_file_variables().await;
     driver.wait_for_terminal().await;
+    driver.suspend_if_asked().await;
     driver.executor.cleanup().await;
     if let (None, Some(reason)) = (&driver.failure, trace.lost()) {
         // A job whose log was cut by a runner-side error is not a success: its output is partly lost.
@@ -498,6 +500,7 @@ impl Driver<'_> {
         self.section_start(&stage);
         let result = match self.configure_executor().await {
             Ok(Ok(())) => match crate::builddir::check_clone_path(self.plan, &self.ctx) {
+                Ok(()) if let Err(err) = self.check_resumable() => Ok(Err(err)),
                 Ok(()) => self.prepare_with_retries().await,
                 Err(message) => Ok(Err(ExecError::Build {
                     reason: FailureReason::RunnerConfigurationError,
