@@ -19,6 +19,7 @@ mod readiness;
 mod registry;
 mod services;
 mod stages;
+mod suspend;
 mod support;
 mod terminal;
 mod tls;
