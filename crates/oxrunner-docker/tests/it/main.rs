@@ -19,7 +19,7 @@ mod readiness;
 mod registry;
 mod services;
 mod stages;
-mod suspend;
 mod support;
+mod suspend;
 mod terminal;
 mod tls;

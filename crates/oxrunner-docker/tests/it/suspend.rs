@@ -62,14 +62,23 @@ async fn a_suspended_environment_survives_the_sweep_and_resumes_with_its_files_a
     first.prepare(&plan, &trace.writer).await.unwrap();
     let script = "mkdir -p /opt && echo outside-the-build-dir > /opt/marker && mkdir -p /builds/group/project && \
                   echo in-the-volume > /builds/group/project/kept.txt";
-    assert_eq!(common::run(&mut first, script, &trace).await, ExitStatus::Code(0), "{}", trace.text());
+    assert_eq!(
+        common::run(&mut first, script, &trace).await,
+        ExitStatus::Code(0),
+        "{}",
+        trace.text()
+    );
     let fields = first.suspend().await.unwrap();
     first.cleanup().await;
     first.finish_cleanup().await;
     let key = RuntimeEnvironmentKey::new(3, SYSTEM_ID, fields).to_string();
 
     let (containers, volumes) = common::objects_of(&docker, &ctx.short_token).await;
-    assert_eq!((containers.len(), volumes.len()), (2, 1), "suspend keeps job, service and volume");
+    assert_eq!(
+        (containers.len(), volumes.len()),
+        (2, 1),
+        "suspend keeps job, service and volume"
+    );
     assert_eq!(networks_of(&docker, &ctx.short_token).await, 1);
     // At daemon start nothing runs, yet a suspended environment is not a leftover.
     let removed = remove_leftovers(&docker, &ctx.short_token, &HashSet::new())
@@ -83,17 +92,30 @@ async fn a_suspended_environment_survives_the_sweep_and_resumes_with_its_files_a
     foreign.suspend.runtime_environment_key = key.clone();
     let mut intruder = DockerExecutor::new(common::config(), ctx.clone());
     let err = intruder.prepare(&foreign, &trace.writer).await.unwrap_err();
-    assert!(err.to_string().contains("not a job container of this runner and project"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("not a job container of this runner and project"),
+        "{err}"
+    );
     intruder.cleanup().await;
 
     let mut resumed_plan = suspendable(603);
     resumed_plan.suspend.runtime_environment_key = key.clone();
     let mut second = DockerExecutor::new(common::config(), ctx.clone());
     second.prepare(&resumed_plan, &trace.writer).await.unwrap();
-    assert!(trace.text().contains("Resuming Docker executor..."), "{}", trace.text());
+    assert!(
+        trace.text().contains("Resuming Docker executor..."),
+        "{}",
+        trace.text()
+    );
     let script = "cat /opt/marker /builds/group/project/kept.txt; \
                   for i in $(seq 1 40); do wget -qO- http://web:8080/index.html && break; sleep 0.25; done";
-    assert_eq!(common::run(&mut second, script, &trace).await, ExitStatus::Code(0), "{}", trace.text());
+    assert_eq!(
+        common::run(&mut second, script, &trace).await,
+        ExitStatus::Code(0),
+        "{}",
+        trace.text()
+    );
     let log = trace.text();
     assert!(log.contains("outside-the-build-dir\nin-the-volume\n"), "{log}");
     assert!(log.contains("service-ok"), "{log}");

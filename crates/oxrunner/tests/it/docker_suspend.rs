@@ -9,7 +9,9 @@ use crate::support::docker as docker_common;
 
 use std::time::Duration;
 
-use docker_common::{DockerOpts, Env, IMAGE, Sandbox, docker_available, objects, project_files, wait_no_objects};
+use docker_common::{
+    DockerOpts, Env, IMAGE, Sandbox, docker_available, objects, project_files, wait_no_objects,
+};
 use fake_gitlab::{FakeGitlab, FakeOptions, ImageSpec, JobSpec, SuspendSpec};
 
 const RUNNER_ID: i64 = 7;
@@ -67,7 +69,10 @@ async fn a_suspended_job_environment_is_resumed_by_the_next_job_with_its_key() {
 
     let first = env.fake.enqueue_job(job(
         "suspend-me",
-        &["mkdir -p /opt && echo written-by-job-one > /opt/marker", "cat hello.txt"],
+        &[
+            "mkdir -p /opt && echo written-by-job-one > /opt/marker",
+            "cat hello.txt",
+        ],
         project.id,
         SuspendSpec {
             on_success: true,
@@ -82,7 +87,10 @@ async fn a_suspended_job_environment_is_resumed_by_the_next_job_with_its_key() {
         .unwrap_or_else(|| panic!("no runtime_environment_key in the final update: {done:?}\n{trace}"));
     assert!(key.starts_with(&format!("{RUNNER_ID}/")), "{key}");
     assert!(key.contains("build-container-id="), "{key}");
-    assert!(trace.contains(&format!("Job environment suspended: {key}")), "{trace}");
+    assert!(
+        trace.contains(&format!("Job environment suspended: {key}")),
+        "{trace}"
+    );
     assert!(trace.contains("Getting source from Git repository"), "{trace}");
     let kept = objects(&env.short);
     assert!(
@@ -108,8 +116,15 @@ async fn a_suspended_job_environment_is_resumed_by_the_next_job_with_its_key() {
     let refused = env.finished(foreign).await;
     let trace = refused.trace_text();
     assert_eq!(refused.status, "failed", "{trace}");
-    assert_eq!(refused.failure_reason.as_deref(), Some("runner_system_failure"), "{trace}");
-    assert!(trace.contains("environment key was not issued by this runner"), "{trace}");
+    assert_eq!(
+        refused.failure_reason.as_deref(),
+        Some("runner_system_failure"),
+        "{trace}"
+    );
+    assert!(
+        trace.contains("environment key was not issued by this runner"),
+        "{trace}"
+    );
     assert!(!trace.contains("must-not-run\n"), "{trace}");
     let still = objects(&env.short);
     assert!(
@@ -136,6 +151,10 @@ async fn a_suspended_job_environment_is_resumed_by_the_next_job_with_its_key() {
     assert_eq!(resumed.runtime_environment_key, None, "not suspended again");
     // Not suspended again: the resumed job removes the environment at its end.
     let left = wait_no_objects(&env.short, Duration::from_secs(15)).await;
-    assert!(left.is_empty(), "left behind by the resumed job: {left:?}\n{}", env.log());
+    assert!(
+        left.is_empty(),
+        "left behind by the resumed job: {left:?}\n{}",
+        env.log()
+    );
     env.daemon().quit().await;
 }
