@@ -222,9 +222,10 @@ pub trait Executor: Send + Sync {
         Box::pin(async { Err(ExecError::Other(UNSUSPENDABLE.to_owned())) })
     }
 
-    /// Whether `prepare` resumes an environment named by the plan's runtime environment key
-    /// (`JobPlan::resume_key`). An executor that answers `false` cannot run a job that carries one.
-    fn resumes(&self) -> bool {
+    /// Whether the executor can [`suspend`](Executor::suspend) and its `prepare` resumes an environment named by
+    /// the plan's runtime environment key (`JobPlan::resume_key`). The driver neither asks an executor that answers
+    /// `false` to suspend nor runs a job with a key on it.
+    fn suspendable(&self) -> bool {
         false
     }
 

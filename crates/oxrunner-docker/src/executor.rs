@@ -662,7 +662,7 @@ impl Executor for DockerExecutor {
         Box::pin(async move { self.suspend_inner().await.map_err(ExecError::from) })
     }
 
-    fn resumes(&self) -> bool {
+    fn suspendable(&self) -> bool {
         true
     }
 

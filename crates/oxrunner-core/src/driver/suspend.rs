@@ -25,7 +25,7 @@ impl Driver<'_> {
     /// A job that carries a key to resume needs an executor that resumes; gitlab-runner's executors without
     /// suspend support would run it without its sources, so it is refused before anything starts.
     pub(super) fn check_resumable(&self) -> Result<(), ExecError> {
-        if self.plan.resume_key().is_none() || self.executor.resumes() {
+        if self.plan.resume_key().is_none() || self.executor.suspendable() {
             return Ok(());
         }
         Err(ExecError::Build {
@@ -64,7 +64,12 @@ impl Driver<'_> {
         if !self.should_suspend() {
             return;
         }
-        let error = match self.executor.suspend().await {
+        let result = if self.executor.suspendable() {
+            self.executor.suspend().await
+        } else {
+            Err(ExecError::Other(crate::executor::UNSUSPENDABLE.to_owned()))
+        };
+        let error = match result {
             Ok(fields) => {
                 let key =
                     RuntimeEnvironmentKey::new(self.ctx.runner_id, &self.ctx.system_id, fields).to_string();
@@ -72,7 +77,7 @@ impl Driver<'_> {
                 self.trace.set_runtime_environment_key(key);
                 return;
             }
-            Err(err) if err.to_string() == crate::executor::UNSUSPENDABLE => {
+            Err(err) if !self.executor.suspendable() => {
                 self.trace
                     .warning("Job environment suspension not supported by executor");
                 err.to_string()
