@@ -330,6 +330,19 @@ pub(crate) fn build(spec: &JobSpec, ctx: &PayloadContext<'_>) -> Value {
     if let Some(suspend) = &spec.suspend {
         payload["suspend_options"] = suspend_json(suspend);
     }
+    if !spec.inputs.is_empty() {
+        payload["inputs"] = Value::Array(
+            spec.inputs
+                .iter()
+                .map(|i| {
+                    json!({
+                        "key": i.key,
+                        "value": {"type": i.kind, "content": i.content, "sensitive": i.sensitive},
+                    })
+                })
+                .collect(),
+        );
+    }
     payload
 }
 

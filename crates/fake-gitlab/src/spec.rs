@@ -146,6 +146,16 @@ impl CacheSpec {
     }
 }
 
+/// One job input (`inputs:` of the job in `.gitlab-ci.yml`) with the value GitLab resolved for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    pub key: String,
+    /// `string`, `number`, `boolean`, `array` or `struct`.
+    pub kind: String,
+    pub content: serde_json::Value,
+    pub sensitive: bool,
+}
+
 /// A job to put in the queue. Git strategy, depth etc. are plain variables (`GIT_STRATEGY`,
 /// `GIT_DEPTH`), exactly as in `.gitlab-ci.yml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -182,6 +192,8 @@ pub struct JobSpec {
     pub tags: Vec<String>,
     /// Registry credentials entries to send (`credentials:`), as JSON objects.
     pub credentials: Vec<serde_json::Value>,
+    /// Job inputs, sent as the payload's `inputs` when there are any.
+    pub inputs: Vec<InputSpec>,
     /// `suspend_options` to send (`FF_SUSPENDABLE_ENVIRONMENTS`); `None` leaves the key out.
     pub suspend: Option<SuspendSpec>,
 }
@@ -219,6 +231,7 @@ impl Default for JobSpec {
             ref_name: "main".to_string(),
             tags: Vec::new(),
             credentials: Vec::new(),
+            inputs: Vec::new(),
             suspend: None,
         }
     }
@@ -314,6 +327,24 @@ impl JobSpec {
     }
     pub fn tags(mut self, tags: &[&str]) -> JobSpec {
         self.tags = to_strings(tags);
+        self
+    }
+    /// A job input of type `kind` (`string`, `number`, `boolean`, `array`, `struct`) whose value is `content`.
+    pub fn input(mut self, key: &str, kind: &str, content: serde_json::Value) -> JobSpec {
+        self.inputs.push(InputSpec {
+            key: key.to_string(),
+            kind: kind.to_string(),
+            content,
+            sensitive: false,
+        });
+        self
+    }
+    /// A sensitive job input (its value is hidden in GitLab's UI).
+    pub fn sensitive_input(mut self, key: &str, kind: &str, content: serde_json::Value) -> JobSpec {
+        self = self.input(key, kind, content);
+        if let Some(last) = self.inputs.last_mut() {
+            last.sensitive = true;
+        }
         self
     }
 }

@@ -140,11 +140,7 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag("FF_USE_GITALY_CORRELATION_ID", true, Honoured),
     flag("FF_USE_GIT_PROACTIVE_AUTH", false, Honoured),
     flag("FF_HASH_CACHE_KEYS", false, Honoured),
-    flag(
-        "FF_ENABLE_JOB_INPUTS_INTERPOLATION",
-        true,
-        Ignored("job inputs are not advertised"),
-    ),
+    flag("FF_ENABLE_JOB_INPUTS_INTERPOLATION", true, Honoured),
     flag(
         "FF_USE_JOB_ROUTER",
         false,

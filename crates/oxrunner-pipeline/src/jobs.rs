@@ -34,6 +34,7 @@ pub const JOB_KEYS: &[&str] = &[
     "identity",
     "image",
     "inherit",
+    "inputs",
     "interruptible",
     "manual_confirmation",
     "needs",

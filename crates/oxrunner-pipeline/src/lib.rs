@@ -14,6 +14,7 @@ mod error;
 mod expr;
 mod graph;
 mod inputs;
+mod job_inputs;
 mod job_keys;
 mod jobs;
 mod load;

@@ -449,6 +449,9 @@ pub fn build_payload(b: &Built, p: &PayloadInput<'_>) -> Result<JobResponse, Pip
         },
         ..JobResponse::default()
     };
+    if let Some(n) = cfg.get("inputs") {
+        o.inputs = crate::job_inputs::parse(n, &path)?;
+    }
     if let Some(n) = cfg.get("image") {
         o.image = image(n, &format!("{path}:image"))?;
     }

@@ -13,6 +13,7 @@ pub mod exec;
 pub mod executors;
 pub mod flags;
 pub mod hooks;
+pub mod inputs;
 pub mod logging;
 pub mod metrics;
 pub mod plan;

@@ -81,7 +81,7 @@ pub fn runner_info(executor: &ExecutorKind, shell: Option<&str>) -> RunnerInfo {
         image_executor_opts: docker,
         service_executor_opts: docker,
         native_steps_integration: false,
-        job_inputs: false,
+        job_inputs: true,
         ..base
     };
     let mut info = RunnerInfo::oxrunner(executor.as_str(), shell.unwrap_or("bash"));

@@ -61,12 +61,17 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     // Upstream reads this flag from `[runners.feature_flags]` only: the chain is built before the job's variables.
     let resolve_full =
         oxrunner_core::feature_flags::runner_is_on(&env.runner.feature_flags, "FF_RESOLVE_FULL_TLS_CHAIN");
-    let mut plan = job_plan(&job, env.client.job_ca_chain(resolve_full).await);
+    let ca_chain = env.client.job_ca_chain(resolve_full).await;
+    let mut plan = job_plan(&job, ca_chain.clone());
+    let flag_problems = resolve_feature_flags(&mut plan, &env.runner.feature_flags, &env.runner.environment);
+    // Upstream interpolates job inputs first of all, before the job's header: the payload the job runs is the
+    // interpolated one.
+    let (job, inputs) = crate::inputs::apply(job, &mut plan, ca_chain).await;
+    env.metrics.job_inputs(&inputs);
     if let Some(pem) = env.client.tls_client_pem() {
         plan.sources.tls_cert = Some(pem.cert);
         plan.sources.tls_key = Some(oxrunner_core::Secret::new(pem.key));
     }
-    let flag_problems = resolve_feature_flags(&mut plan, &env.runner.feature_flags, &env.runner.environment);
     let (trace, handle) = match TraceWriter::create(
         env.spool_dir.clone(),
         plan.mask_set(),
@@ -125,16 +130,19 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     // containers, which must be gone before the slot takes another job.
     let mut held = None;
     job_metrics.executor_created();
-    let started = match check(&job) {
-        Ok(()) => {
+    let started = match (crate::inputs::failed_outcome(&inputs, &trace), check(&job)) {
+        (Some(failed), _) => Ok((failed, None)),
+        (None, Ok(())) => {
             let session = session.as_ref().map(|s| s as &dyn TerminalSession);
-            start(&env, &job, job_id, &token, &plan, &trace, &cancel, session).await
+            start(&env, &job, job_id, &token, &plan, &trace, &cancel, session)
+                .await
+                .map(|(outcome, h)| (outcome, Some(h)))
         }
-        Err(err) => Err(err.to_string()),
+        (None, Err(err)) => Err(err.to_string()),
     };
     let outcome = match started {
         Ok((outcome, h)) => {
-            held = Some(h);
+            held = h;
             outcome
         }
         Err(message) => {

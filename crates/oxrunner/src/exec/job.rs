@@ -126,6 +126,19 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
     }
     let mut plan = job_plan(&job, None);
     let flag_problems = resolve_feature_flags(&mut plan, &std::collections::BTreeMap::new(), &[]);
+    // The job's `inputs:` defaults, interpolated as the daemon does for GitLab's jobs.
+    let (job, inputs) = crate::inputs::apply(Box::new(job), &mut plan, None).await;
+    if let Some(e) = inputs.failure {
+        console.note(&format!("{} | ERROR: Job failed: {e}", spec.display));
+        console.note(&format!("{} | {}", spec.display, e.hint()));
+        return Attempt {
+            outcome: JobOutcome::Failed {
+                reason: FailureReason::RunnerConfigurationError,
+                exit_code: None,
+                message: e.to_string(),
+            },
+        };
+    }
     // The copy made by `workspace::prepare` is the checkout: the shell runs in it, a container receives it.
     plan.sources.origin = SourceOrigin::LocalDir(build_dir.clone());
     let kind = env.docker.kind_for(in_docker);

@@ -9,6 +9,7 @@
 
 mod api;
 mod collect;
+mod inputs;
 mod jobs;
 pub mod process;
 pub mod server;
@@ -88,6 +89,7 @@ struct Families {
     worker_processing_failures: Counters,
     transfer_bytes: Counters,
     transfer_duration: Histograms,
+    inputs: inputs::InputsFamilies,
 }
 
 /// A histogram family whose series all use the buckets `make` gives them.
@@ -121,6 +123,7 @@ impl Families {
             worker_processing_failures: Counters::default(),
             transfer_bytes: Counters::default(),
             transfer_duration: histograms(transfer::duration_histogram),
+            inputs: inputs::InputsFamilies::default(),
         }
     }
 
@@ -238,6 +241,7 @@ impl Families {
             "Duration of cache and artifact transfers, partitioned by kind, direction and outcome",
             f.transfer_duration,
         );
+        f.inputs.register(r);
     }
 }
 
