@@ -576,3 +576,33 @@ pub struct Hook {
     #[serde(deserialize_with = "nullable")]
     pub script: Vec<String>,
 }
+
+#[cfg(test)]
+mod suspend_tests {
+    use super::*;
+
+    #[test]
+    fn suspend_options_are_typed_and_null_or_absent_means_none() {
+        let job: JobResponse = serde_json::from_str(
+            r#"{"id": 1, "token": "t", "suspend_options":
+                {"suspend_on_success": true, "runtime_environment_key": "7/s_1/build-container-id=abc"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            job.suspend_options,
+            SuspendOptions {
+                suspend_on_success: true,
+                suspend_on_failure: false,
+                runtime_environment_key: "7/s_1/build-container-id=abc".into(),
+            }
+        );
+        for body in [
+            r#"{"id": 1, "suspend_options": null}"#,
+            r#"{"id": 1}"#,
+            r#"{"id": 1, "suspend_options": {"runtime_environment_key": null}}"#,
+        ] {
+            let job: JobResponse = serde_json::from_str(body).unwrap();
+            assert_eq!(job.suspend_options, SuspendOptions::default(), "{body}");
+        }
+    }
+}
