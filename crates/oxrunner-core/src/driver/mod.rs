@@ -294,10 +294,14 @@ impl Driver<'_> {
             return;
         }
         let stage = Stage::CleanupFileVariables;
-        if self.environment.tmp_dir_dies_with_job && !self.scripts(&self.vars).cleans_project_dir() {
+        if self.environment.tmp_dir_dies_with_job
+            && !self.scripts(&self.vars).cleans_project_dir()
+            && !self.should_suspend()
+        {
             // One more exec (and a container start after a cancel) would only delete files that the executor's
             // cleanup removes with the environment right after. FF_ENABLE_JOB_CLEANUP still runs: a volume
-            // bound below the project directory outlives the job.
+            // bound below the project directory outlives the job, and so does a suspended environment, whose
+            // file variables (secrets) must not wait in it for the job that resumes it.
             self.section_start(&stage);
             self.section_end(&stage);
             return;

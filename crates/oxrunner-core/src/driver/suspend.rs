@@ -41,7 +41,7 @@ impl Driver<'_> {
 
     /// gitlab-runner's `ShouldSuspend`: a job that succeeded, or failed in a script or the runner's work (not a
     /// cancel, timeout or abort), when its `suspend_options` ask for that outcome.
-    fn should_suspend(&self) -> bool {
+    pub(super) fn should_suspend(&self) -> bool {
         if !self.plan.will_suspend() {
             return false;
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use docker_common::{
     DockerOpts, Env, IMAGE, Sandbox, docker_available, objects, project_files, wait_no_objects,
 };
-use fake_gitlab::{FakeGitlab, FakeOptions, ImageSpec, JobSpec, SuspendSpec};
+use fake_gitlab::{FakeGitlab, FakeOptions, ImageSpec, JobSpec, SuspendSpec, VarFlags};
 
 const RUNNER_ID: i64 = 7;
 
@@ -67,18 +67,29 @@ async fn a_suspended_job_environment_is_resumed_by_the_next_job_with_its_key() {
         .create_project("group/suspend", &project_files(env.sb.dir.path()))
         .unwrap();
 
-    let first = env.fake.enqueue_job(job(
-        "suspend-me",
-        &[
-            "mkdir -p /opt && echo written-by-job-one > /opt/marker",
-            "cat hello.txt",
-        ],
-        project.id,
-        SuspendSpec {
-            on_success: true,
-            ..SuspendSpec::default()
-        },
-    ));
+    let first = env.fake.enqueue_job(
+        job(
+            "suspend-me",
+            &[
+                "mkdir -p /opt && echo written-by-job-one > /opt/marker",
+                "cat hello.txt",
+                "test -f \"$JOB_ONE_SECRET\" && echo secret-file-exists",
+            ],
+            project.id,
+            SuspendSpec {
+                on_success: true,
+                ..SuspendSpec::default()
+            },
+        )
+        .variable_with(
+            "JOB_ONE_SECRET",
+            "s3cr3t-value",
+            VarFlags {
+                file: true,
+                ..VarFlags::default()
+            },
+        ),
+    );
     let done = env.succeeded(first).await;
     let trace = done.trace_text();
     let key = done
@@ -92,6 +103,7 @@ async fn a_suspended_job_environment_is_resumed_by_the_next_job_with_its_key() {
         "{trace}"
     );
     assert!(trace.contains("Getting source from Git repository"), "{trace}");
+    assert!(trace.contains("\nsecret-file-exists\n"), "{trace}");
     let kept = objects(&env.short);
     assert!(
         kept.containers.len() == 1 && kept.containers[0].contains("Exited") && kept.volumes.len() == 1,
@@ -135,7 +147,13 @@ async fn a_suspended_job_environment_is_resumed_by_the_next_job_with_its_key() {
 
     let second = env.fake.enqueue_job(job(
         "resume-me",
-        &["cat /opt/marker", "cat hello.txt"],
+        &[
+            "cat /opt/marker",
+            "cat hello.txt",
+            // The environment outlived job one, but its file variables did not.
+            "ls -A \"$CI_PROJECT_DIR.tmp\"",
+            "test ! -e \"$CI_PROJECT_DIR.tmp/JOB_ONE_SECRET\" && echo secret-file-gone",
+        ],
         project.id,
         SuspendSpec {
             key: Some(key.clone()),
@@ -147,6 +165,7 @@ async fn a_suspended_job_environment_is_resumed_by_the_next_job_with_its_key() {
     assert!(trace.contains("Resuming Docker executor..."), "{trace}");
     assert!(trace.contains("\nwritten-by-job-one\n"), "{trace}");
     assert!(trace.contains("\nhello from the repository\n"), "{trace}");
+    assert!(trace.contains("\nsecret-file-gone\n"), "{trace}");
     assert!(!trace.contains("Getting source from Git repository"), "{trace}");
     assert_eq!(resumed.runtime_environment_key, None, "not suspended again");
     // Not suspended again: the resumed job removes the environment at its end.
