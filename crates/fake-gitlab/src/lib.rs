@@ -52,7 +52,7 @@ pub use chain::TestChain;
 pub use error::FakeError;
 pub use faults::{Endpoint, FailRule, FaultConfig, FaultHandle};
 pub use records::{JobRecord, Project, RequestLog, RunnerManager, RunnerRecord, StoredArtifact};
-pub use spec::{ArtifactSpec, CacheSpec, ImageSpec, JobSpec, VarFlags};
+pub use spec::{ArtifactSpec, CacheSpec, ImageSpec, JobSpec, SuspendSpec, VarFlags};
 pub use tls::{TestPki, TlsMaterial};
 
 use state::{Inner, Shared};

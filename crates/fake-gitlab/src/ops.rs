@@ -95,6 +95,7 @@ pub(crate) fn enqueue_job(shared: &SharedRef, spec: JobSpec) -> i64 {
         status: "pending".to_string(),
         failure_reason: None,
         exit_code: None,
+        runtime_environment_key: None,
         token: format!("glcbt-{}", random_token(20)),
         runner_id: None,
         trace: Vec::new(),

@@ -327,6 +327,9 @@ pub(crate) fn build(spec: &JobSpec, ctx: &PayloadContext<'_>) -> Value {
     if spec.image.is_none() {
         payload["image"] = Value::Null;
     }
+    if let Some(suspend) = &spec.suspend {
+        payload["suspend_options"] = suspend_json(suspend);
+    }
     if !spec.inputs.is_empty() {
         payload["inputs"] = Value::Array(
             spec.inputs
@@ -425,4 +428,19 @@ pub(crate) fn from_raw(raw: &Value, job_id: i64, job_token: &str) -> Value {
         obj.insert("token".into(), json!(job_token));
     }
     v
+}
+
+/// `suspend_options` as GitLab writes it: false flags and an absent key are left out.
+fn suspend_json(s: &crate::spec::SuspendSpec) -> Value {
+    let mut out = serde_json::Map::new();
+    if s.on_success {
+        out.insert("suspend_on_success".into(), Value::Bool(true));
+    }
+    if s.on_failure {
+        out.insert("suspend_on_failure".into(), Value::Bool(true));
+    }
+    if let Some(key) = &s.key {
+        out.insert("runtime_environment_key".into(), Value::String(key.clone()));
+    }
+    Value::Object(out)
 }

@@ -100,6 +100,8 @@ pub struct JobRecord {
     /// As GitLab stores it (an unknown reason becomes `unknown_failure`).
     pub failure_reason: Option<String>,
     pub exit_code: Option<i64>,
+    /// `runtime_environment_key` of the final update: the key of the environment the job suspended.
+    pub runtime_environment_key: Option<String>,
     /// The job token (`glcbt-...`); only valid while the job runs.
     pub token: String,
     pub runner_id: Option<i64>,
@@ -129,6 +131,7 @@ impl std::fmt::Debug for JobRecord {
             .field("status", &self.status)
             .field("failure_reason", &self.failure_reason)
             .field("exit_code", &self.exit_code)
+            .field("runtime_environment_key", &self.runtime_environment_key)
             .field("token", &"[REDACTED]")
             .field("trace_len", &self.trace.len())
             .field("updates", &self.updates.len())

@@ -194,6 +194,18 @@ pub struct JobSpec {
     pub credentials: Vec<serde_json::Value>,
     /// Job inputs, sent as the payload's `inputs` when there are any.
     pub inputs: Vec<InputSpec>,
+    /// `suspend_options` to send (`FF_SUSPENDABLE_ENVIRONMENTS`); `None` leaves the key out.
+    pub suspend: Option<SuspendSpec>,
+}
+
+/// A job's `suspend_options`: keep its environment at its end, or resume one an earlier job suspended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SuspendSpec {
+    pub on_success: bool,
+    pub on_failure: bool,
+    /// The `runtime_environment_key` an earlier job reported (see `JobRecord::runtime_environment_key`).
+    pub key: Option<String>,
 }
 
 impl Default for JobSpec {
@@ -220,6 +232,7 @@ impl Default for JobSpec {
             tags: Vec::new(),
             credentials: Vec::new(),
             inputs: Vec::new(),
+            suspend: None,
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct FinalState {
     pub failure_reason: Option<String>,
     /// Script exit code (0 and `None` are not sent).
     pub exit_code: Option<i32>,
+    /// The key of the environment the job suspended (`FF_SUSPENDABLE_ENVIRONMENTS`), sent with the final update.
+    pub runtime_environment_key: Option<String>,
 }
 
 /// Timing knobs; the defaults are gitlab-runner's.
@@ -313,6 +315,7 @@ impl TraceSender {
             checksum: Some(checksum.clone()),
             output: Some(JobTraceOutput { checksum, bytesize }),
             exit_code: state.exit_code,
+            runtime_environment_key: state.runtime_environment_key.clone().unwrap_or_default(),
         };
         let mut failures = 0u32;
         let mut passes = 0u32;

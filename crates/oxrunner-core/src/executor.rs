@@ -215,6 +215,20 @@ pub trait Executor: Send + Sync {
         Box::pin(async {})
     }
 
+    /// Stops the job environment and keeps it for a later job of this runner (`FF_SUSPENDABLE_ENVIRONMENTS`);
+    /// returns the executor's fields of the runtime environment key (`suspend.rs`). Once it succeeded, `cleanup`
+    /// keeps the environment. Called after the scripts, before `cleanup`. The default cannot suspend.
+    fn suspend(&mut self) -> BoxFuture<'_, Result<Vec<(String, String)>, ExecError>> {
+        Box::pin(async { Err(ExecError::Other(UNSUSPENDABLE.to_owned())) })
+    }
+
+    /// Whether the executor can [`suspend`](Executor::suspend) and its `prepare` resumes an environment named by
+    /// the plan's runtime environment key (`JobPlan::resume_key`). The driver neither asks an executor that answers
+    /// `false` to suspend nor runs a job with a key on it.
+    fn suspendable(&self) -> bool {
+        false
+    }
+
     /// How to reach the job's files when they are not on the runner's file system (a container's volume); the
     /// driver then stages cache and artifact work through it. `None` (the default): the project directory is local.
     fn files(&self) -> Option<Arc<dyn JobFiles>> {
@@ -243,6 +257,9 @@ pub trait Executor: Send + Sync {
         EnvironmentFacts::default()
     }
 }
+
+/// gitlab-runner's error for an executor without suspend support.
+pub const UNSUSPENDABLE: &str = "executor does not support suspend/resume";
 
 /// Where the cache and artifact stages do their work.
 #[derive(Clone)]

@@ -156,11 +156,9 @@ pub const FLAGS: &[FeatureFlag] = &[
     // `hooks/artifact_parts.rs`: a redirected dependency download in 16 MiB ranges, 16 at a time.
     flag("FF_USE_PARALLEL_ARTIFACT_TRANSFER", false, Honoured),
     flag("FF_CONCRETE", false, STEPS),
-    flag(
-        "FF_SUSPENDABLE_ENVIRONMENTS",
-        false,
-        Ignored("job environments cannot be suspended"),
-    ),
+    // `suspend.rs` and `driver/suspend.rs`; the Docker executor suspends and resumes (`oxrunner-docker/src/
+    // suspend.rs`), the shell and custom executors fail a job that asks to, as upstream's executors without support.
+    flag("FF_SUSPENDABLE_ENVIRONMENTS", false, Honoured),
     // How the Docker executor stops a cancelled stage (`oxrunner-docker/src/stop.rs`).
     flag("FF_USE_NATIVE_CONTAINER_STOP", false, Honoured),
 ];

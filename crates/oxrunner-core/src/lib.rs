@@ -28,6 +28,7 @@ pub mod script;
 pub mod secret;
 pub mod shell;
 mod shell_terminal;
+pub mod suspend;
 pub mod terminal;
 pub mod trace;
 pub mod variables;
@@ -50,6 +51,7 @@ pub use plan::{
 };
 pub use secret::Secret;
 pub use shell::ShellExecutor;
+pub use suspend::{KeyError, RuntimeEnvironmentKey, SuspendOptions};
 pub use terminal::{TermSize, Terminal, TerminalConn, TerminalControl, TerminalSession};
 pub use tokio_util::sync::CancellationToken;
 pub use trace::{MaskSet, TraceHandle, TraceWriter};

@@ -49,6 +49,8 @@ pub struct JobPlan {
     pub features: TraceFeatures,
     /// The job token (`CI_JOB_TOKEN`).
     pub job_token: Secret,
+    /// `suspend_options` (`FF_SUSPENDABLE_ENVIRONMENTS`, see `suspend.rs`).
+    pub suspend: crate::suspend::SuspendOptions,
 }
 
 /// The job timeout for `runner_info.timeout` seconds (`<= 0` means GitLab's default of 7200 s).
@@ -439,6 +441,8 @@ pub struct RunnerContext {
     pub short_token: String,
     /// `.runner_system_id`.
     pub system_id: String,
+    /// `[[runners]] id`: GitLab's id of the runner (0: unknown), part of a suspended environment's key.
+    pub runner_id: i64,
     /// Executor name (`shell`, `docker`, ...).
     pub executor: String,
     /// Builds root as seen by the job (`/builds` for docker, `$PWD/builds` for shell).

@@ -67,17 +67,13 @@ fn job_of(labels: Option<&HashMap<String, String>>) -> Option<i64> {
 
 /// Removes the containers, volumes and networks labelled with `runner` whose job is not in `running_jobs`.
 /// The daemon calls it at start (with no running jobs) so objects of a crashed run do not pile up.
-/// Containers go first: a volume or network in use cannot be removed.
+/// Containers go first: a volume or network in use cannot be removed. The objects of a suspended environment (its
+/// job container carries the suspended mark, `executor/suspend.rs`) are kept: a later job resumes them.
 pub async fn remove_leftovers(
     docker: &Docker,
     runner: &str,
     running_jobs: &HashSet<i64>,
 ) -> Result<Removed, DockerError> {
-    let stale = |labels: Option<&HashMap<String, String>>| {
-        job_of(labels).is_none_or(|id| !running_jobs.contains(&id))
-    };
-    let mut removed = Removed::default();
-
     let containers = docker
         .list_containers(Some(ListContainersOptions {
             all: true,
@@ -86,6 +82,21 @@ pub async fn remove_leftovers(
         }))
         .await
         .map_err(DockerError::api("listing containers"))?;
+    let suspended: HashSet<i64> = containers
+        .iter()
+        .filter(|c| {
+            c.names
+                .iter()
+                .flatten()
+                .any(|n| n.ends_with(crate::executor::suspend::SUSPENDED_SUFFIX))
+        })
+        .filter_map(|c| job_of(c.labels.as_ref()))
+        .collect();
+    let stale = |labels: Option<&HashMap<String, String>>| {
+        job_of(labels).is_none_or(|id| !running_jobs.contains(&id) && !suspended.contains(&id))
+    };
+    let mut removed = Removed::default();
+
     for c in containers {
         if let Some(id) = c.id.filter(|_| stale(c.labels.as_ref())) {
             remove_container(docker, &id).await?;

@@ -79,6 +79,13 @@ pub enum DockerError {
         /// Cause.
         source: bollard::errors::Error,
     },
+    /// A runtime environment key cannot be resumed (`FF_SUSPENDABLE_ENVIRONMENTS`).
+    #[error(
+        "resuming the suspended environment failed: {0}\nhint: the key must come from a job of this runner, on this \
+         machine and project, whose environment is still suspended; run the job without runtime_environment_key to \
+         start afresh"
+    )]
+    Resume(String),
     /// Local file work (tar of a directory) failed.
     #[error("{context}: {source}")]
     Io {
@@ -103,15 +110,24 @@ impl DockerError {
             Self::ImageNotAllowed { .. } | Self::NoImage | Self::PullPolicy(_) | Self::Config { .. } => {
                 FailureReason::RunnerConfigurationError
             }
-            Self::Client { .. } | Self::Unreachable { .. } | Self::Api { .. } | Self::Io { .. } => {
-                FailureReason::RunnerSystemFailure
-            }
+            Self::Client { .. }
+            | Self::Unreachable { .. }
+            | Self::Api { .. }
+            | Self::Io { .. }
+            | Self::Resume(_) => FailureReason::RunnerSystemFailure,
         }
     }
 }
 
 impl From<DockerError> for ExecError {
     fn from(err: DockerError) -> Self {
+        if let DockerError::Resume(_) = &err {
+            // The same key fails the same way: not retried like other system failures.
+            return ExecError::Build {
+                reason: FailureReason::RunnerSystemFailure,
+                message: err.to_string(),
+            };
+        }
         match err.reason() {
             // System failures stay retryable (`ExecError::Other`), like gitlab-runner's non-build errors.
             FailureReason::RunnerSystemFailure => ExecError::Other(err.to_string()),

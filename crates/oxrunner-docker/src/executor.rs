@@ -29,6 +29,8 @@ use crate::services;
 use crate::settings::{VolumeSpec, image_allowed, parse_cpus, parse_size, parse_volume};
 use crate::shortcuts;
 
+pub(crate) mod suspend;
+
 /// Container path of the build volume when the runner context names none.
 pub const DEFAULT_BUILDS_DIR: &str = "/builds";
 
@@ -62,6 +64,8 @@ pub struct DockerExecutor {
     terminal_env: Vec<String>,
     /// `CI_PROJECT_DIR`: where the web terminal starts.
     project_dir: String,
+    /// The environment was suspended: `cleanup` keeps it (`executor/suspend.rs`).
+    suspended: bool,
 }
 
 impl std::fmt::Debug for DockerExecutor {
@@ -103,6 +107,7 @@ impl DockerExecutor {
             removal: None,
             terminal_env: Vec::new(),
             project_dir: String::new(),
+            suspended: false,
         }
     }
 
@@ -278,6 +283,9 @@ impl DockerExecutor {
     }
 
     async fn prepare_inner(&mut self, plan: &JobPlan, trace: &TraceWriter) -> Result<(), DockerError> {
+        if let Some(key) = plan.resume_key() {
+            return self.resume(plan, key, trace).await;
+        }
         let endpoint = Endpoint::resolve(&self.config);
         let image = self.resolve_image(plan)?;
         trace.info(&format!("Using Docker executor with image {image} ..."));
@@ -562,6 +570,14 @@ impl DockerExecutor {
         let Some(docker) = self.docker.clone() else {
             return;
         };
+        if self.suspended {
+            // Kept for the job that resumes it; the daemon's sweep of leftovers keeps it too.
+            self.container = None;
+            self.services.clear();
+            self.volumes.clear();
+            self.networks.clear();
+            return;
+        }
         let objects = Objects {
             containers: self
                 .container
@@ -640,6 +656,14 @@ impl Executor for DockerExecutor {
                 .await
                 .map_err(ExecError::from)
         })
+    }
+
+    fn suspend(&mut self) -> BoxFuture<'_, Result<Vec<(String, String)>, ExecError>> {
+        Box::pin(async move { self.suspend_inner().await.map_err(ExecError::from) })
+    }
+
+    fn suspendable(&self) -> bool {
+        true
     }
 
     fn cleanup(&mut self) -> BoxFuture<'_, ()> {

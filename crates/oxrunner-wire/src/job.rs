@@ -20,6 +20,21 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// `suspend_options` of a job (gitlab-runner's `spec.SuspendOptions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct SuspendOptions {
+    /// Keep the job's environment when the job succeeds.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub suspend_on_success: bool,
+    /// Keep the job's environment when the job fails.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub suspend_on_failure: bool,
+    /// The key an earlier job of this runner reported when it suspended its environment: resume that one.
+    #[serde(skip_serializing_if = "String::is_empty", deserialize_with = "nullable")]
+    pub runtime_environment_key: String,
+}
+
 /// Accept a JSON string or number (GitLab has sent some counters both ways) and keep the text.
 fn string_or_number<'de, D>(d: D) -> Result<String, D::Error>
 where
@@ -94,8 +109,10 @@ pub struct JobResponse {
     pub run: String,
     /// Pipeline execution policy details, kept as JSON.
     pub policy_options: serde_json::Value,
-    /// Suspend options, kept as JSON.
-    pub suspend_options: serde_json::Value,
+    /// `suspend_options`: whether to keep the job's environment at its end, and the key of one to resume
+    /// (`FF_SUSPENDABLE_ENVIRONMENTS`).
+    #[serde(deserialize_with = "nullable")]
+    pub suspend_options: SuspendOptions,
     /// Not part of the JSON: the correlation id of the `POST /jobs/request` that handed out this job (the
     /// response's `X-Request-Id`, else the one the runner sent), as gitlab-runner keeps it for Gitaly.
     #[serde(skip)]
@@ -560,4 +577,34 @@ pub struct Hook {
     /// Command lines.
     #[serde(deserialize_with = "nullable")]
     pub script: Vec<String>,
+}
+
+#[cfg(test)]
+mod suspend_tests {
+    use super::*;
+
+    #[test]
+    fn suspend_options_are_typed_and_null_or_absent_means_none() {
+        let job: JobResponse = serde_json::from_str(
+            r#"{"id": 1, "token": "t", "suspend_options":
+                {"suspend_on_success": true, "runtime_environment_key": "7/s_1/build-container-id=abc"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            job.suspend_options,
+            SuspendOptions {
+                suspend_on_success: true,
+                suspend_on_failure: false,
+                runtime_environment_key: "7/s_1/build-container-id=abc".into(),
+            }
+        );
+        for body in [
+            r#"{"id": 1, "suspend_options": null}"#,
+            r#"{"id": 1}"#,
+            r#"{"id": 1, "suspend_options": {"runtime_environment_key": null}}"#,
+        ] {
+            let job: JobResponse = serde_json::from_str(body).unwrap();
+            assert_eq!(job.suspend_options, SuspendOptions::default(), "{body}");
+        }
+    }
 }

@@ -335,6 +335,9 @@ pub struct UpdateJobRequest {
     /// Script exit code; GitLab omits 0, so do we.
     #[serde(skip_serializing_if = "exit_code_absent")]
     pub exit_code: Option<i32>,
+    /// The key of the job environment this job suspended (`FF_SUSPENDABLE_ENVIRONMENTS`), final update only.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub runtime_environment_key: String,
 }
 
 fn exit_code_absent(v: &Option<i32>) -> bool {
@@ -351,6 +354,7 @@ impl fmt::Debug for UpdateJobRequest {
             .field("checksum", &self.checksum)
             .field("output", &self.output)
             .field("exit_code", &self.exit_code)
+            .field("runtime_environment_key", &self.runtime_environment_key)
             .finish()
     }
 }

@@ -109,6 +109,11 @@ pub fn job_plan(job: &JobResponse, ca_chain: Option<String>) -> JobPlan {
             })
             .collect(),
         image,
+        suspend: oxrunner_core::SuspendOptions {
+            on_success: job.suspend_options.suspend_on_success,
+            on_failure: job.suspend_options.suspend_on_failure,
+            runtime_environment_key: job.suspend_options.runtime_environment_key.clone(),
+        },
         services: job.services.iter().map(image_spec).collect(),
         credentials: job
             .credentials

@@ -317,6 +317,10 @@ fn finish(job: &mut JobState, state: &str, body: &Value) -> StatusCode {
                 job.record.failure_reason = Some(reason.to_string());
             }
             job.record.exit_code = body.get("exit_code").and_then(Value::as_i64);
+            // GitLab keeps the key of a suspended environment with the finished job, for a later job to resume.
+            job.record.runtime_environment_key = str_field(body, "runtime_environment_key")
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned);
             StatusCode::OK
         }
         _ => StatusCode::BAD_REQUEST,

@@ -164,6 +164,7 @@ fn success() -> FinalState {
         state: "success".into(),
         failure_reason: None,
         exit_code: None,
+        runtime_environment_key: None,
     }
 }
 
@@ -228,6 +229,7 @@ async fn streams_every_byte_once_in_order_despite_416_and_lost_acks() {
     assert_eq!(f["output"]["bytesize"], total);
     assert_eq!(f["token"], "jt");
     assert!(f.get("exit_code").is_none());
+    assert!(f.get("runtime_environment_key").is_none());
 }
 
 #[tokio::test]
@@ -256,6 +258,7 @@ async fn final_412_resends_the_whole_trace() {
         state: "failed".into(),
         failure_reason: Some("script_failure".into()),
         exit_code: Some(2),
+        runtime_environment_key: Some("5/s_1/build-container-id=abc".into()),
     };
     let total = spool.all.len() as u64;
     tokio::time::timeout(Duration::from_secs(20), sender.finish(failed, spool.crc(), total))
@@ -274,6 +277,7 @@ async fn final_412_resends_the_whole_trace() {
     assert_eq!(last["state"], "failed");
     assert_eq!(last["failure_reason"], "script_failure");
     assert_eq!(last["exit_code"], 2);
+    assert_eq!(last["runtime_environment_key"], "5/s_1/build-container-id=abc");
 }
 
 #[tokio::test]

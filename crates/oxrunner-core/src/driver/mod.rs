@@ -8,6 +8,7 @@ mod inscript;
 mod remote;
 mod removal;
 mod sources;
+mod suspend;
 mod terminal;
 
 use std::future::Future;
@@ -172,6 +173,7 @@ pub async fn run_job_with_session(
     driver.run().await;
     driver.cleanup_file_variables().await;
     driver.wait_for_terminal().await;
+    driver.suspend_if_asked().await;
     driver.executor.cleanup().await;
     if let (None, Some(reason)) = (&driver.failure, trace.lost()) {
         // A job whose log was cut by a runner-side error is not a success: its output is partly lost.
@@ -292,10 +294,14 @@ impl Driver<'_> {
             return;
         }
         let stage = Stage::CleanupFileVariables;
-        if self.environment.tmp_dir_dies_with_job && !self.scripts(&self.vars).cleans_project_dir() {
+        if self.environment.tmp_dir_dies_with_job
+            && !self.scripts(&self.vars).cleans_project_dir()
+            && !self.should_suspend()
+        {
             // One more exec (and a container start after a cancel) would only delete files that the executor's
             // cleanup removes with the environment right after. FF_ENABLE_JOB_CLEANUP still runs: a volume
-            // bound below the project directory outlives the job.
+            // bound below the project directory outlives the job, and so does a suspended environment, whose
+            // file variables (secrets) must not wait in it for the job that resumes it.
             self.section_start(&stage);
             self.section_end(&stage);
             return;
@@ -498,6 +504,7 @@ impl Driver<'_> {
         self.section_start(&stage);
         let result = match self.configure_executor().await {
             Ok(Ok(())) => match crate::builddir::check_clone_path(self.plan, &self.ctx) {
+                Ok(()) if let Err(err) = self.check_resumable() => Ok(Err(err)),
                 Ok(()) => self.prepare_with_retries().await,
                 Err(message) => Ok(Err(ExecError::Build {
                     reason: FailureReason::RunnerConfigurationError,

@@ -159,6 +159,9 @@ impl Driver<'_> {
 
     /// get_sources with its retries (`GET_SOURCES_ATTEMPTS`), each retry after a clear_worktree.
     pub(super) async fn get_sources(&mut self) -> bool {
+        if self.skips_sources() {
+            return true;
+        }
         let settings = GitSettings::resolve(self.plan, &self.vars);
         let limits = self.job_limits();
         let mut too_old = if self.git_runs_on_runner(&settings) {

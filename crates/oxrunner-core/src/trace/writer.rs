@@ -67,6 +67,9 @@ struct Inner {
     sections: bool,
     /// Why the log is incomplete (set once; nothing more is written after it).
     lost: Option<String>,
+    /// The key of the environment the job suspended, for the final update (as gitlab-runner keeps it on its
+    /// job trace).
+    environment_key: Option<String>,
     /// The spool's blocks are allocated up to here (`fallocate` with `KEEP_SIZE`).
     reserved_end: u64,
     /// False on file systems without `fallocate`: writes then go out unreserved.
@@ -386,6 +389,7 @@ impl TraceWriter {
             finished: watch::channel(false).0,
             sections: true,
             lost: None,
+            environment_key: None,
             reserved_end: 0,
             reserving: true,
             scratch: Vec::new(),
@@ -440,6 +444,11 @@ impl TraceWriter {
     /// A job with an incomplete log must not be reported successful.
     pub fn lost(&self) -> Option<String> {
         lock(&self.inner).lost.clone()
+    }
+
+    /// Records the key of the environment the job suspended; the front end sends it with the final update.
+    pub fn set_runtime_environment_key(&self, key: String) {
+        lock(&self.inner).environment_key = Some(key);
     }
 
     /// Appends the job's output (masked; partial secrets are held until the next write or [`flush`](Self::flush)).
@@ -581,6 +590,11 @@ impl TraceHandle {
     /// See [`TraceWriter::lost`].
     pub fn lost(&self) -> Option<String> {
         lock(&self.inner).lost.clone()
+    }
+
+    /// The key recorded by [`TraceWriter::set_runtime_environment_key`], if the job suspended its environment.
+    pub fn runtime_environment_key(&self) -> Option<String> {
+        lock(&self.inner).environment_key.clone()
     }
 
     /// A new writer for the same spool.

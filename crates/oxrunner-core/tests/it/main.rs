@@ -23,5 +23,6 @@ mod settings_jobs;
 mod shell_stages;
 mod shell_terminal;
 mod shell_workdir;
+mod suspend_shell;
 mod trace;
 mod trace_spool_full;

@@ -20,5 +20,6 @@ mod registry;
 mod services;
 mod stages;
 mod support;
+mod suspend;
 mod terminal;
 mod tls;

@@ -163,11 +163,12 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     let (crc, size) = handle.finish().await;
     let outcome = unless_log_lost(outcome, handle.lost());
     job_metrics.finished(&outcome);
-    let state = final_state(
+    let mut state = final_state(
         &outcome,
         &job.features.failure_reasons,
         env.abort_all.is_cancelled(),
     );
+    state.runtime_environment_key = handle.runtime_environment_key();
     let result = sender.finish(state, crc, size).await;
     log_final_update(job_id, &short, &outcome, result);
     if let Some((mut executor, slot, record)) = held {
@@ -292,6 +293,7 @@ fn final_state(outcome: &JobOutcome, supported: &[String], interrupted: bool) ->
             state: "success".into(),
             failure_reason: None,
             exit_code: None,
+            runtime_environment_key: None,
         },
         JobOutcome::Failed {
             reason, exit_code, ..
@@ -307,6 +309,7 @@ fn final_state(outcome: &JobOutcome, supported: &[String], interrupted: bool) ->
                 state: "failed".into(),
                 failure_reason: Some(reason.for_gitlab(supported).to_string()),
                 exit_code: *exit_code,
+                runtime_environment_key: None,
             }
         }
     }
@@ -442,6 +445,7 @@ fn runner_context(env: &JobEnv, concurrent_id: usize, project_slot: usize) -> Ru
         runner_name: r.name.clone(),
         short_token: r.short_token(),
         system_id: env.system_id.clone(),
+        runner_id: r.id,
         executor: r.executor_kind().to_string(),
         builds_dir: PathBuf::from(
             r.builds_dir

@@ -51,6 +51,7 @@ pub async fn fail(env: JobEnv, job: Box<UnreadableJob>) {
         state: "failed".into(),
         failure_reason: Some("runner_system_failure".into()),
         exit_code: None,
+        runtime_environment_key: None,
     };
     match sender.finish(state, crc, size).await {
         Ok(FinalReport::Accepted) => {

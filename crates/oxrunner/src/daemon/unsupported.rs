@@ -25,6 +25,14 @@ pub fn runner(r: &RunnerConfig) -> Vec<String> {
              needed) in [runners.custom]"
         ));
     }
+    if r.id <= 0 && oxrunner_core::feature_flags::runner_is_on(&r.feature_flags, oxrunner_core::suspend::FLAG)
+    {
+        out.push(format!(
+            "runner `{name}`: FF_SUSPENDABLE_ENVIRONMENTS is on but the runner has no id (or id = 0): jobs that \
+             resume a suspended environment on this runner will fail\nhint: run `oxrunner register` to register the \
+             runner and fill in id, or add the id GitLab shows on the runner's page to this [[runners]] section"
+        ));
+    }
     if r.shell.as_deref().is_some_and(|s| !matches!(s, "bash" | "sh")) {
         out.push(format!(
             "runner `{name}`: shell = \"{}\" is not supported (bash or sh); bash is used",
@@ -212,6 +220,41 @@ sentry_dsn = "https://key@sentry.example/1"
             "{:?}",
             runner(&config.runners[1])
         );
+    }
+
+    #[test]
+    fn suspendable_environments_without_a_runner_id_are_named() {
+        let text = r#"
+[[runners]]
+  name = "no-id"
+  url = "https://gitlab.example.com"
+  token = "glrt-a"
+  executor = "docker"
+  [runners.feature_flags]
+    FF_SUSPENDABLE_ENVIRONMENTS = true
+[[runners]]
+  name = "with-id"
+  id = 42
+  url = "https://gitlab.example.com"
+  token = "glrt-b"
+  executor = "docker"
+  [runners.feature_flags]
+    FF_SUSPENDABLE_ENVIRONMENTS = true
+"#;
+        let config = match oxrunner_config::parse_str(text, std::path::Path::new("config.toml")) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e}"),
+        };
+        let missing = runner(&config.runners[0]);
+        assert!(
+            missing.iter().any(
+                |w| w.contains("FF_SUSPENDABLE_ENVIRONMENTS is on but the runner has no id")
+                    && w.contains("\nhint: ")
+            ),
+            "{missing:?}"
+        );
+        let with_id = runner(&config.runners[1]);
+        assert!(with_id.is_empty(), "{with_id:?}");
     }
 
     #[test]

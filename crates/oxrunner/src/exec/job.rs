@@ -409,6 +409,8 @@ fn runner_context(env: &Env, index: usize, kind: &ExecutorKind) -> RunnerContext
         runner_name: "oxrunner-exec".into(),
         short_token: "local".into(),
         system_id: "local".into(),
+        // exec has no GitLab runner id: a job of it cannot resume a suspended environment.
+        runner_id: 0,
         executor: kind.to_string(),
         // In a container the project lives where GitLab's Docker jobs find it: `/builds/<namespace>/<project>`.
         builds_dir: if in_docker {

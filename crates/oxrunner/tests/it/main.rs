@@ -18,6 +18,7 @@ mod docker_daemon;
 mod docker_git_flags;
 mod docker_in_container;
 mod docker_seed;
+mod docker_suspend;
 mod docs_commands;
 mod doctor;
 mod doctor_s3;
