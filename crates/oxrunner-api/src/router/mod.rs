@@ -28,6 +28,11 @@ pub const REQUEST_ID_KEY: &str = "x-request-id";
 pub const LAST_UPDATE_KEY: &str = "x-gitlab-last-update";
 const AGENT_TYPE_KEY: &str = "gitlab-agent-type";
 
+/// A fresh `x-request-id` (the correlation id of a `GetJob`), in the form the API client uses.
+pub fn new_request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
 /// A failed call, as a gRPC status.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RpcStatus {

@@ -9,6 +9,7 @@ mod docker_leftovers;
 pub mod job;
 mod longpoll;
 mod poller;
+pub mod router;
 pub(crate) mod request_gate;
 mod session;
 pub mod signals;
