@@ -125,7 +125,12 @@ type Answer = (Vec<(&'static str, String)>, Result<Vec<u8>, (u32, String)>);
 async fn answer(shared: &SharedRef, uri: &axum::http::Uri, headers: &HeaderMap, raw: &[u8]) -> Answer {
     let request_id = crate::state::random_hex(16);
     let mut metadata = vec![("x-request-id", request_id)];
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let mode = {
         let mut r = crate::state::lock(&shared.router);
         r.log.calls += 1;
@@ -143,7 +148,10 @@ async fn answer(shared: &SharedRef, uri: &axum::http::Uri, headers: &HeaderMap, 
         RouterMode::Disabled => {
             return (
                 metadata,
-                Err((12, "Job Router is not available. Please contact your administrator.".to_string())),
+                Err((
+                    12,
+                    "Job Router is not available. Please contact your administrator.".to_string(),
+                )),
             );
         }
     }
@@ -151,9 +159,16 @@ async fn answer(shared: &SharedRef, uri: &axum::http::Uri, headers: &HeaderMap, 
         return (metadata, Err((13, "cannot parse the GetJob request".to_string())));
     };
     let body: serde_json::Value = serde_json::from_slice(&job_request).unwrap_or(serde_json::Value::Null);
-    let token = body.get("token").and_then(|t| t.as_str()).unwrap_or("").to_string();
+    let token = body
+        .get("token")
+        .and_then(|t| t.as_str())
+        .unwrap_or("")
+        .to_string();
     let bearer = header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_string));
-    if token.is_empty() || bearer.as_deref() != Some(token.as_str()) || header("gitlab-agent-type").as_deref() != Some("runner") {
+    if token.is_empty()
+        || bearer.as_deref() != Some(token.as_str())
+        || header("gitlab-agent-type").as_deref() != Some("runner")
+    {
         return (metadata, Err((16, "unauthenticated".to_string())));
     }
     {
@@ -163,8 +178,13 @@ async fn answer(shared: &SharedRef, uri: &axum::http::Uri, headers: &HeaderMap, 
     }
     let mut rails_headers = HeaderMap::new();
     insert(&mut rails_headers, "content-type", "application/json");
-    let resp = crate::api::jobs::request(State(Arc::clone(shared)), rails_headers, Bytes::from(job_request)).await;
-    if let Some(lu) = resp.headers().get("x-gitlab-last-update").and_then(|v| v.to_str().ok()) {
+    let resp =
+        crate::api::jobs::request(State(Arc::clone(shared)), rails_headers, Bytes::from(job_request)).await;
+    if let Some(lu) = resp
+        .headers()
+        .get("x-gitlab-last-update")
+        .and_then(|v| v.to_str().ok())
+    {
         metadata.push(("x-gitlab-last-update", lu.to_string()));
     }
     let status = resp.status();
@@ -260,4 +280,3 @@ pub(crate) fn count_discovery(shared: &SharedRef) -> usize {
     r.discoveries += 1;
     r.discoveries
 }
-

@@ -71,7 +71,10 @@ pub(super) async fn unary(
     if parts.status.as_u16() != 200 {
         return Err(RpcStatus::new(
             Code::from_http(parts.status.as_u16()),
-            format!("unexpected HTTP status code received from server: {}", parts.status),
+            format!(
+                "unexpected HTTP status code received from server: {}",
+                parts.status
+            ),
         ));
     }
     let content_type = headers

@@ -145,9 +145,7 @@ impl Client {
             .to_string();
         let port = url.port().unwrap_or(if secure { 443 } else { 80 });
         let tls = if secure {
-            Some(Arc::new(
-                self.router_tls(&host).map_err(|e| fail(e.to_string()))?,
-            ))
+            Some(Arc::new(self.router_tls(&host).map_err(|e| fail(e.to_string()))?))
         } else {
             None
         };
@@ -250,8 +248,5 @@ impl Channel {
 }
 
 fn metadata(headers: &HeaderMap, key: &str) -> Option<String> {
-    headers
-        .get(key)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    headers.get(key).and_then(|v| v.to_str().ok()).map(str::to_string)
 }

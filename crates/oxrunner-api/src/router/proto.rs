@@ -123,7 +123,9 @@ pub fn unframe(body: &[u8]) -> Result<&[u8], String> {
     }
     let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
     if len > MAX_MESSAGE {
-        return Err(format!("the message has {len} bytes, more than the {MAX_MESSAGE} accepted"));
+        return Err(format!(
+            "the message has {len} bytes, more than the {MAX_MESSAGE} accepted"
+        ));
     }
     if rest.len() != len {
         return Err(format!(
@@ -151,7 +153,9 @@ pub fn decode_field1(mut msg: &[u8]) -> Result<&[u8], String> {
             }
             2 => {
                 let len = usize::try_from(take_varint(&mut msg)?).map_err(|_| "field too long")?;
-                let (value, rest) = msg.split_at_checked(len).ok_or("truncated length-delimited field")?;
+                let (value, rest) = msg
+                    .split_at_checked(len)
+                    .ok_or("truncated length-delimited field")?;
                 if field == 1 {
                     found = value;
                 }
@@ -235,7 +239,9 @@ mod tests {
     #[test]
     fn skips_unknown_fields_and_rejects_bad_frames() {
         // field 2 varint 150, field 3 fixed64, field 1 "hi".
-        let msg = [0x10, 0x96, 0x01, 0x19, 1, 2, 3, 4, 5, 6, 7, 8, 0x0a, 2, b'h', b'i'];
+        let msg = [
+            0x10, 0x96, 0x01, 0x19, 1, 2, 3, 4, 5, 6, 7, 8, 0x0a, 2, b'h', b'i',
+        ];
         assert_eq!(decode_field1(&msg).ok(), Some(&b"hi"[..]));
         assert!(decode_field1(&[0x0a, 5, b'x']).is_err());
         assert!(unframe(&[1, 0, 0, 0, 0]).is_err(), "compressed");

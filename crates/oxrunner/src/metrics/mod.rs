@@ -252,7 +252,9 @@ impl Metrics {
             let mut registry = Registry::default();
             families.register(&mut registry);
             collect::register(&mut registry, weak.clone());
-            let job_router = Arc::new(crate::daemon::router::JobRouter::new(RouterMetrics::register(&mut registry)));
+            let job_router = Arc::new(crate::daemon::router::JobRouter::new(RouterMetrics::register(
+                &mut registry,
+            )));
             for op in ["started", "stopped"] {
                 families
                     .worker_slot_operations

@@ -62,7 +62,9 @@ impl Breaker {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn set(&self, g: &mut Inner, state: State) {
@@ -161,7 +163,10 @@ mod tests {
     async fn a_burst_does_not_trip_a_sustained_outage_does() {
         let b = breaker();
         for _ in 0..10 {
-            assert!(!b.record_failure(), "failures at one instant are within the grace");
+            assert!(
+                !b.record_failure(),
+                "failures at one instant are within the grace"
+            );
         }
         assert_eq!(b.state(), State::Closed);
         tokio::time::advance(Duration::from_secs(5)).await;

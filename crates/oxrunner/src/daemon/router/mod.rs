@@ -140,7 +140,11 @@ impl JobRouter {
         self.metrics.get_job_took(started.elapsed().as_secs_f64());
         let reply = match answer {
             Ok(reply) => reply,
-            Err(status) => return self.router_error(client, req, token, &short, &server_url, status).await,
+            Err(status) => {
+                return self
+                    .router_error(client, req, token, &short, &server_url, status)
+                    .await;
+            }
         };
         if self.breaker.record_success() {
             info!(runner = %short, job_router_url = %server_url, "Job router recovered, resuming routing");
