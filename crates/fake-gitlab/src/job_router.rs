@@ -57,20 +57,50 @@ pub(crate) struct RouterState {
     pub discovery_override: Option<String>,
 }
 
-/// Binds the router's listener; the accept loop runs until the fake is dropped (the task is aborted then).
-pub(crate) async fn start(shared: SharedRef) -> std::io::Result<(String, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-    let url = format!("grpc://{}", listener.local_addr()?);
+/// Binds the router's listener; the accept loop runs until the fake is dropped (the task is aborted then). With
+/// `tls` (GitLab's own certificate, as KAS behind the same domain) it speaks `grpcs://` on `localhost`.
+pub(crate) async fn start(
+    shared: SharedRef,
+    tls: Option<&crate::TlsMaterial>,
+) -> Result<(String, tokio::task::JoinHandle<()>), crate::FakeError> {
+    let bind_err = |source| crate::FakeError::Bind {
+        addr: "127.0.0.1:0".to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(bind_err)?;
+    let port = listener.local_addr().map_err(bind_err)?.port();
+    let acceptor = tls
+        .map(|t| crate::mtls::h2_server_config(t).map(tokio_rustls::TlsAcceptor::from))
+        .transpose()?;
+    let url = match acceptor {
+        Some(_) => format!("grpcs://localhost:{port}"),
+        None => format!("grpc://127.0.0.1:{port}"),
+    };
     let task = tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(serve_connection(Arc::clone(&shared), tcp));
+            let shared = Arc::clone(&shared);
+            match acceptor.clone() {
+                None => {
+                    tokio::spawn(serve_connection(shared, tcp));
+                }
+                Some(acceptor) => {
+                    tokio::spawn(async move {
+                        if let Ok(tls) = acceptor.accept(tcp).await {
+                            serve_connection(shared, tls).await;
+                        }
+                    });
+                }
+            }
         }
     });
     Ok((url, task))
 }
 
-async fn serve_connection(shared: SharedRef, tcp: tokio::net::TcpStream) {
-    let Ok(mut conn) = h2::server::handshake(tcp).await else {
+async fn serve_connection<T>(shared: SharedRef, io: T)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Ok(mut conn) = h2::server::handshake(io).await else {
         return;
     };
     while let Some(Ok((req, respond))) = conn.accept().await {

@@ -91,7 +91,8 @@ pub struct FakeOptions {
     /// Without it the store is served by GitLab's listener.
     pub object_storage_tls: Option<TlsMaterial>,
     /// Run a job router (KAS) stand-in on its own 127.0.0.1 port and name it at `GET /runners/router/discovery`
-    /// (which otherwise answers 501, as on an instance without one).
+    /// (which otherwise answers 501, as on an instance without one): `grpc://`, or `grpcs://localhost` with
+    /// GitLab's certificate when `tls` is set.
     pub job_router: bool,
 }
 
@@ -228,12 +229,7 @@ impl FakeGitlab {
             router: Mutex::new(job_router::RouterState::default()),
         });
         let router_task = if opts.job_router {
-            let (url, task) = job_router::start(shared.clone())
-                .await
-                .map_err(|source| FakeError::Bind {
-                    addr: "127.0.0.1:0".to_string(),
-                    source,
-                })?;
+            let (url, task) = job_router::start(shared.clone(), opts.tls.as_ref()).await?;
             let _ = shared.router_url.set(url);
             Some(task)
         } else {

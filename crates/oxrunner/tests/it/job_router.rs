@@ -296,3 +296,39 @@ async fn unusable_address_and_disabled_router_are_logged_as_upstream() {
     );
     quit_ok(d).await;
 }
+
+/// `grpcs://`: the router is reached over TLS (ALPN `h2`) and verified with the runner's `tls-ca-file`, as GitLab
+/// is. The binary on a real clock: in-process under the paused clock this case fell back to the direct request
+/// (the paused clock moves while the two ends of the handshake wait on each other; not investigated further).
+#[tokio::test]
+async fn grpcs_router_is_verified_with_the_runners_ca_file() {
+    let pki = fake_gitlab::TestPki::generate().unwrap();
+    let fake = FakeGitlab::start(FakeOptions {
+        long_poll: Duration::ZERO,
+        trace_update_interval: 1,
+        job_router: true,
+        tls: Some(pki.server.clone()),
+        ..FakeOptions::default()
+    })
+    .await
+    .unwrap();
+    assert!(fake.router_url().unwrap().starts_with("grpcs://localhost:"));
+    let sb = Sandbox::new();
+    let ca = sb.path("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    config(
+        &fake,
+        &sb,
+        1,
+        &format!("  tls-ca-file = \"{}\"\n{ON}", ca.display()),
+    );
+    let d = sb.spawn(&["run", "-c", &sb.config_str()]);
+    let id = fake.enqueue_job(job("over-tls"));
+    assert_eq!(
+        finished(&fake, id, Duration::from_secs(60), &d).await.status,
+        "success"
+    );
+    assert_eq!(fake.router_log().jobs, vec![id], "{}", d.log());
+    assert_eq!(direct_requests(&fake), 0, "{}", d.log());
+    quit_ok(d).await;
+}
