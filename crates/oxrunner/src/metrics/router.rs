@@ -94,3 +94,30 @@ impl RouterMetrics {
         RouterMetrics::register(&mut Registry::default())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_have_upstreams_names_and_labels() {
+        let mut registry = Registry::default();
+        let m = RouterMetrics::register(&mut registry);
+        m.discovery_lookup("miss");
+        m.fallback("breaker_open");
+        m.get_job_took(0.2);
+        m.breaker_state(1);
+        m.breaker_tripped();
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap_or_default();
+        for line in [
+            "gitlab_runner_job_router_discovery_cache_events_total{result=\"miss\"} 1",
+            "gitlab_runner_job_router_fallbacks_total{reason=\"breaker_open\"} 1",
+            "gitlab_runner_job_router_get_job_duration_seconds_bucket{le=\"0.25\"} 1",
+            "gitlab_runner_job_router_circuit_breaker_state 1",
+            "gitlab_runner_job_router_circuit_breaker_trips_total 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+}
