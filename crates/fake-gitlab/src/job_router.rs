@@ -45,6 +45,8 @@ pub struct RouterLog {
     pub last_request_id: Option<String>,
     pub last_agent_type: Option<String>,
     pub last_authorized: bool,
+    /// WebSocket tunnels opened (`ws://`/`wss://` entrance, [`crate::FakeGitlab::router_tunnel_url`]).
+    pub tunnels: usize,
 }
 
 #[derive(Default)]
@@ -96,7 +98,7 @@ pub(crate) async fn start(
     Ok((url, task))
 }
 
-async fn serve_connection<T>(shared: SharedRef, io: T)
+pub(crate) async fn serve_connection<T>(shared: SharedRef, io: T)
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

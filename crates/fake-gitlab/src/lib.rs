@@ -29,6 +29,7 @@ mod faults;
 mod git;
 mod http;
 mod job_router;
+mod job_router_tunnel;
 mod mtls;
 mod ops;
 mod payload;
@@ -121,7 +122,7 @@ pub struct FakeGitlab {
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
     _storage: Option<storage::Running>,
-    router_task: Option<tokio::task::JoinHandle<()>>,
+    router_task: Option<(tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for FakeGitlab {
@@ -226,12 +227,16 @@ impl FakeGitlab {
             job_requests_in_flight: AtomicUsize::new(0),
             job_requests_max_in_flight: AtomicUsize::new(0),
             router_url: std::sync::OnceLock::new(),
+            router_tunnel_url: std::sync::OnceLock::new(),
             router: Mutex::new(job_router::RouterState::default()),
         });
         let router_task = if opts.job_router {
             let (url, task) = job_router::start(shared.clone(), opts.tls.as_ref()).await?;
             let _ = shared.router_url.set(url);
-            Some(task)
+            let (tunnel_url, tunnel_task) =
+                job_router_tunnel::start(shared.clone(), opts.tls.as_ref()).await?;
+            let _ = shared.router_tunnel_url.set(tunnel_url);
+            Some((task, tunnel_task))
         } else {
             None
         };
@@ -410,6 +415,12 @@ impl FakeGitlab {
         self.shared.router_url.get().cloned()
     }
 
+    /// The job router's WebSocket entrance (`ws://127.0.0.1:PORT`, `wss://localhost:PORT` with `tls`): gRPC in a
+    /// `ws-tunnel` WebSocket, KAS's usual external URL. Discovery names it after `set_router_discovery`.
+    pub fn router_tunnel_url(&self) -> Option<String> {
+        self.shared.router_tunnel_url.get().cloned()
+    }
+
     /// How the job router answers from now on.
     pub fn set_router_mode(&self, mode: RouterMode) {
         state::lock(&self.shared.router).mode = mode;
@@ -435,8 +446,9 @@ impl Drop for FakeGitlab {
     fn drop(&mut self) {
         self.handle.shutdown();
         self.task.abort();
-        if let Some(t) = &self.router_task {
-            t.abort();
+        if let Some((grpc, tunnel)) = &self.router_task {
+            grpc.abort();
+            tunnel.abort();
         }
     }
 }

@@ -81,6 +81,7 @@ pub(crate) struct Shared {
     pub job_requests_max_in_flight: AtomicUsize,
     /// The job router stand-in (`FakeOptions::job_router`): its address, mode and log.
     pub router_url: std::sync::OnceLock<String>,
+    pub router_tunnel_url: std::sync::OnceLock<String>,
     pub router: Mutex<crate::job_router::RouterState>,
 }
 

@@ -18,14 +18,14 @@ fn unavailable(what: impl std::fmt::Display) -> RpcStatus {
     RpcStatus::new(Code::Unavailable, format!("connection error: {what}"))
 }
 
-pub(super) async fn connect(t: &Target) -> Result<h2::client::SendRequest<Bytes>, RpcStatus> {
+pub(super) async fn connect(t: &Target, token: &str) -> Result<h2::client::SendRequest<Bytes>, RpcStatus> {
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((t.host.as_str(), t.port)))
         .await
         .map_err(|_| unavailable(format!("dial {}:{} timed out", t.host, t.port)))?
         .map_err(|e| unavailable(format!("dial {}:{}: {e}", t.host, t.port)))?;
     let _ = tcp.set_nodelay(true);
     match &t.tls {
-        None => handshake(tcp).await,
+        None => over(t, token, tcp).await,
         Some(config) => {
             let name = rustls::pki_types::ServerName::try_from(t.host.clone())
                 .map_err(|e| unavailable(format!("invalid server name {}: {e}", t.host)))?;
@@ -33,8 +33,20 @@ pub(super) async fn connect(t: &Target) -> Result<h2::client::SendRequest<Bytes>
                 .connect(name, tcp)
                 .await
                 .map_err(|e| unavailable(format!("TLS handshake with {}: {e}", t.host)))?;
-            handshake(tls).await
+            over(t, token, tls).await
         }
+    }
+}
+
+/// HTTP/2 on `io`, inside a WebSocket tunnel for `ws://`/`wss://`.
+async fn over<T>(t: &Target, token: &str, io: T) -> Result<h2::client::SendRequest<Bytes>, RpcStatus>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if t.tunnel {
+        handshake(super::tunnel::open(t, token, io).await?).await
+    } else {
+        handshake(io).await
     }
 }
 

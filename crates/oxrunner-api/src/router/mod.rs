@@ -1,6 +1,6 @@
 //! The job router's client side (`FF_USE_JOB_ROUTER`): one unary gRPC call, `JobRouter/GetJob`, over HTTP/2 with
 //! the `h2` crate (plain for `grpc://`, rustls for `grpcs://`, with the runner's CA and client certificate
-//! settings). The request and answer are the JSON bytes of `POST /jobs/request`, wrapped in a one-field protobuf
+//! settings; for `ws://`/`wss://` inside a WebSocket tunnel, `tunnel.rs`). The request and answer are the JSON bytes of `POST /jobs/request`, wrapped in a one-field protobuf
 //! message ([`proto`]). One connection per router address is kept and multiplexed, as gitlab-runner keeps one
 //! `grpc.ClientConn`; a broken one is replaced on the next call.
 //!
@@ -8,6 +8,7 @@
 
 mod conn;
 pub mod proto;
+mod tunnel;
 
 use std::fmt;
 use std::sync::Arc;
@@ -98,6 +99,8 @@ pub(crate) struct Target {
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    /// `ws://`/`wss://`: HTTP/2 through a WebSocket tunnel.
+    pub(crate) tunnel: bool,
     pub(crate) user_agent: String,
 }
 
@@ -116,24 +119,19 @@ impl fmt::Debug for Channel {
 }
 
 impl Client {
-    /// A channel to the router GitLab named. Only `grpc://` and `grpcs://` are supported; a `ws://`/`wss://`
-    /// address (gRPC through a WebSocket tunnel) or a bad URL is a [`DialError`], as is an unusable TLS file.
-    /// Nothing is connected yet.
+    /// A channel to the router GitLab named: `grpc://`, `grpcs://`, or `ws://`/`wss://` (gRPC through a WebSocket
+    /// tunnel). A bad URL, another scheme or an unusable TLS file is a [`DialError`]. Nothing is connected yet.
     pub fn router_channel(&self, server_url: &str) -> Result<Channel, DialError> {
         let fail = |detail: String| DialError {
             url_redacted: redact_url(server_url),
             detail,
         };
         let url = url::Url::parse(server_url).map_err(|e| fail(format!("invalid kas address: {e}")))?;
-        let secure = match url.scheme() {
-            "grpc" => false,
-            "grpcs" => true,
-            "ws" | "wss" => {
-                return Err(fail(format!(
-                    "the {}:// scheme (gRPC through a WebSocket tunnel) is not supported by oxrunner; only grpc:// and grpcs://",
-                    url.scheme()
-                )));
-            }
+        let (secure, tunnel) = match url.scheme() {
+            "grpc" => (false, false),
+            "grpcs" => (true, false),
+            "ws" => (false, true),
+            "wss" => (true, true),
             other => return Err(fail(format!("unsupported scheme in kas address: {other:?}"))),
         };
         let host = url
@@ -145,7 +143,12 @@ impl Client {
             .to_string();
         let port = url.port().unwrap_or(if secure { 443 } else { 80 });
         let tls = if secure {
-            Some(Arc::new(self.router_tls(&host).map_err(|e| fail(e.to_string()))?))
+            let mut config = self.router_tls(&host).map_err(|e| fail(e.to_string()))?;
+            if tunnel {
+                // The WebSocket handshake is HTTP/1.1; HTTP/2 starts inside the tunnel.
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            }
+            Some(Arc::new(config))
         } else {
             None
         };
@@ -155,6 +158,7 @@ impl Client {
                 host,
                 port,
                 tls,
+                tunnel,
                 user_agent: self.user_agent().to_string(),
             },
             conn: tokio::sync::Mutex::new(None),
@@ -181,7 +185,7 @@ impl Channel {
     }
 
     async fn call(&self, call: GetJobCall<'_>) -> Result<GetJobReply, RpcStatus> {
-        let send = self.ready().await?;
+        let send = self.ready(call.token).await?;
         let request = self.request(&call)?;
         let outcome = conn::unary(send, request, proto::encode_message(&call.job_request)).await;
         if let Err(status) = &outcome
@@ -202,7 +206,7 @@ impl Channel {
     }
 
     /// The connection, dialled if there is none or it broke.
-    async fn ready(&self) -> Result<h2::client::SendRequest<Bytes>, RpcStatus> {
+    async fn ready(&self, token: &str) -> Result<h2::client::SendRequest<Bytes>, RpcStatus> {
         let mut slot = self.conn.lock().await;
         if let Some(send) = slot.as_ref() {
             match send.clone().ready().await {
@@ -212,7 +216,7 @@ impl Channel {
                 }
             }
         }
-        let send = conn::connect(&self.target).await?;
+        let send = conn::connect(&self.target, token).await?;
         let ready = send
             .clone()
             .ready()
@@ -224,7 +228,12 @@ impl Channel {
 
     fn request(&self, call: &GetJobCall<'_>) -> Result<Request<()>, RpcStatus> {
         let t = &self.target;
-        let scheme = if t.tls.is_some() { "https" } else { "http" };
+        // Through a tunnel gRPC does not know the transport is secure, as with gitlab-runner's `wss://`.
+        let scheme = if t.tls.is_some() && !t.tunnel {
+            "https"
+        } else {
+            "http"
+        };
         let authority = if t.host.contains(':') {
             format!("[{}]:{}", t.host, t.port)
         } else {

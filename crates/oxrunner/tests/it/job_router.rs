@@ -258,12 +258,12 @@ async fn router_down_falls_back_with_the_breaker_warning() {
     quit_ok(d).await;
 }
 
-/// An address the runner cannot use (here gRPC through a WebSocket tunnel, `wss://`) is a dial failure:
-/// upstream's warning, then the direct request, every time; an `Unimplemented` answer is logged as upstream logs it.
+/// An address the runner cannot use (a scheme that is neither gRPC nor WebSocket) is a dial failure: upstream's
+/// warning, then the direct request, every time; an `Unimplemented` answer is logged as upstream logs it.
 #[tokio::test]
 async fn unusable_address_and_disabled_router_are_logged_as_upstream() {
     let fake = fake(true).await;
-    fake.set_router_discovery(Some("wss://127.0.0.1:1/".to_string()));
+    fake.set_router_discovery(Some("https://127.0.0.1:1/".to_string()));
     let sb = Sandbox::new();
     let cfg = run_config(&fake, &sb);
     let d = sb.spawn(&["run", "-c", &cfg]);
@@ -277,7 +277,7 @@ async fn unusable_address_and_disabled_router_are_logged_as_upstream() {
         log.contains("Job router dial failed, falling back to direct job requests"),
         "{log}"
     );
-    assert!(log.contains("wss://"), "{log}");
+    assert!(log.contains("unsupported scheme in kas address"), "{log}");
     assert_eq!(fake.router_log().calls, 0);
 
     quit_ok(d).await;
@@ -331,4 +331,49 @@ async fn grpcs_router_is_verified_with_the_runners_ca_file() {
     assert_eq!(fake.router_log().jobs, vec![id], "{}", d.log());
     assert_eq!(direct_requests(&fake), 0, "{}", d.log());
     quit_ok(d).await;
+}
+
+/// `ws://` and `wss://` (KAS's usual external URL): gRPC through a WebSocket tunnel with the `ws-tunnel`
+/// subprotocol and the runner's bearer token, `wss://` verified with the runner's `tls-ca-file`.
+#[tokio::test]
+async fn websocket_tunnel_router_serves_the_job() {
+    for tls in [false, true] {
+        let pki = fake_gitlab::TestPki::generate().unwrap();
+        let fake = FakeGitlab::start(FakeOptions {
+            long_poll: Duration::ZERO,
+            trace_update_interval: 1,
+            job_router: true,
+            tls: tls.then(|| pki.server.clone()),
+            ..FakeOptions::default()
+        })
+        .await
+        .unwrap();
+        let tunnel = fake.router_tunnel_url().unwrap();
+        assert!(tunnel.starts_with(if tls {
+            "wss://localhost:"
+        } else {
+            "ws://127.0.0.1:"
+        }));
+        fake.set_router_discovery(Some(tunnel));
+        let sb = Sandbox::new();
+        let ca = sb.path("ca.pem");
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        config(
+            &fake,
+            &sb,
+            1,
+            &format!("  tls-ca-file = \"{}\"\n{ON}", ca.display()),
+        );
+        let d = sb.spawn(&["run", "-c", &sb.config_str()]);
+        let id = fake.enqueue_job(job("tunnelled"));
+        assert_eq!(
+            finished(&fake, id, Duration::from_secs(60), &d).await.status,
+            "success"
+        );
+        let log = fake.router_log();
+        assert_eq!(log.jobs, vec![id], "{}", d.log());
+        assert!(log.tunnels >= 1 && log.last_authorized, "{log:?}");
+        assert_eq!(direct_requests(&fake), 0, "{}", d.log());
+        quit_ok(d).await;
+    }
 }
