@@ -56,6 +56,10 @@ mod tests {
         );
         assert_eq!(endpoint_name(&Method::PUT, "/api/v4/jobs/42"), Some("update_job"));
         assert_eq!(
+            endpoint_name(&Method::GET, "/api/v4/runners/router/discovery"),
+            Some("discovery")
+        );
+        assert_eq!(
             endpoint_name(&Method::PATCH, "/api/v4/jobs/42/trace"),
             Some("patch_trace")
         );
