@@ -298,8 +298,9 @@ async fn unusable_address_and_disabled_router_are_logged_as_upstream() {
 }
 
 /// `grpcs://`: the router is reached over TLS (ALPN `h2`) and verified with the runner's `tls-ca-file`, as GitLab
-/// is. The binary on a real clock: in-process under the paused clock this case fell back to the direct request
-/// (the paused clock moves while the two ends of the handshake wait on each other; not investigated further).
+/// is. The binary on a real clock: in-process under the paused clock this case once fell back to the direct
+/// request (likely the clock jumping past the call's deadline while both ends of the TLS handshake, tasks of one
+/// runtime, waited on each other).
 #[tokio::test]
 async fn grpcs_router_is_verified_with_the_runners_ca_file() {
     let pki = fake_gitlab::TestPki::generate().unwrap();
