@@ -28,6 +28,8 @@ mod error;
 mod faults;
 mod git;
 mod http;
+mod job_router;
+mod job_router_tunnel;
 mod mtls;
 mod ops;
 mod payload;
@@ -51,6 +53,7 @@ use tokio::sync::Notify;
 pub use chain::TestChain;
 pub use error::FakeError;
 pub use faults::{Endpoint, FailRule, FaultConfig, FaultHandle};
+pub use job_router::{RouterLog, RouterMode};
 pub use records::{JobRecord, Project, RequestLog, RunnerManager, RunnerRecord, StoredArtifact};
 pub use spec::{ArtifactSpec, CacheSpec, ImageSpec, JobSpec, SuspendSpec, VarFlags};
 pub use tls::{TestPki, TlsMaterial};
@@ -88,6 +91,10 @@ pub struct FakeOptions {
     /// listener of its own, `https://127.0.0.1:PORT`, another host than GitLab's `localhost` as in production.
     /// Without it the store is served by GitLab's listener.
     pub object_storage_tls: Option<TlsMaterial>,
+    /// Run a job router (KAS) stand-in on its own 127.0.0.1 port and name it at `GET /runners/router/discovery`
+    /// (which otherwise answers 501, as on an instance without one): `grpc://`, or `grpcs://localhost` with
+    /// GitLab's certificate when `tls` is set.
+    pub job_router: bool,
 }
 
 impl Default for FakeOptions {
@@ -104,6 +111,7 @@ impl Default for FakeOptions {
             admin_personal_access_token: "glpat-fake-admin-0123456789".to_string(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             object_storage_tls: None,
+            job_router: false,
         }
     }
 }
@@ -114,6 +122,7 @@ pub struct FakeGitlab {
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
     _storage: Option<storage::Running>,
+    router_task: Option<(tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for FakeGitlab {
@@ -217,7 +226,20 @@ impl FakeGitlab {
             repos,
             job_requests_in_flight: AtomicUsize::new(0),
             job_requests_max_in_flight: AtomicUsize::new(0),
+            router_url: std::sync::OnceLock::new(),
+            router_tunnel_url: std::sync::OnceLock::new(),
+            router: Mutex::new(job_router::RouterState::default()),
         });
+        let router_task = if opts.job_router {
+            let (url, task) = job_router::start(shared.clone(), opts.tls.as_ref()).await?;
+            let _ = shared.router_url.set(url);
+            let (tunnel_url, tunnel_task) =
+                job_router_tunnel::start(shared.clone(), opts.tls.as_ref()).await?;
+            let _ = shared.router_tunnel_url.set(tunnel_url);
+            Some((task, tunnel_task))
+        } else {
+            None
+        };
         let app = router(shared.clone());
         let handle = axum_server::Handle::new();
         let bind_err = |source| FakeError::Bind {
@@ -272,6 +294,7 @@ impl FakeGitlab {
             handle,
             task,
             _storage: storage,
+            router_task,
         })
     }
 
@@ -386,11 +409,46 @@ impl FakeGitlab {
         let peers: std::collections::HashSet<_> = self.requests().iter().filter_map(|r| r.peer).collect();
         peers.len()
     }
+
+    /// The job router stand-in's address (`grpc://127.0.0.1:PORT`), with [`FakeOptions::job_router`].
+    pub fn router_url(&self) -> Option<String> {
+        self.shared.router_url.get().cloned()
+    }
+
+    /// The job router's WebSocket entrance (`ws://127.0.0.1:PORT`, `wss://localhost:PORT` with `tls`): gRPC in a
+    /// `ws-tunnel` WebSocket, KAS's usual external URL. Discovery names it after `set_router_discovery`.
+    pub fn router_tunnel_url(&self) -> Option<String> {
+        self.shared.router_tunnel_url.get().cloned()
+    }
+
+    /// How the job router answers from now on.
+    pub fn set_router_mode(&self, mode: RouterMode) {
+        state::lock(&self.shared.router).mode = mode;
+    }
+
+    /// What discovery names instead of the stand-in (`None`: the stand-in again), e.g. a port nobody listens on.
+    pub fn set_router_discovery(&self, server_url: Option<String>) {
+        state::lock(&self.shared.router).discovery_override = server_url;
+    }
+
+    /// What the job router saw.
+    pub fn router_log(&self) -> RouterLog {
+        state::lock(&self.shared.router).log.clone()
+    }
+
+    /// `GET /runners/router/discovery` calls so far.
+    pub fn router_discoveries(&self) -> usize {
+        state::lock(&self.shared.router).discoveries
+    }
 }
 
 impl Drop for FakeGitlab {
     fn drop(&mut self) {
         self.handle.shutdown();
         self.task.abort();
+        if let Some((grpc, tunnel)) = &self.router_task {
+            grpc.abort();
+            tunnel.abort();
+        }
     }
 }

@@ -79,6 +79,10 @@ pub(crate) struct Shared {
     /// `POST /jobs/request` calls being answered (or held by long polling) right now, and the most seen at once.
     pub job_requests_in_flight: AtomicUsize,
     pub job_requests_max_in_flight: AtomicUsize,
+    /// The job router stand-in (`FakeOptions::job_router`): its address, mode and log.
+    pub router_url: std::sync::OnceLock<String>,
+    pub router_tunnel_url: std::sync::OnceLock<String>,
+    pub router: Mutex<crate::job_router::RouterState>,
 }
 
 /// Counts one `POST /jobs/request` in [`Shared::job_requests_in_flight`] while it lives (also when the client

@@ -15,6 +15,7 @@ mod client;
 mod error;
 mod observe;
 mod outcome;
+pub mod router;
 mod tls_hint;
 pub mod trace;
 
@@ -24,7 +25,7 @@ pub use oxrunner_wire::redact;
 
 pub use client::probe;
 pub use client::retry_signal::track_retries;
-pub use client::{Client, ClientConfig, DirectDownload, TlsClientPem};
+pub use client::{Client, ClientConfig, DirectDownload, RouterDiscovery, TlsClientPem};
 pub use error::ApiError;
 pub use observe::RequestObserver;
 pub use outcome::{

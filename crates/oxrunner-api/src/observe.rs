@@ -15,7 +15,7 @@ pub trait RequestObserver: Send + Sync {
     fn attempts(&self, path: &str, method: &str, attempts: u32);
 }
 
-/// gitlab-runner's name for a measured endpoint (`request_job`, `update_job`, `patch_trace`, `reset_token`).
+/// gitlab-runner's name for a measured endpoint (`request_job`, `update_job`, `patch_trace`, `reset_token`, `discovery`).
 pub(crate) fn endpoint_name(method: &reqwest::Method, path: &str) -> Option<&'static str> {
     let segments: Vec<&str> = path.trim_end_matches('/').rsplit('/').take(3).collect();
     let numeric = |s: &&str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -24,6 +24,7 @@ pub(crate) fn endpoint_name(method: &reqwest::Method, path: &str) -> Option<&'st
         ("PUT", [id, "jobs", ..]) if numeric(id) => Some("update_job"),
         ("PATCH", ["trace", id, "jobs"]) if numeric(id) => Some("patch_trace"),
         ("POST", ["reset_authentication_token", ..]) => Some("reset_token"),
+        ("GET", ["discovery", "router", "runners"]) => Some("discovery"),
         _ => None,
     }
 }
@@ -54,6 +55,10 @@ mod tests {
             Some("request_job")
         );
         assert_eq!(endpoint_name(&Method::PUT, "/api/v4/jobs/42"), Some("update_job"));
+        assert_eq!(
+            endpoint_name(&Method::GET, "/api/v4/runners/router/discovery"),
+            Some("discovery")
+        );
         assert_eq!(
             endpoint_name(&Method::PATCH, "/api/v4/jobs/42/trace"),
             Some("patch_trace")

@@ -138,11 +138,8 @@ pub const FLAGS: &[FeatureFlag] = &[
     flag("FF_USE_GIT_PROACTIVE_AUTH", false, Honoured),
     flag("FF_HASH_CACHE_KEYS", false, Honoured),
     flag("FF_ENABLE_JOB_INPUTS_INTERPOLATION", true, Honoured),
-    flag(
-        "FF_USE_JOB_ROUTER",
-        false,
-        Ignored("the job router is not supported"),
-    ),
+    // `crates/oxrunner/src/daemon/router/`: read from `[runners.feature_flags]`, as gitlab-runner's RequestJob does.
+    flag("FF_USE_JOB_ROUTER", false, Honoured),
     flag("FF_SCRIPT_TO_STEP_MIGRATION", false, STEPS),
     // `hooks/remote/parts.rs`: large archives always move in parts; the flag cannot turn that off.
     flag(

@@ -246,13 +246,22 @@ pub(crate) async fn reset_token_by_id(
     json(StatusCode::CREATED, response)
 }
 
-/// `GET /runners/router/discovery`: this GitLab has no Job Router (KAS), like most instances.
+/// `GET /runners/router/discovery`: 501 on an instance without a Job Router (KAS), like most; with
+/// `FakeOptions::job_router`, the router's address as `server_url`.
 pub(crate) async fn router_discovery(State(shared): State<SharedRef>, headers: HeaderMap) -> Response {
+    crate::job_router::count_discovery(&shared);
     let token = crate::http::header_str(&headers, "runner-token").unwrap_or("");
     if lock(&shared.inner).runner_by_token(token).is_none() {
         return bad_status(StatusCode::FORBIDDEN);
     }
-    message(StatusCode::NOT_IMPLEMENTED, Some("Job Router is not enabled"))
+    let Some(own) = shared.router_url.get() else {
+        return message(StatusCode::NOT_IMPLEMENTED, Some("Job Router is not enabled"));
+    };
+    let server_url = lock(&shared.router)
+        .discovery_override
+        .clone()
+        .unwrap_or_else(|| own.clone());
+    crate::http::json(StatusCode::OK, serde_json::json!({ "server_url": server_url }))
 }
 
 fn no_content() -> Response {

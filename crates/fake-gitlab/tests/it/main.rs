@@ -7,6 +7,7 @@ mod artifacts;
 mod binary_admin;
 mod faults;
 mod git_http;
+mod job_router;
 mod jobs_request;
 mod reset_by_id;
 mod runners;

@@ -8,12 +8,14 @@ mod jobs;
 mod pool;
 pub mod probe;
 pub mod retry_signal;
+mod router;
 mod runners;
 mod tls;
 mod transport;
 mod unreadable;
 
 pub use artifacts::DirectDownload;
+pub use router::RouterDiscovery;
 pub(crate) use tls::{Presented, Rejected};
 pub(crate) use transport::backoff;
 
@@ -94,6 +96,8 @@ struct Inner {
     client_pem: Option<TlsClientPem>,
     user_agent: String,
     last_update: Mutex<String>,
+    /// As given, for the job router's TLS settings (`router.rs`).
+    config: ClientConfig,
     /// Installed once by the daemon (metrics); requests are not observed without it.
     observer: OnceLock<Arc<dyn crate::RequestObserver>>,
 }
@@ -200,6 +204,7 @@ impl Client {
                 client_pem,
                 user_agent,
                 last_update: Mutex::new(String::new()),
+                config: cfg,
                 observer: OnceLock::new(),
             }),
         })

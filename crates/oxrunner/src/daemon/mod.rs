@@ -11,6 +11,7 @@ mod job_secrets;
 mod longpoll;
 mod poller;
 pub(crate) mod request_gate;
+pub mod router;
 mod session;
 pub mod signals;
 mod slots;

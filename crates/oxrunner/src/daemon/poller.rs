@@ -185,7 +185,12 @@ impl Poller {
         // to it, and dropping the answer would orphan that job.
         let started = Instant::now();
         let last_update_before = st.env.client.last_update();
-        let (answer, retried) = track_retries(st.env.client.request_job(&req)).await;
+        let request = st
+            .env
+            .metrics
+            .job_router()
+            .request_job(&st.env.client, runner, &req);
+        let (answer, retried) = track_retries(request).await;
         slot.finish(match &answer {
             _ if retried => Answer::Retried,
             Ok(JobRequestOutcome::Job(_) | JobRequestOutcome::Unreadable(_)) => Answer::Job,

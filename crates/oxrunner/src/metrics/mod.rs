@@ -12,6 +12,7 @@ mod collect;
 mod inputs;
 mod jobs;
 pub mod process;
+mod router;
 pub mod server;
 mod transfer;
 
@@ -30,6 +31,7 @@ use crate::daemon::request_gate::{self, RequestGate};
 
 pub use self::api::ApiMetrics;
 pub use self::jobs::JobMetrics;
+pub use self::router::RouterMetrics;
 pub use self::transfer::{Transfer, TransferKind};
 
 /// Label pairs in gitlab-runner's order.
@@ -61,6 +63,8 @@ pub struct Metrics {
     runners: Mutex<BTreeMap<String, RunnerEntry>>,
     jobs: jobs::JobTable,
     families: Families,
+    /// `FF_USE_JOB_ROUTER`'s client: one per daemon, its breaker and discovery kept across reloads.
+    job_router: Arc<crate::daemon::router::JobRouter>,
 }
 
 /// Families recorded as things happen.
@@ -252,6 +256,9 @@ impl Metrics {
             let mut registry = Registry::default();
             families.register(&mut registry);
             collect::register(&mut registry, weak.clone());
+            let job_router = Arc::new(crate::daemon::router::JobRouter::new(RouterMetrics::register(
+                &mut registry,
+            )));
             for op in ["started", "stopped"] {
                 families
                     .worker_slot_operations
@@ -266,6 +273,7 @@ impl Metrics {
                 runners: Mutex::new(BTreeMap::new()),
                 jobs: jobs::JobTable::default(),
                 families,
+                job_router,
             }
         })
     }
@@ -367,6 +375,11 @@ impl Metrics {
         lock(&self.runners)
             .get(&short)
             .map_or_else(Arc::default, |e| Arc::clone(&e.gate))
+    }
+
+    /// The job router client (`FF_USE_JOB_ROUTER`), shared by every runner entry.
+    pub fn job_router(&self) -> &crate::daemon::router::JobRouter {
+        &self.job_router
     }
 
     /// A request loop could not get an answer (gitlab-runner counts these as processing failures of type

@@ -52,6 +52,7 @@ mod flags_compat;
 mod helper_commands;
 mod helper_header_timeout;
 mod identity;
+mod job_router;
 mod logs_format;
 mod metrics_server;
 mod parallel_artifacts;
