@@ -10,11 +10,15 @@ use crate::yaml::{Node, Val};
 
 const KEYS: &[&str] = &["default", "type", "description", "options", "regex"];
 
+const HINT_SHAPE: &str = "write each job input as `<name>:` with `default:` and optionally `type:` (string, number, \
+                          boolean or array), `description:`, `options:` (a list) and `regex:` (for strings)";
+
 pub(crate) fn parse(n: &Node, path: &str) -> Result<Vec<JobInput>, PipelineError> {
     let Some(map) = n.as_map() else {
-        return Err(PipelineError::at(
+        return Err(PipelineError::at_hint(
             &n.loc,
             format!("{path}:inputs config should be a hash"),
+            HINT_SHAPE,
         ));
     };
     map.iter()
@@ -24,9 +28,10 @@ pub(crate) fn parse(n: &Node, path: &str) -> Result<Vec<JobInput>, PipelineError
 
 fn one(name: &str, spec: &Node, at: &str) -> Result<JobInput, PipelineError> {
     let Some(cfg) = spec.as_map() else {
-        return Err(PipelineError::at(
+        return Err(PipelineError::at_hint(
             &spec.loc,
             format!("{at} config should be a hash"),
+            HINT_SHAPE,
         ));
     };
     let unknown: Vec<&str> = cfg
@@ -35,9 +40,10 @@ fn one(name: &str, spec: &Node, at: &str) -> Result<JobInput, PipelineError> {
         .filter(|k| !KEYS.contains(k))
         .collect();
     if !unknown.is_empty() {
-        return Err(PipelineError::at(
+        return Err(PipelineError::at_hint(
             &spec.loc,
             format!("{at} config contains unknown keys: {}", unknown.join(", ")),
+            HINT_SHAPE,
         ));
     }
     let Some(default) = cfg.get("default").filter(|d| !d.is_null()) else {
@@ -50,10 +56,13 @@ fn one(name: &str, spec: &Node, at: &str) -> Result<JobInput, PipelineError> {
     };
     let kind = match cfg.get("type") {
         None => "string".to_string(),
-        Some(t) => t
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| PipelineError::at(&t.loc, format!("{at}:type should be a string")))?,
+        Some(t) => t.as_str().map(str::to_string).ok_or_else(|| {
+            PipelineError::at_hint(
+                &t.loc,
+                format!("{at}:type should be a string"),
+                "job inputs are of type string (the default), number, boolean or array",
+            )
+        })?,
     };
     let fits = match kind.as_str() {
         "string" => matches!(default.val, Val::Str(_)),
@@ -69,23 +78,29 @@ fn one(name: &str, spec: &Node, at: &str) -> Result<JobInput, PipelineError> {
         }
     };
     if !fits {
-        return Err(PipelineError::at(
+        return Err(PipelineError::at_hint(
             &default.loc,
             format!("{at} default value is not a {kind}"),
+            format!("make `default:` a {kind} or change `type:`"),
         ));
     }
     let content = default.to_json();
     if let Some(opts) = cfg.get("options") {
         let Some(items) = opts.as_seq() else {
-            return Err(PipelineError::at(
+            return Err(PipelineError::at_hint(
                 &opts.loc,
                 format!("{at}:options should be an array"),
+                "list the allowed values, e.g. `options: [a, b]`",
             ));
         };
-        if !items.iter().any(|o| o.to_json() == content) {
-            return Err(PipelineError::at(
+        if !items.iter().any(|o| same(&o.to_json(), &content)) {
+            return Err(PipelineError::at_hint(
                 &default.loc,
-                format!("{at} `{content}` cannot be used because it is not in the list of allowed options"),
+                format!(
+                    "{at} `{}` cannot be used because it is not in the list of allowed options",
+                    shown(&content)
+                ),
+                "make `default:` one of the values listed in `options:`",
             ));
         }
     }
@@ -104,31 +119,54 @@ fn one(name: &str, spec: &Node, at: &str) -> Result<JobInput, PipelineError> {
 
 fn check_regex(r: &Node, default: &Node, content: &serde_json::Value, at: &str) -> Result<(), PipelineError> {
     let Some(pattern) = r.as_str() else {
-        return Err(PipelineError::at(
+        return Err(PipelineError::at_hint(
             &r.loc,
             format!("{at}:regex should be a string"),
+            "write the pattern as a quoted string, e.g. `regex: '^[a-z]+$'`",
         ));
     };
     let Some(text) = default.as_str() else {
-        return Err(PipelineError::at(
+        return Err(PipelineError::at_hint(
             &r.loc,
             format!("{at} regex is only supported for string inputs"),
+            "remove `regex:` or make the input a string",
         ));
     };
     let re = regex::RegexBuilder::new(pattern)
         .size_limit(1 << 20)
         .build()
         .map_err(|e| {
-            PipelineError::at(
+            PipelineError::at_hint(
                 &r.loc,
                 format!("{at}:regex is not a valid regular expression: {e}"),
+                "fix the pattern (Rust regex syntax, which has no look-around or back-references)",
             )
         })?;
     if !re.is_match(text) {
-        return Err(PipelineError::at(
+        return Err(PipelineError::at_hint(
             &default.loc,
-            format!("{at} `{content}` does not match required RegEx pattern `{pattern}`"),
+            format!(
+                "{at} `{}` does not match required RegEx pattern `{pattern}`",
+                shown(content)
+            ),
+            "make `default:` match `regex:`",
         ));
     }
     Ok(())
+}
+
+/// Whether an option equals the default: numbers by value (`3` and `3.0` are the same number), the rest as JSON.
+fn same(option: &serde_json::Value, default: &serde_json::Value) -> bool {
+    match (option.as_f64(), default.as_f64()) {
+        (Some(a), Some(b)) => a == b,
+        _ => option == default,
+    }
+}
+
+/// A value as the author wrote it: a string without JSON quotes.
+fn shown(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }

@@ -7,6 +7,7 @@ mod bench;
 mod composition;
 mod context;
 mod gitlab_semantics;
+mod job_inputs;
 mod limits;
 mod output;
 mod payload_shape;

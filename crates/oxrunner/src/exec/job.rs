@@ -110,14 +110,8 @@ pub fn reset_outputs(env: &Env, spec: &JobSpec) {
 
 /// Runs one attempt of `spec`; `append_log` keeps the log of earlier attempts.
 pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) -> Attempt {
-    let in_docker = env.docker.docker_for(super::has_image(&spec.job.payload));
     let console = env.console.clone();
     let build_dir = env.builds().join(&spec.dir);
-    if let Err(err) = prepare_build_dir(&env, &build_dir, in_docker).await {
-        console.note(&format!("{} | ERROR: {err}", spec.display));
-        return Attempt { outcome: failed(err) };
-    }
-
     let job = job_payload(&env, &spec);
     if let Err(e) = check(&job) {
         return Attempt {
@@ -133,11 +127,17 @@ pub async fn run_attempt(env: Arc<Env>, spec: Arc<JobSpec>, append_log: bool) ->
         console.note(&format!("{} | {}", spec.display, e.hint()));
         return Attempt {
             outcome: JobOutcome::Failed {
-                reason: FailureReason::RunnerConfigurationError,
+                reason: e.reason(),
                 exit_code: None,
                 message: e.to_string(),
             },
         };
+    }
+    // Decided on the interpolated payload: `image: ${{ job.inputs.img }}` may name no image at all.
+    let in_docker = env.docker.docker_for(super::has_image(&job));
+    if let Err(err) = prepare_build_dir(&env, &build_dir, in_docker).await {
+        console.note(&format!("{} | ERROR: {err}", spec.display));
+        return Attempt { outcome: failed(err) };
     }
     // The copy made by `workspace::prepare` is the checkout: the shell runs in it, a container receives it.
     plan.sources.origin = SourceOrigin::LocalDir(build_dir.clone());

@@ -10,10 +10,13 @@
 //!
 //! The language is in `parse.rs` (syntax) and `eval.rs` (meaning); `value.rs` holds the values.
 
+mod budget;
 mod eval;
 mod parse;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_bounds;
 mod value;
 
 use std::rc::Rc;
@@ -34,6 +37,8 @@ pub enum FailureKind {
     Parse,
     Evaluation,
     SensitiveUnsupported,
+    /// The interpolation itself failed (a panic): the runner's fault, not the job's.
+    Internal,
 }
 
 impl FailureKind {
@@ -41,7 +46,8 @@ impl FailureKind {
     /// input, which upstream refuses while reading the payload, before any interpolation is counted.
     pub fn metric_label(self) -> Option<&'static str> {
         match self {
-            FailureKind::InvalidInput => None,
+            // Upstream recovers a panic into a system failure without counting it.
+            FailureKind::InvalidInput | FailureKind::Internal => None,
             FailureKind::Parse => Some("parse"),
             FailureKind::Evaluation => Some("evaluation"),
             FailureKind::SensitiveUnsupported => Some("sensitive_unsupported"),
@@ -59,6 +65,14 @@ pub struct InputsError {
 }
 
 impl InputsError {
+    /// The job's failure reason.
+    pub fn reason(&self) -> oxrunner_core::FailureReason {
+        match self.kind {
+            FailureKind::Internal => oxrunner_core::FailureReason::RunnerSystemFailure,
+            _ => oxrunner_core::FailureReason::RunnerConfigurationError,
+        }
+    }
+
     /// What to tell the job's author.
     pub fn hint(&self) -> &'static str {
         match self.kind {
@@ -70,6 +84,10 @@ impl InputsError {
                 "hint: sensitive job inputs cannot be used in `${{ }}` expressions yet; pass the value as a masked \
                  CI/CD variable instead"
             }
+            FailureKind::Internal => {
+                "hint: this is a bug in oxrunner, not in the job; please report it with the job's `${{ }}` \
+                 expressions (retrying will fail the same way)"
+            }
             FailureKind::Parse | FailureKind::Evaluation => {
                 "hint: check the `${{ }}` expressions of the job's script, image, services, artifacts and cache \
                  against its inputs (read them as `job.inputs.<name>`); write `\\${{` for a literal `${{`, or set \
@@ -80,10 +98,12 @@ impl InputsError {
 }
 
 /// What an interpolation did: how many fields held an expression and were interpolated (upstream's
-/// `gitlab_runner_job_inputs_interpolations_total` counts these), and the error that stopped it, if any.
+/// `gitlab_runner_job_inputs_interpolations_total` counts these), whether any field's text changed (a `\${{`
+/// escape changes it without an expression), and the error that stopped it, if any.
 #[derive(Debug, Default)]
 pub struct Report {
     pub interpolated: u64,
+    pub changed: bool,
     pub failure: Option<InputsError>,
 }
 
@@ -104,6 +124,8 @@ pub fn interpolate(job: &mut JobResponse) -> Report {
     let mut w = Walker {
         ctx,
         report: &mut report,
+        raw: 0,
+        produced: 0,
     };
     if let Err(e) = w.job(job) {
         w.report.failure = Some(e);
@@ -121,6 +143,7 @@ fn invalid(message: String) -> InputsError {
 /// Checks each input as upstream does and builds the `job.inputs` object.
 fn context(inputs: &[JobInput]) -> Result<Context, InputsError> {
     let mut entries: Vec<(String, Val)> = Vec::with_capacity(inputs.len());
+    let mut seen = std::collections::HashSet::with_capacity(inputs.len());
     for input in inputs {
         if input.key.is_empty() {
             return Err(invalid("input without key".into()));
@@ -149,8 +172,10 @@ fn context(inputs: &[JobInput]) -> Result<Context, InputsError> {
                 content.kind().name()
             )));
         }
-        entries.retain(|(k, _)| k != key);
-        entries.push((key.clone(), content));
+        // Upstream looks an input up by the first entry with its key; later ones are never read.
+        if seen.insert(key.as_str()) {
+            entries.push((key.clone(), content));
+        }
     }
     // A container is marked when any part is: printing `job.inputs` whole would print a sensitive one.
     let sensitive = entries.iter().any(|(_, v)| v.sensitive);
@@ -162,6 +187,9 @@ fn context(inputs: &[JobInput]) -> Result<Context, InputsError> {
 struct Walker<'r> {
     ctx: Context,
     report: &'r mut Report,
+    /// Bytes of the interpolated fields before and after: their total is bounded per job.
+    raw: usize,
+    produced: usize,
 }
 
 impl Walker<'_> {
@@ -228,20 +256,43 @@ impl Walker<'_> {
             kind,
             message: format!("{at}: {what}"),
         };
-        let segments = parse::parse_template(text).map_err(|e| fail(FailureKind::Parse, e.0))?;
-        let has_expr = segments.iter().any(|s| matches!(s, parse::Segment::Expr { .. }));
-        let out = self
-            .ctx
-            .render(&segments)
-            .map_err(|e| fail(FailureKind::Evaluation, e.0))?;
-        if out.sensitive {
-            return Err(fail(
+        let sensitive = || {
+            fail(
                 FailureKind::SensitiveUnsupported,
                 "sensitive inputs are unsupported in interpolations yet".into(),
-            ));
+            )
+        };
+        let segments = parse::parse_template(text).map_err(|e| fail(FailureKind::Parse, e.0))?;
+        let has_expr = segments.iter().any(|s| matches!(s, parse::Segment::Expr { .. }));
+        self.ctx.take_observed();
+        let out = match self.ctx.render(&segments) {
+            Ok(out) => out,
+            // Whether an expression fails after looking at a secret could tell something about the secret.
+            Err(_) if self.ctx.take_observed() => return Err(sensitive()),
+            Err(e) => return Err(fail(FailureKind::Evaluation, e.0)),
+        };
+        if out.sensitive {
+            return Err(sensitive());
         }
         if let Value::String(s) = &out.v {
-            *text = s.to_string();
+            self.raw += text.len();
+            self.produced += s.len();
+            let limit = budget::JOB_OUTPUT_BASE + budget::JOB_OUTPUT_FACTOR * self.raw;
+            if self.produced > limit {
+                return Err(fail(
+                    FailureKind::Evaluation,
+                    format!(
+                        "all interpolated fields of the job together are longer than {} MiB plus {} times their \
+                         text",
+                        budget::JOB_OUTPUT_BASE >> 20,
+                        budget::JOB_OUTPUT_FACTOR
+                    ),
+                ));
+            }
+            if **s != **text {
+                self.report.changed = true;
+                *text = s.to_string();
+            }
         }
         if has_expr {
             self.report.interpolated += 1;
@@ -250,20 +301,30 @@ impl Walker<'_> {
     }
 }
 
-/// The daemon's step before a job runs: when `FF_ENABLE_JOB_INPUTS_INTERPOLATION` is on for the job (its
-/// resolved flags are in `plan.variables`), interpolates on a blocking thread and rebuilds `plan` from the
-/// interpolated payload (keeping the plan's resolved variables). Returns the payload to run and the report.
+/// The daemon's (and `exec`'s) step before a job runs, on a blocking thread since its work grows with the job's
+/// input. A job with inputs has them checked whatever the flag: upstream refuses a malformed `inputs` payload
+/// while reading it. When `FF_ENABLE_JOB_INPUTS_INTERPOLATION` is on for the job (its resolved flags are in
+/// `plan.variables`), the fields are interpolated and `plan` is rebuilt from the result whenever a field changed
+/// (keeping the plan's resolved variables). Returns the payload to run and the report.
 pub async fn apply(
     job: Box<JobResponse>,
     plan: &mut oxrunner_core::JobPlan,
     ca_chain: Option<String>,
 ) -> (Box<JobResponse>, Report) {
-    if job.inputs.is_empty() || !oxrunner_core::feature_flags::is_on(&plan.variables, FLAG) {
+    if job.inputs.is_empty() {
         return (job, Report::default());
     }
+    let on = oxrunner_core::feature_flags::is_on(&plan.variables, FLAG);
     let mut copy = job.clone();
     let done = tokio::task::spawn_blocking(move || {
-        let report = interpolate(&mut copy);
+        let report = if on {
+            interpolate(&mut copy)
+        } else {
+            Report {
+                failure: context(&copy.inputs).err(),
+                ..Report::default()
+            }
+        };
         (copy, report)
     })
     .await;
@@ -271,16 +332,16 @@ pub async fn apply(
         Ok(done) => done,
         Err(err) => {
             let report = Report {
-                interpolated: 0,
                 failure: Some(InputsError {
-                    kind: FailureKind::Evaluation,
+                    kind: FailureKind::Internal,
                     message: format!("the interpolation stopped: {err}"),
                 }),
+                ..Report::default()
             };
             return (job, report);
         }
     };
-    if report.failure.is_none() && report.interpolated > 0 {
+    if report.failure.is_none() && report.changed {
         let variables = std::mem::take(&mut plan.variables);
         *plan = crate::plan::job_plan(&interpolated, ca_chain);
         plan.variables = variables;
@@ -289,7 +350,8 @@ pub async fn apply(
 }
 
 /// A failed interpolation fails the job as upstream does (before anything runs, reason
-/// `runner_configuration_error`), with the error and a hint in the job log.
+/// `runner_configuration_error`, or `runner_system_failure` for a panic), with the error and a hint in the job
+/// log.
 pub fn failed_outcome(
     report: &Report,
     trace: &oxrunner_core::TraceWriter,
@@ -298,7 +360,7 @@ pub fn failed_outcome(
     trace.error(&format!("Job failed: {e}"));
     trace.println(e.hint());
     Some(oxrunner_core::JobOutcome::Failed {
-        reason: oxrunner_core::FailureReason::RunnerConfigurationError,
+        reason: e.reason(),
         exit_code: None,
         message: e.to_string(),
     })

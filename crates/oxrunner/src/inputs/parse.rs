@@ -2,12 +2,18 @@
 //! `.`/`[]` access, calls, unary and binary operators with moa's precedence, array and object literals, double-quoted
 //! strings that embed templates themselves).
 //!
-//! The text comes from a job's author, so nesting is bounded ([`MAX_DEPTH`]) and every error names the expression.
+//! The text comes from a job's author, so nesting ([`MAX_DEPTH`]), operator chains ([`MAX_CHAIN`]) and literal
+//! sizes are bounded, and every error names the expression (its first 80 characters).
 
+use super::budget::MAX_ITEMS;
 use super::value::{Val, Value};
 
-/// Deepest nesting of expressions (parentheses, literals, operators, templates in strings) accepted.
+/// Deepest nesting of expressions (parentheses, literals, unary operators, templates in strings) accepted.
 pub const MAX_DEPTH: usize = 64;
+
+/// Most binary operators in a row (`a + b + c ...`), counted over all open chains: a chain is a left-deep tree
+/// that evaluation walks recursively, so it is bounded like nesting, but apart, since long sums are common.
+pub const MAX_CHAIN: usize = 256;
 
 /// Words moa keeps for future use: they are not identifiers.
 const RESERVED: &[&str] = &[
@@ -124,6 +130,7 @@ pub fn parse_template(text: &str) -> Result<Vec<Segment>, ParseError> {
         src: text,
         pos: 0,
         depth: 0,
+        chain: 0,
     };
     p.template(None)
 }
@@ -132,6 +139,7 @@ struct Parser<'a> {
     src: &'a str,
     pos: usize,
     depth: usize,
+    chain: usize,
 }
 
 impl Parser<'_> {
@@ -340,10 +348,14 @@ impl Parser<'_> {
         'outer: loop {
             for (tok, op) in ops.iter() {
                 if self.eat(tok) {
-                    // A long chain `a + b + c ...` builds a left-deep tree: it counts against the depth bound
-                    // like nesting does, since evaluating it recurses as deep.
                     chained += 1;
-                    self.enter(start)?;
+                    self.chain += 1;
+                    if self.chain > MAX_CHAIN {
+                        return self.err(
+                            start,
+                            format!("more than {MAX_CHAIN} operators in a row; split the expression"),
+                        );
+                    }
                     let rhs = self.binary(level + 1)?;
                     let (l, r) = (Box::new(lhs), Box::new(rhs));
                     lhs = match (op, *tok) {
@@ -356,7 +368,7 @@ impl Parser<'_> {
             }
             break;
         }
-        self.depth -= chained;
+        self.chain -= chained;
         Ok(lhs)
     }
 
@@ -424,6 +436,9 @@ impl Parser<'_> {
         loop {
             if self.eat(close) {
                 return Ok(items);
+            }
+            if items.len() == MAX_ITEMS {
+                return self.err(start, format!("a list of more than {MAX_ITEMS} elements"));
             }
             items.push(self.expr()?);
             if !self.eat(",") {
@@ -521,6 +536,9 @@ impl Parser<'_> {
             };
             self.expect(":", start)?;
             let value = self.expr()?;
+            if entries.len() == MAX_ITEMS {
+                return self.err(start, format!("an object of more than {MAX_ITEMS} elements"));
+            }
             entries.push((key, value));
             if !self.eat(",") {
                 self.expect("}", start)?;

@@ -7,6 +7,9 @@
 use std::cmp::Ordering;
 use std::rc::Rc;
 
+use super::budget::{Meter, bounded};
+use super::eval::EvalError;
+
 /// A value with its sensitivity mark. A container's mark is set when any element's is, and reading an element
 /// gives that element's own mark.
 #[derive(Clone, Debug)]
@@ -109,32 +112,38 @@ impl Val {
     }
 
     /// The text of the value where it is interpolated (and what `str()` returns): a string as it is, numbers in
-    /// their shortest form, `true`/`false`, `<null>`, arrays and objects as compact JSON.
-    pub fn to_text(&self) -> String {
+    /// their shortest form, `true`/`false`, `<null>`, arrays and objects as compact JSON. The text is bounded
+    /// while it is written, and each byte is charged to `meter`.
+    pub fn to_text(&self, meter: &Meter) -> Result<String, EvalError> {
         match &self.v {
-            Value::String(s) => s.to_string(),
-            Value::Null => "<null>".into(),
+            Value::String(s) => {
+                bounded(s.len())?;
+                meter.charge(s.len())?;
+                Ok(s.to_string())
+            }
+            Value::Null => Ok("<null>".into()),
             _ => {
                 let mut out = String::new();
-                self.write_json(&mut out);
-                out
+                self.write_json(&mut out, meter)?;
+                Ok(out)
             }
         }
     }
 
-    fn write_json(&self, out: &mut String) {
+    fn write_json(&self, out: &mut String, meter: &Meter) -> Result<(), EvalError> {
+        let before = out.len();
         match &self.v {
             Value::Null => out.push_str("null"),
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Value::Number(n) => out.push_str(&format_number(*n)),
-            Value::String(s) => out.push_str(&serde_json::Value::String(s.to_string()).to_string()),
+            Value::String(s) => push_json_string(out, s)?,
             Value::Array(a) => {
                 out.push('[');
                 for (i, e) in a.iter().enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
-                    e.write_json(out);
+                    e.write_json(out, meter)?;
                 }
                 out.push(']');
             }
@@ -144,72 +153,96 @@ impl Val {
                     if i > 0 {
                         out.push(',');
                     }
-                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                    push_json_string(out, k)?;
                     out.push(':');
-                    e.write_json(out);
+                    e.write_json(out, meter)?;
                 }
                 out.push('}');
             }
         }
+        bounded(out.len())?;
+        meter.charge(out.len() - before)
     }
 
     /// Equality of kind and content; `1 == "1"` is false, object key order does not matter.
-    pub fn equals(&self, other: &Val) -> bool {
-        self.kind() == other.kind() && self.compare_same(other) == Some(Ordering::Equal)
+    pub fn equals(&self, other: &Val, meter: &Meter) -> Result<bool, EvalError> {
+        Ok(self.kind() == other.kind() && self.compare_same(other, meter)? == Some(Ordering::Equal))
     }
 
-    /// The order of two values of one kind; `None` for different kinds (or a NaN, which JSON cannot carry).
-    pub fn compare_same(&self, other: &Val) -> Option<Ordering> {
-        match (&self.v, &other.v) {
+    /// The order of two values of one kind; `None` for different kinds (or a NaN, which JSON cannot carry). Each
+    /// element and byte looked at is charged to `meter`.
+    pub fn compare_same(&self, other: &Val, meter: &Meter) -> Result<Option<Ordering>, EvalError> {
+        meter.charge(1)?;
+        Ok(match (&self.v, &other.v) {
             (Value::Null, Value::Null) => Some(Ordering::Equal),
             (Value::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
             (Value::Number(a), Value::Number(b)) => a.partial_cmp(b),
-            (Value::String(a), Value::String(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
+            (Value::String(a), Value::String(b)) => {
+                meter.charge(a.len().min(b.len()))?;
+                Some(a.as_bytes().cmp(b.as_bytes()))
+            }
             (Value::Array(a), Value::Array(b)) => {
                 for (x, y) in a.iter().zip(b.iter()) {
-                    match x.compare_any(y)? {
-                        Ordering::Equal => {}
-                        o => return Some(o),
+                    match x.compare_any(y, meter)? {
+                        Some(Ordering::Equal) => {}
+                        o => return Ok(o),
                     }
                 }
                 Some(a.len().cmp(&b.len()))
             }
-            (Value::Object(a), Value::Object(b)) => {
-                if a.len() != b.len() {
-                    return Some(a.len().cmp(&b.len()));
-                }
-                let sorted = |o: &Rc<Vec<(String, Val)>>| {
-                    let mut v: Vec<(String, Val)> = o.iter().cloned().collect();
-                    v.sort_by(|x, y| x.0.cmp(&y.0));
-                    v
-                };
-                let (a, b) = (sorted(a), sorted(b));
-                for ((ka, _), (kb, _)) in a.iter().zip(b.iter()) {
-                    match ka.cmp(kb) {
-                        Ordering::Equal => {}
-                        o => return Some(o),
-                    }
-                }
-                for ((_, va), (_, vb)) in a.iter().zip(b.iter()) {
-                    match va.compare_any(vb)? {
-                        Ordering::Equal => {}
-                        o => return Some(o),
-                    }
-                }
-                Some(Ordering::Equal)
-            }
+            (Value::Object(a), Value::Object(b)) => compare_objects(a, b, meter)?,
             _ => None,
-        }
+        })
     }
-
     /// Inside containers, elements of different kinds order by kind so that mixed arrays still compare.
-    fn compare_any(&self, other: &Val) -> Option<Ordering> {
+    fn compare_any(&self, other: &Val, meter: &Meter) -> Result<Option<Ordering>, EvalError> {
         let (a, b) = (self.kind() as u8, other.kind() as u8);
         if a != b {
-            return Some(a.cmp(&b));
+            return Ok(Some(a.cmp(&b)));
         }
-        self.compare_same(other)
+        self.compare_same(other, meter)
     }
+}
+
+type Entries = Rc<Vec<(String, Val)>>;
+
+fn compare_objects(a: &Entries, b: &Entries, meter: &Meter) -> Result<Option<Ordering>, EvalError> {
+    if a.len() != b.len() {
+        return Ok(Some(a.len().cmp(&b.len())));
+    }
+    // Sorting n entries costs about n log n comparisons of keys.
+    let log = usize::BITS - a.len().leading_zeros();
+    meter.charge(2 * a.len() * log as usize)?;
+    fn sorted(o: &Entries) -> Vec<&(String, Val)> {
+        let mut v: Vec<&(String, Val)> = o.iter().collect();
+        v.sort_by(|x, y| x.0.cmp(&y.0));
+        v
+    }
+    let (a, b) = (sorted(a), sorted(b));
+    for ((ka, _), (kb, _)) in a.iter().zip(b.iter()).map(|(x, y)| (*x, *y)) {
+        meter.charge(ka.len().min(kb.len()))?;
+        match ka.cmp(kb) {
+            Ordering::Equal => {}
+            o => return Ok(Some(o)),
+        }
+    }
+    for ((_, va), (_, vb)) in a.iter().zip(b.iter()).map(|(x, y)| (*x, *y)) {
+        match va.compare_any(vb, meter)? {
+            Some(Ordering::Equal) => {}
+            o => return Ok(o),
+        }
+    }
+    Ok(Some(Ordering::Equal))
+}
+
+/// `s` as a JSON string; refused before escaping when even its unescaped length is too long.
+fn push_json_string(out: &mut String, s: &str) -> Result<(), EvalError> {
+    bounded(out.len() + s.len())?;
+    match serde_json::to_string(s) {
+        Ok(quoted) => out.push_str(&quoted),
+        Err(e) => return Err(EvalError(format!("cannot write a string as JSON: {e}"))),
+    }
+    bounded(out.len())
 }
 
 /// Numbers print as JSON and JavaScript print them: integers without a fraction below 1e21, the shortest

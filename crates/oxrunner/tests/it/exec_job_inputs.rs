@@ -88,11 +88,11 @@ fn a_bad_definition_is_refused_with_its_location() {
         ),
         (
             "    n:\n      default: c\n      options: [a, b]\n",
-            "jobs:j:inputs:n `\"c\"` cannot be used because it is not in the list of allowed options",
+            "jobs:j:inputs:n `c` cannot be used because it is not in the list of allowed options",
         ),
         (
             "    n:\n      default: abc\n      regex: ^[0-9]+$\n",
-            "jobs:j:inputs:n `\"abc\"` does not match required RegEx pattern `^[0-9]+$`",
+            "jobs:j:inputs:n `abc` does not match required RegEx pattern `^[0-9]+$`",
         ),
         (
             "    n:\n      default: a\n      typo: 1\n",
@@ -108,10 +108,25 @@ fn a_bad_definition_is_refused_with_its_location() {
         let run = repo.exec(&[]);
         assert!(!run.ok(), "{}", run.dump());
         assert!(run.stderr().contains(what), "{what}:\n{}", run.dump());
+        assert!(run.stderr().contains("hint: "), "no hint:\n{}", run.dump());
         assert!(
             run.stderr().contains(".gitlab-ci.yml:"),
             "no location:\n{}",
             run.dump()
         );
     }
+}
+
+#[test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
+fn an_image_that_interpolates_to_nothing_runs_in_the_shell() {
+    if !crate::support::docker::docker_available() {
+        return;
+    }
+    // The raw payload names an image; the interpolated one does not, and that is the one that runs.
+    let ci = "j:\n  inputs:\n    img:\n      default: ''\n  image: '${{ job.inputs.img }}'\n  script:\n    - echo ran-in-shell\n";
+    let repo = Repo::new(ci, &[]);
+    let run = repo.exec(&[]);
+    assert!(run.ok(), "{}", run.dump());
+    assert!(run.printed("j", "ran-in-shell"), "{}", run.dump());
 }
