@@ -2,12 +2,15 @@
 //! offsets, in any order). The downloader reports each written range to an [`Arrivals`]; the extraction reads the
 //! file through it, and a read waits until its bytes have arrived. The central directory is read first, as for a
 //! complete archive, so a hostile archive is still refused before anything is written (symlink targets, which are
-//! entry data, are checked when the link is made). Should the download fail midway, the extraction removes
-//! everything it had written ([`Journal`]), so a job never starts on half of a cache it was told is missing.
+//! entry data, are checked when the link is made). Should the download fail midway, the extraction takes back
+//! everything it had done ([`Journal`]: new entries removed, the files they replaced put back, directories it made
+//! removed when empty), so a job never starts on half of a cache it was told is missing.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use oxrunner_fs::Dir;
@@ -161,53 +164,108 @@ fn covered(have: &[(u64, u64)], start: u64, end: u64) -> bool {
     start >= end || have.iter().any(|&(s, e)| s <= start && end <= e)
 }
 
-/// What an extraction from an arriving archive wrote, so that it can be taken back.
+/// One change an extraction from an arriving archive made.
+#[derive(Debug)]
+enum Change {
+    /// A file or link was made where nothing stood.
+    Wrote(PathBuf),
+    /// What stood at the path was renamed to `aside` (in the same directory) to make room.
+    Replaced { rel: PathBuf, aside: OsString },
+    /// The directory did not exist and was created.
+    MadeDir(PathBuf),
+}
+
+/// What an extraction from an arriving archive changed, so that it can be taken back: a replaced file is kept
+/// under a hidden name beside it until the extraction is kept ([`Journal::keep`]) or undone ([`Journal::undo`]).
 #[derive(Debug, Default)]
 pub(crate) struct Journal {
-    entries: Mutex<Vec<(PathBuf, bool)>>,
+    changes: Mutex<Vec<Change>>,
+    asides: AtomicU64,
 }
 
 impl Journal {
-    /// A file or link at `rel` is about to be (re)placed.
-    pub(crate) fn wrote(&self, rel: PathBuf) {
-        self.entries
+    fn push(&self, change: Change) {
+        self.changes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((rel, false));
+            .push(change);
+    }
+
+    fn take(&self) -> Vec<Change> {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// A file or link is about to be placed at `rel`, where nothing stood.
+    pub(crate) fn wrote(&self, rel: PathBuf) {
+        self.push(Change::Wrote(rel));
+    }
+
+    /// What stood at `rel` was renamed to `aside` in the same directory.
+    pub(crate) fn replaced(&self, rel: PathBuf, aside: OsString) {
+        self.push(Change::Replaced { rel, aside });
+    }
+
+    /// A name for what a new entry replaces, unique within this process.
+    pub(crate) fn aside_name(&self) -> OsString {
+        let n = self.asides.fetch_add(1, Ordering::Relaxed);
+        OsString::from(format!(".oxrunner-replaced-{}-{n}", std::process::id()))
     }
 
     /// The directory `rel` did not exist and was created.
     pub(crate) fn made_dir(&self, rel: PathBuf) {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((rel, true));
+        self.push(Change::MadeDir(rel));
     }
 
-    /// Removes what was written, then the directories made (deepest first, only when empty), never following a
-    /// link on the way. Returns the paths that could not be removed, with why.
-    pub(crate) fn undo(&self, root: &Dir) -> Vec<String> {
-        let mut entries = std::mem::take(&mut *self.entries.lock().unwrap_or_else(PoisonError::into_inner));
-        let mut problems = Vec::new();
-        let (mut dirs, files): (Vec<_>, Vec<_>) = entries.drain(..).partition(|(_, dir)| *dir);
-        for (rel, _) in files {
-            let removed = root
-                .open_parent(&rel)
-                .and_then(|(parent, name)| parent.unlink(name));
-            match removed {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => problems.push(format!("{}: {e}", rel.display())),
+    /// The extraction stands: what it replaced is removed, as a complete extraction removes it.
+    pub(crate) fn keep(&self, root: &Dir) {
+        for change in self.take() {
+            if let Change::Replaced { rel, aside } = change {
+                let _ = root
+                    .open_parent(&rel)
+                    .and_then(|(parent, _)| parent.unlink(&aside));
             }
         }
-        dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
-        for (rel, _) in dirs {
+    }
+
+    /// Removes what was written and puts back what it replaced, then removes the directories made (deepest first,
+    /// only when empty), never following a link on the way. Returns the paths that could not be restored, with why.
+    pub(crate) fn undo(&self, root: &Dir) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut dirs = Vec::new();
+        for change in self.take().into_iter().rev() {
+            let outcome = match &change {
+                Change::Wrote(rel) => root
+                    .open_parent(rel)
+                    .and_then(|(parent, name)| gone(parent.unlink(name))),
+                Change::Replaced { rel, aside } => root.open_parent(rel).and_then(|(parent, name)| {
+                    gone(parent.unlink(name))?;
+                    parent.rename(aside, name)
+                }),
+                Change::MadeDir(rel) => {
+                    dirs.push(rel.clone());
+                    Ok(())
+                }
+            };
+            if let (Err(e), Change::Wrote(rel) | Change::Replaced { rel, .. }) = (outcome, &change) {
+                problems.push(format!("{}: {e}", rel.display()));
+            }
+        }
+        dirs.sort_by_key(|rel| std::cmp::Reverse(rel.components().count()));
+        for rel in dirs {
             // A directory that holds something the extraction did not put there stays.
             let _ = root
                 .open_parent(&rel)
                 .and_then(|(parent, name)| parent.remove_dir(name));
         }
         problems
+    }
+}
+
+/// Not being there is what removing wanted.
+fn gone(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 
@@ -237,13 +295,18 @@ pub fn extract_arriving(file: File, label: &Path, arrivals: &Arc<Arrivals>, root
     let journal = Journal::default();
     let reader = SharedFile::new(file, total, Some(Arc::clone(arrivals)));
     match extract_from(reader, label, root, Some(&journal)) {
-        Ok(stats) => Arriving::Extracted(stats),
+        Ok(stats) => {
+            journal.keep(root);
+            Arriving::Extracted(stats)
+        }
         Err(e) => {
             if arrivals.wait_end() {
                 Arriving::Abandoned {
                     left: journal.undo(root),
                 }
             } else {
+                // The archive itself is bad: as far as it got stands, as with a complete file.
+                journal.keep(root);
                 Arriving::Failed(e)
             }
         }

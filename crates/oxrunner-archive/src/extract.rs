@@ -153,10 +153,7 @@ pub(crate) fn extract_from(
         let (parent, name) = root
             .open_parent(&item.rel)
             .map_err(|e| place_err(&item.rel, "opening the parent of", e))?;
-        remove_non_dir(&parent, name).map_err(|reason| unsafe_target(&item.rel, reason))?;
-        if let Some(journal) = journal {
-            journal.wrote(item.rel.clone());
-        }
+        make_room(&parent, name, &item.rel, journal).map_err(|reason| unsafe_target(&item.rel, reason))?;
         parent
             .symlink(OsStr::from_bytes(target), name)
             .map_err(|e| place_err(&item.rel, "creating symlink", e))?;
@@ -398,10 +395,7 @@ fn extract_one(
             ArchiveError::io("opening the parent of", &path, e)
         }
     })?;
-    remove_non_dir(&parent, name).map_err(|reason| unsafe_target(&item.rel, reason))?;
-    if let Some(journal) = journal {
-        journal.wrote(item.rel.clone());
-    }
+    make_room(&parent, name, &item.rel, journal).map_err(|reason| unsafe_target(&item.rel, reason))?;
     let mut entry = zip.by_index(item.index).map_err(|source| ArchiveError::Zip {
         path: archive.to_path_buf(),
         source,
@@ -437,6 +431,30 @@ fn copy_large(from: &mut impl Read, to: &mut File, buf: &mut [u8]) -> io::Result
         };
         io::Write::write_all(to, &buf[..n])?;
         total += n as u64;
+    }
+}
+
+/// [`remove_non_dir`], or with a journal (an archive still arriving, which may yet be taken back): what stands at
+/// `name` is renamed aside instead of removed, so that undoing the extraction can put it back, and the new entry
+/// is recorded.
+fn make_room(parent: &Dir, name: &OsStr, rel: &Path, journal: Option<&Journal>) -> Result<(), &'static str> {
+    let Some(journal) = journal else {
+        return remove_non_dir(parent, name);
+    };
+    match parent.lstat(name) {
+        Ok(m) if m.kind == Kind::Dir => Err("a directory where the archive has a file or symlink"),
+        Ok(_) => {
+            let aside = journal.aside_name();
+            parent
+                .rename(name, &aside)
+                .map_err(|_| "a file that cannot be replaced")?;
+            journal.replaced(rel.to_path_buf(), aside);
+            Ok(())
+        }
+        Err(_) => {
+            journal.wrote(rel.to_path_buf());
+            Ok(())
+        }
     }
 }
 

@@ -82,6 +82,7 @@ fn extraction_starts_before_the_download_ends_and_matches_a_complete_one() {
     let file = download_file(work.path(), bytes.len());
     let arrivals = Arc::new(Arrivals::default());
     let dst = work.path().join("dst");
+    write(&dst, "c/f01.bin", b"replaced by the cache");
     let extraction = run_extraction(&file, &work.path().join("dl.zip"), &arrivals, &dst);
 
     let len = bytes.len();
@@ -122,6 +123,11 @@ fn extraction_starts_before_the_download_ends_and_matches_a_complete_one() {
         Path::new("../f00.bin")
     );
     assert_eq!(fs::read(dst.join("c/z/last.txt")).unwrap(), b"the last file\n");
+    assert!(
+        walk(&dst).iter().all(|p| !p.contains(".oxrunner-replaced")),
+        "what the cache replaced is removed: {:?}",
+        walk(&dst)
+    );
 }
 
 #[test]
@@ -134,6 +140,8 @@ fn a_download_that_fails_midway_leaves_nothing_the_extraction_wrote() {
     // What the job had before the restore: a file of its own beside the cache's paths stays.
     write(&dst, "own.txt", b"mine");
     write(&dst, "c/mine.txt", b"also mine");
+    // A file the archive also has (a cache path overlapping tracked files): the job gets its own version back.
+    write(&dst, "c/f00.bin", b"the checkout's version");
     let extraction = run_extraction(&file, &work.path().join("dl.zip"), &arrivals, &dst);
 
     let len = bytes.len();
@@ -142,7 +150,7 @@ fn a_download_that_fails_midway_leaves_nothing_the_extraction_wrote() {
     feed(&file, &arrivals, &bytes, (len - 256 * 1024, len));
     feed(&file, &arrivals, &bytes, (64 * 1024, len / 2));
     wait_until("the first file to be extracted", || {
-        dst.join("c/f00.bin").exists()
+        fs::read(dst.join("c/f00.bin")).is_ok_and(|b| b == noise(64 * 1024, 0))
     });
     arrivals.fail("connection reset by peer");
     match extraction.join().unwrap() {
@@ -151,11 +159,15 @@ fn a_download_that_fails_midway_leaves_nothing_the_extraction_wrote() {
     }
     assert_eq!(fs::read(dst.join("own.txt")).unwrap(), b"mine");
     assert_eq!(fs::read(dst.join("c/mine.txt")).unwrap(), b"also mine");
+    assert_eq!(
+        fs::read(dst.join("c/f00.bin")).unwrap(),
+        b"the checkout's version"
+    );
     let mut left: Vec<String> = walk(&dst);
     left.sort();
     assert_eq!(
         left,
-        ["c", "c/mine.txt", "own.txt"],
+        ["c", "c/f00.bin", "c/mine.txt", "own.txt"],
         "the extraction's files and directories are gone"
     );
 }
