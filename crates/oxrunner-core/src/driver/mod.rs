@@ -10,6 +10,8 @@ mod removal;
 mod sources;
 mod terminal;
 
+pub use env::all_variables_with_file_paths;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -74,9 +74,17 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     }
     // Before the trace exists: its masker is built from the plan, secrets included. A job whose inputs could not
     // be interpolated fails before anything else.
+    let mut slot_taken = None;
     let secrets_stage = match inputs.failure {
         Some(_) => None,
-        None => super::job_secrets::resolve(&job, &mut plan, &env.abort_all).await,
+        None => {
+            // The slot is taken first: secrets expand against the job's full variable list, CI_CONCURRENT_ID too.
+            let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
+            let ctx = runner_context(&env, slot.concurrent_id, slot.project_slot);
+            let stage = super::job_secrets::resolve(&job, &mut plan, &ctx, &env.abort_all).await;
+            slot_taken = Some(slot);
+            stage
+        }
     };
     let (trace, handle) = match TraceWriter::create(
         env.spool_dir.clone(),
@@ -145,7 +153,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
         (None, Some(refused)) => Err(refused),
         (None, None) => {
             let session = session.as_ref().map(|s| s as &dyn TerminalSession);
-            start(&env, &job, job_id, &token, &plan, &trace, &cancel, session)
+            start(&env, &job, job_id, &token, &plan, &trace, &cancel, session, slot_taken)
                 .await
                 .map(|(outcome, h)| (outcome, Some(h)))
                 .map_err(|m| (FailureReason::RunnerSystemFailure, m))
@@ -339,9 +347,10 @@ async fn start(
     trace: &TraceWriter,
     cancel: &JobCancel,
     session: Option<&dyn TerminalSession>,
+    slot: Option<Slot>,
 ) -> Result<(JobOutcome, Held), String> {
     let kind = env.runner.executor_kind();
-    let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
+    let slot = slot.unwrap_or_else(|| env.slots.acquire(env.runner.token.expose(), plan.project_id));
     let ctx = runner_context(env, slot.concurrent_id, slot.project_slot);
     // Shell jobs: every process they start is tracked so none outlives the job; the record lets the next start
     // finish the job if this process is killed.

@@ -2,7 +2,7 @@
 //! trace's masker knows their values from the first byte; the stage's lines are written once the trace exists.
 
 use oxrunner_api::JobResponse;
-use oxrunner_core::{CancellationToken, FailureReason, JobPlan, TraceWriter, feature_flags};
+use oxrunner_core::{CancellationToken, FailureReason, JobPlan, RunnerContext, TraceWriter, feature_flags};
 
 use crate::secrets::{self, LogLine, Resolution, SecretsFailure};
 
@@ -13,18 +13,22 @@ pub struct SecretsStage {
 }
 
 /// Resolves `job`'s secrets into `plan`'s variables (masked, raw, file per `file:`). `None` when the job has
-/// none or is refused before it runs. A runner shutdown (`abort`) ends the stage at once.
+/// none or is refused before it runs. A runner shutdown (`abort`) ends the stage at once. `$VARIABLE`s in the
+/// entries expand against the variables the job's script would see under `ctx` (gitlab-runner's
+/// `GetAllVariables`).
 pub async fn resolve(
     job: &JobResponse,
     plan: &mut JobPlan,
+    ctx: &RunnerContext,
     abort: &CancellationToken,
 ) -> Option<SecretsStage> {
     // A payload the runner refuses anyway is not worth a login to the secrets server.
     if job.secrets.is_empty() || crate::plan::check(job).is_err() {
         return None;
     }
+    let all = oxrunner_core::driver::all_variables_with_file_paths(plan, ctx);
     let resolution = tokio::select! {
-        r = secrets::resolve(&job.secrets, &plan.variables) => r,
+        r = secrets::resolve(&job.secrets, &all) => r,
         () = abort.cancelled() => Resolution {
             lines: Vec::new(),
             result: Err(SecretsFailure {

@@ -73,7 +73,9 @@ pub async fn resolve(
     let data = read_engine(&client, &engine, &mount, &path)
         .await
         .map_err(|e| e.context(format!("reading {engine} secret {mount}/{path}")))?;
-    Ok(data.and_then(|d| d.get(&field).map(go_text)))
+    // Upstream reads the field as a Go `interface{}`: a JSON null is nil, "not found"; nulls nested inside a
+    // value still print as `<nil>`.
+    Ok(data.and_then(|d| d.get(&field).filter(|v| !v.is_null()).map(go_text)))
 }
 
 /// The secret's key/value data from `engine` mounted at `mount`; `None` when nothing is stored there.

@@ -423,3 +423,71 @@ async fn https_vault_is_verified_against_bao_cacert() {
     assert!(untrusted.requests().is_empty());
     quit_ok(d).await;
 }
+
+/// gitlab-runner expands secret entries against the job's full variable list, expanded once: a non-raw variable
+/// that names a predefined one (`$CI_JOB_ID`) reaches Vault with that value, not as the literal text.
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_entries_expand_against_the_jobs_full_variable_list() {
+    let fake = fake(1, 1).await;
+    let v = vault().await;
+    let sb = Sandbox::new();
+    let url = v.url();
+    let id = fake.enqueue_job(
+        job(
+            "nested",
+            &["printf '%s\\n' \"$PER_JOB\" | rev"],
+            json!({"PER_JOB": {"vault": vault_secret(&url, "ops", "deploy", "kv-v2", "kv", "$SECRET_PREFIX/db", "password"),
+                               "file": false}}),
+        )
+        .variable("SECRET_PREFIX", "jobs/$CI_JOB_ID"),
+    );
+    // The daemon starts once the secret exists at the job's own path.
+    v.put("kv", &format!("jobs/{id}/db"), json!({"password": DB_PASSWORD}));
+    let d = start(&fake, &sb);
+    let job = finished(&fake, id, FINISH, &d).await;
+    let trace = job.trace_text();
+    assert_eq!(job.status, "success", "{trace}\n{:?}", v.requests());
+    assert!(trace.contains(&rev(DB_PASSWORD)), "{trace}");
+    assert!(
+        v.requests()
+            .iter()
+            .any(|r| r.path == format!("/v1/kv/data/jobs/{id}/db")),
+        "{:?}",
+        v.requests()
+    );
+    quit_ok(d).await;
+}
+
+/// A field Vault stores as JSON null is "not found", as upstream (`data == nil`), not the text `<nil>`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_null_field_is_not_found() {
+    let fake = fake(1, 1).await;
+    let v = vault().await;
+    v.put("kv", "nulls", json!({"gone": null, "nested": {"inner": null}}));
+    let sb = Sandbox::new();
+    let d = start(&fake, &sb);
+    let url = v.url();
+    let id = fake.enqueue_job(job(
+        "null-field",
+        &["echo script-ran"],
+        json!({"GONE": {"vault": vault_secret(&url, "ops", "deploy", "kv-v2", "kv", "nulls", "gone"), "file": false}}),
+    ));
+    let nested = fake.enqueue_job(job(
+        "nested-null",
+        &["printf '%s\\n' \"$NESTED\" | rev"],
+        json!({"NESTED": {"vault": vault_secret(&url, "ops", "deploy", "kv-v2", "kv", "nulls", "nested"), "file": false}}),
+    ));
+    let job1 = finished(&fake, id, FINISH, &d).await;
+    let trace = job1.trace_text();
+    assert_eq!(job1.status, "failed", "{trace}");
+    assert!(
+        trace.contains("resolving secrets: secret not found: GONE"),
+        "{trace}"
+    );
+    assert!(!trace.contains("script-ran"), "{trace}");
+    let job2 = finished(&fake, nested, FINISH, &d).await;
+    let trace = job2.trace_text();
+    assert_eq!(job2.status, "success", "{trace}");
+    assert!(trace.contains(&rev("map[inner:<nil>]")), "{trace}");
+    quit_ok(d).await;
+}
