@@ -2,7 +2,10 @@
 //! trace's masker knows their values from the first byte; the stage's lines are written once the trace exists.
 
 use oxrunner_api::JobResponse;
-use oxrunner_core::{CancellationToken, FailureReason, JobPlan, RunnerContext, TraceWriter, feature_flags};
+use oxrunner_core::trace::Masker;
+use oxrunner_core::{
+    CancellationToken, FailureReason, JobPlan, MaskSet, RunnerContext, TraceWriter, feature_flags,
+};
 
 use crate::secrets::{self, LogLine, Resolution, SecretsFailure};
 
@@ -42,12 +45,29 @@ pub async fn resolve(
             plan.variables.extend(vars);
             None
         }
-        Err(f) => Some(f),
+        Err(f) => Some(SecretsFailure {
+            // The message also reaches the runner's own log, which has no masker: the job's masked values
+            // (its ID token, say, expanded into an auth path) are masked here already.
+            message: masked(&plan.mask_set(), &f.message),
+            reason: f.reason,
+        }),
     };
     Some(SecretsStage {
         lines: resolution.lines,
         failure,
     })
+}
+
+/// `text` with every value of `set` masked, as the job log would show it. A mask set that cannot be built
+/// leaves nothing of the text but its first line's reason class.
+fn masked(set: &MaskSet, text: &str) -> String {
+    let Ok(mut masker) = Masker::new(set) else {
+        return "resolving secrets failed (details withheld: the job's masked values could not be applied)".into();
+    };
+    let mut out = Vec::with_capacity(text.len());
+    masker.write(text.as_bytes(), &mut out);
+    masker.flush(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl SecretsStage {
@@ -64,5 +84,19 @@ impl SecretsStage {
             }
         }
         trace.section_end(secrets::SECTION);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_messages_are_masked_before_they_leave() {
+        let set = MaskSet::new(["eyJ-the-id-token-value".to_owned()], &[]);
+        assert_eq!(
+            masked(&set, "logging in at auth/eyJ-the-id-token-value/login: denied"),
+            "logging in at auth/[MASKED]/login: denied"
+        );
     }
 }

@@ -491,3 +491,30 @@ async fn a_null_field_is_not_found() {
     assert!(trace.contains(&rev("map[inner:<nil>]")), "{trace}");
     quit_ok(d).await;
 }
+
+/// The failure message also goes to the runner's own log, which has no masker: a masked value expanded into
+/// an entry (here the ID token as the auth path) is masked there too.
+#[tokio::test(flavor = "multi_thread")]
+async fn failure_messages_reach_the_runner_log_masked() {
+    let fake = fake(1, 1).await;
+    let v = vault().await;
+    let sb = Sandbox::new();
+    let mut d = start(&fake, &sb);
+    let mut secret = vault_secret(&v.url(), "ops", "deploy", "kv-v2", "kv", "production/db", "password");
+    secret["server"]["auth"]["path"] = json!("$VAULT_ID_TOKEN");
+    let id = fake.enqueue_job(job(
+        "token-in-path",
+        &["echo script-ran"],
+        json!({"DB_PASSWORD": {"vault": secret}}),
+    ));
+    let job = finished(&fake, id, FINISH, &d).await;
+    let trace = job.trace_text();
+    assert_eq!(job.status, "failed", "{trace}");
+    assert!(trace.contains("at auth/[MASKED]/login"), "{trace}");
+    // The runner's last words about the job are written after GitLab has the final state.
+    let status = d.quit(Duration::from_secs(30)).await;
+    let log = d.log();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("auth/[MASKED]/login"), "{log}");
+    assert!(!log.contains(JWT), "the JWT leaked to the runner log:\n{log}");
+}
