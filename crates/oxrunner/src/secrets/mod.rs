@@ -74,6 +74,13 @@ impl ResolveError {
         }
     }
 
+    /// The same error with gitlab-runner's default class (`runner_system_failure`): for failures upstream does
+    /// not classify.
+    pub fn unclassified(mut self) -> Self {
+        self.reason = FailureReason::RunnerSystemFailure;
+        self
+    }
+
     /// Prefixes the message with what was being done.
     pub fn context(mut self, what: String) -> Self {
         self.message = format!("{what}: {}", self.message);
@@ -108,6 +115,13 @@ pub async fn resolve(secrets: &Secrets, vars: &Variables) -> Resolution {
     let mut lines = Vec::new();
     let (attempts, problem) = retrieval_attempts(vars);
     lines.extend(problem.map(LogLine::Warning));
+    // A provider this build lacks can never resolve: refuse the job before any login, and without retries.
+    if let Some(failure) = unavailable(secrets) {
+        return Resolution {
+            lines,
+            result: Err(failure),
+        };
+    }
     let mut attempt = 1;
     loop {
         match resolve_once(secrets, vars, &mut lines).await {
@@ -184,16 +198,7 @@ async fn resolve_once(
                 };
                 gsm::resolve(g).await
             }
-            Resolver::NotBuilt { name, id } => {
-                return Err(ResolveError::system(format!(
-                    "secret {key:?}{id}: the {name:?} secret resolver is not available in oxrunner"
-                ))
-                .with_hint(&format!(
-                    "run this job on a runner with the {name:?} resolver (gitlab-runner), or keep the secret in \
-                     Vault or GitLab's secrets manager"
-                ))
-                .into_failure());
-            }
+            Resolver::NotBuilt { name, id } => return Err(not_built(key, name, &id)),
             Resolver::None => {
                 lines.push(LogLine::Warning(
                     "Not resolved: no resolver that can handle the secret".into(),
@@ -224,6 +229,27 @@ async fn resolve_once(
         });
     }
     Ok(out)
+}
+
+/// The failure for the first secret whose provider this build lacks.
+fn unavailable(secrets: &Secrets) -> Option<SecretsFailure> {
+    secrets
+        .iter()
+        .find_map(|(key, secret)| match resolver_of(secret) {
+            Resolver::NotBuilt { name, id } => Some(not_built(key, name, &id)),
+            _ => None,
+        })
+}
+
+fn not_built(key: &str, name: &str, id: &str) -> SecretsFailure {
+    ResolveError::system(format!(
+        "secret {key:?}{id}: the {name:?} secret resolver is not available in oxrunner"
+    ))
+    .with_hint(&format!(
+        "run this job on a runner with the {name:?} resolver (gitlab-runner), or keep the secret in Vault or \
+         GitLab's secrets manager"
+    ))
+    .into_failure()
 }
 
 enum Resolver {

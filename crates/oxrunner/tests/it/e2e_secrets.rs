@@ -70,6 +70,25 @@ fn job(name: &str, script: &[&str], secrets: Value) -> JobSpec {
         .payload_field("secrets", secrets)
 }
 
+/// The job's `features` with `runner_configuration_error` among the failure reasons GitLab accepts; without
+/// it the runner sends `script_failure` instead, as upstream.
+fn features_with_configuration_error() -> Value {
+    json!({"trace_sections": true, "failure_reasons": [
+        "unknown_failure", "script_failure", "runner_system_failure", "runner_configuration_error",
+        "runner_external_dependency_failure"
+    ]})
+}
+
+/// The failure reason in the runner's final update of `job`.
+fn sent_reason(job: &fake_gitlab::JobRecord) -> String {
+    job.updates
+        .iter()
+        .rev()
+        .find_map(|u| u["failure_reason"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn rev(s: &str) -> String {
     s.chars().rev().collect()
 }
@@ -224,25 +243,48 @@ async fn a_refused_login_and_a_provider_this_build_lacks_fail_clearly() {
     let sb = Sandbox::new();
     let d = start(&fake, &sb);
     let url = v.url();
-    let wrong_role = fake.enqueue_job(job(
-        "wrong-role",
-        &["echo script-ran"],
-        json!({"DB_PASSWORD": {"vault": vault_secret(&url, "ops", "wrong-role", "kv-v2", "kv", "production/db", "password")}}),
-    ));
-    let aws = fake.enqueue_job(job(
-        "aws",
-        &["echo script-ran"],
-        json!({"AWS_DB": {"aws_secrets_manager": {
-            "secret_id": "prod/db", "field": "password",
-            "server": {"region": "eu-west-1", "jwt": JWT, "role_arn": "arn:aws:iam::123456789012:role/ci"}
-        }}}),
-    ));
+    let wrong_role = fake.enqueue_job(
+        job(
+            "wrong-role",
+            &["echo script-ran"],
+            json!({"DB_PASSWORD": {"vault": vault_secret(&url, "ops", "wrong-role", "kv-v2", "kv", "production/db", "password")}}),
+        )
+        .payload_field("features", features_with_configuration_error()),
+    );
+    // The Vault entry sorts first: it must not be logged in to (or retried) for a job that cannot run anyway.
+    let aws = fake.enqueue_job(
+        job(
+            "aws",
+            &["echo script-ran"],
+            json!({
+                "A_DB": {"vault": vault_secret(&url, "ops", "deploy", "kv-v2", "kv", "production/db", "password")},
+                "AWS_DB": {"aws_secrets_manager": {
+                    "secret_id": "prod/db", "field": "password",
+                    "server": {"region": "eu-west-1", "jwt": JWT, "role_arn": "arn:aws:iam::123456789012:role/ci"}
+                }}
+            }),
+        )
+        .variable("SECRETS_RETRIEVAL_ATTEMPTS", "3"),
+    );
+    // GitLab's secrets manager classifies nothing upstream: a refused read is a system failure.
+    let gsm = fake.enqueue_job(
+        JobSpec::new("gsm-wrong-role", &["echo script-ran"])
+            .variable("GIT_STRATEGY", "none")
+            .payload_field(
+                "secrets",
+                json!({"DEPLOY_KEY": {"gitlab_secrets_manager": {
+                    "server": {"url": url, "inline_auth": {"auth_mount": "jwt", "jwt": JWT, "role": "wrong-role"}},
+                    "engine": {"name": "kv-v2", "path": "kv"}, "path": "production/db", "field": "password"
+                }}}),
+            )
+            .payload_field("features", features_with_configuration_error()),
+    );
 
     let job1 = finished(&fake, wrong_role, FINISH, &d).await;
     let trace = job1.trace_text();
     assert_eq!(job1.status, "failed", "{trace}");
-    // runner_configuration_error, which fake-gitlab (as GitLab) does not list, so it is sent as GitLab expects.
-    assert_eq!(job1.failure_reason.as_deref(), Some("script_failure"), "{trace}");
+    // What the runner sent: GitLab itself has no such reason and records it as `unknown_failure`.
+    assert_eq!(sent_reason(&job1), "runner_configuration_error", "{trace}");
     assert!(
         trace.contains("ERROR: Job failed: resolving secrets: secret \"DB_PASSWORD\": logging in to ")
             && trace.contains("api error: status code 400: role \"wrong-role\" could not be found")
@@ -262,6 +304,24 @@ async fn a_refused_login_and_a_provider_this_build_lacks_fail_clearly() {
         "{trace}"
     );
     assert!(!trace.contains("script-ran"), "{trace}");
+    assert!(
+        !trace.contains("Resolving secret \"A_DB\"") && !trace.contains("Retrying"),
+        "{trace}"
+    );
+    let aws_trace = trace.clone();
+
+    let job3 = finished(&fake, gsm, FINISH, &d).await;
+    let trace = job3.trace_text();
+    assert_eq!(job3.status, "failed", "{trace}");
+    assert_eq!(sent_reason(&job3), "runner_system_failure", "{trace}");
+    assert!(
+        v.requests()
+            .iter()
+            .any(|r| r.headers.get("x-vault-inline-auth-path").map(String::as_str) == Some("auth/jwt/login")),
+        "{:?}",
+        v.requests()
+    );
+    let trace = aws_trace;
 
     let log = d.log();
     for text in [&job1.trace_text(), &trace, &log] {
