@@ -153,10 +153,12 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
         (None, Some(refused)) => Err(refused),
         (None, None) => {
             let session = session.as_ref().map(|s| s as &dyn TerminalSession);
-            start(&env, &job, job_id, &token, &plan, &trace, &cancel, session, slot_taken)
-                .await
-                .map(|(outcome, h)| (outcome, Some(h)))
-                .map_err(|m| (FailureReason::RunnerSystemFailure, m))
+            start(
+                &env, &job, job_id, &token, &plan, &trace, &cancel, session, slot_taken,
+            )
+            .await
+            .map(|(outcome, h)| (outcome, Some(h)))
+            .map_err(|m| (FailureReason::RunnerSystemFailure, m))
         }
     };
     let outcome = match started {

@@ -62,7 +62,8 @@ pub async fn resolve(
 /// leaves nothing of the text but its first line's reason class.
 fn masked(set: &MaskSet, text: &str) -> String {
     let Ok(mut masker) = Masker::new(set) else {
-        return "resolving secrets failed (details withheld: the job's masked values could not be applied)".into();
+        return "resolving secrets failed (details withheld: the job's masked values could not be applied)"
+            .into();
     };
     let mut out = Vec::with_capacity(text.len());
     masker.write(text.as_bytes(), &mut out);

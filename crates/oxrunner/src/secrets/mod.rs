@@ -115,6 +115,11 @@ pub async fn resolve(secrets: &Secrets, vars: &Variables) -> Resolution {
     let mut lines = Vec::new();
     let (attempts, problem) = retrieval_attempts(vars);
     lines.extend(problem.map(LogLine::Warning));
+    lines.extend(
+        http::ignored_tls_settings(&|name: &str| std::env::var(name).ok())
+            .into_iter()
+            .map(LogLine::Warning),
+    );
     // A provider this build lacks can never resolve: refuse the job before any login, and without retries.
     if let Some(failure) = unavailable(secrets) {
         return Resolution {
@@ -159,13 +164,14 @@ fn retrieval_attempts(vars: &Variables) -> (u32, Option<String>) {
     let Ok(n) = raw.parse::<i64>() else {
         return (
             DEFAULT,
-            Some(format!("{NAME}: expected int got {raw:?}, using default value: {DEFAULT}")),
+            Some(format!(
+                "{NAME}: expected int got {raw:?}, using default value: {DEFAULT}"
+            )),
         );
     };
     let clamped = n.clamp(1, 10);
-    let problem = (clamped != n).then(|| {
-        format!("{NAME}: number of attempts out of the range [1, 10], clamping to: {clamped}")
-    });
+    let problem = (clamped != n)
+        .then(|| format!("{NAME}: number of attempts out of the range [1, 10], clamping to: {clamped}"));
     (u32::try_from(clamped).unwrap_or(DEFAULT), problem)
 }
 
@@ -380,7 +386,8 @@ mod tests {
         assert_eq!(
             resolution.lines,
             vec![LogLine::Warning(
-                "SECRETS_RETRIEVAL_ATTEMPTS: number of attempts out of the range [1, 10], clamping to: 10".into()
+                "SECRETS_RETRIEVAL_ATTEMPTS: number of attempts out of the range [1, 10], clamping to: 10"
+                    .into()
             )]
         );
     }

@@ -146,7 +146,10 @@ mod tests {
             errors: "x".into(),
         };
         assert_eq!(classify(api(403)).reason, FailureReason::RunnerConfigurationError);
-        assert_eq!(classify(api(503)).reason, FailureReason::RunnerExternalDependencyFailure);
+        assert_eq!(
+            classify(api(503)).reason,
+            FailureReason::RunnerExternalDependencyFailure
+        );
         assert_eq!(classify(api(429)).reason, FailureReason::RunnerSystemFailure);
         assert_eq!(
             classify(BaoError::Setup("bad CA".into())).reason,
@@ -163,6 +166,10 @@ mod tests {
         .unwrap();
         let err = resolve(&secret, &|s: &str| s.to_owned()).await.unwrap_err();
         assert_eq!(err.reason, FailureReason::RunnerSystemFailure);
-        assert!(err.message.contains("\"oidc\" is not registered"), "{}", err.message);
+        assert!(
+            err.message.contains("\"oidc\" is not registered"),
+            "{}",
+            err.message
+        );
     }
 }

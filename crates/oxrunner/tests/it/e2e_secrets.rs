@@ -560,7 +560,15 @@ async fn failure_messages_reach_the_runner_log_masked() {
     let v = vault().await;
     let sb = Sandbox::new();
     let mut d = start(&fake, &sb);
-    let mut secret = vault_secret(&v.url(), "ops", "deploy", "kv-v2", "kv", "production/db", "password");
+    let mut secret = vault_secret(
+        &v.url(),
+        "ops",
+        "deploy",
+        "kv-v2",
+        "kv",
+        "production/db",
+        "password",
+    );
     secret["server"]["auth"]["path"] = json!("$VAULT_ID_TOKEN");
     let id = fake.enqueue_job(job(
         "token-in-path",
@@ -577,4 +585,44 @@ async fn failure_messages_reach_the_runner_log_masked() {
     assert!(status.success(), "{status:?}\n{log}");
     assert!(log.contains("auth/[MASKED]/login"), "{log}");
     assert!(!log.contains(JWT), "the JWT leaked to the runner log:\n{log}");
+}
+
+/// `BAO_CAPATH` (a directory of CA files) is honoured as OpenBao's client honours it; `VAULT_SKIP_VERIFY` is not,
+/// and the job log says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn bao_capath_is_trusted_and_skip_verify_is_named_as_ignored() {
+    let fake = fake(1, 1).await;
+    let pki = fake_gitlab::TestPki::generate().unwrap();
+    let v = FakeVault::start_tls(&pki.server).await;
+    v.mount("", "kv", Engine::KvV2);
+    v.put("kv", "app", json!({"password": DB_PASSWORD}));
+    v.role("", "jwt", "deploy", JWT);
+    let sb = Sandbox::new();
+    let ca_dir = sb.path("vault-cas");
+    std::fs::create_dir(&ca_dir).unwrap();
+    std::fs::write(ca_dir.join("ca.pem"), &pki.ca_pem).unwrap();
+    let token = fake.create_runner_token("secrets-capath");
+    let text =
+        global_toml(1, "") + &shell_runner_toml("secrets-capath", &fake.url(), &token, sb.dir.path(), "");
+    std::fs::write(sb.config(), text).unwrap();
+    let cfg = sb.config_str();
+    let d = sb.spawn_with_env(
+        &["run", "-c", &cfg],
+        &[
+            ("BAO_CAPATH", ca_dir.to_str().unwrap()),
+            ("VAULT_SKIP_VERIFY", "true"),
+        ],
+    );
+    let id = fake.enqueue_job(job(
+        "capath",
+        &["printf '%s\\n' \"$DB_PASSWORD\" | rev"],
+        json!({"DB_PASSWORD": {"vault": vault_secret(&v.url(), "", "deploy", "kv-v2", "kv", "app", "password"),
+                               "file": false}}),
+    ));
+    let job = finished(&fake, id, FINISH, &d).await;
+    let trace = job.trace_text();
+    assert_eq!(job.status, "success", "{trace}\n{}", d.log());
+    assert!(trace.contains(&rev(DB_PASSWORD)), "{trace}");
+    assert!(trace.contains("VAULT_SKIP_VERIFY is set and ignored"), "{trace}");
+    quit_ok(d).await;
 }
