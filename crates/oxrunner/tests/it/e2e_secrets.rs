@@ -626,3 +626,49 @@ async fn bao_capath_is_trusted_and_skip_verify_is_named_as_ignored() {
     assert!(trace.contains("VAULT_SKIP_VERIFY is set and ignored"), "{trace}");
     quit_ok(d).await;
 }
+
+/// The Docker executor: the runner resolves the secrets, and the job container gets one as a masked variable
+/// and one as a file variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
+async fn docker_jobs_get_masked_and_file_secrets() {
+    use crate::support::docker::{DockerOpts, Env, IMAGE, docker_available};
+    if !docker_available() {
+        return;
+    }
+    let v = vault().await;
+    let env = Env::start(DockerOpts::default()).await;
+    let url = v.url();
+    // Dashes between the characters: the value as the job saw it, which the masker does not match.
+    let spaced = |s: &str| s.chars().map(|c| format!("{c}-")).collect::<String>();
+    let id = env.fake.enqueue_job(
+        job(
+            "docker-secrets",
+            &[
+                "echo \"db=$DB_PASSWORD\"",
+                "printf '%s\\n' \"$DB_PASSWORD\" | sed 's/./&-/g'",
+                "test -f \"$TLS_KEY\" && echo tls-key-is-a-file",
+                "head -n 2 \"$TLS_KEY\" | tail -n 1 | sed 's/./&-/g'",
+            ],
+            json!({
+                "DB_PASSWORD": {"vault": vault_secret(&url, "ops", "deploy", "kv-v2", "kv", "production/db", "password"),
+                                "file": false},
+                "TLS_KEY": {"vault": vault_secret(&url, "ops", "deploy", "kv-v2", "kv", "production/db", "tls_key")}
+            }),
+        )
+        .image(fake_gitlab::ImageSpec::new(IMAGE)),
+    );
+    let job = env.succeeded(id).await;
+    let trace = job.trace_text();
+    for line in [
+        "db=[MASKED]",
+        &spaced(DB_PASSWORD),
+        "tls-key-is-a-file",
+        &spaced("MIIEvQIBADANBg"),
+    ] {
+        assert!(trace.contains(line), "{line:?} missing:\n{trace}");
+    }
+    for secret in [DB_PASSWORD, "MIIEvQIBADANBg", JWT] {
+        assert!(!trace.contains(secret), "{secret} leaked:\n{trace}");
+    }
+}
