@@ -74,17 +74,9 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     }
     // Before the trace exists: its masker is built from the plan, secrets included. A job whose inputs could not
     // be interpolated fails before anything else.
-    let mut slot_taken = None;
-    let secrets_stage = match inputs.failure {
-        Some(_) => None,
-        None => {
-            // The slot is taken first: secrets expand against the job's full variable list, CI_CONCURRENT_ID too.
-            let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
-            let ctx = runner_context(&env, slot.concurrent_id, slot.project_slot);
-            let stage = super::job_secrets::resolve(&job, &mut plan, &ctx, &env.abort_all).await;
-            slot_taken = Some(slot);
-            stage
-        }
+    let (secrets_stage, slot_taken) = match inputs.failure {
+        Some(_) => (None, None),
+        None => secrets_in_slot(&env, &job, &mut plan).await,
     };
     let (trace, handle) = match TraceWriter::create(
         env.spool_dir.clone(),
@@ -189,6 +181,19 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     drop(trace);
     drop(handle);
     drop(job_metrics);
+}
+
+/// Takes the job's slot, then resolves its secrets: they expand against the job's full variable list, whose
+/// `CI_CONCURRENT_ID` comes from the slot.
+async fn secrets_in_slot(
+    env: &JobEnv,
+    job: &JobResponse,
+    plan: &mut JobPlan,
+) -> (Option<super::job_secrets::SecretsStage>, Option<Slot>) {
+    let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
+    let ctx = runner_context(env, slot.concurrent_id, slot.project_slot);
+    let stage = super::job_secrets::resolve(job, plan, &ctx, &env.abort_all).await;
+    (stage, Some(slot))
 }
 
 /// Why the job ends before an executor is built: a payload the runner cannot run, or secrets that could not be
