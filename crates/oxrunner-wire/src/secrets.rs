@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::redact::{MASK, secret};
+use crate::redact::{MASK, redact_url, secret};
 
 /// `null` → `T::default()` (GitLab sends `null` for unset objects).
 fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -132,7 +132,7 @@ pub struct VaultSecret {
 }
 
 /// `vault.server`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 #[allow(missing_docs)]
 pub struct VaultServer {
@@ -142,6 +142,17 @@ pub struct VaultServer {
     pub auth: VaultAuth,
     #[serde(deserialize_with = "nullable")]
     pub namespace: String,
+}
+
+impl fmt::Debug for VaultServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A server URL may carry userinfo (`https://user:pass@vault`).
+        f.debug_struct("VaultServer")
+            .field("url", &redact_url(&self.url))
+            .field("auth", &self.auth)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
 }
 
 /// `vault.server.auth`: the auth method (`jwt`), its mount path and its login data (`jwt`, `role`).
@@ -197,7 +208,7 @@ pub struct GitLabSecretsManagerSecret {
 }
 
 /// `gitlab_secrets_manager.server`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 #[allow(missing_docs)]
 pub struct GitLabSecretsManagerServer {
@@ -205,6 +216,15 @@ pub struct GitLabSecretsManagerServer {
     pub url: String,
     #[serde(deserialize_with = "nullable")]
     pub inline_auth: InlineAuth,
+}
+
+impl fmt::Debug for GitLabSecretsManagerServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitLabSecretsManagerServer")
+            .field("url", &redact_url(&self.url))
+            .field("inline_auth", &self.inline_auth)
+            .finish()
+    }
 }
 
 /// `gitlab_secrets_manager.server.inline_auth`: `path` is the login path (older GitLab sends only
@@ -278,6 +298,23 @@ mod tests {
         assert!(!debug.contains(JWT), "{debug}");
         assert!(
             debug.contains("production/db") && debug.contains("data_keys"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn server_urls_hide_their_userinfo_in_debug() {
+        let s = parse(serde_json::json!({
+            "V": {"vault": {"server": {"url": "https://ci:vault-pass-1@vault.example.com"}}},
+            "G": {"gitlab_secrets_manager": {"server": {"url": "https://bao-user:bao-pass-2@bao.example"}}}
+        }));
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("vault-pass-1") && !debug.contains("bao-pass-2"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("vault.example.com") && debug.contains("bao.example"),
             "{debug}"
         );
     }

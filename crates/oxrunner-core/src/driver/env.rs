@@ -99,6 +99,25 @@ pub fn expand(vars: &Variables, tmp_dir: &Path) -> Variables {
     vars.expanded(&|v| file_var_path(tmp_dir, &v.key))
 }
 
+/// The job's variables as gitlab-runner's `GetAllVariables` gives them to `secrets:` expansion: runner and
+/// predefined variables included, expanded once as the job's script sees them, and each file variable's value
+/// replaced by the path of its file (`$FILE_VAR` in a secret names the file, not its content).
+pub fn all_variables_with_file_paths(plan: &JobPlan, ctx: &RunnerContext) -> Variables {
+    let project_dir = crate::builddir::build_dir(plan, ctx);
+    let tmp_dir = crate::builddir::tmp_dir(&project_dir);
+    expand(&job_variables(plan, ctx, &project_dir, &tmp_dir), &tmp_dir)
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            if v.file {
+                v.value = file_var_path(&tmp_dir, &v.key);
+                v.file = false;
+            }
+            v
+        })
+        .collect()
+}
+
 /// Parses a Go duration (`90s`, `1h30m`, `1.5h`, `300ms`). A bare number is not a Go duration.
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -140,6 +159,28 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_see_runner_variables_expanded_and_file_variables_as_paths() {
+        let plan = JobPlan {
+            variables: Variables::from(vec![
+                Variable::new("PREFIX", "apps/$CI_CONCURRENT_ID/$FROM_RUNNER"),
+                Variable::new("CREDS", "file content").into_file(),
+            ]),
+            ..JobPlan::default()
+        };
+        let ctx = RunnerContext {
+            builds_dir: "/builds".into(),
+            concurrent_id: 3,
+            environment: vec!["FROM_RUNNER=env-value".into()],
+            ..RunnerContext::default()
+        };
+        let vars = all_variables_with_file_paths(&plan, &ctx);
+        assert_eq!(vars.expand("$PREFIX/db"), "apps/3/env-value/db");
+        let tmp = crate::builddir::tmp_dir(&crate::builddir::build_dir(&plan, &ctx));
+        assert_eq!(vars.expand("$CREDS"), file_var_path(&tmp, "CREDS"));
+        assert!(vars.expand("$CI_PROJECT_DIR").starts_with("/builds/"));
+    }
 
     #[test]
     fn go_durations() {

@@ -11,6 +11,8 @@ mod sources;
 mod suspend;
 mod terminal;
 
+pub use env::all_variables_with_file_paths;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -74,9 +74,9 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     }
     // Before the trace exists: its masker is built from the plan, secrets included. A job whose inputs could not
     // be interpolated fails before anything else.
-    let secrets_stage = match inputs.failure {
-        Some(_) => None,
-        None => super::job_secrets::resolve(&job, &mut plan, &env.abort_all).await,
+    let (secrets_stage, slot_taken) = match inputs.failure {
+        Some(_) => (None, None),
+        None => secrets_in_slot(&env, &job, &mut plan).await,
     };
     let (trace, handle) = match TraceWriter::create(
         env.spool_dir.clone(),
@@ -145,10 +145,12 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
         (None, Some(refused)) => Err(refused),
         (None, None) => {
             let session = session.as_ref().map(|s| s as &dyn TerminalSession);
-            start(&env, &job, job_id, &token, &plan, &trace, &cancel, session)
-                .await
-                .map(|(outcome, h)| (outcome, Some(h)))
-                .map_err(|m| (FailureReason::RunnerSystemFailure, m))
+            start(
+                &env, &job, job_id, &token, &plan, &trace, &cancel, session, slot_taken,
+            )
+            .await
+            .map(|(outcome, h)| (outcome, Some(h)))
+            .map_err(|m| (FailureReason::RunnerSystemFailure, m))
         }
     };
     let outcome = match started {
@@ -180,6 +182,19 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     drop(trace);
     drop(handle);
     drop(job_metrics);
+}
+
+/// Takes the job's slot, then resolves its secrets: they expand against the job's full variable list, whose
+/// `CI_CONCURRENT_ID` comes from the slot.
+async fn secrets_in_slot(
+    env: &JobEnv,
+    job: &JobResponse,
+    plan: &mut JobPlan,
+) -> (Option<super::job_secrets::SecretsStage>, Option<Slot>) {
+    let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
+    let ctx = runner_context(env, slot.concurrent_id, slot.project_slot);
+    let stage = super::job_secrets::resolve(job, plan, &ctx, &env.abort_all).await;
+    (stage, Some(slot))
 }
 
 /// Why the job ends before an executor is built: a payload the runner cannot run, or secrets that could not be
@@ -342,9 +357,10 @@ async fn start(
     trace: &TraceWriter,
     cancel: &JobCancel,
     session: Option<&dyn TerminalSession>,
+    slot: Option<Slot>,
 ) -> Result<(JobOutcome, Held), String> {
     let kind = env.runner.executor_kind();
-    let slot = env.slots.acquire(env.runner.token.expose(), plan.project_id);
+    let slot = slot.unwrap_or_else(|| env.slots.acquire(env.runner.token.expose(), plan.project_id));
     let ctx = runner_context(env, slot.concurrent_id, slot.project_slot);
     // Shell jobs: every process they start is tracked so none outlives the job; the record lets the next start
     // finish the job if this process is killed.

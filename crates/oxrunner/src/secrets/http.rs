@@ -2,8 +2,11 @@
 //! /v1/<path>`, `X-Vault-Token`, `X-Vault-Namespace`, OpenBao's inline-auth headers, and errors as
 //! `{"errors": [...]}` with the status code kept for classification.
 //!
-//! TLS is verified with the system roots, or only with the CA bundle in `BAO_CACERT` / `VAULT_CACERT` (the
-//! runner's environment), as gitlab-runner's Vault client does. Every request is bounded in time and every
+//! TLS is verified with the system roots, or only with the CAs of the runner's environment as OpenBao's client
+//! reads them (`BAO_CACERT_BYTES`, `BAO_CACERT`, `BAO_CAPATH`, each also as `VAULT_*`); `BAO_CLIENT_CERT` and
+//! `BAO_CLIENT_KEY` give a client certificate. `*_TLS_SERVER_NAME` and `*_SKIP_VERIFY` are not honoured (a
+//! job-log warning names them). Redirects are followed to the same origin only, where upstream's client follows
+//! them anywhere: the token header must not reach another host. Every request is bounded in time and every
 //! answer in size: a secrets server is reached with job-supplied URLs.
 
 use std::time::Duration;
@@ -14,7 +17,8 @@ use serde_json::Value;
 
 /// Connecting to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// One request, answer included (gitlab-runner's Vault client uses 60 s).
+/// One request, answer included (gitlab-runner's client sets no limit; a job-chosen server must not hold a
+/// job slot for ever).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// A login or secret answer is a small JSON document; anything larger is refused unread.
 const MAX_BODY: usize = 1 << 20;
@@ -214,7 +218,8 @@ fn parse(body: &[u8]) -> Result<Value, BaoError> {
     serde_json::from_slice(body).map_err(|e| BaoError::Transport(format!("the answer is not JSON: {e}")))
 }
 
-/// Vault's `{"errors": [...]}`, joined; a body that is not that shape is quoted (shortened).
+/// Vault's `{"errors": [...]}`, joined. A body that is not that shape is described, never quoted: a server
+/// that echoes the request would put part of the JWT in the message, and a cut value escapes masking.
 fn api_error(status: StatusCode, body: &[u8]) -> BaoError {
     let errors = serde_json::from_slice::<Value>(body)
         .ok()
@@ -226,11 +231,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> BaoError {
                     .join(", ")
             })
         })
-        .unwrap_or_else(|| {
-            let text = String::from_utf8_lossy(body);
-            let text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
-            text.trim().to_owned()
-        });
+        .unwrap_or_else(|| format!("the answer is not a Vault error document ({} bytes)", body.len()));
     BaoError::Api {
         status: status.as_u16(),
         errors,
@@ -251,32 +252,136 @@ async fn http_client(base: &Url) -> Result<reqwest::Client, BaoError> {
                 attempt.follow()
             }
         }));
-    if let Some((var, file)) = ca_file() {
-        let pem = tokio::fs::read(&file)
-            .await
-            .map_err(|e| BaoError::Setup(format!("reading {var}={file}: {e}")))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| BaoError::Setup(format!("{var}={file} holds no usable PEM certificate: {e}")))?;
+    let env = |name: &str| std::env::var(name).ok();
+    if let Some(certs) = trusted_cas(&env).await? {
         builder = builder.tls_certs_only(certs);
+    }
+    if let Some(identity) = client_identity(&env).await? {
+        builder = builder.identity(identity);
     }
     builder
         .build()
         .map_err(|e| BaoError::Setup(format!("cannot set up the HTTP client: {e}")))
 }
 
-/// OpenBao's client reads `BAO_CACERT` (and Vault's name for it).
-fn ca_file() -> Option<(&'static str, String)> {
-    ["BAO_CACERT", "VAULT_CACERT"].into_iter().find_map(|var| {
-        std::env::var(var)
+/// The runner environment's value of an OpenBao client setting: `BAO_<name>`, else Vault's `VAULT_<name>`;
+/// the variable's name comes along for messages.
+fn setting(env: &(dyn Fn(&str) -> Option<String> + Sync), name: &str) -> Option<(String, String)> {
+    [format!("BAO_{name}"), format!("VAULT_{name}")]
+        .into_iter()
+        .find_map(|var| env(&var).filter(|v| !v.is_empty()).map(|v| (var, v)))
+}
+
+/// The CAs to trust instead of the system roots, as OpenBao's client picks them: PEM in `*_CACERT_BYTES`,
+/// else the file `*_CACERT`, else every file in the directory `*_CAPATH`.
+async fn trusted_cas(
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<Option<Vec<reqwest::Certificate>>, BaoError> {
+    let parse = |pem: &[u8], what: &str| {
+        reqwest::Certificate::from_pem_bundle(pem)
             .ok()
-            .filter(|v| !v.is_empty())
-            .map(|v| (var, v))
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| BaoError::Setup(format!("{what} holds no usable PEM certificate")))
+    };
+    if let Some((var, pem)) = setting(env, "CACERT_BYTES") {
+        return parse(pem.as_bytes(), &var).map(Some);
+    }
+    if let Some((var, file)) = setting(env, "CACERT") {
+        let pem = tokio::fs::read(&file)
+            .await
+            .map_err(|e| BaoError::Setup(format!("reading {var}={file}: {e}")))?;
+        return parse(&pem, &format!("{var}={file}")).map(Some);
+    }
+    let Some((var, dir)) = setting(env, "CAPATH") else {
+        return Ok(None);
+    };
+    let read_err = |e: std::io::Error| BaoError::Setup(format!("reading {var}={dir}: {e}"));
+    let mut entries = tokio::fs::read_dir(&dir).await.map_err(read_err)?;
+    let mut certs = Vec::new();
+    while let Some(entry) = entries.next_entry().await.map_err(read_err)? {
+        if entry.file_type().await.map_err(read_err)?.is_file() {
+            let path = entry.path();
+            let pem = tokio::fs::read(&path).await.map_err(read_err)?;
+            certs.extend(parse(&pem, &format!("{var}: {}", path.display()))?);
+        }
+    }
+    if certs.is_empty() {
+        return Err(BaoError::Setup(format!("{var}={dir} holds no certificate file")));
+    }
+    Ok(Some(certs))
+}
+
+/// The client certificate and key for mutual TLS (`*_CLIENT_CERT`, `*_CLIENT_KEY`: PEM files), when both are set.
+async fn client_identity(
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<Option<reqwest::Identity>, BaoError> {
+    let (Some((cert_var, cert)), Some((key_var, key))) =
+        (setting(env, "CLIENT_CERT"), setting(env, "CLIENT_KEY"))
+    else {
+        return Ok(None);
+    };
+    let mut pem = tokio::fs::read(&cert)
+        .await
+        .map_err(|e| BaoError::Setup(format!("reading {cert_var}={cert}: {e}")))?;
+    pem.push(b'\n');
+    pem.extend(
+        tokio::fs::read(&key)
+            .await
+            .map_err(|e| BaoError::Setup(format!("reading {key_var}={key}: {e}")))?,
+    );
+    reqwest::Identity::from_pem(&pem).map(Some).map_err(|e| {
+        BaoError::Setup(format!(
+            "{cert_var}={cert} and {key_var}={key} are not a usable PEM certificate and key: {e}"
+        ))
     })
+}
+
+/// Job-log warnings for the OpenBao client settings of the runner's environment that this client does not
+/// honour (gitlab-runner's does): each is named, and what happens instead is said.
+pub fn ignored_tls_settings(env: &(dyn Fn(&str) -> Option<String> + Sync)) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some((var, _)) = setting(env, "TLS_SERVER_NAME") {
+        out.push(format!(
+            "{var} is set and ignored: oxrunner checks the server's certificate against the host of its URL"
+        ));
+    }
+    if let Some((var, _)) = setting(env, "SKIP_VERIFY") {
+        out.push(format!(
+            "{var} is set and ignored: oxrunner always verifies the secrets server's certificate"
+        ));
+    }
+    let one_sided = match (setting(env, "CLIENT_CERT"), setting(env, "CLIENT_KEY")) {
+        (Some((var, _)), None) | (None, Some((var, _))) => Some(var),
+        _ => None,
+    };
+    if let Some(var) = one_sided {
+        out.push(format!(
+            "{var} is set without its pair (CLIENT_CERT and CLIENT_KEY go together) and ignored"
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unhonoured_tls_settings_are_named() {
+        let env = |name: &str| {
+            matches!(
+                name,
+                "BAO_SKIP_VERIFY" | "VAULT_TLS_SERVER_NAME" | "VAULT_CLIENT_KEY"
+            )
+            .then(|| "x".to_owned())
+        };
+        let warnings = ignored_tls_settings(&env);
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        for var in ["BAO_SKIP_VERIFY", "VAULT_TLS_SERVER_NAME", "VAULT_CLIENT_KEY"] {
+            assert!(warnings.iter().any(|w| w.starts_with(var)), "{var}: {warnings:?}");
+        }
+        assert!(ignored_tls_settings(&|_: &str| None).is_empty());
+    }
 
     #[test]
     fn paths_never_climb_above_v1() {
@@ -295,10 +400,10 @@ mod tests {
             "api error: status code 400: role \"x\" could not be found"
         );
         assert!(matches!(e, BaoError::Api { status: 400, .. }));
-        let e = api_error(StatusCode::BAD_GATEWAY, b"<html>\nbad gateway</html>");
+        let e = api_error(StatusCode::BAD_GATEWAY, b"jwt=eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJw");
         assert_eq!(
             e.to_string(),
-            "api error: status code 502: <html>bad gateway</html>"
+            "api error: status code 502: the answer is not a Vault error document (37 bytes)"
         );
     }
 }

@@ -74,6 +74,13 @@ impl ResolveError {
         }
     }
 
+    /// The same error with gitlab-runner's default class (`runner_system_failure`): for failures upstream does
+    /// not classify.
+    pub fn unclassified(mut self) -> Self {
+        self.reason = FailureReason::RunnerSystemFailure;
+        self
+    }
+
     /// Prefixes the message with what was being done.
     pub fn context(mut self, what: String) -> Self {
         self.message = format!("{what}: {}", self.message);
@@ -106,21 +113,20 @@ pub struct Resolution {
 /// default 1) with the stage retry backoff. `vars` expands `$VARIABLE`s in the entries (the ID token is one).
 pub async fn resolve(secrets: &Secrets, vars: &Variables) -> Resolution {
     let mut lines = Vec::new();
-    let attempts = match vars
-        .value("SECRETS_RETRIEVAL_ATTEMPTS")
-        .filter(|v| !v.trim().is_empty())
-    {
-        None => 1,
-        Some(v) => match v.trim().parse::<u32>() {
-            Ok(n) if (1..=10).contains(&n) => n,
-            _ => {
-                lines.push(LogLine::Warning(format!(
-                    "Invalid SECRETS_RETRIEVAL_ATTEMPTS value {v:?} (expected 1..10), using 1"
-                )));
-                1
-            }
-        },
-    };
+    let (attempts, problem) = retrieval_attempts(vars);
+    lines.extend(problem.map(LogLine::Warning));
+    lines.extend(
+        http::ignored_tls_settings(&|name: &str| std::env::var(name).ok())
+            .into_iter()
+            .map(LogLine::Warning),
+    );
+    // A provider this build lacks can never resolve: refuse the job before any login, and without retries.
+    if let Some(failure) = unavailable(secrets) {
+        return Resolution {
+            lines,
+            result: Err(failure),
+        };
+    }
     let mut attempt = 1;
     loop {
         match resolve_once(secrets, vars, &mut lines).await {
@@ -144,6 +150,29 @@ pub async fn resolve(secrets: &Secrets, vars: &Variables) -> Resolution {
             }
         }
     }
+}
+
+/// `SECRETS_RETRIEVAL_ATTEMPTS` as gitlab-runner reads it (`build_settings.go`): empty is the default (1), a
+/// non-integer is the default with a warning, an integer outside 1..=10 is clamped into it with a warning.
+fn retrieval_attempts(vars: &Variables) -> (u32, Option<String>) {
+    const NAME: &str = "SECRETS_RETRIEVAL_ATTEMPTS";
+    const DEFAULT: u32 = 1;
+    let raw = vars.value(NAME).unwrap_or_default();
+    if raw.is_empty() {
+        return (DEFAULT, None);
+    }
+    let Ok(n) = raw.parse::<i64>() else {
+        return (
+            DEFAULT,
+            Some(format!(
+                "{NAME}: expected int got {raw:?}, using default value: {DEFAULT}"
+            )),
+        );
+    };
+    let clamped = n.clamp(1, 10);
+    let problem = (clamped != n)
+        .then(|| format!("{NAME}: number of attempts out of the range [1, 10], clamping to: {clamped}"));
+    (u32::try_from(clamped).unwrap_or(DEFAULT), problem)
 }
 
 fn backoff(vars: &Variables, retry: u32) -> Duration {
@@ -175,16 +204,7 @@ async fn resolve_once(
                 };
                 gsm::resolve(g).await
             }
-            Resolver::NotBuilt { name, id } => {
-                return Err(ResolveError::system(format!(
-                    "secret {key:?}{id}: the {name:?} secret resolver is not available in oxrunner"
-                ))
-                .with_hint(&format!(
-                    "run this job on a runner with the {name:?} resolver (gitlab-runner), or keep the secret in \
-                     Vault or GitLab's secrets manager"
-                ))
-                .into_failure());
-            }
+            Resolver::NotBuilt { name, id } => return Err(not_built(key, name, &id)),
             Resolver::None => {
                 lines.push(LogLine::Warning(
                     "Not resolved: no resolver that can handle the secret".into(),
@@ -215,6 +235,27 @@ async fn resolve_once(
         });
     }
     Ok(out)
+}
+
+/// The failure for the first secret whose provider this build lacks.
+fn unavailable(secrets: &Secrets) -> Option<SecretsFailure> {
+    secrets
+        .iter()
+        .find_map(|(key, secret)| match resolver_of(secret) {
+            Resolver::NotBuilt { name, id } => Some(not_built(key, name, &id)),
+            _ => None,
+        })
+}
+
+fn not_built(key: &str, name: &str, id: &str) -> SecretsFailure {
+    ResolveError::system(format!(
+        "secret {key:?}{id}: the {name:?} secret resolver is not available in oxrunner"
+    ))
+    .with_hint(&format!(
+        "run this job on a runner with the {name:?} resolver (gitlab-runner), or keep the secret in Vault or \
+         GitLab's secrets manager"
+    ))
+    .into_failure()
 }
 
 enum Resolver {
@@ -313,6 +354,42 @@ mod tests {
         for (value, want) in cases {
             assert_eq!(go_text(&value), want, "{value}");
         }
+    }
+
+    #[test]
+    fn retrieval_attempts_are_clamped_as_upstream() {
+        let vars = |v: &str| Variables::from(vec![Variable::new("SECRETS_RETRIEVAL_ATTEMPTS", v)]);
+        assert_eq!(retrieval_attempts(&Variables::new()), (1, None));
+        assert_eq!(retrieval_attempts(&vars("")), (1, None));
+        assert_eq!(retrieval_attempts(&vars("4")), (4, None));
+        let clamp = |n: u32| {
+            Some(format!(
+                "SECRETS_RETRIEVAL_ATTEMPTS: number of attempts out of the range [1, 10], clamping to: {n}"
+            ))
+        };
+        assert_eq!(retrieval_attempts(&vars("20")), (10, clamp(10)));
+        assert_eq!(retrieval_attempts(&vars("0")), (1, clamp(1)));
+        assert_eq!(retrieval_attempts(&vars("-3")), (1, clamp(1)));
+        assert_eq!(
+            retrieval_attempts(&vars("many")),
+            (
+                1,
+                Some("SECRETS_RETRIEVAL_ATTEMPTS: expected int got \"many\", using default value: 1".into())
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn out_of_range_attempts_warn_in_the_job_log() {
+        let vars = Variables::from(vec![Variable::new("SECRETS_RETRIEVAL_ATTEMPTS", "20")]);
+        let resolution = resolve(&Secrets::default(), &vars).await;
+        assert_eq!(
+            resolution.lines,
+            vec![LogLine::Warning(
+                "SECRETS_RETRIEVAL_ATTEMPTS: number of attempts out of the range [1, 10], clamping to: 10"
+                    .into()
+            )]
+        );
     }
 
     #[test]

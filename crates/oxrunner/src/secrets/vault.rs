@@ -13,10 +13,12 @@ use super::{ResolveError, go_text};
 fn login_data(secret: &VaultSecret, expand: &(dyn Fn(&str) -> String + Sync)) -> Result<Value, ResolveError> {
     let data = &secret.server.auth.data;
     if !data.contains_key("jwt") {
-        return Err(ResolveError::config(
-            "missing required auth method configuration key \"jwt\"",
-            "GitLab sends the ID token as `server.auth.data.jwt`: give the job an `id_tokens:` entry and name it in the secret",
-        ));
+        return Err(
+            ResolveError::system("missing required auth method configuration key \"jwt\"").with_hint(
+                "GitLab sends the ID token as `server.auth.data.jwt`: give the job an `id_tokens:` entry and name \
+                 it in the secret",
+            ),
+        );
     }
     // Only the parameters the jwt method takes are sent, as upstream filters them.
     let mut body = serde_json::Map::new();
@@ -43,10 +45,10 @@ pub async fn resolve(
     let field = expand(&secret.field);
 
     if auth_name != "jwt" {
-        return Err(ResolveError::config(
-            format!("factory for auth method {auth_name:?} is not registered"),
-            "this runner logs in to Vault with the `jwt` auth method only, as gitlab-runner",
-        ));
+        return Err(
+            ResolveError::system(format!("factory for auth method {auth_name:?} is not registered"))
+                .with_hint("this runner logs in to Vault with the `jwt` auth method only, as gitlab-runner"),
+        );
     }
     let body = login_data(secret, expand)?;
     let mut client = BaoClient::new(&url, &namespace).await.map_err(classify)?;
@@ -63,7 +65,7 @@ pub async fn resolve(
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
-            ResolveError::external(format!(
+            ResolveError::system(format!(
                 "logging in to {} at auth/{auth_path}/login: the answer holds no auth.client_token",
                 client.shown()
             ))
@@ -73,7 +75,9 @@ pub async fn resolve(
     let data = read_engine(&client, &engine, &mount, &path)
         .await
         .map_err(|e| e.context(format!("reading {engine} secret {mount}/{path}")))?;
-    Ok(data.and_then(|d| d.get(&field).map(go_text)))
+    // Upstream reads the field as a Go `interface{}`: a JSON null is nil, "not found"; nulls nested inside a
+    // value still print as `<nil>`.
+    Ok(data.and_then(|d| d.get(&field).filter(|v| !v.is_null()).map(go_text)))
 }
 
 /// The secret's key/value data from `engine` mounted at `mount`; `None` when nothing is stored there.
@@ -94,7 +98,7 @@ pub async fn read_engine(
             match answer.as_ref().and_then(|a| a.pointer("/data/data")) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::Object(m)) => Ok(Some(m.clone())),
-                Some(_) => Err(ResolveError::external(format!(
+                Some(_) => Err(ResolveError::system(format!(
                     "data for key {path} cannot be read as key/value pairs"
                 ))),
             }
@@ -103,14 +107,15 @@ pub async fn read_engine(
             let answer = client.read(&format!("{mount}/{path}")).await.map_err(classify)?;
             Ok(answer.and_then(|a| a.get("data").and_then(Value::as_object).cloned()))
         }
-        other => Err(ResolveError::config(
-            format!("factory for secret engine {other:?} is not registered"),
-            "use engine `kv-v2`, `kv-v1` or `generic`",
-        )),
+        other => Err(
+            ResolveError::system(format!("factory for secret engine {other:?} is not registered"))
+                .with_hint("use engine `kv-v2`, `kv-v1` or `generic`"),
+        ),
     }
 }
 
-/// gitlab-runner's classification of a failed request.
+/// gitlab-runner's classification of a failed request: only Vault's API answers are classified (400, 401,
+/// 403, 404: the job's configuration; 5xx: the server's); everything else is a system failure, as upstream.
 pub fn classify(err: BaoError) -> ResolveError {
     let text = err.to_string();
     match err {
@@ -122,10 +127,49 @@ pub fn classify(err: BaoError) -> ResolveError {
             "check the secret's server URL, auth path and role, the ID token's `aud`, and the role's policies",
         ),
         BaoError::Api { status, .. } if status >= 500 => ResolveError::external(text),
-        BaoError::Setup(_) => ResolveError::config(
-            text,
+        BaoError::Setup(_) => ResolveError::system(text).with_hint(
             "check the secret's server URL, and BAO_CACERT / VAULT_CACERT in the runner's environment",
         ),
         BaoError::Api { .. } | BaoError::Transport(_) => ResolveError::system(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxrunner_core::FailureReason;
+
+    #[test]
+    fn only_api_answers_are_classified() {
+        let api = |status| BaoError::Api {
+            status,
+            errors: "x".into(),
+        };
+        assert_eq!(classify(api(403)).reason, FailureReason::RunnerConfigurationError);
+        assert_eq!(
+            classify(api(503)).reason,
+            FailureReason::RunnerExternalDependencyFailure
+        );
+        assert_eq!(classify(api(429)).reason, FailureReason::RunnerSystemFailure);
+        assert_eq!(
+            classify(BaoError::Setup("bad CA".into())).reason,
+            FailureReason::RunnerSystemFailure
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_auth_method_is_a_system_failure() {
+        let secret: VaultSecret = serde_json::from_value(serde_json::json!({
+            "server": {"url": "http://127.0.0.1:1", "auth": {"name": "oidc", "path": "oidc", "data": {"jwt": "j"}}},
+            "engine": {"name": "kv-v2", "path": "kv"}, "path": "p", "field": "f"
+        }))
+        .unwrap();
+        let err = resolve(&secret, &|s: &str| s.to_owned()).await.unwrap_err();
+        assert_eq!(err.reason, FailureReason::RunnerSystemFailure);
+        assert!(
+            err.message.contains("\"oidc\" is not registered"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -196,7 +196,8 @@ async fn handle(
     let Some(path) = uri.path().strip_prefix("/v1/") else {
         return errors(StatusCode::NOT_FOUND, &[]);
     };
-    if method == Method::POST
+    // Vault takes a write as POST or PUT (OpenBao's Go client sends PUT).
+    if matches!(method, Method::POST | Method::PUT)
         && let Some(mount) = path.strip_prefix("auth/").and_then(|p| p.strip_suffix("/login"))
     {
         let params: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
