@@ -66,6 +66,8 @@ pub struct DockerExecutor {
     project_dir: String,
     /// The environment was suspended: `cleanup` keeps it (`executor/suspend.rs`).
     suspended: bool,
+    /// A resume claimed a suspended environment and has not finished: `cleanup` gives it back under this name.
+    claimed: Option<String>,
 }
 
 impl std::fmt::Debug for DockerExecutor {
@@ -108,6 +110,7 @@ impl DockerExecutor {
             terminal_env: Vec::new(),
             project_dir: String::new(),
             suspended: false,
+            claimed: None,
         }
     }
 
@@ -570,6 +573,10 @@ impl DockerExecutor {
         let Some(docker) = self.docker.clone() else {
             return;
         };
+        if self.claimed.is_some() {
+            // A resume that did not finish (cancelled or timed out): the environment stays resumable.
+            self.give_back().await;
+        }
         if self.suspended {
             // Kept for the job that resumes it; the daemon's sweep of leftovers keeps it too.
             self.container = None;
