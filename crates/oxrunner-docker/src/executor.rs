@@ -23,7 +23,7 @@ use crate::error::DockerError;
 use crate::health;
 use crate::hostcfg;
 use crate::image;
-use crate::labels::job_labels;
+use crate::labels::{job_labels, with_owner};
 use crate::run;
 use crate::services;
 use crate::settings::{VolumeSpec, image_allowed, parse_cpus, parse_size, parse_volume};
@@ -310,6 +310,7 @@ impl DockerExecutor {
             .and_then(|i| i.platform.clone())
             .unwrap_or_default();
         let runner = self.runner.short_token.clone();
+        let (owner_id, owner_system) = (self.runner.runner_id, self.runner.system_id.clone());
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!(
             "runner-{runner}-project-{}-concurrent-{}-{}",
@@ -324,7 +325,11 @@ impl DockerExecutor {
             self.pull(&docker, plan, &image, job_policies, &platform, trace),
             docker.create_volume(VolumeCreateRequest {
                 name: Some(volume_name.clone()),
-                labels: Some(job_labels(&runner, plan.job_id, plan.project_id, "builds")),
+                labels: Some(with_owner(
+                    job_labels(&runner, plan.job_id, plan.project_id, "builds"),
+                    owner_id,
+                    &owner_system
+                )),
                 ..Default::default()
             })
         );
@@ -379,7 +384,11 @@ impl DockerExecutor {
             hostname: self.config.hostname.clone().filter(|h| !h.is_empty()),
             labels: Some(hostcfg::container_labels(
                 &self.config,
-                job_labels(&runner, plan.job_id, plan.project_id, "build"),
+                with_owner(
+                    job_labels(&runner, plan.job_id, plan.project_id, "build"),
+                    owner_id,
+                    &owner_system,
+                ),
                 &plan.variables,
             )),
             volumes: (!anonymous.is_empty()).then_some(anonymous),
@@ -512,10 +521,15 @@ impl DockerExecutor {
             return Ok(None);
         }
         let runner = self.runner.short_token.clone();
+        let (owner_id, owner_system) = (self.runner.runner_id, self.runner.system_id.clone());
         let labels = |kind: &str| {
             hostcfg::container_labels(
                 cfg,
-                job_labels(&runner, plan.job_id, plan.project_id, kind),
+                with_owner(
+                    job_labels(&runner, plan.job_id, plan.project_id, kind),
+                    owner_id,
+                    &owner_system,
+                ),
                 &plan.variables,
             )
         };

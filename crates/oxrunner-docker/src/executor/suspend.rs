@@ -23,7 +23,7 @@ use crate::archive::Permissions;
 use crate::connect::Endpoint;
 use crate::error::DockerError;
 use crate::health;
-use crate::labels::{LABEL_JOB, LABEL_PROJECT, LABEL_RUNNER, LABEL_TYPE};
+use crate::labels::{LABEL_JOB, LABEL_PROJECT, LABEL_TYPE, owned_by};
 
 /// The name suffix of a suspended job container.
 pub const SUSPENDED_SUFFIX: &str = "-suspended";
@@ -54,12 +54,24 @@ fn parse_fields(key: &RuntimeEnvironmentKey) -> Result<(String, Vec<String>), Do
     Ok((build.to_owned(), services))
 }
 
-/// Whether labels name this runner, the project and the object kind.
-fn ours(labels: Option<&HashMap<String, String>>, runner: &str, project: i64, kind: &str) -> bool {
-    let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
-    label(LABEL_RUNNER) == Some(runner)
-        && label(LABEL_PROJECT) == Some(project.to_string().as_str())
-        && label(LABEL_TYPE) == Some(kind)
+impl DockerExecutor {
+    /// Whether labels name this runner (by id and system id, see [`owned_by`]).
+    fn owns(&self, labels: Option<&HashMap<String, String>>) -> bool {
+        owned_by(
+            labels,
+            &self.runner.short_token,
+            self.runner.runner_id,
+            &self.runner.system_id,
+        )
+    }
+
+    /// Whether labels name this runner, the project and the object kind.
+    fn ours(&self, labels: Option<&HashMap<String, String>>, project: i64, kind: &str) -> bool {
+        let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+        self.owns(labels)
+            && label(LABEL_PROJECT) == Some(project.to_string().as_str())
+            && label(LABEL_TYPE) == Some(kind)
+    }
 }
 
 /// Stops the build container at once (its PID 1 is an idle shell that does not act on SIGTERM) and the services
@@ -219,14 +231,13 @@ impl DockerExecutor {
         services: &[String],
         inspect: &bollard::models::ContainerInspectResponse,
     ) -> Result<Checked, DockerError> {
-        let runner = self.runner.short_token.clone();
         let name = inspect.name.clone().unwrap_or_default();
         let name = name.trim_start_matches('/');
         let Some(base) = name.strip_suffix(SUSPENDED_SUFFIX) else {
             return Err(refused(format!("build container {build} is not suspended")));
         };
         let labels = inspect.config.as_ref().and_then(|c| c.labels.as_ref());
-        if !ours(labels, &runner, plan.project_id, "build") {
+        if !self.ours(labels, plan.project_id, "build") {
             return Err(refused(format!(
                 "build container {build} is not a job container of this runner and project"
             )));
@@ -239,7 +250,7 @@ impl DockerExecutor {
                 .await
                 .map_err(|e| refused(format!("service container {id} not found: {e}")))?;
             let labels = svc.config.as_ref().and_then(|c| c.labels.as_ref());
-            if !ours(labels, &runner, plan.project_id, "service")
+            if !self.ours(labels, plan.project_id, "service")
                 || labels.and_then(|l| l.get(LABEL_JOB)) != job.as_ref()
             {
                 return Err(refused(format!(
@@ -263,9 +274,9 @@ impl DockerExecutor {
         Ok(Checked {
             base: base.to_owned(),
             services: started,
-            networks: self.adopt_network(docker, &network, &runner).await?,
+            networks: self.adopt_network(docker, &network).await?,
             network,
-            volumes: self.adopt_volumes(docker, inspect, &runner).await?,
+            volumes: self.adopt_volumes(docker, inspect).await?,
             user: self.resolve_user(plan)?,
         })
     }
@@ -322,12 +333,7 @@ impl DockerExecutor {
     }
 
     /// The job's own network (one this runner made), to remove at the end; a configured `network_mode` is not.
-    async fn adopt_network(
-        &self,
-        docker: &Docker,
-        mode: &str,
-        runner: &str,
-    ) -> Result<Vec<String>, DockerError> {
+    async fn adopt_network(&self, docker: &Docker, mode: &str) -> Result<Vec<String>, DockerError> {
         if matches!(mode, "" | "default" | "bridge" | "host" | "none") || mode.contains(':') {
             return Ok(Vec::new());
         }
@@ -335,12 +341,7 @@ impl DockerExecutor {
             .inspect_network(mode, None)
             .await
             .map_err(|e| refused(format!("build network {mode} not found: {e}")))?;
-        let mine = net
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_RUNNER))
-            .map(String::as_str)
-            == Some(runner);
+        let mine = self.owns(net.labels.as_ref());
         Ok(net.id.filter(|_| mine).into_iter().collect())
     }
 
@@ -350,7 +351,6 @@ impl DockerExecutor {
         &self,
         docker: &Docker,
         inspect: &bollard::models::ContainerInspectResponse,
-        runner: &str,
     ) -> Result<Vec<String>, DockerError> {
         let mut out = Vec::new();
         for name in inspect.mounts.iter().flatten().filter_map(|m| m.name.as_deref()) {
@@ -358,7 +358,7 @@ impl DockerExecutor {
                 .inspect_volume(name)
                 .await
                 .map_err(|e| refused(format!("volume {name} not found: {e}")))?;
-            if vol.labels.get(LABEL_RUNNER).map(String::as_str) == Some(runner) {
+            if self.owns(Some(&vol.labels)) {
                 out.push(name.to_owned());
             }
         }

@@ -335,3 +335,76 @@ async fn a_suspended_environment_survives_the_sweep_and_resumes_with_its_files_a
     );
     assert_eq!(networks_of(&docker, &ctx.short_token).await, 0);
 }
+
+#[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
+async fn a_suspended_environment_outlives_a_token_rotation_and_expires_in_the_sweep() {
+    let Some(docker) = common::engine().await else {
+        return;
+    };
+    let mut ctx = common::runner();
+    ctx.runner_id = 4;
+    ctx.system_id = SYSTEM_ID.into();
+    let _purge = Purge(ctx.short_token.clone());
+    let trace = common::Trace::new();
+    let suspend_one = |job: i64, ctx: oxrunner_core::RunnerContext| {
+        let trace = &trace;
+        async move {
+            let mut plan = suspendable(job);
+            plan.suspend.on_success = true;
+            let mut exec = DockerExecutor::new(common::config(), ctx);
+            exec.prepare(&plan, &trace.writer).await.unwrap();
+            let fields = exec.suspend().await.unwrap();
+            exec.cleanup().await;
+            exec.finish_cleanup().await;
+            RuntimeEnvironmentKey::new(4, SYSTEM_ID, fields).to_string()
+        }
+    };
+    let key = suspend_one(621, ctx.clone()).await;
+
+    // The token was reset: same runner entry (id) on the same machine, a new short token.
+    let mut rotated = ctx.clone();
+    rotated.short_token = format!("{}x", &ctx.short_token[..7]);
+    let _purge_rotated = Purge(rotated.short_token.clone());
+    let mut plan = suspendable(622);
+    plan.suspend.runtime_environment_key = key;
+    let mut resumed = DockerExecutor::new(common::config(), rotated.clone());
+    resumed.prepare(&plan, &trace.writer).await.unwrap();
+    assert_eq!(
+        common::run(&mut resumed, "true", &trace).await,
+        ExitStatus::Code(0),
+        "{}",
+        trace.text()
+    );
+    resumed.cleanup().await;
+    resumed.finish_cleanup().await;
+    assert_eq!(
+        common::objects_of(&docker, &ctx.short_token).await,
+        (vec![], vec![]),
+        "the resumed job's end removes the environment made under the old token"
+    );
+
+    // The sweep keeps a suspended environment younger than the limit and removes an older one.
+    suspend_one(623, ctx.clone()).await;
+    let kept = oxrunner_docker::remove_leftovers(&docker, &ctx.short_token, &HashSet::new())
+        .await
+        .unwrap();
+    assert!(kept.is_empty(), "{kept:?}");
+    let removed = oxrunner_docker::remove_leftovers_keeping(
+        &docker,
+        &ctx.short_token,
+        &HashSet::new(),
+        std::time::Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (removed.containers.len(), removed.volumes.len()),
+        (1, 1),
+        "{removed:?}"
+    );
+    assert_eq!(
+        common::objects_of(&docker, &ctx.short_token).await,
+        (vec![], vec![])
+    );
+}
