@@ -408,3 +408,71 @@ async fn a_suspended_environment_outlives_a_token_rotation_and_expires_in_the_sw
         (vec![], vec![])
     );
 }
+
+#[tokio::test]
+#[ignore = "needs a Docker engine: scripts/test runs it (--include-ignored) when one answers, and under CI=true"]
+async fn a_resume_cancelled_after_the_claim_is_given_back_by_cleanup() {
+    let Some(docker) = common::engine().await else {
+        return;
+    };
+    let mut ctx = common::runner();
+    ctx.runner_id = 5;
+    ctx.system_id = SYSTEM_ID.into();
+    let _purge = Purge(ctx.short_token.clone());
+    let trace = common::Trace::new();
+    let mut plan = suspendable(631);
+    plan.suspend.on_success = true;
+    with_service(&mut plan);
+    // Nothing listens on the probed port: a resume waits for the service, which is where it is cancelled.
+    plan.services[0].variables = vec![Variable::new("HEALTHCHECK_TCP_PORT", "9")].into();
+    let mut no_wait = common::config();
+    no_wait.wait_for_services_timeout = Some(-1);
+    let mut first = DockerExecutor::new(no_wait, ctx.clone());
+    first.prepare(&plan, &trace.writer).await.unwrap();
+    let key = RuntimeEnvironmentKey::new(5, SYSTEM_ID, first.suspend().await.unwrap()).to_string();
+    first.cleanup().await;
+    first.finish_cleanup().await;
+
+    let mut resume = suspendable(632);
+    resume.suspend.runtime_environment_key = key;
+    let mut waiting = common::config();
+    waiting.wait_for_services_timeout = Some(3600);
+    let mut exec = DockerExecutor::new(waiting, ctx.clone());
+    let claimed_and_started = async {
+        loop {
+            let build = containers_of(&docker, &ctx.short_token, 631, "build").await;
+            let service = containers_of(&docker, &ctx.short_token, 631, "service").await;
+            let name = docker
+                .inspect_container(&build[0].0, None)
+                .await
+                .unwrap()
+                .name
+                .unwrap_or_default();
+            if !name.ends_with("-suspended") && service.iter().all(|(_, s)| s == "running") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        r = exec.prepare(&resume, &trace.writer) => panic!("the resume did not wait for its service: {r:?}"),
+        r = tokio::time::timeout(std::time::Duration::from_secs(120), claimed_and_started) => {
+            r.expect("the resume claimed the container and started its service");
+        }
+    }
+    // The driver drops a cancelled prepare and calls cleanup.
+    exec.cleanup().await;
+    exec.finish_cleanup().await;
+    let build = containers_of(&docker, &ctx.short_token, 631, "build").await;
+    let name = docker
+        .inspect_container(&build[0].0, None)
+        .await
+        .unwrap()
+        .name
+        .unwrap_or_default();
+    assert!(name.ends_with("-suspended"), "{name}");
+    for kind in ["build", "service"] {
+        let states = containers_of(&docker, &ctx.short_token, 631, kind).await;
+        assert!(states.iter().all(|(_, s)| s == "exited"), "{kind}: {states:?}");
+    }
+}
