@@ -178,7 +178,11 @@ fn unescape(s: &str, query: bool) -> Result<String, String> {
                     .get(i + 1..i + 3)
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("invalid URL escape {:?}", &s[i..s.len().min(i + 3)]))?;
+                    // Bytes, not a `&str` slice: the two after `%` may end inside a multi-byte character.
+                    .ok_or_else(|| {
+                        let bad = String::from_utf8_lossy(&bytes[i..bytes.len().min(i + 3)]);
+                        format!("invalid URL escape {bad:?}")
+                    })?;
                 out.push(hex);
                 i += 3;
             }
@@ -240,6 +244,16 @@ mod tests {
         assert_eq!(err("1//a=b"), "environment key: system ID is empty");
         assert!(err("1/%zz/").starts_with("environment key: invalid system ID encoding: "));
         assert!(err("1/s/a=b;c").starts_with("environment key: invalid fields: "));
+    }
+
+    #[test]
+    fn a_broken_escape_before_a_multi_byte_character_is_an_error_not_a_panic() {
+        let err = |s: &str| RuntimeEnvironmentKey::parse(s).unwrap_err().to_string();
+        assert!(
+            err("1/%aé/x").starts_with("environment key: invalid system ID encoding: invalid URL escape")
+        );
+        assert!(err("1/s/a=%aé").starts_with("environment key: invalid fields: invalid URL escape"));
+        assert!(err("1/s/a=%é").starts_with("environment key: invalid fields: invalid URL escape"));
     }
 
     #[test]

@@ -65,14 +65,30 @@ fn job_of(labels: Option<&HashMap<String, String>>) -> Option<i64> {
     labels?.get(LABEL_JOB)?.parse().ok()
 }
 
+/// How long the start-up sweep keeps a suspended environment after it was suspended (its job container stopped).
+/// gitlab-runner relies on its autoscaler's instance lifetime; a runner on one engine needs its own bound, or an
+/// environment whose key was never used (or was lost) stays forever.
+pub const SUSPENDED_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// Removes the containers, volumes and networks labelled with `runner` whose job is not in `running_jobs`.
 /// The daemon calls it at start (with no running jobs) so objects of a crashed run do not pile up.
 /// Containers go first: a volume or network in use cannot be removed. The objects of a suspended environment (its
-/// job container carries the suspended mark, `executor/suspend.rs`) are kept: a later job resumes them.
+/// job container carries the suspended mark, `executor/suspend.rs`) are kept for [`SUSPENDED_MAX_AGE`]: a later
+/// job resumes them.
 pub async fn remove_leftovers(
     docker: &Docker,
     runner: &str,
     running_jobs: &HashSet<i64>,
+) -> Result<Removed, DockerError> {
+    remove_leftovers_keeping(docker, runner, running_jobs, SUSPENDED_MAX_AGE).await
+}
+
+/// [`remove_leftovers`] with the suspended environments' age limit given.
+pub async fn remove_leftovers_keeping(
+    docker: &Docker,
+    runner: &str,
+    running_jobs: &HashSet<i64>,
+    max_age: std::time::Duration,
 ) -> Result<Removed, DockerError> {
     let containers = docker
         .list_containers(Some(ListContainersOptions {
@@ -82,16 +98,28 @@ pub async fn remove_leftovers(
         }))
         .await
         .map_err(DockerError::api("listing containers"))?;
-    let suspended: HashSet<i64> = containers
-        .iter()
-        .filter(|c| {
-            c.names
-                .iter()
-                .flatten()
-                .any(|n| n.ends_with(crate::executor::suspend::SUSPENDED_SUFFIX))
-        })
-        .filter_map(|c| job_of(c.labels.as_ref()))
-        .collect();
+    let mut suspended = HashSet::new();
+    for c in &containers {
+        let marked = c
+            .names
+            .iter()
+            .flatten()
+            .any(|n| n.ends_with(crate::executor::suspend::SUSPENDED_SUFFIX));
+        let (Some(job), Some(id), true) = (job_of(c.labels.as_ref()), c.id.as_deref(), marked) else {
+            continue;
+        };
+        if suspended_recently(docker, id, max_age).await {
+            tracing::info!(job, container = id, "keeping a suspended environment");
+            suspended.insert(job);
+        } else {
+            tracing::info!(
+                job,
+                container = id,
+                max_age_s = max_age.as_secs(),
+                "removing a suspended environment older than its age limit"
+            );
+        }
+    }
     let stale = |labels: Option<&HashMap<String, String>>| {
         job_of(labels).is_none_or(|id| !running_jobs.contains(&id) && !suspended.contains(&id))
     };
@@ -130,4 +158,59 @@ pub async fn remove_leftovers(
         }
     }
     Ok(removed)
+}
+
+/// Whether a suspended job container stopped less than `max_age` ago; one whose stop time cannot be read counts
+/// as recent (it is kept rather than a user's environment lost on a guess).
+async fn suspended_recently(docker: &Docker, id: &str, max_age: std::time::Duration) -> bool {
+    let Ok(inspect) = docker.inspect_container(id, None).await else {
+        return true;
+    };
+    let Some(stopped) = inspect
+        .state
+        .and_then(|s| s.finished_at)
+        .and_then(|t| unix_seconds(&t))
+    else {
+        return true;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    now.saturating_sub(stopped) < i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Seconds since the epoch of the engine's UTC time `YYYY-MM-DDTHH:MM:SS[.frac]Z`.
+fn unix_seconds(t: &str) -> Option<i64> {
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm), March-based years.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_seconds;
+
+    #[test]
+    fn engine_times_become_unix_seconds() {
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(unix_seconds("2000-03-01T00:00:01.5Z"), Some(951_868_801));
+        assert_eq!(
+            unix_seconds("2026-12-07T11:35:30.123456789Z"),
+            Some(1_796_643_330)
+        );
+        assert_eq!(unix_seconds("0001-01-01T00:00:00Z"), Some(-62_135_596_800));
+        assert_eq!(unix_seconds("garbage"), None);
+    }
 }

@@ -23,7 +23,7 @@ use crate::error::DockerError;
 use crate::health;
 use crate::hostcfg;
 use crate::image;
-use crate::labels::job_labels;
+use crate::labels::{job_labels, with_owner};
 use crate::run;
 use crate::services;
 use crate::settings::{VolumeSpec, image_allowed, parse_cpus, parse_size, parse_volume};
@@ -66,6 +66,8 @@ pub struct DockerExecutor {
     project_dir: String,
     /// The environment was suspended: `cleanup` keeps it (`executor/suspend.rs`).
     suspended: bool,
+    /// A resume claimed a suspended environment and has not finished: `cleanup` gives it back under this name.
+    claimed: Option<String>,
 }
 
 impl std::fmt::Debug for DockerExecutor {
@@ -108,6 +110,7 @@ impl DockerExecutor {
             terminal_env: Vec::new(),
             project_dir: String::new(),
             suspended: false,
+            claimed: None,
         }
     }
 
@@ -307,6 +310,7 @@ impl DockerExecutor {
             .and_then(|i| i.platform.clone())
             .unwrap_or_default();
         let runner = self.runner.short_token.clone();
+        let (owner_id, owner_system) = (self.runner.runner_id, self.runner.system_id.clone());
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!(
             "runner-{runner}-project-{}-concurrent-{}-{}",
@@ -321,7 +325,11 @@ impl DockerExecutor {
             self.pull(&docker, plan, &image, job_policies, &platform, trace),
             docker.create_volume(VolumeCreateRequest {
                 name: Some(volume_name.clone()),
-                labels: Some(job_labels(&runner, plan.job_id, plan.project_id, "builds")),
+                labels: Some(with_owner(
+                    job_labels(&runner, plan.job_id, plan.project_id, "builds"),
+                    owner_id,
+                    &owner_system
+                )),
                 ..Default::default()
             })
         );
@@ -376,7 +384,11 @@ impl DockerExecutor {
             hostname: self.config.hostname.clone().filter(|h| !h.is_empty()),
             labels: Some(hostcfg::container_labels(
                 &self.config,
-                job_labels(&runner, plan.job_id, plan.project_id, "build"),
+                with_owner(
+                    job_labels(&runner, plan.job_id, plan.project_id, "build"),
+                    owner_id,
+                    &owner_system,
+                ),
                 &plan.variables,
             )),
             volumes: (!anonymous.is_empty()).then_some(anonymous),
@@ -509,10 +521,15 @@ impl DockerExecutor {
             return Ok(None);
         }
         let runner = self.runner.short_token.clone();
+        let (owner_id, owner_system) = (self.runner.runner_id, self.runner.system_id.clone());
         let labels = |kind: &str| {
             hostcfg::container_labels(
                 cfg,
-                job_labels(&runner, plan.job_id, plan.project_id, kind),
+                with_owner(
+                    job_labels(&runner, plan.job_id, plan.project_id, kind),
+                    owner_id,
+                    &owner_system,
+                ),
                 &plan.variables,
             )
         };
@@ -570,6 +587,10 @@ impl DockerExecutor {
         let Some(docker) = self.docker.clone() else {
             return;
         };
+        if self.claimed.is_some() {
+            // A resume that did not finish (cancelled or timed out): the environment stays resumable.
+            self.give_back().await;
+        }
         if self.suspended {
             // Kept for the job that resumes it; the daemon's sweep of leftovers keeps it too.
             self.container = None;

@@ -44,7 +44,7 @@ mod stop;
 mod terminal;
 
 pub use archive::Permissions;
-pub use cleanup::{Removed, remove_leftovers};
+pub use cleanup::{Removed, SUSPENDED_MAX_AGE, remove_leftovers, remove_leftovers_keeping};
 pub use connect::{DEFAULT_DOCKER_HOST, Endpoint, connect};
 pub use error::DockerError;
 pub use executor::{DEFAULT_BUILDS_DIR, DockerExecutor};

@@ -107,6 +107,10 @@ struct Driver<'a> {
     interrupt: Option<Interrupt>,
     /// A stage script was started, so file variables may exist on disk.
     scripts_ran: bool,
+    /// The executor's `prepare` succeeded: only a prepared environment may be suspended.
+    prepared: bool,
+    /// Removing file variables failed: they may still be in the environment, which is then not suspended.
+    file_variables_left: bool,
     /// What the executor's `prepare` established (see `Executor::environment`).
     environment: EnvironmentFacts,
     /// The job's web terminal session, when the front end runs a session server.
@@ -168,6 +172,8 @@ pub async fn run_job_with_session(
         failure: None,
         interrupt: None,
         scripts_ran: false,
+        prepared: false,
+        file_variables_left: false,
         environment: EnvironmentFacts::default(),
         session,
         phase_deadline: None,
@@ -256,6 +262,7 @@ impl Driver<'_> {
         if !self.prepare_executor().await {
             return;
         }
+        self.prepared = true;
         self.locate();
         self.main_stages().await;
         if self.interrupt == Some(Interrupt::Abort) {
@@ -316,15 +323,15 @@ impl Driver<'_> {
             graceful: false,
             abortable: false,
         };
-        match self.run_script(stage.clone(), script, limits).await {
-            StageResult::Exit(status) if status.success() => {}
-            StageResult::Exit(status) => self
-                .trace
-                .warning(&format!("Cleaning up file based variables failed: {status}")),
-            StageResult::Interrupted(_) => self.trace.warning("Cleaning up file based variables timed out"),
-            StageResult::Error(err) => self
-                .trace
-                .warning(&format!("Cleaning up file based variables failed: {err}")),
+        let warning = match self.run_script(stage.clone(), script, limits).await {
+            StageResult::Exit(status) if status.success() => None,
+            StageResult::Exit(status) => Some(format!("Cleaning up file based variables failed: {status}")),
+            StageResult::Interrupted(_) => Some("Cleaning up file based variables timed out".to_owned()),
+            StageResult::Error(err) => Some(format!("Cleaning up file based variables failed: {err}")),
+        };
+        if let Some(warning) = warning {
+            self.trace.warning(&warning);
+            self.file_variables_left = true;
         }
         self.section_end(&stage);
     }

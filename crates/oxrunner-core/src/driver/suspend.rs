@@ -31,18 +31,20 @@ impl Driver<'_> {
         Err(ExecError::Build {
             reason: FailureReason::RunnerConfigurationError,
             message: format!(
-                "the job resumes a suspended environment, but the {} executor {}\nhint: run jobs with suspend_options \
-                 on a runner with the docker executor, or turn FF_SUSPENDABLE_ENVIRONMENTS off",
-                self.ctx.executor,
-                crate::executor::UNSUSPENDABLE
+                "the job resumes a suspended environment, but the {} executor does not support suspend/resume\nhint: \
+                 run jobs with suspend_options on a runner with the docker executor, or turn \
+                 FF_SUSPENDABLE_ENVIRONMENTS off",
+                self.ctx.executor
             ),
         })
     }
 
     /// gitlab-runner's `ShouldSuspend`: a job that succeeded, or failed in a script or the runner's work (not a
     /// cancel, timeout or abort), when its `suspend_options` ask for that outcome.
+    /// Like upstream, only an environment that `prepare` set up completely, and (oxrunner's addition) only one
+    /// whose file variables were removed: the secrets they hold must not wait in it for the job that resumes it.
     pub(super) fn should_suspend(&self) -> bool {
-        if !self.plan.will_suspend() {
+        if !self.plan.will_suspend() || !self.prepared || self.file_variables_left {
             return false;
         }
         match &self.failure {
@@ -64,7 +66,15 @@ impl Driver<'_> {
         if !self.should_suspend() {
             return;
         }
-        let result = if self.executor.suspendable() {
+        let result = if self.ctx.runner_id <= 0 && self.executor.suspendable() {
+            // A key carries the runner id and parse refuses one <= 0: the environment could never be resumed and
+            // would only be kept. Nothing is stopped; the executor's cleanup removes it.
+            Err(ExecError::Other(format!(
+                "the runner id is {}, so no key could resume the environment\nhint: the [[runners]] entry in \
+                 config.toml needs the id GitLab returned at registration (register the runner again, or set id)",
+                self.ctx.runner_id
+            )))
+        } else if self.executor.suspendable() {
             self.executor.suspend().await
         } else {
             Err(ExecError::Other(crate::executor::UNSUSPENDABLE.to_owned()))

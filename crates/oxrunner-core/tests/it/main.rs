@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod driver_scripted;
+mod driver_suspend;
 mod driver_terminal;
 mod executor_configure;
 mod feature_flags;

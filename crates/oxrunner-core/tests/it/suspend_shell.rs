@@ -84,9 +84,66 @@ async fn a_shell_job_with_a_key_to_resume_is_refused_before_it_runs() {
             message,
             ..
         } => assert!(
-            message.contains("executor does not support suspend/resume") && message.contains("\nhint: "),
+            message.contains("executor does not support suspend/resume")
+                && !message.contains("executor executor")
+                && message.contains("\nhint: "),
             "{message}"
         ),
         other => panic!("{other:?}\n{log}"),
     }
+}
+
+/// A job that asks to suspend on both outcomes; the warning shows whether the driver tried to suspend.
+fn on_both(plan: JobPlan) -> JobPlan {
+    let mut plan = flag_on(plan);
+    plan.suspend.on_success = true;
+    plan.suspend.on_failure = true;
+    plan
+}
+
+#[tokio::test]
+async fn a_cancelled_job_does_not_try_to_suspend() {
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let plan = on_both(env.plan(&[&format!("touch '{}'; sleep 600", marker.display())]));
+    let control = JobCancel::new();
+    let graceful = control.graceful.clone();
+    tokio::spawn(async move {
+        while !marker.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        graceful.cancel();
+    });
+    let (outcome, log) = env.run(&plan, control).await;
+    assert!(
+        matches!(
+            outcome,
+            JobOutcome::Failed {
+                reason: FailureReason::JobCanceled,
+                ..
+            }
+        ),
+        "{outcome:?}\n{log}"
+    );
+    assert!(!log.contains(WARNING), "{log}");
+}
+
+#[tokio::test]
+async fn a_timed_out_job_does_not_try_to_suspend() {
+    let env = env();
+    let mut plan = on_both(env.plan(&["sleep 600"]));
+    plan.timeout = std::time::Duration::from_secs(2);
+    let (outcome, log) = env.run(&plan, JobCancel::new()).await;
+    assert!(
+        matches!(
+            outcome,
+            JobOutcome::Failed {
+                reason: FailureReason::JobExecutionTimeout,
+                ..
+            }
+        ),
+        "{outcome:?}\n{log}"
+    );
+    assert!(!log.contains(WARNING), "{log}");
 }

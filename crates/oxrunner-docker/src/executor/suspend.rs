@@ -5,7 +5,8 @@
 //! A suspended job container is renamed with [`SUSPENDED_SUFFIX`]: the mark lives on the engine, so the daemon's
 //! sweep of leftovers at start keeps the environment (`cleanup::remove_leftovers`), and a resume renames it back,
 //! which also claims it (two jobs with the same key cannot both resume it, and a key can never name a container
-//! a running job uses). A key only resumes a job container of this runner and of the job's project.
+//! a running job uses). A key only resumes a job container of this runner and of the job's project, and only
+//! stopped services of that same job.
 //!
 //! The key's fields: `build-container-id` and, with services, `service-ids` (comma-separated). oxrunner has no
 //! helper container, so upstream's `helper-id` is not written.
@@ -13,7 +14,7 @@
 use std::collections::HashMap;
 
 use bollard::Docker;
-use bollard::query_parameters::RenameContainerOptions;
+use bollard::query_parameters::{RenameContainerOptions, StopContainerOptions};
 use futures::future::try_join_all;
 use oxrunner_core::{EnvironmentFacts, JobPlan, RuntimeEnvironmentKey, TraceWriter, feature_flags};
 
@@ -22,7 +23,7 @@ use crate::archive::Permissions;
 use crate::connect::Endpoint;
 use crate::error::DockerError;
 use crate::health;
-use crate::labels::{LABEL_PROJECT, LABEL_RUNNER, LABEL_TYPE};
+use crate::labels::{LABEL_JOB, LABEL_PROJECT, LABEL_TYPE, owned_by};
 
 /// The name suffix of a suspended job container.
 pub const SUSPENDED_SUFFIX: &str = "-suspended";
@@ -53,12 +54,51 @@ fn parse_fields(key: &RuntimeEnvironmentKey) -> Result<(String, Vec<String>), Do
     Ok((build.to_owned(), services))
 }
 
-/// Whether labels name this runner, the project and the object kind.
-fn ours(labels: Option<&HashMap<String, String>>, runner: &str, project: i64, kind: &str) -> bool {
-    let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
-    label(LABEL_RUNNER) == Some(runner)
-        && label(LABEL_PROJECT) == Some(project.to_string().as_str())
-        && label(LABEL_TYPE) == Some(kind)
+impl DockerExecutor {
+    /// Whether labels name this runner (by id and system id, see [`owned_by`]).
+    fn owns(&self, labels: Option<&HashMap<String, String>>) -> bool {
+        owned_by(
+            labels,
+            &self.runner.short_token,
+            self.runner.runner_id,
+            &self.runner.system_id,
+        )
+    }
+
+    /// Whether labels name this runner, the project and the object kind.
+    fn ours(&self, labels: Option<&HashMap<String, String>>, project: i64, kind: &str) -> bool {
+        let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+        self.owns(labels)
+            && label(LABEL_PROJECT) == Some(project.to_string().as_str())
+            && label(LABEL_TYPE) == Some(kind)
+    }
+}
+
+/// Stops the build container at once (its PID 1 is an idle shell that does not act on SIGTERM) and the services
+/// with the engine's grace (they may have state to write); all or nothing.
+async fn stop_environment(docker: &Docker, build: &str, services: &[String]) -> Result<(), DockerError> {
+    let stop = |c: String, t: Option<i32>| {
+        let docker = docker.clone();
+        async move {
+            docker
+                .stop_container(&c, Some(StopContainerOptions { signal: None, t }))
+                .await
+                .map_err(DockerError::api(format!("stopping container {c}")))
+        }
+    };
+    let stops = std::iter::once(stop(build.to_owned(), Some(0)))
+        .chain(services.iter().map(|c| stop(c.clone(), None)));
+    try_join_all(stops).await.map(drop)
+}
+
+/// What a resume checked before starting anything.
+struct Checked {
+    base: String,
+    services: Vec<health::StartedService>,
+    network: String,
+    networks: Vec<String>,
+    volumes: Vec<String>,
+    user: Option<String>,
 }
 
 impl DockerExecutor {
@@ -67,16 +107,7 @@ impl DockerExecutor {
         let (docker, id) = self.ready()?;
         let (docker, id) = (docker.clone(), id.to_owned());
         // All or nothing, as upstream: if a container cannot be stopped the job fails and cleanup removes all.
-        let stops = std::iter::once(&id).chain(&self.services).map(|c| {
-            let docker = docker.clone();
-            async move {
-                docker
-                    .stop_container(c, None)
-                    .await
-                    .map_err(DockerError::api(format!("stopping container {c}")))
-            }
-        });
-        try_join_all(stops).await?;
+        stop_environment(&docker, &id, &self.services).await?;
         let name = docker
             .inspect_container(&id, None)
             .await
@@ -103,8 +134,9 @@ impl DockerExecutor {
     }
 
     /// `prepare` for a job with a runtime environment key: checks the key was issued by this runner on this
-    /// machine, claims the suspended job container and starts it and its services again. Nothing is taken over
-    /// for removal until everything succeeded: a failed resume leaves the environment suspended.
+    /// machine and everything a resume needs, then claims the suspended job container and starts it and its
+    /// services again. A resume that fails or is cancelled after the claim gives the environment back: its
+    /// containers are stopped and it is marked suspended again ([`Self::give_back`]).
     pub(super) async fn resume(
         &mut self,
         plan: &JobPlan,
@@ -121,49 +153,132 @@ impl DockerExecutor {
             feature_flags::is_on(&plan.variables, "FF_USE_NATIVE_CONTAINER_STOP"),
             self.config.pid_mode.as_deref(),
         );
-        let runner = self.runner.short_token.clone();
         let inspect = docker
             .inspect_container(&build, None)
             .await
             .map_err(|e| refused(format!("build container {build} not found: {e}")))?;
-        let name = inspect.name.clone().unwrap_or_default();
-        let name = name.trim_start_matches('/');
-        let Some(base) = name.strip_suffix(SUSPENDED_SUFFIX) else {
-            return Err(refused(format!("build container {build} is not suspended")));
-        };
-        if !ours(
-            inspect.config.as_ref().and_then(|c| c.labels.as_ref()),
-            &runner,
-            plan.project_id,
-            "build",
-        ) {
-            return Err(refused(format!(
-                "build container {build} is not a job container of this runner and project"
-            )));
-        }
+        let checked = self.check(&docker, plan, &build, &services, &inspect).await?;
+        // The key's text may be a name or an id prefix: from here on only the engine's ids are used.
+        let build = inspect.id.clone().unwrap_or_default();
         let claim = RenameContainerOptions {
-            name: base.to_owned(),
+            name: checked.base.clone(),
         };
         docker
             .rename_container(&build, claim)
             .await
             .map_err(|e| refused(format!("claiming build container {build}: {e}")))?;
+        // Recorded before anything starts, so that `cleanup` gives the environment back even when the driver
+        // drops this future (a cancel or timeout during the resume).
+        self.claimed = Some(format!("{}{SUSPENDED_SUFFIX}", checked.base));
+        self.container = Some(build.clone());
+        self.services = checked.services.iter().map(|s| s.id.clone()).collect();
         match self
-            .restart(&docker, plan, &build, &services, &inspect, trace)
+            .restart(&docker, plan, &build, checked, &inspect, trace)
             .await
         {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.claimed = None;
+                Ok(())
+            }
             Err(err) => {
-                // Give the environment back: it stays suspended for another try.
-                let mark = RenameContainerOptions {
-                    name: name.to_owned(),
-                };
-                if let Err(e) = docker.rename_container(&build, mark).await {
-                    tracing::warn!(error = %e, container = %build, "marking a container suspended again");
-                }
+                self.give_back().await;
                 Err(err)
             }
         }
+    }
+
+    /// Undoes a claim that did not end in a resumed environment: stops what was started and marks the job
+    /// container suspended again, so the key still resumes it.
+    pub(super) async fn give_back(&mut self) {
+        let (Some(name), Some(docker)) = (self.claimed.take(), self.docker.clone()) else {
+            return;
+        };
+        let Some(build) = self.container.take() else {
+            return;
+        };
+        let services = std::mem::take(&mut self.services);
+        self.running = false;
+        // Each stop on its own: one that fails must not leave the others running.
+        let all: Vec<(String, Option<i32>)> = std::iter::once((build.clone(), Some(0)))
+            .chain(services.into_iter().map(|c| (c, None)))
+            .collect();
+        let stops = all.into_iter().map(|(c, t)| {
+            let docker = docker.clone();
+            async move {
+                let opts = StopContainerOptions { signal: None, t };
+                if let Err(e) = docker.stop_container(&c, Some(opts)).await {
+                    tracing::warn!(error = %e, container = %c, "stopping a container given back");
+                }
+            }
+        });
+        futures::future::join_all(stops).await;
+        if let Err(e) = docker
+            .rename_container(&build, RenameContainerOptions { name })
+            .await
+        {
+            tracing::warn!(error = %e, container = %build, "marking a container suspended again");
+        }
+    }
+
+    /// Everything that can refuse a resume, checked before anything is claimed or started: the job container is
+    /// suspended and this runner's, of the job's project; each service is a stopped service of the same job;
+    /// the network and volumes exist; the job's user is allowed.
+    async fn check(
+        &self,
+        docker: &Docker,
+        plan: &JobPlan,
+        build: &str,
+        services: &[String],
+        inspect: &bollard::models::ContainerInspectResponse,
+    ) -> Result<Checked, DockerError> {
+        let name = inspect.name.clone().unwrap_or_default();
+        let name = name.trim_start_matches('/');
+        let Some(base) = name.strip_suffix(SUSPENDED_SUFFIX) else {
+            return Err(refused(format!("build container {build} is not suspended")));
+        };
+        let labels = inspect.config.as_ref().and_then(|c| c.labels.as_ref());
+        if !self.ours(labels, plan.project_id, "build") {
+            return Err(refused(format!(
+                "build container {build} is not a job container of this runner and project"
+            )));
+        }
+        let job = labels.and_then(|l| l.get(LABEL_JOB)).cloned();
+        let mut started = Vec::new();
+        for id in services {
+            let svc = docker
+                .inspect_container(id, None)
+                .await
+                .map_err(|e| refused(format!("service container {id} not found: {e}")))?;
+            let labels = svc.config.as_ref().and_then(|c| c.labels.as_ref());
+            if !self.ours(labels, plan.project_id, "service")
+                || labels.and_then(|l| l.get(LABEL_JOB)) != job.as_ref()
+            {
+                return Err(refused(format!(
+                    "service container {id} is not a service of the suspended job"
+                )));
+            }
+            if svc.state.as_ref().and_then(|s| s.running) != Some(false) {
+                return Err(refused(format!("service container {id} is not stopped")));
+            }
+            started.push(health::StartedService {
+                id: svc.id.clone().unwrap_or_default(),
+                name: svc.name.unwrap_or_default().trim_start_matches('/').to_owned(),
+                image: svc.config.and_then(|c| c.image).unwrap_or_default(),
+            });
+        }
+        let network = inspect
+            .host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.clone())
+            .unwrap_or_default();
+        Ok(Checked {
+            base: base.to_owned(),
+            services: started,
+            networks: self.adopt_network(docker, &network).await?,
+            network,
+            volumes: self.adopt_volumes(docker, inspect).await?,
+            user: self.resolve_user(plan)?,
+        })
     }
 
     /// Starts the claimed environment and takes it over; on success `cleanup` removes it unless it is suspended
@@ -173,62 +288,38 @@ impl DockerExecutor {
         docker: &Docker,
         plan: &JobPlan,
         build: &str,
-        services: &[String],
+        checked: Checked,
         inspect: &bollard::models::ContainerInspectResponse,
         trace: &TraceWriter,
     ) -> Result<(), DockerError> {
-        let runner = self.runner.short_token.clone();
-        let mut started = Vec::new();
-        for id in services {
-            let svc = docker
-                .inspect_container(id, None)
-                .await
-                .map_err(|e| refused(format!("service container {id} not found: {e}")))?;
-            if !ours(
-                svc.config.as_ref().and_then(|c| c.labels.as_ref()),
-                &runner,
-                plan.project_id,
-                "service",
-            ) {
-                return Err(refused(format!(
-                    "service container {id} is not a service of this runner and project"
-                )));
-            }
+        for svc in &checked.services {
+            let id = &svc.id;
             docker
                 .start_container(id, None)
                 .await
                 .map_err(|e| refused(format!("service container {id} failed to start: {e}")))?;
-            started.push(health::StartedService {
-                id: id.clone(),
-                name: svc.name.unwrap_or_default().trim_start_matches('/').to_owned(),
-                image: svc.config.and_then(|c| c.image).unwrap_or_default(),
-            });
         }
-        let host = inspect.host_config.clone().unwrap_or_default();
-        let network = host.network_mode.clone().unwrap_or_default();
-        let networks = self.adopt_network(docker, &network, &runner).await?;
-        let volumes = self.adopt_volumes(docker, inspect, &runner).await?;
         if let Some(secs) = self.config.wait_for_services_timeout() {
             let timeout = std::time::Duration::from_secs(secs);
-            health::wait_for_services(docker, &started, &network, timeout, trace).await;
+            health::wait_for_services(docker, &checked.services, &checked.network, timeout, trace).await;
         }
         docker
             .start_container(build, None)
             .await
             .map_err(|e| refused(format!("build container {build} failed to start: {e}")))?;
-        self.user = self.resolve_user(plan)?;
-        self.nofile_soft = host
-            .ulimits
-            .iter()
+        self.running = true;
+        self.user = checked.user;
+        self.nofile_soft = inspect
+            .host_config
+            .as_ref()
+            .and_then(|h| h.ulimits.as_ref())
+            .into_iter()
             .flatten()
             .find(|u| u.name.as_deref() == Some("nofile"))
             .and_then(|u| u.soft);
         self.perms = Permissions::for_variables(&plan.variables);
-        self.container = Some(build.to_owned());
-        self.running = true;
-        self.services = services.to_vec();
-        self.networks = networks;
-        self.volumes = volumes;
+        self.networks = checked.networks;
+        self.volumes = checked.volumes;
         self.facts = EnvironmentFacts {
             // The previous job's files are there: that is the point.
             fresh_build_dir: false,
@@ -242,12 +333,7 @@ impl DockerExecutor {
     }
 
     /// The job's own network (one this runner made), to remove at the end; a configured `network_mode` is not.
-    async fn adopt_network(
-        &self,
-        docker: &Docker,
-        mode: &str,
-        runner: &str,
-    ) -> Result<Vec<String>, DockerError> {
+    async fn adopt_network(&self, docker: &Docker, mode: &str) -> Result<Vec<String>, DockerError> {
         if matches!(mode, "" | "default" | "bridge" | "host" | "none") || mode.contains(':') {
             return Ok(Vec::new());
         }
@@ -255,12 +341,7 @@ impl DockerExecutor {
             .inspect_network(mode, None)
             .await
             .map_err(|e| refused(format!("build network {mode} not found: {e}")))?;
-        let mine = net
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_RUNNER))
-            .map(String::as_str)
-            == Some(runner);
+        let mine = self.owns(net.labels.as_ref());
         Ok(net.id.filter(|_| mine).into_iter().collect())
     }
 
@@ -270,7 +351,6 @@ impl DockerExecutor {
         &self,
         docker: &Docker,
         inspect: &bollard::models::ContainerInspectResponse,
-        runner: &str,
     ) -> Result<Vec<String>, DockerError> {
         let mut out = Vec::new();
         for name in inspect.mounts.iter().flatten().filter_map(|m| m.name.as_deref()) {
@@ -278,7 +358,7 @@ impl DockerExecutor {
                 .inspect_volume(name)
                 .await
                 .map_err(|e| refused(format!("volume {name} not found: {e}")))?;
-            if vol.labels.get(LABEL_RUNNER).map(String::as_str) == Some(runner) {
+            if self.owns(Some(&vol.labels)) {
                 out.push(name.to_owned());
             }
         }
