@@ -12,19 +12,17 @@ use tokio::net::TcpListener;
 use super::conn::Timing;
 use super::{Channel, Code, GetJobCall, Target};
 
-fn channel(port: u16, handshake: Duration) -> Channel {
+fn channel(port: u16, tunnel: bool, timing: Timing) -> Channel {
+    let scheme = if tunnel { "ws" } else { "grpc" };
     Channel {
         target: Target {
-            url: format!("grpc://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             host: "127.0.0.1".to_string(),
             port,
             tls: None,
-            tunnel: false,
+            tunnel,
             user_agent: "oxrunner-test".to_string(),
-            timing: Timing {
-                handshake,
-                ..Timing::default()
-            },
+            timing,
         },
         conn: std::sync::Mutex::new(None),
         dialling: tokio::sync::Mutex::new(0),
@@ -40,10 +38,8 @@ fn call(timeout: Duration) -> GetJobCall<'static> {
     }
 }
 
-/// A peer that accepts TCP and then says nothing: the dial fails as `Unavailable` after the handshake bound,
-/// not at the end of the call's deadline (10 min in the daemon).
-#[tokio::test]
-async fn a_peer_that_accepts_and_stalls_fails_the_dial() {
+/// Accepts TCP connections and then says nothing on them.
+async fn silent_peer() -> (u16, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let held = tokio::spawn(async move {
@@ -53,10 +49,42 @@ async fn a_peer_that_accepts_and_stalls_fails_the_dial() {
             sockets.push(s);
         }
     });
-    let ch = channel(port, Duration::from_millis(300));
-    let err = ch.get_job(call(Duration::from_secs(120))).await.unwrap_err();
+    (port, held)
+}
+
+/// A `ws://` peer that accepts TCP and never answers the upgrade: the dial fails as `Unavailable` after the
+/// handshake bound, not at the end of the call's deadline (10 min in the daemon).
+#[tokio::test]
+async fn a_peer_that_stalls_the_handshake_fails_the_dial() {
+    let (port, held) = silent_peer().await;
+    let timing = Timing {
+        handshake: Duration::from_millis(300),
+        ..Timing::default()
+    };
+    let err = channel(port, true, timing)
+        .get_job(call(Duration::from_secs(120)))
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::Unavailable, "{err}");
     assert!(err.message.contains("no handshake"), "{err}");
+    held.abort();
+}
+
+/// A `grpc://` peer gone silent (the HTTP/2 handshake needs no answer, so the call goes out): the unanswered
+/// keepalive PING closes the connection and the call fails as `Unavailable` instead of waiting out its deadline.
+#[tokio::test]
+async fn an_unanswered_keepalive_ping_closes_the_connection() {
+    let (port, held) = silent_peer().await;
+    let timing = Timing {
+        ping_interval: Duration::from_millis(200),
+        ping_timeout: Duration::from_millis(300),
+        ..Timing::default()
+    };
+    let err = channel(port, false, timing)
+        .get_job(call(Duration::from_secs(120)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::Unavailable, "{err}");
     held.abort();
 }
 
@@ -81,7 +109,7 @@ async fn a_timed_out_call_retires_its_connection() {
             });
         }
     });
-    let ch = channel(port, Duration::from_secs(20));
+    let ch = channel(port, false, Timing::default());
     for _ in 0..2 {
         let err = ch.get_job(call(Duration::from_millis(300))).await.unwrap_err();
         assert_eq!(err.code, Code::DeadlineExceeded, "{err}");
