@@ -116,6 +116,8 @@ pub struct Channel {
     conn: std::sync::Mutex<Option<(u64, h2::client::SendRequest<Bytes>)>>,
     /// One dial at a time (single-flight); the calls that wait for it then use its connection.
     dialling: tokio::sync::Mutex<u64>,
+    /// The TLS files the channel was made with ([`Client::router_tls_stamp`]); empty without TLS.
+    tls_stamp: Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>,
 }
 
 impl fmt::Debug for Channel {
@@ -150,6 +152,11 @@ impl Client {
             .trim_end_matches(']')
             .to_string();
         let port = url.port().unwrap_or(if secure { 443 } else { 80 });
+        let tls_stamp = if secure {
+            self.router_tls_stamp(&host)
+        } else {
+            Vec::new()
+        };
         let tls = if secure {
             let mut config = self.router_tls(&host).map_err(|e| fail(e.to_string()))?;
             if tunnel {
@@ -172,7 +179,18 @@ impl Client {
             },
             conn: std::sync::Mutex::new(None),
             dialling: tokio::sync::Mutex::new(0),
+            tls_stamp,
         })
+    }
+}
+
+impl Client {
+    /// Whether `channel` still matches this client's settings: same user agent and, for TLS, the same files
+    /// with the same modification times. A channel that does not is rebuilt (new connection, files re-read).
+    pub fn router_channel_is_current(&self, channel: &Channel) -> bool {
+        channel.target.user_agent == self.user_agent()
+            && (channel.target.tls.is_none()
+                || channel.tls_stamp == self.router_tls_stamp(&channel.target.host))
     }
 }
 

@@ -26,6 +26,7 @@ fn channel(port: u16, tunnel: bool, timing: Timing) -> Channel {
         },
         conn: std::sync::Mutex::new(None),
         dialling: tokio::sync::Mutex::new(0),
+        tls_stamp: Vec::new(),
     }
 }
 

@@ -297,8 +297,10 @@ impl JobRouter {
     ) -> Result<Arc<Channel>, oxrunner_api::router::DialError> {
         let entry = self.entry(token);
         let mut d = entry.lock().await;
+        // A reload may have changed the TLS files or a certificate renewed: then a new channel re-reads them.
         if let Some(c) = d.channel.as_ref()
             && c.server_url() == server_url
+            && client.router_channel_is_current(c)
         {
             return Ok(Arc::clone(c));
         }
