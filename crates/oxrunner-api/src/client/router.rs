@@ -95,4 +95,21 @@ impl Client {
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }
+
+    /// What the router TLS settings for `host` are made of: the files in use and their modification times, so a
+    /// reload that names other files or a renewed certificate shows as a change (gitlab-runner redials then).
+    pub(crate) fn router_tls_stamp(
+        &self,
+        host: &str,
+    ) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>)> {
+        let files = TlsFiles::resolve(&self.inner.config, host);
+        [files.ca_file, files.cert_file, files.key_file]
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+                (p, modified)
+            })
+            .collect()
+    }
 }

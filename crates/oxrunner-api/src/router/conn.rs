@@ -13,6 +13,35 @@ use super::{RpcStatus, Target};
 
 /// gitlab-runner's dial timeout for the router.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on the TLS, WebSocket and HTTP/2 handshakes together, so a peer that accepts and then stalls costs
+/// seconds, not the call's whole deadline.
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// gitlab-runner's gRPC keepalive: a PING every 55 s, with or without a call in flight; a PING unanswered for
+/// 20 s closes the connection, so a peer lost behind a NAT fails the calls on it instead of holding them.
+pub(super) const PING_INTERVAL: Duration = Duration::from_secs(55);
+pub(super) const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// As the API client's connections.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+/// A GetJob answer's headers are a few hundred bytes; h2's default allows 16 MiB.
+const MAX_HEADER_LIST: u32 = 64 * 1024;
+
+/// Timing knobs of one connection (the constants above; tests shorten them).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    pub(crate) handshake: Duration,
+    pub(crate) ping_interval: Duration,
+    pub(crate) ping_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            handshake: HANDSHAKE_TIMEOUT,
+            ping_interval: PING_INTERVAL,
+            ping_timeout: PING_TIMEOUT,
+        }
+    }
+}
 
 fn unavailable(what: impl std::fmt::Display) -> RpcStatus {
     RpcStatus::new(Code::Unavailable, format!("connection error: {what}"))
@@ -24,6 +53,25 @@ pub(super) async fn connect(t: &Target, token: &str) -> Result<h2::client::SendR
         .map_err(|_| unavailable(format!("dial {}:{} timed out", t.host, t.port)))?
         .map_err(|e| unavailable(format!("dial {}:{}: {e}", t.host, t.port)))?;
     let _ = tcp.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+    let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+    tokio::time::timeout(t.timing.handshake, secure(t, token, tcp))
+        .await
+        .map_err(|_| {
+            unavailable(format!(
+                "no handshake with {}:{} within {}s",
+                t.host,
+                t.port,
+                t.timing.handshake.as_secs()
+            ))
+        })?
+}
+
+async fn secure(
+    t: &Target,
+    token: &str,
+    tcp: TcpStream,
+) -> Result<h2::client::SendRequest<Bytes>, RpcStatus> {
     match &t.tls {
         None => over(t, token, tcp).await,
         Some(config) => {
@@ -44,25 +92,55 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if t.tunnel {
-        handshake(super::tunnel::open(t, token, io).await?).await
+        handshake(t.timing, super::tunnel::open(t, token, io).await?).await
     } else {
-        handshake(io).await
+        handshake(t.timing, io).await
     }
 }
 
-async fn handshake<T>(io: T) -> Result<h2::client::SendRequest<Bytes>, RpcStatus>
+async fn handshake<T>(timing: Timing, io: T) -> Result<h2::client::SendRequest<Bytes>, RpcStatus>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (send, connection) = h2::client::handshake(io)
+    let (send, mut connection) = h2::client::Builder::new()
+        .enable_push(false)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .handshake(io)
         .await
         .map_err(|e| unavailable(format!("HTTP/2 handshake: {e}")))?;
+    let ping = connection.ping_pong();
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "job router connection ended");
+        let keepalive = async {
+            match ping {
+                Some(ping) => keepalive(ping, timing).await,
+                None => std::future::pending().await,
+            }
+        };
+        // Ending this task drops the connection and its socket: every call on it fails as `Unavailable`.
+        tokio::select! {
+            ended = connection => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "job router connection ended");
+                }
+            }
+            why = keepalive => tracing::debug!(error = %why, "job router connection closed"),
         }
     });
     Ok(send)
+}
+
+/// PINGs the peer every interval; returns why the connection must close.
+async fn keepalive(mut ping: h2::PingPong, timing: Timing) -> String {
+    loop {
+        tokio::time::sleep(timing.ping_interval).await;
+        match tokio::time::timeout(timing.ping_timeout, ping.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("keepalive ping: {e}"),
+            Err(_) => {
+                return format!("keepalive ping unanswered for {}s", timing.ping_timeout.as_secs());
+            }
+        }
+    }
 }
 
 /// Sends one request message and reads the one answer message; the answer's headers carry the metadata.

@@ -2,12 +2,16 @@
 //! the `h2` crate (plain for `grpc://`, rustls for `grpcs://`, with the runner's CA and client certificate
 //! settings; for `ws://`/`wss://` inside a WebSocket tunnel, `tunnel.rs`). The request and answer are the JSON bytes of `POST /jobs/request`, wrapped in a one-field protobuf
 //! message ([`proto`]). One connection per router address is kept and multiplexed, as gitlab-runner keeps one
-//! `grpc.ClientConn`; a broken one is replaced on the next call.
+//! `grpc.ClientConn`. It is kept alive with TCP keepalive and HTTP/2 PINGs (an unanswered PING closes it); a
+//! call that fails as unreachable (`Unavailable`, `DeadlineExceeded`, `Canceled`) retires the connection it used,
+//! and the next call dials afresh.
 //!
 //! What to do with an answer (the circuit breaker, falling back to `POST /jobs/request`) is the daemon's.
 
 mod conn;
 pub mod proto;
+#[cfg(test)]
+mod tests;
 mod tunnel;
 
 use std::fmt;
@@ -102,12 +106,18 @@ pub(crate) struct Target {
     /// `ws://`/`wss://`: HTTP/2 through a WebSocket tunnel.
     pub(crate) tunnel: bool,
     pub(crate) user_agent: String,
+    pub(crate) timing: conn::Timing,
 }
 
 /// A router address with its connection.
 pub struct Channel {
     target: Target,
-    conn: tokio::sync::Mutex<Option<h2::client::SendRequest<Bytes>>>,
+    /// The connection and its number. Never held across an await: calls read it while another dials.
+    conn: std::sync::Mutex<Option<(u64, h2::client::SendRequest<Bytes>)>>,
+    /// One dial at a time (single-flight); the calls that wait for it then use its connection.
+    dialling: tokio::sync::Mutex<u64>,
+    /// The TLS files the channel was made with ([`Client::router_tls_stamp`]); empty without TLS.
+    tls_stamp: Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>,
 }
 
 impl fmt::Debug for Channel {
@@ -142,6 +152,11 @@ impl Client {
             .trim_end_matches(']')
             .to_string();
         let port = url.port().unwrap_or(if secure { 443 } else { 80 });
+        let tls_stamp = if secure {
+            self.router_tls_stamp(&host)
+        } else {
+            Vec::new()
+        };
         let tls = if secure {
             let mut config = self.router_tls(&host).map_err(|e| fail(e.to_string()))?;
             if tunnel {
@@ -160,9 +175,22 @@ impl Client {
                 tls,
                 tunnel,
                 user_agent: self.user_agent().to_string(),
+                timing: conn::Timing::default(),
             },
-            conn: tokio::sync::Mutex::new(None),
+            conn: std::sync::Mutex::new(None),
+            dialling: tokio::sync::Mutex::new(0),
+            tls_stamp,
         })
+    }
+}
+
+impl Client {
+    /// Whether `channel` still matches this client's settings: same user agent and, for TLS, the same files
+    /// with the same modification times. A channel that does not is rebuilt (new connection, files re-read).
+    pub fn router_channel_is_current(&self, channel: &Channel) -> bool {
+        channel.target.user_agent == self.user_agent()
+            && (channel.target.tls.is_none()
+                || channel.tls_stamp == self.router_tls_stamp(&channel.target.host))
     }
 }
 
@@ -175,24 +203,30 @@ impl Channel {
     /// `GetJob`. Transport failures are `Unavailable`, a timeout `DeadlineExceeded`, as grpc-go reports them.
     pub async fn get_job(&self, call: GetJobCall<'_>) -> Result<GetJobReply, RpcStatus> {
         let timeout = call.timeout;
-        match tokio::time::timeout(timeout, self.call(call)).await {
-            Ok(result) => result,
-            Err(_) => Err(RpcStatus::new(
+        let deadline = tokio::time::Instant::now() + timeout;
+        let late = || {
+            RpcStatus::new(
                 Code::DeadlineExceeded,
                 format!("no answer within {}s", timeout.as_secs()),
-            )),
-        }
-    }
-
-    async fn call(&self, call: GetJobCall<'_>) -> Result<GetJobReply, RpcStatus> {
-        let send = self.ready(call.token).await?;
+            )
+        };
+        let (generation, send) = tokio::time::timeout_at(deadline, self.ready(call.token))
+            .await
+            .map_err(|_| late())??;
         let request = self.request(&call)?;
-        let outcome = conn::unary(send, request, proto::encode_message(&call.job_request)).await;
+        let framed = proto::encode_message(&call.job_request);
+        let outcome = tokio::time::timeout_at(deadline, conn::unary(send, request, framed))
+            .await
+            .unwrap_or_else(|_| Err(late()));
         if let Err(status) = &outcome
-            && status.code == Code::Unavailable
+            && matches!(
+                status.code,
+                Code::Unavailable | Code::DeadlineExceeded | Code::Canceled
+            )
         {
-            // The connection may be what failed: the next call dials afresh.
-            self.conn.lock().await.take();
+            // The connection may be what failed (a peer gone silent answers nothing, not even an error): the
+            // next call dials afresh. Calls still in flight on it keep it until they end.
+            self.retire(generation);
         }
         let (headers, message) = outcome?;
         let payload = proto::decode_field1(&message)
@@ -205,25 +239,48 @@ impl Channel {
         })
     }
 
-    /// The connection, dialled if there is none or it broke.
-    async fn ready(&self, token: &str) -> Result<h2::client::SendRequest<Bytes>, RpcStatus> {
-        let mut slot = self.conn.lock().await;
-        if let Some(send) = slot.as_ref() {
-            match send.clone().ready().await {
-                Ok(send) => return Ok(send),
-                Err(_) => {
-                    slot.take();
-                }
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(u64, h2::client::SendRequest<Bytes>)>> {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn current(&self) -> Option<(u64, h2::client::SendRequest<Bytes>)> {
+        self.slot().clone()
+    }
+
+    /// Drops connection `generation` from the slot, unless a newer one already replaced it.
+    fn retire(&self, generation: u64) {
+        let mut slot = self.slot();
+        if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
+            slot.take();
+        }
+    }
+
+    /// The connection and its number, dialled if there is none or it broke.
+    async fn ready(&self, token: &str) -> Result<(u64, h2::client::SendRequest<Bytes>), RpcStatus> {
+        if let Some((generation, send)) = self.current() {
+            match send.ready().await {
+                Ok(send) => return Ok((generation, send)),
+                Err(_) => self.retire(generation),
             }
         }
+        let mut dialled = self.dialling.lock().await;
+        // Another call may have dialled while this one waited.
+        if let Some((generation, send)) = self.current()
+            && let Ok(send) = send.ready().await
+        {
+            return Ok((generation, send));
+        }
         let send = conn::connect(&self.target, token).await?;
+        *dialled += 1;
+        let generation = *dialled;
+        *self.slot() = Some((generation, send.clone()));
         let ready = send
-            .clone()
             .ready()
             .await
             .map_err(|e| RpcStatus::new(Code::Unavailable, format!("connection error: {e}")))?;
-        *slot = Some(send);
-        Ok(ready)
+        Ok((generation, ready))
     }
 
     fn request(&self, call: &GetJobCall<'_>) -> Result<Request<()>, RpcStatus> {

@@ -21,6 +21,8 @@ use super::{RpcStatus, Target};
 /// KAS's limit for one tunnel message.
 const MAX_MESSAGE: usize = 10 * 1024 * 1024;
 const SUBPROTOCOL: &str = "ws-tunnel";
+/// gitlab-runner's WebSocket dialer `HandshakeTimeout`.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The WebSocket handshake on `io` (TCP, or TLS for `wss://`).
 pub(super) async fn open<S>(t: &Target, token: &str, io: S) -> Result<WsIo<S>, RpcStatus>
@@ -48,8 +50,10 @@ where
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
-    let (ws, _) = tokio_tungstenite::client_async_with_config(request, io, Some(config))
+    let handshake = tokio_tungstenite::client_async_with_config(request, io, Some(config));
+    let (ws, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
+        .map_err(|_| fail(format!("no WebSocket handshake with {} within 10s", t.host)))?
         .map_err(|e| fail(format!("WebSocket handshake with {}: {e}", t.host)))?;
     Ok(WsIo {
         ws,

@@ -183,6 +183,20 @@ pub fn use_syslog() {
     }
 }
 
+/// Libraries whose trace-level lines carry secrets: tungstenite traces the raw WebSocket upgrade request, with
+/// the job router's `Authorization: Bearer <runner token>`. Dropped at every level setting, `OXRUNNER_LOG`
+/// included.
+const SECRET_TRACING_TARGETS: &[&str] = &["tungstenite", "tokio_tungstenite"];
+
+fn leaks_secrets(meta: &Metadata<'_>) -> bool {
+    *meta.level() == Level::TRACE
+        && SECRET_TRACING_TARGETS.iter().any(|t| {
+            meta.target()
+                .strip_prefix(t)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        })
+}
+
 /// Formats and writes every event that passes the level.
 struct RunnerLayer;
 
@@ -197,6 +211,9 @@ impl<S: Subscriber> Layer<S> for RunnerLayer {
     }
 
     fn enabled(&self, meta: &Metadata<'_>, _: Context<'_, S>) -> bool {
+        if leaks_secrets(meta) {
+            return false;
+        }
         match STATE.get() {
             Some(s) if !s.env_filter => code_allows(s.level.load(Ordering::Relaxed), *meta.level()),
             _ => true,

@@ -53,6 +53,7 @@ mod helper_commands;
 mod helper_header_timeout;
 mod identity;
 mod job_router;
+mod job_router_review;
 mod logs_format;
 mod metrics_server;
 mod parallel_artifacts;

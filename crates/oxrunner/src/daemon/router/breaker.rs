@@ -85,17 +85,23 @@ impl Breaker {
 
     /// Whether the next request may go to the router. Once the open time has passed, one trial is let through
     /// (half-open); the caller must then record its outcome or [`Breaker::abort`] it.
+    #[cfg(test)]
     pub fn allow(&self) -> bool {
+        self.admit().is_some()
+    }
+
+    /// [`Breaker::allow`], telling whether the request is the half-open trial (`Some(true)`).
+    pub fn admit(&self) -> Option<bool> {
         let mut g = self.lock();
         match g.state {
-            State::Closed => true,
-            State::HalfOpen => false,
+            State::Closed => Some(false),
+            State::HalfOpen => None,
             State::Open => {
                 if g.opened_at.is_none_or(|t| t.elapsed() >= self.open_timeout) {
                     self.set(&mut g, State::HalfOpen);
-                    true
+                    Some(true)
                 } else {
-                    false
+                    None
                 }
             }
         }

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use oxrunner_api::redact::redact_url;
 use oxrunner_api::router::{Channel, Code, GetJobCall, RpcStatus};
 use oxrunner_api::{ApiError, Client, JobRequest, JobRequestOutcome};
 use oxrunner_config::RunnerConfig;
@@ -70,19 +71,44 @@ struct Discovered {
     channel: Option<Arc<Channel>>,
 }
 
+/// One runner's entry: its lock is held across the discovery request (one discovery per runner at a time, as
+/// gitlab-runner holds its lock), so other runners never wait for it.
+type Entry = Arc<tokio::sync::Mutex<Discovered>>;
+
 /// The daemon's job router client (one per daemon, kept across reloads like gitlab-runner's).
 pub struct JobRouter {
     breaker: Breaker,
-    /// Per runner token. Held across the discovery request, as gitlab-runner holds its lock.
-    discovered: tokio::sync::Mutex<HashMap<String, Discovered>>,
+    /// Per runner token; this lock only for lookup and insert.
+    discovered: std::sync::Mutex<HashMap<String, Entry>>,
     metrics: RouterMetrics,
+}
+
+/// A half-open trial in flight: released ([`Breaker::abort`]) if the request is dropped before its outcome is
+/// recorded, so the breaker cannot stay half-open with no trial running.
+struct Trial<'a> {
+    breaker: &'a Breaker,
+    pending: bool,
+}
+
+impl Trial<'_> {
+    fn settled(&mut self) {
+        self.pending = false;
+    }
+}
+
+impl Drop for Trial<'_> {
+    fn drop(&mut self) {
+        if self.pending {
+            self.breaker.abort();
+        }
+    }
 }
 
 impl JobRouter {
     pub fn new(metrics: RouterMetrics) -> JobRouter {
         JobRouter {
             breaker: Breaker::new(BREAKER_THRESHOLD, BREAKER_OPEN, BREAKER_GRACE, metrics.clone()),
-            discovered: tokio::sync::Mutex::new(HashMap::new()),
+            discovered: std::sync::Mutex::new(HashMap::new()),
             metrics,
         }
     }
@@ -104,25 +130,32 @@ impl JobRouter {
         let Some(server_url) = self.discover(client, token, &short).await else {
             return self.fallback(client, req, Fallback::NoDiscovery).await;
         };
-        if !self.breaker.allow() {
+        let Some(is_trial) = self.breaker.admit() else {
             return self.fallback(client, req, Fallback::BreakerOpen).await;
-        }
+        };
+        let mut trial = Trial {
+            breaker: &self.breaker,
+            pending: is_trial,
+        };
         let body = match client.job_request_body(req) {
             Ok(b) => b,
             Err(e) => {
                 // The router was not contacted: nothing to record, but a trial must be released.
+                trial.settled();
                 self.breaker.abort();
                 error!(runner = %short, error = %e, "json.Marshal()");
                 return Err(e);
             }
         };
+        let shown_url = redact_url(&server_url);
         let channel = match self.channel(client, token, &server_url).await {
             Ok(c) => c,
             Err(e) => {
+                trial.settled();
                 if self.breaker.record_failure() {
-                    warn!(runner = %short, job_router_url = %server_url, error = %e, "Job router circuit breaker tripped on dial failure, falling back to direct job requests");
+                    warn!(runner = %short, job_router_url = %shown_url, error = %e, "Job router circuit breaker tripped on dial failure, falling back to direct job requests");
                 } else {
-                    warn!(runner = %short, job_router_url = %server_url, error = %e, "Job router dial failed, falling back to direct job requests");
+                    warn!(runner = %short, job_router_url = %shown_url, error = %e, "Job router dial failed, falling back to direct job requests");
                 }
                 return self.fallback(client, req, Fallback::DialFailed).await;
             }
@@ -138,6 +171,8 @@ impl JobRouter {
             })
             .await;
         self.metrics.get_job_took(started.elapsed().as_secs_f64());
+        // From here on every path records the outcome.
+        trial.settled();
         let reply = match answer {
             Ok(reply) => reply,
             Err(status) => {
@@ -147,7 +182,7 @@ impl JobRouter {
             }
         };
         if self.breaker.record_success() {
-            info!(runner = %short, job_router_url = %server_url, "Job router recovered, resuming routing");
+            info!(runner = %short, job_router_url = %shown_url, "Job router recovered, resuming routing");
         }
         if let Some(lu) = &reply.last_update {
             client.remember_last_update(lu);
@@ -164,17 +199,21 @@ impl JobRouter {
         server_url: &str,
         status: RpcStatus,
     ) -> Result<JobRequestOutcome, ApiError> {
+        let shown_url = redact_url(server_url);
         match status.code {
             Code::Unimplemented => {
                 // Turned off on purpose; the router answered, so it is healthy. Discover again next time.
                 self.breaker.record_success();
-                self.discovered.lock().await.remove(token);
+                // Turned off: the cached discovery expires now.
+                if let Some(entry) = self.entry_if_known(token) {
+                    entry.lock().await.expires = Instant::now();
+                }
                 info!(runner = %short, "Job router is disabled, falling back to direct job requests");
                 self.fallback(client, req, Fallback::RouterDisabled).await
             }
             Code::Unavailable | Code::DeadlineExceeded | Code::Canceled => {
                 if self.breaker.record_failure() {
-                    warn!(runner = %short, job_router_url = %server_url, error = %status, "Job router circuit breaker tripped, falling back to direct job requests");
+                    warn!(runner = %short, job_router_url = %shown_url, error = %status, "Job router circuit breaker tripped, falling back to direct job requests");
                     return self.fallback(client, req, Fallback::BreakerTripped).await;
                 }
                 error!(runner = %short, error = %status, "Error requesting a job");
@@ -184,7 +223,7 @@ impl JobRouter {
                 self.breaker.record_success();
                 error!(runner = %short, error = %status, "Error requesting a job");
                 Err(ApiError::Transport {
-                    url_redacted: oxrunner_api::redact::redact_url(server_url),
+                    url_redacted: redact_url(server_url),
                     detail: status.to_string(),
                 })
             }
@@ -201,38 +240,51 @@ impl JobRouter {
         client.request_job(req).await
     }
 
+    fn lock_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.discovered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn entry_if_known(&self, token: &str) -> Option<Entry> {
+        self.lock_map().get(token).cloned()
+    }
+
+    /// The runner's entry, created (expired, no router) on first use.
+    fn entry(&self, token: &str) -> Entry {
+        Arc::clone(self.lock_map().entry(token.to_string()).or_insert_with(|| {
+            Arc::new(tokio::sync::Mutex::new(Discovered {
+                server_url: None,
+                expires: Instant::now(),
+                channel: None,
+            }))
+        }))
+    }
+
     /// The router's address for this runner, from the cache or from GitLab.
     async fn discover(&self, client: &Client, token: &str, short: &str) -> Option<String> {
-        let mut map = self.discovered.lock().await;
-        if let Some(d) = map.get(token)
-            && d.expires > Instant::now()
-        {
+        let entry = self.entry(token);
+        let mut d = entry.lock().await;
+        if d.expires > Instant::now() {
             self.metrics.discovery_lookup("hit");
             return d.server_url.clone();
         }
         self.metrics.discovery_lookup("miss");
         let server_url = match client.router_discovery(token).await {
-            Ok(d) => {
-                info!(runner = %short, "Using job router at {}", oxrunner_api::redact::redact_url(&d.server_url));
-                Some(d.server_url)
+            Ok(found) => {
+                info!(runner = %short, "Using job router at {}", redact_url(&found.server_url));
+                Some(found.server_url)
             }
             Err(e) => {
                 log_discovery_error(short, &e);
                 None
             }
         };
-        let channel = map
-            .remove(token)
-            .and_then(|old| old.channel)
-            .filter(|c| Some(c.server_url()) == server_url.as_deref());
-        map.insert(
-            token.to_string(),
-            Discovered {
-                server_url: server_url.clone(),
-                expires: Instant::now() + DISCOVERY_TTL,
-                channel,
-            },
-        );
+        if d.channel.as_ref().map(|c| c.server_url()) != server_url.as_deref() {
+            d.channel = None;
+        }
+        d.server_url = server_url.clone();
+        d.expires = Instant::now() + DISCOVERY_TTL;
         server_url
     }
 
@@ -243,16 +295,17 @@ impl JobRouter {
         token: &str,
         server_url: &str,
     ) -> Result<Arc<Channel>, oxrunner_api::router::DialError> {
-        let mut map = self.discovered.lock().await;
-        if let Some(c) = map.get(token).and_then(|d| d.channel.as_ref())
+        let entry = self.entry(token);
+        let mut d = entry.lock().await;
+        // A reload may have changed the TLS files or a certificate renewed: then a new channel re-reads them.
+        if let Some(c) = d.channel.as_ref()
             && c.server_url() == server_url
+            && client.router_channel_is_current(c)
         {
             return Ok(Arc::clone(c));
         }
         let channel = Arc::new(client.router_channel(server_url)?);
-        if let Some(d) = map.get_mut(token) {
-            d.channel = Some(Arc::clone(&channel));
-        }
+        d.channel = Some(Arc::clone(&channel));
         Ok(channel)
     }
 }
