@@ -224,7 +224,10 @@ async fn unimplemented_disables_the_router_until_discovered_again() {
     // A call answered `Unimplemented` just before the switch still goes on to a direct request: job B is queued only
     // once the router has taken a call in its serving mode (the runner's one request loop asks in turn).
     let before = fake.router_log().calls;
-    until_clock_runs("a call to the serving router", || fake.router_log().calls > before).await;
+    until_clock_runs("a call to the serving router", || {
+        fake.router_log().calls > before
+    })
+    .await;
     let b = fake.enqueue_job(job("enabled-again"));
     until_clock_runs("job B's final update", || reported(&fake, b)).await;
     assert_eq!(fake.router_log().jobs, vec![b]);
