@@ -41,6 +41,18 @@ pub(crate) fn correlation_id(resp: &reqwest::Response) -> String {
         .unwrap_or_default()
 }
 
+/// Whether `e` is hyper's `Canceled`: the request was dropped before any of it was written.
+fn never_sent(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            return h.is_canceled();
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// Statuses the retry layer retries.
 pub(crate) fn is_retryable(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504) || status >= 512
@@ -96,6 +108,13 @@ impl Client {
             let _ = method.set(req.method().clone());
             let mut resp = match client.execute(req).await {
                 Ok(resp) => resp,
+                // The connection failed before the request was written (a TLS 1.3 server's rejection of the
+                // client certificate can arrive just then): nothing reached the server, so one more attempt is
+                // safe for any method, and it meets the server's real answer.
+                Err(e) if never_sent(&e) && attempt < 2 => {
+                    tracing::debug!(url = %redact_url(url.as_str()), attempt, "request not sent: connection was not ready; trying again");
+                    continue;
+                }
                 Err(e) => break Err(ApiError::from_reqwest(&e, redact_url(url.as_str()))),
             };
             resp.extensions_mut().insert(SentRequestId(request_id.clone()));
