@@ -219,3 +219,39 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// The project directory belongs to the job: while the archive is still arriving, it swaps a directory the
+/// extraction wrote into for a link to a directory of its choosing that holds files of the same names. Taking the
+/// extraction back after a failed download must not reach through that link.
+#[test]
+fn taking_back_never_follows_a_link_the_job_put_in_place() {
+    let work = tempfile::tempdir().unwrap();
+    let bytes = archive(work.path());
+    let file = download_file(work.path(), bytes.len());
+    let arrivals = Arc::new(Arrivals::default());
+    let dst = work.path().join("dst");
+    let outside = work.path().join("outside");
+    write(&outside, "f00.bin", b"not the runner's to remove");
+    let extraction = run_extraction(&file, &work.path().join("dl.zip"), &arrivals, &dst);
+
+    let len = bytes.len();
+    feed(&file, &arrivals, &bytes, (0, 64 * 1024));
+    arrivals.begin(len as u64);
+    feed(&file, &arrivals, &bytes, (len - 256 * 1024, len));
+    feed(&file, &arrivals, &bytes, (64 * 1024, len / 2));
+    wait_until("the first file to be extracted", || {
+        fs::read(dst.join("c/f00.bin")).is_ok_and(|b| b == noise(64 * 1024, 0))
+    });
+    fs::rename(dst.join("c"), work.path().join("moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, dst.join("c")).unwrap();
+    arrivals.fail("connection reset by peer");
+    match extraction.join().unwrap() {
+        Arriving::Abandoned { left } => assert!(!left.is_empty(), "the refused removals are reported"),
+        other => panic!("expected an abandoned extraction, got {other:?}"),
+    }
+    assert_eq!(
+        fs::read(outside.join("f00.bin")).unwrap(),
+        b"not the runner's to remove"
+    );
+    assert_eq!(walk(&outside), ["f00.bin"]);
+}
