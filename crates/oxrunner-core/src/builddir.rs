@@ -23,12 +23,8 @@ pub fn project_slug(plan: &JobPlan) -> String {
 /// `<builds_dir>/<slug>` otherwise; `-empty` appended for `GIT_STRATEGY=empty`; `GIT_CLONE_PATH` used when
 /// `custom_build_dir` is enabled and the path lies inside the builds dir.
 pub fn build_dir(plan: &JobPlan, ctx: &RunnerContext) -> PathBuf {
-    if let Some(custom) = plan
-        .variables
-        .value("GIT_CLONE_PATH")
-        .filter(|_| ctx.custom_build_dir)
-    {
-        let path = cleaned(&plan.variables.expand(custom));
+    if let Some(custom) = clone_path(plan, ctx).filter(|_| ctx.custom_build_dir) {
+        let path = cleaned(&custom);
         let inside = path.is_absolute()
             && path.starts_with(&ctx.builds_dir)
             && path.components().all(|c| !matches!(c, Component::ParentDir));
@@ -50,6 +46,19 @@ pub fn build_dir(plan: &JobPlan, ctx: &RunnerContext) -> PathBuf {
     dir
 }
 
+/// The job's `GIT_CLONE_PATH`, expanded as gitlab-runner expands it: against the runner's variables as well as the
+/// job's, so the documented `$CI_BUILDS_DIR/<dir>` works (upstream sets the builds dir and refreshes its variable
+/// list before reading the setting). The project dir is not known yet, so `$CI_PROJECT_DIR` is empty there too.
+/// `None` when unset or empty.
+fn clone_path(plan: &JobPlan, ctx: &RunnerContext) -> Option<String> {
+    let var = plan.variables.find("GIT_CLONE_PATH").filter(|v| !v.value.is_empty())?;
+    if var.raw {
+        return Some(var.value.clone());
+    }
+    let none = Path::new("");
+    Some(crate::driver::env::job_variables(plan, ctx, none, none).expand(&var.value))
+}
+
 /// `path` rebuilt from its components, as upstream's `path.Clean` leaves it for a path without `..`: no trailing
 /// `/` (with one, `[ -L "$d" ]` tests what a link points to and `"$d".tmp` lands inside the directory), no `.`, no
 /// doubled separators. A `..` stays, and is refused by the callers.
@@ -65,7 +74,7 @@ pub fn check_clone_path(plan: &JobPlan, ctx: &RunnerContext) -> Result<(), Strin
     if plan.sources.origin != SourceOrigin::Git {
         return Ok(());
     }
-    let Some(raw) = plan.variables.value("GIT_CLONE_PATH").filter(|v| !v.is_empty()) else {
+    let Some(custom) = clone_path(plan, ctx) else {
         return Ok(());
     };
     if !ctx.custom_build_dir {
@@ -75,7 +84,6 @@ pub fn check_clone_path(plan: &JobPlan, ctx: &RunnerContext) -> Result<(), Strin
                 .to_owned(),
         );
     }
-    let custom = plan.variables.expand(raw);
     let path = cleaned(&custom);
     let inside = path.is_absolute()
         && path.starts_with(&ctx.builds_dir)

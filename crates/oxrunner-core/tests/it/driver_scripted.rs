@@ -619,6 +619,31 @@ async fn a_git_clone_path_that_is_not_allowed_fails_the_job() {
     assert_eq!(outcome, JobOutcome::Success);
 }
 
+/// The form gitlab-runner's documentation gives, `GIT_CLONE_PATH: $CI_BUILDS_DIR/<dir>`, expands against the runner's
+/// variables (the builds dir, the concurrency slot), not only the job's: it used to expand `$CI_BUILDS_DIR` to
+/// nothing and fail the job as "has to be within" the builds dir.
+#[tokio::test(start_paused = true)]
+async fn a_git_clone_path_may_name_the_builds_dir_by_its_variable() {
+    let env = Env::new();
+    let ctx = RunnerContext {
+        custom_build_dir: true,
+        ..env.ctx()
+    };
+    let mut plan = env.plan();
+    plan.variables.push(Variable::new(
+        "GIT_CLONE_PATH",
+        "$CI_BUILDS_DIR/custom/${CI_CONCURRENT_ID}/place",
+    ));
+    let expected = ctx.builds_dir.join(format!("custom/{}/place", ctx.concurrent_id));
+    assert_eq!(oxrunner_core::build_dir(&plan, &ctx), expected);
+    let (trace, handle) = TraceWriter::new(env.dir.path(), plan.mask_set(), 0).unwrap();
+    let mut exec = Scripted::new(&[]);
+    let outcome = run_job(&plan, &ctx, &mut exec, &NoopHooks, &trace, JobCancel::new()).await;
+    handle.finish().await;
+    let log = String::from_utf8_lossy(&handle.read_all().unwrap()).into_owned();
+    assert_eq!(outcome, JobOutcome::Success, "{log}");
+}
+
 /// `prepare_timeout` and `get_sources_timeout` bound their phase as gitlab-runner does: the job fails as a
 /// timeout naming the limit, long before the job's own timeout.
 #[tokio::test(start_paused = true)]
