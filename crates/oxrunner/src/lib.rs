@@ -15,6 +15,7 @@ pub mod flags;
 pub mod hooks;
 pub mod inputs;
 pub mod logging;
+pub mod malloc;
 pub mod metrics;
 pub mod plan;
 mod prompt;

@@ -7,6 +7,8 @@ use clap::Parser;
 use oxrunner::stdio;
 
 fn main() -> ExitCode {
+    // Before any thread exists: every thread's first allocation picks its arena (see the module).
+    oxrunner::malloc::tune();
     let cli = oxrunner::cli::Cli::parse();
     if cli.version {
         return match stdio::out(format_args!("{}", oxrunner::version::long_version())) {
