@@ -6,7 +6,8 @@
 # Environment: BENCH_BYTES (1 GiB), BENCH_FILES (20000), BENCH_PROFILE (release; `debug` to reuse a debug build),
 # OXRUNNER_GARAGE (scripts/ensure-garage), BENCH_SKIP_BUILD=1 (use the binaries already in
 # ${CARGO_TARGET_DIR:-target}/<profile>, e.g. a quicker non-LTO probe build), BENCH_LOG (copy the daemon's log
-# there; OXRUNNER_LOG=oxrunner=debug adds its debug lines), BENCH_RUNS (3: restores per store; the median is printed).
+# there; OXRUNNER_LOG=oxrunner=debug adds its debug lines), BENCH_RUNS (3: restores per store; the median is printed),
+# BENCH_STORES (`local remote`; one of them to measure only that store), BENCH_REUSE_DIR (see job() below).
 # Times are the job log's restore_cache/archive_cache sections, from the timestamps (FF_TIMESTAMPS, µs) of the lines
 # that open and close them; RSS is the daemon's peak (VmHWM) after each phase. Only 127.0.0.1 is used.
 set -euo pipefail
@@ -33,7 +34,8 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -srm); $(nproc) cores; $(git rev-parse --short HEAD); $profile build"
-echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg); project directory per job: \
+$([ "${BENCH_REUSE_DIR:-}" = 1 ] && echo "one per store, reused" || echo "new")"
 
 # One Garage node (replication 1): the benchmark measures the transfer path, the fleet test covers replication.
 . "$here/garage-node.sh"
@@ -46,6 +48,7 @@ local_token=$(tok local); remote_token=$(tok remote)
 runner() {
   printf '\n[[runners]]\n  name = "%s"\n  url = "%s"\n  token = "%s"\n  executor = "shell"\n  builds_dir = "%s"\n  cache_dir = "%s"\n' \
     "$1" "$url" "$2" "$work/$1/builds" "$work/$1/cache"
+  printf '  [runners.custom_build_dir]\n    enabled = true\n'
 }
 {
   printf 'concurrent = 1\ncheck_interval = 1\n'
@@ -59,8 +62,13 @@ chmod 600 "$work/config.toml"
 "$target/oxrunner" run -c "$work/config.toml" > "$work/runner.log" 2>&1 & runner_pid=$!; pids+=($runner_pid)
 
 python3 bench/archive/gen_tree.py "$work/src" "$bytes" "$files" >/dev/null
-job() { # name tag policy script
-  admin POST jobs "{\"name\":\"$1\",\"tags\":[\"$2\"],\"script\":[\"$4\"],\"variables\":[[\"GIT_STRATEGY\",\"empty\",{\"public\":true}],[\"CACHE_COMPRESSION_LEVEL\",\"fastest\",{\"public\":true}]],\"cache\":[{\"key\":\"bench\",\"policy\":\"$3\",\"paths\":[\"data/\"]}]}" \
+# Each job gets a directory of its own (GIT_CLONE_PATH): a job reusing the previous one's would first delete its
+# 20,000 files, and on ext4 the files created right after in the same block groups are slowed by the inode
+# allocator's skipping of recently freed inodes (measured for `exec` in #16), which the restore would then pay.
+# BENCH_REUSE_DIR=1 keeps one directory per store, the earlier way.
+job() { # name tag policy script (called in $(...): no counter survives, hence the clock)
+  dir="$1-$(date +%s%N)"; [ "${BENCH_REUSE_DIR:-}" = 1 ] && dir=$2
+  admin POST jobs "{\"name\":\"$1\",\"tags\":[\"$2\"],\"script\":[\"$4\"],\"variables\":[[\"GIT_CLONE_PATH\",\"$work/$2/builds/$dir\",{\"public\":true}],[\"GIT_STRATEGY\",\"empty\",{\"public\":true}],[\"CACHE_COMPRESSION_LEVEL\",\"fastest\",{\"public\":true}]],\"cache\":[{\"key\":\"bench\",\"policy\":\"$3\",\"paths\":[\"data/\"]}]}" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
 }
 runs=${BENCH_RUNS:-3}
@@ -86,7 +94,7 @@ print("%.2f" % (at("section_end") - at("section_start")).total_seconds())
 PY
 }
 hwm() { awk '/VmHWM/ {print int($2/1024)}' "/proc/$runner_pid/status"; }
-for tag in local remote; do
+for tag in ${BENCH_STORES:-local remote}; do
   save=$(section "$(job "save-$tag" "$tag" pull-push "cp -r $work/src data")" archive_cache)
   echo "cache_save_$tag $save s rss_peak_mib $(hwm)"
   times=()
