@@ -105,7 +105,7 @@ pub(crate) async fn restore(
                                 downloaded = bytes;
                                 overlapped = Some((clean.clone(), Overlapped::Extracted, false));
                             }
-                            Restored::Missing | Restored::Failed => {}
+                            Restored::UpToDate | Restored::Missing | Restored::Failed => {}
                         }
                         drop(dir);
                     }

@@ -115,8 +115,8 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     assert!(trace.contains("Downloading cache from http://"), "{trace}");
     assert!(trace.contains("Successfully extracted cache"), "{trace}");
 
-    // The download became B's local copy: a job on B that changes nothing finds the archive up to date and
-    // sends nothing back.
+    // The download became B's local copy: a job on B finds it at least as new as the object, so nothing is
+    // downloaded (upstream's cache-extractor line), and, changing nothing, sends nothing back.
     let again = job(
         "unchanged on b",
         "b",
@@ -126,7 +126,8 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     let rec = finished(&fake, fake.enqueue_job(again), FINISH, &db).await;
     let trace = rec.trace_text();
     assert_eq!(rec.status, "success", "{trace}");
-    assert!(trace.contains("Downloading cache from http://"), "{trace}");
+    assert!(trace.contains("cache.zip is up to date"), "{trace}");
+    assert!(!trace.contains("Downloading cache from"), "{trace}");
     assert!(trace.contains("Archive is up to date!"), "{trace}");
     assert!(!trace.contains("Uploading cache.zip"), "{trace}");
     assert!(trace.contains("Created cache"), "{trace}");
@@ -167,6 +168,7 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     assert!(miss < next, "{trace}");
     assert!(trace.contains("Successfully extracted cache"), "{trace}");
 
+    a_newer_object_replaces_the_local_copy(&fake, &b, &da, &db).await;
     private_caches_stay_with_their_runner(&fake, &a_private, &da, &db).await;
 
     // One store node dies: pushes and restores go on.
@@ -244,6 +246,43 @@ async fn remote_transfers_are_counted(db: &Daemon) {
 }
 
 /// The local store's archive of `key` somewhere below `dir`.
+/// B's local copy of a key is up to date only until another machine pushes the key again: then B downloads it.
+async fn a_newer_object_replaces_the_local_copy(
+    fake: &fake_gitlab::FakeGitlab,
+    b: &Sandbox,
+    da: &Daemon,
+    db: &Daemon,
+) {
+    // `Last-Modified` has whole seconds and "up to date" means not after the local copy (upstream's rule): the new
+    // push must fall in a later second than the copy was written, or it would count as the same age.
+    let copy = find_archive(b.dir.path(), "deps-main").expect("B keeps the downloaded archive");
+    let written = std::fs::metadata(&copy).unwrap().modified().unwrap();
+    let since_epoch = written.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let next_second = std::time::UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs() + 1);
+    while std::time::SystemTime::now() < next_second {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let push = job(
+        "push again",
+        "a",
+        &["mkdir -p vendor && echo from-a-again > vendor/lib"],
+        CacheSpec::new("deps-$CI_COMMIT_REF_SLUG", &["vendor/"]),
+    );
+    let rec = finished(fake, fake.enqueue_job(push), FINISH, da).await;
+    assert_eq!(rec.status, "success", "{}", rec.trace_text());
+    let restore = job(
+        "restore the newer",
+        "b",
+        &["test \"$(cat vendor/lib)\" = from-a-again"],
+        pull("deps-$CI_COMMIT_REF_SLUG"),
+    );
+    let rec = finished(fake, fake.enqueue_job(restore), FINISH, db).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    assert!(trace.contains("Downloading cache from http://"), "{trace}");
+    assert!(!trace.contains("is up to date"), "{trace}");
+}
+
 fn find_archive(dir: &std::path::Path, key: &str) -> Option<std::path::PathBuf> {
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();

@@ -341,6 +341,8 @@ struct ObjectStore {
     url: String,
     object: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
     requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The object's `Last-Modified` (set by a `PUT`, or by the test).
+    modified: std::sync::Arc<std::sync::Mutex<std::time::SystemTime>>,
 }
 
 async fn object_store() -> ObjectStore {
@@ -349,13 +351,14 @@ async fn object_store() -> ObjectStore {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let object = std::sync::Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
     let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (obj, reqs) = (object.clone(), requests.clone());
+    let modified = std::sync::Arc::new(std::sync::Mutex::new(std::time::SystemTime::now()));
+    let (obj, reqs, date) = (object.clone(), requests.clone(), modified.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let (obj, reqs) = (obj.clone(), reqs.clone());
+            let (obj, reqs, date) = (obj.clone(), reqs.clone(), date.clone());
             tokio::spawn(async move {
                 let mut reader = BufReader::new(stream);
                 let mut head = String::new();
@@ -378,13 +381,16 @@ async fn object_store() -> ObjectStore {
                 reqs.lock().unwrap().push(head.clone());
                 let response = if head.starts_with("PUT ") {
                     *obj.lock().unwrap() = Some(body);
+                    *date.lock().unwrap() = std::time::SystemTime::now();
                     b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_vec()
                 } else {
                     match obj.lock().unwrap().clone() {
                         Some(data) => {
                             let mut r = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                                data.len()
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nlast-modified: {}\r\n\
+                                 connection: close\r\n\r\n",
+                                data.len(),
+                                httpdate::fmt_http_date(*date.lock().unwrap()),
                             )
                             .into_bytes();
                             r.extend(data);
@@ -404,6 +410,7 @@ async fn object_store() -> ObjectStore {
         url,
         object,
         requests,
+        modified,
     }
 }
 
@@ -484,6 +491,67 @@ async fn cache_moves_through_a_presigned_url_without_showing_its_signature() {
     assert_eq!(
         std::fs::read_to_string(dest.path().join("vendor/lib.rs")).unwrap(),
         "pub fn g() {}\n"
+    );
+    assert!(shown.contains("Downloading cache.zip from"), "{shown}");
+    up_to_date_until_the_object_changes(&store, dest.path(), &remote_file, &url).await;
+}
+
+/// As upstream's cache-extractor: the download keeps the object's date, a local copy no older than the object is
+/// not downloaded again, and a newer object is.
+async fn up_to_date_until_the_object_changes(store: &ObjectStore, dir: &Path, file: &Path, url: &str) {
+    let extract = || {
+        let (dir, url, file_arg) = (
+            dir.to_path_buf(),
+            url.to_owned(),
+            file.to_str().unwrap().to_owned(),
+        );
+        tokio::task::spawn_blocking(move || {
+            helper(
+                &dir,
+                &["cache-extractor", "--file", &file_arg, "--url", &url],
+                &[],
+            )
+        })
+    };
+    let object_date = *store.modified.lock().unwrap();
+    let local = std::fs::metadata(file).unwrap().modified().unwrap();
+    assert_eq!(
+        httpdate::fmt_http_date(local),
+        httpdate::fmt_http_date(object_date)
+    );
+    let out = extract().await.unwrap();
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("cache.zip is up to date"), "{shown}");
+    assert!(!shown.contains("Downloading"), "{shown}");
+
+    // Another machine pushes a different archive a while later.
+    let newer = std::fs::read(file).unwrap();
+    let zip = tempdir();
+    write(zip.path(), "vendor/lib.rs", "pub fn h() {}\n");
+    let other = zip.path().join("other.zip");
+    let out = helper(
+        zip.path(),
+        &[
+            "cache-archiver",
+            "--file",
+            other.to_str().unwrap(),
+            "--path",
+            "vendor/",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    *store.object.lock().unwrap() = Some(std::fs::read(&other).unwrap());
+    *store.modified.lock().unwrap() = object_date + std::time::Duration::from_secs(60);
+    let out = extract().await.unwrap();
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("Downloading cache.zip from"), "{shown}");
+    assert_ne!(std::fs::read(file).unwrap(), newer);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("vendor/lib.rs")).unwrap(),
+        "pub fn h() {}\n"
     );
 }
 

@@ -135,7 +135,6 @@ pub(super) async fn download(file: &Path, url: &str, timeout_minutes: u64) -> an
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    info(&format!("Downloading {name} from {shown}"))?;
     let dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -156,9 +155,41 @@ pub(super) async fn download(file: &Path, url: &str, timeout_minutes: u64) -> an
         if !status.is_success() {
             return Err(status_failure(status, &shown));
         }
-        fetch_into(resp, &dir, file, &shown).await
+        // As upstream's cache-extractor: a local copy at least as new as the object is kept, and the answer
+        // dropped unread.
+        let modified = last_modified(&resp);
+        if let Some(date) = modified
+            && local_is_up_to_date(file, date)
+        {
+            info(&format!("{name} is up to date")).map_err(|e| Failure {
+                message: e.to_string(),
+                retry: false,
+            })?;
+            return Ok(());
+        }
+        info(&format!("Downloading {name} from {shown}")).map_err(|e| Failure {
+            message: e.to_string(),
+            retry: false,
+        })?;
+        fetch_into(resp, &dir, file, &shown, modified).await
     })
     .await
+}
+
+fn last_modified(resp: &reqwest::Response) -> Option<std::time::SystemTime> {
+    let date = resp
+        .headers()
+        .get(reqwest::header::LAST_MODIFIED)?
+        .to_str()
+        .ok()?;
+    httpdate::parse_http_date(date.trim()).ok()
+}
+
+/// Whether the file at `file` (the name itself, not a link's target) was written no earlier than `date`.
+fn local_is_up_to_date(file: &Path, date: std::time::SystemTime) -> bool {
+    std::fs::symlink_metadata(file)
+        .and_then(|m| m.modified())
+        .is_ok_and(|local| date <= local)
 }
 
 async fn fetch_into(
@@ -166,6 +197,7 @@ async fn fetch_into(
     dir: &Path,
     file: &Path,
     shown: &str,
+    modified: Option<std::time::SystemTime>,
 ) -> Result<(), Failure> {
     let local = |e: std::io::Error| Failure {
         message: format!("writing {}: {e}", file.display()),
@@ -180,6 +212,10 @@ async fn fetch_into(
         out.write_all(&chunk).await.map_err(local)?;
     }
     out.sync_all().await.map_err(local)?;
+    // The object's date, as upstream sets it: the next extraction compares against the store's clock, not ours.
+    if let Some(date) = modified {
+        tmp.as_file().set_modified(date).map_err(local)?;
+    }
     tmp.persist(file).map_err(|e| local(e.error))?;
     Ok(())
 }

@@ -61,6 +61,9 @@ pub(crate) enum Restored {
     /// The extraction beside the download put every entry in place, but the archive could not be kept as the
     /// key's local copy (warned).
     ExtractedNotKept { bytes: u64 },
+    /// The key's local copy is at least as new as the object (its `Last-Modified`), as gitlab-runner's
+    /// cache-extractor decides: nothing was downloaded; the caller extracts the local copy.
+    UpToDate,
     /// No object under this key.
     Missing,
     /// The store could not be used (already reported as a warning).
@@ -143,6 +146,13 @@ pub(crate) async fn download_key(
             return Restored::Failed;
         }
     };
+    if let Some(local) = local_modified(dest).await
+        && let Some(remote_date) = transfer::last_modified(&http, &signed).await
+        && remote_date <= local
+    {
+        trace.println(&format!("{} is up to date", oxrunner_archive::CACHE_ARCHIVE_NAME));
+        return Restored::UpToDate;
+    }
     // The runner-owned cache directory, not $TMPDIR (often RAM-backed): a private file (0600, O_EXCL) next to
     // the archive so the final rename is atomic and a failed download never leaves half an archive behind.
     let tmp = match partial_file(dest).await {
@@ -240,6 +250,13 @@ pub(crate) async fn download_key(
             }
         }
     }
+}
+
+/// When the key's local copy was last written (a local save, or the last download and its digest), if there is
+/// one; the name itself, never a link at it.
+async fn local_modified(dest: &Path) -> Option<std::time::SystemTime> {
+    let meta = tokio::fs::symlink_metadata(dest).await.ok()?;
+    meta.file_type().is_file().then(|| meta.modified().ok())?
 }
 
 fn abandoned_message(left: &[String]) -> String {

@@ -196,6 +196,36 @@ pub(crate) async fn exists(http: &reqwest::Client, signed: &Presigned) -> bool {
     }
 }
 
+/// The object's `Last-Modified`, asked the way gitlab-runner's cache-extractor asks before a download: a `GET`
+/// of its first byte (a pre-signed download URL is signed for `GET` only). `None` when the store does not say (no
+/// object, an error, no or a malformed header); the download then goes ahead and reports what it finds. A store
+/// that ignores the range starts sending the whole object: the answer is dropped unread.
+pub(crate) async fn last_modified(
+    http: &reqwest::Client,
+    signed: &Presigned,
+) -> Option<std::time::SystemTime> {
+    let resp = http
+        .get(signed.url.clone())
+        .header(reqwest::header::RANGE, "bytes=0-0")
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let date = resp
+        .headers()
+        .get(reqwest::header::LAST_MODIFIED)?
+        .to_str()
+        .ok()?;
+    let date = httpdate::parse_http_date(date.trim()).ok()?;
+    if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+        // One byte: read so the connection can serve the download next.
+        let _ = resp.bytes().await;
+    }
+    Some(date)
+}
+
 /// `PUT` the file at `src` with the signed headers; the body streams from the file, reopened per attempt.
 pub(crate) async fn upload(
     http: &reqwest::Client,
