@@ -51,10 +51,7 @@ pub fn build_dir(plan: &JobPlan, ctx: &RunnerContext) -> PathBuf {
 /// list before reading the setting). The project dir is not known yet, so `$CI_PROJECT_DIR` is empty there too.
 /// `None` when unset or empty.
 fn clone_path(plan: &JobPlan, ctx: &RunnerContext) -> Option<String> {
-    let var = plan
-        .variables
-        .find("GIT_CLONE_PATH")
-        .filter(|v| !v.value.is_empty())?;
+    let var = plan.variables.find("GIT_CLONE_PATH").filter(|v| !v.value.is_empty())?;
     if var.raw {
         return Some(var.value.clone());
     }
