@@ -4,7 +4,8 @@
 //! block that keeps failing commits nothing, so the older blob under the key stays as it was and the job still
 //! succeeds. A small archive keeps the single Put Blob. The runners reach Azurite through an HTTP proxy on
 //! 127.0.0.1 (in this test) that records every request, fails the ones the test picks, and holds the first block
-//! of `big` until its third block arrives (the blocks must be in flight together).
+//! of `big` until its third block arrives (the blocks must be in flight together), and block 1 of `stalled`
+//! forever, so a job can be cancelled mid-upload.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -87,6 +88,7 @@ fn verdict(s: &Seen, before: &[Seen]) -> Option<StatusCode> {
 async fn forward(State(p): State<Proxy>, req: Request) -> Response {
     let seen = seen_of(&req);
     let hold = seen.put_block("/big", 0) && p.overlapped.lock().unwrap().is_none();
+    let stall = seen.put_block("/stalled", 1);
     let answer = {
         let mut log = p.seen.lock().unwrap();
         let answer = verdict(&seen, &log);
@@ -98,6 +100,10 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
         let _ = axum::body::to_bytes(req.into_body(), usize::MAX).await;
         let xml = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>InjectedByTest</Code></Error>";
         return (status, xml).into_response();
+    }
+    if stall {
+        // Until the runner gives up on the request (it drops the connection when the job is cancelled).
+        std::future::pending::<()>().await;
     }
     if hold {
         let deadline = tokio::time::Instant::now() + HOLD;
@@ -316,6 +322,7 @@ async fn large_archives_go_to_azurite_in_blocks() {
     assert_eq!(sha_of(&pushed, "vendor/blob"), sha_of(&restored, "vendor/blob"));
 
     failed_block_keeps_the_older_blob(&az, &fake, &proxy, (&da, &db)).await;
+    cancelled_upload_commits_nothing(&az, &fake, &proxy, &da).await;
 
     for d in [&da, &db] {
         assert_no_secret(&d.log());
@@ -393,4 +400,52 @@ async fn failed_block_keeps_the_older_blob(
     let trace = rec.trace_text();
     assert_eq!(rec.status, "success", "{trace}");
     assert!(trace.contains("Successfully extracted cache"), "{trace}");
+}
+
+/// The job is force-cancelled while block 1 hangs: the runner drops the upload, no block list is sent and the
+/// container holds no blob under the key.
+async fn cancelled_upload_commits_nothing(
+    az: &Azurite,
+    fake: &fake_gitlab::FakeGitlab,
+    proxy: &Proxy,
+    da: &crate::support::Daemon,
+) {
+    let push = job(
+        "push stalled",
+        "a",
+        &["mkdir -p vendor && head -c 13000000 /dev/urandom > vendor/blob"],
+        CacheSpec::new("stalled", &["vendor/"]),
+    );
+    let id = fake.enqueue_job(push);
+    let deadline = tokio::time::Instant::now() + FINISH;
+    while !proxy
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|r| r.put_block("/stalled", 1))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "block 1 never started: {:?}\n{}",
+            fake.job(id),
+            da.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // "Cancel" lets a job finish its cache upload; "Force cancel" then ends it and drops the upload midway.
+    fake.cancel_job(id);
+    fake.cancel_job(id);
+    // A runs one job at a time: once the next job has finished, the cancelled one (and its upload) is gone.
+    let next = job("after the cancel", "a", &["true"], pull("nothing"));
+    let rec = finished(fake, fake.enqueue_job(next), FINISH, da).await;
+    assert_eq!(rec.status, "success", "{}", rec.trace_text());
+    let seen = proxy.seen.lock().unwrap().clone();
+    let stalled: Vec<&Seen> = seen.iter().filter(|r| r.path.ends_with("/stalled")).collect();
+    assert!(
+        !stalled.iter().any(|r| r.comp.as_deref() == Some("blocklist")),
+        "{stalled:#?}"
+    );
+    let resp = reqwest::get(read_url(az, "stalled", "")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
