@@ -5,6 +5,7 @@
 
 mod artifacts_flow;
 mod cache_azure;
+mod cache_azure_blocks;
 mod cache_concurrency;
 mod cache_failed_extract;
 mod cache_fleet;

@@ -1,7 +1,7 @@
 //! `[runners.cache.azure]`: service SAS URLs for cache blobs, signed runner-side with the storage account key
 //! (HMAC-SHA256), as gitlab-runner's `cache/azure` adapter signs them: read (`r`) for GET/HEAD, write (`w`) for
-//! PUT, valid from an hour ago (clock skew) until the request's lifetime, HTTPS only. `transfer` moves the bytes;
-//! the job (or its container) never holds the key.
+//! PUT (also the blocks and block list of a large upload, `blocks`), valid from an hour ago (clock skew) until the
+//! request's lifetime, HTTPS only. `transfer` moves the bytes; the job (or its container) never holds the key.
 //!
 //! The blob service lives at `https://<AccountName>.<StorageDomain>` (default domain `blob.core.windows.net`).
 //! Emulators such as Azurite serve accounts path-style on a plain host and port, which upstream cannot address;

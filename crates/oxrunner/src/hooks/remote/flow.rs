@@ -12,6 +12,7 @@ use oxrunner_core::{StageCtx, TraceWriter};
 use oxrunner_fs::Dir;
 
 use super::RemoteCache;
+use super::blocks::BlockUpload;
 use super::multipart::Upload;
 use super::parts;
 use super::s3::Presigned;
@@ -374,21 +375,34 @@ pub(crate) async fn upload_key(
     ));
     let warn = |m: &str| trace.warning(m);
     let describe = remote.store.describe();
-    match remote.store.multipart() {
-        Some(store) if size > remote.parts.threshold => {
-            let upload = Upload {
-                http: &http,
-                store,
-                object: &name,
-                src: archive,
-                plan: remote.parts,
-                lifetime: url_lifetime(ctx),
-                describe: &describe,
-            };
-            upload.run(&warn).await
-        }
-        _ => transfer::upload(&http, &signed, archive, &describe, &warn).await,
+    if size <= remote.parts.threshold {
+        return transfer::upload(&http, &signed, archive, &describe, &warn).await;
     }
+    if let Some(store) = remote.store.multipart() {
+        let upload = Upload {
+            http: &http,
+            store,
+            object: &name,
+            src: archive,
+            plan: remote.parts,
+            lifetime: url_lifetime(ctx),
+            describe: &describe,
+        };
+        return upload.run(&warn).await;
+    }
+    if let Some(store) = remote.store.blocks() {
+        let upload = BlockUpload {
+            http: &http,
+            store,
+            object: &name,
+            src: archive,
+            plan: remote.parts,
+            lifetime: url_lifetime(ctx),
+            describe: &describe,
+        };
+        return upload.run(&warn).await;
+    }
+    transfer::upload(&http, &signed, archive, &describe, &warn).await
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! `Shared` is false, and with `FF_HASH_CACHE_KEYS` the key's first two characters as an extra level.
 
 pub(crate) mod azure;
+pub(crate) mod blocks;
 pub(crate) mod flow;
 pub(crate) mod gcs;
 pub(crate) mod gcs_metadata;

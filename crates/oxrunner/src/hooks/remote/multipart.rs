@@ -19,15 +19,26 @@ use super::transfer::{Failure, bounded_body, clean_url, network, status_failure,
 /// What one read of a part's body takes from the archive.
 const READ_CHUNK: u64 = 256 * 1024;
 
-/// The archive being uploaded, open once.
-struct Source {
+/// The archive being uploaded, open once: every part reads the same file even if a newer archive replaces the
+/// path meanwhile. Shared with Azure's block uploads (`blocks`).
+pub(super) struct Source {
     file: Arc<File>,
-    size: u64,
+    pub(super) size: u64,
 }
 
 impl Source {
+    pub(super) async fn open(src: &Path) -> Result<Source, String> {
+        let cannot = |e: std::io::Error| format!("cannot read {}: {e}", src.display());
+        let file = tokio::fs::File::open(src).await.map_err(cannot)?;
+        let size = file.metadata().await.map_err(cannot)?.len();
+        Ok(Source {
+            file: Arc::new(file.into_std().await),
+            size,
+        })
+    }
+
     /// `[start, end)` as a request body, read chunk by chunk at its offsets (parts never share a file position).
-    fn body(&self, start: u64, end: u64) -> reqwest::Body {
+    pub(super) fn body(&self, start: u64, end: u64) -> reqwest::Body {
         let stream =
             futures::stream::try_unfold((Arc::clone(&self.file), start), move |(file, pos)| async move {
                 if pos >= end {
@@ -61,14 +72,8 @@ pub(crate) struct Upload<'a> {
 
 impl Upload<'_> {
     pub(crate) async fn run(&self, warn: &(dyn Fn(&str) + Sync)) -> Result<u64, String> {
-        // Opened once: every part reads the same file even if a newer archive replaces the path meanwhile.
-        let cannot = |e: std::io::Error| format!("cannot read {}: {e}", self.src.display());
-        let file = tokio::fs::File::open(self.src).await.map_err(cannot)?;
-        let size = file.metadata().await.map_err(cannot)?.len();
-        let source = Source {
-            file: Arc::new(file.into_std().await),
-            size,
-        };
+        let source = Source::open(self.src).await?;
+        let size = source.size;
         let create = self.store.presign_create_multipart(self.object, self.lifetime);
         let shown = clean_url(create.url.as_str());
         let upload_id = with_retries(|| self.create(&create, &shown), warn).await?;

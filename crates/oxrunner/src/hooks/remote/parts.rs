@@ -2,7 +2,8 @@
 //! storage under `FF_USE_PARALLEL_ARTIFACT_TRANSFER` (`hooks/artifact_parts.rs`). A download asks for its first part with `Range:`; the answer's
 //! `Content-Range` tells the object's size, and above the threshold the rest comes as parts fetched side by side
 //! and written at their offsets into the download file, each part retried on its own. A store that ignores
-//! `Range` (a plain `200`) is read as one stream. Uploads in parts live in `multipart` (S3 only).
+//! `Range` (a plain `200`) is read as one stream. Uploads in parts live in `multipart` (S3) and `blocks`
+//! (Azure).
 //! Memory stays flat: a part is written out every [`WRITE_BUFFER`] bytes, so at most two buffers per part in
 //! flight are held (one filling, one being written), whatever the archive's size.
 
@@ -127,16 +128,35 @@ impl PartPlan {
 
     /// `[start, end)` ranges from `from` to `total`, one per part.
     pub(crate) fn ranges(&self, from: u64, total: u64) -> Vec<(u64, u64)> {
-        let size = self.part_size_for(total);
-        let mut out = Vec::new();
-        let mut start = from;
-        while start < total {
-            let end = start.saturating_add(size).min(total);
-            out.push((start, end));
-            start = end;
-        }
-        out
+        split(from, total, self.part_size_for(total))
     }
+
+    /// `[start, end)` ranges over `total` bytes for a store with other limits than S3's: at most `max_parts`
+    /// parts of at most `max_part` bytes (Azure's blocks). The plan's part size grows until the parts fit in
+    /// number and is cut down to `max_part`; `None` when `total` needs more than both allow.
+    pub(crate) fn ranges_within(&self, total: u64, max_parts: u64, max_part: u64) -> Option<Vec<(u64, u64)>> {
+        let size = self
+            .part_size
+            .max(total.div_ceil(max_parts.max(1)))
+            .min(max_part)
+            .max(1);
+        if size.saturating_mul(max_parts) < total {
+            return None;
+        }
+        Some(split(0, total, size))
+    }
+}
+
+/// `[from, total)` in consecutive ranges of `size` bytes (the last one shorter).
+fn split(from: u64, total: u64, size: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut start = from;
+    while start < total {
+        let end = start.saturating_add(size).min(total);
+        out.push((start, end));
+        start = end;
+    }
+    out
 }
 
 /// What the first request of a download found.

@@ -52,6 +52,14 @@ impl ObjectStore {
         }
     }
 
+    /// The Azure signer: large archives go up as blocks committed by a block list.
+    pub(crate) fn blocks(&self) -> Option<&AzureStore> {
+        match self {
+            ObjectStore::Azure(a) => Some(a),
+            ObjectStore::S3(_) | ObjectStore::Gcs(_) => None,
+        }
+    }
+
     pub(crate) fn presign_get(&self, object: &str, expires: Duration) -> Presigned {
         match self {
             ObjectStore::S3(s) => s.presign_get(object, expires),
