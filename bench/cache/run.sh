@@ -9,7 +9,7 @@
 # there; OXRUNNER_LOG=oxrunner=debug adds its debug lines), BENCH_RUNS (3: restores per store; the median is printed),
 # BENCH_STORES (`local remote`; one of them to measure only that store), BENCH_REUSE_DIR (see job() below).
 # Times are the job log's restore_cache/archive_cache sections, from the timestamps (FF_TIMESTAMPS, µs) of the lines
-# that open and close them; RSS is the daemon's peak (VmHWM) after each phase. Only 127.0.0.1 is used.
+# that open and close them; RSS is the daemon's peak (VmHWM, reset before each phase) during each phase. Only 127.0.0.1 is used.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -94,21 +94,44 @@ print("%.2f" % (at("section_end") - at("section_start")).total_seconds())
 PY
 }
 hwm() { awk '/VmHWM/ {print int($2/1024)}' "/proc/$runner_pid/status"; }
-for tag in ${BENCH_STORES:-local remote}; do
+# Each phase's own peak: writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+).
+reset_hwm() { echo 5 > "/proc/$runner_pid/clear_refs" 2>/dev/null || true; }
+# Before each timed restore: every earlier job's files (about 2 GiB a job: the tree and the archive) leave the page
+# cache, then the store's own copy (the local archive, Garage's data) is read back in. Without it, the later
+# restores ran with 10-20 GiB of cache behind them and paid for reclaiming it, whichever store they used. Needs
+# root for drop_caches; without, the restores of both stores alternate anyway.
+settle() {
+  sync
+  [ -w /proc/sys/vm/drop_caches ] && echo 1 > /proc/sys/vm/drop_caches
+  find "$work/local/cache" "$work/remote/cache" "$work/garage/data" -type f -exec cat {} + > /dev/null 2>&1 || true
+}
+stores=${BENCH_STORES:-local remote}
+for tag in $stores; do
+  reset_hwm
   save=$(section "$(job "save-$tag" "$tag" pull-push "cp -r $work/src data")" archive_cache)
   echo "cache_save_$tag $save s rss_peak_mib $(hwm)"
-  times=()
-  for _ in $(seq "$runs"); do
+done
+declare -A times peak
+for _ in $(seq "$runs"); do
+  # Alternating the stores, as bench/exec does: a slow minute of a shared machine hits both.
+  for tag in $stores; do
     # The remote runner plays a machine of the fleet that lacks the cache: without its local copy, every restore
     # downloads (with one, a copy no older than the object is used as is: measured on its own below).
     [ "$tag" = local ] || rm -rf "${work:?}/$tag/cache"
-    times+=("$(section "$(job "restore-$tag" "$tag" pull "test -d data")" restore_cache)")
+    settle
+    reset_hwm
+    times[$tag]+="$(section "$(job "restore-$tag" "$tag" pull "test -d data")" restore_cache) "
+    peak[$tag]="$(printf '%s\n' "${peak[$tag]:-0}" "$(hwm)" | sort -n | tail -n 1)"
   done
-  median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
-  echo "cache_restore_$tag $median s (runs: ${times[*]}) rss_peak_mib $(hwm)"
-  if [ "$tag" != local ]; then
-    kept=$(section "$(job "restore-$tag-kept" "$tag" pull "test -d data")" restore_cache)
-    echo "cache_restore_${tag}_local_copy_up_to_date $kept s rss_peak_mib $(hwm)"
-  fi
 done
+for tag in $stores; do
+  median=$(printf '%s\n' ${times[$tag]} | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
+  echo "cache_restore_$tag $median s (runs: ${times[$tag]% }) rss_peak_mib ${peak[$tag]}"
+done
+if [[ " $stores " = *" remote "* ]]; then
+  settle
+  reset_hwm
+  kept=$(section "$(job "restore-remote-kept" remote pull "test -d data")" restore_cache)
+  echo "cache_restore_remote_local_copy_up_to_date $kept s rss_peak_mib $(hwm)"
+fi
 echo "# goal: remote restore <= 1.5x local restore; RSS flat (<= 64 MiB) while transferring"
