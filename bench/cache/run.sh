@@ -99,13 +99,18 @@ reset_hwm() { echo 5 > "/proc/$runner_pid/clear_refs" 2>/dev/null || true; }
 # Before each timed restore: every earlier job's files (about 2 GiB a job: the tree and the archive) leave the page
 # cache, then the store's own copy (the local archive, Garage's data) is read back in. Without it, the later
 # restores ran with 10-20 GiB of cache behind them and paid for reclaiming it, whichever store they used. Needs
-# root for drop_caches; without, the restores of both stores alternate anyway.
+# root for drop_caches, which empties the clean page cache of the whole machine (run it on a quiet box;
+# BENCH_DROP_CACHES=0 skips it); without, the restores of both stores alternate anyway. Every job keeps its directory
+# until the end (deleting would slow the next job's file creation, see job()): a run needs about 2 GiB of /tmp per job.
 settle() {
   sync
-  [ -w /proc/sys/vm/drop_caches ] && echo 1 > /proc/sys/vm/drop_caches
+  [ "${BENCH_DROP_CACHES:-1}" = 1 ] && [ -w /proc/sys/vm/drop_caches ] && echo 1 > /proc/sys/vm/drop_caches
   find "$work/local/cache" "$work/remote/cache" "$work/garage/data" -type f -exec cat {} + > /dev/null 2>&1 || true
 }
 stores=${BENCH_STORES:-local remote}
+for tag in $stores; do
+  case $tag in local | remote) ;; *) echo "BENCH_STORES: unknown store $tag (local, remote)" >&2; exit 2 ;; esac
+done
 for tag in $stores; do
   reset_hwm
   save=$(section "$(job "save-$tag" "$tag" pull-push "cp -r $work/src data")" archive_cache)

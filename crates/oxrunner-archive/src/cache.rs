@@ -368,10 +368,14 @@ impl CacheStore {
             .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .open(&path)
             .map_err(|e| ArchiveError::io("opening", &path, e))?;
+        // The archive keeps its date: a download is dated with the object's `Last-Modified`, and the next restore
+        // compares that date with the store's (a rewrite dated now would make an object pushed meanwhile look older).
+        let dated = out.metadata().and_then(|m| m.modified());
         // Not synced: that would force the whole just-downloaded archive to disk inside the restore, and a lost
         // rewrite only costs one more upload of an unchanged cache.
         out.seek(SeekFrom::Start(offset))
             .and_then(|_| out.write_all(comment.as_bytes()))
+            .and_then(|()| dated.and_then(|date| out.set_modified(date)))
             .map_err(|e| ArchiveError::io("writing", &path, e))
     }
 }

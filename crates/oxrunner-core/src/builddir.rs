@@ -91,7 +91,14 @@ pub fn check_clone_path(plan: &JobPlan, ctx: &RunnerContext) -> Result<(), Strin
     let inside = path.is_absolute()
         && path.starts_with(&ctx.builds_dir)
         && path.components().all(|c| !matches!(c, Component::ParentDir));
-    if inside {
+    if inside && path == ctx.builds_dir {
+        // Upstream clones into the builds dir itself; here the project dir and its `.tmp` sibling would then be the
+        // builds dir and a directory beside it, shared by every job. Refused rather than quietly replaced.
+        Err(format!(
+            "the GIT_CLONE_PATH={custom:?} is the builds dir itself\nhint: name a directory below it, e.g. \
+             $CI_BUILDS_DIR/$CI_PROJECT_NAME"
+        ))
+    } else if inside {
         Ok(())
     } else {
         Err(format!(

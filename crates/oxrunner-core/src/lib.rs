@@ -35,7 +35,7 @@ pub mod variables;
 
 pub use builddir::{build_dir, cache_dir, git_strategy, project_slug, runner_checkout_dir, tmp_dir};
 pub use driver::env::parse_go_duration;
-pub use driver::{JobCancel, run_job, run_job_with_session};
+pub use driver::{JobCancel, absolute_dirs, run_job, run_job_with_session};
 pub use error::{ExecError, HookError};
 pub use executor::{
     EnvironmentFacts, Executor, ExitStatus, FileAccess, JobFiles, JobHooks, JobSettings, JobStatus,

@@ -236,3 +236,39 @@ fn an_empty_key_is_refused_with_a_hint() {
     assert!(matches!(err, ArchiveError::InvalidCacheKey(_)));
     assert!(err.to_string().contains("hint:"));
 }
+
+/// Adopting an extracted download rewrites the archive's digest in place but keeps its date: a downloaded archive
+/// is dated with the object's `Last-Modified`, which the next restore compares with the store's.
+#[test]
+fn adopting_a_download_keeps_the_archives_date() {
+    let cache = tempfile::tempdir().unwrap();
+    let store = CacheStore::new(cache.path());
+    let job1 = tempfile::tempdir().unwrap();
+    write(job1.path(), "vendor/lib.rb", b"lib");
+    let set = collect(job1.path(), &s(&["vendor"]), &[], false).unwrap();
+    store.save("g/p", "main", job1.path(), &set, Level::Fast).unwrap();
+    let archive = cache.path().join("g/p/main/cache.zip");
+    let dated = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    fs::File::options()
+        .write(true)
+        .open(&archive)
+        .unwrap()
+        .set_modified(dated)
+        .unwrap();
+    let job2 = tempfile::tempdir().unwrap();
+    let report = store
+        .restore_with_report("g/p", &s(&["main"]), job2.path())
+        .unwrap();
+    assert_eq!(report.restored.as_deref(), Some("main"));
+    // Another machine's files: their digest differs from the one in the archive.
+    fs::write(job2.path().join("vendor/lib.rb"), b"lib, changed here").unwrap();
+    let before = fs::read(&archive).unwrap();
+    let root = oxrunner_fs::Dir::create_trusted(job2.path()).unwrap();
+    store.adopt_extracted("g/p", "main", &root).unwrap();
+    assert_ne!(
+        fs::read(&archive).unwrap(),
+        before,
+        "the digest was not rewritten"
+    );
+    assert_eq!(fs::metadata(&archive).unwrap().modified().unwrap(), dated);
+}

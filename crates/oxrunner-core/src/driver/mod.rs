@@ -215,7 +215,9 @@ pub async fn run_job_with_session(
 
 /// gitlab-runner's shell default `builds` means `$PWD/builds`; CI_PROJECT_DIR must be absolute. An empty builds
 /// dir stays empty: it means "not configured", which an executor's `configure` may settle or refuse.
-fn absolute_dirs(mut ctx: RunnerContext) -> RunnerContext {
+/// `ctx` with a relative builds_dir and cache_dir resolved against the working directory, as a job runs with it
+/// (crash recovery computes a killed job's directories the same way).
+pub fn absolute_dirs(mut ctx: RunnerContext) -> RunnerContext {
     let cwd = || std::env::current_dir().unwrap_or_default();
     if ctx.builds_dir.is_relative() && !ctx.builds_dir.as_os_str().is_empty() {
         ctx.builds_dir = cwd().join(&ctx.builds_dir);

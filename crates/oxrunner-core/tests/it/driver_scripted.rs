@@ -576,6 +576,7 @@ async fn a_git_clone_path_that_is_not_allowed_fails_the_job() {
             "setting GIT_CLONE_PATH is not allowed",
         ),
         (true, "/elsewhere/place".to_owned(), "has to be within"),
+        (true, "$CI_BUILDS_DIR".to_owned(), "is the builds dir itself"),
     ];
     for (enabled, path, message) in cases {
         let mut plan = env.plan();

@@ -297,10 +297,10 @@ async fn report(client: &Client, record: &Record, info: &RunnerInfo) -> Reported
     }
 }
 
-/// The absolute `<project dir>.tmp` of a shell job (`run_job` resolves a relative builds_dir against the working
-/// directory the same way).
+/// The absolute `<project dir>.tmp` of a shell job, from the context the job runs with (`run_job` resolves a
+/// relative builds_dir first: `GIT_CLONE_PATH=$CI_BUILDS_DIR/...` expands to, and is checked against, that path).
 pub fn tmp_dir(plan: &JobPlan, ctx: &RunnerContext) -> PathBuf {
-    let project = oxrunner_core::build_dir(plan, ctx);
+    let project = oxrunner_core::build_dir(plan, &oxrunner_core::absolute_dirs(ctx.clone()));
     let project = if project.is_relative() {
         std::env::current_dir().unwrap_or_default().join(project)
     } else {
@@ -384,6 +384,26 @@ mod tests {
             token: "glrt-stale-test-token".into(),
             ..RunnerConfig::default()
         }
+    }
+
+    /// The shell default `builds_dir = "builds"` is relative: a job's `GIT_CLONE_PATH=$CI_BUILDS_DIR/...` expands
+    /// against the absolute path the job runs with, and recovery must name the same `.tmp` (it holds the job's file
+    /// variables); it used to name the default project directory's.
+    #[test]
+    fn a_killed_jobs_tmp_dir_follows_its_clone_path_under_a_relative_builds_dir() {
+        let mut plan = JobPlan::default();
+        plan.sources.origin = oxrunner_core::SourceOrigin::Git;
+        plan.variables.push(oxrunner_core::variables::Variable::new(
+            "GIT_CLONE_PATH",
+            "$CI_BUILDS_DIR/custom/x",
+        ));
+        let ctx = RunnerContext {
+            builds_dir: PathBuf::from("builds"),
+            custom_build_dir: true,
+            ..RunnerContext::default()
+        };
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(tmp_dir(&plan, &ctx), cwd.join("builds/custom/x.tmp"));
     }
 
     #[test]

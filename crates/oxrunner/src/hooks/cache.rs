@@ -79,54 +79,23 @@ pub(crate) async fn restore(
         let mut restored = None;
         let mut failed = false;
         let mut downloaded = 0u64;
+        let mut from_local_copy = false;
         for candidate in keys {
-            downloaded = 0;
-            let mut overlapped = None;
             trace.println(&format!("Checking cache for {candidate}..."));
-            if let RemoteSetup::Ready(r) = remote
-                && let Some(clean) = CacheStore::sanitize_key(&candidate)
+            let mut got = restore_candidate(store, remote, ctx, trace, &slug, &candidate, false).await;
+            if got.up_to_date
+                && let LocalRestore::Failed(lines) = &got.outcome
             {
-                // Through the store's held directory: the download's file and rename never follow a path a job
-                // user could have redirected (`cache_dir` may sit in that user's home).
-                let opened = {
-                    let (store, slug, clean) = (store.clone(), slug.clone(), clean.clone());
-                    tokio::task::spawn_blocking(move || store.key_dir(&slug, &clean)).await
-                };
-                match opened {
-                    Ok(Ok(dir)) => {
-                        let dest = dir.proc_path().join(oxrunner_archive::CACHE_ARCHIVE_NAME);
-                        let to = extract_to(ctx, store.archive_path(&slug, &clean));
-                        match flow::download_key(r, ctx, &candidate, &dest, trace, Some(to)).await {
-                            Restored::Downloaded { bytes, extracted } => {
-                                downloaded = bytes;
-                                overlapped = Some((clean.clone(), extracted, true));
-                            }
-                            Restored::ExtractedNotKept { bytes } => {
-                                downloaded = bytes;
-                                overlapped = Some((clean.clone(), Overlapped::Extracted, false));
-                            }
-                            Restored::UpToDate | Restored::Missing | Restored::Failed => {}
-                        }
-                        drop(dir);
-                    }
-                    Ok(Err(e)) => trace.warning(&format!("the shared cache is not downloaded: {e}")),
-                    Err(e) => trace.warning(&format!("the shared cache is not downloaded: {e}")),
+                // The copy judged up to date is broken: the object is fetched after all, once.
+                for line in lines {
+                    trace.warning(line);
                 }
+                trace.warning("the local copy of the cache could not be extracted; it is downloaded again");
+                got = restore_candidate(store, remote, ctx, trace, &slug, &candidate, true).await;
             }
-            let outcome = match overlapped {
-                Some((clean, Overlapped::Extracted, kept)) => {
-                    if kept {
-                        adopt_download(store, &slug, &clean, ctx, trace).await;
-                    }
-                    LocalRestore::Extracted(clean)
-                }
-                Some((clean, Overlapped::Failed(e), _)) => {
-                    LocalRestore::Failed(vec![format!("Failed to extract cache for key {clean:?}: {e}")])
-                }
-                Some((_, Overlapped::NotRun, _)) | None => {
-                    restore_one(store, &slug, candidate, ctx, downloaded > 0).await
-                }
-            };
+            downloaded = got.downloaded;
+            from_local_copy = got.up_to_date;
+            let outcome = got.outcome;
             match outcome {
                 LocalRestore::Extracted(k) => {
                     if !matches!(remote, RemoteSetup::Ready(_)) {
@@ -163,6 +132,8 @@ pub(crate) async fn restore(
         if let Some(t) = transfer {
             match &restored {
                 Some(_) if downloaded > 0 => t.finish("success", downloaded),
+                // The remote store's object, already here: nothing came over the network.
+                Some(k) if from_local_copy => t.finish("up_to_date", archive_size(store, &slug, k).await),
                 Some(k) => t.finish("success", archive_size(store, &slug, k).await),
                 None => t.finish(if failed { "failure" } else { "miss" }, 0),
             }
@@ -205,6 +176,80 @@ async fn remove_cache_paths(spec: &CacheSpec, ctx: &StageCtx<'_>, trace: &TraceW
         }
         Ok(Err(e)) => trace.warning(&format!("could not clean up the cache paths: {e}")),
         Err(e) => trace.warning(&format!("cache path clean-up stopped: {e}")),
+    }
+}
+
+/// What one key gave: the extraction's outcome, the bytes that came over the network, and whether the remote store
+/// found the local copy up to date (nothing downloaded).
+struct Candidate {
+    outcome: LocalRestore,
+    downloaded: u64,
+    up_to_date: bool,
+}
+
+/// One key: downloaded first when a remote store is set up (unless the local copy is up to date; `force` skips that
+/// check), then extracted, beside the download or from the local copy.
+async fn restore_candidate(
+    store: &CacheStore,
+    remote: &RemoteSetup,
+    ctx: &StageCtx<'_>,
+    trace: &TraceWriter,
+    slug: &str,
+    candidate: &str,
+    force: bool,
+) -> Candidate {
+    let mut downloaded = 0;
+    let mut up_to_date = false;
+    let mut overlapped = None;
+    if let RemoteSetup::Ready(r) = remote
+        && let Some(clean) = CacheStore::sanitize_key(candidate)
+    {
+        // Through the store's held directory: the download's file and rename never follow a path a job
+        // user could have redirected (`cache_dir` may sit in that user's home).
+        let opened = {
+            let (store, slug, clean) = (store.clone(), slug.to_owned(), clean.clone());
+            tokio::task::spawn_blocking(move || store.key_dir(&slug, &clean)).await
+        };
+        match opened {
+            Ok(Ok(dir)) => {
+                let dest = dir.proc_path().join(oxrunner_archive::CACHE_ARCHIVE_NAME);
+                let to = extract_to(ctx, store.archive_path(slug, &clean));
+                match flow::download_key(r, ctx, candidate, &dest, trace, Some(to), force).await {
+                    Restored::Downloaded { bytes, extracted } => {
+                        downloaded = bytes;
+                        overlapped = Some((clean.clone(), extracted, true));
+                    }
+                    Restored::ExtractedNotKept { bytes } => {
+                        downloaded = bytes;
+                        overlapped = Some((clean.clone(), Overlapped::Extracted, false));
+                    }
+                    Restored::UpToDate => up_to_date = true,
+                    Restored::Missing | Restored::Failed => {}
+                }
+                drop(dir);
+            }
+            Ok(Err(e)) => trace.warning(&format!("the shared cache is not downloaded: {e}")),
+            Err(e) => trace.warning(&format!("the shared cache is not downloaded: {e}")),
+        }
+    }
+    let outcome = match overlapped {
+        Some((clean, Overlapped::Extracted, kept)) => {
+            if kept {
+                adopt_download(store, slug, &clean, ctx, trace).await;
+            }
+            LocalRestore::Extracted(clean)
+        }
+        Some((clean, Overlapped::Failed(e), _)) => {
+            LocalRestore::Failed(vec![format!("Failed to extract cache for key {clean:?}: {e}")])
+        }
+        Some((_, Overlapped::NotRun, _)) | None => {
+            restore_one(store, slug, candidate.to_owned(), ctx, downloaded > 0).await
+        }
+    };
+    Candidate {
+        outcome,
+        downloaded,
+        up_to_date,
     }
 }
 

@@ -50,7 +50,8 @@ impl Metrics {
 }
 
 impl Transfer {
-    /// `outcome` is `success`, `failure` or `skipped` (nothing to move, or not found).
+    /// `outcome` is `success`, `failure`, `skipped` (nothing to move, or not found), `miss` (no cache under any
+    /// key) or `up_to_date` (a remote cache whose local copy was current: extracted without a download).
     pub fn finish(self, outcome: &str, bytes: u64) {
         let (kind, direction) = self.kind.labels();
         let labels = vec![

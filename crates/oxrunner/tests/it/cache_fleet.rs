@@ -131,6 +131,7 @@ async fn two_machines_share_caches_through_a_three_node_garage_cluster() {
     assert!(trace.contains("Archive is up to date!"), "{trace}");
     assert!(!trace.contains("Uploading cache.zip"), "{trace}");
     assert!(trace.contains("Created cache"), "{trace}");
+    a_broken_current_copy_is_downloaded_again(&fake, &b, &db).await;
 
     // A damaged local archive of a key the bucket lacks is a named extraction failure, not a cache miss.
     let copy = find_archive(b.dir.path(), "deps-main").expect("B keeps the downloaded archive");
@@ -243,9 +244,45 @@ async fn remote_transfers_are_counted(db: &Daemon) {
         "failure",
     );
     assert!(refused.is_some_and(|n| n >= 1.0), "{text}");
+    // Restores whose local copy was current are told apart from downloads.
+    let kept = sample(
+        "gitlab_runner_transfer_duration_seconds_count",
+        "download",
+        "up_to_date",
+    );
+    assert!(kept.is_some_and(|n| n >= 1.0), "{text}");
 }
 
 /// The local store's archive of `key` somewhere below `dir`.
+/// A local copy that counts as up to date but does not extract (damaged, or dated in the future) is not the end of
+/// the restore: the object is downloaded after all.
+async fn a_broken_current_copy_is_downloaded_again(fake: &fake_gitlab::FakeGitlab, b: &Sandbox, db: &Daemon) {
+    let copy = find_archive(b.dir.path(), "deps-main").expect("B keeps the downloaded archive");
+    std::fs::write(&copy, b"not a zip archive").unwrap();
+    let future = std::time::SystemTime::now() + Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_modified(future)
+        .unwrap();
+    let restore = job(
+        "restore over a broken copy",
+        "b",
+        &["test \"$(cat vendor/lib)\" = from-a"],
+        pull("deps-$CI_COMMIT_REF_SLUG"),
+    );
+    let rec = finished(fake, fake.enqueue_job(restore), FINISH, db).await;
+    let trace = rec.trace_text();
+    assert_eq!(rec.status, "success", "{trace}");
+    let up_to_date = trace.find("cache.zip is up to date").expect(&trace);
+    let again = trace.find("it is downloaded again").expect(&trace);
+    let download = trace.find("Downloading cache from http://").expect(&trace);
+    assert!(up_to_date < again && again < download, "{trace}");
+    assert!(trace.contains("Successfully extracted cache"), "{trace}");
+    assert_ne!(std::fs::metadata(&copy).unwrap().modified().unwrap(), future);
+}
+
 /// B's local copy of a key is up to date only until another machine pushes the key again: then B downloads it.
 async fn a_newer_object_replaces_the_local_copy(
     fake: &fake_gitlab::FakeGitlab,

@@ -117,7 +117,7 @@ pub(crate) fn presign_for_script(
 }
 
 /// Downloads `key` to `dest`, the local store's archive of the key, replacing it only once the download is
-/// complete. With `extract_to`, an archive that comes in parts is extracted while it arrives (its central
+/// complete, unless that copy is at least as new as the object ([`Restored::UpToDate`]; `force` downloads anyway). With `extract_to`, an archive that comes in parts is extracted while it arrives (its central
 /// directory fetched first); otherwise the caller extracts it like any local archive. The archive stage then
 /// compares the job's files with what came from the bucket, so an unchanged cache is not uploaded again from
 /// another machine.
@@ -128,6 +128,7 @@ pub(crate) async fn download_key(
     dest: &Path,
     trace: &TraceWriter,
     extract_to: Option<ExtractTo>,
+    force: bool,
 ) -> Restored {
     let Some(name) = object(remote, ctx, key, trace) else {
         return Restored::Failed;
@@ -147,8 +148,13 @@ pub(crate) async fn download_key(
             return Restored::Failed;
         }
     };
-    if let Some(local) = local_modified(dest).await
-        && let Some(remote_date) = transfer::last_modified(&http, &signed).await
+    // Asked even without a local copy: the download is dated with it (as upstream dates its downloads), so the next
+    // restore compares the store's clock with the store's clock. An object replaced between this question and the
+    // download makes the copy look older than it is: one download too many, never a stale copy kept.
+    let remote_date = transfer::last_modified(&http, &signed).await;
+    if !force
+        && let Some(local) = local_modified(dest).await
+        && let Some(remote_date) = remote_date
         && remote_date <= local
     {
         trace.println(&format!("{} is up to date", oxrunner_archive::CACHE_ARCHIVE_NAME));
@@ -202,7 +208,12 @@ pub(crate) async fn download_key(
             let target = dest.to_path_buf();
             Ok((
                 bytes,
-                tokio::task::spawn_blocking(move || put_in_place(tmp, &target)),
+                tokio::task::spawn_blocking(move || {
+                    if let Some(date) = remote_date {
+                        tmp.as_file().set_modified(date)?;
+                    }
+                    put_in_place(tmp, &target)
+                }),
             ))
         }
         Ok(Fetched::Missing) => Err(Restored::Missing),

@@ -27,6 +27,8 @@ pub(super) struct Bucket {
     /// Every refusal, with its reason, for the assertions.
     pub(super) refused: Mutex<Vec<String>>,
     pub(super) content_types: Mutex<Vec<String>>,
+    /// Each object's `Last-Modified` (set by a `PUT`, or by a test).
+    pub(super) modified: Mutex<HashMap<String, std::time::SystemTime>>,
 }
 
 fn decode(text: &str) -> String {
@@ -141,13 +143,14 @@ async fn serve(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, Vec<u8>) {
+) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let none = HeaderMap::new();
     if let Err((status, code)) = check(&bucket, &method, &uri, &headers) {
         bucket.refused.lock().unwrap().push(code.clone());
         let body = format!(
             "<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>refused</Message></Error>"
         );
-        return (status, body.into_bytes());
+        return (status, none, body.into_bytes());
     }
     let key = uri.path().to_owned();
     let mut objects = bucket.objects.lock().unwrap();
@@ -158,18 +161,31 @@ async fn serve(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             bucket.content_types.lock().unwrap().push(ct.to_owned());
+            bucket
+                .modified
+                .lock()
+                .unwrap()
+                .insert(key.clone(), std::time::SystemTime::now());
             objects.insert(key, body.to_vec());
-            (StatusCode::OK, Vec::new())
+            (StatusCode::OK, none, Vec::new())
         }
+        // Ranges are not served: the whole object answers every GET, as a store ignoring `Range` would.
         Method::GET | Method::HEAD => match objects.get(&key) {
-            Some(data) => (StatusCode::OK, data.clone()),
+            Some(data) => {
+                let mut out = HeaderMap::new();
+                if let Some(date) = bucket.modified.lock().unwrap().get(&key) {
+                    out.insert("last-modified", httpdate::fmt_http_date(*date).parse().unwrap());
+                }
+                (StatusCode::OK, out, data.clone())
+            }
             None => (
                 StatusCode::NOT_FOUND,
+                none,
                 b"<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>"
                     .to_vec(),
             ),
         },
-        _ => (StatusCode::METHOD_NOT_ALLOWED, Vec::new()),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, none, Vec::new()),
     }
 }
 
@@ -258,7 +274,7 @@ async fn a_cache_pushed_through_signed_urls_is_restored_from_the_bucket() {
 
     let restored = dir.path().join("restored/cache.zip");
     assert_eq!(
-        flow::download_key(&remote, &sctx, "deps", &restored, &trace, None).await,
+        flow::download_key(&remote, &sctx, "deps", &restored, &trace, None, false).await,
         Restored::Missing
     );
     assert!(!flow::remote_has(&remote, &sctx, "deps", &trace).await);
@@ -282,7 +298,7 @@ async fn a_cache_pushed_through_signed_urls_is_restored_from_the_bucket() {
 
     // A restore elsewhere (a fresh local path) gets it from the bucket.
     assert_eq!(
-        flow::download_key(&remote, &sctx, "deps", &restored, &trace, None).await,
+        flow::download_key(&remote, &sctx, "deps", &restored, &trace, None, false).await,
         Restored::Downloaded {
             bytes: 16,
             extracted: flow::Overlapped::NotRun
@@ -303,6 +319,81 @@ async fn a_cache_pushed_through_signed_urls_is_restored_from_the_bucket() {
         !log.contains("X-Goog-Signature") && !log.contains("X-Goog-Credential"),
         "{log}"
     );
+    server.abort();
+}
+
+/// A download is dated with the object's `Last-Modified`, as upstream's cache-extractor dates it, so the next
+/// restore compares the store's clock with itself: an object committed while this machine was downloading an older
+/// one (dated before the download ended) is fetched, not taken for older than the local copy; the same object again
+/// is up to date and not downloaded.
+#[tokio::test]
+async fn a_download_is_dated_by_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = account_file(dir.path());
+    let (email, pem) = super::tests::test_account();
+    let signer = Signer::new(&email, &pem, "test").unwrap();
+    let bucket = Arc::new(Bucket {
+        public_key: signer.key.public_key().as_ref().to_vec(),
+        ..Bucket::default()
+    });
+    let (addr, server) = start(Arc::clone(&bucket)).await;
+    let remote = remote_for(addr, &account);
+    let ctx = RunnerContext::default();
+    let plan = JobPlan {
+        project_id: 7,
+        ..JobPlan::default()
+    };
+    let vars = Variables::default();
+    let (trace, handle) = TraceWriter::new(dir.path(), plan.mask_set(), 0).unwrap();
+    let sctx = StageCtx {
+        plan: &plan,
+        runner: &ctx,
+        stage: Stage::RestoreCache,
+        project_dir: dir.path().join("builds/p"),
+        tmp_dir: dir.path().join("builds/p.tmp"),
+        variables: &vars,
+        status: JobStatus::Success,
+        cancel: oxrunner_core::CancellationToken::new(),
+    };
+    let object = "/runner-cache/runner/abcdefghi/project/7/deps".to_owned();
+    let now = std::time::SystemTime::now();
+    let put = |content: &str, age: u64| {
+        bucket
+            .objects
+            .lock()
+            .unwrap()
+            .insert(object.clone(), content.as_bytes().to_vec());
+        bucket
+            .modified
+            .lock()
+            .unwrap()
+            .insert(object.clone(), now - Duration::from_secs(age));
+    };
+    let local = dir.path().join("store/cache.zip");
+    let download = || flow::download_key(&remote, &sctx, "deps", &local, &trace, None, false);
+    let dated =
+        |p: &std::path::Path| httpdate::fmt_http_date(std::fs::metadata(p).unwrap().modified().unwrap());
+
+    put("version one", 120);
+    assert!(matches!(download().await, Restored::Downloaded { .. }));
+    assert_eq!(
+        dated(&local),
+        httpdate::fmt_http_date(now - Duration::from_secs(120))
+    );
+    // Another machine committed a newer object, a minute old: newer than the copy's date, older than its file.
+    put("version two", 60);
+    assert!(matches!(download().await, Restored::Downloaded { .. }));
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), "version two");
+    assert_eq!(download().await, Restored::UpToDate);
+    // `force`: downloaded although up to date (a local copy that would not extract).
+    assert!(matches!(
+        flow::download_key(&remote, &sctx, "deps", &local, &trace, None, true).await,
+        Restored::Downloaded { .. }
+    ));
+
+    trace.flush();
+    let log = String::from_utf8(handle.read_all().unwrap()).unwrap();
+    assert_eq!(log.matches("cache.zip is up to date").count(), 1, "{log}");
     server.abort();
 }
 

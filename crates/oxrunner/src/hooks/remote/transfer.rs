@@ -14,6 +14,8 @@ const ATTEMPTS: u32 = 3;
 const FIRST_WAIT: Duration = Duration::from_secs(1);
 /// The longest wait a store's `Retry-After` may ask for; a job should not hang on it.
 const RETRY_AFTER_LIMIT: Duration = Duration::from_secs(30);
+/// How long the `Last-Modified` question may take before the restore goes on without the answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// An error answer's body is read only this far (it is XML naming the problem, never needed whole).
 const ERROR_BODY_LIMIT: usize = 16 * 1024;
 
@@ -199,14 +201,17 @@ pub(crate) async fn exists(http: &reqwest::Client, signed: &Presigned) -> bool {
 /// The object's `Last-Modified`, asked the way gitlab-runner's cache-extractor asks before a download: a `GET`
 /// of its first byte (a pre-signed download URL is signed for `GET` only). `None` when the store does not say (no
 /// object, an error, no or a malformed header); the download then goes ahead and reports what it finds. A store
-/// that ignores the range starts sending the whole object: the answer is dropped unread.
+/// that ignores the range starts sending the whole object: the answer is dropped unread, as is whatever a `206`
+/// sends beyond its first chunk. The question gets [`PROBE_TIMEOUT`], not the download's timeout: a store that does
+/// not answer is then met by the download, which reports it.
 pub(crate) async fn last_modified(
     http: &reqwest::Client,
     signed: &Presigned,
 ) -> Option<std::time::SystemTime> {
-    let resp = http
+    let mut resp = http
         .get(signed.url.clone())
         .header(reqwest::header::RANGE, "bytes=0-0")
+        .timeout(PROBE_TIMEOUT)
         .send()
         .await
         .ok()?;
@@ -220,8 +225,8 @@ pub(crate) async fn last_modified(
         .ok()?;
     let date = httpdate::parse_http_date(date.trim()).ok()?;
     if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
-        // One byte: read so the connection can serve the download next.
-        let _ = resp.bytes().await;
+        // One byte, read so the connection can serve the download next; a longer answer is cut off.
+        let _ = resp.chunk().await;
     }
     Some(date)
 }

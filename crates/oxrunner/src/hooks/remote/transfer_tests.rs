@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::{RETRY_AFTER_LIMIT, backoff, client, status_failure, upload};
+use super::{RETRY_AFTER_LIMIT, backoff, client, last_modified, status_failure, upload};
 use crate::hooks::remote::s3::Presigned;
 
 /// A server answering each request with the next of `answers` (then 200), counting requests.
@@ -121,4 +121,46 @@ fn the_backoff_doubles_with_a_quarter_of_jitter() {
             "no jitter: {waits:?}"
         );
     }
+}
+
+/// The `Last-Modified` question reads one chunk of a `206` at most: a store (or proxy) that answers the one-byte
+/// range with an endless body is cut off, not read to the end or the request timeout.
+#[tokio::test]
+async fn the_date_question_does_not_read_an_endless_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = Arc::new(Mutex::new(0usize));
+    let server = tokio::spawn({
+        let sent = Arc::clone(&sent);
+        async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 4096];
+            let _ = stream.read(&mut head).await.unwrap();
+            let date = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+            let answer = format!(
+                "HTTP/1.1 206 Partial Content\r\ncontent-range: bytes 0-0/1\r\nlast-modified: {date}\r\n\
+                 transfer-encoding: chunked\r\n\r\n"
+            );
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            let chunk = vec![b'x'; 64 * 1024];
+            // Up to 256 MiB, far more than one byte; stops once the client has gone.
+            for _ in 0..4096 {
+                let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+                if stream.write_all(&framed).await.is_err() {
+                    return;
+                }
+                *sent.lock().unwrap() += chunk.len();
+            }
+        }
+    });
+    let http = client(Duration::from_secs(600)).unwrap();
+    let date = last_modified(&http, &signed(&format!("http://{addr}/b/k"))).await;
+    assert_eq!(
+        date,
+        Some(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+    );
+    server.await.unwrap();
+    let sent = *sent.lock().unwrap();
+    assert!(sent < 64 << 20, "the answer was read on: {sent} bytes");
 }
