@@ -39,6 +39,7 @@ $([ "${BENCH_REUSE_DIR:-}" = 1 ] && echo "one per store, reused" || echo "new")"
 
 # One Garage node (replication 1): the benchmark measures the transfer path, the fleet test covers replication.
 . "$here/garage-node.sh"
+garage_pid=${pids[-1]}
 
 "$target/fake-gitlab" > "$work/fake.out" 2>&1 & pids+=($!)
 until url=$(head -n 1 "$work/fake.out" 2>/dev/null) && [ -n "$url" ]; do sleep 0.2; done
@@ -116,7 +117,11 @@ for tag in $stores; do
   save=$(section "$(job "save-$tag" "$tag" pull-push "cp -r $work/src data")" archive_cache)
   echo "cache_save_$tag $save s rss_peak_mib $(hwm)"
 done
-declare -A times peak
+declare -A times peak cpu_runner cpu_store
+# CPU time (user + system) of the runner and of Garage over each restore job: on a 2-core box the store's share
+# comes out of the same two cores.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+secs() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}'; }
 for _ in $(seq "$runs"); do
   # Alternating the stores, as bench/exec does: a slow minute of a shared machine hits both.
   for tag in $stores; do
@@ -125,13 +130,17 @@ for _ in $(seq "$runs"); do
     [ "$tag" = local ] || rm -rf "${work:?}/$tag/cache"
     settle
     reset_hwm
+    r0=$(ticks "$runner_pid"); g0=$(ticks "$garage_pid")
     times[$tag]+="$(section "$(job "restore-$tag" "$tag" pull "test -d data")" restore_cache) "
     peak[$tag]="$(printf '%s\n' "${peak[$tag]:-0}" "$(hwm)" | sort -n | tail -n 1)"
+    cpu_runner[$tag]+="$(secs $(($(ticks "$runner_pid") - r0))) "
+    cpu_store[$tag]+="$(secs $(($(ticks "$garage_pid") - g0))) "
   done
 done
 for tag in $stores; do
   median=$(printf '%s\n' ${times[$tag]} | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
-  echo "cache_restore_$tag $median s (runs: ${times[$tag]% }) rss_peak_mib ${peak[$tag]}"
+  echo "cache_restore_$tag $median s (runs: ${times[$tag]% }) rss_peak_mib ${peak[$tag]}" \
+    "cpu_s runner: ${cpu_runner[$tag]% } store: ${cpu_store[$tag]% }"
 done
 if [[ " $stores " = *" remote "* ]]; then
   settle
