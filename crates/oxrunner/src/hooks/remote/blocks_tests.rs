@@ -17,39 +17,53 @@ use crate::hooks::remote::transfer::client;
 
 const MIB: u64 = 1024 * 1024;
 
-fn decode(id: &str) -> String {
-    let raw = base64::engine::general_purpose::STANDARD.decode(id).unwrap();
-    String::from_utf8(raw).unwrap()
+fn decode(id: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(id).unwrap()
+}
+
+/// The block number of a decoded id: a big-endian `u32` after the nonce, as the Go SDK lays it out.
+fn number(raw: &[u8]) -> u32 {
+    u32::from_be_bytes(raw[16..20].try_into().unwrap())
 }
 
 #[test]
-fn block_ids_are_equal_length_base64_in_order() {
+fn block_ids_are_64_bytes_as_the_go_sdks_in_order() {
     // The largest upload Azure takes: every id of it (and of any other upload) has one length.
-    let ids = block_ids(u64::MAX, MAX_BLOCKS as usize);
+    let nonce = [0xab; 16];
+    let ids = block_ids(nonce, MAX_BLOCKS as usize);
     assert_eq!(ids.len(), 50_000);
-    let other = block_ids(0x1234, 3);
+    let other = block_ids([7; 16], 3);
     let len = ids[0].len();
     assert!(ids.iter().chain(&other).all(|id| id.len() == len), "{other:?}");
-    // 16 bytes before encoding, as the Azure SDKs' ids.
-    assert_eq!(decode(&ids[0]).len(), 16);
-    assert_eq!(decode(&other[2]), "0000001234000002");
-    // Sorted by index, and the same prefix throughout one upload.
-    let decoded: Vec<String> = ids.iter().map(|id| decode(id)).collect();
-    let prefix = &decoded[0][..10];
+    // 64 bytes before encoding, as gitlab-runner's ids (GoCloud's azblob `[64]byte`): 88 base64 characters.
+    assert_eq!(len, 88);
+    assert!(ids.iter().chain(&other).all(|id| decode(id).len() == 64));
+    let mut want = vec![7u8; 16];
+    want.extend_from_slice(&[0, 0, 0, 2]);
+    want.resize(64, 0);
+    assert_eq!(decode(&other[2]), want);
+    // Numbered in order, the same prefix throughout one upload, zeros after the number.
+    let decoded: Vec<Vec<u8>> = ids.iter().map(|id| decode(id)).collect();
     for (i, d) in decoded.iter().enumerate() {
-        assert_eq!(&d[..10], prefix);
-        assert_eq!(d[10..].parse::<usize>().unwrap(), i);
+        assert_eq!(d[..16], nonce);
+        assert_eq!(number(d) as usize, i);
+        assert!(d[20..].iter().all(|b| *b == 0));
     }
     let mut sorted = decoded.clone();
     sorted.sort();
     assert_eq!(sorted, decoded);
-    // Two uploads (two prefixes) never share an id.
-    assert!(block_ids(1, 5).iter().all(|id| !block_ids(2, 5).contains(id)));
+    // Two uploads (two prefixes) never share an id, and two calls draw two prefixes.
+    assert!(
+        block_ids([1; 16], 5)
+            .iter()
+            .all(|id| !block_ids([2; 16], 5).contains(id))
+    );
+    assert_ne!(super::nonce(), super::nonce());
 }
 
 #[test]
 fn the_block_list_names_every_block_in_order() {
-    let ids = block_ids(7, 3);
+    let ids = block_ids([7; 16], 3);
     let xml = block_list_xml(&ids);
     assert_eq!(
         xml,
@@ -109,9 +123,12 @@ struct Got {
 #[derive(Clone, Default)]
 struct Stand {
     got: Arc<Mutex<Vec<Got>>>,
+    /// The answer (status, `x-ms-error-code`) to every Put Block, as Azure gives when foreign blocks refuse it.
+    refuse: Option<(StatusCode, &'static str)>,
 }
 
-async fn serve(State(s): State<Stand>, req: Request) -> StatusCode {
+async fn serve(State(s): State<Stand>, req: Request) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
     let (query, content_type, blob_type) = {
         let header = |name: &str| req.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
         (
@@ -124,13 +141,20 @@ async fn serve(State(s): State<Stand>, req: Request) -> StatusCode {
         .await
         .unwrap()
         .to_vec();
+    let refused = s.refuse.filter(|_| query.contains("comp=block&"));
     s.got.lock().unwrap().push(Got {
         query,
         content_type,
         blob_type,
         body,
     });
-    StatusCode::CREATED
+    match refused {
+        Some((status, code)) => {
+            let xml = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code></Error>");
+            (status, [("x-ms-error-code", code)], xml).into_response()
+        }
+        None => StatusCode::CREATED.into_response(),
+    }
 }
 
 async fn stand(stand: Stand) -> (String, tokio::task::JoinHandle<()>) {
@@ -171,7 +195,7 @@ fn archive(dir: &tempfile::TempDir) -> std::path::PathBuf {
 fn index_of(got: &Got) -> Option<usize> {
     let id = got.query.split('&').find_map(|kv| kv.strip_prefix("blockid="))?;
     let id = id.replace("%2B", "+").replace("%2F", "/").replace("%3D", "=");
-    Some(decode(&id)[10..].parse().unwrap())
+    Some(number(&decode(&id)) as usize)
 }
 
 #[tokio::test]
@@ -201,7 +225,7 @@ async fn blocks_go_up_by_offset_and_the_list_commits_them_in_order() {
     for (i, block) in got.iter().enumerate() {
         assert!(block.query.contains("comp=block&blockid="), "{}", block.query);
         assert!(block.query.contains("sp=w"), "{}", block.query);
-        // 16 bytes encode with `==`, which the query must escape.
+        // 64 bytes encode with `==`, which the query must escape.
         let raw = block.query.split('&').find_map(|kv| kv.strip_prefix("blockid="));
         assert!(
             raw.is_some_and(|id| id.ends_with("%3D%3D") && !id.contains('=')),
@@ -219,11 +243,95 @@ async fn blocks_go_up_by_offset_and_the_list_commits_them_in_order() {
     let named: Vec<usize> = xml
         .split("<Latest>")
         .skip(1)
-        .map(|s| {
-            decode(s.split_once("</Latest>").unwrap().0)[10..]
-                .parse()
-                .unwrap()
-        })
+        .map(|s| number(&decode(s.split_once("</Latest>").unwrap().0)) as usize)
         .collect();
     assert_eq!(named, [0, 1, 2], "{xml}");
+}
+
+/// An upload against a stand-in that refuses every block with `status`/`code`: what `run` returned, the lines it
+/// warned, and the requests the stand-in saw.
+async fn refused_upload(
+    status: StatusCode,
+    code: &'static str,
+    src: &std::path::Path,
+) -> (Result<u64, String>, Vec<String>, Vec<Got>) {
+    let seen = Stand {
+        refuse: Some((status, code)),
+        ..Stand::default()
+    };
+    let (endpoint, server) = stand(seen.clone()).await;
+    let store = store(&endpoint);
+    let http = client(Duration::from_secs(30)).unwrap();
+    let upload = BlockUpload {
+        http: &http,
+        store: &store,
+        object: "project/1/k",
+        src,
+        plan: PLAN,
+        lifetime: Duration::from_secs(600),
+        describe: "Azure container",
+    };
+    let warned = Mutex::new(Vec::new());
+    let sent = upload
+        .run(&|m: &str| warned.lock().unwrap().push(m.to_owned()))
+        .await;
+    server.abort();
+    let got = seen.got.lock().unwrap().clone();
+    (sent, warned.into_inner().unwrap(), got)
+}
+
+#[tokio::test]
+async fn foreign_blocks_make_the_archive_go_up_as_one_put_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = archive(&dir);
+    for (status, code) in [
+        (StatusCode::CONFLICT, "BlockCountExceedsLimit"),
+        (StatusCode::BAD_REQUEST, "InvalidBlobOrBlock"),
+    ] {
+        let (sent, warned, got) = refused_upload(status, code, &src).await;
+        assert_eq!(sent, Ok(2_500), "{warned:?}");
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].contains("interrupted upload")
+                && warned[0].contains(code)
+                && !warned[0].contains("sig="),
+            "{warned:?}"
+        );
+        // No block list; the last request is the whole archive as one Put Blob.
+        assert!(
+            !got.iter().any(|g| g.query.contains("comp=blocklist")),
+            "{got:#?}"
+        );
+        let whole = got.last().unwrap();
+        assert!(!whole.query.contains("comp="), "{}", whole.query);
+        assert!(whole.query.contains("sp=w"), "{}", whole.query);
+        assert_eq!(whole.body.len(), 2_500);
+        assert_eq!(whole.content_type.as_deref(), Some("application/zip"));
+    }
+}
+
+#[tokio::test]
+async fn other_refusals_and_archives_above_put_blobs_limit_stay_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = archive(&dir);
+    // A 400 that does not name foreign blocks is this upload's own problem: no Put Blob.
+    let (sent, warned, got) = refused_upload(StatusCode::BAD_REQUEST, "InvalidHeaderValue", &src).await;
+    let err = sent.unwrap_err();
+    assert!(err.contains("no block list was committed"), "{err}");
+    assert!(warned.is_empty(), "{warned:?}");
+    assert!(got.iter().all(|g| g.query.contains("comp=block&")), "{got:#?}");
+    // Past 5000 MiB (a sparse file) a Put Blob cannot replace the blocks: the failure says why and for how long.
+    let big = dir.path().join("big.zip");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(super::MAX_PUT_BLOB + 1)
+        .unwrap();
+    let (sent, warned, got) = refused_upload(StatusCode::BAD_REQUEST, "InvalidBlobOrBlock", &big).await;
+    let err = sent.unwrap_err();
+    assert!(err.contains("earlier interrupted upload"), "{err}");
+    assert!(err.contains("7 days"), "{err}");
+    assert!(err.contains("\nhint: "), "{err}");
+    assert!(!err.contains("sig="), "{err}");
+    assert!(warned.is_empty(), "{warned:?}");
+    assert!(got.iter().all(|g| g.query.contains("comp=block&")), "{got:#?}");
 }
