@@ -148,4 +148,6 @@ if [[ " $stores " = *" remote "* ]]; then
   kept=$(section "$(job "restore-remote-kept" remote pull "test -d data")" restore_cache)
   echo "cache_restore_remote_local_copy_up_to_date $kept s rss_peak_mib $(hwm)"
 fi
+sleep 2
+echo "rss_idle_after_jobs_mib $(awk '/VmRSS/ {print int($2/1024)}' "/proc/$runner_pid/status")"
 echo "# goal: remote restore <= 1.5x local restore; RSS flat (<= 64 MiB) while transferring"
