@@ -21,7 +21,7 @@
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -510,10 +510,19 @@ fn remove_stale_temporaries(dir: &Path) {
         if !name.as_bytes().starts_with(prefix.as_bytes()) {
             continue;
         }
+        // By the later of its mtime and ctime: a download is dated with the object's `Last-Modified` (often days
+        // ago), and a ctime cannot be set back, so a temporary still being written is never taken for a leftover.
         let old = entry
             .metadata()
-            .and_then(|m| m.modified())
             .ok()
+            .and_then(|m| {
+                let changed = SystemTime::UNIX_EPOCH
+                    + Duration::new(
+                        u64::try_from(m.ctime()).ok()?,
+                        u32::try_from(m.ctime_nsec()).ok()?,
+                    );
+                Some(m.modified().ok()?.max(changed))
+            })
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .is_some_and(|age| age > STALE_TMP_AGE);
         if old {

@@ -11,6 +11,7 @@
 //! keeps their setting: nothing is changed then. Jobs never inherit this; it is not an environment variable.
 
 use std::ffi::OsString;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The environment variables through which glibc reads allocator settings.
 const USER_SETTINGS: &[&str] = &[
@@ -51,9 +52,17 @@ pub fn tune() {}
 
 /// Gives the memory a finished job freed back to the system. glibc returns a heap's free pages only from its top,
 /// so what a cache transfer or a large log used stayed resident between jobs (20 MiB after a 1 GiB remote cache
-/// restore, BENCHMARKS.md). Runs on a blocking thread: it walks every arena.
-pub async fn release_free_memory() {
-    let _ = tokio::task::spawn_blocking(trim).await;
+/// restore, BENCHMARKS.md). Runs on a blocking thread (it walks every arena), not waited for, so the job's slot is
+/// free at once; one trim at a time: jobs that end together need one.
+pub fn release_free_memory() {
+    static TRIMMING: AtomicBool = AtomicBool::new(false);
+    if TRIMMING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    drop(tokio::task::spawn_blocking(|| {
+        trim();
+        TRIMMING.store(false, Ordering::Release);
+    }));
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -272,3 +272,29 @@ fn adopting_a_download_keeps_the_archives_date() {
     );
     assert_eq!(fs::metadata(&archive).unwrap().modified().unwrap(), dated);
 }
+
+/// A temporary being written with an old date (a download dated with its object's `Last-Modified`) is not a
+/// leftover: the sweep of stale temporaries goes by the later of its mtime and ctime, and a ctime cannot be set back.
+#[test]
+fn a_temporary_dated_in_the_past_is_not_swept_while_fresh() {
+    let cache = tempfile::tempdir().unwrap();
+    let store = CacheStore::new(cache.path());
+    let job = tempfile::tempdir().unwrap();
+    write(job.path(), "vendor/lib.rb", b"lib");
+    let set = collect(job.path(), &s(&["vendor"]), &[], false).unwrap();
+    store.save("g/p", "main", job.path(), &set, Level::Fast).unwrap();
+    let tmp = cache.path().join("g/p/main/cache.zip.tmp-download");
+    fs::write(&tmp, b"half a download").unwrap();
+    let week_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7 * 24 * 3600);
+    fs::File::options()
+        .write(true)
+        .open(&tmp)
+        .unwrap()
+        .set_modified(week_ago)
+        .unwrap();
+    // Another job's save of the key sweeps the key's directory.
+    write(job.path(), "vendor/lib.rb", b"lib, changed");
+    let set = collect(job.path(), &s(&["vendor"]), &[], false).unwrap();
+    store.save("g/p", "main", job.path(), &set, Level::Fast).unwrap();
+    assert!(tmp.exists(), "a fresh temporary was swept");
+}

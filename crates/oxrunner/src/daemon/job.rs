@@ -182,7 +182,7 @@ pub async fn run(env: JobEnv, job: Box<JobResponse>, session: Option<JobSession>
     drop(trace);
     drop(handle);
     drop(job_metrics);
-    crate::malloc::release_free_memory().await;
+    crate::malloc::release_free_memory();
 }
 
 /// Takes the job's slot, then resolves its secrets: they expand against the job's full variable list, whose

@@ -86,12 +86,21 @@ pub(crate) async fn restore(
             if got.up_to_date
                 && let LocalRestore::Failed(lines) = &got.outcome
             {
-                // The copy judged up to date is broken: the object is fetched after all, once.
+                // The copy judged up to date is broken: the object is fetched after all, once; when that fails
+                // too, the broken copy's failure stands (it is not extracted a second time).
                 for line in lines {
                     trace.warning(line);
                 }
                 trace.warning("the local copy of the cache could not be extracted; it is downloaded again");
-                got = restore_candidate(store, remote, ctx, trace, &slug, &candidate, true).await;
+                if feature_flags::is_on(ctx.variables, "FF_CLEAN_UP_FAILED_CACHE_EXTRACT") {
+                    remove_cache_paths(spec, ctx, trace).await;
+                }
+                let again = restore_candidate(store, remote, ctx, trace, &slug, &candidate, true).await;
+                if again.downloaded > 0 {
+                    got = again;
+                } else {
+                    got.outcome = LocalRestore::Failed(Vec::new());
+                }
             }
             downloaded = got.downloaded;
             from_local_copy = got.up_to_date;
@@ -188,7 +197,7 @@ struct Candidate {
 }
 
 /// One key: downloaded first when a remote store is set up (unless the local copy is up to date; `force` skips that
-/// check), then extracted, beside the download or from the local copy.
+/// check and extracts only what it downloaded), then extracted, beside the download or from the local copy.
 async fn restore_candidate(
     store: &CacheStore,
     remote: &RemoteSetup,
@@ -231,6 +240,14 @@ async fn restore_candidate(
             Ok(Err(e)) => trace.warning(&format!("the shared cache is not downloaded: {e}")),
             Err(e) => trace.warning(&format!("the shared cache is not downloaded: {e}")),
         }
+    }
+    if force && overlapped.is_none() && downloaded == 0 {
+        // Forced because the local copy would not extract: without a download there is nothing new to extract.
+        return Candidate {
+            outcome: LocalRestore::Failed(Vec::new()),
+            downloaded,
+            up_to_date,
+        };
     }
     let outcome = match overlapped {
         Some((clean, Overlapped::Extracted, kept)) => {

@@ -209,10 +209,13 @@ pub(crate) async fn download_key(
             Ok((
                 bytes,
                 tokio::task::spawn_blocking(move || {
-                    if let Some(date) = remote_date {
-                        tmp.as_file().set_modified(date)?;
-                    }
-                    put_in_place(tmp, &target)
+                    // Dated once it has the key's name, through its own descriptor: a temporary dated in the past
+                    // would be taken for a leftover by the store's sweep of stale temporaries (another job's save)
+                    // and deleted before the rename. Without an answer to the date question, the copy is dated at
+                    // the epoch (upstream: Go's zero time), so the next restore downloads rather than trusts it.
+                    let file = tmp.as_file().try_clone()?;
+                    put_in_place(tmp, &target)?;
+                    file.set_modified(remote_date.unwrap_or(std::time::UNIX_EPOCH))
                 }),
             ))
         }
