@@ -10,7 +10,9 @@ use std::time::Duration;
 use fake_gitlab::{CacheSpec, JobSpec};
 
 use crate::support::azurite::{self, Azurite, CONTAINER, KEY};
-use crate::support::{Sandbox, fake, finished, global_toml, shell_runner_toml};
+use crate::support::{
+    Sandbox, cache_job as job, fake, finished, global_toml, pull_cache as pull, shell_runner_toml,
+};
 
 const FINISH: Duration = Duration::from_secs(120);
 /// Valid base64 of the right length, but not the account's key: Azurite refuses what it signs.
@@ -24,20 +26,6 @@ fn cache_toml(az: &Azurite, shared: bool, key: &str) -> String {
         account = azurite::ACCOUNT,
         endpoint = az.endpoint(),
     )
-}
-
-fn job(name: &str, tag: &str, script: &[&str], cache: CacheSpec) -> JobSpec {
-    JobSpec::new(name, script)
-        .variable("GIT_STRATEGY", "empty")
-        .tags(&[tag])
-        .cache(cache)
-}
-
-fn pull(key: &str) -> CacheSpec {
-    CacheSpec {
-        policy: "pull".into(),
-        ..CacheSpec::new(key, &["vendor/"])
-    }
 }
 
 /// Nothing secret in a trace or log: the key, the wrong key, or a SAS signature.

@@ -16,12 +16,14 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use fake_gitlab::{CacheSpec, JobSpec};
+use fake_gitlab::CacheSpec;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::support::azurite::{self, ACCOUNT, Azurite, CONTAINER, KEY};
-use crate::support::{Sandbox, fake, finished, global_toml, shell_runner_toml};
+use crate::support::{
+    Sandbox, cache_job as job, fake, finished, global_toml, pull_cache as pull, shell_runner_toml,
+};
 
 const FINISH: Duration = Duration::from_secs(180);
 const BLOCK: u64 = 5 * 1024 * 1024;
@@ -165,20 +167,6 @@ fn cache_toml(endpoint: &str) -> String {
          [runners.cache.azure]\n    AccountName = \"{ACCOUNT}\"\n    AccountKey = \"{KEY}\"\n    \
          ContainerName = \"{CONTAINER}\"\n    StorageDomain = \"{endpoint}\"\n",
     )
-}
-
-fn job(name: &str, tag: &str, script: &[&str], cache: CacheSpec) -> JobSpec {
-    JobSpec::new(name, script)
-        .variable("GIT_STRATEGY", "empty")
-        .tags(&[tag])
-        .cache(cache)
-}
-
-fn pull(key: &str) -> CacheSpec {
-    CacheSpec {
-        policy: "pull".into(),
-        ..CacheSpec::new(key, &["vendor/"])
-    }
 }
 
 fn sas_time(t: time::OffsetDateTime) -> String {

@@ -10,7 +10,9 @@ use std::time::Duration;
 use fake_gitlab::{CacheSpec, JobSpec};
 
 use crate::support::garage::{self, BUCKET, Cluster, REGION};
-use crate::support::{Daemon, Sandbox, fake, finished, global_toml, shell_runner_toml};
+use crate::support::{
+    Daemon, Sandbox, cache_job as job, fake, finished, global_toml, pull_cache as pull, shell_runner_toml,
+};
 
 const FINISH: Duration = Duration::from_secs(120);
 const WRONG_SECRET: &str = "0000000000000000000000000000000000000000000000000000000000000bad";
@@ -23,20 +25,6 @@ fn cache_toml(cluster: &Cluster, node: usize, shared: bool, secret: &str) -> Str
         addr = cluster.s3_address(node),
         key = cluster.key_id,
     )
-}
-
-fn job(name: &str, tag: &str, script: &[&str], cache: CacheSpec) -> JobSpec {
-    JobSpec::new(name, script)
-        .variable("GIT_STRATEGY", "empty")
-        .tags(&[tag])
-        .cache(cache)
-}
-
-fn pull(key: &str) -> CacheSpec {
-    CacheSpec {
-        policy: "pull".into(),
-        ..CacheSpec::new(key, &["vendor/"])
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,10 +15,10 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use fake_gitlab::{CacheSpec, JobSpec};
+use fake_gitlab::CacheSpec;
 
 use crate::support::garage::{self, BUCKET, Cluster, REGION};
-use crate::support::{Sandbox, fake, finished, global_toml, shell_runner_toml};
+use crate::support::{Sandbox, cache_job as job, fake, finished, global_toml, shell_runner_toml};
 
 const FINISH: Duration = Duration::from_secs(180);
 /// `oxrunner-cache-digest:sha256:<64 hex>`, the zip comment closing each archive.
@@ -160,13 +160,6 @@ fn cache_toml(address: &str, cluster: &Cluster) -> String {
         key = cluster.key_id,
         secret = cluster.secret,
     )
-}
-
-fn job(name: &str, tag: &str, script: &[&str], cache: CacheSpec) -> JobSpec {
-    JobSpec::new(name, script)
-        .variable("GIT_STRATEGY", "empty")
-        .tags(&[tag])
-        .cache(cache)
 }
 
 /// The failures this test injects: part 2 of `big` once (upload) and the second range of its download once; every

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use fake_gitlab::{FakeGitlab, FakeOptions, JobRecord};
+use fake_gitlab::{CacheSpec, FakeGitlab, FakeOptions, JobRecord, JobSpec};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
@@ -374,4 +374,20 @@ pub fn register_args<'a>(cfg: &'a str, url: &'a str, name: &'a str, extra: &[&'a
     ];
     args.extend_from_slice(extra);
     args
+}
+
+/// The cache tests' job: no sources (`GIT_STRATEGY=empty`), for the runner tagged `tag`, with one cache.
+pub fn cache_job(name: &str, tag: &str, script: &[&str], cache: CacheSpec) -> JobSpec {
+    JobSpec::new(name, script)
+        .variable("GIT_STRATEGY", "empty")
+        .tags(&[tag])
+        .cache(cache)
+}
+
+/// The cache tests' `vendor/` cache under `key`, restored only.
+pub fn pull_cache(key: &str) -> CacheSpec {
+    CacheSpec {
+        policy: "pull".into(),
+        ..CacheSpec::new(key, &["vendor/"])
+    }
 }
